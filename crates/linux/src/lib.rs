@@ -1,0 +1,2 @@
+//! Linux backend for Stockade.
+#![cfg(target_os = "linux")]

@@ -1,0 +1,91 @@
+//! The interface every OS backend implements, and the neutral types of a run.
+
+use crate::plan::Plan;
+use serde::Serialize;
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// The command to run inside the sandbox.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// Program (looked up in the sandbox's `PATH` if it has no `/`).
+    pub program: OsString,
+    /// Arguments after the program.
+    pub args: Vec<OsString>,
+}
+
+/// How to run, beyond what the plan says.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Descriptors (besides 0, 1, 2) the caller means to pass into the sandbox.
+    pub pass_fds: Vec<RawFd>,
+    /// Allocate a pseudo-terminal for the command.
+    pub pty: bool,
+    /// Kill the whole tree after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum ExitKind {
+    /// Normal exit with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Killed by Stockade because `timeout` passed.
+    TimedOut,
+}
+
+impl ExitKind {
+    /// Exit status for the `stockade` process: the code, `128+N` for signal `N`, 124 for a timeout.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitKind::Code(c) => c,
+            ExitKind::Signal(s) => 128 + s,
+            ExitKind::TimedOut => 124,
+        }
+    }
+}
+
+/// One protection a backend actually applied (never one it merely intended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnforcedLayer {
+    /// Short stable identifier, e.g. `mount-namespace`, `landlock`, `seccomp`, `net-namespace`.
+    pub layer: String,
+    /// Human detail, e.g. `ABI 7, fully enforced`.
+    pub detail: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// Which backend/tier ran it, e.g. `linux-unelevated`.
+    pub tier: String,
+    /// How the command ended.
+    pub exit: ExitKind,
+    /// Wall time from launch to exit.
+    #[serde(serialize_with = "ser_duration_ms", rename = "duration_ms")]
+    pub duration: Duration,
+    /// Protections applied.
+    pub enforced: Vec<EnforcedLayer>,
+    /// Things the user should know (e.g. a layer the kernel lacks, with the user's consent to degrade).
+    pub warnings: Vec<String>,
+}
+
+fn ser_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// An OS sandbox backend.
+pub trait Backend {
+    /// Error type of a failed launch (never of a command that ran and failed).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Stable name of the tier, e.g. `linux-unelevated`.
+    fn tier(&self) -> &'static str;
+
+    /// Run `cmd` under `plan`; returns once the command and everything it started are gone.
+    fn run(&self, plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, Self::Error>;
+}

@@ -1,0 +1,18 @@
+//! Stockade's platform-neutral core.
+//!
+//! * [`model`] — the policy a user writes (TOML) and its serde model.
+//! * [`config`] — layered loading (embedded default → user → workspace → CLI) with provenance.
+//! * [`plan`] — resolution of a policy against the real filesystem into a [`plan::Plan`]: the exact,
+//!   canonical list of what a backend must enforce.
+//! * [`backend`] — the one trait every OS backend implements, and the neutral run/outcome types.
+//!
+//! Nothing in this crate touches the kernel: it computes, the backends enforce.
+
+pub mod backend;
+pub mod config;
+pub mod model;
+pub mod plan;
+
+pub use backend::{Backend, Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+pub use model::{EnvInherit, NetworkMode, Policy};
+pub use plan::{Plan, PlanError};

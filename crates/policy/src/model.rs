@@ -1,0 +1,135 @@
+//! The policy model: what a user (or the embedded default) asks for.
+//!
+//! Every field is documented here and in the README's policy reference; the TOML keys are the
+//! field names. Paths in a policy are *unresolved*: they may start with `~/` (the caller's home) or
+//! be relative (to the workspace). [`crate::plan`] turns them into canonical paths.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A complete policy. Unknown keys are rejected so a typo never silently weakens a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Filesystem access.
+    pub filesystem: FilesystemPolicy,
+    /// Network access.
+    pub network: NetworkPolicy,
+    /// Environment variables passed to the command.
+    pub env: EnvPolicy,
+    /// Resource limits and the run timeout.
+    pub limits: LimitsPolicy,
+    /// Private temporary directories.
+    pub temp: TempPolicy,
+}
+
+/// Filesystem rules. Reading is allowed everywhere except `deny_read`; writing only beneath
+/// `writable_roots` (the workspace is always one unless `read_only`), minus protected paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemPolicy {
+    /// No writable roots at all, not even the workspace.
+    pub read_only: bool,
+    /// Extra writable directories (the workspace is implicit). `~/` and workspace-relative paths
+    /// are accepted. Must exist.
+    pub writable_roots: Vec<String>,
+    /// Names that stay read-only wherever they occur under a writable root (e.g. `.git`). A `.git`
+    /// *file* also protects the gitdir it points to.
+    pub protected_names: Vec<String>,
+    /// Extra paths kept read-only even if under a writable root.
+    pub protected_paths: Vec<String>,
+    /// Paths that cannot be read (secrets). Missing ones are ignored.
+    pub deny_read: Vec<String>,
+    /// Unix socket paths the command may connect to even outside writable roots.
+    pub allow_unix_sockets: Vec<String>,
+    /// Allow writable roots that are `/`, a system directory or the home directory itself.
+    pub allow_dangerous_roots: bool,
+}
+
+/// Network modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Only a private loopback: nothing outside the sandbox is reachable.
+    #[default]
+    Off,
+    /// The host's network, unrestricted.
+    On,
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NetworkMode::Off => "off",
+            NetworkMode::On => "on",
+        })
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(NetworkMode::Off),
+            "on" => Ok(NetworkMode::On),
+            other => Err(format!("unknown network mode {other:?}: expected \"off\" or \"on\"")),
+        }
+    }
+}
+
+/// Network policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    /// `off` (default) or `on`.
+    pub mode: NetworkMode,
+}
+
+/// Which variables of the caller's environment are inherited before `exclude` and `set` apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvInherit {
+    /// Every variable.
+    #[default]
+    All,
+    /// Only a small core set (PATH, HOME, USER, LANG, LC_*, TERM, SHELL, TZ, ...).
+    Core,
+    /// None.
+    None,
+}
+
+/// Environment policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvPolicy {
+    /// Starting set.
+    pub inherit: EnvInherit,
+    /// Case-insensitive globs (`*` and `?`) of names removed after inheritance.
+    pub exclude: Vec<String>,
+    /// Variables set last (override everything).
+    pub set: BTreeMap<String, String>,
+}
+
+/// Limits. `None` means no limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsPolicy {
+    /// Wall-clock limit in seconds; the whole tree is killed when it passes.
+    pub timeout_secs: Option<u64>,
+    /// Memory limit in bytes.
+    pub max_memory: Option<u64>,
+    /// Maximum number of processes/threads.
+    pub max_processes: Option<u64>,
+    /// Maximum number of open files per process.
+    pub max_open_files: Option<u64>,
+}
+
+/// Temporary directories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TempPolicy {
+    /// Give the sandbox private `/tmp`, `/var/tmp` and `/dev/shm`.
+    pub private: bool,
+    /// Keep the private `/tmp` across runs for the same workspace.
+    pub persist: bool,
+}

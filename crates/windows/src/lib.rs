@@ -1,0 +1,1 @@
+//! Windows backend for Stockade.
