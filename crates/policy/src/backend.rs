@@ -87,5 +87,6 @@ pub trait Backend {
     fn tier(&self) -> &'static str;
 
     /// Run `cmd` under `plan`; returns once the command and everything it started are gone.
-    fn run(&self, plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, Self::Error>;
+    fn run(&self, plan: &Plan, cmd: &Command, opts: &RunOptions)
+        -> Result<RunOutcome, Self::Error>;
 }

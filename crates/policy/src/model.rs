@@ -72,7 +72,9 @@ impl std::str::FromStr for NetworkMode {
         match s {
             "off" => Ok(NetworkMode::Off),
             "on" => Ok(NetworkMode::On),
-            other => Err(format!("unknown network mode {other:?}: expected \"off\" or \"on\"")),
+            other => Err(format!(
+                "unknown network mode {other:?}: expected \"off\" or \"on\""
+            )),
         }
     }
 }
