@@ -22,5 +22,6 @@ pub mod plan;
 mod test_util;
 
 pub use backend::{Backend, Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+pub use config::{load, CliOverrides, ConfigError, LoadRequest, Loaded, Source};
 pub use model::{EnvInherit, NetworkMode, Policy};
 pub use plan::{resolve, Plan, PlanError, PlanRequest};
