@@ -6,13 +6,22 @@
 //!   canonical list of what a backend must enforce.
 //! * [`backend`] — the one trait every OS backend implements, and the neutral run/outcome types.
 //!
+//! * [`paths`] — `~/` expansion and the `*`/`?` glob matcher used for environment names.
+//!
 //! Nothing in this crate touches the kernel: it computes, the backends enforce.
+
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod config;
 pub mod model;
+pub mod paths;
 pub mod plan;
 
+#[cfg(test)]
+mod test_util;
+
 pub use backend::{Backend, Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+pub use config::{load, CliOverrides, ConfigError, LoadRequest, Loaded, Source};
 pub use model::{EnvInherit, NetworkMode, Policy};
-pub use plan::{Plan, PlanError};
+pub use plan::{resolve, Plan, PlanError, PlanRequest};
