@@ -477,6 +477,8 @@ mod tests {
                 private: true,
                 persist_dir: Some("/home/u/.local/state/stockade/tmp/ab".into()),
             },
+            protected_symlinks: vec![],
+            warnings: vec![],
         }
     }
 
