@@ -35,6 +35,7 @@
 //! Every step that fails reports through the report pipe and the launch fails closed.
 
 use crate::caps;
+use crate::limits::{self, Rlimit};
 use crate::landlock_layer::{self, LandlockStatus};
 use crate::mounts;
 use crate::net;
@@ -46,7 +47,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use stockade_policy::backend::{Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+use stockade_policy::backend::{Command, Denial, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::Plan;
 
@@ -128,6 +129,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     // as the overflow id.
     // SAFETY: getuid/getgid cannot fail and take no arguments.
     let ids = unsafe { (libc::getuid(), libc::getgid()) };
+    let rlimits = limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let (report_r, report_w) = sys::pipe()?;
     let (alive_r, alive_w) = sys::pipe()?;
     let forwarded = sys::sigset(FORWARDED);
@@ -163,6 +165,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
                 &exec,
                 &deny,
                 &socket_policy,
+                &rlimits,
                 opts,
                 ids,
                 report_w.as_raw_fd(),
@@ -203,12 +206,19 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         exit,
         duration: start.elapsed(),
         enforced: parsed.layers,
-        warnings: parsed
-            .warnings
-            .into_iter()
-            .chain(parsed.denials.into_iter().map(|d| format!("denied: {d}")))
-            .collect(),
+        warnings: parsed.warnings,
+        denials: parsed.denials.into_iter().chain(created_protected(plan)).collect(),
     })
+}
+
+/// Protected names that did not exist at launch (so no mount could protect them) but exist now:
+/// reported, never silently accepted.
+fn created_protected(plan: &Plan) -> Vec<Denial> {
+    plan.protected_missing
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .map(|p| Denial { kind: "protected-created".into(), target: p.display().to_string() })
+        .collect()
 }
 
 fn decode_status(st: libc::c_int) -> ExitKind {
@@ -354,7 +364,7 @@ struct Report {
     fatal: Option<String>,
     exec_error: Option<(i32, String)>,
     status: Option<libc::c_int>,
-    denials: Vec<String>,
+    denials: Vec<Denial>,
 }
 
 impl Report {
@@ -379,7 +389,10 @@ impl Report {
                     r.exec_error = Some((errno.parse().unwrap_or(libc::ENOENT), reason.into()));
                 }
                 "S" => r.status = body.trim().parse().ok(),
-                "D" => r.denials.push(body.replace('\t', " ")),
+                "D" => {
+                    let (kind, target) = body.split_once('\t').unwrap_or((body, ""));
+                    r.denials.push(Denial { kind: kind.into(), target: target.into() });
+                }
                 _ => {}
             }
         }
@@ -449,6 +462,7 @@ fn init_main(
     exec: &ExecSpec,
     deny: &seccompiler::BpfProgram,
     socket_policy: &SocketPolicy,
+    rlimits: &[Rlimit],
     opts: &RunOptions,
     ids: (libc::uid_t, libc::gid_t),
     report: RawFd,
@@ -470,7 +484,7 @@ fn init_main(
     let child = match sys::fork() {
         Ok(0) => {
             drop(chan_init);
-            let code = command_main(exec, deny, opts, report, chan_cmd);
+            let code = command_main(exec, deny, rlimits, opts, report, chan_cmd);
             sys::exit_now(code)
         }
         Ok(pid) => pid,
@@ -659,11 +673,12 @@ fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
 fn command_main(
     exec: &ExecSpec,
     deny: &seccompiler::BpfProgram,
+    rlimits: &[Rlimit],
     opts: &RunOptions,
     report: RawFd,
     chan: OwnedFd,
 ) -> i32 {
-    match command_setup(deny, opts, report, chan) {
+    match command_setup(deny, rlimits, opts, report, chan) {
         Ok(()) => {}
         Err(msg) => {
             report_line(report, 'F', &msg);
@@ -685,6 +700,7 @@ fn command_main(
 
 fn command_setup(
     deny: &seccompiler::BpfProgram,
+    rlimits: &[Rlimit],
     opts: &RunOptions,
     report: RawFd,
     chan: OwnedFd,
@@ -704,6 +720,11 @@ fn command_setup(
         "PR_SET_PDEATHSIG",
     )
     .map_err(|e| e.to_string())?;
+    limits::apply(rlimits).map_err(|e| e.to_string())?;
+    if !rlimits.is_empty() {
+        let names: Vec<String> = rlimits.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
+        report_line(report, 'L', &format!("limits\t{}", names.join(", ")));
+    }
     // seccomp: the gate first (its listener goes to init), then the deny list.
     let listener = seccomp::install_gate().map_err(|e| e.to_string())?;
     sockets::send_fd(chan.as_raw_fd(), listener.as_raw_fd())

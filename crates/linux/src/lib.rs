@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod landlock_layer;
+pub mod limits;
 pub mod launch;
 pub mod mounts;
 pub mod net;

@@ -165,6 +165,14 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
         _ => vec![],
     };
 
+    // Allowed unix sockets may live under a directory that is about to be covered (a private
+    // /tmp, a masked dir): keep them reachable at the same path.
+    let socket_slots: Vec<(PathBuf, usize)> = plan
+        .allow_unix_sockets
+        .iter()
+        .map(|p| (p.clone(), capture(&mut out, p.clone(), Access::AsIs)))
+        .collect();
+
     // 3. fresh /dev, temp dirs
     out.push(Step::Tmpfs {
         target: "/dev".into(),
@@ -240,6 +248,16 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
             slot: *s,
             target: path.clone(),
             kind: *kind,
+        });
+    }
+
+    // Allowed sockets, at their own path (a socket inside a `deny_read` directory stays hidden:
+    // the mask below wins).
+    for (path, s) in &socket_slots {
+        out.push(Step::Attach {
+            slot: *s,
+            target: path.clone(),
+            kind: PathKind::File,
         });
     }
 

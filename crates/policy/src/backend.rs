@@ -72,6 +72,18 @@ pub struct RunOutcome {
     pub enforced: Vec<EnforcedLayer>,
     /// Things the user should know (e.g. a layer the kernel lacks, with the user's consent to degrade).
     pub warnings: Vec<String>,
+    /// Actions the sandbox refused that the backend could observe (e.g. a `connect` to a host
+    /// socket), and protected paths the command created that did not exist before.
+    pub denials: Vec<Denial>,
+}
+
+/// One refused or suspicious action, for the machine-readable denial report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Denial {
+    /// What kind of action, e.g. `connect`, `protected-created`.
+    pub kind: String,
+    /// The target, e.g. a socket path.
+    pub target: String,
 }
 
 fn ser_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -21,7 +21,7 @@ pub mod plan;
 #[cfg(test)]
 mod test_util;
 
-pub use backend::{Backend, Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+pub use backend::{Backend, Command, Denial, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
 pub use config::{load, CliOverrides, ConfigError, LoadRequest, Loaded, Source};
 pub use model::{EnvInherit, NetworkMode, Policy};
 pub use plan::{resolve, Plan, PlanError, PlanRequest};
