@@ -320,8 +320,12 @@ impl Plan {
 ///   inside a protected directory.
 /// * Protected entries: every entry named in `protected_names` at any depth under each writable
 ///   root (the walk neither follows symlinks nor descends into protected directories), the
-///   gitdir (and `commondir`) a `.git` file points to, and existing `protected_paths`. Sorted,
-///   parents first; entries inside another protected directory are dropped as redundant.
+///   gitdir (and `commondir`) a `.git` file points to, the target of a protected name that is a
+///   symlink, and existing `protected_paths`. A gitdir, commondir or symlink target that is (or
+///   contains) a writable root is ignored with a warning (the repository must not be able to make
+///   the backend cover the whole writable area). Sorted, parents first; entries inside another
+///   protected directory are dropped as redundant (unless that directory contains a writable
+///   root).
 /// * The command's directory is the canonical `req.cwd` if it lies inside the workspace or a
 ///   writable root, else the workspace (with a warning). A relative `cwd` is taken relative to
 ///   the workspace.
@@ -401,6 +405,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     let mut walker = Walker {
         names: fs_pol.protected_names.iter().map(OsString::from).collect(),
         out: Vec::new(),
+        targets: Vec::new(),
         links: Vec::new(),
         warnings: Vec::new(),
     };
@@ -414,13 +419,27 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     }
     let Walker {
-        out: protected,
+        out: mut protected,
+        targets,
         links: mut protected_symlinks,
         warnings: walk_warnings,
         ..
     } = walker;
     warnings.extend(walk_warnings);
-    let protected = minimal_protected(protected);
+    // A gitdir, commondir or symlink target that is (or contains) a writable root is nonsense at
+    // best and an attempt to make the backend cover the writable area at worst: skip it.
+    for t in targets {
+        match roots.iter().find(|r| r.starts_with(&t.path)) {
+            Some(r) => warnings.push(format!(
+                "ignoring {} ({}): it contains the writable root {}",
+                t.path.display(),
+                t.reason,
+                r.display()
+            )),
+            None => protected.push(t),
+        }
+    }
+    let protected = minimal_protected(protected, &roots);
     protected_symlinks.sort();
     protected_symlinks.dedup();
 
@@ -588,8 +607,10 @@ fn minimal_roots(mut roots: Vec<PathBuf>) -> Vec<PathBuf> {
     out
 }
 
-/// Sort parents first, deduplicate, and drop entries inside another protected directory.
-fn minimal_protected(mut v: Vec<PlannedPath>) -> Vec<PlannedPath> {
+/// Sort parents first, deduplicate, and drop entries inside another protected directory (unless
+/// that directory contains a writable root: then how the backend layers them matters, so every
+/// entry is kept).
+fn minimal_protected(mut v: Vec<PlannedPath>, roots: &[PathBuf]) -> Vec<PlannedPath> {
     v.sort_by(|a, b| a.path.cmp(&b.path));
     v.dedup_by(|a, b| a.path == b.path);
     let mut dirs: HashSet<PathBuf> = HashSet::new();
@@ -598,7 +619,7 @@ fn minimal_protected(mut v: Vec<PlannedPath>) -> Vec<PlannedPath> {
         if pp.path.ancestors().skip(1).any(|a| dirs.contains(a)) {
             continue;
         }
-        if pp.kind == PathKind::Dir {
+        if pp.kind == PathKind::Dir && !roots.iter().any(|r| r.starts_with(&pp.path)) {
             dirs.insert(pp.path.clone());
         }
         out.push(pp);
@@ -608,7 +629,11 @@ fn minimal_protected(mut v: Vec<PlannedPath>) -> Vec<PlannedPath> {
 
 struct Walker {
     names: Vec<OsString>,
+    /// Entries found by name.
     out: Vec<PlannedPath>,
+    /// Paths named by file contents or symlinks (gitdir, commondir, link targets): anything the
+    /// repository (or the agent) wrote, so checked before use.
+    targets: Vec<PlannedPath>,
     links: Vec<PathBuf>,
     warnings: Vec<String>,
 }
@@ -674,7 +699,7 @@ impl Walker {
             match target {
                 Ok((t, m)) => {
                     let is_dir = m.is_dir();
-                    self.out.push(PlannedPath {
+                    self.targets.push(PlannedPath {
                         path: t.clone(),
                         kind: kind_of(is_dir),
                         reason: format!("target of {label} symlink {}", path.display()),
@@ -740,7 +765,7 @@ impl Walker {
             match read_pointer(&commondir_file, None)
                 .and_then(|c| fs::canonicalize(gitdir.join(c)).map_err(|e| io_reason(&e)))
             {
-                Ok(common) if common.is_dir() => self.out.push(PlannedPath {
+                Ok(common) if common.is_dir() => self.targets.push(PlannedPath {
                     path: common,
                     kind: PathKind::Dir,
                     reason: format!("commondir of {}", gitdir.display()),
@@ -755,7 +780,7 @@ impl Walker {
                     .push(format!("{} is not usable: {why}", commondir_file.display())),
             }
         }
-        self.out.push(PlannedPath {
+        self.targets.push(PlannedPath {
             path: gitdir,
             kind: PathKind::Dir,
             reason: format!("gitdir of {}", file.display()),

@@ -565,3 +565,55 @@ fn walk_speed() {
     eprintln!("walked {n} files in {took:?}");
     assert_eq!(plan.protected.len(), 50);
 }
+
+#[test]
+fn bare_repo_with_worktrees_layout() {
+    // <ws>/.bare is the (bare) repository, <ws>/.git says `gitdir: ./.bare`, and <ws>/main is a
+    // linked worktree whose gitdir is <ws>/.bare/worktrees/main.
+    let (_t, home, ws) = setup();
+    std::fs::create_dir_all(ws.join(".bare/worktrees/main")).unwrap();
+    std::fs::write(ws.join(".bare/worktrees/main/commondir"), "../..").unwrap();
+    std::fs::write(ws.join(".git"), "gitdir: ./.bare\n").unwrap();
+    std::fs::create_dir(ws.join("main")).unwrap();
+    std::fs::write(ws.join("main/.git"), "gitdir: ../.bare/worktrees/main\n").unwrap();
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".bare"), ws.join(".git"), ws.join("main/.git")]
+    );
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn pointer_targets_covering_a_writable_root_are_ignored() {
+    let (t, home, ws) = setup();
+    std::fs::write(ws.join(".git"), "gitdir: /\n").unwrap();
+    std::fs::create_dir(ws.join("a")).unwrap();
+    symlink(&ws, ws.join("a/.codex")).unwrap();
+    std::fs::create_dir(ws.join("b")).unwrap();
+    std::fs::write(
+        ws.join("b/.git"),
+        format!("gitdir: {}\n", t.path().display()),
+    )
+    .unwrap();
+    std::fs::create_dir_all(ws.join("c/.git")).unwrap();
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".git"), ws.join("b/.git"), ws.join("c/.git")]
+    );
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+}
+
+#[test]
+fn protected_path_containing_a_root_does_not_hide_nested_entries() {
+    let (t, home, ws) = setup();
+    std::fs::create_dir(ws.join(".git")).unwrap();
+    let mut pol = default_policy();
+    pol.filesystem.protected_paths = vec![t.path().display().to_string()];
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![t.path().to_path_buf(), ws.join(".git")]
+    );
+}
