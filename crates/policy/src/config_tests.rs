@@ -365,6 +365,7 @@ fn untrusted_workspace_may_narrow() {
     assert_eq!(load(&e.req()).unwrap().policy.network.mode, NetworkMode::On);
 }
 
+#[cfg(unix)]
 #[test]
 fn trusted_workspace_may_widen() {
     let e = Env::new();

@@ -509,7 +509,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     };
 
-    let (env, env_removed) = plan_env(policy, &req.env);
+    let (env, env_removed) = plan_env(policy, &req.env)?;
 
     let persist_dir = (policy.temp.private && policy.temp.persist).then(|| {
         let digest = Sha256::digest(workspace.as_os_str().as_encoded_bytes());
@@ -822,10 +822,13 @@ fn bytes_to_path(b: &[u8]) -> Result<PathBuf, String> {
         .map_err(|_| "the path is not valid UTF-8".to_string())
 }
 
+/// An environment: names and values, in order.
+type EnvBlock = Vec<(OsString, OsString)>;
+
 fn plan_env(
     policy: &Policy,
     input: &[(OsString, OsString)],
-) -> (Vec<(OsString, OsString)>, Vec<String>) {
+) -> Result<(EnvBlock, Vec<String>), PlanError> {
     let keep = |name: &OsStr| match policy.env.inherit {
         EnvInherit::All => true,
         EnvInherit::None => false,
@@ -849,6 +852,22 @@ fn plan_env(
         env.push((k.clone(), v.clone()));
     }
     for (k, v) in &policy.env.set {
+        let why = if k.is_empty() {
+            Some("the name is empty")
+        } else if k.contains('=') {
+            Some("the name contains `=`")
+        } else if k.contains('\0') || v.contains('\0') {
+            Some("it contains a NUL character")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(PlanError::BadEntry {
+                key: "env.set",
+                entry: k.clone(),
+                reason: format!("{why}; environment variables cannot carry it"),
+            });
+        }
         let k = OsString::from(k);
         match env.iter_mut().find(|(ek, _)| *ek == k) {
             Some(slot) => slot.1 = OsString::from(v),
@@ -857,9 +876,9 @@ fn plan_env(
     }
     removed.sort();
     removed.dedup();
-    (env, removed)
+    Ok((env, removed))
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 #[path = "plan_tests.rs"]
 mod tests;

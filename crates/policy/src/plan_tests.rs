@@ -617,3 +617,17 @@ fn protected_path_containing_a_root_does_not_hide_nested_entries() {
         vec![t.path().to_path_buf(), ws.join(".git")]
     );
 }
+
+#[test]
+fn bad_env_set_names() {
+    let (_t, home, ws) = setup();
+    for (k, v) in [("", "x"), ("A=B", "x"), ("A", "x\0y")] {
+        let mut pol = default_policy();
+        pol.env.set.insert(k.into(), v.into());
+        let err = resolve(&pol, &req(&ws, &home)).unwrap_err();
+        assert!(
+            matches!(err, PlanError::BadEntry { key: "env.set", .. }),
+            "{err}"
+        );
+    }
+}
