@@ -105,7 +105,10 @@ pub struct PlanRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The workspace directory does not exist or is not a directory.
-    #[error("workspace {path:?} is not an existing directory: {reason}")]
+    #[error(
+        "workspace {path:?} is not an existing directory: {reason}; run Stockade on an existing \
+         project directory"
+    )]
     Workspace {
         /// The path as given.
         path: PathBuf,
@@ -161,7 +164,10 @@ pub enum PlanError {
         protected: PathBuf,
     },
     /// A writable root could not be listed at all.
-    #[error("cannot list writable root {path:?} to find protected entries: {source}")]
+    #[error(
+        "cannot list writable root {path:?} to find protected entries: {source}; fix its \
+         permissions or remove it from the writable roots"
+    )]
     ReadRoot {
         /// The canonical root.
         path: PathBuf,
