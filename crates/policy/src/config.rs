@@ -150,6 +150,7 @@ pub struct LayerInfo {
     /// The layer.
     pub source: Source,
     /// Its file, if it has one.
+    #[serde(serialize_with = "crate::paths::lossy::opt_path")]
     pub path: Option<PathBuf>,
     /// Whether it was found.
     pub status: LayerStatus,

@@ -28,6 +28,7 @@ pub enum PathKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedPath {
     /// Canonical absolute path.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub path: PathBuf,
     /// Directory or file.
     pub kind: PathKind,
@@ -42,6 +43,7 @@ pub struct TempPlan {
     pub private: bool,
     /// Host directory that backs the sandbox's `/tmp` across runs of the same workspace
     /// (`None`: a fresh, empty `/tmp` each run).
+    #[serde(serialize_with = "crate::paths::lossy::opt_path")]
     pub persist_dir: Option<PathBuf>,
 }
 
@@ -49,20 +51,25 @@ pub struct TempPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// Canonical workspace directory.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub workspace: PathBuf,
     /// Canonical directory the command starts in.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub cwd: PathBuf,
     /// Canonical writable roots, deduplicated, none nested in another, sorted.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub writable_roots: Vec<PathBuf>,
     /// Existing paths under writable roots that must stay read-only (`.git` dirs and files, gitdir
     /// targets, agent config dirs, `protected_paths`), sorted so parents come before children.
     pub protected: Vec<PlannedPath>,
     /// Protected names that do not exist at plan time: backends that cannot stop their creation
     /// report them.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub protected_missing: Vec<PathBuf>,
     /// Existing paths that must not be readable.
     pub deny_read: Vec<PlannedPath>,
     /// Unix sockets that may be connected to even outside writable roots.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub allow_unix_sockets: Vec<PathBuf>,
     /// Network mode.
     pub network: NetworkMode,
@@ -78,6 +85,7 @@ pub struct Plan {
     /// Protected-name entries that are symbolic links (e.g. a `.git` symlink). Their canonical
     /// targets are in [`Plan::protected`]; the link itself can only be protected by a backend that
     /// can protect a directory entry (path-based rules follow the link).
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub protected_symlinks: Vec<PathBuf>,
     /// Things the user should know about the plan (a dangling gitdir, an unreadable directory that
     /// was not searched for protected names, a cwd outside the writable area, ...).

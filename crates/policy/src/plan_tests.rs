@@ -631,3 +631,20 @@ fn bad_env_set_names() {
         );
     }
 }
+
+#[test]
+fn plan_serializes_with_non_utf8_paths() {
+    let t = TempDir::new("json");
+    let home = t.mkdir("home");
+    let ws = t.path().join(OsStr::from_bytes(b"ws-\xff"));
+    std::fs::create_dir_all(ws.join(".git")).unwrap();
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    let j = serde_json::to_value(&plan).unwrap();
+    assert!(j["workspace"].as_str().unwrap().ends_with("ws-\u{fffd}"));
+    assert_eq!(j["protected"][0]["kind"], "dir");
+    assert!(j["temp"]["persist_dir"].is_string());
+    assert!(
+        j.get("env").is_none(),
+        "the environment is never serialized"
+    );
+}
