@@ -522,3 +522,13 @@ fn unknown_key_in_workspace_config_names_the_file() {
     assert!(msg.contains("`temp.privat`"), "{msg}");
     assert!(msg.contains(&p.display().to_string()), "{msg}");
 }
+
+#[test]
+fn absolutize_cli_writable() {
+    let mut c = CliOverrides {
+        writable: vec!["rel/dir".into(), "/abs".into(), "~/x".into(), "!y".into()],
+        ..CliOverrides::default()
+    };
+    c.absolutize_writable(Path::new("/cwd"));
+    assert_eq!(c.writable, vec!["/cwd/rel/dir", "/abs", "~/x", "!y"]);
+}

@@ -340,6 +340,9 @@ impl Plan {
 ///   the backend cover the whole writable area). Sorted, parents first; entries inside another
 ///   protected directory are dropped as redundant (unless that directory contains a writable
 ///   root).
+/// * `deny_read` and `allow_unix_sockets`: existing entries, canonicalized (a symlink is replaced by
+///   its target); missing ones are skipped (sockets with a warning). A `deny_read` entry inside
+///   another `deny_read` directory is dropped as redundant.
 /// * The command's directory is the canonical `req.cwd` if it lies inside the workspace or a
 ///   writable root, else the workspace (with a warning). A relative `cwd` is taken relative to
 ///   the workspace.
@@ -477,8 +480,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             deny_read.push(pp);
         }
     }
-    deny_read.sort_by(|a, b| a.path.cmp(&b.path));
-    deny_read.dedup_by(|a, b| a.path == b.path);
+    let deny_read = minimal_protected(deny_read, &roots);
 
     let mut allow_unix_sockets = Vec::new();
     for entry in &fs_pol.allow_unix_sockets {

@@ -648,3 +648,42 @@ fn plan_serializes_with_non_utf8_paths() {
         "the environment is never serialized"
     );
 }
+
+#[test]
+fn deny_read_nested_entries_collapse() {
+    let (_t, home, ws) = setup();
+    std::fs::create_dir_all(home.join(".config/gcloud")).unwrap();
+    std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+    std::fs::write(home.join(".config/gh/hosts.yml"), "").unwrap();
+    let mut pol = default_policy();
+    pol.filesystem.deny_read.push("~/.config".into());
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    let got: Vec<PathBuf> = plan.deny_read.iter().map(|p| p.path.clone()).collect();
+    assert_eq!(got, vec![home.join(".config")]);
+}
+
+#[test]
+fn load_then_resolve() {
+    use crate::config::{load, LoadRequest};
+    let (t, home, ws) = setup();
+    std::fs::create_dir_all(ws.join(".stockade")).unwrap();
+    std::fs::write(
+        ws.join(".stockade/config.toml"),
+        "[filesystem]\nprotected_paths = [\"Cargo.lock\"]\n[env]\nset = { CI = \"1\" }\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join("Cargo.lock"), "").unwrap();
+    let loaded = load(&LoadRequest {
+        workspace: ws.clone(),
+        home: Some(home.clone()),
+        config_dir: Some(t.mkdir("xdg")),
+        ..LoadRequest::default()
+    })
+    .unwrap();
+    let plan = resolve(&loaded.policy, &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".stockade"), ws.join("Cargo.lock")]
+    );
+    assert!(plan.env.contains(&(os("CI"), os("1"))));
+}
