@@ -73,6 +73,23 @@ pub struct CliOverrides {
     pub env_set: Vec<(String, String)>,
 }
 
+impl CliOverrides {
+    /// Make relative `writable` entries absolute against `cwd` (the directory the user ran
+    /// Stockade in), leaving `~`, `!` and absolute entries alone. Without this, relative entries
+    /// are resolved against the workspace, like config-file entries.
+    pub fn absolutize_writable(&mut self, cwd: &Path) {
+        for w in &mut self.writable {
+            if !w.is_empty()
+                && !w.starts_with('~')
+                && !w.starts_with('!')
+                && !Path::new(w.as_str()).is_absolute()
+            {
+                *w = cwd.join(w.as_str()).to_string_lossy().into_owned();
+            }
+        }
+    }
+}
+
 /// What to load.
 #[derive(Debug, Clone, Default)]
 pub struct LoadRequest {
@@ -150,6 +167,7 @@ pub struct LayerInfo {
     /// The layer.
     pub source: Source,
     /// Its file, if it has one.
+    #[serde(serialize_with = "crate::paths::lossy::opt_path")]
     pub path: Option<PathBuf>,
     /// Whether it was found.
     pub status: LayerStatus,

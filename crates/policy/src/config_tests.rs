@@ -365,6 +365,7 @@ fn untrusted_workspace_may_narrow() {
     assert_eq!(load(&e.req()).unwrap().policy.network.mode, NetworkMode::On);
 }
 
+#[cfg(unix)]
 #[test]
 fn trusted_workspace_may_widen() {
     let e = Env::new();
@@ -488,4 +489,46 @@ fn rendering() {
 fn user_config_location() {
     let p = user_config_path(Some(Path::new("/x")), None).unwrap();
     assert_eq!(p, Path::new("/x/stockade/config.toml"));
+}
+
+#[test]
+fn profile_in_config_file_and_config_after_workspace() {
+    let e = Env::new();
+    e.workspace("[limits]\ntimeout_secs = 10\n");
+    let extra = e.extra("[limits]\ntimeout_secs = 20\n[profiles.x.network]\nmode = \"on\"\n");
+    let mut r = e.req();
+    r.config_file = Some(extra.clone());
+    r.profile = Some("x".into());
+    let l = load(&r).unwrap();
+    // --config is not subject to the workspace trust rule and comes after the workspace.
+    assert_eq!(l.policy.limits.timeout_secs, Some(20));
+    assert_eq!(l.policy.network.mode, NetworkMode::On);
+    assert_eq!(
+        src(&l, "network.mode"),
+        format!("profile x in config:{}", extra.display())
+    );
+    let sources: Vec<String> = l.layers.iter().map(|l| l.source.to_string()).collect();
+    assert_eq!(sources.len(), 5);
+    assert!(sources[2].starts_with("workspace:"));
+    assert!(sources[3].starts_with("config:"));
+    assert!(sources[4].starts_with("profile x in config:"));
+}
+
+#[test]
+fn unknown_key_in_workspace_config_names_the_file() {
+    let e = Env::new();
+    let p = e.workspace("[temp]\nprivat = true\n");
+    let msg = load(&e.req()).unwrap_err().to_string();
+    assert!(msg.contains("`temp.privat`"), "{msg}");
+    assert!(msg.contains(&p.display().to_string()), "{msg}");
+}
+
+#[test]
+fn absolutize_cli_writable() {
+    let mut c = CliOverrides {
+        writable: vec!["rel/dir".into(), "/abs".into(), "~/x".into(), "!y".into()],
+        ..CliOverrides::default()
+    };
+    c.absolutize_writable(Path::new("/cwd"));
+    assert_eq!(c.writable, vec!["/cwd/rel/dir", "/abs", "~/x", "!y"]);
 }

@@ -1,14 +1,15 @@
 //! Stockade's platform-neutral core.
 //!
 //! * [`model`] — the policy a user writes (TOML) and its serde model.
-//! * [`config`] — layered loading (embedded default → user → workspace → CLI) with provenance.
+//! * [`config`] — layered loading (embedded default → user → workspace → `--config` → profile →
+//!   CLI) with provenance, the merge rules and the workspace trust rule.
 //! * [`plan`] — resolution of a policy against the real filesystem into a [`plan::Plan`]: the exact,
 //!   canonical list of what a backend must enforce.
 //! * [`backend`] — the one trait every OS backend implements, and the neutral run/outcome types.
-//!
 //! * [`paths`] — `~/` expansion and the `*`/`?` glob matcher used for environment names.
 //!
-//! Nothing in this crate touches the kernel: it computes, the backends enforce.
+//! Nothing in this crate touches the kernel: it computes, the backends enforce. The policy
+//! reference for users is `docs/policy.md`.
 
 #![warn(missing_docs)]
 

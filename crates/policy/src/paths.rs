@@ -182,3 +182,30 @@ mod tests {
         assert_eq!(expand_path("", Some(home), ws), Err(ExpandError::Empty));
     }
 }
+
+/// Serializers that write paths lossily (`U+FFFD` for non-UTF-8 bytes) instead of failing, so a
+/// plan or a provenance report with an odd path can still be shown as JSON.
+pub(crate) mod lossy {
+    use serde::ser::SerializeSeq;
+    use serde::Serializer;
+    use std::path::{Path, PathBuf};
+
+    pub(crate) fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&p.display())
+    }
+
+    pub(crate) fn opt_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => s.collect_str(&p.display()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn paths<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for p in v {
+            seq.serialize_element(&p.display().to_string())?;
+        }
+        seq.end()
+    }
+}

@@ -28,6 +28,7 @@ pub enum PathKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedPath {
     /// Canonical absolute path.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub path: PathBuf,
     /// Directory or file.
     pub kind: PathKind,
@@ -42,6 +43,7 @@ pub struct TempPlan {
     pub private: bool,
     /// Host directory that backs the sandbox's `/tmp` across runs of the same workspace
     /// (`None`: a fresh, empty `/tmp` each run).
+    #[serde(serialize_with = "crate::paths::lossy::opt_path")]
     pub persist_dir: Option<PathBuf>,
 }
 
@@ -49,20 +51,25 @@ pub struct TempPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// Canonical workspace directory.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub workspace: PathBuf,
     /// Canonical directory the command starts in.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub cwd: PathBuf,
     /// Canonical writable roots, deduplicated, none nested in another, sorted.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub writable_roots: Vec<PathBuf>,
     /// Existing paths under writable roots that must stay read-only (`.git` dirs and files, gitdir
     /// targets, agent config dirs, `protected_paths`), sorted so parents come before children.
     pub protected: Vec<PlannedPath>,
     /// Protected names that do not exist at plan time: backends that cannot stop their creation
     /// report them.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub protected_missing: Vec<PathBuf>,
     /// Existing paths that must not be readable.
     pub deny_read: Vec<PlannedPath>,
     /// Unix sockets that may be connected to even outside writable roots.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub allow_unix_sockets: Vec<PathBuf>,
     /// Network mode.
     pub network: NetworkMode,
@@ -78,6 +85,7 @@ pub struct Plan {
     /// Protected-name entries that are symbolic links (e.g. a `.git` symlink). Their canonical
     /// targets are in [`Plan::protected`]; the link itself can only be protected by a backend that
     /// can protect a directory entry (path-based rules follow the link).
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub protected_symlinks: Vec<PathBuf>,
     /// Things the user should know about the plan (a dangling gitdir, an unreadable directory that
     /// was not searched for protected names, a cwd outside the writable area, ...).
@@ -105,7 +113,10 @@ pub struct PlanRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The workspace directory does not exist or is not a directory.
-    #[error("workspace {path:?} is not an existing directory: {reason}")]
+    #[error(
+        "workspace {path:?} is not an existing directory: {reason}; run Stockade on an existing \
+         project directory"
+    )]
     Workspace {
         /// The path as given.
         path: PathBuf,
@@ -161,7 +172,10 @@ pub enum PlanError {
         protected: PathBuf,
     },
     /// A writable root could not be listed at all.
-    #[error("cannot list writable root {path:?} to find protected entries: {source}")]
+    #[error(
+        "cannot list writable root {path:?} to find protected entries: {source}; fix its \
+         permissions or remove it from the writable roots"
+    )]
     ReadRoot {
         /// The canonical root.
         path: PathBuf,
@@ -320,8 +334,15 @@ impl Plan {
 ///   inside a protected directory.
 /// * Protected entries: every entry named in `protected_names` at any depth under each writable
 ///   root (the walk neither follows symlinks nor descends into protected directories), the
-///   gitdir (and `commondir`) a `.git` file points to, and existing `protected_paths`. Sorted,
-///   parents first; entries inside another protected directory are dropped as redundant.
+///   gitdir (and `commondir`) a `.git` file points to, the target of a protected name that is a
+///   symlink, and existing `protected_paths`. A gitdir, commondir or symlink target that is (or
+///   contains) a writable root is ignored with a warning (the repository must not be able to make
+///   the backend cover the whole writable area). Sorted, parents first; entries inside another
+///   protected directory are dropped as redundant (unless that directory contains a writable
+///   root).
+/// * `deny_read` and `allow_unix_sockets`: existing entries, canonicalized (a symlink is replaced by
+///   its target); missing ones are skipped (sockets with a warning). A `deny_read` entry inside
+///   another `deny_read` directory is dropped as redundant.
 /// * The command's directory is the canonical `req.cwd` if it lies inside the workspace or a
 ///   writable root, else the workspace (with a warning). A relative `cwd` is taken relative to
 ///   the workspace.
@@ -401,6 +422,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     let mut walker = Walker {
         names: fs_pol.protected_names.iter().map(OsString::from).collect(),
         out: Vec::new(),
+        targets: Vec::new(),
         links: Vec::new(),
         warnings: Vec::new(),
     };
@@ -414,13 +436,27 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     }
     let Walker {
-        out: protected,
+        out: mut protected,
+        targets,
         links: mut protected_symlinks,
         warnings: walk_warnings,
         ..
     } = walker;
     warnings.extend(walk_warnings);
-    let protected = minimal_protected(protected);
+    // A gitdir, commondir or symlink target that is (or contains) a writable root is nonsense at
+    // best and an attempt to make the backend cover the writable area at worst: skip it.
+    for t in targets {
+        match roots.iter().find(|r| r.starts_with(&t.path)) {
+            Some(r) => warnings.push(format!(
+                "ignoring {} ({}): it contains the writable root {}",
+                t.path.display(),
+                t.reason,
+                r.display()
+            )),
+            None => protected.push(t),
+        }
+    }
+    let protected = minimal_protected(protected, &roots);
     protected_symlinks.sort();
     protected_symlinks.dedup();
 
@@ -444,8 +480,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             deny_read.push(pp);
         }
     }
-    deny_read.sort_by(|a, b| a.path.cmp(&b.path));
-    deny_read.dedup_by(|a, b| a.path == b.path);
+    let deny_read = minimal_protected(deny_read, &roots);
 
     let mut allow_unix_sockets = Vec::new();
     for entry in &fs_pol.allow_unix_sockets {
@@ -490,7 +525,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     };
 
-    let (env, env_removed) = plan_env(policy, &req.env);
+    let (env, env_removed) = plan_env(policy, &req.env)?;
 
     let persist_dir = (policy.temp.private && policy.temp.persist).then(|| {
         let digest = Sha256::digest(workspace.as_os_str().as_encoded_bytes());
@@ -588,8 +623,10 @@ fn minimal_roots(mut roots: Vec<PathBuf>) -> Vec<PathBuf> {
     out
 }
 
-/// Sort parents first, deduplicate, and drop entries inside another protected directory.
-fn minimal_protected(mut v: Vec<PlannedPath>) -> Vec<PlannedPath> {
+/// Sort parents first, deduplicate, and drop entries inside another protected directory (unless
+/// that directory contains a writable root: then how the backend layers them matters, so every
+/// entry is kept).
+fn minimal_protected(mut v: Vec<PlannedPath>, roots: &[PathBuf]) -> Vec<PlannedPath> {
     v.sort_by(|a, b| a.path.cmp(&b.path));
     v.dedup_by(|a, b| a.path == b.path);
     let mut dirs: HashSet<PathBuf> = HashSet::new();
@@ -598,7 +635,7 @@ fn minimal_protected(mut v: Vec<PlannedPath>) -> Vec<PlannedPath> {
         if pp.path.ancestors().skip(1).any(|a| dirs.contains(a)) {
             continue;
         }
-        if pp.kind == PathKind::Dir {
+        if pp.kind == PathKind::Dir && !roots.iter().any(|r| r.starts_with(&pp.path)) {
             dirs.insert(pp.path.clone());
         }
         out.push(pp);
@@ -608,7 +645,11 @@ fn minimal_protected(mut v: Vec<PlannedPath>) -> Vec<PlannedPath> {
 
 struct Walker {
     names: Vec<OsString>,
+    /// Entries found by name.
     out: Vec<PlannedPath>,
+    /// Paths named by file contents or symlinks (gitdir, commondir, link targets): anything the
+    /// repository (or the agent) wrote, so checked before use.
+    targets: Vec<PlannedPath>,
     links: Vec<PathBuf>,
     warnings: Vec<String>,
 }
@@ -674,7 +715,7 @@ impl Walker {
             match target {
                 Ok((t, m)) => {
                     let is_dir = m.is_dir();
-                    self.out.push(PlannedPath {
+                    self.targets.push(PlannedPath {
                         path: t.clone(),
                         kind: kind_of(is_dir),
                         reason: format!("target of {label} symlink {}", path.display()),
@@ -740,7 +781,7 @@ impl Walker {
             match read_pointer(&commondir_file, None)
                 .and_then(|c| fs::canonicalize(gitdir.join(c)).map_err(|e| io_reason(&e)))
             {
-                Ok(common) if common.is_dir() => self.out.push(PlannedPath {
+                Ok(common) if common.is_dir() => self.targets.push(PlannedPath {
                     path: common,
                     kind: PathKind::Dir,
                     reason: format!("commondir of {}", gitdir.display()),
@@ -755,7 +796,7 @@ impl Walker {
                     .push(format!("{} is not usable: {why}", commondir_file.display())),
             }
         }
-        self.out.push(PlannedPath {
+        self.targets.push(PlannedPath {
             path: gitdir,
             kind: PathKind::Dir,
             reason: format!("gitdir of {}", file.display()),
@@ -797,10 +838,13 @@ fn bytes_to_path(b: &[u8]) -> Result<PathBuf, String> {
         .map_err(|_| "the path is not valid UTF-8".to_string())
 }
 
+/// An environment: names and values, in order.
+type EnvBlock = Vec<(OsString, OsString)>;
+
 fn plan_env(
     policy: &Policy,
     input: &[(OsString, OsString)],
-) -> (Vec<(OsString, OsString)>, Vec<String>) {
+) -> Result<(EnvBlock, Vec<String>), PlanError> {
     let keep = |name: &OsStr| match policy.env.inherit {
         EnvInherit::All => true,
         EnvInherit::None => false,
@@ -824,6 +868,22 @@ fn plan_env(
         env.push((k.clone(), v.clone()));
     }
     for (k, v) in &policy.env.set {
+        let why = if k.is_empty() {
+            Some("the name is empty")
+        } else if k.contains('=') {
+            Some("the name contains `=`")
+        } else if k.contains('\0') || v.contains('\0') {
+            Some("it contains a NUL character")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(PlanError::BadEntry {
+                key: "env.set",
+                entry: k.clone(),
+                reason: format!("{why}; environment variables cannot carry it"),
+            });
+        }
         let k = OsString::from(k);
         match env.iter_mut().find(|(ek, _)| *ek == k) {
             Some(slot) => slot.1 = OsString::from(v),
@@ -832,9 +892,9 @@ fn plan_env(
     }
     removed.sort();
     removed.dedup();
-    (env, removed)
+    Ok((env, removed))
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 #[path = "plan_tests.rs"]
 mod tests;

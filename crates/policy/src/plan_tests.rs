@@ -565,3 +565,125 @@ fn walk_speed() {
     eprintln!("walked {n} files in {took:?}");
     assert_eq!(plan.protected.len(), 50);
 }
+
+#[test]
+fn bare_repo_with_worktrees_layout() {
+    // <ws>/.bare is the (bare) repository, <ws>/.git says `gitdir: ./.bare`, and <ws>/main is a
+    // linked worktree whose gitdir is <ws>/.bare/worktrees/main.
+    let (_t, home, ws) = setup();
+    std::fs::create_dir_all(ws.join(".bare/worktrees/main")).unwrap();
+    std::fs::write(ws.join(".bare/worktrees/main/commondir"), "../..").unwrap();
+    std::fs::write(ws.join(".git"), "gitdir: ./.bare\n").unwrap();
+    std::fs::create_dir(ws.join("main")).unwrap();
+    std::fs::write(ws.join("main/.git"), "gitdir: ../.bare/worktrees/main\n").unwrap();
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".bare"), ws.join(".git"), ws.join("main/.git")]
+    );
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn pointer_targets_covering_a_writable_root_are_ignored() {
+    let (t, home, ws) = setup();
+    std::fs::write(ws.join(".git"), "gitdir: /\n").unwrap();
+    std::fs::create_dir(ws.join("a")).unwrap();
+    symlink(&ws, ws.join("a/.codex")).unwrap();
+    std::fs::create_dir(ws.join("b")).unwrap();
+    std::fs::write(
+        ws.join("b/.git"),
+        format!("gitdir: {}\n", t.path().display()),
+    )
+    .unwrap();
+    std::fs::create_dir_all(ws.join("c/.git")).unwrap();
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".git"), ws.join("b/.git"), ws.join("c/.git")]
+    );
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
+}
+
+#[test]
+fn protected_path_containing_a_root_does_not_hide_nested_entries() {
+    let (t, home, ws) = setup();
+    std::fs::create_dir(ws.join(".git")).unwrap();
+    let mut pol = default_policy();
+    pol.filesystem.protected_paths = vec![t.path().display().to_string()];
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![t.path().to_path_buf(), ws.join(".git")]
+    );
+}
+
+#[test]
+fn bad_env_set_names() {
+    let (_t, home, ws) = setup();
+    for (k, v) in [("", "x"), ("A=B", "x"), ("A", "x\0y")] {
+        let mut pol = default_policy();
+        pol.env.set.insert(k.into(), v.into());
+        let err = resolve(&pol, &req(&ws, &home)).unwrap_err();
+        assert!(
+            matches!(err, PlanError::BadEntry { key: "env.set", .. }),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn plan_serializes_with_non_utf8_paths() {
+    let t = TempDir::new("json");
+    let home = t.mkdir("home");
+    let ws = t.path().join(OsStr::from_bytes(b"ws-\xff"));
+    std::fs::create_dir_all(ws.join(".git")).unwrap();
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    let j = serde_json::to_value(&plan).unwrap();
+    assert!(j["workspace"].as_str().unwrap().ends_with("ws-\u{fffd}"));
+    assert_eq!(j["protected"][0]["kind"], "dir");
+    assert!(j["temp"]["persist_dir"].is_string());
+    assert!(
+        j.get("env").is_none(),
+        "the environment is never serialized"
+    );
+}
+
+#[test]
+fn deny_read_nested_entries_collapse() {
+    let (_t, home, ws) = setup();
+    std::fs::create_dir_all(home.join(".config/gcloud")).unwrap();
+    std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+    std::fs::write(home.join(".config/gh/hosts.yml"), "").unwrap();
+    let mut pol = default_policy();
+    pol.filesystem.deny_read.push("~/.config".into());
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    let got: Vec<PathBuf> = plan.deny_read.iter().map(|p| p.path.clone()).collect();
+    assert_eq!(got, vec![home.join(".config")]);
+}
+
+#[test]
+fn load_then_resolve() {
+    use crate::config::{load, LoadRequest};
+    let (t, home, ws) = setup();
+    std::fs::create_dir_all(ws.join(".stockade")).unwrap();
+    std::fs::write(
+        ws.join(".stockade/config.toml"),
+        "[filesystem]\nprotected_paths = [\"Cargo.lock\"]\n[env]\nset = { CI = \"1\" }\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join("Cargo.lock"), "").unwrap();
+    let loaded = load(&LoadRequest {
+        workspace: ws.clone(),
+        home: Some(home.clone()),
+        config_dir: Some(t.mkdir("xdg")),
+        ..LoadRequest::default()
+    })
+    .unwrap();
+    let plan = resolve(&loaded.policy, &req(&ws, &home)).unwrap();
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".stockade"), ws.join("Cargo.lock")]
+    );
+    assert!(plan.env.contains(&(os("CI"), os("1"))));
+}
