@@ -156,7 +156,7 @@ impl Caller {
 /// Load the layered config and resolve it into a plan.
 pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan::Plan)> {
     let workspace = args.workspace.clone().unwrap_or_else(|| caller.cwd.clone());
-    let cli = CliOverrides {
+    let mut cli = CliOverrides {
         writable: args.writable.clone(),
         network: args.network,
         read_only: args.read_only,
@@ -164,6 +164,8 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
         timeout_secs: args.timeout,
         env_set: args.env.clone(),
     };
+    // `--writable` paths are the user's, typed relative to where they stand.
+    cli.absolutize_writable(&caller.cwd);
     let req = LoadRequest {
         workspace: workspace.clone(),
         home: caller.home.clone(),

@@ -3,7 +3,6 @@
 use crate::plan::Plan;
 use serde::Serialize;
 use std::ffi::OsString;
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// The command to run inside the sandbox.
@@ -19,7 +18,7 @@ pub struct Command {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Descriptors (besides 0, 1, 2) the caller means to pass into the sandbox.
-    pub pass_fds: Vec<RawFd>,
+    pub pass_fds: Vec<i32>,
     /// Allocate a pseudo-terminal for the command.
     pub pty: bool,
     /// Kill the whole tree after this long.
