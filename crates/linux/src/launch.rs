@@ -35,8 +35,8 @@
 //! Every step that fails reports through the report pipe and the launch fails closed.
 
 use crate::caps;
-use crate::limits::{self, Rlimit};
 use crate::landlock_layer::{self, LandlockStatus};
+use crate::limits::{self, Rlimit};
 use crate::mounts;
 use crate::net;
 use crate::seccomp;
@@ -129,7 +129,8 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     // as the overflow id.
     // SAFETY: getuid/getgid cannot fail and take no arguments.
     let ids = unsafe { (libc::getuid(), libc::getgid()) };
-    let rlimits = limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
+    let rlimits =
+        limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let (report_r, report_w) = sys::pipe()?;
     let (alive_r, alive_w) = sys::pipe()?;
     let forwarded = sys::sigset(FORWARDED);
@@ -207,7 +208,11 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         duration: start.elapsed(),
         enforced: parsed.layers,
         warnings: parsed.warnings,
-        denials: parsed.denials.into_iter().chain(created_protected(plan)).collect(),
+        denials: parsed
+            .denials
+            .into_iter()
+            .chain(created_protected(plan))
+            .collect(),
     })
 }
 
@@ -217,7 +222,10 @@ fn created_protected(plan: &Plan) -> Vec<Denial> {
     plan.protected_missing
         .iter()
         .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .map(|p| Denial { kind: "protected-created".into(), target: p.display().to_string() })
+        .map(|p| Denial {
+            kind: "protected-created".into(),
+            target: p.display().to_string(),
+        })
         .collect()
 }
 
@@ -391,7 +399,10 @@ impl Report {
                 "S" => r.status = body.trim().parse().ok(),
                 "D" => {
                     let (kind, target) = body.split_once('\t').unwrap_or((body, ""));
-                    r.denials.push(Denial { kind: kind.into(), target: target.into() });
+                    r.denials.push(Denial {
+                        kind: kind.into(),
+                        target: target.into(),
+                    });
                 }
                 _ => {}
             }
@@ -705,14 +716,11 @@ fn command_setup(
     report: RawFd,
     chan: OwnedFd,
 ) -> Result<(), String> {
-    // 6. signals back to defaults (Rust ignores SIGPIPE; a shell pipeline must not inherit that).
-    for sig in 1..libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: restoring the default disposition of a signal is always sound.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
+    // 6. SIGPIPE back to its default: Rust ignores it at startup, and an ignored disposition
+    //    survives exec (a shell pipeline would see EPIPE instead of dying quietly). Everything
+    //    else is left as the caller had it, as a plain exec would.
+    // SAFETY: restoring the default disposition of a signal is always sound.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     sys::set_sigmask(&sys::empty_sigset()).map_err(|e| e.to_string())?;
     sys::prctl(
         libc::PR_SET_PDEATHSIG,
@@ -722,7 +730,10 @@ fn command_setup(
     .map_err(|e| e.to_string())?;
     limits::apply(rlimits).map_err(|e| e.to_string())?;
     if !rlimits.is_empty() {
-        let names: Vec<String> = rlimits.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
+        let names: Vec<String> = rlimits
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.value))
+            .collect();
         report_line(report, 'L', &format!("limits\t{}", names.join(", ")));
     }
     // seccomp: the gate first (its listener goes to init), then the deny list.

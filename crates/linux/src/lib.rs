@@ -7,8 +7,8 @@
 
 pub mod caps;
 pub mod landlock_layer;
-pub mod limits;
 pub mod launch;
+pub mod limits;
 pub mod mounts;
 pub mod net;
 pub mod probe;
