@@ -112,6 +112,12 @@ pub struct RunArgs {
     /// Pass this inherited descriptor into the sandbox (repeatable); all others are closed.
     #[arg(long = "pass-fd", value_name = "N")]
     pass_fd: Vec<i32>,
+    /// Give the command a pseudo-terminal (default: when stdin and stdout are terminals).
+    #[arg(long, overrides_with = "no_pty")]
+    pty: bool,
+    /// Never allocate a pseudo-terminal.
+    #[arg(long)]
+    no_pty: bool,
     /// After the command, print the machine-readable result (JSON) on stderr.
     #[arg(long)]
     json: bool,

@@ -23,7 +23,8 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     };
     let opts = RunOptions {
         pass_fds: args.pass_fd.clone(),
-        pty: false,
+        pty: !args.no_pty
+            && (args.pty || (stockade_linux::pty::is_tty(0) && stockade_linux::pty::is_tty(1))),
         timeout: plan.limits.timeout_secs.map(Duration::from_secs),
     };
     if verbose {

@@ -39,6 +39,7 @@ use crate::landlock_layer::{self, LandlockStatus};
 use crate::limits::{self, Rlimit};
 use crate::mounts;
 use crate::net;
+use crate::pty::{self, Pty, RawMode};
 use crate::seccomp;
 use crate::sockets::{self, Gate, SocketPolicy};
 use crate::sys::{self, Forked, SysError};
@@ -133,6 +134,13 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let (report_r, report_w) = sys::pipe()?;
     let (alive_r, alive_w) = sys::pipe()?;
+    // With a pty, init opens it inside the sandbox and sends the master back over this channel.
+    let pty_chan = match opts.pty {
+        true => Some(
+            sockets::socketpair().map_err(|e| LaunchError::Prepare(format!("socketpair: {e}")))?,
+        ),
+        false => None,
+    };
     let forwarded = sys::sigset(FORWARDED);
     let old_mask = sys::block_signals(&forwarded)?;
     let sigfd = sys::signalfd(&forwarded)?;
@@ -168,6 +176,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
                 &socket_policy,
                 &rlimits,
                 opts,
+                pty_chan.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
                 ids,
                 report_w.as_raw_fd(),
                 alive_r,
@@ -178,7 +187,24 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     };
     drop(report_w);
     drop(alive_r);
-    let result = supervise(pid, &pidfd, &report_r, &sigfd, opts.timeout);
+    let pty = match pty_chan {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            match sockets::recv_fd(ours.as_raw_fd()) {
+                Ok(Some(master)) => {
+                    let p = Pty { master };
+                    p.copy_size(0);
+                    Some(p)
+                }
+                // init failed before opening it; its report says why.
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let raw_mode = pty.as_ref().and_then(|_| RawMode::enter(0));
+    let result = supervise(pid, &pidfd, &report_r, &sigfd, opts.timeout, pty.as_ref());
+    drop(raw_mode);
     drop(alive_w);
     let _ = sys::set_sigmask(&old_mask);
     let (report, killed_for_timeout, init_status) = result?;
@@ -293,28 +319,30 @@ fn supervise(
     report: &OwnedFd,
     sigfd: &OwnedFd,
     timeout: Option<Duration>,
+    pty: Option<&Pty>,
 ) -> Result<Supervised, LaunchError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut buf = Vec::new();
     let mut pipe_open = true;
     let mut timed_out = false;
+    let master = pty.map(|p| p.master.as_raw_fd());
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    let pollfd = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
         let mut fds = [
-            libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if pipe_open { report.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            pollfd(pidfd.as_raw_fd()),
+            pollfd(sigfd.as_raw_fd()),
+            pollfd(if pipe_open { report.as_raw_fd() } else { -1 }),
+            pollfd(if stdin_open { 0 } else { -1 }),
+            pollfd(match master {
+                Some(m) if master_open => m,
+                _ => -1,
+            }),
         ];
         let wait_ms = match deadline {
             Some(d) if !timed_out => d
@@ -334,7 +362,21 @@ fn supervise(
         }
         if fds[1].revents & libc::POLLIN != 0 {
             let (sig, _, _) = sys::read_signalfd(sigfd)?;
-            let _ = sys::pidfd_send_signal(pidfd, sig);
+            match pty {
+                // The pty delivers SIGWINCH itself once it has the new size.
+                Some(p) if sig == libc::SIGWINCH => p.copy_size(0),
+                _ => {
+                    let _ = sys::pidfd_send_signal(pidfd, sig);
+                }
+            }
+        }
+        if let Some(m) = master {
+            if fds[3].revents != 0 {
+                stdin_open = copy_once(0, m);
+            }
+            if fds[4].revents != 0 {
+                master_open = copy_once(m, 1);
+            }
         }
         if fds[0].revents & libc::POLLIN != 0 {
             let status = match sys::waitpid(pid, false)? {
@@ -344,7 +386,30 @@ fn supervise(
             while pipe_open {
                 pipe_open = drain_once(report.as_raw_fd(), &mut buf)?;
             }
+            if let Some(m) = master {
+                // The whole sandbox is gone: whatever output is left in the pty is final.
+                while master_open {
+                    let mut p = [pollfd(m)];
+                    if sys::poll(&mut p, 0)? == 0 {
+                        break;
+                    }
+                    master_open = copy_once(m, 1);
+                }
+            }
             return Ok((buf, timed_out, status));
+        }
+    }
+}
+
+/// Copy one chunk from `from` to `to`; `false` once `from` is at end of file or failed (a pty
+/// master reads EIO when the last slave closes).
+fn copy_once(from: RawFd, to: RawFd) -> bool {
+    let mut chunk = [0u8; 8192];
+    match sys::read(from, &mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            sys::write_all_best_effort(to, &chunk[..n]);
+            true
         }
     }
 }
@@ -475,6 +540,7 @@ fn init_main(
     socket_policy: &SocketPolicy,
     rlimits: &[Rlimit],
     opts: &RunOptions,
+    pty_chan: Option<RawFd>,
     ids: (libc::uid_t, libc::gid_t),
     report: RawFd,
     alive: OwnedFd,
@@ -485,6 +551,15 @@ fn init_main(
         report_line(report, 'F', &msg);
         return SETUP_FAILED;
     }
+    let pty_slave = match pty_chan.map(open_pty_for_host) {
+        Some(Ok(slave)) => Some(slave),
+        Some(Err(msg)) => {
+            report_line(report, 'F', &msg);
+            return SETUP_FAILED;
+        }
+        None => None,
+    };
+    let pty_slave_fd = pty_slave.as_ref().map(|s| s.as_raw_fd());
     let (chan_init, chan_cmd) = match sockets::socketpair() {
         Ok(p) => p,
         Err(e) => {
@@ -495,7 +570,7 @@ fn init_main(
     let child = match sys::fork() {
         Ok(0) => {
             drop(chan_init);
-            let code = command_main(exec, deny, rlimits, opts, report, chan_cmd);
+            let code = command_main(exec, deny, rlimits, opts, pty_slave_fd, report, chan_cmd);
             sys::exit_now(code)
         }
         Ok(pid) => pid,
@@ -505,6 +580,8 @@ fn init_main(
         }
     };
     drop(chan_cmd);
+    // init's copy of the slave: the command has its own.
+    drop(pty_slave);
     let gate = match sockets::recv_fd(chan_init.as_raw_fd()) {
         Ok(Some(listener)) => Some(Gate::new(listener, socket_policy.clone())),
         // The command failed before installing the gate; it reports why itself.
@@ -512,6 +589,14 @@ fn init_main(
     };
     drop(chan_init);
     init_reap(child, gate, report)
+}
+
+/// Open the pty inside the sandbox, send the master to stockade, keep the slave for the command.
+fn open_pty_for_host(chan: RawFd) -> Result<OwnedFd, String> {
+    let (master, slave) = Pty::open().map_err(|e| e.to_string())?;
+    sockets::send_fd(chan, master.as_raw_fd())
+        .map_err(|e| format!("passing the pty to stockade: {e}"))?;
+    Ok(slave)
 }
 
 /// Confine init itself before it forks the command: the command inherits this Landlock domain and
@@ -686,10 +771,11 @@ fn command_main(
     deny: &seccompiler::BpfProgram,
     rlimits: &[Rlimit],
     opts: &RunOptions,
+    pty_slave: Option<RawFd>,
     report: RawFd,
     chan: OwnedFd,
 ) -> i32 {
-    match command_setup(deny, rlimits, opts, report, chan) {
+    match command_setup(deny, rlimits, opts, pty_slave, report, chan) {
         Ok(()) => {}
         Err(msg) => {
             report_line(report, 'F', &msg);
@@ -713,6 +799,7 @@ fn command_setup(
     deny: &seccompiler::BpfProgram,
     rlimits: &[Rlimit],
     opts: &RunOptions,
+    pty_slave: Option<RawFd>,
     report: RawFd,
     chan: OwnedFd,
 ) -> Result<(), String> {
@@ -722,6 +809,12 @@ fn command_setup(
     // SAFETY: restoring the default disposition of a signal is always sound.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     sys::set_sigmask(&sys::empty_sigset()).map_err(|e| e.to_string())?;
+    // Its own session and process group: init forwards signals to the group, and the command
+    // has no controlling terminal unless it gets the pty.
+    sys::setsid().map_err(|e| e.to_string())?;
+    if let Some(fd) = pty_slave {
+        pty::attach_slave(fd).map_err(|e| e.to_string())?;
+    }
     sys::prctl(
         libc::PR_SET_PDEATHSIG,
         libc::SIGKILL as libc::c_ulong,
