@@ -9,6 +9,7 @@ use stockade_policy::config::{self, CliOverrides, LoadRequest};
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::{self, PlanRequest};
 
+mod mcp;
 mod run;
 
 /// Exit status when stockade itself fails (policy, setup, usage) — the command never ran.
@@ -43,6 +44,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the Model Context Protocol on stdio (tools: `run`, `policy`).
+    Mcp,
     /// Remove the sandbox's persistent temp state for a workspace.
     Clean {
         /// Workspace (default: current directory).
@@ -277,6 +280,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { json } => run::doctor(json),
+        Cmd::Mcp => mcp::serve(),
         Cmd::Clean { workspace } => run::clean(workspace, &caller),
     }
 }
