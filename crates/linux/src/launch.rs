@@ -499,7 +499,18 @@ impl ExecSpec {
         }
         let mut envp = Vec::with_capacity(plan.env.len());
         let mut path_dirs = Vec::new();
+        let writable = landlock_layer::writable_paths(plan);
         for (k, v) in &plan.env {
+            // A TMPDIR the sandbox cannot write (e.g. /run/user/N) would break every tool that
+            // makes a temp file: point it at the private /tmp instead.
+            let v: &OsStr = if k == "TMPDIR"
+                && plan.temp.private
+                && !writable.iter().any(|w| Path::new(v).starts_with(w))
+            {
+                OsStr::new("/tmp")
+            } else {
+                v
+            };
             let mut kv = k.clone().into_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
