@@ -9,6 +9,7 @@ use stockade_policy::config::{self, CliOverrides, LoadRequest};
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::{self, PlanRequest};
 
+mod backend;
 mod mcp;
 mod run;
 
@@ -115,6 +116,9 @@ pub struct RunArgs {
     /// Pass this inherited descriptor into the sandbox (repeatable); all others are closed.
     #[arg(long = "pass-fd", value_name = "N")]
     pass_fd: Vec<i32>,
+    /// Sandbox tier: `auto`, `unelevated` or `elevated`.
+    #[arg(long, value_enum, default_value_t = backend::TierChoice::Auto)]
+    tier: backend::TierChoice,
     /// Give the command a pseudo-terminal (default: when stdin and stdout are terminals).
     #[arg(long, overrides_with = "no_pty")]
     pty: bool,
