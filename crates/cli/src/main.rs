@@ -217,12 +217,15 @@ fn main() -> ExitCode {
             }
             // One line: clap's first line, without its usage block.
             let text = e.render().to_string();
-            let first = text
+            let msg: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            eprintln!("stockade: error: {first} (see `stockade --help`)");
+                .take_while(|l| !l.starts_with("Usage:") && !l.trim_start().starts_with("tip:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.trim_start_matches("error: ");
+            eprintln!("stockade: error: {msg} (see `stockade --help`)");
             return ExitCode::from(2);
         }
     };
