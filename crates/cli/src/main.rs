@@ -79,9 +79,12 @@ pub struct PolicyArgs {
     /// Another writable directory (repeatable).
     #[arg(long = "writable", value_name = "PATH")]
     writable: Vec<String>,
-    /// Network: `off` (private loopback only) or `on`.
+    /// Network: `off` (private loopback only), `allowlist` (HTTP(S) proxy to `--allow-domain`s) or `on`.
     #[arg(long, value_name = "MODE")]
     network: Option<NetworkMode>,
+    /// A domain reachable in `allowlist` mode (repeatable): `crates.io`, `*.npmjs.org`.
+    #[arg(long = "allow-domain", value_name = "DOMAIN")]
+    allow_domain: Vec<String>,
     /// No writable roots at all, not even the workspace.
     #[arg(long)]
     read_only: bool,
@@ -176,6 +179,7 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
         allow_dangerous_roots: args.allow_dangerous_roots,
         timeout_secs: args.timeout,
         env_set: args.env.clone(),
+        allow_domains: args.allow_domain.clone(),
     };
     // `--writable` paths are the user's, typed relative to where they stand.
     cli.absolutize_writable(&caller.cwd);

@@ -89,7 +89,8 @@ fn tools() -> Value {
                     "command": {"type": "string", "description": "Shell command, run with sh -c"},
                     "argv": {"type": "array", "items": {"type": "string"}, "description": "Program and arguments (instead of command)"},
                     "workspace": {"type": "string", "description": "Workspace directory (default: the server's cwd)"},
-                    "network": {"type": "string", "enum": ["off", "on"]},
+                    "network": {"type": "string", "enum": ["off", "allowlist", "on"]},
+                    "allow_domains": {"type": "array", "items": {"type": "string"}, "description": "Domains reachable with network=allowlist"},
                     "writable": {"type": "array", "items": {"type": "string"}},
                     "timeout_secs": {"type": "integer", "minimum": 1},
                     "stdin": {"type": "string"}

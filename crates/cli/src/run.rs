@@ -156,6 +156,7 @@ pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<E
         workspace,
         writable: vec![],
         network: None,
+        allow_domain: vec![],
         read_only: false,
         profile: None,
         config: None,

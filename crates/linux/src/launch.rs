@@ -39,6 +39,7 @@ use crate::landlock_layer::{self, LandlockStatus};
 use crate::limits::{self, Rlimit};
 use crate::mounts;
 use crate::net;
+use crate::proxy;
 use crate::pty::{self, Pty, RawMode};
 use crate::seccomp;
 use crate::sockets::{self, Gate, SocketPolicy};
@@ -135,6 +136,12 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     let (report_r, report_w) = sys::pipe()?;
     let (alive_r, alive_w) = sys::pipe()?;
     // With a pty, init opens it inside the sandbox and sends the master back over this channel.
+    let proxy_chan = match plan.network {
+        NetworkMode::Allowlist => Some(
+            sockets::socketpair().map_err(|e| LaunchError::Prepare(format!("socketpair: {e}")))?,
+        ),
+        _ => None,
+    };
     let pty_chan = match opts.pty {
         true => Some(
             sockets::socketpair().map_err(|e| LaunchError::Prepare(format!("socketpair: {e}")))?,
@@ -151,7 +158,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP) as u64;
-    if plan.network == NetworkMode::Off {
+    if plan.network != NetworkMode::On {
         flags |= libc::CLONE_NEWNET as u64;
     }
     // SAFETY (contract of clone3_fork): stockade is single-threaded at this point; nothing in the
@@ -176,7 +183,10 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
                 &socket_policy,
                 &rlimits,
                 opts,
-                pty_chan.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
+                Channels {
+                    pty: pty_chan.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
+                    proxy: proxy_chan.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
+                },
                 ids,
                 report_w.as_raw_fd(),
                 alive_r,
@@ -187,6 +197,15 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     };
     drop(report_w);
     drop(alive_r);
+    let denials = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _proxy_thread = proxy_chan.map(|(ours, theirs)| {
+        drop(theirs);
+        proxy::serve(
+            ours,
+            plan.allowed_domains.clone(),
+            std::sync::Arc::clone(&denials),
+        )
+    });
     let pty = match pty_chan {
         Some((ours, theirs)) => {
             drop(theirs);
@@ -237,6 +256,12 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         denials: parsed
             .denials
             .into_iter()
+            .chain(
+                denials
+                    .lock()
+                    .map(|mut d| std::mem::take(&mut *d))
+                    .unwrap_or_default(),
+            )
             .chain(created_protected(plan))
             .collect(),
     })
@@ -517,8 +542,19 @@ impl ExecSpec {
             envp.push(CString::new(kv).map_err(|_| {
                 LaunchError::Prepare(format!("environment variable {k:?} contains a NUL byte"))
             })?);
+            if plan.network == NetworkMode::Allowlist && is_proxy_var(k) {
+                continue;
+            }
             if k == "PATH" {
                 path_dirs = std::env::split_paths(v).collect();
+            }
+        }
+        if plan.network == NetworkMode::Allowlist {
+            for (k, v) in PROXY_VARS {
+                envp.push(
+                    CString::new(format!("{k}={v}"))
+                        .map_err(|_| LaunchError::Prepare("proxy variable".into()))?,
+                );
             }
         }
         if path_dirs.is_empty() {
@@ -551,7 +587,7 @@ fn init_main(
     socket_policy: &SocketPolicy,
     rlimits: &[Rlimit],
     opts: &RunOptions,
-    pty_chan: Option<RawFd>,
+    chans: Channels,
     ids: (libc::uid_t, libc::gid_t),
     report: RawFd,
     alive: OwnedFd,
@@ -562,7 +598,28 @@ fn init_main(
         report_line(report, 'F', &msg);
         return SETUP_FAILED;
     }
-    let pty_slave = match pty_chan.map(open_pty_for_host) {
+    let proxy = match chans.proxy {
+        Some(chan) => match proxy::listen_inside() {
+            Ok(l) => {
+                report_line(
+                    report,
+                    'L',
+                    &format!("network-allowlist\tHTTP(S) only, through stockade's proxy at {}, to network.allowed_domains", proxy::INSIDE_ADDR),
+                );
+                Some((l, chan))
+            }
+            Err(e) => {
+                report_line(
+                    report,
+                    'F',
+                    &format!("proxy listener on {}: {e}", proxy::INSIDE_ADDR),
+                );
+                return SETUP_FAILED;
+            }
+        },
+        None => None,
+    };
+    let pty_slave = match chans.pty.map(open_pty_for_host) {
         Some(Ok(slave)) => Some(slave),
         Some(Err(msg)) => {
             report_line(report, 'F', &msg);
@@ -599,7 +656,31 @@ fn init_main(
         Ok(None) | Err(_) => None,
     };
     drop(chan_init);
-    init_reap(child, gate, report)
+    init_reap(child, gate, proxy, report)
+}
+
+/// Variables that point HTTP clients at the allowlist proxy (they replace the caller's).
+const PROXY_VARS: &[(&str, &str)] = &[
+    ("HTTP_PROXY", proxy::PROXY_URL),
+    ("HTTPS_PROXY", proxy::PROXY_URL),
+    ("http_proxy", proxy::PROXY_URL),
+    ("https_proxy", proxy::PROXY_URL),
+    ("ALL_PROXY", proxy::PROXY_URL),
+    ("all_proxy", proxy::PROXY_URL),
+    ("NO_PROXY", "localhost,127.0.0.1,::1"),
+    ("no_proxy", "localhost,127.0.0.1,::1"),
+];
+
+fn is_proxy_var(name: &OsStr) -> bool {
+    PROXY_VARS.iter().any(|(k, _)| OsStr::new(k) == name)
+}
+
+/// Descriptors init uses to reach stockade (each the init end of a socketpair).
+struct Channels {
+    /// Send the pty master here (with `--pty`).
+    pty: Option<RawFd>,
+    /// Send accepted proxy connections here (network allowlist).
+    proxy: Option<RawFd>,
 }
 
 /// Open the pty inside the sandbox, send the master to stockade, keep the slave for the command.
@@ -700,7 +781,7 @@ fn init_setup(
         'L',
         "pid-namespace\tcommand is pid 2; everything it starts dies with it",
     );
-    if plan.network == NetworkMode::Off {
+    if plan.network != NetworkMode::On {
         net::loopback_up().map_err(|e| e.to_string())?;
         report_line(
             report,
@@ -716,7 +797,12 @@ fn init_setup(
 
 /// pid 1: forward signals to the command's process group, answer the connect gate, reap
 /// everything, exit with the command.
-fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
+fn init_reap(
+    child: libc::pid_t,
+    mut gate: Option<Gate>,
+    proxy: Option<(std::net::TcpListener, RawFd)>,
+    report: RawFd,
+) -> i32 {
     let mut set_signals = FORWARDED.to_vec();
     set_signals.push(libc::SIGCHLD);
     let set = sys::sigset(&set_signals);
@@ -754,6 +840,11 @@ fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: proxy.as_ref().map_or(-1, |(l, _)| l.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         if sys::poll(&mut fds, -1).is_err() {
             continue;
@@ -764,6 +855,14 @@ fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
             }
         } else if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             gate = None;
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            if let Some((listener, chan)) = &proxy {
+                // Hand the connection to stockade's proxy on the host; init keeps no copy.
+                if let Ok((conn, _)) = listener.accept() {
+                    let _ = sockets::send_fd(*chan, conn.as_raw_fd());
+                }
+            }
         }
         if fds[0].revents & libc::POLLIN != 0 {
             match sys::read_signalfd(&sfd) {

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod mounts;
 pub mod net;
 pub mod probe;
+pub mod proxy;
 pub mod pty;
 pub mod seccomp;
 pub mod sockets;

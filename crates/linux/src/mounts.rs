@@ -488,6 +488,7 @@ mod tests {
             ],
             allow_unix_sockets: vec![],
             network: NetworkMode::Off,
+            allowed_domains: vec![],
             env: vec![],
             env_removed: vec![],
             limits: LimitsPolicy::default(),
