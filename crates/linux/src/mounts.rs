@@ -1,27 +1,30 @@
 //! The mount layer: a pure plan of mount steps computed from a [`Plan`], and its executor.
 //!
 //! # Order, and why
-//! 1. **Lock down `/`** — one `mount_setattr(AT_RECURSIVE)` makes every mount of the new mount
-//!    namespace read-only, `nosuid` and private. Private first: nothing done afterwards can
-//!    propagate back to the host, and host mounts made later do not appear (writable) inside.
-//! 2. **Capture** — detached clones (`open_tree(OPEN_TREE_CLONE)`) of everything that must later be
-//!    attached somewhere: host device nodes, writable roots (made writable on the clone), protected
-//!    paths (made read-only on the clone), persistent temp dirs. Capturing before anything is
-//!    mounted over the host view means a workspace under `/tmp` is still reachable even after `/tmp`
-//!    is replaced.
-//! 3. **New `/dev`, `/tmp`, `/var/tmp`, `/dev/shm`** — fresh tmpfs/devpts, with the captured device
+//! 1. **Capture host device nodes** (`/dev/null`, `/dev/zero`, ...) as detached clones — before the
+//!    lockdown, because the lockdown makes every mount `nodev` and clones keep their own flags.
+//! 2. **Lock down `/`** — one `mount_setattr(AT_RECURSIVE)` makes every mount of the new mount
+//!    namespace read-only, `nosuid`, `nodev` and private. Private first: nothing done afterwards
+//!    can propagate back to the host, and host mounts made later do not appear (writable) inside.
+//!    `nodev` everywhere: a device node planted in the workspace or kept in a chroot is inert.
+//! 3. **Capture** — detached clones (`open_tree(OPEN_TREE_CLONE)`) of everything that must later be
+//!    attached somewhere: writable roots (made writable on the clone), the directories between a
+//!    writable root and each protected path ("pins"), protected paths (made read-only on the
+//!    clone), persistent temp dirs, allowed sockets. Capturing before anything is mounted over the
+//!    host view means a workspace under `/tmp` is still reachable after `/tmp` is replaced.
+//! 4. **New `/dev`, `/tmp`, `/var/tmp`, `/dev/shm`** — fresh tmpfs/devpts, with the captured device
 //!    nodes attached. Raw disks and every other host device disappear.
-//! 4. **Attach writable roots**, then **protected paths on top** — later mounts hide earlier ones, so
-//!    protection wins over writability (a `.git` inside the workspace stays read-only, and being a
-//!    mount point it cannot be renamed or removed either).
-//! 5. **Masks** for `deny_read` paths last: a secret stays hidden even inside a writable root.
-//! 6. **`/proc`** of the new pid namespace, with its kernel knobs (`/proc/sys`, ...) bound read-only.
+//! 5. **Attach writable roots, then pins, then protected paths on top** — later mounts hide
+//!    earlier ones, so protection wins over writability (a `.git` inside the workspace stays
+//!    read-only). A mount point cannot be renamed or removed (`EBUSY`), so neither the `.git` nor
+//!    any directory above it up to the writable root can be moved aside and replaced by one
+//!    holding a forged `.git`.
+//! 6. **Masks** for `deny_read` paths: a secret stays hidden even inside a writable root.
+//! 7. **`/proc`** of the new pid namespace, with its kernel knobs (`/proc/sys`, ...) bound read-only.
 //!
 //! [`steps`] is pure and unit-tested for this order; [`execute`] performs it.
 
-use crate::sys::{
-    self, SysError, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
-};
+use crate::sys::{self, SysError, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use stockade_policy::plan::{PathKind, Plan};
@@ -121,7 +124,7 @@ fn within(path: &Path, roots: &[PathBuf]) -> bool {
 
 /// The ordered mount steps for `plan` (see the module docs for the order).
 pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
-    let mut out = vec![Step::LockDownRoot];
+    let mut out = Vec::new();
     let mut slot = 0usize;
     let mut capture = |out: &mut Vec<Step>, source: PathBuf, access| {
         out.push(Step::Capture {
@@ -144,6 +147,9 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
             )
         })
         .collect();
+    // Lock down after the device nodes are captured: the lockdown makes every mount `nodev`, and
+    // detached clones taken before it keep their own flags.
+    out.push(Step::LockDownRoot);
     let root_slots: Vec<(PathBuf, usize)> = plan
         .writable_roots
         .iter()
@@ -160,6 +166,45 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
                 capture(&mut out, p.path.clone(), Access::ReadOnly),
             )
         })
+        .collect();
+    // Every directory between a writable root and a protected path becomes a mount point too, so
+    // it cannot be renamed away (a mount point is EBUSY) and replaced by one holding a forged
+    // `.git`.
+    let mut ancestors: Vec<PathBuf> = Vec::new();
+    for p in plan
+        .protected
+        .iter()
+        .filter(|p| within(&p.path, &plan.writable_roots))
+    {
+        let Some(root) = plan
+            .writable_roots
+            .iter()
+            .filter(|r| p.path.starts_with(r))
+            .max_by_key(|r| r.as_os_str().len())
+        else {
+            continue;
+        };
+        let mut a = p.path.parent();
+        while let Some(dir) = a {
+            if dir == root.as_path() || !dir.starts_with(root) {
+                break;
+            }
+            ancestors.push(dir.to_path_buf());
+            a = dir.parent();
+        }
+    }
+    ancestors.sort_by_key(|a| a.components().count());
+    ancestors.dedup();
+    let ancestors: Vec<_> = {
+        let mut seen = std::collections::HashSet::new();
+        ancestors
+            .into_iter()
+            .filter(|a| seen.insert(a.clone()))
+            .collect()
+    };
+    let pin_slots: Vec<(PathBuf, usize)> = ancestors
+        .into_iter()
+        .map(|a| (a.clone(), capture(&mut out, a, Access::Writable)))
         .collect();
     let temp_slots: Vec<(PathBuf, usize)> = match (&plan.temp.private, &plan.temp.persist_dir) {
         (true, Some(dir)) => vec![
@@ -253,6 +298,13 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
             kind: PathKind::Dir,
         });
     }
+    for (path, s) in &pin_slots {
+        out.push(Step::Attach {
+            slot: *s,
+            target: path.clone(),
+            kind: PathKind::Dir,
+        });
+    }
     for (path, kind, s) in &protected_slots {
         out.push(Step::Attach {
             slot: *s,
@@ -340,7 +392,7 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
             libc::AT_FDCWD,
             c"/",
             true,
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
             0,
             true,
         ),
@@ -458,10 +510,6 @@ fn ensure_mountpoint(target: &Path, kind: PathKind) -> Result<(), SysError> {
     Ok(())
 }
 
-/// Unused-flag guard: keep the mount attribute constants referenced for documentation.
-#[allow(dead_code)]
-const _ATTRS: u64 = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,8 +578,37 @@ mod tests {
     }
 
     #[test]
-    fn lockdown_comes_first() {
-        assert_eq!(steps(&plan(), &host())[0], Step::LockDownRoot);
+    fn only_device_captures_precede_the_lockdown() {
+        let s = steps(&plan(), &host());
+        let lock = index(&s, |s| matches!(s, Step::LockDownRoot));
+        assert!(s[..lock]
+            .iter()
+            .all(|s| matches!(s, Step::Capture { source, access: Access::AsIs, .. } if source.starts_with("/dev"))));
+        assert_eq!(lock, host().devices.len());
+    }
+
+    #[test]
+    fn directories_between_root_and_protected_paths_are_pinned_before_protection() {
+        let s = steps(&plan(), &host());
+        let root = index(
+            &s,
+            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws")),
+        );
+        let pin = index(
+            &s,
+            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws/sub")),
+        );
+        let sub = index(
+            &s,
+            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws/sub/.git")),
+        );
+        assert!(root < pin && pin < sub);
+        // the writable root itself and paths outside roots are not pinned again
+        let pins: Vec<_> = s
+            .iter()
+            .filter(|s| matches!(s, Step::Capture { access: Access::Writable, source, .. } if source.starts_with("/tmp/ws")))
+            .collect();
+        assert_eq!(pins.len(), 2, "{pins:?}");
     }
 
     #[test]
@@ -586,11 +663,7 @@ mod tests {
     #[test]
     fn writable_roots_are_captured_writable_and_protected_read_only() {
         let s = steps(&plan(), &host());
-        assert!(s.contains(&Step::Capture {
-            slot: 2,
-            source: "/tmp/ws".into(),
-            access: Access::Writable
-        }));
+        assert!(s.iter().any(|s| matches!(s, Step::Capture { source, access: Access::Writable, .. } if source == Path::new("/tmp/ws"))));
         assert!(s.iter().any(|s| matches!(s, Step::Capture { source, access: Access::ReadOnly, .. } if source == Path::new("/tmp/ws/.git"))));
     }
 
