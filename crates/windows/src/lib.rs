@@ -1,1 +1,11 @@
 //! Windows backend for Stockade.
+//!
+//! Every decision (which SIDs, which ACEs on which paths with which masks and inheritance, which
+//! firewall rules, which environment) is a pure plan computed by the modules below, which compile
+//! and are tested on any host. Only [`win`] (Windows only) talks to Win32, and it only applies
+//! plans. See `docs/windows.md`.
+
+pub mod access;
+pub mod ace;
+pub mod path;
+pub mod sid;
