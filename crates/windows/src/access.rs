@@ -6,7 +6,7 @@
 //! * The owner implicitly gets `READ_CONTROL | WRITE_DAC`.
 //! * A restricted token is checked twice: once with its normal SIDs, once with only its
 //!   restricting SIDs; access is granted only if both passes grant it. For a **write-restricted**
-//!   token the second pass covers only the bits of the file type's `GENERIC_WRITE` mapping
+//!   token the second pass covers only the write bits of the file type's `GENERIC_WRITE` mapping
 //!   ([`WRITE_RESTRICTED_BITS`]); everything else is decided by the normal pass alone. This means
 //!   `DELETE`, `WRITE_DAC` and `WRITE_OWNER` are *not* subject to the restricting SIDs, which the
 //!   tests make explicit.
@@ -29,8 +29,12 @@ use crate::sid::Sid;
 use std::collections::BTreeMap;
 
 /// Bits that the restricting-SID pass checks for a write-restricted token: the file type's
-/// `GENERIC_WRITE` mapping.
-pub const WRITE_RESTRICTED_BITS: u32 = mask::FILE_GENERIC_WRITE;
+/// `GENERIC_WRITE` mapping without the standard rights it shares with `GENERIC_READ`
+/// (`READ_CONTROL`, `SYNCHRONIZE`); otherwise a write-restricted process could not open its own
+/// profile's files for reading, which it can. This is the model's assumption about the kernel,
+/// stated here so that a test on a real host can confirm or refute it.
+pub const WRITE_RESTRICTED_BITS: u32 =
+    mask::FILE_GENERIC_WRITE & !(mask::READ_CONTROL | mask::SYNCHRONIZE);
 
 /// The security-relevant parts of an access token.
 #[derive(Debug, Clone)]

@@ -174,3 +174,16 @@ impl Ace {
 pub fn canonical_order(aces: &mut [Ace]) {
     aces.sort_by_key(|a| (a.inherit.has(Inherit::INHERITED), a.kind == AceKind::Allow));
 }
+
+/// ACEs a plan puts on one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathAces {
+    /// The path.
+    pub path: crate::path::WinPath,
+    /// Directory or file (decides whether inheritance flags make sense).
+    pub kind: crate::input::Kind,
+    /// The explicit ACEs to add (merged into the existing DACL; existing ACEs are kept).
+    pub aces: Vec<Ace>,
+    /// Why.
+    pub reason: String,
+}

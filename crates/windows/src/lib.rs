@@ -7,5 +7,12 @@
 
 pub mod access;
 pub mod ace;
+pub mod env;
+pub mod input;
 pub mod path;
 pub mod sid;
+pub mod state;
+pub mod unelevated;
+
+#[cfg(test)]
+mod fixture;
