@@ -70,7 +70,7 @@ pub fn sandbox_env(
             set(k, v);
         }
     }
-    out.sort_by(|a, b| a.0.to_uppercase().cmp(&b.0.to_uppercase()));
+    out.sort_by_key(|a| a.0.to_uppercase());
     out
 }
 

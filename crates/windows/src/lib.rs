@@ -7,7 +7,9 @@
 
 pub mod access;
 pub mod ace;
+pub mod elevated;
 pub mod env;
+pub mod firewall;
 pub mod input;
 pub mod path;
 pub mod sid;

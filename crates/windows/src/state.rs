@@ -173,7 +173,9 @@ mod tests {
         assert_ne!(sa, sb);
         // Same root, different case: same SID, nothing minted.
         let a_upper = WinPath::parse(r"c:\USERS\ME\REPO-A").expect("path");
-        assert!(!store.ensure(&[a_upper.clone()], &mut rng).expect("ok"));
+        assert!(!store
+            .ensure(std::slice::from_ref(&a_upper), &mut rng)
+            .expect("ok"));
         assert_eq!(store.sid_for(&a_upper), Some(&sa));
 
         let json = serde_json::to_string(&store).expect("json");
