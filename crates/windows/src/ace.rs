@@ -187,3 +187,65 @@ pub struct PathAces {
     /// Why.
     pub reason: String,
 }
+
+/// The explicit ACEs `existing` (an object's explicit ACEs, without `INHERITED`) should become so
+/// that every ACE of `planned` is present exactly once, in canonical order (deny before allow).
+/// Returns `None` if nothing needs to change (applying a plan twice is a no-op).
+/// Explicit ACEs for the same SID and kind with a different mask or inheritance are replaced:
+/// the plan owns the ACEs of its SIDs.
+pub fn merge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
+    if planned.iter().all(|p| existing.iter().filter(|e| *e == p).count() == 1)
+        && !existing
+            .iter()
+            .any(|e| planned.iter().any(|p| p.sid == e.sid && p.kind == e.kind && p != e))
+    {
+        return None;
+    }
+    let mut out: Vec<Ace> = existing
+        .iter()
+        .filter(|e| !planned.iter().any(|p| p.sid == e.sid && p.kind == e.kind))
+        .cloned()
+        .collect();
+    out.extend(planned.iter().cloned());
+    out.sort_by_key(|a| a.kind == AceKind::Allow);
+    Some(out)
+}
+
+/// `existing` without any ACE for `sid` (uninstall / cleanup).
+pub fn remove_sid(existing: &[Ace], sid: &Sid) -> Vec<Ace> {
+    existing.iter().filter(|e| e.sid != *sid).cloned().collect()
+}
+
+/// ACEs of `planned` that are not among the explicit ACEs of `actual` (read back after applying).
+pub fn missing_explicit(actual: &[Ace], planned: &[Ace]) -> Vec<Ace> {
+    planned
+        .iter()
+        .filter(|p| !actual.iter().any(|a| !a.inherit.has(Inherit::INHERITED) && a == *p))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(n: u32) -> Sid {
+        Sid::new(5, &[21, 1, 2, 3, n]).expect("sid")
+    }
+
+    #[test]
+    fn merge_is_idempotent_and_canonical() {
+        let existing = vec![Ace::allow(s(1), mask::FILE_ALL_ACCESS, Inherit::TREE)];
+        let planned = vec![Ace::deny(s(2), mask::PROTECT_DENY, Inherit::TREE), Ace::allow(s(3), mask::SANDBOX_MODIFY, Inherit::TREE)];
+        let merged = merge_explicit(&existing, &planned).expect("changes");
+        assert_eq!(merged[0], planned[0]);
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merge_explicit(&merged, &planned), None);
+        // A stale ACE for a planned SID (other mask) is replaced, not duplicated.
+        let stale = vec![Ace::allow(s(3), mask::FILE_ALL_ACCESS, Inherit::TREE)];
+        assert_eq!(merge_explicit(&stale, &planned[1..]), Some(planned[1..].to_vec()));
+        assert!(missing_explicit(&merged, &planned).is_empty());
+        assert_eq!(missing_explicit(&existing, &planned), planned);
+        assert_eq!(remove_sid(&merged, &s(2)).len(), 2);
+    }
+}

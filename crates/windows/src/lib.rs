@@ -18,3 +18,6 @@ pub mod unelevated;
 
 #[cfg(test)]
 mod fixture;
+
+#[cfg(windows)]
+pub mod win;
