@@ -194,10 +194,14 @@ pub struct PathAces {
 /// Explicit ACEs for the same SID and kind with a different mask or inheritance are replaced:
 /// the plan owns the ACEs of its SIDs.
 pub fn merge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
-    if planned.iter().all(|p| existing.iter().filter(|e| *e == p).count() == 1)
-        && !existing
-            .iter()
-            .any(|e| planned.iter().any(|p| p.sid == e.sid && p.kind == e.kind && p != e))
+    if planned
+        .iter()
+        .all(|p| existing.iter().filter(|e| *e == p).count() == 1)
+        && !existing.iter().any(|e| {
+            planned
+                .iter()
+                .any(|p| p.sid == e.sid && p.kind == e.kind && p != e)
+        })
     {
         return None;
     }
@@ -220,7 +224,11 @@ pub fn remove_sid(existing: &[Ace], sid: &Sid) -> Vec<Ace> {
 pub fn missing_explicit(actual: &[Ace], planned: &[Ace]) -> Vec<Ace> {
     planned
         .iter()
-        .filter(|p| !actual.iter().any(|a| !a.inherit.has(Inherit::INHERITED) && a == *p))
+        .filter(|p| {
+            !actual
+                .iter()
+                .any(|a| !a.inherit.has(Inherit::INHERITED) && a == *p)
+        })
         .cloned()
         .collect()
 }
@@ -236,14 +244,20 @@ mod tests {
     #[test]
     fn merge_is_idempotent_and_canonical() {
         let existing = vec![Ace::allow(s(1), mask::FILE_ALL_ACCESS, Inherit::TREE)];
-        let planned = vec![Ace::deny(s(2), mask::PROTECT_DENY, Inherit::TREE), Ace::allow(s(3), mask::SANDBOX_MODIFY, Inherit::TREE)];
+        let planned = vec![
+            Ace::deny(s(2), mask::PROTECT_DENY, Inherit::TREE),
+            Ace::allow(s(3), mask::SANDBOX_MODIFY, Inherit::TREE),
+        ];
         let merged = merge_explicit(&existing, &planned).expect("changes");
         assert_eq!(merged[0], planned[0]);
         assert_eq!(merged.len(), 3);
         assert_eq!(merge_explicit(&merged, &planned), None);
         // A stale ACE for a planned SID (other mask) is replaced, not duplicated.
         let stale = vec![Ace::allow(s(3), mask::FILE_ALL_ACCESS, Inherit::TREE)];
-        assert_eq!(merge_explicit(&stale, &planned[1..]), Some(planned[1..].to_vec()));
+        assert_eq!(
+            merge_explicit(&stale, &planned[1..]),
+            Some(planned[1..].to_vec())
+        );
         assert!(missing_explicit(&merged, &planned).is_empty());
         assert_eq!(missing_explicit(&existing, &planned), planned);
         assert_eq!(remove_sid(&merged, &s(2)).len(), 2);

@@ -7,12 +7,14 @@ use crate::path::WinPath;
 use crate::sid::Sid;
 use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
-    GetNamedSecurityInfoW, GetSecurityInfo, SetNamedSecurityInfoW, SE_FILE_OBJECT, SE_KERNEL_OBJECT, SE_OBJECT_TYPE,
+    GetNamedSecurityInfoW, GetSecurityInfo, SetNamedSecurityInfoW, SE_FILE_OBJECT,
+    SE_KERNEL_OBJECT, SE_OBJECT_TYPE,
 };
 use windows_sys::Win32::Security::{
-    AddAccessAllowedAceEx, AddAccessDeniedAceEx, GetAce, GetLengthSid, GetSecurityDescriptorControl, InitializeAcl,
-    ACE_HEADER, ACL, ACL_REVISION, DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION,
-    PSECURITY_DESCRIPTOR, SE_DACL_PROTECTED, UNPROTECTED_DACL_SECURITY_INFORMATION,
+    AddAccessAllowedAceEx, AddAccessDeniedAceEx, GetAce, GetLengthSid,
+    GetSecurityDescriptorControl, InitializeAcl, ACE_HEADER, ACL, ACL_REVISION,
+    DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+    SE_DACL_PROTECTED, UNPROTECTED_DACL_SECURITY_INFORMATION,
 };
 
 /// Why a DACL could not be read or changed.
@@ -82,7 +84,11 @@ pub struct Dacl {
 impl Dacl {
     /// The explicit (non-inherited) allow/deny ACEs.
     pub fn explicit(&self) -> Vec<Ace> {
-        self.aces.iter().filter(|a| !a.inherit.has(Inherit::INHERITED)).cloned().collect()
+        self.aces
+            .iter()
+            .filter(|a| !a.inherit.has(Inherit::INHERITED))
+            .cloned()
+            .collect()
     }
 }
 
@@ -105,9 +111,16 @@ fn parse(acl: *const ACL, sd: &OwnedSd) -> Result<Dacl, SidError> {
     // SAFETY: `sd.0` is a valid security descriptor; both out pointers are valid.
     let ok = unsafe { GetSecurityDescriptorControl(sd.0, &mut control, &mut revision) };
     let protected = ok != 0 && control & SE_DACL_PROTECTED != 0;
-    // SAFETY: `acl` is non-null (checked by callers) and points into `sd`.
+    let mut out = parse_acl(acl)?;
+    out.protected = protected;
+    Ok(out)
+}
+
+/// Decodes an ACL. `acl` must be non-null and point at a valid ACL (callers get it from Windows).
+pub(crate) fn parse_acl(acl: *const ACL) -> Result<Dacl, SidError> {
+    // SAFETY: the caller passes a valid, non-null ACL.
     let count = unsafe { (*acl).AceCount };
-    let mut out = Dacl { protected, ..Dacl::default() };
+    let mut out = Dacl::default();
     for i in 0..count as u32 {
         let mut ace: *mut core::ffi::c_void = std::ptr::null_mut();
         // SAFETY: `acl` is a valid ACL with `count` ACEs; `ace` is a valid out pointer.
@@ -132,7 +145,12 @@ fn parse(acl: *const ACL, sd: &OwnedSd) -> Result<Dacl, SidError> {
         // SAFETY: allow/deny ACEs have the SID at offset 8 (`SidStart`).
         let psid = unsafe { ace.cast::<u8>().add(8) };
         let sid = sid_from_psid(psid.cast())?;
-        out.aces.push(Ace { kind, sid, mask, inherit: Inherit(flags) });
+        out.aces.push(Ace {
+            kind,
+            sid,
+            mask,
+            inherit: Inherit(flags),
+        });
     }
     Ok(out)
 }
@@ -157,7 +175,10 @@ pub fn read_path(path: &WinPath) -> Result<Dacl, AclError> {
             &mut sd.0,
         )
     };
-    check("GetNamedSecurityInfoW", Ret::Code(rc)).map_err(|source| AclError::Read { path: p.clone(), source })?;
+    check("GetNamedSecurityInfoW", Ret::Code(rc)).map_err(|source| AclError::Read {
+        path: p.clone(),
+        source,
+    })?;
     if dacl.is_null() {
         return Err(AclError::NullDacl(p));
     }
@@ -185,11 +206,17 @@ fn read_handle_typed(h: HANDLE, ty: SE_OBJECT_TYPE, what: &str) -> Result<Dacl, 
             &mut sd.0,
         )
     };
-    check("GetSecurityInfo", Ret::Code(rc)).map_err(|source| AclError::Read { path: what.to_string(), source })?;
+    check("GetSecurityInfo", Ret::Code(rc)).map_err(|source| AclError::Read {
+        path: what.to_string(),
+        source,
+    })?;
     if dacl.is_null() {
         return Err(AclError::NullDacl(what.to_string()));
     }
-    parse(dacl, &sd).map_err(|source| AclError::Sid { path: what.to_string(), source })
+    parse(dacl, &sd).map_err(|source| AclError::Sid {
+        path: what.to_string(),
+        source,
+    })
 }
 
 /// Builds a binary ACL from model ACEs (in the given order), 8-byte aligned.
@@ -198,7 +225,11 @@ pub fn build(aces: &[Ace]) -> Result<Vec<u64>, Win32Error> {
         .iter()
         .map(|a| OwnedSid::new(&a.sid))
         .collect::<Result<_, _>>()
-        .map_err(|_| Win32Error { call: "ConvertStringSidToSidW", code: 1337, message: "invalid SID".into() })?;
+        .map_err(|_| Win32Error {
+            call: "ConvertStringSidToSidW",
+            code: 1337,
+            message: "invalid SID".into(),
+        })?;
     let mut size = 8usize;
     for s in &sids {
         // SAFETY: `s` is a valid SID.
@@ -214,23 +245,59 @@ pub fn build(aces: &[Ace]) -> Result<Vec<u64>, Win32Error> {
         let flags = (a.inherit.0 & !Inherit::INHERITED) as u32;
         let ok = match a.kind {
             // SAFETY: `acl` has room for this ACE (sized above); `s` is a valid SID.
-            AceKind::Allow => unsafe { AddAccessAllowedAceEx(acl, ACL_REVISION, flags, a.mask, s.as_psid()) },
+            AceKind::Allow => unsafe {
+                AddAccessAllowedAceEx(acl, ACL_REVISION, flags, a.mask, s.as_psid())
+            },
             // SAFETY: as above.
-            AceKind::Deny => unsafe { AddAccessDeniedAceEx(acl, ACL_REVISION, flags, a.mask, s.as_psid()) },
+            AceKind::Deny => unsafe {
+                AddAccessDeniedAceEx(acl, ACL_REVISION, flags, a.mask, s.as_psid())
+            },
         };
         check("AddAccess*AceEx", Ret::Bool(ok))?;
     }
     Ok(buf)
 }
 
+/// Replaces a kernel object's DACL (e.g. a job or pipe) with exactly `aces`.
+pub fn write_handle(h: HANDLE, aces: &[Ace], what: &str) -> Result<(), AclError> {
+    use windows_sys::Win32::Security::Authorization::SetSecurityInfo;
+    let mut acl = build(aces).map_err(|source| AclError::Build {
+        path: what.to_string(),
+        source,
+    })?;
+    // SAFETY: `h` is an open handle with WRITE_DAC; `acl` holds a valid ACL during the call.
+    let rc = unsafe {
+        SetSecurityInfo(
+            h,
+            SE_KERNEL_OBJECT,
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            acl.as_mut_ptr().cast(),
+            std::ptr::null_mut(),
+        )
+    };
+    check("SetSecurityInfo", Ret::Code(rc)).map_err(|source| AclError::Write {
+        path: what.to_string(),
+        source,
+    })
+}
+
 /// Replaces a path's explicit ACEs (inherited ones are recomputed by Windows, and inheritable
 /// ACEs propagate to existing children), keeping its protection state.
 pub fn write_explicit(path: &WinPath, aces: &[Ace], protected: bool) -> Result<(), AclError> {
     let p = path.as_string();
-    let mut acl = build(aces).map_err(|source| AclError::Build { path: p.clone(), source })?;
+    let mut acl = build(aces).map_err(|source| AclError::Build {
+        path: p.clone(),
+        source,
+    })?;
     let w = wide(&p);
     let info = DACL_SECURITY_INFORMATION
-        | if protected { PROTECTED_DACL_SECURITY_INFORMATION } else { UNPROTECTED_DACL_SECURITY_INFORMATION };
+        | if protected {
+            PROTECTED_DACL_SECURITY_INFORMATION
+        } else {
+            UNPROTECTED_DACL_SECURITY_INFORMATION
+        };
     // SAFETY: `w` is NUL-terminated and `acl` holds a valid ACL for the duration of the call.
     let rc = unsafe {
         SetNamedSecurityInfoW(
@@ -243,7 +310,8 @@ pub fn write_explicit(path: &WinPath, aces: &[Ace], protected: bool) -> Result<(
             std::ptr::null_mut(),
         )
     };
-    check("SetNamedSecurityInfoW", Ret::Code(rc)).map_err(|source| AclError::Write { path: p, source })
+    check("SetNamedSecurityInfoW", Ret::Code(rc))
+        .map_err(|source| AclError::Write { path: p, source })
 }
 
 /// Applies one entry of a plan: merges its ACEs into the path's explicit ACEs. Returns false if
@@ -251,7 +319,10 @@ pub fn write_explicit(path: &WinPath, aces: &[Ace], protected: bool) -> Result<(
 pub fn apply(entry: &PathAces) -> Result<bool, AclError> {
     let current = read_path(&entry.path)?;
     if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
-        return Err(AclError::UnsupportedAce { path: entry.path.as_string(), ace_type: *t });
+        return Err(AclError::UnsupportedAce {
+            path: entry.path.as_string(),
+            ace_type: *t,
+        });
     }
     match merge_explicit(&current.explicit(), &entry.aces) {
         None => Ok(false),
@@ -268,7 +339,10 @@ pub fn revoke(path: &WinPath, sid: &Sid) -> Result<bool, AclError> {
         return Ok(false);
     }
     if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
-        return Err(AclError::UnsupportedAce { path: path.as_string(), ace_type: *t });
+        return Err(AclError::UnsupportedAce {
+            path: path.as_string(),
+            ace_type: *t,
+        });
     }
     write_explicit(path, &kept, current.protected).map(|_| true)
 }

@@ -28,7 +28,11 @@ pub struct Win32Error {
 impl Win32Error {
     fn new(call: &'static str, code: u32) -> Win32Error {
         let message = std::io::Error::from_raw_os_error(code as i32).to_string();
-        Win32Error { call, code, message }
+        Win32Error {
+            call,
+            code,
+            message,
+        }
     }
 }
 
@@ -61,13 +65,18 @@ pub fn check(call: &'static str, ret: Ret) -> Result<(), Win32Error> {
         Ret::Code(c) => Err(Win32Error::new(call, c)),
         Ret::HResult(h) | Ret::NtStatus(h) if h < 0 => Err(Win32Error::new(call, h as u32)),
         Ret::HResult(_) | Ret::NtStatus(_) => Ok(()),
-        Ret::Handle(h) if h.is_null() || h == INVALID_HANDLE_VALUE => Err(Win32Error::new(call, last_error())),
+        Ret::Handle(h) if h.is_null() || h == INVALID_HANDLE_VALUE => {
+            Err(Win32Error::new(call, last_error()))
+        }
         Ret::Handle(_) => Ok(()),
     }
 }
 
 /// Takes ownership of a handle a successful call returned.
-pub fn owned(call: &'static str, h: HANDLE) -> Result<std::os::windows::io::OwnedHandle, Win32Error> {
+pub fn owned(
+    call: &'static str,
+    h: HANDLE,
+) -> Result<std::os::windows::io::OwnedHandle, Win32Error> {
     use std::os::windows::io::FromRawHandle;
     check(call, Ret::Handle(h))?;
     // SAFETY: `h` was just returned by `call`, is valid (checked above) and owned by nobody else.

@@ -10,7 +10,8 @@ use windows_sys::Win32::Security::Authorization::{
 use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_DUPLEX};
 use windows_sys::Win32::System::Pipes::{
-    CreateNamedPipeW, CreatePipe, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
+    CreateNamedPipeW, CreatePipe, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE,
+    PIPE_WAIT,
 };
 
 /// Why a pipe could not be made.
@@ -40,11 +41,17 @@ pub enum PipeError {
 pub fn anonymous() -> Result<(OwnedHandle, OwnedHandle), PipeError> {
     let mut r: HANDLE = std::ptr::null_mut();
     let mut w: HANDLE = std::ptr::null_mut();
-    let err = |source| PipeError::Create { name: "anonymous".into(), source };
+    let err = |source| PipeError::Create {
+        name: "anonymous".into(),
+        source,
+    };
     // SAFETY: both out pointers are valid; null attributes make non-inheritable handles.
     let ok = unsafe { CreatePipe(&mut r, &mut w, std::ptr::null(), 0) };
     check("CreatePipe", Ret::Bool(ok)).map_err(err)?;
-    Ok((owned("CreatePipe", r).map_err(err)?, owned("CreatePipe", w).map_err(err)?))
+    Ok((
+        owned("CreatePipe", r).map_err(err)?,
+        owned("CreatePipe", w).map_err(err)?,
+    ))
 }
 
 /// Creates the first instance of `\\.\pipe\<name>` with the DACL in `sddl`, local clients only.
@@ -53,10 +60,21 @@ pub fn named_with_sddl(name: &str, sddl: &str) -> Result<OwnedHandle, PipeError>
     let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
     // SAFETY: `w_sddl` is NUL-terminated; `sd` is a valid out pointer; the size is not wanted.
     let ok = unsafe {
-        ConvertStringSecurityDescriptorToSecurityDescriptorW(w_sddl.as_ptr(), SDDL_REVISION_1, &mut sd, std::ptr::null_mut())
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            w_sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
     };
-    check("ConvertStringSecurityDescriptorToSecurityDescriptorW", Ret::Bool(ok))
-        .map_err(|source| PipeError::Sddl { sddl: sddl.to_string(), source })?;
+    check(
+        "ConvertStringSecurityDescriptorToSecurityDescriptorW",
+        Ret::Bool(ok),
+    )
+    .map_err(|source| PipeError::Sddl {
+        sddl: sddl.to_string(),
+        source,
+    })?;
     let sa = SECURITY_ATTRIBUTES {
         nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
         lpSecurityDescriptor: sd,

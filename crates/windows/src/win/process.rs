@@ -5,14 +5,17 @@ use super::job::{Job, JobError};
 use super::{check, owned, wide, Ret, Win32Error};
 use std::os::windows::io::{AsRawHandle, OwnedHandle};
 use std::time::Duration;
-use windows_sys::Win32::Foundation::{DuplicateHandle, DUPLICATE_SAME_ACCESS, HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT};
+use windows_sys::Win32::Foundation::{
+    DuplicateHandle, DUPLICATE_SAME_ACCESS, HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT,
+};
 use windows_sys::Win32::System::Console::HPCON;
 use windows_sys::Win32::System::Threading::{
-    CreateProcessAsUserW, CreateProcessW, DeleteProcThreadAttributeList, GetCurrentProcess, GetExitCodeProcess,
-    InitializeProcThreadAttributeList, ResumeThread, UpdateProcThreadAttribute, WaitForSingleObject,
-    CREATE_SUSPENDED, CREATE_UNICODE_ENVIRONMENT, EXTENDED_STARTUPINFO_PRESENT, INFINITE,
-    LPPROC_THREAD_ATTRIBUTE_LIST, PROCESS_INFORMATION, PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
-    PROC_THREAD_ATTRIBUTE_PSEUDOCONSOLE, STARTF_USESTDHANDLES, STARTUPINFOEXW,
+    CreateProcessAsUserW, CreateProcessW, DeleteProcThreadAttributeList, GetCurrentProcess,
+    GetExitCodeProcess, InitializeProcThreadAttributeList, ResumeThread, UpdateProcThreadAttribute,
+    WaitForSingleObject, CREATE_SUSPENDED, CREATE_UNICODE_ENVIRONMENT,
+    EXTENDED_STARTUPINFO_PRESENT, INFINITE, LPPROC_THREAD_ATTRIBUTE_LIST, PROCESS_INFORMATION,
+    PROC_THREAD_ATTRIBUTE_HANDLE_LIST, PROC_THREAD_ATTRIBUTE_PSEUDOCONSOLE, STARTF_USESTDHANDLES,
+    STARTUPINFOEXW,
 };
 
 /// Why a process could not be started or waited for.
@@ -85,8 +88,11 @@ impl AttrList {
         let mut size = 0usize;
         // SAFETY: a null list asks for the required size; the call "fails" with
         // ERROR_INSUFFICIENT_BUFFER by design, so its result is ignored.
-        let _ = unsafe { InitializeProcThreadAttributeList(std::ptr::null_mut(), count, 0, &mut size) };
-        let mut list = AttrList { buf: vec![0u64; size.div_ceil(8).max(1)] };
+        let _ =
+            unsafe { InitializeProcThreadAttributeList(std::ptr::null_mut(), count, 0, &mut size) };
+        let mut list = AttrList {
+            buf: vec![0u64; size.div_ceil(8).max(1)],
+        };
         // SAFETY: `buf` is writable for at least `size` bytes.
         let ok = unsafe { InitializeProcThreadAttributeList(list.ptr(), count, 0, &mut size) };
         if ok == 0 {
@@ -159,7 +165,8 @@ pub fn spawn(
                         std::ptr::null(),
                     )
                 };
-                check("UpdateProcThreadAttribute(HANDLE_LIST)", Ret::Bool(ok)).map_err(SpawnError::Prepare)?;
+                check("UpdateProcThreadAttribute(HANDLE_LIST)", Ret::Bool(ok))
+                    .map_err(SpawnError::Prepare)?;
             }
         }
         Stdio::PseudoConsole(hpc) => {
@@ -177,7 +184,8 @@ pub fn spawn(
                     std::ptr::null(),
                 )
             };
-            check("UpdateProcThreadAttribute(PSEUDOCONSOLE)", Ret::Bool(ok)).map_err(SpawnError::Prepare)?;
+            check("UpdateProcThreadAttribute(PSEUDOCONSOLE)", Ret::Bool(ok))
+                .map_err(SpawnError::Prepare)?;
         }
     }
     si.lpAttributeList = list.ptr();
@@ -223,11 +231,18 @@ pub fn spawn(
             )
         },
     };
-    check("CreateProcess", Ret::Bool(ok)).map_err(|source| SpawnError::Create { program: command_line.to_string(), source })?;
+    check("CreateProcess", Ret::Bool(ok)).map_err(|source| SpawnError::Create {
+        program: command_line.to_string(),
+        source,
+    })?;
     drop(inherited);
     let process = owned("CreateProcess", pi.hProcess).map_err(SpawnError::Wait)?;
     let thread = owned("CreateProcess", pi.hThread).map_err(SpawnError::Wait)?;
-    let child = Child { process, thread, pid: pi.dwProcessId };
+    let child = Child {
+        process,
+        thread,
+        pid: pi.dwProcessId,
+    };
     if let Err(e) = job.assign(child.process.as_raw_handle()) {
         // The process never ran: kill it rather than let it run outside the job.
         let _ = kill(&child);
@@ -254,7 +269,9 @@ fn kill(child: &Child) -> Result<(), Win32Error> {
 
 /// Waits for a process handle to be signalled, up to `timeout` (forever if `None`).
 pub fn wait(process: &OwnedHandle, timeout: Option<Duration>) -> Result<Waited, SpawnError> {
-    let ms = timeout.map_or(INFINITE, |d| u32::try_from(d.as_millis()).unwrap_or(INFINITE - 1));
+    let ms = timeout.map_or(INFINITE, |d| {
+        u32::try_from(d.as_millis()).unwrap_or(INFINITE - 1)
+    });
     // SAFETY: `process` is a valid process handle with SYNCHRONIZE.
     let r = unsafe { WaitForSingleObject(process.as_raw_handle(), ms) };
     match r {
@@ -266,10 +283,14 @@ pub fn wait(process: &OwnedHandle, timeout: Option<Duration>) -> Result<Waited, 
             Ok(Waited::Exited(code))
         }
         WAIT_TIMEOUT => Ok(Waited::TimedOut),
-        _ => Err(SpawnError::Wait(check("WaitForSingleObject", Ret::Bool(0)).err().unwrap_or(Win32Error {
-            call: "WaitForSingleObject",
-            code: r,
-            message: "unexpected wait result".into(),
-        }))),
+        _ => Err(SpawnError::Wait(
+            check("WaitForSingleObject", Ret::Bool(0))
+                .err()
+                .unwrap_or(Win32Error {
+                    call: "WaitForSingleObject",
+                    code: r,
+                    message: "unexpected wait result".into(),
+                }),
+        )),
     }
 }

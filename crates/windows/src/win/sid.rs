@@ -48,11 +48,17 @@ impl OwnedSid {
         let mut psid: PSID = std::ptr::null_mut();
         // SAFETY: `w` is a NUL-terminated UTF-16 string; `psid` is a valid out pointer.
         let ok = unsafe { ConvertStringSidToSidW(w.as_ptr(), &mut psid) };
-        check("ConvertStringSidToSidW", Ret::Bool(ok)).map_err(|source| SidError::Convert { sid: sid.to_string(), source })?;
+        check("ConvertStringSidToSidW", Ret::Bool(ok)).map_err(|source| SidError::Convert {
+            sid: sid.to_string(),
+            source,
+        })?;
         let owned = OwnedSid(psid);
         // SAFETY: `psid` was just allocated by ConvertStringSidToSidW.
         let valid = unsafe { IsValidSid(owned.0) };
-        check("IsValidSid", Ret::Bool(valid)).map_err(|source| SidError::Convert { sid: sid.to_string(), source })?;
+        check("IsValidSid", Ret::Bool(valid)).map_err(|source| SidError::Convert {
+            sid: sid.to_string(),
+            source,
+        })?;
         Ok(owned)
     }
 
@@ -75,7 +81,10 @@ pub fn sid_from_psid(psid: PSID) -> Result<Sid, SidError> {
     let mut s: *mut u16 = std::ptr::null_mut();
     // SAFETY: the caller guarantees `psid` points at a valid SID; `s` is a valid out pointer.
     let ok = unsafe { ConvertSidToStringSidW(psid, &mut s) };
-    check("ConvertSidToStringSidW", Ret::Bool(ok)).map_err(|source| SidError::Convert { sid: "<binary>".into(), source })?;
+    check("ConvertSidToStringSidW", Ret::Bool(ok)).map_err(|source| SidError::Convert {
+        sid: "<binary>".into(),
+        source,
+    })?;
     let mut len = 0usize;
     // SAFETY: `s` is a NUL-terminated string allocated by ConvertSidToStringSidW; we stop at the NUL.
     while unsafe { *s.add(len) } != 0 {
@@ -89,7 +98,11 @@ pub fn sid_from_psid(psid: PSID) -> Result<Sid, SidError> {
 }
 
 /// Reads a variable-length token information class into an 8-byte-aligned buffer.
-pub fn token_info(token: HANDLE, class: TOKEN_INFORMATION_CLASS, what: &'static str) -> Result<Vec<u64>, SidError> {
+pub fn token_info(
+    token: HANDLE,
+    class: TOKEN_INFORMATION_CLASS,
+    what: &'static str,
+) -> Result<Vec<u64>, SidError> {
     let mut needed = 0u32;
     // SAFETY: a null buffer of length 0 asks for the needed size, written to `needed`.
     let ok = unsafe { GetTokenInformation(token, class, std::ptr::null_mut(), 0, &mut needed) };
@@ -104,8 +117,10 @@ pub fn token_info(token: HANDLE, class: TOKEN_INFORMATION_CLASS, what: &'static 
     let mut buf = vec![0u64; (needed as usize).div_ceil(8).max(1)];
     let len = (buf.len() * 8) as u32;
     // SAFETY: `buf` is writable for `len` bytes and aligned for every TOKEN_* structure.
-    let ok = unsafe { GetTokenInformation(token, class, buf.as_mut_ptr().cast(), len, &mut needed) };
-    check("GetTokenInformation", Ret::Bool(ok)).map_err(|source| SidError::Token { what, source })?;
+    let ok =
+        unsafe { GetTokenInformation(token, class, buf.as_mut_ptr().cast(), len, &mut needed) };
+    check("GetTokenInformation", Ret::Bool(ok))
+        .map_err(|source| SidError::Token { what, source })?;
     Ok(buf)
 }
 
@@ -131,7 +146,10 @@ pub fn token_user(token: HANDLE) -> Result<Sid, SidError> {
 /// The token's groups (SID and attribute flags).
 pub fn token_groups(token: HANDLE) -> Result<Vec<(Sid, u32)>, SidError> {
     let buf = token_info(token, TokenGroups, "TokenGroups")?;
-    groups_of(&buf).iter().map(|g| Ok((sid_from_psid(g.Sid)?, g.Attributes))).collect()
+    groups_of(&buf)
+        .iter()
+        .map(|g| Ok((sid_from_psid(g.Sid)?, g.Attributes)))
+        .collect()
 }
 
 /// The token's logon-session SID.
@@ -146,8 +164,29 @@ pub fn token_logon_sid(token: HANDLE) -> Result<Sid, SidError> {
 /// The token's restricting SIDs (empty for an unrestricted token).
 pub fn token_restricted_sids(token: HANDLE) -> Result<Vec<Sid>, SidError> {
     let buf = token_info(token, TokenRestrictedSids, "TokenRestrictedSids")?;
-    groups_of(&buf).iter().map(|g| sid_from_psid(g.Sid)).collect()
+    groups_of(&buf)
+        .iter()
+        .map(|g| sid_from_psid(g.Sid))
+        .collect()
 }
 
 /// `SE_GROUP_LOGON_ID` (winnt.h).
 const SE_GROUP_LOGON_ID: u32 = 0xC000_0000;
+
+/// The restricting SIDs as reported by `TokenGroupsAndPrivileges` (a second source, for hosts
+/// where `TokenRestrictedSids` is not implemented).
+pub fn token_restricted_sids_via_groups_and_privileges(
+    token: HANDLE,
+) -> Result<Vec<Sid>, SidError> {
+    use windows_sys::Win32::Security::{TokenGroupsAndPrivileges, TOKEN_GROUPS_AND_PRIVILEGES};
+    let buf = token_info(token, TokenGroupsAndPrivileges, "TokenGroupsAndPrivileges")?;
+    let t = buf.as_ptr().cast::<TOKEN_GROUPS_AND_PRIVILEGES>();
+    // SAFETY: the buffer holds a TOKEN_GROUPS_AND_PRIVILEGES filled by GetTokenInformation.
+    let (count, first) = unsafe { ((*t).RestrictedSidCount as usize, (*t).RestrictedSids) };
+    if count == 0 || first.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: `first` points at `count` SID_AND_ATTRIBUTES inside the same buffer.
+    let list = unsafe { std::slice::from_raw_parts(first, count) };
+    list.iter().map(|g| sid_from_psid(g.Sid)).collect()
+}

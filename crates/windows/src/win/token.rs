@@ -7,9 +7,9 @@ use crate::unelevated::{SidRef, TokenPlan};
 use std::os::windows::io::{AsRawHandle, OwnedHandle};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Security::{
-    AddAccessAllowedAceEx, CreateRestrictedToken, GetLengthSid, InitializeAcl, SetTokenInformation, TokenDefaultDacl,
-    ACL, ACL_REVISION, SID_AND_ATTRIBUTES, TOKEN_ADJUST_DEFAULT, TOKEN_ASSIGN_PRIMARY, TOKEN_DEFAULT_DACL,
-    TOKEN_DUPLICATE, TOKEN_QUERY,
+    AddAccessAllowedAceEx, CreateRestrictedToken, GetLengthSid, InitializeAcl, SetTokenInformation,
+    TokenDefaultDacl, ACL, ACL_REVISION, SID_AND_ATTRIBUTES, TOKEN_ADJUST_DEFAULT,
+    TOKEN_ASSIGN_PRIMARY, TOKEN_DEFAULT_DACL, TOKEN_DUPLICATE, TOKEN_QUERY,
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
@@ -82,7 +82,13 @@ pub fn create_restricted(plan: &TokenPlan) -> Result<OwnedHandle, TokenError> {
         .iter()
         .map(|r| resolve(&base, &r.sid).and_then(|s| OwnedSid::new(&s)))
         .collect::<Result<_, _>>()?;
-    let entries: Vec<SID_AND_ATTRIBUTES> = sids.iter().map(|s| SID_AND_ATTRIBUTES { Sid: s.as_psid(), Attributes: 0 }).collect();
+    let entries: Vec<SID_AND_ATTRIBUTES> = sids
+        .iter()
+        .map(|s| SID_AND_ATTRIBUTES {
+            Sid: s.as_psid(),
+            Attributes: 0,
+        })
+        .collect();
     let mut new_token: HANDLE = std::ptr::null_mut();
     // SAFETY: `base` is an open token with TOKEN_DUPLICATE; `entries` points at `entries.len()`
     // SID_AND_ATTRIBUTES whose SIDs live in `sids` for the duration of the call.
@@ -108,7 +114,9 @@ pub fn create_restricted(plan: &TokenPlan) -> Result<OwnedHandle, TokenError> {
         .map(|(r, m)| Ok((OwnedSid::new(&resolve(&base, r)?)?, *m)))
         .collect::<Result<_, SidError>>()?;
     let mut acl = allow_acl(&dacl_sids).map_err(TokenError::DefaultDacl)?;
-    let info = TOKEN_DEFAULT_DACL { DefaultDacl: acl.as_mut_ptr().cast() };
+    let info = TOKEN_DEFAULT_DACL {
+        DefaultDacl: acl.as_mut_ptr().cast(),
+    };
     // SAFETY: `token` is a fresh token with TOKEN_ADJUST_DEFAULT; `info` points at a valid ACL in
     // `acl`, which outlives the call (Windows copies it).
     let ok = unsafe {
@@ -119,6 +127,19 @@ pub fn create_restricted(plan: &TokenPlan) -> Result<OwnedHandle, TokenError> {
             std::mem::size_of::<TOKEN_DEFAULT_DACL>() as u32,
         )
     };
-    check("SetTokenInformation(TokenDefaultDacl)", Ret::Bool(ok)).map_err(TokenError::DefaultDacl)?;
+    check("SetTokenInformation(TokenDefaultDacl)", Ret::Bool(ok))
+        .map_err(TokenError::DefaultDacl)?;
     Ok(token)
+}
+
+/// The token's default DACL, as read back with `GetTokenInformation(TokenDefaultDacl)`.
+pub fn default_dacl(token: &OwnedHandle) -> Result<Vec<crate::ace::Ace>, SidError> {
+    let buf = super::sid::token_info(token.as_raw_handle(), TokenDefaultDacl, "TokenDefaultDacl")?;
+    let info = buf.as_ptr().cast::<TOKEN_DEFAULT_DACL>();
+    // SAFETY: the buffer holds a TOKEN_DEFAULT_DACL whose ACL pointer points into the buffer.
+    let acl = unsafe { (*info).DefaultDacl };
+    if acl.is_null() {
+        return Ok(Vec::new());
+    }
+    Ok(super::acl::parse_acl(acl)?.aces)
 }
