@@ -21,3 +21,8 @@ mod fixture;
 
 #[cfg(windows)]
 pub mod win;
+
+#[cfg(feature = "policy")]
+pub mod backend;
+#[cfg(feature = "policy")]
+pub use backend::{RunError, Tier, WindowsBackend};

@@ -753,6 +753,11 @@ mod selftest {
             Err(e) => rep.fail("named-pipe-dacl", e),
         }
 
+        // 8b. The whole backend: WindowsBackend::run on a policy Plan (only when built with the
+        // `policy` feature, i.e. when stockade-policy compiles for Windows).
+        #[cfg(feature = "policy")]
+        backend_run(&mut rep, &fx);
+
         // 9. Revoke: cleanup removes the capability SID's ACEs.
         let mut revoke_ok = true;
         for entry in &plan.acl {
@@ -773,6 +778,76 @@ mod selftest {
         }
         let _ = std::fs::remove_dir_all(&fx.base);
         finish(&rep)
+    }
+
+    #[cfg(feature = "policy")]
+    fn backend_run(rep: &mut Report, fx: &Fixture) {
+        use stockade_policy::backend::{Backend, Command, ExitKind, RunOptions};
+        use stockade_policy::plan::{PathKind, Plan, PlannedPath, TempPlan};
+        use stockade_windows::WindowsBackend;
+        let plan = Plan {
+            workspace: fx.root.clone(),
+            cwd: fx.root.clone(),
+            writable_roots: vec![fx.root.clone()],
+            protected: vec![PlannedPath {
+                path: fx.root.join(".git"),
+                kind: PathKind::Dir,
+                reason: ".git directory".into(),
+            }],
+            protected_missing: vec![fx.root.join(".codex")],
+            deny_read: vec![],
+            allow_unix_sockets: vec![],
+            network: stockade_policy::NetworkMode::Off,
+            env: std::env::vars_os().collect(),
+            env_removed: vec![],
+            limits: Default::default(),
+            temp: TempPlan {
+                private: true,
+                persist_dir: None,
+            },
+        };
+        let backend = WindowsBackend::default();
+        let cmd = Command {
+            program: "cmd.exe".into(),
+            args: vec!["/c".into(), "echo stockade> backend-out.txt".into()],
+        };
+        match backend.run(&plan, &cmd, &RunOptions::default()) {
+            Ok(o)
+                if o.exit == ExitKind::Code(0)
+                    && std::fs::read_to_string(fx.root.join("backend-out.txt"))
+                        .is_ok_and(|t| t.contains("stockade")) =>
+            {
+                let layers: Vec<&str> = o.enforced.iter().map(|l| l.layer.as_str()).collect();
+                rep.ok("backend-run", format!("WindowsBackend::run ran cmd.exe in the workspace: exit 0, output file written; layers applied {layers:?}; {} warnings", o.warnings.len()));
+                if rep.wine {
+                    rep.note("backend-run", "the layers were applied through the Win32 calls, which under Wine do not enforce anything");
+                }
+            }
+            Ok(o) => rep.fail("backend-run", format!("unexpected outcome {o:?}")),
+            Err(e) => rep.fail("backend-run", e),
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        let sleeper = Command {
+            program: exe.into_os_string(),
+            args: vec!["--sleep".into(), "60".into()],
+        };
+        let opts = RunOptions {
+            timeout: Some(Duration::from_millis(1500)),
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        match backend.run(&plan, &sleeper, &opts) {
+            Ok(o) if o.exit == ExitKind::TimedOut && t0.elapsed() < Duration::from_secs(30) => rep
+                .ok(
+                    "backend-timeout",
+                    format!(
+                        "a 60 s command under a 1.5 s timeout ended as TimedOut after {:?}",
+                        t0.elapsed()
+                    ),
+                ),
+            Ok(o) => rep.fail("backend-timeout", format!("unexpected outcome {o:?}")),
+            Err(e) => rep.fail("backend-timeout", e),
+        }
     }
 
     fn finish(rep: &Report) -> i32 {

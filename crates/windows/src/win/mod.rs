@@ -7,6 +7,7 @@ pub mod acl;
 pub mod job;
 pub mod pipe;
 pub mod process;
+pub mod pty;
 pub mod random;
 pub mod sid;
 pub mod token;
@@ -100,4 +101,30 @@ pub fn running_under_wine() -> bool {
     // SAFETY: `ntdll` is a loaded module handle and the name is a NUL-terminated ANSI string.
     let f = unsafe { GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()) };
     f.is_some()
+}
+
+#[cfg(feature = "policy")]
+pub mod run;
+
+/// A failed Win32 step of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum WinRunError {
+    /// Applying an ACE failed.
+    #[error(transparent)]
+    Acl(#[from] acl::AclError),
+    /// The restricted token could not be made.
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+    /// The job object failed.
+    #[error(transparent)]
+    Job(#[from] job::JobError),
+    /// Starting or waiting failed.
+    #[error(transparent)]
+    Spawn(#[from] process::SpawnError),
+    /// The pseudo console failed.
+    #[error(transparent)]
+    Pty(#[from] pty::PtyError),
+    /// The system RNG failed.
+    #[error("cannot get random bytes for a capability SID: {0}")]
+    Random(#[source] Win32Error),
 }
