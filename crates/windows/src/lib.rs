@@ -12,6 +12,7 @@ pub mod env;
 pub mod firewall;
 pub mod input;
 pub mod path;
+pub mod setup;
 pub mod sid;
 pub mod state;
 pub mod unelevated;
@@ -26,3 +27,4 @@ pub mod win;
 pub mod backend;
 #[cfg(feature = "policy")]
 pub use backend::{RunError, Tier, WindowsBackend};
+pub use setup::{setup, uninstall, SetupError, SetupOptions, SetupOutcome};

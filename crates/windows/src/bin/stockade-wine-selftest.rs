@@ -758,6 +758,14 @@ mod selftest {
         #[cfg(feature = "policy")]
         backend_run(&mut rep, &fx);
 
+        // 8c. Elevated-tier building blocks. They change the machine (accounts, firewall rules), so
+        // they run under Wine (a throw-away prefix) or when STOCKADE_SELFTEST_SETUP=1.
+        if wine || std::env::var_os("STOCKADE_SELFTEST_SETUP").is_some() {
+            elevated_blocks(&mut rep);
+        } else {
+            rep.note("elevated", "skipped: set STOCKADE_SELFTEST_SETUP=1 (elevated) to create and remove test accounts and rules");
+        }
+
         // 9. Revoke: cleanup removes the capability SID's ACEs.
         let mut revoke_ok = true;
         for entry in &plan.acl {
@@ -847,6 +855,147 @@ mod selftest {
                 ),
             Ok(o) => rep.fail("backend-timeout", format!("unexpected outcome {o:?}")),
             Err(e) => rep.fail("backend-timeout", e),
+        }
+    }
+
+    const NOT_VISIBLE: &str = "the created account is not visible to LookupAccountNameW";
+
+    fn elevated_blocks(rep: &mut Report) {
+        use stockade_windows::firewall::offline_rules;
+        use stockade_windows::win::{accounts, firewall, secrets, setup};
+        match secrets::protect(b"stockade secret")
+            .and_then(|b| secrets::unprotect(&b).map(|p| (b, p)))
+        {
+            Ok((b, p)) if p == b"stockade secret" && b != p => rep.ok(
+                "dpapi-roundtrip",
+                format!(
+                    "CryptProtectData/CryptUnprotectData round-trip ({} byte blob)",
+                    b.len()
+                ),
+            ),
+            Ok(_) => rep.fail("dpapi-roundtrip", "decrypted data differs"),
+            Err(e) => rep.fail("dpapi-roundtrip", e),
+        }
+        let tag = random::bytes::<2>().map(u16::from_le_bytes).unwrap_or(1);
+        let (user, group) = (format!("StkTestU{tag:04x}"), format!("StkTestG{tag:04x}"));
+        let pw = stockade_windows::elevated::password_from_random(
+            random::bytes::<32>().unwrap_or([5; 32]),
+        );
+        let r = (|| -> Result<String, String> {
+            accounts::create_group(&group, "stockade self-test").map_err(|e| e.to_string())?;
+            accounts::create_user(&user, &pw, "stockade self-test").map_err(|e| e.to_string())?;
+            accounts::add_member(&group, &user).map_err(|e| e.to_string())?;
+            let sid = accounts::lookup_sid(&user)
+                .map_err(|e| e.to_string())?
+                .ok_or(NOT_VISIBLE)?;
+            let members = accounts::members(&group).map_err(|e| e.to_string())?;
+            if !members.contains(&user) {
+                return Err(format!("group members {members:?} lack {user}"));
+            }
+            accounts::hide(&user).map_err(|e| e.to_string())?;
+            if !accounts::is_hidden(&user) {
+                return Err("hidden value not read back".into());
+            }
+            Ok(format!("NetUserAdd/NetLocalGroupAdd/AddMembers/GetMembers, LookupAccountNameW -> {sid}, logon-screen value set and read back"))
+        })();
+        accounts::unhide(&user);
+        let deleted = accounts::delete_user(&user).and_then(|_| accounts::delete_group(&group));
+        let existed = r.is_ok();
+        match r {
+            Ok(d) => rep.ok("accounts", d),
+            Err(e) if rep.wine && e == NOT_VISIBLE => rep.unsupported("accounts", "NetUserAdd, NetLocalGroupAdd and NetLocalGroupAddMembers returned success, but LookupAccountNameW does not find the account afterwards, so no account was observed"),
+            Err(e) => rep.fail("accounts", e),
+        }
+        match (deleted, existed) {
+            (Ok(()), true) if matches!(accounts::lookup_sid(&user), Ok(None)) => rep.ok("accounts-delete", "NetUserDel/NetLocalGroupDel removed the test account and group"),
+            (Ok(()), false) => rep.unsupported("accounts-delete", "NetUserDel/NetLocalGroupDel returned success, but the account was never visible, so this proves nothing"),
+            (Ok(()), true) => rep.fail("accounts-delete", format!("{user} still resolves after NetUserDel")),
+            (Err(e), _) if !existed && rep.wine => rep.unsupported("accounts-delete", e),
+            (Err(e), _) => rep.fail("accounts-delete", e),
+        }
+
+        let sid = Sid::capability_from_random(random::bytes::<16>().unwrap_or([6; 16]));
+        let mut rules = offline_rules(&sid, &[3128]);
+        for r in &mut rules {
+            r.name = format!("{} (selftest {tag:04x})", r.name);
+        }
+        let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+        let added = firewall::add_rules(&rules);
+        let add_ok = added.is_ok();
+        match added {
+            Ok(()) => {
+                match names
+                    .iter()
+                    .map(|n| firewall::rule_exists(n))
+                    .collect::<Result<Vec<bool>, _>>()
+                {
+                    Ok(v) if v.iter().all(|x| *x) => {
+                        rep.ok("firewall-add", format!("{} INetFwRule3 rules added through INetFwPolicy2 and found by name", rules.len()));
+                        if rep.wine {
+                            rep.note(
+                                "firewall-add",
+                                "Wine's firewall does not filter traffic; no blocking was observed",
+                            );
+                        }
+                    }
+                    Ok(v) if rep.wine => rep.unsupported(
+                        "firewall-add",
+                        format!(
+                            "INetFwRules::Add succeeded but Item() does not find the rules ({v:?})"
+                        ),
+                    ),
+                    Ok(v) => rep.fail("firewall-add", format!("added rules not found: {v:?}")),
+                    Err(e) => rep.fail("firewall-add", e),
+                }
+            }
+            Err(e) if rep.wine && e.source.code == 0x8000_4002 => rep.unsupported(
+                "firewall-add",
+                format!("Wine's NetFwRule has no INetFwRule3 (no per-user scoping): {e}"),
+            ),
+            Err(e)
+                if rep.wine && (e.source.code == 0x8000_4001 || e.source.code == 0x8000_4002) =>
+            {
+                rep.unsupported("firewall-add", e)
+            }
+            Err(e) => rep.fail("firewall-add", e),
+        }
+        match firewall::remove_rules(&names) {
+            Ok(()) if !add_ok => rep.unsupported("firewall-remove", "INetFwRules::Remove returned success, but the rules were never added, so this proves nothing"),
+            Ok(()) if names.iter().all(|n| matches!(firewall::rule_exists(n), Ok(false))) => rep.ok("firewall-remove", "INetFwRules::Remove removed every test rule"),
+            Ok(()) => rep.fail("firewall-remove", "a removed rule is still found by name"),
+            Err(e) if rep.wine && e.source.code == 0x8000_4001 => rep.unsupported("firewall-remove", e),
+            Err(e) => rep.fail("firewall-remove", e),
+        }
+
+        // The whole setup, twice (idempotence), then uninstall.
+        match setup::setup(&[]) {
+            Ok(first) => {
+                rep.note(
+                    "setup",
+                    format!("first run performed {:?}", first.performed),
+                );
+                match setup::setup(&[]) {
+                    Ok(second) if second.performed.is_empty() => rep.ok("setup-idempotent", format!("setup created group, 2 accounts, {} rules and the record; a second run did nothing", first.record.firewall_rules.len())),
+                    Ok(second) => rep.fail("setup-idempotent", format!("second run performed {:?}", second.performed)),
+                    Err(e) => rep.fail("setup-idempotent", e),
+                }
+                match setup::uninstall() {
+                    Ok(steps) => {
+                        let gone = matches!(
+                            accounts::lookup_sid(stockade_windows::elevated::OFFLINE_ACCOUNT),
+                            Ok(None)
+                        );
+                        if gone {
+                            rep.ok("uninstall", format!("{} steps; accounts gone", steps.len()))
+                        } else {
+                            rep.fail("uninstall", "StockadeOffline still exists")
+                        }
+                    }
+                    Err(e) => rep.fail("uninstall", e),
+                }
+            }
+            Err(e) if rep.wine => rep.unsupported("setup", e),
+            Err(e) => rep.fail("setup", e),
         }
     }
 

@@ -3,12 +3,16 @@
 //! Rules: one Win32 call per `unsafe` block, each with a `SAFETY:` comment; every return code goes
 //! through [`check`]; handles are owned by `std::os::windows::io::OwnedHandle` and closed on drop.
 
+pub mod accounts;
 pub mod acl;
+pub mod firewall;
 pub mod job;
 pub mod pipe;
 pub mod process;
 pub mod pty;
 pub mod random;
+pub mod secrets;
+pub mod setup;
 pub mod sid;
 pub mod token;
 
