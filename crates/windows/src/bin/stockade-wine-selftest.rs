@@ -834,6 +834,33 @@ mod selftest {
             Ok(o) => rep.fail("backend-run", format!("unexpected outcome {o:?}")),
             Err(e) => rep.fail("backend-run", e),
         }
+        let pty_cmd = Command {
+            program: "cmd.exe".into(),
+            args: vec!["/c".into(), "echo through-conpty> pty-out.txt".into()],
+        };
+        match backend.run(
+            &plan,
+            &pty_cmd,
+            &RunOptions {
+                pty: true,
+                ..Default::default()
+            },
+        ) {
+            Ok(o)
+                if o.exit == ExitKind::Code(0)
+                    && std::fs::read_to_string(fx.root.join("pty-out.txt"))
+                        .is_ok_and(|t| t.contains("through-conpty")) =>
+            {
+                println!();
+                rep.ok("backend-pty", "WindowsBackend::run with pty=true started cmd.exe attached to a ConPTY (CreatePseudoConsole + PROC_THREAD_ATTRIBUTE_PSEUDOCONSOLE): exit 0, output file written");
+            }
+            Ok(o) => {
+                println!();
+                rep.fail("backend-pty", format!("unexpected outcome {o:?}"));
+            }
+            Err(e) if rep.wine => rep.unsupported("backend-pty", e),
+            Err(e) => rep.fail("backend-pty", e),
+        }
         let exe = std::env::current_exe().unwrap_or_default();
         let sleeper = Command {
             program: exe.into_os_string(),

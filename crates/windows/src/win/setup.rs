@@ -366,10 +366,19 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
 /// code. For `stockade setup`/`uninstall` when [`WinSetupError::NotElevated`] is returned.
 pub fn relaunch_elevated(args: &[String]) -> Result<u32, WinSetupError> {
     use super::{owned, wide};
-    use windows_sys::Win32::UI::Shell::{ShellExecuteExW, SEE_MASK_NOCLOSEPROCESS, SEE_MASK_NO_CONSOLE, SHELLEXECUTEINFOW};
-    let exe = std::env::current_exe().map_err(|e| file_err("locate", std::path::Path::new("stockade.exe"), e))?;
+    use windows_sys::Win32::UI::Shell::{
+        ShellExecuteExW, SEE_MASK_NOCLOSEPROCESS, SEE_MASK_NO_CONSOLE, SHELLEXECUTEINFOW,
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| file_err("locate", std::path::Path::new("stockade.exe"), e))?;
     let file = wide(&exe.to_string_lossy());
-    let params = wide(&args.iter().map(|a| crate::env::quote_arg(a)).collect::<Vec<_>>().join(" "));
+    let params = wide(
+        &args
+            .iter()
+            .map(|a| crate::env::quote_arg(a))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     let verb = wide("runas");
     // SAFETY: plain data; all-zero is a valid starting point.
     let mut info: SHELLEXECUTEINFOW = unsafe { std::mem::zeroed() };
@@ -381,14 +390,25 @@ pub fn relaunch_elevated(args: &[String]) -> Result<u32, WinSetupError> {
     info.nShow = 1;
     // SAFETY: `info` is initialized and its strings outlive the call.
     let ok = unsafe { ShellExecuteExW(&mut info) };
-    check("ShellExecuteExW(runas)", Ret::Bool(ok)).map_err(|source| WinSetupError::System { what: "starting the elevated setup (UAC)", source })?;
-    let process = owned("ShellExecuteExW", info.hProcess).map_err(|source| WinSetupError::System { what: "starting the elevated setup (UAC)", source })?;
+    check("ShellExecuteExW(runas)", Ret::Bool(ok)).map_err(|source| WinSetupError::System {
+        what: "starting the elevated setup (UAC)",
+        source,
+    })?;
+    let process =
+        owned("ShellExecuteExW", info.hProcess).map_err(|source| WinSetupError::System {
+            what: "starting the elevated setup (UAC)",
+            source,
+        })?;
     match super::process::wait(&process, None) {
         Ok(super::process::Waited::Exited(code)) => Ok(code),
         Ok(super::process::Waited::TimedOut) => Ok(1),
         Err(e) => Err(WinSetupError::System {
             what: "waiting for the elevated setup",
-            source: Win32Error { call: "WaitForSingleObject", code: 0, message: e.to_string() },
+            source: Win32Error {
+                call: "WaitForSingleObject",
+                code: 0,
+                message: e.to_string(),
+            },
         }),
     }
 }
