@@ -31,9 +31,15 @@ pub enum RunError {
     /// Not running on Windows.
     #[error("the Windows backend can only run commands on Windows")]
     NotWindows,
-    /// The elevated tier's runner is not implemented yet.
-    #[error("the elevated Windows tier cannot run commands yet (its setup plan exists; the runner does not); use the unelevated tier")]
-    ElevatedNotImplemented,
+    /// The elevated tier is not installed.
+    #[error("the elevated Windows tier is not installed (or its stored password is missing); run `stockade setup`")]
+    ElevatedNotInstalled,
+    /// `--pty` in the elevated tier.
+    #[error("--pty is not supported by the elevated Windows tier yet; use the unelevated tier for interactive commands")]
+    ElevatedPty,
+    /// The offline account's firewall rules are missing: refusing to run with the network open.
+    #[error("network is off but these firewall rules of the offline account are missing: {0:?}; run `stockade setup` to repair")]
+    FirewallMissing(Vec<String>),
     /// The plan cannot be expressed on Windows.
     #[error(transparent)]
     Input(#[from] InputError),
@@ -75,12 +81,12 @@ impl Backend for WindowsBackend {
     }
 
     fn run(&self, plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, RunError> {
-        if self.tier == Tier::Elevated {
-            return Err(RunError::ElevatedNotImplemented);
-        }
         #[cfg(windows)]
         {
-            crate::win::run::run_unelevated(self.tier(), plan, cmd, opts)
+            match self.tier {
+                Tier::Unelevated => crate::win::run::run_unelevated(self.tier(), plan, cmd, opts),
+                Tier::Elevated => crate::win::run::run_elevated(self.tier(), plan, cmd, opts),
+            }
         }
         #[cfg(not(windows))]
         {

@@ -328,3 +328,60 @@ pub fn password_from_random(bytes: [u8; 32]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Hidden argument that turns the Stockade executable into the elevated tier's runner.
+pub const RUNNER_ARG: &str = "--stockade-runner";
+
+/// What the caller sends the runner over the pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerRequest {
+    /// The command line to start.
+    pub command_line: String,
+    /// Its start directory.
+    pub cwd: String,
+    /// Its complete environment.
+    pub env: Vec<(String, String)>,
+    /// Kill the job after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Job memory limit in bytes.
+    pub max_memory: Option<u64>,
+    /// Job active-process limit.
+    pub max_processes: Option<u64>,
+}
+
+/// What the runner answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerReply {
+    /// Exit code of the command, if it exited by itself.
+    pub exit_code: Option<u32>,
+    /// The timeout killed it.
+    pub timed_out: bool,
+    /// Why the command could not be started, if it was not.
+    pub error: Option<String>,
+}
+
+/// Largest frame accepted on the runner pipe (1 MiB).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// A frame: little-endian `u32` length, then JSON.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+/// Reads one frame from `r`.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl std::io::Read) -> Result<T, String> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)
+        .map_err(|e| format!("reading the frame length: {e}"))?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(format!("frame of {len} bytes is larger than {MAX_FRAME}"));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)
+        .map_err(|e| format!("reading a {len}-byte frame: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("decoding the frame: {e}"))
+}

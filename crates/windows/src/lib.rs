@@ -27,4 +27,4 @@ pub mod win;
 pub mod backend;
 #[cfg(feature = "policy")]
 pub use backend::{RunError, Tier, WindowsBackend};
-pub use setup::{setup, uninstall, SetupError, SetupOptions, SetupOutcome};
+pub use setup::{maybe_run_as_runner, setup, uninstall, SetupError, SetupOptions, SetupOutcome};

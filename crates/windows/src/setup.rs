@@ -92,3 +92,17 @@ mod tests {
         ));
     }
 }
+
+/// If this process was started as the elevated tier's runner (hidden argument
+/// [`crate::elevated::RUNNER_ARG`]), runs it and returns the exit code to exit with. The CLI
+/// calls this first thing in `main`; off Windows it always returns `None`.
+pub fn maybe_run_as_runner() -> Option<i32> {
+    #[cfg(windows)]
+    {
+        crate::win::runner::maybe_run_as_runner()
+    }
+    #[cfg(not(windows))]
+    {
+        None
+    }
+}

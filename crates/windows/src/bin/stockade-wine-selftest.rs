@@ -79,6 +79,9 @@ mod selftest {
 
     pub fn main() -> i32 {
         let args: Vec<String> = std::env::args().collect();
+        if let Some(code) = stockade_windows::win::runner::maybe_run_as_runner() {
+            return code;
+        }
         match args.get(1).map(String::as_str) {
             Some("--child-report") => child_report(&args[2..]),
             Some("--child-grandchild") => child_grandchild(),
@@ -994,6 +997,9 @@ mod selftest {
             Err(e) => rep.fail("firewall-remove", e),
         }
 
+        // The runner protocol: CreateProcessWithLogonW + named pipe (runner SDDL) + runner's job.
+        runner_protocol(rep);
+
         // The whole setup, twice (idempotence), then uninstall.
         match setup::setup(&[]) {
             Ok(first) => {
@@ -1024,6 +1030,75 @@ mod selftest {
             Err(e) if rep.wine => rep.unsupported("setup", e),
             Err(e) => rep.fail("setup", e),
         }
+    }
+
+    fn runner_protocol(rep: &mut Report) {
+        use stockade_windows::elevated::RunnerRequest;
+        use stockade_windows::win::runner::run_via_runner;
+        let dir = std::env::temp_dir().join(format!("stockade-runner-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let me = token::own_token()
+            .ok()
+            .and_then(|t| wsid::token_user(t.as_raw_handle()).ok());
+        let exe = std::env::current_exe().unwrap_or_default();
+        let (Some(me), Ok(outer)) = (me, Job::new(&Default::default())) else {
+            rep.fail(
+                "runner-protocol",
+                "cannot read the caller's SID or create a job",
+            );
+            return;
+        };
+        let request = RunnerRequest {
+            command_line: command_line(
+                "cmd.exe",
+                &["/c".into(), "echo via-runner> runner-out.txt".into()],
+            ),
+            cwd: dir.to_string_lossy().into_owned(),
+            env: std::env::vars().collect(),
+            timeout_ms: Some(30_000),
+            max_memory: None,
+            max_processes: None,
+        };
+        // Under Wine no account exists; a real host needs `stockade setup` first.
+        let account_sid = Sid::capability_from_random(random::bytes::<16>().unwrap_or([4; 16]));
+        let r = run_via_runner(
+            "StockadeOffline",
+            "not-a-real-password",
+            &account_sid,
+            &me,
+            &exe.to_string_lossy(),
+            &request,
+            &outer,
+        );
+        let written = std::fs::read_to_string(dir.join("runner-out.txt"))
+            .is_ok_and(|t| t.contains("via-runner"));
+        match r {
+            Ok(reply) if reply.exit_code == Some(0) && written && rep.wine => rep.unsupported(
+                "runner-logon",
+                "runner started by CreateProcessWithLogonW received the request over the named pipe, ran cmd.exe in its job and replied exit 0 -- but Wine ignored the credentials (no such account), so the logon itself is not verified",
+            ),
+            Ok(reply) if reply.exit_code == Some(0) && written => rep.ok("runner-protocol", "runner ran the command and replied exit 0"),
+            Ok(reply) => rep.fail("runner-protocol", format!("reply {reply:?}, output written: {written}")),
+            Err(e) if rep.wine => {
+                rep.unsupported("runner-logon", e);
+                // Everything but the logon: the runner started directly, same pipe and protocol.
+                let direct = (|| -> Result<stockade_windows::elevated::RunnerReply, String> {
+                    use stockade_windows::win::runner::{exchange, runner_pipe};
+                    let (name, server) = runner_pipe(&account_sid, &me).map_err(|e| e.to_string())?;
+                    let args = vec![stockade_windows::elevated::RUNNER_ARG.to_string(), name];
+                    let child = process::spawn(None, &command_line(&exe.to_string_lossy(), &args), None, None, process::Stdio::Handles([std::ptr::null_mut(); 3]), &outer).map_err(|e| e.to_string())?;
+                    exchange(server, &child.process, &request).map_err(|e| e.to_string())
+                })();
+                let written = std::fs::read_to_string(dir.join("runner-out.txt")).is_ok_and(|t| t.contains("via-runner"));
+                match direct {
+                    Ok(reply) if reply.exit_code == Some(0) && written => rep.ok("runner-protocol", "runner (started without logon) connected to the SDDL-protected pipe, received the request, ran cmd.exe in its own job and replied exit 0"),
+                    Ok(reply) => rep.fail("runner-protocol", format!("reply {reply:?}, output written: {written}")),
+                    Err(e) => rep.fail("runner-protocol", e),
+                }
+            }
+            Err(e) => rep.note("runner-protocol", format!("{e} (expected without `stockade setup`: the test uses a made-up password)")),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn finish(rep: &Report) -> i32 {

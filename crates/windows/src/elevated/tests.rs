@@ -251,3 +251,22 @@ fn passwords_have_all_classes_and_differ() {
         assert!(pw.chars().any(|c| !c.is_ascii_alphanumeric()));
     }
 }
+
+#[test]
+fn runner_frames_round_trip_and_reject_oversize() {
+    let req = RunnerRequest {
+        command_line: r#""C:\Program Files\Git\bin\git.exe" status"#.into(),
+        cwd: r"C:\Users\me\My Projects\Zoë repo".into(),
+        env: vec![("TEMP".into(), r"C:\ProgramData\Stockade\tmp\x".into())],
+        timeout_ms: Some(1500),
+        max_memory: None,
+        max_processes: Some(64),
+    };
+    let bytes = encode_frame(&req);
+    let back: RunnerRequest = read_frame(&mut bytes.as_slice()).expect("decode");
+    assert_eq!(back, req);
+    let mut big = ((MAX_FRAME + 1) as u32).to_le_bytes().to_vec();
+    big.extend([0u8; 8]);
+    assert!(read_frame::<RunnerReply>(&mut big.as_slice()).is_err());
+    assert!(read_frame::<RunnerReply>(&mut &bytes[..3]).is_err());
+}

@@ -11,6 +11,7 @@ pub mod pipe;
 pub mod process;
 pub mod pty;
 pub mod random;
+pub mod runner;
 pub mod secrets;
 pub mod setup;
 pub mod sid;
@@ -128,6 +129,15 @@ pub enum WinRunError {
     /// The pseudo console failed.
     #[error(transparent)]
     Pty(#[from] pty::PtyError),
+    /// The elevated tier's runner failed.
+    #[error(transparent)]
+    Runner(#[from] runner::RunnerError),
+    /// Reading the elevated tier's installation failed.
+    #[error(transparent)]
+    Setup(#[from] setup::WinSetupError),
+    /// A SID could not be read.
+    #[error(transparent)]
+    Sid(#[from] sid::SidError),
     /// The system RNG failed.
     #[error("cannot get random bytes for a capability SID: {0}")]
     Random(#[source] Win32Error),

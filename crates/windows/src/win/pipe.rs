@@ -10,8 +10,8 @@ use windows_sys::Win32::Security::Authorization::{
 use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_DUPLEX};
 use windows_sys::Win32::System::Pipes::{
-    CreateNamedPipeW, CreatePipe, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE,
-    PIPE_WAIT,
+    CreateNamedPipeW, CreatePipe, PIPE_NOWAIT, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
+    PIPE_TYPE_BYTE, PIPE_WAIT,
 };
 
 /// Why a pipe could not be made.
@@ -56,6 +56,15 @@ pub fn anonymous() -> Result<(OwnedHandle, OwnedHandle), PipeError> {
 
 /// Creates the first instance of `\\.\pipe\<name>` with the DACL in `sddl`, local clients only.
 pub fn named_with_sddl(name: &str, sddl: &str) -> Result<OwnedHandle, PipeError> {
+    named(name, sddl, PIPE_WAIT)
+}
+
+/// Like [`named_with_sddl`], in `PIPE_NOWAIT` mode so that `ConnectNamedPipe` can be polled.
+pub fn named_nowait_with_sddl(name: &str, sddl: &str) -> Result<OwnedHandle, PipeError> {
+    named(name, sddl, PIPE_NOWAIT)
+}
+
+fn named(name: &str, sddl: &str, wait_mode: u32) -> Result<OwnedHandle, PipeError> {
     let w_sddl = wide(sddl);
     let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
     // SAFETY: `w_sddl` is NUL-terminated; `sd` is a valid out pointer; the size is not wanted.
@@ -87,7 +96,7 @@ pub fn named_with_sddl(name: &str, sddl: &str) -> Result<OwnedHandle, PipeError>
         CreateNamedPipeW(
             w_name.as_ptr(),
             PIPE_ACCESS_DUPLEX | FILE_FLAG_FIRST_PIPE_INSTANCE,
-            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | wait_mode | PIPE_REJECT_REMOTE_CLIENTS,
             1,
             4096,
             4096,

@@ -9,6 +9,7 @@ use crate::input::WinPlanInput;
 use crate::path::WinPath;
 use crate::state::CapabilityStore;
 use crate::unelevated::{self, UnelevatedOptions};
+use std::os::windows::io::AsRawHandle;
 use std::time::{Duration, Instant};
 use stockade_policy::backend::{Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
 use stockade_policy::plan::Plan;
@@ -183,6 +184,171 @@ pub fn run_unelevated(
             detail: job_detail,
         },
     ];
+    Ok(RunOutcome {
+        tier: tier.to_string(),
+        exit,
+        duration: start.elapsed(),
+        enforced,
+        warnings,
+    })
+}
+
+/// Runs `cmd` as the sandbox account (elevated tier) through the runner.
+pub fn run_elevated(
+    tier: &'static str,
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+) -> Result<RunOutcome, RunError> {
+    use super::setup::{load_passwords, load_record, record_elevated_acl_paths};
+    use crate::elevated::{run_acl, RunnerRequest, OFFLINE_ACCOUNT, ONLINE_ACCOUNT};
+    use stockade_policy::NetworkMode;
+    let start = Instant::now();
+    if opts.pty {
+        return Err(RunError::ElevatedPty);
+    }
+    let record = load_record()
+        .map_err(win_err)?
+        .ok_or(RunError::ElevatedNotInstalled)?;
+    let account = if plan.network == NetworkMode::Off {
+        OFFLINE_ACCOUNT
+    } else {
+        ONLINE_ACCOUNT
+    };
+    let password = load_passwords()
+        .map_err(win_err)?
+        .remove(account)
+        .ok_or(RunError::ElevatedNotInstalled)?;
+    let account_sid = record
+        .accounts
+        .get(account)
+        .cloned()
+        .ok_or(RunError::ElevatedNotInstalled)?;
+    if plan.network == NetworkMode::Off {
+        let mut missing = Vec::new();
+        for name in &record.firewall_rules {
+            if !super::firewall::rule_exists(name)
+                .map_err(|e| win_err(WinRunError::Setup(e.into())))?
+            {
+                missing.push(name.clone());
+            }
+        }
+        if !missing.is_empty() || record.firewall_rules.is_empty() {
+            return Err(RunError::FirewallMissing(missing));
+        }
+    }
+    let caller = token::own_token().map_err(win_err)?;
+    let caller_sid = super::sid::token_user(caller.as_raw_handle()).map_err(win_err)?;
+
+    // Temp dir where the sandbox account can reach it: %ProgramData%\Stockade\tmp\<workspace>.
+    let pd = std::env::var("ProgramData").unwrap_or_else(|_| r"C:\ProgramData".to_string());
+    let bad = |source| crate::input::InputError::Path {
+        path: pd.clone(),
+        source,
+    };
+    let probe = WinPlanInput::from_plan(plan, None)?;
+    let temp = match &plan.temp.persist_dir {
+        Some(d) => WinPath::parse(&d.to_string_lossy()).map_err(bad)?,
+        None => WinPath::parse(&pd)
+            .map_err(bad)?
+            .join(&format!(
+                "Stockade\\tmp\\{}",
+                workspace_tag(&probe.workspace)
+            ))
+            .map_err(bad)?,
+    };
+    let temp_io = |source| RunError::Temp {
+        path: temp.as_string(),
+        source,
+    };
+    if plan.temp.persist_dir.is_none() {
+        match std::fs::remove_dir_all(temp.as_string()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(temp_io(e)),
+        }
+    }
+    std::fs::create_dir_all(temp.as_string()).map_err(temp_io)?;
+    let input = WinPlanInput::from_plan(plan, Some(temp.clone()))?;
+
+    let acl_plan = run_acl(&input, &record.group_sid);
+    record_elevated_acl_paths(acl_plan.iter().map(|e| e.path.clone())).map_err(win_err)?;
+    let mut changed = 0usize;
+    for entry in &acl_plan {
+        if acl::apply(entry).map_err(win_err)? {
+            changed += 1;
+        }
+    }
+    let program = text(&cmd.program)?;
+    let args: Vec<String> = cmd.args.iter().map(|a| text(a)).collect::<Result<_, _>>()?;
+    let timeout = opts
+        .timeout
+        .or(input.limits.timeout_secs.map(Duration::from_secs));
+    let request = RunnerRequest {
+        command_line: command_line(&program, &args),
+        cwd: input.cwd.as_string(),
+        env: crate::env::sandbox_env(&input.env, Some(&temp), input.network, true),
+        timeout_ms: timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        max_memory: input.limits.max_memory,
+        max_processes: input.limits.max_processes,
+    };
+    let outer = Job::new(&Default::default()).map_err(win_err)?;
+    let exe = std::env::current_exe().map_err(|e| RunError::Temp {
+        path: "stockade.exe".into(),
+        source: e,
+    })?;
+    let reply = super::runner::run_via_runner(
+        account,
+        &password,
+        &account_sid,
+        &caller_sid,
+        &exe.to_string_lossy(),
+        &request,
+        &outer,
+    )
+    .map_err(win_err)?;
+    let _ = outer.terminate(1);
+    let exit = match (reply.exit_code, reply.timed_out, reply.error) {
+        (_, true, _) => ExitKind::TimedOut,
+        (Some(c), false, None) => ExitKind::Code(c as i32),
+        (_, _, e) => {
+            return Err(win_err(WinRunError::Runner(
+                super::runner::RunnerError::Protocol(e.unwrap_or_else(|| "no exit code".into())),
+            )))
+        }
+    };
+    let mut warnings = Vec::new();
+    if !input.protected_missing.is_empty() {
+        warnings.extend(created_protected(&input.protected_missing, |p| {
+            std::path::Path::new(&p.as_string()).exists()
+        }));
+    }
+    let mut enforced = vec![
+        EnforcedLayer {
+            layer: "sandbox-account".into(),
+            detail: format!("{account} ({account_sid}) via CreateProcessWithLogonW and the runner"),
+        },
+        EnforcedLayer {
+            layer: "dacl".into(),
+            detail: format!(
+                "{} paths carry StockadeSandboxUsers ACEs ({changed} changed this run)",
+                acl_plan.len()
+            ),
+        },
+        EnforcedLayer {
+            layer: "job-object".into(),
+            detail: "runner's job: KILL_ON_JOB_CLOSE; Stockade's job around the runner".into(),
+        },
+    ];
+    if plan.network == NetworkMode::Off {
+        enforced.push(EnforcedLayer {
+            layer: "firewall".into(),
+            detail: format!(
+                "{} block rules for {account} present",
+                record.firewall_rules.len()
+            ),
+        });
+    }
     Ok(RunOutcome {
         tier: tier.to_string(),
         exit,

@@ -87,6 +87,41 @@ fn file_err(action: &'static str, path: &std::path::Path, reason: impl ToString)
     }
 }
 
+/// `%LOCALAPPDATA%\Stockade\elevated-acl-paths.json`: paths that received group ACEs in runs.
+pub fn elevated_acl_paths_file() -> PathBuf {
+    env_dir("LOCALAPPDATA", r"C:\ProgramData").join("elevated-acl-paths.json")
+}
+
+/// Paths that received group ACEs during runs (for uninstall).
+pub fn elevated_acl_paths() -> Vec<crate::path::WinPath> {
+    std::fs::read_to_string(elevated_acl_paths_file())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Adds paths to the run ACL list (written before the ACEs, so uninstall always finds them).
+pub fn record_elevated_acl_paths(
+    paths: impl IntoIterator<Item = crate::path::WinPath>,
+) -> Result<(), WinSetupError> {
+    let mut all = elevated_acl_paths();
+    let before = all.len();
+    for p in paths {
+        if !all.contains(&p) {
+            all.push(p);
+        }
+    }
+    if all.len() == before {
+        return Ok(());
+    }
+    let f = elevated_acl_paths_file();
+    if let Some(d) = f.parent() {
+        std::fs::create_dir_all(d).map_err(|e| file_err("create", d, e))?;
+    }
+    let text = serde_json::to_string_pretty(&all).map_err(|e| file_err("serialize", &f, e))?;
+    std::fs::write(&f, text).map_err(|e| file_err("write", &f, e))
+}
+
 /// Reads the installation record, if any.
 pub fn load_record() -> Result<Option<InstallRecord>, WinSetupError> {
     let p = record_path();
@@ -320,7 +355,14 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
     if !is_elevated()? {
         return Err(WinSetupError::NotElevated);
     }
-    let record = load_record()?;
+    let mut record = load_record()?;
+    if let Some(r) = record.as_mut() {
+        for p in elevated_acl_paths() {
+            if !r.acl_paths.contains(&p) {
+                r.acl_paths.push(p);
+            }
+        }
+    }
     let ports = record
         .as_ref()
         .map(|r| r.allowed_loopback_ports.clone())
@@ -349,7 +391,7 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
             }
             UninstallStep::DeleteGroup(g) => accounts::delete_group(g)?,
             UninstallStep::DeleteRecord => {
-                for p in [record_path(), secrets_path()] {
+                for p in [record_path(), secrets_path(), elevated_acl_paths_file()] {
                     match std::fs::remove_file(&p) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
