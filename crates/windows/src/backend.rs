@@ -107,13 +107,25 @@ pub fn workspace_tag(ws: &WinPath) -> String {
     format!("{h:016x}")
 }
 
-/// Warnings for protected paths that were missing before the run and exist after it.
-pub fn created_protected(paths: &[WinPath], exists: impl Fn(&WinPath) -> bool) -> Vec<String> {
-    paths
+/// Protected paths that were missing before the run and exist after it: a warning each, and a
+/// `protected-created` denial each (the denial report's name for it).
+pub fn created_protected(
+    paths: &[WinPath],
+    exists: impl Fn(&WinPath) -> bool,
+) -> (Vec<String>, Vec<stockade_policy::backend::Denial>) {
+    let created: Vec<&WinPath> = paths.iter().filter(|p| exists(p)).collect();
+    let warnings = created
         .iter()
-        .filter(|p| exists(p))
         .map(|p| format!("protected path {p} was created during the run; it was not protected while the command ran"))
-        .collect()
+        .collect();
+    let denials = created
+        .iter()
+        .map(|p| stockade_policy::backend::Denial {
+            kind: "protected-created".into(),
+            target: p.as_string(),
+        })
+        .collect();
+    (warnings, denials)
 }
 
 #[cfg(test)]
@@ -136,9 +148,12 @@ mod tests {
             WinPath::parse(r"C:\w\.codex").expect("p"),
             WinPath::parse(r"C:\w\.claude").expect("p"),
         ];
-        let w = created_protected(&ps, |p| p.file_name() == Some(".codex"));
+        let (w, d) = created_protected(&ps, |p| p.file_name() == Some(".codex"));
         assert_eq!(w.len(), 1);
         assert!(w[0].contains(r"C:\w\.codex"));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].kind, "protected-created");
+        assert_eq!(d[0].target, r"C:\w\.codex");
     }
 
     #[cfg(not(windows))]
@@ -163,6 +178,9 @@ mod tests {
             deny_read: vec![],
             allow_unix_sockets: vec![],
             network: stockade_policy::NetworkMode::Off,
+            allowed_domains: vec![],
+            protected_symlinks: vec![],
+            warnings: vec![],
             env: vec![],
             env_removed: vec![],
             limits: Default::default(),

@@ -60,6 +60,9 @@ pub struct WinPlanInput {
     pub protected: Vec<PlannedWinPath>,
     /// Protected paths that do not exist yet.
     pub protected_missing: Vec<WinPath>,
+    /// Protected entries that are symbolic links (their targets are in `protected`; ACLs set by
+    /// path follow the link, so the link itself is not protected).
+    pub protected_symlinks: Vec<WinPath>,
     /// Paths that must not be readable.
     pub deny_read: Vec<PlannedWinPath>,
     /// Network mode.
@@ -84,6 +87,9 @@ pub enum InputError {
         #[source]
         source: WinPathError,
     },
+    /// A network mode this backend cannot provide.
+    #[error("network mode {0} is not supported on Windows yet; use \"off\" or \"on\"")]
+    UnsupportedNetwork(String),
     /// A path or variable is not valid Unicode (Windows stores UTF-16; unpaired surrogates are
     /// not supported by the plan layer).
     #[error("{what} {value:?} is not valid Unicode; rename it or remove it from the policy")]
@@ -105,6 +111,7 @@ impl WinPlanInput {
             writable_roots: vec![ws],
             protected: vec![],
             protected_missing: vec![],
+            protected_symlinks: vec![],
             deny_read: vec![],
             network: Network::Off,
             env: vec![],
@@ -204,6 +211,11 @@ mod from_policy {
                     .iter()
                     .map(|p| wp(p))
                     .collect::<Result<_, _>>()?,
+                protected_symlinks: plan
+                    .protected_symlinks
+                    .iter()
+                    .map(|p| wp(p))
+                    .collect::<Result<_, _>>()?,
                 deny_read: plan
                     .deny_read
                     .iter()
@@ -212,6 +224,8 @@ mod from_policy {
                 network: match plan.network {
                     stockade_policy::NetworkMode::Off => Network::Off,
                     stockade_policy::NetworkMode::On => Network::On,
+                    // Fail closed: no proxy-based allowlist on Windows yet.
+                    other => return Err(InputError::UnsupportedNetwork(other.to_string())),
                 },
                 env,
                 temp_dir,
@@ -245,6 +259,9 @@ mod from_policy {
                 deny_read: vec![],
                 allow_unix_sockets: vec![],
                 network: stockade_policy::NetworkMode::Off,
+                allowed_domains: vec![],
+                protected_symlinks: vec![PathBuf::from(r"C:\Users\me\repo\.codex-link")],
+                warnings: vec![],
                 env: vec![("PATH".into(), r"C:\Windows".into())],
                 env_removed: vec![],
                 limits: Default::default(),
@@ -261,6 +278,15 @@ mod from_policy {
                 vec![("PATH".to_string(), r"C:\Windows".to_string())]
             );
 
+            assert_eq!(input.protected_symlinks.len(), 1);
+            let allow = Plan {
+                network: stockade_policy::NetworkMode::Allowlist,
+                ..plan.clone()
+            };
+            assert!(matches!(
+                WinPlanInput::from_plan(&allow, None),
+                Err(InputError::UnsupportedNetwork(_))
+            ));
             let linux = Plan {
                 workspace: PathBuf::from("/home/me/repo"),
                 ..plan

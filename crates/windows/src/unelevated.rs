@@ -211,6 +211,9 @@ pub fn plan(
     for d in &input.deny_read {
         warnings.push(format!("deny_read {} is NOT enforced in the unelevated tier (reads use the caller's own rights)", d.path));
     }
+    for l in &input.protected_symlinks {
+        warnings.push(format!("protected symlink {l}: its target is protected, the link itself is not (ACLs set by path follow links)"));
+    }
     let check_after_run: Vec<WinPath> = input
         .protected_missing
         .iter()

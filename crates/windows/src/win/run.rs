@@ -149,9 +149,10 @@ pub fn run_unelevated(
     drop(pty);
 
     let mut warnings = uplan.warnings.clone();
-    warnings.extend(created_protected(&uplan.check_after_run, |p| {
+    let (created, denials) = created_protected(&uplan.check_after_run, |p| {
         std::path::Path::new(&p.as_string()).exists()
-    }));
+    });
+    warnings.extend(created);
     if !opts.pass_fds.is_empty() {
         warnings.push(
             "pass_fds is ignored on Windows (only stdin, stdout and stderr are passed)".into(),
@@ -190,6 +191,7 @@ pub fn run_unelevated(
         duration: start.elapsed(),
         enforced,
         warnings,
+        denials,
     })
 }
 
@@ -317,12 +319,15 @@ pub fn run_elevated(
             )))
         }
     };
-    let mut warnings = Vec::new();
-    if !input.protected_missing.is_empty() {
-        warnings.extend(created_protected(&input.protected_missing, |p| {
-            std::path::Path::new(&p.as_string()).exists()
-        }));
-    }
+    let mut warnings: Vec<String> = input
+        .protected_symlinks
+        .iter()
+        .map(|l| format!("protected symlink {l}: its target is protected, the link itself is not (ACLs set by path follow links)"))
+        .collect();
+    let (created, denials) = created_protected(&input.protected_missing, |p| {
+        std::path::Path::new(&p.as_string()).exists()
+    });
+    warnings.extend(created);
     let mut enforced = vec![
         EnforcedLayer {
             layer: "sandbox-account".into(),
@@ -355,5 +360,6 @@ pub fn run_elevated(
         duration: start.elapsed(),
         enforced,
         warnings,
+        denials,
     })
 }
