@@ -90,6 +90,30 @@ if grep -q '^FAIL ' "$LOG"; then
 fi
 grep -Eq '^[0-9]+ passed, [0-9]+ failed' "$LOG" || { echo "FAIL selftest-summary: no summary line (crashed?)"; failures=$((failures + 1)); }
 
+# The integrated binary: starts, and runs one command through the unelevated tier (Wine enforces
+# none of it; this checks the CLI -> backend -> Win32 path, not the sandbox).
+if [ -f "$OUT/stockade.exe" ] && [ "$SELFTEST" = "$TDIR/wine/stockade-wine-selftest.exe" ]; then
+    cp "$TDIR/wine/bcryptprimitives.dll" "$OUT/"
+    E2E=$(mktemp -d /tmp/stockade-e2e.XXXXXX)
+    WS_WIN="Z:$(echo "$E2E" | tr '/' '\\')"
+    EXE_WIN="Z:$(echo "$ROOT/$OUT/stockade.exe" | tr '/' '\\')"
+    if timeout 120 "$WINE" "$OUT/stockade.exe" --version >/dev/null 2>&1; then
+        echo "ok stockade-exe-starts: stockade.exe --version"
+    else
+        echo "FAIL stockade-exe-starts: stockade.exe --version failed under Wine"
+        failures=$((failures + 1))
+    fi
+    timeout 120 "$WINE" cmd /c "set HOME=C:\\users\\%USERNAME%&& $EXE_WIN run --workspace $WS_WIN -- cmd /c echo e2e> $WS_WIN\\e2e.txt" >"$TDIR/wine/e2e.log" 2>&1 || true
+    if grep -q e2e "$E2E/e2e.txt" 2>/dev/null; then
+        echo "ok stockade-exe-run: stockade.exe run (windows-unelevated) ran cmd.exe in the workspace under Wine (not enforced by Wine)"
+    else
+        echo "FAIL stockade-exe-run: stockade.exe run did not produce the workspace file; log:"
+        sed 's/^/  /' "$TDIR/wine/e2e.log" | tail -20
+        failures=$((failures + 1))
+    fi
+    rm -rf "$E2E"
+fi
+
 echo "windows-test: total $(( $(date +%s) - start ))s"
 if [ "$failures" -ne 0 ]; then
     echo "windows-test: FAILED"
