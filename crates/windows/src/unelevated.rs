@@ -204,6 +204,7 @@ pub fn plan(
 
     let mut warnings = vec![
         "protected paths: a write-restricted token cannot stop renaming, deleting or re-ACLing files the caller owns; only writes into them are denied".to_string(),
+        "the command shares your desktop and can interact with your windows (no UI isolation in this tier)".to_string(),
     ];
     if input.network == Network::Off {
         warnings.push("network off is NOT enforced in the unelevated tier: only offline proxy variables are set; use the elevated tier (`stockade setup`) to block it".into());
