@@ -1,0 +1,387 @@
+//! The elevated tier's plans: `stockade setup` (accounts, group, firewall rules, an installation
+//! record), per-run ACEs for the sandbox group, the runner pipe's DACL, and `stockade uninstall`.
+//!
+//! Setup is computed as a list of steps from the desired state, the last installation record and
+//! what is observed on the machine, so running it twice does nothing the second time and a
+//! changed machine (a deleted account, a removed rule) is reported as drift and repaired.
+
+use crate::ace::{mask, Ace, Inherit, PathAces};
+use crate::firewall::{offline_rules, online_rules, FirewallRule};
+use crate::input::{Kind, WinPlanInput};
+use crate::path::WinPath;
+use crate::sid::Sid;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Local group of the sandbox accounts.
+pub const GROUP: &str = "StockadeSandboxUsers";
+/// Account used with the network off.
+pub const OFFLINE_ACCOUNT: &str = "StockadeOffline";
+/// Account used with the network on.
+pub const ONLINE_ACCOUNT: &str = "StockadeOnline";
+/// Version of what setup installs; bump when the installed shape changes.
+pub const INSTALL_VERSION: u32 = 1;
+
+/// What `stockade setup` leaves behind, stored (DPAPI-protected together with the passwords) in
+/// `%ProgramData%\Stockade\install.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallRecord {
+    /// [`INSTALL_VERSION`] at install time.
+    pub version: u32,
+    /// The group's SID.
+    pub group_sid: Sid,
+    /// Account name to SID.
+    pub accounts: BTreeMap<String, Sid>,
+    /// Names of the firewall rules added.
+    pub firewall_rules: Vec<String>,
+    /// Loopback ports the offline account may reach.
+    pub allowed_loopback_ports: Vec<u16>,
+    /// Paths that received ACEs for the group (removed again on uninstall).
+    pub acl_paths: Vec<WinPath>,
+}
+
+/// What is on the machine now (read by the apply layer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The group's SID if the group exists.
+    pub group_sid: Option<Sid>,
+    /// Existing accounts among ours, name to SID.
+    pub accounts: BTreeMap<String, Sid>,
+    /// Accounts that are members of the group.
+    pub group_members: BTreeSet<String>,
+    /// Accounts hidden from the logon screen.
+    pub hidden: BTreeSet<String>,
+    /// Names of existing rules in [`crate::firewall::RULE_GROUP`].
+    pub firewall_rules: BTreeSet<String>,
+    /// Accounts whose password is stored.
+    pub stored_passwords: BTreeSet<String>,
+}
+
+/// One setup action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", content = "name", rename_all = "snake_case")]
+pub enum SetupStep {
+    /// `NetLocalGroupAdd`.
+    CreateGroup(String),
+    /// `NetUserAdd` with a fresh random password.
+    CreateAccount(String),
+    /// A new random password (`NetUserSetInfo`) because the stored one is missing.
+    ResetPassword(String),
+    /// `NetLocalGroupAddMembers`.
+    AddToGroup(String),
+    /// `SpecialAccounts\UserList` value 0.
+    HideAccount(String),
+    /// Remove a firewall rule that is ours but no longer wanted (or stale).
+    RemoveFirewallRule(String),
+    /// `INetFwPolicy2::Rules::Add`.
+    AddFirewallRule(String),
+    /// Write the installation record.
+    WriteRecord,
+}
+
+/// A difference between the record and the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Drift {
+    /// Installed by an older or newer Stockade.
+    Version {
+        /// Recorded.
+        recorded: u32,
+        /// This build.
+        current: u32,
+    },
+    /// The group is gone or has another SID.
+    Group,
+    /// An account is gone or has another SID.
+    Account(String),
+    /// A recorded rule is gone.
+    MissingRule(String),
+    /// A rule of ours is present but not recorded.
+    UnexpectedRule(String),
+    /// An account is not in the group.
+    Membership(String),
+    /// An account is visible on the logon screen.
+    Visible(String),
+}
+
+/// Differences between an installation record and the machine.
+pub fn drift(record: &InstallRecord, observed: &Observed) -> Vec<Drift> {
+    let mut out = Vec::new();
+    if record.version != INSTALL_VERSION {
+        out.push(Drift::Version {
+            recorded: record.version,
+            current: INSTALL_VERSION,
+        });
+    }
+    if observed.group_sid.as_ref() != Some(&record.group_sid) {
+        out.push(Drift::Group);
+    }
+    for (name, sid) in &record.accounts {
+        if observed.accounts.get(name) != Some(sid) {
+            out.push(Drift::Account(name.clone()));
+        } else {
+            if !observed.group_members.contains(name) {
+                out.push(Drift::Membership(name.clone()));
+            }
+            if !observed.hidden.contains(name) {
+                out.push(Drift::Visible(name.clone()));
+            }
+        }
+    }
+    for r in &record.firewall_rules {
+        if !observed.firewall_rules.contains(r) {
+            out.push(Drift::MissingRule(r.clone()));
+        }
+    }
+    for r in &observed.firewall_rules {
+        if !record.firewall_rules.contains(r) {
+            out.push(Drift::UnexpectedRule(r.clone()));
+        }
+    }
+    out
+}
+
+/// The firewall rules wanted, once the account SIDs are known.
+pub fn wanted_rules(
+    accounts: &BTreeMap<String, Sid>,
+    allowed_loopback_ports: &[u16],
+) -> Vec<FirewallRule> {
+    let mut rules = Vec::new();
+    if let Some(s) = accounts.get(OFFLINE_ACCOUNT) {
+        rules.extend(offline_rules(s, allowed_loopback_ports));
+    }
+    if let Some(s) = accounts.get(ONLINE_ACCOUNT) {
+        rules.extend(online_rules(s));
+    }
+    rules
+}
+
+/// Setup steps that bring the machine from `observed` to the desired state. Accounts must exist
+/// before rules can name their SIDs, so the apply layer runs account steps, re-observes, and calls
+/// this again; with everything in place the result is empty (idempotent).
+pub fn setup_steps(
+    record: Option<&InstallRecord>,
+    observed: &Observed,
+    allowed_loopback_ports: &[u16],
+) -> Vec<SetupStep> {
+    let mut steps = Vec::new();
+    if observed.group_sid.is_none() {
+        steps.push(SetupStep::CreateGroup(GROUP.into()));
+    }
+    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+        if !observed.accounts.contains_key(name) {
+            steps.push(SetupStep::CreateAccount(name.into()));
+        } else if !observed.stored_passwords.contains(name) {
+            steps.push(SetupStep::ResetPassword(name.into()));
+        }
+        if !observed.group_members.contains(name) {
+            steps.push(SetupStep::AddToGroup(name.into()));
+        }
+        if !observed.hidden.contains(name) {
+            steps.push(SetupStep::HideAccount(name.into()));
+        }
+    }
+    let all_accounts = [OFFLINE_ACCOUNT, ONLINE_ACCOUNT]
+        .iter()
+        .all(|n| observed.accounts.contains_key(*n));
+    let wanted = wanted_rules(&observed.accounts, allowed_loopback_ports);
+    let wanted_names: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
+    // Rules whose content may differ (other ports, recreated account) are replaced: a rule is
+    // kept only if the record says it was made for the same SIDs and ports.
+    let record_matches = record.is_some_and(|r| {
+        r.version == INSTALL_VERSION
+            && r.accounts == observed.accounts
+            && r.allowed_loopback_ports == allowed_loopback_ports
+    });
+    for existing in &observed.firewall_rules {
+        if !wanted_names.contains(existing.as_str()) || !record_matches {
+            steps.push(SetupStep::RemoveFirewallRule(existing.clone()));
+        }
+    }
+    if all_accounts {
+        for r in &wanted {
+            if !observed.firewall_rules.contains(&r.name) || !record_matches {
+                steps.push(SetupStep::AddFirewallRule(r.name.clone()));
+            }
+        }
+    }
+    if !steps.is_empty() || !record_matches {
+        steps.push(SetupStep::WriteRecord);
+    }
+    steps
+}
+
+/// One uninstall action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", content = "name", rename_all = "snake_case")]
+pub enum UninstallStep {
+    /// Remove every ACE for the group's SID from this path.
+    RevokeAcl(WinPath),
+    /// Remove a rule.
+    RemoveFirewallRule(String),
+    /// `NetUserDel` (and the hidden-account registry value).
+    DeleteAccount(String),
+    /// `NetLocalGroupDel`.
+    DeleteGroup(String),
+    /// Delete the record and stored passwords.
+    DeleteRecord,
+}
+
+/// Uninstall steps: ACEs first (they name the group SID), then rules, accounts, group, record.
+pub fn uninstall_steps(record: Option<&InstallRecord>, observed: &Observed) -> Vec<UninstallStep> {
+    let mut steps = Vec::new();
+    if let Some(r) = record {
+        steps.extend(r.acl_paths.iter().cloned().map(UninstallStep::RevokeAcl));
+    }
+    let mut rules: BTreeSet<String> = observed.firewall_rules.clone();
+    if let Some(r) = record {
+        rules.extend(r.firewall_rules.iter().cloned());
+    }
+    steps.extend(rules.into_iter().map(UninstallStep::RemoveFirewallRule));
+    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+        if observed.accounts.contains_key(name) {
+            steps.push(UninstallStep::DeleteAccount(name.into()));
+        }
+    }
+    if observed.group_sid.is_some() {
+        steps.push(UninstallStep::DeleteGroup(GROUP.into()));
+    }
+    steps.push(UninstallStep::DeleteRecord);
+    steps
+}
+
+/// ACEs for the sandbox group for one run: modify (without `FILE_DELETE_CHILD`) on writable
+/// roots, deny-write on protected paths beneath them, deny-read on `deny_read` paths.
+/// Unlike the unelevated tier, these ACEs are evaluated in the *normal* pass of a different
+/// account's token, so `DELETE` and `WRITE_DAC` are denied too.
+pub fn run_acl(input: &WinPlanInput, group: &Sid) -> Vec<PathAces> {
+    let roots = input.effective_roots();
+    let mut out: Vec<PathAces> = roots
+        .iter()
+        .map(|r| PathAces {
+            path: r.clone(),
+            kind: Kind::Dir,
+            aces: vec![Ace::allow(
+                group.clone(),
+                mask::SANDBOX_MODIFY,
+                Inherit::TREE,
+            )],
+            reason: "writable root".into(),
+        })
+        .collect();
+    let mut protected = input.protected.clone();
+    protected.sort_by(|a, b| a.path.cmp(&b.path));
+    protected.dedup_by(|a, b| a.path == b.path);
+    for p in protected
+        .iter()
+        .filter(|p| roots.iter().any(|r| p.path.starts_with(r)))
+    {
+        let inherit = if p.kind == Kind::Dir {
+            Inherit::TREE
+        } else {
+            Inherit::NONE
+        };
+        out.push(PathAces {
+            path: p.path.clone(),
+            kind: p.kind,
+            aces: vec![Ace::deny(group.clone(), mask::PROTECT_DENY, inherit)],
+            reason: p.reason.clone(),
+        });
+    }
+    for d in &input.deny_read {
+        let inherit = if d.kind == Kind::Dir {
+            Inherit::TREE
+        } else {
+            Inherit::NONE
+        };
+        out.push(PathAces {
+            path: d.path.clone(),
+            kind: d.kind,
+            aces: vec![Ace::deny(group.clone(), mask::READ_DENY, inherit)],
+            reason: d.reason.clone(),
+        });
+    }
+    out
+}
+
+/// SDDL for the runner's named pipe: only the sandbox account and the caller, nobody else (not
+/// even Administrators), protected from inheritance.
+pub fn runner_pipe_sddl(sandbox_account: &Sid, caller: &Sid) -> String {
+    format!("D:P(A;;GA;;;{caller})(A;;GRGW;;;{sandbox_account})")
+}
+
+/// Password alphabet: no quotes, spaces or characters shells treat specially.
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.,+=%@";
+
+/// A 32-character password from 32 random bytes, always with upper, lower, digit and symbol (the
+/// default complexity policy wants three of four classes).
+pub fn password_from_random(bytes: [u8; 32]) -> String {
+    let mut s: Vec<u8> = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()])
+        .collect();
+    s[0] = b"ABCDEFGHJKLMNPQRSTUVWXYZ"[bytes[0] as usize % 24];
+    s[1] = b"abcdefghijkmnopqrstuvwxyz"[bytes[1] as usize % 25];
+    s[2] = b"23456789"[bytes[2] as usize % 8];
+    s[3] = b"-_.,+=%@"[bytes[3] as usize % 8];
+    String::from_utf8(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Hidden argument that turns the Stockade executable into the elevated tier's runner.
+pub const RUNNER_ARG: &str = "--stockade-runner";
+
+/// What the caller sends the runner over the pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerRequest {
+    /// The command line to start.
+    pub command_line: String,
+    /// Its start directory.
+    pub cwd: String,
+    /// Its complete environment.
+    pub env: Vec<(String, String)>,
+    /// Kill the job after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Job memory limit in bytes.
+    pub max_memory: Option<u64>,
+    /// Job active-process limit.
+    pub max_processes: Option<u64>,
+}
+
+/// What the runner answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerReply {
+    /// Exit code of the command, if it exited by itself.
+    pub exit_code: Option<u32>,
+    /// The timeout killed it.
+    pub timed_out: bool,
+    /// Why the command could not be started, if it was not.
+    pub error: Option<String>,
+}
+
+/// Largest frame accepted on the runner pipe (1 MiB).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// A frame: little-endian `u32` length, then JSON.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+/// Reads one frame from `r`.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl std::io::Read) -> Result<T, String> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)
+        .map_err(|e| format!("reading the frame length: {e}"))?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(format!("frame of {len} bytes is larger than {MAX_FRAME}"));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)
+        .map_err(|e| format!("reading a {len}-byte frame: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("decoding the frame: {e}"))
+}

@@ -1,0 +1,241 @@
+//! The unelevated tier's plan: a write-restricted token whose restricting SIDs are per-root
+//! capability SIDs, allow ACEs for those SIDs on the writable roots and deny ACEs on protected
+//! paths beneath them.
+//!
+//! What this tier enforces, and what it does not, is decided here and reported from here:
+//! * writes (data, append, attributes, EAs, creating children) only where a capability SID is
+//!   granted, i.e. beneath writable roots, minus protected paths;
+//! * **not** `DELETE`/`WRITE_DAC`/`WRITE_OWNER` on the caller's own files: a write-restricted
+//!   token's restricting SIDs are only consulted for `GENERIC_WRITE` bits (see
+//!   [`crate::access`]), so a protected path can be renamed away or deleted; reported as a
+//!   warning on every run;
+//! * **not** `deny_read` (reads are decided by the caller's own SIDs);
+//! * **not** the network (only advisory offline variables).
+
+use crate::ace::{mask, Ace, Inherit, PathAces};
+use crate::env::sandbox_env;
+use crate::input::{Kind, Network, WinPlanInput};
+use crate::path::WinPath;
+use crate::sid::Sid;
+use crate::state::CapabilityStore;
+use serde::Serialize;
+
+/// `CreateRestrictedToken` flags (values from `winnt.h`).
+pub mod flags {
+    /// `DISABLE_MAX_PRIVILEGE`: drop every privilege except `SeChangeNotifyPrivilege`.
+    pub const DISABLE_MAX_PRIVILEGE: u32 = 0x1;
+    /// `SANDBOX_INERT`.
+    pub const SANDBOX_INERT: u32 = 0x2;
+    /// `LUA_TOKEN`: a filtered (non-admin) token.
+    pub const LUA_TOKEN: u32 = 0x4;
+    /// `WRITE_RESTRICTED`: restricting SIDs apply to write access only.
+    pub const WRITE_RESTRICTED: u32 = 0x8;
+}
+
+/// A SID in a token plan that is only known when applying (on the real token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "sid", rename_all = "snake_case")]
+pub enum SidRef {
+    /// A SID known at plan time.
+    Fixed(Sid),
+    /// The caller's logon-session SID (`S-1-5-5-x-y`), read from its token.
+    LogonSession,
+    /// The caller's user SID.
+    CurrentUser,
+}
+
+/// A restricting SID and why it is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestrictingSid {
+    /// The SID.
+    pub sid: SidRef,
+    /// Why.
+    pub why: String,
+}
+
+/// The restricted token to create from the caller's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenPlan {
+    /// `CreateRestrictedToken` flags.
+    pub flags: u32,
+    /// Restricting SIDs, in order.
+    pub restricting: Vec<RestrictingSid>,
+    /// The token's default DACL (for objects the child creates without a security descriptor,
+    /// e.g. its own pipes): allow ACEs with these masks.
+    pub default_dacl: Vec<(SidRef, u32)>,
+}
+
+/// What the unelevated tier does for one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnelevatedPlan {
+    /// The token.
+    pub token: TokenPlan,
+    /// ACEs to add, roots first, then protected paths (parents before children).
+    pub acl: Vec<PathAces>,
+    /// Writable roots with their capability SIDs.
+    pub roots: Vec<(WinPath, Sid)>,
+    /// Protected paths that need no ACE because they are outside every writable root.
+    pub protected_outside_roots: Vec<WinPath>,
+    /// The command's environment.
+    pub env: Vec<(String, String)>,
+    /// Protected paths missing at plan time; the backend checks after the run whether the
+    /// command created them.
+    pub check_after_run: Vec<WinPath>,
+    /// What this tier does not enforce for this plan, in words for the user.
+    pub warnings: Vec<String>,
+}
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum UnelevatedPlanError {
+    /// A writable root has no capability SID in the store.
+    #[error(
+        "writable root {0} has no capability SID; call CapabilityStore::ensure (and save) first"
+    )]
+    MissingCapability(WinPath),
+    /// Nothing would be writable and nothing readable-only matters: the tier still works, but an
+    /// empty restricting list would make the token unrestricted for writes.
+    #[error("internal: the restricting SID list would be empty, which would not restrict writes")]
+    EmptyRestricting,
+}
+
+/// Options of the unelevated tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnelevatedOptions {
+    /// Put Everyone in the restricting SIDs. Needed in practice for the child to start (system
+    /// DLLs, the null device and many system objects grant Everyone rather than a user); the cost
+    /// is that anything whose DACL grants *Everyone* write access is writable from the sandbox.
+    pub restrict_with_everyone: bool,
+}
+
+impl Default for UnelevatedOptions {
+    fn default() -> Self {
+        UnelevatedOptions {
+            restrict_with_everyone: true,
+        }
+    }
+}
+
+/// Computes the unelevated plan. Every writable root (including the temp dir) must have a SID in
+/// `caps`.
+pub fn plan(
+    input: &WinPlanInput,
+    caps: &CapabilityStore,
+    opts: UnelevatedOptions,
+) -> Result<UnelevatedPlan, UnelevatedPlanError> {
+    let roots: Vec<(WinPath, Sid)> = input
+        .effective_roots()
+        .into_iter()
+        .map(|r| match caps.sid_for(&r) {
+            Some(s) => Ok((r, s.clone())),
+            None => Err(UnelevatedPlanError::MissingCapability(r)),
+        })
+        .collect::<Result<_, _>>()?;
+
+    let mut restricting: Vec<RestrictingSid> = roots
+        .iter()
+        .map(|(r, s)| RestrictingSid {
+            sid: SidRef::Fixed(s.clone()),
+            why: format!("capability of writable root {r}"),
+        })
+        .collect();
+    restricting.push(RestrictingSid {
+        sid: SidRef::LogonSession,
+        why: "logon session: window station, desktop and the child's own objects".into(),
+    });
+    if opts.restrict_with_everyone {
+        restricting.push(RestrictingSid {
+            sid: SidRef::Fixed(Sid::everyone()),
+            why: "Everyone: system objects and the null device the child needs to start".into(),
+        });
+    }
+    if restricting.is_empty() {
+        return Err(UnelevatedPlanError::EmptyRestricting);
+    }
+
+    let token = TokenPlan {
+        flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE | flags::LUA_TOKEN,
+        restricting,
+        default_dacl: vec![
+            (SidRef::CurrentUser, mask::GENERIC_ALL),
+            (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
+            (SidRef::LogonSession, mask::GENERIC_ALL),
+        ],
+    };
+
+    let mut acl: Vec<PathAces> = roots
+        .iter()
+        .map(|(r, s)| PathAces {
+            path: r.clone(),
+            kind: Kind::Dir,
+            aces: vec![Ace::allow(s.clone(), mask::SANDBOX_MODIFY, Inherit::TREE)],
+            reason: "writable root".into(),
+        })
+        .collect();
+
+    let mut protected = input.protected.clone();
+    protected.sort_by(|a, b| a.path.cmp(&b.path));
+    protected.dedup_by(|a, b| a.path == b.path);
+    let mut outside = Vec::new();
+    for p in &protected {
+        let sids: Vec<&Sid> = roots
+            .iter()
+            .filter(|(r, _)| p.path.starts_with(r))
+            .map(|(_, s)| s)
+            .collect();
+        if sids.is_empty() {
+            outside.push(p.path.clone());
+            continue;
+        }
+        let inherit = match p.kind {
+            Kind::Dir => Inherit::TREE,
+            Kind::File => Inherit::NONE,
+        };
+        acl.push(PathAces {
+            path: p.path.clone(),
+            kind: p.kind,
+            aces: sids
+                .into_iter()
+                .map(|s| Ace::deny(s.clone(), mask::PROTECT_DENY, inherit))
+                .collect(),
+            reason: p.reason.clone(),
+        });
+    }
+
+    let mut warnings = vec![
+        "protected paths: a write-restricted token cannot stop renaming, deleting or re-ACLing files the caller owns; only writes into them are denied".to_string(),
+        "the command shares your desktop and can interact with your windows (no UI isolation in this tier)".to_string(),
+    ];
+    if input.network == Network::Off {
+        warnings.push("network off is NOT enforced in the unelevated tier: only offline proxy variables are set; use the elevated tier (`stockade setup`) to block it".into());
+    }
+    for d in &input.deny_read {
+        warnings.push(format!("deny_read {} is NOT enforced in the unelevated tier (reads use the caller's own rights)", d.path));
+    }
+    for l in &input.protected_symlinks {
+        warnings.push(format!("protected symlink {l}: its target is protected, the link itself is not (ACLs set by path follow links)"));
+    }
+    let check_after_run: Vec<WinPath> = input
+        .protected_missing
+        .iter()
+        .filter(|p| input.root_of(p).is_some())
+        .cloned()
+        .collect();
+    for m in &check_after_run {
+        warnings.push(format!("protected path {m} does not exist; ACLs cannot stop its creation (checked after the run)"));
+    }
+
+    let env = sandbox_env(&input.env, input.temp_dir.as_ref(), input.network, true);
+    Ok(UnelevatedPlan {
+        token,
+        acl,
+        roots,
+        protected_outside_roots: outside,
+        env,
+        check_after_run,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests;

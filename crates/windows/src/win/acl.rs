@@ -1,0 +1,348 @@
+//! Reading and writing file and kernel-object DACLs in terms of the model's [`Ace`]s.
+
+use super::sid::{sid_from_psid, OwnedSid, SidError};
+use super::{check, wide, Ret, Win32Error};
+use crate::ace::{merge_explicit, remove_sid, Ace, AceKind, Inherit, PathAces};
+use crate::path::WinPath;
+use crate::sid::Sid;
+use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+use windows_sys::Win32::Security::Authorization::{
+    GetNamedSecurityInfoW, GetSecurityInfo, SetNamedSecurityInfoW, SE_FILE_OBJECT,
+    SE_KERNEL_OBJECT, SE_OBJECT_TYPE,
+};
+use windows_sys::Win32::Security::{
+    AddAccessAllowedAceEx, AddAccessDeniedAceEx, GetAce, GetLengthSid,
+    GetSecurityDescriptorControl, InitializeAcl, ACE_HEADER, ACL, ACL_REVISION,
+    DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+    SE_DACL_PROTECTED, UNPROTECTED_DACL_SECURITY_INFORMATION,
+};
+
+/// Why a DACL could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    /// Reading the security descriptor failed.
+    #[error("cannot read the DACL of {path}: {source}")]
+    Read {
+        /// The object.
+        path: String,
+        /// The failed call.
+        #[source]
+        source: Win32Error,
+    },
+    /// Writing the DACL failed.
+    #[error("cannot set the DACL of {path}: {source}; check that you own it or have WRITE_DAC")]
+    Write {
+        /// The object.
+        path: String,
+        /// The failed call.
+        #[source]
+        source: Win32Error,
+    },
+    /// Building the new ACL failed.
+    #[error("cannot build the new DACL for {path}: {source}")]
+    Build {
+        /// The object.
+        path: String,
+        /// The failed call.
+        #[source]
+        source: Win32Error,
+    },
+    /// A SID could not be converted.
+    #[error("SID problem on {path}: {source}")]
+    Sid {
+        /// The object.
+        path: String,
+        /// The SID error.
+        #[source]
+        source: SidError,
+    },
+    /// The object has a NULL DACL (everyone has full access): Stockade will not guess.
+    #[error("{0} has a NULL DACL (full access for everyone); give it a real DACL before using it as a sandbox path")]
+    NullDacl(String),
+    /// An explicit ACE of a kind Stockade does not rewrite (object or callback ACE).
+    #[error("{path} has an explicit ACE of type {ace_type} that Stockade cannot preserve; not modifying it")]
+    UnsupportedAce {
+        /// The object.
+        path: String,
+        /// ACE type.
+        ace_type: u8,
+    },
+}
+
+/// A DACL as read: ACEs in order, whether it is protected, and ACE types that are not plain
+/// allow/deny (counted, not decoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dacl {
+    /// Allow and deny ACEs, in stored order (inherited ones carry [`Inherit::INHERITED`]).
+    pub aces: Vec<Ace>,
+    /// `SE_DACL_PROTECTED`.
+    pub protected: bool,
+    /// Types of other ACEs, with their `INHERITED` flag.
+    pub other: Vec<(u8, bool)>,
+}
+
+impl Dacl {
+    /// The explicit (non-inherited) allow/deny ACEs.
+    pub fn explicit(&self) -> Vec<Ace> {
+        self.aces
+            .iter()
+            .filter(|a| !a.inherit.has(Inherit::INHERITED))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Owns a security descriptor returned by Get*SecurityInfo (freed with `LocalFree`).
+struct OwnedSd(PSECURITY_DESCRIPTOR);
+
+impl Drop for OwnedSd {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the descriptor was allocated with LocalAlloc by Get*SecurityInfo and is
+            // freed exactly once here.
+            unsafe { LocalFree(self.0) };
+        }
+    }
+}
+
+fn parse(acl: *const ACL, sd: &OwnedSd) -> Result<Dacl, SidError> {
+    let mut control: u16 = 0;
+    let mut revision: u32 = 0;
+    // SAFETY: `sd.0` is a valid security descriptor; both out pointers are valid.
+    let ok = unsafe { GetSecurityDescriptorControl(sd.0, &mut control, &mut revision) };
+    let protected = ok != 0 && control & SE_DACL_PROTECTED != 0;
+    let mut out = parse_acl(acl)?;
+    out.protected = protected;
+    Ok(out)
+}
+
+/// Decodes an ACL. `acl` must be non-null and point at a valid ACL (callers get it from Windows).
+pub(crate) fn parse_acl(acl: *const ACL) -> Result<Dacl, SidError> {
+    // SAFETY: the caller passes a valid, non-null ACL.
+    let count = unsafe { (*acl).AceCount };
+    let mut out = Dacl::default();
+    for i in 0..count as u32 {
+        let mut ace: *mut core::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: `acl` is a valid ACL with `count` ACEs; `ace` is a valid out pointer.
+        let ok = unsafe { GetAce(acl, i, &mut ace) };
+        if ok == 0 {
+            continue;
+        }
+        let header = ace.cast::<ACE_HEADER>();
+        // SAFETY: GetAce returned a pointer to an ACE inside the ACL; its header is readable.
+        let (ace_type, flags) = unsafe { ((*header).AceType, (*header).AceFlags) };
+        let inherited = flags & (Inherit::INHERITED) != 0;
+        let kind = match ace_type {
+            0 => AceKind::Allow,
+            1 => AceKind::Deny,
+            other => {
+                out.other.push((other, inherited));
+                continue;
+            }
+        };
+        // SAFETY: allow/deny ACEs have the mask at offset 4 (after the 4-byte header).
+        let mask = unsafe { ace.cast::<u8>().add(4).cast::<u32>().read_unaligned() };
+        // SAFETY: allow/deny ACEs have the SID at offset 8 (`SidStart`).
+        let psid = unsafe { ace.cast::<u8>().add(8) };
+        let sid = sid_from_psid(psid.cast())?;
+        out.aces.push(Ace {
+            kind,
+            sid,
+            mask,
+            inherit: Inherit(flags),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a file's or directory's DACL (`GetNamedSecurityInfoW`).
+pub fn read_path(path: &WinPath) -> Result<Dacl, AclError> {
+    let p = path.as_string();
+    let w = wide(&p);
+    let mut dacl: *mut ACL = std::ptr::null_mut();
+    let mut sd = OwnedSd(std::ptr::null_mut());
+    // SAFETY: `w` is NUL-terminated; the DACL and descriptor out pointers are valid; the others
+    // are null because their information is not requested.
+    let rc = unsafe {
+        GetNamedSecurityInfoW(
+            w.as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd.0,
+        )
+    };
+    check("GetNamedSecurityInfoW", Ret::Code(rc)).map_err(|source| AclError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    if dacl.is_null() {
+        return Err(AclError::NullDacl(p));
+    }
+    parse(dacl, &sd).map_err(|source| AclError::Sid { path: p, source })
+}
+
+/// Reads a kernel object's DACL through a handle (`GetSecurityInfo`), e.g. a named pipe.
+pub fn read_handle(h: HANDLE, what: &str) -> Result<Dacl, AclError> {
+    read_handle_typed(h, SE_KERNEL_OBJECT, what)
+}
+
+fn read_handle_typed(h: HANDLE, ty: SE_OBJECT_TYPE, what: &str) -> Result<Dacl, AclError> {
+    let mut dacl: *mut ACL = std::ptr::null_mut();
+    let mut sd = OwnedSd(std::ptr::null_mut());
+    // SAFETY: `h` is an open handle with READ_CONTROL; the out pointers are valid.
+    let rc = unsafe {
+        GetSecurityInfo(
+            h,
+            ty,
+            DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd.0,
+        )
+    };
+    check("GetSecurityInfo", Ret::Code(rc)).map_err(|source| AclError::Read {
+        path: what.to_string(),
+        source,
+    })?;
+    if dacl.is_null() {
+        return Err(AclError::NullDacl(what.to_string()));
+    }
+    parse(dacl, &sd).map_err(|source| AclError::Sid {
+        path: what.to_string(),
+        source,
+    })
+}
+
+/// Builds a binary ACL from model ACEs (in the given order), 8-byte aligned.
+pub fn build(aces: &[Ace]) -> Result<Vec<u64>, Win32Error> {
+    let sids: Vec<OwnedSid> = aces
+        .iter()
+        .map(|a| OwnedSid::new(&a.sid))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Win32Error {
+            call: "ConvertStringSidToSidW",
+            code: 1337,
+            message: "invalid SID".into(),
+        })?;
+    let mut size = 8usize;
+    for s in &sids {
+        // SAFETY: `s` is a valid SID.
+        size += 8 + unsafe { GetLengthSid(s.as_psid()) } as usize;
+    }
+    let size = size.div_ceil(4) * 4;
+    let mut buf = vec![0u64; size.div_ceil(8)];
+    let acl = buf.as_mut_ptr().cast::<ACL>();
+    // SAFETY: `buf` is writable for `size` bytes and 8-byte aligned.
+    let ok = unsafe { InitializeAcl(acl, size as u32, ACL_REVISION) };
+    check("InitializeAcl", Ret::Bool(ok))?;
+    for (a, s) in aces.iter().zip(&sids) {
+        let flags = (a.inherit.0 & !Inherit::INHERITED) as u32;
+        let ok = match a.kind {
+            // SAFETY: `acl` has room for this ACE (sized above); `s` is a valid SID.
+            AceKind::Allow => unsafe {
+                AddAccessAllowedAceEx(acl, ACL_REVISION, flags, a.mask, s.as_psid())
+            },
+            // SAFETY: as above.
+            AceKind::Deny => unsafe {
+                AddAccessDeniedAceEx(acl, ACL_REVISION, flags, a.mask, s.as_psid())
+            },
+        };
+        check("AddAccess*AceEx", Ret::Bool(ok))?;
+    }
+    Ok(buf)
+}
+
+/// Replaces a kernel object's DACL (e.g. a job or pipe) with exactly `aces`.
+pub fn write_handle(h: HANDLE, aces: &[Ace], what: &str) -> Result<(), AclError> {
+    use windows_sys::Win32::Security::Authorization::SetSecurityInfo;
+    let mut acl = build(aces).map_err(|source| AclError::Build {
+        path: what.to_string(),
+        source,
+    })?;
+    // SAFETY: `h` is an open handle with WRITE_DAC; `acl` holds a valid ACL during the call.
+    let rc = unsafe {
+        SetSecurityInfo(
+            h,
+            SE_KERNEL_OBJECT,
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            acl.as_mut_ptr().cast(),
+            std::ptr::null_mut(),
+        )
+    };
+    check("SetSecurityInfo", Ret::Code(rc)).map_err(|source| AclError::Write {
+        path: what.to_string(),
+        source,
+    })
+}
+
+/// Replaces a path's explicit ACEs (inherited ones are recomputed by Windows, and inheritable
+/// ACEs propagate to existing children), keeping its protection state.
+pub fn write_explicit(path: &WinPath, aces: &[Ace], protected: bool) -> Result<(), AclError> {
+    let p = path.as_string();
+    let mut acl = build(aces).map_err(|source| AclError::Build {
+        path: p.clone(),
+        source,
+    })?;
+    let w = wide(&p);
+    let info = DACL_SECURITY_INFORMATION
+        | if protected {
+            PROTECTED_DACL_SECURITY_INFORMATION
+        } else {
+            UNPROTECTED_DACL_SECURITY_INFORMATION
+        };
+    // SAFETY: `w` is NUL-terminated and `acl` holds a valid ACL for the duration of the call.
+    let rc = unsafe {
+        SetNamedSecurityInfoW(
+            w.as_ptr().cast_mut(),
+            SE_FILE_OBJECT,
+            info,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            acl.as_mut_ptr().cast(),
+            std::ptr::null_mut(),
+        )
+    };
+    check("SetNamedSecurityInfoW", Ret::Code(rc))
+        .map_err(|source| AclError::Write { path: p, source })
+}
+
+/// Applies one entry of a plan: merges its ACEs into the path's explicit ACEs. Returns false if
+/// they were already there (nothing written).
+pub fn apply(entry: &PathAces) -> Result<bool, AclError> {
+    let current = read_path(&entry.path)?;
+    if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
+        return Err(AclError::UnsupportedAce {
+            path: entry.path.as_string(),
+            ace_type: *t,
+        });
+    }
+    match merge_explicit(&current.explicit(), &entry.aces) {
+        None => Ok(false),
+        Some(new) => write_explicit(&entry.path, &new, current.protected).map(|_| true),
+    }
+}
+
+/// Removes every explicit ACE for `sid` from a path. Returns false if there was none.
+pub fn revoke(path: &WinPath, sid: &Sid) -> Result<bool, AclError> {
+    let current = read_path(path)?;
+    let explicit = current.explicit();
+    let kept = remove_sid(&explicit, sid);
+    if kept.len() == explicit.len() {
+        return Ok(false);
+    }
+    if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
+        return Err(AclError::UnsupportedAce {
+            path: path.as_string(),
+            ace_type: *t,
+        });
+    }
+    write_explicit(path, &kept, current.protected).map(|_| true)
+}

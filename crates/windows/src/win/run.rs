@@ -1,0 +1,365 @@
+//! One run in the unelevated tier: plan, apply, start, wait, report.
+
+use super::job::Job;
+use super::process::{self, Stdio, Waited};
+use super::{acl, random, token, WinRunError};
+use crate::backend::{created_protected, workspace_tag, RunError};
+use crate::env::{command_line, env_block};
+use crate::input::WinPlanInput;
+use crate::path::WinPath;
+use crate::state::CapabilityStore;
+use crate::unelevated::{self, UnelevatedOptions};
+use std::os::windows::io::AsRawHandle;
+use std::time::{Duration, Instant};
+use stockade_policy::backend::{Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+use stockade_policy::plan::Plan;
+use windows_sys::Win32::System::Console::{
+    GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
+};
+
+fn text(s: &std::ffi::OsStr) -> Result<String, RunError> {
+    s.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| RunError::NotUnicode(s.to_string_lossy().into_owned()))
+}
+
+fn win_err(e: impl Into<WinRunError>) -> RunError {
+    RunError::Win(e.into())
+}
+
+/// Runs `cmd` under `plan` with a write-restricted token.
+pub fn run_unelevated(
+    tier: &'static str,
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+) -> Result<RunOutcome, RunError> {
+    let start = Instant::now();
+    let lad = std::env::var("LOCALAPPDATA").map_err(|_| RunError::NoLocalAppData)?;
+    let state_dir = WinPath::parse(&lad)
+        .map_err(|source| crate::input::InputError::Path {
+            path: lad.clone(),
+            source,
+        })?
+        .join("Stockade")
+        .map_err(|source| crate::input::InputError::Path {
+            path: lad.clone(),
+            source,
+        })?;
+
+    // The sandbox temp dir: the policy's persistent one, or a per-workspace one emptied per run.
+    let probe = WinPlanInput::from_plan(plan, None)?;
+    let temp = match &plan.temp.persist_dir {
+        Some(d) => WinPath::parse(&d.to_string_lossy()).map_err(|source| {
+            crate::input::InputError::Path {
+                path: d.display().to_string(),
+                source,
+            }
+        })?,
+        None => state_dir
+            .join(&format!("tmp\\{}", workspace_tag(&probe.workspace)))
+            .map_err(|source| crate::input::InputError::Path {
+                path: lad.clone(),
+                source,
+            })?,
+    };
+    let temp_io = |source| RunError::Temp {
+        path: temp.as_string(),
+        source,
+    };
+    if plan.temp.persist_dir.is_none() {
+        match std::fs::remove_dir_all(temp.as_string()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(temp_io(e)),
+        }
+    }
+    std::fs::create_dir_all(temp.as_string()).map_err(temp_io)?;
+    let input = WinPlanInput::from_plan(plan, Some(temp.clone()))?;
+
+    // Capability SIDs, minted before any ACE names them and saved first.
+    let store_path = std::path::PathBuf::from(
+        state_dir
+            .join("capabilities.json")
+            .map_err(|source| crate::input::InputError::Path {
+                path: lad.clone(),
+                source,
+            })?
+            .as_string(),
+    );
+    let mut store = CapabilityStore::load(&store_path)?;
+    let roots = input.effective_roots();
+    let needed = roots.iter().filter(|r| store.sid_for(r).is_none()).count();
+    let mut fresh = Vec::with_capacity(needed);
+    for _ in 0..needed {
+        fresh.push(random::bytes::<16>().map_err(|e| win_err(WinRunError::Random(e)))?);
+    }
+    if store.ensure(&roots, || fresh.pop().unwrap_or_default())? {
+        store.save(&store_path)?;
+    }
+    let uplan = unelevated::plan(&input, &store, UnelevatedOptions::default())?;
+
+    let mut changed = 0usize;
+    for entry in &uplan.acl {
+        if acl::apply(entry).map_err(win_err)? {
+            changed += 1;
+        }
+    }
+    let tok = token::create_restricted(&uplan.token).map_err(win_err)?;
+    let job = Job::new(&input.limits).map_err(win_err)?;
+
+    let program = text(&cmd.program)?;
+    let args: Vec<String> = cmd.args.iter().map(|a| text(a)).collect::<Result<_, _>>()?;
+    let line = command_line(&program, &args);
+    let block = env_block(&uplan.env);
+    let cwd = input.cwd.as_string();
+
+    let pty = if opts.pty {
+        Some(super::pty::Pty::new().map_err(win_err)?)
+    } else {
+        None
+    };
+    let stdio = match &pty {
+        Some(p) => Stdio::PseudoConsole(p.handle()),
+        // SAFETY (each): GetStdHandle only reads this process's standard handle table.
+        None => Stdio::Handles([
+            // SAFETY: reads the standard input handle of this process.
+            unsafe { GetStdHandle(STD_INPUT_HANDLE) },
+            // SAFETY: reads the standard output handle of this process.
+            unsafe { GetStdHandle(STD_OUTPUT_HANDLE) },
+            // SAFETY: reads the standard error handle of this process.
+            unsafe { GetStdHandle(STD_ERROR_HANDLE) },
+        ]),
+    };
+    let child = process::spawn(Some(&tok), &line, Some(&block), Some(&cwd), stdio, &job)
+        .map_err(win_err)?;
+    let timeout = opts
+        .timeout
+        .or(input.limits.timeout_secs.map(Duration::from_secs));
+    let exit = match process::wait(&child.process, timeout).map_err(win_err)? {
+        Waited::Exited(code) => ExitKind::Code(code as i32),
+        Waited::TimedOut => {
+            job.terminate(124).map_err(win_err)?;
+            let _ = process::wait(&child.process, Some(Duration::from_secs(10)));
+            ExitKind::TimedOut
+        }
+    };
+    // Whatever the command left running dies with it.
+    let _ = job.terminate(1);
+    drop(pty);
+
+    let mut warnings = uplan.warnings.clone();
+    let (created, denials) = created_protected(&uplan.check_after_run, |p| {
+        std::path::Path::new(&p.as_string()).exists()
+    });
+    warnings.extend(created);
+    if !opts.pass_fds.is_empty() {
+        warnings.push(
+            "pass_fds is ignored on Windows (only stdin, stdout and stderr are passed)".into(),
+        );
+    }
+    let mut job_detail = "KILL_ON_JOB_CLOSE; whole tree killed on exit and timeout".to_string();
+    if input.limits.max_memory.is_some() {
+        job_detail.push_str("; job memory limit");
+    }
+    if input.limits.max_processes.is_some() {
+        job_detail.push_str("; active process limit");
+    }
+    let enforced = vec![
+        EnforcedLayer {
+            layer: "restricted-token".into(),
+            detail: format!(
+                "WRITE_RESTRICTED|DISABLE_MAX_PRIVILEGE|LUA_TOKEN with {} restricting SIDs",
+                uplan.token.restricting.len()
+            ),
+        },
+        EnforcedLayer {
+            layer: "dacl".into(),
+            detail: format!(
+                "{} paths carry Stockade ACEs ({changed} changed this run)",
+                uplan.acl.len()
+            ),
+        },
+        EnforcedLayer {
+            layer: "job-object".into(),
+            detail: job_detail,
+        },
+    ];
+    Ok(RunOutcome {
+        tier: tier.to_string(),
+        exit,
+        duration: start.elapsed(),
+        enforced,
+        warnings,
+        denials,
+    })
+}
+
+/// Runs `cmd` as the sandbox account (elevated tier) through the runner.
+pub fn run_elevated(
+    tier: &'static str,
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+) -> Result<RunOutcome, RunError> {
+    use super::setup::{load_passwords, load_record, record_elevated_acl_paths};
+    use crate::elevated::{run_acl, RunnerRequest, OFFLINE_ACCOUNT, ONLINE_ACCOUNT};
+    use stockade_policy::NetworkMode;
+    let start = Instant::now();
+    if opts.pty {
+        return Err(RunError::ElevatedPty);
+    }
+    let record = load_record()
+        .map_err(win_err)?
+        .ok_or(RunError::ElevatedNotInstalled)?;
+    let account = if plan.network == NetworkMode::Off {
+        OFFLINE_ACCOUNT
+    } else {
+        ONLINE_ACCOUNT
+    };
+    let password = load_passwords()
+        .map_err(win_err)?
+        .remove(account)
+        .ok_or(RunError::ElevatedNotInstalled)?;
+    let account_sid = record
+        .accounts
+        .get(account)
+        .cloned()
+        .ok_or(RunError::ElevatedNotInstalled)?;
+    if plan.network == NetworkMode::Off {
+        let mut missing = Vec::new();
+        for name in &record.firewall_rules {
+            if !super::firewall::rule_exists(name)
+                .map_err(|e| win_err(WinRunError::Setup(e.into())))?
+            {
+                missing.push(name.clone());
+            }
+        }
+        if !missing.is_empty() || record.firewall_rules.is_empty() {
+            return Err(RunError::FirewallMissing(missing));
+        }
+    }
+    let caller = token::own_token().map_err(win_err)?;
+    let caller_sid = super::sid::token_user(caller.as_raw_handle()).map_err(win_err)?;
+
+    // Temp dir where the sandbox account can reach it: %ProgramData%\Stockade\tmp\<workspace>.
+    let pd = std::env::var("ProgramData").unwrap_or_else(|_| r"C:\ProgramData".to_string());
+    let bad = |source| crate::input::InputError::Path {
+        path: pd.clone(),
+        source,
+    };
+    let probe = WinPlanInput::from_plan(plan, None)?;
+    let temp = match &plan.temp.persist_dir {
+        Some(d) => WinPath::parse(&d.to_string_lossy()).map_err(bad)?,
+        None => WinPath::parse(&pd)
+            .map_err(bad)?
+            .join(&format!(
+                "Stockade\\tmp\\{}",
+                workspace_tag(&probe.workspace)
+            ))
+            .map_err(bad)?,
+    };
+    let temp_io = |source| RunError::Temp {
+        path: temp.as_string(),
+        source,
+    };
+    if plan.temp.persist_dir.is_none() {
+        match std::fs::remove_dir_all(temp.as_string()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(temp_io(e)),
+        }
+    }
+    std::fs::create_dir_all(temp.as_string()).map_err(temp_io)?;
+    let input = WinPlanInput::from_plan(plan, Some(temp.clone()))?;
+
+    let acl_plan = run_acl(&input, &record.group_sid);
+    record_elevated_acl_paths(acl_plan.iter().map(|e| e.path.clone())).map_err(win_err)?;
+    let mut changed = 0usize;
+    for entry in &acl_plan {
+        if acl::apply(entry).map_err(win_err)? {
+            changed += 1;
+        }
+    }
+    let program = text(&cmd.program)?;
+    let args: Vec<String> = cmd.args.iter().map(|a| text(a)).collect::<Result<_, _>>()?;
+    let timeout = opts
+        .timeout
+        .or(input.limits.timeout_secs.map(Duration::from_secs));
+    let request = RunnerRequest {
+        command_line: command_line(&program, &args),
+        cwd: input.cwd.as_string(),
+        env: crate::env::sandbox_env(&input.env, Some(&temp), input.network, true),
+        timeout_ms: timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        max_memory: input.limits.max_memory,
+        max_processes: input.limits.max_processes,
+    };
+    let outer = Job::new(&Default::default()).map_err(win_err)?;
+    let exe = std::env::current_exe().map_err(|e| RunError::Temp {
+        path: "stockade.exe".into(),
+        source: e,
+    })?;
+    let reply = super::runner::run_via_runner(
+        account,
+        &password,
+        &account_sid,
+        &caller_sid,
+        &exe.to_string_lossy(),
+        &request,
+        &outer,
+    )
+    .map_err(win_err)?;
+    let _ = outer.terminate(1);
+    let exit = match (reply.exit_code, reply.timed_out, reply.error) {
+        (_, true, _) => ExitKind::TimedOut,
+        (Some(c), false, None) => ExitKind::Code(c as i32),
+        (_, _, e) => {
+            return Err(win_err(WinRunError::Runner(
+                super::runner::RunnerError::Protocol(e.unwrap_or_else(|| "no exit code".into())),
+            )))
+        }
+    };
+    let mut warnings: Vec<String> = input
+        .protected_symlinks
+        .iter()
+        .map(|l| format!("protected symlink {l}: its target is protected, the link itself is not (ACLs set by path follow links)"))
+        .collect();
+    let (created, denials) = created_protected(&input.protected_missing, |p| {
+        std::path::Path::new(&p.as_string()).exists()
+    });
+    warnings.extend(created);
+    let mut enforced = vec![
+        EnforcedLayer {
+            layer: "sandbox-account".into(),
+            detail: format!("{account} ({account_sid}) via CreateProcessWithLogonW and the runner"),
+        },
+        EnforcedLayer {
+            layer: "dacl".into(),
+            detail: format!(
+                "{} paths carry StockadeSandboxUsers ACEs ({changed} changed this run)",
+                acl_plan.len()
+            ),
+        },
+        EnforcedLayer {
+            layer: "job-object".into(),
+            detail: "runner's job: KILL_ON_JOB_CLOSE; Stockade's job around the runner".into(),
+        },
+    ];
+    if plan.network == NetworkMode::Off {
+        enforced.push(EnforcedLayer {
+            layer: "firewall".into(),
+            detail: format!(
+                "{} block rules for {account} present",
+                record.firewall_rules.len()
+            ),
+        });
+    }
+    Ok(RunOutcome {
+        tier: tier.to_string(),
+        exit,
+        duration: start.elapsed(),
+        enforced,
+        warnings,
+        denials,
+    })
+}
