@@ -152,6 +152,7 @@ impl Caller {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()))
             .map(PathBuf::from);
         let state_dir = match std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
             Some(s) => PathBuf::from(s).join("stockade"),
@@ -206,6 +207,11 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
 }
 
 fn main() -> ExitCode {
+    // The Windows elevated tier starts this binary as its runner under the sandbox account.
+    #[cfg(windows)]
+    if let Some(code) = stockade_windows::maybe_run_as_runner() {
+        return ExitCode::from((code & 0xff) as u8);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

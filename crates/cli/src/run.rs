@@ -1,6 +1,6 @@
 //! `stockade run`, `doctor` and `clean`.
 
-use crate::{load, Caller, RunArgs, EXIT_STOCKADE};
+use crate::{load, Caller, RunArgs};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -147,7 +147,7 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
     Ok(if unelevated {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_STOCKADE)
+        ExitCode::from(crate::EXIT_STOCKADE)
     })
 }
 
