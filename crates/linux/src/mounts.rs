@@ -54,6 +54,8 @@ pub enum Access {
     ReadOnly,
     /// Leave as captured (device nodes).
     AsIs,
+    /// A symbolic link itself (a `.git` that is a link), cloned without following it.
+    Link,
 }
 
 /// One mount step.
@@ -83,6 +85,9 @@ pub enum Step {
     Touch { path: PathBuf },
     /// Create a symlink.
     Symlink { target: PathBuf, link: PathBuf },
+    /// Attach the link clone in `slot` onto the symbolic link at `target` (never following it), so
+    /// the link cannot be removed, renamed or replaced.
+    AttachLink { slot: usize, target: PathBuf },
     /// Attach the clone in `slot` at `target`; create the mount point (dir or file) if missing.
     Attach {
         slot: usize,
@@ -170,21 +175,29 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
     // Every directory between a writable root and a protected path becomes a mount point too, so
     // it cannot be renamed away (a mount point is EBUSY) and replaced by one holding a forged
     // `.git`.
+    let link_paths: Vec<PathBuf> = plan
+        .protected_symlinks
+        .iter()
+        .filter(|l| within(l, &plan.writable_roots))
+        .cloned()
+        .collect();
     let mut ancestors: Vec<PathBuf> = Vec::new();
-    for p in plan
+    let pinned_for = plan
         .protected
         .iter()
-        .filter(|p| within(&p.path, &plan.writable_roots))
-    {
+        .map(|p| &p.path)
+        .chain(link_paths.iter())
+        .filter(|p| within(p, &plan.writable_roots));
+    for path in pinned_for {
         let Some(root) = plan
             .writable_roots
             .iter()
-            .filter(|r| p.path.starts_with(r))
+            .filter(|r| path.starts_with(r))
             .max_by_key(|r| r.as_os_str().len())
         else {
             continue;
         };
-        let mut a = p.path.parent();
+        let mut a = path.parent();
         while let Some(dir) = a {
             if dir == root.as_path() || !dir.starts_with(root) {
                 break;
@@ -205,6 +218,10 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
     let pin_slots: Vec<(PathBuf, usize)> = ancestors
         .into_iter()
         .map(|a| (a.clone(), capture(&mut out, a, Access::Writable)))
+        .collect();
+    let link_slots: Vec<(PathBuf, usize)> = link_paths
+        .into_iter()
+        .map(|l| (l.clone(), capture(&mut out, l, Access::Link)))
         .collect();
     let temp_slots: Vec<(PathBuf, usize)> = match (&plan.temp.private, &plan.temp.persist_dir) {
         (true, Some(dir)) => vec![
@@ -313,6 +330,13 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
         });
     }
 
+    for (path, s) in &link_slots {
+        out.push(Step::AttachLink {
+            slot: *s,
+            target: path.clone(),
+        });
+    }
+
     // Allowed sockets, at their own path (a socket inside a `deny_read` directory stays hidden:
     // the mask below wins).
     for (path, s) in &socket_slots {
@@ -401,9 +425,12 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
             source,
             access,
         } => {
-            let fd = sys::open_tree_clone(source, true)?;
+            let fd = match access {
+                Access::Link => sys::open_tree_clone_link(source)?,
+                _ => sys::open_tree_clone(source, true)?,
+            };
             match access {
-                Access::AsIs => {}
+                Access::AsIs | Access::Link => {}
                 Access::ReadOnly => {
                     sys::mount_setattr(fd.as_raw_fd(), c"", true, MOUNT_ATTR_RDONLY, 0, false)?
                 }
@@ -468,6 +495,24 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
         Step::Mkdir { path } => sys::mkdir(path, 0o755),
         Step::Touch { path } => sys::touch(path, 0o644),
         Step::Symlink { target, link } => sys::symlink(target, link),
+        Step::AttachLink { slot, target } => {
+            let fd = slots
+                .get_mut(*slot)
+                .and_then(Option::take)
+                .ok_or_else(|| SysError {
+                    call: "attach",
+                    what: format!("slot {slot} empty"),
+                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                })?;
+            match std::fs::symlink_metadata(target) {
+                Ok(m) if m.file_type().is_symlink() => sys::move_mount_to(&fd, target),
+                _ => Err(SysError {
+                    call: "attach link",
+                    what: format!("{} is no longer a symbolic link", target.display()),
+                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                }),
+            }
+        }
         Step::Attach { slot, target, kind } => {
             let fd = slots
                 .get_mut(*slot)

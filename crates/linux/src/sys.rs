@@ -126,11 +126,17 @@ pub fn mount_setattr(
 
 /// Clone the mount tree at `path` into a detached mount (`open_tree(OPEN_TREE_CLONE)`).
 pub fn open_tree_clone(path: &Path, recursive: bool) -> SysResult<OwnedFd> {
+    open_tree_clone_flags(path, if recursive { AT_RECURSIVE } else { 0 })
+}
+
+/// Clone a symbolic link itself (not its target) into a detached mount.
+pub fn open_tree_clone_link(path: &Path) -> SysResult<OwnedFd> {
+    open_tree_clone_flags(path, libc::AT_SYMLINK_NOFOLLOW as libc::c_uint)
+}
+
+fn open_tree_clone_flags(path: &Path, extra: libc::c_uint) -> SysResult<OwnedFd> {
     let c = cpath(path)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    if recursive {
-        flags |= AT_RECURSIVE;
-    }
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | extra;
     // SAFETY: `c` is a valid NUL-terminated path; flags are valid open_tree flags; the kernel
     // returns a new descriptor we take ownership of below.
     let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
