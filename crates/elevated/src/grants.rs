@@ -61,6 +61,9 @@ pub struct GrantsFile {
     pub format: u32,
     /// Granted roots.
     pub grants: Vec<GrantRecord>,
+    /// `deny_read` paths given empty entries, with the uid they were granted for.
+    #[serde(default)]
+    pub denied: Vec<PathBuf>,
 }
 
 /// Grant failures.
@@ -99,6 +102,7 @@ pub fn load(path: &Path) -> io::Result<GrantsFile> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(GrantsFile {
             format: 1,
             grants: Vec::new(),
+            denied: Vec::new(),
         }),
         Err(e) => Err(e),
     }

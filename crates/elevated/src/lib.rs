@@ -20,13 +20,21 @@
 
 pub mod accounts;
 pub mod acl;
+pub mod broker;
+pub mod cgroup;
+pub mod client;
 pub mod fsutil;
 pub mod grants;
 pub mod nft;
+pub mod protocol;
 pub mod record;
 pub mod setup;
 pub mod sys;
+pub mod tier;
+pub mod validate;
 
+pub use broker::{serve_broker, BrokerError, BrokerOptions};
+pub use client::{ClientError, ElevatedBackend};
 pub use setup::{
     check, setup, uninstall, DriftReport, SetupError, SetupOptions, SetupReport, UninstallReport,
 };

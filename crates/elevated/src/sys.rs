@@ -446,6 +446,13 @@ pub mod child {
         Ok(())
     }
 
+    /// `unshare(CLONE_NEWUSER)` (probe only).
+    pub fn unshare_user() -> io::Result<()> {
+        // SAFETY: plain syscall with a constant flag.
+        cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER) })?;
+        Ok(())
+    }
+
     /// `setsid()`: a new session so the command cannot reach the caller's terminal job control.
     pub fn setsid() -> io::Result<()> {
         // SAFETY: plain syscall without arguments.

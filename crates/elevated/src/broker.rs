@@ -1,0 +1,647 @@
+//! The privileged broker: `stockade broker`.
+//!
+//! Listens on a unix socket (its own, or one passed by systemd socket activation), authenticates
+//! each caller with `SO_PEERCRED`, receives the caller's stdin/stdout/stderr with `SCM_RIGHTS`,
+//! re-validates the request ([`crate::validate`]), applies ACL grants ([`crate::grants`]), then
+//! forks a child that joins a fresh cgroup, drops to the sandbox account (setgroups, setresgid,
+//! setresuid, then verifies all three and that root cannot be regained), sets no_new_privs and
+//! rlimits, marks every descriptor above 2 close-on-exec and execs the command.
+
+use crate::cgroup::RunCgroup;
+use crate::grants::{self, GrantAction, GrantKey, GrantParams, GrantRecord};
+use crate::protocol::{self, Reply, RunRequest, WireExit, WireLayer};
+use crate::record::{InstallRecord, Role};
+use crate::setup::SetupOptions;
+use crate::sys::{self, child};
+use crate::validate::{self, Refusal, ValidatedRoot};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stockade_policy::NetworkMode;
+
+/// Broker configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// Installation layout (record, grants, prefix).
+    pub setup: SetupOptions,
+    /// Socket to listen on (default: the record's).
+    pub socket_path: Option<PathBuf>,
+    /// Use the listening socket passed by systemd (`LISTEN_FDS`) instead of binding.
+    pub socket_activated: bool,
+}
+
+/// Broker failures (fatal ones; per-request problems are answered on the connection).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Not root.
+    #[error("the broker must run as root (it switches to the sandbox accounts)")]
+    NotRoot,
+    /// Setup missing.
+    #[error(
+        "the elevated tier is not installed ({0} missing or unfinished); run `sudo stockade setup`"
+    )]
+    NotInstalled(PathBuf),
+    /// Socket problem.
+    #[error("broker socket {path}: {source}")]
+    Socket {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Socket activation requested but no socket passed.
+    #[error("--socket-activated given but systemd passed no socket (LISTEN_FDS/LISTEN_PID)")]
+    NoActivationSocket,
+}
+
+struct Ctx {
+    rec: InstallRecord,
+    opts: BrokerOptions,
+    grants_lock: Mutex<()>,
+}
+
+/// Binds (or takes over) the listening socket.
+pub fn listen(opts: &BrokerOptions, rec: &InstallRecord) -> Result<UnixListener, BrokerError> {
+    if opts.socket_activated {
+        let pid_ok = std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(std::process::id());
+        let n = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|p| p.parse::<i32>().ok())
+            .unwrap_or(0);
+        if !pid_ok || n < 1 {
+            return Err(BrokerError::NoActivationSocket);
+        }
+        // SAFETY: systemd passed descriptor 3 as the listening socket (LISTEN_PID is ours) and
+        // nothing else in this process owns it.
+        let l = unsafe { UnixListener::from_raw_fd(3) };
+        return Ok(l);
+    }
+    let path = opts
+        .socket_path
+        .clone()
+        .unwrap_or_else(|| rec.socket_path.clone());
+    let err = |source| BrokerError::Socket {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        use std::os::unix::fs::FileTypeExt;
+        if m.file_type().is_socket() {
+            std::fs::remove_file(&path).map_err(err)?;
+        }
+    }
+    let l = UnixListener::bind(&path).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok(l)
+}
+
+/// Runs the broker in the foreground until killed (the mode for containers and CI; systemd
+/// starts the same code with `socket_activated`).
+pub fn serve_broker(opts: &BrokerOptions) -> Result<(), BrokerError> {
+    if sys::geteuid() != 0 {
+        return Err(BrokerError::NotRoot);
+    }
+    let rpath = opts.setup.record_path();
+    let rec = crate::setup::installed(&opts.setup).ok_or(BrokerError::NotInstalled(rpath))?;
+    let listener = listen(opts, &rec)?;
+    serve_on(listener, opts.clone(), rec)
+}
+
+/// Serves connections on an existing listener.
+pub fn serve_on(
+    listener: UnixListener,
+    opts: BrokerOptions,
+    rec: InstallRecord,
+) -> Result<(), BrokerError> {
+    let ctx = Arc::new(Ctx {
+        rec,
+        opts,
+        grants_lock: Mutex::new(()),
+    });
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let ctx = Arc::clone(&ctx);
+        std::thread::spawn(move || handle(&ctx, conn));
+    }
+    Ok(())
+}
+
+enum Fail {
+    Refused(String),
+    Failed(String),
+}
+
+impl From<Refusal> for Fail {
+    fn from(r: Refusal) -> Self {
+        Fail::Refused(r.to_string())
+    }
+}
+
+fn handle(ctx: &Ctx, stream: UnixStream) {
+    let result = (|| -> Result<(), Fail> {
+        let cred = sys::peer_cred(stream.as_fd())
+            .map_err(|e| Fail::Failed(format!("SO_PEERCRED: {e}")))?;
+        let (req, fds) = recv_request(&stream)?;
+        run(ctx, &stream, cred, req, fds)
+    })();
+    let reply = match result {
+        Ok(()) => return,
+        Err(Fail::Refused(reason)) => Reply::Refused { reason },
+        Err(Fail::Failed(message)) => Reply::Failed { message },
+    };
+    let _ = protocol::write_frame(&mut &stream, &reply);
+}
+
+fn recv_request(stream: &UnixStream) -> Result<(RunRequest, Vec<OwnedFd>), Fail> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = sys::recv_with_fds(stream.as_fd(), &mut buf)
+        .map_err(|e| Fail::Refused(format!("receiving request: {e}")))?;
+    if fds.len() != 3 {
+        return Err(Fail::Refused(format!(
+            "expected stdin, stdout and stderr as 3 descriptors, got {}",
+            fds.len()
+        )));
+    }
+    if n < 4 {
+        return Err(Fail::Refused("truncated request".into()));
+    }
+    let len = protocol::frame_len([buf[0], buf[1], buf[2], buf[3]])
+        .map_err(|e| Fail::Refused(e.to_string()))?;
+    let mut body = buf[4..n].to_vec();
+    if body.len() > len {
+        return Err(Fail::Refused("data after the request".into()));
+    }
+    let have = body.len();
+    body.resize(len, 0);
+    (&*stream)
+        .read_exact(&mut body[have..])
+        .map_err(|e| Fail::Refused(format!("reading request: {e}")))?;
+    let req: RunRequest = serde_json::from_slice(&body)
+        .map_err(|e| Fail::Refused(format!("malformed request: {e}")))?;
+    Ok((req, fds))
+}
+
+struct Caller {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    home: Option<PathBuf>,
+}
+
+fn caller_info(cred: &libc::ucred) -> Caller {
+    let pw = crate::accounts::getent_passwd(&cred.uid.to_string())
+        .ok()
+        .flatten();
+    let groups = pw
+        .as_ref()
+        .and_then(|p| sys::grouplist(&p.name, cred.gid).ok())
+        .unwrap_or_else(|| vec![cred.gid]);
+    Caller {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups,
+        home: pw.map(|p| p.home),
+    }
+}
+
+fn sandbox_uids(rec: &InstallRecord) -> Vec<u32> {
+    let mut v: Vec<u32> = rec.accounts.iter().map(|a| a.uid).collect();
+    v.sort_unstable();
+    v
+}
+
+/// Applies (or skips, when already done) the grants for the validated roots.
+fn ensure_grants(
+    ctx: &Ctx,
+    stream: &UnixStream,
+    caller: &Caller,
+    roots: &[ValidatedRoot],
+    req: &RunRequest,
+) -> Result<(u64, bool), Fail> {
+    let uids = sandbox_uids(&ctx.rec);
+    let _guard = ctx
+        .grants_lock
+        .lock()
+        .map_err(|_| Fail::Failed("grant lock poisoned".into()))?;
+    let gpath = ctx.opts.setup.grants_path();
+    let mut gf =
+        grants::load(&gpath).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    let mut walked = 0u64;
+    let mut any_walk = false;
+    for root in roots {
+        let mut prot: Vec<PathBuf> = req
+            .protected
+            .iter()
+            .filter(|p| grants::relative_beneath(&root.path, p).is_some())
+            .cloned()
+            .collect();
+        prot.sort();
+        prot.dedup();
+        let key = GrantKey {
+            root: &root.path,
+            dev: root.dev,
+            ino: root.ino,
+            owner_uid: caller.uid,
+            sandbox_uids: &uids,
+            protected: &prot,
+        };
+        let idx = gf.grants.iter().position(|g| g.root == root.path);
+        let intact = root.owned && grants::root_acl_intact(root.fd.as_fd(), &uids);
+        let action = grants::decide(idx.map(|i| &gf.grants[i]), &key, intact);
+        if action == GrantAction::Skip {
+            continue;
+        }
+        any_walk = true;
+        let params = GrantParams {
+            root_fd: root.fd.as_fd(),
+            root: &root.path,
+            caller_uid: caller.uid,
+            sandbox_uids: &uids,
+            protected: &prot,
+        };
+        let mut progress = |n: u64| {
+            let _ = protocol::write_frame(
+                &mut &*stream,
+                &Reply::Progress {
+                    root: root.path.clone(),
+                    inodes: n,
+                },
+            );
+        };
+        let subset = match &action {
+            GrantAction::Protect(p) => Some(p.as_slice()),
+            _ => None,
+        };
+        let (stats, gitdirs) = grants::apply_root(&params, subset, &mut progress)
+            .map_err(|e| Fail::Failed(e.to_string()))?;
+        walked += stats.changed;
+        // Gitdirs named by `.git` files that lie beneath this root are protected too.
+        let extra: Vec<PathBuf> = gitdirs
+            .into_iter()
+            .filter(|g| grants::relative_beneath(&root.path, g).is_some() && !prot.contains(g))
+            .collect();
+        if !extra.is_empty() {
+            let params = GrantParams {
+                protected: &extra,
+                ..params
+            };
+            let (s2, _) = grants::apply_root(&params, Some(&extra), &mut progress)
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+            walked += s2.changed;
+            prot.extend(extra);
+        }
+        let mut all_prot = idx
+            .map(|i| gf.grants[i].protected.clone())
+            .unwrap_or_default();
+        if action == GrantAction::Full {
+            all_prot.clear();
+        }
+        all_prot.extend(prot);
+        all_prot.sort();
+        all_prot.dedup();
+        let rec = GrantRecord {
+            root: root.path.clone(),
+            dev: root.dev,
+            ino: root.ino,
+            owner_uid: caller.uid,
+            owner_gid: caller.gid,
+            sandbox_uids: uids.clone(),
+            protected: all_prot,
+            denied: Vec::new(),
+            inodes: stats.changed,
+        };
+        match idx {
+            Some(i) => gf.grants[i] = rec,
+            None => gf.grants.push(rec),
+        }
+        // Record after each root: a crash mid-way never loses track of granted entries.
+        grants::store(&gpath, &gf)
+            .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    }
+    let denied = grants::deny_paths(&req.deny_read, caller.uid, &uids);
+    let new_denied: Vec<PathBuf> = denied
+        .into_iter()
+        .filter(|d| !gf.denied.contains(d))
+        .collect();
+    if !new_denied.is_empty() {
+        gf.denied.extend(new_denied);
+        grants::store(&gpath, &gf)
+            .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    }
+    Ok((walked, any_walk))
+}
+
+/// Rlimits derived from the request. Pure.
+pub fn rlimits(
+    limits: &stockade_policy::model::LimitsPolicy,
+) -> Vec<(libc::__rlimit_resource_t, u64)> {
+    let mut v = vec![(libc::RLIMIT_CORE, 0)];
+    if let Some(m) = limits.max_memory {
+        v.push((libc::RLIMIT_AS, m));
+    }
+    if let Some(p) = limits.max_processes {
+        v.push((libc::RLIMIT_NPROC, p));
+    }
+    if let Some(f) = limits.max_open_files {
+        v.push((libc::RLIMIT_NOFILE, f));
+    }
+    v
+}
+
+fn run(
+    ctx: &Ctx,
+    stream: &UnixStream,
+    cred: libc::ucred,
+    req: RunRequest,
+    fds: Vec<OwnedFd>,
+) -> Result<(), Fail> {
+    let uids = sandbox_uids(&ctx.rec);
+    validate::check_shape(&req, cred.uid, &uids)?;
+    let caller = caller_info(&cred);
+    let mut roots = Vec::new();
+    for r in &req.writable_roots {
+        roots.push(validate::open_root(
+            r,
+            caller.uid,
+            &caller.groups,
+            caller.home.as_deref(),
+        )?);
+    }
+    let cwd_fd = validate::open_cwd(&req.cwd)?;
+    let role = match req.network {
+        NetworkMode::Off => Role::Offline,
+        NetworkMode::On => Role::Online,
+    };
+    let account = ctx.rec.account(role).cloned().ok_or_else(|| {
+        Fail::Failed(format!(
+            "no {} account in the installation record",
+            role.as_str()
+        ))
+    })?;
+    let gid = ctx.rec.group.gid;
+    if account.uid == 0 || gid == 0 {
+        return Err(Fail::Failed(
+            "sandbox account resolves to root; re-run `sudo stockade setup`".into(),
+        ));
+    }
+    let mut enforced = Vec::new();
+    let mut warnings = Vec::new();
+    // Fail closed: an offline run without the nft table would have full network.
+    if role == Role::Offline {
+        let table = ctx
+            .rec
+            .nft
+            .as_ref()
+            .map(|n| n.table.clone())
+            .unwrap_or_default();
+        match crate::nft::list_table(&table) {
+            Ok(Some(_)) => enforced.push(layer("network-nftables", format!("table inet {table}: offline uid {} cut off", account.uid))),
+            _ => {
+                return Err(Fail::Failed(format!(
+                    "nftables table inet {table} is missing: refusing an offline run; run `sudo stockade setup` to repair"
+                )))
+            }
+        }
+    }
+    let (walked, any_walk) = ensure_grants(ctx, stream, &caller, &roots, &req)?;
+    enforced.push(layer(
+        "acl-grants",
+        format!(
+            "{} writable root(s); {}",
+            roots.len(),
+            if any_walk {
+                format!("{walked} inodes granted")
+            } else {
+                "already granted".into()
+            }
+        ),
+    ));
+    for r in &roots {
+        if !r.owned {
+            warnings.push(format!(
+                "{} is writable by you but not owned by you: only the files you own below it were granted",
+                r.path.display()
+            ));
+        }
+    }
+
+    let cg = match RunCgroup::create(&ctx.rec.prefix) {
+        Ok(c) => {
+            enforced.push(layer("cgroup", c.path().display().to_string()));
+            Some(c)
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "no per-run cgroup ({e}): processes that leave the session may outlive the run"
+            ));
+            None
+        }
+    };
+    let procs = match &cg {
+        Some(c) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(c.procs_path())
+                .map_err(|e| Fail::Failed(format!("{}: {e}", c.procs_path().display())))?,
+        ),
+        None => None,
+    };
+    let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let cwd_raw = cwd_fd.as_raw_fd();
+    let limits = rlimits(&req.limits);
+    let nlimits = limits.len();
+    let (uid, groups) = (account.uid, [gid]);
+
+    let mut it = fds.into_iter();
+    let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
+        return Err(Fail::Refused("expected 3 descriptors".into()));
+    };
+    let mut cmd = Command::new(&req.program);
+    cmd.args(&req.args)
+        .env_clear()
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::from(fd0))
+        .stdout(Stdio::from(fd1))
+        .stderr(Stdio::from(fd2));
+    // SAFETY: the closure runs in the forked child before exec. It only performs raw syscalls on
+    // values computed before the fork (descriptors, ids, the rlimit list it owns) and does not
+    // allocate or take locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            child::setsid()?;
+            if procs_fd >= 0 {
+                child::join_cgroup(procs_fd)?;
+            }
+            child::setgroups(&groups)?;
+            child::setresgid(gid)?;
+            child::setresuid(uid)?;
+            // Verify the switch: all three ids, the group list, and that root cannot come back.
+            let mut gbuf = [0 as libc::gid_t; 4];
+            let ng = child::getgroups(&mut gbuf)?;
+            if child::getresuid()? != (uid, uid, uid)
+                || child::getresgid()? != (gid, gid, gid)
+                || ng != 1
+                || gbuf[0] != gid
+                || child::can_regain_root()
+            {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            child::pdeathsig()?;
+            child::fchdir(cwd_raw)?;
+            child::no_new_privs()?;
+            for (res, val) in &limits {
+                child::setrlimit(*res, *val)?;
+            }
+            // INTEGRATION POINT (Landlock + seccomp): once `stockade_linux::confine::apply_layers`
+            // lands on main, call it here, after the uid switch and no_new_privs, with the plan's
+            // writable roots. Until then this tier relies on the uid switch + ACLs for the
+            // filesystem and on nftables for the network, and reports exactly that.
+            child::cloexec_from_3()?;
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut childp = cmd.spawn().map_err(|e| {
+        Fail::Failed(format!(
+            "cannot start {:?} as {}: {e}",
+            req.program, account.name
+        ))
+    })?;
+    drop(cmd);
+    drop(procs);
+    drop(cwd_fd);
+    enforced.push(layer(
+        "sandbox-account",
+        format!(
+            "{} (uid {uid}, gid {gid}, no supplementary groups; verified)",
+            account.name
+        ),
+    ));
+    enforced.push(layer("no-new-privs", "PR_SET_NO_NEW_PRIVS".into()));
+    enforced.push(layer(
+        "fd-closing",
+        "only stdin/stdout/stderr reach the command".into(),
+    ));
+    enforced.push(layer("env-policy", format!("{} variables", req.env.len())));
+    enforced.push(layer("rlimits", format!("{nlimits} limits")));
+    let pid = childp.id() as i32;
+    let _ = protocol::write_frame(
+        &mut &*stream,
+        &Reply::Started {
+            account: account.name.clone(),
+            uid,
+            pid,
+            enforced,
+            warnings,
+        },
+    );
+
+    let pidfd = sys::pidfd_open(pid).map_err(|e| Fail::Failed(format!("pidfd_open: {e}")))?;
+    let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
+    let kill_tree = |c: &mut std::process::Child| {
+        if let Some(cg) = &cg {
+            let _ = cg.kill_all(Duration::from_secs(5));
+        }
+        let _ = c.kill();
+        // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
+        let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+    };
+    let exit = loop {
+        let timeout_ms = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        let ready = sys::poll_read(&[pidfd.as_fd(), stream.as_fd()], timeout_ms)
+            .map_err(|e| Fail::Failed(format!("poll: {e}")))?;
+        if ready[0] {
+            let st = childp
+                .wait()
+                .map_err(|e| Fail::Failed(format!("wait: {e}")))?;
+            break match (st.code(), st.signal()) {
+                (Some(c), _) => WireExit::Code(c),
+                (None, Some(s)) => WireExit::Signal(s),
+                _ => WireExit::Code(-1),
+            };
+        }
+        if ready[1] {
+            // The client sends nothing after the request: readable means it went away.
+            kill_tree(&mut childp);
+            let _ = childp.wait();
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            kill_tree(&mut childp);
+            let _ = childp.wait();
+            break WireExit::TimedOut;
+        }
+    };
+    // Everything the command started dies with it.
+    if let Some(cg) = &cg {
+        let _ = cg.kill_all(Duration::from_secs(5));
+    }
+    // SAFETY: plain kill(2) of the run's process group; ESRCH (already gone) is ignored.
+    let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+    drop(cg);
+    let duration_ms = start.elapsed().as_millis() as u64;
+    let _ = protocol::write_frame(&mut &*stream, &Reply::Exited { exit, duration_ms });
+    Ok(())
+}
+
+fn layer(l: &str, d: String) -> WireLayer {
+    WireLayer {
+        layer: l.into(),
+        detail: d,
+    }
+}
+
+/// Path of the socket a client should use given a layout (record's, or the default).
+pub fn socket_for(opts: &SetupOptions) -> PathBuf {
+    crate::setup::installed(opts)
+        .map(|r| r.socket_path)
+        .unwrap_or_else(|| opts.socket_path.clone())
+}
+
+/// Whether `p` exists as a socket.
+pub fn socket_exists(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rlimits_from_policy() {
+        let l = stockade_policy::model::LimitsPolicy {
+            timeout_secs: None,
+            max_memory: Some(1 << 30),
+            max_processes: Some(64),
+            max_open_files: None,
+        };
+        let r = rlimits(&l);
+        assert_eq!(
+            r,
+            vec![
+                (libc::RLIMIT_CORE, 0),
+                (libc::RLIMIT_AS, 1 << 30),
+                (libc::RLIMIT_NPROC, 64)
+            ]
+        );
+    }
+}
