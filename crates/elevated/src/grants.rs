@@ -528,8 +528,11 @@ pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, Grant
     })?;
     let mut lines = Vec::new();
     for r in &g.grants {
+        // The owner's own named entries were added by the grant too (default ACLs, inherited by
+        // files the sandbox created); they are redundant once those files are given back.
         let mut all: Vec<u32> = uids.to_vec();
         all.extend(r.sandbox_uids.iter().copied());
+        all.push(r.owner_uid);
         all.sort_unstable();
         all.dedup();
         let Ok(fd) = sys::openat2(
@@ -552,11 +555,12 @@ pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, Grant
         let mut stats = WalkStats::default();
         let mut changed = 0u64;
         let (ou, og) = (r.owner_uid, r.owner_gid);
+        let sandbox: Vec<u32> = all.iter().copied().filter(|u| *u != ou).collect();
         walk(fd.as_fd(), &r.root, false, None, &mut stats, &mut |it| {
             if remove_entries(it.fd, it.st, &all)? {
                 changed += 1;
             }
-            if all.contains(&it.st.st_uid) {
+            if sandbox.contains(&it.st.st_uid) {
                 let empty = c"";
                 // SAFETY: fchownat on an O_PATH descriptor we own with AT_EMPTY_PATH and an empty
                 // NUL-terminated path: changes exactly the inode the descriptor refers to.

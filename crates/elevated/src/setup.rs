@@ -671,7 +671,32 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
             Err(e) => rep.problems.push(format!("{}: {e}", f.path.display())),
         }
     }
+    for (link, _) in enable_links(opts) {
+        if let Some(d) = link.parent() {
+            let _ = fs::remove_dir(d); // only if empty
+        }
+    }
     let _ = fs::remove_dir(&opts.config_dir);
+    if let Some(mnt) = fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| crate::cgroup::cgroup2_mount(&m))
+    {
+        for base in [
+            mnt.clone(),
+            mnt.join("system.slice")
+                .join(format!("{}-broker.service", rec.prefix)),
+        ] {
+            let d = base.join(format!("{}-runs", rec.prefix));
+            if let Ok(rd) = fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    let _ = fs::remove_dir(e.path());
+                }
+                if fs::remove_dir(&d).is_ok() {
+                    rep.removed.push(format!("removed cgroup {}", d.display()));
+                }
+            }
+        }
+    }
     if systemd_running() {
         let _ = fsutil::run_tool_raw("systemctl", &["daemon-reload"]);
     }
