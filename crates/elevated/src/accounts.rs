@@ -1,7 +1,7 @@
 //! System accounts and group, created and removed with the system tools (`groupadd`, `useradd`,
 //! `usermod`, `userdel`, `groupdel`), observed with `getent`.
 
-use crate::fsutil::{run_tool, run_tool_raw, ToolError};
+use crate::fsutil::{run_tool_raw, ToolError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -87,15 +87,53 @@ pub fn getent_group(key: &str) -> Result<Option<GroupEntry>, ToolError> {
     }
 }
 
+/// Exit code of `useradd`/`groupadd` when the name is already in use.
+const E_NAME_IN_USE: i32 = 9;
+
+/// Runs a creating tool; "name already in use" counts as success (an interrupted earlier setup's
+/// orphaned `useradd` may have finished in the meantime: the caller re-reads the entry).
+fn run_create(tool: &str, args: &[&str]) -> Result<(), ToolError> {
+    run_shadow_tool(tool, args, &[E_NAME_IN_USE])
+}
+
+/// Exit code of the shadow tools when they cannot lock or update the files.
+const E_CANT_UPDATE: i32 = 10;
+
+/// Runs a shadow-utils tool; retries for a few seconds while the files are locked (a killed
+/// earlier run may leave a lock whose owner is not yet reaped; the tools clear stale locks).
+fn run_shadow_tool(tool: &str, args: &[&str], ok_codes: &[i32]) -> Result<(), ToolError> {
+    let mut o = run_tool_raw(tool, args)?;
+    for _ in 0..30 {
+        if !(o.stderr.contains("cannot lock")
+            || (o.code == E_CANT_UPDATE && o.stderr.contains("lock")))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        o = run_tool_raw(tool, args)?;
+    }
+    if o.success || ok_codes.contains(&o.code) {
+        return Ok(());
+    }
+    Err(ToolError::Failed {
+        cmdline: std::iter::once(tool)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" "),
+        status: format!("exit code {}", o.code),
+        stderr: o.stderr.trim().to_string(),
+    })
+}
+
 /// Creates a system group.
 pub fn groupadd(name: &str) -> Result<(), ToolError> {
-    run_tool("groupadd", &["--system", name]).map(|_| ())
+    run_create("groupadd", &["--system", name])
 }
 
 /// Creates a system account: primary group `group`, home `home` (not created by useradd: the
 /// caller creates it with the right mode), shell nologin, no password (locked).
 pub fn useradd(name: &str, group: &str, home: &std::path::Path) -> Result<(), ToolError> {
-    run_tool(
+    run_create(
         "useradd",
         &[
             "--system",
@@ -111,12 +149,11 @@ pub fn useradd(name: &str, group: &str, home: &std::path::Path) -> Result<(), To
             name,
         ],
     )
-    .map(|_| ())
 }
 
 /// Repairs an account's primary group, home and shell.
 pub fn usermod(name: &str, group: &str, home: &std::path::Path) -> Result<(), ToolError> {
-    run_tool(
+    run_shadow_tool(
         "usermod",
         &[
             "--gid",
@@ -127,18 +164,18 @@ pub fn usermod(name: &str, group: &str, home: &std::path::Path) -> Result<(), To
             NOLOGIN,
             name,
         ],
+        &[],
     )
-    .map(|_| ())
 }
 
 /// Removes an account (not its home: the caller removes exactly what it created).
 pub fn userdel(name: &str) -> Result<(), ToolError> {
-    run_tool("userdel", &[name]).map(|_| ())
+    run_shadow_tool("userdel", &[name], &[])
 }
 
 /// Removes a group.
 pub fn groupdel(name: &str) -> Result<(), ToolError> {
-    run_tool("groupdel", &[name]).map(|_| ())
+    run_shadow_tool("groupdel", &[name], &[])
 }
 
 /// Whether an observed account matches what setup wants; returns the differences.

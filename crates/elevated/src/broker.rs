@@ -326,6 +326,12 @@ fn ensure_grants(
             Some(i) => gf.grants[i] = rec,
             None => gf.grants.push(rec),
         }
+        // Ancestors the caller owns (e.g. a 0700 home): search-only, so absolute paths work.
+        for t in grants::traverse_ancestors(&root.path, caller.uid, &uids) {
+            if !gf.traverse.contains(&t) {
+                gf.traverse.push(t);
+            }
+        }
         // Record after each root: a crash mid-way never loses track of granted entries.
         grants::store(&gpath, &gf)
             .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;

@@ -64,6 +64,10 @@ pub struct GrantsFile {
     /// `deny_read` paths given empty entries, with the uid they were granted for.
     #[serde(default)]
     pub denied: Vec<PathBuf>,
+    /// Caller-owned ancestors of roots given search-only (`--x`) entries so the sandbox can reach
+    /// the roots by absolute path (e.g. through a 0700 home directory).
+    #[serde(default)]
+    pub traverse: Vec<PathBuf>,
 }
 
 /// Grant failures.
@@ -101,8 +105,7 @@ pub fn load(path: &Path) -> io::Result<GrantsFile> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(GrantsFile {
             format: 1,
-            grants: Vec::new(),
-            denied: Vec::new(),
+            ..Default::default()
         }),
         Err(e) => Err(e),
     }
@@ -508,6 +511,53 @@ pub fn deny_paths(paths: &[PathBuf], caller_uid: u32, sandbox_uids: &[u32]) -> V
     done
 }
 
+/// Gives the caller-owned ancestors of `root` (nearest first, stopping at the first one the caller
+/// does not own) a search-only entry for each sandbox uid, keeping any permission already there.
+/// Returns the ancestors changed.
+pub fn traverse_ancestors(root: &Path, caller_uid: u32, sandbox_uids: &[u32]) -> Vec<PathBuf> {
+    let mut done = Vec::new();
+    let mut cur = root.parent();
+    while let Some(dir) = cur {
+        if dir.parent().is_none() {
+            break;
+        }
+        let Ok(fd) = sys::openat2(
+            None,
+            dir,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            libc::RESOLVE_NO_SYMLINKS,
+        ) else {
+            break;
+        };
+        let Ok(st) = sys::fstat(fd.as_fd()) else {
+            break;
+        };
+        if st.st_uid != caller_uid {
+            break;
+        }
+        let cur_acl = match read_acl(fd.as_fd(), ACCESS) {
+            Ok(a) => a.unwrap_or_else(|| acl::from_mode(st.st_mode)),
+            Err(_) => break,
+        };
+        let want: Vec<acl::UserPerm> = sandbox_uids
+            .iter()
+            .map(|u| {
+                let have = cur_acl
+                    .iter()
+                    .find(|e| e.tag == acl::TAG_USER && e.id == *u)
+                    .map_or(0, |e| e.perm);
+                (*u, have | acl::X)
+            })
+            .collect();
+        let new = acl::with_users(&cur_acl, &want);
+        if new != cur_acl && sys::fd_setxattr(fd.as_fd(), ACCESS, &acl::encode(&new)).is_ok() {
+            done.push(dir.to_path_buf());
+        }
+        cur = dir.parent();
+    }
+    done
+}
+
 /// Whether the root directory's access ACL still holds the writable entries for every uid.
 pub fn root_acl_intact(root_fd: BorrowedFd<'_>, uids: &[u32]) -> bool {
     match read_acl(root_fd, ACCESS) {
@@ -593,6 +643,21 @@ pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, Grant
             r.root.display(),
             changed
         ));
+    }
+    for d in g.denied.iter().chain(g.traverse.iter()) {
+        let Ok(dfd) = sys::openat2(
+            None,
+            d,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            libc::RESOLVE_NO_SYMLINKS,
+        ) else {
+            continue;
+        };
+        if let Ok(st) = sys::fstat(dfd.as_fd()) {
+            if remove_entries(dfd.as_fd(), &st, uids).unwrap_or(false) {
+                lines.push(format!("revoked entries on {}", d.display()));
+            }
+        }
     }
     Ok(lines)
 }

@@ -359,7 +359,7 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
         None => {
             accounts::groupadd(&group_name)?;
             report.changes.push(format!("created group {group_name}"));
-            accounts::getent_group(&group_name)?.ok_or_else(|| {
+            retry(|| accounts::getent_group(&group_name))?.ok_or_else(|| {
                 SetupError::Conflict(format!("group {group_name} missing right after groupadd"))
             })?
         }
@@ -383,7 +383,7 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
             None => {
                 accounts::useradd(&a.name, &group_name, &home)?;
                 report.changes.push(format!("created account {}", a.name));
-                accounts::getent_passwd(&a.name)?.ok_or_else(|| {
+                retry(|| accounts::getent_passwd(&a.name))?.ok_or_else(|| {
                     SetupError::Conflict(format!("user {} missing right after useradd", a.name))
                 })?
             }
@@ -460,6 +460,17 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
     }
     report.record = Some(rec);
     Ok(report)
+}
+
+/// Re-reads an entry a few times: an orphaned tool of an interrupted setup may still be writing it.
+fn retry<T>(mut f: impl FnMut() -> Result<Option<T>, ToolError>) -> Result<Option<T>, ToolError> {
+    for _ in 0..20 {
+        if let Some(v) = f()? {
+            return Ok(Some(v));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    f()
 }
 
 fn ensure_home(
