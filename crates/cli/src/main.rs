@@ -1,1 +1,276 @@
-fn main() {}
+//! `stockade`: run a command in an OS-enforced sandbox.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use stockade_policy::config::{self, CliOverrides, LoadRequest};
+use stockade_policy::model::NetworkMode;
+use stockade_policy::plan::{self, PlanRequest};
+
+mod run;
+
+/// Exit status when stockade itself fails (policy, setup, usage) — the command never ran.
+pub const EXIT_STOCKADE: u8 = 125;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stockade",
+    version,
+    about = "Run commands in an OS-enforced sandbox: write only the workspace, no network, secrets hidden."
+)]
+struct Cli {
+    /// More detail on stderr (enforced layers, plan).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a command in the sandbox: `stockade run [OPTIONS] -- COMMAND [ARGS...]`.
+    Run(RunArgs),
+    /// Show the effective policy and where each value came from.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
+    /// Report which kernel features are present and which tiers can run here.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the sandbox's persistent temp state for a workspace.
+    Clean {
+        /// Workspace (default: current directory).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Print the effective policy.
+    Show {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Also resolve it into the enforcement plan (canonical paths).
+        #[arg(long)]
+        plan: bool,
+    },
+}
+
+/// Options that select and adjust the policy (shared by `run` and `policy show`).
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Workspace directory: writable, and where `.stockade/config.toml` is read (default: cwd).
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Another writable directory (repeatable).
+    #[arg(long = "writable", value_name = "PATH")]
+    writable: Vec<String>,
+    /// Network: `off` (private loopback only) or `on`.
+    #[arg(long, value_name = "MODE")]
+    network: Option<NetworkMode>,
+    /// No writable roots at all, not even the workspace.
+    #[arg(long)]
+    read_only: bool,
+    /// Named profile from the config files.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// An extra config file, applied after the user and workspace configs.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Allow a writable root that is `/`, a system directory or your home directory itself.
+    #[arg(long)]
+    allow_dangerous_roots: bool,
+    /// Set an environment variable in the sandbox (repeatable), `NAME=VALUE`.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Kill the whole command tree after SECS seconds (exit status 124).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Pass this inherited descriptor into the sandbox (repeatable); all others are closed.
+    #[arg(long = "pass-fd", value_name = "N")]
+    pass_fd: Vec<i32>,
+    /// After the command, print the machine-readable result (JSON) on stderr.
+    #[arg(long)]
+    json: bool,
+    /// Write the machine-readable result (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// Everything a run needs that comes from the caller's process.
+pub struct Caller {
+    pub cwd: PathBuf,
+    pub home: Option<PathBuf>,
+    pub env: Vec<(OsString, OsString)>,
+    pub state_dir: PathBuf,
+}
+
+impl Caller {
+    fn current() -> Result<Self> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        let state_dir = match std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+            Some(s) => PathBuf::from(s).join("stockade"),
+            None => home
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join(".local/state/stockade"),
+        };
+        Ok(Caller {
+            cwd,
+            home,
+            env: std::env::vars_os().collect(),
+            state_dir,
+        })
+    }
+}
+
+/// Load the layered config and resolve it into a plan.
+pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan::Plan)> {
+    let workspace = args.workspace.clone().unwrap_or_else(|| caller.cwd.clone());
+    let mut cli = CliOverrides {
+        writable: args.writable.clone(),
+        network: args.network,
+        read_only: args.read_only,
+        allow_dangerous_roots: args.allow_dangerous_roots,
+        timeout_secs: args.timeout,
+        env_set: args.env.clone(),
+    };
+    // `--writable` paths are the user's, typed relative to where they stand.
+    cli.absolutize_writable(&caller.cwd);
+    let req = LoadRequest {
+        workspace: workspace.clone(),
+        home: caller.home.clone(),
+        config_dir: None,
+        config_file: args.config.clone(),
+        profile: args.profile.clone(),
+        cli,
+    };
+    let loaded = config::load(&req)?;
+    let plan = plan::resolve(
+        &loaded.policy,
+        &PlanRequest {
+            workspace,
+            cwd: caller.cwd.clone(),
+            home: caller.home.clone(),
+            env: caller.env.clone(),
+            state_dir: caller.state_dir.clone(),
+        },
+    )?;
+    Ok((loaded, plan))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line, without its usage block.
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("stockade: error: {first} (see `stockade --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.verbose || std::env::var_os("STOCKADE_LOG").is_some() {
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_env("STOCKADE_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
+            });
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stockade: error: {}", one_line(&e));
+            ExitCode::from(EXIT_STOCKADE)
+        }
+    }
+}
+
+/// An error chain as one line: `context: cause: cause`.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for (i, c) in e.chain().enumerate() {
+        if i > 0 {
+            s.push_str(": ");
+        }
+        s.push_str(&c.to_string().replace('\n', " "));
+    }
+    s
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let caller = Caller::current()?;
+    match cli.cmd {
+        Cmd::Run(args) => run::run(args, &caller, cli.verbose),
+        Cmd::Policy {
+            action: PolicyCmd::Show { policy, json, plan },
+        } => {
+            let (loaded, resolved) = load(&policy, &caller)?;
+            if json {
+                let mut v = loaded.to_json();
+                if plan {
+                    v["plan"] = serde_json::to_value(&resolved)?;
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", loaded.render_text());
+                if plan {
+                    println!(
+                        "\n# plan (resolved against the filesystem)\n{}",
+                        serde_json::to_string_pretty(&resolved)?
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Doctor { json } => run::doctor(json),
+        Cmd::Clean { workspace } => run::clean(workspace, &caller),
+    }
+}

@@ -1,2 +1,43 @@
 //! Linux backend for Stockade.
+//!
+//! One module per kernel feature: [`mounts`] (mount namespace view), [`landlock_layer`],
+//! [`caps`], [`net`]; [`launch`] sequences them (its docs give the enforcement order and why);
+//! [`sys`] is the syscall boundary; [`probe`] answers `stockade doctor`.
 #![cfg(target_os = "linux")]
+
+pub mod caps;
+pub mod landlock_layer;
+pub mod limits;
+pub mod launch;
+pub mod mounts;
+pub mod net;
+pub mod probe;
+pub mod seccomp;
+pub mod sockets;
+pub mod sys;
+
+use stockade_policy::backend::{Backend, Command, RunOptions, RunOutcome};
+use stockade_policy::plan::Plan;
+
+pub use launch::LaunchError;
+
+/// The unelevated tier: user/mount/pid/net namespaces, read-only binds, Landlock, no capabilities.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnelevatedBackend;
+
+impl Backend for UnelevatedBackend {
+    type Error = LaunchError;
+
+    fn tier(&self) -> &'static str {
+        "linux-unelevated"
+    }
+
+    fn run(
+        &self,
+        plan: &Plan,
+        cmd: &Command,
+        opts: &RunOptions,
+    ) -> Result<RunOutcome, LaunchError> {
+        launch::run(plan, cmd, opts)
+    }
+}

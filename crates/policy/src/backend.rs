@@ -3,7 +3,6 @@
 use crate::plan::Plan;
 use serde::Serialize;
 use std::ffi::OsString;
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// The command to run inside the sandbox.
@@ -19,7 +18,7 @@ pub struct Command {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Descriptors (besides 0, 1, 2) the caller means to pass into the sandbox.
-    pub pass_fds: Vec<RawFd>,
+    pub pass_fds: Vec<i32>,
     /// Allocate a pseudo-terminal for the command.
     pub pty: bool,
     /// Kill the whole tree after this long.
@@ -72,6 +71,18 @@ pub struct RunOutcome {
     pub enforced: Vec<EnforcedLayer>,
     /// Things the user should know (e.g. a layer the kernel lacks, with the user's consent to degrade).
     pub warnings: Vec<String>,
+    /// Actions the sandbox refused that the backend could observe (e.g. a `connect` to a host
+    /// socket), and protected paths the command created that did not exist before.
+    pub denials: Vec<Denial>,
+}
+
+/// One refused or suspicious action, for the machine-readable denial report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Denial {
+    /// What kind of action, e.g. `connect`, `protected-created`.
+    pub kind: String,
+    /// The target, e.g. a socket path.
+    pub target: String,
 }
 
 fn ser_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -87,5 +98,6 @@ pub trait Backend {
     fn tier(&self) -> &'static str;
 
     /// Run `cmd` under `plan`; returns once the command and everything it started are gone.
-    fn run(&self, plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, Self::Error>;
+    fn run(&self, plan: &Plan, cmd: &Command, opts: &RunOptions)
+        -> Result<RunOutcome, Self::Error>;
 }

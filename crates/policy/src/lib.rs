@@ -1,18 +1,28 @@
 //! Stockade's platform-neutral core.
 //!
 //! * [`model`] — the policy a user writes (TOML) and its serde model.
-//! * [`config`] — layered loading (embedded default → user → workspace → CLI) with provenance.
+//! * [`config`] — layered loading (embedded default → user → workspace → `--config` → profile →
+//!   CLI) with provenance, the merge rules and the workspace trust rule.
 //! * [`plan`] — resolution of a policy against the real filesystem into a [`plan::Plan`]: the exact,
 //!   canonical list of what a backend must enforce.
 //! * [`backend`] — the one trait every OS backend implements, and the neutral run/outcome types.
+//! * [`paths`] — `~/` expansion and the `*`/`?` glob matcher used for environment names.
 //!
-//! Nothing in this crate touches the kernel: it computes, the backends enforce.
+//! Nothing in this crate touches the kernel: it computes, the backends enforce. The policy
+//! reference for users is `docs/policy.md`.
+
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod config;
 pub mod model;
+pub mod paths;
 pub mod plan;
 
-pub use backend::{Backend, Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+#[cfg(test)]
+mod test_util;
+
+pub use backend::{Backend, Command, Denial, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+pub use config::{load, CliOverrides, ConfigError, LoadRequest, Loaded, Source};
 pub use model::{EnvInherit, NetworkMode, Policy};
-pub use plan::{Plan, PlanError};
+pub use plan::{resolve, Plan, PlanError, PlanRequest};

@@ -1,8 +1,9 @@
 //! The policy model: what a user (or the embedded default) asks for.
 //!
-//! Every field is documented here and in the README's policy reference; the TOML keys are the
-//! field names. Paths in a policy are *unresolved*: they may start with `~/` (the caller's home) or
-//! be relative (to the workspace). [`crate::plan`] turns them into canonical paths.
+//! Every field is documented here and in the policy reference (`docs/policy.md`); the TOML keys
+//! are the field names. Paths in a policy are *unresolved*: they may start with `~/` (the
+//! caller's home) or be relative (to the workspace). [`crate::plan`] turns them into canonical
+//! paths.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -72,7 +73,9 @@ impl std::str::FromStr for NetworkMode {
         match s {
             "off" => Ok(NetworkMode::Off),
             "on" => Ok(NetworkMode::On),
-            other => Err(format!("unknown network mode {other:?}: expected \"off\" or \"on\"")),
+            other => Err(format!(
+                "unknown network mode {other:?}: expected \"off\" or \"on\""
+            )),
         }
     }
 }

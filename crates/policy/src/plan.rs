@@ -4,13 +4,18 @@
 //! resolved once, here, at plan time), the computed environment, the network mode and limits.
 //! Backends never interpret policy strings themselves.
 
-use crate::model::{LimitsPolicy, NetworkMode};
+use crate::model::{EnvInherit, LimitsPolicy, NetworkMode, Policy};
+use crate::paths::{expand_path, glob_match, ExpandError};
 use serde::Serialize;
-use std::ffi::OsString;
-use std::path::PathBuf;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
 /// Whether a planned path is a directory or a file (backends mount/mask them differently).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathKind {
     /// A directory.
@@ -23,6 +28,7 @@ pub enum PathKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedPath {
     /// Canonical absolute path.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub path: PathBuf,
     /// Directory or file.
     pub kind: PathKind,
@@ -37,6 +43,7 @@ pub struct TempPlan {
     pub private: bool,
     /// Host directory that backs the sandbox's `/tmp` across runs of the same workspace
     /// (`None`: a fresh, empty `/tmp` each run).
+    #[serde(serialize_with = "crate::paths::lossy::opt_path")]
     pub persist_dir: Option<PathBuf>,
 }
 
@@ -44,20 +51,25 @@ pub struct TempPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// Canonical workspace directory.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub workspace: PathBuf,
     /// Canonical directory the command starts in.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub cwd: PathBuf,
     /// Canonical writable roots, deduplicated, none nested in another, sorted.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub writable_roots: Vec<PathBuf>,
     /// Existing paths under writable roots that must stay read-only (`.git` dirs and files, gitdir
     /// targets, agent config dirs, `protected_paths`), sorted so parents come before children.
     pub protected: Vec<PlannedPath>,
     /// Protected names that do not exist at plan time: backends that cannot stop their creation
     /// report them.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub protected_missing: Vec<PathBuf>,
     /// Existing paths that must not be readable.
     pub deny_read: Vec<PlannedPath>,
     /// Unix sockets that may be connected to even outside writable roots.
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub allow_unix_sockets: Vec<PathBuf>,
     /// Network mode.
     pub network: NetworkMode,
@@ -70,17 +82,819 @@ pub struct Plan {
     pub limits: LimitsPolicy,
     /// Temp directories.
     pub temp: TempPlan,
+    /// Protected-name entries that are symbolic links (e.g. a `.git` symlink). Their canonical
+    /// targets are in [`Plan::protected`]; the link itself can only be protected by a backend that
+    /// can protect a directory entry (path-based rules follow the link).
+    #[serde(serialize_with = "crate::paths::lossy::paths")]
+    pub protected_symlinks: Vec<PathBuf>,
+    /// Things the user should know about the plan (a dangling gitdir, an unreadable directory that
+    /// was not searched for protected names, a cwd outside the writable area, ...).
+    pub warnings: Vec<String>,
 }
 
-/// Why a policy could not be turned into a plan. (Filled in by the planning implementation.)
+/// What a policy is resolved against: the caller's workspace, directory, home and environment.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// The workspace directory (need not be canonical; it must exist).
+    pub workspace: PathBuf,
+    /// The caller's current directory (the command starts here if it is inside the writable
+    /// area, see [`resolve`]).
+    pub cwd: PathBuf,
+    /// The caller's home directory, used to expand `~/` (and refused as a writable root).
+    pub home: Option<PathBuf>,
+    /// The caller's environment, in order. Values need not be UTF-8.
+    pub env: Vec<(OsString, OsString)>,
+    /// Stockade's state directory, e.g. `~/.local/state/stockade` (persistent `/tmp`s live in
+    /// `<state_dir>/tmp/`).
+    pub state_dir: PathBuf,
+}
+
+/// Why a policy could not be turned into a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The workspace directory does not exist or is not a directory.
-    #[error("workspace {path:?} is not an existing directory: {reason}")]
+    #[error(
+        "workspace {path:?} is not an existing directory: {reason}; run Stockade on an existing \
+         project directory"
+    )]
     Workspace {
         /// The path as given.
         path: PathBuf,
         /// Why.
         reason: String,
     },
+    /// A policy entry could not be turned into a path.
+    #[error("{key} entry {entry:?} is invalid: {reason}")]
+    BadEntry {
+        /// Dotted policy key, e.g. `filesystem.writable_roots`.
+        key: &'static str,
+        /// The entry as written.
+        entry: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A writable root does not exist or is not a directory.
+    #[error(
+        "writable root {entry:?} ({path:?}) is not usable: {reason}; create it or remove it from \
+         filesystem.writable_roots / --writable"
+    )]
+    WritableRoot {
+        /// The entry as written.
+        entry: String,
+        /// The expanded path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A writable root is `/`, the home directory, a system directory or an ancestor of one.
+    #[error(
+        "refusing to make {path:?} writable: it is {why}. If you really mean it, pass \
+         --allow-dangerous-roots (or set filesystem.allow_dangerous_roots = true)"
+    )]
+    DangerousRoot {
+        /// The canonical root.
+        path: PathBuf,
+        /// What makes it dangerous, e.g. `your home directory`.
+        why: String,
+    },
+    /// A writable root lies inside (or is) a protected directory such as `.git`.
+    #[error(
+        "refusing to make {path:?} writable: it is inside protected {name:?} ({protected:?}), which \
+         must stay read-only. Pick a directory outside it, or pass --allow-dangerous-roots (or set \
+         filesystem.allow_dangerous_roots = true) if you really mean it"
+    )]
+    ProtectedRoot {
+        /// The canonical root.
+        path: PathBuf,
+        /// The protected name.
+        name: String,
+        /// The protected ancestor (or the root itself).
+        protected: PathBuf,
+    },
+    /// A writable root could not be listed at all.
+    #[error(
+        "cannot list writable root {path:?} to find protected entries: {source}; fix its \
+         permissions or remove it from the writable roots"
+    )]
+    ReadRoot {
+        /// The canonical root.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
 }
+
+/// Environment variables kept by `env.inherit = "core"` (plus every `LC_*`).
+pub const CORE_ENV_VARS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "PWD",
+    "COLORTERM",
+    "NO_COLOR",
+    "EDITOR",
+    "PAGER",
+];
+
+/// Directories a writable root may neither be nor contain (be an ancestor of), unless
+/// `allow_dangerous_roots`. `/`, the home directory and its ancestors, and every direct child of
+/// `/usr` are refused too, as is anything inside [`SYSTEM_SUBTREES`].
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/usr",
+    "/var",
+    "/var/cache",
+    "/var/lib",
+    "/var/log",
+    "/var/mail",
+    "/var/run",
+    "/var/spool",
+];
+
+/// Directories inside which no writable root may lie, unless `allow_dangerous_roots`. (`/root` is
+/// deliberately not here: when running as root, `/root/project` is an ordinary workspace; `/root`
+/// itself is refused by [`SYSTEM_DIRS`].)
+pub const SYSTEM_SUBTREES: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr/bin",
+    "/usr/include",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/sbin",
+    "/usr/share",
+];
+
+/// Kernel pseudo-filesystems the protected-name walk never descends into (only relevant when `/`
+/// itself is a forced writable root).
+const WALK_SKIP: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Why `root` (canonical) must not be a writable root, or `None` if it may be. `home` should be
+/// canonical. See [`SYSTEM_DIRS`] and [`SYSTEM_SUBTREES`] for the documented list.
+pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String> {
+    if root.parent().is_none() {
+        return Some("the filesystem root".into());
+    }
+    if let Some(home) = home {
+        if root == home {
+            return Some("your home directory".into());
+        }
+        if home.starts_with(root) {
+            return Some(format!(
+                "an ancestor of your home directory {}",
+                home.display()
+            ));
+        }
+    }
+    let canon = |d: &str| -> Vec<PathBuf> {
+        let p = PathBuf::from(d);
+        match fs::canonicalize(&p) {
+            Ok(c) if c != p => vec![p, c],
+            _ => vec![p],
+        }
+    };
+    for d in SYSTEM_DIRS {
+        for d in canon(d) {
+            if root == d {
+                return Some(format!("the system directory {}", d.display()));
+            }
+            if d.starts_with(root) {
+                return Some(format!(
+                    "an ancestor of the system directory {}",
+                    d.display()
+                ));
+            }
+        }
+    }
+    for usr in canon("/usr") {
+        if root.parent() == Some(usr.as_path()) {
+            return Some(format!("the system directory {}", root.display()));
+        }
+    }
+    for d in SYSTEM_SUBTREES {
+        for d in canon(d) {
+            if root.starts_with(&d) {
+                return Some(format!("inside the system directory {}", d.display()));
+            }
+        }
+    }
+    None
+}
+
+impl Plan {
+    /// Resolve `policy` against the filesystem and environment described by `req`. See
+    /// [`resolve`].
+    pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
+        resolve(policy, req)
+    }
+}
+
+/// Resolve `policy` against the filesystem and environment described by `req`.
+///
+/// * The workspace must be an existing directory; it is canonicalized (symlinks resolved here,
+///   once).
+/// * Writable roots are the workspace plus `filesystem.writable_roots` (`~/` expanded, relative
+///   entries joined to the workspace), or none at all when `filesystem.read_only`. Each must be an
+///   existing directory; they are canonicalized, deduplicated, roots nested in another root are
+///   dropped, and the result is sorted. `/`, the home directory, system directories and their
+///   ancestors are refused unless `allow_dangerous_roots` ([`dangerous_root_reason`]); so is a root
+///   inside a protected directory.
+/// * Protected entries: every entry named in `protected_names` at any depth under each writable
+///   root (the walk neither follows symlinks nor descends into protected directories), the
+///   gitdir (and `commondir`) a `.git` file points to, the target of a protected name that is a
+///   symlink, and existing `protected_paths`. A gitdir, commondir or symlink target that is (or
+///   contains) a writable root is ignored with a warning (the repository must not be able to make
+///   the backend cover the whole writable area). Sorted, parents first; entries inside another
+///   protected directory are dropped as redundant (unless that directory contains a writable
+///   root).
+/// * `deny_read` and `allow_unix_sockets`: existing entries, canonicalized (a symlink is replaced by
+///   its target); missing ones are skipped (sockets with a warning). A `deny_read` entry inside
+///   another `deny_read` directory is dropped as redundant.
+/// * The command's directory is the canonical `req.cwd` if it lies inside the workspace or a
+///   writable root, else the workspace (with a warning). A relative `cwd` is taken relative to
+///   the workspace.
+/// * The environment: `req.env` filtered by `env.inherit`, minus names matching `env.exclude`,
+///   plus `env.set`.
+pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
+    let fs_pol = &policy.filesystem;
+    let mut warnings = Vec::new();
+
+    let workspace = canonical_workspace(&req.workspace)?;
+    let home_raw = req.home.as_deref();
+    let home_canon = home_raw.and_then(|h| fs::canonicalize(h).ok());
+
+    // Writable roots.
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if !fs_pol.read_only {
+        roots.push(workspace.clone());
+        for entry in &fs_pol.writable_roots {
+            let path = expand(entry, home_raw, &workspace, "filesystem.writable_roots")?;
+            let meta = fs::metadata(&path).map_err(|e| PlanError::WritableRoot {
+                entry: entry.clone(),
+                path: path.clone(),
+                reason: io_reason(&e),
+            })?;
+            if !meta.is_dir() {
+                return Err(PlanError::WritableRoot {
+                    entry: entry.clone(),
+                    path,
+                    reason: "it is not a directory".into(),
+                });
+            }
+            let canon = fs::canonicalize(&path).map_err(|e| PlanError::WritableRoot {
+                entry: entry.clone(),
+                path: path.clone(),
+                reason: io_reason(&e),
+            })?;
+            roots.push(canon);
+        }
+    }
+    if !fs_pol.allow_dangerous_roots {
+        for root in &roots {
+            if let Some(why) = dangerous_root_reason(root, home_canon.as_deref()) {
+                return Err(PlanError::DangerousRoot {
+                    path: root.clone(),
+                    why,
+                });
+            }
+            let mut cur = Some(root.as_path());
+            while let Some(p) = cur {
+                if let Some(name) = p.file_name() {
+                    if fs_pol.protected_names.iter().any(|n| OsStr::new(n) == name) {
+                        return Err(PlanError::ProtectedRoot {
+                            path: root.clone(),
+                            name: name.to_string_lossy().into_owned(),
+                            protected: p.to_path_buf(),
+                        });
+                    }
+                }
+                cur = p.parent();
+            }
+        }
+    }
+    let roots = minimal_roots(roots);
+
+    // Protected entries.
+    for name in &fs_pol.protected_names {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(PlanError::BadEntry {
+                key: "filesystem.protected_names",
+                entry: name.clone(),
+                reason: "protected names are single file names such as `.git` (no `/`, not `.` \
+                         or `..`); use filesystem.protected_paths for paths"
+                    .into(),
+            });
+        }
+    }
+    let mut walker = Walker {
+        names: fs_pol.protected_names.iter().map(OsString::from).collect(),
+        out: Vec::new(),
+        targets: Vec::new(),
+        links: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for root in &roots {
+        walker.walk(root)?;
+    }
+    for entry in &fs_pol.protected_paths {
+        let path = expand(entry, home_raw, &workspace, "filesystem.protected_paths")?;
+        if let Some(pp) = existing(&path, format!("protected_paths {entry}")) {
+            walker.out.push(pp);
+        }
+    }
+    let Walker {
+        out: mut protected,
+        targets,
+        links: mut protected_symlinks,
+        warnings: walk_warnings,
+        ..
+    } = walker;
+    warnings.extend(walk_warnings);
+    // A gitdir, commondir or symlink target that is (or contains) a writable root is nonsense at
+    // best and an attempt to make the backend cover the writable area at worst: skip it.
+    for t in targets {
+        match roots.iter().find(|r| r.starts_with(&t.path)) {
+            Some(r) => warnings.push(format!(
+                "ignoring {} ({}): it contains the writable root {}",
+                t.path.display(),
+                t.reason,
+                r.display()
+            )),
+            None => protected.push(t),
+        }
+    }
+    let protected = minimal_protected(protected, &roots);
+    protected_symlinks.sort();
+    protected_symlinks.dedup();
+
+    let mut protected_missing = Vec::new();
+    for root in &roots {
+        for name in &fs_pol.protected_names {
+            let p = root.join(name);
+            if fs::symlink_metadata(&p).is_err() {
+                protected_missing.push(p);
+            }
+        }
+    }
+    protected_missing.sort();
+    protected_missing.dedup();
+
+    // Unreadable paths.
+    let mut deny_read = Vec::new();
+    for entry in &fs_pol.deny_read {
+        let path = expand(entry, home_raw, &workspace, "filesystem.deny_read")?;
+        if let Some(pp) = existing(&path, format!("deny_read {entry}")) {
+            deny_read.push(pp);
+        }
+    }
+    let deny_read = minimal_protected(deny_read, &roots);
+
+    let mut allow_unix_sockets = Vec::new();
+    for entry in &fs_pol.allow_unix_sockets {
+        let path = expand(entry, home_raw, &workspace, "filesystem.allow_unix_sockets")?;
+        match fs::canonicalize(&path) {
+            Ok(p) => allow_unix_sockets.push(p),
+            Err(e) => warnings.push(format!(
+                "allow_unix_sockets entry {entry:?} ({}) skipped: {}",
+                path.display(),
+                io_reason(&e)
+            )),
+        }
+    }
+    allow_unix_sockets.sort();
+    allow_unix_sockets.dedup();
+
+    // Starting directory.
+    let cwd_in = if req.cwd.is_absolute() {
+        req.cwd.clone()
+    } else {
+        workspace.join(&req.cwd)
+    };
+    let cwd = match fs::canonicalize(&cwd_in) {
+        Ok(c) if c.starts_with(&workspace) || roots.iter().any(|r| c.starts_with(r)) => c,
+        Ok(c) => {
+            warnings.push(format!(
+                "current directory {} is outside the workspace and the writable roots; the \
+                 command starts in the workspace {}",
+                c.display(),
+                workspace.display()
+            ));
+            workspace.clone()
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "current directory {} is not usable ({}); the command starts in the workspace {}",
+                cwd_in.display(),
+                io_reason(&e),
+                workspace.display()
+            ));
+            workspace.clone()
+        }
+    };
+
+    let (env, env_removed) = plan_env(policy, &req.env)?;
+
+    let persist_dir = (policy.temp.private && policy.temp.persist).then(|| {
+        let digest = Sha256::digest(workspace.as_os_str().as_encoded_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        req.state_dir.join("tmp").join(hex)
+    });
+
+    Ok(Plan {
+        workspace,
+        cwd,
+        writable_roots: roots,
+        protected,
+        protected_missing,
+        deny_read,
+        allow_unix_sockets,
+        network: policy.network.mode,
+        env,
+        env_removed,
+        limits: policy.limits.clone(),
+        temp: TempPlan {
+            private: policy.temp.private,
+            persist_dir,
+        },
+        protected_symlinks,
+        warnings,
+    })
+}
+
+fn canonical_workspace(ws: &Path) -> Result<PathBuf, PlanError> {
+    let err = |reason: String| PlanError::Workspace {
+        path: ws.to_path_buf(),
+        reason,
+    };
+    let meta = fs::metadata(ws).map_err(|e| err(io_reason(&e)))?;
+    if !meta.is_dir() {
+        return Err(err("it is not a directory".into()));
+    }
+    fs::canonicalize(ws).map_err(|e| err(io_reason(&e)))
+}
+
+fn expand(
+    entry: &str,
+    home: Option<&Path>,
+    base: &Path,
+    key: &'static str,
+) -> Result<PathBuf, PlanError> {
+    expand_path(entry, home, base).map_err(|e: ExpandError| PlanError::BadEntry {
+        key,
+        entry: entry.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "it does not exist".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// An existing path as a canonical [`PlannedPath`] (symlinks followed), or `None` if it (or the
+/// symlink's target) does not exist.
+fn existing(path: &Path, reason: String) -> Option<PlannedPath> {
+    fs::symlink_metadata(path).ok()?;
+    let canon = fs::canonicalize(path).ok()?;
+    let meta = fs::metadata(&canon).ok()?;
+    Some(PlannedPath {
+        path: canon,
+        kind: kind_of(meta.is_dir()),
+        reason,
+    })
+}
+
+fn kind_of(is_dir: bool) -> PathKind {
+    if is_dir {
+        PathKind::Dir
+    } else {
+        PathKind::File
+    }
+}
+
+/// Sort, deduplicate, and drop roots nested inside another root.
+fn minimal_roots(mut roots: Vec<PathBuf>) -> Vec<PathBuf> {
+    roots.sort();
+    roots.dedup();
+    let mut out: Vec<PathBuf> = Vec::with_capacity(roots.len());
+    for r in roots {
+        // Sorted component-wise, so an ancestor (if any) is the last kept root or not present.
+        if out.last().is_some_and(|last| r.starts_with(last)) {
+            continue;
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Sort parents first, deduplicate, and drop entries inside another protected directory (unless
+/// that directory contains a writable root: then how the backend layers them matters, so every
+/// entry is kept).
+fn minimal_protected(mut v: Vec<PlannedPath>, roots: &[PathBuf]) -> Vec<PlannedPath> {
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v.dedup_by(|a, b| a.path == b.path);
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    let mut out = Vec::with_capacity(v.len());
+    for pp in v {
+        if pp.path.ancestors().skip(1).any(|a| dirs.contains(a)) {
+            continue;
+        }
+        if pp.kind == PathKind::Dir && !roots.iter().any(|r| r.starts_with(&pp.path)) {
+            dirs.insert(pp.path.clone());
+        }
+        out.push(pp);
+    }
+    out
+}
+
+struct Walker {
+    names: Vec<OsString>,
+    /// Entries found by name.
+    out: Vec<PlannedPath>,
+    /// Paths named by file contents or symlinks (gitdir, commondir, link targets): anything the
+    /// repository (or the agent) wrote, so checked before use.
+    targets: Vec<PlannedPath>,
+    links: Vec<PathBuf>,
+    warnings: Vec<String>,
+}
+
+impl Walker {
+    fn is_protected(&self, name: &OsStr) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// Find protected names under `root` (canonical). Lean: one `read_dir` per directory and the
+    /// entry's `d_type`, no extra `stat` for ordinary entries; symlinks are never followed.
+    fn walk(&mut self, root: &Path) -> Result<(), PlanError> {
+        let mut stack = vec![root.to_path_buf()];
+        let mut first = true;
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(source) if first => return Err(PlanError::ReadRoot { path: dir, source }),
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "could not search {} for protected names: {}",
+                        dir.display(),
+                        io_reason(&e)
+                    ));
+                    continue;
+                }
+            };
+            first = false;
+            for ent in rd {
+                let ent = match ent {
+                    Ok(ent) => ent,
+                    Err(e) => {
+                        self.warnings.push(format!(
+                            "could not finish listing {}: {}",
+                            dir.display(),
+                            io_reason(&e)
+                        ));
+                        break;
+                    }
+                };
+                let Ok(ft) = ent.file_type() else {
+                    continue;
+                };
+                let name = ent.file_name();
+                if self.is_protected(&name) {
+                    self.protect(ent.path(), &name, ft);
+                } else if ft.is_dir() {
+                    let p = ent.path();
+                    if !WALK_SKIP.iter().any(|s| p == Path::new(s)) {
+                        stack.push(p);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn protect(&mut self, path: PathBuf, name: &OsStr, ft: fs::FileType) {
+        let label = name.to_string_lossy();
+        if ft.is_symlink() {
+            self.links.push(path.clone());
+            let target = fs::canonicalize(&path).and_then(|t| fs::metadata(&t).map(|m| (t, m)));
+            match target {
+                Ok((t, m)) => {
+                    let is_dir = m.is_dir();
+                    self.targets.push(PlannedPath {
+                        path: t.clone(),
+                        kind: kind_of(is_dir),
+                        reason: format!("target of {label} symlink {}", path.display()),
+                    });
+                    if !is_dir && name == ".git" {
+                        self.gitfile(&path);
+                    }
+                }
+                Err(e) => self.warnings.push(format!(
+                    "{label} symlink {} points nowhere usable ({}); only the link is listed",
+                    path.display(),
+                    io_reason(&e)
+                )),
+            }
+            return;
+        }
+        let is_dir = ft.is_dir();
+        if !is_dir && name == ".git" {
+            self.gitfile(&path);
+        }
+        self.out.push(PlannedPath {
+            path,
+            kind: kind_of(is_dir),
+            reason: format!("protected name {label}"),
+        });
+    }
+
+    /// A `.git` file (`gitdir: <path>`): protect its gitdir and the gitdir's `commondir`.
+    fn gitfile(&mut self, file: &Path) {
+        let base = file.parent().unwrap_or(Path::new("/"));
+        let target = match read_pointer(file, Some("gitdir:")) {
+            Ok(t) => t,
+            Err(why) => {
+                self.warnings.push(format!(
+                    "{} is not a usable gitdir pointer: {why}",
+                    file.display()
+                ));
+                return;
+            }
+        };
+        let gitdir = match fs::canonicalize(base.join(&target)) {
+            Ok(g) if g.is_dir() => g,
+            Ok(g) => {
+                self.warnings.push(format!(
+                    "gitdir {} of {} is not a directory",
+                    g.display(),
+                    file.display()
+                ));
+                return;
+            }
+            Err(e) => {
+                self.warnings.push(format!(
+                    "gitdir {} of {} is not usable: {}",
+                    target.display(),
+                    file.display(),
+                    io_reason(&e)
+                ));
+                return;
+            }
+        };
+        let commondir_file = gitdir.join("commondir");
+        if fs::symlink_metadata(&commondir_file).is_ok() {
+            match read_pointer(&commondir_file, None)
+                .and_then(|c| fs::canonicalize(gitdir.join(c)).map_err(|e| io_reason(&e)))
+            {
+                Ok(common) if common.is_dir() => self.targets.push(PlannedPath {
+                    path: common,
+                    kind: PathKind::Dir,
+                    reason: format!("commondir of {}", gitdir.display()),
+                }),
+                Ok(common) => self.warnings.push(format!(
+                    "commondir {} of {} is not a directory",
+                    common.display(),
+                    gitdir.display()
+                )),
+                Err(why) => self
+                    .warnings
+                    .push(format!("{} is not usable: {why}", commondir_file.display())),
+            }
+        }
+        self.targets.push(PlannedPath {
+            path: gitdir,
+            kind: PathKind::Dir,
+            reason: format!("gitdir of {}", file.display()),
+        });
+    }
+}
+
+/// Read a small pointer file (`.git` file or `commondir`): the first line, optionally after
+/// `prefix`, trimmed of surrounding whitespace.
+fn read_pointer(file: &Path, prefix: Option<&str>) -> Result<PathBuf, String> {
+    let mut buf = Vec::new();
+    fs::File::open(file)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut buf))
+        .map_err(|e| io_reason(&e))?;
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = match prefix {
+        Some(p) => line
+            .strip_prefix(p.as_bytes())
+            .ok_or_else(|| format!("it does not start with {p:?}"))?,
+        None => line,
+    };
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return Err("it names no path".into());
+    }
+    bytes_to_path(line)
+}
+
+#[cfg(unix)]
+fn bytes_to_path(b: &[u8]) -> Result<PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(PathBuf::from(OsStr::from_bytes(b)))
+}
+
+#[cfg(not(unix))]
+fn bytes_to_path(b: &[u8]) -> Result<PathBuf, String> {
+    std::str::from_utf8(b)
+        .map(PathBuf::from)
+        .map_err(|_| "the path is not valid UTF-8".to_string())
+}
+
+/// An environment: names and values, in order.
+type EnvBlock = Vec<(OsString, OsString)>;
+
+fn plan_env(
+    policy: &Policy,
+    input: &[(OsString, OsString)],
+) -> Result<(EnvBlock, Vec<String>), PlanError> {
+    let keep = |name: &OsStr| match policy.env.inherit {
+        EnvInherit::All => true,
+        EnvInherit::None => false,
+        EnvInherit::Core => {
+            CORE_ENV_VARS.iter().any(|c| name == OsStr::new(c))
+                || name.as_encoded_bytes().starts_with(b"LC_")
+        }
+    };
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for (k, v) in input {
+        if !keep(k) {
+            continue;
+        }
+        if policy.env.exclude.iter().any(|g| glob_match(g, k)) {
+            removed.push(k.to_string_lossy().into_owned());
+            continue;
+        }
+        // Later duplicates win, as with a real environment block.
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    for (k, v) in &policy.env.set {
+        let why = if k.is_empty() {
+            Some("the name is empty")
+        } else if k.contains('=') {
+            Some("the name contains `=`")
+        } else if k.contains('\0') || v.contains('\0') {
+            Some("it contains a NUL character")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(PlanError::BadEntry {
+                key: "env.set",
+                entry: k.clone(),
+                reason: format!("{why}; environment variables cannot carry it"),
+            });
+        }
+        let k = OsString::from(k);
+        match env.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(slot) => slot.1 = OsString::from(v),
+            None => env.push((k, OsString::from(v))),
+        }
+    }
+    removed.sort();
+    removed.dedup();
+    Ok((env, removed))
+}
+
+#[cfg(all(test, unix))]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,177 @@
+//! `stockade run`, `doctor` and `clean`.
+
+use crate::{load, Caller, RunArgs, EXIT_STOCKADE};
+use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+use std::time::Duration;
+use stockade_policy::backend::{Backend, Command, RunOptions, RunOutcome};
+
+pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
+    let (_loaded, plan) = load(&args.policy, caller)?;
+    for fd in &args.pass_fd {
+        // SAFETY: F_GETFD only queries flags of a descriptor number; an invalid one yields EBADF.
+        if *fd < 3 || unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
+            bail!("--pass-fd {fd}: not an open descriptor above 2 in this process");
+        }
+    }
+    let Some((program, rest)) = args.command.split_first() else {
+        bail!("no command given after --")
+    };
+    let cmd = Command {
+        program: program.clone(),
+        args: rest.to_vec(),
+    };
+    let opts = RunOptions {
+        pass_fds: args.pass_fd.clone(),
+        pty: false,
+        timeout: plan.limits.timeout_secs.map(Duration::from_secs),
+    };
+    if verbose {
+        for w in &plan.warnings {
+            eprintln!("stockade: warning: {w}");
+        }
+        for m in &plan.protected_missing {
+            eprintln!("stockade: note: {} does not exist, so it cannot be protected by a mount; it could be created by the command", m.display());
+        }
+    }
+    let backend = stockade_linux::UnelevatedBackend;
+    let outcome = match backend.run(&plan, &cmd, &opts) {
+        Ok(o) => o,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("stockade: error: {e}");
+            if args.json || args.report.is_some() {
+                let v = serde_json::json!({"tier": backend.tier(), "error": e.to_string(), "exit_code": code});
+                emit(&args, &v)?;
+            }
+            return Ok(ExitCode::from(code as u8));
+        }
+    };
+    report(&args, &outcome, verbose)?;
+    Ok(ExitCode::from((outcome.exit.shell_code() & 0xff) as u8))
+}
+
+fn report(args: &RunArgs, outcome: &RunOutcome, verbose: bool) -> Result<()> {
+    for w in &outcome.warnings {
+        eprintln!("stockade: warning: {w}");
+    }
+    if verbose {
+        eprintln!("stockade: tier {} — enforced:", outcome.tier);
+        for l in &outcome.enforced {
+            eprintln!("stockade:   {:16} {}", l.layer, l.detail);
+        }
+        eprintln!(
+            "stockade: {:?} after {:.1} ms",
+            outcome.exit,
+            outcome.duration.as_secs_f64() * 1000.0
+        );
+    }
+    if let stockade_policy::backend::ExitKind::TimedOut = outcome.exit {
+        eprintln!("stockade: timed out: the command and everything it started were killed");
+    }
+    if args.json || args.report.is_some() {
+        let mut v = serde_json::to_value(outcome)?;
+        v["exit_code"] = outcome.exit.shell_code().into();
+        emit(args, &v)?;
+    }
+    Ok(())
+}
+
+fn emit(args: &RunArgs, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string(v)?;
+    if args.json {
+        eprintln!("{text}");
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn doctor(json: bool) -> Result<ExitCode> {
+    let features = stockade_linux::probe::features();
+    let get = |n: &str| {
+        features
+            .iter()
+            .find(|f| f.name == n)
+            .map(|f| f.available)
+            .unwrap_or(false)
+    };
+    let unelevated = get("user-namespaces");
+    let tiers = serde_json::json!({
+        "linux-unelevated": {
+            "available": unelevated,
+            "why": if unelevated {
+                if get("landlock") { "user namespaces and Landlock available".to_string() } else { "user namespaces available; no Landlock, so writes are confined by the mount layer alone".to_string() }
+            } else { "unprivileged user namespaces are blocked: use the elevated tier (`sudo stockade setup`)".to_string() },
+        },
+        "linux-elevated": {
+            "available": false,
+            "why": "not installed: the elevated tier is set up with `sudo stockade setup`",
+        },
+    });
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"features": features, "tiers": tiers})
+            )?
+        );
+    } else {
+        println!("kernel features:");
+        for f in &features {
+            println!(
+                "  {:16} {:4} {}",
+                f.name,
+                if f.available { "yes" } else { "no" },
+                f.detail
+            );
+        }
+        println!("tiers:");
+        if let Some(map) = tiers.as_object() {
+            for (name, t) in map {
+                println!(
+                    "  {:16} {:4} {}",
+                    name,
+                    if t["available"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    t["why"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(if unelevated {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_STOCKADE)
+    })
+}
+
+pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<ExitCode> {
+    let args = crate::PolicyArgs {
+        workspace,
+        writable: vec![],
+        network: None,
+        read_only: false,
+        profile: None,
+        config: None,
+        allow_dangerous_roots: false,
+        env: vec![],
+        timeout: None,
+    };
+    let (_, plan) = load(&args, caller)?;
+    match &plan.temp.persist_dir {
+        Some(dir) if dir.exists() => {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+            println!("removed {}", dir.display());
+        }
+        Some(dir) => println!("nothing to clean ({} does not exist)", dir.display()),
+        None => println!("nothing to clean (temp persistence is off)"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

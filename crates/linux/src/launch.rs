@@ -1,0 +1,839 @@
+//! The launch sequence of the unelevated tier.
+//!
+//! # Processes
+//! ```text
+//! stockade (host)  ── clone3(NEWUSER|NEWNS|NEWPID|NEWIPC|NEWUTS|NEWCGROUP[|NEWNET]) ──▶  init (pid 1)
+//!                                                                     └── fork ──▶ command (pid 2)
+//! ```
+//! * **stockade** stays on the host: it forwards signals to init, enforces `--timeout`, collects
+//!   the report pipe and returns the outcome.
+//! * **init** (pid 1 of the new pid namespace) builds the sandbox's view of the world, then forks
+//!   the command and reaps. When the command exits, init exits, and the kernel kills everything
+//!   left in the pid namespace: no process outlives the run. Init dies with stockade
+//!   (`PR_SET_PDEATHSIG`).
+//! * **command** confines itself and execs.
+//!
+//! # Enforcement order, and why
+//! In init, with full capabilities inside the new user namespace:
+//! 1. `PR_SET_PDEATHSIG` + parent-alive check — first, so a setup that outlives stockade cannot exist.
+//! 2. uid/gid maps (caller's ids map to themselves) — needed before anything checks credentials.
+//! 3. Mounts ([`crate::mounts`]) — need `CAP_SYS_ADMIN` in the namespace, so they come while it is held.
+//! 4. Loopback up in the new network namespace (`CAP_NET_ADMIN`), only when network is off.
+//! 5. `chdir` into the working directory — after mounts, so it names the sandbox's view.
+//!
+//! In the command, after fork:
+//! 6. Signal mask and dispositions reset, `setsid` (no controlling terminal: no `TIOCSTI`
+//!    into the caller's terminal, no job-control signals from it).
+//! 7. Landlock — after mounts (its rules open paths in the final view) and before capabilities are
+//!    dropped; it also forbids any later mount change.
+//! 8. Capabilities dropped for good ([`crate::caps`]) and `no_new_privs` — after every privileged
+//!    step, so nothing needs them again.
+//! 9. Inherited descriptors closed (all but 0, 1, 2 and `--pass-fd`s) — last before exec, so every
+//!    earlier step can still report through the report pipe (close-on-exec).
+//! 10. `execve`.
+//!
+//! Every step that fails reports through the report pipe and the launch fails closed.
+
+use crate::caps;
+use crate::limits::{self, Rlimit};
+use crate::landlock_layer::{self, LandlockStatus};
+use crate::mounts;
+use crate::net;
+use crate::seccomp;
+use crate::sockets::{self, Gate, SocketPolicy};
+use crate::sys::{self, Forked, SysError};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use stockade_policy::backend::{Command, Denial, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+use stockade_policy::model::NetworkMode;
+use stockade_policy::plan::Plan;
+
+/// Signals stockade forwards to the sandbox.
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// Exit code of init when setup failed (the report pipe carries the reason).
+const SETUP_FAILED: i32 = 125;
+
+/// Why a launch failed (a command that ran and failed is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// User namespaces cannot be created here.
+    #[error(
+        "cannot create a user namespace ({source}): {cause}. The unelevated tier needs unprivileged user \
+         namespaces; run `stockade doctor` for details, or use the elevated tier (`sudo stockade setup`, then \
+         `stockade run --tier elevated`)"
+    )]
+    UserNamespaces {
+        /// The failing syscall.
+        source: SysError,
+        /// The likely cause on this machine.
+        cause: String,
+    },
+    /// Preparing the host side failed.
+    #[error("preparing the sandbox failed: {0}")]
+    Prepare(String),
+    /// A system call on the host side failed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// Building the sandbox failed (inside; reason reported by init).
+    #[error("building the sandbox failed, nothing was run: {0}")]
+    Setup(String),
+    /// The command could not be executed.
+    #[error("cannot execute {program:?}: {reason}")]
+    Exec {
+        /// The program as given.
+        program: OsString,
+        /// Why.
+        reason: String,
+        /// errno of execve.
+        errno: i32,
+    },
+}
+
+impl LaunchError {
+    /// The conventional exit status for this failure (127 not found, 126 not executable, 125 setup).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::Exec { errno, .. } if *errno == libc::ENOENT => 127,
+            LaunchError::Exec { .. } => 126,
+            _ => SETUP_FAILED,
+        }
+    }
+}
+
+/// Run `cmd` under `plan` in the unelevated tier.
+pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, LaunchError> {
+    let start = Instant::now();
+    prepare_host(plan)?;
+    let host = mounts::HostFacts::probe();
+    let steps = mounts::steps(plan, &host);
+    let exec = ExecSpec::new(plan, cmd)?;
+    let deny = seccomp::deny_program().map_err(|e| LaunchError::Prepare(e.to_string()))?;
+    let socket_policy = SocketPolicy {
+        roots: landlock_layer::writable_paths(plan),
+        sockets: plan.allow_unix_sockets.clone(),
+    };
+
+    // Read before clone: inside the new user namespace, before the maps are written, these read
+    // as the overflow id.
+    // SAFETY: getuid/getgid cannot fail and take no arguments.
+    let ids = unsafe { (libc::getuid(), libc::getgid()) };
+    let rlimits = limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
+    let (report_r, report_w) = sys::pipe()?;
+    let (alive_r, alive_w) = sys::pipe()?;
+    let forwarded = sys::sigset(FORWARDED);
+    let old_mask = sys::block_signals(&forwarded)?;
+    let sigfd = sys::signalfd(&forwarded)?;
+
+    let mut flags = (libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP) as u64;
+    if plan.network == NetworkMode::Off {
+        flags |= libc::CLONE_NEWNET as u64;
+    }
+    // SAFETY (contract of clone3_fork): stockade is single-threaded at this point; nothing in the
+    // CLI spawns threads.
+    let forked = match sys::clone3_fork(flags) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = sys::set_sigmask(&old_mask);
+            return Err(userns_error(e));
+        }
+    };
+    let (pid, pidfd) = match forked {
+        Forked::Child => {
+            drop(report_r);
+            drop(alive_w);
+            drop(sigfd);
+            let code = init_main(
+                plan,
+                &steps,
+                &exec,
+                &deny,
+                &socket_policy,
+                &rlimits,
+                opts,
+                ids,
+                report_w.as_raw_fd(),
+                alive_r,
+            );
+            sys::exit_now(code)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(report_w);
+    drop(alive_r);
+    let result = supervise(pid, &pidfd, &report_r, &sigfd, opts.timeout);
+    drop(alive_w);
+    let _ = sys::set_sigmask(&old_mask);
+    let (report, killed_for_timeout, init_status) = result?;
+
+    let parsed = Report::parse(&report);
+    if let Some(msg) = parsed.fatal {
+        return Err(LaunchError::Setup(msg));
+    }
+    if let Some((errno, reason)) = parsed.exec_error {
+        return Err(LaunchError::Exec {
+            program: cmd.program.clone(),
+            reason,
+            errno,
+        });
+    }
+    let exit = if killed_for_timeout {
+        ExitKind::TimedOut
+    } else if let Some(st) = parsed.status {
+        decode_status(st)
+    } else {
+        // init vanished without reporting: killed from outside.
+        decode_status(init_status)
+    };
+    Ok(RunOutcome {
+        tier: "linux-unelevated".into(),
+        exit,
+        duration: start.elapsed(),
+        enforced: parsed.layers,
+        warnings: parsed.warnings,
+        denials: parsed.denials.into_iter().chain(created_protected(plan)).collect(),
+    })
+}
+
+/// Protected names that did not exist at launch (so no mount could protect them) but exist now:
+/// reported, never silently accepted.
+fn created_protected(plan: &Plan) -> Vec<Denial> {
+    plan.protected_missing
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .map(|p| Denial { kind: "protected-created".into(), target: p.display().to_string() })
+        .collect()
+}
+
+fn decode_status(st: libc::c_int) -> ExitKind {
+    if libc::WIFSIGNALED(st) {
+        ExitKind::Signal(libc::WTERMSIG(st))
+    } else {
+        ExitKind::Code(libc::WEXITSTATUS(st))
+    }
+}
+
+fn userns_error(e: SysError) -> LaunchError {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let cause = if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref()
+        == Some("1")
+    {
+        "AppArmor restricts unprivileged user namespaces (sysctl kernel.apparmor_restrict_unprivileged_userns=1, the Ubuntu 24.04+ default)".to_string()
+    } else if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        "unprivileged user namespaces are disabled (sysctl kernel.unprivileged_userns_clone=0)"
+            .to_string()
+    } else if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        "user namespaces are disabled (sysctl user.max_user_namespaces=0)".to_string()
+    } else if e.errno() == Some(libc::EPERM) {
+        "the kernel or a seccomp filter (e.g. inside a container) refuses new user namespaces"
+            .to_string()
+    } else {
+        "the kernel refused the new namespaces".to_string()
+    };
+    LaunchError::UserNamespaces { source: e, cause }
+}
+
+/// Host-side preparation done as the caller: the persistent temp dirs.
+fn prepare_host(plan: &Plan) -> Result<(), LaunchError> {
+    if let (true, Some(dir)) = (plan.temp.private, &plan.temp.persist_dir) {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        for sub in ["tmp", "var-tmp"] {
+            let p = dir.join(sub);
+            if !p.is_dir() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&p)
+                    .map_err(|e| {
+                        LaunchError::Prepare(format!("cannot create temp dir {}: {e}", p.display()))
+                    })?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o1777)).map_err(
+                    |e| LaunchError::Prepare(format!("cannot set mode of {}: {e}", p.display())),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+type Supervised = (Vec<u8>, bool, libc::c_int);
+
+/// Host side: forward signals, enforce the timeout, collect the report, reap init.
+fn supervise(
+    pid: libc::pid_t,
+    pidfd: &OwnedFd,
+    report: &OwnedFd,
+    sigfd: &OwnedFd,
+    timeout: Option<Duration>,
+) -> Result<Supervised, LaunchError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut buf = Vec::new();
+    let mut pipe_open = true;
+    let mut timed_out = false;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if pipe_open { report.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let wait_ms = match deadline {
+            Some(d) if !timed_out => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            _ => -1,
+        };
+        let n = sys::poll(&mut fds, wait_ms)?;
+        if n == 0 && !timed_out {
+            timed_out = true;
+            let _ = sys::pidfd_send_signal(pidfd, libc::SIGKILL);
+            continue;
+        }
+        if fds[2].revents != 0 {
+            pipe_open = drain_once(report.as_raw_fd(), &mut buf)?;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            let (sig, _, _) = sys::read_signalfd(sigfd)?;
+            let _ = sys::pidfd_send_signal(pidfd, sig);
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            let status = match sys::waitpid(pid, false)? {
+                Some((_, st)) => st,
+                None => 0,
+            };
+            while pipe_open {
+                pipe_open = drain_once(report.as_raw_fd(), &mut buf)?;
+            }
+            return Ok((buf, timed_out, status));
+        }
+    }
+}
+
+/// Read once; `Ok(false)` at end of file.
+fn drain_once(fd: RawFd, buf: &mut Vec<u8>) -> Result<bool, SysError> {
+    let mut chunk = [0u8; 4096];
+    let n = sys::read(fd, &mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+// ---- report protocol -----------------------------------------------------------------------------
+// One record per line: `L layer\tdetail`, `W warning`, `F fatal`, `X errno\treason`, `S status`.
+
+fn report_line(fd: RawFd, tag: char, body: &str) {
+    let line = format!("{tag} {}\n", body.replace('\n', " "));
+    sys::write_all_best_effort(fd, line.as_bytes());
+}
+
+#[derive(Default, Debug)]
+struct Report {
+    layers: Vec<EnforcedLayer>,
+    warnings: Vec<String>,
+    fatal: Option<String>,
+    exec_error: Option<(i32, String)>,
+    status: Option<libc::c_int>,
+    denials: Vec<Denial>,
+}
+
+impl Report {
+    fn parse(bytes: &[u8]) -> Report {
+        let mut r = Report::default();
+        for line in String::from_utf8_lossy(bytes).lines() {
+            let Some((tag, body)) = line.split_once(' ') else {
+                continue;
+            };
+            match tag {
+                "L" => {
+                    let (layer, detail) = body.split_once('\t').unwrap_or((body, ""));
+                    r.layers.push(EnforcedLayer {
+                        layer: layer.into(),
+                        detail: detail.into(),
+                    });
+                }
+                "W" => r.warnings.push(body.into()),
+                "F" => r.fatal = Some(body.into()),
+                "X" => {
+                    let (errno, reason) = body.split_once('\t').unwrap_or((body, ""));
+                    r.exec_error = Some((errno.parse().unwrap_or(libc::ENOENT), reason.into()));
+                }
+                "S" => r.status = body.trim().parse().ok(),
+                "D" => {
+                    let (kind, target) = body.split_once('\t').unwrap_or((body, ""));
+                    r.denials.push(Denial { kind: kind.into(), target: target.into() });
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+// ---- inside ---------------------------------------------------------------------------------------
+
+/// What the command process needs to exec, prepared before forking (no allocation decisions left
+/// for after the fork except `CString` lookups along `PATH`).
+struct ExecSpec {
+    program: OsString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    path_dirs: Vec<PathBuf>,
+}
+
+impl ExecSpec {
+    fn new(plan: &Plan, cmd: &Command) -> Result<Self, LaunchError> {
+        let nul = |s: &OsStr| {
+            CString::new(s.as_bytes())
+                .map_err(|_| LaunchError::Prepare(format!("argument {s:?} contains a NUL byte")))
+        };
+        let mut argv = vec![nul(&cmd.program)?];
+        for a in &cmd.args {
+            argv.push(nul(a)?);
+        }
+        let mut envp = Vec::with_capacity(plan.env.len());
+        let mut path_dirs = Vec::new();
+        for (k, v) in &plan.env {
+            let mut kv = k.clone().into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            envp.push(CString::new(kv).map_err(|_| {
+                LaunchError::Prepare(format!("environment variable {k:?} contains a NUL byte"))
+            })?);
+            if k == "PATH" {
+                path_dirs = std::env::split_paths(v).collect();
+            }
+        }
+        if path_dirs.is_empty() {
+            path_dirs = [
+                "/usr/local/bin",
+                "/usr/bin",
+                "/bin",
+                "/usr/local/sbin",
+                "/usr/sbin",
+                "/sbin",
+            ]
+            .map(PathBuf::from)
+            .to_vec();
+        }
+        Ok(ExecSpec {
+            program: cmd.program.clone(),
+            argv,
+            envp,
+            path_dirs,
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn init_main(
+    plan: &Plan,
+    steps: &[mounts::Step],
+    exec: &ExecSpec,
+    deny: &seccompiler::BpfProgram,
+    socket_policy: &SocketPolicy,
+    rlimits: &[Rlimit],
+    opts: &RunOptions,
+    ids: (libc::uid_t, libc::gid_t),
+    report: RawFd,
+    alive: OwnedFd,
+) -> i32 {
+    if let Err(msg) =
+        init_setup(plan, steps, ids, report, alive).and_then(|()| init_confine(plan, report))
+    {
+        report_line(report, 'F', &msg);
+        return SETUP_FAILED;
+    }
+    let (chan_init, chan_cmd) = match sockets::socketpair() {
+        Ok(p) => p,
+        Err(e) => {
+            report_line(report, 'F', &format!("socketpair: {e}"));
+            return SETUP_FAILED;
+        }
+    };
+    let child = match sys::fork() {
+        Ok(0) => {
+            drop(chan_init);
+            let code = command_main(exec, deny, rlimits, opts, report, chan_cmd);
+            sys::exit_now(code)
+        }
+        Ok(pid) => pid,
+        Err(e) => {
+            report_line(report, 'F', &e.to_string());
+            return SETUP_FAILED;
+        }
+    };
+    drop(chan_cmd);
+    let gate = match sockets::recv_fd(chan_init.as_raw_fd()) {
+        Ok(Some(listener)) => Some(Gate::new(listener, socket_policy.clone())),
+        // The command failed before installing the gate; it reports why itself.
+        Ok(None) | Err(_) => None,
+    };
+    drop(chan_init);
+    init_reap(child, gate, report)
+}
+
+/// Confine init itself before it forks the command: the command inherits this Landlock domain and
+/// the empty capability sets, and init — which performs connects on the command's behalf — is
+/// held to the same rules. Init is made non-dumpable so the command cannot ptrace it.
+fn init_confine(plan: &Plan, report: RawFd) -> Result<(), String> {
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS").map_err(|e| e.to_string())?;
+    match landlock_layer::restrict(plan).map_err(|e| e.to_string())? {
+        LandlockStatus::Full => report_line(
+            report,
+            'L',
+            &format!("landlock\tABI {}: writes only beneath writable roots and private temp dirs; abstract sockets and signals scoped", landlock_layer::kernel_abi()),
+        ),
+        LandlockStatus::Partial => report_line(
+            report,
+            'L',
+            &format!("landlock\tABI {} (partial: some newer rights unavailable): writes only beneath writable roots", landlock_layer::kernel_abi()),
+        ),
+        LandlockStatus::Unsupported => report_line(
+            report,
+            'W',
+            "Landlock is not available on this kernel: writes are confined by the mount layer alone",
+        ),
+    }
+    caps::drop_all().map_err(|e| e.to_string())?;
+    report_line(
+        report,
+        'L',
+        "capabilities\tall dropped (bounding set empty, securebits locked), no_new_privs set",
+    );
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE").map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn init_setup(
+    plan: &Plan,
+    steps: &[mounts::Step],
+    (uid, gid): (libc::uid_t, libc::gid_t),
+    report: RawFd,
+    alive: OwnedFd,
+) -> Result<(), String> {
+    sys::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        "PR_SET_PDEATHSIG",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut pfd = [libc::pollfd {
+        fd: alive.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if sys::poll(&mut pfd, 0).map_err(|e| e.to_string())? > 0 {
+        return Err("stockade exited during setup".into());
+    }
+    drop(alive);
+
+    sys::write_file(
+        Path::new("/proc/self/uid_map"),
+        format!("{uid} {uid} 1\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    sys::write_file(Path::new("/proc/self/setgroups"), b"deny").map_err(|e| e.to_string())?;
+    sys::write_file(
+        Path::new("/proc/self/gid_map"),
+        format!("{gid} {gid} 1\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    report_line(
+        report,
+        'L',
+        &format!("user-namespace\tuid {uid} and gid {gid} mapped to themselves, nothing else"),
+    );
+    let _ = sys::sethostname("stockade");
+
+    mounts::execute(steps).map_err(|e| e.to_string())?;
+    report_line(
+        report,
+        'L',
+        &format!(
+            "mount-namespace\tfilesystem read-only except {} writable root(s); {} protected path(s) read-only; {} path(s) masked; private /dev{}",
+            plan.writable_roots.len(),
+            plan.protected.iter().filter(|p| plan.writable_roots.iter().any(|r| p.path.starts_with(r))).count(),
+            plan.deny_read.len(),
+            if plan.temp.private { ", /tmp, /var/tmp, /dev/shm" } else { "" }
+        ),
+    );
+    report_line(
+        report,
+        'L',
+        "pid-namespace\tcommand is pid 2; everything it starts dies with it",
+    );
+    if plan.network == NetworkMode::Off {
+        net::loopback_up().map_err(|e| e.to_string())?;
+        report_line(
+            report,
+            'L',
+            "net-namespace\tno interfaces but a private loopback",
+        );
+    }
+    sys::chdir(&plan.cwd).map_err(|e| e.to_string())?;
+    // A new session: the terminal's job-control signals reach stockade, which forwards them once.
+    sys::setsid().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// pid 1: forward signals to the command's process group, answer the connect gate, reap
+/// everything, exit with the command.
+fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
+    let mut set_signals = FORWARDED.to_vec();
+    set_signals.push(libc::SIGCHLD);
+    let set = sys::sigset(&set_signals);
+    if let Err(e) = sys::block_signals(&set) {
+        report_line(report, 'F', &e.to_string());
+        return SETUP_FAILED;
+    }
+    let sfd = match sys::signalfd(&set) {
+        Ok(fd) => fd,
+        Err(e) => {
+            report_line(report, 'F', &e.to_string());
+            return SETUP_FAILED;
+        }
+    };
+    loop {
+        // Reap first: the child may already be gone before the first signal is read.
+        loop {
+            match sys::waitpid(-1, true) {
+                Ok(Some((pid, status))) if pid == child => {
+                    report_line(report, 'S', &status.to_string());
+                    return 0;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: gate.as_ref().map_or(-1, Gate::fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if sys::poll(&mut fds, -1).is_err() {
+            continue;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            if let Some(d) = gate.as_ref().and_then(Gate::handle_one) {
+                report_line(report, 'D', &format!("connect\t{}", d.target));
+            }
+        } else if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            gate = None;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            match sys::read_signalfd(&sfd) {
+                Ok((libc::SIGCHLD, _, _)) => {}
+                Ok((sig, _, _)) => {
+                    let _ = sys::kill(-child, sig);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn command_main(
+    exec: &ExecSpec,
+    deny: &seccompiler::BpfProgram,
+    rlimits: &[Rlimit],
+    opts: &RunOptions,
+    report: RawFd,
+    chan: OwnedFd,
+) -> i32 {
+    match command_setup(deny, rlimits, opts, report, chan) {
+        Ok(()) => {}
+        Err(msg) => {
+            report_line(report, 'F', &msg);
+            return SETUP_FAILED;
+        }
+    }
+    let err = exec_program(exec);
+    report_line(
+        report,
+        'X',
+        &format!("{}\t{}", err.errno().unwrap_or(libc::ENOENT), err.source),
+    );
+    if err.errno() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    }
+}
+
+fn command_setup(
+    deny: &seccompiler::BpfProgram,
+    rlimits: &[Rlimit],
+    opts: &RunOptions,
+    report: RawFd,
+    chan: OwnedFd,
+) -> Result<(), String> {
+    // 6. signals back to defaults (Rust ignores SIGPIPE; a shell pipeline must not inherit that).
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring the default disposition of a signal is always sound.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    sys::set_sigmask(&sys::empty_sigset()).map_err(|e| e.to_string())?;
+    sys::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        "PR_SET_PDEATHSIG",
+    )
+    .map_err(|e| e.to_string())?;
+    limits::apply(rlimits).map_err(|e| e.to_string())?;
+    if !rlimits.is_empty() {
+        let names: Vec<String> = rlimits.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
+        report_line(report, 'L', &format!("limits\t{}", names.join(", ")));
+    }
+    // seccomp: the gate first (its listener goes to init), then the deny list.
+    let listener = seccomp::install_gate().map_err(|e| e.to_string())?;
+    sockets::send_fd(chan.as_raw_fd(), listener.as_raw_fd())
+        .map_err(|e| format!("passing the seccomp listener to init: {e}"))?;
+    drop(listener);
+    drop(chan);
+    seccomp::install(deny).map_err(|e| e.to_string())?;
+    report_line(report, 'L', "seccomp\tforeign ABIs killed; namespace, mount, keyring, bpf, perf, io_uring, module, TIOCSTI calls refused; every connect() checked by init");
+    // descriptors, last
+    close_inherited(report, &opts.pass_fds).map_err(|e| e.to_string())?;
+    report_line(
+        report,
+        'L',
+        &format!(
+            "descriptors\tinherited descriptors closed except 0, 1, 2{}",
+            if opts.pass_fds.is_empty() {
+                String::new()
+            } else {
+                format!(" and {:?}", opts.pass_fds)
+            }
+        ),
+    );
+    Ok(())
+}
+
+/// Close every descriptor but 0, 1, 2, the report pipe (close-on-exec) and `keep`.
+fn close_inherited(report: RawFd, keep: &[RawFd]) -> Result<(), SysError> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    for &fd in &keep {
+        sys::clear_cloexec(fd)?;
+    }
+    keep.push(report);
+    keep.sort_unstable();
+    keep.dedup();
+    let mut next = 3;
+    for fd in keep {
+        if fd > next {
+            // close [next, fd-1]
+            // SAFETY: closing a range of descriptors this process owns; integer arguments only.
+            let ret =
+                unsafe { libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0u32) };
+            if ret < 0 {
+                return Err(SysError {
+                    call: "close_range",
+                    what: format!("{next}..{}", fd - 1),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+        next = fd + 1;
+    }
+    sys::close_from(next as u32)
+}
+
+/// `execve` the program, searching `PATH` (of the sandbox's environment) like `execvp`.
+fn exec_program(exec: &ExecSpec) -> SysError {
+    let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = exec.envp.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    if exec.program.as_bytes().contains(&b'/') {
+        return sys::execve(&exec.argv[0], &argv, &envp);
+    }
+    let mut first_err: Option<SysError> = None;
+    for dir in &exec.path_dirs {
+        let candidate = dir.join(&exec.program);
+        let Ok(c) = CString::new(candidate.into_os_string().into_vec()) else {
+            continue;
+        };
+        let err = sys::execve(&c, &argv, &envp);
+        match err.errno() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
+            _ => {
+                if first_err.is_none() {
+                    first_err = Some(err);
+                }
+            }
+        }
+    }
+    first_err.unwrap_or_else(|| SysError {
+        call: "execvp",
+        what: exec.program.to_string_lossy().into_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "command not found in PATH"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_parses_every_record_kind() {
+        let r = Report::parse(b"L landlock\tABI 7\nW no thing\nX 2\tNo such file\nS 256\nF boom\n");
+        assert_eq!(
+            r.layers,
+            vec![EnforcedLayer {
+                layer: "landlock".into(),
+                detail: "ABI 7".into()
+            }]
+        );
+        assert_eq!(r.warnings, vec!["no thing".to_string()]);
+        assert_eq!(r.exec_error, Some((2, "No such file".into())));
+        assert_eq!(r.status, Some(256));
+        assert_eq!(r.fatal.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn status_decoding() {
+        assert_eq!(decode_status(7 << 8), ExitKind::Code(7));
+        assert_eq!(decode_status(9), ExitKind::Signal(9));
+    }
+}

@@ -1,0 +1,468 @@
+//! The connect gate: init performs every `connect(2)` of the sandbox on its behalf.
+//!
+//! # Why
+//! A read-only mount does not stop `connect(2)` to a unix socket (it is not a write to the
+//! filesystem), Landlock only gained a right for it in ABI 9, and the network namespace does not
+//! cover pathname sockets. Without this gate a sandboxed command could reach any socket it can
+//! see — `docker.sock` is root on the machine.
+//!
+//! # How
+//! The gate filter ([`crate::seccomp`]) turns each `connect` into a notification. Init:
+//! 1. copies the address out of the caller's memory (`process_vm_readv`) — the copy is what is
+//!    checked *and* what is used, so a second thread rewriting the buffer changes nothing;
+//! 2. takes the caller's socket (`pidfd_getfd`) and re-checks the notification is still live;
+//! 3. for a pathname unix address: opens the path `O_PATH` (relative paths from the caller's cwd),
+//!    reads where it really is (`/proc/self/fd`), and allows it only beneath a writable root, a
+//!    private temp dir, or when listed in `allow_unix_sockets`; then connects through
+//!    `/proc/self/fd/N`, so the object checked is the object connected (no symlink swap window);
+//! 4. any other address (abstract unix, IP) is connected as given: the network namespace and
+//!    Landlock's scoping (init shares the command's Landlock domain) decide those;
+//! 5. answers the notification with the result. Blocking sockets are connected on a short-lived
+//!    thread so one slow connect cannot stall the supervisor.
+//!
+//! Init never answers "continue": the kernel would re-read the caller's (mutable) arguments.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[repr(C)]
+#[derive(Default)]
+struct SeccompData {
+    nr: i32,
+    arch: u32,
+    instruction_pointer: u64,
+    args: [u64; 6],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct SeccompNotif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    data: SeccompData,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct SeccompNotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+const SECCOMP_IOCTL_NOTIF_ID_VALID: libc::c_ulong = 0x4008_2102;
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// Where sockets may be connected to.
+#[derive(Debug, Clone)]
+pub struct SocketPolicy {
+    /// Directories beneath which any socket is allowed.
+    pub roots: Vec<PathBuf>,
+    /// Individual sockets allowed anywhere.
+    pub sockets: Vec<PathBuf>,
+}
+
+impl SocketPolicy {
+    /// Is the socket at canonical `path` allowed?
+    pub fn allows(&self, path: &Path) -> bool {
+        self.roots.iter().any(|r| path.starts_with(r)) || self.sockets.iter().any(|s| s == path)
+    }
+}
+
+/// A refused connect, for the denial report.
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// What was asked for.
+    pub target: String,
+}
+
+/// The supervisor end of the gate.
+pub struct Gate {
+    listener: OwnedFd,
+    policy: SocketPolicy,
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+impl Gate {
+    /// Wrap a listener received from the command process.
+    pub fn new(listener: OwnedFd, policy: SocketPolicy) -> Self {
+        Gate { listener, policy }
+    }
+
+    /// The listener, for polling.
+    pub fn fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Receive and answer one notification. Returns a denial when one was refused by policy.
+    pub fn handle_one(&self) -> Option<Denied> {
+        let mut n = SeccompNotif::default();
+        // SAFETY: RECV fills `n`, a zeroed seccomp_notif of the size encoded in the ioctl number.
+        if unsafe {
+            libc::ioctl(
+                self.fd(),
+                SECCOMP_IOCTL_NOTIF_RECV,
+                &mut n as *mut SeccompNotif,
+            )
+        } < 0
+        {
+            return None;
+        }
+        match self.decide(&n) {
+            Decision::Answer(err) => {
+                respond(self.fd(), n.id, err);
+                None
+            }
+            Decision::Deny(what) => {
+                respond(self.fd(), n.id, libc::EACCES);
+                Some(Denied { target: what })
+            }
+            Decision::Connect {
+                sock,
+                addr,
+                path_fd,
+            } => {
+                let listener = self.fd();
+                let id = n.id;
+                let blocking = is_blocking(&sock);
+                let run = move || {
+                    let err = do_connect(&sock, &addr);
+                    drop(path_fd);
+                    respond(listener, id, err);
+                };
+                if blocking {
+                    if std::thread::Builder::new()
+                        .name("connect".into())
+                        .spawn(run)
+                        .is_err()
+                    {
+                        respond(self.fd(), n.id, libc::EAGAIN);
+                    }
+                } else {
+                    run();
+                }
+                None
+            }
+        }
+    }
+
+    fn id_valid(&self, id: u64) -> bool {
+        // SAFETY: ID_VALID reads a u64 id from the pointer; `id` lives across the call.
+        unsafe { libc::ioctl(self.fd(), SECCOMP_IOCTL_NOTIF_ID_VALID, &id as *const u64) == 0 }
+    }
+
+    fn decide(&self, n: &SeccompNotif) -> Decision {
+        if n.data.nr != libc::SYS_connect as i32 {
+            return Decision::Answer(libc::ENOSYS);
+        }
+        let fd = n.data.args[0] as i32;
+        let len = (n.data.args[2] as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        let mut buf = vec![0u8; len];
+        if len > 0 && read_remote(n.pid, n.data.args[1], &mut buf).is_err() {
+            return Decision::Answer(libc::EFAULT);
+        }
+        if !self.id_valid(n.id) {
+            return Decision::Answer(libc::EINTR);
+        }
+        let sock = match take_fd(n.pid, fd) {
+            Ok(s) => s,
+            Err(e) => return Decision::Answer(e),
+        };
+        if !self.id_valid(n.id) {
+            return Decision::Answer(libc::EINTR);
+        }
+        if len < 2 {
+            return Decision::Connect {
+                sock,
+                addr: buf,
+                path_fd: None,
+            };
+        }
+        let family = u16::from_ne_bytes([buf[0], buf[1]]) as i32;
+        if family != libc::AF_UNIX || len <= 2 || buf[2] == 0 {
+            return Decision::Connect {
+                sock,
+                addr: buf,
+                path_fd: None,
+            };
+        }
+        // pathname unix socket
+        let raw = &buf[2..];
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        let path = Path::new(std::ffi::OsStr::from_bytes(&raw[..end]));
+        let shown = path.display().to_string();
+        let opened = match open_path(n.pid, path) {
+            Ok(f) => f,
+            Err(e) => return Decision::Answer(e),
+        };
+        let real = match std::fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd())) {
+            Ok(p) => p,
+            Err(_) => return Decision::Deny(shown),
+        };
+        if !self.policy.allows(&real) {
+            return Decision::Deny(if real == path {
+                shown
+            } else {
+                format!("{shown} (-> {})", real.display())
+            });
+        }
+        let via = format!("/proc/self/fd/{}", opened.as_raw_fd());
+        let mut addr = vec![0u8; 2];
+        addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        addr.extend_from_slice(via.as_bytes());
+        addr.push(0);
+        Decision::Connect {
+            sock,
+            addr,
+            path_fd: Some(opened),
+        }
+    }
+}
+
+enum Decision {
+    Answer(i32),
+    Deny(String),
+    Connect {
+        sock: OwnedFd,
+        addr: Vec<u8>,
+        path_fd: Option<OwnedFd>,
+    },
+}
+
+fn respond(listener: RawFd, id: u64, err: i32) {
+    let resp = SeccompNotifResp {
+        id,
+        val: 0,
+        error: -err,
+        flags: 0,
+    };
+    // SAFETY: SEND reads a seccomp_notif_resp from the pointer; `resp` lives across the call.
+    // A failure (the caller was interrupted and the notification is gone) needs no handling.
+    unsafe {
+        libc::ioctl(
+            listener,
+            SECCOMP_IOCTL_NOTIF_SEND,
+            &resp as *const SeccompNotifResp,
+        )
+    };
+}
+
+fn read_remote(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), i32> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, writable for its length; `remote` is only read by the
+    // kernel from the other process (checked there); counts are 1.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n < 0 || n as usize != buf.len() {
+        return Err(libc::EFAULT);
+    }
+    Ok(())
+}
+
+fn take_fd(pid: u32, fd: i32) -> Result<OwnedFd, i32> {
+    // SAFETY: pidfd_open with integer arguments; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, PIDFD_THREAD) };
+    if pidfd < 0 {
+        return Err(libc::ESRCH);
+    }
+    // SAFETY: `pidfd` was just returned and is owned here.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd duplicates descriptor `fd` of the target into this process; flags 0.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0u32) };
+    if ret < 0 {
+        return Err(errno());
+    }
+    // SAFETY: `ret` is a new descriptor owned by this process.
+    let sock = unsafe { OwnedFd::from_raw_fd(ret as RawFd) };
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_TYPE writes an int into `ty`; `len` holds its size.
+    if unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } < 0
+    {
+        return Err(libc::ENOTSOCK);
+    }
+    Ok(sock)
+}
+
+fn open_path(pid: u32, path: &Path) -> Result<OwnedFd, i32> {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        PathBuf::from(format!("/proc/{pid}/cwd")).join(path)
+    };
+    let c = CString::new(full.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
+    // SAFETY: `c` is a valid NUL-terminated path; O_PATH opens without reading anything.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: `fd` is the descriptor just returned, owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn is_blocking(sock: &OwnedFd) -> bool {
+    // SAFETY: F_GETFL on an open descriptor; no pointers.
+    let fl = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
+    fl >= 0 && fl & libc::O_NONBLOCK == 0
+}
+
+fn do_connect(sock: &OwnedFd, addr: &[u8]) -> i32 {
+    // SAFETY: `addr` is a valid buffer of `addr.len()` bytes holding a sockaddr; `sock` is open.
+    let ret = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        errno()
+    } else {
+        0
+    }
+}
+
+/// Send `fd` over a unix stream socket (command → init).
+pub fn send_fd(chan: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr is plain data; zeroed is valid before the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points at `cbuf`, large enough for one cmsg with one fd (CMSG_SPACE).
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if cmsg.is_null() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `cmsg` points into `cbuf` with room for the header and one fd; CMSG_DATA stays
+    // inside that space; the unaligned write avoids alignment assumptions.
+    unsafe {
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+    }
+    // SAFETY: `msg` and everything it points to are valid for the call.
+    if unsafe { libc::sendmsg(chan, &msg, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receive one descriptor sent with [`send_fd`]; `Ok(None)` if the peer closed without sending.
+pub fn recv_fd(chan: RawFd) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr is plain data; zeroed is valid before the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let n = loop {
+        // SAFETY: `msg` points at valid buffers for the duration of the call.
+        let n = unsafe { libc::recvmsg(chan, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break n;
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR only reads its control fields.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: a non-null `cmsg` points into `cbuf`, filled by the kernel.
+    if cmsg.is_null() || unsafe { (*cmsg).cmsg_type } != libc::SCM_RIGHTS {
+        return Ok(None);
+    }
+    // SAFETY: an SCM_RIGHTS message carries at least one fd at CMSG_DATA, inside `cbuf`.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd) };
+    // SAFETY: the kernel installed `fd` in this process for us; we own it now.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// A connected pair of unix stream sockets (close-on-exec).
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_policy_allows_beneath_roots_and_listed_sockets_only() {
+        let p = SocketPolicy {
+            roots: vec!["/ws".into(), "/tmp".into()],
+            sockets: vec!["/run/user/1000/ssh-agent.sock".into()],
+        };
+        assert!(p.allows(Path::new("/ws/app.sock")));
+        assert!(p.allows(Path::new("/tmp/x/y.sock")));
+        assert!(p.allows(Path::new("/run/user/1000/ssh-agent.sock")));
+        assert!(!p.allows(Path::new("/run/docker.sock")));
+        assert!(
+            !p.allows(Path::new("/wsx/app.sock")),
+            "prefix of a name is not beneath"
+        );
+        assert!(!p.allows(Path::new("/run/user/1000/other.sock")));
+    }
+}

@@ -1,0 +1,554 @@
+//! The syscall boundary of the Linux backend.
+//!
+//! Every kernel call the launch path makes goes through this module: one syscall per `unsafe`
+//! block, each with its own `SAFETY:` argument, and every return code normalised by [`cvt`] into
+//! an [`std::io::Error`] carrying the call's name, so callers add context, never errno plumbing.
+//! Nothing here allocates except where a `CString` is built from a path before the call.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// A failed syscall: which call, on what, and the errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}({what}): {source}")]
+pub struct SysError {
+    /// Name of the syscall.
+    pub call: &'static str,
+    /// What it acted on (a path, a flag set), for the message.
+    pub what: String,
+    /// The kernel's answer.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SysError {
+    /// The raw errno, if any.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+/// Result of a syscall wrapper.
+pub type SysResult<T> = Result<T, SysError>;
+
+/// Normalise a C-style return value: negative means failure with `errno`.
+fn cvt(
+    call: &'static str,
+    what: impl FnOnce() -> String,
+    ret: libc::c_long,
+) -> SysResult<libc::c_long> {
+    if ret < 0 {
+        Err(SysError {
+            call,
+            what: what(),
+            source: io::Error::last_os_error(),
+        })
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Path to a NUL-terminated C string (paths with interior NUL cannot exist on Linux).
+pub fn cpath(p: &Path) -> SysResult<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SysError {
+        call: "path",
+        what: format!("{p:?}"),
+        source: io::Error::from_raw_os_error(libc::EINVAL),
+    })
+}
+
+fn show(p: &Path) -> impl FnOnce() -> String + '_ {
+    move || format!("{}", p.display())
+}
+
+// ---- mount API ------------------------------------------------------------------------------------
+
+/// `struct mount_attr` for `mount_setattr(2)`.
+#[repr(C)]
+#[derive(Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Read-only mount attribute.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+/// No set-uid mount attribute.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+/// No device files mount attribute.
+pub const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+/// No exec mount attribute.
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+
+/// Change mount attributes of the mount at `dirfd`/`path` (recursively when `recursive`), and set
+/// its propagation to private when `private`.
+pub fn mount_setattr(
+    dirfd: RawFd,
+    path: &CStr,
+    recursive: bool,
+    set: u64,
+    clr: u64,
+    private: bool,
+) -> SysResult<()> {
+    let mut flags = if recursive { AT_RECURSIVE } else { 0 };
+    if path.is_empty() {
+        flags |= libc::AT_EMPTY_PATH as libc::c_uint;
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: if private { libc::MS_PRIVATE } else { 0 },
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call; `attr` is a
+    // properly sized, initialised `struct mount_attr` that the kernel only reads; the size passed
+    // is its exact size.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    cvt("mount_setattr", || format!("{path:?}"), ret).map(drop)
+}
+
+/// Clone the mount tree at `path` into a detached mount (`open_tree(OPEN_TREE_CLONE)`).
+pub fn open_tree_clone(path: &Path, recursive: bool) -> SysResult<OwnedFd> {
+    let c = cpath(path)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: `c` is a valid NUL-terminated path; flags are valid open_tree flags; the kernel
+    // returns a new descriptor we take ownership of below.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    let fd = cvt("open_tree", show(path), ret)?;
+    // SAFETY: `fd` is a freshly returned, owned, open descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Attach a detached mount `fd` at `target`.
+pub fn move_mount_to(fd: &OwnedFd, target: &Path) -> SysResult<()> {
+    let c = cpath(target)?;
+    let empty = c"";
+    // SAFETY: `fd` is an open detached-mount descriptor; both strings are NUL-terminated and live
+    // across the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    cvt("move_mount", show(target), ret).map(drop)
+}
+
+/// Classic `mount(2)` of a new filesystem (`fstype`) at `target` with `data` options.
+pub fn mount_fs(
+    fstype: &CStr,
+    target: &Path,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> SysResult<()> {
+    let t = cpath(target)?;
+    let data_ptr = data.map_or(std::ptr::null(), |d| d.as_ptr());
+    // SAFETY: all pointers are valid NUL-terminated strings (or NULL for data) that outlive the
+    // call; the kernel only reads them.
+    let ret = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            t.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data_ptr.cast(),
+        )
+    };
+    cvt(
+        "mount",
+        || format!("{fstype:?} on {}", target.display()),
+        ret as libc::c_long,
+    )
+    .map(drop)
+}
+
+// ---- files ----------------------------------------------------------------------------------------
+
+/// `mkdir(2)`; an existing directory is not an error.
+pub fn mkdir(path: &Path, mode: libc::mode_t) -> SysResult<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let ret = unsafe { libc::mkdir(c.as_ptr(), mode) };
+    match cvt("mkdir", show(path), ret as libc::c_long) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Create an empty regular file (a bind-mount target); an existing file is not an error.
+pub fn touch(path: &Path, mode: libc::mode_t) -> SysResult<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path; flags and mode are plain integers.
+    let ret = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            mode as libc::c_uint,
+        )
+    };
+    let fd = cvt("open", show(path), ret as libc::c_long)?;
+    // SAFETY: `fd` is the descriptor just returned and owned here; it is closed exactly once.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    Ok(())
+}
+
+/// `symlink(2)`.
+pub fn symlink(target: &Path, link: &Path) -> SysResult<()> {
+    let t = cpath(target)?;
+    let l = cpath(link)?;
+    // SAFETY: both are valid NUL-terminated strings.
+    let ret = unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) };
+    cvt("symlink", show(link), ret as libc::c_long).map(drop)
+}
+
+/// `chdir(2)`.
+pub fn chdir(path: &Path) -> SysResult<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let ret = unsafe { libc::chdir(c.as_ptr()) };
+    cvt("chdir", show(path), ret as libc::c_long).map(drop)
+}
+
+/// Write `data` to an existing file (used for `/proc/self/{uid_map,gid_map,setgroups}`).
+pub fn write_file(path: &Path, data: &[u8]) -> SysResult<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let ret = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    let fd = cvt("open", show(path), ret as libc::c_long)? as RawFd;
+    // SAFETY: `fd` was just returned by open and is owned here.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `data` is a valid readable buffer of `data.len()` bytes; `owned` is open.
+    let n = unsafe { libc::write(owned.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+    let n = cvt("write", show(path), n as libc::c_long)?;
+    if n as usize != data.len() {
+        return Err(SysError {
+            call: "write",
+            what: format!("{} (short write)", path.display()),
+            source: io::Error::from_raw_os_error(libc::EIO),
+        });
+    }
+    Ok(())
+}
+
+// ---- process --------------------------------------------------------------------------------------
+
+/// `struct clone_args` for `clone3(2)`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Outcome of [`clone3_fork`] on each side.
+pub enum Forked {
+    /// In the parent: the child's pid and a pidfd for it.
+    Parent {
+        /// Child pid as seen by the parent.
+        pid: libc::pid_t,
+        /// pidfd referring to the child.
+        pidfd: OwnedFd,
+    },
+    /// In the child.
+    Child,
+}
+
+/// Fork-like `clone3` into new namespaces (`flags` are `CLONE_NEW*`), with a pidfd for the parent.
+///
+/// The caller must be single-threaded: like `fork`, only the calling thread continues in the child.
+pub fn clone3_fork(ns_flags: u64) -> SysResult<Forked> {
+    let mut pidfd: RawFd = -1;
+    let args = CloneArgs {
+        flags: ns_flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: without CLONE_VM and with a zero stack, clone3 behaves like fork: the child gets a
+    // copy of this (single-threaded, per the caller's contract) address space and resumes here.
+    // `args` is a valid, correctly sized clone_args; `pidfd` outlives the call and receives the fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    let pid = cvt("clone3", || format!("flags {ns_flags:#x}"), ret)?;
+    if pid == 0 {
+        Ok(Forked::Child)
+    } else {
+        // SAFETY: with CLONE_PIDFD the kernel stored a new, owned pidfd in `pidfd` on success.
+        Ok(Forked::Parent {
+            pid: pid as libc::pid_t,
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        })
+    }
+}
+
+/// Plain `fork(2)`. Caller must be single-threaded.
+pub fn fork() -> SysResult<libc::pid_t> {
+    // SAFETY: the caller guarantees the process is single-threaded, so the child's copy of the
+    // address space (including allocator state) is consistent.
+    let ret = unsafe { libc::fork() };
+    cvt("fork", String::new, ret as libc::c_long).map(|p| p as libc::pid_t)
+}
+
+/// `prctl(option, arg2, 0, 0, 0)`.
+pub fn prctl(
+    option: libc::c_int,
+    arg2: libc::c_ulong,
+    what: &'static str,
+) -> SysResult<libc::c_int> {
+    // SAFETY: prctl with integer arguments only; no pointers are passed.
+    let ret = unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    cvt("prctl", || what.to_string(), ret as libc::c_long).map(|r| r as libc::c_int)
+}
+
+/// `setsid(2)`.
+pub fn setsid() -> SysResult<()> {
+    // SAFETY: no arguments.
+    let ret = unsafe { libc::setsid() };
+    cvt("setsid", String::new, ret as libc::c_long).map(drop)
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &str) -> SysResult<()> {
+    // SAFETY: pointer and length describe the bytes of `name`.
+    let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    cvt("sethostname", || name.to_string(), ret as libc::c_long).map(drop)
+}
+
+/// `close_range(first, ~0, 0)`: close every descriptor from `first` up.
+pub fn close_from(first: u32) -> SysResult<()> {
+    // SAFETY: integer arguments only; closing descriptors the process owns.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    cvt("close_range", || first.to_string(), ret).map(drop)
+}
+
+/// Clear `FD_CLOEXEC` on `fd` so it survives exec (for `--pass-fd`).
+pub fn clear_cloexec(fd: RawFd) -> SysResult<()> {
+    // SAFETY: F_SETFD with an integer argument on a descriptor number; an invalid fd yields EBADF.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    cvt("fcntl(F_SETFD)", || fd.to_string(), ret as libc::c_long).map(drop)
+}
+
+/// `dup2(2)`.
+pub fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe { libc::dup2(from, to) };
+    cvt("dup2", || format!("{from}->{to}"), ret as libc::c_long).map(drop)
+}
+
+/// A pipe with both ends close-on-exec: (read, write).
+pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    cvt("pipe2", String::new, ret as libc::c_long)?;
+    // SAFETY: both descriptors were just created by pipe2 and are owned here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Write all of `buf` to `fd`, retrying on EINTR; errors are ignored by design (best-effort
+/// reporting from a child that is about to exit).
+pub fn write_all_best_effort(fd: RawFd, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable slice.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        buf = &buf[n as usize..];
+    }
+}
+
+/// `kill(2)`.
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> SysResult<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe { libc::kill(pid, sig) };
+    cvt("kill", || format!("{pid} sig {sig}"), ret as libc::c_long).map(drop)
+}
+
+/// `pidfd_send_signal(2)`.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> SysResult<()> {
+    // SAFETY: `pidfd` is an open pidfd; info is NULL (kernel fills defaults); flags 0.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    cvt("pidfd_send_signal", || sig.to_string(), ret).map(drop)
+}
+
+/// `_exit(2)`: leave without running destructors or atexit handlers (child side of a fork).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// Block `set` in this thread and return the previous mask.
+pub fn block_signals(set: &libc::sigset_t) -> SysResult<libc::sigset_t> {
+    // SAFETY: an all-zero sigset_t is a valid value that sigprocmask overwrites.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` and `old` are valid sigset_t values.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_BLOCK, set, &mut old) };
+    cvt("sigprocmask", String::new, ret as libc::c_long)?;
+    Ok(old)
+}
+
+/// Set this thread's signal mask to `set`.
+pub fn set_sigmask(set: &libc::sigset_t) -> SysResult<()> {
+    // SAFETY: `set` is a valid sigset_t; the old mask is not requested.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
+    cvt("sigprocmask", String::new, ret as libc::c_long).map(drop)
+}
+
+/// Build a sigset from signal numbers.
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is valid storage; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid, writable storage for a sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: `set` was initialised by sigemptyset; `s` is a signal number (invalid ones are
+        // rejected by the call with EINVAL, which is harmless here).
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// An empty sigset.
+pub fn empty_sigset() -> libc::sigset_t {
+    sigset(&[])
+}
+
+/// A `signalfd` for `set` (which must already be blocked).
+pub fn signalfd(set: &libc::sigset_t) -> SysResult<OwnedFd> {
+    // SAFETY: `set` is a valid sigset_t; -1 asks for a new descriptor.
+    let ret = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC) };
+    let fd = cvt("signalfd", String::new, ret as libc::c_long)?;
+    // SAFETY: `fd` is a freshly created, owned descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Read one `signalfd_siginfo` (blocking). Returns (signal, sender pid, si_code).
+pub fn read_signalfd(fd: &OwnedFd) -> SysResult<(i32, u32, i32)> {
+    // SAFETY: an all-zero signalfd_siginfo is valid storage for the kernel to fill.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is writable storage of exactly the size passed.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            std::mem::size_of::<libc::signalfd_siginfo>(),
+        )
+    };
+    cvt("read(signalfd)", String::new, n as libc::c_long)?;
+    Ok((info.ssi_signo as i32, info.ssi_pid, info.ssi_code))
+}
+
+/// `waitpid(pid, WNOHANG or 0)`: `Ok(None)` when nothing changed.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> SysResult<Option<(libc::pid_t, libc::c_int)>> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `status` is a valid int for the kernel to fill.
+        let ret =
+            unsafe { libc::waitpid(pid, &mut status, if nohang { libc::WNOHANG } else { 0 }) };
+        match cvt("waitpid", || pid.to_string(), ret as libc::c_long) {
+            Ok(0) => return Ok(None),
+            Ok(p) => return Ok(Some((p as libc::pid_t, status))),
+            Err(e) if e.errno() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `poll(2)` on `fds` (events set by the caller); returns the number ready. Retries on EINTR.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> SysResult<usize> {
+    loop {
+        // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd structs.
+        let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        match cvt("poll", String::new, ret as libc::c_long) {
+            Err(e) if e.errno() == Some(libc::EINTR) => continue,
+            other => return other.map(|n| n as usize),
+        }
+    }
+}
+
+/// `read(2)` into `buf`, retrying on EINTR.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    loop {
+        // SAFETY: `buf` is valid writable storage of `buf.len()` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match cvt("read", String::new, n as libc::c_long) {
+            Err(e) if e.errno() == Some(libc::EINTR) => continue,
+            other => return other.map(|n| n as usize),
+        }
+    }
+}
+
+/// `execve(2)`: returns only on failure.
+pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> SysError {
+    // SAFETY: `argv` and `envp` are NULL-terminated arrays of pointers to NUL-terminated strings
+    // that the caller keeps alive across the call; on success the call does not return.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    SysError {
+        call: "execve",
+        what: format!("{path:?}"),
+        source: io::Error::last_os_error(),
+    }
+}
+
+/// Bytes of an `OsStr`, for building C strings.
+pub fn os_bytes(s: &OsStr) -> &[u8] {
+    s.as_bytes()
+}
