@@ -162,6 +162,7 @@ impl ElevatedBackend {
                         duration: Duration::from_millis(duration_ms),
                         enforced,
                         warnings,
+                        denials: Vec::new(),
                     });
                 }
                 Some(Reply::Refused { reason }) => return Err(ClientError::Refused(reason)),
@@ -234,6 +235,8 @@ mod tests {
                 private: false,
                 persist_dir: None,
             },
+            protected_symlinks: vec![],
+            warnings: vec![],
         };
         let cmd = Command {
             program: "sh".into(),
