@@ -153,6 +153,9 @@ fn handle(ctx: &Ctx, stream: UnixStream) {
     let result = (|| -> Result<(), Fail> {
         let cred = sys::peer_cred(stream.as_fd())
             .map_err(|e| Fail::Failed(format!("SO_PEERCRED: {e}")))?;
+        // A caller that connects and sends nothing must not pin a broker thread forever
+        // (SO_RCVTIMEO also bounds recvmsg).
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
         let (req, fds) = recv_request(&stream)?;
         run(ctx, &stream, cred, req, fds)
     })();
@@ -443,6 +446,25 @@ fn run(
         }
     }
 
+    // Private TMPDIR for this run, in a root-owned directory (so no path component above it is
+    // controlled by the sandbox account), owned by the account, removed at the end.
+    let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), account.uid, gid)
+        .map_err(|e| Fail::Failed(format!("creating the run's TMPDIR: {e}")))?;
+    let abi = crate::landlock_layer::kernel_abi();
+    let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
+    let ruleset = crate::landlock_layer::prepare(&root_fds, &[run_tmp.0.as_path()])
+        .map_err(|e| Fail::Failed(e.to_string()))?;
+    if abi > 0 {
+        enforced.push(layer(
+            "landlock",
+            format!("ABI {abi}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped"),
+        ));
+    } else {
+        warnings.push("the kernel has no Landlock: writes are limited by the sandbox account's permissions only".into());
+    }
+    let mut landlock_slot = Some(ruleset);
+    let has_landlock = abi > 0;
+
     let cg = match RunCgroup::create(&ctx.rec.prefix) {
         Ok(c) => {
             enforced.push(layer("cgroup", c.path().display().to_string()));
@@ -478,6 +500,7 @@ fn run(
     cmd.args(&req.args)
         .env_clear()
         .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .envs(["TMPDIR", "TMP", "TEMP"].map(|k| (k, run_tmp.0.as_os_str())))
         .stdin(Stdio::from(fd0))
         .stdout(Stdio::from(fd1))
         .stderr(Stdio::from(fd2));
@@ -510,10 +533,9 @@ fn run(
             for (res, val) in &limits {
                 child::setrlimit(*res, *val)?;
             }
-            // INTEGRATION POINT (Landlock + seccomp): once `stockade_linux::confine::apply_layers`
-            // lands on main, call it here, after the uid switch and no_new_privs, with the plan's
-            // writable roots. Until then this tier relies on the uid switch + ACLs for the
-            // filesystem and on nftables for the network, and reports exactly that.
+            // Landlock (interim, see `landlock_layer`); INTEGRATION POINT for seccomp: once
+            // `stockade_linux::confine::apply_layers` lands on main, it replaces this call.
+            crate::landlock_layer::restrict(&mut landlock_slot, has_landlock)?;
             child::cloexec_from_3()?;
             Ok(())
         });
@@ -606,6 +628,34 @@ fn run(
     let duration_ms = start.elapsed().as_millis() as u64;
     let _ = protocol::write_frame(&mut &*stream, &Reply::Exited { exit, duration_ms });
     Ok(())
+}
+
+/// A run's private temporary directory; removed (symlink-safely) on drop.
+struct RunTmp(PathBuf);
+
+impl RunTmp {
+    fn create(base: &Path, uid: u32, gid: u32) -> io::Result<RunTmp> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(base)?;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))?;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("run-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
+        Ok(RunTmp(dir))
+    }
+}
+
+impl Drop for RunTmp {
+    fn drop(&mut self) {
+        // std's remove_dir_all never follows symlinks inside the tree; every component above
+        // the run directory is root-owned.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn layer(l: &str, d: String) -> WireLayer {

@@ -25,6 +25,7 @@ pub mod cgroup;
 pub mod client;
 pub mod fsutil;
 pub mod grants;
+pub mod landlock_layer;
 pub mod nft;
 pub mod protocol;
 pub mod record;

@@ -299,6 +299,9 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
         return Err(SetupError::NotRoot);
     }
     let _lock = lock_state(&opts.state_dir).map_err(io_err("lock", &opts.state_dir))?;
+    for d in [&opts.state_dir, &opts.config_dir, &opts.systemd_dir] {
+        remove_tmp_leftovers(d, &opts.prefix);
+    }
     let rpath = opts.record_path();
     let old = record::load(&rpath).map_err(|source| SetupError::Record {
         path: rpath.clone(),
@@ -460,6 +463,32 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
     }
     report.record = Some(rec);
     Ok(report)
+}
+
+/// Whether `name` is a temporary file left by an interrupted [`fsutil::write_atomic`] of one of
+/// our files (`.<name>.tmp.<pid>`). Pure.
+pub fn is_our_tmp_leftover(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((base, pid)) = rest.rsplit_once(".tmp.") else {
+        return false;
+    };
+    pid.chars().all(|c| c.is_ascii_digit())
+        && !pid.is_empty()
+        && (base == "install.json" || base == "grants.json" || base.starts_with(prefix))
+}
+
+fn remove_tmp_leftovers(dir: &Path, prefix: &str) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| is_our_tmp_leftover(n, prefix))
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Re-reads an entry a few times: an orphaned tool of an interrupted setup may still be writing it.
@@ -755,8 +784,13 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
             Err(e) => rep.problems.push(e.to_string()),
         }
     }
+    for d in [&opts.state_dir, &opts.config_dir, &opts.systemd_dir] {
+        remove_tmp_leftovers(d, &rec.prefix);
+    }
+    let _ = fs::remove_dir(&opts.config_dir);
     if rep.problems.is_empty() {
         let _ = fs::remove_dir(opts.state_dir.join("home"));
+        let _ = fs::remove_dir_all(opts.state_dir.join("runs"));
         for f in [rpath.clone(), opts.grants_path()] {
             let _ = fs::remove_file(f);
         }
@@ -812,6 +846,18 @@ mod tests {
             validate_opts(&bad),
             Err(SetupError::InvalidOption(_))
         ));
+    }
+
+    #[test]
+    fn tmp_leftovers() {
+        assert!(is_our_tmp_leftover(".install.json.tmp.123", "stockade"));
+        assert!(is_our_tmp_leftover(
+            ".stockade-broker.socket.tmp.9",
+            "stockade"
+        ));
+        assert!(!is_our_tmp_leftover(".other.tmp.9", "stockade"));
+        assert!(!is_our_tmp_leftover("install.json", "stockade"));
+        assert!(!is_our_tmp_leftover(".install.json.tmp.x", "stockade"));
     }
 
     #[test]

@@ -444,7 +444,8 @@ fn elevated_end_to_end_as_root() {
                      echo y > ../outside.txt && echo WROTE-HOME; echo z > /etc/stockade-x && echo WROTE-ETC; \
                      ls /home/stkt-other >/dev/null 2>&1 && echo LISTED-OTHER; \
                      cat /home/stkt-user/ws/src/a.txt >/dev/null && echo ABSOLUTE-OK; \
-                     cat ../public-but-denied.txt && echo READ-DENIED; exit 7";
+                     cat ../public-but-denied.txt && echo READ-DENIED; \
+                     echo t > /tmp/stkt-x && echo WROTE-TMP; echo t > \"$TMPDIR/x\" && echo WROTE-TMPDIR; exit 7";
     let check_fs = |label: &str| {
         let r = run_as(&u, &sock, &args, &ws, fs_script);
         eprintln!(
@@ -799,5 +800,6 @@ fn elevated_end_to_end_as_root() {
     assert!(!Path::new("/var/lib/stockade").exists() && !Path::new("/etc/stockade").exists());
     assert!(!Path::new("/etc/systemd/system/stockade-broker.socket").exists());
     let _ = (off_uid, on_uid);
+    fs::remove_dir_all(&big).unwrap(); // faster than `userdel -r` walking it
     drop(g);
 }
