@@ -34,8 +34,9 @@ pub struct SetupOptions {
     pub config_dir: PathBuf,
     /// Where systemd units go.
     pub systemd_dir: PathBuf,
-    /// Offline-account network configuration.
-    pub net: NetConfig,
+    /// Offline-account network configuration; `None` keeps the installed one (or the default on
+    /// a fresh install), so `stockade setup` run to repair never silently drops allowed ports.
+    pub net: Option<NetConfig>,
     /// The `stockade` executable the broker unit runs.
     pub broker_exe: PathBuf,
     /// Broker socket path.
@@ -49,7 +50,7 @@ impl Default for SetupOptions {
             state_dir: "/var/lib/stockade".into(),
             config_dir: "/etc/stockade".into(),
             systemd_dir: "/etc/systemd/system".into(),
-            net: NetConfig::default(),
+            net: None,
             broker_exe: "/usr/local/bin/stockade".into(),
             socket_path: "/run/stockade/broker.sock".into(),
         }
@@ -308,6 +309,11 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
         source,
     })?;
     let mut report = SetupReport::default();
+    let net = opts
+        .net
+        .clone()
+        .or_else(|| old.as_ref().map(|o| o.net.clone()))
+        .unwrap_or_default();
 
     // 1. Intent: record what we are about to create before creating it.
     let group_name = opts.group_name();
@@ -323,7 +329,7 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
             created: old.as_ref().is_some_and(|o| o.group.created) || obs_group.is_none(),
         },
         accounts: Vec::new(),
-        net: opts.net.clone(),
+        net: net.clone(),
         nft: old.as_ref().and_then(|o| o.nft.clone()),
         files: old.as_ref().map(|o| o.files.clone()).unwrap_or_default(),
         socket_path: opts.socket_path.clone(),
@@ -403,7 +409,7 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
         ));
     }
     let table = opts.table();
-    let script = nft::ruleset(&table, offline_uid, &opts.net);
+    let script = nft::ruleset(&table, offline_uid, &net);
     let nft_file = opts.nft_file();
     let mut files = Vec::new();
     ensure_file(&nft_file, &script, 0o644, &mut files, &mut report)?;
@@ -629,14 +635,15 @@ pub fn check(opts: &SetupOptions) -> Result<DriftReport, CheckError> {
     };
     let obs = observe(&rec)?;
     let mut drift = record::diff(&rec, &obs, VERSION);
+    let want_net = opts.net.clone().unwrap_or_else(|| rec.net.clone());
     let want_rules = rec
         .account(Role::Offline)
-        .map(|a| nft::ruleset(&opts.table(), a.uid, &opts.net));
+        .map(|a| nft::ruleset(&rec.prefix.replace('-', "_"), a.uid, &want_net));
     if let (Some(w), Some(n)) = (want_rules, &rec.nft) {
         if w != n.ruleset {
             drift.push(Drift {
                 item: "nftables configuration".into(),
-                expected: format!("{:?}", opts.net),
+                expected: format!("{want_net:?}"),
                 observed: format!("{:?} (re-run setup to apply)", rec.net),
             });
         }

@@ -296,7 +296,10 @@ fn elevated_end_to_end_as_root() {
         broker_exe: BIN.into(),
         ..SetupOptions::default()
     };
-    opts.net.allowed_loopback_tcp_ports = vec![ALLOWED_PORT];
+    opts.net = Some(stockade_elevated::nft::NetConfig {
+        allowed_loopback_tcp_ports: vec![ALLOWED_PORT],
+        allow_local_binding: false,
+    });
     let mut g = Guard {
         opts: opts.clone(),
         broker: None,

@@ -1,7 +1,7 @@
 //! Stand-alone front end for the elevated tier (until `stockade` integrates the library):
 //!
 //! ```text
-//! stockade-elevated setup [--check] [--allow-port N]... [--allow-local-binding] [LAYOUT]
+//! stockade-elevated setup [--check] [--allow-port N]... [--allow-local-binding] [--reset-network] [LAYOUT]
 //! stockade-elevated uninstall [LAYOUT]
 //! stockade-elevated broker [--socket-activated] [LAYOUT]
 //! stockade-elevated run [--network off|on] [--writable DIR]... [--protect PATH]...
@@ -81,12 +81,21 @@ fn layout(args: &mut Vec<String>) -> Result<SetupOptions, String> {
             std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/stockade"))
         }
     };
-    for p in take_all(args, "--allow-port")? {
-        o.net
-            .allowed_loopback_tcp_ports
-            .push(p.parse().map_err(|_| format!("bad port {p:?}"))?);
+    // Network flags replace the installed configuration; without any, it is kept.
+    let ports = take_all(args, "--allow-port")?;
+    let local = flag(args, "--allow-local-binding");
+    let reset = flag(args, "--reset-network");
+    if reset || local || !ports.is_empty() {
+        let mut net = stockade_elevated::nft::NetConfig {
+            allowed_loopback_tcp_ports: Vec::new(),
+            allow_local_binding: local,
+        };
+        for p in ports {
+            net.allowed_loopback_tcp_ports
+                .push(p.parse().map_err(|_| format!("bad port {p:?}"))?);
+        }
+        o.net = Some(net);
     }
-    o.net.allow_local_binding = flag(args, "--allow-local-binding");
     Ok(o)
 }
 
