@@ -204,6 +204,62 @@ fn run_as(u: &TestUser, sock: &Path, extra: &[&str], cwd: &Path, script: &str) -
     }
 }
 
+fn spawn_as(u: &TestUser, sock: &Path, extra: &[&str], cwd: &Path, script: &str) -> Child {
+    Command::new(BIN)
+        .arg("run")
+        .args(["--socket", &sock.to_string_lossy()])
+        .args(extra)
+        .args([
+            "--cwd",
+            &cwd.to_string_lossy(),
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(cwd)
+        .uid(u.uid)
+        .gid(u.gid)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client")
+}
+
+/// Pids of processes of `uid` whose command line contains `needle`.
+fn procs_of(uid: u32, needle: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if fs::metadata(e.path()).map(|m| m.uid()).ok() != Some(uid) {
+            continue;
+        }
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .contains(needle)
+        {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn chown_r(p: &Path, u: &TestUser) {
     sh(&format!("chown -R {}:{} '{}'", u.uid, u.gid, p.display()));
 }
@@ -506,6 +562,58 @@ fn elevated_end_to_end_as_root() {
     let r = run_as(&u, &sock, &args, &ws, "true");
     assert!(r.stderr.contains("already granted"), "{}", r.stderr);
 
+    // --- process tree: per-run cgroup kill, isolation between runs, timeout, disconnect -------
+    let long = spawn_as(
+        &u,
+        &sock,
+        &["--writable", &wsr],
+        &ws,
+        "sleep 4.5; echo B-DONE",
+    );
+    wait_until("run B started", 10, || {
+        !procs_of(off_uid, "sleep 4.5").is_empty()
+    });
+    let r = run_as(
+        &u,
+        &sock,
+        &["--writable", &wsr],
+        &ws,
+        "sleep 301 & sleep 0.2; echo A-EXITS",
+    );
+    assert!(r.stdout.contains("A-EXITS"), "{} {}", r.stdout, r.stderr);
+    wait_until("run A's background child killed with its cgroup", 5, || {
+        procs_of(off_uid, "sleep 301").is_empty()
+    });
+    assert!(
+        !procs_of(off_uid, "sleep 4.5").is_empty(),
+        "run B must survive run A's cleanup"
+    );
+    let out = long.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("B-DONE") && out.status.success());
+    let t = Instant::now();
+    let r = run_as(
+        &u,
+        &sock,
+        &["--writable", &wsr, "--timeout", "1"],
+        &ws,
+        "sleep 302",
+    );
+    assert_eq!(r.code, 124, "timeout exit code: {}", r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(procs_of(off_uid, "sleep 302").is_empty());
+    let mut c = spawn_as(&u, &sock, &["--writable", &wsr], &ws, "sleep 303");
+    wait_until("run started", 10, || {
+        !procs_of(off_uid, "sleep 303").is_empty()
+    });
+    let _ = c.kill();
+    let _ = c.wait();
+    wait_until("run killed after the client went away", 5, || {
+        procs_of(off_uid, "sleep 303").is_empty()
+    });
+    eprintln!(
+        "process tree: background child killed, other run untouched, timeout 124, disconnect kills"
+    );
+
     // --- refusals: the broker never grants what the caller cannot write itself -------------------
     let refused = |target: &str, why: &str| {
         let r = run_as(&u, &sock, &["--writable", target], &ws, "echo RAN");
@@ -769,6 +877,42 @@ fn elevated_end_to_end_as_root() {
     assert!(r.stderr.contains("already granted"), "{}", r.stderr);
     eprintln!("TIMING first grant of {files} files: {first:?}; repeat run: {second:?}");
     assert!(second < first / 5, "repeat run walked again?");
+
+    // --- systemd-style socket activation (LISTEN_FDS/LISTEN_PID) --------------------------------
+    if let Some(mut b) = g.broker.take() {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    let _ = fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
+    let lfd = listener.as_raw_fd();
+    let mut act = Command::new("/bin/sh");
+    act.args([
+        "-c",
+        &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {BIN} broker --socket-activated"),
+    ])
+    .stdout(Stdio::null());
+    // SAFETY: dup2 in the forked child: puts the listening socket at fd 3 (without CLOEXEC),
+    // as systemd does; one raw syscall on descriptors that are open.
+    unsafe {
+        act.pre_exec(move || {
+            if libc::dup2(lfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    g.broker = Some(act.spawn().unwrap());
+    drop(listener);
+    let r = run_as(&u, &sock, &args, &ws, "echo ACTIVATED");
+    assert!(
+        r.stdout.contains("ACTIVATED"),
+        "socket-activated broker: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    eprintln!("socket activation: ok");
 
     // --- uninstall: nothing of stockade left -------------------------------------------------------
     if let Some(mut b) = g.broker.take() {
