@@ -115,31 +115,46 @@ fn fix_mask(mut acl: Vec<Entry>) -> Vec<Entry> {
     acl
 }
 
-/// `acl` with a named-user entry `(uid, perm)` for each pair (replacing any existing one).
-pub fn with_users(acl: &[Entry], users: &[(u32, u16)]) -> Vec<Entry> {
+/// A named entry to set: (tag `TAG_USER`/`TAG_GROUP`, uid/gid, rwx bits).
+pub type Named = (u16, u32, u16);
+
+/// `acl` with each named entry set (replacing an existing entry with the same tag and id).
+pub fn with_named(acl: &[Entry], named: &[Named]) -> Vec<Entry> {
     let mut out: Vec<Entry> = acl
         .iter()
-        .filter(|e| !(e.tag == TAG_USER && users.iter().any(|(u, _)| *u == e.id)))
+        .filter(|e| !named.iter().any(|(t, id, _)| *t == e.tag && *id == e.id))
         .copied()
         .collect();
-    for (u, p) in users {
+    for (tag, id, perm) in named {
         out.push(Entry {
-            tag: TAG_USER,
-            id: *u,
-            perm: *p,
+            tag: *tag,
+            id: *id,
+            perm: *perm,
         });
     }
     fix_mask(out)
 }
 
-/// `acl` without named-user entries for `uids`.
-pub fn without_users(acl: &[Entry], uids: &[u32]) -> Vec<Entry> {
+/// `acl` without the named entries `(tag, id)`.
+pub fn without_named(acl: &[Entry], which: &[(u16, u32)]) -> Vec<Entry> {
     fix_mask(
         acl.iter()
-            .filter(|e| !(e.tag == TAG_USER && uids.contains(&e.id)))
+            .filter(|e| !which.contains(&(e.tag, e.id)))
             .copied()
             .collect(),
     )
+}
+
+/// `acl` with a named-user entry `(uid, perm)` for each pair (replacing any existing one).
+pub fn with_users(acl: &[Entry], users: &[UserPerm]) -> Vec<Entry> {
+    let named: Vec<Named> = users.iter().map(|(u, p)| (TAG_USER, *u, *p)).collect();
+    with_named(acl, &named)
+}
+
+/// `acl` without named-user entries for `uids`.
+pub fn without_users(acl: &[Entry], uids: &[u32]) -> Vec<Entry> {
+    let which: Vec<(u16, u32)> = uids.iter().map(|u| (TAG_USER, *u)).collect();
+    without_named(acl, &which)
 }
 
 /// Whether the ACL is just the permission bits (no named entries).
@@ -148,11 +163,17 @@ pub fn is_minimal(acl: &[Entry]) -> bool {
         .any(|e| matches!(e.tag, TAG_USER | TAG_GROUP | TAG_MASK))
 }
 
-/// Whether `acl` grants exactly `perm` to named user `uid` (and the mask does not cut it).
-pub fn has_user(acl: &[Entry], uid: u32, perm: u16) -> bool {
+/// Whether `acl` grants exactly `perm` to the named entry (`tag`, `id`) and the mask does not
+/// cut it.
+pub fn has_named(acl: &[Entry], tag: u16, id: u32, perm: u16) -> bool {
     let mask = acl.iter().find(|e| e.tag == TAG_MASK).map_or(7, |e| e.perm);
     acl.iter()
-        .any(|e| e.tag == TAG_USER && e.id == uid && e.perm == perm && perm & mask == perm)
+        .any(|e| e.tag == tag && e.id == id && e.perm == perm && perm & mask == perm)
+}
+
+/// Whether `acl` grants exactly `perm` to named user `uid` (and the mask does not cut it).
+pub fn has_user(acl: &[Entry], uid: u32, perm: u16) -> bool {
+    has_named(acl, TAG_USER, uid, perm)
 }
 
 /// What a path gets, decided from where it is.
@@ -168,51 +189,49 @@ pub enum Treatment {
 
 /// Entries to add for one inode. `exec` is whether any x bit is set on a regular file.
 ///
+/// Access is granted to the caller's **grant group** (`grant_gid`, a per-caller group the broker
+/// adds to the sandbox process only when it runs for that caller), never to the shared sandbox
+/// uids: a run for another user, as the same account, gets nothing from these entries.
+///
 /// Returns `(access entries, default entries)`; default entries only for directories. The caller
 /// (the workspace owner) gets a default entry so files the sandbox creates stay editable by them.
 pub fn entries_for(
     t: Treatment,
     is_dir: bool,
     exec: bool,
-    sandbox_uids: &[u32],
+    grant_gid: u32,
     caller_uid: u32,
-) -> (Vec<UserPerm>, Vec<UserPerm>) {
+) -> (Vec<Named>, Vec<Named>) {
     let x = if is_dir || exec { X } else { 0 };
     let perm = match t {
         Treatment::Writable => R | W | x,
         Treatment::ReadOnly => R | x,
         Treatment::Denied => 0,
     };
-    let access: Vec<(u32, u16)> = sandbox_uids.iter().map(|u| (*u, perm)).collect();
-    let default = if is_dir && t != Treatment::Denied {
-        let dperm = if t == Treatment::Writable {
-            R | W | X
-        } else {
-            R | X
-        };
-        let mut d: Vec<(u32, u16)> = sandbox_uids.iter().map(|u| (*u, dperm)).collect();
-        if t == Treatment::Writable {
-            d.push((caller_uid, R | W | X));
-        }
-        d
-    } else {
-        Vec::new()
+    let access = vec![(TAG_GROUP, grant_gid, perm)];
+    let default = match (is_dir, t) {
+        (true, Treatment::Writable) => vec![
+            (TAG_GROUP, grant_gid, R | W | X),
+            (TAG_USER, caller_uid, R | W | X),
+        ],
+        (true, Treatment::ReadOnly) => vec![(TAG_GROUP, grant_gid, R | X)],
+        _ => Vec::new(),
     };
     (access, default)
 }
 
 /// Default ACL to set on a directory: the existing default (or one derived from the directory's
 /// mode if there is none) plus `users`.
-pub fn default_with_users(
+pub fn default_with(
     existing_default: Option<&[Entry]>,
     dir_mode: u32,
-    users: &[(u32, u16)],
+    named: &[Named],
 ) -> Vec<Entry> {
     let base = match existing_default {
         Some(d) if !d.is_empty() => d.to_vec(),
         _ => from_mode(dir_mode),
     };
-    with_users(&base, users)
+    with_named(&base, named)
 }
 
 /// Formats an ACL like `getfacl` (for messages and tests).
@@ -274,32 +293,47 @@ mod tests {
 
     #[test]
     fn treatments() {
-        let (a, d) = entries_for(Treatment::Writable, true, false, &[10, 11], 1000);
-        assert_eq!(a, vec![(10, 7), (11, 7)]);
-        assert_eq!(d, vec![(10, 7), (11, 7), (1000, 7)]);
-        let (a, d) = entries_for(Treatment::Writable, false, false, &[10], 1000);
-        assert_eq!(a, vec![(10, 6)]);
+        let (a, d) = entries_for(Treatment::Writable, true, false, 50, 1000);
+        assert_eq!(a, vec![(TAG_GROUP, 50, 7)]);
+        assert_eq!(d, vec![(TAG_GROUP, 50, 7), (TAG_USER, 1000, 7)]);
+        let (a, d) = entries_for(Treatment::Writable, false, false, 50, 1000);
+        assert_eq!(a, vec![(TAG_GROUP, 50, 6)]);
         assert!(d.is_empty());
-        let (a, _) = entries_for(Treatment::Writable, false, true, &[10], 1000);
-        assert_eq!(a, vec![(10, 7)]);
-        let (a, d) = entries_for(Treatment::ReadOnly, true, false, &[10], 1000);
-        assert_eq!(a, vec![(10, 5)]);
+        let (a, _) = entries_for(Treatment::Writable, false, true, 50, 1000);
+        assert_eq!(a, vec![(TAG_GROUP, 50, 7)]);
+        let (a, d) = entries_for(Treatment::ReadOnly, true, false, 50, 1000);
+        assert_eq!(a, vec![(TAG_GROUP, 50, 5)]);
         assert_eq!(
             d,
-            vec![(10, 5)],
-            "protected dirs: new files stay read-only, no caller entry needed"
+            vec![(TAG_GROUP, 50, 5)],
+            "protected dirs: new files stay read-only"
         );
-        let (a, d) = entries_for(Treatment::Denied, true, false, &[10], 1000);
-        assert_eq!(a, vec![(10, 0)]);
+        let (a, d) = entries_for(Treatment::Denied, true, false, 50, 1000);
+        assert_eq!(a, vec![(TAG_GROUP, 50, 0)]);
         assert!(d.is_empty());
     }
 
     #[test]
+    fn group_entries_and_removal() {
+        let a = with_named(
+            &from_mode(0o700),
+            &[(TAG_GROUP, 50, R | X), (TAG_USER, 7, R)],
+        );
+        assert_eq!(
+            to_text(&a),
+            "user::rwx,user:7:r--,group::---,group:50:r-x,mask::r-x,other::---"
+        );
+        assert!(has_named(&a, TAG_GROUP, 50, R | X));
+        let b = without_named(&a, &[(TAG_GROUP, 50), (TAG_USER, 7)]);
+        assert_eq!(b, from_mode(0o700));
+    }
+
+    #[test]
     fn default_acl_derived_from_mode() {
-        let d = default_with_users(None, 0o755, &[(10, 7)]);
+        let d = default_with(None, 0o755, &[(TAG_GROUP, 10, 7)]);
         assert_eq!(
             to_text(&d),
-            "user::rwx,user:10:rwx,group::r-x,mask::rwx,other::r-x"
+            "user::rwx,group::r-x,group:10:rwx,mask::rwx,other::r-x"
         );
     }
 }

@@ -225,6 +225,42 @@ fn sandbox_uids(rec: &InstallRecord) -> Vec<u32> {
     v
 }
 
+/// The caller's grant group (`<prefix>-u<uid>`), created with `groupadd --system` and recorded in
+/// `grants.json` (before use, so uninstall always knows it) on the caller's first run.
+fn caller_group(ctx: &Ctx, gf: &mut grants::GrantsFile, uid: u32) -> Result<u32, Fail> {
+    let name = format!("{}-u{uid}", ctx.rec.prefix);
+    let observed = crate::accounts::getent_group(&name).map_err(|e| Fail::Failed(e.to_string()))?;
+    if let (Some(g), Some(r)) = (&observed, gf.groups.iter().find(|c| c.uid == uid)) {
+        if g.gid == r.gid && r.name == name {
+            return Ok(g.gid);
+        }
+    }
+    let g = match observed {
+        Some(g) => g,
+        None => {
+            crate::accounts::groupadd(&name).map_err(|e| Fail::Failed(e.to_string()))?;
+            crate::accounts::getent_group(&name)
+                .map_err(|e| Fail::Failed(e.to_string()))?
+                .ok_or_else(|| Fail::Failed(format!("group {name} missing after groupadd")))?
+        }
+    };
+    if g.gid == 0 || g.gid == ctx.rec.group.gid {
+        return Err(Fail::Failed(format!(
+            "grant group {name} has gid {}; refusing",
+            g.gid
+        )));
+    }
+    gf.groups.retain(|c| c.uid != uid);
+    gf.groups.push(grants::CallerGroup {
+        uid,
+        name,
+        gid: g.gid,
+    });
+    let gpath = ctx.opts.setup.grants_path();
+    grants::store(&gpath, gf).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    Ok(g.gid)
+}
+
 /// Applies (or skips, when already done) the grants for the validated roots.
 fn ensure_grants(
     ctx: &Ctx,
@@ -232,8 +268,7 @@ fn ensure_grants(
     caller: &Caller,
     roots: &[ValidatedRoot],
     req: &RunRequest,
-) -> Result<(u64, bool), Fail> {
-    let uids = sandbox_uids(&ctx.rec);
+) -> Result<(u64, bool, u32), Fail> {
     let _guard = ctx
         .grants_lock
         .lock()
@@ -241,6 +276,7 @@ fn ensure_grants(
     let gpath = ctx.opts.setup.grants_path();
     let mut gf =
         grants::load(&gpath).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    let gid = caller_group(ctx, &mut gf, caller.uid)?;
     let mut walked = 0u64;
     let mut any_walk = false;
     for root in roots {
@@ -257,11 +293,11 @@ fn ensure_grants(
             dev: root.dev,
             ino: root.ino,
             owner_uid: caller.uid,
-            sandbox_uids: &uids,
+            grant_gid: gid,
             protected: &prot,
         };
         let idx = gf.grants.iter().position(|g| g.root == root.path);
-        let intact = root.owned && grants::root_acl_intact(root.fd.as_fd(), &uids);
+        let intact = root.owned && grants::root_acl_intact(root.fd.as_fd(), gid);
         let action = grants::decide(idx.map(|i| &gf.grants[i]), &key, intact);
         if action == GrantAction::Skip {
             continue;
@@ -271,7 +307,7 @@ fn ensure_grants(
             root_fd: root.fd.as_fd(),
             root: &root.path,
             caller_uid: caller.uid,
-            sandbox_uids: &uids,
+            grant_gid: gid,
             protected: &prot,
         };
         let mut progress = |n: u64| {
@@ -320,7 +356,7 @@ fn ensure_grants(
             ino: root.ino,
             owner_uid: caller.uid,
             owner_gid: caller.gid,
-            sandbox_uids: uids.clone(),
+            grant_gid: gid,
             protected: all_prot,
             denied: Vec::new(),
             inodes: stats.changed,
@@ -330,7 +366,7 @@ fn ensure_grants(
             None => gf.grants.push(rec),
         }
         // Ancestors the caller owns (e.g. a 0700 home): search-only, so absolute paths work.
-        for t in grants::traverse_ancestors(&root.path, caller.uid, &uids) {
+        for t in grants::traverse_ancestors(&root.path, caller.uid, gid) {
             if !gf.traverse.contains(&t) {
                 gf.traverse.push(t);
             }
@@ -339,7 +375,7 @@ fn ensure_grants(
         grants::store(&gpath, &gf)
             .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
     }
-    let denied = grants::deny_paths(&req.deny_read, caller.uid, &uids);
+    let denied = grants::deny_paths(&req.deny_read, caller.uid, gid);
     let new_denied: Vec<PathBuf> = denied
         .into_iter()
         .filter(|d| !gf.denied.contains(d))
@@ -349,7 +385,7 @@ fn ensure_grants(
         grants::store(&gpath, &gf)
             .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
     }
-    Ok((walked, any_walk))
+    Ok((walked, any_walk, gid))
 }
 
 /// Rlimits derived from the request. Pure.
@@ -424,7 +460,7 @@ fn run(
             }
         }
     }
-    let (walked, any_walk) = ensure_grants(ctx, stream, &caller, &roots, &req)?;
+    let (walked, any_walk, grant_gid) = ensure_grants(ctx, stream, &caller, &roots, &req)?;
     enforced.push(layer(
         "acl-grants",
         format!(
@@ -448,7 +484,7 @@ fn run(
 
     // Private TMPDIR for this run, in a root-owned directory (so no path component above it is
     // controlled by the sandbox account), owned by the account, removed at the end.
-    let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), account.uid, gid)
+    let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), grant_gid)
         .map_err(|e| Fail::Failed(format!("creating the run's TMPDIR: {e}")))?;
     let abi = crate::landlock_layer::kernel_abi();
     let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
@@ -490,7 +526,8 @@ fn run(
     let cwd_raw = cwd_fd.as_raw_fd();
     let limits = rlimits(&req.limits);
     let nlimits = limits.len();
-    let (uid, groups) = (account.uid, [gid]);
+    // Supplementary groups: exactly the sandbox group and this caller's grant group.
+    let (uid, groups) = (account.uid, [gid, grant_gid]);
 
     let mut it = fds.into_iter();
     let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
@@ -521,8 +558,9 @@ fn run(
             let ng = child::getgroups(&mut gbuf)?;
             if child::getresuid()? != (uid, uid, uid)
                 || child::getresgid()? != (gid, gid, gid)
-                || ng != 1
-                || gbuf[0] != gid
+                || ng != 2
+                || !((gbuf[0] == gid && gbuf[1] == grant_gid)
+                    || (gbuf[0] == grant_gid && gbuf[1] == gid))
                 || child::can_regain_root()
             {
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
@@ -553,7 +591,7 @@ fn run(
     enforced.push(layer(
         "sandbox-account",
         format!(
-            "{} (uid {uid}, gid {gid}, no supplementary groups; verified)",
+            "{} (uid {uid}, gid {gid}, groups [{gid}, {grant_gid}]; verified)",
             account.name
         ),
     ));
@@ -634,7 +672,9 @@ fn run(
 struct RunTmp(PathBuf);
 
 impl RunTmp {
-    fn create(base: &Path, uid: u32, gid: u32) -> io::Result<RunTmp> {
+    /// `base/run-*`: owned by root, group = the caller's grant group, mode 0770, so only runs
+    /// for the same caller can enter it.
+    fn create(base: &Path, grant_gid: u32) -> io::Result<RunTmp> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -644,8 +684,9 @@ impl RunTmp {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = base.join(format!("run-{}-{n}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
+        std::fs::DirBuilder::new().mode(0o770).create(&dir)?;
+        std::os::unix::fs::lchown(&dir, Some(0), Some(grant_gid))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770))?;
         Ok(RunTmp(dir))
     }
 }

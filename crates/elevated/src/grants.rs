@@ -44,14 +44,26 @@ pub struct GrantRecord {
     pub owner_uid: u32,
     /// That user's primary gid.
     pub owner_gid: u32,
-    /// Sandbox account uids granted.
-    pub sandbox_uids: Vec<u32>,
+    /// The caller's grant group (named group entries point to it).
+    pub grant_gid: u32,
     /// Protected paths (absolute) given read-only entries.
     pub protected: Vec<PathBuf>,
     /// `deny_read` paths given empty entries.
     pub denied: Vec<PathBuf>,
     /// Inodes changed by the last walk.
     pub inodes: u64,
+}
+
+/// A per-caller grant group: the sandbox process gets it as a supplementary group only when it
+/// runs for that caller, so ACL grants of one user are useless to runs for another user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerGroup {
+    /// Caller uid.
+    pub uid: u32,
+    /// Group name (`<prefix>-u<uid>`).
+    pub name: String,
+    /// Gid.
+    pub gid: u32,
 }
 
 /// `grants.json`.
@@ -64,6 +76,9 @@ pub struct GrantsFile {
     /// `deny_read` paths given empty entries, with the uid they were granted for.
     #[serde(default)]
     pub denied: Vec<PathBuf>,
+    /// Per-caller grant groups the broker created (removed by uninstall).
+    #[serde(default)]
+    pub groups: Vec<CallerGroup>,
     /// Caller-owned ancestors of roots given search-only (`--x`) entries so the sandbox can reach
     /// the roots by absolute path (e.g. through a 0700 home directory).
     #[serde(default)]
@@ -139,8 +154,8 @@ pub struct GrantKey<'a> {
     pub ino: u64,
     /// Caller uid.
     pub owner_uid: u32,
-    /// Sandbox uids.
-    pub sandbox_uids: &'a [u32],
+    /// The caller's grant group.
+    pub grant_gid: u32,
     /// Protected paths under this root.
     pub protected: &'a [PathBuf],
 }
@@ -158,7 +173,7 @@ pub fn decide(
     if e.dev != key.dev
         || e.ino != key.ino
         || e.owner_uid != key.owner_uid
-        || e.sandbox_uids != key.sandbox_uids
+        || e.grant_gid != key.grant_gid
         || !root_acl_intact
     {
         return GrantAction::Full;
@@ -256,19 +271,19 @@ fn read_acl(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<acl::Entry
 fn add_entries(
     fd: BorrowedFd<'_>,
     st: &libc::stat,
-    access: &[(u32, u16)],
-    default: &[(u32, u16)],
+    access: &[acl::Named],
+    default: &[acl::Named],
 ) -> io::Result<bool> {
     let mut changed = false;
     let cur = read_acl(fd, ACCESS)?.unwrap_or_else(|| acl::from_mode(st.st_mode));
-    let new = acl::with_users(&cur, access);
+    let new = acl::with_named(&cur, access);
     if new != cur {
         sys::fd_setxattr(fd, ACCESS, &acl::encode(&new))?;
         changed = true;
     }
     if !default.is_empty() {
         let cur = read_acl(fd, DEFAULT)?;
-        let new = acl::default_with_users(cur.as_deref(), st.st_mode, default);
+        let new = acl::default_with(cur.as_deref(), st.st_mode, default);
         if Some(&new) != cur.as_ref() {
             sys::fd_setxattr(fd, DEFAULT, &acl::encode(&new))?;
             changed = true;
@@ -277,11 +292,11 @@ fn add_entries(
     Ok(changed)
 }
 
-/// Removes entries for `uids` from one inode; returns whether anything changed.
-fn remove_entries(fd: BorrowedFd<'_>, st: &libc::stat, uids: &[u32]) -> io::Result<bool> {
+/// Removes the named entries `(tag, id)` from one inode; returns whether anything changed.
+fn remove_entries(fd: BorrowedFd<'_>, st: &libc::stat, which: &[(u16, u32)]) -> io::Result<bool> {
     let mut changed = false;
     if let Some(cur) = read_acl(fd, ACCESS)? {
-        let new = acl::without_users(&cur, uids);
+        let new = acl::without_named(&cur, which);
         if new != cur {
             sys::fd_setxattr(fd, ACCESS, &acl::encode(&new))?;
             changed = true;
@@ -289,7 +304,7 @@ fn remove_entries(fd: BorrowedFd<'_>, st: &libc::stat, uids: &[u32]) -> io::Resu
     }
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
         if let Some(cur) = read_acl(fd, DEFAULT)? {
-            let new = acl::without_users(&cur, uids);
+            let new = acl::without_named(&cur, which);
             if new != cur {
                 if acl::is_minimal(&new) {
                     sys::fd_removexattr(fd, DEFAULT)?;
@@ -396,8 +411,8 @@ pub struct GrantParams<'a> {
     pub root: &'a Path,
     /// Caller.
     pub caller_uid: u32,
-    /// Sandbox account uids.
-    pub sandbox_uids: &'a [u32],
+    /// The caller's grant group.
+    pub grant_gid: u32,
     /// Protected paths beneath the root (absolute).
     pub protected: &'a [PathBuf],
 }
@@ -413,7 +428,7 @@ pub fn apply_root(
     let mut gitdirs = Vec::new();
     let protected = p.protected;
     let caller = p.caller_uid;
-    let uids = p.sandbox_uids;
+    let gid = p.grant_gid;
     let mut changed = 0u64;
     let mut visit = |it: &Item<'_>| -> io::Result<bool> {
         let is_dir = it.st.st_mode & libc::S_IFMT == libc::S_IFDIR;
@@ -433,7 +448,7 @@ pub fn apply_root(
                 Treatment::Writable
             };
             let exec = it.st.st_mode & 0o111 != 0;
-            let (a, d) = acl::entries_for(t, is_dir, exec, uids, caller);
+            let (a, d) = acl::entries_for(t, is_dir, exec, gid, caller);
             if add_entries(it.fd, it.st, &a, &d)? {
                 changed += 1;
             }
@@ -479,7 +494,7 @@ pub fn apply_root(
 
 /// Gives `deny_read` paths (owned by the caller, beneath nothing in particular) an empty entry for
 /// each sandbox uid, so "other" permission bits do not let the sandbox read them.
-pub fn deny_paths(paths: &[PathBuf], caller_uid: u32, sandbox_uids: &[u32]) -> Vec<PathBuf> {
+pub fn deny_paths(paths: &[PathBuf], caller_uid: u32, grant_gid: u32) -> Vec<PathBuf> {
     let mut done = Vec::new();
     for p in paths {
         let Ok(fd) = sys::openat2(
@@ -501,7 +516,7 @@ pub fn deny_paths(paths: &[PathBuf], caller_uid: u32, sandbox_uids: &[u32]) -> V
             Treatment::Denied,
             fmt == libc::S_IFDIR,
             false,
-            sandbox_uids,
+            grant_gid,
             caller_uid,
         );
         if add_entries(fd.as_fd(), &st, &a, &[]).is_ok() {
@@ -514,7 +529,7 @@ pub fn deny_paths(paths: &[PathBuf], caller_uid: u32, sandbox_uids: &[u32]) -> V
 /// Gives the caller-owned ancestors of `root` (nearest first, stopping at the first one the caller
 /// does not own) a search-only entry for each sandbox uid, keeping any permission already there.
 /// Returns the ancestors changed.
-pub fn traverse_ancestors(root: &Path, caller_uid: u32, sandbox_uids: &[u32]) -> Vec<PathBuf> {
+pub fn traverse_ancestors(root: &Path, caller_uid: u32, grant_gid: u32) -> Vec<PathBuf> {
     let mut done = Vec::new();
     let mut cur = root.parent();
     while let Some(dir) = cur {
@@ -539,17 +554,12 @@ pub fn traverse_ancestors(root: &Path, caller_uid: u32, sandbox_uids: &[u32]) ->
             Ok(a) => a.unwrap_or_else(|| acl::from_mode(st.st_mode)),
             Err(_) => break,
         };
-        let want: Vec<acl::UserPerm> = sandbox_uids
+        let have = cur_acl
             .iter()
-            .map(|u| {
-                let have = cur_acl
-                    .iter()
-                    .find(|e| e.tag == acl::TAG_USER && e.id == *u)
-                    .map_or(0, |e| e.perm);
-                (*u, have | acl::X)
-            })
-            .collect();
-        let new = acl::with_users(&cur_acl, &want);
+            .find(|e| e.tag == acl::TAG_GROUP && e.id == grant_gid)
+            .map_or(0, |e| e.perm);
+        let want = [(acl::TAG_GROUP, grant_gid, have | acl::X)];
+        let new = acl::with_named(&cur_acl, &want);
         if new != cur_acl && sys::fd_setxattr(fd.as_fd(), ACCESS, &acl::encode(&new)).is_ok() {
             done.push(dir.to_path_buf());
         }
@@ -559,11 +569,9 @@ pub fn traverse_ancestors(root: &Path, caller_uid: u32, sandbox_uids: &[u32]) ->
 }
 
 /// Whether the root directory's access ACL still holds the writable entries for every uid.
-pub fn root_acl_intact(root_fd: BorrowedFd<'_>, uids: &[u32]) -> bool {
+pub fn root_acl_intact(root_fd: BorrowedFd<'_>, grant_gid: u32) -> bool {
     match read_acl(root_fd, ACCESS) {
-        Ok(Some(a)) => uids
-            .iter()
-            .all(|u| acl::has_user(&a, *u, acl::R | acl::W | acl::X)),
+        Ok(Some(a)) => acl::has_named(&a, acl::TAG_GROUP, grant_gid, acl::R | acl::W | acl::X),
         _ => false,
     }
 }
@@ -571,7 +579,7 @@ pub fn root_acl_intact(root_fd: BorrowedFd<'_>, uids: &[u32]) -> bool {
 /// Removes every recorded grant: the entries for `uids` on every inode below each root (whoever
 /// owns it), the entries on denied paths, and gives files the sandbox created back to the owner.
 /// Returns one line per root.
-pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, GrantError> {
+pub fn revoke_all(grants_path: &Path, sandbox_uids: &[u32]) -> Result<Vec<String>, GrantError> {
     let g = load(grants_path).map_err(|source| GrantError::Record {
         path: grants_path.to_path_buf(),
         source,
@@ -580,9 +588,10 @@ pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, Grant
     for r in &g.grants {
         // The owner's own named entries were added by the grant too (default ACLs, inherited by
         // files the sandbox created); they are redundant once those files are given back.
-        let mut all: Vec<u32> = uids.to_vec();
-        all.extend(r.sandbox_uids.iter().copied());
-        all.push(r.owner_uid);
+        let mut all: Vec<(u16, u32)> =
+            vec![(acl::TAG_USER, r.owner_uid), (acl::TAG_GROUP, r.grant_gid)];
+        all.extend(sandbox_uids.iter().map(|u| (acl::TAG_USER, *u)));
+        all.extend(g.groups.iter().map(|c| (acl::TAG_GROUP, c.gid)));
         all.sort_unstable();
         all.dedup();
         let Ok(fd) = sys::openat2(
@@ -605,7 +614,7 @@ pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, Grant
         let mut stats = WalkStats::default();
         let mut changed = 0u64;
         let (ou, og) = (r.owner_uid, r.owner_gid);
-        let sandbox: Vec<u32> = all.iter().copied().filter(|u| *u != ou).collect();
+        let sandbox: Vec<u32> = sandbox_uids.iter().copied().filter(|u| *u != ou).collect();
         walk(fd.as_fd(), &r.root, false, None, &mut stats, &mut |it| {
             if remove_entries(it.fd, it.st, &all)? {
                 changed += 1;
@@ -644,6 +653,9 @@ pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, Grant
             changed
         ));
     }
+    let mut global: Vec<(u16, u32)> = g.groups.iter().map(|c| (acl::TAG_GROUP, c.gid)).collect();
+    global.extend(g.grants.iter().map(|r| (acl::TAG_GROUP, r.grant_gid)));
+    global.extend(sandbox_uids.iter().map(|u| (acl::TAG_USER, *u)));
     for d in g.denied.iter().chain(g.traverse.iter()) {
         let Ok(dfd) = sys::openat2(
             None,
@@ -654,7 +666,7 @@ pub fn revoke_all(grants_path: &Path, uids: &[u32]) -> Result<Vec<String>, Grant
             continue;
         };
         if let Ok(st) = sys::fstat(dfd.as_fd()) {
-            if remove_entries(dfd.as_fd(), &st, uids).unwrap_or(false) {
+            if remove_entries(dfd.as_fd(), &st, &global).unwrap_or(false) {
                 lines.push(format!("revoked entries on {}", d.display()));
             }
         }
@@ -678,7 +690,7 @@ mod tests {
             ino: 2,
             owner_uid: 1000,
             owner_gid: 1000,
-            sandbox_uids: vec![900, 901],
+            grant_gid: 900,
             protected: vec!["/home/u/ws/.git".into()],
             denied: vec![],
             inodes: 10,
@@ -694,7 +706,7 @@ mod tests {
             dev: 1,
             ino: 2,
             owner_uid: 1000,
-            sandbox_uids: &[900, 901],
+            grant_gid: 900,
             protected: &prot,
         };
         assert_eq!(decide(Some(&r), &key, true), GrantAction::Skip);

@@ -703,6 +703,19 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
         Ok(lines) => rep.removed.extend(lines),
         Err(e) => rep.problems.push(format!("ACL grants: {e}")),
     }
+    // Per-caller grant groups, after their ACL entries are gone.
+    if let Ok(gf) = crate::grants::load(&opts.grants_path()) {
+        for c in &gf.groups {
+            match accounts::getent_group(&c.name) {
+                Ok(Some(g)) if g.gid == c.gid => match accounts::groupdel(&c.name) {
+                    Ok(()) => rep.removed.push(format!("removed group {}", c.name)),
+                    Err(e) => rep.problems.push(e.to_string()),
+                },
+                Ok(_) => {}
+                Err(e) => rep.problems.push(e.to_string()),
+            }
+        }
+    }
     if systemd_running() {
         for u in [
             format!("{}-broker.socket", rec.prefix),

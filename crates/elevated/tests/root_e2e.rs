@@ -298,9 +298,23 @@ fn connect_script(host: &str, port: u16) -> String {
     format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null && echo CONNECTED || echo BLOCKED")
 }
 
+/// Named (user:X / group:X) or default entries in `getfacl` output.
+fn named_entries(getfacl: &str) -> Vec<String> {
+    getfacl
+        .lines()
+        .filter(|l| {
+            let l = l.strip_prefix("default:").map_or(*l, |x| x);
+            (l.starts_with("user:") && !l.starts_with("user::"))
+                || (l.starts_with("group:") && !l.starts_with("group::"))
+                || l.starts_with("mask::")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 fn has_stockade_acl(path: &Path, uids: &[u32]) -> bool {
-    let (_, out) = sh_ok(&format!("getfacl -n -p '{}' 2>/dev/null", path.display()));
-    uids.iter().any(|u| out.contains(&format!("user:{u}:")))
+    let (_, out) = sh_ok(&format!("getfacl -p '{}' 2>/dev/null", path.display()));
+    out.contains("stockade") || uids.iter().any(|u| out.contains(&format!("user:{u}:")))
 }
 
 fn start_broker(g: &mut Guard) {
@@ -713,6 +727,36 @@ fn elevated_end_to_end_as_root() {
     );
     assert!(!r.stdout.contains("READ-OTHER"));
 
+    // Cross-user: another user's grants are useless to runs for this user (same sandbox uid).
+    let ows = o.home.join("ows");
+    fs::create_dir_all(&ows).unwrap();
+    fs::write(ows.join("code.txt"), "other's code\n").unwrap();
+    chown_r(&ows, &o);
+    let owsr = ows.to_string_lossy().to_string();
+    let r = run_as(
+        &o,
+        &sock,
+        &["--writable", &owsr],
+        &ows,
+        "cat code.txt && echo O-READS-OWN && echo w > mine.txt && echo O-WRITES-OWN",
+    );
+    assert!(
+        r.stdout.contains("O-READS-OWN") && r.stdout.contains("O-WRITES-OWN"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    let r = run_as(&u, &sock, &args, &ws, &format!("cat {owsr}/code.txt && echo U-READS-OTHERS; ls {owsr} && echo U-LISTS-OTHERS; echo x > {owsr}/mine.txt && echo U-WRITES-OTHERS"));
+    for bad in ["U-READS-OTHERS", "U-LISTS-OTHERS", "U-WRITES-OTHERS"] {
+        assert!(
+            !r.stdout.contains(bad),
+            "cross-user leak {bad}: {} {}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    eprintln!("cross-user: runs for {USER} cannot use {OTHER}'s grants");
+
     // --- network ------------------------------------------------------------------------------------
     sh(&format!("ip netns add {NETNS}"));
     g.netns = true;
@@ -929,15 +973,10 @@ fn elevated_end_to_end_as_root() {
         "getfacl -R -p -n {wsr} {bigs} {} {denied} 2>/dev/null",
         u.home.display()
     ));
-    for uid in uids {
-        assert!(
-            !acl.contains(&format!("user:{uid}:")),
-            "ACL for uid {uid} left"
-        );
-    }
+    let left = named_entries(&acl);
     assert!(
-        !acl.contains(&format!("user:{}:", u.uid)),
-        "owner default entries left"
+        left.is_empty(),
+        "ACL entries left after uninstall: {left:?}"
     );
     assert_eq!(
         fs::metadata(ws.join("src/b.txt")).unwrap().uid(),
