@@ -204,18 +204,16 @@ struct Caller {
 }
 
 fn caller_info(cred: &libc::ucred) -> Caller {
-    let pw = crate::accounts::getent_passwd(&cred.uid.to_string())
-        .ok()
-        .flatten();
+    let pw = sys::getpwuid(cred.uid).ok().flatten();
     let groups = pw
         .as_ref()
-        .and_then(|p| sys::grouplist(&p.name, cred.gid).ok())
+        .and_then(|(name, _, _)| sys::grouplist(name, cred.gid).ok())
         .unwrap_or_else(|| vec![cred.gid]);
     Caller {
         uid: cred.uid,
         gid: cred.gid,
         groups,
-        home: pw.map(|p| p.home),
+        home: pw.map(|(_, _, h)| h),
     }
 }
 
@@ -229,12 +227,13 @@ fn sandbox_uids(rec: &InstallRecord) -> Vec<u32> {
 /// `grants.json` (before use, so uninstall always knows it) on the caller's first run.
 fn caller_group(ctx: &Ctx, gf: &mut grants::GrantsFile, uid: u32) -> Result<u32, Fail> {
     let name = format!("{}-u{uid}", ctx.rec.prefix);
-    let observed = crate::accounts::getent_group(&name).map_err(|e| Fail::Failed(e.to_string()))?;
-    if let (Some(g), Some(r)) = (&observed, gf.groups.iter().find(|c| c.uid == uid)) {
-        if g.gid == r.gid && r.name == name {
-            return Ok(g.gid);
+    // Fast path: recorded and still resolving to the same gid (in-process NSS lookup).
+    if let Some(r) = gf.groups.iter().find(|c| c.uid == uid && c.name == name) {
+        if sys::getgrnam(&name).ok().flatten() == Some(r.gid) {
+            return Ok(r.gid);
         }
     }
+    let observed = crate::accounts::getent_group(&name).map_err(|e| Fail::Failed(e.to_string()))?;
     let g = match observed {
         Some(g) => g,
         None => {

@@ -302,6 +302,59 @@ pub fn grouplist(user: &str, gid: u32) -> io::Result<Vec<u32>> {
     }
 }
 
+/// `getpwuid_r`: (name, primary gid, home) of a uid, through NSS in-process (no `getent` spawn on
+/// the broker's per-run path).
+pub fn getpwuid(uid: u32) -> io::Result<Option<(String, u32, std::path::PathBuf)>> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: passwd is a plain C struct for which all-zero is a valid value.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: all pointers are valid: `pw` and `out` are locals, `buf` is writable for its length.
+        let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        if out.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success pw_name and pw_dir point to NUL-terminated strings inside `buf`.
+        let name = unsafe { CStr::from_ptr(pw.pw_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: as above.
+        let home = unsafe { CStr::from_ptr(pw.pw_dir) };
+        let home = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes()));
+        return Ok(Some((name, pw.pw_gid, home)));
+    }
+}
+
+/// `getgrnam_r`: gid of a group name, through NSS in-process.
+pub fn getgrnam(name: &str) -> io::Result<Option<u32>> {
+    let c = CString::new(name).map_err(io::Error::other)?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: group is a plain C struct for which all-zero is a valid value.
+        let mut gr: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `c` is NUL-terminated; `gr`, `out` are locals; `buf` is writable for its length.
+        let r =
+            unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        return Ok(if out.is_null() { None } else { Some(gr.gr_gid) });
+    }
+}
+
 /// `pidfd_open(pid)`.
 pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
