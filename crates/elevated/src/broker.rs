@@ -59,6 +59,9 @@ pub enum BrokerError {
     NoActivationSocket,
 }
 
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
 struct Ctx {
     rec: InstallRecord,
     opts: BrokerOptions,
@@ -130,10 +133,28 @@ pub fn serve_on(
         opts,
         grants_lock: Mutex::new(()),
     });
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
+        // Bound the threads a local user can make the broker hold.
+        if active.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
+            let _ = protocol::write_frame(
+                &mut &conn,
+                &Reply::Failed {
+                    message: format!(
+                        "the broker is busy ({MAX_CONNECTIONS} runs in progress); retry later"
+                    ),
+                },
+            );
+            continue;
+        }
+        active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = Arc::clone(&ctx);
-        std::thread::spawn(move || handle(&ctx, conn));
+        let active = Arc::clone(&active);
+        std::thread::spawn(move || {
+            handle(&ctx, conn);
+            active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
     }
     Ok(())
 }
@@ -156,6 +177,9 @@ fn handle(ctx: &Ctx, stream: UnixStream) {
         // A caller that connects and sends nothing must not pin a broker thread forever
         // (SO_RCVTIMEO also bounds recvmsg).
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        // Nor can one that stops reading block the broker (progress is written under the grant
+        // lock).
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
         let (req, fds) = recv_request(&stream)?;
         run(ctx, &stream, cred, req, fds)
     })();
