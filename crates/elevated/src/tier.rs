@@ -81,6 +81,19 @@ pub fn pick(
     }
 }
 
+/// What `stockade run --tier <choice>` should use on this machine, and why (the CLI prints the
+/// reason). Probes user namespaces only when the answer can depend on it.
+pub fn choose(
+    choice: TierChoice,
+    opts: &crate::setup::SetupOptions,
+) -> Result<(Tier, String), TierError> {
+    let userns = match choice {
+        TierChoice::Elevated => Err("not probed".to_string()),
+        _ => probe_userns(),
+    };
+    pick(choice, userns, crate::setup::installed(opts).is_some())
+}
+
 /// Probes whether this process can create a user namespace, by forking a child that calls
 /// `unshare(CLONE_NEWUSER)` and exits (the only reliable test: sysctls, AppArmor and seccomp
 /// policies can all block it).
