@@ -468,14 +468,24 @@ fn run(
     let mut warnings = Vec::new();
     // Fail closed: an offline run without the nft table would have full network.
     if role == Role::Offline {
-        let table = ctx
+        // The rules themselves are compared, not just the table's presence: a flushed chain
+        // leaves an empty table.
+        let (table, want) = ctx
             .rec
             .nft
             .as_ref()
-            .map(|n| n.table.clone())
+            .map(|n| (n.table.clone(), n.listing.clone()))
             .unwrap_or_default();
         match crate::nft::list_table(&table) {
-            Ok(Some(_)) => enforced.push(layer("network-nftables", format!("table inet {table}: offline uid {} cut off", account.uid))),
+            Ok(Some(l)) if crate::record::same_listing(&l, &want) => enforced.push(layer(
+                "network-nftables",
+                format!("table inet {table}: offline uid {} cut off (rules verified)", account.uid),
+            )),
+            Ok(Some(_)) => {
+                return Err(Fail::Failed(format!(
+                    "nftables table inet {table} differs from the installed rules: refusing an offline run; `stockade setup --check` shows the difference, `sudo stockade setup` repairs it"
+                )))
+            }
             _ => {
                 return Err(Fail::Failed(format!(
                     "nftables table inet {table} is missing: refusing an offline run; run `sudo stockade setup` to repair"
@@ -506,7 +516,7 @@ fn run(
     }
 
     // Private TMPDIR for this run, in a root-owned directory (so no path component above it is
-    // controlled by the sandbox account), owned by the account, removed at the end.
+    // controlled by the sandbox account), group = the caller's grant group, removed at the end.
     let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), grant_gid)
         .map_err(|e| Fail::Failed(format!("creating the run's TMPDIR: {e}")))?;
     let abi = crate::landlock_layer::kernel_abi();

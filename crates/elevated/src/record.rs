@@ -312,6 +312,11 @@ pub fn diff(rec: &InstallRecord, obs: &Observed, current_version: &str) -> Vec<D
     out
 }
 
+/// Whether two `nft list` outputs are the same up to whitespace.
+pub fn same_listing(a: &str, b: &str) -> bool {
+    normalize(a) == normalize(b)
+}
+
 fn normalize(s: &str) -> Vec<String> {
     s.lines()
         .map(|l| l.trim().to_string())

@@ -790,6 +790,27 @@ fn elevated_end_to_end_as_root() {
         "BLOCKED",
         "offline reaches the test netns"
     );
+    // Fail closed: with the chain flushed the broker refuses offline runs.
+    sh("nft flush chain inet stockade output");
+    let r = run_as(
+        &u,
+        &sock,
+        &["--network", "off", "--writable", &wsr],
+        &ws,
+        &connect_script(NS_ADDR, 18080),
+    );
+    assert_eq!(
+        r.code, 125,
+        "offline run with flushed rules must be refused: {} {}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        r.stderr.contains("differs from the installed rules"),
+        "{}",
+        r.stderr
+    );
+    stockade_elevated::setup(&opts).unwrap();
+    assert!(stockade_elevated::check(&opts).unwrap().drift.is_empty());
     assert_eq!(
         net("off", "127.0.0.1", closed_port),
         "BLOCKED",
