@@ -303,8 +303,8 @@ pub fn diff(rec: &InstallRecord, obs: &Observed, current_version: &str) -> Vec<D
             )),
             Some(h) if h != f.sha256 => out.push(drift(
                 format!("file {}", f.path.display()),
-                format!("sha256 {}", &f.sha256[..12.min(f.sha256.len())]),
-                format!("modified (sha256 {})", &h[..12.min(h.len())]),
+                format!("sha256 {}", short(&f.sha256)),
+                format!("modified (sha256 {})", short(&h)),
             )),
             Some(_) => {}
         }
@@ -315,6 +315,10 @@ pub fn diff(rec: &InstallRecord, obs: &Observed, current_version: &str) -> Vec<D
 /// Whether two `nft list` outputs are the same up to whitespace.
 pub fn same_listing(a: &str, b: &str) -> bool {
     normalize(a) == normalize(b)
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
 }
 
 fn normalize(s: &str) -> Vec<String> {

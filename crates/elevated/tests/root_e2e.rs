@@ -140,28 +140,30 @@ fn block_userns_in_child(cmd: &mut Command) {
         f(RET_K, 0, 0, RET_ALLOW),
         f(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
     ];
-    // SAFETY: the closure runs in the forked child; it makes two raw syscalls on `prog`, which
-    // the closure owns and which outlives both calls.
+    // SAFETY: the closure runs in the forked child and only calls `install_filter`, which makes
+    // raw syscalls on `prog`, owned by the closure.
     unsafe {
-        cmd.pre_exec(move || {
-            let fprog = libc::sock_fprog {
-                len: prog.len() as u16,
-                filter: prog.as_ptr() as *mut libc::sock_filter,
-            };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &fprog as *const libc::sock_fprog,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || install_filter(&prog));
     }
+}
+
+fn install_filter(prog: &[libc::sock_filter]) -> std::io::Result<()> {
+    use stockade_elevated::sys::cvt;
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: plain prctl with integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    // SAFETY: `fprog` points to `prog`, a valid filter array that outlives the call.
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+        )
+    })?;
+    Ok(())
 }
 
 struct Out {
