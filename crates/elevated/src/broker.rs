@@ -447,7 +447,10 @@ fn run(
             caller.home.as_deref(),
         )?);
     }
-    let cwd_fd = validate::open_cwd(&req.cwd)?;
+    // The start directory is entered by path *after* the switch to the sandbox account, so the
+    // account's own permissions on every component decide (a descriptor opened by root would
+    // let the command start inside a tree neither it nor the caller can traverse).
+    let cwd_c = sys::cstr(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
     let role = match req.network {
         NetworkMode::Off => Role::Offline,
         NetworkMode::On => Role::Online,
@@ -556,7 +559,6 @@ fn run(
         None => None,
     };
     let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let cwd_raw = cwd_fd.as_raw_fd();
     let limits = rlimits(&req.limits);
     let nlimits = limits.len();
     // Supplementary groups: exactly the sandbox group and this caller's grant group.
@@ -599,7 +601,7 @@ fn run(
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
             }
             child::pdeathsig()?;
-            child::fchdir(cwd_raw)?;
+            child::chdir(&cwd_c)?;
             child::no_new_privs()?;
             for (res, val) in &limits {
                 child::setrlimit(*res, *val)?;
@@ -614,13 +616,14 @@ fn run(
     let start = Instant::now();
     let mut childp = cmd.spawn().map_err(|e| {
         Fail::Failed(format!(
-            "cannot start {:?} as {}: {e}",
-            req.program, account.name
+            "cannot start {:?} as {} in {}: {e} (the program and the start directory must be reachable by the sandbox account)",
+            req.program,
+            account.name,
+            req.cwd.display()
         ))
     })?;
     drop(cmd);
     drop(procs);
-    drop(cwd_fd);
     enforced.push(layer(
         "sandbox-account",
         format!(

@@ -492,6 +492,13 @@ pub mod child {
         Ok(())
     }
 
+    /// `chdir(path)`, with the caller's (dropped) credentials.
+    pub fn chdir(path: &std::ffi::CStr) -> io::Result<()> {
+        // SAFETY: `path` is a valid NUL-terminated string alive during the call.
+        cvt(unsafe { libc::chdir(path.as_ptr()) })?;
+        Ok(())
+    }
+
     /// `fchdir(fd)`.
     pub fn fchdir(fd: i32) -> io::Result<()> {
         // SAFETY: plain syscall with an integer argument.

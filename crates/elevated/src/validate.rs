@@ -9,6 +9,9 @@
 //! * A writable root is never a system directory, a top-level directory, the broker's state, or
 //!   the caller's home itself: granting a sandbox account write access there would affect
 //!   everyone (or everything the caller owns).
+//! * The start directory is entered by path after the switch to the sandbox account, so that
+//!   account's permissions decide (a root-opened descriptor could start the command inside a
+//!   tree neither it nor the caller can traverse).
 //! * A writable root is opened with `openat2(RESOLVE_NO_SYMLINKS)` (a symlink anywhere in the
 //!   path, e.g. swapped in during the request, fails the open) and everything afterwards acts on
 //!   that descriptor. It must be a directory the caller owns, or can write by its mode bits with
@@ -268,28 +271,6 @@ pub fn open_root(
         dev: st.st_dev,
         ino: st.st_ino,
         owned,
-    })
-}
-
-/// Opens the start directory without following symlinks (the sandbox's own permissions decide
-/// whether it may use it).
-pub fn open_cwd(path: &Path) -> Result<OwnedFd, Refusal> {
-    if !clean_absolute(path) {
-        return Err(Refusal::BadPath {
-            what: "cwd",
-            path: path.to_path_buf(),
-        });
-    }
-    sys::openat2(
-        None,
-        path,
-        libc::O_PATH | libc::O_DIRECTORY,
-        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    )
-    .map_err(|e| {
-        Refusal::Malformed(format!(
-            "cwd {path:?} cannot be opened without following symlinks: {e}"
-        ))
     })
 }
 

@@ -207,7 +207,7 @@ fn run_as(u: &TestUser, sock: &Path, extra: &[&str], cwd: &Path, script: &str) -
         .env_clear()
         .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
         .env("HOME", &u.home)
-        .current_dir(cwd)
+        .current_dir("/")
         .uid(u.uid)
         .gid(u.gid)
         .output()
@@ -784,6 +784,14 @@ fn elevated_end_to_end_as_root() {
             r.stderr
         );
     }
+    let r = run_as(&u, &sock, &args, &ows, "ls && echo LISTED-FROM-CWD");
+    assert!(
+        !r.stdout.contains("LISTED-FROM-CWD"),
+        "cwd inside another user's tree: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.code, 125, "{}", r.stderr);
     eprintln!("cross-user: runs for {USER} cannot use {OTHER}'s grants");
 
     // --- network ------------------------------------------------------------------------------------
