@@ -535,6 +535,13 @@ fn run(
         warnings.push("the kernel has no Landlock: writes are limited by the sandbox account's permissions only".into());
     }
     let mut landlock_slot = Some(ruleset);
+    #[cfg(target_arch = "x86_64")]
+    let setid_prog = crate::setid_filter::program();
+    #[cfg(target_arch = "x86_64")]
+    enforced.push(layer(
+        "seccomp-setid",
+        "set-user-ID/set-group-ID mode bits refused (chmod/open/mkdir/mknod families); openat2 and io_uring unavailable".into(),
+    ));
     let has_landlock = abi > 0;
 
     let cg = match RunCgroup::create(&ctx.rec.prefix) {
@@ -609,6 +616,8 @@ fn run(
             // Landlock (interim, see `landlock_layer`); INTEGRATION POINT for seccomp: once
             // `stockade_linux::confine::apply_layers` lands on main, it replaces this call.
             crate::landlock_layer::restrict(&mut landlock_slot, has_landlock)?;
+            #[cfg(target_arch = "x86_64")]
+            crate::setid_filter::install(&setid_prog)?;
             child::cloexec_from_3()?;
             Ok(())
         });

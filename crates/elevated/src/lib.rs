@@ -29,6 +29,8 @@ pub mod landlock_layer;
 pub mod nft;
 pub mod protocol;
 pub mod record;
+#[cfg(target_arch = "x86_64")]
+pub mod setid_filter;
 pub mod setup;
 pub mod sys;
 pub mod tier;

@@ -547,7 +547,8 @@ fn elevated_end_to_end_as_root() {
                      ls /home/stkt-other >/dev/null 2>&1 && echo LISTED-OTHER; \
                      cat /home/stkt-user/ws/src/a.txt >/dev/null && echo ABSOLUTE-OK; \
                      cat ../public-but-denied.txt && echo READ-DENIED; \
-                     echo t > /tmp/stkt-x && echo WROTE-TMP; echo t > \"$TMPDIR/x\" && echo WROTE-TMPDIR; exit 7";
+                     echo t > /tmp/stkt-x && echo WROTE-TMP; echo t > \"$TMPDIR/x\" && echo WROTE-TMPDIR; \
+                     cp /bin/true src/t && chmod 2755 src/t && echo SETID-MADE; exit 7";
     let check_fs = |label: &str| {
         let r = run_as(&u, &sock, &args, &ws, fs_script);
         eprintln!(
@@ -573,9 +574,23 @@ fn elevated_end_to_end_as_root() {
             "WROTE-ETC",
             "LISTED-OTHER",
             "READ-DENIED",
+            "WROTE-TMP\n",
+            "SETID-MADE",
         ] {
             assert!(!r.stdout.contains(bad), "{label}: {bad}");
         }
+        assert!(
+            r.stdout.contains("WROTE-TMPDIR"),
+            "{label}: the run's private TMPDIR is writable"
+        );
+        assert!(
+            !Path::new("/tmp/stkt-x").exists(),
+            "{label}: /tmp must not be writable (Landlock)"
+        );
+        let t = fs::metadata(ws.join("src/t"))
+            .map(|m| m.mode() & 0o7000)
+            .unwrap_or(0);
+        assert_eq!(t, 0, "{label}: no set-id bits on sandbox-created files");
         assert!(
             r.stdout.contains("READ-PUBLIC"),
             "{label}: reading stays broad"
