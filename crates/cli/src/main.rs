@@ -9,6 +9,8 @@ use stockade_policy::config::{self, CliOverrides, LoadRequest};
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::{self, PlanRequest};
 
+mod backend;
+mod mcp;
 mod run;
 
 /// Exit status when stockade itself fails (policy, setup, usage) — the command never ran.
@@ -43,6 +45,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the Model Context Protocol on stdio (tools: `run`, `policy`).
+    Mcp,
     /// Remove the sandbox's persistent temp state for a workspace.
     Clean {
         /// Workspace (default: current directory).
@@ -75,9 +79,12 @@ pub struct PolicyArgs {
     /// Another writable directory (repeatable).
     #[arg(long = "writable", value_name = "PATH")]
     writable: Vec<String>,
-    /// Network: `off` (private loopback only) or `on`.
+    /// Network: `off` (private loopback only), `allowlist` (HTTP(S) proxy to `--allow-domain`s) or `on`.
     #[arg(long, value_name = "MODE")]
     network: Option<NetworkMode>,
+    /// A domain reachable in `allowlist` mode (repeatable): `crates.io`, `*.npmjs.org`.
+    #[arg(long = "allow-domain", value_name = "DOMAIN")]
+    allow_domain: Vec<String>,
     /// No writable roots at all, not even the workspace.
     #[arg(long)]
     read_only: bool,
@@ -112,6 +119,15 @@ pub struct RunArgs {
     /// Pass this inherited descriptor into the sandbox (repeatable); all others are closed.
     #[arg(long = "pass-fd", value_name = "N")]
     pass_fd: Vec<i32>,
+    /// Sandbox tier: `auto`, `unelevated` or `elevated`.
+    #[arg(long, value_enum, default_value_t = backend::TierChoice::Auto)]
+    tier: backend::TierChoice,
+    /// Give the command a pseudo-terminal (default: when stdin and stdout are terminals).
+    #[arg(long, overrides_with = "no_pty")]
+    pty: bool,
+    /// Never allocate a pseudo-terminal.
+    #[arg(long)]
+    no_pty: bool,
     /// After the command, print the machine-readable result (JSON) on stderr.
     #[arg(long)]
     json: bool,
@@ -163,6 +179,7 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
         allow_dangerous_roots: args.allow_dangerous_roots,
         timeout_secs: args.timeout,
         env_set: args.env.clone(),
+        allow_domains: args.allow_domain.clone(),
     };
     // `--writable` paths are the user's, typed relative to where they stand.
     cli.absolutize_writable(&caller.cwd);
@@ -204,12 +221,15 @@ fn main() -> ExitCode {
             }
             // One line: clap's first line, without its usage block.
             let text = e.render().to_string();
-            let first = text
+            let msg: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            eprintln!("stockade: error: {first} (see `stockade --help`)");
+                .take_while(|l| !l.starts_with("Usage:") && !l.trim_start().starts_with("tip:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.trim_start_matches("error: ");
+            eprintln!("stockade: error: {msg} (see `stockade --help`)");
             return ExitCode::from(2);
         }
     };
@@ -271,6 +291,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { json } => run::doctor(json),
+        Cmd::Mcp => mcp::serve(),
         Cmd::Clean { workspace } => run::clean(workspace, &caller),
     }
 }

@@ -2,15 +2,15 @@
 
 use crate::{load, Caller, RunArgs, EXIT_STOCKADE};
 use anyhow::{bail, Context, Result};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
-use stockade_policy::backend::{Backend, Command, RunOptions, RunOutcome};
+use stockade_policy::backend::{Command, RunOptions, RunOutcome};
 
 pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     let (_loaded, plan) = load(&args.policy, caller)?;
     for fd in &args.pass_fd {
-        // SAFETY: F_GETFD only queries flags of a descriptor number; an invalid one yields EBADF.
-        if *fd < 3 || unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
+        if *fd < 3 || !crate::backend::fd_is_open(*fd) {
             bail!("--pass-fd {fd}: not an open descriptor above 2 in this process");
         }
     }
@@ -23,7 +23,8 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     };
     let opts = RunOptions {
         pass_fds: args.pass_fd.clone(),
-        pty: false,
+        pty: !args.no_pty
+            && (args.pty || (std::io::stdin().is_terminal() && std::io::stdout().is_terminal())),
         timeout: plan.limits.timeout_secs.map(Duration::from_secs),
     };
     if verbose {
@@ -34,17 +35,15 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
             eprintln!("stockade: note: {} does not exist, so it cannot be protected by a mount; it could be created by the command", m.display());
         }
     }
-    let backend = stockade_linux::UnelevatedBackend;
-    let outcome = match backend.run(&plan, &cmd, &opts) {
+    let outcome = match crate::backend::run(&plan, &cmd, &opts, args.tier) {
         Ok(o) => o,
-        Err(e) => {
-            let code = e.exit_code();
-            eprintln!("stockade: error: {e}");
+        Err(f) => {
+            eprintln!("stockade: error: {}", f.message);
             if args.json || args.report.is_some() {
-                let v = serde_json::json!({"tier": backend.tier(), "error": e.to_string(), "exit_code": code});
+                let v = serde_json::json!({"tier": f.tier, "error": f.message, "exit_code": f.exit_code});
                 emit(&args, &v)?;
             }
-            return Ok(ExitCode::from(code as u8));
+            return Ok(ExitCode::from(f.exit_code as u8));
         }
     };
     report(&args, &outcome, verbose)?;
@@ -89,6 +88,7 @@ fn emit(args: &RunArgs, v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 pub fn doctor(json: bool) -> Result<ExitCode> {
     let features = stockade_linux::probe::features();
     let get = |n: &str| {
@@ -156,6 +156,7 @@ pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<E
         workspace,
         writable: vec![],
         network: None,
+        allow_domain: vec![],
         read_only: false,
         profile: None,
         config: None,
@@ -173,5 +174,11 @@ pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<E
         Some(dir) => println!("nothing to clean ({} does not exist)", dir.display()),
         None => println!("nothing to clean (temp persistence is off)"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn doctor(_json: bool) -> Result<ExitCode> {
+    println!("stockade doctor: feature probes are implemented for Linux only; see docs/windows.md");
     Ok(ExitCode::SUCCESS)
 }

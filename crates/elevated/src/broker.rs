@@ -454,6 +454,13 @@ fn run(
     let role = match req.network {
         NetworkMode::Off => Role::Offline,
         NetworkMode::On => Role::Online,
+        // Fail closed: the domain allowlist needs a filtering proxy this tier does not have yet;
+        // silently running online (or offline) would not be what the user asked for.
+        NetworkMode::Allowlist => {
+            return Err(Fail::Refused(
+                "network mode \"allowlist\" is not supported by the elevated tier yet; use \"off\" (with --allow-port for a local proxy) or \"on\"".into(),
+            ))
+        }
     };
     let account = ctx.rec.account(role).cloned().ok_or_else(|| {
         Fail::Failed(format!(

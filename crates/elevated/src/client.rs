@@ -73,6 +73,11 @@ pub fn request_from_plan(
     cmd: &Command,
     opts: &RunOptions,
 ) -> Result<RunRequest, ClientError> {
+    if plan.network == stockade_policy::NetworkMode::Allowlist {
+        return Err(ClientError::Unsupported(
+            "network mode \"allowlist\" is not supported by the elevated tier yet; use \"off\" or \"on\", or the unelevated tier".into(),
+        ));
+    }
     let timeout = opts
         .timeout
         .or(plan.limits.timeout_secs.map(Duration::from_secs));
@@ -236,6 +241,7 @@ mod tests {
                 persist_dir: None,
             },
             protected_symlinks: vec![],
+            allowed_domains: vec![],
             warnings: vec![],
         };
         let cmd = Command {
@@ -252,6 +258,12 @@ mod tests {
             program: std::ffi::OsString::from_vec(vec![0xff]),
             args: vec![],
         };
+        let mut allow = plan.clone();
+        allow.network = NetworkMode::Allowlist;
+        assert!(matches!(
+            request_from_plan(&allow, &cmd, &RunOptions::default()),
+            Err(ClientError::Unsupported(_))
+        ));
         assert!(matches!(
             request_from_plan(&plan, &bad, &RunOptions::default()),
             Err(ClientError::Unsupported(_))

@@ -35,10 +35,12 @@
 //! Every step that fails reports through the report pipe and the launch fails closed.
 
 use crate::caps;
-use crate::limits::{self, Rlimit};
 use crate::landlock_layer::{self, LandlockStatus};
+use crate::limits::{self, Rlimit};
 use crate::mounts;
 use crate::net;
+use crate::proxy;
+use crate::pty::{self, Pty, RawMode};
 use crate::seccomp;
 use crate::sockets::{self, Gate, SocketPolicy};
 use crate::sys::{self, Forked, SysError};
@@ -129,9 +131,23 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     // as the overflow id.
     // SAFETY: getuid/getgid cannot fail and take no arguments.
     let ids = unsafe { (libc::getuid(), libc::getgid()) };
-    let rlimits = limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
+    let rlimits =
+        limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let (report_r, report_w) = sys::pipe()?;
     let (alive_r, alive_w) = sys::pipe()?;
+    // With a pty, init opens it inside the sandbox and sends the master back over this channel.
+    let proxy_chan = match plan.network {
+        NetworkMode::Allowlist => Some(
+            sockets::socketpair().map_err(|e| LaunchError::Prepare(format!("socketpair: {e}")))?,
+        ),
+        _ => None,
+    };
+    let pty_chan = match opts.pty {
+        true => Some(
+            sockets::socketpair().map_err(|e| LaunchError::Prepare(format!("socketpair: {e}")))?,
+        ),
+        false => None,
+    };
     let forwarded = sys::sigset(FORWARDED);
     let old_mask = sys::block_signals(&forwarded)?;
     let sigfd = sys::signalfd(&forwarded)?;
@@ -142,7 +158,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP) as u64;
-    if plan.network == NetworkMode::Off {
+    if plan.network != NetworkMode::On {
         flags |= libc::CLONE_NEWNET as u64;
     }
     // SAFETY (contract of clone3_fork): stockade is single-threaded at this point; nothing in the
@@ -167,6 +183,10 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
                 &socket_policy,
                 &rlimits,
                 opts,
+                Channels {
+                    pty: pty_chan.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
+                    proxy: proxy_chan.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
+                },
                 ids,
                 report_w.as_raw_fd(),
                 alive_r,
@@ -177,7 +197,33 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     };
     drop(report_w);
     drop(alive_r);
-    let result = supervise(pid, &pidfd, &report_r, &sigfd, opts.timeout);
+    let denials = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _proxy_thread = proxy_chan.map(|(ours, theirs)| {
+        drop(theirs);
+        proxy::serve(
+            ours,
+            plan.allowed_domains.clone(),
+            std::sync::Arc::clone(&denials),
+        )
+    });
+    let pty = match pty_chan {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            match sockets::recv_fd(ours.as_raw_fd()) {
+                Ok(Some(master)) => {
+                    let p = Pty { master };
+                    p.copy_size(0);
+                    Some(p)
+                }
+                // init failed before opening it; its report says why.
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let raw_mode = pty.as_ref().and_then(|_| RawMode::enter(0));
+    let result = supervise(pid, &pidfd, &report_r, &sigfd, opts.timeout, pty.as_ref());
+    drop(raw_mode);
     drop(alive_w);
     let _ = sys::set_sigmask(&old_mask);
     let (report, killed_for_timeout, init_status) = result?;
@@ -207,7 +253,17 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         duration: start.elapsed(),
         enforced: parsed.layers,
         warnings: parsed.warnings,
-        denials: parsed.denials.into_iter().chain(created_protected(plan)).collect(),
+        denials: parsed
+            .denials
+            .into_iter()
+            .chain(
+                denials
+                    .lock()
+                    .map(|mut d| std::mem::take(&mut *d))
+                    .unwrap_or_default(),
+            )
+            .chain(created_protected(plan))
+            .collect(),
     })
 }
 
@@ -217,7 +273,10 @@ fn created_protected(plan: &Plan) -> Vec<Denial> {
     plan.protected_missing
         .iter()
         .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .map(|p| Denial { kind: "protected-created".into(), target: p.display().to_string() })
+        .map(|p| Denial {
+            kind: "protected-created".into(),
+            target: p.display().to_string(),
+        })
         .collect()
 }
 
@@ -285,28 +344,30 @@ fn supervise(
     report: &OwnedFd,
     sigfd: &OwnedFd,
     timeout: Option<Duration>,
+    pty: Option<&Pty>,
 ) -> Result<Supervised, LaunchError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut buf = Vec::new();
     let mut pipe_open = true;
     let mut timed_out = false;
+    let master = pty.map(|p| p.master.as_raw_fd());
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    let pollfd = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
         let mut fds = [
-            libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if pipe_open { report.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            pollfd(pidfd.as_raw_fd()),
+            pollfd(sigfd.as_raw_fd()),
+            pollfd(if pipe_open { report.as_raw_fd() } else { -1 }),
+            pollfd(if stdin_open { 0 } else { -1 }),
+            pollfd(match master {
+                Some(m) if master_open => m,
+                _ => -1,
+            }),
         ];
         let wait_ms = match deadline {
             Some(d) if !timed_out => d
@@ -326,7 +387,21 @@ fn supervise(
         }
         if fds[1].revents & libc::POLLIN != 0 {
             let (sig, _, _) = sys::read_signalfd(sigfd)?;
-            let _ = sys::pidfd_send_signal(pidfd, sig);
+            match pty {
+                // The pty delivers SIGWINCH itself once it has the new size.
+                Some(p) if sig == libc::SIGWINCH => p.copy_size(0),
+                _ => {
+                    let _ = sys::pidfd_send_signal(pidfd, sig);
+                }
+            }
+        }
+        if let Some(m) = master {
+            if fds[3].revents != 0 {
+                stdin_open = copy_once(0, m);
+            }
+            if fds[4].revents != 0 {
+                master_open = copy_once(m, 1);
+            }
         }
         if fds[0].revents & libc::POLLIN != 0 {
             let status = match sys::waitpid(pid, false)? {
@@ -336,7 +411,30 @@ fn supervise(
             while pipe_open {
                 pipe_open = drain_once(report.as_raw_fd(), &mut buf)?;
             }
+            if let Some(m) = master {
+                // The whole sandbox is gone: whatever output is left in the pty is final.
+                while master_open {
+                    let mut p = [pollfd(m)];
+                    if sys::poll(&mut p, 0)? == 0 {
+                        break;
+                    }
+                    master_open = copy_once(m, 1);
+                }
+            }
             return Ok((buf, timed_out, status));
+        }
+    }
+}
+
+/// Copy one chunk from `from` to `to`; `false` once `from` is at end of file or failed (a pty
+/// master reads EIO when the last slave closes).
+fn copy_once(from: RawFd, to: RawFd) -> bool {
+    let mut chunk = [0u8; 8192];
+    match sys::read(from, &mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            sys::write_all_best_effort(to, &chunk[..n]);
+            true
         }
     }
 }
@@ -391,7 +489,10 @@ impl Report {
                 "S" => r.status = body.trim().parse().ok(),
                 "D" => {
                     let (kind, target) = body.split_once('\t').unwrap_or((body, ""));
-                    r.denials.push(Denial { kind: kind.into(), target: target.into() });
+                    r.denials.push(Denial {
+                        kind: kind.into(),
+                        target: target.into(),
+                    });
                 }
                 _ => {}
             }
@@ -423,15 +524,37 @@ impl ExecSpec {
         }
         let mut envp = Vec::with_capacity(plan.env.len());
         let mut path_dirs = Vec::new();
+        let writable = landlock_layer::writable_paths(plan);
         for (k, v) in &plan.env {
+            // A TMPDIR the sandbox cannot write (e.g. /run/user/N) would break every tool that
+            // makes a temp file: point it at the private /tmp instead.
+            let v: &OsStr = if k == "TMPDIR"
+                && plan.temp.private
+                && !writable.iter().any(|w| Path::new(v).starts_with(w))
+            {
+                OsStr::new("/tmp")
+            } else {
+                v
+            };
             let mut kv = k.clone().into_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
             envp.push(CString::new(kv).map_err(|_| {
                 LaunchError::Prepare(format!("environment variable {k:?} contains a NUL byte"))
             })?);
+            if plan.network == NetworkMode::Allowlist && is_proxy_var(k) {
+                continue;
+            }
             if k == "PATH" {
                 path_dirs = std::env::split_paths(v).collect();
+            }
+        }
+        if plan.network == NetworkMode::Allowlist {
+            for (k, v) in PROXY_VARS {
+                envp.push(
+                    CString::new(format!("{k}={v}"))
+                        .map_err(|_| LaunchError::Prepare("proxy variable".into()))?,
+                );
             }
         }
         if path_dirs.is_empty() {
@@ -464,6 +587,7 @@ fn init_main(
     socket_policy: &SocketPolicy,
     rlimits: &[Rlimit],
     opts: &RunOptions,
+    chans: Channels,
     ids: (libc::uid_t, libc::gid_t),
     report: RawFd,
     alive: OwnedFd,
@@ -474,6 +598,36 @@ fn init_main(
         report_line(report, 'F', &msg);
         return SETUP_FAILED;
     }
+    let proxy = match chans.proxy {
+        Some(chan) => match proxy::listen_inside() {
+            Ok(l) => {
+                report_line(
+                    report,
+                    'L',
+                    &format!("network-allowlist\tHTTP(S) only, through stockade's proxy at {}, to network.allowed_domains", proxy::INSIDE_ADDR),
+                );
+                Some((l, chan))
+            }
+            Err(e) => {
+                report_line(
+                    report,
+                    'F',
+                    &format!("proxy listener on {}: {e}", proxy::INSIDE_ADDR),
+                );
+                return SETUP_FAILED;
+            }
+        },
+        None => None,
+    };
+    let pty_slave = match chans.pty.map(open_pty_for_host) {
+        Some(Ok(slave)) => Some(slave),
+        Some(Err(msg)) => {
+            report_line(report, 'F', &msg);
+            return SETUP_FAILED;
+        }
+        None => None,
+    };
+    let pty_slave_fd = pty_slave.as_ref().map(|s| s.as_raw_fd());
     let (chan_init, chan_cmd) = match sockets::socketpair() {
         Ok(p) => p,
         Err(e) => {
@@ -484,7 +638,7 @@ fn init_main(
     let child = match sys::fork() {
         Ok(0) => {
             drop(chan_init);
-            let code = command_main(exec, deny, rlimits, opts, report, chan_cmd);
+            let code = command_main(exec, deny, rlimits, opts, pty_slave_fd, report, chan_cmd);
             sys::exit_now(code)
         }
         Ok(pid) => pid,
@@ -494,13 +648,47 @@ fn init_main(
         }
     };
     drop(chan_cmd);
+    // init's copy of the slave: the command has its own.
+    drop(pty_slave);
     let gate = match sockets::recv_fd(chan_init.as_raw_fd()) {
         Ok(Some(listener)) => Some(Gate::new(listener, socket_policy.clone())),
         // The command failed before installing the gate; it reports why itself.
         Ok(None) | Err(_) => None,
     };
     drop(chan_init);
-    init_reap(child, gate, report)
+    init_reap(child, gate, proxy, report)
+}
+
+/// Variables that point HTTP clients at the allowlist proxy (they replace the caller's).
+const PROXY_VARS: &[(&str, &str)] = &[
+    ("HTTP_PROXY", proxy::PROXY_URL),
+    ("HTTPS_PROXY", proxy::PROXY_URL),
+    ("http_proxy", proxy::PROXY_URL),
+    ("https_proxy", proxy::PROXY_URL),
+    ("ALL_PROXY", proxy::PROXY_URL),
+    ("all_proxy", proxy::PROXY_URL),
+    ("NO_PROXY", "localhost,127.0.0.1,::1"),
+    ("no_proxy", "localhost,127.0.0.1,::1"),
+];
+
+fn is_proxy_var(name: &OsStr) -> bool {
+    PROXY_VARS.iter().any(|(k, _)| OsStr::new(k) == name)
+}
+
+/// Descriptors init uses to reach stockade (each the init end of a socketpair).
+struct Channels {
+    /// Send the pty master here (with `--pty`).
+    pty: Option<RawFd>,
+    /// Send accepted proxy connections here (network allowlist).
+    proxy: Option<RawFd>,
+}
+
+/// Open the pty inside the sandbox, send the master to stockade, keep the slave for the command.
+fn open_pty_for_host(chan: RawFd) -> Result<OwnedFd, String> {
+    let (master, slave) = Pty::open().map_err(|e| e.to_string())?;
+    sockets::send_fd(chan, master.as_raw_fd())
+        .map_err(|e| format!("passing the pty to stockade: {e}"))?;
+    Ok(slave)
 }
 
 /// Confine init itself before it forks the command: the command inherits this Landlock domain and
@@ -593,7 +781,7 @@ fn init_setup(
         'L',
         "pid-namespace\tcommand is pid 2; everything it starts dies with it",
     );
-    if plan.network == NetworkMode::Off {
+    if plan.network != NetworkMode::On {
         net::loopback_up().map_err(|e| e.to_string())?;
         report_line(
             report,
@@ -609,7 +797,12 @@ fn init_setup(
 
 /// pid 1: forward signals to the command's process group, answer the connect gate, reap
 /// everything, exit with the command.
-fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
+fn init_reap(
+    child: libc::pid_t,
+    mut gate: Option<Gate>,
+    proxy: Option<(std::net::TcpListener, RawFd)>,
+    report: RawFd,
+) -> i32 {
     let mut set_signals = FORWARDED.to_vec();
     set_signals.push(libc::SIGCHLD);
     let set = sys::sigset(&set_signals);
@@ -647,6 +840,11 @@ fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: proxy.as_ref().map_or(-1, |(l, _)| l.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         if sys::poll(&mut fds, -1).is_err() {
             continue;
@@ -657,6 +855,14 @@ fn init_reap(child: libc::pid_t, mut gate: Option<Gate>, report: RawFd) -> i32 {
             }
         } else if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             gate = None;
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            if let Some((listener, chan)) = &proxy {
+                // Hand the connection to stockade's proxy on the host; init keeps no copy.
+                if let Ok((conn, _)) = listener.accept() {
+                    let _ = sockets::send_fd(*chan, conn.as_raw_fd());
+                }
+            }
         }
         if fds[0].revents & libc::POLLIN != 0 {
             match sys::read_signalfd(&sfd) {
@@ -675,10 +881,11 @@ fn command_main(
     deny: &seccompiler::BpfProgram,
     rlimits: &[Rlimit],
     opts: &RunOptions,
+    pty_slave: Option<RawFd>,
     report: RawFd,
     chan: OwnedFd,
 ) -> i32 {
-    match command_setup(deny, rlimits, opts, report, chan) {
+    match command_setup(deny, rlimits, opts, pty_slave, report, chan) {
         Ok(()) => {}
         Err(msg) => {
             report_line(report, 'F', &msg);
@@ -702,18 +909,22 @@ fn command_setup(
     deny: &seccompiler::BpfProgram,
     rlimits: &[Rlimit],
     opts: &RunOptions,
+    pty_slave: Option<RawFd>,
     report: RawFd,
     chan: OwnedFd,
 ) -> Result<(), String> {
-    // 6. signals back to defaults (Rust ignores SIGPIPE; a shell pipeline must not inherit that).
-    for sig in 1..libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: restoring the default disposition of a signal is always sound.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
+    // 6. SIGPIPE back to its default: Rust ignores it at startup, and an ignored disposition
+    //    survives exec (a shell pipeline would see EPIPE instead of dying quietly). Everything
+    //    else is left as the caller had it, as a plain exec would.
+    // SAFETY: restoring the default disposition of a signal is always sound.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     sys::set_sigmask(&sys::empty_sigset()).map_err(|e| e.to_string())?;
+    // Its own session and process group: init forwards signals to the group, and the command
+    // has no controlling terminal unless it gets the pty.
+    sys::setsid().map_err(|e| e.to_string())?;
+    if let Some(fd) = pty_slave {
+        pty::attach_slave(fd).map_err(|e| e.to_string())?;
+    }
     sys::prctl(
         libc::PR_SET_PDEATHSIG,
         libc::SIGKILL as libc::c_ulong,
@@ -722,7 +933,10 @@ fn command_setup(
     .map_err(|e| e.to_string())?;
     limits::apply(rlimits).map_err(|e| e.to_string())?;
     if !rlimits.is_empty() {
-        let names: Vec<String> = rlimits.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
+        let names: Vec<String> = rlimits
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.value))
+            .collect();
         report_line(report, 'L', &format!("limits\t{}", names.join(", ")));
     }
     // seccomp: the gate first (its listener goes to init), then the deny list.

@@ -7,11 +7,13 @@
 
 pub mod caps;
 pub mod landlock_layer;
-pub mod limits;
 pub mod launch;
+pub mod limits;
 pub mod mounts;
 pub mod net;
 pub mod probe;
+pub mod proxy;
+pub mod pty;
 pub mod seccomp;
 pub mod sockets;
 pub mod sys;

@@ -30,7 +30,11 @@ pub struct LimitError(String);
 pub fn plan(limits: &LimitsPolicy, uid: libc::uid_t) -> Result<Vec<Rlimit>, LimitError> {
     let mut out = Vec::new();
     if let Some(m) = limits.max_memory {
-        out.push(Rlimit { resource: libc::RLIMIT_AS, value: m, name: "RLIMIT_AS (per-process address space)" });
+        out.push(Rlimit {
+            resource: libc::RLIMIT_AS,
+            value: m,
+            name: "RLIMIT_AS (per-process address space)",
+        });
     }
     if let Some(n) = limits.max_processes {
         if uid == 0 {
@@ -40,10 +44,18 @@ pub fn plan(limits: &LimitsPolicy, uid: libc::uid_t) -> Result<Vec<Rlimit>, Limi
                     .into(),
             ));
         }
-        out.push(Rlimit { resource: libc::RLIMIT_NPROC, value: n, name: "RLIMIT_NPROC (per user)" });
+        out.push(Rlimit {
+            resource: libc::RLIMIT_NPROC,
+            value: n,
+            name: "RLIMIT_NPROC (per user)",
+        });
     }
     if let Some(n) = limits.max_open_files {
-        out.push(Rlimit { resource: libc::RLIMIT_NOFILE, value: n, name: "RLIMIT_NOFILE (per process)" });
+        out.push(Rlimit {
+            resource: libc::RLIMIT_NOFILE,
+            value: n,
+            name: "RLIMIT_NOFILE (per process)",
+        });
     }
     Ok(out)
 }
@@ -51,11 +63,18 @@ pub fn plan(limits: &LimitsPolicy, uid: libc::uid_t) -> Result<Vec<Rlimit>, Limi
 /// Apply the rlimits to the calling process.
 pub fn apply(limits: &[Rlimit]) -> Result<(), crate::sys::SysError> {
     for l in limits {
-        let r = libc::rlimit { rlim_cur: l.value, rlim_max: l.value };
+        let r = libc::rlimit {
+            rlim_cur: l.value,
+            rlim_max: l.value,
+        };
         // SAFETY: setrlimit reads a valid rlimit struct; lowering limits needs no privilege.
         let ret = unsafe { libc::setrlimit(l.resource, &r) };
         if ret < 0 {
-            return Err(crate::sys::SysError { call: "setrlimit", what: l.name.into(), source: std::io::Error::last_os_error() });
+            return Err(crate::sys::SysError {
+                call: "setrlimit",
+                what: l.name.into(),
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     Ok(())
@@ -67,11 +86,19 @@ mod tests {
 
     #[test]
     fn limits_map_to_rlimits_and_nproc_is_refused_for_root() {
-        let l = LimitsPolicy { timeout_secs: None, max_memory: Some(1 << 30), max_processes: Some(50), max_open_files: Some(256) };
+        let l = LimitsPolicy {
+            timeout_secs: None,
+            max_memory: Some(1 << 30),
+            max_processes: Some(50),
+            max_open_files: Some(256),
+        };
         let v = plan(&l, 1000).unwrap();
         assert_eq!(v.len(), 3);
         assert!(plan(&l, 0).is_err());
-        let l = LimitsPolicy { max_processes: None, ..l };
+        let l = LimitsPolicy {
+            max_processes: None,
+            ..l
+        };
         assert_eq!(plan(&l, 0).unwrap().len(), 2);
     }
 }

@@ -30,7 +30,17 @@ use stockade_policy::plan::{PathKind, Plan};
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Kernel interfaces under `/proc` kept read-only.
-const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+const PROC_READ_ONLY: &[&str] = &[
+    "sys",
+    "sysrq-trigger",
+    "irq",
+    "bus",
+    "fs",
+    "acpi",
+    "scsi",
+    "driver",
+    "tty",
+];
 
 /// What a captured clone should become before it is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,30 +425,37 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
                     what: format!("slot {slot} empty"),
                     source: std::io::Error::from_raw_os_error(libc::EINVAL),
                 })?;
-            if std::fs::symlink_metadata(target).is_err() {
-                // Only reachable inside a fresh tmpfs (e.g. a workspace under a private /tmp); on
-                // the read-only host view this fails, which is the right answer.
-                if let Some(parent) = target.parent() {
-                    mkdir_all(parent)?;
-                }
-                match kind {
-                    PathKind::Dir => sys::mkdir(target, 0o755)?,
-                    PathKind::File => sys::touch(target, 0o644)?,
-                }
-            }
+            ensure_mountpoint(target, *kind)?;
             sys::move_mount_to(&fd, target)
         }
     }
 }
 
-fn mkdir_all(path: &Path) -> Result<(), SysError> {
-    if path.exists() {
-        return Ok(());
+/// Make sure `target` exists as a mount point of `kind`, creating what is missing (only possible
+/// inside a fresh tmpfs or the private temp dir: on the read-only host view creation fails, which
+/// is the right answer). Every target is canonical, so a symlink on the way means someone planted
+/// it (e.g. in a persisted `/tmp` by an earlier run): refused rather than followed.
+fn ensure_mountpoint(target: &Path, kind: PathKind) -> Result<(), SysError> {
+    let refuse = |p: &Path| {
+        SysError {
+        call: "mount point",
+        what: format!("{} is a symlink; refusing to mount through it (`stockade clean` resets a workspace's private /tmp)", p.display()),
+        source: std::io::Error::from_raw_os_error(libc::ELOOP),
     }
-    if let Some(parent) = path.parent() {
-        mkdir_all(parent)?;
+    };
+    let mut prefix = PathBuf::new();
+    let parts: Vec<_> = target.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        prefix.push(part);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&prefix) {
+            Ok(m) if m.file_type().is_symlink() => return Err(refuse(&prefix)),
+            Ok(_) => {}
+            Err(_) if last && kind == PathKind::File => sys::touch(&prefix, 0o644)?,
+            Err(_) => sys::mkdir(&prefix, 0o755)?,
+        }
     }
-    sys::mkdir(path, 0o755)
+    Ok(())
 }
 
 /// Unused-flag guard: keep the mount attribute constants referenced for documentation.
@@ -488,6 +505,7 @@ mod tests {
             ],
             allow_unix_sockets: vec![],
             network: NetworkMode::Off,
+            allowed_domains: vec![],
             env: vec![],
             env_removed: vec![],
             limits: LimitsPolicy::default(),

@@ -10,8 +10,9 @@
 //! 2. **Deny list** (compiled with seccompiler): namespace and mount manipulation, kernel keyring,
 //!    BPF, perf, userfaultfd, io_uring (it performs operations that bypass seccomp), kernel modules,
 //!    kexec, reboot, swap, clock and accounting changes, terminal input injection (`TIOCSTI`,
-//!    `TIOCLINUX`), and datagram unix sockets (they address host sockets per message, past the
-//!    connect gate). All answer `EPERM`.
+//!    `TIOCLINUX`), datagram unix sockets (they address host sockets per message, past the
+//!    connect gate), and socket families other than unix, IPv4, IPv6 and netlink (vsock would
+//!    reach the hypervisor whatever the network namespace says). All answer `EPERM`.
 
 use crate::sys::SysError;
 use seccompiler::{
@@ -211,8 +212,19 @@ pub fn deny_program() -> Result<BpfProgram, SeccompError> {
             ],
         ))
     };
+    // Address families: only unix, IPv4, IPv6 and netlink. Others are either not confined by
+    // the network namespace (vsock reaches the hypervisor, bluetooth the radio) or not needed.
+    let other_family = || -> Result<SeccompRule, SeccompError> {
+        rule(
+            ALLOWED_FAMILIES
+                .iter()
+                .map(|&f| cond(0, Dword, SeccompCmpOp::Ne, f as u64))
+                .collect::<Result<_, _>>()?,
+        )
+    };
     for nr in [libc::SYS_socket, libc::SYS_socketpair] {
-        let (k, v) = unix_dgram(nr)?;
+        let (k, mut v) = unix_dgram(nr)?;
+        v.push(other_family()?);
         rules.insert(k, v);
     }
     let filter = SeccompFilter::new(
@@ -226,6 +238,14 @@ pub fn deny_program() -> Result<BpfProgram, SeccompError> {
         .try_into()
         .map_err(|e: seccompiler::BackendError| SeccompError::Compile(e.to_string()))
 }
+
+/// Socket address families the command may create.
+const ALLOWED_FAMILIES: &[libc::c_int] = &[
+    libc::AF_UNIX,
+    libc::AF_INET,
+    libc::AF_INET6,
+    libc::AF_NETLINK,
+];
 
 const CLONE_NS_FLAGS_LIST: &[u64] = &[
     libc::CLONE_NEWUSER as u64,

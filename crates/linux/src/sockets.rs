@@ -279,7 +279,15 @@ fn read_remote(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), i32> {
 
 fn take_fd(pid: u32, fd: i32) -> Result<OwnedFd, i32> {
     // SAFETY: pidfd_open with integer arguments; the result is checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, PIDFD_THREAD) };
+    let mut pidfd =
+        unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, PIDFD_THREAD) };
+    if pidfd < 0 && errno() == libc::EINVAL {
+        // Kernels before 6.9 have no PIDFD_THREAD: use the thread group leader (threads share
+        // their descriptor table, which is all pidfd_getfd needs).
+        let tgid = thread_group(pid).ok_or(libc::ESRCH)?;
+        // SAFETY: pidfd_open with integer arguments; the result is checked.
+        pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0u32) };
+    }
     if pidfd < 0 {
         return Err(libc::ESRCH);
     }
@@ -308,6 +316,14 @@ fn take_fd(pid: u32, fd: i32) -> Result<OwnedFd, i32> {
         return Err(libc::ENOTSOCK);
     }
     Ok(sock)
+}
+
+fn thread_group(tid: u32) -> Option<libc::pid_t> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn open_path(pid: u32, path: &Path) -> Result<OwnedFd, i32> {

@@ -312,9 +312,10 @@ pub fn clone3_fork(ns_flags: u64) -> SysResult<Forked> {
         Ok(Forked::Child)
     } else {
         // SAFETY: with CLONE_PIDFD the kernel stored a new, owned pidfd in `pidfd` on success.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         Ok(Forked::Parent {
             pid: pid as libc::pid_t,
-            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+            pidfd,
         })
     }
 }

@@ -61,8 +61,10 @@ pub struct CliOverrides {
     /// entries are resolved against the workspace, like config entries: pass absolute paths to
     /// mean "relative to the current directory".
     pub writable: Vec<String>,
-    /// `--network on|off`.
+    /// `--network off|allowlist|on`.
     pub network: Option<NetworkMode>,
+    /// `--allow-domain D` (repeatable): appended to `network.allowed_domains`.
+    pub allow_domains: Vec<String>,
     /// `--read-only` (only ever turns read-only mode on).
     pub read_only: bool,
     /// `--allow-dangerous-roots` (only ever turns it on).
@@ -461,6 +463,7 @@ struct PartialFilesystem {
 #[serde(deny_unknown_fields)]
 struct PartialNetwork {
     mode: Option<NetworkMode>,
+    allowed_domains: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -543,7 +546,7 @@ const FILESYSTEM_KEYS: &[&str] = &[
     "allow_unix_sockets",
     "allow_dangerous_roots",
 ];
-const NETWORK_KEYS: &[&str] = &["mode"];
+const NETWORK_KEYS: &[&str] = &["mode", "allowed_domains"];
 const ENV_KEYS: &[&str] = &["inherit", "exclude", "set"];
 const LIMITS_KEYS: &[&str] = &[
     "timeout_secs",
@@ -724,6 +727,7 @@ fn empty_policy() -> Policy {
         },
         network: NetworkPolicy {
             mode: NetworkMode::Off,
+            allowed_domains: Vec::new(),
         },
         env: EnvPolicy {
             inherit: EnvInherit::All,
@@ -872,6 +876,7 @@ impl Merger {
             ("filesystem", "protected_paths") => &mut pol.filesystem.protected_paths,
             ("filesystem", "deny_read") => &mut pol.filesystem.deny_read,
             ("filesystem", "allow_unix_sockets") => &mut pol.filesystem.allow_unix_sockets,
+            ("network", "allowed_domains") => &mut pol.network.allowed_domains,
             _ => &mut pol.env.exclude,
         };
         merge_list(
@@ -964,8 +969,14 @@ impl Merger {
         }
         if let Some(n) = &p.network {
             if let Some(v) = n.mode {
-                if v == NetworkMode::On && self.policy.network.mode == NetworkMode::Off {
-                    widen("network.mode", "= \"on\" turns the network on".into())?;
+                if v.rank() > self.policy.network.mode.rank() {
+                    widen(
+                        "network.mode",
+                        format!(
+                            "= \"{v}\" gives more network than \"{}\"",
+                            self.policy.network.mode
+                        ),
+                    )?;
                 }
                 set_value(
                     &mut self.policy.network.mode,
@@ -974,6 +985,15 @@ impl Merger {
                     "network.mode",
                     src,
                 );
+            }
+            if let Some(items) = &n.allowed_domains {
+                if let Some(e) = items.iter().find(|e| !e.starts_with('!')) {
+                    widen(
+                        "network.allowed_domains",
+                        format!("allows the domain {e:?}"),
+                    )?;
+                }
+                self.list("network", "allowed_domains", items, src);
             }
         }
         if let Some(e) = &p.env {
@@ -1086,6 +1106,9 @@ impl Merger {
                 "network.mode",
                 &src,
             );
+        }
+        if !cli.allow_domains.is_empty() {
+            self.list("network", "allowed_domains", &cli.allow_domains, &src);
         }
         if cli.read_only {
             set_value(

@@ -432,8 +432,10 @@ fn cli_overrides() {
         allow_dangerous_roots: true,
         timeout_secs: Some(9),
         env_set: vec![("X".into(), "1".into())],
+        allow_domains: vec!["crates.io".into()],
     };
     let l = load(&r).unwrap();
+    assert_eq!(l.policy.network.allowed_domains, vec!["crates.io"]);
     assert_eq!(l.policy.filesystem.writable_roots, vec!["/data"]);
     assert_eq!(l.policy.network.mode, NetworkMode::On);
     assert!(l.policy.filesystem.read_only);
@@ -531,4 +533,15 @@ fn absolutize_cli_writable() {
     };
     c.absolutize_writable(Path::new("/cwd"));
     assert_eq!(c.writable, vec!["/cwd/rel/dir", "/abs", "~/x", "!y"]);
+}
+
+#[test]
+fn untrusted_workspace_cannot_widen_network_to_allowlist_or_add_domains() {
+    let e = Env::new();
+    e.workspace("[network]\nmode = \"allowlist\"\n");
+    let err = load(&e.req()).unwrap_err().to_string();
+    assert!(err.contains("network.mode"), "{err}");
+    e.workspace("[network]\nallowed_domains = [\"evil.example\"]\n");
+    let err = load(&e.req()).unwrap_err().to_string();
+    assert!(err.contains("network.allowed_domains"), "{err}");
 }

@@ -54,6 +54,8 @@ pub enum NetworkMode {
     /// Only a private loopback: nothing outside the sandbox is reachable.
     #[default]
     Off,
+    /// Only HTTP(S) through Stockade's proxy, to the domains in `allowed_domains`.
+    Allowlist,
     /// The host's network, unrestricted.
     On,
 }
@@ -62,6 +64,7 @@ impl std::fmt::Display for NetworkMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             NetworkMode::Off => "off",
+            NetworkMode::Allowlist => "allowlist",
             NetworkMode::On => "on",
         })
     }
@@ -73,8 +76,9 @@ impl std::str::FromStr for NetworkMode {
         match s {
             "off" => Ok(NetworkMode::Off),
             "on" => Ok(NetworkMode::On),
+            "allowlist" => Ok(NetworkMode::Allowlist),
             other => Err(format!(
-                "unknown network mode {other:?}: expected \"off\" or \"on\""
+                "unknown network mode {other:?}: expected \"off\", \"allowlist\" or \"on\""
             )),
         }
     }
@@ -84,8 +88,22 @@ impl std::str::FromStr for NetworkMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkPolicy {
-    /// `off` (default) or `on`.
+    /// `off` (default), `allowlist` or `on`.
     pub mode: NetworkMode,
+    /// With `allowlist`: the domains reachable through the proxy. `example.com` matches exactly;
+    /// `*.example.com` matches its subdomains (not `example.com` itself).
+    pub allowed_domains: Vec<String>,
+}
+
+impl NetworkMode {
+    /// How much network a mode gives (for the workspace-trust rule): off < allowlist < on.
+    pub fn rank(self) -> u8 {
+        match self {
+            NetworkMode::Off => 0,
+            NetworkMode::Allowlist => 1,
+            NetworkMode::On => 2,
+        }
+    }
 }
 
 /// Which variables of the caller's environment are inherited before `exclude` and `set` apply.

@@ -73,6 +73,9 @@ pub struct Plan {
     pub allow_unix_sockets: Vec<PathBuf>,
     /// Network mode.
     pub network: NetworkMode,
+    /// With [`NetworkMode::Allowlist`]: validated, lower-cased domain patterns (`example.com`,
+    /// `*.example.com`).
+    pub allowed_domains: Vec<String>,
     /// The complete environment of the command (already filtered).
     #[serde(skip)]
     pub env: Vec<(OsString, OsString)>,
@@ -90,6 +93,31 @@ pub struct Plan {
     /// Things the user should know about the plan (a dangling gitdir, an unreadable directory that
     /// was not searched for protected names, a cwd outside the writable area, ...).
     pub warnings: Vec<String>,
+}
+
+/// Validate and normalise one `network.allowed_domains` entry: `host.name` or `*.host.name`,
+/// letters, digits, `-` and `.` only, no empty label.
+pub fn domain_pattern(entry: &str) -> Result<String, PlanError> {
+    let lower = entry.trim().to_ascii_lowercase();
+    let host = lower.strip_prefix("*.").unwrap_or(&lower);
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(lower)
+    } else {
+        Err(PlanError::BadEntry {
+            key: "network.allowed_domains",
+            entry: entry.to_string(),
+            reason: "expected a host name such as `crates.io` or `*.npmjs.org`".into(),
+        })
+    }
 }
 
 /// What a policy is resolved against: the caller's workspace, directory, home and environment.
@@ -542,6 +570,12 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         deny_read,
         allow_unix_sockets,
         network: policy.network.mode,
+        allowed_domains: policy
+            .network
+            .allowed_domains
+            .iter()
+            .map(|d| domain_pattern(d))
+            .collect::<Result<_, _>>()?,
         env,
         env_removed,
         limits: policy.limits.clone(),

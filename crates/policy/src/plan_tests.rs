@@ -435,7 +435,7 @@ fn no_home_is_an_error_for_tilde_entries() {
         matches!(
             err,
             PlanError::BadEntry {
-                key: "filesystem.deny_read",
+                key: "filesystem.deny_read" | "filesystem.protected_paths",
                 ..
             }
         ),

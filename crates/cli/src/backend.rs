@@ -1,0 +1,111 @@
+//! Choosing and running the backend for this OS and tier.
+
+use stockade_policy::backend::{Backend, Command, RunOptions, RunOutcome};
+use stockade_policy::plan::Plan;
+
+/// Which tier the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum TierChoice {
+    /// Unelevated where it can run, otherwise the elevated tier if it is installed.
+    #[default]
+    Auto,
+    /// The caller's own identity, confined (no setup, no root).
+    Unelevated,
+    /// Dedicated sandbox accounts (needs `sudo stockade setup` once).
+    Elevated,
+}
+
+/// A launch that failed before the command ran (or could not be executed).
+pub struct LaunchFailure {
+    /// The tier that failed.
+    pub tier: &'static str,
+    /// One-line message.
+    pub message: String,
+    /// Exit status for stockade.
+    pub exit_code: i32,
+}
+
+fn run_with<B: Backend>(
+    b: &B,
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+    code: impl Fn(&B::Error) -> i32,
+) -> Result<RunOutcome, LaunchFailure> {
+    b.run(plan, cmd, opts).map_err(|e| LaunchFailure {
+        tier: b.tier(),
+        message: e.to_string(),
+        exit_code: code(&e),
+    })
+}
+
+/// Run `cmd` under `plan` with the chosen tier.
+#[cfg(target_os = "linux")]
+pub fn run(
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+    tier: TierChoice,
+) -> Result<RunOutcome, LaunchFailure> {
+    match tier {
+        TierChoice::Unelevated | TierChoice::Auto => run_with(
+            &stockade_linux::UnelevatedBackend,
+            plan,
+            cmd,
+            opts,
+            stockade_linux::LaunchError::exit_code,
+        ),
+        TierChoice::Elevated => Err(LaunchFailure {
+            tier: "linux-elevated",
+            message: "the elevated tier is not available in this build".into(),
+            exit_code: crate::EXIT_STOCKADE as i32,
+        }),
+    }
+}
+
+/// Run `cmd` under `plan` with the chosen tier.
+#[cfg(windows)]
+pub fn run(
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+    tier: TierChoice,
+) -> Result<RunOutcome, LaunchFailure> {
+    let backend = stockade_windows::backend::WindowsBackend {
+        tier: match tier {
+            TierChoice::Elevated => stockade_windows::backend::Tier::Elevated,
+            TierChoice::Auto | TierChoice::Unelevated => {
+                stockade_windows::backend::Tier::Unelevated
+            }
+        },
+    };
+    run_with(&backend, plan, cmd, opts, |_| crate::EXIT_STOCKADE as i32)
+}
+
+/// Run `cmd` under `plan` with the chosen tier.
+#[cfg(not(any(target_os = "linux", windows)))]
+pub fn run(
+    _plan: &Plan,
+    _cmd: &Command,
+    _opts: &RunOptions,
+    _tier: TierChoice,
+) -> Result<RunOutcome, LaunchFailure> {
+    Err(LaunchFailure {
+        tier: "none",
+        message: "Stockade has no backend for this operating system yet".into(),
+        exit_code: crate::EXIT_STOCKADE as i32,
+    })
+}
+
+/// Is `fd` an open descriptor (for `--pass-fd`)?
+#[cfg(unix)]
+pub fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only queries flags of a descriptor number; an invalid one yields EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Is `fd` an open descriptor (for `--pass-fd`)? Not supported off Unix.
+#[cfg(not(unix))]
+pub fn fd_is_open(_fd: i32) -> bool {
+    false
+}
