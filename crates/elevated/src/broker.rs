@@ -63,7 +63,6 @@ pub enum BrokerError {
 pub const MAX_CONNECTIONS: usize = 256;
 
 struct Ctx {
-    rec: InstallRecord,
     opts: BrokerOptions,
     grants_lock: Mutex<()>,
 }
@@ -119,17 +118,13 @@ pub fn serve_broker(opts: &BrokerOptions) -> Result<(), BrokerError> {
     let rpath = opts.setup.record_path();
     let rec = crate::setup::installed(&opts.setup).ok_or(BrokerError::NotInstalled(rpath))?;
     let listener = listen(opts, &rec)?;
-    serve_on(listener, opts.clone(), rec)
+    serve_on(listener, opts.clone())
 }
 
-/// Serves connections on an existing listener.
-pub fn serve_on(
-    listener: UnixListener,
-    opts: BrokerOptions,
-    rec: InstallRecord,
-) -> Result<(), BrokerError> {
+/// Serves connections on an existing listener. The installation record is re-read and checked
+/// for every request.
+pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), BrokerError> {
     let ctx = Arc::new(Ctx {
-        rec,
         opts,
         grants_lock: Mutex::new(()),
     });
@@ -247,10 +242,42 @@ fn sandbox_uids(rec: &InstallRecord) -> Vec<u32> {
     v
 }
 
+/// The installation record as it is now, re-read for every request and checked against the
+/// account database: after an uninstall/setup cycle a uid could belong to someone else, and a
+/// broker still running with an old record must not switch to it.
+fn current_record(ctx: &Ctx) -> Result<InstallRecord, Fail> {
+    let rec = crate::setup::installed(&ctx.opts.setup).ok_or_else(|| {
+        Fail::Failed("the elevated tier is not installed (or setup is unfinished); run `sudo stockade setup`".into())
+    })?;
+    for a in &rec.accounts {
+        match sys::getpwuid(a.uid) {
+            Ok(Some((name, gid, _))) if name == a.name && gid == rec.group.gid => {}
+            _ => {
+                return Err(Fail::Failed(format!(
+                    "uid {} is no longer the sandbox account {} with group {}; run `sudo stockade setup --check` and restart the broker",
+                    a.uid, a.name, rec.group.name
+                )))
+            }
+        }
+    }
+    if sys::getgrnam(&rec.group.name).ok().flatten() != Some(rec.group.gid) {
+        return Err(Fail::Failed(format!(
+            "group {} no longer has gid {}; run `sudo stockade setup`",
+            rec.group.name, rec.group.gid
+        )));
+    }
+    Ok(rec)
+}
+
 /// The caller's grant group (`<prefix>-u<uid>`), created with `groupadd --system` and recorded in
 /// `grants.json` (before use, so uninstall always knows it) on the caller's first run.
-fn caller_group(ctx: &Ctx, gf: &mut grants::GrantsFile, uid: u32) -> Result<u32, Fail> {
-    let name = format!("{}-u{uid}", ctx.rec.prefix);
+fn caller_group(
+    ctx: &Ctx,
+    rec: &InstallRecord,
+    gf: &mut grants::GrantsFile,
+    uid: u32,
+) -> Result<u32, Fail> {
+    let name = format!("{}-u{uid}", rec.prefix);
     // Fast path: recorded and still resolving to the same gid (in-process NSS lookup).
     if let Some(r) = gf.groups.iter().find(|c| c.uid == uid && c.name == name) {
         if sys::getgrnam(&name).ok().flatten() == Some(r.gid) {
@@ -267,7 +294,7 @@ fn caller_group(ctx: &Ctx, gf: &mut grants::GrantsFile, uid: u32) -> Result<u32,
                 .ok_or_else(|| Fail::Failed(format!("group {name} missing after groupadd")))?
         }
     };
-    if g.gid == 0 || g.gid == ctx.rec.group.gid {
+    if g.gid == 0 || g.gid == rec.group.gid {
         return Err(Fail::Failed(format!(
             "grant group {name} has gid {}; refusing",
             g.gid
@@ -287,6 +314,7 @@ fn caller_group(ctx: &Ctx, gf: &mut grants::GrantsFile, uid: u32) -> Result<u32,
 /// Applies (or skips, when already done) the grants for the validated roots.
 fn ensure_grants(
     ctx: &Ctx,
+    rec: &InstallRecord,
     stream: &UnixStream,
     caller: &Caller,
     roots: &[ValidatedRoot],
@@ -299,7 +327,7 @@ fn ensure_grants(
     let gpath = ctx.opts.setup.grants_path();
     let mut gf =
         grants::load(&gpath).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
-    let gid = caller_group(ctx, &mut gf, caller.uid)?;
+    let gid = caller_group(ctx, rec, &mut gf, caller.uid)?;
     let mut walked = 0u64;
     let mut any_walk = false;
     for root in roots {
@@ -435,7 +463,9 @@ fn run(
     req: RunRequest,
     fds: Vec<OwnedFd>,
 ) -> Result<(), Fail> {
-    let uids = sandbox_uids(&ctx.rec);
+    let rec = current_record(ctx)?;
+    let rec = &rec;
+    let uids = sandbox_uids(rec);
     validate::check_shape(&req, cred.uid, &uids)?;
     let caller = caller_info(&cred);
     let mut roots = Vec::new();
@@ -462,13 +492,13 @@ fn run(
             ))
         }
     };
-    let account = ctx.rec.account(role).cloned().ok_or_else(|| {
+    let account = rec.account(role).cloned().ok_or_else(|| {
         Fail::Failed(format!(
             "no {} account in the installation record",
             role.as_str()
         ))
     })?;
-    let gid = ctx.rec.group.gid;
+    let gid = rec.group.gid;
     if account.uid == 0 || gid == 0 {
         return Err(Fail::Failed(
             "sandbox account resolves to root; re-run `sudo stockade setup`".into(),
@@ -480,8 +510,7 @@ fn run(
     if role == Role::Offline {
         // The rules themselves are compared, not just the table's presence: a flushed chain
         // leaves an empty table.
-        let (table, want) = ctx
-            .rec
+        let (table, want) = rec
             .nft
             .as_ref()
             .map(|n| (n.table.clone(), n.listing.clone()))
@@ -503,7 +532,7 @@ fn run(
             }
         }
     }
-    let (walked, any_walk, grant_gid) = ensure_grants(ctx, stream, &caller, &roots, &req)?;
+    let (walked, any_walk, grant_gid) = ensure_grants(ctx, rec, stream, &caller, &roots, &req)?;
     enforced.push(layer(
         "acl-grants",
         format!(
@@ -551,7 +580,7 @@ fn run(
     ));
     let has_landlock = abi > 0;
 
-    let cg = match RunCgroup::create(&ctx.rec.prefix) {
+    let cg = match RunCgroup::create(&rec.prefix) {
         Ok(c) => {
             enforced.push(layer("cgroup", c.path().display().to_string()));
             Some(c)
