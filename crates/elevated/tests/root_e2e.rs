@@ -879,6 +879,35 @@ fn elevated_end_to_end_as_root() {
         "online cannot reach the test netns"
     );
     assert_eq!(net("on", "127.0.0.1", closed_port), "CONNECTED");
+    // Loopback UDP is blocked for the offline account, even on the allowed (TCP) proxy port.
+    let udp = std::net::UdpSocket::bind(("127.0.0.1", ALLOWED_PORT)).expect("bind udp");
+    udp.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let send = format!("bash -c 'printf ping > /dev/udp/127.0.0.1/{ALLOWED_PORT}'; echo SENT");
+    let mut buf = [0u8; 16];
+    run_as(
+        &u,
+        &sock,
+        &["--network", "off", "--writable", &wsr],
+        &ws,
+        &send,
+    );
+    assert!(
+        udp.recv(&mut buf).is_err(),
+        "offline account sent UDP on loopback"
+    );
+    run_as(
+        &u,
+        &sock,
+        &["--network", "on", "--writable", &wsr],
+        &ws,
+        &send,
+    );
+    assert_eq!(
+        udp.recv(&mut buf).ok(),
+        Some(4),
+        "online account's UDP must arrive"
+    );
     let (ok, _) = sh_ok(&format!(
         "{} | grep -q CONNECTED",
         connect_script(NS_ADDR, 18080)
@@ -888,7 +917,7 @@ fn elevated_end_to_end_as_root() {
     for t in [t1, t2, t3] {
         t.join().unwrap();
     }
-    eprintln!("network: offline blocked (netns, loopback), allowed port open, online open");
+    eprintln!("network: offline blocked (netns, loopback TCP and UDP), allowed TCP port open, online open");
 
     // --- same runs with unprivileged user namespaces disabled -----------------------------------
     let old = sh("sysctl -n user.max_user_namespaces").trim().to_string();
