@@ -1,0 +1,825 @@
+//! The privileged broker: `stockade broker`.
+//!
+//! Listens on a unix socket (its own, or one passed by systemd socket activation), authenticates
+//! each caller with `SO_PEERCRED`, receives the caller's stdin/stdout/stderr with `SCM_RIGHTS`,
+//! re-validates the request ([`crate::validate`]), applies ACL grants ([`crate::grants`]), then
+//! forks a child that joins a fresh cgroup, drops to the sandbox account (setgroups, setresgid,
+//! setresuid, then verifies all three and that root cannot be regained), sets no_new_privs and
+//! rlimits, marks every descriptor above 2 close-on-exec and execs the command.
+
+use crate::cgroup::RunCgroup;
+use crate::grants::{self, GrantAction, GrantKey, GrantParams, GrantRecord};
+use crate::protocol::{self, Reply, RunRequest, WireExit, WireLayer};
+use crate::record::{InstallRecord, Role};
+use crate::setup::SetupOptions;
+use crate::sys::{self, child};
+use crate::validate::{self, Refusal, ValidatedRoot};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stockade_policy::NetworkMode;
+
+/// Broker configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// Installation layout (record, grants, prefix).
+    pub setup: SetupOptions,
+    /// Socket to listen on (default: the record's).
+    pub socket_path: Option<PathBuf>,
+    /// Use the listening socket passed by systemd (`LISTEN_FDS`) instead of binding.
+    pub socket_activated: bool,
+}
+
+/// Broker failures (fatal ones; per-request problems are answered on the connection).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Not root.
+    #[error("the broker must run as root (it switches to the sandbox accounts)")]
+    NotRoot,
+    /// Setup missing.
+    #[error(
+        "the elevated tier is not installed ({0} missing or unfinished); run `sudo stockade setup`"
+    )]
+    NotInstalled(PathBuf),
+    /// Socket problem.
+    #[error("broker socket {path}: {source}")]
+    Socket {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Socket activation requested but no socket passed.
+    #[error("--socket-activated given but systemd passed no socket (LISTEN_FDS/LISTEN_PID)")]
+    NoActivationSocket,
+}
+
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+struct Ctx {
+    opts: BrokerOptions,
+    grants_lock: Mutex<()>,
+}
+
+/// Binds (or takes over) the listening socket.
+pub fn listen(opts: &BrokerOptions, rec: &InstallRecord) -> Result<UnixListener, BrokerError> {
+    if opts.socket_activated {
+        let pid_ok = std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(std::process::id());
+        let n = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|p| p.parse::<i32>().ok())
+            .unwrap_or(0);
+        if !pid_ok || n < 1 {
+            return Err(BrokerError::NoActivationSocket);
+        }
+        // SAFETY: systemd passed descriptor 3 as the listening socket (LISTEN_PID is ours) and
+        // nothing else in this process owns it.
+        let l = unsafe { UnixListener::from_raw_fd(3) };
+        return Ok(l);
+    }
+    let path = opts
+        .socket_path
+        .clone()
+        .unwrap_or_else(|| rec.socket_path.clone());
+    let err = |source| BrokerError::Socket {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        use std::os::unix::fs::FileTypeExt;
+        if m.file_type().is_socket() {
+            std::fs::remove_file(&path).map_err(err)?;
+        }
+    }
+    let l = UnixListener::bind(&path).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok(l)
+}
+
+/// Runs the broker in the foreground until killed (the mode for containers and CI; systemd
+/// starts the same code with `socket_activated`).
+pub fn serve_broker(opts: &BrokerOptions) -> Result<(), BrokerError> {
+    if sys::geteuid() != 0 {
+        return Err(BrokerError::NotRoot);
+    }
+    let rpath = opts.setup.record_path();
+    let rec = crate::setup::installed(&opts.setup).ok_or(BrokerError::NotInstalled(rpath))?;
+    let listener = listen(opts, &rec)?;
+    serve_on(listener, opts.clone())
+}
+
+/// Serves connections on an existing listener. The installation record is re-read and checked
+/// for every request.
+pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), BrokerError> {
+    let ctx = Arc::new(Ctx {
+        opts,
+        grants_lock: Mutex::new(()),
+    });
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        // Bound the threads a local user can make the broker hold.
+        if active.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
+            let _ = protocol::write_frame(
+                &mut &conn,
+                &Reply::Failed {
+                    message: format!(
+                        "the broker is busy ({MAX_CONNECTIONS} runs in progress); retry later"
+                    ),
+                },
+            );
+            continue;
+        }
+        active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ctx = Arc::clone(&ctx);
+        let active = Arc::clone(&active);
+        std::thread::spawn(move || {
+            handle(&ctx, conn);
+            active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    Ok(())
+}
+
+enum Fail {
+    Refused(String),
+    Failed(String),
+}
+
+impl From<Refusal> for Fail {
+    fn from(r: Refusal) -> Self {
+        Fail::Refused(r.to_string())
+    }
+}
+
+fn handle(ctx: &Ctx, stream: UnixStream) {
+    let result = (|| -> Result<(), Fail> {
+        let cred = sys::peer_cred(stream.as_fd())
+            .map_err(|e| Fail::Failed(format!("SO_PEERCRED: {e}")))?;
+        // A caller that connects and sends nothing must not pin a broker thread forever
+        // (SO_RCVTIMEO also bounds recvmsg).
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        // Nor can one that stops reading block the broker (progress is written under the grant
+        // lock).
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+        let (req, fds) = recv_request(&stream)?;
+        run(ctx, &stream, cred, req, fds)
+    })();
+    let reply = match result {
+        Ok(()) => return,
+        Err(Fail::Refused(reason)) => Reply::Refused { reason },
+        Err(Fail::Failed(message)) => Reply::Failed { message },
+    };
+    let _ = protocol::write_frame(&mut &stream, &reply);
+}
+
+fn recv_request(stream: &UnixStream) -> Result<(RunRequest, Vec<OwnedFd>), Fail> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = sys::recv_with_fds(stream.as_fd(), &mut buf)
+        .map_err(|e| Fail::Refused(format!("receiving request: {e}")))?;
+    if fds.len() != 3 {
+        return Err(Fail::Refused(format!(
+            "expected stdin, stdout and stderr as 3 descriptors, got {}",
+            fds.len()
+        )));
+    }
+    if n < 4 {
+        return Err(Fail::Refused("truncated request".into()));
+    }
+    let len = protocol::frame_len([buf[0], buf[1], buf[2], buf[3]])
+        .map_err(|e| Fail::Refused(e.to_string()))?;
+    let mut body = buf[4..n].to_vec();
+    if body.len() > len {
+        return Err(Fail::Refused("data after the request".into()));
+    }
+    let have = body.len();
+    body.resize(len, 0);
+    (&*stream)
+        .read_exact(&mut body[have..])
+        .map_err(|e| Fail::Refused(format!("reading request: {e}")))?;
+    let req: RunRequest = serde_json::from_slice(&body)
+        .map_err(|e| Fail::Refused(format!("malformed request: {e}")))?;
+    Ok((req, fds))
+}
+
+struct Caller {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    home: Option<PathBuf>,
+}
+
+fn caller_info(cred: &libc::ucred) -> Caller {
+    let pw = sys::getpwuid(cred.uid).ok().flatten();
+    let groups = pw
+        .as_ref()
+        .and_then(|(name, _, _)| sys::grouplist(name, cred.gid).ok())
+        .unwrap_or_else(|| vec![cred.gid]);
+    Caller {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups,
+        home: pw.map(|(_, _, h)| h),
+    }
+}
+
+fn sandbox_uids(rec: &InstallRecord) -> Vec<u32> {
+    let mut v: Vec<u32> = rec.accounts.iter().map(|a| a.uid).collect();
+    v.sort_unstable();
+    v
+}
+
+/// The installation record as it is now, re-read for every request and checked against the
+/// account database: after an uninstall/setup cycle a uid could belong to someone else, and a
+/// broker still running with an old record must not switch to it.
+fn current_record(ctx: &Ctx) -> Result<InstallRecord, Fail> {
+    let rec = crate::setup::installed(&ctx.opts.setup).ok_or_else(|| {
+        Fail::Failed("the elevated tier is not installed (or setup is unfinished); run `sudo stockade setup`".into())
+    })?;
+    for a in &rec.accounts {
+        match sys::getpwuid(a.uid) {
+            Ok(Some((name, gid, _))) if name == a.name && gid == rec.group.gid => {}
+            _ => {
+                return Err(Fail::Failed(format!(
+                    "uid {} is no longer the sandbox account {} with group {}; run `sudo stockade setup --check` and restart the broker",
+                    a.uid, a.name, rec.group.name
+                )))
+            }
+        }
+    }
+    if sys::getgrnam(&rec.group.name).ok().flatten() != Some(rec.group.gid) {
+        return Err(Fail::Failed(format!(
+            "group {} no longer has gid {}; run `sudo stockade setup`",
+            rec.group.name, rec.group.gid
+        )));
+    }
+    Ok(rec)
+}
+
+/// The caller's grant group (`<prefix>-u<uid>`), created with `groupadd --system` and recorded in
+/// `grants.json` (before use, so uninstall always knows it) on the caller's first run.
+fn caller_group(
+    ctx: &Ctx,
+    rec: &InstallRecord,
+    gf: &mut grants::GrantsFile,
+    uid: u32,
+) -> Result<u32, Fail> {
+    let name = format!("{}-u{uid}", rec.prefix);
+    // Fast path: recorded and still resolving to the same gid (in-process NSS lookup).
+    if let Some(r) = gf.groups.iter().find(|c| c.uid == uid && c.name == name) {
+        if sys::getgrnam(&name).ok().flatten() == Some(r.gid) {
+            return Ok(r.gid);
+        }
+    }
+    let observed = crate::accounts::getent_group(&name).map_err(|e| Fail::Failed(e.to_string()))?;
+    let g = match observed {
+        Some(g) => g,
+        None => {
+            crate::accounts::groupadd(&name).map_err(|e| Fail::Failed(e.to_string()))?;
+            crate::accounts::getent_group(&name)
+                .map_err(|e| Fail::Failed(e.to_string()))?
+                .ok_or_else(|| Fail::Failed(format!("group {name} missing after groupadd")))?
+        }
+    };
+    if g.gid == 0 || g.gid == rec.group.gid {
+        return Err(Fail::Failed(format!(
+            "grant group {name} has gid {}; refusing",
+            g.gid
+        )));
+    }
+    gf.groups.retain(|c| c.uid != uid);
+    gf.groups.push(grants::CallerGroup {
+        uid,
+        name,
+        gid: g.gid,
+    });
+    let gpath = ctx.opts.setup.grants_path();
+    grants::store(&gpath, gf).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    Ok(g.gid)
+}
+
+/// Applies (or skips, when already done) the grants for the validated roots.
+fn ensure_grants(
+    ctx: &Ctx,
+    rec: &InstallRecord,
+    stream: &UnixStream,
+    caller: &Caller,
+    roots: &[ValidatedRoot],
+    req: &RunRequest,
+) -> Result<(u64, bool, u32), Fail> {
+    let _guard = ctx
+        .grants_lock
+        .lock()
+        .map_err(|_| Fail::Failed("grant lock poisoned".into()))?;
+    let gpath = ctx.opts.setup.grants_path();
+    let mut gf =
+        grants::load(&gpath).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    let gid = caller_group(ctx, rec, &mut gf, caller.uid)?;
+    let mut walked = 0u64;
+    let mut any_walk = false;
+    for root in roots {
+        let mut prot: Vec<PathBuf> = req
+            .protected
+            .iter()
+            .filter(|p| grants::relative_beneath(&root.path, p).is_some())
+            .cloned()
+            .collect();
+        prot.sort();
+        prot.dedup();
+        let key = GrantKey {
+            root: &root.path,
+            dev: root.dev,
+            ino: root.ino,
+            owner_uid: caller.uid,
+            grant_gid: gid,
+            protected: &prot,
+        };
+        let idx = gf.grants.iter().position(|g| g.root == root.path);
+        let intact = root.owned && grants::root_acl_intact(root.fd.as_fd(), gid);
+        let action = grants::decide(idx.map(|i| &gf.grants[i]), &key, intact);
+        if action == GrantAction::Skip {
+            continue;
+        }
+        any_walk = true;
+        let params = GrantParams {
+            root_fd: root.fd.as_fd(),
+            root: &root.path,
+            caller_uid: caller.uid,
+            grant_gid: gid,
+            protected: &prot,
+        };
+        let mut progress = |n: u64| {
+            let _ = protocol::write_frame(
+                &mut &*stream,
+                &Reply::Progress {
+                    root: root.path.clone(),
+                    inodes: n,
+                },
+            );
+        };
+        let subset = match &action {
+            GrantAction::Protect(p) => Some(p.as_slice()),
+            _ => None,
+        };
+        let (stats, gitdirs) = grants::apply_root(&params, subset, &mut progress)
+            .map_err(|e| Fail::Failed(e.to_string()))?;
+        walked += stats.changed;
+        // Gitdirs named by `.git` files that lie beneath this root are protected too.
+        let extra: Vec<PathBuf> = gitdirs
+            .into_iter()
+            .filter(|g| grants::relative_beneath(&root.path, g).is_some() && !prot.contains(g))
+            .collect();
+        if !extra.is_empty() {
+            let params = GrantParams {
+                protected: &extra,
+                ..params
+            };
+            let (s2, _) = grants::apply_root(&params, Some(&extra), &mut progress)
+                .map_err(|e| Fail::Failed(e.to_string()))?;
+            walked += s2.changed;
+            prot.extend(extra);
+        }
+        let mut all_prot = idx
+            .map(|i| gf.grants[i].protected.clone())
+            .unwrap_or_default();
+        if action == GrantAction::Full {
+            all_prot.clear();
+        }
+        all_prot.extend(prot);
+        all_prot.sort();
+        all_prot.dedup();
+        let rec = GrantRecord {
+            root: root.path.clone(),
+            dev: root.dev,
+            ino: root.ino,
+            owner_uid: caller.uid,
+            owner_gid: caller.gid,
+            grant_gid: gid,
+            protected: all_prot,
+            denied: Vec::new(),
+            inodes: stats.changed,
+        };
+        match idx {
+            Some(i) => gf.grants[i] = rec,
+            None => gf.grants.push(rec),
+        }
+        // Ancestors the caller owns (e.g. a 0700 home): search-only, so absolute paths work.
+        for t in grants::traverse_ancestors(&root.path, caller.uid, gid) {
+            if !gf.traverse.contains(&t) {
+                gf.traverse.push(t);
+            }
+        }
+        // Record after each root: a crash mid-way never loses track of granted entries.
+        grants::store(&gpath, &gf)
+            .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    }
+    let denied = grants::deny_paths(&req.deny_read, caller.uid, gid);
+    let new_denied: Vec<PathBuf> = denied
+        .into_iter()
+        .filter(|d| !gf.denied.contains(d))
+        .collect();
+    if !new_denied.is_empty() {
+        gf.denied.extend(new_denied);
+        grants::store(&gpath, &gf)
+            .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    }
+    Ok((walked, any_walk, gid))
+}
+
+/// Rlimits derived from the request. Pure.
+pub fn rlimits(
+    limits: &stockade_policy::model::LimitsPolicy,
+) -> Vec<(libc::__rlimit_resource_t, u64)> {
+    let mut v = vec![(libc::RLIMIT_CORE, 0)];
+    if let Some(m) = limits.max_memory {
+        v.push((libc::RLIMIT_AS, m));
+    }
+    if let Some(p) = limits.max_processes {
+        v.push((libc::RLIMIT_NPROC, p));
+    }
+    if let Some(f) = limits.max_open_files {
+        v.push((libc::RLIMIT_NOFILE, f));
+    }
+    v
+}
+
+fn run(
+    ctx: &Ctx,
+    stream: &UnixStream,
+    cred: libc::ucred,
+    req: RunRequest,
+    fds: Vec<OwnedFd>,
+) -> Result<(), Fail> {
+    let rec = current_record(ctx)?;
+    let rec = &rec;
+    let uids = sandbox_uids(rec);
+    validate::check_shape(&req, cred.uid, &uids)?;
+    let caller = caller_info(&cred);
+    let mut roots = Vec::new();
+    for r in &req.writable_roots {
+        roots.push(validate::open_root(
+            r,
+            caller.uid,
+            &caller.groups,
+            caller.home.as_deref(),
+        )?);
+    }
+    // The start directory is entered by path *after* the switch to the sandbox account, so the
+    // account's own permissions on every component decide (a descriptor opened by root would
+    // let the command start inside a tree neither it nor the caller can traverse).
+    let cwd_c = sys::cstr(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
+    let role = match req.network {
+        NetworkMode::Off => Role::Offline,
+        NetworkMode::On => Role::Online,
+        // Fail closed: the domain allowlist needs a filtering proxy this tier does not have yet;
+        // silently running online (or offline) would not be what the user asked for.
+        NetworkMode::Allowlist => {
+            return Err(Fail::Refused(
+                "network mode \"allowlist\" is not supported by the elevated tier yet; use \"off\" (with --allow-port for a local proxy) or \"on\"".into(),
+            ))
+        }
+    };
+    let account = rec.account(role).cloned().ok_or_else(|| {
+        Fail::Failed(format!(
+            "no {} account in the installation record",
+            role.as_str()
+        ))
+    })?;
+    let gid = rec.group.gid;
+    if account.uid == 0 || gid == 0 {
+        return Err(Fail::Failed(
+            "sandbox account resolves to root; re-run `sudo stockade setup`".into(),
+        ));
+    }
+    let mut enforced = Vec::new();
+    let mut warnings = Vec::new();
+    // Fail closed: an offline run without the nft table would have full network.
+    if role == Role::Offline {
+        // The rules themselves are compared, not just the table's presence: a flushed chain
+        // leaves an empty table.
+        let (table, want) = rec
+            .nft
+            .as_ref()
+            .map(|n| (n.table.clone(), n.listing.clone()))
+            .unwrap_or_default();
+        match crate::nft::list_table(&table) {
+            Ok(Some(l)) if crate::record::same_listing(&l, &want) => enforced.push(layer(
+                "network-nftables",
+                format!("table inet {table}: offline uid {} cut off (rules verified)", account.uid),
+            )),
+            Ok(Some(_)) => {
+                return Err(Fail::Failed(format!(
+                    "nftables table inet {table} differs from the installed rules: refusing an offline run; `stockade setup --check` shows the difference, `sudo stockade setup` repairs it"
+                )))
+            }
+            _ => {
+                return Err(Fail::Failed(format!(
+                    "nftables table inet {table} is missing: refusing an offline run; run `sudo stockade setup` to repair"
+                )))
+            }
+        }
+    }
+    let (walked, any_walk, grant_gid) = ensure_grants(ctx, rec, stream, &caller, &roots, &req)?;
+    enforced.push(layer(
+        "acl-grants",
+        format!(
+            "{} writable root(s); {}",
+            roots.len(),
+            if any_walk {
+                format!("{walked} inodes granted")
+            } else {
+                "already granted".into()
+            }
+        ),
+    ));
+    for r in &roots {
+        if !r.owned {
+            warnings.push(format!(
+                "{} is writable by you but not owned by you: only the files you own below it were granted",
+                r.path.display()
+            ));
+        }
+    }
+
+    // Private TMPDIR for this run, in a root-owned directory (so no path component above it is
+    // controlled by the sandbox account), group = the caller's grant group, removed at the end.
+    let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), grant_gid)
+        .map_err(|e| Fail::Failed(format!("creating the run's TMPDIR: {e}")))?;
+    let abi = crate::landlock_layer::kernel_abi();
+    let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
+    let ruleset = crate::landlock_layer::prepare(&root_fds, &[run_tmp.0.as_path()])
+        .map_err(|e| Fail::Failed(e.to_string()))?;
+    if abi > 0 {
+        enforced.push(layer(
+            "landlock",
+            format!("ABI {abi}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped"),
+        ));
+    } else {
+        warnings.push("the kernel has no Landlock: writes are limited by the sandbox account's permissions only".into());
+    }
+    let mut landlock_slot = Some(ruleset);
+    #[cfg(target_arch = "x86_64")]
+    let setid_prog = crate::setid_filter::program();
+    #[cfg(target_arch = "x86_64")]
+    enforced.push(layer(
+        "seccomp-setid",
+        "set-user-ID/set-group-ID mode bits refused (chmod/open/mkdir/mknod families); openat2 and io_uring unavailable".into(),
+    ));
+    let has_landlock = abi > 0;
+
+    let cg = match RunCgroup::create(&rec.prefix) {
+        Ok(c) => {
+            enforced.push(layer("cgroup", c.path().display().to_string()));
+            Some(c)
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "no per-run cgroup ({e}): processes that leave the session may outlive the run"
+            ));
+            None
+        }
+    };
+    let procs = match &cg {
+        Some(c) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(c.procs_path())
+                .map_err(|e| Fail::Failed(format!("{}: {e}", c.procs_path().display())))?,
+        ),
+        None => None,
+    };
+    let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let limits = rlimits(&req.limits);
+    let nlimits = limits.len();
+    // Supplementary groups: exactly the sandbox group and this caller's grant group.
+    let (uid, groups) = (account.uid, [gid, grant_gid]);
+
+    let mut it = fds.into_iter();
+    let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
+        return Err(Fail::Refused("expected 3 descriptors".into()));
+    };
+    let mut cmd = Command::new(&req.program);
+    cmd.args(&req.args)
+        .env_clear()
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .envs(["TMPDIR", "TMP", "TEMP"].map(|k| (k, run_tmp.0.as_os_str())))
+        .stdin(Stdio::from(fd0))
+        .stdout(Stdio::from(fd1))
+        .stderr(Stdio::from(fd2));
+    // SAFETY: the closure runs in the forked child before exec. It only performs raw syscalls on
+    // values computed before the fork (descriptors, ids, the rlimit list it owns) and does not
+    // allocate or take locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            child::setsid()?;
+            if procs_fd >= 0 {
+                child::join_cgroup(procs_fd)?;
+            }
+            child::setgroups(&groups)?;
+            child::setresgid(gid)?;
+            child::setresuid(uid)?;
+            // Verify the switch: all three ids, the group list, and that root cannot come back.
+            let mut gbuf = [0 as libc::gid_t; 4];
+            let ng = child::getgroups(&mut gbuf)?;
+            if child::getresuid()? != (uid, uid, uid)
+                || child::getresgid()? != (gid, gid, gid)
+                || ng != 2
+                || !((gbuf[0] == gid && gbuf[1] == grant_gid)
+                    || (gbuf[0] == grant_gid && gbuf[1] == gid))
+                || child::can_regain_root()
+            {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            child::pdeathsig()?;
+            child::chdir(&cwd_c)?;
+            child::no_new_privs()?;
+            for (res, val) in &limits {
+                child::setrlimit(*res, *val)?;
+            }
+            // Landlock (interim, see `landlock_layer`); INTEGRATION POINT for seccomp: once
+            // `stockade_linux::confine::apply_layers` lands on main, it replaces this call.
+            crate::landlock_layer::restrict(&mut landlock_slot, has_landlock)?;
+            #[cfg(target_arch = "x86_64")]
+            crate::setid_filter::install(&setid_prog)?;
+            child::cloexec_from_3()?;
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut childp = cmd.spawn().map_err(|e| {
+        Fail::Failed(format!(
+            "cannot start {:?} as {} in {}: {e} (the program and the start directory must be reachable by the sandbox account)",
+            req.program,
+            account.name,
+            req.cwd.display()
+        ))
+    })?;
+    drop(cmd);
+    drop(procs);
+    enforced.push(layer(
+        "sandbox-account",
+        format!(
+            "{} (uid {uid}, gid {gid}, groups [{gid}, {grant_gid}]; verified)",
+            account.name
+        ),
+    ));
+    enforced.push(layer("no-new-privs", "PR_SET_NO_NEW_PRIVS".into()));
+    enforced.push(layer(
+        "fd-closing",
+        "only stdin/stdout/stderr reach the command".into(),
+    ));
+    enforced.push(layer("env-policy", format!("{} variables", req.env.len())));
+    enforced.push(layer("rlimits", format!("{nlimits} limits")));
+    let pid = childp.id() as i32;
+    let _ = protocol::write_frame(
+        &mut &*stream,
+        &Reply::Started {
+            account: account.name.clone(),
+            uid,
+            pid,
+            enforced,
+            warnings,
+        },
+    );
+
+    let pidfd = sys::pidfd_open(pid).map_err(|e| Fail::Failed(format!("pidfd_open: {e}")))?;
+    let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
+    let kill_tree = |c: &mut std::process::Child| {
+        if let Some(cg) = &cg {
+            let _ = cg.kill_all(Duration::from_secs(5));
+        }
+        let _ = c.kill();
+        // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
+        let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+    };
+    let exit = loop {
+        let timeout_ms = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        let ready = sys::poll_read(&[pidfd.as_fd(), stream.as_fd()], timeout_ms)
+            .map_err(|e| Fail::Failed(format!("poll: {e}")))?;
+        if ready[0] {
+            let st = childp
+                .wait()
+                .map_err(|e| Fail::Failed(format!("wait: {e}")))?;
+            break match (st.code(), st.signal()) {
+                (Some(c), _) => WireExit::Code(c),
+                (None, Some(s)) => WireExit::Signal(s),
+                _ => WireExit::Code(-1),
+            };
+        }
+        if ready[1] {
+            // The client sends nothing after the request: readable means it went away.
+            kill_tree(&mut childp);
+            let _ = childp.wait();
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            kill_tree(&mut childp);
+            let _ = childp.wait();
+            break WireExit::TimedOut;
+        }
+    };
+    // Everything the command started dies with it.
+    if let Some(cg) = &cg {
+        let _ = cg.kill_all(Duration::from_secs(5));
+    }
+    // SAFETY: plain kill(2) of the run's process group; ESRCH (already gone) is ignored.
+    let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+    drop(cg);
+    let duration_ms = start.elapsed().as_millis() as u64;
+    let _ = protocol::write_frame(&mut &*stream, &Reply::Exited { exit, duration_ms });
+    Ok(())
+}
+
+/// A run's private temporary directory; removed (symlink-safely) on drop.
+struct RunTmp(PathBuf);
+
+impl RunTmp {
+    /// `base/run-*`: owned by root, group = the caller's grant group, mode 0770, so only runs
+    /// for the same caller can enter it.
+    fn create(base: &Path, grant_gid: u32) -> io::Result<RunTmp> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(base)?;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))?;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("run-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o770).create(&dir)?;
+        std::os::unix::fs::lchown(&dir, Some(0), Some(grant_gid))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770))?;
+        Ok(RunTmp(dir))
+    }
+}
+
+impl Drop for RunTmp {
+    fn drop(&mut self) {
+        // std's remove_dir_all never follows symlinks inside the tree; every component above
+        // the run directory is root-owned.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn layer(l: &str, d: String) -> WireLayer {
+    WireLayer {
+        layer: l.into(),
+        detail: d,
+    }
+}
+
+/// Path of the socket a client should use given a layout (record's, or the default).
+pub fn socket_for(opts: &SetupOptions) -> PathBuf {
+    crate::setup::installed(opts)
+        .map(|r| r.socket_path)
+        .unwrap_or_else(|| opts.socket_path.clone())
+}
+
+/// Whether `p` exists as a socket.
+pub fn socket_exists(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rlimits_from_policy() {
+        let l = stockade_policy::model::LimitsPolicy {
+            timeout_secs: None,
+            max_memory: Some(1 << 30),
+            max_processes: Some(64),
+            max_open_files: None,
+        };
+        let r = rlimits(&l);
+        assert_eq!(
+            r,
+            vec![
+                (libc::RLIMIT_CORE, 0),
+                (libc::RLIMIT_AS, 1 << 30),
+                (libc::RLIMIT_NPROC, 64)
+            ]
+        );
+    }
+}

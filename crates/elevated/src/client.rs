@@ -1,0 +1,272 @@
+//! The unprivileged side: [`ElevatedBackend`] sends a plan to the broker and waits.
+
+use crate::protocol::{self, Reply, RunRequest, WireExit, PROTOCOL_VERSION};
+use crate::sys;
+use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use stockade_policy::backend::{Backend, Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+use stockade_policy::Plan;
+
+/// Stable tier name.
+pub const TIER: &str = "linux-elevated";
+
+/// Client failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Cannot reach the broker.
+    #[error("cannot reach the stockade broker at {path}: {source}; is it installed (`sudo stockade setup`) and running (`systemctl start stockade-broker.socket`, or `sudo stockade broker` in containers)?")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Protocol/IO failure.
+    #[error("talking to the broker: {0}")]
+    Io(#[from] io::Error),
+    /// Plan not representable.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The broker refused.
+    #[error("the broker refused the run: {0}")]
+    Refused(String),
+    /// The broker failed.
+    #[error("the broker failed: {0}")]
+    Failed(String),
+    /// The connection ended early.
+    #[error("the broker closed the connection before the command ended")]
+    Closed,
+}
+
+/// The elevated backend (client side).
+#[derive(Debug, Clone)]
+pub struct ElevatedBackend {
+    /// Broker socket.
+    pub socket_path: PathBuf,
+    /// Draw a progress line on stderr during a first grant (only if stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for ElevatedBackend {
+    fn default() -> Self {
+        ElevatedBackend {
+            socket_path: crate::broker::socket_for(&crate::setup::SetupOptions::default()),
+            progress: true,
+        }
+    }
+}
+
+fn utf8(what: &str, s: &std::ffi::OsStr) -> Result<String, ClientError> {
+    s.to_str().map(str::to_string).ok_or_else(|| {
+        ClientError::Unsupported(format!(
+            "{what} {s:?} is not valid UTF-8 (the elevated tier's protocol carries UTF-8 only)"
+        ))
+    })
+}
+
+/// Builds the wire request from a plan. Pure.
+pub fn request_from_plan(
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+) -> Result<RunRequest, ClientError> {
+    if plan.network == stockade_policy::NetworkMode::Allowlist {
+        return Err(ClientError::Unsupported(
+            "network mode \"allowlist\" is not supported by the elevated tier yet; use \"off\" or \"on\", or the unelevated tier".into(),
+        ));
+    }
+    let timeout = opts
+        .timeout
+        .or(plan.limits.timeout_secs.map(Duration::from_secs));
+    let mut env = Vec::with_capacity(plan.env.len());
+    for (k, v) in &plan.env {
+        env.push((
+            utf8("environment variable", k)?,
+            utf8("environment value", v)?,
+        ));
+    }
+    Ok(RunRequest {
+        version: PROTOCOL_VERSION,
+        network: plan.network,
+        workspace: plan.workspace.clone(),
+        cwd: plan.cwd.clone(),
+        writable_roots: plan.writable_roots.clone(),
+        protected: plan.protected.iter().map(|p| p.path.clone()).collect(),
+        deny_read: plan.deny_read.iter().map(|p| p.path.clone()).collect(),
+        program: utf8("program", &cmd.program)?,
+        args: cmd
+            .args
+            .iter()
+            .map(|a| utf8("argument", a))
+            .collect::<Result<_, _>>()?,
+        env,
+        limits: plan.limits.clone(),
+        timeout_ms: timeout.map(|t| t.as_millis() as u64),
+    })
+}
+
+impl ElevatedBackend {
+    /// Sends a request and waits for the end of the run.
+    pub fn run_request(&self, req: &RunRequest) -> Result<RunOutcome, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket_path).map_err(|source| ClientError::Connect {
+                path: self.socket_path.clone(),
+                source,
+            })?;
+        let frame = protocol::encode(req)?;
+        let sent = sys::send_with_fds(stream.as_fd(), &frame, &[0, 1, 2])?;
+        (&stream).write_all(&frame[sent..])?;
+        let start = Instant::now();
+        let show = self.progress && io::stderr().is_terminal();
+        let mut enforced = Vec::new();
+        let mut warnings = Vec::new();
+        let mut drew = false;
+        loop {
+            let msg: Option<Reply> = protocol::read_frame(&mut &stream)?;
+            match msg {
+                None => return Err(ClientError::Closed),
+                Some(Reply::Progress { root, inodes }) => {
+                    if show {
+                        eprint!(
+                            "\rstockade: granting sandbox access to {}: {inodes} files…",
+                            root.display()
+                        );
+                        drew = true;
+                    }
+                }
+                Some(Reply::Started {
+                    enforced: e,
+                    warnings: w,
+                    ..
+                }) => {
+                    if drew {
+                        eprintln!();
+                        drew = false;
+                    }
+                    enforced = e
+                        .into_iter()
+                        .map(|l| EnforcedLayer {
+                            layer: l.layer,
+                            detail: l.detail,
+                        })
+                        .collect();
+                    warnings = w;
+                }
+                Some(Reply::Exited { exit, duration_ms }) => {
+                    let _ = start;
+                    return Ok(RunOutcome {
+                        tier: TIER.into(),
+                        exit: match exit {
+                            WireExit::Code(c) => ExitKind::Code(c),
+                            WireExit::Signal(s) => ExitKind::Signal(s),
+                            WireExit::TimedOut => ExitKind::TimedOut,
+                        },
+                        duration: Duration::from_millis(duration_ms),
+                        enforced,
+                        warnings,
+                        denials: Vec::new(),
+                    });
+                }
+                Some(Reply::Refused { reason }) => return Err(ClientError::Refused(reason)),
+                Some(Reply::Failed { message }) => return Err(ClientError::Failed(message)),
+            }
+        }
+    }
+}
+
+impl Backend for ElevatedBackend {
+    type Error = ClientError;
+
+    fn tier(&self) -> &'static str {
+        TIER
+    }
+
+    fn run(
+        &self,
+        plan: &Plan,
+        cmd: &Command,
+        opts: &RunOptions,
+    ) -> Result<RunOutcome, ClientError> {
+        if opts.pty {
+            return Err(ClientError::Unsupported(
+                "the elevated tier does not allocate a pty yet; run without --pty".into(),
+            ));
+        }
+        if !opts.pass_fds.is_empty() {
+            return Err(ClientError::Unsupported(
+                "the elevated tier passes only stdin/stdout/stderr".into(),
+            ));
+        }
+        self.run_request(&request_from_plan(plan, cmd, opts)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockade_policy::model::LimitsPolicy;
+    use stockade_policy::plan::{PathKind, PlannedPath, TempPlan};
+    use stockade_policy::NetworkMode;
+
+    #[test]
+    fn plan_maps_to_request() {
+        let plan = Plan {
+            workspace: "/w".into(),
+            cwd: "/w/sub".into(),
+            writable_roots: vec!["/w".into()],
+            protected: vec![PlannedPath {
+                path: "/w/.git".into(),
+                kind: PathKind::Dir,
+                reason: ".git".into(),
+            }],
+            protected_missing: vec![],
+            deny_read: vec![PlannedPath {
+                path: "/h/.ssh".into(),
+                kind: PathKind::Dir,
+                reason: "secret".into(),
+            }],
+            allow_unix_sockets: vec![],
+            network: NetworkMode::On,
+            env: vec![("PATH".into(), "/bin".into())],
+            env_removed: vec![],
+            limits: LimitsPolicy {
+                timeout_secs: Some(5),
+                ..Default::default()
+            },
+            temp: TempPlan {
+                private: false,
+                persist_dir: None,
+            },
+            protected_symlinks: vec![],
+            allowed_domains: vec![],
+            warnings: vec![],
+        };
+        let cmd = Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), "x".into()],
+        };
+        let r = request_from_plan(&plan, &cmd, &RunOptions::default()).unwrap();
+        assert_eq!(r.protected, vec![PathBuf::from("/w/.git")]);
+        assert_eq!(r.deny_read, vec![PathBuf::from("/h/.ssh")]);
+        assert_eq!(r.timeout_ms, Some(5000));
+        assert_eq!(r.network, NetworkMode::On);
+        use std::os::unix::ffi::OsStringExt;
+        let bad = Command {
+            program: std::ffi::OsString::from_vec(vec![0xff]),
+            args: vec![],
+        };
+        let mut allow = plan.clone();
+        allow.network = NetworkMode::Allowlist;
+        assert!(matches!(
+            request_from_plan(&allow, &cmd, &RunOptions::default()),
+            Err(ClientError::Unsupported(_))
+        ));
+        assert!(matches!(
+            request_from_plan(&plan, &bad, &RunOptions::default()),
+            Err(ClientError::Unsupported(_))
+        ));
+    }
+}

@@ -1,0 +1,95 @@
+//! Interim Landlock layer for the broker's child.
+//!
+//! The ruleset is built in the broker *before* the fork, from the descriptors validation opened
+//! (so a symlink swapped in afterwards cannot redirect a rule); the forked child only calls
+//! `landlock_restrict_self`. Rules: read/execute everywhere, every write-type right only beneath
+//! the writable roots and the run's private TMPDIR, plus read/write on a few device files.
+//! Abstract unix sockets and signals are scoped to the run where the kernel supports it (so one
+//! run cannot signal another run of the same sandbox account).
+//!
+//! INTEGRATION POINT: replace with `stockade_linux::confine::apply_layers` (Landlock + seccomp)
+//! once it exists on main; this module exists so the elevated tier is not weaker meanwhile.
+
+use landlock::{
+    path_beneath_rules, Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset,
+    RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+const TARGET_ABI: ABI = ABI::V6;
+
+/// Device files the command may read and write.
+pub const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/tty",
+    "/dev/urandom",
+    "/dev/random",
+];
+
+/// The kernel's Landlock ABI version (0: none).
+pub fn kernel_abi() -> i32 {
+    const VERSION: u32 = 1;
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) passes no memory; it returns the ABI.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            VERSION,
+        )
+    };
+    if r < 0 {
+        0
+    } else {
+        r as i32
+    }
+}
+
+/// Builds the ruleset (parent side).
+pub fn prepare(
+    writable: &[BorrowedFd<'_>],
+    extra_writable: &[&Path],
+) -> io::Result<RulesetCreated> {
+    let e = |x: &dyn std::fmt::Display| io::Error::other(format!("Landlock: {x}"));
+    let all = AccessFs::from_all(TARGET_ABI);
+    let mut rs = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)
+        .map_err(|x| e(&x))?
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .map_err(|x| e(&x))?
+        .create()
+        .map_err(|x| e(&x))?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(TARGET_ABI)))
+        .map_err(|x| e(&x))?
+        .add_rules(path_beneath_rules(extra_writable, all))
+        .map_err(|x| e(&x))?
+        .add_rules(path_beneath_rules(
+            DEVICES,
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
+        ))
+        .map_err(|x| e(&x))?;
+    for fd in writable {
+        rs = rs.add_rule(PathBeneath::new(*fd, all)).map_err(|x| e(&x))?;
+    }
+    Ok(rs)
+}
+
+/// Enforces a prepared ruleset on the calling (child) process. Fails closed: an error, or a
+/// ruleset the kernel did not enforce although it supports Landlock, aborts the launch.
+pub fn restrict(slot: &mut Option<RulesetCreated>, kernel_has_landlock: bool) -> io::Result<()> {
+    let Some(rs) = slot.take() else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    match rs.restrict_self() {
+        Ok(st) if st.ruleset == RulesetStatus::NotEnforced && kernel_has_landlock => {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        }
+        Ok(_) => Ok(()),
+        Err(_) => Err(io::Error::from_raw_os_error(libc::EPERM)),
+    }
+}

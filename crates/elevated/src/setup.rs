@@ -1,0 +1,899 @@
+//! `stockade setup`, `stockade setup --check` and `stockade uninstall`.
+//!
+//! Setup converges the machine to the wanted state from whatever it finds (nothing, a finished
+//! install, an interrupted one, a drifted one) and reports what it changed: a second run changes
+//! nothing. Before creating anything it records the intent (`state: installing`, `created: true`)
+//! atomically, so a `kill -9` at any point leaves a record that either the next setup completes
+//! or uninstall undoes.
+
+use crate::accounts::{self, GroupEntry};
+use crate::fsutil::{self, ToolError};
+use crate::nft::{self, NetConfig};
+use crate::record::{
+    self, AccountRecord, Drift, FileRecord, GroupRecord, InstallRecord, NftRecord, Observed,
+    RecordState, Role, RECORD_FORMAT,
+};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Version written in records.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where and how to install. [`SetupOptions::default`] is the production layout.
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    /// Prefix of every name: accounts `<prefix>-offline`/`<prefix>-online`, group
+    /// `<prefix>-sandbox`, nft table `inet <prefix>`, units `<prefix>-*.service`.
+    pub prefix: String,
+    /// State directory: `install.json`, `grants.json`, account homes under `home/`.
+    pub state_dir: PathBuf,
+    /// Where the persisted nft script goes.
+    pub config_dir: PathBuf,
+    /// Where systemd units go.
+    pub systemd_dir: PathBuf,
+    /// Offline-account network configuration; `None` keeps the installed one (or the default on
+    /// a fresh install), so `stockade setup` run to repair never silently drops allowed ports.
+    pub net: Option<NetConfig>,
+    /// The `stockade` executable the broker unit runs.
+    pub broker_exe: PathBuf,
+    /// Broker socket path.
+    pub socket_path: PathBuf,
+}
+
+impl Default for SetupOptions {
+    fn default() -> Self {
+        SetupOptions {
+            prefix: "stockade".into(),
+            state_dir: "/var/lib/stockade".into(),
+            config_dir: "/etc/stockade".into(),
+            systemd_dir: "/etc/systemd/system".into(),
+            net: None,
+            broker_exe: "/usr/local/bin/stockade".into(),
+            socket_path: "/run/stockade/broker.sock".into(),
+        }
+    }
+}
+
+impl SetupOptions {
+    /// `install.json`.
+    pub fn record_path(&self) -> PathBuf {
+        self.state_dir.join("install.json")
+    }
+    /// `grants.json`.
+    pub fn grants_path(&self) -> PathBuf {
+        self.state_dir.join("grants.json")
+    }
+    fn group_name(&self) -> String {
+        format!("{}-sandbox", self.prefix)
+    }
+    fn account_name(&self, role: Role) -> String {
+        format!("{}-{}", self.prefix, role.as_str())
+    }
+    fn home(&self, role: Role) -> PathBuf {
+        self.state_dir.join("home").join(role.as_str())
+    }
+    fn table(&self) -> String {
+        self.prefix.replace('-', "_")
+    }
+    fn nft_file(&self) -> PathBuf {
+        self.config_dir.join(format!("{}.nft", self.prefix))
+    }
+}
+
+/// What setup did. Empty `changes` means the machine already matched.
+#[derive(Debug, Clone, Default)]
+pub struct SetupReport {
+    /// One line per change made.
+    pub changes: Vec<String>,
+    /// The record now on disk.
+    pub record: Option<InstallRecord>,
+    /// Notes (e.g. systemd not running: units installed but not started).
+    pub notes: Vec<String>,
+}
+
+/// `setup --check` result.
+#[derive(Debug, Clone, Default)]
+pub struct DriftReport {
+    /// Not installed at all.
+    pub installed: bool,
+    /// Every difference.
+    pub drift: Vec<Drift>,
+}
+
+/// What uninstall did.
+#[derive(Debug, Clone, Default)]
+pub struct UninstallReport {
+    /// One line per removal.
+    pub removed: Vec<String>,
+    /// Things that could not be removed, with why.
+    pub problems: Vec<String>,
+}
+
+/// Setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Not root.
+    #[error("setup must run as root (try `sudo stockade setup`)")]
+    NotRoot,
+    /// Bad option.
+    #[error("invalid setup option: {0}")]
+    InvalidOption(String),
+    /// A system tool failed.
+    #[error("{0}")]
+    Tool(#[from] ToolError),
+    /// File I/O failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The record is unreadable.
+    #[error(
+        "installation record {path} is unreadable: {source}; fix or remove it, then re-run setup"
+    )]
+    Record {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// An object exists that setup did not create and does not match.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Check failures.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A system tool failed.
+    #[error("{0}")]
+    Tool(#[from] ToolError),
+    /// The record is unreadable.
+    #[error("installation record {path} is unreadable: {source}")]
+    Record {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+}
+
+/// Uninstall failures (individual removal problems are reported, not fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum UninstallError {
+    /// Not root.
+    #[error("uninstall must run as root (try `sudo stockade uninstall`)")]
+    NotRoot,
+    /// The record is unreadable.
+    #[error("installation record {path} is unreadable: {source}; nothing was removed")]
+    Record {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Lock failure.
+    #[error("could not lock {path}: {source}")]
+    Lock {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SetupError + 'a {
+    move |source| SetupError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An exclusive `flock` on `<state_dir>/.lock`, held for the duration of setup/uninstall.
+pub(crate) struct StateLock(#[allow(dead_code)] fs::File);
+
+pub(crate) fn lock_state(state_dir: &Path) -> io::Result<StateLock> {
+    fs::create_dir_all(state_dir)?;
+    fs::set_permissions(state_dir, fs::Permissions::from_mode(0o755))?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join(".lock"))?;
+    crate::sys::cvt_retry(|| {
+        // SAFETY: flock on a descriptor owned by `f`, alive during the call.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) }
+    })?;
+    Ok(StateLock(f))
+}
+
+fn unit_files(opts: &SetupOptions) -> Vec<(PathBuf, String)> {
+    let p = &opts.prefix;
+    let table = opts.table();
+    let nft_file = opts.nft_file();
+    vec![
+        (
+            opts.systemd_dir.join(format!("{p}-nft.service")),
+            format!(
+                "# Managed by `stockade setup`.\n[Unit]\nDescription=Stockade nftables rules (offline sandbox account)\n\
+                 DefaultDependencies=no\nWants=network-pre.target\nBefore=network-pre.target\nAfter=nftables.service\n\n\
+                 [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/sbin/nft -f {}\n\
+                 ExecStop=/usr/sbin/nft delete table inet {table}\n\n[Install]\nWantedBy=multi-user.target\n",
+                nft_file.display()
+            ),
+        ),
+        (
+            opts.systemd_dir.join(format!("{p}-broker.socket")),
+            format!(
+                "# Managed by `stockade setup`.\n[Unit]\nDescription=Stockade elevated-tier broker socket\n\n\
+                 [Socket]\nListenStream={}\nSocketMode=0666\nRemoveOnStop=yes\n\n[Install]\nWantedBy=sockets.target\n",
+                opts.socket_path.display()
+            ),
+        ),
+        (
+            opts.systemd_dir.join(format!("{p}-broker.service")),
+            format!(
+                "# Managed by `stockade setup`.\n[Unit]\nDescription=Stockade elevated-tier broker\n\
+                 Requires={p}-broker.socket\nAfter={p}-broker.socket\n\n[Service]\nExecStart={} broker --socket-activated\n\
+                 KillMode=control-group\n",
+                opts.broker_exe.display()
+            ),
+        ),
+    ]
+}
+
+fn enable_links(opts: &SetupOptions) -> Vec<(PathBuf, PathBuf)> {
+    let p = &opts.prefix;
+    vec![
+        (
+            opts.systemd_dir
+                .join("multi-user.target.wants")
+                .join(format!("{p}-nft.service")),
+            opts.systemd_dir.join(format!("{p}-nft.service")),
+        ),
+        (
+            opts.systemd_dir
+                .join("sockets.target.wants")
+                .join(format!("{p}-broker.socket")),
+            opts.systemd_dir.join(format!("{p}-broker.socket")),
+        ),
+    ]
+}
+
+fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn validate_opts(opts: &SetupOptions) -> Result<(), SetupError> {
+    if !nft::valid_table_name(&opts.table()) || opts.prefix.len() > 20 {
+        return Err(SetupError::InvalidOption(format!(
+            "prefix {:?} must be lowercase letters, digits, '-' or '_', start with a letter, at most 20 chars",
+            opts.prefix
+        )));
+    }
+    for (what, p) in [
+        ("state_dir", &opts.state_dir),
+        ("config_dir", &opts.config_dir),
+        ("systemd_dir", &opts.systemd_dir),
+    ] {
+        if !p.is_absolute() {
+            return Err(SetupError::InvalidOption(format!(
+                "{what} {} must be absolute",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Installs or repairs the elevated tier. Idempotent: a second run reports no changes.
+pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
+    validate_opts(opts)?;
+    if crate::sys::geteuid() != 0 {
+        return Err(SetupError::NotRoot);
+    }
+    let _lock = lock_state(&opts.state_dir).map_err(io_err("lock", &opts.state_dir))?;
+    for d in [&opts.state_dir, &opts.config_dir, &opts.systemd_dir] {
+        remove_tmp_leftovers(d, &opts.prefix);
+    }
+    let rpath = opts.record_path();
+    let old = record::load(&rpath).map_err(|source| SetupError::Record {
+        path: rpath.clone(),
+        source,
+    })?;
+    let mut report = SetupReport::default();
+    let net = opts
+        .net
+        .clone()
+        .or_else(|| old.as_ref().map(|o| o.net.clone()))
+        .unwrap_or_default();
+
+    // 1. Intent: record what we are about to create before creating it.
+    let group_name = opts.group_name();
+    let obs_group = accounts::getent_group(&group_name)?;
+    let mut rec = InstallRecord {
+        format: RECORD_FORMAT,
+        version: VERSION.into(),
+        state: RecordState::Installing,
+        prefix: opts.prefix.clone(),
+        group: GroupRecord {
+            name: group_name.clone(),
+            gid: obs_group.as_ref().map_or(0, |g| g.gid),
+            created: old.as_ref().is_some_and(|o| o.group.created) || obs_group.is_none(),
+        },
+        accounts: Vec::new(),
+        net: net.clone(),
+        nft: old.as_ref().and_then(|o| o.nft.clone()),
+        files: old.as_ref().map(|o| o.files.clone()).unwrap_or_default(),
+        socket_path: opts.socket_path.clone(),
+    };
+    for role in Role::ALL {
+        let name = opts.account_name(role);
+        let obs = accounts::getent_passwd(&name)?;
+        let was_ours = old
+            .as_ref()
+            .and_then(|o| o.account(role))
+            .is_some_and(|a| a.created && a.name == name);
+        if let Some(p) = &obs {
+            if !was_ours && p.uid >= 1000 {
+                return Err(SetupError::Conflict(format!(
+                    "user {name} exists (uid {}) and was not created by stockade setup; remove it or choose another --prefix",
+                    p.uid
+                )));
+            }
+        }
+        rec.accounts.push(AccountRecord {
+            role,
+            name,
+            uid: obs.as_ref().map_or(0, |p| p.uid),
+            home: opts.home(role),
+            created: was_ours || obs.is_none(),
+        });
+    }
+    let will_create = rec.group.gid == 0 || rec.accounts.iter().any(|a| a.uid == 0);
+    if old.is_none() || will_create {
+        record::store(&rpath, &rec).map_err(io_err("write", &rpath))?;
+    }
+
+    // 2. Group.
+    let group = match obs_group {
+        Some(g) => g,
+        None => {
+            accounts::groupadd(&group_name)?;
+            report.changes.push(format!("created group {group_name}"));
+            retry(|| accounts::getent_group(&group_name))?.ok_or_else(|| {
+                SetupError::Conflict(format!("group {group_name} missing right after groupadd"))
+            })?
+        }
+    };
+    rec.group.gid = group.gid;
+
+    // 3. Accounts and homes.
+    for a in rec.accounts.iter_mut() {
+        let home = a.home.clone();
+        let p = match accounts::getent_passwd(&a.name)? {
+            Some(p) => {
+                let d = accounts::account_differences(&p, group.gid, &home);
+                if !d.is_empty() {
+                    accounts::usermod(&a.name, &group_name, &home)?;
+                    report
+                        .changes
+                        .push(format!("repaired account {}: {:?}", a.name, d));
+                }
+                p
+            }
+            None => {
+                accounts::useradd(&a.name, &group_name, &home)?;
+                report.changes.push(format!("created account {}", a.name));
+                retry(|| accounts::getent_passwd(&a.name))?.ok_or_else(|| {
+                    SetupError::Conflict(format!("user {} missing right after useradd", a.name))
+                })?
+            }
+        };
+        a.uid = p.uid;
+        ensure_home(&home, p.uid, group.gid, &mut report)?;
+    }
+
+    // 4. nftables: persist the script, apply it atomically, record the resulting listing.
+    let offline_uid = rec.account(Role::Offline).map_or(0, |a| a.uid);
+    if offline_uid == 0 {
+        return Err(SetupError::Conflict(
+            "offline account resolved to uid 0; refusing to continue".into(),
+        ));
+    }
+    let table = opts.table();
+    let script = nft::ruleset(&table, offline_uid, &net);
+    let nft_file = opts.nft_file();
+    let mut files = Vec::new();
+    ensure_file(&nft_file, &script, 0o644, &mut files, &mut report)?;
+    let listing_before = nft::list_table(&table)?;
+    let expected_listing = rec
+        .nft
+        .as_ref()
+        .filter(|n| n.ruleset == script)
+        .map(|n| n.listing.clone());
+    let listing = match (&listing_before, &expected_listing) {
+        (Some(now), Some(want)) if now == want => now.clone(),
+        _ => {
+            nft::apply(&nft_file)?;
+            report
+                .changes
+                .push(format!("applied nftables table inet {table}"));
+            nft::list_table(&table)?.ok_or_else(|| {
+                SetupError::Conflict(format!("table inet {table} missing after nft -f"))
+            })?
+        }
+    };
+    rec.nft = Some(NftRecord {
+        table,
+        ruleset: script,
+        listing,
+    });
+
+    // 5. systemd units and their enable links (files only; started if systemd runs).
+    for (path, content) in unit_files(opts) {
+        ensure_file(&path, &content, 0o644, &mut files, &mut report)?;
+    }
+    for (link, target) in enable_links(opts) {
+        ensure_symlink(&link, &target, &mut files, &mut report)?;
+    }
+    if systemd_running() {
+        if !report.changes.is_empty() {
+            fsutil::run_tool("systemctl", &["daemon-reload"])?;
+            fsutil::run_tool(
+                "systemctl",
+                &["restart", &format!("{}-broker.socket", opts.prefix)],
+            )?;
+        }
+    } else {
+        report.notes.push(format!(
+            "systemd is not running: units were installed and enabled for the next boot; start the broker in the foreground with `stockade broker --socket {}`",
+            opts.socket_path.display()
+        ));
+    }
+    // Keep files recorded earlier that we no longer manage? No: the record lists exactly ours.
+    rec.files = files;
+    rec.state = RecordState::Installed;
+    if old.as_ref() != Some(&rec) {
+        record::store(&rpath, &rec).map_err(io_err("write", &rpath))?;
+        report
+            .changes
+            .push(format!("wrote installation record {}", rpath.display()));
+    }
+    report.record = Some(rec);
+    Ok(report)
+}
+
+/// Whether `name` is a temporary file left by an interrupted [`fsutil::write_atomic`] of one of
+/// our files (`.<name>.tmp.<pid>`). Pure.
+pub fn is_our_tmp_leftover(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((base, pid)) = rest.rsplit_once(".tmp.") else {
+        return false;
+    };
+    pid.chars().all(|c| c.is_ascii_digit())
+        && !pid.is_empty()
+        && (base == "install.json" || base == "grants.json" || base.starts_with(prefix))
+}
+
+fn remove_tmp_leftovers(dir: &Path, prefix: &str) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| is_our_tmp_leftover(n, prefix))
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Re-reads an entry a few times: an orphaned tool of an interrupted setup may still be writing it.
+fn retry<T>(mut f: impl FnMut() -> Result<Option<T>, ToolError>) -> Result<Option<T>, ToolError> {
+    for _ in 0..20 {
+        if let Some(v) = f()? {
+            return Ok(Some(v));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    f()
+}
+
+fn ensure_home(
+    home: &Path,
+    uid: u32,
+    gid: u32,
+    report: &mut SetupReport,
+) -> Result<(), SetupError> {
+    match fs::symlink_metadata(home) {
+        Ok(m) if m.is_dir() => {
+            if m.uid() != uid || m.gid() != gid || m.mode() & 0o7777 != 0o700 {
+                std::os::unix::fs::lchown(home, Some(uid), Some(gid))
+                    .map_err(io_err("chown", home))?;
+                fs::set_permissions(home, fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("chmod", home))?;
+                report
+                    .changes
+                    .push(format!("repaired owner/mode of {}", home.display()));
+            }
+        }
+        Ok(_) => {
+            return Err(SetupError::Conflict(format!(
+                "{} exists and is not a directory; remove it",
+                home.display()
+            )))
+        }
+        Err(_) => {
+            fs::create_dir_all(home).map_err(io_err("create", home))?;
+            std::os::unix::fs::lchown(home, Some(uid), Some(gid)).map_err(io_err("chown", home))?;
+            fs::set_permissions(home, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("chmod", home))?;
+            report
+                .changes
+                .push(format!("created home {}", home.display()));
+        }
+    }
+    Ok(())
+}
+
+fn ensure_file(
+    path: &Path,
+    content: &str,
+    mode: u32,
+    files: &mut Vec<FileRecord>,
+    report: &mut SetupReport,
+) -> Result<(), SetupError> {
+    let want = fsutil::sha256_hex(content.as_bytes());
+    let have = fsutil::file_sha256(path).map_err(io_err("read", path))?;
+    if have.as_deref() != Some(want.as_str()) {
+        fsutil::write_atomic(path, content.as_bytes(), mode).map_err(io_err("write", path))?;
+        report.changes.push(format!("wrote {}", path.display()));
+    }
+    files.push(FileRecord {
+        path: path.to_path_buf(),
+        sha256: want,
+        symlink: false,
+    });
+    Ok(())
+}
+
+fn ensure_symlink(
+    link: &Path,
+    target: &Path,
+    files: &mut Vec<FileRecord>,
+    report: &mut SetupReport,
+) -> Result<(), SetupError> {
+    let ok = fs::read_link(link).is_ok_and(|t| t == target);
+    if !ok {
+        if let Some(dir) = link.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        let _ = fs::remove_file(link);
+        std::os::unix::fs::symlink(target, link).map_err(io_err("symlink", link))?;
+        report.changes.push(format!("enabled {}", link.display()));
+    }
+    files.push(FileRecord {
+        path: link.to_path_buf(),
+        sha256: fsutil::sha256_hex(target.as_os_str().as_encoded_bytes()),
+        symlink: true,
+    });
+    Ok(())
+}
+
+/// Observes the machine for the objects named in `rec`.
+pub fn observe(rec: &InstallRecord) -> Result<Observed, ToolError> {
+    let mut o = Observed {
+        group: accounts::getent_group(&rec.group.name)?,
+        ..Default::default()
+    };
+    for a in &rec.accounts {
+        o.accounts
+            .insert(a.name.clone(), accounts::getent_passwd(&a.name)?);
+        let h = fs::symlink_metadata(&a.home)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| (m.uid(), m.mode() & 0o7777));
+        o.homes.insert(a.home.clone(), h);
+    }
+    if let Some(n) = &rec.nft {
+        o.nft_listing = crate::nft::list_table(&n.table)?;
+    }
+    for f in &rec.files {
+        let h = if f.symlink {
+            fs::read_link(&f.path)
+                .ok()
+                .map(|t| fsutil::sha256_hex(t.as_os_str().as_encoded_bytes()))
+        } else {
+            fsutil::file_sha256(&f.path).ok().flatten()
+        };
+        o.files.insert(f.path.clone(), h);
+    }
+    Ok(o)
+}
+
+/// `stockade setup --check`: every difference between the record and the machine.
+pub fn check(opts: &SetupOptions) -> Result<DriftReport, CheckError> {
+    let rpath = opts.record_path();
+    let rec = record::load(&rpath).map_err(|source| CheckError::Record {
+        path: rpath.clone(),
+        source,
+    })?;
+    let Some(rec) = rec else {
+        return Ok(DriftReport {
+            installed: false,
+            drift: Vec::new(),
+        });
+    };
+    let obs = observe(&rec)?;
+    let mut drift = record::diff(&rec, &obs, VERSION);
+    let want_net = opts.net.clone().unwrap_or_else(|| rec.net.clone());
+    let want_rules = rec
+        .account(Role::Offline)
+        .map(|a| nft::ruleset(&rec.prefix.replace('-', "_"), a.uid, &want_net));
+    if let (Some(w), Some(n)) = (want_rules, &rec.nft) {
+        if w != n.ruleset {
+            drift.push(Drift {
+                item: "nftables configuration".into(),
+                expected: format!("{want_net:?}"),
+                observed: format!("{:?} (re-run setup to apply)", rec.net),
+            });
+        }
+    }
+    Ok(DriftReport {
+        installed: true,
+        drift,
+    })
+}
+
+/// Kills every process running as `uid` (sandbox accounts only; needed before `userdel`).
+fn kill_uid(uid: u32) {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if fs::metadata(e.path()).is_ok_and(|m| m.uid() == uid) && uid != 0 {
+            // SAFETY: plain kill(2) of a pid whose /proc entry is owned by the sandbox uid.
+            let _ = crate::sys::cvt(unsafe { libc::kill(pid, libc::SIGKILL) });
+        }
+    }
+}
+
+/// Removes everything setup created (accounts, group, nft table, units, files, ACL entries
+/// recorded in `grants.json`, homes, the record). Safe to re-run; reports what it removed.
+pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError> {
+    if crate::sys::geteuid() != 0 {
+        return Err(UninstallError::NotRoot);
+    }
+    let rpath = opts.record_path();
+    let mut rep = UninstallReport::default();
+    if !opts.state_dir.exists() {
+        return Ok(rep);
+    }
+    let lock = lock_state(&opts.state_dir).map_err(|source| UninstallError::Lock {
+        path: opts.state_dir.clone(),
+        source,
+    })?;
+    let rec = record::load(&rpath).map_err(|source| UninstallError::Record {
+        path: rpath.clone(),
+        source,
+    })?;
+    let Some(rec) = rec else {
+        return Ok(rep);
+    };
+    // ACL entries first: they name the accounts' uids, which must still resolve.
+    let uids: Vec<u32> = rec
+        .accounts
+        .iter()
+        .map(|a| a.uid)
+        .filter(|u| *u != 0)
+        .collect();
+    match crate::grants::revoke_all(&opts.grants_path(), &uids) {
+        Ok(lines) => rep.removed.extend(lines),
+        Err(e) => rep.problems.push(format!("ACL grants: {e}")),
+    }
+    // Per-caller grant groups, after their ACL entries are gone.
+    if let Ok(gf) = crate::grants::load(&opts.grants_path()) {
+        for c in &gf.groups {
+            match accounts::getent_group(&c.name) {
+                Ok(Some(g)) if g.gid == c.gid => match accounts::groupdel(&c.name) {
+                    Ok(()) => rep.removed.push(format!("removed group {}", c.name)),
+                    Err(e) => rep.problems.push(e.to_string()),
+                },
+                Ok(_) => {}
+                Err(e) => rep.problems.push(e.to_string()),
+            }
+        }
+    }
+    if systemd_running() {
+        for u in [
+            format!("{}-broker.socket", rec.prefix),
+            format!("{}-broker.service", rec.prefix),
+        ] {
+            let _ = fsutil::run_tool_raw("systemctl", &["stop", &u]);
+        }
+    }
+    for f in rec.files.iter().rev() {
+        match fs::remove_file(&f.path) {
+            Ok(()) => rep.removed.push(format!("removed {}", f.path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => rep.problems.push(format!("{}: {e}", f.path.display())),
+        }
+    }
+    for (link, _) in enable_links(opts) {
+        if let Some(d) = link.parent() {
+            let _ = fs::remove_dir(d); // only if empty
+        }
+    }
+    let _ = fs::remove_dir(&opts.config_dir);
+    if let Some(mnt) = fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| crate::cgroup::cgroup2_mount(&m))
+    {
+        for base in [
+            mnt.clone(),
+            mnt.join("system.slice")
+                .join(format!("{}-broker.service", rec.prefix)),
+        ] {
+            let d = base.join(format!("{}-runs", rec.prefix));
+            if let Ok(rd) = fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    let _ = fs::remove_dir(e.path());
+                }
+                if fs::remove_dir(&d).is_ok() {
+                    rep.removed.push(format!("removed cgroup {}", d.display()));
+                }
+            }
+        }
+    }
+    if systemd_running() {
+        let _ = fsutil::run_tool_raw("systemctl", &["daemon-reload"]);
+    }
+    if let Some(n) = &rec.nft {
+        match nft::delete_table(&n.table) {
+            Ok(true) => rep
+                .removed
+                .push(format!("deleted nftables table inet {}", n.table)),
+            Ok(false) => {}
+            Err(e) => rep.problems.push(e.to_string()),
+        }
+    }
+    for a in &rec.accounts {
+        if !a.created {
+            continue;
+        }
+        match accounts::getent_passwd(&a.name) {
+            Ok(Some(p)) if p.uid != 0 => {
+                kill_uid(p.uid);
+                match accounts::userdel(&a.name) {
+                    Ok(()) => rep.removed.push(format!("removed account {}", a.name)),
+                    Err(e) => rep.problems.push(e.to_string()),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => rep.problems.push(e.to_string()),
+        }
+        match fs::remove_dir_all(&a.home) {
+            Ok(()) => rep
+                .removed
+                .push(format!("removed home {}", a.home.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => rep.problems.push(format!("{}: {e}", a.home.display())),
+        }
+    }
+    if rec.group.created {
+        match accounts::getent_group(&rec.group.name) {
+            Ok(Some(GroupEntry { .. })) => match accounts::groupdel(&rec.group.name) {
+                Ok(()) => rep
+                    .removed
+                    .push(format!("removed group {}", rec.group.name)),
+                Err(e) => rep.problems.push(e.to_string()),
+            },
+            Ok(None) => {}
+            Err(e) => rep.problems.push(e.to_string()),
+        }
+    }
+    for d in [&opts.state_dir, &opts.config_dir, &opts.systemd_dir] {
+        remove_tmp_leftovers(d, &rec.prefix);
+    }
+    let _ = fs::remove_dir(&opts.config_dir);
+    if rep.problems.is_empty() {
+        let _ = fs::remove_dir(opts.state_dir.join("home"));
+        let _ = fs::remove_dir_all(opts.state_dir.join("runs"));
+        for f in [rpath.clone(), opts.grants_path()] {
+            let _ = fs::remove_file(f);
+        }
+        drop(lock);
+        let _ = fs::remove_file(opts.state_dir.join(".lock"));
+        let _ = fs::remove_dir(&opts.state_dir);
+        rep.removed
+            .push(format!("removed installation record {}", rpath.display()));
+    }
+    Ok(rep)
+}
+
+/// Reads the record for clients (no root needed): `None` if not installed.
+pub fn installed(opts: &SetupOptions) -> Option<InstallRecord> {
+    record::load(&opts.record_path())
+        .ok()
+        .flatten()
+        .filter(|r| r.state == RecordState::Installed)
+}
+
+/// Observed state by name, for tests and `--check` output.
+pub fn observe_names(names: &[&str]) -> Result<BTreeMap<String, bool>, ToolError> {
+    let mut m = BTreeMap::new();
+    for n in names {
+        m.insert(n.to_string(), accounts::getent_passwd(n)?.is_some());
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derive_from_prefix() {
+        let o = SetupOptions {
+            prefix: "stockade-t".into(),
+            ..Default::default()
+        };
+        assert_eq!(o.group_name(), "stockade-t-sandbox");
+        assert_eq!(o.account_name(Role::Offline), "stockade-t-offline");
+        assert_eq!(o.table(), "stockade_t");
+        assert_eq!(
+            o.home(Role::Online),
+            PathBuf::from("/var/lib/stockade/home/online")
+        );
+        assert!(validate_opts(&o).is_ok());
+        let bad = SetupOptions {
+            prefix: "Bad Prefix".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate_opts(&bad),
+            Err(SetupError::InvalidOption(_))
+        ));
+    }
+
+    #[test]
+    fn tmp_leftovers() {
+        assert!(is_our_tmp_leftover(".install.json.tmp.123", "stockade"));
+        assert!(is_our_tmp_leftover(
+            ".stockade-broker.socket.tmp.9",
+            "stockade"
+        ));
+        assert!(!is_our_tmp_leftover(".other.tmp.9", "stockade"));
+        assert!(!is_our_tmp_leftover("install.json", "stockade"));
+        assert!(!is_our_tmp_leftover(".install.json.tmp.x", "stockade"));
+    }
+
+    #[test]
+    fn units_reference_socket_and_script() {
+        let o = SetupOptions::default();
+        let u = unit_files(&o);
+        assert_eq!(u.len(), 3);
+        assert!(u[0]
+            .1
+            .contains("ExecStart=/usr/sbin/nft -f /etc/stockade/stockade.nft"));
+        assert!(u[0]
+            .1
+            .contains("ExecStop=/usr/sbin/nft delete table inet stockade"));
+        assert!(u[1].1.contains("ListenStream=/run/stockade/broker.sock"));
+        assert!(u[2]
+            .1
+            .contains("ExecStart=/usr/local/bin/stockade broker --socket-activated"));
+    }
+}

@@ -1,0 +1,412 @@
+//! Request validation in the broker. Nothing the client says is trusted: the broker re-derives
+//! what it must check from the kernel (peer credentials, descriptors) and the rules below.
+//!
+//! Rules (and why):
+//! * The caller must not be a sandbox account (a sandboxed command could otherwise ask for the
+//!   online account and escape the network block) and the protocol version must match.
+//! * Every path is absolute and lexically clean (no `.`/`..`, no NUL), so what is checked is
+//!   exactly what is opened.
+//! * A writable root is never a system directory, a top-level directory, the broker's state, or
+//!   the caller's home itself: granting a sandbox account write access there would affect
+//!   everyone (or everything the caller owns).
+//! * The start directory is entered by path after the switch to the sandbox account, so that
+//!   account's permissions decide (a root-opened descriptor could start the command inside a
+//!   tree neither it nor the caller can traverse).
+//! * A writable root is opened with `openat2(RESOLVE_NO_SYMLINKS)` (a symlink anywhere in the
+//!   path, e.g. swapped in during the request, fails the open) and everything afterwards acts on
+//!   that descriptor. It must be a directory the caller owns, or can write by its mode bits with
+//!   the caller's own groups. ACLs are then only set on inodes the caller owns (see `grants`).
+
+use crate::protocol::{RunRequest, PROTOCOL_VERSION};
+use crate::sys;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+/// Why a request was refused. Messages say what and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Protocol mismatch.
+    #[error("protocol version {got} is not supported (broker speaks {want}); use the same stockade version for the CLI and the broker")]
+    Version {
+        /// Client version.
+        got: u32,
+        /// Broker version.
+        want: u32,
+    },
+    /// Caller is a sandbox account.
+    #[error("uid {0} is a sandbox account: sandboxed commands cannot start other sandboxes")]
+    SandboxCaller(u32),
+    /// Malformed path.
+    #[error("{what} {path:?} must be an absolute path without `.`/`..` components")]
+    BadPath {
+        /// Which field.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// Forbidden root.
+    #[error("writable root {path:?} is refused: {why}")]
+    ForbiddenRoot {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Root cannot be opened safely.
+    #[error("writable root {path:?} cannot be opened without following symlinks: {why}; pass its canonical path")]
+    Unresolvable {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        why: String,
+    },
+    /// Caller lacks write access.
+    #[error("writable root {path:?} is owned by uid {owner} and not writable by you (uid {caller}); the broker only grants what you could write yourself")]
+    NotYours {
+        /// The path.
+        path: PathBuf,
+        /// Owner.
+        owner: u32,
+        /// Caller uid.
+        caller: u32,
+    },
+    /// Bad command or environment.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Directories (and everything beneath them) that are never writable roots.
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib",
+    "/var/log",
+    "/var/cache",
+    "/var/spool",
+    "/var/mail",
+    "/var/backups",
+    "/snap",
+];
+
+/// Whether `p` is lexically clean and absolute.
+pub fn clean_absolute(p: &Path) -> bool {
+    p.is_absolute()
+        && !p.as_os_str().as_encoded_bytes().contains(&0)
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// Why a (clean, absolute) path may not be a writable root, if it may not. Pure.
+pub fn forbidden_root(p: &Path, caller_home: Option<&Path>) -> Option<String> {
+    let n = p.components().count();
+    if n <= 2 {
+        return Some("it is `/` or a top-level directory shared by the whole system".into());
+    }
+    for s in SYSTEM_DIRS {
+        if p.starts_with(s) {
+            return Some(format!("it is inside the system directory {s}"));
+        }
+    }
+    if caller_home == Some(p) {
+        return Some("it is your home directory itself; pick a project directory inside it".into());
+    }
+    None
+}
+
+/// Shape checks on a request (no filesystem access). Pure.
+pub fn check_shape(req: &RunRequest, caller_uid: u32, sandbox_uids: &[u32]) -> Result<(), Refusal> {
+    if req.version != PROTOCOL_VERSION {
+        return Err(Refusal::Version {
+            got: req.version,
+            want: PROTOCOL_VERSION,
+        });
+    }
+    if sandbox_uids.contains(&caller_uid) {
+        return Err(Refusal::SandboxCaller(caller_uid));
+    }
+    let fields: [(&'static str, &[PathBuf]); 3] = [
+        ("writable root", &req.writable_roots),
+        ("protected path", &req.protected),
+        ("deny_read path", &req.deny_read),
+    ];
+    for (what, list) in fields {
+        for p in list {
+            if !clean_absolute(p) {
+                return Err(Refusal::BadPath {
+                    what,
+                    path: p.clone(),
+                });
+            }
+        }
+    }
+    for (what, p) in [("cwd", &req.cwd), ("workspace", &req.workspace)] {
+        if !clean_absolute(p) {
+            return Err(Refusal::BadPath {
+                what,
+                path: p.clone(),
+            });
+        }
+    }
+    if req.writable_roots.len() > 64 || req.protected.len() > 4096 || req.deny_read.len() > 4096 {
+        return Err(Refusal::Malformed("too many paths in the request".into()));
+    }
+    if req.program.is_empty()
+        || req.program.contains('\0')
+        || req.args.iter().any(|a| a.contains('\0'))
+    {
+        return Err(Refusal::Malformed(
+            "program must be non-empty; no NUL bytes in program or arguments".into(),
+        ));
+    }
+    for (k, v) in &req.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(Refusal::Malformed(format!(
+                "invalid environment variable name {k:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `caller` may write a directory with this owner/mode, by mode bits alone. Pure.
+pub fn mode_allows_write(
+    st_uid: u32,
+    st_gid: u32,
+    mode: u32,
+    caller_uid: u32,
+    caller_groups: &[u32],
+) -> bool {
+    if st_uid == caller_uid {
+        return mode & 0o300 == 0o300;
+    }
+    if caller_groups.contains(&st_gid) {
+        return mode & 0o030 == 0o030;
+    }
+    mode & 0o003 == 0o003
+}
+
+/// A writable root that passed validation, with the descriptor everything acts on.
+#[derive(Debug)]
+pub struct ValidatedRoot {
+    /// Canonical path (as requested; it resolved without symlinks).
+    pub path: PathBuf,
+    /// `O_PATH` descriptor of the directory.
+    pub fd: OwnedFd,
+    /// Its device.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+    /// Whether the caller owns it (ACLs are only set on caller-owned inodes).
+    pub owned: bool,
+}
+
+/// Opens and checks one writable root for `caller_uid` (with `caller_groups`).
+pub fn open_root(
+    path: &Path,
+    caller_uid: u32,
+    caller_groups: &[u32],
+    caller_home: Option<&Path>,
+) -> Result<ValidatedRoot, Refusal> {
+    if !clean_absolute(path) {
+        return Err(Refusal::BadPath {
+            what: "writable root",
+            path: path.to_path_buf(),
+        });
+    }
+    if let Some(why) = forbidden_root(path, caller_home) {
+        return Err(Refusal::ForbiddenRoot {
+            path: path.to_path_buf(),
+            why,
+        });
+    }
+    let fd = sys::openat2(
+        None,
+        path,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| Refusal::Unresolvable {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let st = sys::fstat(fd.as_fd()).map_err(|e| Refusal::Unresolvable {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(Refusal::ForbiddenRoot {
+            path: path.to_path_buf(),
+            why: "not a directory".into(),
+        });
+    }
+    let owned = st.st_uid == caller_uid;
+    if !owned && !mode_allows_write(st.st_uid, st.st_gid, st.st_mode, caller_uid, caller_groups) {
+        return Err(Refusal::NotYours {
+            path: path.to_path_buf(),
+            owner: st.st_uid,
+            caller: caller_uid,
+        });
+    }
+    if !owned && st.st_mode & libc::S_ISVTX != 0 {
+        return Err(Refusal::ForbiddenRoot {
+            path: path.to_path_buf(),
+            why: "it is a shared sticky directory (like /tmp) that you do not own".into(),
+        });
+    }
+    Ok(ValidatedRoot {
+        path: path.to_path_buf(),
+        fd,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        owned,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockade_policy::model::LimitsPolicy;
+    use stockade_policy::NetworkMode;
+
+    fn req() -> RunRequest {
+        RunRequest {
+            version: PROTOCOL_VERSION,
+            network: NetworkMode::Off,
+            workspace: "/home/u/ws".into(),
+            cwd: "/home/u/ws".into(),
+            writable_roots: vec!["/home/u/ws".into()],
+            protected: vec![],
+            deny_read: vec![],
+            program: "true".into(),
+            args: vec![],
+            env: vec![],
+            limits: LimitsPolicy::default(),
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn system_and_top_level_dirs_are_refused() {
+        let home = Path::new("/home/u");
+        for p in [
+            "/",
+            "/etc",
+            "/tmp",
+            "/home",
+            "/etc/ssh",
+            "/usr/local/src",
+            "/var/lib/stockade",
+            "/proc/self",
+            "/root/x",
+            "/home/u",
+        ] {
+            assert!(
+                forbidden_root(Path::new(p), Some(home)).is_some(),
+                "{p} must be refused"
+            );
+        }
+        for p in [
+            "/home/u/ws",
+            "/srv/build/x",
+            "/tmp/work",
+            "/var/tmp/x",
+            "/opt/proj/a",
+        ] {
+            assert!(
+                forbidden_root(Path::new(p), Some(home)).is_none(),
+                "{p} must be allowed"
+            );
+        }
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert!(clean_absolute(Path::new("/a/b")));
+        assert!(!clean_absolute(Path::new("a/b")));
+        assert!(!clean_absolute(Path::new("/a/../etc")));
+        assert!(
+            !clean_absolute(Path::new("/a/./b")) || Path::new("/a/./b").components().count() == 3
+        );
+    }
+
+    #[test]
+    fn shape() {
+        assert_eq!(check_shape(&req(), 1000, &[900, 901]), Ok(()));
+        assert_eq!(
+            check_shape(&req(), 900, &[900, 901]),
+            Err(Refusal::SandboxCaller(900))
+        );
+        let mut r = req();
+        r.version = 2;
+        assert!(matches!(
+            check_shape(&r, 1000, &[]),
+            Err(Refusal::Version { .. })
+        ));
+        let mut r = req();
+        r.writable_roots.push("/home/u/ws/../../../etc".into());
+        assert!(matches!(
+            check_shape(&r, 1000, &[]),
+            Err(Refusal::BadPath { .. })
+        ));
+        let mut r = req();
+        r.env.push(("A=B".into(), "x".into()));
+        assert!(matches!(
+            check_shape(&r, 1000, &[]),
+            Err(Refusal::Malformed(_))
+        ));
+        let mut r = req();
+        r.cwd = "relative".into();
+        assert!(matches!(
+            check_shape(&r, 1000, &[]),
+            Err(Refusal::BadPath { what: "cwd", .. })
+        ));
+    }
+
+    #[test]
+    fn write_by_mode_bits() {
+        assert!(mode_allows_write(1000, 1000, 0o700, 1000, &[1000]));
+        assert!(!mode_allows_write(1000, 1000, 0o500, 1000, &[1000]));
+        assert!(mode_allows_write(0, 50, 0o770, 1000, &[50]));
+        assert!(
+            !mode_allows_write(0, 50, 0o757, 1000, &[50]),
+            "group class applies, not other"
+        );
+        assert!(mode_allows_write(0, 0, 0o777, 1000, &[1000]));
+        assert!(!mode_allows_write(0, 0, 0o755, 1000, &[1000]));
+    }
+
+    #[test]
+    fn real_open_refuses_symlinks_and_foreign_dirs() {
+        let base = std::env::temp_dir().join(format!("stockade-validate-{}", std::process::id()));
+        let real = base.join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let me = sys::getuid();
+        assert!(open_root(&real, me, &[], None).is_ok());
+        assert!(matches!(
+            open_root(&link, me, &[], None),
+            Err(Refusal::Unresolvable { .. })
+        ));
+        // Someone else (uid me+12345) asking for a directory they neither own nor can write.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(
+            open_root(&real, me + 12345, &[], None),
+            Err(Refusal::NotYours { .. })
+        ));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
