@@ -9,6 +9,7 @@ use stockade_policy::config::{self, CliOverrides, LoadRequest};
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::{self, PlanRequest};
 
+mod admin;
 mod backend;
 mod mcp;
 mod run;
@@ -47,6 +48,12 @@ enum Cmd {
     },
     /// Serve the Model Context Protocol on stdio (tools: `run`, `policy`).
     Mcp,
+    /// Install or repair the elevated tier (as root / administrator, once).
+    Setup(admin::SetupArgs),
+    /// Remove everything `stockade setup` installed.
+    Uninstall,
+    /// Run the elevated tier's privileged broker in the foreground (root; for machines without systemd).
+    Broker(admin::BrokerArgs),
     /// Remove the sandbox's persistent temp state for a workspace.
     Clean {
         /// Workspace (default: current directory).
@@ -298,6 +305,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Doctor { json } => run::doctor(json),
         Cmd::Mcp => mcp::serve(),
+        Cmd::Setup(a) => admin::setup(&a),
+        Cmd::Uninstall => admin::uninstall(),
+        Cmd::Broker(a) => admin::broker(&a),
         Cmd::Clean { workspace } => run::clean(workspace, &caller),
     }
 }

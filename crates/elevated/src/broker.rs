@@ -616,6 +616,13 @@ fn run(
         .env_clear()
         .envs(req.env.iter().map(|(k, v)| (k, v)))
         .envs(["TMPDIR", "TMP", "TEMP"].map(|k| (k, run_tmp.0.as_os_str())))
+        // The repositories belong to the caller, not the sandbox account: without this git
+        // refuses to work in them ("dubious ownership"). Their metadata stays read-only anyway.
+        .envs([
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "safe.directory"),
+            ("GIT_CONFIG_VALUE_0", "*"),
+        ])
         .stdin(Stdio::from(fd0))
         .stdout(Stdio::from(fd1))
         .stderr(Stdio::from(fd2));

@@ -1,0 +1,154 @@
+//! `stockade setup`, `uninstall` and `broker`: installing the elevated tier.
+
+#[cfg(not(target_os = "linux"))]
+use anyhow::bail;
+use anyhow::Result;
+use std::process::ExitCode;
+
+/// Options of `stockade setup`.
+#[derive(clap::Args, Debug)]
+pub struct SetupArgs {
+    /// Only report whether the installation matches its record (exit 0 no drift, 1 drift, 2 not installed).
+    #[arg(long)]
+    check: bool,
+    /// A loopback TCP port the offline account may still reach (repeatable), e.g. a proxy.
+    #[arg(long = "allow-port", value_name = "PORT")]
+    allow_port: Vec<u16>,
+    /// Let the offline account bind and reach any loopback port.
+    #[arg(long)]
+    allow_local_binding: bool,
+    /// Reset the network configuration to the default (nothing on loopback allowed).
+    #[arg(long)]
+    reset_network: bool,
+}
+
+/// Options of `stockade broker`.
+#[derive(clap::Args, Debug)]
+pub struct BrokerArgs {
+    /// Use the listening socket passed by systemd socket activation.
+    #[arg(long)]
+    socket_activated: bool,
+}
+
+#[cfg(target_os = "linux")]
+fn layout(args: Option<&SetupArgs>) -> Result<stockade_elevated::SetupOptions> {
+    let mut o = stockade_elevated::SetupOptions::default();
+    o.broker_exe = std::env::current_exe()?;
+    if let Some(a) = args {
+        if a.reset_network || a.allow_local_binding || !a.allow_port.is_empty() {
+            o.net = Some(stockade_elevated::nft::NetConfig {
+                allowed_loopback_tcp_ports: a.allow_port.clone(),
+                allow_local_binding: a.allow_local_binding,
+            });
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(target_os = "linux")]
+pub fn setup(args: &SetupArgs) -> Result<ExitCode> {
+    let o = layout(Some(args))?;
+    if args.check {
+        let r = stockade_elevated::check(&o)?;
+        if !r.installed {
+            println!("not installed");
+            return Ok(ExitCode::from(2));
+        }
+        if r.drift.is_empty() {
+            println!("installed, no drift");
+            return Ok(ExitCode::SUCCESS);
+        }
+        for d in &r.drift {
+            println!("drift: {d}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let r = stockade_elevated::setup(&o)?;
+    if r.changes.is_empty() {
+        println!("already installed; nothing changed");
+    }
+    for c in &r.changes {
+        println!("{c}");
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(target_os = "linux")]
+pub fn uninstall() -> Result<ExitCode> {
+    let r = stockade_elevated::uninstall(&layout(None)?)?;
+    for l in &r.removed {
+        println!("{l}");
+    }
+    for p in &r.problems {
+        eprintln!("stockade: problem: {p}");
+    }
+    Ok(if r.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[cfg(target_os = "linux")]
+pub fn broker(args: &BrokerArgs) -> Result<ExitCode> {
+    let o = layout(None)?;
+    let opts = stockade_elevated::BrokerOptions {
+        socket_path: Some(o.socket_path.clone()),
+        setup: o,
+        socket_activated: args.socket_activated,
+    };
+    stockade_elevated::serve_broker(&opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(windows)]
+pub fn setup(args: &SetupArgs) -> Result<ExitCode> {
+    if args.check || args.allow_local_binding || args.reset_network {
+        bail!("--check, --allow-local-binding and --reset-network are not implemented on Windows yet");
+    }
+    let opts = stockade_windows::SetupOptions { allowed_loopback_ports: args.allow_port.clone() };
+    match stockade_windows::setup(&opts) {
+        Ok(o) => {
+            if o.performed.is_empty() {
+                println!("already installed; nothing changed");
+            }
+            for s in &o.performed {
+                println!("{s:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.needs_elevation() => {
+            let argv: Vec<String> = std::env::args().skip(1).collect();
+            let code = stockade_windows::win::setup::relaunch_elevated(&argv)?;
+            Ok(ExitCode::from((code & 0xff) as u8))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(windows)]
+pub fn uninstall() -> Result<ExitCode> {
+    for s in stockade_windows::uninstall()? {
+        println!("{s:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(windows)]
+pub fn broker(_args: &BrokerArgs) -> Result<ExitCode> {
+    bail!("the broker is part of the Linux elevated tier; on Windows the runner is started by `stockade run --tier elevated`")
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+pub fn setup(_args: &SetupArgs) -> Result<ExitCode> {
+    bail!("no elevated tier for this operating system")
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+pub fn uninstall() -> Result<ExitCode> {
+    bail!("no elevated tier for this operating system")
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+pub fn broker(_args: &BrokerArgs) -> Result<ExitCode> {
+    bail!("no elevated tier for this operating system")
+}
