@@ -95,7 +95,7 @@ const HEADER_LEN: usize = 8 + 4 + 8;
 const NONE: u32 = u32::MAX;
 
 /// What a protected name found by the walk is (from the directory entry; symlinks not followed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum FoundKind {
     /// A directory.
     Dir,
@@ -213,6 +213,7 @@ pub(crate) fn scan_at(
     let caching = cache.is_some();
     let mut new = Snapshot::new(start_ns);
     let mut fs_trust = FsTrust::default();
+    let mut by_id: Option<HashMap<(u64, u64), u32>> = None;
 
     let mut stack = vec![Item {
         path: root.to_path_buf(),
@@ -236,12 +237,20 @@ pub(crate) fn scan_at(
             e.child = u32::try_from(idx).unwrap_or(NONE);
         }
         let first_entry = new.entries.len();
+        let mut old_idx = item.old;
         let reusable = match (&old, key) {
-            (Some(o), Some(k)) => o
-                .dirs
-                .get(item.old as usize)
-                .filter(|d| d.key == Some(k) && k.ctime_ns() < o.start_ns - RACY_WINDOW_NS)
-                .map(|d| (o, d)),
+            (Some(o), Some(k)) => {
+                let same = |d: &DirRec| d.key.is_some_and(|dk| (dk.dev, dk.ino) == (k.dev, k.ino));
+                if !o.dirs.get(old_idx as usize).is_some_and(same) {
+                    // Moved (or its parent's record was not usable): find it by identity.
+                    let by_id = by_id.get_or_insert_with(|| o.index_by_id());
+                    old_idx = by_id.get(&(k.dev, k.ino)).copied().unwrap_or(NONE);
+                }
+                o.dirs
+                    .get(old_idx as usize)
+                    .filter(|d| d.key == Some(k) && k.ctime_ns() < o.start_ns - RACY_WINDOW_NS)
+                    .map(|d| (o, d))
+            }
             _ => None,
         };
         let mut key = key;
@@ -284,7 +293,7 @@ pub(crate) fn scan_at(
             let old_children: HashMap<&[u8], u32> = match &old {
                 Some(o) => o
                     .dirs
-                    .get(item.old as usize)
+                    .get(old_idx as usize)
                     .and_then(|d| o.entries.get(d.first..d.first + d.count))
                     .unwrap_or(&[])
                     .iter()
@@ -599,6 +608,15 @@ impl Snapshot {
             .unwrap_or(&[])
     }
 
+    /// Record index by `(dev, ino)`, to find a directory that moved.
+    fn index_by_id(&self) -> HashMap<(u64, u64), u32> {
+        self.dirs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some(((d.key?.dev, d.key?.ino), u32::try_from(i).ok()?)))
+            .collect()
+    }
+
     fn push_entry(&mut self, kind: EntryKind, name: &[u8]) -> u32 {
         let name_off = self.names.len();
         self.names.extend_from_slice(name);
@@ -890,3 +908,7 @@ fn prune(dir: &Path) {
         }
     }
 }
+
+#[cfg(all(test, unix))]
+#[path = "walk_cache_tests.rs"]
+mod tests;
