@@ -207,7 +207,17 @@ pub(crate) fn scan_at(
     sorted_names.sort();
     sorted_names.dedup();
     let root_bytes = root.as_os_str().as_encoded_bytes();
-    let old = cache.and_then(|f| load(f, root_bytes, &sorted_names));
+    let old = cache
+        .and_then(|f| load(f, root_bytes, &sorted_names))
+        .filter(|o| {
+            // The clock went back since the cache was written: a later change could then get a
+            // ctime already seen, so the cache is not trusted.
+            let ok = o.start_ns <= start_ns;
+            if !ok {
+                tracing::debug!("walk cache written in the future (clock changed?), ignored");
+            }
+            ok
+        });
     let mut scan = Scan::default();
     scan.stats.cache_loaded = old.is_some();
     let caching = cache.is_some();

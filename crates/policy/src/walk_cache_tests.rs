@@ -384,12 +384,13 @@ fn resolve_rereads_gitfiles_with_a_warm_cache() {
     };
     let dir = cache_dir(&req.state_dir, std::slice::from_ref(&ws)).unwrap();
     let file = cache_file(&dir, &ws);
-    // A cache as if written long after the tree was made, so resolve reuses every listing.
-    scan_at(&ws, &names(), Some(&file), &[], later()).unwrap();
-    let written = fs::metadata(&file).unwrap().modified().unwrap();
+    // Let the tree age past the racy window, so the cache the first run writes is trusted.
+    std::thread::sleep(Duration::from_nanos(RACY_WINDOW_NS as u64 + 100_000_000));
     let has = |p: &crate::plan::Plan, d: &Path| p.protected.iter().any(|x| x.path == d);
     let plan = crate::plan::resolve(&default_policy(), &req).unwrap();
     assert!(has(&plan, &one) && !has(&plan, &two));
+    let written = fs::metadata(&file).unwrap().modified().unwrap();
+    tick();
     fs::write(ws.join("sub/.git"), format!("gitdir: {}\n", two.display())).unwrap();
     let plan = crate::plan::resolve(&default_policy(), &req).unwrap();
     assert!(
@@ -480,4 +481,17 @@ fn walk_cache_speed() {
              changed dir {one:?}; cache {size} bytes"
         );
     }
+}
+
+#[test]
+fn cache_from_the_future_is_ignored() {
+    let f = fixture();
+    f.mk("a/.git");
+    f.warm(); // written with a start time 20 s ahead
+    let s = scan(&f.ws, &names(), Some(&f.cache), &[]).unwrap();
+    assert!(
+        !s.stats.cache_loaded,
+        "the clock went back since it was written"
+    );
+    assert_eq!(s.found.len(), 1);
 }
