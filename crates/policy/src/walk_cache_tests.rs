@@ -477,9 +477,44 @@ fn walk_cache_speed() {
         );
         let size = fs::metadata(&f.cache).unwrap().len();
         eprintln!(
-            "{label}: no cache {none:?}, cold+write {cold:?}, warm {warm:?}, warm with one \
-             changed dir {one:?}; cache {size} bytes"
+            "{label}: scan: no cache {none:?}, cold+write {cold:?}, warm {warm:?}, warm with \
+             one changed dir {one:?}; cache {size} bytes"
         );
+        // The whole of `resolve`, with the real clock (the tree aged past the racy window).
+        std::thread::sleep(Duration::from_nanos(RACY_WINDOW_NS as u64 + 100_000_000));
+        let home = f.ws.parent().unwrap().join("home");
+        fs::create_dir_all(&home).unwrap();
+        let mut req = crate::plan::PlanRequest {
+            workspace: f.ws.clone(),
+            cwd: f.ws.clone(),
+            home: Some(home.clone()),
+            env: vec![],
+            // Relative: the cache is off.
+            state_dir: PathBuf::from("off"),
+        };
+        let pol = default_policy();
+        let resolve = |req: &crate::plan::PlanRequest| {
+            time(|| {
+                let p = crate::plan::resolve(&pol, req).unwrap();
+                assert_eq!(p.protected.len(), a_n);
+            })
+        };
+        let r_none = median((0..runs).map(|_| resolve(&req)).collect());
+        req.state_dir = home.join("state");
+        let file = cache_file(
+            &cache_dir(&req.state_dir, std::slice::from_ref(&f.ws)).unwrap(),
+            &f.ws,
+        );
+        let r_cold = median(
+            (0..runs)
+                .map(|_| {
+                    let _ = fs::remove_file(&file);
+                    resolve(&req)
+                })
+                .collect(),
+        );
+        let r_warm = median((0..runs).map(|_| resolve(&req)).collect());
+        eprintln!("{label}: resolve: no cache {r_none:?}, cold+write {r_cold:?}, warm {r_warm:?}");
     }
 }
 
