@@ -334,7 +334,9 @@ impl Plan {
 ///   ancestors are refused unless `allow_dangerous_roots` ([`dangerous_root_reason`]); so is a root
 ///   inside a protected directory.
 /// * Protected entries: every entry named in `protected_names` at any depth under each writable
-///   root (the walk neither follows symlinks nor descends into protected directories), the
+///   root (the walk neither follows symlinks nor descends into protected directories; listings
+///   of directories unchanged since the last run come from `<state_dir>/walk/`, unless the state
+///   directory is inside a writable root), the
 ///   gitdir (and `commondir`) a `.git` file points to, the target of a protected name that is a
 ///   symlink, and existing `protected_paths`. A gitdir, commondir or symlink target that is (or
 ///   contains) a writable root is ignored with a warning (the repository must not be able to make
