@@ -526,6 +526,8 @@ struct FsTrust {
     seen: Vec<(u64, bool)>,
 }
 
+// Only consulted where directory keys exist (unix).
+#[cfg_attr(not(unix), allow(dead_code))]
 impl FsTrust {
     fn trusted(&mut self, dev: u64, path: &Path) -> bool {
         if let Some(&(_, ok)) = self.seen.iter().find(|(d, _)| *d == dev) {
@@ -865,7 +867,12 @@ fn parse(buf: Vec<u8>, root: &[u8], names: &[&[u8]]) -> Option<Snapshot> {
 }
 
 fn load(file: &Path, root: &[u8], names: &[&[u8]]) -> Option<Snapshot> {
-    let f = match fs::File::open(file) {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true);
+    // Not through a symlink (defence in depth: nothing in the state directory should be one).
+    #[cfg(target_os = "linux")]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+    let f = match opts.open(file) {
         Ok(f) => f,
         Err(e) => {
             if e.kind() != io::ErrorKind::NotFound {
@@ -874,7 +881,11 @@ fn load(file: &Path, root: &[u8], names: &[&[u8]]) -> Option<Snapshot> {
             return None;
         }
     };
-    let len = f.metadata().ok()?.len();
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let len = meta.len();
     if len > MAX_CACHE_BYTES {
         tracing::debug!("walk cache {} too large, ignored", file.display());
         return None;

@@ -242,6 +242,14 @@ fn corrupt_cache_is_no_cache() {
         assert_eq!(found_set(&s), expect, "variant {i}");
         assert!(s.stats.written);
     }
+    // A symlink to a valid cache is not followed.
+    let elsewhere = f.cache.with_extension("elsewhere");
+    fs::write(&elsewhere, &good).unwrap();
+    fs::remove_file(&f.cache).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &f.cache).unwrap();
+    let s = f.warm();
+    assert!(!s.stats.cache_loaded);
+    assert_eq!(found_set(&s), expect);
     // A cache that is a directory, or unreadable, is no cache either.
     fs::remove_file(&f.cache).unwrap();
     fs::create_dir(&f.cache).unwrap();
