@@ -738,6 +738,9 @@ fn serialize(s: &Snapshot, root: &[u8], names: &[&[u8]]) -> Option<Vec<u8>> {
             return None;
         }
     }
+    if out.len() as u64 > MAX_CACHE_BYTES {
+        return None;
+    }
     let sum = checksum(&out[HEADER_LEN..]);
     out[12..HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
     Some(out)
