@@ -74,10 +74,10 @@
 //!
 //! | tree | no cache (before) | cold, cache written | warm | warm, one dir changed |
 //! |---|---|---|---|---|
-//! | 100k files in 1,100 dirs | 34–45 ms | 35–47 ms | 1.3–2.0 ms | 2.2 ms |
-//! | 50k dirs, 2 files each | 275–390 ms | 325–390 ms | 82–95 ms | 91 ms |
+//! | 100k files in 1,100 dirs | 34–45 ms | 35–47 ms | 1.3–2.0 ms | 1.7–2.2 ms |
+//! | 50k dirs, 2 files each | 270–390 ms | 325–390 ms | 72–95 ms | 72–91 ms |
 //!
-//! `resolve` as a whole, warm: 1.7–3.2 ms (100k files), 82 ms (50k dirs). The cache files are
+//! `resolve` as a whole, warm: 1.7–3.2 ms (100k files), 82–104 ms (50k dirs). The cache files are
 //! 48 kB and 2.3 MB. A warm walk costs one `lstat` per directory and is bound by it (≈ 1.6 µs
 //! each on this VM; the 50k-directory tree has tiny directories, so listing them was only ≈ 4×
 //! dearer than `lstat`ing them). A cold walk costs that `lstat` on top of the listing (+3 % and
