@@ -18,6 +18,7 @@ pub mod config;
 pub mod model;
 pub mod paths;
 pub mod plan;
+mod walk_cache;
 
 #[cfg(test)]
 mod test_util;

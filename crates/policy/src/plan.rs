@@ -6,6 +6,7 @@
 
 use crate::model::{EnvInherit, LimitsPolicy, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
+use crate::walk_cache::{self, FoundKind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -361,7 +362,9 @@ impl Plan {
 ///   ancestors are refused unless `allow_dangerous_roots` ([`dangerous_root_reason`]); so is a root
 ///   inside a protected directory.
 /// * Protected entries: every entry named in `protected_names` at any depth under each writable
-///   root (the walk neither follows symlinks nor descends into protected directories), the
+///   root (the walk neither follows symlinks nor descends into protected directories; listings
+///   of directories unchanged since the last run come from `<state_dir>/walk/`, unless the state
+///   directory is inside a writable root), the
 ///   gitdir (and `commondir`) a `.git` file points to, the target of a protected name that is a
 ///   symlink, and existing `protected_paths`. A gitdir, commondir or symlink target that is (or
 ///   contains) a writable root is ignored with a warning (the repository must not be able to make
@@ -453,6 +456,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         targets: Vec::new(),
         links: Vec::new(),
         warnings: Vec::new(),
+        cache_dir: walk_cache::cache_dir(&req.state_dir, &roots),
     };
     for root in &roots {
         walker.walk(root)?;
@@ -613,7 +617,7 @@ fn expand(
     })
 }
 
-fn io_reason(e: &io::Error) -> String {
+pub(crate) fn io_reason(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "it does not exist".into(),
         io::ErrorKind::PermissionDenied => "permission denied".into(),
@@ -686,64 +690,36 @@ struct Walker {
     targets: Vec<PlannedPath>,
     links: Vec<PathBuf>,
     warnings: Vec<String>,
+    /// Where walk caches live (`None`: no cache, every directory is listed).
+    cache_dir: Option<PathBuf>,
 }
 
 impl Walker {
-    fn is_protected(&self, name: &OsStr) -> bool {
-        self.names.iter().any(|n| n == name)
-    }
-
-    /// Find protected names under `root` (canonical). Lean: one `read_dir` per directory and the
-    /// entry's `d_type`, no extra `stat` for ordinary entries; symlinks are never followed.
+    /// Find protected names under `root` (canonical): one `read_dir` per directory and the
+    /// entry's `d_type`, symlinks never followed; listings of unchanged directories come from the
+    /// walk cache when there is one (see [`crate::walk_cache`]).
     fn walk(&mut self, root: &Path) -> Result<(), PlanError> {
-        let mut stack = vec![root.to_path_buf()];
-        let mut first = true;
-        while let Some(dir) = stack.pop() {
-            let rd = match fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(source) if first => return Err(PlanError::ReadRoot { path: dir, source }),
-                Err(e) => {
-                    self.warnings.push(format!(
-                        "could not search {} for protected names: {}",
-                        dir.display(),
-                        io_reason(&e)
-                    ));
-                    continue;
+        let cache = self
+            .cache_dir
+            .as_deref()
+            .map(|d| walk_cache::cache_file(d, root));
+        let scan =
+            walk_cache::scan(root, &self.names, cache.as_deref(), WALK_SKIP).map_err(|source| {
+                PlanError::ReadRoot {
+                    path: root.to_path_buf(),
+                    source,
                 }
-            };
-            first = false;
-            for ent in rd {
-                let ent = match ent {
-                    Ok(ent) => ent,
-                    Err(e) => {
-                        self.warnings.push(format!(
-                            "could not finish listing {}: {}",
-                            dir.display(),
-                            io_reason(&e)
-                        ));
-                        break;
-                    }
-                };
-                let Ok(ft) = ent.file_type() else {
-                    continue;
-                };
-                let name = ent.file_name();
-                if self.is_protected(&name) {
-                    self.protect(ent.path(), &name, ft);
-                } else if ft.is_dir() {
-                    let p = ent.path();
-                    if !WALK_SKIP.iter().any(|s| p == Path::new(s)) {
-                        stack.push(p);
-                    }
-                }
-            }
+            })?;
+        self.warnings.extend(scan.warnings);
+        for f in scan.found {
+            self.protect(f.path, &f.name, f.kind);
         }
         Ok(())
     }
 
-    fn protect(&mut self, path: PathBuf, name: &OsStr, ft: fs::FileType) {
+    fn protect(&mut self, path: PathBuf, name: &OsStr, kind: FoundKind) {
         let label = name.to_string_lossy();
-        if ft.is_symlink() {
+        if kind == FoundKind::Symlink {
             self.links.push(path.clone());
             let target = fs::canonicalize(&path).and_then(|t| fs::metadata(&t).map(|m| (t, m)));
             match target {
@@ -766,7 +742,7 @@ impl Walker {
             }
             return;
         }
-        let is_dir = ft.is_dir();
+        let is_dir = kind == FoundKind::Dir;
         if !is_dir && name == ".git" {
             self.gitfile(&path);
         }
