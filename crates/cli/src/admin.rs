@@ -32,8 +32,10 @@ pub struct BrokerArgs {
 
 #[cfg(target_os = "linux")]
 fn layout(args: Option<&SetupArgs>) -> Result<stockade_elevated::SetupOptions> {
-    let mut o = stockade_elevated::SetupOptions::default();
-    o.broker_exe = std::env::current_exe()?;
+    let mut o = stockade_elevated::SetupOptions {
+        broker_exe: std::env::current_exe()?,
+        ..Default::default()
+    };
     if let Some(a) = args {
         if a.reset_network || a.allow_local_binding || !a.allow_port.is_empty() {
             o.net = Some(stockade_elevated::nft::NetConfig {
@@ -85,7 +87,11 @@ pub fn uninstall() -> Result<ExitCode> {
     for p in &r.problems {
         eprintln!("stockade: problem: {p}");
     }
-    Ok(if r.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if r.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[cfg(target_os = "linux")]
@@ -103,9 +109,13 @@ pub fn broker(args: &BrokerArgs) -> Result<ExitCode> {
 #[cfg(windows)]
 pub fn setup(args: &SetupArgs) -> Result<ExitCode> {
     if args.check || args.allow_local_binding || args.reset_network {
-        bail!("--check, --allow-local-binding and --reset-network are not implemented on Windows yet");
+        bail!(
+            "--check, --allow-local-binding and --reset-network are not implemented on Windows yet"
+        );
     }
-    let opts = stockade_windows::SetupOptions { allowed_loopback_ports: args.allow_port.clone() };
+    let opts = stockade_windows::SetupOptions {
+        allowed_loopback_ports: args.allow_port.clone(),
+    };
     match stockade_windows::setup(&opts) {
         Ok(o) => {
             if o.performed.is_empty() {

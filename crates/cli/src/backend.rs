@@ -44,19 +44,32 @@ fn run_with<B: Backend>(
 /// user namespaces are unavailable and the elevated tier is installed, uses that instead (the
 /// outcome's `tier` says which ran, and a warning says why).
 #[cfg(target_os = "linux")]
-pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions, tier: TierChoice) -> Result<RunOutcome, LaunchFailure> {
+pub fn run(
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+    tier: TierChoice,
+) -> Result<RunOutcome, LaunchFailure> {
     use std::io::IsTerminal;
     let elevated = || stockade_elevated::ElevatedBackend {
-        socket_path: stockade_elevated::broker::socket_for(&stockade_elevated::SetupOptions::default()),
+        socket_path: stockade_elevated::broker::socket_for(
+            &stockade_elevated::SetupOptions::default(),
+        ),
         progress: std::io::stderr().is_terminal(),
     };
     let elevated_code = |_: &stockade_elevated::ClientError| crate::EXIT_STOCKADE as i32;
     match tier {
-        TierChoice::Unelevated => {
-            run_with(&stockade_linux::UnelevatedBackend, plan, cmd, opts, stockade_linux::LaunchError::exit_code)
-        }
+        TierChoice::Unelevated => run_with(
+            &stockade_linux::UnelevatedBackend,
+            plan,
+            cmd,
+            opts,
+            stockade_linux::LaunchError::exit_code,
+        ),
         TierChoice::Elevated => {
-            if stockade_elevated::setup::installed(&stockade_elevated::SetupOptions::default()).is_none() {
+            if stockade_elevated::setup::installed(&stockade_elevated::SetupOptions::default())
+                .is_none()
+            {
                 return Err(LaunchFailure {
                     tier: "linux-elevated",
                     message: "the elevated tier is not installed: run `sudo stockade setup` once (and keep `stockade broker` running where systemd is absent)".into(),
@@ -67,14 +80,25 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions, tier: TierChoice) -> R
         }
         TierChoice::Auto => match stockade_linux::UnelevatedBackend.run(plan, cmd, opts) {
             Err(e @ stockade_linux::LaunchError::UserNamespaces { .. }) => {
-                if stockade_elevated::setup::installed(&stockade_elevated::SetupOptions::default()).is_none() {
-                    return Err(LaunchFailure { tier: "linux-unelevated", message: e.to_string(), exit_code: e.exit_code() });
+                if stockade_elevated::setup::installed(&stockade_elevated::SetupOptions::default())
+                    .is_none()
+                {
+                    return Err(LaunchFailure {
+                        tier: "linux-unelevated",
+                        message: e.to_string(),
+                        exit_code: e.exit_code(),
+                    });
                 }
                 let mut out = run_with(&elevated(), plan, cmd, opts, elevated_code)?;
-                out.warnings.insert(0, format!("used the elevated tier: {e}"));
+                out.warnings
+                    .insert(0, format!("used the elevated tier: {e}"));
                 Ok(out)
             }
-            Err(e) => Err(LaunchFailure { tier: "linux-unelevated", message: e.to_string(), exit_code: e.exit_code() }),
+            Err(e) => Err(LaunchFailure {
+                tier: "linux-unelevated",
+                message: e.to_string(),
+                exit_code: e.exit_code(),
+            }),
             Ok(o) => Ok(o),
         },
     }

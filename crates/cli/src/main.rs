@@ -210,6 +210,19 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
             state_dir: caller.state_dir.clone(),
         },
     )?;
+    // Stockade's own state (persistent temp dirs of every workspace, the walk cache that decides
+    // what gets protected) must never be writable from inside.
+    if !loaded.policy.filesystem.allow_dangerous_roots {
+        let state =
+            std::fs::canonicalize(&caller.state_dir).unwrap_or_else(|_| caller.state_dir.clone());
+        if let Some(r) = plan.writable_roots.iter().find(|r| state.starts_with(r)) {
+            anyhow::bail!(
+                "refusing to make {} writable: it contains Stockade's state directory {} (pass --allow-dangerous-roots if you really mean it)",
+                r.display(),
+                state.display()
+            );
+        }
+    }
     Ok((loaded, plan))
 }
 
