@@ -1354,3 +1354,135 @@ fn seccomp_pidfd_getfd_and_process_vm_on_init() {
         .collect();
     assert!(wins.is_empty(), "{wins:?} {out:#?}");
 }
+
+// =============================================================================================
+// Later findings
+// =============================================================================================
+
+#[test]
+#[ignore = "BUG: AF_VSOCK is not confined by the network namespace and not refused by seccomp: with \
+            --network off the sandbox can create vsock sockets in the machine-wide vsock space, \
+            bind/listen on the VM's vsock ports (squatting a port a host agent uses: the host then \
+            gets EADDRINUSE) and connect to the hypervisor (CID 2), bypassing `network = off`. \
+            Fix idea: refuse socket(AF_VSOCK, ...) (and other non-namespaced families) in the \
+            seccomp deny list when the network is off"]
+fn net_vsock_is_outside_the_network_namespace() {
+    let probe = Command::new("python3")
+        .arg("-c")
+        .arg("import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)")
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        eprintln!("SKIP: this host cannot create AF_VSOCK sockets");
+        return;
+    }
+    let w = World::new("esc-vsock");
+    let port = 20000 + (std::process::id() % 20000);
+    let bind_py = format!(
+        "import socket, time\ns = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\ntry:\n    s.bind((socket.VMADDR_CID_ANY, {port})); s.listen(); print('BOUND', flush=True)\nexcept OSError as e:\n    print('NOBIND', e, flush=True)\n"
+    );
+    // Positive control: a second host socket on the same port collides (detection works).
+    let host_bind = |hold: bool| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(format!(
+            "{bind_py}{}",
+            if hold { "time.sleep(3)\n" } else { "" }
+        ));
+        c
+    };
+    let mut holder = host_bind(true).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = host_bind(false).output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("NOBIND"),
+        "control: vsock ports do not collide on this host"
+    );
+    // The attack: the sandbox (network off) binds the port and holds it; the host tries too.
+    let mut c = w.run().command(&[
+        "python3",
+        "-c",
+        &format!("print('RAN', flush=True)\n{bind_py}time.sleep(3)\n"),
+    ]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let start = Instant::now();
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let host_try = host_bind(false).output().unwrap();
+    let out = wait_child(&mut child, None, Duration::from_secs(30), start);
+    out.assert_ran("RAN");
+    assert!(
+        String::from_utf8_lossy(&host_try.stdout).contains("BOUND"),
+        "the sandbox holds a vsock port of the host's vsock space: {out:#?}"
+    );
+    out.assert_not("BOUND");
+}
+
+#[test]
+#[ignore = "BUG: a `.git` that is a symbolic link (e.g. `.git -> realgit`) is not protected: the \
+            plan computes `protected_symlinks` but the Linux backend never uses it (only the \
+            canonical target is mounted read-only, and no warning is printed), so the command can \
+            delete the link and create an attacker-controlled `.git` (hooks, core.fsmonitor) that \
+            the user's next host git command runs"]
+fn protected_git_symlink_entry_cannot_be_replaced() {
+    let w = World::new("esc-gitsym");
+    git_repo(&w.ws("src"));
+    fs::rename(w.ws("src/.git"), w.ws("realgit")).unwrap();
+    symlink("realgit", w.ws(".git")).unwrap();
+    let before_link = snap(&w.ws(".git"));
+    let before_target = snap_tree(&w.ws("realgit"));
+    let out = attack(
+        &w,
+        "ok target-write sh -c 'echo x >> realgit/config'\n\
+         ok replace-link sh -c 'rm .git && mkdir -p .git/hooks && cp -a realgit/. .git/ && printf \"#!/bin/sh\\necho pwned\\n\" > .git/hooks/post-checkout'\n",
+    );
+    contained(&out);
+    assert_same_tree(&before_target, &snap_tree(&w.ws("realgit")));
+    assert_eq!(before_link, snap(&w.ws(".git")));
+}
+
+#[test]
+fn secrets_behind_a_symlinked_dir_stay_unreadable() {
+    let w = World::new("esc-secsym");
+    let secret = unique("SYMSECRET");
+    write(
+        &w.home.join("dotfiles/ssh/id_ed25519"),
+        &format!("{secret}\n"),
+    );
+    symlink("dotfiles/ssh", w.home.join(".ssh")).unwrap();
+    let out = w.run().sh(
+        "echo RAN; cat ~/.ssh/id_ed25519 ~/dotfiles/ssh/id_ed25519 2>&1; tar cf - -C ~ dotfiles 2>/dev/null | strings | grep -i symsecret; echo END",
+    );
+    out.assert_ran("END");
+    assert!(!out.stdout.contains(&secret), "{out:#?}");
+}
+
+#[test]
+fn fs_reopen_read_only_fd_for_writing_via_proc() {
+    fs_attack("esc-reopen", |w| {
+        format!(
+            "ok reopen-git sh -c 'exec 4<.git/config; echo x >> /proc/self/fd/4'\nok reopen-outside sh -c 'exec 4<{o}/victim; echo x >> /proc/self/fd/4'\nok reopen-dir-fd sh -c 'cd {o} && exec 5<. && echo x > /proc/self/fd/5/new'",
+            o = q(&w.outside)
+        )
+    });
+}
+
+#[test]
+fn unix_socket_outside_workspace_with_network_on() {
+    let w = World::new("esc-unix-on");
+    let sock = w.root.join("run/on.sock");
+    let l = host_listener(&sock);
+    let out = w.run().net_on().py(&format!(
+        "{PY}{}{}",
+        py_unix_connect("absolute-net-on", &format!("'{}'", sock.display())),
+        "import os\nos.symlink('".to_string()
+            + &sock.display().to_string()
+            + "', 'own.sock')\n"
+            + &py_unix_connect("own-symlink-net-on", "'own.sock'")
+    ));
+    contained(&out);
+    assert_eq!(accepted(&l), 0, "{out:#?}");
+}
