@@ -610,3 +610,53 @@ fn doctor_json_parses() {
         v["tiers"]["linux-unelevated"]["available"] == true
     );
 }
+
+#[test]
+fn killing_stockade_itself_kills_the_whole_tree() {
+    let w = World::new("core-kill9");
+    let m = unique("stkk9");
+    let script = format!(
+        "M={m}; setsid sh -c \"sleep 300; : $M-bg\" >/dev/null 2>&1 & echo ready > ready; sleep 300; : never"
+    );
+    let mut c = w.run().command(&["sh", "-c", &script]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while !w.ws("ready").exists() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the sandboxed command never became ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Positive control: the background process is running.
+    let start = Instant::now();
+    while pgrep(&m).is_empty() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pgrep(&m).is_empty(),
+        "the background process never started"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    let left = wait_gone(&m, Duration::from_secs(5));
+    kill_matching(&m);
+    assert!(left.is_empty(), "survived SIGKILL of stockade: {left:?}");
+}
+
+#[test]
+fn read_only_flag_blocks_workspace_writes() {
+    let w = World::new("core-ro");
+    write(&w.ws("keep"), "keep\n");
+    let before = snap_tree(&w.ws);
+    let out = w.run().flag("--read-only").sh(
+        "echo RAN; cat keep; echo x > new 2>/dev/null && echo ESCAPED-new; echo y >> keep 2>/dev/null && echo ESCAPED-keep; rm -f keep 2>/dev/null; echo DONE",
+    );
+    out.assert_ran("keep");
+    out.assert_ran("DONE");
+    out.assert_not("ESCAPED");
+    assert_same_tree(&before, &snap_tree(&w.ws));
+}
