@@ -1,0 +1,1611 @@
+//! Issue "hardening": distinct escape attempts against the real binary, all of which must be
+//! contained. Each attack is judged from the host after stockade exited (files, listener logs,
+//! process liveness); where the effect is internal to the sandbox (a remount, a namespace), the
+//! attack prints `SUCCEEDED-<name>` only on success, and every script also runs a control attempt
+//! that must print `SUCCEEDED-control` (proving the marker mechanism works and the command ran).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Shell prelude: `ok NAME CMD...` prints `SUCCEEDED-NAME` if CMD succeeded.
+const OK: &str = "echo RAN\nok() { n=$1; shift; if \"$@\" >/dev/null 2>&1; then echo \"SUCCEEDED-$n\"; else echo \"failed-$n\"; fi; }\nok control true\n";
+
+/// Assert a script built on [`OK`] ran, its control succeeded, and no attack did.
+#[track_caller]
+fn contained(out: &Out) {
+    out.assert_ran("RAN");
+    out.assert_ran("SUCCEEDED-control");
+    let wins: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("SUCCEEDED-") && !l.starts_with("SUCCEEDED-control"))
+        .collect();
+    assert!(wins.is_empty(), "attacks succeeded: {wins:?}\n{out:#?}");
+    assert!(
+        out.stdout.contains("failed-"),
+        "no attack was attempted: {out:#?}"
+    );
+}
+
+/// Run a shell attack script (with the [`OK`] prelude) in `w`.
+fn attack(w: &World, body: &str) -> Out {
+    w.run().sh(&format!("{OK}{body}"))
+}
+
+/// Python prelude: `sc(name, nr, *args)` performs a raw syscall and prints the verdict.
+const PY: &str = r#"import ctypes, os, sys, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def arg(a):
+    return ctypes.c_long(a) if isinstance(a, int) else a
+def sc(name, nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[arg(a) for a in args])
+    e = ctypes.get_errno()
+    if r >= 0:
+        print('SUCCEEDED-' + name, r, flush=True)
+    else:
+        print('failed-' + name, os.strerror(e), flush=True)
+    return r, e
+print('RAN', flush=True)
+sc('control', 39)
+"#;
+
+fn pyattack(w: &World, body: &str) -> Out {
+    w.run().py(&format!("{PY}{body}"))
+}
+
+/// A world with an `outside/victim` file and a workspace git repo; returns host snapshots.
+fn victim_world(tag: &str) -> World {
+    let w = World::new(tag);
+    write(&w.out("victim"), "original\n");
+    fs::create_dir_all(w.out("dir")).unwrap();
+    git_repo(&w.ws);
+    w
+}
+
+/// Snapshot everything the metadata/write attacks could touch.
+fn guarded(w: &World) -> Vec<(PathBuf, std::collections::BTreeMap<PathBuf, Snap>)> {
+    [w.outside.clone(), w.ws(".git"), w.home.clone()]
+        .into_iter()
+        .map(|p| {
+            let s = snap_tree(&p);
+            (p, s)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn unchanged(before: &[(PathBuf, std::collections::BTreeMap<PathBuf, Snap>)]) {
+    for (p, s) in before {
+        assert_same_tree(s, &snap_tree(p));
+    }
+}
+
+/// Run one shell attack against a victim world and check nothing guarded changed.
+fn fs_attack(tag: &str, body: impl Fn(&World) -> String) {
+    let w = victim_world(tag);
+    let before = guarded(&w);
+    let out = attack(&w, &body(&w));
+    contained(&out);
+    unchanged(&before);
+}
+
+// =============================================================================================
+// Filesystem writes
+// =============================================================================================
+
+#[test]
+fn fs_write_via_proc_self_cwd() {
+    fs_attack("esc-cwd", |w| {
+        format!(
+            "cd {} && ok proc-self-cwd sh -c 'echo x > /proc/self/cwd/new' && ok proc-self-cwd-victim sh -c 'echo x > /proc/self/cwd/victim'",
+            q(&w.outside)
+        )
+    });
+}
+
+#[test]
+fn fs_write_via_proc_1_root() {
+    fs_attack("esc-p1root", |w| {
+        format!(
+            "ok proc1-root sh -c 'echo x > /proc/1/root{o}/new'\nok proc1-cwd sh -c 'echo x > /proc/1/cwd/../outside/new2'\nok proc-self-root-victim sh -c 'echo x >> /proc/self/root{o}/victim'",
+            o = w.outside.display()
+        )
+    });
+}
+
+#[test]
+fn fs_relative_write_with_cwd_outside() {
+    // Started from a directory outside every writable root: the command must not get to write
+    // there with relative paths (stockade starts it in the workspace instead).
+    let w = victim_world("esc-relcwd");
+    let before = guarded(&w);
+    let out = w.run().cwd(&w.outside).sh(&format!(
+        "{OK}ok rel-victim-exists test -e victim\nok rel-new-outside sh -c 'echo x > new && test -e {o}/new'\nok rel-mkdir-outside sh -c 'mkdir d2 && test -d {o}/d2'\nok oldpwd sh -c 'cd \"$OLDPWD\" 2>/dev/null && echo x > new3 && test -e {o}/new3'\n",
+        o = q(&w.outside)
+    ));
+    contained(&out);
+    unchanged(&before);
+}
+
+#[test]
+fn fs_dev_shm_is_not_the_hosts() {
+    let w = World::new("esc-shm");
+    let name = unique("stkshm");
+    let host_shm = Path::new("/dev/shm").join(&name);
+    let out = attack(
+        &w,
+        &format!(
+            "echo inside > /dev/shm/{name} && cat /dev/shm/{name} && echo SHM-WRITABLE-INSIDE\nok symlink-out sh -c 'ln -s {o} /dev/shm/l-{name} && echo x > /dev/shm/l-{name}/new'\n",
+            o = w.outside.display()
+        ),
+    );
+    out.assert_ran("SHM-WRITABLE-INSIDE");
+    contained(&out);
+    let existed = host_shm.exists();
+    let _ = fs::remove_file(&host_shm);
+    assert!(!existed, "/dev/shm/{name} leaked to the host");
+    assert!(!w.out("new").exists());
+}
+
+#[test]
+fn fs_o_tmpfile_then_linkat_outside() {
+    let w = victim_world("esc-tmpfile");
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+AT_SYMLINK_FOLLOW = 0x400
+def try_link(name, dirpath, dest):
+    try:
+        fd = os.open(dirpath, os.O_TMPFILE | os.O_WRONLY, 0o644)
+        os.write(fd, b'tmpfile-escape')
+        r = libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, dest.encode(), AT_SYMLINK_FOLLOW)
+        print(('SUCCEEDED-' if r == 0 else 'failed-') + name, flush=True)
+    except OSError as e:
+        print('failed-' + name, e, flush=True)
+try_link('ws-to-outside', '.', '{o}/linked')
+try_link('outside-dir', '{o}', '{o}/linked2')
+try_link('ws-to-git', '.', '.git/linked3')
+# control: linking a tmpfile into the workspace works
+fd = os.open('.', os.O_TMPFILE | os.O_WRONLY, 0o644)
+r = libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, b'ws-linked', AT_SYMLINK_FOLLOW)
+print('LINKED-WS' if r == 0 else 'nolink', flush=True)
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    out.assert_ran("LINKED-WS");
+    assert!(w.ws("ws-linked").exists());
+    unchanged(&before);
+}
+
+#[test]
+fn fs_rename_over_outside_file() {
+    fs_attack("esc-rename", |w| {
+        format!(
+            "echo evil > mine\nok mv-over mv -f mine {o}/victim\nok py-rename python3 -c 'import os; os.rename(\"mine\", \"{o}/victim\")'\nok py-replace python3 -c 'import os; os.replace(\"mine\", \"{o}/dir\")'\nok py-rename-git python3 -c 'import os; os.rename(\"mine\", \".git/config\")'",
+            o = w.outside.display()
+        )
+    });
+}
+
+#[test]
+fn fs_cp_remove_destination() {
+    fs_attack("esc-cprm", |w| {
+        format!(
+            "echo evil > mine\nok cp-rm cp --remove-destination mine {o}/victim\nok cp-rm-git cp --remove-destination mine .git/config\nok cp-force cp -f mine {o}/victim\nok install install -m 644 mine {o}/victim",
+            o = q(&w.outside)
+        )
+    });
+}
+
+#[test]
+fn fs_write_through_symlink_to_git_and_hardlink_to_git() {
+    fs_attack("esc-gitlink", |_| {
+        "ok symlink-git sh -c 'ln -s .git g && echo x >> g/config'\nok hardlink-git sh -c 'ln .git/config hl && echo x >> hl'\nok symlink-hooks sh -c 'ln -s .git/hooks h && echo x > h/pre-commit'".to_string()
+    });
+}
+
+// =============================================================================================
+// Metadata, on a path outside AND on a protected path
+// =============================================================================================
+
+fn meta_attack(tag: &str, cmd: &str) {
+    fs_attack(tag, |w| {
+        let v = q(&w.out("victim"));
+        let d = q(&w.out("dir"));
+        format!(
+            "ok outside-file {cmd} {v}\nok outside-dir {cmd} {d}\nok git-config {cmd} .git/config\nok git-dir {cmd} .git\nok git-head {cmd} .git/HEAD\n"
+        )
+    });
+}
+
+#[test]
+fn meta_chmod() {
+    meta_attack("esc-chmod", "chmod 0777");
+}
+
+#[test]
+fn meta_chown() {
+    meta_attack("esc-chown", "chown 65534:65534");
+}
+
+#[test]
+fn meta_utime_touch_d() {
+    meta_attack("esc-touch", "touch -d 2001-02-03");
+}
+
+#[test]
+fn meta_truncate() {
+    meta_attack("esc-trunc", "truncate -s 0");
+}
+
+#[test]
+fn meta_setxattr() {
+    fs_attack("esc-xattr", |w| {
+        let mut s = String::new();
+        for (n, p) in [
+            ("outside-file", w.out("victim")),
+            ("outside-dir", w.out("dir")),
+            ("git-config", w.ws(".git/config")),
+            ("git-dir", w.ws(".git")),
+        ] {
+            s.push_str(&format!(
+                "ok {n} python3 -c 'import os; os.setxattr(\"{}\", \"user.evil\", b\"1\")'\n",
+                p.display()
+            ));
+        }
+        s
+    });
+}
+
+#[test]
+fn meta_link_into_outside_dir() {
+    fs_attack("esc-link", |w| {
+        format!(
+            "ok link-outside ln {o}/victim {o}/hl\nok symlink-outside ln -s /etc/passwd {o}/sl\nok link-git ln .git/config .git/cfg2",
+            o = q(&w.outside)
+        )
+    });
+}
+
+#[test]
+fn meta_rename_outside_and_protected() {
+    fs_attack("esc-mv", |w| {
+        format!(
+            "ok mv-outside mv {o}/victim {o}/renamed\nok mv-outside-dir mv {o}/dir {o}/dir2\nok mv-git-config mv .git/config .git/config2\nok mv-git-hooks mv .git/hooks .git/hooks2",
+            o = q(&w.outside)
+        )
+    });
+}
+
+#[test]
+fn meta_mkfifo_and_mknod_outside() {
+    fs_attack("esc-mknod", |w| {
+        format!(
+            "ok mkfifo-outside mkfifo {o}/fifo\nok mknod-outside mknod {o}/null c 1 3\nok mkfifo-git mkfifo .git/fifo\nok mknod-ws-disk mknod disk b 253 0\nok mknod-ws-mem mknod mem c 1 1",
+            o = q(&w.outside)
+        )
+    });
+}
+
+// =============================================================================================
+// Protected paths
+// =============================================================================================
+
+#[test]
+fn protected_git_replace_delete_and_move() {
+    fs_attack("esc-gitdir", |_| {
+        "ok rm-rf sh -c 'rm -rf .git && test ! -e .git'\nok replace sh -c 'mv .git .git-old && mkdir .git && echo evil > .git/config'\nok move-into-subdir sh -c 'mkdir -p sub && mv .git sub/'\nok rmdir-hooks rmdir .git/hooks\nok unlink-config rm -f .git/config\nok python-rmtree python3 -c 'import shutil; shutil.rmtree(\".git\")'".to_string()
+    });
+}
+
+#[test]
+fn protected_gitdir_target_edit() {
+    let w = World::new("esc-gitfile");
+    git_repo(&w.ws("gd-src"));
+    fs::rename(w.ws("gd-src/.git"), w.ws("store")).unwrap();
+    fs::remove_dir_all(w.ws("gd-src")).unwrap();
+    fs::create_dir_all(w.ws("sub")).unwrap();
+    write(
+        &w.ws("sub/.git"),
+        &format!("gitdir: {}\n", w.ws("store").display()),
+    );
+    let before = snap_tree(&w.ws("store"));
+    let before_f = snap(&w.ws("sub/.git"));
+    let out = attack(
+        &w,
+        "ok gd-config sh -c 'echo \"[core] hooksPath=/tmp\" >> store/config'\nok gd-hook sh -c 'echo x > store/hooks/post-checkout'\nok gd-rename mv store store2\nok gd-head sh -c 'echo x > store/HEAD'\nok file-edit sh -c 'echo \"gitdir: /tmp\" > sub/.git'\n",
+    );
+    contained(&out);
+    assert_same_tree(&before, &snap_tree(&w.ws("store")));
+    assert_eq!(before_f, snap(&w.ws("sub/.git")));
+}
+
+#[test]
+#[ignore = "BUG: protection is a mount on the protected path itself, so renaming an ANCESTOR directory \
+            inside the workspace is allowed (only the mount point itself is EBUSY): `mv nested nested.old && \
+            mkdir -p nested/.git` replaces a nested repository's .git (and `mv sub x` a submodule's .git \
+            file) with attacker-controlled content, e.g. a hook or core.fsmonitor the user's next git \
+            command on the host runs"]
+fn protected_nested_git_swapped_by_renaming_its_parent() {
+    let w = World::new("esc-ancestor");
+    git_repo(&w.ws);
+    git_repo(&w.ws("nested"));
+    git_repo(&w.ws("gd-src"));
+    fs::rename(w.ws("gd-src/.git"), w.ws("store")).unwrap();
+    fs::remove_dir_all(w.ws("gd-src")).unwrap();
+    fs::create_dir_all(w.ws("sub")).unwrap();
+    write(&w.ws("sub/.git"), "gitdir: ../store\n");
+    let before = snap_tree(&w.ws("nested/.git"));
+    let before_f = snap(&w.ws("sub/.git"));
+    let out = attack(
+        &w,
+        "ok swap-nested sh -c 'mv nested nested.old && mkdir -p nested && cp -a nested.old/.git nested/.git && printf \"#!/bin/sh\\necho pwned\\n\" > nested/.git/hooks/post-checkout'\n\
+         ok swap-gitfile sh -c 'mv sub sub.old && mkdir sub && echo \"gitdir: /tmp/evil\" > sub/.git'\n",
+    );
+    contained(&out);
+    assert_same_tree(&before, &snap_tree(&w.ws("nested/.git")));
+    assert_eq!(before_f, snap(&w.ws("sub/.git")));
+}
+
+#[test]
+fn protected_stockade_config_create_and_modify() {
+    let w = World::new("esc-stcfg");
+    fs::create_dir_all(w.ws(".stockade")).unwrap();
+    fs::create_dir_all(w.ws("other/.stockade")).unwrap();
+    write(
+        &w.ws("other/.stockade/config.toml"),
+        "[network]\nmode = \"off\"\n",
+    );
+    for d in [".claude", ".codex", ".agents"] {
+        write(&w.ws(&format!("{d}/settings.json")), "{}\n");
+    }
+    let before = snap_tree(&w.ws);
+    let out = attack(
+        &w,
+        "ok create sh -c 'printf \"[network]\\nmode = \\\"on\\\"\\n\" > .stockade/config.toml'\n\
+         ok modify-nested sh -c 'echo x >> other/.stockade/config.toml'\n\
+         ok replace-dir sh -c 'mv .stockade .st-old && mkdir .stockade'\n\
+         ok claude sh -c 'echo x > .claude/settings.json'\n\
+         ok codex sh -c 'echo x > .codex/config.toml'\n\
+         ok agents rm -f .agents/settings.json\n",
+    );
+    contained(&out);
+    assert_same_tree(&before, &snap_tree(&w.ws));
+}
+
+#[test]
+fn persisted_workspace_config_cannot_widen_the_next_run() {
+    // .stockade does not exist, so the first run may create a config; the next run must not honour
+    // it to open the network or widen writes (untrusted workspace).
+    let w = victim_world("esc-persist");
+    let l = TcpLog::open("127.0.0.1").unwrap();
+    let cfg = format!(
+        "[network]\nmode = \"on\"\n[filesystem]\nwritable_roots = [\"{}\"]\n",
+        w.outside.display()
+    );
+    let out = w.run().sh(&format!(
+        "echo RAN; mkdir -p .stockade && cat > .stockade/config.toml <<'EOF'\n{cfg}EOF\necho PLANTED"
+    ));
+    out.assert_ran("RAN");
+    let before = guarded(&w);
+    let out = w.run().sh(&format!(
+        "echo RAN2; echo x > {o}/new; python3 -c 'import socket; socket.create_connection((\"127.0.0.1\",{p}),timeout=2)' && echo CONNECTED",
+        o = q(&w.outside),
+        p = l.port
+    ));
+    if out.has("RAN2") {
+        out.assert_not("CONNECTED");
+    } else {
+        // Refusing to run with an untrusted widening config is fine too: it must say so.
+        assert_ne!(out.code(), 0);
+        assert!(out.stderr.contains("config"), "{out:#?}");
+    }
+    assert_eq!(l.contacts(), 0);
+    unchanged(&before);
+}
+
+// =============================================================================================
+// Unix sockets
+// =============================================================================================
+
+/// A host unix stream listener (nonblocking) at `path`, mode 0777.
+fn host_listener(path: &Path) -> UnixListener {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let l = UnixListener::bind(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o777)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+fn accepted(l: &UnixListener) -> usize {
+    std::thread::sleep(Duration::from_millis(50));
+    let mut n = 0;
+    while l.accept().is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn py_unix_connect(name: &str, addr: &str) -> String {
+    format!(
+        "try:\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2); s.connect({addr}); s.sendall(b'HI'); print('SUCCEEDED-{name}', flush=True)\nexcept OSError as e:\n    print('failed-{name}', e, flush=True)\n"
+    )
+}
+
+#[test]
+fn unix_socket_outside_workspace_direct_symlink_and_relative() {
+    let w = World::new("esc-unix");
+    let sock = w.root.join("run/x.sock");
+    let l = host_listener(&sock);
+    symlink(&sock, w.ws("planted.sock")).unwrap();
+    symlink(w.root.join("run"), w.ws("rundir")).unwrap();
+    // Control: a socket inside the workspace is reachable (so the attack code can succeed).
+    let okl = host_listener(&w.ws("ok.sock"));
+    let body = format!(
+        "{}{}{}{}os.chdir('{run}')\n{}os.chdir('/')\n{}",
+        py_unix_connect("absolute", &format!("'{}'", sock.display())),
+        py_unix_connect("planted-symlink", "'planted.sock'"),
+        py_unix_connect("symlinked-dir", "'rundir/x.sock'"),
+        py_unix_connect("proc-root", &format!("'/proc/self/root{}'", sock.display())),
+        py_unix_connect("relative-after-cd", "'x.sock'"),
+        py_unix_connect("ws-control", &format!("'{}'", w.ws("ok.sock").display())),
+        run = w.root.join("run").display(),
+    );
+    let out = pyattack(&w, &body);
+    out.assert_ran("SUCCEEDED-ws-control");
+    assert!(accepted(&okl) >= 1, "the control socket saw nothing");
+    let wins: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("SUCCEEDED-") && !l.contains("control"))
+        .collect();
+    assert!(wins.is_empty(), "{wins:?} {out:#?}");
+    assert_eq!(accepted(&l), 0, "the host socket was contacted: {out:#?}");
+}
+
+#[test]
+fn unix_seqpacket_outside_workspace() {
+    let w = World::new("esc-seqp");
+    let path = w.root.join("run/seq.sock");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // Host SEQPACKET listener via python (std has none); it logs each accept to a file.
+    let log = w.root.join("seq.log");
+    let ready = w.root.join("seq.ready");
+    let mut srv = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket,os\ns=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\ns.bind('{p}')\nos.chmod('{p}',0o777)\ns.listen(5)\nopen('{r}','w').close()\nwhile True:\n    c,_=s.accept()\n    open('{l}','a').write('contact\\n')\n",
+            p = path.display(),
+            r = ready.display(),
+            l = log.display()
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = pyattack(
+        &w,
+        &format!(
+            "try:\n    s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.settimeout(2); s.connect('{p}'); print('SUCCEEDED-seqpacket', flush=True)\nexcept OSError as e:\n    print('failed-seqpacket', e)\n",
+            p = path.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = srv.kill();
+    let _ = srv.wait();
+    contained_py(&out);
+    assert!(!log.exists(), "the host SEQPACKET socket was contacted");
+}
+
+/// Like [`contained`] for the Python prelude (control is `SUCCEEDED-control`).
+#[track_caller]
+fn contained_py(out: &Out) {
+    contained(out)
+}
+
+#[test]
+fn unix_dgram_sendto_host_socket_and_dgram_socketpair() {
+    let w = World::new("esc-dgram");
+    let path = w.root.join("run/d.sock");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let d = UnixDatagram::bind(&path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+    d.set_nonblocking(true).unwrap();
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+for name, typ in (('dgram', socket.SOCK_DGRAM), ('dgram-cloexec', socket.SOCK_DGRAM | socket.SOCK_CLOEXEC), ('raw', socket.SOCK_RAW)):
+    try:
+        s = socket.socket(socket.AF_UNIX, typ)
+        s.sendto(b'EVIL', '{p}')
+        print('SUCCEEDED-' + name, flush=True)
+    except OSError as e:
+        print('failed-' + name, e, flush=True)
+try:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    print('SUCCEEDED-socketpair-dgram', flush=True)
+except OSError as e:
+    print('failed-socketpair-dgram', e)
+"#,
+            p = path.display()
+        ),
+    );
+    contained(&out);
+    let mut buf = [0u8; 64];
+    assert!(
+        d.recv(&mut buf).is_err(),
+        "a datagram reached the host socket"
+    );
+}
+
+#[test]
+fn abstract_unix_socket_network_off_and_on() {
+    let w = World::new("esc-abstract");
+    let name = unique("stk-abs");
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let l = UnixListener::bind_addr(&addr).unwrap();
+    l.set_nonblocking(true).unwrap();
+    // Positive control from the host: the abstract socket is reachable.
+    UnixStream::connect_addr(&addr).unwrap();
+    assert_eq!(accepted(&l), 1);
+    let body = py_unix_connect("abstract", &format!("'\\0{name}'"));
+    for on in [false, true] {
+        let r = w.run();
+        let r = if on { r.net_on() } else { r };
+        let out = r.py(&format!("{PY}{body}"));
+        contained(&out);
+        assert_eq!(
+            accepted(&l),
+            0,
+            "network on={on}: abstract socket contacted"
+        );
+    }
+}
+
+/// Spawn stockade with a unix socket at descriptor 7 that it did not ask to close.
+fn spawn_with_fd7(w: &World, pass: bool, script: &str) -> (Out, UnixStream) {
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    let mut r = w.run();
+    if pass {
+        r = r.flag("--pass-fd").flag("7");
+    }
+    let mut c = r.command(&["sh", "-c", script]);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+    // SAFETY: between fork and exec only async-signal-safe dup2 is called; `fd` is open in the
+    // parent (and so in the child) until after spawn returns.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_guarded(c, None, Duration::from_secs(30));
+    drop(theirs);
+    (out, mine)
+}
+
+#[test]
+fn inherited_fd_without_pass_fd_is_closed() {
+    let w = World::new("esc-fd");
+    let (out, mut mine) = spawn_with_fd7(
+        &w,
+        false,
+        "echo RAN; ls /proc/self/fd; if echo LEAKED >&7; then echo SUCCEEDED-fd7; else echo CLOSED; fi 2>/dev/null",
+    );
+    out.assert_ran("RAN");
+    out.assert_ran("CLOSED");
+    out.assert_not("SUCCEEDED");
+    mine.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = String::new();
+    let _ = mine.read_to_string(&mut got);
+    assert!(
+        got.is_empty(),
+        "data came through the inherited fd: {got:?}"
+    );
+}
+
+#[test]
+fn inherited_fd_with_pass_fd_is_usable() {
+    let w = World::new("esc-passfd");
+    let (out, mut mine) = spawn_with_fd7(&w, true, "echo RAN; echo THROUGH-FD7 >&7 && echo WROTE");
+    out.assert_ran("WROTE");
+    mine.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = String::new();
+    let _ = mine.read_to_string(&mut got);
+    assert_eq!(got, "THROUGH-FD7\n");
+}
+
+// =============================================================================================
+// Network
+// =============================================================================================
+
+fn py_tcp(name: &str, ip: &str, port: u16) -> String {
+    let fam = if ip.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    format!(
+        "try:\n    s=socket.socket(socket.{fam}); s.settimeout(2); s.connect(('{ip}',{port})); s.sendall(b'HI'); print('SUCCEEDED-{name}', flush=True)\nexcept OSError as e:\n    print('failed-{name}', e, flush=True)\n"
+    )
+}
+
+#[test]
+fn net_ipv4_loopback_tcp_and_bind_tricks() {
+    let w = World::new("esc-tcp4");
+    let l = TcpLog::open("127.0.0.1").unwrap();
+    // Also via 127.0.0.2 (same host loopback net), via a name, and via a v4-mapped v6 address.
+    let localhost = format!(
+        "try:\n    socket.create_connection(('localhost',{p}),timeout=2); print('SUCCEEDED-localhost', flush=True)\nexcept OSError as e:\n    print('failed-localhost', e)\n",
+        p = l.port
+    );
+    let body = format!(
+        "{}{}{}{localhost}",
+        py_tcp("v4", "127.0.0.1", l.port),
+        py_tcp("v4-alias", "127.0.0.2", l.port),
+        py_tcp("mapped", "::ffff:127.0.0.1", l.port),
+    );
+    let out = pyattack(&w, &body);
+    contained(&out);
+    assert_eq!(l.contacts(), 0);
+    // Positive control: the same code with --network on does reach the listener.
+    let out = w.run().net_on().py(&format!("{PY}{body}"));
+    out.assert_ran("SUCCEEDED-v4");
+    assert!(l.contacts() >= 1);
+}
+
+#[test]
+fn net_ipv6_loopback_tcp() {
+    let w = World::new("esc-tcp6");
+    let Some(l) = TcpLog::open("::1") else {
+        eprintln!("SKIP: no usable ::1 on this host");
+        return;
+    };
+    let out = pyattack(&w, &py_tcp("v6", "::1", l.port));
+    contained(&out);
+    assert_eq!(l.contacts(), 0);
+}
+
+#[test]
+fn net_udp_loopback() {
+    let w = World::new("esc-udp");
+    let u = UdpLog::open("127.0.0.1").unwrap();
+    let out = pyattack(
+        &w,
+        &format!(
+            "try:\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    for i in range(5): s.sendto(b'X',('127.0.0.1',{p}))\n    s.connect(('127.0.0.1',{p})); s.send(b'Y')\n    print('sent-locally')\nexcept OSError as e:\n    print('failed-udp', e)\nprint('failed-placeholder')\n",
+            p = u.port
+        ),
+    );
+    contained(&out);
+    assert_eq!(u.received(), 0);
+}
+
+/// A network namespace with a veth link to the host and a TCP listener inside that logs contacts.
+struct NetNs {
+    name: String,
+    ip: String,
+    port: u16,
+    log: PathBuf,
+    server: Option<std::process::Child>,
+}
+
+impl NetNs {
+    fn create(w: &World) -> Result<NetNs, String> {
+        let id = unique("n");
+        let h: u32 = id
+            .bytes()
+            .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+        let name = format!("stkesc{:08x}", h);
+        let (vh, vn) = (format!("sh{:08x}", h), format!("sn{:08x}", h));
+        let (a, b) = (200 + (h % 50), (h >> 8) % 250);
+        let ip = format!("10.{a}.{b}.2");
+        let run = |args: &[&str]| -> Result<(), String> {
+            let o = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {args:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            }
+        };
+        run(&["netns", "add", &name])?;
+        let mut ns = NetNs {
+            name: name.clone(),
+            ip: ip.clone(),
+            port: 0,
+            log: w.root.join("netns.log"),
+            server: None,
+        };
+        run(&["link", "add", &vh, "type", "veth", "peer", "name", &vn])?;
+        run(&["link", "set", &vn, "netns", &name])?;
+        run(&["addr", "add", &format!("10.{a}.{b}.1/30"), "dev", &vh])?;
+        run(&["link", "set", &vh, "up"])?;
+        run(&["-n", &name, "addr", "add", &format!("{ip}/30"), "dev", &vn])?;
+        run(&["-n", &name, "link", "set", &vn, "up"])?;
+        run(&["-n", &name, "link", "set", "lo", "up"])?;
+        let portfile = w.root.join("netns.port");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c"])
+            .arg(format!(
+                "import socket\ns=socket.socket(); s.bind(('{ip}',0)); s.listen(5)\nopen('{pf}.tmp','w').write(str(s.getsockname()[1]))\nimport os; os.rename('{pf}.tmp','{pf}')\nwhile True:\n    c,_=s.accept(); open('{log}','a').write('contact\\n'); c.close()\n",
+                pf = portfile.display(),
+                log = ns.log.display()
+            ))
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        ns.server = Some(child);
+        let start = Instant::now();
+        while !portfile.exists() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err("netns listener did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ns.port = fs::read_to_string(&portfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Ok(ns)
+    }
+
+    fn contacts(&self) -> usize {
+        std::thread::sleep(Duration::from_millis(100));
+        fs::read_to_string(&self.log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn net_listener_in_test_netns_reachable_from_host_not_from_sandbox() {
+    if !have("ip") {
+        eprintln!("SKIP: no `ip` tool");
+        return;
+    }
+    let w = World::new("esc-netns");
+    let ns = match NetNs::create(&w) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIP: cannot create a test network namespace: {e}");
+            return;
+        }
+    };
+    // Positive control 1: the host reaches it.
+    let addr: std::net::SocketAddr = format!("{}:{}", ns.ip, ns.port).parse().unwrap();
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap();
+    assert_eq!(ns.contacts(), 1);
+    // The attack, with the network off.
+    let out = pyattack(&w, &py_tcp("netns", &ns.ip, ns.port));
+    contained(&out);
+    assert_eq!(ns.contacts(), 1, "the sandbox reached the netns listener");
+    // Positive control 2: with --network on the same code does reach it (the test can fail).
+    let out = w
+        .run()
+        .net_on()
+        .py(&format!("{PY}{}", py_tcp("netns", &ns.ip, ns.port)));
+    out.assert_ran("SUCCEEDED-netns");
+    assert_eq!(ns.contacts(), 2);
+}
+
+#[test]
+fn net_raw_icmp_and_packet_sockets() {
+    let w = World::new("esc-raw");
+    let body = r#"
+for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+                              ('raw-ip', socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW),
+                              ('raw-icmp6', socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6),
+                              ('packet', socket.AF_PACKET, socket.SOCK_RAW, 0x0300)):
+    try:
+        s = socket.socket(fam, typ, proto)
+        print('SUCCEEDED-' + name, flush=True)
+    except OSError as e:
+        print('failed-' + name, e, flush=True)
+"#;
+    for on in [false, true] {
+        let r = if on { w.run().net_on() } else { w.run() };
+        let out = r.py(&format!("{PY}{body}"));
+        contained(&out);
+    }
+    // Positive control: the same code run on the host (as root) can open them.
+    let host = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{PY}{body}"))
+        .output()
+        .unwrap();
+    let hs = String::from_utf8_lossy(&host.stdout);
+    assert!(hs.contains("SUCCEEDED-raw-icmp"), "host control: {hs}");
+}
+
+// =============================================================================================
+// Processes
+// =============================================================================================
+
+#[test]
+fn proc_kill_host_process_by_pid() {
+    let w = World::new("esc-kill");
+    let mut victim = HostProc::spawn("x");
+    let pid = victim.pid();
+    let out = attack(
+        &w,
+        &format!("ok kill-term kill -TERM {pid}\nok kill-kill kill -KILL {pid}\nok py-kill python3 -c 'import os; os.kill({pid}, 9)'\n"),
+    );
+    contained(&out);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(victim.alive(), "the host process was killed");
+}
+
+#[test]
+fn proc_signal_stockades_parent() {
+    let w = World::new("esc-parent");
+    let wrapper = format!(
+        "{bin} run --workspace {ws} --env HOSTPARENT=$$ -- sh -c 'echo RAN; kill -TERM $HOSTPARENT; kill -KILL $HOSTPARENT; kill -TERM $PPID; kill -KILL $PPID; kill -KILL -1; echo AFTER'; echo PARENT-SURVIVED",
+        bin = bin(),
+        ws = q(&w.ws)
+    );
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(&wrapper)
+        .current_dir(&w.ws)
+        .env("HOME", &w.home)
+        .env("XDG_STATE_HOME", &w.state);
+    let out = run_guarded(c, None, Duration::from_secs(30));
+    out.assert_ran("RAN");
+    out.assert_ran("PARENT-SURVIVED");
+}
+
+#[test]
+fn proc_ptrace_host_pid_and_sandbox_init() {
+    let w = World::new("esc-ptrace");
+    let mut victim = HostProc::spawn("x");
+    let pid = victim.pid();
+    let strace = if have("strace") {
+        format!("ok strace-host timeout 3 strace -p {pid} -e trace=none\nok strace-init timeout 3 strace -p 1 -e trace=none\n")
+    } else {
+        eprintln!("SKIP part: no strace; using ptrace via ctypes only");
+        String::new()
+    };
+    let out = attack(
+        &w,
+        &format!(
+            "{strace}ok ptrace-host python3 -c 'import ctypes,sys; l=ctypes.CDLL(None); sys.exit(0 if l.ptrace(16,{pid},0,0)==0 else 1)'\nok ptrace-init python3 -c 'import ctypes,sys; l=ctypes.CDLL(None); sys.exit(0 if l.ptrace(16,1,0,0)==0 else 1)'\nok init-mem sh -c 'head -c 1 /proc/1/mem'\n"
+        ),
+    );
+    contained(&out);
+    assert!(victim.alive());
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains("TracerPid:\t0"),
+        "host process is traced: {status}"
+    );
+}
+
+#[test]
+fn proc_read_host_environ_and_cmdline() {
+    let w = World::new("esc-environ");
+    let secret = unique("hostsecret");
+    let marker = unique("hostcmdline");
+    let mut child = Command::new("sh")
+        .args(["-c", "sleep 300; :", &marker])
+        .env("HOSTPROC_SECRET", &secret)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Control: the host can read both (once the child has exec'd).
+    let start = Instant::now();
+    while !fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .contains(&marker)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .contains(&marker));
+    let out = attack(
+        &w,
+        &format!(
+            "ok environ cat /proc/{pid}/environ\nok cmdline cat /proc/{pid}/cmdline\ncat /proc/{pid}/environ /proc/{pid}/cmdline /proc/*/environ /proc/*/cmdline 2>/dev/null | tr '\\0' '\\n'\n"
+        ),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    contained(&out);
+    assert!(!out.stdout.contains(&secret), "host environ leaked");
+    assert!(!out.stdout.contains(&marker), "host cmdline leaked");
+}
+
+#[test]
+fn proc_daemonized_orphans_die_with_the_command() {
+    let w = World::new("esc-orphan");
+    let m = unique("stkorph");
+    let out = w.run().py(&format!(
+        "import os, time\nprint('RAN', flush=True)\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('sh', ['sh', '-c', 'sleep 300; : ' + '{m}' + '-daemon'])\n    os._exit(0)\ntime.sleep(0.3)\nprint('SPAWNED', flush=True)\n"
+    ));
+    out.assert_ran("SPAWNED");
+    let left = wait_gone(&format!("{m}-daemon"), Duration::from_secs(3));
+    kill_matching(&m);
+    assert!(left.is_empty(), "daemon outlived the sandbox: {left:?}");
+}
+
+#[test]
+fn proc_unshare_user_and_mount_namespaces() {
+    let w = World::new("esc-unshare");
+    let before = snap_tree(&w.outside);
+    let out = attack(
+        &w,
+        &format!(
+            "ok unshare-r unshare -r true\nok unshare-m unshare -m sh -c 'mount -o remount,rw / && echo x > {o}/new'\nok unshare-U-m unshare -Urm sh -c 'mount -t tmpfs t /mnt'\nok unshare-n unshare -n true\nok unshare-p unshare -pf true\n",
+            o = q(&w.outside)
+        ),
+    );
+    contained(&out);
+    assert_same_tree(&before, &snap_tree(&w.outside));
+    // Control: unshare -r works on the host, so the attack could have succeeded.
+    let ok = Command::new("unshare")
+        .args(["-r", "true"])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "host control: unshare -r failed");
+}
+
+#[test]
+fn proc_nsenter_host_namespaces() {
+    let w = World::new("esc-nsenter");
+    let victim = HostProc::spawn("x");
+    let pid = victim.pid();
+    let out = attack(
+        &w,
+        &format!("ok nsenter-host nsenter -t {pid} -m -u -n true\nok nsenter-init nsenter -t 1 -m true\nok nsenter-proc-ns nsenter --mount=/proc/1/ns/mnt true\n"),
+    );
+    contained(&out);
+}
+
+#[test]
+fn proc_mount_remount_bind_chroot_pivot_root() {
+    let w = victim_world("esc-mount");
+    let before = guarded(&w);
+    fs::create_dir_all(w.ws("mnt")).unwrap();
+    let o = q(&w.outside);
+    let out = attack(
+        &w,
+        &format!(
+            "ok remount-root sh -c 'mount -o remount,rw / && echo x > {o}/new'\n\
+             ok remount-git sh -c 'mount -o remount,rw .git && echo x > .git/config'\n\
+             ok bind sh -c 'mount --bind {o} mnt && echo x > mnt/new'\n\
+             ok tmpfs-over-git mount -t tmpfs none .git\n\
+             ok umount-git umount -l .git\n\
+             ok chroot chroot / true\n\
+             ok pivot-root pivot_root . mnt\n"
+        ),
+    );
+    contained(&out);
+    unchanged(&before);
+}
+
+fn host_kernel_knob(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+#[test]
+fn proc_sys_sysrq_and_sys_writes() {
+    let w = World::new("esc-procsys");
+    let burst = "/proc/sys/kernel/printk_ratelimit_burst";
+    let time_knob = "/sys/module/printk/parameters/time";
+    let b0 = host_kernel_knob(burst);
+    let t0 = host_kernel_knob(time_knob);
+    let nb = b0
+        .as_deref()
+        .and_then(|b| b.parse::<u64>().ok())
+        .map(|b| (b + 1).to_string())
+        .unwrap_or_else(|| "11".into());
+    let nt = if t0.as_deref() == Some("Y") { "N" } else { "Y" };
+    let out = attack(
+        &w,
+        &format!(
+            "ok proc-sys sh -c 'echo {nb} > {burst}'\n\
+             ok proc-sys-hostname sh -c 'echo evil > /proc/sys/kernel/hostname'\n\
+             ok sysrq sh -c 'echo h > /proc/sysrq-trigger'\n\
+             ok sys-module sh -c 'echo {nt} > {time_knob}'\n\
+             ok sys-uevent sh -c 'echo x > /sys/kernel/uevent_helper'\n"
+        ),
+    );
+    let b1 = host_kernel_knob(burst);
+    let t1 = host_kernel_knob(time_knob);
+    // Restore anything that changed before asserting.
+    if b1 != b0 {
+        if let Some(b) = &b0 {
+            let _ = fs::write(burst, b);
+        }
+    }
+    if t1 != t0 {
+        if let Some(t) = &t0 {
+            let _ = fs::write(time_knob, t);
+        }
+    }
+    contained(&out);
+    assert_eq!(b0, b1, "{burst} changed");
+    assert_eq!(t0, t1, "{time_knob} changed");
+}
+
+// =============================================================================================
+// Secrets
+// =============================================================================================
+
+#[test]
+fn secrets_env_vars_are_removed() {
+    let w = World::new("esc-env");
+    let vals = [
+        ("MY_API_KEY", unique("apikey")),
+        ("GITHUB_TOKEN", unique("ghtoken")),
+        ("DB_PASSWORD", unique("dbpass")),
+        ("AWS_SECRET_ACCESS_KEY", unique("awssecret")),
+        ("SOME_CREDENTIALS_FILE", unique("cred")),
+        ("lower_api_key", unique("lowerkey")),
+    ];
+    let mut r = w.run().env("PLAIN_VISIBLE", "plain-value-ok");
+    for (k, v) in &vals {
+        r = r.env(k, v);
+    }
+    let out = r.sh("echo RAN; env; cat /proc/self/environ /proc/1/environ 2>/dev/null | tr '\\0' '\\n'; for p in /proc/[0-9]*; do cat $p/environ 2>/dev/null | tr '\\0' '\\n'; done");
+    out.assert_ran("RAN");
+    // Control: ordinary variables are inherited.
+    out.assert_ran("PLAIN_VISIBLE=plain-value-ok");
+    for (k, v) in &vals {
+        assert!(
+            !out.stdout.contains(v.as_str()),
+            "{k} leaked into the sandbox"
+        );
+    }
+}
+
+fn secret_file_test(tag: &str, rel: &str) {
+    let w = World::new(tag);
+    let secret = unique("SECRETCONTENT");
+    write(&w.home.join(rel), &format!("{secret}\n"));
+    write(&w.home.join("notsecret.txt"), "public-ok\n");
+    symlink(w.home.join(rel), w.ws("planted-link")).unwrap();
+    let f = w.home.join(rel);
+    let out = w.run().sh(&format!(
+        "echo RAN; cat ~/notsecret.txt; cat {f} 2>&1; cat ~/{rel} 2>&1; cat planted-link 2>&1; cat /proc/self/root{fr} 2>&1; cp {f} copy 2>&1; cat copy 2>&1; ls -la $(dirname {f}) 2>&1; grep -r {s} ~ 2>/dev/null; echo END",
+        f = q(&f),
+        fr = f.display(),
+        s = &secret[..12],
+    ));
+    out.assert_ran("RAN");
+    out.assert_ran("public-ok");
+    out.assert_ran("END");
+    assert!(
+        !out.stdout.contains(&secret),
+        "{rel} was readable: {out:#?}"
+    );
+    assert!(!w.ws("copy").exists() || !fs::read_to_string(w.ws("copy")).unwrap().contains(&secret));
+}
+
+#[test]
+fn secrets_ssh_private_key_unreadable() {
+    secret_file_test("esc-ssh", ".ssh/id_rsa");
+}
+
+#[test]
+fn secrets_aws_credentials_unreadable() {
+    secret_file_test("esc-aws", ".aws/credentials");
+}
+
+#[test]
+fn secrets_netrc_unreadable() {
+    secret_file_test("esc-netrc", ".netrc");
+}
+
+#[test]
+fn secrets_other_defaults_unreadable() {
+    for rel in [
+        ".git-credentials",
+        ".docker/config.json",
+        ".kube/config",
+        ".cargo/credentials.toml",
+    ] {
+        secret_file_test("esc-more", rel);
+    }
+}
+
+// =============================================================================================
+// Raw devices
+// =============================================================================================
+
+#[test]
+fn raw_disk_and_kernel_memory_reads() {
+    let w = World::new("esc-dev");
+    let out = attack(
+        &w,
+        "for d in /dev/vda /dev/sda /dev/nvme0n1 /dev/mem /dev/kmem /dev/port /dev/kmsg; do ok read-$(basename $d) sh -c \"test \\$(head -c 16 $d 2>/dev/null | wc -c) -gt 0\"; done\nok mknod-read sh -c 'mknod vda b 253 0 && test $(head -c 16 vda | wc -c) -gt 0'\nok dev-listing sh -c 'ls /dev | grep -E \"^(vd|sd|nvme|mem|kmsg)\"'\nok control-dev-zero sh -c 'test $(head -c 16 /dev/zero | wc -c) -eq 16' \n",
+    );
+    contained(&out);
+    out.assert_ran("SUCCEEDED-control-dev-zero");
+}
+
+// =============================================================================================
+// seccomp bypasses
+// =============================================================================================
+
+#[test]
+fn seccomp_io_uring_setup() {
+    let w = World::new("esc-iouring");
+    let out = pyattack(
+        &w,
+        "p = ctypes.create_string_buffer(120)\nsc('io_uring_setup', 425, 8, ctypes.addressof(p))\nsc('io_uring_enter', 426, 0, 0, 0, 0, 0, 0)\nsc('io_uring_register', 427, 0, 0, 0, 0)\n",
+    );
+    contained(&out);
+}
+
+#[test]
+fn seccomp_keyctl_and_add_key() {
+    let w = World::new("esc-keyctl");
+    let out = pyattack(
+        &w,
+        "sc('keyctl-join', 250, 1, 0)\nsc('keyctl-get-id', 250, 0, -3, 0)\nsc('add_key', 248, ctypes.c_char_p(b'user'), ctypes.c_char_p(b'stk'), ctypes.c_char_p(b'data'), 4, -2)\nsc('request_key', 249, ctypes.c_char_p(b'user'), ctypes.c_char_p(b'stk'), 0, 0)\n",
+    );
+    contained(&out);
+}
+
+#[test]
+fn seccomp_bpf() {
+    let w = World::new("esc-bpf");
+    let out = pyattack(
+        &w,
+        "import struct\nattr = ctypes.create_string_buffer(struct.pack('IIII', 2, 4, 4, 1) + bytes(112))\nsc('bpf-map-create', 321, 0, ctypes.addressof(attr), 128)\n",
+    );
+    contained(&out);
+}
+
+#[test]
+fn seccomp_perf_event_open() {
+    let w = World::new("esc-perf");
+    let out = pyattack(
+        &w,
+        "import struct\nattr = ctypes.create_string_buffer(struct.pack('IIQ', 1, 128, 0) + bytes(112))\nsc('perf-self', 298, ctypes.addressof(attr), 0, -1, -1, 0)\nsc('perf-any', 298, ctypes.addressof(attr), -1, 0, -1, 0)\n",
+    );
+    contained(&out);
+}
+
+#[test]
+fn seccomp_userfaultfd() {
+    let w = World::new("esc-uffd");
+    let out = pyattack(
+        &w,
+        "sc('userfaultfd-user', 323, 1)\nsc('userfaultfd', 323, 0)\nfd = os.open('/dev/userfaultfd', os.O_RDWR) if os.path.exists('/dev/userfaultfd') else -1\nprint('SUCCEEDED-dev-uffd' if fd >= 0 else 'failed-dev-uffd')\n",
+    );
+    contained(&out);
+}
+
+#[test]
+fn seccomp_tiocsti_on_the_callers_tty() {
+    if !have("script") {
+        eprintln!("SKIP: no `script` to give stockade a terminal");
+        return;
+    }
+    let w = World::new("esc-tiocsti");
+    let inj = unique("INJECTED");
+    let code = format!(
+        "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\n"
+    );
+    let pyfile = w.ws("tiocsti.py");
+    write(&pyfile, &code);
+    // `script` gives stockade a pty as its controlling terminal; after the command, the shell
+    // started by script reads whatever was injected and would run `echo INJECTED...`.
+    let inner = format!(
+        "{bin} run --workspace {ws} -- python3 {py}; read -t 1 line; echo \"READ:$line\"",
+        bin = bin(),
+        ws = q(&w.ws),
+        py = q(&pyfile)
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &inner, "/dev/null"])
+        .current_dir(&w.ws)
+        .env("HOME", &w.home)
+        .env("XDG_STATE_HOME", &w.state);
+    let out = run_guarded(c, Some(b""), Duration::from_secs(30));
+    out.assert_ran("RAN");
+    assert!(
+        out.has("TTY"),
+        "the command did not get the terminal: {out:#?}"
+    );
+    assert!(!out.has("SUCCEEDED-"), "TIOCSTI worked: {out:#?}");
+    assert!(
+        !out.stdout.contains(&format!("READ:echo {inj}")),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn seccomp_i386_int80_is_killed() {
+    if !have("cc") {
+        eprintln!("SKIP: no C compiler for the int 0x80 probe");
+        return;
+    }
+    let w = World::new("esc-i386");
+    write(
+        &w.ws("int80.c"),
+        "#include <stdio.h>\nint main(void){ long r; printf(\"BEFORE\\n\"); fflush(stdout);\n__asm__ volatile(\"int $0x80\" : \"=a\"(r) : \"a\"(20L) : \"memory\");\nprintf(\"AFTER %ld\\n\", r); fflush(stdout); return 0; }\n",
+    );
+    host(&w.ws, &["cc", "-O0", "-o", "int80", "int80.c"]);
+    // Control: on the host the i386 getpid succeeds (if the kernel has IA32 emulation).
+    let h = Command::new(w.ws("int80")).output().unwrap();
+    let host_ok = String::from_utf8_lossy(&h.stdout).contains("AFTER");
+    if !host_ok {
+        eprintln!("note: the host kernel has no i386 emulation; the probe cannot succeed anywhere");
+    }
+    let out = w.run().argv(&["./int80"]);
+    out.assert_ran("BEFORE");
+    out.assert_not("AFTER");
+    if host_ok {
+        assert_eq!(out.code(), 128 + libc::SIGSYS, "{out:#?}");
+    }
+}
+
+#[test]
+fn seccomp_x32_syscall_bit_is_killed() {
+    let w = World::new("esc-x32");
+    let out = pyattack(
+        &w,
+        "print('BEFORE-X32', flush=True)\nr = libc.syscall(ctypes.c_long(0x40000000 | 39))\nprint('AFTER-X32', r, flush=True)\n",
+    );
+    out.assert_ran("BEFORE-X32");
+    out.assert_not("AFTER-X32");
+    assert_eq!(out.code(), 128 + libc::SIGSYS, "{out:#?}");
+}
+
+#[test]
+fn seccomp_clone_newuser_and_unshare_syscalls() {
+    let w = World::new("esc-clone");
+    let out = pyattack(
+        &w,
+        r#"
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x00020000, 0x40000000, 17
+for name, flags in (('clone-newuser', CLONE_NEWUSER), ('clone-newns', CLONE_NEWNS), ('clone-newnet', CLONE_NEWNET), ('clone-newuser-newns', CLONE_NEWUSER | CLONE_NEWNS)):
+    r = libc.syscall(ctypes.c_long(56), ctypes.c_long(flags | SIGCHLD), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+    if r == 0:
+        os._exit(0)
+    if r > 0:
+        os.waitpid(r, 0)
+        print('SUCCEEDED-' + name, flush=True)
+    else:
+        print('failed-' + name, os.strerror(ctypes.get_errno()), flush=True)
+sc('unshare-newuser', 272, CLONE_NEWUSER)
+sc('unshare-newns', 272, CLONE_NEWNS)
+sc('setns', 308, os.open('/proc/self/ns/user', os.O_RDONLY), 0)
+"#,
+    );
+    contained(&out);
+}
+
+#[test]
+fn seccomp_clone3_returns_enosys() {
+    let w = World::new("esc-clone3");
+    let out = pyattack(
+        &w,
+        "import struct\nargs = ctypes.create_string_buffer(struct.pack('QQQQQQQQ', 0x10000000, 0, 0, 0, 17, 0, 0, 0))\nr, e = sc('clone3-newuser', 435, ctypes.addressof(args), 64)\nif r == 0:\n    os._exit(0)\nprint('ERRNO', e, flush=True)\nargs2 = ctypes.create_string_buffer(struct.pack('QQQQQQQQ', 0, 0, 0, 0, 17, 0, 0, 0))\nr, e = sc('clone3-plain', 435, ctypes.addressof(args2), 64)\nif r == 0:\n    os._exit(0)\nprint('ERRNO2', e, flush=True)\n",
+    );
+    contained(&out);
+    assert!(out.has(&format!("ERRNO {}", libc::ENOSYS)), "{out:#?}");
+    assert!(out.has(&format!("ERRNO2 {}", libc::ENOSYS)), "{out:#?}");
+}
+
+#[test]
+fn seccomp_pidfd_getfd_and_process_vm_on_init() {
+    let w = World::new("esc-pidfd");
+    let out = pyattack(
+        &w,
+        "pfd, e = sc('pidfd_open-init', 434, 1, 0)\nif pfd >= 0:\n    for fd in range(3, 12):\n        r, e = sc('pidfd_getfd-%d' % fd, 438, pfd, fd, 0)\nbuf = ctypes.create_string_buffer(8)\nlocal = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)\nremote = (ctypes.c_void_p * 2)(0x400000, 8)\nsc('process_vm_readv-init', 310, 1, ctypes.addressof(local), 1, ctypes.addressof(remote), 1, 0)\nsc('process_vm_writev-init', 311, 1, ctypes.addressof(local), 1, ctypes.addressof(remote), 1, 0)\n",
+    );
+    // pidfd_open itself may succeed (it grants nothing); every use of it must fail.
+    out.assert_ran("RAN");
+    out.assert_ran("SUCCEEDED-control");
+    let wins: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("SUCCEEDED-") && !l.contains("control") && !l.contains("pidfd_open")
+        })
+        .collect();
+    assert!(wins.is_empty(), "{wins:?} {out:#?}");
+}
+
+// =============================================================================================
+// Later findings
+// =============================================================================================
+
+#[test]
+#[ignore = "BUG: AF_VSOCK is not confined by the network namespace and not refused by seccomp: with \
+            --network off the sandbox can create vsock sockets in the machine-wide vsock space, \
+            bind/listen on the VM's vsock ports (squatting a port a host agent uses: the host then \
+            gets EADDRINUSE) and connect to the hypervisor (CID 2), bypassing `network = off`. \
+            Fix idea: refuse socket(AF_VSOCK, ...) (and other non-namespaced families) in the \
+            seccomp deny list when the network is off"]
+fn net_vsock_is_outside_the_network_namespace() {
+    let probe = Command::new("python3")
+        .arg("-c")
+        .arg("import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)")
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        eprintln!("SKIP: this host cannot create AF_VSOCK sockets");
+        return;
+    }
+    let w = World::new("esc-vsock");
+    let port = 20000 + (std::process::id() % 20000);
+    let bind_py = format!(
+        "import socket, time\ns = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\ntry:\n    s.bind((socket.VMADDR_CID_ANY, {port})); s.listen(); print('BOUND', flush=True)\nexcept OSError as e:\n    print('NOBIND', e, flush=True)\n"
+    );
+    // Positive control: a second host socket on the same port collides (detection works).
+    let host_bind = |hold: bool| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(format!(
+            "{bind_py}{}",
+            if hold { "time.sleep(3)\n" } else { "" }
+        ));
+        c
+    };
+    let mut holder = host_bind(true).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = host_bind(false).output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("NOBIND"),
+        "control: vsock ports do not collide on this host"
+    );
+    // The attack: the sandbox (network off) binds the port and holds it; the host tries too.
+    let mut c = w.run().command(&[
+        "python3",
+        "-c",
+        &format!("print('RAN', flush=True)\n{bind_py}time.sleep(3)\n"),
+    ]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let start = Instant::now();
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let host_try = host_bind(false).output().unwrap();
+    let out = wait_child(&mut child, None, Duration::from_secs(30), start);
+    out.assert_ran("RAN");
+    assert!(
+        String::from_utf8_lossy(&host_try.stdout).contains("BOUND"),
+        "the sandbox holds a vsock port of the host's vsock space: {out:#?}"
+    );
+    out.assert_not("BOUND");
+}
+
+#[test]
+#[ignore = "BUG: a `.git` that is a symbolic link (e.g. `.git -> realgit`) is not protected: the \
+            plan computes `protected_symlinks` but the Linux backend never uses it (only the \
+            canonical target is mounted read-only, and no warning is printed), so the command can \
+            delete the link and create an attacker-controlled `.git` (hooks, core.fsmonitor) that \
+            the user's next host git command runs"]
+fn protected_git_symlink_entry_cannot_be_replaced() {
+    let w = World::new("esc-gitsym");
+    git_repo(&w.ws("src"));
+    fs::rename(w.ws("src/.git"), w.ws("realgit")).unwrap();
+    symlink("realgit", w.ws(".git")).unwrap();
+    let before_link = snap(&w.ws(".git"));
+    let before_target = snap_tree(&w.ws("realgit"));
+    let out = attack(
+        &w,
+        "ok target-write sh -c 'echo x >> realgit/config'\n\
+         ok replace-link sh -c 'rm .git && mkdir -p .git/hooks && cp -a realgit/. .git/ && printf \"#!/bin/sh\\necho pwned\\n\" > .git/hooks/post-checkout'\n",
+    );
+    contained(&out);
+    assert_same_tree(&before_target, &snap_tree(&w.ws("realgit")));
+    assert_eq!(before_link, snap(&w.ws(".git")));
+}
+
+#[test]
+fn secrets_behind_a_symlinked_dir_stay_unreadable() {
+    let w = World::new("esc-secsym");
+    let secret = unique("SYMSECRET");
+    write(
+        &w.home.join("dotfiles/ssh/id_ed25519"),
+        &format!("{secret}\n"),
+    );
+    symlink("dotfiles/ssh", w.home.join(".ssh")).unwrap();
+    let out = w.run().sh(
+        "echo RAN; cat ~/.ssh/id_ed25519 ~/dotfiles/ssh/id_ed25519 2>&1; tar cf - -C ~ dotfiles 2>/dev/null | strings | grep -i symsecret; echo END",
+    );
+    out.assert_ran("END");
+    assert!(!out.stdout.contains(&secret), "{out:#?}");
+}
+
+#[test]
+fn fs_reopen_read_only_fd_for_writing_via_proc() {
+    fs_attack("esc-reopen", |w| {
+        format!(
+            "ok reopen-git sh -c 'exec 4<.git/config; echo x >> /proc/self/fd/4'\nok reopen-outside sh -c 'exec 4<{o}/victim; echo x >> /proc/self/fd/4'\nok reopen-dir-fd sh -c 'cd {o} && exec 5<. && echo x > /proc/self/fd/5/new'",
+            o = q(&w.outside)
+        )
+    });
+}
+
+#[test]
+fn unix_socket_outside_workspace_with_network_on() {
+    let w = World::new("esc-unix-on");
+    let sock = w.root.join("run/on.sock");
+    let l = host_listener(&sock);
+    let out = w.run().net_on().py(&format!(
+        "{PY}{}{}",
+        py_unix_connect("absolute-net-on", &format!("'{}'", sock.display())),
+        "import os\nos.symlink('".to_string()
+            + &sock.display().to_string()
+            + "', 'own.sock')\n"
+            + &py_unix_connect("own-symlink-net-on", "'own.sock'")
+    ));
+    contained(&out);
+    assert_eq!(accepted(&l), 0, "{out:#?}");
+}
+
+fn mknod(path: &Path, kind: u32, major: u32, minor: u32) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path; mknod only reads it.
+    unsafe { libc::mknod(c.as_ptr(), kind | 0o666, libc::makedev(major, minor)) == 0 }
+}
+
+#[test]
+#[ignore = "BUG: the workspace/writable-root binds and the read-only view of / are not mounted \
+            `nodev`, so device nodes that exist on the host filesystem (a chroot or container rootfs \
+            kept in a project, a node left by a tool) can be opened inside, around the private \
+            /dev: a planted `c 1 9` node in the workspace and outside it is readable (this host's \
+            device cgroup happens to refuse disks and kmsg, a normal machine would not when the \
+            node's mode or the caller allows it)"]
+fn raw_planted_device_nodes_outside_and_in_workspace() {
+    // Device nodes that exist on the host filesystem (e.g. in a chroot or rootfs a developer keeps
+    // in the project) must not become a way around the private /dev.
+    let w = World::new("esc-devnode");
+    let mut nodes = vec![];
+    if let Ok(m) = fs::metadata("/dev/vda") {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = m.rdev();
+        let (ma, mi) = (libc::major(rdev), libc::minor(rdev));
+        for p in [w.out("vda"), w.ws("rootfs-vda")] {
+            if mknod(&p, libc::S_IFBLK, ma, mi) {
+                nodes.push(p);
+            }
+        }
+    }
+    for p in [w.out("kmsg"), w.ws("rootfs-kmsg")] {
+        if mknod(&p, libc::S_IFCHR, 1, 11) {
+            nodes.push(p);
+        }
+    }
+    // A harmless device every host can read (proves device access itself, i.e. missing nodev).
+    for p in [w.out("urandom"), w.ws("rootfs-urandom")] {
+        if mknod(&p, libc::S_IFCHR, 1, 9) {
+            nodes.push(p);
+        }
+    }
+    if nodes.is_empty() {
+        eprintln!("SKIP: cannot create device nodes on this host");
+        return;
+    }
+    // Control: keep only the nodes the host itself can read (this host may run in a container
+    // whose device cgroup refuses some of them).
+    nodes.retain(|n| {
+        let mut b = [0u8; 16];
+        let ok = fs::File::open(n)
+            .and_then(|mut f| f.read(&mut b))
+            .map(|k| k > 0)
+            .unwrap_or(false);
+        if !ok {
+            eprintln!(
+                "note: the host cannot read {} either; not used",
+                n.display()
+            );
+        }
+        ok
+    });
+    if nodes.is_empty() {
+        eprintln!("SKIP: the host cannot read any planted device node (device cgroup)");
+        return;
+    }
+    let mut s = String::new();
+    for n in &nodes {
+        s.push_str(&format!(
+            "ok read-{name} sh -c 'test $(head -c 16 {p} 2>/dev/null | wc -c) -gt 0'\nok write-{name} sh -c 'printf \"\" >> {p}'\n",
+            name = n.file_name().unwrap().to_string_lossy(),
+            p = q(n)
+        ));
+    }
+    let out = attack(&w, &s);
+    contained(&out);
+}
+
+#[test]
+fn proc_init_descriptors_cannot_be_stolen() {
+    // init holds the seccomp listener: whoever gets it approves its own connects.
+    let w = World::new("esc-initfd");
+    let mut s = String::new();
+    for fd in 0..16 {
+        s.push_str(&format!(
+            "ok init-fd-{fd} sh -c 'exec 9</proc/1/fd/{fd}'\nok init-fd-readlink-{fd} readlink /proc/1/fd/{fd}\n"
+        ));
+    }
+    s.push_str("ok init-fdinfo cat /proc/1/fdinfo/3\nok init-environ sh -c 'test -s /proc/1/environ && cat /proc/1/environ'\nok init-root ls /proc/1/root/\n");
+    let out = attack(&w, &s);
+    contained(&out);
+}
+
+#[test]
+fn meta_file_capabilities_cannot_be_set() {
+    fs_attack("esc-fcap", |_| {
+        "cp /bin/true t\nok fcap-ws python3 -c 'import os; os.setxattr(\"t\", \"security.capability\", bytes([1,0,0,2]) + bytes(16))'\nok trusted-xattr python3 -c 'import os; os.setxattr(\"t\", \"trusted.evil\", b\"1\")'\nok fcap-git python3 -c 'import os; os.setxattr(\".git/config\", \"security.capability\", bytes([1,0,0,2]) + bytes(16))'\n".to_string()
+    });
+}
+
+#[test]
+#[ignore = "BUG (hardening): the command can leave set-user-ID / set-group-ID executables on the host: \
+            `chmod 4755` / `2755` on a file it created in the workspace (or the persisted /tmp, \
+            which lives in the host state dir without nosuid) succeeds, and the host sees a setuid \
+            file owned by the caller — with a root caller (CI, containers) any local user who can \
+            reach the workspace gets root. nosuid only protects inside the sandbox; fix idea: \
+            refuse chmod/fchmod/fchmodat(2) modes with S_ISUID|S_ISGID in the seccomp deny list"]
+fn meta_setuid_files_do_not_leave_the_sandbox() {
+    let w = World::new("esc-suid");
+    let out = attack(
+        &w,
+        "cp /bin/true su && cp /bin/true sg && cp /bin/true /tmp/tsu\nok setuid chmod 4755 su\nok setgid chmod 2755 sg\nok setuid-tmp chmod 4755 /tmp/tsu\nok setuid-py python3 -c 'import os; os.chmod(\"su\", 0o4755)'\n",
+    );
+    let mut found = vec![];
+    for p in snap_tree(&w.root).keys() {
+        if let Ok(m) = fs::symlink_metadata(p) {
+            if m.is_file() && m.permissions().mode() & 0o6000 != 0 {
+                found.push(p.clone());
+            }
+        }
+    }
+    contained(&out);
+    assert!(found.is_empty(), "set-id files on the host: {found:?}");
+}
