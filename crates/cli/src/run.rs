@@ -8,12 +8,12 @@ use std::time::Duration;
 use stockade_policy::backend::{Command, RunOptions, RunOutcome};
 
 pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
-    let (_loaded, plan) = load(&args.policy, caller)?;
     for fd in &args.pass_fd {
         if *fd < 3 || !crate::backend::fd_is_open(*fd) {
             bail!("--pass-fd {fd}: not an open descriptor above 2 in this process");
         }
     }
+    let (_loaded, plan) = load(&args.policy, caller)?;
     let Some((program, rest)) = args.command.split_first() else {
         bail!("no command given after --")
     };

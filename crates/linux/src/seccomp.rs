@@ -3,8 +3,8 @@
 //! Two filters stack (the kernel applies the most restrictive verdict):
 //! 1. **Gate** (hand-written BPF: seccompiler cannot express `SECCOMP_RET_USER_NOTIF`): kills any
 //!    syscall made through a foreign ABI (i386 `int 0x80`, x32), which would bypass every rule by
-//!    number; answers `clone3` with `ENOSYS` (its flags live in memory a filter cannot read, so
-//!    libc falls back to `clone`, whose flags are checked); and hands every `connect` to the
+//!    number; answers `clone3` and `openat2` with `ENOSYS` (their flags and modes live in memory a
+//!    filter cannot read, so libc falls back to `clone`/`openat`, whose arguments are checked); and hands every `connect` to the
 //!    supervisor in init ([`crate::sockets`]), which performs it only if the target is allowed.
 //!    Installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER`; the listener goes to init.
 //! 2. **Deny list** (compiled with seccompiler): namespace and mount manipulation, kernel keyring,
@@ -63,14 +63,15 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 /// The gate program (see module docs).
 pub fn gate_program() -> Vec<libc::sock_filter> {
     // Layout: 0 ld arch; 1 jeq x86_64 ? 2 : kill; 2 ld nr; 3 jge x32 ? kill; 4 jeq connect ? notif;
-    // 5 jeq clone3 ? enosys; 6 allow; 7 notif; 8 enosys; 9 kill.
+    // 5 jeq clone3 ? enosys; 6 jeq openat2 ? enosys; 7 allow; 8 notif; 9 enosys; 10 kill.
     vec![
         stmt(BPF_LD_W_ABS, 4),
-        jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 0, 7),
+        jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 0, 8),
         stmt(BPF_LD_W_ABS, 0),
-        jump(BPF_JGE_K, X32_SYSCALL_BIT, 5, 0),
-        jump(BPF_JEQ_K, libc::SYS_connect as u32, 2, 0),
-        jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 2, 0),
+        jump(BPF_JGE_K, X32_SYSCALL_BIT, 6, 0),
+        jump(BPF_JEQ_K, libc::SYS_connect as u32, 3, 0),
+        jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 3, 0),
+        jump(BPF_JEQ_K, libc::SYS_openat2 as u32, 2, 0),
         stmt(BPF_RET_K, SECCOMP_RET_ALLOW),
         stmt(BPF_RET_K, SECCOMP_RET_USER_NOTIF),
         stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
@@ -227,6 +228,27 @@ pub fn deny_program() -> Result<BpfProgram, SeccompError> {
         v.push(other_family()?);
         rules.insert(k, v);
     }
+    // Set-user-ID / set-group-ID bits: a file made set-id inside would keep that bit on the host
+    // (nosuid protects only the sandbox's own mounts), handing the caller's identity to any local
+    // user who runs it. Refused on every call that sets a mode (openat2 is answered ENOSYS by the
+    // gate, since its mode lives in memory a filter cannot read).
+    for (nr, arg) in [
+        (libc::SYS_chmod, 1),
+        (libc::SYS_fchmod, 1),
+        (libc::SYS_fchmodat, 2),
+        (libc::SYS_fchmodat2, 2),
+        (libc::SYS_open, 2),
+        (libc::SYS_openat, 3),
+        (libc::SYS_creat, 1),
+        (libc::SYS_mknod, 1),
+        (libc::SYS_mknodat, 2),
+    ] {
+        let setid = [libc::S_ISUID as u64, libc::S_ISGID as u64]
+            .into_iter()
+            .map(|bit| rule(vec![cond(arg, Dword, SeccompCmpOp::MaskedEq(bit), bit)?]))
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(nr, setid);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -298,13 +320,15 @@ mod tests {
         assert_eq!(p[target(3, p[3].jt)].k, SECCOMP_RET_KILL_PROCESS);
         // connect -> notify
         assert_eq!(p[target(4, p[4].jt)].k, SECCOMP_RET_USER_NOTIF);
-        // clone3 -> ENOSYS
-        assert_eq!(
-            p[target(5, p[5].jt)].k,
-            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
-        );
+        // clone3, openat2 -> ENOSYS
+        for i in [5, 6] {
+            assert_eq!(
+                p[target(i, p[i].jt)].k,
+                SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+            );
+        }
         // fallthrough -> allow
-        assert_eq!(p[6].k, SECCOMP_RET_ALLOW);
+        assert_eq!(p[7].k, SECCOMP_RET_ALLOW);
     }
 
     #[test]
