@@ -1249,11 +1249,29 @@ fn seccomp_tiocsti_on_the_callers_tty() {
         .env("HOME", &w.home)
         .env("XDG_STATE_HOME", &w.state);
     let out = run_guarded(c, Some(b""), Duration::from_secs(30));
+    // Control: the same probe without the sandbox, under the same `script` setup.
+    let mut hc = Command::new("script");
+    hc.args([
+        "-qec",
+        &format!(
+            "python3 {}; read -t 1 line; echo \"READ:$line\"",
+            q(&pyfile)
+        ),
+        "/dev/null",
+    ])
+    .current_dir(&w.ws);
+    let hout = run_guarded(hc, Some(b""), Duration::from_secs(30));
+    if hout.has("SUCCEEDED-tiocsti 0") {
+        eprintln!("control: TIOCSTI works on the host terminal (the attack is meaningful)");
+    } else {
+        eprintln!("note: TIOCSTI is refused on the host too: {hout:?}");
+    }
     out.assert_ran("RAN");
     assert!(
-        out.has("TTY"),
+        out.stdout.lines().any(|l| l.trim() == "TTY"),
         "the command did not get the terminal: {out:#?}"
     );
+    assert!(out.has("failed-tiocsti 0"), "{out:#?}");
     assert!(!out.has("SUCCEEDED-"), "TIOCSTI worked: {out:#?}");
     assert!(
         !out.stdout.contains(&format!("READ:echo {inj}")),
