@@ -1627,3 +1627,40 @@ fn meta_setuid_files_do_not_leave_the_sandbox() {
     contained(&out);
     assert!(found.is_empty(), "set-id files on the host: {found:?}");
 }
+
+#[test]
+fn untrusted_workspace_config_cannot_weaken_protections() {
+    // A command could leave any of these in `.stockade/config.toml` for the next run (or a cloned
+    // repository could ship them): none may expose secrets, .git, or filtered variables.
+    let w = World::new("esc-cfgweak");
+    git_repo(&w.ws);
+    let secret = unique("CFGSECRET");
+    let token = unique("cfgtoken");
+    write(&w.home.join(".ssh/id_rsa"), &format!("{secret}\n"));
+    let configs = [
+        "[filesystem]\ndeny_read = []\n",
+        "[filesystem]\nprotected_names = []\n",
+        "[filesystem]\nprotected_names = [\"nothing\"]\ndeny_read = [\"~/nothing\"]\n",
+        "[env]\nexclude = []\n",
+        "[env]\ninherit = \"all\"\nexclude = [\"NOTHING\"]\n",
+        "[profiles.x.filesystem]\ndeny_read = []\n",
+    ];
+    let before = guarded(&w);
+    for cfg in configs {
+        write(&w.ws(".stockade/config.toml"), cfg);
+        let out = w.run().env("GITHUB_TOKEN", &token).sh(&format!(
+            "{OK}ok read-secret sh -c 'cat ~/.ssh/id_rsa | grep -q {s}'\nok git-write sh -c 'echo x >> .git/config'\nok token sh -c 'env | grep -q {token}'\n",
+            s = &secret[..9]
+        ));
+        if out.has("RAN") {
+            contained(&out);
+        } else {
+            // Refusing the config outright is fine too, with a one-line reason.
+            assert_ne!(out.code(), 0, "{cfg}: {out:#?}");
+            assert!(out.stderr.contains("config"), "{cfg}: {out:#?}");
+        }
+        assert!(!out.stdout.contains(&secret), "{cfg}: {out:#?}");
+        assert!(!out.stdout.contains(&token), "{cfg}: {out:#?}");
+        unchanged(&before);
+    }
+}
