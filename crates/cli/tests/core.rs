@@ -660,3 +660,27 @@ fn read_only_flag_blocks_workspace_writes() {
     out.assert_not("ESCAPED");
     assert_same_tree(&before, &snap_tree(&w.ws));
 }
+
+#[test]
+fn json_result_and_report_file() {
+    let w = World::new("core-json");
+    let report = w.root.join("report.json");
+    let out = w
+        .run()
+        .flag("--json")
+        .flag("--report")
+        .flag(&report)
+        .sh("echo RAN; exit 3");
+    out.assert_ran("RAN");
+    assert_eq!(out.code(), 3);
+    let last = out
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON on stderr: {out:#?}"));
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["exit_code"], 3, "{v:#}");
+    let r: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["exit_code"], 3, "{r:#}");
+}

@@ -1249,11 +1249,29 @@ fn seccomp_tiocsti_on_the_callers_tty() {
         .env("HOME", &w.home)
         .env("XDG_STATE_HOME", &w.state);
     let out = run_guarded(c, Some(b""), Duration::from_secs(30));
+    // Control: the same probe without the sandbox, under the same `script` setup.
+    let mut hc = Command::new("script");
+    hc.args([
+        "-qec",
+        &format!(
+            "python3 {}; read -t 1 line; echo \"READ:$line\"",
+            q(&pyfile)
+        ),
+        "/dev/null",
+    ])
+    .current_dir(&w.ws);
+    let hout = run_guarded(hc, Some(b""), Duration::from_secs(30));
+    if hout.has("SUCCEEDED-tiocsti 0") {
+        eprintln!("control: TIOCSTI works on the host terminal (the attack is meaningful)");
+    } else {
+        eprintln!("note: TIOCSTI is refused on the host too: {hout:?}");
+    }
     out.assert_ran("RAN");
     assert!(
-        out.has("TTY"),
+        out.stdout.lines().any(|l| l.trim() == "TTY"),
         "the command did not get the terminal: {out:#?}"
     );
+    assert!(out.has("failed-tiocsti 0"), "{out:#?}");
     assert!(!out.has("SUCCEEDED-"), "TIOCSTI worked: {out:#?}");
     assert!(
         !out.stdout.contains(&format!("READ:echo {inj}")),
@@ -1608,4 +1626,41 @@ fn meta_setuid_files_do_not_leave_the_sandbox() {
     }
     contained(&out);
     assert!(found.is_empty(), "set-id files on the host: {found:?}");
+}
+
+#[test]
+fn untrusted_workspace_config_cannot_weaken_protections() {
+    // A command could leave any of these in `.stockade/config.toml` for the next run (or a cloned
+    // repository could ship them): none may expose secrets, .git, or filtered variables.
+    let w = World::new("esc-cfgweak");
+    git_repo(&w.ws);
+    let secret = unique("CFGSECRET");
+    let token = unique("cfgtoken");
+    write(&w.home.join(".ssh/id_rsa"), &format!("{secret}\n"));
+    let configs = [
+        "[filesystem]\ndeny_read = []\n",
+        "[filesystem]\nprotected_names = []\n",
+        "[filesystem]\nprotected_names = [\"nothing\"]\ndeny_read = [\"~/nothing\"]\n",
+        "[env]\nexclude = []\n",
+        "[env]\ninherit = \"all\"\nexclude = [\"NOTHING\"]\n",
+        "[profiles.x.filesystem]\ndeny_read = []\n",
+    ];
+    let before = guarded(&w);
+    for cfg in configs {
+        write(&w.ws(".stockade/config.toml"), cfg);
+        let out = w.run().env("GITHUB_TOKEN", &token).sh(&format!(
+            "{OK}ok read-secret sh -c 'cat ~/.ssh/id_rsa | grep -q {s}'\nok git-write sh -c 'echo x >> .git/config'\nok token sh -c 'env | grep -q {token}'\n",
+            s = &secret[..9]
+        ));
+        if out.has("RAN") {
+            contained(&out);
+        } else {
+            // Refusing the config outright is fine too, with a one-line reason.
+            assert_ne!(out.code(), 0, "{cfg}: {out:#?}");
+            assert!(out.stderr.contains("config"), "{cfg}: {out:#?}");
+        }
+        assert!(!out.stdout.contains(&secret), "{cfg}: {out:#?}");
+        assert!(!out.stdout.contains(&token), "{cfg}: {out:#?}");
+        unchanged(&before);
+    }
 }
