@@ -384,13 +384,11 @@ fn signal_reaches_command(sig: i32, name: &str) {
 }
 
 #[test]
-#[ignore = "BUG: signals sent to stockade never reach the command: init forwards them with kill(-<command pid>) to the command's process group (launch.rs init_reap), but only init calls setsid() (init_setup), the command never does, so it stays in init's group (pgid 1), the target group does not exist (ESRCH) and the signal is silently dropped; the command runs on until it exits by itself"]
 fn sigterm_to_stockade_reaches_the_command() {
     signal_reaches_command(libc::SIGTERM, "TERM");
 }
 
 #[test]
-#[ignore = "BUG: signals sent to stockade never reach the command: init forwards them with kill(-<command pid>) to the command's process group (launch.rs init_reap), but only init calls setsid() (init_setup), the command never does, so it stays in init's group (pgid 1), the target group does not exist (ESRCH) and the signal is silently dropped; the command runs on until it exits by itself"]
 fn sigint_to_stockade_reaches_the_command() {
     signal_reaches_command(libc::SIGINT, "INT");
 }

@@ -337,11 +337,6 @@ fn protected_gitdir_target_edit() {
 }
 
 #[test]
-#[ignore = "BUG: protection is a mount on the protected path itself, so renaming an ANCESTOR directory \
-            inside the workspace is allowed (only the mount point itself is EBUSY): `mv nested nested.old && \
-            mkdir -p nested/.git` replaces a nested repository's .git (and `mv sub x` a submodule's .git \
-            file) with attacker-controlled content, e.g. a hook or core.fsmonitor the user's next git \
-            command on the host runs"]
 fn protected_nested_git_swapped_by_renaming_its_parent() {
     let w = World::new("esc-ancestor");
     git_repo(&w.ws);
@@ -1378,12 +1373,6 @@ fn seccomp_pidfd_getfd_and_process_vm_on_init() {
 // =============================================================================================
 
 #[test]
-#[ignore = "BUG: AF_VSOCK is not confined by the network namespace and not refused by seccomp: with \
-            --network off the sandbox can create vsock sockets in the machine-wide vsock space, \
-            bind/listen on the VM's vsock ports (squatting a port a host agent uses: the host then \
-            gets EADDRINUSE) and connect to the hypervisor (CID 2), bypassing `network = off`. \
-            Fix idea: refuse socket(AF_VSOCK, ...) (and other non-namespaced families) in the \
-            seccomp deny list when the network is off"]
 fn net_vsock_is_outside_the_network_namespace() {
     let probe = Command::new("python3")
         .arg("-c")
@@ -1440,11 +1429,6 @@ fn net_vsock_is_outside_the_network_namespace() {
 }
 
 #[test]
-#[ignore = "BUG: a `.git` that is a symbolic link (e.g. `.git -> realgit`) is not protected: the \
-            plan computes `protected_symlinks` but the Linux backend never uses it (only the \
-            canonical target is mounted read-only, and no warning is printed), so the command can \
-            delete the link and create an attacker-controlled `.git` (hooks, core.fsmonitor) that \
-            the user's next host git command runs"]
 fn protected_git_symlink_entry_cannot_be_replaced() {
     let w = World::new("esc-gitsym");
     git_repo(&w.ws("src"));
@@ -1513,12 +1497,6 @@ fn mknod(path: &Path, kind: u32, major: u32, minor: u32) -> bool {
 }
 
 #[test]
-#[ignore = "BUG: the workspace/writable-root binds and the read-only view of / are not mounted \
-            `nodev`, so device nodes that exist on the host filesystem (a chroot or container rootfs \
-            kept in a project, a node left by a tool) can be opened inside, around the private \
-            /dev: a planted `c 1 9` node in the workspace and outside it is readable (this host's \
-            device cgroup happens to refuse disks and kmsg, a normal machine would not when the \
-            node's mode or the caller allows it)"]
 fn raw_planted_device_nodes_outside_and_in_workspace() {
     // Device nodes that exist on the host filesystem (e.g. in a chroot or rootfs a developer keeps
     // in the project) must not become a way around the private /dev.
@@ -1604,12 +1582,6 @@ fn meta_file_capabilities_cannot_be_set() {
 }
 
 #[test]
-#[ignore = "BUG (hardening): the command can leave set-user-ID / set-group-ID executables on the host: \
-            `chmod 4755` / `2755` on a file it created in the workspace (or the persisted /tmp, \
-            which lives in the host state dir without nosuid) succeeds, and the host sees a setuid \
-            file owned by the caller — with a root caller (CI, containers) any local user who can \
-            reach the workspace gets root. nosuid only protects inside the sandbox; fix idea: \
-            refuse chmod/fchmod/fchmodat(2) modes with S_ISUID|S_ISGID in the seccomp deny list"]
 fn meta_setuid_files_do_not_leave_the_sandbox() {
     let w = World::new("esc-suid");
     let out = attack(
