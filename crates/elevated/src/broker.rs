@@ -611,6 +611,9 @@ fn run(
     let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
         return Err(Fail::Refused("expected 3 descriptors".into()));
     };
+    let root_paths: Vec<PathBuf> = roots.iter().map(|r| r.path.clone()).collect();
+    let ns_plan = crate::ns::NsPlan::new(&root_paths, &req.protected, role == Role::Offline);
+    let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
     let mut cmd = Command::new(&req.program);
     cmd.args(&req.args)
         .env_clear()
@@ -635,6 +638,8 @@ fn run(
             if procs_fd >= 0 {
                 child::join_cgroup(procs_fd)?;
             }
+            // As root, before the switch: private mount (and, offline, network) namespace.
+            ns_plan.apply()?;
             child::setgroups(&groups)?;
             child::setresgid(gid)?;
             child::setresuid(uid)?;
@@ -683,6 +688,16 @@ fn run(
             account.name
         ),
     ));
+    enforced.push(layer(
+        "mount-namespace",
+        format!("{nbinds} protected path(s) and the directories above them bound onto themselves (read-only / not renameable)"),
+    ));
+    if private_net {
+        enforced.push(layer(
+            "net-namespace",
+            "no interfaces but a private loopback".into(),
+        ));
+    }
     enforced.push(layer("no-new-privs", "PR_SET_NO_NEW_PRIVS".into()));
     enforced.push(layer(
         "fd-closing",

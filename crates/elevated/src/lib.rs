@@ -27,6 +27,7 @@ pub mod fsutil;
 pub mod grants;
 pub mod landlock_layer;
 pub mod nft;
+pub mod ns;
 pub mod protocol;
 pub mod record;
 #[cfg(target_arch = "x86_64")]

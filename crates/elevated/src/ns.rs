@@ -1,0 +1,282 @@
+//! Namespaces the broker's child creates as root before it drops to the sandbox account.
+//!
+//! The elevated tier exists for machines where *unprivileged* user namespaces are blocked; the
+//! broker is root, so it can still give each run a private mount namespace and, offline, a
+//! private network namespace — no user namespace involved:
+//! * every protected path inside a writable root (`.git` dirs, files and symlinks, gitdirs,
+//!   agent config dirs) is bound read-only onto itself, and every directory between the root and
+//!   it is bound onto itself too: a mount point cannot be renamed or removed (`EBUSY`), so a
+//!   repository cannot be moved aside and replaced by one with forged hooks, which ACLs and
+//!   Landlock alone allow (renaming an entry only needs write access to its parent);
+//! * offline runs get a network namespace with only loopback up, so servers inside work while
+//!   the host's loopback (and everything else) is out of reach — on top of the nftables rules.
+//!
+//! Everything that allocates happens in [`NsPlan::new`], before the fork; [`NsPlan::apply`] runs
+//! in the forked child (`pre_exec`) and makes raw syscalls only.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// One bind of a path onto itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfBind {
+    /// The path (NUL-terminated for the child).
+    pub path: CString,
+    /// Read-only (protected) or left as is (a pin).
+    pub read_only: bool,
+    /// A symbolic link, cloned and mounted without following it.
+    pub link: bool,
+}
+
+/// What the child must do, computed before the fork.
+#[derive(Debug, Clone, Default)]
+pub struct NsPlan {
+    /// Binds in order: pins (shallowest first), then protected paths.
+    pub binds: Vec<SelfBind>,
+    /// Create a network namespace with only loopback.
+    pub private_net: bool,
+}
+
+impl NsPlan {
+    /// Plan the binds for `protected` paths inside `roots` (others need nothing: they are not
+    /// writable by the sandbox account in the first place).
+    pub fn new(roots: &[PathBuf], protected: &[PathBuf], private_net: bool) -> NsPlan {
+        let mut pins: Vec<PathBuf> = Vec::new();
+        let mut prot: Vec<(PathBuf, bool)> = Vec::new();
+        for p in protected {
+            let Some(root) = roots
+                .iter()
+                .filter(|r| p.starts_with(r) && p != *r)
+                .max_by_key(|r| r.as_os_str().len())
+            else {
+                continue;
+            };
+            let Ok(meta) = std::fs::symlink_metadata(p) else {
+                continue;
+            };
+            prot.push((p.clone(), meta.file_type().is_symlink()));
+            let mut a = p.parent();
+            while let Some(dir) = a {
+                if dir == root.as_path() || !dir.starts_with(root) {
+                    break;
+                }
+                pins.push(dir.to_path_buf());
+                a = dir.parent();
+            }
+        }
+        pins.sort_by_key(|p| (p.components().count(), p.clone()));
+        pins.dedup();
+        prot.sort_by_key(|(p, _)| (p.components().count(), p.clone()));
+        prot.dedup();
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
+        let mut binds: Vec<SelfBind> = pins
+            .iter()
+            .filter_map(|p| {
+                c(p).map(|path| SelfBind {
+                    path,
+                    read_only: false,
+                    link: false,
+                })
+            })
+            .collect();
+        binds.extend(prot.iter().filter_map(|(p, link)| {
+            c(p).map(|path| SelfBind {
+                path,
+                read_only: true,
+                link: *link,
+            })
+        }));
+        NsPlan { binds, private_net }
+    }
+
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.binds.is_empty() && !self.private_net
+    }
+
+    /// In the forked child, as root: new namespaces, the binds, loopback up. Raw syscalls only.
+    pub fn apply(&self) -> io::Result<()> {
+        let mut flags = libc::CLONE_NEWNS;
+        if self.private_net {
+            flags |= libc::CLONE_NEWNET;
+        }
+        // SAFETY: unshare with constant flags; affects only this (forked, single-threaded) child.
+        if unsafe { libc::unshare(flags) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let private = MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: libc::MS_PRIVATE,
+            userns_fd: 0,
+        };
+        // SAFETY: "/" is a valid C string; `private` is a valid mount_attr of the size passed.
+        if unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                AT_RECURSIVE,
+                &private as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        for b in &self.binds {
+            self_bind(b)?;
+        }
+        if self.private_net {
+            loopback_up()?;
+        }
+        Ok(())
+    }
+}
+
+fn self_bind(b: &SelfBind) -> io::Result<()> {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    flags |= if b.link {
+        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint
+    } else {
+        AT_RECURSIVE
+    };
+    // SAFETY: `b.path` is a valid C string; the returned descriptor is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, b.path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = fd as libc::c_int;
+    let result = (|| {
+        if b.read_only && !b.link {
+            let ro = MountAttr {
+                attr_set: MOUNT_ATTR_RDONLY,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            // SAFETY: `fd` is a detached mount; "" with AT_EMPTY_PATH names it; `ro` is valid.
+            if unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    fd,
+                    c"".as_ptr(),
+                    AT_RECURSIVE | libc::AT_EMPTY_PATH as libc::c_uint,
+                    &ro as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                )
+            } < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: `fd` is a detached mount; both strings are valid C strings.
+        if unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                b.path.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })();
+    // SAFETY: closing the descriptor opened above, exactly once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket() with constant arguments.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *c as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags of the named interface into `req`.
+    let mut r = unsafe { libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) };
+    if r == 0 {
+        // SAFETY: the flags member was filled just above.
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        // SAFETY: SIOCSIFFLAGS reads the name and flags from `req`.
+        r = unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &req) };
+    }
+    let err = io::Error::last_os_error();
+    // SAFETY: closing the socket opened above, exactly once.
+    unsafe { libc::close(s) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_every_directory_between_root_and_protected_path_then_protects() {
+        let dir = std::env::temp_dir().join(format!("stockade-ns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b/.git")).unwrap();
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        let plan = NsPlan::new(
+            &[dir.clone()],
+            &[
+                dir.join(".git"),
+                dir.join("a/b/.git"),
+                dir.join("missing/.git"),
+                PathBuf::from("/elsewhere/.git"),
+            ],
+            true,
+        );
+        let got: Vec<(String, bool)> = plan
+            .binds
+            .iter()
+            .map(|b| {
+                (
+                    b.path
+                        .to_string_lossy()
+                        .trim_start_matches(dir.to_str().unwrap())
+                        .to_string(),
+                    b.read_only,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/a".into(), false),
+                ("/a/b".into(), false),
+                ("/.git".into(), true),
+                ("/a/b/.git".into(), true)
+            ]
+        );
+        assert!(plan.private_net);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
