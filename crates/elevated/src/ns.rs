@@ -245,7 +245,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("a/b/.git")).unwrap();
         std::fs::create_dir_all(dir.join(".git")).unwrap();
         let plan = NsPlan::new(
-            &[dir.clone()],
+            std::slice::from_ref(&dir),
             &[
                 dir.join(".git"),
                 dir.join("a/b/.git"),
