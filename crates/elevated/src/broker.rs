@@ -612,7 +612,13 @@ fn run(
         return Err(Fail::Refused("expected 3 descriptors".into()));
     };
     let root_paths: Vec<PathBuf> = roots.iter().map(|r| r.path.clone()).collect();
-    let ns_plan = crate::ns::NsPlan::new(&root_paths, &req.protected, role == Role::Offline);
+    // Offline runs get a private loopback — unless the installation opens host loopback ports
+    // (a local proxy) or local binding to the offline account: those live on the host's loopback,
+    // which a private network namespace would cut off; nftables alone then confines the run.
+    let private_net = role == Role::Offline
+        && rec.net.allowed_loopback_tcp_ports.is_empty()
+        && !rec.net.allow_local_binding;
+    let ns_plan = crate::ns::NsPlan::new(&root_paths, &req.protected, private_net);
     let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
     let mut cmd = Command::new(&req.program);
     cmd.args(&req.args)
