@@ -587,11 +587,15 @@ fn spawn_with_fd7(w: &World, pass: bool, script: &str) -> (Out, UnixStream) {
     }
     let mut c = r.command(&["sh", "-c", script]);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
-    // SAFETY: between fork and exec only async-signal-safe dup2 is called; `fd` is open in the
-    // parent (and so in the child) until after spawn returns.
+    // SAFETY: between fork and exec only async-signal-safe dup2 and fcntl are called; `fd` is
+    // open in the parent (and so in the child) until after spawn returns.
     unsafe {
         c.pre_exec(move || {
             if libc::dup2(fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2(7, 7) is a no-op that keeps close-on-exec: clear it either way.
+            if libc::fcntl(7, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
