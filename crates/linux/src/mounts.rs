@@ -20,7 +20,8 @@
 //!    any directory above it up to the writable root can be moved aside and replaced by one
 //!    holding a forged `.git`.
 //! 6. **Masks** for `deny_read` paths: a secret stays hidden even inside a writable root.
-//! 7. **`/proc`** of the new pid namespace, with its kernel knobs (`/proc/sys`, ...) bound read-only.
+//! 7. **`/proc`** of the new pid namespace, mounted read-only (kernel knobs such as `/proc/sys`
+//!    cannot be written even when the caller's uid is 0).
 //!
 //! [`steps`] is pure and unit-tested for this order; [`execute`] performs it.
 
@@ -31,19 +32,6 @@ use stockade_policy::plan::{PathKind, Plan};
 
 /// Host device nodes made available in the sandbox's `/dev`.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
-
-/// Kernel interfaces under `/proc` kept read-only.
-const PROC_READ_ONLY: &[&str] = &[
-    "sys",
-    "sysrq-trigger",
-    "irq",
-    "bus",
-    "fs",
-    "acpi",
-    "scsi",
-    "driver",
-    "tty",
-];
 
 /// What a captured clone should become before it is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +89,6 @@ pub enum Step {
 pub struct HostFacts {
     /// Device names from [`DEVICES`] that exist on the host.
     pub devices: Vec<String>,
-    /// Entries of [`PROC_READ_ONLY`] that exist in `/proc`.
-    pub proc_read_only: Vec<String>,
 }
 
 impl HostFacts {
@@ -113,11 +99,6 @@ impl HostFacts {
                 .iter()
                 .filter(|d| Path::new("/dev").join(d).exists())
                 .map(|d| d.to_string())
-                .collect(),
-            proc_read_only: PROC_READ_ONLY
-                .iter()
-                .filter(|p| Path::new("/proc").join(p).exists())
-                .map(|p| p.to_string())
                 .collect(),
         }
     }
@@ -370,20 +351,6 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
     out.push(Step::Proc {
         target: "/proc".into(),
     });
-    for p in &host.proc_read_only {
-        let path = Path::new("/proc").join(p);
-        let s = capture(&mut out, path.clone(), Access::ReadOnly);
-        let kind = if p == "sysrq-trigger" {
-            PathKind::File
-        } else {
-            PathKind::Dir
-        };
-        out.push(Step::Attach {
-            slot: s,
-            target: path,
-            kind,
-        });
-    }
     out
 }
 
@@ -486,10 +453,13 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
             libc::MS_NOSUID | libc::MS_NOEXEC,
             Some(c"newinstance,ptmxmode=0666,mode=620"),
         ),
+        // Read-only as a whole: kernel knobs (`/proc/sys`, `sysrq-trigger`, `irq`, ...) cannot be
+        // written even by a caller whose uid is 0. Writes through `/proc/self/fd/N` still reach
+        // their files (those are other mounts); direct writes such as `oom_score_adj` fail.
         Step::Proc { target } => sys::mount_fs(
             c"proc",
             target,
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
             None,
         ),
         Step::Mkdir { path } => sys::mkdir(path, 0o755),
@@ -614,7 +584,6 @@ mod tests {
     fn host() -> HostFacts {
         HostFacts {
             devices: vec!["null".into(), "tty".into()],
-            proc_read_only: vec!["sys".into()],
         }
     }
 

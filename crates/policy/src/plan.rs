@@ -308,10 +308,15 @@ pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String>
             ));
         }
     }
+    // Only a system directory that is itself a symlink (e.g. `/bin -> usr/bin`) needs resolving:
+    // one lstat each instead of a full realpath on every run.
     let canon = |d: &str| -> Vec<PathBuf> {
         let p = PathBuf::from(d);
-        match fs::canonicalize(&p) {
-            Ok(c) if c != p => vec![p, c],
+        let is_link = fs::symlink_metadata(&p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        match is_link.then(|| fs::canonicalize(&p)) {
+            Some(Ok(c)) if c != p => vec![p, c],
             _ => vec![p],
         }
     };
