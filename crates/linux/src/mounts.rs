@@ -466,14 +466,7 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
         Step::Touch { path } => sys::touch(path, 0o644),
         Step::Symlink { target, link } => sys::symlink(target, link),
         Step::AttachLink { slot, target } => {
-            let fd = slots
-                .get_mut(*slot)
-                .and_then(Option::take)
-                .ok_or_else(|| SysError {
-                    call: "attach",
-                    what: format!("slot {slot} empty"),
-                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
-                })?;
+            let fd = take_slot(slots, *slot)?;
             match std::fs::symlink_metadata(target) {
                 Ok(m) if m.file_type().is_symlink() => sys::move_mount_to(&fd, target),
                 _ => Err(SysError {
@@ -484,18 +477,23 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
             }
         }
         Step::Attach { slot, target, kind } => {
-            let fd = slots
-                .get_mut(*slot)
-                .and_then(Option::take)
-                .ok_or_else(|| SysError {
-                    call: "attach",
-                    what: format!("slot {slot} empty"),
-                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
-                })?;
+            let fd = take_slot(slots, *slot)?;
             ensure_mountpoint(target, *kind)?;
             sys::move_mount_to(&fd, target)
         }
     }
+}
+
+/// Take the captured clone out of `slot` (each is attached exactly once).
+fn take_slot(slots: &mut [Option<OwnedFd>], slot: usize) -> Result<OwnedFd, SysError> {
+    slots
+        .get_mut(slot)
+        .and_then(Option::take)
+        .ok_or_else(|| SysError {
+            call: "attach",
+            what: format!("slot {slot} empty"),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        })
 }
 
 /// Make sure `target` exists as a mount point of `kind`, creating what is missing (only possible
@@ -587,6 +585,13 @@ mod tests {
         }
     }
 
+    fn attach_at(steps: &[Step], target: &str) -> usize {
+        index(
+            steps,
+            |s| matches!(s, Step::Attach { target: t, .. } if t == Path::new(target)),
+        )
+    }
+
     fn index(steps: &[Step], pred: impl Fn(&Step) -> bool) -> usize {
         steps.iter().position(pred).expect("step present")
     }
@@ -604,18 +609,9 @@ mod tests {
     #[test]
     fn directories_between_root_and_protected_paths_are_pinned_before_protection() {
         let s = steps(&plan(), &host());
-        let root = index(
-            &s,
-            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws")),
-        );
-        let pin = index(
-            &s,
-            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws/sub")),
-        );
-        let sub = index(
-            &s,
-            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws/sub/.git")),
-        );
+        let root = attach_at(&s, "/tmp/ws");
+        let pin = attach_at(&s, "/tmp/ws/sub");
+        let sub = attach_at(&s, "/tmp/ws/sub/.git");
         assert!(root < pin && pin < sub);
         // the writable root itself and paths outside roots are not pinned again
         let pins: Vec<_> = s
@@ -639,22 +635,10 @@ mod tests {
     #[test]
     fn protection_is_attached_after_writable_roots_and_masks_last_before_proc() {
         let s = steps(&plan(), &host());
-        let root = index(
-            &s,
-            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws")),
-        );
-        let git = index(
-            &s,
-            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws/.git")),
-        );
-        let sub = index(
-            &s,
-            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp/ws/sub/.git")),
-        );
-        let tmp = index(
-            &s,
-            |s| matches!(s, Step::Attach { target, .. } if target == Path::new("/tmp")),
-        );
+        let root = attach_at(&s, "/tmp/ws");
+        let git = attach_at(&s, "/tmp/ws/.git");
+        let sub = attach_at(&s, "/tmp/ws/sub/.git");
+        let tmp = attach_at(&s, "/tmp");
         let mask = index(
             &s,
             |s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/home/u/.ssh")),
