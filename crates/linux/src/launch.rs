@@ -121,7 +121,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     let host = mounts::HostFacts::probe();
     let steps = mounts::steps(plan, &host);
     let exec = ExecSpec::new(plan, cmd)?;
-    let deny = seccomp::deny_program().map_err(|e| LaunchError::Prepare(e.to_string()))?;
+    let filter = seccomp::program().map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let socket_policy = SocketPolicy {
         roots: landlock_layer::writable_paths(plan),
         sockets: plan.allow_unix_sockets.clone(),
@@ -179,7 +179,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
                 plan,
                 &steps,
                 &exec,
-                &deny,
+                &filter,
                 &socket_policy,
                 &rlimits,
                 opts,
@@ -450,9 +450,46 @@ fn drain_once(fd: RawFd, buf: &mut Vec<u8>) -> Result<bool, SysError> {
 // ---- report protocol -----------------------------------------------------------------------------
 // One record per line: `L layer\tdetail`, `W warning`, `F fatal`, `X errno\treason`, `S status`.
 
-fn report_line(fd: RawFd, tag: char, body: &str) {
-    let line = format!("{tag} {}\n", body.replace('\n', " "));
-    sys::write_all_best_effort(fd, line.as_bytes());
+/// The writing end of the report pipe. Records are held back and written in one batch when the
+/// command is about to exec (or on failure, or by init after the command started), so stockade
+/// wakes up twice per run instead of once per record — on a small machine every wake-up of the
+/// host process takes a CPU from the launch it is waiting for.
+#[derive(Clone)]
+struct Reporter {
+    fd: RawFd,
+    pending: Vec<u8>,
+}
+
+impl Reporter {
+    fn new(fd: RawFd) -> Self {
+        Reporter {
+            fd,
+            pending: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Queue a record.
+    fn line(&mut self, tag: char, body: &str) {
+        self.pending.push(tag as u8);
+        self.pending.push(b' ');
+        self.pending
+            .extend(body.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+        self.pending.push(b'\n');
+    }
+
+    /// Write everything queued.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            sys::write_all_best_effort(self.fd, &self.pending);
+            self.pending.clear();
+        }
+    }
+
+    /// Queue a record and write everything now.
+    fn now(&mut self, tag: char, body: &str) {
+        self.line(tag, body);
+        self.flush();
+    }
 }
 
 #[derive(Default, Debug)]
@@ -583,7 +620,7 @@ fn init_main(
     plan: &Plan,
     steps: &[mounts::Step],
     exec: &ExecSpec,
-    deny: &seccompiler::BpfProgram,
+    filter: &[libc::sock_filter],
     socket_policy: &SocketPolicy,
     rlimits: &[Rlimit],
     opts: &RunOptions,
@@ -592,25 +629,23 @@ fn init_main(
     report: RawFd,
     alive: OwnedFd,
 ) -> i32 {
+    let mut rep = Reporter::new(report);
     if let Err(msg) =
-        init_setup(plan, steps, ids, report, alive).and_then(|()| init_confine(plan, report))
+        init_setup(plan, steps, ids, &mut rep, alive).and_then(|()| init_confine(plan, &mut rep))
     {
-        report_line(report, 'F', &msg);
+        rep.now('F', &msg);
         return SETUP_FAILED;
     }
     let proxy = match chans.proxy {
         Some(chan) => match proxy::listen_inside() {
             Ok(l) => {
-                report_line(
-                    report,
-                    'L',
+                rep.line('L',
                     &format!("network-allowlist\tHTTP(S) only, through stockade's proxy at {}, to network.allowed_domains", proxy::INSIDE_ADDR),
                 );
                 Some((l, chan))
             }
             Err(e) => {
-                report_line(
-                    report,
+                rep.now(
                     'F',
                     &format!("proxy listener on {}: {e}", proxy::INSIDE_ADDR),
                 );
@@ -622,7 +657,7 @@ fn init_main(
     let pty_slave = match chans.pty.map(open_pty_for_host) {
         Some(Ok(slave)) => Some(slave),
         Some(Err(msg)) => {
-            report_line(report, 'F', &msg);
+            rep.now('F', &msg);
             return SETUP_FAILED;
         }
         None => None,
@@ -631,19 +666,31 @@ fn init_main(
     let (chan_init, chan_cmd) = match sockets::socketpair() {
         Ok(p) => p,
         Err(e) => {
-            report_line(report, 'F', &format!("socketpair: {e}"));
+            rep.now('F', &format!("socketpair: {e}"));
             return SETUP_FAILED;
         }
     };
     let child = match sys::fork() {
         Ok(0) => {
             drop(chan_init);
-            let code = command_main(exec, deny, rlimits, opts, pty_slave_fd, report, chan_cmd);
+            let code = command_main(
+                exec,
+                filter,
+                rlimits,
+                opts,
+                pty_slave_fd,
+                &mut rep,
+                chan_cmd,
+            );
             sys::exit_now(code)
         }
-        Ok(pid) => pid,
+        // The command writes the queued records with its own, in one batch before exec.
+        Ok(pid) => {
+            rep.pending.clear();
+            pid
+        }
         Err(e) => {
-            report_line(report, 'F', &e.to_string());
+            rep.now('F', &e.to_string());
             return SETUP_FAILED;
         }
     };
@@ -656,7 +703,7 @@ fn init_main(
         Ok(None) | Err(_) => None,
     };
     drop(chan_init);
-    init_reap(child, gate, proxy, report)
+    init_reap(child, gate, proxy, &mut rep)
 }
 
 /// Variables that point HTTP clients at the allowlist proxy (they replace the caller's).
@@ -694,28 +741,21 @@ fn open_pty_for_host(chan: RawFd) -> Result<OwnedFd, String> {
 /// Confine init itself before it forks the command: the command inherits this Landlock domain and
 /// the empty capability sets, and init — which performs connects on the command's behalf — is
 /// held to the same rules. Init is made non-dumpable so the command cannot ptrace it.
-fn init_confine(plan: &Plan, report: RawFd) -> Result<(), String> {
+fn init_confine(plan: &Plan, rep: &mut Reporter) -> Result<(), String> {
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS").map_err(|e| e.to_string())?;
     match landlock_layer::restrict(plan).map_err(|e| e.to_string())? {
-        LandlockStatus::Full => report_line(
-            report,
-            'L',
+        LandlockStatus::Full => rep.line('L',
             &format!("landlock\tABI {}: writes only beneath writable roots and private temp dirs; abstract sockets and signals scoped", landlock_layer::kernel_abi()),
         ),
-        LandlockStatus::Partial => report_line(
-            report,
-            'L',
+        LandlockStatus::Partial => rep.line('L',
             &format!("landlock\tABI {} (partial: some newer rights unavailable): writes only beneath writable roots", landlock_layer::kernel_abi()),
         ),
-        LandlockStatus::Unsupported => report_line(
-            report,
-            'W',
+        LandlockStatus::Unsupported => rep.line('W',
             "Landlock is not available on this kernel: writes are confined by the mount layer alone",
         ),
     }
     caps::drop_all().map_err(|e| e.to_string())?;
-    report_line(
-        report,
+    rep.line(
         'L',
         "capabilities\tall dropped (bounding set empty, securebits locked), no_new_privs set",
     );
@@ -727,7 +767,7 @@ fn init_setup(
     plan: &Plan,
     steps: &[mounts::Step],
     (uid, gid): (libc::uid_t, libc::gid_t),
-    report: RawFd,
+    rep: &mut Reporter,
     alive: OwnedFd,
 ) -> Result<(), String> {
     sys::prctl(
@@ -757,17 +797,14 @@ fn init_setup(
         format!("{gid} {gid} 1\n").as_bytes(),
     )
     .map_err(|e| e.to_string())?;
-    report_line(
-        report,
+    rep.line(
         'L',
         &format!("user-namespace\tuid {uid} and gid {gid} mapped to themselves, nothing else"),
     );
     let _ = sys::sethostname("stockade");
 
     mounts::execute(steps).map_err(|e| e.to_string())?;
-    report_line(
-        report,
-        'L',
+    rep.line('L',
         &format!(
             "mount-namespace\tfilesystem read-only except {} writable root(s); {} protected path(s) read-only; {} path(s) masked; private /dev{}",
             plan.writable_roots.len(),
@@ -776,18 +813,13 @@ fn init_setup(
             if plan.temp.private { ", /tmp, /var/tmp, /dev/shm" } else { "" }
         ),
     );
-    report_line(
-        report,
+    rep.line(
         'L',
         "pid-namespace\tcommand is pid 2; everything it starts dies with it",
     );
     if plan.network != NetworkMode::On {
         net::loopback_up().map_err(|e| e.to_string())?;
-        report_line(
-            report,
-            'L',
-            "net-namespace\tno interfaces but a private loopback",
-        );
+        rep.line('L', "net-namespace\tno interfaces but a private loopback");
     }
     sys::chdir(&plan.cwd).map_err(|e| e.to_string())?;
     // A new session: the terminal's job-control signals reach stockade, which forwards them once.
@@ -801,19 +833,19 @@ fn init_reap(
     child: libc::pid_t,
     mut gate: Option<Gate>,
     proxy: Option<(std::net::TcpListener, RawFd)>,
-    report: RawFd,
+    rep: &mut Reporter,
 ) -> i32 {
     let mut set_signals = FORWARDED.to_vec();
     set_signals.push(libc::SIGCHLD);
     let set = sys::sigset(&set_signals);
     if let Err(e) = sys::block_signals(&set) {
-        report_line(report, 'F', &e.to_string());
+        rep.now('F', &e.to_string());
         return SETUP_FAILED;
     }
     let sfd = match sys::signalfd(&set) {
         Ok(fd) => fd,
         Err(e) => {
-            report_line(report, 'F', &e.to_string());
+            rep.now('F', &e.to_string());
             return SETUP_FAILED;
         }
     };
@@ -822,7 +854,7 @@ fn init_reap(
         loop {
             match sys::waitpid(-1, true) {
                 Ok(Some((pid, status))) if pid == child => {
-                    report_line(report, 'S', &status.to_string());
+                    rep.now('S', &status.to_string());
                     return 0;
                 }
                 Ok(Some(_)) => continue,
@@ -851,7 +883,7 @@ fn init_reap(
         }
         if fds[1].revents & libc::POLLIN != 0 {
             if let Some(d) = gate.as_ref().and_then(Gate::handle_one) {
-                report_line(report, 'D', &format!("connect\t{}", d.target));
+                rep.now('D', &format!("connect\t{}", d.target));
             }
         } else if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             gate = None;
@@ -878,23 +910,24 @@ fn init_reap(
 
 fn command_main(
     exec: &ExecSpec,
-    deny: &seccompiler::BpfProgram,
+    filter: &[libc::sock_filter],
     rlimits: &[Rlimit],
     opts: &RunOptions,
     pty_slave: Option<RawFd>,
-    report: RawFd,
+    rep: &mut Reporter,
     chan: OwnedFd,
 ) -> i32 {
-    match command_setup(deny, rlimits, opts, pty_slave, report, chan) {
+    match command_setup(filter, rlimits, opts, pty_slave, rep, chan) {
         Ok(()) => {}
         Err(msg) => {
-            report_line(report, 'F', &msg);
+            rep.now('F', &msg);
             return SETUP_FAILED;
         }
     }
+    // Everything init and the command queued, in one write (the pipe is close-on-exec).
+    rep.flush();
     let err = exec_program(exec);
-    report_line(
-        report,
+    rep.now(
         'X',
         &format!("{}\t{}", err.errno().unwrap_or(libc::ENOENT), err.source),
     );
@@ -906,11 +939,11 @@ fn command_main(
 }
 
 fn command_setup(
-    deny: &seccompiler::BpfProgram,
+    filter: &[libc::sock_filter],
     rlimits: &[Rlimit],
     opts: &RunOptions,
     pty_slave: Option<RawFd>,
-    report: RawFd,
+    rep: &mut Reporter,
     chan: OwnedFd,
 ) -> Result<(), String> {
     // 6. SIGPIPE back to its default: Rust ignores it at startup, and an ignored disposition
@@ -937,20 +970,18 @@ fn command_setup(
             .iter()
             .map(|l| format!("{}={}", l.name, l.value))
             .collect();
-        report_line(report, 'L', &format!("limits\t{}", names.join(", ")));
+        rep.line('L', &format!("limits\t{}", names.join(", ")));
     }
-    // seccomp: the gate first (its listener goes to init), then the deny list.
-    let listener = seccomp::install_gate().map_err(|e| e.to_string())?;
+    // seccomp: one filter; its connect listener goes to init.
+    let listener = seccomp::install(filter).map_err(|e| e.to_string())?;
     sockets::send_fd(chan.as_raw_fd(), listener.as_raw_fd())
         .map_err(|e| format!("passing the seccomp listener to init: {e}"))?;
     drop(listener);
     drop(chan);
-    seccomp::install(deny).map_err(|e| e.to_string())?;
-    report_line(report, 'L', "seccomp\tforeign ABIs killed; namespace, mount, keyring, bpf, perf, io_uring, module, TIOCSTI calls refused; every connect() checked by init");
+    rep.line('L', "seccomp\tforeign ABIs killed; namespace, mount, keyring, bpf, perf, io_uring, module, TIOCSTI calls refused; every connect() checked by init");
     // descriptors, last
-    close_inherited(report, &opts.pass_fds).map_err(|e| e.to_string())?;
-    report_line(
-        report,
+    close_inherited(rep.fd, &opts.pass_fds).map_err(|e| e.to_string())?;
+    rep.line(
         'L',
         &format!(
             "descriptors\tinherited descriptors closed except 0, 1, 2{}",

@@ -291,6 +291,29 @@ pub const SYSTEM_SUBTREES: &[&str] = &[
 /// itself is a forced writable root).
 const WALK_SKIP: &[&str] = &["/proc", "/sys", "/dev"];
 
+/// Each system directory with its resolved form when it is a symlink (e.g. `/bin -> usr/bin`),
+/// computed once per process: one `readlink` each (which fails at once for a non-link) instead
+/// of a realpath per directory per writable root.
+fn system_dir_forms() -> &'static [(&'static str, Vec<PathBuf>)] {
+    static FORMS: std::sync::OnceLock<Vec<(&'static str, Vec<PathBuf>)>> =
+        std::sync::OnceLock::new();
+    FORMS.get_or_init(|| {
+        SYSTEM_DIRS
+            .iter()
+            .chain(SYSTEM_SUBTREES)
+            .chain(&["/usr"])
+            .map(|&d| {
+                let p = PathBuf::from(d);
+                let forms = match fs::read_link(&p).and_then(|_| fs::canonicalize(&p)) {
+                    Ok(c) if c != p => vec![p, c],
+                    _ => vec![p],
+                };
+                (d, forms)
+            })
+            .collect()
+    })
+}
+
 /// Why `root` (canonical) must not be a writable root, or `None` if it may be. `home` should be
 /// canonical. See [`SYSTEM_DIRS`] and [`SYSTEM_SUBTREES`] for the documented list.
 pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String> {
@@ -308,17 +331,11 @@ pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String>
             ));
         }
     }
-    // Only a system directory that is itself a symlink (e.g. `/bin -> usr/bin`) needs resolving:
-    // one lstat each instead of a full realpath on every run.
-    let canon = |d: &str| -> Vec<PathBuf> {
-        let p = PathBuf::from(d);
-        let is_link = fs::symlink_metadata(&p)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
-        match is_link.then(|| fs::canonicalize(&p)) {
-            Some(Ok(c)) if c != p => vec![p, c],
-            _ => vec![p],
-        }
+    let canon = |d: &str| -> &[PathBuf] {
+        system_dir_forms()
+            .iter()
+            .find(|(name, _)| *name == d)
+            .map_or(&[][..], |(_, forms)| forms.as_slice())
     };
     for d in SYSTEM_DIRS {
         for d in canon(d) {
@@ -340,7 +357,7 @@ pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String>
     }
     for d in SYSTEM_SUBTREES {
         for d in canon(d) {
-            if root.starts_with(&d) {
+            if root.starts_with(d) {
                 return Some(format!("inside the system directory {}", d.display()));
             }
         }
