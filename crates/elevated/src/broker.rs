@@ -65,6 +65,51 @@ pub const MAX_CONNECTIONS: usize = 256;
 struct Ctx {
     opts: BrokerOptions,
     grants_lock: Mutex<()>,
+    /// The nftables ruleset generation at which the full table was last listed and found equal
+    /// to this listing (see [`Ctx::nft_verified`]).
+    nft_verified: Mutex<Option<(u32, String)>>,
+}
+
+impl Ctx {
+    /// Whether table `inet <table>` holds exactly the rules `want`. Fail closed and cheap: the
+    /// full listing (`nft list table`, ≈ 6 ms) is compared only when the ruleset generation
+    /// (`NFT_MSG_GETGEN`, one netlink round trip) differs from the one recorded at the last
+    /// successful comparison; every committed nftables change bumps it. Any error means "not
+    /// verified" or a full listing, never a pass.
+    fn nft_table_ok(&self, table: &str, want: &str) -> Result<NftCheck, String> {
+        let gen_before = crate::nft::ruleset_generation().ok();
+        if let (Some(g), Ok(cache)) = (gen_before, self.nft_verified.lock()) {
+            if cache
+                .as_ref()
+                .is_some_and(|(cg, cw)| *cg == g && cw == want)
+            {
+                return Ok(NftCheck::Same { cached: true });
+            }
+        }
+        match crate::nft::list_table(table) {
+            Ok(Some(l)) if crate::record::same_listing(&l, want) => {
+                // Cache only when nothing was committed while listing.
+                let gen_after = crate::nft::ruleset_generation().ok();
+                if let (Some(a), Some(b)) = (gen_before, gen_after) {
+                    if a == b {
+                        if let Ok(mut c) = self.nft_verified.lock() {
+                            *c = Some((a, want.to_string()));
+                        }
+                    }
+                }
+                Ok(NftCheck::Same { cached: false })
+            }
+            Ok(Some(_)) => Ok(NftCheck::Differs),
+            Ok(None) => Ok(NftCheck::Missing),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+enum NftCheck {
+    Same { cached: bool },
+    Differs,
+    Missing,
 }
 
 /// Binds (or takes over) the listening socket.
@@ -127,6 +172,7 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
     let ctx = Arc::new(Ctx {
         opts,
         grants_lock: Mutex::new(()),
+        nft_verified: Mutex::new(None),
     });
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
@@ -480,7 +526,7 @@ fn run(
     // The start directory is entered by path *after* the switch to the sandbox account, so the
     // account's own permissions on every component decide (a descriptor opened by root would
     // let the command start inside a tree neither it nor the caller can traverse).
-    let cwd_c = sys::cstr(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
+    sys::cstr(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
     let role = match req.network {
         NetworkMode::Off => Role::Offline,
         NetworkMode::On => Role::Online,
@@ -515,19 +561,28 @@ fn run(
             .as_ref()
             .map(|n| (n.table.clone(), n.listing.clone()))
             .unwrap_or_default();
-        match crate::nft::list_table(&table) {
-            Ok(Some(l)) if crate::record::same_listing(&l, &want) => enforced.push(layer(
+        match ctx.nft_table_ok(&table, &want) {
+            Ok(NftCheck::Same { cached }) => enforced.push(layer(
                 "network-nftables",
-                format!("table inet {table}: offline uid {} cut off (rules verified)", account.uid),
+                format!(
+                    "table inet {table}: offline uid {} cut off (rules verified{})",
+                    account.uid,
+                    if cached { "; ruleset generation unchanged since" } else { "" }
+                ),
             )),
-            Ok(Some(_)) => {
+            Ok(NftCheck::Differs) => {
                 return Err(Fail::Failed(format!(
                     "nftables table inet {table} differs from the installed rules: refusing an offline run; `stockade setup --check` shows the difference, `sudo stockade setup` repairs it"
                 )))
             }
-            _ => {
+            Ok(NftCheck::Missing) => {
                 return Err(Fail::Failed(format!(
                     "nftables table inet {table} is missing: refusing an offline run; run `sudo stockade setup` to repair"
+                )))
+            }
+            Err(e) => {
+                return Err(Fail::Failed(format!(
+                    "nftables table inet {table} could not be checked ({e}): refusing an offline run"
                 )))
             }
         }
@@ -562,23 +617,18 @@ fn run(
     let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
     let ruleset = crate::landlock_layer::prepare(&root_fds, &[run_tmp.0.as_path()])
         .map_err(|e| Fail::Failed(e.to_string()))?;
-    if abi > 0 {
-        enforced.push(layer(
-            "landlock",
-            format!("ABI {abi}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped"),
-        ));
-    } else {
+    if abi == 0 {
         warnings.push("the kernel has no Landlock: writes are limited by the sandbox account's permissions only".into());
     }
-    let mut landlock_slot = Some(ruleset);
-    #[cfg(target_arch = "x86_64")]
-    let setid_prog = crate::setid_filter::program();
-    #[cfg(target_arch = "x86_64")]
-    enforced.push(layer(
-        "seccomp-setid",
-        "set-user-ID/set-group-ID mode bits refused (chmod/open/mkdir/mknod families); openat2 and io_uring unavailable".into(),
-    ));
+    // The ruleset travels to the run's process as a descriptor: it was built here from the
+    // validated root descriptors, so a symlink swapped in afterwards cannot redirect a rule.
+    let ruleset_fd: Option<OwnedFd> = ruleset.into();
     let has_landlock = abi > 0;
+    if has_landlock && ruleset_fd.is_none() {
+        return Err(Fail::Failed(
+            "the kernel supports Landlock but no ruleset could be created: refusing to run".into(),
+        ));
+    }
 
     let cg = match RunCgroup::create(&rec.prefix) {
         Ok(c) => {
@@ -604,8 +654,6 @@ fn run(
     let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
     let limits = rlimits(&req.limits);
     let nlimits = limits.len();
-    // Supplementary groups: exactly the sandbox group and this caller's grant group.
-    let (uid, groups) = (account.uid, [gid, grant_gid]);
 
     let mut it = fds.into_iter();
     let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
@@ -620,73 +668,131 @@ fn run(
         && !rec.net.allow_local_binding;
     let ns_plan = crate::ns::NsPlan::new(&root_paths, &req.protected, private_net);
     let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
-    let mut cmd = Command::new(&req.program);
-    cmd.args(&req.args)
-        .env_clear()
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .envs(["TMPDIR", "TMP", "TEMP"].map(|k| (k, run_tmp.0.as_os_str())))
-        // The repositories belong to the caller, not the sandbox account: without this git
-        // refuses to work in them ("dubious ownership"). Their metadata stays read-only anyway.
-        .envs([
+    let uid = account.uid;
+    let mut env = req.env.clone();
+    let tmp = run_tmp.0.to_string_lossy().into_owned();
+    env.retain(|(k, _)| !matches!(k.as_str(), "TMPDIR" | "TMP" | "TEMP"));
+    env.extend(["TMPDIR", "TMP", "TEMP"].map(|k| (k.to_string(), tmp.clone())));
+    // The repositories belong to the caller, not the sandbox account: without this git refuses
+    // to work in them ("dubious ownership"). Their metadata stays read-only anyway.
+    env.extend(
+        [
             ("GIT_CONFIG_COUNT", "1"),
             ("GIT_CONFIG_KEY_0", "safe.directory"),
             ("GIT_CONFIG_VALUE_0", "*"),
-        ])
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut socket_roots = root_paths.clone();
+    socket_roots.push(run_tmp.0.clone());
+    let spec = crate::runner::ChildSpec {
+        broker_pid: std::process::id() as i32,
+        uid,
+        gid,
+        grant_gid,
+        ns: ns_plan,
+        cwd: req.cwd.clone(),
+        limits: limits.clone(),
+        landlock: has_landlock,
+        setid_filter: cfg!(target_arch = "x86_64"),
+        program: req.program.clone(),
+        args: req.args.clone(),
+        env,
+        socket_roots,
+        allowed_sockets: req.allow_unix_sockets.clone(),
+    };
+    let spec_bytes = serde_json::to_vec(&spec)
+        .map_err(|e| Fail::Failed(format!("encoding the run specification: {e}")))?;
+    let (chan, child_chan) = UnixStream::pair()
+        .map_err(|e| Fail::Failed(format!("socketpair for the run's process: {e}")))?;
+    let chan_fd = child_chan.as_raw_fd();
+    let ll_fd = ruleset_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+    // The run's process is this very executable (`/proc/self/exe` names it in the forked child
+    // too, even if the file was replaced since), started fresh with the hidden entry point: a
+    // forked child of this multithreaded broker may only make raw syscalls before exec.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg(crate::runner::ARG)
+        .arg(chan_fd.to_string())
+        .arg(ll_fd.to_string())
+        .env_clear()
         .stdin(Stdio::from(fd0))
         .stdout(Stdio::from(fd1))
         .stderr(Stdio::from(fd2));
     // SAFETY: the closure runs in the forked child before exec. It only performs raw syscalls on
-    // values computed before the fork (descriptors, ids, the rlimit list it owns) and does not
-    // allocate or take locks.
+    // integers computed before the fork and does not allocate or take locks.
     unsafe {
         cmd.pre_exec(move || {
             child::setsid()?;
             if procs_fd >= 0 {
                 child::join_cgroup(procs_fd)?;
             }
-            // As root, before the switch: private mount (and, offline, network) namespace.
-            ns_plan.apply()?;
-            child::setgroups(&groups)?;
-            child::setresgid(gid)?;
-            child::setresuid(uid)?;
-            // Verify the switch: all three ids, the group list, and that root cannot come back.
-            let mut gbuf = [0 as libc::gid_t; 4];
-            let ng = child::getgroups(&mut gbuf)?;
-            if child::getresuid()? != (uid, uid, uid)
-                || child::getresgid()? != (gid, gid, gid)
-                || ng != 2
-                || !((gbuf[0] == gid && gbuf[1] == grant_gid)
-                    || (gbuf[0] == grant_gid && gbuf[1] == gid))
-                || child::can_regain_root()
-            {
-                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            child::clear_cloexec(chan_fd)?;
+            if ll_fd >= 0 {
+                child::clear_cloexec(ll_fd)?;
             }
-            child::pdeathsig()?;
-            child::chdir(&cwd_c)?;
-            child::no_new_privs()?;
-            for (res, val) in &limits {
-                child::setrlimit(*res, *val)?;
-            }
-            // Landlock (interim, see `landlock_layer`); INTEGRATION POINT for seccomp: once
-            // `stockade_linux::confine::apply_layers` lands on main, it replaces this call.
-            crate::landlock_layer::restrict(&mut landlock_slot, has_landlock)?;
-            #[cfg(target_arch = "x86_64")]
-            crate::setid_filter::install(&setid_prog)?;
-            child::cloexec_from_3()?;
             Ok(())
         });
     }
     let start = Instant::now();
-    let mut childp = cmd.spawn().map_err(|e| {
-        Fail::Failed(format!(
-            "cannot start {:?} as {} in {}: {e} (the program and the start directory must be reachable by the sandbox account)",
-            req.program,
-            account.name,
-            req.cwd.display()
-        ))
-    })?;
+    let mut childp = cmd
+        .spawn()
+        .map_err(|e| Fail::Failed(format!("cannot start the run's process: {e}")))?;
     drop(cmd);
     drop(procs);
+    drop(child_chan);
+    drop(ruleset_fd);
+    let pid = childp.id() as i32;
+    let kill_tree = |c: &mut std::process::Child| {
+        if let Some(cg) = &cg {
+            let _ = cg.kill_all(Duration::from_secs(5));
+        }
+        let _ = c.kill();
+        // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
+        let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+    };
+    // Hand over the specification, then wait for "ok" (the command is running, every layer is
+    // in place) or the reason it could not start.
+    let status = (|| -> io::Result<String> {
+        use std::io::Write;
+        (&chan).write_all(&spec_bytes)?;
+        chan.shutdown(std::net::Shutdown::Write)?;
+        chan.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut s = String::new();
+        (&chan).take(64 * 1024).read_to_string(&mut s)?;
+        Ok(s)
+    })();
+    match status {
+        Ok(s) if s == crate::runner::READY => {}
+        other => {
+            kill_tree(&mut childp);
+            let _ = childp.wait();
+            return Err(Fail::Failed(match other {
+                Ok(s) if !s.is_empty() => s,
+                Ok(_) => "the run's process exited before starting the command".into(),
+                Err(e) => format!("the run's process did not report: {e}"),
+            }));
+        }
+    }
+    drop(chan);
+    if has_landlock {
+        enforced.push(layer(
+            "landlock",
+            format!("ABI {abi}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped"),
+        ));
+    }
+    enforced.push(layer(
+        "seccomp",
+        "foreign ABIs killed; namespace, mount, keyring, bpf, perf, userfaultfd, io_uring, module, TIOCSTI/TIOCLINUX calls, datagram unix sockets and exotic socket families refused".into(),
+    ));
+    enforced.push(layer(
+        "connect-gate",
+        "every connect() performed by the run's supervisor: pathname unix sockets only beneath the writable roots, the run's TMPDIR or allow_unix_sockets".into(),
+    ));
+    #[cfg(target_arch = "x86_64")]
+    enforced.push(layer(
+        "seccomp-setid",
+        "set-user-ID/set-group-ID mode bits refused (chmod/open/mkdir/mknod families); openat2 and io_uring unavailable".into(),
+    ));
     enforced.push(layer(
         "sandbox-account",
         format!(
@@ -711,7 +817,6 @@ fn run(
     ));
     enforced.push(layer("env-policy", format!("{} variables", req.env.len())));
     enforced.push(layer("rlimits", format!("{nlimits} limits")));
-    let pid = childp.id() as i32;
     let _ = protocol::write_frame(
         &mut &*stream,
         &Reply::Started {
@@ -725,14 +830,6 @@ fn run(
 
     let pidfd = sys::pidfd_open(pid).map_err(|e| Fail::Failed(format!("pidfd_open: {e}")))?;
     let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
-    let kill_tree = |c: &mut std::process::Child| {
-        if let Some(cg) = &cg {
-            let _ = cg.kill_all(Duration::from_secs(5));
-        }
-        let _ = c.kill();
-        // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
-        let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
-    };
     let exit = loop {
         let timeout_ms = match deadline {
             Some(d) => d

@@ -96,6 +96,7 @@ pub fn request_from_plan(
         writable_roots: plan.writable_roots.clone(),
         protected: plan.protected.iter().map(|p| p.path.clone()).collect(),
         deny_read: plan.deny_read.iter().map(|p| p.path.clone()).collect(),
+        allow_unix_sockets: plan.allow_unix_sockets.clone(),
         program: utf8("program", &cmd.program)?,
         args: cmd
             .args

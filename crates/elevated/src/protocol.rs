@@ -36,6 +36,10 @@ pub struct RunRequest {
     pub protected: Vec<PathBuf>,
     /// Paths the sandbox must not read.
     pub deny_read: Vec<PathBuf>,
+    /// Unix sockets the command may connect to outside the writable roots (each is still
+    /// subject to the sandbox account's permissions).
+    #[serde(default)]
+    pub allow_unix_sockets: Vec<PathBuf>,
     /// Program (looked up in the command's `PATH` if it has no `/`).
     pub program: String,
     /// Arguments.
@@ -184,6 +188,7 @@ mod tests {
             writable_roots: vec!["/w".into()],
             protected: vec!["/w/.git".into()],
             deny_read: vec![],
+            allow_unix_sockets: vec![],
             program: "sh".into(),
             args: vec!["-c".into(), "true".into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],

@@ -382,6 +382,110 @@ pub fn poll_read(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool
     }
 }
 
+/// Polls descriptors (a negative one is ignored) for input; returns each one's `revents`
+/// (`POLLIN`, `POLLHUP`, ...). `timeout_ms < 0` waits forever; EINTR counts as nothing ready.
+pub fn poll_revents(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<libc::c_short>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    match cvt(r) {
+        Ok(_) => Ok(pfds.iter().map(|p| p.revents).collect()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![0; pfds.len()]),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends one netlink request to the kernel over a fresh `NETLINK_<protocol>` socket and reads
+/// one datagram of replies into `buf` (1 s timeout). Returns the number of bytes received.
+pub fn netlink_roundtrip(protocol: libc::c_int, req: &[u8], buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: socket() with integer arguments; the result is checked.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    })?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: SO_RCVTIMEO reads a timeval of the size passed; `tv` lives across the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: `req` is a valid buffer of `req.len()` bytes; an unconnected netlink socket sends
+    // to the kernel (port id 0).
+    let n = cvt(unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) })?;
+    if n as usize != req.len() {
+        return Err(io::Error::other("short netlink send"));
+    }
+    // SAFETY: `buf` is writable for `buf.len()` bytes.
+    let n = cvt_retry(|| unsafe {
+        libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+    })?;
+    Ok(n as usize)
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on an integer; no memory is passed.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+}
+
+/// `dup2(from, to)`.
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    cvt(unsafe { libc::dup2(from, to) })?;
+    Ok(())
+}
+
+/// Parent pid of this process.
+pub fn getppid() -> libc::pid_t {
+    // SAFETY: getppid cannot fail and has no arguments.
+    unsafe { libc::getppid() }
+}
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: processes of the same uid cannot ptrace this one, read its
+/// memory or take its descriptors, and its `/proc` entries belong to root.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// `landlock_restrict_self(ruleset, 0)`: enforces a ruleset built elsewhere (needs
+/// `no_new_privs`).
+pub fn landlock_restrict_self(ruleset: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall with a descriptor and a zero flags word; no memory is passed.
+    cvt(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) })?;
+    Ok(())
+}
+
+/// Ends this process with signal `sig`, as its child did (default disposition, then `kill`).
+/// Returns only if the signal did not terminate it (e.g. `SIGCHLD`).
+pub fn die_by_signal(sig: libc::c_int) {
+    // SAFETY: resetting a signal's disposition to the default; no handler memory is involved.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+    // SAFETY: kill(2) of this very process with a signal number taken from a wait status.
+    unsafe { libc::kill(std::process::id() as libc::pid_t, sig) };
+}
+
 /// Real uid of this process.
 pub fn getuid() -> u32 {
     // SAFETY: getuid cannot fail and has no arguments.
@@ -510,6 +614,13 @@ pub mod child {
     pub fn unshare_user() -> io::Result<()> {
         // SAFETY: plain syscall with a constant flag.
         cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER) })?;
+        Ok(())
+    }
+
+    /// Clears close-on-exec on `fd`, so it reaches the program this process execs next.
+    pub fn clear_cloexec(fd: i32) -> io::Result<()> {
+        // SAFETY: F_SETFD with integer arguments; no memory is passed.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) })?;
         Ok(())
     }
 
