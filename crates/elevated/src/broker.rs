@@ -2,10 +2,13 @@
 //!
 //! Listens on a unix socket (its own, or one passed by systemd socket activation), authenticates
 //! each caller with `SO_PEERCRED`, receives the caller's stdin/stdout/stderr with `SCM_RIGHTS`,
-//! re-validates the request ([`crate::validate`]), applies ACL grants ([`crate::grants`]), then
-//! forks a child that joins a fresh cgroup, drops to the sandbox account (setgroups, setresgid,
-//! setresuid, then verifies all three and that root cannot be regained), sets no_new_privs and
-//! rlimits, marks every descriptor above 2 close-on-exec and execs the command.
+//! re-validates the request ([`crate::validate`]), checks the nftables table for offline runs,
+//! applies ACL grants ([`crate::grants`]), builds the Landlock ruleset, then starts the run's own
+//! process ([`crate::runner`]) in a fresh cgroup: a forked child that only calls `setsid`, joins
+//! the cgroup and execs this executable with a hidden entry point. That process drops to the
+//! sandbox account (verified), confines itself and the command, and supervises the command's
+//! `connect()` calls. The broker waits for its "ok" before it reports any layer, and kills the
+//! whole cgroup when the run ends.
 
 use crate::cgroup::RunCgroup;
 use crate::grants::{self, GrantAction, GrantKey, GrantParams, GrantRecord};
@@ -757,9 +760,16 @@ fn run(
         (&chan).write_all(&spec_bytes)?;
         chan.shutdown(std::net::Shutdown::Write)?;
         chan.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut s = String::new();
-        (&chan).take(64 * 1024).read_to_string(&mut s)?;
-        Ok(s)
+        // "ok\n", or the reason the command could not start (then end of stream).
+        let mut s = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.len() < 64 * 1024 && (&chan).read(&mut byte)? == 1 {
+            if byte[0] == b'\n' {
+                break;
+            }
+            s.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&s).into_owned())
     })();
     match status {
         Ok(s) if s == crate::runner::READY => {}
@@ -773,7 +783,6 @@ fn run(
             }));
         }
     }
-    drop(chan);
     if has_landlock {
         enforced.push(layer(
             "landlock",
@@ -870,7 +879,20 @@ fn run(
     let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
     drop(cg);
     let duration_ms = start.elapsed().as_millis() as u64;
-    let _ = protocol::write_frame(&mut &*stream, &Reply::Exited { exit, duration_ms });
+    // The supervisor wrote one line per refused connect() (see `runner`); it has exited, so the
+    // stream ends.
+    let _ = chan.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut rest = String::new();
+    let _ = (&chan).take(1 << 20).read_to_string(&mut rest);
+    let denials = crate::runner::parse_denials(&rest);
+    let _ = protocol::write_frame(
+        &mut &*stream,
+        &Reply::Exited {
+            exit,
+            duration_ms,
+            denials,
+        },
+    );
     Ok(())
 }
 

@@ -156,7 +156,11 @@ impl ElevatedBackend {
                         .collect();
                     warnings = w;
                 }
-                Some(Reply::Exited { exit, duration_ms }) => {
+                Some(Reply::Exited {
+                    exit,
+                    duration_ms,
+                    denials,
+                }) => {
                     let _ = start;
                     return Ok(RunOutcome {
                         tier: TIER.into(),
@@ -168,7 +172,13 @@ impl ElevatedBackend {
                         duration: Duration::from_millis(duration_ms),
                         enforced,
                         warnings,
-                        denials: Vec::new(),
+                        denials: denials
+                            .into_iter()
+                            .map(|d| stockade_policy::backend::Denial {
+                                kind: d.kind,
+                                target: d.target,
+                            })
+                            .collect(),
                     });
                 }
                 Some(Reply::Refused { reason }) => return Err(ClientError::Refused(reason)),

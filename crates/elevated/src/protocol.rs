@@ -73,6 +73,15 @@ pub struct WireLayer {
     pub detail: String,
 }
 
+/// A refused action the broker observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDenial {
+    /// What kind of action (`connect`).
+    pub kind: String,
+    /// Its target (a socket path).
+    pub target: String,
+}
+
 /// Broker to client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -103,6 +112,9 @@ pub enum Reply {
         exit: WireExit,
         /// Milliseconds from start to exit.
         duration_ms: u64,
+        /// What the sandbox refused and the broker observed (refused `connect()`s).
+        #[serde(default)]
+        denials: Vec<WireDenial>,
     },
     /// The request would give the caller access it does not have, or is malformed.
     Refused {
@@ -206,6 +218,10 @@ mod tests {
             &Reply::Exited {
                 exit: WireExit::Signal(9),
                 duration_ms: 3,
+                denials: vec![WireDenial {
+                    kind: "connect".into(),
+                    target: "/run/docker.sock".into(),
+                }],
             },
         )
         .unwrap();
@@ -217,7 +233,11 @@ mod tests {
             b,
             Reply::Exited {
                 exit: WireExit::Signal(9),
-                duration_ms: 3
+                duration_ms: 3,
+                denials: vec![WireDenial {
+                    kind: "connect".into(),
+                    target: "/run/docker.sock".into(),
+                }],
             }
         );
         assert!(read_frame::<Reply, _>(&mut r).unwrap().is_none());

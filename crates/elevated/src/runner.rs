@@ -86,6 +86,17 @@ pub struct ChildSpec {
     pub allowed_sockets: Vec<PathBuf>,
 }
 
+/// Parses the supervisor's denial lines (`kind\ttarget`). Pure.
+pub fn parse_denials(s: &str) -> Vec<crate::protocol::WireDenial> {
+    s.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, t)| crate::protocol::WireDenial {
+            kind: k.into(),
+            target: t.into(),
+        })
+        .collect()
+}
+
 /// Runs the hidden entry point when `argv[1]` selects it (never returns then); otherwise returns
 /// at once. Call first thing in `main` of every binary that can serve as the broker.
 pub fn main_if_child() {
@@ -121,12 +132,13 @@ fn child_main(args: &[OsString]) -> i32 {
     };
     match start(&mut chan, ruleset) {
         Ok(sup) => {
-            if chan.write_all(READY.as_bytes()).is_err() {
+            if chan.write_all(format!("{READY}\n").as_bytes()).is_err() {
                 // The broker is gone: nobody would kill the run at its end.
                 return SETUP_FAILED;
             }
-            drop(chan);
-            sup.run()
+            // Denials go to the broker without ever blocking the gate (dropped when full).
+            let _ = chan.set_nonblocking(true);
+            sup.run(&chan)
         }
         Err(msg) => {
             let _ = chan.write_all(msg.as_bytes());
@@ -302,7 +314,7 @@ fn command_setup(
 
 impl Supervisor {
     /// Answers `connect()` notifications until the command exits, then exits the same way.
-    fn run(mut self) -> i32 {
+    fn run(mut self, report: &UnixStream) -> i32 {
         let pidfd = match sys::pidfd_open(self.child.id() as libc::pid_t) {
             Ok(p) => p,
             Err(_) => {
@@ -317,8 +329,9 @@ impl Supervisor {
                 continue;
             };
             if ev[1] & libc::POLLIN != 0 {
-                if let Some(g) = &self.gate {
-                    let _ = g.handle_one();
+                if let Some(d) = self.gate.as_ref().and_then(Gate::handle_one) {
+                    let line = format!("connect\t{}\n", d.target.replace('\n', " "));
+                    let _ = (&mut &*report).write(line.as_bytes());
                 }
             } else if ev[1] & (libc::POLLHUP | libc::POLLERR) != 0 {
                 // Nothing uses the filter any more.
@@ -341,5 +354,19 @@ impl Supervisor {
                 return SETUP_FAILED;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_lines() {
+        let d = parse_denials("connect\t/run/docker.sock\nconnect\t/x (-> /y)\ngarbage\n");
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].kind, "connect");
+        assert_eq!(d[0].target, "/run/docker.sock");
+        assert_eq!(d[1].target, "/x (-> /y)");
     }
 }

@@ -498,9 +498,10 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Pre-exec (post-fork) operations. These run in the forked child of the broker: they only make
-/// raw syscalls on data prepared before the fork, never allocate, and report errors as `io::Error`
-/// built from `errno` (which does not allocate).
+/// Process-setup operations, usable between fork and exec (the broker's forked child and the
+/// run's process, [`crate::runner`]): each makes one raw syscall on data prepared beforehand,
+/// never allocates, and reports errors as `io::Error` built from `errno` (which does not
+/// allocate).
 pub mod child {
     use super::cvt;
     use std::io;

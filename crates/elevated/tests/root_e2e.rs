@@ -1207,6 +1207,21 @@ fn check_gate_and_seccomp(u: &TestUser, sock: &Path, args: &[&str], ws: &Path) {
         "the workspace listener (control) was not reached twice"
     );
     assert!(r.stderr.contains("enforced connect-gate"), "{}", r.stderr);
+    // The refusal is reported as a denial; the allowed connects are not.
+    let denied: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("stockade: denied"))
+        .collect();
+    assert_eq!(
+        denied,
+        vec![format!(
+            "stockade: denied connect {}",
+            outside.path.display()
+        )],
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("enforced seccomp:"), "{}", r.stderr);
 
     // seccomp: user namespaces and the keyring refused inside; control: the same user can create

@@ -238,6 +238,9 @@ fn real_main(mut args: Vec<String>) -> Result<ExitCode, String> {
             for w in &out.warnings {
                 eprintln!("stockade: warning: {w}");
             }
+            for d in &out.denials {
+                eprintln!("stockade: denied {} {}", d.kind, d.target);
+            }
             Ok(ExitCode::from(out.exit.shell_code().clamp(0, 255) as u8))
         }
         _ => Err(
