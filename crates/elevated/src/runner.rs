@@ -121,6 +121,10 @@ fn child_main(args: &[OsString]) -> i32 {
         eprintln!("stockade: {ARG}: descriptors from the broker are missing");
         return SETUP_FAILED;
     }
+    if let Err(e) = sys::close_fds_except(&[chan, ll]) {
+        eprintln!("stockade: {ARG}: closing inherited descriptors: {e}");
+        return SETUP_FAILED;
+    }
     // SAFETY: the broker left `chan` open for this process (checked open above) and nothing
     // else in this freshly exec'd process owns it.
     let mut chan = UnixStream::from(unsafe { OwnedFd::from_raw_fd(chan) });

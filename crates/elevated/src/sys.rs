@@ -442,6 +442,28 @@ pub fn netlink_roundtrip(protocol: libc::c_int, req: &[u8], buf: &mut [u8]) -> i
     Ok(n as usize)
 }
 
+/// Closes every descriptor >= 3 except those in `keep` (anything the broker inherited without
+/// close-on-exec, such as a socket-activation listener, must not reach the sandbox).
+pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd >= 3)
+        .map(|&fd| fd as u32)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > from {
+            // SAFETY: close_range with integer arguments; the kept descriptors lie outside
+            // [from, k - 1] and nothing in this process uses the others.
+            cvt(unsafe { libc::close_range(from, k - 1, 0) })?;
+        }
+        from = k.saturating_add(1);
+    }
+    Ok(())
+}
+
 /// Whether `fd` is an open descriptor of this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD on an integer; no memory is passed.
