@@ -237,7 +237,12 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
             drop(cmd_end);
             let mut detail = String::new();
             let _ = sup_end.set_nonblocking(true);
-            let _ = (&sup_end).take(4096).read_to_string(&mut detail);
+            let mut raw = Vec::new();
+            let _ = (&sup_end).take(4096).read_to_end(&mut raw);
+            // Only the text `command_setup` wrote on failure; the marker byte that carried the
+            // listener (when setup succeeded and exec failed) is not a reason.
+            raw.retain(|&b| b != 0);
+            detail.push_str(String::from_utf8_lossy(&raw).trim());
             let why = if detail.is_empty() {
                 e.to_string()
             } else {

@@ -622,6 +622,28 @@ fn elevated_end_to_end_as_root() {
 
     // --- connect gate and seccomp ----------------------------------------------------------------
     check_gate_and_seccomp(&u, &sock, &args, &ws);
+    // A program that cannot be executed: the run's process reports why, nothing is claimed.
+    let nf = Command::new(BIN)
+        .args(["run", "--socket", &sock.to_string_lossy()])
+        .args(args)
+        .args(["--cwd", wsr.as_str(), "--", "/nonexistent-stkt"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .uid(u.uid)
+        .gid(u.gid)
+        .output()
+        .expect("run client");
+    let err = String::from_utf8_lossy(&nf.stderr);
+    assert_eq!(nf.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("cannot start \"/nonexistent-stkt\"") && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(!err.contains("enforced"), "{err}");
+    // Signals pass through the supervisor: the command's own SIGTERM is the run's exit.
+    let r = run_as(&u, &sock, &args, &ws, "kill -TERM $$");
+    assert_eq!(r.code, 128 + libc::SIGTERM, "{} {}", r.stdout, r.stderr);
 
     // --- process tree: per-run cgroup kill, isolation between runs, timeout, disconnect -------
     let long = spawn_as(
