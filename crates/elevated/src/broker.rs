@@ -15,14 +15,13 @@ use crate::grants::{self, GrantAction, GrantKey, GrantParams, GrantRecord};
 use crate::protocol::{self, Reply, RunRequest, WireExit, WireLayer};
 use crate::record::{InstallRecord, Role};
 use crate::setup::SetupOptions;
-use crate::sys::{self, child};
+use crate::sys;
 use crate::validate::{self, Refusal, ValidatedRoot};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockade_policy::NetworkMode;
@@ -713,43 +712,65 @@ fn run(
     // The run's process is this very executable (`/proc/self/exe` names it in the forked child
     // too, even if the file was replaced since), started fresh with the hidden entry point: a
     // forked child of this multithreaded broker may only make raw syscalls before exec.
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(crate::runner::ARG)
-        .arg(chan_fd.to_string())
-        .arg(ll_fd.to_string())
-        .env_clear()
-        .stdin(Stdio::from(fd0))
-        .stdout(Stdio::from(fd1))
-        .stderr(Stdio::from(fd2));
-    // SAFETY: the closure runs in the forked child before exec. It only performs raw syscalls on
-    // integers computed before the fork and does not allocate or take locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            child::setsid()?;
-            if procs_fd >= 0 {
-                child::join_cgroup(procs_fd)?;
-            }
-            child::clear_cloexec(chan_fd)?;
-            if ll_fd >= 0 {
-                child::clear_cloexec(ll_fd)?;
-            }
-            Ok(())
+    let exe = c"/proc/self/exe";
+    let c = |v: String| {
+        std::ffi::CString::new(v).map_err(|_| Fail::Failed("NUL in an argument".into()))
+    };
+    let run_arg = c(crate::runner::ARG.to_string())?;
+    let chan_arg = c(chan_fd.to_string())?;
+    let ll_arg = c(ll_fd.to_string())?;
+    let argv = [
+        exe.as_ptr(),
+        run_arg.as_ptr(),
+        chan_arg.as_ptr(),
+        ll_arg.as_ptr(),
+        std::ptr::null(),
+    ];
+    let envp = [std::ptr::null()];
+    // The caller's stdio becomes 0, 1, 2 of the run's process; copies numbered 3 or above, so
+    // that no dup2 onto 0..2 overwrites another of them.
+    let mut stdio_fds = Vec::with_capacity(3);
+    for fd in [fd0, fd1, fd2] {
+        stdio_fds.push(if fd.as_raw_fd() < 3 {
+            sys::dup_above_stdio(fd.as_fd()).map_err(|e| Fail::Failed(format!("dup: {e}")))?
+        } else {
+            fd
         });
     }
+    let cg_dir = match &cg {
+        Some(c) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(c.path())
+            .ok(),
+        None => None,
+    };
     let start = Instant::now();
-    let mut childp = cmd
-        .spawn()
-        .map_err(|e| Fail::Failed(format!("cannot start the run's process: {e}")))?;
-    drop(cmd);
+    let childp = sys::spawn_raw(&sys::RawSpawn {
+        path: exe,
+        argv: &argv,
+        envp: &envp,
+        stdio: [
+            stdio_fds[0].as_raw_fd(),
+            stdio_fds[1].as_raw_fd(),
+            stdio_fds[2].as_raw_fd(),
+        ],
+        keep: [chan_fd, ll_fd],
+        cgroup_dir: cg_dir.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        cgroup_procs: procs_fd,
+    })
+    .map_err(|e| Fail::Failed(format!("cannot start the run's process: {e}")))?;
+    drop(stdio_fds);
+    drop(cg_dir);
     drop(procs);
     drop(child_chan);
     drop(ruleset_fd);
-    let pid = childp.id() as i32;
-    let kill_tree = |c: &mut std::process::Child| {
+    let pid = childp.pid;
+    let kill_tree = |c: &sys::RawChild| {
         if let Some(cg) = &cg {
             let _ = cg.kill_all(Duration::from_secs(5));
         }
-        let _ = c.kill();
+        c.kill();
         // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
         let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
     };
@@ -774,7 +795,7 @@ fn run(
     match status {
         Ok(s) if s == crate::runner::READY => {}
         other => {
-            kill_tree(&mut childp);
+            kill_tree(&childp);
             let _ = childp.wait();
             return Err(Fail::Failed(match other {
                 Ok(s) if !s.is_empty() => s,
@@ -837,7 +858,6 @@ fn run(
         },
     );
 
-    let pidfd = sys::pidfd_open(pid).map_err(|e| Fail::Failed(format!("pidfd_open: {e}")))?;
     let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
     let exit = loop {
         let timeout_ms = match deadline {
@@ -847,13 +867,13 @@ fn run(
                 .min(i32::MAX as u128) as i32,
             None => -1,
         };
-        let ready = sys::poll_read(&[pidfd.as_fd(), stream.as_fd()], timeout_ms)
+        let ready = sys::poll_read(&[childp.pidfd.as_fd(), stream.as_fd()], timeout_ms)
             .map_err(|e| Fail::Failed(format!("poll: {e}")))?;
         if ready[0] {
             let st = childp
                 .wait()
                 .map_err(|e| Fail::Failed(format!("wait: {e}")))?;
-            break match (st.code(), st.signal()) {
+            break match st {
                 (Some(c), _) => WireExit::Code(c),
                 (None, Some(s)) => WireExit::Signal(s),
                 _ => WireExit::Code(-1),
@@ -861,12 +881,12 @@ fn run(
         }
         if ready[1] {
             // The client sends nothing after the request: readable means it went away.
-            kill_tree(&mut childp);
+            kill_tree(&childp);
             let _ = childp.wait();
             return Ok(());
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            kill_tree(&mut childp);
+            kill_tree(&childp);
             let _ = childp.wait();
             break WireExit::TimedOut;
         }
