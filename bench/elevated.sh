@@ -9,6 +9,7 @@
 #   stockade run --tier elevated   --workspace WS -- /bin/true   (offline: the nft check runs)
 #   stockade run --tier elevated   --network on ... -- /bin/true (no nft check)
 #   stockade run --tier unelevated --workspace WS -- /bin/true
+# back to back, then the offline and unelevated runs again 0.3 s apart (`--prepare 'sleep 0.3'`).
 # Then it stops the broker, uninstalls and removes the user, even on failure.
 # Needs: hyperfine, nft, useradd, setpriv; no existing installation (/var/lib/stockade).
 set -eu
@@ -50,3 +51,8 @@ as_user hyperfine -N --warmup 20 --runs "$RUNS" \
     -n elevated-offline "$S run --tier elevated --workspace $WS -- /bin/true" \
     -n elevated-online "$S run --tier elevated --network on --workspace $WS -- /bin/true" \
     -n unelevated "$S run --tier unelevated --workspace $WS -- /bin/true"
+# Spaced runs (0.3 s apart, as an agent issues commands): kernel paths that are fast only when
+# warm (e.g. moving a process into a cgroup waits for an RCU grace period) show up here.
+as_user hyperfine -N --prepare "sleep 0.3" --runs 30 \
+    -n spaced-elevated-offline "$S run --tier elevated --workspace $WS -- /bin/true" \
+    -n spaced-unelevated "$S run --tier unelevated --workspace $WS -- /bin/true"
