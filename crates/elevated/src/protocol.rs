@@ -99,7 +99,8 @@ pub enum Reply {
         account: String,
         /// Its uid.
         uid: u32,
-        /// Pid of the command (in the broker's pid namespace).
+        /// Pid of the run's process (the command's parent and connect supervisor), in the
+        /// broker's pid namespace.
         pid: i32,
         /// Protections applied.
         enforced: Vec<WireLayer>,
