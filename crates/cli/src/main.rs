@@ -227,6 +227,9 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
 }
 
 fn main() -> ExitCode {
+    // The elevated tier's broker starts each run as this executable with a hidden first argument.
+    #[cfg(target_os = "linux")]
+    stockade_elevated::runner::main_if_child();
     // The Windows elevated tier starts this binary as its runner under the sandbox account.
     #[cfg(windows)]
     if let Some(code) = stockade_windows::maybe_run_as_runner() {

@@ -2,24 +2,26 @@
 //!
 //! Listens on a unix socket (its own, or one passed by systemd socket activation), authenticates
 //! each caller with `SO_PEERCRED`, receives the caller's stdin/stdout/stderr with `SCM_RIGHTS`,
-//! re-validates the request ([`crate::validate`]), applies ACL grants ([`crate::grants`]), then
-//! forks a child that joins a fresh cgroup, drops to the sandbox account (setgroups, setresgid,
-//! setresuid, then verifies all three and that root cannot be regained), sets no_new_privs and
-//! rlimits, marks every descriptor above 2 close-on-exec and execs the command.
+//! re-validates the request ([`crate::validate`]), checks the nftables table for offline runs,
+//! applies ACL grants ([`crate::grants`]), builds the Landlock ruleset, then starts the run's own
+//! process ([`crate::runner`]) in a fresh cgroup: a forked child that only calls `setsid`, joins
+//! the cgroup and execs this executable with a hidden entry point. That process drops to the
+//! sandbox account (verified), confines itself and the command, and supervises the command's
+//! `connect()` calls. The broker waits for its "ok" before it reports any layer, and kills the
+//! whole cgroup when the run ends.
 
 use crate::cgroup::RunCgroup;
 use crate::grants::{self, GrantAction, GrantKey, GrantParams, GrantRecord};
 use crate::protocol::{self, Reply, RunRequest, WireExit, WireLayer};
 use crate::record::{InstallRecord, Role};
 use crate::setup::SetupOptions;
-use crate::sys::{self, child};
+use crate::sys;
 use crate::validate::{self, Refusal, ValidatedRoot};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockade_policy::NetworkMode;
@@ -65,6 +67,51 @@ pub const MAX_CONNECTIONS: usize = 256;
 struct Ctx {
     opts: BrokerOptions,
     grants_lock: Mutex<()>,
+    /// The nftables ruleset generation at which the full table was last listed and found equal
+    /// to this listing (see [`Ctx::nft_verified`]).
+    nft_verified: Mutex<Option<(u32, String)>>,
+}
+
+impl Ctx {
+    /// Whether table `inet <table>` holds exactly the rules `want`. Fail closed and cheap: the
+    /// full listing (`nft list table`, ≈ 6 ms) is compared only when the ruleset generation
+    /// (`NFT_MSG_GETGEN`, one netlink round trip) differs from the one recorded at the last
+    /// successful comparison; every committed nftables change bumps it. Any error means "not
+    /// verified" or a full listing, never a pass.
+    fn nft_table_ok(&self, table: &str, want: &str) -> Result<NftCheck, String> {
+        let gen_before = crate::nft::ruleset_generation().ok();
+        if let (Some(g), Ok(cache)) = (gen_before, self.nft_verified.lock()) {
+            if cache
+                .as_ref()
+                .is_some_and(|(cg, cw)| *cg == g && cw == want)
+            {
+                return Ok(NftCheck::Same { cached: true });
+            }
+        }
+        match crate::nft::list_table(table) {
+            Ok(Some(l)) if crate::record::same_listing(&l, want) => {
+                // Cache only when nothing was committed while listing.
+                let gen_after = crate::nft::ruleset_generation().ok();
+                if let (Some(a), Some(b)) = (gen_before, gen_after) {
+                    if a == b {
+                        if let Ok(mut c) = self.nft_verified.lock() {
+                            *c = Some((a, want.to_string()));
+                        }
+                    }
+                }
+                Ok(NftCheck::Same { cached: false })
+            }
+            Ok(Some(_)) => Ok(NftCheck::Differs),
+            Ok(None) => Ok(NftCheck::Missing),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+enum NftCheck {
+    Same { cached: bool },
+    Differs,
+    Missing,
 }
 
 /// Binds (or takes over) the listening socket.
@@ -127,6 +174,7 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
     let ctx = Arc::new(Ctx {
         opts,
         grants_lock: Mutex::new(()),
+        nft_verified: Mutex::new(None),
     });
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
@@ -480,7 +528,7 @@ fn run(
     // The start directory is entered by path *after* the switch to the sandbox account, so the
     // account's own permissions on every component decide (a descriptor opened by root would
     // let the command start inside a tree neither it nor the caller can traverse).
-    let cwd_c = sys::cstr(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
+    sys::cstr(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
     let role = match req.network {
         NetworkMode::Off => Role::Offline,
         NetworkMode::On => Role::Online,
@@ -515,19 +563,28 @@ fn run(
             .as_ref()
             .map(|n| (n.table.clone(), n.listing.clone()))
             .unwrap_or_default();
-        match crate::nft::list_table(&table) {
-            Ok(Some(l)) if crate::record::same_listing(&l, &want) => enforced.push(layer(
+        match ctx.nft_table_ok(&table, &want) {
+            Ok(NftCheck::Same { cached }) => enforced.push(layer(
                 "network-nftables",
-                format!("table inet {table}: offline uid {} cut off (rules verified)", account.uid),
+                format!(
+                    "table inet {table}: offline uid {} cut off (rules verified{})",
+                    account.uid,
+                    if cached { "; ruleset generation unchanged since" } else { "" }
+                ),
             )),
-            Ok(Some(_)) => {
+            Ok(NftCheck::Differs) => {
                 return Err(Fail::Failed(format!(
                     "nftables table inet {table} differs from the installed rules: refusing an offline run; `stockade setup --check` shows the difference, `sudo stockade setup` repairs it"
                 )))
             }
-            _ => {
+            Ok(NftCheck::Missing) => {
                 return Err(Fail::Failed(format!(
                     "nftables table inet {table} is missing: refusing an offline run; run `sudo stockade setup` to repair"
+                )))
+            }
+            Err(e) => {
+                return Err(Fail::Failed(format!(
+                    "nftables table inet {table} could not be checked ({e}): refusing an offline run"
                 )))
             }
         }
@@ -562,23 +619,18 @@ fn run(
     let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
     let ruleset = crate::landlock_layer::prepare(&root_fds, &[run_tmp.0.as_path()])
         .map_err(|e| Fail::Failed(e.to_string()))?;
-    if abi > 0 {
-        enforced.push(layer(
-            "landlock",
-            format!("ABI {abi}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped"),
-        ));
-    } else {
+    if abi == 0 {
         warnings.push("the kernel has no Landlock: writes are limited by the sandbox account's permissions only".into());
     }
-    let mut landlock_slot = Some(ruleset);
-    #[cfg(target_arch = "x86_64")]
-    let setid_prog = crate::setid_filter::program();
-    #[cfg(target_arch = "x86_64")]
-    enforced.push(layer(
-        "seccomp-setid",
-        "set-user-ID/set-group-ID mode bits refused (chmod/open/mkdir/mknod families); openat2 and io_uring unavailable".into(),
-    ));
+    // The ruleset travels to the run's process as a descriptor: it was built here from the
+    // validated root descriptors, so a symlink swapped in afterwards cannot redirect a rule.
+    let ruleset_fd: Option<OwnedFd> = ruleset.into();
     let has_landlock = abi > 0;
+    if has_landlock && ruleset_fd.is_none() {
+        return Err(Fail::Failed(
+            "the kernel supports Landlock but no ruleset could be created: refusing to run".into(),
+        ));
+    }
 
     let cg = match RunCgroup::create(&rec.prefix) {
         Ok(c) => {
@@ -604,8 +656,6 @@ fn run(
     let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
     let limits = rlimits(&req.limits);
     let nlimits = limits.len();
-    // Supplementary groups: exactly the sandbox group and this caller's grant group.
-    let (uid, groups) = (account.uid, [gid, grant_gid]);
 
     let mut it = fds.into_iter();
     let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
@@ -620,73 +670,159 @@ fn run(
         && !rec.net.allow_local_binding;
     let ns_plan = crate::ns::NsPlan::new(&root_paths, &req.protected, private_net);
     let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
-    let mut cmd = Command::new(&req.program);
-    cmd.args(&req.args)
-        .env_clear()
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .envs(["TMPDIR", "TMP", "TEMP"].map(|k| (k, run_tmp.0.as_os_str())))
-        // The repositories belong to the caller, not the sandbox account: without this git
-        // refuses to work in them ("dubious ownership"). Their metadata stays read-only anyway.
-        .envs([
+    let uid = account.uid;
+    let mut env = req.env.clone();
+    let tmp = run_tmp.0.to_string_lossy().into_owned();
+    env.retain(|(k, _)| !matches!(k.as_str(), "TMPDIR" | "TMP" | "TEMP"));
+    env.extend(["TMPDIR", "TMP", "TEMP"].map(|k| (k.to_string(), tmp.clone())));
+    // The repositories belong to the caller, not the sandbox account: without this git refuses
+    // to work in them ("dubious ownership"). Their metadata stays read-only anyway.
+    env.extend(
+        [
             ("GIT_CONFIG_COUNT", "1"),
             ("GIT_CONFIG_KEY_0", "safe.directory"),
             ("GIT_CONFIG_VALUE_0", "*"),
-        ])
-        .stdin(Stdio::from(fd0))
-        .stdout(Stdio::from(fd1))
-        .stderr(Stdio::from(fd2));
-    // SAFETY: the closure runs in the forked child before exec. It only performs raw syscalls on
-    // values computed before the fork (descriptors, ids, the rlimit list it owns) and does not
-    // allocate or take locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            child::setsid()?;
-            if procs_fd >= 0 {
-                child::join_cgroup(procs_fd)?;
-            }
-            // As root, before the switch: private mount (and, offline, network) namespace.
-            ns_plan.apply()?;
-            child::setgroups(&groups)?;
-            child::setresgid(gid)?;
-            child::setresuid(uid)?;
-            // Verify the switch: all three ids, the group list, and that root cannot come back.
-            let mut gbuf = [0 as libc::gid_t; 4];
-            let ng = child::getgroups(&mut gbuf)?;
-            if child::getresuid()? != (uid, uid, uid)
-                || child::getresgid()? != (gid, gid, gid)
-                || ng != 2
-                || !((gbuf[0] == gid && gbuf[1] == grant_gid)
-                    || (gbuf[0] == grant_gid && gbuf[1] == gid))
-                || child::can_regain_root()
-            {
-                return Err(io::Error::from_raw_os_error(libc::EPERM));
-            }
-            child::pdeathsig()?;
-            child::chdir(&cwd_c)?;
-            child::no_new_privs()?;
-            for (res, val) in &limits {
-                child::setrlimit(*res, *val)?;
-            }
-            // Landlock (interim, see `landlock_layer`); INTEGRATION POINT for seccomp: once
-            // `stockade_linux::confine::apply_layers` lands on main, it replaces this call.
-            crate::landlock_layer::restrict(&mut landlock_slot, has_landlock)?;
-            #[cfg(target_arch = "x86_64")]
-            crate::setid_filter::install(&setid_prog)?;
-            child::cloexec_from_3()?;
-            Ok(())
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut socket_roots = root_paths.clone();
+    socket_roots.push(run_tmp.0.clone());
+    let spec = crate::runner::ChildSpec {
+        broker_pid: std::process::id() as i32,
+        uid,
+        gid,
+        grant_gid,
+        ns: ns_plan,
+        cwd: req.cwd.clone(),
+        limits: limits.clone(),
+        landlock: has_landlock,
+        setid_filter: cfg!(target_arch = "x86_64"),
+        program: req.program.clone(),
+        args: req.args.clone(),
+        env,
+        socket_roots,
+        allowed_sockets: req.allow_unix_sockets.clone(),
+    };
+    let spec_bytes = serde_json::to_vec(&spec)
+        .map_err(|e| Fail::Failed(format!("encoding the run specification: {e}")))?;
+    let (chan, child_chan) = UnixStream::pair()
+        .map_err(|e| Fail::Failed(format!("socketpair for the run's process: {e}")))?;
+    let chan_fd = child_chan.as_raw_fd();
+    let ll_fd = ruleset_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+    // The run's process is this very executable (`/proc/self/exe` names it in the forked child
+    // too, even if the file was replaced since), started fresh with the hidden entry point: a
+    // forked child of this multithreaded broker may only make raw syscalls before exec.
+    let exe = c"/proc/self/exe";
+    let c = |v: String| {
+        std::ffi::CString::new(v).map_err(|_| Fail::Failed("NUL in an argument".into()))
+    };
+    let run_arg = c(crate::runner::ARG.to_string())?;
+    let chan_arg = c(chan_fd.to_string())?;
+    let ll_arg = c(ll_fd.to_string())?;
+    let argv = [
+        exe.as_ptr(),
+        run_arg.as_ptr(),
+        chan_arg.as_ptr(),
+        ll_arg.as_ptr(),
+        std::ptr::null(),
+    ];
+    let envp = [std::ptr::null()];
+    // The caller's stdio becomes 0, 1, 2 of the run's process; copies numbered 3 or above, so
+    // that no dup2 onto 0..2 overwrites another of them.
+    let mut stdio_fds = Vec::with_capacity(3);
+    for fd in [fd0, fd1, fd2] {
+        stdio_fds.push(if fd.as_raw_fd() < 3 {
+            sys::dup_above_stdio(fd.as_fd()).map_err(|e| Fail::Failed(format!("dup: {e}")))?
+        } else {
+            fd
         });
     }
+    let cg_dir = match &cg {
+        Some(c) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(c.path())
+            .ok(),
+        None => None,
+    };
     let start = Instant::now();
-    let mut childp = cmd.spawn().map_err(|e| {
-        Fail::Failed(format!(
-            "cannot start {:?} as {} in {}: {e} (the program and the start directory must be reachable by the sandbox account)",
-            req.program,
-            account.name,
-            req.cwd.display()
-        ))
-    })?;
-    drop(cmd);
+    let childp = sys::spawn_raw(&sys::RawSpawn {
+        path: exe,
+        argv: &argv,
+        envp: &envp,
+        stdio: [
+            stdio_fds[0].as_raw_fd(),
+            stdio_fds[1].as_raw_fd(),
+            stdio_fds[2].as_raw_fd(),
+        ],
+        keep: [chan_fd, ll_fd],
+        cgroup_dir: cg_dir.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        cgroup_procs: procs_fd,
+    })
+    .map_err(|e| Fail::Failed(format!("cannot start the run's process: {e}")))?;
+    drop(stdio_fds);
+    drop(cg_dir);
     drop(procs);
+    drop(child_chan);
+    drop(ruleset_fd);
+    let pid = childp.pid;
+    let kill_tree = |c: &sys::RawChild| {
+        if let Some(cg) = &cg {
+            let _ = cg.kill_all(Duration::from_secs(5));
+        }
+        c.kill();
+        // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
+        let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+    };
+    // Hand over the specification, then wait for "ok" (the command is running, every layer is
+    // in place) or the reason it could not start.
+    let status = (|| -> io::Result<String> {
+        use std::io::Write;
+        (&chan).write_all(&spec_bytes)?;
+        chan.shutdown(std::net::Shutdown::Write)?;
+        chan.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // "ok\n", or the reason the command could not start (then end of stream).
+        let mut s = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.len() < 64 * 1024 && (&chan).read(&mut byte)? == 1 {
+            if byte[0] == b'\n' {
+                break;
+            }
+            s.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&s).into_owned())
+    })();
+    match status {
+        Ok(s) if s == crate::runner::READY => {}
+        other => {
+            kill_tree(&childp);
+            let _ = childp.wait();
+            return Err(Fail::Failed(match other {
+                Ok(s) if !s.is_empty() => s,
+                Ok(_) => "the run's process exited before starting the command".into(),
+                Err(e) => format!("the run's process did not report: {e}"),
+            }));
+        }
+    }
+    if has_landlock {
+        enforced.push(layer(
+            "landlock",
+            format!("ABI {abi}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped"),
+        ));
+    }
+    enforced.push(layer(
+        "seccomp",
+        "foreign ABIs killed; namespace, mount, keyring, bpf, perf, userfaultfd, io_uring, module, TIOCSTI/TIOCLINUX calls, datagram unix sockets and exotic socket families refused".into(),
+    ));
+    enforced.push(layer(
+        "connect-gate",
+        "every connect() performed by the run's supervisor: pathname unix sockets only beneath the writable roots, the run's TMPDIR or allow_unix_sockets".into(),
+    ));
+    #[cfg(target_arch = "x86_64")]
+    enforced.push(layer(
+        "seccomp-setid",
+        "set-user-ID/set-group-ID mode bits refused (chmod/open/mkdir/mknod families); openat2 and io_uring unavailable".into(),
+    ));
     enforced.push(layer(
         "sandbox-account",
         format!(
@@ -711,7 +847,6 @@ fn run(
     ));
     enforced.push(layer("env-policy", format!("{} variables", req.env.len())));
     enforced.push(layer("rlimits", format!("{nlimits} limits")));
-    let pid = childp.id() as i32;
     let _ = protocol::write_frame(
         &mut &*stream,
         &Reply::Started {
@@ -723,16 +858,7 @@ fn run(
         },
     );
 
-    let pidfd = sys::pidfd_open(pid).map_err(|e| Fail::Failed(format!("pidfd_open: {e}")))?;
     let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
-    let kill_tree = |c: &mut std::process::Child| {
-        if let Some(cg) = &cg {
-            let _ = cg.kill_all(Duration::from_secs(5));
-        }
-        let _ = c.kill();
-        // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
-        let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
-    };
     let exit = loop {
         let timeout_ms = match deadline {
             Some(d) => d
@@ -741,13 +867,13 @@ fn run(
                 .min(i32::MAX as u128) as i32,
             None => -1,
         };
-        let ready = sys::poll_read(&[pidfd.as_fd(), stream.as_fd()], timeout_ms)
+        let ready = sys::poll_read(&[childp.pidfd.as_fd(), stream.as_fd()], timeout_ms)
             .map_err(|e| Fail::Failed(format!("poll: {e}")))?;
         if ready[0] {
             let st = childp
                 .wait()
                 .map_err(|e| Fail::Failed(format!("wait: {e}")))?;
-            break match (st.code(), st.signal()) {
+            break match st {
                 (Some(c), _) => WireExit::Code(c),
                 (None, Some(s)) => WireExit::Signal(s),
                 _ => WireExit::Code(-1),
@@ -755,12 +881,12 @@ fn run(
         }
         if ready[1] {
             // The client sends nothing after the request: readable means it went away.
-            kill_tree(&mut childp);
+            kill_tree(&childp);
             let _ = childp.wait();
             return Ok(());
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            kill_tree(&mut childp);
+            kill_tree(&childp);
             let _ = childp.wait();
             break WireExit::TimedOut;
         }
@@ -773,7 +899,20 @@ fn run(
     let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
     drop(cg);
     let duration_ms = start.elapsed().as_millis() as u64;
-    let _ = protocol::write_frame(&mut &*stream, &Reply::Exited { exit, duration_ms });
+    // The supervisor wrote one line per refused connect() (see `runner`); it has exited, so the
+    // stream ends.
+    let _ = chan.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut rest = String::new();
+    let _ = (&chan).take(1 << 20).read_to_string(&mut rest);
+    let denials = crate::runner::parse_denials(&rest);
+    let _ = protocol::write_frame(
+        &mut &*stream,
+        &Reply::Exited {
+            exit,
+            duration_ms,
+            denials,
+        },
+    );
     Ok(())
 }
 

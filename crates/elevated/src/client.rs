@@ -96,6 +96,7 @@ pub fn request_from_plan(
         writable_roots: plan.writable_roots.clone(),
         protected: plan.protected.iter().map(|p| p.path.clone()).collect(),
         deny_read: plan.deny_read.iter().map(|p| p.path.clone()).collect(),
+        allow_unix_sockets: plan.allow_unix_sockets.clone(),
         program: utf8("program", &cmd.program)?,
         args: cmd
             .args
@@ -155,7 +156,11 @@ impl ElevatedBackend {
                         .collect();
                     warnings = w;
                 }
-                Some(Reply::Exited { exit, duration_ms }) => {
+                Some(Reply::Exited {
+                    exit,
+                    duration_ms,
+                    denials,
+                }) => {
                     let _ = start;
                     return Ok(RunOutcome {
                         tier: TIER.into(),
@@ -167,7 +172,13 @@ impl ElevatedBackend {
                         duration: Duration::from_millis(duration_ms),
                         enforced,
                         warnings,
-                        denials: Vec::new(),
+                        denials: denials
+                            .into_iter()
+                            .map(|d| stockade_policy::backend::Denial {
+                                kind: d.kind,
+                                target: d.target,
+                            })
+                            .collect(),
                     });
                 }
                 Some(Reply::Refused { reason }) => return Err(ClientError::Refused(reason)),

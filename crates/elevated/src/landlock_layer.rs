@@ -1,18 +1,22 @@
-//! Interim Landlock layer for the broker's child.
+//! The elevated tier's Landlock layer.
 //!
-//! The ruleset is built in the broker *before* the fork, from the descriptors validation opened
-//! (so a symlink swapped in afterwards cannot redirect a rule); the forked child only calls
-//! `landlock_restrict_self`. Rules: read/execute everywhere, every write-type right only beneath
-//! the writable roots and the run's private TMPDIR, plus read/write on a few device files.
-//! Abstract unix sockets and signals are scoped to the run where the kernel supports it (so one
-//! run cannot signal another run of the same sandbox account).
+//! The ruleset is built in the broker, from the descriptors validation opened (so a symlink
+//! swapped in afterwards cannot redirect a rule), and travels to the run's process as a
+//! descriptor; that process only calls `landlock_restrict_self` ([`crate::runner`]). Rules:
+//! read/execute everywhere, every write-type right only beneath the writable roots and the run's
+//! private TMPDIR, plus read/write on a few device files. Abstract unix sockets and signals are
+//! scoped to the run where the kernel supports it (so one run cannot signal another run of the
+//! same sandbox account).
 //!
-//! INTEGRATION POINT: replace with `stockade_linux::confine::apply_layers` (Landlock + seccomp)
-//! once it exists on main; this module exists so the elevated tier is not weaker meanwhile.
+//! Why not `stockade_linux::landlock_layer`: it takes a `Plan` and opens the writable roots by
+//! path in the sandbox itself, and when the plan has a private temp it grants `/tmp`, `/var/tmp`
+//! and `/dev/shm`, which in the unelevated tier are private mounts but here are the host's shared
+//! directories. This tier needs rules on descriptors the broker validated and the run's own
+//! TMPDIR instead.
 
 use landlock::{
     path_beneath_rules, Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
 };
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -77,19 +81,4 @@ pub fn prepare(
         rs = rs.add_rule(PathBeneath::new(*fd, all)).map_err(|x| e(&x))?;
     }
     Ok(rs)
-}
-
-/// Enforces a prepared ruleset on the calling (child) process. Fails closed: an error, or a
-/// ruleset the kernel did not enforce although it supports Landlock, aborts the launch.
-pub fn restrict(slot: &mut Option<RulesetCreated>, kernel_has_landlock: bool) -> io::Result<()> {
-    let Some(rs) = slot.take() else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    match rs.restrict_self() {
-        Ok(st) if st.ruleset == RulesetStatus::NotEnforced && kernel_has_landlock => {
-            Err(io::Error::from_raw_os_error(libc::EPERM))
-        }
-        Ok(_) => Ok(()),
-        Err(_) => Err(io::Error::from_raw_os_error(libc::EPERM)),
-    }
 }

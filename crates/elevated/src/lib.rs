@@ -30,6 +30,7 @@ pub mod nft;
 pub mod ns;
 pub mod protocol;
 pub mod record;
+pub mod runner;
 #[cfg(target_arch = "x86_64")]
 pub mod setid_filter;
 pub mod setup;

@@ -92,6 +92,76 @@ pub fn list_table(table: &str) -> Result<Option<String>, ToolError> {
     }
 }
 
+const NETLINK_NETFILTER: libc::c_int = 12;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+
+/// The `NFT_MSG_GETGEN` request (netlink header + `nfgenmsg`). Pure.
+pub fn getgen_request(seq: u32) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[0..4].copy_from_slice(&20u32.to_ne_bytes());
+    m[4..6].copy_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // pid 0 (kernel assigns), nfgen_family AF_UNSPEC, version NFNETLINK_V0, res_id 0.
+    m
+}
+
+/// Parses the kernel's answer to [`getgen_request`]: `Ok(generation)`, `Err(errno)` for a
+/// netlink error, or `Err(EPROTO)` for anything unexpected. Pure.
+pub fn parse_getgen_reply(buf: &[u8]) -> Result<u32, i32> {
+    let mut off = 0usize;
+    while off + 16 <= buf.len() {
+        let rd32 = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+        let rd16 = |o: usize| u16::from_ne_bytes([buf[o], buf[o + 1]]);
+        let len = rd32(off) as usize;
+        if len < 16 || off + len > buf.len() {
+            break;
+        }
+        let ty = rd16(off + 4);
+        if ty == NLMSG_ERROR && len >= 20 {
+            let err = rd32(off + 16) as i32;
+            return Err(if err < 0 { -err } else { libc::EPROTO });
+        }
+        if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+            // Attributes follow the 16-byte header and the 4-byte nfgenmsg, 4-byte aligned.
+            let mut a = off + 20;
+            while a + 4 <= off + len {
+                let alen = rd16(a) as usize;
+                let aty = rd16(a + 2) & 0x3fff;
+                if alen < 4 || a + alen > off + len {
+                    break;
+                }
+                if aty == NFTA_GEN_ID && alen == 8 {
+                    return Ok(u32::from_be_bytes([
+                        buf[a + 4],
+                        buf[a + 5],
+                        buf[a + 6],
+                        buf[a + 7],
+                    ]));
+                }
+                a += (alen + 3) & !3;
+            }
+            return Err(libc::EPROTO);
+        }
+        off += (len + 3) & !3;
+    }
+    Err(libc::EPROTO)
+}
+
+/// The ruleset generation of this network namespace (`NFT_MSG_GETGEN` over netlink, no `nft`
+/// process). The kernel bumps it on every committed nftables transaction, so an unchanged
+/// generation means an unchanged ruleset. Needs `CAP_NET_ADMIN`.
+pub fn ruleset_generation() -> std::io::Result<u32> {
+    let mut buf = [0u8; 512];
+    let n = crate::sys::netlink_roundtrip(NETLINK_NETFILTER, &getgen_request(1), &mut buf)?;
+    parse_getgen_reply(&buf[..n]).map_err(std::io::Error::from_raw_os_error)
+}
+
 /// Deletes the table if present.
 pub fn delete_table(table: &str) -> Result<bool, ToolError> {
     if list_table(table)?.is_none() {
@@ -104,6 +174,37 @@ pub fn delete_table(table: &str) -> Result<bool, ToolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn getgen_request_and_reply() {
+        let r = getgen_request(7);
+        assert_eq!(u32::from_ne_bytes([r[0], r[1], r[2], r[3]]), 20);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), (10 << 8) | 16);
+        // NEWGEN reply: header, nfgenmsg, NFTA_GEN_ID (be 0x01020304), NFTA_GEN_PROC_PID.
+        let mut m = Vec::new();
+        m.extend_from_slice(&36u32.to_ne_bytes());
+        m.extend_from_slice(&((10u16 << 8) | 15).to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&[0, 0, 0x03, 0x04]);
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&1u16.to_ne_bytes());
+        m.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&2u16.to_ne_bytes());
+        m.extend_from_slice(&99u32.to_be_bytes());
+        assert_eq!(parse_getgen_reply(&m), Ok(0x0102_0304));
+        // A netlink error (EPERM) is reported as such.
+        let mut e = Vec::new();
+        e.extend_from_slice(&36u32.to_ne_bytes());
+        e.extend_from_slice(&2u16.to_ne_bytes());
+        e.extend_from_slice(&[0; 10]);
+        e.extend_from_slice(&(-1i32).to_ne_bytes());
+        e.extend_from_slice(&r[..16]);
+        assert_eq!(parse_getgen_reply(&e), Err(libc::EPERM));
+        // Garbage and truncation are refused.
+        assert_eq!(parse_getgen_reply(&m[..30]), Err(libc::EPROTO));
+        assert_eq!(parse_getgen_reply(&[]), Err(libc::EPROTO));
+    }
 
     #[test]
     fn default_blocks_everything_for_offline_uid() {

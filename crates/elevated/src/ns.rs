@@ -11,8 +11,9 @@
 //! * offline runs get a network namespace with only loopback up, so servers inside work while
 //!   the host's loopback (and everything else) is out of reach — on top of the nftables rules.
 //!
-//! Everything that allocates happens in [`NsPlan::new`], before the fork; [`NsPlan::apply`] runs
-//! in the forked child (`pre_exec`) and makes raw syscalls only.
+//! Everything that inspects the filesystem happens in [`NsPlan::new`], in the broker;
+//! [`NsPlan::apply`] runs in the run's own process ([`crate::runner`]), as root, before it drops
+//! to the sandbox account, and makes raw syscalls only.
 
 use std::ffi::CString;
 use std::io;
@@ -33,7 +34,7 @@ struct MountAttr {
 }
 
 /// One bind of a path onto itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SelfBind {
     /// The path (NUL-terminated for the child).
     pub path: CString,
@@ -43,8 +44,9 @@ pub struct SelfBind {
     pub link: bool,
 }
 
-/// What the child must do, computed before the fork.
-#[derive(Debug, Clone, Default)]
+/// What the child must do, computed in the broker (it travels to the run's process in its
+/// specification).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct NsPlan {
     /// Binds in order: pins (shallowest first), then protected paths.
     pub binds: Vec<SelfBind>,
@@ -109,13 +111,13 @@ impl NsPlan {
         self.binds.is_empty() && !self.private_net
     }
 
-    /// In the forked child, as root: new namespaces, the binds, loopback up. Raw syscalls only.
+    /// In the run's process, as root: new namespaces, the binds, loopback up. Raw syscalls only.
     pub fn apply(&self) -> io::Result<()> {
         let mut flags = libc::CLONE_NEWNS;
         if self.private_net {
             flags |= libc::CLONE_NEWNET;
         }
-        // SAFETY: unshare with constant flags; affects only this (forked, single-threaded) child.
+        // SAFETY: unshare with constant flags; affects only this (single-threaded) run process.
         if unsafe { libc::unshare(flags) } < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -36,6 +36,10 @@ pub struct RunRequest {
     pub protected: Vec<PathBuf>,
     /// Paths the sandbox must not read.
     pub deny_read: Vec<PathBuf>,
+    /// Unix sockets the command may connect to outside the writable roots (each is still
+    /// subject to the sandbox account's permissions).
+    #[serde(default)]
+    pub allow_unix_sockets: Vec<PathBuf>,
     /// Program (looked up in the command's `PATH` if it has no `/`).
     pub program: String,
     /// Arguments.
@@ -69,6 +73,15 @@ pub struct WireLayer {
     pub detail: String,
 }
 
+/// A refused action the broker observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDenial {
+    /// What kind of action (`connect`).
+    pub kind: String,
+    /// Its target (a socket path).
+    pub target: String,
+}
+
 /// Broker to client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -86,7 +99,8 @@ pub enum Reply {
         account: String,
         /// Its uid.
         uid: u32,
-        /// Pid of the command (in the broker's pid namespace).
+        /// Pid of the run's process (the command's parent and connect supervisor), in the
+        /// broker's pid namespace.
         pid: i32,
         /// Protections applied.
         enforced: Vec<WireLayer>,
@@ -99,6 +113,9 @@ pub enum Reply {
         exit: WireExit,
         /// Milliseconds from start to exit.
         duration_ms: u64,
+        /// What the sandbox refused and the broker observed (refused `connect()`s).
+        #[serde(default)]
+        denials: Vec<WireDenial>,
     },
     /// The request would give the caller access it does not have, or is malformed.
     Refused {
@@ -184,6 +201,7 @@ mod tests {
             writable_roots: vec!["/w".into()],
             protected: vec!["/w/.git".into()],
             deny_read: vec![],
+            allow_unix_sockets: vec![],
             program: "sh".into(),
             args: vec!["-c".into(), "true".into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
@@ -201,6 +219,10 @@ mod tests {
             &Reply::Exited {
                 exit: WireExit::Signal(9),
                 duration_ms: 3,
+                denials: vec![WireDenial {
+                    kind: "connect".into(),
+                    target: "/run/docker.sock".into(),
+                }],
             },
         )
         .unwrap();
@@ -212,7 +234,11 @@ mod tests {
             b,
             Reply::Exited {
                 exit: WireExit::Signal(9),
-                duration_ms: 3
+                duration_ms: 3,
+                denials: vec![WireDenial {
+                    kind: "connect".into(),
+                    target: "/run/docker.sock".into(),
+                }],
             }
         );
         assert!(read_frame::<Reply, _>(&mut r).unwrap().is_none());

@@ -11,8 +11,10 @@
 //! struct) and `io_uring_setup` (io_uring ops are not seen by seccomp). x32 syscall numbers and
 //! non-x86_64 ABIs (i386 `int 0x80`) are refused.
 //!
-//! This is not the general seccomp layer (see the integration point in `broker.rs`); it closes
-//! one escape specific to running as a shared, privileged-by-ACL identity.
+//! It is installed in the command on top of the general seccomp layer
+//! ([`stockade_linux::seccomp::install_filter`], see [`crate::runner`]), which refuses set-id
+//! modes on most of these calls too; this filter also covers `mkdir`/`mkdirat` and closes the
+//! escape specific to running as a shared, privileged-by-ACL identity on its own.
 
 /// One BPF instruction.
 pub type Insn = libc::sock_filter;

@@ -382,6 +382,339 @@ pub fn poll_read(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool
     }
 }
 
+/// Polls descriptors (a negative one is ignored) for input; returns each one's `revents`
+/// (`POLLIN`, `POLLHUP`, ...). `timeout_ms < 0` waits forever; EINTR counts as nothing ready.
+pub fn poll_revents(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<libc::c_short>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    match cvt(r) {
+        Ok(_) => Ok(pfds.iter().map(|p| p.revents).collect()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![0; pfds.len()]),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends one netlink request to the kernel over a fresh `NETLINK_<protocol>` socket and reads
+/// one datagram of replies into `buf` (1 s timeout). Returns the number of bytes received.
+pub fn netlink_roundtrip(protocol: libc::c_int, req: &[u8], buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: socket() with integer arguments; the result is checked.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    })?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: SO_RCVTIMEO reads a timeval of the size passed; `tv` lives across the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: `req` is a valid buffer of `req.len()` bytes; an unconnected netlink socket sends
+    // to the kernel (port id 0).
+    let n = cvt(unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) })?;
+    if n as usize != req.len() {
+        return Err(io::Error::other("short netlink send"));
+    }
+    // SAFETY: `buf` is writable for `buf.len()` bytes.
+    let n = cvt_retry(|| unsafe {
+        libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+    })?;
+    Ok(n as usize)
+}
+
+/// Closes every descriptor >= 3 except those in `keep` (anything the broker inherited without
+/// close-on-exec, such as a socket-activation listener, must not reach the sandbox).
+pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd >= 3)
+        .map(|&fd| fd as u32)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > from {
+            // SAFETY: close_range with integer arguments; the kept descriptors lie outside
+            // [from, k - 1] and nothing in this process uses the others.
+            cvt(unsafe { libc::close_range(from, k - 1, 0) })?;
+        }
+        from = k.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7): start the child in the cgroup `clone_args.cgroup` names.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` for `clone3(2)` (version 2, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// What [`spawn_raw`] starts. Everything is prepared before the fork: the child only makes raw
+/// syscalls on these values.
+pub struct RawSpawn<'a> {
+    /// Program to exec.
+    pub path: &'a CStr,
+    /// NULL-terminated argument vector.
+    pub argv: &'a [*const libc::c_char],
+    /// NULL-terminated environment.
+    pub envp: &'a [*const libc::c_char],
+    /// Descriptors that become 0, 1, 2 (each must be >= 3).
+    pub stdio: [RawFd; 3],
+    /// Descriptors that stay open across exec (-1: none).
+    pub keep: [RawFd; 2],
+    /// A cgroup v2 directory to start the child in (`CLONE_INTO_CGROUP`), or -1.
+    pub cgroup_dir: RawFd,
+    /// That cgroup's `cgroup.procs`, written by the child when `CLONE_INTO_CGROUP` is refused,
+    /// or -1.
+    pub cgroup_procs: RawFd,
+}
+
+/// A child started by [`spawn_raw`]; not reaped until [`RawChild::wait`].
+pub struct RawChild {
+    /// Its pid.
+    pub pid: libc::pid_t,
+    /// A pidfd for it.
+    pub pidfd: OwnedFd,
+    /// Whether the kernel placed it in the cgroup at creation (`CLONE_INTO_CGROUP`).
+    pub into_cgroup: bool,
+}
+
+impl RawChild {
+    /// `SIGKILL` (the pid cannot have been reused: it is not reaped yet).
+    pub fn kill(&self) {
+        // SAFETY: kill(2) with integer arguments on our own unreaped child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+    }
+
+    /// Reaps it: `(exit code, terminating signal)`.
+    pub fn wait(&self) -> io::Result<(Option<i32>, Option<i32>)> {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a local int.
+        cvt_retry(|| unsafe { libc::waitpid(self.pid, &mut status, 0) })?;
+        Ok(if libc::WIFEXITED(status) {
+            (Some(libc::WEXITSTATUS(status)), None)
+        } else if libc::WIFSIGNALED(status) {
+            (None, Some(libc::WTERMSIG(status)))
+        } else {
+            (None, None)
+        })
+    }
+}
+
+/// Starts a process from this multithreaded one: `clone3` (fork-like, with a pidfd and, when
+/// possible, directly inside the run's cgroup, which avoids the slow migration of an existing
+/// process), then in the child `setsid`, stdio, close-on-exec cleared on `keep`, default
+/// `SIGPIPE` and an empty signal mask, and `execve`. The child exits with 126 if any step fails.
+pub fn spawn_raw(s: &RawSpawn<'_>) -> io::Result<RawChild> {
+    if s.stdio.iter().any(|&fd| fd < 3)
+        || s.argv.last() != Some(&std::ptr::null())
+        || s.envp.last() != Some(&std::ptr::null())
+    {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let first = if s.cgroup_dir >= 0 {
+        clone_child(s, true)
+    } else {
+        clone_child(s, false)
+    };
+    let second = match first {
+        Err(_) if s.cgroup_dir >= 0 => clone_child(s, false),
+        other => other,
+    };
+    match second {
+        // clone3 filtered (some container seccomp profiles answer ENOSYS): plain fork.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => fork_child(s),
+        other => other,
+    }
+}
+
+fn fork_child(s: &RawSpawn<'_>) -> io::Result<RawChild> {
+    // SAFETY: fork from a multithreaded process; the child only makes raw syscalls before exec
+    // or _exit (other threads' locks may be held in its copy of the address space).
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        let _ = child_exec(s, true);
+        // SAFETY: _exit ends the child without running anything of the parent's.
+        unsafe { libc::_exit(126) };
+    }
+    let child_gone = || {
+        // SAFETY: kill(2) of our own unreaped child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut st = 0;
+        // SAFETY: waitpid writes the status into a local int.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    };
+    match pidfd_open(pid) {
+        Ok(pidfd) => Ok(RawChild {
+            pid,
+            pidfd,
+            into_cgroup: false,
+        }),
+        Err(e) => {
+            child_gone();
+            Err(e)
+        }
+    }
+}
+
+fn clone_child(s: &RawSpawn<'_>, into_cgroup: bool) -> io::Result<RawChild> {
+    let mut pidfd: RawFd = -1;
+    let mut flags = libc::CLONE_PIDFD as u64;
+    if into_cgroup {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let args = CloneArgs {
+        flags,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: if into_cgroup { s.cgroup_dir as u64 } else { 0 },
+        ..Default::default()
+    };
+    // SAFETY: without CLONE_VM and with a zero stack, clone3 behaves like fork: the child gets a
+    // copy of the address space and resumes here, where it only makes raw syscalls before exec
+    // or _exit (other threads' locks may be held in the copy). `args` is a valid clone_args of
+    // the size passed; `pidfd` outlives the call and receives the descriptor.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if ret == 0 {
+        let _ = child_exec(s, !into_cgroup);
+        // SAFETY: _exit ends the child without running anything of the parent's (no atexit
+        // handlers, no destructors).
+        unsafe { libc::_exit(126) };
+    }
+    // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor owned by us in `pidfd`.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(RawChild {
+        pid: ret as libc::pid_t,
+        pidfd,
+        into_cgroup,
+    })
+}
+
+/// In the cloned child: raw syscalls only.
+fn child_exec(s: &RawSpawn<'_>, join_procs: bool) -> io::Result<()> {
+    child::setsid()?;
+    if join_procs && s.cgroup_procs >= 0 {
+        child::join_cgroup(s.cgroup_procs)?;
+    }
+    for (target, &fd) in s.stdio.iter().enumerate() {
+        dup2(fd, target as RawFd)?;
+    }
+    for &fd in s.keep.iter().filter(|&&fd| fd >= 0) {
+        child::clear_cloexec(fd)?;
+    }
+    // SAFETY: restoring the default disposition of SIGPIPE (the Rust runtime ignores it, and an
+    // ignored disposition survives exec).
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `empty` is a valid sigset_t to initialise.
+    cvt(unsafe { libc::sigemptyset(&mut empty) })?;
+    // SAFETY: sets this thread's mask from a valid, initialised set; no old mask requested.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) })?;
+    // SAFETY: `path` is NUL-terminated; `argv` and `envp` are NULL-terminated arrays of pointers
+    // to NUL-terminated strings that the parent keeps alive (the child has its own copy).
+    unsafe { libc::execve(s.path.as_ptr(), s.argv.as_ptr(), s.envp.as_ptr()) };
+    Err(io::Error::last_os_error())
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, 3)`: a copy of `fd` numbered 3 or above.
+pub fn dup_above_stdio(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC with integer arguments; the result is checked.
+    let n = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on an integer; no memory is passed.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+}
+
+/// `dup2(from, to)`.
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    cvt(unsafe { libc::dup2(from, to) })?;
+    Ok(())
+}
+
+/// Parent pid of this process.
+pub fn getppid() -> libc::pid_t {
+    // SAFETY: getppid cannot fail and has no arguments.
+    unsafe { libc::getppid() }
+}
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: processes of the same uid cannot ptrace this one, read its
+/// memory or take its descriptors, and its `/proc` entries belong to root.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// `landlock_restrict_self(ruleset, 0)`: enforces a ruleset built elsewhere (needs
+/// `no_new_privs`).
+pub fn landlock_restrict_self(ruleset: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall with a descriptor and a zero flags word; no memory is passed.
+    cvt(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) })?;
+    Ok(())
+}
+
+/// Ends this process with signal `sig`, as its child did (default disposition, then `kill`).
+/// Returns only if the signal did not terminate it (e.g. `SIGCHLD`).
+pub fn die_by_signal(sig: libc::c_int) {
+    // SAFETY: resetting a signal's disposition to the default; no handler memory is involved.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+    // SAFETY: kill(2) of this very process with a signal number taken from a wait status.
+    unsafe { libc::kill(std::process::id() as libc::pid_t, sig) };
+}
+
 /// Real uid of this process.
 pub fn getuid() -> u32 {
     // SAFETY: getuid cannot fail and has no arguments.
@@ -394,9 +727,10 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Pre-exec (post-fork) operations. These run in the forked child of the broker: they only make
-/// raw syscalls on data prepared before the fork, never allocate, and report errors as `io::Error`
-/// built from `errno` (which does not allocate).
+/// Process-setup operations, usable between fork and exec (the broker's forked child and the
+/// run's process, [`crate::runner`]): each makes one raw syscall on data prepared beforehand,
+/// never allocates, and reports errors as `io::Error` built from `errno` (which does not
+/// allocate).
 pub mod child {
     use super::cvt;
     use std::io;
@@ -510,6 +844,13 @@ pub mod child {
     pub fn unshare_user() -> io::Result<()> {
         // SAFETY: plain syscall with a constant flag.
         cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER) })?;
+        Ok(())
+    }
+
+    /// Clears close-on-exec on `fd`, so it reaches the program this process execs next.
+    pub fn clear_cloexec(fd: i32) -> io::Result<()> {
+        // SAFETY: F_SETFD with integer arguments; no memory is passed.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) })?;
         Ok(())
     }
 

@@ -289,6 +289,7 @@ mod tests {
             writable_roots: vec!["/home/u/ws".into()],
             protected: vec![],
             deny_read: vec![],
+            allow_unix_sockets: vec![],
             program: "true".into(),
             args: vec![],
             env: vec![],

@@ -620,6 +620,31 @@ fn elevated_end_to_end_as_root() {
     let r = run_as(&u, &sock, &args, &ws, "true");
     assert!(r.stderr.contains("already granted"), "{}", r.stderr);
 
+    // --- connect gate and seccomp ----------------------------------------------------------------
+    check_gate_and_seccomp(&u, &sock, &args, &ws);
+    // A program that cannot be executed: the run's process reports why, nothing is claimed.
+    let nf = Command::new(BIN)
+        .args(["run", "--socket", &sock.to_string_lossy()])
+        .args(args)
+        .args(["--cwd", wsr.as_str(), "--", "/nonexistent-stkt"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .uid(u.uid)
+        .gid(u.gid)
+        .output()
+        .expect("run client");
+    let err = String::from_utf8_lossy(&nf.stderr);
+    assert_eq!(nf.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("cannot start \"/nonexistent-stkt\"") && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(!err.contains("enforced"), "{err}");
+    // Signals pass through the supervisor: the command's own SIGTERM is the run's exit.
+    let r = run_as(&u, &sock, &args, &ws, "kill -TERM $$");
+    assert_eq!(r.code, 128 + libc::SIGTERM, "{} {}", r.stdout, r.stderr);
+
     // --- process tree: per-run cgroup kill, isolation between runs, timeout, disconnect -------
     let long = spawn_as(
         &u,
@@ -692,12 +717,26 @@ fn elevated_end_to_end_as_root() {
     std::os::unix::fs::symlink(&o.home, ws.join("link")).unwrap();
     refused(&format!("{wsr}/link"), "symlink to another user's home");
     refused(&format!("{wsr}/../ws"), "dot-dot path");
-    // A sandboxed command cannot ask the broker for another sandbox (e.g. the online account).
+    // A sandboxed command cannot ask the broker for another sandbox (e.g. the online account):
+    // the connect gate keeps the broker's socket (outside the writable roots) out of reach...
     let nested = format!(
         "{BIN} run --socket {} --network on --cwd /tmp -- /bin/true; echo NESTED=$?",
         sock.display()
     );
     let r = run_as(&u, &sock, &args, &ws, &nested);
+    assert!(
+        r.stdout.contains("NESTED=125")
+            && r.stderr.contains("cannot reach the stockade broker")
+            && r.stderr.contains("Permission denied"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    // ...and when a policy allows that socket, the broker itself refuses sandbox accounts.
+    let mut allow_broker: Vec<&str> = args.to_vec();
+    let sock_s = sock.to_string_lossy().into_owned();
+    allow_broker.extend(["--allow-unix-socket", sock_s.as_str()]);
+    let r = run_as(&u, &sock, &allow_broker, &ws, &nested);
     assert!(
         r.stdout.contains("NESTED=125") && r.stderr.contains("sandbox account"),
         "{} {}",
@@ -1090,4 +1129,155 @@ fn elevated_end_to_end_as_root() {
     let _ = (off_uid, on_uid);
     fs::remove_dir_all(&big).unwrap(); // faster than `userdel -r` walking it
     drop(g);
+}
+
+/// A unix socket listener on the host (mode 0777) that counts the connections it accepts.
+struct CountingSocket {
+    path: PathBuf,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CountingSocket {
+    fn new(path: &Path) -> CountingSocket {
+        let _ = fs::remove_file(path);
+        let l = std::os::unix::net::UnixListener::bind(path).expect("bind test socket");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o777)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (Arc::clone(&count), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut conn, _)) => {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        let _ = conn.write_all(b"hello\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        CountingSocket {
+            path: path.to_path_buf(),
+            count,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Through the broker: a world-connectable socket outside the writable roots is out of reach
+/// (the listener sees nothing), one inside the workspace is reachable (positive control), and
+/// the general seccomp layer refuses namespace creation and the kernel keyring while ordinary
+/// calls work.
+fn check_gate_and_seccomp(u: &TestUser, sock: &Path, args: &[&str], ws: &Path) {
+    let out_dir = PathBuf::from("/var/tmp/stkt-sock-outside");
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let outside = CountingSocket::new(&out_dir.join("open.sock"));
+    let inside = CountingSocket::new(&ws.join("inside.sock"));
+    let connect = |p: &Path| {
+        format!(
+            "/usr/bin/python3 -c 'import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print(\"CONNECTED\", s.recv(6).decode().strip())\nexcept OSError as e:\n print(\"REFUSED\", e.errno)' {}",
+            p.display()
+        )
+    };
+    // Control on the host: the sandbox's own account could reach the outside socket by its mode.
+    let script = format!(
+        "{}; {}; cd {} && {}",
+        connect(&outside.path),
+        connect(&inside.path),
+        ws.display(),
+        connect(Path::new("inside.sock"))
+    );
+    let r = run_as(u, sock, args, ws, &script);
+    eprintln!("gate: {} {}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            &format!("REFUSED {}", libc::EACCES)[..],
+            "CONNECTED hello",
+            "CONNECTED hello"
+        ],
+        "{}",
+        r.stderr
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(outside.seen(), 0, "the outside listener was reached");
+    assert_eq!(
+        inside.seen(),
+        2,
+        "the workspace listener (control) was not reached twice"
+    );
+    assert!(r.stderr.contains("enforced connect-gate"), "{}", r.stderr);
+    // The refusal is reported as a denial; the allowed connects are not.
+    let denied: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("stockade: denied"))
+        .collect();
+    assert_eq!(
+        denied,
+        vec![format!(
+            "stockade: denied connect {}",
+            outside.path.display()
+        )],
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("enforced seccomp:"), "{}", r.stderr);
+
+    // seccomp: user namespaces and the keyring refused inside; control: the same user can create
+    // a user namespace on the host (when the host allows it), and getpid works inside.
+    let (host_ok, _) = sh_ok(&format!(
+        "setpriv --reuid {} --regid {} --clear-groups unshare -U true",
+        u.uid, u.gid
+    ));
+    let script = "unshare -U true 2>/dev/null; echo UNSHARE=$?; \
+                  /usr/bin/python3 -c 'import ctypes,os\nlibc=ctypes.CDLL(None, use_errno=True)\nr=libc.syscall(250, 0, 0, 0, 0, 0)\nprint(\"KEYCTL\", r, ctypes.get_errno())\nprint(\"GETPID\", libc.syscall(39) == os.getpid())'";
+    let r = run_as(u, sock, args, ws, script);
+    eprintln!(
+        "seccomp: host unshare -U ok={host_ok}; inside: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("UNSHARE=1") || r.stdout.contains("UNSHARE=2"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains(&format!("KEYCTL -1 {}", libc::EPERM)),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("GETPID True"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    drop(outside);
+    drop(inside);
+    let _ = fs::remove_dir_all(&out_dir);
 }

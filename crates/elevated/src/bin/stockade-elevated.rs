@@ -5,7 +5,7 @@
 //! stockade-elevated uninstall [LAYOUT]
 //! stockade-elevated broker [--socket-activated] [LAYOUT]
 //! stockade-elevated run [--network off|on] [--writable DIR]... [--protect PATH]...
-//!                       [--deny-read PATH]... [--cwd DIR] [--timeout SECS] [--socket PATH] -- CMD ARGS...
+//!                       [--deny-read PATH]... [--allow-unix-socket PATH]... [--cwd DIR] [--timeout SECS] [--socket PATH] -- CMD ARGS...
 //! LAYOUT: [--prefix P] [--state-dir D] [--config-dir D] [--systemd-dir D] [--socket PATH] [--exe PATH]
 //! ```
 
@@ -19,6 +19,8 @@ use stockade_policy::model::LimitsPolicy;
 use stockade_policy::NetworkMode;
 
 fn main() -> ExitCode {
+    // The broker starts each run as this executable with a hidden first argument.
+    stockade_elevated::runner::main_if_child();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match real_main(args) {
         Ok(c) => c,
@@ -187,6 +189,10 @@ fn real_main(mut args: Vec<String>) -> Result<ExitCode, String> {
                 .into_iter()
                 .map(PathBuf::from)
                 .collect();
+            let sockets: Vec<PathBuf> = take_all(&mut args, "--allow-unix-socket")?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect();
             let cwd: PathBuf = match take(&mut args, "--cwd")? {
                 Some(c) => c.into(),
                 None => std::env::current_dir().map_err(|e| e.to_string())?,
@@ -208,6 +214,7 @@ fn real_main(mut args: Vec<String>) -> Result<ExitCode, String> {
                 writable_roots: writable,
                 protected,
                 deny_read: deny,
+                allow_unix_sockets: sockets,
                 program: cmdv.remove(0),
                 args: cmdv,
                 env,
@@ -230,6 +237,9 @@ fn real_main(mut args: Vec<String>) -> Result<ExitCode, String> {
             }
             for w in &out.warnings {
                 eprintln!("stockade: warning: {w}");
+            }
+            for d in &out.denials {
+                eprintln!("stockade: denied {} {}", d.kind, d.target);
             }
             Ok(ExitCode::from(out.exit.shell_code().clamp(0, 255) as u8))
         }

@@ -1,0 +1,381 @@
+//! The run's own process tree: `<broker executable> __elevated-child SPEC_FD LANDLOCK_FD`.
+//!
+//! The broker is multithreaded, so the child it forks may only make raw syscalls before exec.
+//! It therefore does the least it can there (new session, join the run's cgroup, keep two
+//! descriptors open) and execs its own executable (`/proc/self/exe`, so always the same build)
+//! with this hidden entry point. This fresh, single-threaded process, still root:
+//!
+//! 1. reads its [`ChildSpec`] from the broker over a socket;
+//! 2. applies the private mount (and, offline, network) namespace ([`crate::ns`]);
+//! 3. drops to the sandbox account (`setgroups`, `setresgid`, `setresuid`) and **verifies** the
+//!    ids, the group list and that `setuid(0)` fails;
+//! 4. sets `PR_SET_PDEATHSIG`, enters the start directory with the sandbox credentials, sets
+//!    `no_new_privs`, `RLIMIT_CORE=0`, enforces the Landlock ruleset the broker built from the
+//!    validated root descriptors, and makes itself non-dumpable;
+//! 5. forks the command, which installs the full seccomp layer
+//!    ([`stockade_linux::seccomp::install_filter`]: foreign ABIs killed, deny list, every
+//!    `connect()` turned into a notification), passes the notification listener back, installs
+//!    the set-id filter, applies the rlimits, marks every descriptor above 2 close-on-exec and
+//!    execs;
+//! 6. tells the broker "ok" (or why it failed), then stays as the run's **supervisor**: it
+//!    performs every `connect()` of the command tree ([`stockade_linux::sockets::Gate`]) and, when
+//!    the command exits, exits the same way.
+//!
+//! The supervisor is the command's parent: its process-memory reads and descriptor takes
+//! (`process_vm_readv`, `pidfd_getfd`) are checks on a descendant of the same uid, allowed even
+//! under Yama's `ptrace_scope=1`; it is non-dumpable, so the command (same uid) cannot ptrace it,
+//! read its memory or take its descriptors. It shares the command's Landlock domain and uid, so a
+//! connect it performs reaches nothing the command could not reach by itself without the gate.
+//! Killing it (same uid, same Landlock domain) ends the run: the broker then kills the cgroup, and
+//! a `connect()` without a supervisor fails.
+
+use crate::ns::NsPlan;
+use crate::sys::{self, child};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::Command;
+use stockade_linux::sockets::{Gate, SocketPolicy};
+
+/// The hidden first argument that selects this entry point.
+pub const ARG: &str = "__elevated-child";
+
+/// The status line the run's process sends the broker once the command has been started.
+pub const READY: &str = "ok";
+
+/// Largest specification accepted (it carries the environment).
+const MAX_SPEC: u64 = 8 << 20;
+
+/// Exit status when the run's process could not start the command.
+const SETUP_FAILED: i32 = 125;
+
+/// Everything the run's process needs, decided and validated by the broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSpec {
+    /// The broker's pid: the run's process stops if it has already been orphaned.
+    pub broker_pid: i32,
+    /// Sandbox account uid.
+    pub uid: u32,
+    /// Sandbox group.
+    pub gid: u32,
+    /// The caller's grant group (the only other supplementary group).
+    pub grant_gid: u32,
+    /// Private namespaces to create as root.
+    pub ns: NsPlan,
+    /// Start directory, entered with the sandbox credentials.
+    pub cwd: PathBuf,
+    /// Rlimits of the command (`RLIMIT_CORE=0` applies to the supervisor too).
+    pub limits: Vec<(libc::__rlimit_resource_t, u64)>,
+    /// A Landlock ruleset descriptor comes with the spec and must be enforced.
+    pub landlock: bool,
+    /// Install the set-id filter (x86_64).
+    pub setid_filter: bool,
+    /// Program (looked up in the command's `PATH` if it has no `/`).
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Complete environment.
+    pub env: Vec<(String, String)>,
+    /// Pathname unix sockets beneath these may be connected to.
+    pub socket_roots: Vec<PathBuf>,
+    /// Individual sockets that may be connected to.
+    pub allowed_sockets: Vec<PathBuf>,
+}
+
+/// Parses the supervisor's denial lines (`kind\ttarget`). Pure.
+pub fn parse_denials(s: &str) -> Vec<crate::protocol::WireDenial> {
+    s.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, t)| crate::protocol::WireDenial {
+            kind: k.into(),
+            target: t.into(),
+        })
+        .collect()
+}
+
+/// Runs the hidden entry point when `argv[1]` selects it (never returns then); otherwise returns
+/// at once. Call first thing in `main` of every binary that can serve as the broker.
+pub fn main_if_child() {
+    let mut args = std::env::args_os();
+    if args.nth(1) != Some(OsString::from(ARG)) {
+        return;
+    }
+    let rest: Vec<OsString> = args.collect();
+    std::process::exit(child_main(&rest));
+}
+
+fn fd_arg(a: Option<&OsString>) -> Option<RawFd> {
+    a.and_then(|s| s.to_str()).and_then(|s| s.parse().ok())
+}
+
+fn child_main(args: &[OsString]) -> i32 {
+    let (Some(chan), Some(ll)) = (fd_arg(args.first()), fd_arg(args.get(1))) else {
+        eprintln!("stockade: {ARG} is internal to the elevated tier's broker");
+        return SETUP_FAILED;
+    };
+    if chan < 3 || !sys::fd_is_open(chan) || (ll >= 0 && (ll < 3 || !sys::fd_is_open(ll))) {
+        eprintln!("stockade: {ARG}: descriptors from the broker are missing");
+        return SETUP_FAILED;
+    }
+    if let Err(e) = sys::close_fds_except(&[chan, ll]) {
+        eprintln!("stockade: {ARG}: closing inherited descriptors: {e}");
+        return SETUP_FAILED;
+    }
+    // SAFETY: the broker left `chan` open for this process (checked open above) and nothing
+    // else in this freshly exec'd process owns it.
+    let mut chan = UnixStream::from(unsafe { OwnedFd::from_raw_fd(chan) });
+    let ruleset = if ll >= 0 {
+        // SAFETY: as above, the Landlock ruleset descriptor the broker left open for us.
+        Some(unsafe { OwnedFd::from_raw_fd(ll) })
+    } else {
+        None
+    };
+    match start(&mut chan, ruleset) {
+        Ok(sup) => {
+            if chan.write_all(format!("{READY}\n").as_bytes()).is_err() {
+                // The broker is gone: nobody would kill the run at its end.
+                return SETUP_FAILED;
+            }
+            // Denials go to the broker without ever blocking the gate (dropped when full).
+            let _ = chan.set_nonblocking(true);
+            sup.run(&chan)
+        }
+        Err(msg) => {
+            let _ = chan.write_all(msg.as_bytes());
+            SETUP_FAILED
+        }
+    }
+}
+
+struct Supervisor {
+    child: std::process::Child,
+    gate: Option<Gate>,
+}
+
+fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, String> {
+    let mut buf = Vec::new();
+    chan.take(MAX_SPEC)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading the run specification: {e}"))?;
+    let spec: ChildSpec =
+        serde_json::from_slice(&buf).map_err(|e| format!("malformed run specification: {e}"))?;
+
+    // As root: private mount (and, offline, network) namespace.
+    spec.ns
+        .apply()
+        .map_err(|e| format!("private mount/network namespace: {e}"))?;
+
+    // Drop to the sandbox account, then verify all three ids, the group list, and that root
+    // cannot come back.
+    let (uid, gid, grant_gid) = (spec.uid, spec.gid, spec.grant_gid);
+    if uid == 0 || gid == 0 {
+        return Err("sandbox account resolves to root".into());
+    }
+    let drop_err = |e: io::Error| format!("switching to the sandbox account: {e}");
+    child::setgroups(&[gid, grant_gid]).map_err(drop_err)?;
+    child::setresgid(gid).map_err(drop_err)?;
+    child::setresuid(uid).map_err(drop_err)?;
+    let mut gbuf = [0 as libc::gid_t; 4];
+    let ng = child::getgroups(&mut gbuf).map_err(drop_err)?;
+    let mut groups = gbuf[..ng.min(gbuf.len())].to_vec();
+    groups.sort_unstable();
+    let mut want = vec![gid, grant_gid];
+    want.sort_unstable();
+    if child::getresuid().map_err(drop_err)? != (uid, uid, uid)
+        || child::getresgid().map_err(drop_err)? != (gid, gid, gid)
+        || ng != 2
+        || groups != want
+        || child::can_regain_root()
+    {
+        return Err("the switch to the sandbox account could not be verified".into());
+    }
+    child::pdeathsig().map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    if sys::getppid() != spec.broker_pid {
+        return Err("the broker went away".into());
+    }
+    let cwd = sys::cstr(&spec.cwd).map_err(|e| format!("start directory: {e}"))?;
+    child::chdir(&cwd).map_err(|e| {
+        format!(
+            "cannot enter {} as the sandbox account: {e}",
+            spec.cwd.display()
+        )
+    })?;
+    child::no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    child::setrlimit(libc::RLIMIT_CORE, 0).map_err(|e| format!("RLIMIT_CORE: {e}"))?;
+    match (spec.landlock, ruleset) {
+        (true, Some(rs)) => {
+            sys::landlock_restrict_self(rs.as_fd())
+                .map_err(|e| format!("Landlock (landlock_restrict_self): {e}"))?;
+        }
+        (true, None) => return Err("Landlock was requested but no ruleset arrived".into()),
+        (false, _) => {}
+    }
+    sys::set_not_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+
+    // The command.
+    let (sup_end, cmd_end) =
+        UnixStream::pair().map_err(|e| format!("socketpair for the listener: {e}"))?;
+    let cmd_raw = cmd_end.as_raw_fd();
+    let limits = spec.limits.clone();
+    let setid = spec.setid_filter;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: this process is single-threaded (no thread has been started yet), so the forked
+    // child may allocate and take locks; the closure only sets up the child before exec.
+    unsafe {
+        cmd.pre_exec(move || command_setup(cmd_raw, &limits, setid));
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            drop(cmd_end);
+            let mut detail = String::new();
+            let _ = sup_end.set_nonblocking(true);
+            let mut raw = Vec::new();
+            let _ = (&sup_end).take(4096).read_to_end(&mut raw);
+            // Only the text `command_setup` wrote on failure; the marker byte that carried the
+            // listener (when setup succeeded and exec failed) is not a reason.
+            raw.retain(|&b| b != 0);
+            detail.push_str(String::from_utf8_lossy(&raw).trim());
+            let why = if detail.is_empty() {
+                e.to_string()
+            } else {
+                detail
+            };
+            return Err(format!(
+                "cannot start {:?} in {}: {why} (the program and the start directory must be reachable by the sandbox account)",
+                spec.program,
+                spec.cwd.display()
+            ));
+        }
+    };
+    drop(cmd_end);
+    // The command sent the listener before it exec'd, and spawn() returned only after the exec.
+    let listener = match stockade_linux::sockets::recv_fd(sup_end.as_raw_fd()) {
+        Ok(Some(l)) => l,
+        _ => {
+            let mut c = child;
+            let _ = c.kill();
+            let _ = c.wait();
+            return Err("the command did not hand over its seccomp listener".into());
+        }
+    };
+    drop(sup_end);
+    let gate = Gate::new(
+        listener,
+        SocketPolicy {
+            roots: spec.socket_roots.clone(),
+            sockets: spec.allowed_sockets.clone(),
+        },
+    );
+    // The caller's terminal and pipes belong to the command; keep them open only there.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = sys::dup2(null.as_raw_fd(), fd);
+        }
+    }
+    Ok(Supervisor {
+        child,
+        gate: Some(gate),
+    })
+}
+
+/// In the command's process, between fork and exec.
+fn command_setup(
+    chan: RawFd,
+    limits: &[(libc::__rlimit_resource_t, u64)],
+    setid: bool,
+) -> io::Result<()> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        let msg = format!("{what}: {e}");
+        // SAFETY: `chan` is this process's end of the socketpair; `msg` is a valid buffer.
+        unsafe { libc::write(chan, msg.as_ptr().cast(), msg.len()) };
+        io::Error::from_raw_os_error(libc::EPERM)
+    };
+    child::pdeathsig().map_err(|e| fail("PR_SET_PDEATHSIG", &e))?;
+    let listener = stockade_linux::seccomp::install_filter().map_err(|e| fail("seccomp", &e))?;
+    stockade_linux::sockets::send_fd(chan, listener.as_raw_fd())
+        .map_err(|e| fail("passing the seccomp listener", &e))?;
+    drop(listener);
+    #[cfg(target_arch = "x86_64")]
+    if setid {
+        crate::setid_filter::install(&crate::setid_filter::program())
+            .map_err(|e| fail("set-id seccomp filter", &e))?;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = setid;
+    for (res, val) in limits {
+        child::setrlimit(*res, *val).map_err(|e| fail("setrlimit", &e))?;
+    }
+    child::cloexec_from_3().map_err(|e| fail("close_range", &e))?;
+    Ok(())
+}
+
+impl Supervisor {
+    /// Answers `connect()` notifications until the command exits, then exits the same way.
+    fn run(mut self, report: &UnixStream) -> i32 {
+        let pidfd = match sys::pidfd_open(self.child.id() as libc::pid_t) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return SETUP_FAILED;
+            }
+        };
+        loop {
+            let gate_fd = self.gate.as_ref().map_or(-1, Gate::fd);
+            let Ok(ev) = sys::poll_revents(&[pidfd.as_raw_fd(), gate_fd], -1) else {
+                continue;
+            };
+            if ev[1] & libc::POLLIN != 0 {
+                if let Some(d) = self.gate.as_ref().and_then(Gate::handle_one) {
+                    let line = format!("connect\t{}\n", d.target.replace('\n', " "));
+                    let _ = (&mut &*report).write(line.as_bytes());
+                }
+            } else if ev[1] & (libc::POLLHUP | libc::POLLERR) != 0 {
+                // Nothing uses the filter any more.
+                self.gate = None;
+            }
+            if ev[0] != 0 {
+                let status = match self.child.wait() {
+                    Ok(s) => s,
+                    Err(_) => return SETUP_FAILED,
+                };
+                // Descendants still running are killed with the run's cgroup by the broker.
+                self.gate = None;
+                if let Some(code) = status.code() {
+                    return code;
+                }
+                if let Some(sig) = status.signal() {
+                    sys::die_by_signal(sig);
+                    return 128 + sig;
+                }
+                return SETUP_FAILED;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_lines() {
+        let d = parse_denials("connect\t/run/docker.sock\nconnect\t/x (-> /y)\ngarbage\n");
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].kind, "connect");
+        assert_eq!(d[0].target, "/run/docker.sock");
+        assert_eq!(d[1].target, "/x (-> /y)");
+    }
+}
