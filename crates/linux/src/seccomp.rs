@@ -463,15 +463,6 @@ pub fn install_filter() -> Result<OwnedFd, SeccompError> {
     install(&program()?)
 }
 
-// SHIM: replaced by the combined filter on main
-/// Install every seccomp filter on the calling thread (the gate, then the deny list) and return
-/// the gate's notification listener. Requires `no_new_privs` (or `CAP_SYS_ADMIN`).
-pub fn install_filter() -> Result<OwnedFd, SeccompError> {
-    let listener = install_gate()?;
-    install(&deny_program()?)?;
-    Ok(listener)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
