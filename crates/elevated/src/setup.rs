@@ -819,6 +819,20 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
         let _ = fs::remove_dir(&opts.state_dir);
         rep.removed
             .push(format!("removed installation record {}", rpath.display()));
+        // A foreground broker that was killed leaves its socket (and the directory the broker
+        // created for it) behind; the tier is gone, so are they.
+        if let Ok(m) = fs::symlink_metadata(&opts.socket_path) {
+            use std::os::unix::fs::FileTypeExt;
+            if m.file_type().is_socket() && fs::remove_file(&opts.socket_path).is_ok() {
+                rep.removed.push(format!(
+                    "removed broker socket {}",
+                    opts.socket_path.display()
+                ));
+            }
+        }
+        if let Some(dir) = opts.socket_path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
     }
     Ok(rep)
 }

@@ -1110,6 +1110,11 @@ fn elevated_end_to_end_as_root() {
     assert!(!sh("getent passwd").contains("stockade"));
     assert!(!sh("getent group").contains("stockade"));
     assert!(!sh("nft list tables").contains("stockade"));
+    assert!(
+        !opts.socket_path.exists(),
+        "broker socket {} left after uninstall",
+        opts.socket_path.display()
+    );
     let acl = sh(&format!(
         "getfacl -R -p -n {wsr} {bigs} {} {denied} 2>/dev/null",
         u.home.display()
