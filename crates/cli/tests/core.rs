@@ -417,6 +417,44 @@ fn background_processes_do_not_outlive_the_command() {
 }
 
 #[test]
+fn nothing_of_the_run_is_left_when_stockade_returns() {
+    // Stronger than the test above: no grace period. A detached writer that ignores SIGTERM and
+    // SIGHUP appends to a workspace file every few milliseconds; the moment stockade has
+    // returned, no process of the run may exist and the file must stop growing.
+    let w = World::new("core-nolinger");
+    let m = unique("stknl");
+    let log = w.ws("ticks.log");
+    let script = format!(
+        "M={m}; echo RAN\n\
+         setsid sh -c \"trap '' HUP TERM INT; while :; do echo t >> ticks.log; sleep 0.005; done; : $M-writer\" >/dev/null 2>&1 &\n\
+         sleep 0.2; echo TICKING=$(wc -l < ticks.log)\n"
+    );
+    let out = w.run().sh(&script);
+    out.assert_ran("RAN");
+    let ticking = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("TICKING="))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // Positive control: the writer was really running inside.
+    assert!(ticking > 0, "{out:#?}");
+    let left = pgrep(&m);
+    let size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let later = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    kill_matching(&m);
+    assert!(
+        left.is_empty(),
+        "processes of the run alive when stockade returned: {left:?}"
+    );
+    assert_eq!(
+        size, later,
+        "the workspace file kept growing after stockade returned"
+    );
+}
+
+#[test]
 fn timeout_returns_124_quickly_and_kills_the_tree() {
     let w = World::new("core-timeout");
     let m = unique("stkto");

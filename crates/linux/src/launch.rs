@@ -8,9 +8,11 @@
 //! * **stockade** stays on the host: it forwards signals to init, enforces `--timeout`, collects
 //!   the report pipe and returns the outcome.
 //! * **init** (pid 1 of the new pid namespace) builds the sandbox's view of the world, then forks
-//!   the command and reaps. When the command exits, init exits, and the kernel kills everything
-//!   left in the pid namespace: no process outlives the run. Init dies with stockade
-//!   (`PR_SET_PDEATHSIG`).
+//!   the command and reaps. When the command exits, init kills everything left in the pid
+//!   namespace (`kill(-1, SIGKILL)`) and reaps it, and only then writes the command's status and
+//!   closes the report pipe: when stockade returns, no process of the run exists. (stockade does
+//!   not wait for init's own exit, in which the kernel unmaps it and tears down the namespaces;
+//!   it reaps init afterwards.) Init dies with stockade (`PR_SET_PDEATHSIG`).
 //! * **command** confines itself and execs.
 //!
 //! # Enforcement order, and why
@@ -227,6 +229,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     drop(alive_w);
     let _ = sys::set_sigmask(&old_mask);
     let (report, killed_for_timeout, init_status) = result?;
+    reap_finished(pid);
 
     let parsed = Report::parse(&report);
     if let Some(msg) = parsed.fatal {
@@ -384,6 +387,13 @@ fn supervise(
         }
         if fds[2].revents != 0 {
             pipe_open = drain_once(report.as_raw_fd(), &mut buf)?;
+            if !pipe_open && Report::has_status(&buf) {
+                // init wrote the command's status after every process of the run was dead and
+                // reaped; its own exit (the kernel tearing down the namespaces) need not be
+                // waited for. stockade reaps it later (see `reap_finished`).
+                drain_master(master, &mut master_open)?;
+                return Ok((buf, timed_out, 0));
+            }
         }
         if fds[1].revents & libc::POLLIN != 0 {
             let (sig, _, _) = sys::read_signalfd(sigfd)?;
@@ -411,18 +421,39 @@ fn supervise(
             while pipe_open {
                 pipe_open = drain_once(report.as_raw_fd(), &mut buf)?;
             }
-            if let Some(m) = master {
-                // The whole sandbox is gone: whatever output is left in the pty is final.
-                while master_open {
-                    let mut p = [pollfd(m)];
-                    if sys::poll(&mut p, 0)? == 0 {
-                        break;
-                    }
-                    master_open = copy_once(m, 1);
-                }
-            }
+            drain_master(master, &mut master_open)?;
             return Ok((buf, timed_out, status));
         }
+    }
+}
+
+/// The whole sandbox is gone: whatever output is left in the pty is final.
+fn drain_master(master: Option<RawFd>, open: &mut bool) -> Result<(), SysError> {
+    if let Some(m) = master {
+        while *open {
+            let mut p = [libc::pollfd {
+                fd: m,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if sys::poll(&mut p, 0)? == 0 {
+                break;
+            }
+            *open = copy_once(m, 1);
+        }
+    }
+    Ok(())
+}
+
+/// inits whose status came through the report pipe before they had finished exiting.
+static UNREAPED: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+/// Reap `pid` if it has exited; otherwise remember it and try again on the next launch (a
+/// long-lived caller such as `stockade mcp` must not collect zombies; the CLI exits anyway).
+fn reap_finished(pid: libc::pid_t) {
+    if let Ok(mut pending) = UNREAPED.lock() {
+        pending.push(pid);
+        pending.retain(|&p| !matches!(sys::waitpid(p, true), Ok(Some(_)) | Err(_)));
     }
 }
 
@@ -503,6 +534,11 @@ struct Report {
 }
 
 impl Report {
+    /// Whether the records include the command's status (`S`).
+    fn has_status(bytes: &[u8]) -> bool {
+        bytes.starts_with(b"S ") || bytes.windows(3).any(|w| w == b"\nS ")
+    }
+
     fn parse(bytes: &[u8]) -> Report {
         let mut r = Report::default();
         for line in String::from_utf8_lossy(bytes).lines() {
@@ -854,7 +890,21 @@ fn init_reap(
         loop {
             match sys::waitpid(-1, true) {
                 Ok(Some((pid, status))) if pid == child => {
+                    // Everything else in the sandbox dies, and is reaped, before stockade hears
+                    // the result: once the status is written, no process of the run is left.
+                    // (pid 1's kill(-1) reaches every process of the namespace but itself.)
+                    let _ = sys::kill(-1, libc::SIGKILL);
+                    loop {
+                        match sys::waitpid(-1, false) {
+                            Ok(Some(_)) => continue,
+                            Err(e) if e.errno() == Some(libc::EINTR) => continue,
+                            _ => break,
+                        }
+                    }
                     rep.now('S', &status.to_string());
+                    // Close the pipe now, not at exit: stockade returns on end-of-file and need
+                    // not wait while the kernel unmaps init and tears down its namespaces.
+                    sys::close_raw(rep.fd);
                     return 0;
                 }
                 Ok(Some(_)) => continue,

@@ -367,6 +367,13 @@ pub fn sethostname(name: &str) -> SysResult<()> {
     cvt("sethostname", || name.to_string(), ret as libc::c_long).map(drop)
 }
 
+/// `close(2)` of a descriptor this process holds as a raw number (used where the owner is a
+/// copy in a forked child that exits without running destructors).
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: closing a descriptor number; the caller never uses `fd` again in this process.
+    unsafe { libc::close(fd) };
+}
+
 /// `close_range(first, ~0, 0)`: close every descriptor from `first` up.
 pub fn close_from(first: u32) -> SysResult<()> {
     // SAFETY: integer arguments only; closing descriptors the process owns.
