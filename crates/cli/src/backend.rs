@@ -57,7 +57,10 @@ pub fn run(
         ),
         progress: std::io::stderr().is_terminal(),
     };
-    let elevated_code = |_: &stockade_elevated::ClientError| crate::EXIT_STOCKADE as i32;
+    let elevated_code = |e: &stockade_elevated::ClientError| match e {
+        stockade_elevated::ClientError::Exec { exit_code, .. } => *exit_code,
+        _ => crate::EXIT_STOCKADE as i32,
+    };
     match tier {
         TierChoice::Unelevated => run_with(
             &stockade_linux::UnelevatedBackend,

@@ -187,6 +187,7 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
                     message: format!(
                         "the broker is busy ({MAX_CONNECTIONS} runs in progress); retry later"
                     ),
+                    exit_code: None,
                 },
             );
             continue;
@@ -205,6 +206,8 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
 enum Fail {
     Refused(String),
     Failed(String),
+    /// The command could not be executed (exit status 126/127 and the reason).
+    Exec(i32, String),
 }
 
 impl From<Refusal> for Fail {
@@ -229,7 +232,14 @@ fn handle(ctx: &Ctx, stream: UnixStream) {
     let reply = match result {
         Ok(()) => return,
         Err(Fail::Refused(reason)) => Reply::Refused { reason },
-        Err(Fail::Failed(message)) => Reply::Failed { message },
+        Err(Fail::Failed(message)) => Reply::Failed {
+            message,
+            exit_code: None,
+        },
+        Err(Fail::Exec(code, message)) => Reply::Failed {
+            message,
+            exit_code: Some(code),
+        },
     };
     let _ = protocol::write_frame(&mut &stream, &reply);
 }
@@ -797,6 +807,11 @@ fn run(
         other => {
             kill_tree(&childp);
             let _ = childp.wait();
+            if let Ok(s) = &other {
+                if let Some((code, reason)) = crate::runner::parse_exec_failed(s) {
+                    return Err(Fail::Exec(code, reason.to_string()));
+                }
+            }
             return Err(Fail::Failed(match other {
                 Ok(s) if !s.is_empty() => s,
                 Ok(_) => "the run's process exited before starting the command".into(),

@@ -36,6 +36,14 @@ pub enum ClientError {
     /// The broker failed.
     #[error("the broker failed: {0}")]
     Failed(String),
+    /// The command could not be executed.
+    #[error("{message}")]
+    Exec {
+        /// Why.
+        message: String,
+        /// 127 not found, 126 not executable.
+        exit_code: i32,
+    },
     /// The connection ended early.
     #[error("the broker closed the connection before the command ended")]
     Closed,
@@ -182,7 +190,11 @@ impl ElevatedBackend {
                     });
                 }
                 Some(Reply::Refused { reason }) => return Err(ClientError::Refused(reason)),
-                Some(Reply::Failed { message }) => return Err(ClientError::Failed(message)),
+                Some(Reply::Failed {
+                    message,
+                    exit_code: Some(exit_code),
+                }) => return Err(ClientError::Exec { message, exit_code }),
+                Some(Reply::Failed { message, .. }) => return Err(ClientError::Failed(message)),
             }
         }
     }

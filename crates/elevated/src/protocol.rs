@@ -126,6 +126,10 @@ pub enum Reply {
     Failed {
         /// What failed.
         message: String,
+        /// Set when the command itself could not be executed: 127 not found, 126 not
+        /// executable (as a shell would exit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
     },
 }
 

@@ -46,6 +46,17 @@ pub const ARG: &str = "__elevated-child";
 
 /// The status line the run's process sends the broker once the command has been started.
 pub const READY: &str = "ok";
+/// Prefix of the failure line when the command itself could not be executed (then its exit
+/// status and the reason follow): `exec-failed 127 cannot start …`.
+pub const EXEC_FAILED: &str = "exec-failed";
+
+/// Split an [`EXEC_FAILED`] line into the exit status and the reason.
+pub fn parse_exec_failed(line: &str) -> Option<(i32, &str)> {
+    let rest = line.strip_prefix(EXEC_FAILED)?.strip_prefix(' ')?;
+    let (code, reason) = rest.split_once(' ')?;
+    let code: i32 = code.parse().ok()?;
+    matches!(code, 126 | 127).then_some((code, reason))
+}
 
 /// Largest specification accepted (it carries the environment).
 const MAX_SPEC: u64 = 8 << 20;
@@ -248,8 +259,14 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
             } else {
                 detail
             };
+            // 127 not found, 126 found but not executable: as a shell (and the unelevated
+            // tier) would answer.
+            let code = match e.kind() {
+                io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
             return Err(format!(
-                "cannot start {:?} in {}: {why} (the program and the start directory must be reachable by the sandbox account)",
+                "{EXEC_FAILED} {code} cannot start {:?} in {}: {why} (the program and the start directory must be reachable by the sandbox account)",
                 spec.program,
                 spec.cwd.display()
             ));
@@ -368,6 +385,22 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn exec_failure_lines_parse_only_when_well_formed() {
+        assert_eq!(
+            parse_exec_failed("exec-failed 127 cannot start \"x\": gone"),
+            Some((127, "cannot start \"x\": gone"))
+        );
+        assert_eq!(
+            parse_exec_failed("exec-failed 126 denied"),
+            Some((126, "denied"))
+        );
+        // Any other status, or no status, is not an exec failure.
+        assert_eq!(parse_exec_failed("exec-failed 0 ok"), None);
+        assert_eq!(parse_exec_failed("exec-failed oops"), None);
+        assert_eq!(parse_exec_failed("seccomp: refused"), None);
+    }
     use super::*;
 
     #[test]

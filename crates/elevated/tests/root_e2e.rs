@@ -635,7 +635,7 @@ fn elevated_end_to_end_as_root() {
         .output()
         .expect("run client");
     let err = String::from_utf8_lossy(&nf.stderr);
-    assert_eq!(nf.status.code(), Some(125), "{err}");
+    assert_eq!(nf.status.code(), Some(127), "{err}");
     assert!(
         err.contains("cannot start \"/nonexistent-stkt\"") && err.contains("No such file"),
         "{err}"

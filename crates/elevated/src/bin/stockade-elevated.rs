@@ -225,7 +225,15 @@ fn real_main(mut args: Vec<String>) -> Result<ExitCode, String> {
                 socket_path: o.socket_path.clone(),
                 progress: true,
             };
-            let out = b.run_request(&req).map_err(|e| e.to_string())?;
+            let out = match b.run_request(&req) {
+                Ok(out) => out,
+                // Not executable: exit as a shell would (127 not found, 126 not executable).
+                Err(stockade_elevated::ClientError::Exec { message, exit_code }) => {
+                    eprintln!("stockade-elevated: {message}");
+                    return Ok(ExitCode::from(exit_code.clamp(0, 255) as u8));
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             if verbose {
                 eprintln!(
                     "stockade: tier {} exit {:?} in {:?}",
