@@ -1230,7 +1230,7 @@ fn seccomp_tiocsti_on_the_callers_tty() {
     let w = World::new("esc-tiocsti");
     let inj = unique("INJECTED");
     let code = format!(
-        "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\n"
+        "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.ioctl(0, ctypes.c_ulong(termios.TIOCSTI | (1 << 32)), ctypes.c_char_p(b'x'))\nprint('SUCCEEDED-tiocsti-high' if r == 0 else 'failed-tiocsti-high %d' % ctypes.get_errno(), flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\n"
     );
     let pyfile = w.ws("tiocsti.py");
     write(&pyfile, &code);
@@ -1271,6 +1271,9 @@ fn seccomp_tiocsti_on_the_callers_tty() {
         "the command did not get the terminal: {out:#?}"
     );
     assert!(out.has("failed-tiocsti 0"), "{out:#?}");
+    // The kernel reads only the low 32 bits of the request: high bits must not get it past the
+    // filter either.
+    assert!(out.has("failed-tiocsti-high"), "{out:#?}");
     assert!(!out.has("SUCCEEDED-"), "TIOCSTI worked: {out:#?}");
     assert!(
         !out.stdout.contains(&format!("READ:echo {inj}")),
