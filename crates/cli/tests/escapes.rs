@@ -1593,12 +1593,12 @@ fn meta_setuid_files_do_not_leave_the_sandbox() {
     let w = World::new("esc-suid");
     let out = attack(
         &w,
-        "cp /bin/true su && cp /bin/true sg && cp /bin/true /tmp/tsu\nok setuid chmod 4755 su\nok setgid chmod 2755 sg\nok setuid-tmp chmod 4755 /tmp/tsu\nok setuid-py python3 -c 'import os; os.chmod(\"su\", 0o4755)'\n",
+        "cp /bin/true su && cp /bin/true sg && cp /bin/true /tmp/tsu\nok setuid chmod 4755 su\nok setgid chmod 2755 sg\nok setuid-tmp chmod 4755 /tmp/tsu\nok setuid-py python3 -c 'import os; os.chmod(\"su\", 0o4755)'\nok setgid-dir mkdir -m 2775 sgdir\nok setgid-dir-py python3 -c 'import os; os.mkdir(\"sgdir2\", 0o2775)'\n",
     );
     let mut found = vec![];
     for p in snap_tree(&w.root).keys() {
         if let Ok(m) = fs::symlink_metadata(p) {
-            if m.is_file() && m.permissions().mode() & 0o6000 != 0 {
+            if (m.is_file() || m.is_dir()) && m.permissions().mode() & 0o6000 != 0 {
                 found.push(p.clone());
             }
         }

@@ -706,7 +706,6 @@ fn run(
         cwd: req.cwd.clone(),
         limits: limits.clone(),
         landlock: has_landlock,
-        setid_filter: cfg!(target_arch = "x86_64"),
         program: req.program.clone(),
         args: req.args.clone(),
         env,
@@ -827,16 +826,11 @@ fn run(
     }
     enforced.push(layer(
         "seccomp",
-        "foreign ABIs killed; namespace, mount, keyring, bpf, perf, userfaultfd, io_uring, module, TIOCSTI/TIOCLINUX calls, datagram unix sockets and exotic socket families refused".into(),
+        "foreign ABIs killed; namespace, mount, keyring, bpf, perf, userfaultfd, io_uring, module, TIOCSTI/TIOCLINUX calls, datagram unix sockets, exotic socket families and set-user-ID/set-group-ID modes refused".into(),
     ));
     enforced.push(layer(
         "connect-gate",
         "every connect() performed by the run's supervisor: pathname unix sockets only beneath the writable roots, the run's TMPDIR or allow_unix_sockets".into(),
-    ));
-    #[cfg(target_arch = "x86_64")]
-    enforced.push(layer(
-        "seccomp-setid",
-        "set-user-ID/set-group-ID mode bits refused (chmod/open/mkdir/mknod families); openat2 and io_uring unavailable".into(),
     ));
     enforced.push(layer(
         "sandbox-account",

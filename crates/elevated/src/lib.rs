@@ -32,7 +32,6 @@ pub mod protocol;
 pub mod record;
 pub mod runner;
 #[cfg(target_arch = "x86_64")]
-pub mod setid_filter;
 pub mod setup;
 pub mod sys;
 pub mod tier;

@@ -13,10 +13,10 @@
 //!    `no_new_privs`, `RLIMIT_CORE=0`, enforces the Landlock ruleset the broker built from the
 //!    validated root descriptors, and makes itself non-dumpable;
 //! 5. forks the command, which installs the full seccomp layer
-//!    ([`stockade_linux::seccomp::install_filter`]: foreign ABIs killed, deny list, every
-//!    `connect()` turned into a notification), passes the notification listener back, installs
-//!    the set-id filter, applies the rlimits, marks every descriptor above 2 close-on-exec and
-//!    execs;
+//!    ([`stockade_linux::seccomp::install_filter`]: foreign ABIs killed, deny list including
+//!    set-user-ID/set-group-ID modes, every `connect()` turned into a notification), passes the
+//!    notification listener back, applies the rlimits, marks every descriptor above 2
+//!    close-on-exec and execs;
 //! 6. tells the broker "ok" (or why it failed), then stays as the run's **supervisor**: it
 //!    performs every `connect()` of the command tree ([`stockade_linux::sockets::Gate`]) and, when
 //!    the command exits, exits the same way.
@@ -83,8 +83,6 @@ pub struct ChildSpec {
     pub limits: Vec<(libc::__rlimit_resource_t, u64)>,
     /// A Landlock ruleset descriptor comes with the spec and must be enforced.
     pub landlock: bool,
-    /// Install the set-id filter (x86_64).
-    pub setid_filter: bool,
     /// Program (looked up in the command's `PATH` if it has no `/`).
     pub program: String,
     /// Arguments.
@@ -232,7 +230,6 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
         UnixStream::pair().map_err(|e| format!("socketpair for the listener: {e}"))?;
     let cmd_raw = cmd_end.as_raw_fd();
     let limits = spec.limits.clone();
-    let setid = spec.setid_filter;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -240,7 +237,7 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     // SAFETY: this process is single-threaded (no thread has been started yet), so the forked
     // child may allocate and take locks; the closure only sets up the child before exec.
     unsafe {
-        cmd.pre_exec(move || command_setup(cmd_raw, &limits, setid));
+        cmd.pre_exec(move || command_setup(cmd_raw, &limits));
     }
     let child = match cmd.spawn() {
         Ok(c) => c,
@@ -308,11 +305,7 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
 }
 
 /// In the command's process, between fork and exec.
-fn command_setup(
-    chan: RawFd,
-    limits: &[(libc::__rlimit_resource_t, u64)],
-    setid: bool,
-) -> io::Result<()> {
+fn command_setup(chan: RawFd, limits: &[(libc::__rlimit_resource_t, u64)]) -> io::Result<()> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         let msg = format!("{what}: {e}");
         // SAFETY: `chan` is this process's end of the socketpair; `msg` is a valid buffer.
@@ -324,13 +317,6 @@ fn command_setup(
     stockade_linux::sockets::send_fd(chan, listener.as_raw_fd())
         .map_err(|e| fail("passing the seccomp listener", &e))?;
     drop(listener);
-    #[cfg(target_arch = "x86_64")]
-    if setid {
-        crate::setid_filter::install(&crate::setid_filter::program())
-            .map_err(|e| fail("set-id seccomp filter", &e))?;
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = setid;
     for (res, val) in limits {
         child::setrlimit(*res, *val).map_err(|e| fail("setrlimit", &e))?;
     }

@@ -548,7 +548,8 @@ fn elevated_end_to_end_as_root() {
                      cat /home/stkt-user/ws/src/a.txt >/dev/null && echo ABSOLUTE-OK; \
                      cat ../public-but-denied.txt && echo READ-DENIED; \
                      echo t > /tmp/stkt-x && echo WROTE-TMP; echo t > \"$TMPDIR/x\" && echo WROTE-TMPDIR; \
-                     cp /bin/true src/t && chmod 2755 src/t && echo SETID-MADE; exit 7";
+                     cp /bin/true src/t && chmod 2755 src/t && echo SETID-MADE; \
+                     mkdir -m 2775 src/sgdir && echo SETGID-DIR; exit 7";
     let check_fs = |label: &str| {
         let r = run_as(&u, &sock, &args, &ws, fs_script);
         eprintln!(
@@ -576,6 +577,7 @@ fn elevated_end_to_end_as_root() {
             "READ-DENIED",
             "WROTE-TMP\n",
             "SETID-MADE",
+            "SETGID-DIR",
         ] {
             assert!(!r.stdout.contains(bad), "{label}: {bad}");
         }

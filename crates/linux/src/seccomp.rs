@@ -16,7 +16,8 @@
 //!   unix sockets (they address host sockets per message, past the connect gate), socket
 //!   families other than unix, IPv4, IPv6 and netlink (vsock would reach the hypervisor whatever
 //!   the network namespace says), and set-user-ID / set-group-ID bits in any mode argument (a
-//!   file made set-id inside would keep that bit on the host).
+//!   file made set-id inside would keep that bit on the host; a set-group-ID directory would
+//!   hand its group to what others create in it).
 //!
 //! # Why hand-assembled
 //! seccompiler (used before) cannot express `SECCOMP_RET_USER_NOTIF`, so a second filter was
@@ -179,6 +180,8 @@ const MODE_ARGS: &[(libc::c_long, u32)] = &[
     (libc::SYS_creat, 1),
     (libc::SYS_mknod, 1),
     (libc::SYS_mknodat, 2),
+    (libc::SYS_mkdir, 1),
+    (libc::SYS_mkdirat, 2),
 ];
 
 /// Socket address families the command may create. Others are either not confined by the
