@@ -51,29 +51,14 @@ fn layout(args: Option<&SetupArgs>) -> Result<stockade_elevated::SetupOptions> {
 pub fn setup(args: &SetupArgs) -> Result<ExitCode> {
     let o = layout(Some(args))?;
     if args.check {
-        let r = stockade_elevated::check(&o)?;
-        if !r.installed {
-            println!("not installed");
-            return Ok(ExitCode::from(2));
+        let (lines, code) = stockade_elevated::check(&o)?.lines();
+        for l in lines {
+            println!("{l}");
         }
-        if r.drift.is_empty() {
-            println!("installed, no drift");
-            return Ok(ExitCode::SUCCESS);
-        }
-        for d in &r.drift {
-            println!("drift: {d}");
-        }
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(code));
     }
-    let r = stockade_elevated::setup(&o)?;
-    if r.changes.is_empty() {
-        println!("already installed; nothing changed");
-    }
-    for c in &r.changes {
-        println!("{c}");
-    }
-    for n in &r.notes {
-        println!("note: {n}");
+    for l in stockade_elevated::setup(&o)?.lines() {
+        println!("{l}");
     }
     Ok(ExitCode::SUCCESS)
 }

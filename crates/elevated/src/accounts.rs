@@ -61,29 +61,23 @@ pub fn parse_group(line: &str) -> Option<GroupEntry> {
 
 /// Looks up a user by name or uid (`None` when absent).
 pub fn getent_passwd(key: &str) -> Result<Option<PasswdEntry>, ToolError> {
-    let o = run_tool_raw("getent", &["passwd", key])?;
+    let args = ["passwd", key];
+    let o = run_tool_raw("getent", &args)?;
     match o.code {
         0 => Ok(o.stdout.lines().next().and_then(parse_passwd)),
         2 => Ok(None),
-        _ => Err(ToolError::Failed {
-            cmdline: format!("getent passwd {key}"),
-            status: format!("exit code {}", o.code),
-            stderr: o.stderr,
-        }),
+        _ => Err(ToolError::failed("getent", &args, &o)),
     }
 }
 
 /// Looks up a group by name or gid (`None` when absent).
 pub fn getent_group(key: &str) -> Result<Option<GroupEntry>, ToolError> {
-    let o = run_tool_raw("getent", &["group", key])?;
+    let args = ["group", key];
+    let o = run_tool_raw("getent", &args)?;
     match o.code {
         0 => Ok(o.stdout.lines().next().and_then(parse_group)),
         2 => Ok(None),
-        _ => Err(ToolError::Failed {
-            cmdline: format!("getent group {key}"),
-            status: format!("exit code {}", o.code),
-            stderr: o.stderr,
-        }),
+        _ => Err(ToolError::failed("getent", &args, &o)),
     }
 }
 
@@ -115,14 +109,7 @@ fn run_shadow_tool(tool: &str, args: &[&str], ok_codes: &[i32]) -> Result<(), To
     if o.success || ok_codes.contains(&o.code) {
         return Ok(());
     }
-    Err(ToolError::Failed {
-        cmdline: std::iter::once(tool)
-            .chain(args.iter().copied())
-            .collect::<Vec<_>>()
-            .join(" "),
-        status: format!("exit code {}", o.code),
-        stderr: o.stderr.trim().to_string(),
-    })
+    Err(ToolError::failed(tool, args, &o))
 }
 
 /// Creates a system group.

@@ -625,7 +625,7 @@ fn run(
     // controlled by the sandbox account), group = the caller's grant group, removed at the end.
     let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), grant_gid)
         .map_err(|e| Fail::Failed(format!("creating the run's TMPDIR: {e}")))?;
-    let abi = crate::landlock_layer::kernel_abi();
+    let abi = stockade_linux::landlock_layer::kernel_abi();
     let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
     let ruleset = crate::landlock_layer::prepare(&root_fds, &[run_tmp.0.as_path()])
         .map_err(|e| Fail::Failed(e.to_string()))?;

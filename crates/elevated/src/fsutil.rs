@@ -106,20 +106,27 @@ pub fn run_tool_raw(tool: &str, args: &[&str]) -> Result<ToolOutput, ToolError> 
     })
 }
 
-/// Runs a tool and requires success; returns its stdout.
-pub fn run_tool(tool: &str, args: &[&str]) -> Result<String, ToolError> {
-    let o = run_tool_raw(tool, args)?;
-    if o.success {
-        Ok(o.stdout)
-    } else {
-        Err(ToolError::Failed {
+impl ToolError {
+    /// `tool args…` ran and failed with `o`.
+    pub fn failed(tool: &str, args: &[&str], o: &ToolOutput) -> ToolError {
+        ToolError::Failed {
             cmdline: std::iter::once(tool)
                 .chain(args.iter().copied())
                 .collect::<Vec<_>>()
                 .join(" "),
             status: format!("exit code {}", o.code),
             stderr: o.stderr.trim().to_string(),
-        })
+        }
+    }
+}
+
+/// Runs a tool and requires success; returns its stdout.
+pub fn run_tool(tool: &str, args: &[&str]) -> Result<String, ToolError> {
+    let o = run_tool_raw(tool, args)?;
+    if o.success {
+        Ok(o.stdout)
+    } else {
+        Err(ToolError::failed(tool, args, &o))
     }
 }
 

@@ -34,25 +34,6 @@ pub const DEVICES: &[&str] = &[
     "/dev/random",
 ];
 
-/// The kernel's Landlock ABI version (0: none).
-pub fn kernel_abi() -> i32 {
-    const VERSION: u32 = 1;
-    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) passes no memory; it returns the ABI.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            VERSION,
-        )
-    };
-    if r < 0 {
-        0
-    } else {
-        r as i32
-    }
-}
-
 /// Builds the ruleset (parent side).
 pub fn prepare(
     writable: &[BorrowedFd<'_>],

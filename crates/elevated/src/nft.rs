@@ -77,18 +77,15 @@ pub fn apply(file: &Path) -> Result<(), ToolError> {
 
 /// `nft list table inet <table>`; `None` when the table does not exist.
 pub fn list_table(table: &str) -> Result<Option<String>, ToolError> {
-    let o = run_tool_raw("nft", &["list", "table", "inet", table])?;
+    let args = ["list", "table", "inet", table];
+    let o = run_tool_raw("nft", &args)?;
     if o.success {
         Ok(Some(o.stdout))
     } else if o.stderr.contains("No such file or directory") || o.stderr.contains("does not exist")
     {
         Ok(None)
     } else {
-        Err(ToolError::Failed {
-            cmdline: format!("nft list table inet {table}"),
-            status: format!("exit code {}", o.code),
-            stderr: o.stderr.trim().to_string(),
-        })
+        Err(ToolError::failed("nft", &args, &o))
     }
 }
 

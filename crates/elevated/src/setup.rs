@@ -103,6 +103,37 @@ pub struct DriftReport {
     pub drift: Vec<Drift>,
 }
 
+impl SetupReport {
+    /// What `stockade setup` prints, a line each.
+    pub fn lines(&self) -> Vec<String> {
+        let none = self
+            .changes
+            .is_empty()
+            .then(|| "already installed; nothing changed".to_string());
+        none.into_iter()
+            .chain(self.changes.iter().cloned())
+            .chain(self.notes.iter().map(|n| format!("note: {n}")))
+            .collect()
+    }
+}
+
+impl DriftReport {
+    /// What `stockade setup --check` prints, a line each, and its exit status: 0 installed as
+    /// recorded, 1 drift, 2 not installed.
+    pub fn lines(&self) -> (Vec<String>, u8) {
+        if !self.installed {
+            (vec!["not installed".into()], 2)
+        } else if self.drift.is_empty() {
+            (vec!["installed, no drift".into()], 0)
+        } else {
+            (
+                self.drift.iter().map(|d| format!("drift: {d}")).collect(),
+                1,
+            )
+        }
+    }
+}
+
 /// What uninstall did.
 #[derive(Debug, Clone, Default)]
 pub struct UninstallReport {

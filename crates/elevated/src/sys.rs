@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use stockade_linux::sys::CloneArgs;
 
 /// Normalizes a libc return code: `-1` becomes the current `errno` as an `io::Error`.
 pub fn cvt<T: Copy + PartialEq + From<i8>>(ret: T) -> io::Result<T> {
@@ -466,23 +467,6 @@ pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
 
 /// `CLONE_INTO_CGROUP` (Linux 5.7): start the child in the cgroup `clone_args.cgroup` names.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// `struct clone_args` for `clone3(2)` (version 2, with `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// What [`spawn_raw`] starts. Everything is prepared before the fork: the child only makes raw
 /// syscalls on these values.

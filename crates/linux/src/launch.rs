@@ -122,10 +122,11 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     prepare_host(plan)?;
     let host = mounts::HostFacts::probe();
     let steps = mounts::steps(plan, &host);
-    let exec = ExecSpec::new(plan, cmd)?;
+    let writable = landlock_layer::writable_paths(plan);
+    let exec = ExecSpec::new(plan, cmd, &writable)?;
     let filter = seccomp::program().map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let socket_policy = SocketPolicy {
-        roots: landlock_layer::writable_paths(plan),
+        roots: writable,
         sockets: plan.allow_unix_sockets.clone(),
     };
 
@@ -586,7 +587,8 @@ struct ExecSpec {
 }
 
 impl ExecSpec {
-    fn new(plan: &Plan, cmd: &Command) -> Result<Self, LaunchError> {
+    /// `writable`: where the sandbox may write ([`landlock_layer::writable_paths`]).
+    fn new(plan: &Plan, cmd: &Command, writable: &[PathBuf]) -> Result<Self, LaunchError> {
         let nul = |s: &OsStr| {
             CString::new(s.as_bytes())
                 .map_err(|_| LaunchError::Prepare(format!("argument {s:?} contains a NUL byte")))
@@ -597,7 +599,6 @@ impl ExecSpec {
         }
         let mut envp = Vec::with_capacity(plan.env.len());
         let mut path_dirs = Vec::new();
-        let writable = landlock_layer::writable_paths(plan);
         for (k, v) in &plan.env {
             // A TMPDIR the sandbox cannot write (e.g. /run/user/N) would break every tool that
             // makes a temp file: point it at the private /tmp instead.

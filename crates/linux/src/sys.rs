@@ -262,21 +262,22 @@ pub fn write_file(path: &Path, data: &[u8]) -> SysResult<()> {
 
 // ---- process --------------------------------------------------------------------------------------
 
-/// `struct clone_args` for `clone3(2)`.
+/// `struct clone_args` for `clone3(2)` (version 2, with `cgroup`).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+#[allow(missing_docs)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
 /// Outcome of [`clone3_fork`] on each side.

@@ -112,29 +112,19 @@ fn real_main(mut args: Vec<String>) -> Result<ExitCode, String> {
             let check = flag(&mut args, "--check");
             let o = layout(&mut args)?;
             if check {
-                let r = stockade_elevated::check(&o).map_err(|e| e.to_string())?;
-                if !r.installed {
-                    println!("not installed");
-                    return Ok(ExitCode::from(2));
+                let (lines, code) = stockade_elevated::check(&o)
+                    .map_err(|e| e.to_string())?
+                    .lines();
+                for l in lines {
+                    println!("{l}");
                 }
-                if r.drift.is_empty() {
-                    println!("installed, no drift");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                for d in &r.drift {
-                    println!("drift: {d}");
-                }
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(code));
             }
-            let r = stockade_elevated::setup(&o).map_err(|e| e.to_string())?;
-            if r.changes.is_empty() {
-                println!("already installed; nothing changed");
-            }
-            for c in &r.changes {
-                println!("{c}");
-            }
-            for n in &r.notes {
-                println!("note: {n}");
+            for l in stockade_elevated::setup(&o)
+                .map_err(|e| e.to_string())?
+                .lines()
+            {
+                println!("{l}");
             }
             Ok(ExitCode::SUCCESS)
         }
