@@ -1,7 +1,9 @@
-//! Choosing and running the backend for this OS and tier.
+//! The tiers of this OS and the one place that chooses among them. Everything here goes through
+//! [`stockade_policy::backend::Backend`]: no backend's own types are named outside [`tiers`].
 
-#[allow(unused_imports)]
-use stockade_policy::backend::{Backend, Command, RunOptions, RunOutcome};
+use stockade_policy::backend::{
+    Availability, Backend, Command, Feature, LaunchFailure as _, RunOptions, RunOutcome,
+};
 use stockade_policy::plan::Plan;
 
 /// Which tier the user asked for.
@@ -17,6 +19,7 @@ pub enum TierChoice {
 }
 
 /// A launch that failed before the command ran (or could not be executed).
+#[derive(Debug)]
 pub struct LaunchFailure {
     /// The tier that failed.
     pub tier: &'static str,
@@ -24,121 +27,157 @@ pub struct LaunchFailure {
     pub message: String,
     /// Exit status for stockade.
     pub exit_code: i32,
+    /// The tier cannot run on this machine at all (so `auto` may try the next one).
+    pub tier_unavailable: bool,
 }
 
-fn run_with<B: Backend>(
-    b: &B,
-    plan: &Plan,
-    cmd: &Command,
-    opts: &RunOptions,
-    code: impl Fn(&B::Error) -> i32,
-) -> Result<RunOutcome, LaunchFailure> {
-    b.run(plan, cmd, opts).map_err(|e| LaunchFailure {
-        tier: b.tier(),
-        message: e.to_string(),
-        exit_code: code(&e),
+/// A backend with its error type erased to [`LaunchFailure`].
+pub trait Tier {
+    /// Stable tier name.
+    fn name(&self) -> &'static str;
+    /// See [`Backend::availability`].
+    fn availability(&self) -> Availability;
+    /// See [`Backend::features`].
+    fn features(&self) -> Vec<Feature>;
+    /// See [`Backend::run`].
+    fn launch(
+        &self,
+        plan: &Plan,
+        cmd: &Command,
+        opts: &RunOptions,
+    ) -> Result<RunOutcome, LaunchFailure>;
+}
+
+impl<B: Backend> Tier for B {
+    fn name(&self) -> &'static str {
+        self.tier()
+    }
+
+    fn availability(&self) -> Availability {
+        Backend::availability(self)
+    }
+
+    fn features(&self) -> Vec<Feature> {
+        Backend::features(self)
+    }
+
+    fn launch(
+        &self,
+        plan: &Plan,
+        cmd: &Command,
+        opts: &RunOptions,
+    ) -> Result<RunOutcome, LaunchFailure> {
+        self.run(plan, cmd, opts).map_err(|e| LaunchFailure {
+            tier: self.tier(),
+            message: e.to_string(),
+            exit_code: e.exit_code(),
+            tier_unavailable: e.tier_unavailable(),
+        })
+    }
+}
+
+/// The tiers of this OS: the one `auto` tries first (it needs no setup), then the elevated one.
+pub struct Tiers {
+    /// No setup needed.
+    pub unelevated: Box<dyn Tier>,
+    /// Needs `stockade setup`.
+    pub elevated: Box<dyn Tier>,
+}
+
+impl Tiers {
+    /// Both, in the order `auto` prefers them.
+    pub fn all(&self) -> [&dyn Tier; 2] {
+        [self.unelevated.as_ref(), self.elevated.as_ref()]
+    }
+}
+
+/// The tiers of this OS.
+#[cfg(target_os = "linux")]
+pub fn tiers() -> Option<Tiers> {
+    use std::io::IsTerminal;
+    Some(Tiers {
+        unelevated: Box::new(stockade_linux::UnelevatedBackend),
+        elevated: Box::new(stockade_elevated::ElevatedBackend {
+            progress: std::io::stderr().is_terminal(),
+            ..Default::default()
+        }),
     })
 }
 
-/// Run `cmd` under `plan` with the chosen tier. `auto` tries the unelevated tier and, only when
-/// user namespaces are unavailable and the elevated tier is installed, uses that instead (the
-/// outcome's `tier` says which ran, and a warning says why).
-#[cfg(target_os = "linux")]
+/// The tiers of this OS.
+#[cfg(windows)]
+pub fn tiers() -> Option<Tiers> {
+    use stockade_windows::backend::{Tier as WinTier, WindowsBackend};
+    Some(Tiers {
+        unelevated: Box::new(WindowsBackend {
+            tier: WinTier::Unelevated,
+        }),
+        elevated: Box::new(WindowsBackend {
+            tier: WinTier::Elevated,
+        }),
+    })
+}
+
+/// The tiers of this OS: none.
+#[cfg(not(any(target_os = "linux", windows)))]
+pub fn tiers() -> Option<Tiers> {
+    None
+}
+
+/// Run `cmd` under `plan` with the chosen tier. An explicit tier runs as asked. `auto` runs the
+/// unelevated tier and, only when that tier cannot run on this machine at all and the elevated
+/// tier is installed, uses that instead (the outcome's `tier` says which ran, and a warning says
+/// why); when the elevated tier is not installed the unelevated tier's failure stands.
 pub fn run(
     plan: &Plan,
     cmd: &Command,
     opts: &RunOptions,
-    tier: TierChoice,
+    choice: TierChoice,
 ) -> Result<RunOutcome, LaunchFailure> {
-    use std::io::IsTerminal;
-    let elevated = || stockade_elevated::ElevatedBackend {
-        socket_path: stockade_elevated::broker::socket_for(
-            &stockade_elevated::SetupOptions::default(),
-        ),
-        progress: std::io::stderr().is_terminal(),
+    let Some(t) = tiers() else {
+        return Err(LaunchFailure {
+            tier: "none",
+            message: "Stockade has no backend for this operating system yet".into(),
+            exit_code: crate::EXIT_STOCKADE as i32,
+            tier_unavailable: true,
+        });
     };
-    let elevated_code = |e: &stockade_elevated::ClientError| match e {
-        stockade_elevated::ClientError::Exec { exit_code, .. } => *exit_code,
-        _ => crate::EXIT_STOCKADE as i32,
-    };
-    match tier {
-        TierChoice::Unelevated => run_with(
-            &stockade_linux::UnelevatedBackend,
-            plan,
-            cmd,
-            opts,
-            stockade_linux::LaunchError::exit_code,
-        ),
-        TierChoice::Elevated => {
-            if stockade_elevated::setup::installed(&stockade_elevated::SetupOptions::default())
-                .is_none()
-            {
-                return Err(LaunchFailure {
-                    tier: "linux-elevated",
-                    message: "the elevated tier is not installed: run `sudo stockade setup` once (and keep `stockade broker` running where systemd is absent)".into(),
-                    exit_code: crate::EXIT_STOCKADE as i32,
-                });
-            }
-            run_with(&elevated(), plan, cmd, opts, elevated_code)
-        }
-        TierChoice::Auto => match stockade_linux::UnelevatedBackend.run(plan, cmd, opts) {
-            Err(e @ stockade_linux::LaunchError::UserNamespaces { .. }) => {
-                if stockade_elevated::setup::installed(&stockade_elevated::SetupOptions::default())
-                    .is_none()
-                {
-                    return Err(LaunchFailure {
-                        tier: "linux-unelevated",
-                        message: e.to_string(),
-                        exit_code: e.exit_code(),
-                    });
+    match choice {
+        TierChoice::Unelevated => t.unelevated.launch(plan, cmd, opts),
+        TierChoice::Elevated => t.elevated.launch(plan, cmd, opts),
+        TierChoice::Auto => match t.unelevated.launch(plan, cmd, opts) {
+            Err(first) if first.tier_unavailable => {
+                match fallback(&first, &t.elevated.availability()) {
+                    Fallback::Use(warning) => {
+                        let mut out = t.elevated.launch(plan, cmd, opts)?;
+                        out.warnings.insert(0, warning);
+                        Ok(out)
+                    }
+                    Fallback::Stand => Err(first),
                 }
-                let mut out = run_with(&elevated(), plan, cmd, opts, elevated_code)?;
-                out.warnings
-                    .insert(0, format!("used the elevated tier: {e}"));
-                Ok(out)
             }
-            Err(e) => Err(LaunchFailure {
-                tier: "linux-unelevated",
-                message: e.to_string(),
-                exit_code: e.exit_code(),
-            }),
-            Ok(o) => Ok(o),
+            other => other,
         },
     }
 }
 
-/// Run `cmd` under `plan` with the chosen tier.
-#[cfg(windows)]
-pub fn run(
-    plan: &Plan,
-    cmd: &Command,
-    opts: &RunOptions,
-    tier: TierChoice,
-) -> Result<RunOutcome, LaunchFailure> {
-    let backend = stockade_windows::backend::WindowsBackend {
-        tier: match tier {
-            TierChoice::Elevated => stockade_windows::backend::Tier::Elevated,
-            TierChoice::Auto | TierChoice::Unelevated => {
-                stockade_windows::backend::Tier::Unelevated
-            }
-        },
-    };
-    run_with(&backend, plan, cmd, opts, |_| crate::EXIT_STOCKADE as i32)
+/// What `auto` does after the preferred tier said it cannot run here.
+#[derive(Debug, PartialEq, Eq)]
+enum Fallback {
+    /// Run the next tier, with this warning.
+    Use(String),
+    /// Report the first tier's failure.
+    Stand,
 }
 
-/// Run `cmd` under `plan` with the chosen tier.
-#[cfg(not(any(target_os = "linux", windows)))]
-pub fn run(
-    _plan: &Plan,
-    _cmd: &Command,
-    _opts: &RunOptions,
-    _tier: TierChoice,
-) -> Result<RunOutcome, LaunchFailure> {
-    Err(LaunchFailure {
-        tier: "none",
-        message: "Stockade has no backend for this operating system yet".into(),
-        exit_code: crate::EXIT_STOCKADE as i32,
-    })
+/// The fallback decision of `auto`. Pure. An installed tier whose broker is unreachable is still
+/// used, so its own failure (which names the way out) is what the user sees.
+fn fallback(first: &LaunchFailure, next: &Availability) -> Fallback {
+    if next.installed {
+        Fallback::Use(format!("used the elevated tier: {}", first.message))
+    } else {
+        Fallback::Stand
+    }
 }
 
 /// Is `fd` an open descriptor (for `--pass-fd`)?
@@ -152,4 +191,35 @@ pub fn fd_is_open(fd: i32) -> bool {
 #[cfg(not(unix))]
 pub fn fd_is_open(_fd: i32) -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked() -> LaunchFailure {
+        LaunchFailure {
+            tier: "linux-unelevated",
+            message: "cannot create a user namespace".into(),
+            exit_code: 125,
+            tier_unavailable: true,
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_only_to_an_installed_tier() {
+        assert_eq!(
+            fallback(&blocked(), &Availability::ready("ok")),
+            Fallback::Use("used the elevated tier: cannot create a user namespace".into())
+        );
+        // Installed but the broker is down: still used, so its own error names the way out.
+        assert!(matches!(
+            fallback(&blocked(), &Availability::unavailable("broker down")),
+            Fallback::Use(_)
+        ));
+        assert_eq!(
+            fallback(&blocked(), &Availability::not_installed("no")),
+            Fallback::Stand
+        );
+    }
 }

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
-use stockade_policy::backend::{Command, RunOptions, RunOutcome};
+use stockade_policy::backend::{Command, Feature, RunOptions, RunOutcome};
 
 pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     for fd in &args.pass_fd {
@@ -88,38 +88,38 @@ fn emit(args: &RunArgs, v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-#[cfg(target_os = "linux")]
+/// `stockade doctor`: the machine features the backends probe, and for each tier whether it can
+/// run here (installed, available, why). Exit 0 when the tier that needs no setup can run.
 pub fn doctor(json: bool) -> Result<ExitCode> {
-    let features = stockade_linux::probe::features();
-    let get = |n: &str| {
-        features
-            .iter()
-            .find(|f| f.name == n)
-            .map(|f| f.available)
-            .unwrap_or(false)
+    let Some(tiers) = crate::backend::tiers() else {
+        println!("stockade doctor: Stockade has no backend for this operating system yet");
+        return Ok(ExitCode::from(crate::EXIT_STOCKADE));
     };
-    let unelevated = get("user-namespaces");
-    let tiers = serde_json::json!({
-        "linux-unelevated": {
-            "available": unelevated,
-            "why": if unelevated {
-                if get("landlock") { "user namespaces and Landlock available".to_string() } else { "user namespaces available; no Landlock, so writes are confined by the mount layer alone".to_string() }
-            } else { "unprivileged user namespaces are blocked: use the elevated tier (`sudo stockade setup`)".to_string() },
-        },
-        "linux-elevated": {
-            "available": false,
-            "why": "not installed: the elevated tier is set up with `sudo stockade setup`",
-        },
-    });
+    let mut features: Vec<Feature> = Vec::new();
+    let mut report = serde_json::Map::new();
+    let mut rows = Vec::new();
+    for t in tiers.all() {
+        for f in t.features() {
+            if !features.iter().any(|g| g.name == f.name) {
+                features.push(f);
+            }
+        }
+        let a = t.availability();
+        report.insert(t.name().to_string(), serde_json::to_value(&a)?);
+        rows.push((t.name(), a));
+    }
+    let unelevated = rows[0].1.available;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"features": features, "tiers": tiers})
+                &serde_json::json!({"features": features, "tiers": report})
             )?
         );
     } else {
-        println!("kernel features:");
+        if !features.is_empty() {
+            println!("kernel features:");
+        }
         for f in &features {
             println!(
                 "  {:16} {:4} {}",
@@ -129,19 +129,13 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
             );
         }
         println!("tiers:");
-        if let Some(map) = tiers.as_object() {
-            for (name, t) in map {
-                println!(
-                    "  {:16} {:4} {}",
-                    name,
-                    if t["available"].as_bool() == Some(true) {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                    t["why"].as_str().unwrap_or("")
-                );
-            }
+        for (name, a) in &rows {
+            println!(
+                "  {:16} {:4} {}",
+                name,
+                if a.available { "yes" } else { "no" },
+                a.why
+            );
         }
     }
     Ok(if unelevated {
@@ -174,11 +168,5 @@ pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<E
         Some(dir) => println!("nothing to clean ({} does not exist)", dir.display()),
         None => println!("nothing to clean (temp persistence is off)"),
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn doctor(_json: bool) -> Result<ExitCode> {
-    println!("stockade doctor: feature probes are implemented for Linux only; see docs/windows.md");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,9 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use stockade_policy::backend::{Backend, Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
+use stockade_policy::backend::{
+    Availability, Backend, Command, EnforcedLayer, ExitKind, LaunchFailure, RunOptions, RunOutcome,
+};
 use stockade_policy::Plan;
 
 /// Stable tier name.
@@ -47,6 +49,22 @@ pub enum ClientError {
     /// The connection ended early.
     #[error("the broker closed the connection before the command ended")]
     Closed,
+    /// No installation record (or an unfinished setup).
+    #[error("the elevated tier is not installed: run `sudo stockade setup` once (and keep `stockade broker` running where systemd is absent)")]
+    NotInstalled,
+}
+
+impl LaunchFailure for ClientError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Exec { exit_code, .. } => *exit_code,
+            _ => 125,
+        }
+    }
+
+    fn tier_unavailable(&self) -> bool {
+        matches!(self, ClientError::NotInstalled | ClientError::Connect { .. })
+    }
 }
 
 /// The elevated backend (client side).
@@ -56,14 +74,28 @@ pub struct ElevatedBackend {
     pub socket_path: PathBuf,
     /// Draw a progress line on stderr during a first grant (only if stderr is a terminal).
     pub progress: bool,
+    /// The installation record that says the tier is installed.
+    pub record_path: PathBuf,
 }
 
 impl Default for ElevatedBackend {
     fn default() -> Self {
+        let layout = crate::setup::SetupOptions::default();
         ElevatedBackend {
-            socket_path: crate::broker::socket_for(&crate::setup::SetupOptions::default()),
+            socket_path: crate::broker::socket_for(&layout),
             progress: true,
+            record_path: layout.record_path(),
         }
+    }
+}
+
+impl ElevatedBackend {
+    /// Is there a finished installation record?
+    fn installed(&self) -> bool {
+        crate::record::load(&self.record_path)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state == crate::record::RecordState::Installed)
     }
 }
 
@@ -207,12 +239,35 @@ impl Backend for ElevatedBackend {
         TIER
     }
 
+    /// Installed (a finished installation record) and the broker answers on its socket.
+    fn availability(&self) -> Availability {
+        if !self.installed() {
+            return Availability::not_installed(ClientError::NotInstalled.to_string());
+        }
+        match UnixStream::connect(&self.socket_path) {
+            Ok(_) => Availability::ready(format!(
+                "installed; the broker answers at {}",
+                self.socket_path.display()
+            )),
+            Err(source) => Availability::unavailable(
+                ClientError::Connect {
+                    path: self.socket_path.clone(),
+                    source,
+                }
+                .to_string(),
+            ),
+        }
+    }
+
     fn run(
         &self,
         plan: &Plan,
         cmd: &Command,
         opts: &RunOptions,
     ) -> Result<RunOutcome, ClientError> {
+        if !self.installed() {
+            return Err(ClientError::NotInstalled);
+        }
         if opts.pty {
             return Err(ClientError::Unsupported(
                 "the elevated tier does not allocate a pty yet; run without --pty".into(),

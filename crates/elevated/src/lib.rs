@@ -14,7 +14,7 @@
 //!   [`stockade_policy::Backend`].
 //!
 //! Decisions are pure functions with unit tests ([`nft::ruleset`], [`record::diff`],
-//! [`acl::entries_for`], [`grants::decide`], [`validate`], [`tier::pick`]); [`sys`] holds the
+//! [`acl::entries_for`], [`grants::decide`], [`validate`]); [`sys`] holds the
 //! syscalls. See `docs/elevated.md`.
 #![cfg(target_os = "linux")]
 
@@ -34,7 +34,6 @@ pub mod runner;
 #[cfg(target_arch = "x86_64")]
 pub mod setup;
 pub mod sys;
-pub mod tier;
 pub mod validate;
 
 pub use broker::{serve_broker, BrokerError, BrokerOptions};

@@ -18,7 +18,9 @@ pub mod seccomp;
 pub mod sockets;
 pub mod sys;
 
-use stockade_policy::backend::{Backend, Command, RunOptions, RunOutcome};
+use stockade_policy::backend::{
+    Availability, Backend, Command, Feature, LaunchFailure, RunOptions, RunOutcome,
+};
 use stockade_policy::plan::Plan;
 
 pub use launch::LaunchError;
@@ -34,6 +36,31 @@ impl Backend for UnelevatedBackend {
         "linux-unelevated"
     }
 
+    fn availability(&self) -> Availability {
+        match probe::userns_works() {
+            Ok(()) if landlock_layer::kernel_abi() > 0 => {
+                Availability::ready("user namespaces and Landlock available")
+            }
+            Ok(()) => Availability::ready(
+                "user namespaces available; no Landlock, so writes are confined by the mount layer alone",
+            ),
+            Err(_) => Availability::unavailable(
+                "unprivileged user namespaces are blocked: use the elevated tier (`sudo stockade setup`)",
+            ),
+        }
+    }
+
+    fn features(&self) -> Vec<Feature> {
+        probe::features()
+            .into_iter()
+            .map(|f| Feature {
+                name: f.name.to_string(),
+                available: f.available,
+                detail: f.detail,
+            })
+            .collect()
+    }
+
     fn run(
         &self,
         plan: &Plan,
@@ -41,5 +68,15 @@ impl Backend for UnelevatedBackend {
         opts: &RunOptions,
     ) -> Result<RunOutcome, LaunchError> {
         launch::run(plan, cmd, opts)
+    }
+}
+
+impl LaunchFailure for LaunchError {
+    fn exit_code(&self) -> i32 {
+        LaunchError::exit_code(self)
+    }
+
+    fn tier_unavailable(&self) -> bool {
+        matches!(self, LaunchError::UserNamespaces { .. })
     }
 }

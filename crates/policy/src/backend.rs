@@ -89,13 +89,89 @@ fn ser_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S:
     s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
+/// Whether a tier can run commands on this machine, and why (for `stockade doctor` and
+/// `--tier auto`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Availability {
+    /// Whatever the tier needs installed is installed (always true for a tier without setup).
+    pub installed: bool,
+    /// Commands can run in this tier now.
+    pub available: bool,
+    /// One line: what was found, and the way out when it is not available.
+    pub why: String,
+}
+
+impl Availability {
+    /// The tier can run here.
+    pub fn ready(why: impl Into<String>) -> Self {
+        Availability {
+            installed: true,
+            available: true,
+            why: why.into(),
+        }
+    }
+
+    /// The tier needs a setup that has not been done.
+    pub fn not_installed(why: impl Into<String>) -> Self {
+        Availability {
+            installed: false,
+            available: false,
+            why: why.into(),
+        }
+    }
+
+    /// Installed (or needing no setup) but it cannot run here.
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        Availability {
+            installed: true,
+            available: false,
+            why: why.into(),
+        }
+    }
+}
+
+/// One machine feature a backend probed, for `stockade doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Feature {
+    /// Short stable name, e.g. `user-namespaces`, `landlock`.
+    pub name: String,
+    /// Usable here.
+    pub available: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// A launch failure (never a command that ran and failed), as the CLI acts on it.
+pub trait LaunchFailure: std::error::Error + Send + Sync + 'static {
+    /// Exit status for `stockade`: 127 program not found, 126 not executable, 125 (the default)
+    /// when Stockade itself failed and the command never ran.
+    fn exit_code(&self) -> i32 {
+        125
+    }
+
+    /// True when the failure says this tier cannot run on this machine at all (so `--tier auto`
+    /// may use the next tier), as opposed to a failure of this plan or command.
+    fn tier_unavailable(&self) -> bool {
+        false
+    }
+}
+
 /// An OS sandbox backend.
 pub trait Backend {
     /// Error type of a failed launch (never of a command that ran and failed).
-    type Error: std::error::Error + Send + Sync + 'static;
+    type Error: LaunchFailure;
 
     /// Stable name of the tier, e.g. `linux-unelevated`.
     fn tier(&self) -> &'static str;
+
+    /// Whether this tier can run here. May probe (fork a child, connect to a broker): meant for
+    /// `stockade doctor` and for deciding a fallback, not for every run.
+    fn availability(&self) -> Availability;
+
+    /// Machine features this backend probes, for `stockade doctor` (none by default).
+    fn features(&self) -> Vec<Feature> {
+        Vec::new()
+    }
 
     /// Run `cmd` under `plan`; returns once the command and everything it started are gone.
     fn run(&self, plan: &Plan, cmd: &Command, opts: &RunOptions)

@@ -5,7 +5,9 @@ use crate::input::InputError;
 use crate::path::WinPath;
 use crate::state::StateError;
 use crate::unelevated::UnelevatedPlanError;
-use stockade_policy::backend::{Backend, Command, RunOptions, RunOutcome};
+use stockade_policy::backend::{
+    Availability, Backend, Command, LaunchFailure, RunOptions, RunOutcome,
+};
 use stockade_policy::plan::Plan;
 
 /// Which Windows tier runs commands.
@@ -70,6 +72,8 @@ pub enum RunError {
     Win(#[from] crate::win::WinRunError),
 }
 
+impl LaunchFailure for RunError {}
+
 impl Backend for WindowsBackend {
     type Error = RunError;
 
@@ -77,6 +81,19 @@ impl Backend for WindowsBackend {
         match self.tier {
             Tier::Unelevated => "windows-unelevated",
             Tier::Elevated => "windows-elevated",
+        }
+    }
+
+    fn availability(&self) -> Availability {
+        if !cfg!(windows) {
+            return Availability::unavailable(RunError::NotWindows.to_string());
+        }
+        match self.tier {
+            Tier::Unelevated => Availability::ready("restricted tokens need no setup"),
+            // Not probed yet: a missing setup is reported by the run itself.
+            Tier::Elevated => Availability::ready(
+                "not probed by doctor on Windows yet; `stockade run --tier elevated` reports a missing `stockade setup`",
+            ),
         }
     }
 
