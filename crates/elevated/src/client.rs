@@ -63,7 +63,10 @@ impl LaunchFailure for ClientError {
     }
 
     fn tier_unavailable(&self) -> bool {
-        matches!(self, ClientError::NotInstalled | ClientError::Connect { .. })
+        matches!(
+            self,
+            ClientError::NotInstalled | ClientError::Connect { .. }
+        )
     }
 }
 

@@ -485,7 +485,7 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
         }
     } else {
         report.notes.push(format!(
-            "systemd is not running: units were installed and enabled for the next boot; start the broker in the foreground with `stockade broker --socket {}`",
+            "systemd is not running: units were installed and enabled for the next boot; start the broker in the foreground with `stockade broker` (socket {})",
             opts.socket_path.display()
         ));
     }

@@ -1,9 +1,15 @@
-//! End-to-end test of the elevated tier, as root. Skipped (with the reason printed) when not
-//! root or when a real installation exists. Everything it creates — accounts, test users, nft
-//! table, network namespace, ACLs, sysctl change — is undone by a guard, even on failure.
+//! End-to-end test of the elevated tier, as root, through the real CLI: `stockade setup`,
+//! `stockade broker` and `stockade run --tier elevated` as test users — filesystem and protected
+//! paths, the connect gate and seccomp, the process tree, the broker's refusals, cross-user
+//! isolation, the network, user namespaces disabled, grant timings, socket activation, and an
+//! uninstall that leaves nothing. Skipped (with the reason printed; a failure under
+//! `STOCKADE_REQUIRE_ROOT_TESTS=1`) when not root or when a real installation exists.
 //!
-//! Run: `cargo test -p stockade-elevated --test root_e2e -- --nocapture`
+//! Run: `flock /tmp/stockade-root.lock cargo test -p stockade --test elevated_e2e -- --nocapture`
 
+mod elevated;
+
+use elevated::*;
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
@@ -11,500 +17,22 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stockade_elevated::setup::SetupOptions;
-use stockade_elevated::tier::{self, Tier, TierChoice};
-
-const BIN: &str = env!("CARGO_BIN_EXE_stockade-elevated");
-const NETNS: &str = "stkt-ns";
-const VETH_HOST: &str = "stkt-h";
-const VETH_NS: &str = "stkt-n";
-const NS_ADDR: &str = "10.203.77.2";
-const ALLOWED_PORT: u16 = 18181;
-const USER: &str = "stkt-user";
-const OTHER: &str = "stkt-other";
-
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-struct Guard {
-    opts: SetupOptions,
-    broker: Option<Child>,
-    users: Vec<String>,
-    netns: bool,
-    sysctl_restore: Option<String>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut b) = self.broker.take() {
-            let _ = b.kill();
-            let _ = b.wait();
-        }
-        if let Some(v) = self.sysctl_restore.take() {
-            let _ = Command::new("sysctl")
-                .arg("-q")
-                .arg(format!("user.max_user_namespaces={v}"))
-                .status();
-        }
-        match stockade_elevated::uninstall(&self.opts) {
-            Ok(r) if !r.problems.is_empty() => eprintln!("cleanup problems: {:?}", r.problems),
-            Err(e) => eprintln!("cleanup uninstall failed: {e}"),
-            _ => {}
-        }
-        for u in &self.users {
-            let _ = Command::new("userdel")
-                .args(["-r", "-f", u])
-                .stderr(Stdio::null())
-                .status();
-        }
-        if self.netns {
-            let _ = Command::new("ip")
-                .args(["link", "del", VETH_HOST])
-                .stderr(Stdio::null())
-                .status();
-            let _ = Command::new("ip")
-                .args(["netns", "del", NETNS])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    assert!(
-        o.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn sh_ok(cmd: &str) -> (bool, String) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-    )
-}
-
-fn add_user(g: &mut Guard, name: &str) -> TestUser {
-    let _ = Command::new("userdel")
-        .args(["-r", "-f", name])
-        .stderr(Stdio::null())
-        .status();
-    // A setup killed earlier in this test may leave a shadow lock until its orphan is reaped.
-    let mut tries = 0;
-    loop {
-        let (ok, out) = sh_ok(&format!("useradd -m -s /bin/sh {name}"));
-        if ok {
-            break;
-        }
-        tries += 1;
-        assert!(
-            tries < 50 && out.contains("cannot lock"),
-            "useradd {name}: {out}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    g.users.push(name.to_string());
-    let p = stockade_elevated::accounts::getent_passwd(name)
-        .unwrap()
-        .unwrap();
-    fs::set_permissions(&p.home, fs::Permissions::from_mode(0o750)).unwrap();
-    TestUser {
-        name: name.into(),
-        uid: p.uid,
-        gid: p.gid,
-        home: p.home,
-    }
-}
-
-/// Test-only stand-in for `user.max_user_namespaces=0` where that sysctl is not writable (e.g.
-/// inside a container): a seccomp filter that fails `unshare`/`clone` with `CLONE_NEWUSER` (EPERM)
-/// and `clone3` (ENOSYS, so libc falls back to `clone`). Installed in spawned processes only.
-fn block_userns_in_child(cmd: &mut Command) {
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const JSET_K: u16 = 0x45;
-    const RET_K: u16 = 0x06;
-    const ARCH_X86_64: u32 = 0xc000_003e;
-    const RET_ALLOW: u32 = 0x7fff_0000;
-    const RET_ERRNO: u32 = 0x0005_0000;
-    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let prog: Vec<libc::sock_filter> = vec![
-        f(LD_W_ABS, 0, 0, 4),
-        f(JEQ_K, 0, 7, ARCH_X86_64),
-        f(LD_W_ABS, 0, 0, 0),
-        f(JEQ_K, 4, 0, libc::SYS_clone3 as u32),
-        f(JEQ_K, 1, 0, libc::SYS_unshare as u32),
-        f(JEQ_K, 0, 3, libc::SYS_clone as u32),
-        f(LD_W_ABS, 0, 0, 16),
-        f(JSET_K, 2, 1, libc::CLONE_NEWUSER as u32),
-        f(RET_K, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
-        f(RET_K, 0, 0, RET_ALLOW),
-        f(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
-    ];
-    // SAFETY: the closure runs in the forked child and only calls `install_filter`, which makes
-    // raw syscalls on `prog`, owned by the closure.
-    unsafe {
-        cmd.pre_exec(move || install_filter(&prog));
-    }
-}
-
-fn install_filter(prog: &[libc::sock_filter]) -> std::io::Result<()> {
-    use stockade_elevated::sys::cvt;
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: plain prctl with integer arguments.
-    cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
-    // SAFETY: `fprog` points to `prog`, a valid filter array that outlives the call.
-    cvt(unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &fprog as *const libc::sock_fprog,
-        )
-    })?;
-    Ok(())
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-static NO_USERNS: AtomicBool = AtomicBool::new(false);
-
-fn run_as(u: &TestUser, sock: &Path, extra: &[&str], cwd: &Path, script: &str) -> Out {
-    let mut c = Command::new(BIN);
-    if NO_USERNS.load(Ordering::Relaxed) {
-        block_userns_in_child(&mut c);
-    }
-    let o = c
-        .arg("run")
-        .args(["--socket", &sock.to_string_lossy()])
-        .args(extra)
-        .args([
-            "--cwd",
-            &cwd.to_string_lossy(),
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("HOME", &u.home)
-        .current_dir("/")
-        .uid(u.uid)
-        .gid(u.gid)
-        .output()
-        .expect("run client");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn spawn_as(u: &TestUser, sock: &Path, extra: &[&str], cwd: &Path, script: &str) -> Child {
-    Command::new(BIN)
-        .arg("run")
-        .args(["--socket", &sock.to_string_lossy()])
-        .args(extra)
-        .args([
-            "--cwd",
-            &cwd.to_string_lossy(),
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir(cwd)
-        .uid(u.uid)
-        .gid(u.gid)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client")
-}
-
-/// Pids of processes of `uid` whose command line contains `needle`.
-fn procs_of(uid: u32, needle: &str) -> Vec<i32> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if fs::metadata(e.path()).map(|m| m.uid()).ok() != Some(uid) {
-            continue;
-        }
-        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd)
-            .replace('\0', " ")
-            .contains(needle)
-        {
-            v.push(pid);
-        }
-    }
-    v
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn chown_r(p: &Path, u: &TestUser) {
-    sh(&format!("chown -R {}:{} '{}'", u.uid, u.gid, p.display()));
-}
-
-fn listener_in_netns(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let f = fs::File::open(format!("/run/netns/{NETNS}")).expect("netns file");
-        // SAFETY: setns on a descriptor we own; it moves only this thread into the namespace.
-        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-        let l = TcpListener::bind((NS_ADDR, 18080)).expect("bind in netns");
-        l.set_nonblocking(true).unwrap();
-        tx.send(()).unwrap();
-        while !stop.load(Ordering::Relaxed) {
-            let _ = l.accept();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("netns listener ready");
-    h
-}
-
-fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    l.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let _ = l.accept();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    })
-}
-
-fn connect_script(host: &str, port: u16) -> String {
-    format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null && echo CONNECTED || echo BLOCKED")
-}
-
-/// Named (user:X / group:X) or default entries in `getfacl` output.
-fn named_entries(getfacl: &str) -> Vec<String> {
-    getfacl
-        .lines()
-        .filter(|l| {
-            let l = l.strip_prefix("default:").map_or(*l, |x| x);
-            (l.starts_with("user:") && !l.starts_with("user::"))
-                || (l.starts_with("group:") && !l.starts_with("group::"))
-                || l.starts_with("mask::")
-        })
-        .map(str::to_string)
-        .collect()
-}
-
-fn has_stockade_acl(path: &Path, uids: &[u32]) -> bool {
-    let (_, out) = sh_ok(&format!("getfacl -p '{}' 2>/dev/null", path.display()));
-    out.contains("stockade") || uids.iter().any(|u| out.contains(&format!("user:{u}:")))
-}
-
-fn start_broker(g: &mut Guard) {
-    let _ = fs::remove_file(&g.opts.socket_path);
-    let mut c = Command::new(BIN);
-    if NO_USERNS.load(Ordering::Relaxed) {
-        block_userns_in_child(&mut c);
-    }
-    let child = c
-        .args([
-            "broker",
-            "--socket",
-            &g.opts.socket_path.to_string_lossy(),
-            "--state-dir",
-            &g.opts.state_dir.to_string_lossy(),
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("broker");
-    g.broker = Some(child);
-    let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&g.opts.socket_path).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "broker socket did not appear"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn elevated_end_to_end_as_root() {
-    // A skip is reported, never counted as a pass: CI that must run this sets
-    // STOCKADE_REQUIRE_ROOT_TESTS=1, which turns every skip into a failure.
-    let skip = |why: &str| {
-        eprintln!("SKIPPED elevated_end_to_end_as_root: {why}");
-        assert!(
-            std::env::var_os("STOCKADE_REQUIRE_ROOT_TESTS").is_none(),
-            "STOCKADE_REQUIRE_ROOT_TESTS is set but the test was skipped: {why}"
-        );
-    };
-    if stockade_elevated::sys::geteuid() != 0 {
-        skip("needs root (run `sudo -E cargo test -p stockade-elevated --test root_e2e -- --nocapture`)");
+    if !preflight("elevated_end_to_end_as_root") {
         return;
     }
-    let defaults = SetupOptions::default();
-    if defaults.record_path().exists() {
-        skip(&format!(
-            "a real installation exists at {} and would be clobbered",
-            defaults.record_path().display()
-        ));
-        return;
-    }
-    for tool in ["nft", "getfacl", "useradd", "ip", "bash", "timeout"] {
-        if !sh_ok(&format!("command -v {tool}")).0 {
-            skip(&format!(
-                "`{tool}` is missing (apt-get install -y nftables acl passwd iproute2)"
-            ));
-            return;
-        }
-    }
-    let mut opts = SetupOptions {
-        broker_exe: BIN.into(),
-        ..SetupOptions::default()
-    };
-    opts.net = Some(stockade_elevated::nft::NetConfig {
-        allowed_loopback_tcp_ports: vec![ALLOWED_PORT],
-        allow_local_binding: false,
-    });
-    let mut g = Guard {
-        opts: opts.clone(),
-        broker: None,
-        users: Vec::new(),
-        netns: false,
-        sysctl_restore: None,
-    };
-
-    // --- setup: idempotent, drift detected and repaired ---------------------------------------
-    let r1 = stockade_elevated::setup(&opts).expect("setup");
-    eprintln!("setup #1: {:?}", r1.changes);
-    assert!(r1
-        .changes
-        .iter()
-        .any(|c| c.contains("created account stockade-offline")));
-    let r2 = stockade_elevated::setup(&opts).expect("setup again");
-    assert!(
-        r2.changes.is_empty(),
-        "second setup changed things: {:?}",
-        r2.changes
-    );
-    let d = stockade_elevated::check(&opts).unwrap();
-    assert!(d.installed && d.drift.is_empty(), "{:?}", d.drift);
-    let rec = r1.record.clone().unwrap();
-    let off_uid = rec.accounts[0].uid;
-    let on_uid = rec.accounts[1].uid;
+    let mut g = Guard::new();
+    let port = ALLOWED_PORT.to_string();
+    setup(&["--allow-port", &port]);
+    assert_eq!(check().0, 0);
+    let (off_uid, on_uid) = (uid_of("stockade-offline"), uid_of("stockade-online"));
     let uids = [off_uid, on_uid];
-    let group = sh("getent group stockade-sandbox");
-    assert!(group.starts_with("stockade-sandbox:"), "{group}");
-    let pw = sh("getent passwd stockade-offline");
-    assert!(
-        pw.trim_end()
-            .ends_with(":/var/lib/stockade/home/offline:/usr/sbin/nologin"),
-        "{pw}"
-    );
-    assert!(
-        sh("getent shadow stockade-offline")
-            .split(':')
-            .nth(1)
-            .is_some_and(|p| p.starts_with('!') || p == "*"),
-        "no password"
-    );
-
-    sh("nft flush chain inet stockade output");
-    fs::OpenOptions::new()
-        .append(true)
-        .open("/etc/stockade/stockade.nft")
-        .unwrap()
-        .write_all(b"# tampered\n")
-        .unwrap();
-    let d = stockade_elevated::check(&opts).unwrap();
-    let items: Vec<String> = d.drift.iter().map(|x| x.to_string()).collect();
-    eprintln!("drift: {items:#?}");
-    assert_eq!(d.drift.len(), 2, "{items:?}");
-    assert!(
-        items[0].starts_with("nftables table inet stockade: expected rules missing")
-            && items[0].contains("reject")
-    );
-    assert!(items[1].starts_with("file /etc/stockade/stockade.nft"));
-    let r3 = stockade_elevated::setup(&opts).unwrap();
-    assert!(!r3.changes.is_empty());
-    assert!(
-        stockade_elevated::check(&opts).unwrap().drift.is_empty(),
-        "setup repairs drift"
-    );
-
-    // --- kill -9 during setup, then setup again: consistent --------------------------------------
-    for delay_ms in [3u64, 15, 40, 90, 160] {
-        stockade_elevated::uninstall(&opts).unwrap();
-        let mut c = Command::new(BIN)
-            .args([
-                "setup",
-                "--allow-port",
-                &ALLOWED_PORT.to_string(),
-                "--exe",
-                BIN,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        // SIGKILL the setup *and* the tools it is running (useradd, nft, ...), like a power cut.
-        // SAFETY: kill(2) of the process group we just created for this child.
-        unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
-        let _ = c.wait();
-        let rep = stockade_elevated::setup(&opts)
-            .unwrap_or_else(|e| panic!("setup after kill -9 at {delay_ms}ms: {e}"));
-        let d = stockade_elevated::check(&opts).unwrap();
-        assert!(
-            d.drift.is_empty(),
-            "after kill -9 at {delay_ms}ms: {:?} (changes {:?})",
-            d.drift,
-            rep.changes
-        );
-    }
-    let rec = stockade_elevated::setup::installed(&opts).unwrap();
-    let off_uid2 = rec.accounts[0].uid;
-    let uids = if off_uid2 == off_uid {
-        uids
-    } else {
-        [off_uid2, rec.accounts[1].uid]
-    };
-    let (off_uid, on_uid) = (uids[0], uids[1]);
-    eprintln!("kill -9 during setup: consistent after re-run (5 delays)");
 
     // --- users, workspace, broker ------------------------------------------------------------------
     let u = add_user(&mut g, USER);
@@ -521,7 +49,6 @@ fn elevated_end_to_end_as_root() {
     chown_r(&u.home, &u);
     chown_r(&o.home, &o);
     start_broker(&mut g);
-    let sock = opts.socket_path.clone();
 
     // --- filesystem ---------------------------------------------------------------------------------
     let wsr = ws.to_string_lossy().to_string();
@@ -531,15 +58,13 @@ fn elevated_end_to_end_as_root() {
         "chown {}:{} {denied} && chmod 644 {denied}",
         u.uid, u.gid
     ));
-    let args = [
-        "--writable",
-        wsr.as_str(),
-        "--protect",
-        &format!("{wsr}/.git"),
-        "--deny-read",
-        denied.as_str(),
-        "--verbose",
-    ];
+    // The workspace (writable; its `.git` protected by the plan) and one more masked file.
+    let deny_cfg = config_file(
+        "deny.toml",
+        &format!("[filesystem]\ndeny_read = [\"{denied}\"]\n"),
+    );
+    let deny_cfg = deny_cfg.to_string_lossy().into_owned();
+    let args = ["--workspace", wsr.as_str(), "--config", deny_cfg.as_str()];
     let fs_script = "id -u; echo new > src/b.txt && echo WROTE-WS; \
                      echo x >> .git/HEAD && echo WROTE-GIT; touch .git/new && echo CREATED-IN-GIT; \
                      cat ../secret.txt && echo READ-SECRET; cat ../public.txt >/dev/null && echo READ-PUBLIC; \
@@ -551,7 +76,7 @@ fn elevated_end_to_end_as_root() {
                      cp /bin/true src/t && chmod 2755 src/t && echo SETID-MADE; \
                      mkdir -m 2775 src/sgdir && echo SETGID-DIR; exit 7";
     let check_fs = |label: &str| {
-        let r = run_as(&u, &sock, &args, &ws, fs_script);
+        let r = run_as(&u, &args, &ws, fs_script);
         eprintln!(
             "[{label}] code {} stdout:\n{}stderr:\n{}",
             r.code, r.stdout, r.stderr
@@ -619,19 +144,20 @@ fn elevated_end_to_end_as_root() {
     check_fs("fs");
 
     // Repeat run does not walk again (record + intact root ACL).
-    let r = run_as(&u, &sock, &args, &ws, "true");
+    let r = run_as(&u, &args, &ws, "true");
     assert!(r.stderr.contains("already granted"), "{}", r.stderr);
 
     // --- connect gate and seccomp ----------------------------------------------------------------
-    check_gate_and_seccomp(&u, &sock, &args, &ws);
+    check_gate_and_seccomp(&u, &args, &ws);
     // A program that cannot be executed: the run's process reports why, nothing is claimed.
     let nf = Command::new(BIN)
-        .args(["run", "--socket", &sock.to_string_lossy()])
+        .args(["run", "--tier", "elevated", "--json"])
         .args(args)
-        .args(["--cwd", wsr.as_str(), "--", "/nonexistent-stkt"])
+        .args(["--", "/nonexistent-stkt"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
-        .current_dir("/")
+        .env("HOME", &u.home)
+        .current_dir(&ws)
         .uid(u.uid)
         .gid(u.gid)
         .output()
@@ -644,24 +170,17 @@ fn elevated_end_to_end_as_root() {
     );
     assert!(!err.contains("enforced"), "{err}");
     // Signals pass through the supervisor: the command's own SIGTERM is the run's exit.
-    let r = run_as(&u, &sock, &args, &ws, "kill -TERM $$");
+    let r = run_as(&u, &args, &ws, "kill -TERM $$");
     assert_eq!(r.code, 128 + libc::SIGTERM, "{} {}", r.stdout, r.stderr);
 
     // --- process tree: per-run cgroup kill, isolation between runs, timeout, disconnect -------
-    let long = spawn_as(
-        &u,
-        &sock,
-        &["--writable", &wsr],
-        &ws,
-        "sleep 4.5; echo B-DONE",
-    );
+    let long = spawn_as(&u, &["--workspace", &wsr], &ws, "sleep 4.5; echo B-DONE");
     wait_until("run B started", 10, || {
         !procs_of(off_uid, "sleep 4.5").is_empty()
     });
     let r = run_as(
         &u,
-        &sock,
-        &["--writable", &wsr],
+        &["--workspace", &wsr],
         &ws,
         "sleep 301 & sleep 0.2; echo A-EXITS",
     );
@@ -678,15 +197,14 @@ fn elevated_end_to_end_as_root() {
     let t = Instant::now();
     let r = run_as(
         &u,
-        &sock,
-        &["--writable", &wsr, "--timeout", "1"],
+        &["--workspace", &wsr, "--timeout", "1"],
         &ws,
         "sleep 302",
     );
     assert_eq!(r.code, 124, "timeout exit code: {}", r.stderr);
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(procs_of(off_uid, "sleep 302").is_empty());
-    let mut c = spawn_as(&u, &sock, &["--writable", &wsr], &ws, "sleep 303");
+    let mut c = spawn_as(&u, &["--workspace", &wsr], &ws, "sleep 303");
     wait_until("run started", 10, || {
         !procs_of(off_uid, "sleep 303").is_empty()
     });
@@ -700,15 +218,27 @@ fn elevated_end_to_end_as_root() {
     );
 
     // --- refusals: the broker never grants what the caller cannot write itself -------------------
+    // `--allow-dangerous-roots` lets the client's own plan pass, so the broker is what refuses.
     let refused = |target: &str, why: &str| {
-        let r = run_as(&u, &sock, &["--writable", target], &ws, "echo RAN");
+        let r = run_as(
+            &u,
+            &["--writable", target, "--allow-dangerous-roots"],
+            &ws,
+            "echo RAN",
+        );
         eprintln!("[refuse {target}] code {} {}", r.code, r.stderr.trim());
         assert_eq!(
             r.code, 125,
             "{target} must be refused ({why}): {} {}",
             r.stdout, r.stderr
         );
-        assert!(r.stderr.contains("refused"), "{}", r.stderr);
+        // The broker refuses it, or (another user's home) `stockade` itself cannot list the
+        // root and fails closed before asking the broker.
+        assert!(
+            r.stderr.contains("refused") || r.stderr.contains("cannot list writable root"),
+            "{}",
+            r.stderr
+        );
         assert!(!r.stdout.contains("RAN"));
     };
     refused("/etc", "system dir");
@@ -718,14 +248,14 @@ fn elevated_end_to_end_as_root() {
     refused("/tmp", "shared top-level dir");
     std::os::unix::fs::symlink(&o.home, ws.join("link")).unwrap();
     refused(&format!("{wsr}/link"), "symlink to another user's home");
-    refused(&format!("{wsr}/../ws"), "dot-dot path");
+    // (A `..` path never reaches the broker from `stockade`, which sends canonical paths; the
+    // broker's refusal of one is unit-tested in `stockade_elevated::validate`.)
     // A sandboxed command cannot ask the broker for another sandbox (e.g. the online account):
     // the connect gate keeps the broker's socket (outside the writable roots) out of reach...
     let nested = format!(
-        "{BIN} run --socket {} --network on --cwd /tmp -- /bin/true; echo NESTED=$?",
-        sock.display()
+        "XDG_STATE_HOME=\"$TMPDIR\" {BIN} run --tier elevated --network on -- /bin/true; echo NESTED=$?"
     );
-    let r = run_as(&u, &sock, &args, &ws, &nested);
+    let r = run_as(&u, &args, &ws, &nested);
     assert!(
         r.stdout.contains("NESTED=125")
             && r.stderr.contains("cannot reach the stockade broker")
@@ -735,10 +265,13 @@ fn elevated_end_to_end_as_root() {
         r.stderr
     );
     // ...and when a policy allows that socket, the broker itself refuses sandbox accounts.
-    let mut allow_broker: Vec<&str> = args.to_vec();
-    let sock_s = sock.to_string_lossy().into_owned();
-    allow_broker.extend(["--allow-unix-socket", sock_s.as_str()]);
-    let r = run_as(&u, &sock, &allow_broker, &ws, &nested);
+    let allow_cfg = config_file(
+        "allow-broker.toml",
+        &format!("[filesystem]\ndeny_read = [\"{denied}\"]\nallow_unix_sockets = [\"{SOCKET}\"]\n"),
+    );
+    let allow_cfg = allow_cfg.to_string_lossy().into_owned();
+    let allow_broker = ["--workspace", wsr.as_str(), "--config", allow_cfg.as_str()];
+    let r = run_as(&u, &allow_broker, &ws, &nested);
     assert!(
         r.stdout.contains("NESTED=125") && r.stderr.contains("sandbox account"),
         "{} {}",
@@ -779,7 +312,7 @@ fn elevated_end_to_end_as_root() {
     let racer = race.to_string_lossy().to_string();
     let (mut ran, mut refused_n) = (0, 0);
     for _ in 0..40 {
-        let r = run_as(&u, &sock, &["--writable", &racer], &ws, "echo RAN");
+        let r = run_as(&u, &["--writable", &racer], &ws, "echo RAN");
         if r.stdout.contains("RAN") {
             ran += 1;
         } else {
@@ -805,7 +338,6 @@ fn elevated_end_to_end_as_root() {
     assert!(!has_stockade_acl(&o.home.join("theirs.txt"), &uids));
     let r = run_as(
         &u,
-        &sock,
         &args,
         &ws,
         "cat /home/stkt-other/theirs.txt && echo READ-OTHER",
@@ -820,8 +352,7 @@ fn elevated_end_to_end_as_root() {
     let owsr = ows.to_string_lossy().to_string();
     let r = run_as(
         &o,
-        &sock,
-        &["--writable", &owsr],
+        &["--workspace", &owsr],
         &ows,
         "cat code.txt && echo O-READS-OWN && echo w > mine.txt && echo O-WRITES-OWN",
     );
@@ -831,7 +362,7 @@ fn elevated_end_to_end_as_root() {
         r.stdout,
         r.stderr
     );
-    let r = run_as(&u, &sock, &args, &ws, &format!("cat {owsr}/code.txt && echo U-READS-OTHERS; ls {owsr} && echo U-LISTS-OTHERS; echo x > {owsr}/mine.txt && echo U-WRITES-OTHERS"));
+    let r = run_as(&u, &args, &ws, &format!("cat {owsr}/code.txt && echo U-READS-OTHERS; ls {owsr} && echo U-LISTS-OTHERS; echo x > {owsr}/mine.txt && echo U-WRITES-OTHERS"));
     for bad in ["U-READS-OTHERS", "U-LISTS-OTHERS", "U-WRITES-OTHERS"] {
         assert!(
             !r.stdout.contains(bad),
@@ -840,7 +371,19 @@ fn elevated_end_to_end_as_root() {
             r.stderr
         );
     }
-    let r = run_as(&u, &sock, &args, &ows, "ls && echo LISTED-FROM-CWD");
+    // Started from inside another user's tree: `stockade` runs the command in the workspace
+    // instead (the cwd is outside every writable root), so nothing of that tree is listed...
+    let r = run_as_in_foreign_cwd(&u, &args, &ows, "pwd; ls");
+    assert!(
+        r.stdout.starts_with(&format!("{wsr}\n")) && !r.stdout.contains("code.txt"),
+        "cwd inside another user's tree: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    // ...and naming that tree as a writable root fails closed (nothing runs).
+    let mut wide: Vec<&str> = args.to_vec();
+    wide.extend(["--writable", owsr.as_str()]);
+    let r = run_as_in_foreign_cwd(&u, &wide, &ows, "ls && echo LISTED-FROM-CWD");
     assert!(
         !r.stdout.contains("LISTED-FROM-CWD"),
         "cwd inside another user's tree: {} {}",
@@ -871,8 +414,7 @@ fn elevated_end_to_end_as_root() {
     let net = |mode: &str, host: &str, port: u16| -> String {
         let r = run_as(
             &u,
-            &sock,
-            &["--network", mode, "--writable", &wsr],
+            &["--network", mode, "--workspace", &wsr],
             &ws,
             &connect_script(host, port),
         );
@@ -887,8 +429,7 @@ fn elevated_end_to_end_as_root() {
     sh("nft flush chain inet stockade output");
     let r = run_as(
         &u,
-        &sock,
-        &["--network", "off", "--writable", &wsr],
+        &["--network", "off", "--workspace", &wsr],
         &ws,
         &connect_script(NS_ADDR, 18080),
     );
@@ -902,8 +443,8 @@ fn elevated_end_to_end_as_root() {
         "{}",
         r.stderr
     );
-    stockade_elevated::setup(&opts).unwrap();
-    assert!(stockade_elevated::check(&opts).unwrap().drift.is_empty());
+    setup(&[]);
+    assert_eq!(check().0, 0, "setup repairs the flushed chain");
     assert_eq!(
         net("off", "127.0.0.1", closed_port),
         "BLOCKED",
@@ -926,24 +467,12 @@ fn elevated_end_to_end_as_root() {
         .unwrap();
     let send = format!("bash -c 'printf ping > /dev/udp/127.0.0.1/{ALLOWED_PORT}'; echo SENT");
     let mut buf = [0u8; 16];
-    run_as(
-        &u,
-        &sock,
-        &["--network", "off", "--writable", &wsr],
-        &ws,
-        &send,
-    );
+    run_as(&u, &["--network", "off", "--workspace", &wsr], &ws, &send);
     assert!(
         udp.recv(&mut buf).is_err(),
         "offline account sent UDP on loopback"
     );
-    run_as(
-        &u,
-        &sock,
-        &["--network", "on", "--writable", &wsr],
-        &ws,
-        &send,
-    );
+    run_as(&u, &["--network", "on", "--workspace", &wsr], &ws, &send);
     assert_eq!(
         udp.recv(&mut buf).ok(),
         Some(4),
@@ -965,14 +494,7 @@ fn elevated_end_to_end_as_root() {
     let (sysctl_ok, msg) = sh_ok("sysctl -q user.max_user_namespaces=0");
     if sysctl_ok {
         g.sysctl_restore = Some(old);
-        let probe = tier::probe_userns();
-        assert!(
-            probe.is_err(),
-            "userns still works with max_user_namespaces=0"
-        );
-        let (t, why) = tier::pick(TierChoice::Auto, probe, true).unwrap();
-        assert_eq!(t, Tier::Elevated);
-        eprintln!("user.max_user_namespaces=0 set; auto tier: {why}");
+        eprintln!("user.max_user_namespaces=0 set");
     } else {
         // Not a skip of the check: the runs below still happen with user namespaces unavailable
         // to the broker, the client and the command; only the mechanism differs.
@@ -995,7 +517,6 @@ fn elevated_end_to_end_as_root() {
         );
         let r = run_as(
             &u,
-            &sock,
             &args,
             &ws,
             "unshare --user true && echo USERNS-WORKS || echo USERNS-BLOCKED",
@@ -1007,6 +528,37 @@ fn elevated_end_to_end_as_root() {
             r.stderr
         );
     }
+    let v: serde_json::Value =
+        serde_json::from_str(&stockade(&["doctor", "--json"]).stdout).expect("doctor --json");
+    assert_eq!(
+        v["tiers"]["linux-unelevated"]["available"], false,
+        "userns still works with max_user_namespaces=0: {v:#}"
+    );
+    // `--tier auto` (the default) falls back to the installed elevated tier, and says why.
+    let mut auto = Command::new(BIN);
+    if NO_USERNS.load(Ordering::Relaxed) {
+        block_userns_in_child(&mut auto);
+    }
+    let r = auto
+        .args(["run", "--json"])
+        .args(args)
+        .args(["--", "/bin/sh", "-c", "echo AUTO-RAN"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &u.home)
+        .current_dir(&ws)
+        .uid(u.uid)
+        .gid(u.gid)
+        .output()
+        .expect("auto run");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("AUTO-RAN")
+            && err.contains("\"tier\":\"linux-elevated\"")
+            && err.contains("used the elevated tier"),
+        "auto tier: {err}"
+    );
+    eprintln!("user namespaces blocked: doctor says so; auto tier: the elevated tier ran");
     check_fs("fs, userns disabled");
     assert_eq!(net("off", NS_ADDR, 18080), "BLOCKED");
     if let Some(v) = g.sysctl_restore.take() {
@@ -1024,7 +576,7 @@ fn elevated_end_to_end_as_root() {
     let n = 20;
     let t = Instant::now();
     for _ in 0..n {
-        assert_eq!(run_as(&u, &sock, &args, &ws, "true").code, 0);
+        assert_eq!(run_as(&u, &args, &ws, "true").code, 0);
     }
     let per_run = t.elapsed() / n;
     let t = Instant::now();
@@ -1051,15 +603,14 @@ fn elevated_end_to_end_as_root() {
     let t = Instant::now();
     let r = run_as(
         &u,
-        &sock,
-        &["--writable", &bigs, "--verbose"],
+        &["--workspace", &bigs],
         &big,
         "echo ok > d000/new && echo OK",
     );
     let first = t.elapsed();
     assert!(r.stdout.contains("OK"), "{} {}", r.stdout, r.stderr);
     let t = Instant::now();
-    let r = run_as(&u, &sock, &["--writable", &bigs, "--verbose"], &big, "true");
+    let r = run_as(&u, &["--workspace", &bigs], &big, "true");
     let second = t.elapsed();
     assert!(r.stderr.contains("already granted"), "{}", r.stderr);
     eprintln!("TIMING first grant of {files} files: {first:?}; repeat run: {second:?}");
@@ -1070,9 +621,9 @@ fn elevated_end_to_end_as_root() {
         let _ = b.kill();
         let _ = b.wait();
     }
-    let _ = fs::remove_file(&sock);
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
+    let _ = fs::remove_file(SOCKET);
+    let listener = std::os::unix::net::UnixListener::bind(SOCKET).unwrap();
+    fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o666)).unwrap();
     let lfd = listener.as_raw_fd();
     let mut act = Command::new("/bin/sh");
     act.args([
@@ -1092,7 +643,7 @@ fn elevated_end_to_end_as_root() {
     }
     g.broker = Some(act.spawn().unwrap());
     drop(listener);
-    let r = run_as(&u, &sock, &args, &ws, "echo ACTIVATED");
+    let r = run_as(&u, &args, &ws, "echo ACTIVATED");
     assert!(
         r.stdout.contains("ACTIVATED"),
         "socket-activated broker: {} {}",
@@ -1106,16 +657,16 @@ fn elevated_end_to_end_as_root() {
         let _ = b.kill();
         let _ = b.wait();
     }
-    let rep = stockade_elevated::uninstall(&opts).unwrap();
-    eprintln!("uninstall: {:#?}", rep.removed);
-    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    let rep = stockade(&["uninstall"]);
+    eprintln!("uninstall: {}", rep.stdout);
+    assert_eq!(rep.code, 0, "{rep:#?}");
+    assert!(!rep.stderr.contains("problem"), "{}", rep.stderr);
     assert!(!sh("getent passwd").contains("stockade"));
     assert!(!sh("getent group").contains("stockade"));
     assert!(!sh("nft list tables").contains("stockade"));
     assert!(
-        !opts.socket_path.exists(),
-        "broker socket {} left after uninstall",
-        opts.socket_path.display()
+        !Path::new(SOCKET).exists(),
+        "broker socket {SOCKET} left after uninstall"
     );
     let acl = sh(&format!(
         "getfacl -R -p -n {wsr} {bigs} {} {denied} 2>/dev/null",
@@ -1193,7 +744,7 @@ impl Drop for CountingSocket {
 /// (the listener sees nothing), one inside the workspace is reachable (positive control), and
 /// the general seccomp layer refuses namespace creation and the kernel keyring while ordinary
 /// calls work.
-fn check_gate_and_seccomp(u: &TestUser, sock: &Path, args: &[&str], ws: &Path) {
+fn check_gate_and_seccomp(u: &TestUser, args: &[&str], ws: &Path) {
     let out_dir = PathBuf::from("/var/tmp/stkt-sock-outside");
     let _ = fs::remove_dir_all(&out_dir);
     fs::create_dir_all(&out_dir).unwrap();
@@ -1214,7 +765,7 @@ fn check_gate_and_seccomp(u: &TestUser, sock: &Path, args: &[&str], ws: &Path) {
         ws.display(),
         connect(Path::new("inside.sock"))
     );
-    let r = run_as(u, sock, args, ws, &script);
+    let r = run_as(u, args, ws, &script);
     eprintln!("gate: {} {}", r.stdout, r.stderr);
     assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
@@ -1235,23 +786,16 @@ fn check_gate_and_seccomp(u: &TestUser, sock: &Path, args: &[&str], ws: &Path) {
         2,
         "the workspace listener (control) was not reached twice"
     );
-    assert!(r.stderr.contains("enforced connect-gate"), "{}", r.stderr);
+    let layers = r.layers();
+    assert!(layers.iter().any(|l| l == "connect-gate"), "{}", r.stderr);
     // The refusal is reported as a denial; the allowed connects are not.
-    let denied: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("stockade: denied"))
-        .collect();
     assert_eq!(
-        denied,
-        vec![format!(
-            "stockade: denied connect {}",
-            outside.path.display()
-        )],
+        r.denials(),
+        vec![("connect".to_string(), outside.path.display().to_string())],
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("enforced seccomp:"), "{}", r.stderr);
+    assert!(layers.iter().any(|l| l == "seccomp"), "{}", r.stderr);
 
     // seccomp: user namespaces and the keyring refused inside; control: the same user can create
     // a user namespace on the host (when the host allows it), and getpid works inside.
@@ -1261,7 +805,7 @@ fn check_gate_and_seccomp(u: &TestUser, sock: &Path, args: &[&str], ws: &Path) {
     ));
     let script = "unshare -U true 2>/dev/null; echo UNSHARE=$?; \
                   /usr/bin/python3 -c 'import ctypes,os\nlibc=ctypes.CDLL(None, use_errno=True)\nr=libc.syscall(250, 0, 0, 0, 0, 0)\nprint(\"KEYCTL\", r, ctypes.get_errno())\nprint(\"GETPID\", libc.syscall(39) == os.getpid())'";
-    let r = run_as(u, sock, args, ws, script);
+    let r = run_as(u, args, ws, script);
     eprintln!(
         "seccomp: host unshare -U ok={host_ok}; inside: {}",
         r.stdout

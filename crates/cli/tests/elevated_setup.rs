@@ -1,0 +1,173 @@
+//! The elevated tier's installation, as root, through the real CLI: `stockade setup` is
+//! idempotent, `setup --check` detects drift and `setup` repairs it, a setup killed at any moment
+//! is made consistent by the next one, `stockade doctor` reports the installed tier truthfully
+//! (record and broker), and `stockade uninstall` leaves nothing behind.
+//!
+//! Run: `flock /tmp/stockade-root.lock cargo test -p stockade --test elevated_setup -- --nocapture`
+
+mod elevated;
+
+use elevated::*;
+use std::fs;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const NOTHING_CHANGED: &str = "already installed; nothing changed";
+
+#[test]
+fn setup_check_doctor_uninstall() {
+    if !preflight("setup_check_doctor_uninstall") {
+        return;
+    }
+    let mut g = Guard::new();
+    let port = ALLOWED_PORT.to_string();
+
+    // --- before: doctor says not installed -------------------------------------------------------
+    let d = doctor_elevated();
+    assert_eq!(d["installed"], false, "{d:#}");
+    assert_eq!(d["available"], false, "{d:#}");
+    assert!(
+        d["why"].as_str().unwrap_or("").contains("not installed"),
+        "{d:#}"
+    );
+    assert_eq!(check().0, 2, "setup --check before setup: not installed");
+
+    // --- setup: idempotent, drift detected and repaired ---------------------------------------
+    let r1 = setup(&["--allow-port", &port]);
+    eprintln!("setup #1: {r1:?}");
+    assert!(r1
+        .iter()
+        .any(|c| c.contains("created account stockade-offline")));
+    let r2 = setup(&[]);
+    assert!(
+        r2.iter().any(|l| l == NOTHING_CHANGED)
+            && r2
+                .iter()
+                .all(|l| l == NOTHING_CHANGED || l.starts_with("note: ")),
+        "second setup changed things: {r2:?}"
+    );
+    let (code, lines) = check();
+    assert_eq!(
+        (code, lines.clone()),
+        (0, vec!["installed, no drift".into()])
+    );
+    let group = sh("getent group stockade-sandbox");
+    assert!(group.starts_with("stockade-sandbox:"), "{group}");
+    let pw = sh("getent passwd stockade-offline");
+    assert!(
+        pw.trim_end()
+            .ends_with(":/var/lib/stockade/home/offline:/usr/sbin/nologin"),
+        "{pw}"
+    );
+    assert!(
+        sh("getent shadow stockade-offline")
+            .split(':')
+            .nth(1)
+            .is_some_and(|p| p.starts_with('!') || p == "*"),
+        "no password"
+    );
+
+    sh("nft flush chain inet stockade output");
+    fs::OpenOptions::new()
+        .append(true)
+        .open("/etc/stockade/stockade.nft")
+        .unwrap()
+        .write_all(b"# tampered\n")
+        .unwrap();
+    let (code, items) = check();
+    eprintln!("drift: {items:#?}");
+    assert_eq!(code, 1);
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(
+        items[0].starts_with("drift: nftables table inet stockade: expected rules missing")
+            && items[0].contains("reject"),
+        "{items:?}"
+    );
+    assert!(
+        items[1].starts_with("drift: file /etc/stockade/stockade.nft"),
+        "{items:?}"
+    );
+    let r3 = setup(&[]);
+    assert!(!r3.iter().any(|l| l == NOTHING_CHANGED), "{r3:?}");
+    assert_eq!(check().0, 0, "setup repairs drift");
+
+    // --- doctor: installed; available exactly when the broker answers ----------------------------
+    let d = doctor_elevated();
+    assert_eq!(d["installed"], true, "{d:#}");
+    // No broker runs yet (no systemd here, or its socket unit is not started by the test).
+    let reachable = std::os::unix::net::UnixStream::connect(SOCKET).is_ok();
+    assert_eq!(d["available"], reachable, "{d:#}");
+    if !reachable {
+        assert!(
+            d["why"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cannot reach the stockade broker"),
+            "{d:#}"
+        );
+    }
+    start_broker(&mut g);
+    let d = doctor_elevated();
+    assert_eq!(d["installed"], true, "{d:#}");
+    assert_eq!(d["available"], true, "{d:#}");
+    assert!(d["why"].as_str().unwrap_or("").contains(SOCKET), "{d:#}");
+    g.stop_broker();
+    let _ = fs::remove_file(SOCKET);
+    let d = doctor_elevated();
+    assert_eq!(
+        (d["installed"].clone(), d["available"].clone()),
+        (true.into(), false.into()),
+        "broker stopped: {d:#}"
+    );
+
+    // --- kill -9 during setup, then setup again: consistent --------------------------------------
+    for delay_ms in [3u64, 15, 40, 90, 160] {
+        let u = stockade(&["uninstall"]);
+        assert_eq!(u.code, 0, "{u:#?}");
+        let mut c = Command::new(BIN)
+            .args(["setup", "--allow-port", &port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SIGKILL the setup *and* the tools it is running (useradd, nft, ...), like a power cut.
+        // SAFETY: kill(2) of the process group we just created for this child.
+        unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+        let _ = c.wait();
+        let rep = setup(&[]);
+        let (code, lines) = check();
+        assert_eq!(
+            code, 0,
+            "after kill -9 at {delay_ms}ms: {lines:?} (changes {rep:?})"
+        );
+    }
+    eprintln!("kill -9 during setup: consistent after re-run (5 delays)");
+
+    // --- uninstall: nothing of stockade left; doctor says not installed ---------------------------
+    let rep = stockade(&["uninstall"]);
+    eprintln!("uninstall: {}", rep.stdout);
+    assert_eq!(rep.code, 0, "{rep:#?}");
+    assert!(!rep.stderr.contains("problem"), "{}", rep.stderr);
+    assert!(!sh("getent passwd").contains("stockade"));
+    assert!(!sh("getent group").contains("stockade"));
+    assert!(!sh("nft list tables").contains("stockade"));
+    assert!(
+        !Path::new(SOCKET).exists(),
+        "broker socket left after uninstall"
+    );
+    assert!(!Path::new("/var/lib/stockade").exists() && !Path::new("/etc/stockade").exists());
+    assert!(!Path::new("/etc/systemd/system/stockade-broker.socket").exists());
+    let d = doctor_elevated();
+    assert_eq!(
+        (d["installed"].clone(), d["available"].clone()),
+        (false.into(), false.into()),
+        "after uninstall: {d:#}"
+    );
+    assert_eq!(check().0, 2, "setup --check after uninstall: not installed");
+    drop(g);
+}
