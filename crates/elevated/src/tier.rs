@@ -104,7 +104,7 @@ pub fn probe_userns() -> Result<(), String> {
         .stderr(Stdio::null());
     // SAFETY: the closure runs in the forked child and only makes one raw syscall.
     unsafe {
-        cmd.pre_exec(crate::sys::child::unshare_user);
+        cmd.pre_exec(|| Ok(stockade_sys::spawn::child::unshare_user()?));
     }
     match cmd.status() {
         Ok(s) if s.success() => Ok(()),

@@ -161,15 +161,17 @@ fn block_userns_in_child(cmd: &mut Command) {
 }
 
 fn install_filter(prog: &[libc::sock_filter]) -> std::io::Result<()> {
-    use stockade_elevated::sys::cvt;
+    use stockade_sys::cvt;
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: plain prctl with integer arguments.
-    cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    cvt("prctl", String::new, unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    })?;
     // SAFETY: `fprog` points to `prog`, a valid filter array that outlives the call.
-    cvt(unsafe {
+    cvt("prctl", String::new, unsafe {
         libc::prctl(
             libc::PR_SET_SECCOMP,
             libc::SECCOMP_MODE_FILTER,
@@ -371,7 +373,7 @@ fn elevated_end_to_end_as_root() {
             "STOCKADE_REQUIRE_ROOT_TESTS is set but the test was skipped: {why}"
         );
     };
-    if stockade_elevated::sys::geteuid() != 0 {
+    if stockade_sys::users::geteuid() != 0 {
         skip("needs root (run `sudo -E cargo test -p stockade-elevated --test root_e2e -- --nocapture`)");
         return;
     }
