@@ -181,14 +181,13 @@ fn fallback(first: &LaunchFailure, next: &Availability) -> Fallback {
 }
 
 /// Is `fd` an open descriptor (for `--pass-fd`)?
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub fn fd_is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD only queries flags of a descriptor number; an invalid one yields EBADF.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    stockade_sys::fs::fd_is_open(fd)
 }
 
-/// Is `fd` an open descriptor (for `--pass-fd`)? Not supported off Unix.
-#[cfg(not(unix))]
+/// Is `fd` an open descriptor (for `--pass-fd`)? Not supported off Linux.
+#[cfg(not(target_os = "linux"))]
 pub fn fd_is_open(_fd: i32) -> bool {
     false
 }

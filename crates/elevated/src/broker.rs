@@ -15,7 +15,6 @@ use crate::grants::{self, GrantAction, GrantKey, GrantParams, GrantRecord};
 use crate::protocol::{self, Reply, RunRequest, WireExit, WireLayer};
 use crate::record::{InstallRecord, Role};
 use crate::setup::SetupOptions;
-use crate::sys;
 use crate::validate::{self, Refusal, ValidatedRoot};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -25,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockade_policy::NetworkMode;
+use stockade_sys as sys;
 
 /// Broker configuration.
 #[derive(Debug, Clone, Default)]
@@ -159,7 +159,7 @@ pub fn listen(opts: &BrokerOptions, rec: &InstallRecord) -> Result<UnixListener,
 /// Runs the broker in the foreground until killed (the mode for containers and CI; systemd
 /// starts the same code with `socket_activated`).
 pub fn serve_broker(opts: &BrokerOptions) -> Result<(), BrokerError> {
-    if sys::geteuid() != 0 {
+    if sys::users::geteuid() != 0 {
         return Err(BrokerError::NotRoot);
     }
     let rpath = opts.setup.record_path();
@@ -218,7 +218,7 @@ impl From<Refusal> for Fail {
 
 fn handle(ctx: &Ctx, stream: UnixStream) {
     let result = (|| -> Result<(), Fail> {
-        let cred = sys::peer_cred(stream.as_fd())
+        let cred = sys::sockets::peer_cred(stream.as_fd())
             .map_err(|e| Fail::Failed(format!("SO_PEERCRED: {e}")))?;
         // A caller that connects and sends nothing must not pin a broker thread forever
         // (SO_RCVTIMEO also bounds recvmsg).
@@ -246,7 +246,7 @@ fn handle(ctx: &Ctx, stream: UnixStream) {
 
 fn recv_request(stream: &UnixStream) -> Result<(RunRequest, Vec<OwnedFd>), Fail> {
     let mut buf = vec![0u8; 64 * 1024];
-    let (n, fds) = sys::recv_with_fds(stream.as_fd(), &mut buf)
+    let (n, fds) = sys::sockets::recv_with_fds(stream.as_fd(), &mut buf)
         .map_err(|e| Fail::Refused(format!("receiving request: {e}")))?;
     if fds.len() != 3 {
         return Err(Fail::Refused(format!(
@@ -281,10 +281,10 @@ struct Caller {
 }
 
 fn caller_info(cred: &libc::ucred) -> Caller {
-    let pw = sys::getpwuid(cred.uid).ok().flatten();
+    let pw = sys::users::getpwuid(cred.uid).ok().flatten();
     let groups = pw
         .as_ref()
-        .and_then(|(name, _, _)| sys::grouplist(name, cred.gid).ok())
+        .and_then(|(name, _, _)| sys::users::grouplist(name, cred.gid).ok())
         .unwrap_or_else(|| vec![cred.gid]);
     Caller {
         uid: cred.uid,
@@ -308,7 +308,7 @@ fn current_record(ctx: &Ctx) -> Result<InstallRecord, Fail> {
         Fail::Failed("the elevated tier is not installed (or setup is unfinished); run `sudo stockade setup`".into())
     })?;
     for a in &rec.accounts {
-        match sys::getpwuid(a.uid) {
+        match sys::users::getpwuid(a.uid) {
             Ok(Some((name, gid, _))) if name == a.name && gid == rec.group.gid => {}
             _ => {
                 return Err(Fail::Failed(format!(
@@ -318,7 +318,7 @@ fn current_record(ctx: &Ctx) -> Result<InstallRecord, Fail> {
             }
         }
     }
-    if sys::getgrnam(&rec.group.name).ok().flatten() != Some(rec.group.gid) {
+    if sys::users::getgrnam(&rec.group.name).ok().flatten() != Some(rec.group.gid) {
         return Err(Fail::Failed(format!(
             "group {} no longer has gid {}; run `sudo stockade setup`",
             rec.group.name, rec.group.gid
@@ -338,7 +338,7 @@ fn caller_group(
     let name = format!("{}-u{uid}", rec.prefix);
     // Fast path: recorded and still resolving to the same gid (in-process NSS lookup).
     if let Some(r) = gf.groups.iter().find(|c| c.uid == uid && c.name == name) {
-        if sys::getgrnam(&name).ok().flatten() == Some(r.gid) {
+        if sys::users::getgrnam(&name).ok().flatten() == Some(r.gid) {
             return Ok(r.gid);
         }
     }
@@ -538,7 +538,7 @@ fn run(
     // The start directory is entered by path *after* the switch to the sandbox account, so the
     // account's own permissions on every component decide (a descriptor opened by root would
     // let the command start inside a tree neither it nor the caller can traverse).
-    sys::cstr(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
+    sys::cpath(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
     let role = match req.network {
         NetworkMode::Off => Role::Offline,
         NetworkMode::On => Role::Online,
@@ -625,7 +625,7 @@ fn run(
     // controlled by the sandbox account), group = the caller's grant group, removed at the end.
     let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), grant_gid)
         .map_err(|e| Fail::Failed(format!("creating the run's TMPDIR: {e}")))?;
-    let abi = stockade_linux::landlock_layer::kernel_abi();
+    let abi = stockade_sys::landlock::kernel_abi();
     let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
     let ruleset = crate::landlock_layer::prepare(&root_fds, &[run_tmp.0.as_path()])
         .map_err(|e| Fail::Failed(e.to_string()))?;
@@ -741,7 +741,7 @@ fn run(
     let mut stdio_fds = Vec::with_capacity(3);
     for fd in [fd0, fd1, fd2] {
         stdio_fds.push(if fd.as_raw_fd() < 3 {
-            sys::dup_above_stdio(fd.as_fd()).map_err(|e| Fail::Failed(format!("dup: {e}")))?
+            sys::fs::dup_above_stdio(fd.as_fd()).map_err(|e| Fail::Failed(format!("dup: {e}")))?
         } else {
             fd
         });
@@ -755,7 +755,7 @@ fn run(
         None => None,
     };
     let start = Instant::now();
-    let childp = sys::spawn_raw(&sys::RawSpawn {
+    let childp = sys::spawn::spawn_raw(&sys::spawn::RawSpawn {
         path: exe,
         argv: &argv,
         envp: &envp,
@@ -775,13 +775,12 @@ fn run(
     drop(child_chan);
     drop(ruleset_fd);
     let pid = childp.pid;
-    let kill_tree = |c: &sys::RawChild| {
+    let kill_tree = |c: &sys::spawn::RawChild| {
         if let Some(cg) = &cg {
             let _ = cg.kill_all(Duration::from_secs(5));
         }
         c.kill();
-        // SAFETY: plain kill(2) of the process group the child created with setsid (pgid == pid).
-        let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+        let _ = stockade_sys::kill(-pid, libc::SIGKILL);
     };
     // Hand over the specification, then wait for "ok" (the command is running, every layer is
     // in place) or the reason it could not start.
@@ -876,7 +875,7 @@ fn run(
                 .min(i32::MAX as u128) as i32,
             None => -1,
         };
-        let ready = sys::poll_read(&[childp.pidfd.as_fd(), stream.as_fd()], timeout_ms)
+        let ready = sys::spawn::poll_read(&[childp.pidfd.as_fd(), stream.as_fd()], timeout_ms)
             .map_err(|e| Fail::Failed(format!("poll: {e}")))?;
         if ready[0] {
             let st = childp
@@ -904,8 +903,7 @@ fn run(
     if let Some(cg) = &cg {
         let _ = cg.kill_all(Duration::from_secs(5));
     }
-    // SAFETY: plain kill(2) of the run's process group; ESRCH (already gone) is ignored.
-    let _ = sys::cvt(unsafe { libc::kill(-pid, libc::SIGKILL) });
+    let _ = stockade_sys::kill(-pid, libc::SIGKILL);
     drop(cg);
     let duration_ms = start.elapsed().as_millis() as u64;
     // The supervisor wrote one line per refused connect() (see `runner`); it has exited, so the

@@ -77,8 +77,7 @@ impl RunCgroup {
                 // Kernels before 5.14: signal each process listed.
                 if let Ok(s) = fs::read_to_string(self.procs_path()) {
                     for pid in s.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                        // SAFETY: plain kill(2) of a pid listed in this run's own cgroup.
-                        let _ = crate::sys::cvt(unsafe { libc::kill(pid, libc::SIGKILL) });
+                        let _ = stockade_sys::kill(pid, libc::SIGKILL);
                     }
                 }
             }

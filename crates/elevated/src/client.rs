@@ -1,7 +1,6 @@
 //! The unprivileged side: [`ElevatedBackend`] sends a plan to the broker and waits.
 
 use crate::protocol::{self, Reply, RunRequest, WireExit, PROTOCOL_VERSION};
-use crate::sys;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -11,6 +10,7 @@ use stockade_policy::backend::{
     Availability, Backend, Command, EnforcedLayer, ExitKind, LaunchFailure, RunOptions, RunOutcome,
 };
 use stockade_policy::Plan;
+use stockade_sys as sys;
 
 /// Stable tier name.
 pub const TIER: &str = "linux-elevated";
@@ -161,7 +161,8 @@ impl ElevatedBackend {
                 source,
             })?;
         let frame = protocol::encode(req)?;
-        let sent = sys::send_with_fds(stream.as_fd(), &frame, &[0, 1, 2])?;
+        let sent = sys::sockets::send_with_fds(stream.as_fd(), &frame, &[0, 1, 2])
+            .map_err(io::Error::from)?;
         (&stream).write_all(&frame[sent..])?;
         let start = Instant::now();
         let show = self.progress && io::stderr().is_terminal();

@@ -14,13 +14,13 @@
 
 use crate::acl::{self, Treatment};
 use crate::fsutil::write_atomic;
-use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::ffi::{CStr, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use stockade_sys as sys;
 
 const ACCESS: &CStr = c"system.posix_acl_access";
 const DEFAULT: &CStr = c"system.posix_acl_default";
@@ -243,8 +243,9 @@ pub struct WalkStats {
     pub skipped: u64,
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> GrantError + '_ {
+fn io_at<E: Into<io::Error>>(path: &Path) -> impl FnOnce(E) -> GrantError + '_ {
     move |source| {
+        let source: io::Error = source.into();
         if source.raw_os_error() == Some(libc::EOPNOTSUPP) {
             GrantError::Unsupported {
                 path: path.to_path_buf(),
@@ -259,7 +260,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> GrantError + '_ {
 }
 
 fn read_acl(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<acl::Entry>>> {
-    match sys::fd_getxattr(fd, name)? {
+    match sys::fs::fd_getxattr(fd, name)? {
         None => Ok(None),
         Some(b) => acl::decode(&b)
             .map(Some)
@@ -278,14 +279,14 @@ fn add_entries(
     let cur = read_acl(fd, ACCESS)?.unwrap_or_else(|| acl::from_mode(st.st_mode));
     let new = acl::with_named(&cur, access);
     if new != cur {
-        sys::fd_setxattr(fd, ACCESS, &acl::encode(&new))?;
+        sys::fs::fd_setxattr(fd, ACCESS, &acl::encode(&new))?;
         changed = true;
     }
     if !default.is_empty() {
         let cur = read_acl(fd, DEFAULT)?;
         let new = acl::default_with(cur.as_deref(), st.st_mode, default);
         if Some(&new) != cur.as_ref() {
-            sys::fd_setxattr(fd, DEFAULT, &acl::encode(&new))?;
+            sys::fs::fd_setxattr(fd, DEFAULT, &acl::encode(&new))?;
             changed = true;
         }
     }
@@ -298,7 +299,7 @@ fn remove_entries(fd: BorrowedFd<'_>, st: &libc::stat, which: &[(u16, u32)]) -> 
     if let Some(cur) = read_acl(fd, ACCESS)? {
         let new = acl::without_named(&cur, which);
         if new != cur {
-            sys::fd_setxattr(fd, ACCESS, &acl::encode(&new))?;
+            sys::fs::fd_setxattr(fd, ACCESS, &acl::encode(&new))?;
             changed = true;
         }
     }
@@ -307,9 +308,9 @@ fn remove_entries(fd: BorrowedFd<'_>, st: &libc::stat, which: &[(u16, u32)]) -> 
             let new = acl::without_named(&cur, which);
             if new != cur {
                 if acl::is_minimal(&new) {
-                    sys::fd_removexattr(fd, DEFAULT)?;
+                    sys::fs::fd_removexattr(fd, DEFAULT)?;
                 } else {
-                    sys::fd_setxattr(fd, DEFAULT, &acl::encode(&new))?;
+                    sys::fs::fd_setxattr(fd, DEFAULT, &acl::encode(&new))?;
                 }
                 changed = true;
             }
@@ -338,7 +339,7 @@ fn walk(
     stats: &mut WalkStats,
     visit: &mut dyn FnMut(&Item<'_>) -> io::Result<bool>,
 ) -> Result<(), GrantError> {
-    let root_st = sys::fstat(root_fd).map_err(io_at(root_path))?;
+    let root_st = sys::fs::fstat(root_fd).map_err(io_at(root_path))?;
     let root_own = root_fd.try_clone_to_owned().map_err(io_at(root_path))?;
     let ro = visit(&Item {
         fd: root_fd,
@@ -366,7 +367,7 @@ fn walk(
             let name = ent.file_name();
             let path = dpath.join(&name);
             stats.seen += 1;
-            let fd = match sys::openat2(
+            let fd = match sys::fs::openat2(
                 Some(dfd.as_fd()),
                 Path::new(&name),
                 libc::O_PATH | libc::O_NOFOLLOW,
@@ -379,7 +380,7 @@ fn walk(
                     continue;
                 }
             };
-            let st = sys::fstat(fd.as_fd()).map_err(io_at(&path))?;
+            let st = sys::fs::fstat(fd.as_fd()).map_err(io_at(&path))?;
             let fmt = st.st_mode & libc::S_IFMT;
             if (fmt != libc::S_IFDIR && fmt != libc::S_IFREG)
                 || only_uid.is_some_and(|u| st.st_uid != u)
@@ -472,7 +473,7 @@ pub fn apply_root(
                 let Some(rel) = relative_beneath(p.root, path) else {
                     continue;
                 };
-                let Ok(fd) = sys::openat2(
+                let Ok(fd) = sys::fs::openat2(
                     Some(p.root_fd),
                     &rel,
                     libc::O_PATH | libc::O_NOFOLLOW,
@@ -480,7 +481,7 @@ pub fn apply_root(
                 ) else {
                     continue;
                 };
-                let st = sys::fstat(fd.as_fd()).map_err(io_at(path))?;
+                let st = sys::fs::fstat(fd.as_fd()).map_err(io_at(path))?;
                 if st.st_mode & libc::S_IFMT == libc::S_IFLNK || st.st_uid != caller {
                     continue;
                 }
@@ -497,7 +498,7 @@ pub fn apply_root(
 pub fn deny_paths(paths: &[PathBuf], caller_uid: u32, grant_gid: u32) -> Vec<PathBuf> {
     let mut done = Vec::new();
     for p in paths {
-        let Ok(fd) = sys::openat2(
+        let Ok(fd) = sys::fs::openat2(
             None,
             p,
             libc::O_PATH | libc::O_NOFOLLOW,
@@ -505,7 +506,7 @@ pub fn deny_paths(paths: &[PathBuf], caller_uid: u32, grant_gid: u32) -> Vec<Pat
         ) else {
             continue;
         };
-        let Ok(st) = sys::fstat(fd.as_fd()) else {
+        let Ok(st) = sys::fs::fstat(fd.as_fd()) else {
             continue;
         };
         let fmt = st.st_mode & libc::S_IFMT;
@@ -536,7 +537,7 @@ pub fn traverse_ancestors(root: &Path, caller_uid: u32, grant_gid: u32) -> Vec<P
         if dir.parent().is_none() {
             break;
         }
-        let Ok(fd) = sys::openat2(
+        let Ok(fd) = sys::fs::openat2(
             None,
             dir,
             libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
@@ -544,7 +545,7 @@ pub fn traverse_ancestors(root: &Path, caller_uid: u32, grant_gid: u32) -> Vec<P
         ) else {
             break;
         };
-        let Ok(st) = sys::fstat(fd.as_fd()) else {
+        let Ok(st) = sys::fs::fstat(fd.as_fd()) else {
             break;
         };
         if st.st_uid != caller_uid {
@@ -560,7 +561,7 @@ pub fn traverse_ancestors(root: &Path, caller_uid: u32, grant_gid: u32) -> Vec<P
             .map_or(0, |e| e.perm);
         let want = [(acl::TAG_GROUP, grant_gid, have | acl::X)];
         let new = acl::with_named(&cur_acl, &want);
-        if new != cur_acl && sys::fd_setxattr(fd.as_fd(), ACCESS, &acl::encode(&new)).is_ok() {
+        if new != cur_acl && sys::fs::fd_setxattr(fd.as_fd(), ACCESS, &acl::encode(&new)).is_ok() {
             done.push(dir.to_path_buf());
         }
         cur = dir.parent();
@@ -594,7 +595,7 @@ pub fn revoke_all(grants_path: &Path, sandbox_uids: &[u32]) -> Result<Vec<String
         all.extend(g.groups.iter().map(|c| (acl::TAG_GROUP, c.gid)));
         all.sort_unstable();
         all.dedup();
-        let Ok(fd) = sys::openat2(
+        let Ok(fd) = sys::fs::openat2(
             None,
             &r.root,
             libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
@@ -603,7 +604,7 @@ pub fn revoke_all(grants_path: &Path, sandbox_uids: &[u32]) -> Result<Vec<String
             lines.push(format!("{}: gone, nothing to revoke", r.root.display()));
             continue;
         };
-        let st = sys::fstat(fd.as_fd()).map_err(io_at(&r.root))?;
+        let st = sys::fs::fstat(fd.as_fd()).map_err(io_at(&r.root))?;
         if st.st_dev != r.dev || st.st_ino != r.ino {
             lines.push(format!(
                 "{}: replaced by another directory since the grant; left untouched",
@@ -620,29 +621,18 @@ pub fn revoke_all(grants_path: &Path, sandbox_uids: &[u32]) -> Result<Vec<String
                 changed += 1;
             }
             if sandbox.contains(&it.st.st_uid) {
-                let empty = c"";
-                // SAFETY: fchownat on an O_PATH descriptor we own with AT_EMPTY_PATH and an empty
-                // NUL-terminated path: changes exactly the inode the descriptor refers to.
-                sys::cvt(unsafe {
-                    libc::fchownat(
-                        it.fd.as_raw_fd(),
-                        empty.as_ptr(),
-                        ou,
-                        og,
-                        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                })?;
+                sys::fchown_fd(it.fd.as_raw_fd(), ou, og)?;
             }
             Ok(false)
         })?;
         for d in &r.denied {
-            if let Ok(dfd) = sys::openat2(
+            if let Ok(dfd) = sys::fs::openat2(
                 None,
                 d,
                 libc::O_PATH | libc::O_NOFOLLOW,
                 libc::RESOLVE_NO_SYMLINKS,
             ) {
-                if let Ok(st) = sys::fstat(dfd.as_fd()) {
+                if let Ok(st) = sys::fs::fstat(dfd.as_fd()) {
                     let _ = remove_entries(dfd.as_fd(), &st, &all);
                 }
             }
@@ -657,7 +647,7 @@ pub fn revoke_all(grants_path: &Path, sandbox_uids: &[u32]) -> Result<Vec<String
     global.extend(g.grants.iter().map(|r| (acl::TAG_GROUP, r.grant_gid)));
     global.extend(sandbox_uids.iter().map(|u| (acl::TAG_USER, *u)));
     for d in g.denied.iter().chain(g.traverse.iter()) {
-        let Ok(dfd) = sys::openat2(
+        let Ok(dfd) = sys::fs::openat2(
             None,
             d,
             libc::O_PATH | libc::O_NOFOLLOW,
@@ -665,7 +655,7 @@ pub fn revoke_all(grants_path: &Path, sandbox_uids: &[u32]) -> Result<Vec<String
         ) else {
             continue;
         };
-        if let Ok(st) = sys::fstat(dfd.as_fd()) {
+        if let Ok(st) = sys::fs::fstat(dfd.as_fd()) {
             if remove_entries(dfd.as_fd(), &st, &global).unwrap_or(false) {
                 lines.push(format!("revoked entries on {}", d.display()));
             }

@@ -8,7 +8,7 @@
 //! scoped to the run where the kernel supports it (so one run cannot signal another run of the
 //! same sandbox account).
 //!
-//! Why not `stockade_linux::landlock_layer`: it takes a `Plan` and opens the writable roots by
+//! Why not `stockade_sys::landlock_layer`: it takes a `Plan` and opens the writable roots by
 //! path in the sandbox itself, and when the plan has a private temp it grants `/tmp`, `/var/tmp`
 //! and `/dev/shm`, which in the unelevated tier are private mounts but here are the host's shared
 //! directories. This tier needs rules on descriptors the broker validated and the run's own

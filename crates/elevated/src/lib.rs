@@ -14,8 +14,8 @@
 //!   [`stockade_policy::Backend`].
 //!
 //! Decisions are pure functions with unit tests ([`nft::ruleset`], [`record::diff`],
-//! [`acl::entries_for`], [`grants::decide`], [`validate`]); [`sys`] holds the
-//! syscalls. See `docs/elevated.md`.
+//! [`acl::entries_for`], [`grants::decide`], [`validate`]); the syscalls are `stockade_sys`.
+//! See `docs/elevated.md`.
 #![cfg(target_os = "linux")]
 
 pub mod accounts;
@@ -33,7 +33,6 @@ pub mod record;
 pub mod runner;
 #[cfg(target_arch = "x86_64")]
 pub mod setup;
-pub mod sys;
 pub mod validate;
 
 pub use broker::{serve_broker, BrokerError, BrokerOptions};

@@ -155,7 +155,8 @@ pub fn parse_getgen_reply(buf: &[u8]) -> Result<u32, i32> {
 /// generation means an unchanged ruleset. Needs `CAP_NET_ADMIN`.
 pub fn ruleset_generation() -> std::io::Result<u32> {
     let mut buf = [0u8; 512];
-    let n = crate::sys::netlink_roundtrip(NETLINK_NETFILTER, &getgen_request(1), &mut buf)?;
+    let n =
+        stockade_sys::netlink::netlink_roundtrip(NETLINK_NETFILTER, &getgen_request(1), &mut buf)?;
     parse_getgen_reply(&buf[..n]).map_err(std::io::Error::from_raw_os_error)
 }
 

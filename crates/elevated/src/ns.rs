@@ -17,21 +17,10 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
+use stockade_sys as sys;
 
 /// One bind of a path onto itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -117,122 +106,24 @@ impl NsPlan {
         if self.private_net {
             flags |= libc::CLONE_NEWNET;
         }
-        // SAFETY: unshare with constant flags; affects only this (single-threaded) run process.
-        if unsafe { libc::unshare(flags) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let private = MountAttr {
-            attr_set: 0,
-            attr_clr: 0,
-            propagation: libc::MS_PRIVATE,
-            userns_fd: 0,
-        };
-        // SAFETY: "/" is a valid C string; `private` is a valid mount_attr of the size passed.
-        if unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                c"/".as_ptr(),
-                AT_RECURSIVE,
-                &private as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+        sys::unshare(flags)?;
+        sys::mount_setattr(libc::AT_FDCWD, c"/", true, 0, 0, true)?;
         for b in &self.binds {
             self_bind(b)?;
         }
         if self.private_net {
-            loopback_up()?;
+            sys::net::loopback_up()?;
         }
         Ok(())
     }
 }
 
 fn self_bind(b: &SelfBind) -> io::Result<()> {
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    flags |= if b.link {
-        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint
-    } else {
-        AT_RECURSIVE
-    };
-    // SAFETY: `b.path` is a valid C string; the returned descriptor is closed below.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, b.path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    let fd = sys::open_tree_self(&b.path, b.link)?;
+    if b.read_only && !b.link {
+        sys::mount_setattr(fd.as_raw_fd(), c"", true, sys::MOUNT_ATTR_RDONLY, 0, false)?;
     }
-    let fd = fd as libc::c_int;
-    let result = (|| {
-        if b.read_only && !b.link {
-            let ro = MountAttr {
-                attr_set: MOUNT_ATTR_RDONLY,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
-            // SAFETY: `fd` is a detached mount; "" with AT_EMPTY_PATH names it; `ro` is valid.
-            if unsafe {
-                libc::syscall(
-                    libc::SYS_mount_setattr,
-                    fd,
-                    c"".as_ptr(),
-                    AT_RECURSIVE | libc::AT_EMPTY_PATH as libc::c_uint,
-                    &ro as *const MountAttr,
-                    std::mem::size_of::<MountAttr>(),
-                )
-            } < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // SAFETY: `fd` is a detached mount; both strings are valid C strings.
-        if unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                fd,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                b.path.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    })();
-    // SAFETY: closing the descriptor opened above, exactly once.
-    unsafe { libc::close(fd) };
-    result
-}
-
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket() with constant arguments.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *c as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS fills the flags of the named interface into `req`.
-    let mut r = unsafe { libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) };
-    if r == 0 {
-        // SAFETY: the flags member was filled just above.
-        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        // SAFETY: SIOCSIFFLAGS reads the name and flags from `req`.
-        r = unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &req) };
-    }
-    let err = io::Error::last_os_error();
-    // SAFETY: closing the socket opened above, exactly once.
-    unsafe { libc::close(s) };
-    if r < 0 {
-        return Err(err);
-    }
+    sys::move_mount_c(&fd, &b.path)?;
     Ok(())
 }
 

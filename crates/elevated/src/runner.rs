@@ -13,12 +13,12 @@
 //!    `no_new_privs`, `RLIMIT_CORE=0`, enforces the Landlock ruleset the broker built from the
 //!    validated root descriptors, and makes itself non-dumpable;
 //! 5. forks the command, which installs the full seccomp layer
-//!    ([`stockade_linux::seccomp::install_filter`]: foreign ABIs killed, deny list including
+//!    ([`stockade_sys::seccomp::install_filter`]: foreign ABIs killed, deny list including
 //!    set-user-ID/set-group-ID modes, every `connect()` turned into a notification), passes the
 //!    notification listener back, applies the rlimits, marks every descriptor above 2
 //!    close-on-exec and execs;
 //! 6. tells the broker "ok" (or why it failed), then stays as the run's **supervisor**: it
-//!    performs every `connect()` of the command tree ([`stockade_linux::sockets::Gate`]) and, when
+//!    performs every `connect()` of the command tree ([`stockade_sys::sockets::Gate`]) and, when
 //!    the command exits, exits the same way.
 //!
 //! The supervisor is the command's parent: its process-memory reads and descriptor takes
@@ -30,7 +30,6 @@
 //! a `connect()` without a supervisor fails.
 
 use crate::ns::NsPlan;
-use crate::sys::{self, child};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -39,7 +38,9 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::Command;
-use stockade_linux::sockets::{Gate, SocketPolicy};
+use stockade_sys as sys;
+use stockade_sys::sockets::{Gate, SocketPolicy};
+use stockade_sys::spawn::child;
 
 /// The hidden first argument that selects this entry point.
 pub const ARG: &str = "__elevated-child";
@@ -126,11 +127,11 @@ fn child_main(args: &[OsString]) -> i32 {
         eprintln!("stockade: {ARG} is internal to the elevated tier's broker");
         return SETUP_FAILED;
     };
-    if chan < 3 || !sys::fd_is_open(chan) || (ll >= 0 && (ll < 3 || !sys::fd_is_open(ll))) {
+    if chan < 3 || !sys::fs::fd_is_open(chan) || (ll >= 0 && (ll < 3 || !sys::fs::fd_is_open(ll))) {
         eprintln!("stockade: {ARG}: descriptors from the broker are missing");
         return SETUP_FAILED;
     }
-    if let Err(e) = sys::close_fds_except(&[chan, ll]) {
+    if let Err(e) = sys::spawn::close_fds_except(&[chan, ll]) {
         eprintln!("stockade: {ARG}: closing inherited descriptors: {e}");
         return SETUP_FAILED;
     }
@@ -184,7 +185,8 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     if uid == 0 || gid == 0 {
         return Err("sandbox account resolves to root".into());
     }
-    let drop_err = |e: io::Error| format!("switching to the sandbox account: {e}");
+    let drop_err =
+        |e: sys::SysError| format!("switching to the sandbox account: {}", io::Error::from(e));
     child::setgroups(&[gid, grant_gid]).map_err(drop_err)?;
     child::setresgid(gid).map_err(drop_err)?;
     child::setresuid(uid).map_err(drop_err)?;
@@ -203,10 +205,10 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
         return Err("the switch to the sandbox account could not be verified".into());
     }
     child::pdeathsig().map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
-    if sys::getppid() != spec.broker_pid {
+    if sys::users::getppid() != spec.broker_pid {
         return Err("the broker went away".into());
     }
-    let cwd = sys::cstr(&spec.cwd).map_err(|e| format!("start directory: {e}"))?;
+    let cwd = sys::cpath(&spec.cwd).map_err(|e| format!("start directory: {e}"))?;
     child::chdir(&cwd).map_err(|e| {
         format!(
             "cannot enter {} as the sandbox account: {e}",
@@ -217,13 +219,13 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     child::setrlimit(libc::RLIMIT_CORE, 0).map_err(|e| format!("RLIMIT_CORE: {e}"))?;
     match (spec.landlock, ruleset) {
         (true, Some(rs)) => {
-            sys::landlock_restrict_self(rs.as_fd())
+            sys::landlock::landlock_restrict_self(rs.as_fd())
                 .map_err(|e| format!("Landlock (landlock_restrict_self): {e}"))?;
         }
         (true, None) => return Err("Landlock was requested but no ruleset arrived".into()),
         (false, _) => {}
     }
-    sys::set_not_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    sys::spawn::set_not_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
 
     // The command.
     let (sup_end, cmd_end) =
@@ -271,7 +273,7 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     };
     drop(cmd_end);
     // The command sent the listener before it exec'd, and spawn() returned only after the exec.
-    let listener = match stockade_linux::sockets::recv_fd(sup_end.as_raw_fd()) {
+    let listener = match stockade_sys::sockets::recv_fd(sup_end.as_raw_fd()) {
         Ok(Some(l)) => l,
         _ => {
             let mut c = child;
@@ -308,13 +310,12 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
 fn command_setup(chan: RawFd, limits: &[(libc::__rlimit_resource_t, u64)]) -> io::Result<()> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         let msg = format!("{what}: {e}");
-        // SAFETY: `chan` is this process's end of the socketpair; `msg` is a valid buffer.
-        unsafe { libc::write(chan, msg.as_ptr().cast(), msg.len()) };
+        sys::write_all_best_effort(chan, msg.as_bytes());
         io::Error::from_raw_os_error(libc::EPERM)
     };
     child::pdeathsig().map_err(|e| fail("PR_SET_PDEATHSIG", &e))?;
-    let listener = stockade_linux::seccomp::install_filter().map_err(|e| fail("seccomp", &e))?;
-    stockade_linux::sockets::send_fd(chan, listener.as_raw_fd())
+    let listener = stockade_sys::seccomp::install_filter().map_err(|e| fail("seccomp", &e))?;
+    stockade_sys::sockets::send_fd(chan, listener.as_raw_fd())
         .map_err(|e| fail("passing the seccomp listener", &e))?;
     drop(listener);
     for (res, val) in limits {
@@ -327,7 +328,7 @@ fn command_setup(chan: RawFd, limits: &[(libc::__rlimit_resource_t, u64)]) -> io
 impl Supervisor {
     /// Answers `connect()` notifications until the command exits, then exits the same way.
     fn run(mut self, report: &UnixStream) -> i32 {
-        let pidfd = match sys::pidfd_open(self.child.id() as libc::pid_t) {
+        let pidfd = match sys::spawn::pidfd_open(self.child.id() as libc::pid_t) {
             Ok(p) => p,
             Err(_) => {
                 let _ = self.child.kill();
@@ -337,7 +338,7 @@ impl Supervisor {
         };
         loop {
             let gate_fd = self.gate.as_ref().map_or(-1, Gate::fd);
-            let Ok(ev) = sys::poll_revents(&[pidfd.as_raw_fd(), gate_fd], -1) else {
+            let Ok(ev) = sys::spawn::poll_revents(&[pidfd.as_raw_fd(), gate_fd], -1) else {
                 continue;
             };
             if ev[1] & libc::POLLIN != 0 {
@@ -360,7 +361,7 @@ impl Supervisor {
                     return code;
                 }
                 if let Some(sig) = status.signal() {
-                    sys::die_by_signal(sig);
+                    sys::spawn::die_by_signal(sig);
                     return 128 + sig;
                 }
                 return SETUP_FAILED;

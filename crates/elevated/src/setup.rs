@@ -238,10 +238,7 @@ pub(crate) fn lock_state(state_dir: &Path) -> io::Result<StateLock> {
         .create(true)
         .append(true)
         .open(state_dir.join(".lock"))?;
-    crate::sys::cvt_retry(|| {
-        // SAFETY: flock on a descriptor owned by `f`, alive during the call.
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) }
-    })?;
+    stockade_sys::flock_exclusive(std::os::fd::AsRawFd::as_raw_fd(&f))?;
     Ok(StateLock(f))
 }
 
@@ -327,7 +324,7 @@ fn validate_opts(opts: &SetupOptions) -> Result<(), SetupError> {
 /// Installs or repairs the elevated tier. Idempotent: a second run reports no changes.
 pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
     validate_opts(opts)?;
-    if crate::sys::geteuid() != 0 {
+    if stockade_sys::users::geteuid() != 0 {
         return Err(SetupError::NotRoot);
     }
     let _lock = lock_state(&opts.state_dir).map_err(io_err("lock", &opts.state_dir))?;
@@ -695,8 +692,7 @@ fn kill_uid(uid: u32) {
             continue;
         };
         if fs::metadata(e.path()).is_ok_and(|m| m.uid() == uid) && uid != 0 {
-            // SAFETY: plain kill(2) of a pid whose /proc entry is owned by the sandbox uid.
-            let _ = crate::sys::cvt(unsafe { libc::kill(pid, libc::SIGKILL) });
+            let _ = stockade_sys::kill(pid, libc::SIGKILL);
         }
     }
 }
@@ -704,7 +700,7 @@ fn kill_uid(uid: u32) {
 /// Removes everything setup created (accounts, group, nft table, units, files, ACL entries
 /// recorded in `grants.json`, homes, the record). Safe to re-run; reports what it removed.
 pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError> {
-    if crate::sys::geteuid() != 0 {
+    if stockade_sys::users::geteuid() != 0 {
         return Err(UninstallError::NotRoot);
     }
     let rpath = opts.record_path();

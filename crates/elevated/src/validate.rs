@@ -18,9 +18,9 @@
 //!   the caller's own groups. ACLs are then only set on inodes the caller owns (see `grants`).
 
 use crate::protocol::{RunRequest, PROTOCOL_VERSION};
-use crate::sys;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use stockade_sys as sys;
 
 /// Why a request was refused. Messages say what and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,7 +231,7 @@ pub fn open_root(
             why,
         });
     }
-    let fd = sys::openat2(
+    let fd = sys::fs::openat2(
         None,
         path,
         libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
@@ -241,7 +241,7 @@ pub fn open_root(
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
-    let st = sys::fstat(fd.as_fd()).map_err(|e| Refusal::Unresolvable {
+    let st = sys::fs::fstat(fd.as_fd()).map_err(|e| Refusal::Unresolvable {
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
@@ -395,7 +395,7 @@ mod tests {
         std::fs::create_dir_all(&real).unwrap();
         let link = base.join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let me = sys::getuid();
+        let me = sys::users::getuid();
         assert!(open_root(&real, me, &[], None).is_ok());
         assert!(matches!(
             open_root(&link, me, &[], None),

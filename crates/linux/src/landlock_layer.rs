@@ -81,23 +81,3 @@ pub fn restrict(plan: &Plan) -> Result<LandlockStatus, LandlockError> {
         RulesetStatus::NotEnforced => LandlockStatus::Unsupported,
     })
 }
-
-/// The Landlock ABI version of the running kernel (0 = none).
-pub fn kernel_abi() -> i32 {
-    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
-    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns the ABI version (or an
-    // error); no memory is passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if ret < 0 {
-        0
-    } else {
-        ret as i32
-    }
-}

@@ -28,7 +28,7 @@
 //!    into the caller's terminal, no job-control signals from it).
 //! 7. Landlock — after mounts (its rules open paths in the final view) and before capabilities are
 //!    dropped; it also forbids any later mount change.
-//! 8. Capabilities dropped for good ([`crate::caps`]) and `no_new_privs` — after every privileged
+//! 8. Capabilities dropped for good ([`stockade_sys::caps`]) and `no_new_privs` — after every privileged
 //!    step, so nothing needs them again.
 //! 9. Inherited descriptors closed (all but 0, 1, 2 and `--pass-fd`s) — last before exec, so every
 //!    earlier step can still report through the report pipe (close-on-exec).
@@ -36,16 +36,10 @@
 //!
 //! Every step that fails reports through the report pipe and the launch fails closed.
 
-use crate::caps;
 use crate::landlock_layer::{self, LandlockStatus};
 use crate::limits::{self, Rlimit};
 use crate::mounts;
-use crate::net;
 use crate::proxy;
-use crate::pty::{self, Pty, RawMode};
-use crate::seccomp;
-use crate::sockets::{self, Gate, SocketPolicy};
-use crate::sys::{self, Forked, SysError};
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -54,6 +48,12 @@ use std::time::{Duration, Instant};
 use stockade_policy::backend::{Command, Denial, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::Plan;
+use stockade_sys::caps;
+use stockade_sys::net;
+use stockade_sys::pty::{self, Pty, RawMode};
+use stockade_sys::seccomp;
+use stockade_sys::sockets::{self, Gate, SocketPolicy};
+use stockade_sys::{self as sys, Forked, SysError};
 
 /// Signals stockade forwards to the sandbox.
 const FORWARDED: &[libc::c_int] = &[
@@ -132,8 +132,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
 
     // Read before clone: inside the new user namespace, before the maps are written, these read
     // as the overflow id.
-    // SAFETY: getuid/getgid cannot fail and take no arguments.
-    let ids = unsafe { (libc::getuid(), libc::getgid()) };
+    let ids = (sys::users::getuid(), sys::users::getgid());
     let rlimits =
         limits::plan(&plan.limits, ids.0).map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let (report_r, report_w) = sys::pipe()?;
@@ -782,10 +781,10 @@ fn init_confine(plan: &Plan, rep: &mut Reporter) -> Result<(), String> {
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS").map_err(|e| e.to_string())?;
     match landlock_layer::restrict(plan).map_err(|e| e.to_string())? {
         LandlockStatus::Full => rep.line('L',
-            &format!("landlock\tABI {}: writes only beneath writable roots and private temp dirs; abstract sockets and signals scoped", landlock_layer::kernel_abi()),
+            &format!("landlock\tABI {}: writes only beneath writable roots and private temp dirs; abstract sockets and signals scoped", stockade_sys::landlock::kernel_abi()),
         ),
         LandlockStatus::Partial => rep.line('L',
-            &format!("landlock\tABI {} (partial: some newer rights unavailable): writes only beneath writable roots", landlock_layer::kernel_abi()),
+            &format!("landlock\tABI {} (partial: some newer rights unavailable): writes only beneath writable roots", stockade_sys::landlock::kernel_abi()),
         ),
         LandlockStatus::Unsupported => rep.line('W',
             "Landlock is not available on this kernel: writes are confined by the mount layer alone",
@@ -1000,8 +999,7 @@ fn command_setup(
     // 6. SIGPIPE back to its default: Rust ignores it at startup, and an ignored disposition
     //    survives exec (a shell pipeline would see EPIPE instead of dying quietly). Everything
     //    else is left as the caller had it, as a plain exec would.
-    // SAFETY: restoring the default disposition of a signal is always sound.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    sys::default_sigpipe();
     sys::set_sigmask(&sys::empty_sigset()).map_err(|e| e.to_string())?;
     // Its own session and process group: init forwards signals to the group, and the command
     // has no controlling terminal unless it gets the pty.
@@ -1053,26 +1051,7 @@ fn close_inherited(report: RawFd, keep: &[RawFd]) -> Result<(), SysError> {
         sys::clear_cloexec(fd)?;
     }
     keep.push(report);
-    keep.sort_unstable();
-    keep.dedup();
-    let mut next = 3;
-    for fd in keep {
-        if fd > next {
-            // close [next, fd-1]
-            // SAFETY: closing a range of descriptors this process owns; integer arguments only.
-            let ret =
-                unsafe { libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0u32) };
-            if ret < 0 {
-                return Err(SysError {
-                    call: "close_range",
-                    what: format!("{next}..{}", fd - 1),
-                    source: std::io::Error::last_os_error(),
-                });
-            }
-        }
-        next = fd + 1;
-    }
-    sys::close_from(next as u32)
+    sys::spawn::close_fds_except(&keep)
 }
 
 /// `execve` the program, searching `PATH` (of the sandbox's environment) like `execvp`.

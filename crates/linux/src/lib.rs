@@ -1,22 +1,17 @@
 //! Linux backend for Stockade.
 //!
 //! One module per kernel feature: [`mounts`] (mount namespace view), [`landlock_layer`],
-//! [`caps`], [`net`]; [`launch`] sequences them (its docs give the enforcement order and why);
-//! [`sys`] is the syscall boundary; [`probe`] answers `stockade doctor`.
+//! [`limits`]; [`launch`] sequences them with `stockade_sys`'s caps, loopback, seccomp, connect
+//! gate and pty (its docs give the enforcement order and why); [`proxy`] is the allowlist HTTP
+//! proxy; [`probe`] answers `stockade doctor`. Every syscall goes through `stockade_sys`.
 #![cfg(target_os = "linux")]
 
-pub mod caps;
 pub mod landlock_layer;
 pub mod launch;
 pub mod limits;
 pub mod mounts;
-pub mod net;
 pub mod probe;
 pub mod proxy;
-pub mod pty;
-pub mod seccomp;
-pub mod sockets;
-pub mod sys;
 
 use stockade_policy::backend::{
     Availability, Backend, Command, Feature, LaunchFailure, RunOptions, RunOutcome,
@@ -38,7 +33,7 @@ impl Backend for UnelevatedBackend {
 
     fn availability(&self) -> Availability {
         match probe::userns_works() {
-            Ok(()) if landlock_layer::kernel_abi() > 0 => {
+            Ok(()) if stockade_sys::landlock::kernel_abi() > 0 => {
                 Availability::ready("user namespaces and Landlock available")
             }
             Ok(()) => Availability::ready(

@@ -61,21 +61,13 @@ pub fn plan(limits: &LimitsPolicy, uid: libc::uid_t) -> Result<Vec<Rlimit>, Limi
 }
 
 /// Apply the rlimits to the calling process.
-pub fn apply(limits: &[Rlimit]) -> Result<(), crate::sys::SysError> {
+pub fn apply(limits: &[Rlimit]) -> Result<(), stockade_sys::SysError> {
     for l in limits {
         let r = libc::rlimit {
             rlim_cur: l.value,
             rlim_max: l.value,
         };
-        // SAFETY: setrlimit reads a valid rlimit struct; lowering limits needs no privilege.
-        let ret = unsafe { libc::setrlimit(l.resource, &r) };
-        if ret < 0 {
-            return Err(crate::sys::SysError {
-                call: "setrlimit",
-                what: l.name.into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        stockade_sys::setrlimit(l.resource, &r, l.name)?;
     }
     Ok(())
 }

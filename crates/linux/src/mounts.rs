@@ -25,10 +25,10 @@
 //!
 //! [`steps`] is pure and unit-tested for this order; [`execute`] performs it.
 
-use crate::sys::{self, SysError, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use stockade_policy::plan::{PathKind, Plan};
+use stockade_sys::{self as sys, SysError, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// Host device nodes made available in the sandbox's `/dev`.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];

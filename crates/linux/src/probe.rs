@@ -22,10 +22,10 @@ fn read(p: &str) -> Option<String> {
 
 /// Try to create a user namespace in a throwaway child (the only reliable test).
 pub fn userns_works() -> Result<(), String> {
-    match crate::sys::clone3_fork((libc::CLONE_NEWUSER | libc::CLONE_NEWNS) as u64) {
-        Ok(crate::sys::Forked::Child) => crate::sys::exit_now(0),
-        Ok(crate::sys::Forked::Parent { pid, .. }) => {
-            let _ = crate::sys::waitpid(pid, false);
+    match stockade_sys::clone3_fork((libc::CLONE_NEWUSER | libc::CLONE_NEWNS) as u64) {
+        Ok(stockade_sys::Forked::Child) => stockade_sys::exit_now(0),
+        Ok(stockade_sys::Forked::Parent { pid, .. }) => {
+            let _ = stockade_sys::waitpid(pid, false);
             Ok(())
         }
         Err(e) => Err(e.to_string()),
@@ -48,7 +48,7 @@ pub fn features() -> Vec<Feature> {
         available: userns.is_ok(),
         detail,
     });
-    let abi = crate::landlock_layer::kernel_abi();
+    let abi = stockade_sys::landlock::kernel_abi();
     out.push(Feature {
         name: "landlock",
         available: abi > 0,

@@ -171,7 +171,7 @@ pub fn serve(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let allowed = Arc::new(allowed);
-        while let Ok(Some(fd)) = crate::sockets::recv_fd(chan.as_raw_fd()) {
+        while let Ok(Some(fd)) = stockade_sys::sockets::recv_fd(chan.as_raw_fd()) {
             let stream = TcpStream::from(fd);
             let allowed = Arc::clone(&allowed);
             let denials = Arc::clone(&denials);

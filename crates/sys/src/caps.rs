@@ -7,7 +7,7 @@
 //! zeroed. Must run after every privileged setup step and after Landlock (which wants either
 //! `no_new_privs` or `CAP_SYS_ADMIN`).
 
-use crate::sys::{self, SysError};
+use crate::{self as sys, SysError};
 
 const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
 const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;

@@ -6,7 +6,7 @@
 //! The command's controlling terminal is the pty, never the caller's terminal, so `TIOCSTI` (also
 //! refused by seccomp) could only ever inject into its own input.
 
-use crate::sys::SysError;
+use crate::SysError;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The master side of a pty (the host's end).
@@ -79,7 +79,7 @@ impl Pty {
 /// The caller must already be a session leader.
 pub fn attach_slave(slave: RawFd) -> Result<(), SysError> {
     for target in 0..3 {
-        crate::sys::dup2(slave, target)?;
+        crate::dup2(slave, target)?;
     }
     // SAFETY: TIOCSCTTY with argument 0 on our own terminal; the session has no terminal yet.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {

@@ -1,6 +1,6 @@
 //! Network namespace setup: bring up loopback so servers inside the sandbox work.
 
-use crate::sys::SysError;
+use crate::SysError;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Set `lo` up in the current network namespace.

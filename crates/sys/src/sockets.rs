@@ -22,9 +22,10 @@
 //!
 //! Init never answers "continue": the kernel would re-read the caller's (mutable) arguments.
 
+use crate::{cvt, cvt_retry, SysError, SysResult};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -455,6 +456,147 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both descriptors were just created and are owned here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+// ---- descriptor passing for the broker protocol --------------------------------------------
+/// Credentials of the process at the other end of a connected unix socket (`SO_PEERCRED`).
+/// These are the credentials at `connect()` time and cannot be forged by the peer.
+pub fn peer_cred(sock: BorrowedFd<'_>) -> SysResult<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` holds the size of `cred`.
+    cvt("getsockopt", String::new, unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(SysError::new(
+            "getsockopt",
+            io::Error::new(io::ErrorKind::InvalidData, "short SO_PEERCRED answer"),
+        ));
+    }
+    Ok(cred)
+}
+
+const MAX_FDS: usize = 3;
+
+/// Sends `data` with `fds` attached as `SCM_RIGHTS` (at most 3 descriptors).
+pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> SysResult<usize> {
+    if fds.len() > MAX_FDS || data.is_empty() {
+        return Err(SysError::new(
+            "sendmsg",
+            io::Error::new(io::ErrorKind::InvalidInput, "1..=3 fds and non-empty data"),
+        ));
+    }
+    // Space for a cmsg header and MAX_FDS ints, aligned like cmsghdr.
+    let mut cbuf = [0u64; 8];
+    let fd_bytes = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE is a pure computation on an integer.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points to `cbuf` (64 bytes >= space) so the first header is in bounds.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        if cmsg.is_null() {
+            return Err(SysError::new(
+                "sendmsg",
+                io::Error::other("no room for control message"),
+            ));
+        }
+        // SAFETY: `cmsg` points into `cbuf`, which is large enough for a header plus 3 fds.
+        unsafe {
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg) as *mut RawFd,
+                fds.len(),
+            );
+        }
+    }
+    let n = cvt_retry("sendmsg", || {
+        // SAFETY: `msg` references `iov` (over `data`) and `cbuf`, all alive during the call.
+        unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) }
+    })?;
+    Ok(n as usize)
+}
+
+/// Receives into `buf`, collecting up to 3 descriptors passed with `SCM_RIGHTS`
+/// (received close-on-exec). Truncated control data is an error (descriptors may have been lost).
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<(usize, Vec<OwnedFd>)> {
+    let mut cbuf = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = cvt_retry("recvmsg", || {
+        // SAFETY: `msg` references `iov` (over `buf`) and `cbuf`, both alive and writable.
+        unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) }
+    })?;
+    let mut fds = Vec::new();
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR only reads its control fields.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and points to a header the kernel wrote inside `cbuf`.
+        let (level, ty, len) = unsafe {
+            (
+                (*cmsg).cmsg_level,
+                (*cmsg).cmsg_type,
+                (*cmsg).cmsg_len as usize,
+            )
+        };
+        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN is a pure computation.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = len.saturating_sub(header) / std::mem::size_of::<RawFd>();
+            // SAFETY: `cmsg` is a valid header inside `cbuf`; CMSG_DATA points just after it.
+            let data = unsafe { libc::CMSG_DATA(cmsg) } as *const RawFd;
+            for i in 0..count {
+                // SAFETY: the kernel wrote `count` descriptors after the header, inside `cbuf`;
+                // read_unaligned because CMSG_DATA need not be aligned for i32 reads in general.
+                let fd = unsafe { std::ptr::read_unaligned(data.add(i)) };
+                // SAFETY: the kernel installed this descriptor in our table for us; we own it now.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        // SAFETY: `msg` and `cmsg` are valid; CMSG_NXTHDR returns null past the end.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(SysError::new(
+            "recvmsg",
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "control data truncated: too many descriptors",
+            ),
+        ));
+    }
+    Ok((n as usize, fds))
 }
 
 #[cfg(test)]

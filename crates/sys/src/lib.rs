@@ -1,9 +1,29 @@
-//! The syscall boundary of the Linux backend.
+//! The syscall boundary of Stockade's Linux tiers.
 //!
-//! Every kernel call the launch path makes goes through this module: one syscall per `unsafe`
-//! block, each with its own `SAFETY:` argument, and every return code normalised by [`cvt`] into
-//! an [`std::io::Error`] carrying the call's name, so callers add context, never errno plumbing.
-//! Nothing here allocates except where a `CString` is built from a path before the call.
+//! Both Linux backends — `stockade-linux` (unelevated: namespaces, binds, Landlock, seccomp) and
+//! `stockade-elevated` (sandbox accounts and a root broker) — reach the kernel only through this
+//! crate: one syscall per `unsafe` block, each with its own `SAFETY:` argument, and every return
+//! code normalised by the one [`cvt`] into a [`SysError`] carrying the call's name, so callers
+//! add context, never errno plumbing. Callers in `io::Result` contexts keep using `?`
+//! (`impl From<SysError> for io::Error` keeps the errno). Nothing here allocates except where a
+//! `CString` is built from a path before the call, or a message when a call fails.
+//!
+//! Modules: [`seccomp`] (the filter assembler), [`sockets`] (the connect gate and descriptor
+//! passing), [`pty`], [`net`] (loopback), [`caps`], [`landlock`] (ABI probe, restrict_self),
+//! [`fs`] (descriptor-relative file calls for root code), [`users`], [`spawn`] (the broker's
+//! fork/clone3 + exec path and the between-fork-and-exec [`spawn::child`] calls), [`netlink`].
+#![cfg(target_os = "linux")]
+
+pub mod caps;
+pub mod fs;
+pub mod landlock;
+pub mod net;
+pub mod netlink;
+pub mod pty;
+pub mod seccomp;
+pub mod sockets;
+pub mod spawn;
+pub mod users;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -29,18 +49,51 @@ impl SysError {
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
+
+    /// The kind of the kernel's answer.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+
+    /// A failure of `call` that is not (only) an errno: a refused argument, a short transfer.
+    pub fn new(call: &'static str, source: io::Error) -> SysError {
+        SysError {
+            call,
+            what: String::new(),
+            source,
+        }
+    }
+
+    /// `call` failed with the calling thread's current `errno`.
+    pub fn last(call: &'static str) -> SysError {
+        SysError::new(call, io::Error::last_os_error())
+    }
 }
 
 /// Result of a syscall wrapper.
 pub type SysResult<T> = Result<T, SysError>;
 
-/// Normalise a C-style return value: negative means failure with `errno`.
-fn cvt(
+impl From<SysError> for io::Error {
+    /// The kernel's answer itself when there is an errno (so `raw_os_error()` and `kind()` are
+    /// what the call returned); otherwise an error of the same kind carrying the whole message.
+    fn from(e: SysError) -> io::Error {
+        if e.source.raw_os_error().is_some() {
+            e.source
+        } else {
+            io::Error::new(e.source.kind(), e)
+        }
+    }
+}
+
+/// Normalise a C-style return value: negative means failure with `errno`. The one place a
+/// return code becomes an error; `what` is only called on failure (so a caller between fork and
+/// exec passes `String::new`, which does not allocate).
+pub fn cvt<T: Copy + PartialOrd + From<i8>>(
     call: &'static str,
     what: impl FnOnce() -> String,
-    ret: libc::c_long,
-) -> SysResult<libc::c_long> {
-    if ret < 0 {
+    ret: T,
+) -> SysResult<T> {
+    if ret < T::from(0) {
         Err(SysError {
             call,
             what: what(),
@@ -48,6 +101,19 @@ fn cvt(
         })
     } else {
         Ok(ret)
+    }
+}
+
+/// [`cvt`], retrying while the call is interrupted (`EINTR`).
+pub fn cvt_retry<T: Copy + PartialOrd + From<i8>>(
+    call: &'static str,
+    mut f: impl FnMut() -> T,
+) -> SysResult<T> {
+    loop {
+        match cvt(call, String::new, f()) {
+            Err(e) if e.source.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
@@ -136,11 +202,31 @@ pub fn open_tree_clone_link(path: &Path) -> SysResult<OwnedFd> {
 
 fn open_tree_clone_flags(path: &Path, extra: libc::c_uint) -> SysResult<OwnedFd> {
     let c = cpath(path)?;
+    open_tree_clone_c(&c, extra).map_err(|e| SysError {
+        what: path.display().to_string(),
+        ..e
+    })
+}
+
+/// A path bound onto itself, prepared as a C string (the elevated tier's run process, which
+/// only makes raw calls on data the broker computed): recursive, or the link itself.
+pub fn open_tree_self(path: &CStr, link: bool) -> SysResult<OwnedFd> {
+    open_tree_clone_c(
+        path,
+        if link {
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint
+        } else {
+            AT_RECURSIVE
+        },
+    )
+}
+
+fn open_tree_clone_c(c: &CStr, extra: libc::c_uint) -> SysResult<OwnedFd> {
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | extra;
     // SAFETY: `c` is a valid NUL-terminated path; flags are valid open_tree flags; the kernel
     // returns a new descriptor we take ownership of below.
     let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
-    let fd = cvt("open_tree", show(path), ret)?;
+    let fd = cvt("open_tree", String::new, ret)?;
     // SAFETY: `fd` is a freshly returned, owned, open descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -148,6 +234,14 @@ fn open_tree_clone_flags(path: &Path, extra: libc::c_uint) -> SysResult<OwnedFd>
 /// Attach a detached mount `fd` at `target`.
 pub fn move_mount_to(fd: &OwnedFd, target: &Path) -> SysResult<()> {
     let c = cpath(target)?;
+    move_mount_c(fd, &c).map_err(|e| SysError {
+        what: target.display().to_string(),
+        ..e
+    })
+}
+
+/// [`move_mount_to`] with the target already a C string.
+pub fn move_mount_c(fd: &OwnedFd, target: &CStr) -> SysResult<()> {
     let empty = c"";
     // SAFETY: `fd` is an open detached-mount descriptor; both strings are NUL-terminated and live
     // across the call.
@@ -157,11 +251,40 @@ pub fn move_mount_to(fd: &OwnedFd, target: &Path) -> SysResult<()> {
             fd.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_FDCWD,
-            c.as_ptr(),
+            target.as_ptr(),
             MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
-    cvt("move_mount", show(target), ret).map(drop)
+    cvt("move_mount", String::new, ret).map(drop)
+}
+
+/// `unshare(flags)`: new namespaces for the calling process.
+pub fn unshare(flags: libc::c_int) -> SysResult<()> {
+    // SAFETY: unshare with integer flags; affects only the calling process.
+    let ret = unsafe { libc::unshare(flags) };
+    cvt("unshare", String::new, ret).map(drop)
+}
+
+/// `flock(fd, LOCK_EX)`, waiting (retried on `EINTR`).
+pub fn flock_exclusive(fd: RawFd) -> SysResult<()> {
+    // SAFETY: flock on a descriptor number with a constant operation; no memory is passed.
+    cvt_retry("flock", || unsafe { libc::flock(fd, libc::LOCK_EX) }).map(drop)
+}
+
+/// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)`: changes exactly the inode `fd` refers to.
+pub fn fchown_fd(fd: RawFd, uid: libc::uid_t, gid: libc::gid_t) -> SysResult<()> {
+    // SAFETY: `c""` is a valid empty NUL-terminated string; with AT_EMPTY_PATH the kernel acts on
+    // the descriptor's own inode (an O_PATH descriptor works).
+    let ret = unsafe {
+        libc::fchownat(
+            fd,
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    cvt("fchownat", String::new, ret).map(drop)
 }
 
 /// Classic `mount(2)` of a new filesystem (`fstype`) at `target` with `data` options.
@@ -375,6 +498,24 @@ pub fn close_raw(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
+/// `SIGPIPE` back to its default disposition (Rust ignores it at startup, and an ignored
+/// disposition survives exec).
+pub fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of a signal is always sound.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// `setrlimit(resource, limit)`; `name` names the limit in the error.
+pub fn setrlimit(
+    resource: libc::__rlimit_resource_t,
+    limit: &libc::rlimit,
+    name: &'static str,
+) -> SysResult<()> {
+    // SAFETY: setrlimit reads a valid rlimit struct; lowering limits needs no privilege.
+    let ret = unsafe { libc::setrlimit(resource, limit) };
+    cvt("setrlimit", || name.to_string(), ret).map(drop)
+}
+
 /// `close_range(first, ~0, 0)`: close every descriptor from `first` up.
 pub fn close_from(first: u32) -> SysResult<()> {
     // SAFETY: integer arguments only; closing descriptors the process owns.
@@ -386,14 +527,14 @@ pub fn close_from(first: u32) -> SysResult<()> {
 pub fn clear_cloexec(fd: RawFd) -> SysResult<()> {
     // SAFETY: F_SETFD with an integer argument on a descriptor number; an invalid fd yields EBADF.
     let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    cvt("fcntl(F_SETFD)", || fd.to_string(), ret as libc::c_long).map(drop)
+    cvt("fcntl(F_SETFD)", String::new, ret as libc::c_long).map(drop)
 }
 
 /// `dup2(2)`.
 pub fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
     // SAFETY: integer arguments only.
     let ret = unsafe { libc::dup2(from, to) };
-    cvt("dup2", || format!("{from}->{to}"), ret as libc::c_long).map(drop)
+    cvt("dup2", String::new, ret as libc::c_long).map(drop)
 }
 
 /// A pipe with both ends close-on-exec: (read, write).

@@ -34,7 +34,7 @@
 //! integration suites (`crates/cli/tests/escapes.rs`) attempt each refused call through the real
 //! binary.
 
-use crate::sys::SysError;
+use crate::SysError;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 /// `AUDIT_ARCH_X86_64`.
