@@ -514,6 +514,11 @@ pub fn rlimits(
     v
 }
 
+/// One run, for a validated connection: [`prepare`] (record, validation, nft check, grants,
+/// TMPDIR, Landlock ruleset, cgroup), [`spawn_run`] (the run's process and its "ok"),
+/// [`supervise`] (exit, timeout or the client going away) and [`collect`] (the tree killed, the
+/// denials read). The decisions between them are pure: [`role_for`], [`nft_verdict`],
+/// [`grants_layer`], [`private_net_for`], [`run_env`], [`started_layers`].
 fn run(
     ctx: &Ctx,
     stream: &UnixStream,
@@ -521,10 +526,104 @@ fn run(
     req: RunRequest,
     fds: Vec<OwnedFd>,
 ) -> Result<(), Fail> {
+    let mut p = prepare(ctx, stream, cred, &req)?;
+    let mut it = fds.into_iter();
+    let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
+        return Err(Fail::Refused("expected 3 descriptors".into()));
+    };
+    let private_net = private_net_for(p.role, &p.net);
+    let ns_plan = crate::ns::NsPlan::new(&p.root_paths, &req.protected, private_net);
+    let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
+    let limits = rlimits(&req.limits);
+    let mut socket_roots = p.root_paths.clone();
+    socket_roots.push(p.run_tmp.0.clone());
+    let spec = crate::runner::ChildSpec {
+        broker_pid: std::process::id() as i32,
+        uid: p.account.uid,
+        gid: p.gid,
+        grant_gid: p.grant_gid,
+        ns: ns_plan,
+        cwd: req.cwd.clone(),
+        limits: limits.clone(),
+        landlock: p.abi > 0,
+        program: req.program.clone(),
+        args: req.args.clone(),
+        env: run_env(&req.env, &p.run_tmp.0.to_string_lossy()),
+        socket_roots,
+        allowed_sockets: req.allow_unix_sockets.clone(),
+    };
+    let spec_bytes = serde_json::to_vec(&spec)
+        .map_err(|e| Fail::Failed(format!("encoding the run specification: {e}")))?;
+    let (childp, chan, start) = spawn_run(&mut p, &spec_bytes, [fd0, fd1, fd2])?;
+    p.enforced.extend(started_layers(&Started {
+        abi: p.abi,
+        account: &p.account.name,
+        uid: p.account.uid,
+        gid: p.gid,
+        grant_gid: p.grant_gid,
+        nbinds,
+        private_net,
+        nenv: req.env.len(),
+        nlimits: limits.len(),
+    }));
+    let _ = protocol::write_frame(
+        &mut &*stream,
+        &Reply::Started {
+            account: p.account.name.clone(),
+            uid: p.account.uid,
+            pid: childp.pid,
+            enforced: std::mem::take(&mut p.enforced),
+            warnings: std::mem::take(&mut p.warnings),
+        },
+    );
+    let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
+    let Some(exit) = supervise(&childp, stream, deadline, p.cg.as_ref())? else {
+        return Ok(());
+    };
+    let (duration_ms, denials) = collect(&chan, &childp, p.cg.take(), start);
+    let _ = protocol::write_frame(
+        &mut &*stream,
+        &Reply::Exited {
+            exit,
+            duration_ms,
+            denials,
+        },
+    );
+    Ok(())
+}
+
+/// Everything a run needs before its process starts.
+struct Prepared {
+    role: Role,
+    account: crate::record::AccountRecord,
+    gid: u32,
+    grant_gid: u32,
+    net: crate::nft::NetConfig,
+    /// Validated root descriptors, held for the whole run.
+    _roots: Vec<ValidatedRoot>,
+    root_paths: Vec<PathBuf>,
+    run_tmp: RunTmp,
+    abi: i32,
+    ruleset_fd: Option<OwnedFd>,
+    cg: Option<RunCgroup>,
+    procs: Option<std::fs::File>,
+    enforced: Vec<WireLayer>,
+    warnings: Vec<String>,
+}
+
+/// Checks the request against the installation and the caller, verifies the nft rules of an
+/// offline run, grants the writable roots, and creates the run's TMPDIR, Landlock ruleset and
+/// cgroup.
+fn prepare(
+    ctx: &Ctx,
+    stream: &UnixStream,
+    cred: libc::ucred,
+    req: &RunRequest,
+) -> Result<Prepared, Fail> {
     let rec = current_record(ctx)?;
     let rec = &rec;
     let uids = sandbox_uids(rec);
-    validate::check_shape(&req, cred.uid, &uids)?;
+    validate::check_shape(req, cred.uid, &uids)?;
     let caller = caller_info(&cred);
     let mut roots = Vec::new();
     for r in &req.writable_roots {
@@ -539,17 +638,7 @@ fn run(
     // account's own permissions on every component decide (a descriptor opened by root would
     // let the command start inside a tree neither it nor the caller can traverse).
     sys::cpath(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
-    let role = match req.network {
-        NetworkMode::Off => Role::Offline,
-        NetworkMode::On => Role::Online,
-        // Fail closed: the domain allowlist needs a filtering proxy this tier does not have yet;
-        // silently running online (or offline) would not be what the user asked for.
-        NetworkMode::Allowlist => {
-            return Err(Fail::Refused(
-                "network mode \"allowlist\" is not supported by the elevated tier yet; use \"off\" (with --allow-port for a local proxy) or \"on\"".into(),
-            ))
-        }
-    };
+    let role = role_for(req.network)?;
     let account = rec.account(role).cloned().ok_or_else(|| {
         Fail::Failed(format!(
             "no {} account in the installation record",
@@ -573,59 +662,25 @@ fn run(
             .as_ref()
             .map(|n| (n.table.clone(), n.listing.clone()))
             .unwrap_or_default();
-        match ctx.nft_table_ok(&table, &want) {
-            Ok(NftCheck::Same { cached }) => enforced.push(layer(
-                "network-nftables",
-                format!(
-                    "table inet {table}: offline uid {} cut off (rules verified{})",
-                    account.uid,
-                    if cached { "; ruleset generation unchanged since" } else { "" }
-                ),
-            )),
-            Ok(NftCheck::Differs) => {
-                return Err(Fail::Failed(format!(
-                    "nftables table inet {table} differs from the installed rules: refusing an offline run; `stockade setup --check` shows the difference, `sudo stockade setup` repairs it"
-                )))
-            }
-            Ok(NftCheck::Missing) => {
-                return Err(Fail::Failed(format!(
-                    "nftables table inet {table} is missing: refusing an offline run; run `sudo stockade setup` to repair"
-                )))
-            }
-            Err(e) => {
-                return Err(Fail::Failed(format!(
-                    "nftables table inet {table} could not be checked ({e}): refusing an offline run"
-                )))
-            }
-        }
+        enforced.push(nft_verdict(
+            &table,
+            account.uid,
+            ctx.nft_table_ok(&table, &want),
+        )?);
     }
-    let (walked, any_walk, grant_gid) = ensure_grants(ctx, rec, stream, &caller, &roots, &req)?;
-    enforced.push(layer(
-        "acl-grants",
-        format!(
-            "{} writable root(s); {}",
-            roots.len(),
-            if any_walk {
-                format!("{walked} inodes granted")
-            } else {
-                "already granted".into()
-            }
-        ),
-    ));
-    for r in &roots {
-        if !r.owned {
-            warnings.push(format!(
-                "{} is writable by you but not owned by you: only the files you own below it were granted",
-                r.path.display()
-            ));
-        }
+    let (walked, any_walk, grant_gid) = ensure_grants(ctx, rec, stream, &caller, &roots, req)?;
+    enforced.push(grants_layer(roots.len(), walked, any_walk));
+    for r in roots.iter().filter(|r| !r.owned) {
+        warnings.push(format!(
+            "{} is writable by you but not owned by you: only the files you own below it were granted",
+            r.path.display()
+        ));
     }
-
     // Private TMPDIR for this run, in a root-owned directory (so no path component above it is
     // controlled by the sandbox account), group = the caller's grant group, removed at the end.
     let run_tmp = RunTmp::create(&ctx.opts.setup.state_dir.join("runs"), grant_gid)
         .map_err(|e| Fail::Failed(format!("creating the run's TMPDIR: {e}")))?;
-    let abi = stockade_sys::landlock::kernel_abi();
+    let abi = sys::landlock::kernel_abi();
     let root_fds: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
     let ruleset = crate::landlock_layer::prepare(&root_fds, &[run_tmp.0.as_path()])
         .map_err(|e| Fail::Failed(e.to_string()))?;
@@ -635,13 +690,11 @@ fn run(
     // The ruleset travels to the run's process as a descriptor: it was built here from the
     // validated root descriptors, so a symlink swapped in afterwards cannot redirect a rule.
     let ruleset_fd: Option<OwnedFd> = ruleset.into();
-    let has_landlock = abi > 0;
-    if has_landlock && ruleset_fd.is_none() {
+    if abi > 0 && ruleset_fd.is_none() {
         return Err(Fail::Failed(
             "the kernel supports Landlock but no ruleset could be created: refusing to run".into(),
         ));
     }
-
     let cg = match RunCgroup::create(&rec.prefix) {
         Ok(c) => {
             enforced.push(layer("cgroup", c.path().display().to_string()));
@@ -663,30 +716,89 @@ fn run(
         ),
         None => None,
     };
-    let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let limits = rlimits(&req.limits);
-    let nlimits = limits.len();
+    Ok(Prepared {
+        role,
+        account,
+        gid,
+        grant_gid,
+        net: rec.net.clone(),
+        root_paths: roots.iter().map(|r| r.path.clone()).collect(),
+        _roots: roots,
+        run_tmp,
+        abi,
+        ruleset_fd,
+        cg,
+        procs,
+        enforced,
+        warnings,
+    })
+}
 
-    let mut it = fds.into_iter();
-    let (Some(fd0), Some(fd1), Some(fd2)) = (it.next(), it.next(), it.next()) else {
-        return Err(Fail::Refused("expected 3 descriptors".into()));
-    };
-    let root_paths: Vec<PathBuf> = roots.iter().map(|r| r.path.clone()).collect();
-    // Offline runs get a private loopback — unless the installation opens host loopback ports
-    // (a local proxy) or local binding to the offline account: those live on the host's loopback,
-    // which a private network namespace would cut off; nftables alone then confines the run.
-    let private_net = role == Role::Offline
-        && rec.net.allowed_loopback_tcp_ports.is_empty()
-        && !rec.net.allow_local_binding;
-    let ns_plan = crate::ns::NsPlan::new(&root_paths, &req.protected, private_net);
-    let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
-    let uid = account.uid;
-    let mut env = req.env.clone();
-    let tmp = run_tmp.0.to_string_lossy().into_owned();
+/// The sandbox account for a network mode. Pure.
+fn role_for(network: NetworkMode) -> Result<Role, Fail> {
+    match network {
+        NetworkMode::Off => Ok(Role::Offline),
+        NetworkMode::On => Ok(Role::Online),
+        // Fail closed: the domain allowlist needs a filtering proxy this tier does not have yet;
+        // silently running online (or offline) would not be what the user asked for.
+        NetworkMode::Allowlist => Err(Fail::Refused(
+            "network mode \"allowlist\" is not supported by the elevated tier yet; use \"off\" (with --allow-port for a local proxy) or \"on\"".into(),
+        )),
+    }
+}
+
+/// The nft check of an offline run, as a layer or the refusal. Pure.
+fn nft_verdict(table: &str, uid: u32, check: Result<NftCheck, String>) -> Result<WireLayer, Fail> {
+    match check {
+        Ok(NftCheck::Same { cached }) => Ok(layer(
+            "network-nftables",
+            format!(
+                "table inet {table}: offline uid {uid} cut off (rules verified{})",
+                if cached { "; ruleset generation unchanged since" } else { "" }
+            ),
+        )),
+        Ok(NftCheck::Differs) => Err(Fail::Failed(format!(
+            "nftables table inet {table} differs from the installed rules: refusing an offline run; `stockade setup --check` shows the difference, `sudo stockade setup` repairs it"
+        ))),
+        Ok(NftCheck::Missing) => Err(Fail::Failed(format!(
+            "nftables table inet {table} is missing: refusing an offline run; run `sudo stockade setup` to repair"
+        ))),
+        Err(e) => Err(Fail::Failed(format!(
+            "nftables table inet {table} could not be checked ({e}): refusing an offline run"
+        ))),
+    }
+}
+
+/// The grants layer. Pure.
+fn grants_layer(nroots: usize, walked: u64, any_walk: bool) -> WireLayer {
+    layer(
+        "acl-grants",
+        format!(
+            "{nroots} writable root(s); {}",
+            if any_walk {
+                format!("{walked} inodes granted")
+            } else {
+                "already granted".into()
+            }
+        ),
+    )
+}
+
+/// Offline runs get a private loopback — unless the installation opens host loopback ports (a
+/// local proxy) or local binding to the offline account: those live on the host's loopback,
+/// which a private network namespace would cut off; nftables alone then confines the run. Pure.
+fn private_net_for(role: Role, net: &crate::nft::NetConfig) -> bool {
+    role == Role::Offline && net.allowed_loopback_tcp_ports.is_empty() && !net.allow_local_binding
+}
+
+/// The command's environment: the request's, with the run's TMPDIR, and git told that the
+/// caller's repositories are safe (they belong to the caller, not the sandbox account: without
+/// this git refuses to work in them, "dubious ownership"; their metadata stays read-only
+/// anyway). Pure.
+fn run_env(env: &[(String, String)], tmp: &str) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
     env.retain(|(k, _)| !matches!(k.as_str(), "TMPDIR" | "TMP" | "TEMP"));
-    env.extend(["TMPDIR", "TMP", "TEMP"].map(|k| (k.to_string(), tmp.clone())));
-    // The repositories belong to the caller, not the sandbox account: without this git refuses
-    // to work in them ("dubious ownership"). Their metadata stays read-only anyway.
+    env.extend(["TMPDIR", "TMP", "TEMP"].map(|k| (k.to_string(), tmp.to_string())));
     env.extend(
         [
             ("GIT_CONFIG_COUNT", "1"),
@@ -695,29 +807,88 @@ fn run(
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let mut socket_roots = root_paths.clone();
-    socket_roots.push(run_tmp.0.clone());
-    let spec = crate::runner::ChildSpec {
-        broker_pid: std::process::id() as i32,
-        uid,
-        gid,
-        grant_gid,
-        ns: ns_plan,
-        cwd: req.cwd.clone(),
-        limits: limits.clone(),
-        landlock: has_landlock,
-        program: req.program.clone(),
-        args: req.args.clone(),
-        env,
-        socket_roots,
-        allowed_sockets: req.allow_unix_sockets.clone(),
-    };
-    let spec_bytes = serde_json::to_vec(&spec)
-        .map_err(|e| Fail::Failed(format!("encoding the run specification: {e}")))?;
+    env
+}
+
+/// What the run's process reported in place once it said "ok".
+struct Started<'a> {
+    abi: i32,
+    account: &'a str,
+    uid: u32,
+    gid: u32,
+    grant_gid: u32,
+    nbinds: usize,
+    private_net: bool,
+    nenv: usize,
+    nlimits: usize,
+}
+
+/// The layers in force once the run's process said "ok" (it confirms every one of them). Pure.
+fn started_layers(s: &Started) -> Vec<WireLayer> {
+    let mut v = Vec::new();
+    if s.abi > 0 {
+        v.push(layer(
+            "landlock",
+            format!("ABI {}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped", s.abi),
+        ));
+    }
+    v.push(layer(
+        "seccomp",
+        "foreign ABIs killed; namespace, mount, keyring, bpf, perf, userfaultfd, io_uring, module, TIOCSTI/TIOCLINUX calls, datagram unix sockets, exotic socket families and set-user-ID/set-group-ID modes refused".into(),
+    ));
+    v.push(layer(
+        "connect-gate",
+        "every connect() performed by the run's supervisor: pathname unix sockets only beneath the writable roots, the run's TMPDIR or allow_unix_sockets".into(),
+    ));
+    v.push(layer(
+        "sandbox-account",
+        format!(
+            "{} (uid {}, gid {}, groups [{}, {}]; verified)",
+            s.account, s.uid, s.gid, s.gid, s.grant_gid
+        ),
+    ));
+    v.push(layer(
+        "mount-namespace",
+        format!("{} protected path(s) and the directories above them bound onto themselves (read-only / not renameable)", s.nbinds),
+    ));
+    if s.private_net {
+        v.push(layer(
+            "net-namespace",
+            "no interfaces but a private loopback".into(),
+        ));
+    }
+    v.push(layer("no-new-privs", "PR_SET_NO_NEW_PRIVS".into()));
+    v.push(layer(
+        "fd-closing",
+        "only stdin/stdout/stderr reach the command".into(),
+    ));
+    v.push(layer("env-policy", format!("{} variables", s.nenv)));
+    v.push(layer("rlimits", format!("{} limits", s.nlimits)));
+    v
+}
+
+/// Kills the run's process, its process group and (when there is one) its whole cgroup.
+fn kill_tree(cg: Option<&RunCgroup>, c: &sys::spawn::RawChild) {
+    if let Some(cg) = cg {
+        let _ = cg.kill_all(Duration::from_secs(5));
+    }
+    c.kill();
+    let _ = sys::kill(-c.pid, libc::SIGKILL);
+}
+
+/// Starts the run's process in the run's cgroup with the caller's stdio, hands it the
+/// specification and waits for its "ok" (the command is running, every layer is in place) or
+/// the reason it could not start (then the tree is killed). Returns the process, the channel its
+/// supervisor reports denials on, and the start time.
+fn spawn_run(
+    p: &mut Prepared,
+    spec_bytes: &[u8],
+    stdio: [OwnedFd; 3],
+) -> Result<(sys::spawn::RawChild, UnixStream, Instant), Fail> {
     let (chan, child_chan) = UnixStream::pair()
         .map_err(|e| Fail::Failed(format!("socketpair for the run's process: {e}")))?;
     let chan_fd = child_chan.as_raw_fd();
-    let ll_fd = ruleset_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let ll_fd = p.ruleset_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
     // The run's process is this very executable (`/proc/self/exe` names it in the forked child
     // too, even if the file was replaced since), started fresh with the hidden entry point: a
     // forked child of this multithreaded broker may only make raw syscalls before exec.
@@ -739,14 +910,14 @@ fn run(
     // The caller's stdio becomes 0, 1, 2 of the run's process; copies numbered 3 or above, so
     // that no dup2 onto 0..2 overwrites another of them.
     let mut stdio_fds = Vec::with_capacity(3);
-    for fd in [fd0, fd1, fd2] {
+    for fd in stdio {
         stdio_fds.push(if fd.as_raw_fd() < 3 {
             sys::fs::dup_above_stdio(fd.as_fd()).map_err(|e| Fail::Failed(format!("dup: {e}")))?
         } else {
             fd
         });
     }
-    let cg_dir = match &cg {
+    let cg_dir = match &p.cg {
         Some(c) => std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
@@ -766,108 +937,65 @@ fn run(
         ],
         keep: [chan_fd, ll_fd],
         cgroup_dir: cg_dir.as_ref().map_or(-1, |f| f.as_raw_fd()),
-        cgroup_procs: procs_fd,
+        cgroup_procs: p.procs.as_ref().map_or(-1, |f| f.as_raw_fd()),
     })
     .map_err(|e| Fail::Failed(format!("cannot start the run's process: {e}")))?;
     drop(stdio_fds);
     drop(cg_dir);
-    drop(procs);
+    drop(p.procs.take());
     drop(child_chan);
-    drop(ruleset_fd);
-    let pid = childp.pid;
-    let kill_tree = |c: &sys::spawn::RawChild| {
-        if let Some(cg) = &cg {
-            let _ = cg.kill_all(Duration::from_secs(5));
-        }
-        c.kill();
-        let _ = stockade_sys::kill(-pid, libc::SIGKILL);
-    };
-    // Hand over the specification, then wait for "ok" (the command is running, every layer is
-    // in place) or the reason it could not start.
-    let status = (|| -> io::Result<String> {
-        use std::io::Write;
-        (&chan).write_all(&spec_bytes)?;
-        chan.shutdown(std::net::Shutdown::Write)?;
-        chan.set_read_timeout(Some(Duration::from_secs(30)))?;
-        // "ok\n", or the reason the command could not start (then end of stream).
-        let mut s = Vec::new();
-        let mut byte = [0u8; 1];
-        while s.len() < 64 * 1024 && (&chan).read(&mut byte)? == 1 {
-            if byte[0] == b'\n' {
-                break;
-            }
-            s.push(byte[0]);
-        }
-        Ok(String::from_utf8_lossy(&s).into_owned())
-    })();
-    match status {
-        Ok(s) if s == crate::runner::READY => {}
+    drop(p.ruleset_fd.take());
+    match handshake(&chan, spec_bytes) {
+        Ok(s) if s == crate::runner::READY => Ok((childp, chan, start)),
         other => {
-            kill_tree(&childp);
+            kill_tree(p.cg.as_ref(), &childp);
             let _ = childp.wait();
-            if let Ok(s) = &other {
-                if let Some((code, reason)) = crate::runner::parse_exec_failed(s) {
-                    return Err(Fail::Exec(code, reason.to_string()));
-                }
-            }
-            return Err(Fail::Failed(match other {
-                Ok(s) if !s.is_empty() => s,
-                Ok(_) => "the run's process exited before starting the command".into(),
-                Err(e) => format!("the run's process did not report: {e}"),
-            }));
+            Err(start_failure(other))
         }
     }
-    if has_landlock {
-        enforced.push(layer(
-            "landlock",
-            format!("ABI {abi}: writes only beneath the writable roots and the run's TMPDIR; signals and abstract sockets scoped"),
-        ));
-    }
-    enforced.push(layer(
-        "seccomp",
-        "foreign ABIs killed; namespace, mount, keyring, bpf, perf, userfaultfd, io_uring, module, TIOCSTI/TIOCLINUX calls, datagram unix sockets, exotic socket families and set-user-ID/set-group-ID modes refused".into(),
-    ));
-    enforced.push(layer(
-        "connect-gate",
-        "every connect() performed by the run's supervisor: pathname unix sockets only beneath the writable roots, the run's TMPDIR or allow_unix_sockets".into(),
-    ));
-    enforced.push(layer(
-        "sandbox-account",
-        format!(
-            "{} (uid {uid}, gid {gid}, groups [{gid}, {grant_gid}]; verified)",
-            account.name
-        ),
-    ));
-    enforced.push(layer(
-        "mount-namespace",
-        format!("{nbinds} protected path(s) and the directories above them bound onto themselves (read-only / not renameable)"),
-    ));
-    if private_net {
-        enforced.push(layer(
-            "net-namespace",
-            "no interfaces but a private loopback".into(),
-        ));
-    }
-    enforced.push(layer("no-new-privs", "PR_SET_NO_NEW_PRIVS".into()));
-    enforced.push(layer(
-        "fd-closing",
-        "only stdin/stdout/stderr reach the command".into(),
-    ));
-    enforced.push(layer("env-policy", format!("{} variables", req.env.len())));
-    enforced.push(layer("rlimits", format!("{nlimits} limits")));
-    let _ = protocol::write_frame(
-        &mut &*stream,
-        &Reply::Started {
-            account: account.name.clone(),
-            uid,
-            pid,
-            enforced,
-            warnings,
-        },
-    );
+}
 
-    let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
-    let exit = loop {
+/// Hands over the specification and reads the run's process's one-line answer.
+fn handshake(chan: &UnixStream, spec_bytes: &[u8]) -> io::Result<String> {
+    use std::io::Write;
+    (&*chan).write_all(spec_bytes)?;
+    chan.shutdown(std::net::Shutdown::Write)?;
+    chan.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // "ok\n", or the reason the command could not start (then end of stream).
+    let mut s = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.len() < 64 * 1024 && (&*chan).read(&mut byte)? == 1 {
+        if byte[0] == b'\n' {
+            break;
+        }
+        s.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&s).into_owned())
+}
+
+/// Why the run's process did not say "ok", as the client's failure. Pure.
+fn start_failure(answer: io::Result<String>) -> Fail {
+    if let Ok(s) = &answer {
+        if let Some((code, reason)) = crate::runner::parse_exec_failed(s) {
+            return Fail::Exec(code, reason.to_string());
+        }
+    }
+    Fail::Failed(match answer {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => "the run's process exited before starting the command".into(),
+        Err(e) => format!("the run's process did not report: {e}"),
+    })
+}
+
+/// Waits for the run's process to exit, the deadline to pass (the tree is killed: timed out) or
+/// the client to go away (the tree is killed: `None`, nothing left to report).
+fn supervise(
+    childp: &sys::spawn::RawChild,
+    stream: &UnixStream,
+    deadline: Option<Instant>,
+    cg: Option<&RunCgroup>,
+) -> Result<Option<WireExit>, Fail> {
+    loop {
         let timeout_ms = match deadline {
             Some(d) => d
                 .saturating_duration_since(Instant::now())
@@ -881,46 +1009,45 @@ fn run(
             let st = childp
                 .wait()
                 .map_err(|e| Fail::Failed(format!("wait: {e}")))?;
-            break match st {
+            return Ok(Some(match st {
                 (Some(c), _) => WireExit::Code(c),
                 (None, Some(s)) => WireExit::Signal(s),
                 _ => WireExit::Code(-1),
-            };
+            }));
         }
         if ready[1] {
             // The client sends nothing after the request: readable means it went away.
-            kill_tree(&childp);
+            kill_tree(cg, childp);
             let _ = childp.wait();
-            return Ok(());
+            return Ok(None);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            kill_tree(&childp);
+            kill_tree(cg, childp);
             let _ = childp.wait();
-            break WireExit::TimedOut;
+            return Ok(Some(WireExit::TimedOut));
         }
-    };
-    // Everything the command started dies with it.
+    }
+}
+
+/// After the command: everything it started dies with it (the cgroup is removed), then the
+/// supervisor's denial lines are read (it has exited, so the stream ends). Returns the run's
+/// duration (up to the kill) and the denials.
+fn collect(
+    chan: &UnixStream,
+    childp: &sys::spawn::RawChild,
+    cg: Option<RunCgroup>,
+    start: Instant,
+) -> (u64, Vec<crate::protocol::WireDenial>) {
     if let Some(cg) = &cg {
         let _ = cg.kill_all(Duration::from_secs(5));
     }
-    let _ = stockade_sys::kill(-pid, libc::SIGKILL);
+    let _ = sys::kill(-childp.pid, libc::SIGKILL);
     drop(cg);
     let duration_ms = start.elapsed().as_millis() as u64;
-    // The supervisor wrote one line per refused connect() (see `runner`); it has exited, so the
-    // stream ends.
     let _ = chan.set_read_timeout(Some(Duration::from_secs(1)));
     let mut rest = String::new();
-    let _ = (&chan).take(1 << 20).read_to_string(&mut rest);
-    let denials = crate::runner::parse_denials(&rest);
-    let _ = protocol::write_frame(
-        &mut &*stream,
-        &Reply::Exited {
-            exit,
-            duration_ms,
-            denials,
-        },
-    );
-    Ok(())
+    let _ = chan.take(1 << 20).read_to_string(&mut rest);
+    (duration_ms, crate::runner::parse_denials(&rest))
 }
 
 /// A run's private temporary directory; removed (symlink-safely) on drop.
@@ -977,6 +1104,143 @@ pub fn socket_exists(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(v: &[WireLayer]) -> Vec<&str> {
+        v.iter().map(|l| l.layer.as_str()).collect()
+    }
+
+    #[test]
+    fn role_follows_network_and_allowlist_is_refused() {
+        assert_eq!(role_for(NetworkMode::Off).ok(), Some(Role::Offline));
+        assert_eq!(role_for(NetworkMode::On).ok(), Some(Role::Online));
+        assert!(matches!(
+            role_for(NetworkMode::Allowlist),
+            Err(Fail::Refused(m)) if m.contains("allowlist")
+        ));
+    }
+
+    #[test]
+    fn nft_verdict_fails_closed() {
+        let l = nft_verdict("stockade", 999, Ok(NftCheck::Same { cached: true })).ok();
+        assert!(l.is_some_and(|l| l.layer == "network-nftables"
+            && l.detail.contains("uid 999")
+            && l.detail.contains("unchanged since")));
+        for bad in [
+            Ok(NftCheck::Differs),
+            Ok(NftCheck::Missing),
+            Err("EPERM".into()),
+        ] {
+            assert!(matches!(
+                nft_verdict("stockade", 999, bad),
+                Err(Fail::Failed(m)) if m.contains("refusing an offline run")
+            ));
+        }
+    }
+
+    #[test]
+    fn grants_layer_says_whether_it_walked() {
+        assert_eq!(
+            grants_layer(2, 5, true).detail,
+            "2 writable root(s); 5 inodes granted"
+        );
+        assert_eq!(
+            grants_layer(1, 0, false).detail,
+            "1 writable root(s); already granted"
+        );
+    }
+
+    #[test]
+    fn private_loopback_only_offline_without_host_loopback_openings() {
+        let mut net = crate::nft::NetConfig {
+            allowed_loopback_tcp_ports: vec![],
+            allow_local_binding: false,
+        };
+        assert!(private_net_for(Role::Offline, &net));
+        assert!(!private_net_for(Role::Online, &net));
+        net.allowed_loopback_tcp_ports.push(8080);
+        assert!(!private_net_for(Role::Offline, &net));
+        net.allowed_loopback_tcp_ports.clear();
+        net.allow_local_binding = true;
+        assert!(!private_net_for(Role::Offline, &net));
+    }
+
+    #[test]
+    fn run_env_replaces_temp_vars_and_marks_repos_safe() {
+        let env = vec![
+            ("TMPDIR".to_string(), "/tmp".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+            ("TEMP".to_string(), "x".to_string()),
+        ];
+        let e = run_env(&env, "/run/t");
+        let get = |k: &str| {
+            e.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("TMPDIR"), vec!["/run/t"]);
+        assert_eq!(get("TMP"), vec!["/run/t"]);
+        assert_eq!(get("TEMP"), vec!["/run/t"]);
+        assert_eq!(get("PATH"), vec!["/bin"]);
+        assert_eq!(get("GIT_CONFIG_KEY_0"), vec!["safe.directory"]);
+    }
+
+    #[test]
+    fn started_layers_claim_only_what_is_in_force() {
+        let s = Started {
+            abi: 0,
+            account: "stockade-offline",
+            uid: 999,
+            gid: 995,
+            grant_gid: 994,
+            nbinds: 1,
+            private_net: false,
+            nenv: 2,
+            nlimits: 1,
+        };
+        let v = started_layers(&s);
+        assert_eq!(
+            names(&v),
+            vec![
+                "seccomp",
+                "connect-gate",
+                "sandbox-account",
+                "mount-namespace",
+                "no-new-privs",
+                "fd-closing",
+                "env-policy",
+                "rlimits"
+            ]
+        );
+        assert!(v[2].detail.contains("groups [995, 994]"));
+        let v = started_layers(&Started {
+            abi: 7,
+            private_net: true,
+            ..s
+        });
+        assert_eq!(names(&v)[0], "landlock");
+        assert!(names(&v).contains(&"net-namespace"));
+    }
+
+    #[test]
+    fn a_start_failure_keeps_the_exec_status() {
+        assert!(matches!(
+            start_failure(Ok(String::new())),
+            Fail::Failed(m) if m.contains("exited before starting")
+        ));
+        assert!(matches!(
+            start_failure(Ok("landlock: EPERM".into())),
+            Fail::Failed(m) if m == "landlock: EPERM"
+        ));
+        let line = format!(
+            "{} 127 cannot start \"x\": No such file",
+            crate::runner::EXEC_FAILED
+        );
+        assert!(matches!(
+            start_failure(Ok(line)),
+            Fail::Exec(127, m) if m.starts_with("cannot start")
+        ));
+    }
 
     #[test]
     fn rlimits_from_policy() {
