@@ -322,6 +322,10 @@ fn validate_opts(opts: &SetupOptions) -> Result<(), SetupError> {
 }
 
 /// Installs or repairs the elevated tier. Idempotent: a second run reports no changes.
+///
+/// In order: the intent is recorded ([`intended_record`], pure) before anything is created, then
+/// the group ([`ensure_group`]), the accounts and homes ([`ensure_accounts`]), the nftables table
+/// ([`ensure_nft`]), the systemd units ([`ensure_units`]), and last the finished record.
 pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
     validate_opts(opts)?;
     if stockade_sys::users::geteuid() != 0 {
@@ -337,80 +341,134 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
         source,
     })?;
     let mut report = SetupReport::default();
-    let net = opts
-        .net
-        .clone()
-        .or_else(|| old.as_ref().map(|o| o.net.clone()))
-        .unwrap_or_default();
 
     // 1. Intent: record what we are about to create before creating it.
     let group_name = opts.group_name();
     let obs_group = accounts::getent_group(&group_name)?;
+    let mut obs_uids = Vec::new();
+    for role in Role::ALL {
+        obs_uids.push(accounts::getent_passwd(&opts.account_name(role))?.map(|p| p.uid));
+    }
+    let mut rec = intended_record(
+        opts,
+        old.as_ref(),
+        obs_group.as_ref().map(|g| g.gid),
+        &obs_uids,
+    )?;
+    let will_create = rec.group.gid == 0 || rec.accounts.iter().any(|a| a.uid == 0);
+    if old.is_none() || will_create {
+        record::store(&rpath, &rec).map_err(io_err("write", &rpath))?;
+    }
+
+    // 2. Group; 3. accounts and homes.
+    let group = ensure_group(&group_name, obs_group, &mut report)?;
+    rec.group.gid = group.gid;
+    ensure_accounts(&mut rec, &group_name, group.gid, &mut report)?;
+
+    // 4. nftables; 5. systemd units.
+    let mut files = Vec::new();
+    rec.nft = Some(ensure_nft(opts, &rec, &mut files, &mut report)?);
+    ensure_units(opts, &mut files, &mut report)?;
+
+    // Keep files recorded earlier that we no longer manage? No: the record lists exactly ours.
+    rec.files = files;
+    rec.state = RecordState::Installed;
+    if old.as_ref() != Some(&rec) {
+        record::store(&rpath, &rec).map_err(io_err("write", &rpath))?;
+        report
+            .changes
+            .push(format!("wrote installation record {}", rpath.display()));
+    }
+    report.record = Some(rec);
+    Ok(report)
+}
+
+/// The record of what setup is about to create, from the options, the previous record and what
+/// exists now (`obs_gid`: the group's gid; `obs_uids`: each role's account uid, in
+/// [`Role::ALL`] order). An account that exists with a regular uid (1000 or above) and that
+/// setup did not create is a conflict. Pure.
+pub fn intended_record(
+    opts: &SetupOptions,
+    old: Option<&InstallRecord>,
+    obs_gid: Option<u32>,
+    obs_uids: &[Option<u32>],
+) -> Result<InstallRecord, SetupError> {
+    let net = opts
+        .net
+        .clone()
+        .or_else(|| old.map(|o| o.net.clone()))
+        .unwrap_or_default();
     let mut rec = InstallRecord {
         format: RECORD_FORMAT,
         version: VERSION.into(),
         state: RecordState::Installing,
         prefix: opts.prefix.clone(),
         group: GroupRecord {
-            name: group_name.clone(),
-            gid: obs_group.as_ref().map_or(0, |g| g.gid),
-            created: old.as_ref().is_some_and(|o| o.group.created) || obs_group.is_none(),
+            name: opts.group_name(),
+            gid: obs_gid.unwrap_or(0),
+            created: old.is_some_and(|o| o.group.created) || obs_gid.is_none(),
         },
         accounts: Vec::new(),
-        net: net.clone(),
-        nft: old.as_ref().and_then(|o| o.nft.clone()),
-        files: old.as_ref().map(|o| o.files.clone()).unwrap_or_default(),
+        net,
+        nft: old.and_then(|o| o.nft.clone()),
+        files: old.map(|o| o.files.clone()).unwrap_or_default(),
         socket_path: opts.socket_path.clone(),
     };
-    for role in Role::ALL {
+    for (role, obs) in Role::ALL.into_iter().zip(obs_uids.iter().copied()) {
         let name = opts.account_name(role);
-        let obs = accounts::getent_passwd(&name)?;
         let was_ours = old
-            .as_ref()
             .and_then(|o| o.account(role))
             .is_some_and(|a| a.created && a.name == name);
-        if let Some(p) = &obs {
-            if !was_ours && p.uid >= 1000 {
+        if let Some(uid) = obs {
+            if !was_ours && uid >= 1000 {
                 return Err(SetupError::Conflict(format!(
-                    "user {name} exists (uid {}) and was not created by stockade setup; remove it or choose another --prefix",
-                    p.uid
+                    "user {name} exists (uid {uid}) and was not created by stockade setup; remove it or choose another --prefix"
                 )));
             }
         }
         rec.accounts.push(AccountRecord {
             role,
             name,
-            uid: obs.as_ref().map_or(0, |p| p.uid),
+            uid: obs.unwrap_or(0),
             home: opts.home(role),
             created: was_ours || obs.is_none(),
         });
     }
-    let will_create = rec.group.gid == 0 || rec.accounts.iter().any(|a| a.uid == 0);
-    if old.is_none() || will_create {
-        record::store(&rpath, &rec).map_err(io_err("write", &rpath))?;
-    }
+    Ok(rec)
+}
 
-    // 2. Group.
-    let group = match obs_group {
-        Some(g) => g,
+/// The sandbox group, created when missing.
+fn ensure_group(
+    group_name: &str,
+    obs: Option<GroupEntry>,
+    report: &mut SetupReport,
+) -> Result<GroupEntry, SetupError> {
+    match obs {
+        Some(g) => Ok(g),
         None => {
-            accounts::groupadd(&group_name)?;
+            accounts::groupadd(group_name)?;
             report.changes.push(format!("created group {group_name}"));
-            retry(|| accounts::getent_group(&group_name))?.ok_or_else(|| {
+            retry(|| accounts::getent_group(group_name))?.ok_or_else(|| {
                 SetupError::Conflict(format!("group {group_name} missing right after groupadd"))
-            })?
+            })
         }
-    };
-    rec.group.gid = group.gid;
+    }
+}
 
-    // 3. Accounts and homes.
+/// Each sandbox account, created or repaired, and its home; the record gets their uids.
+fn ensure_accounts(
+    rec: &mut InstallRecord,
+    group_name: &str,
+    gid: u32,
+    report: &mut SetupReport,
+) -> Result<(), SetupError> {
     for a in rec.accounts.iter_mut() {
         let home = a.home.clone();
         let p = match accounts::getent_passwd(&a.name)? {
             Some(p) => {
-                let d = accounts::account_differences(&p, group.gid, &home);
+                let d = accounts::account_differences(&p, gid, &home);
                 if !d.is_empty() {
-                    accounts::usermod(&a.name, &group_name, &home)?;
+                    accounts::usermod(&a.name, group_name, &home)?;
                     report
                         .changes
                         .push(format!("repaired account {}: {:?}", a.name, d));
@@ -418,7 +476,7 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
                 p
             }
             None => {
-                accounts::useradd(&a.name, &group_name, &home)?;
+                accounts::useradd(&a.name, group_name, &home)?;
                 report.changes.push(format!("created account {}", a.name));
                 retry(|| accounts::getent_passwd(&a.name))?.ok_or_else(|| {
                     SetupError::Conflict(format!("user {} missing right after useradd", a.name))
@@ -426,10 +484,19 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
             }
         };
         a.uid = p.uid;
-        ensure_home(&home, p.uid, group.gid, &mut report)?;
+        ensure_home(&home, p.uid, gid, report)?;
     }
+    Ok(())
+}
 
-    // 4. nftables: persist the script, apply it atomically, record the resulting listing.
+/// nftables: persists the script, applies it atomically unless the table already lists what
+/// was recorded, and returns the record of the resulting listing.
+fn ensure_nft(
+    opts: &SetupOptions,
+    rec: &InstallRecord,
+    files: &mut Vec<FileRecord>,
+    report: &mut SetupReport,
+) -> Result<NftRecord, SetupError> {
     let offline_uid = rec.account(Role::Offline).map_or(0, |a| a.uid);
     if offline_uid == 0 {
         return Err(SetupError::Conflict(
@@ -437,10 +504,9 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
         ));
     }
     let table = opts.table();
-    let script = nft::ruleset(&table, offline_uid, &net);
+    let script = nft::ruleset(&table, offline_uid, &rec.net);
     let nft_file = opts.nft_file();
-    let mut files = Vec::new();
-    ensure_file(&nft_file, &script, 0o644, &mut files, &mut report)?;
+    ensure_file(&nft_file, &script, 0o644, files, report)?;
     let listing_before = nft::list_table(&table)?;
     let expected_listing = rec
         .nft
@@ -459,18 +525,25 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
             })?
         }
     };
-    rec.nft = Some(NftRecord {
+    Ok(NftRecord {
         table,
         ruleset: script,
         listing,
-    });
+    })
+}
 
-    // 5. systemd units and their enable links (files only; started if systemd runs).
+/// systemd units and their enable links (files only; the socket restarted if systemd runs and
+/// anything changed, otherwise a note on how to start the broker).
+fn ensure_units(
+    opts: &SetupOptions,
+    files: &mut Vec<FileRecord>,
+    report: &mut SetupReport,
+) -> Result<(), SetupError> {
     for (path, content) in unit_files(opts) {
-        ensure_file(&path, &content, 0o644, &mut files, &mut report)?;
+        ensure_file(&path, &content, 0o644, files, report)?;
     }
     for (link, target) in enable_links(opts) {
-        ensure_symlink(&link, &target, &mut files, &mut report)?;
+        ensure_symlink(&link, &target, files, report)?;
     }
     if systemd_running() {
         if !report.changes.is_empty() {
@@ -486,17 +559,7 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
             opts.socket_path.display()
         ));
     }
-    // Keep files recorded earlier that we no longer manage? No: the record lists exactly ours.
-    rec.files = files;
-    rec.state = RecordState::Installed;
-    if old.as_ref() != Some(&rec) {
-        record::store(&rpath, &rec).map_err(io_err("write", &rpath))?;
-        report
-            .changes
-            .push(format!("wrote installation record {}", rpath.display()));
-    }
-    report.record = Some(rec);
-    Ok(report)
+    Ok(())
 }
 
 /// Whether `name` is a temporary file left by an interrupted [`fsutil::write_atomic`] of one of
@@ -699,6 +762,11 @@ fn kill_uid(uid: u32) {
 
 /// Removes everything setup created (accounts, group, nft table, units, files, ACL entries
 /// recorded in `grants.json`, homes, the record). Safe to re-run; reports what it removed.
+///
+/// In order: ACL grants and the per-caller groups ([`remove_grants`]: their entries name the
+/// accounts' uids, which must still resolve), units and files ([`remove_files`]), the run
+/// cgroups ([`remove_cgroups`]), the nft table, the accounts and homes ([`remove_accounts`]), the
+/// group, and — only when nothing failed — the state itself ([`remove_state`]).
 pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError> {
     if stockade_sys::users::geteuid() != 0 {
         return Err(UninstallError::NotRoot);
@@ -719,14 +787,56 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
     let Some(rec) = rec else {
         return Ok(rep);
     };
-    // ACL entries first: they name the accounts' uids, which must still resolve.
-    let uids: Vec<u32> = rec
-        .accounts
+    remove_grants(opts, &rec, &mut rep);
+    remove_files(opts, &rec, &mut rep);
+    remove_cgroups(&rec, &mut rep);
+    if systemd_running() {
+        let _ = fsutil::run_tool_raw("systemctl", &["daemon-reload"]);
+    }
+    if let Some(n) = &rec.nft {
+        match nft::delete_table(&n.table) {
+            Ok(true) => rep
+                .removed
+                .push(format!("deleted nftables table inet {}", n.table)),
+            Ok(false) => {}
+            Err(e) => rep.problems.push(e.to_string()),
+        }
+    }
+    remove_accounts(&rec, &mut rep);
+    if rec.group.created {
+        match accounts::getent_group(&rec.group.name) {
+            Ok(Some(GroupEntry { .. })) => match accounts::groupdel(&rec.group.name) {
+                Ok(()) => rep
+                    .removed
+                    .push(format!("removed group {}", rec.group.name)),
+                Err(e) => rep.problems.push(e.to_string()),
+            },
+            Ok(None) => {}
+            Err(e) => rep.problems.push(e.to_string()),
+        }
+    }
+    for d in [&opts.state_dir, &opts.config_dir, &opts.systemd_dir] {
+        remove_tmp_leftovers(d, &rec.prefix);
+    }
+    let _ = fs::remove_dir(&opts.config_dir);
+    if rep.problems.is_empty() {
+        remove_state(opts, lock, &mut rep);
+    }
+    Ok(rep)
+}
+
+/// The uids whose ACL entries uninstall revokes: the recorded accounts', never 0. Pure.
+pub fn grant_uids(rec: &InstallRecord) -> Vec<u32> {
+    rec.accounts
         .iter()
         .map(|a| a.uid)
         .filter(|u| *u != 0)
-        .collect();
-    match crate::grants::revoke_all(&opts.grants_path(), &uids) {
+        .collect()
+}
+
+/// Every ACL entry recorded in `grants.json`, then the per-caller grant groups.
+fn remove_grants(opts: &SetupOptions, rec: &InstallRecord, rep: &mut UninstallReport) {
+    match crate::grants::revoke_all(&opts.grants_path(), &grant_uids(rec)) {
         Ok(lines) => rep.removed.extend(lines),
         Err(e) => rep.problems.push(format!("ACL grants: {e}")),
     }
@@ -743,6 +853,11 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
             }
         }
     }
+}
+
+/// The broker's units stopped (under systemd), every recorded file removed (newest first), and
+/// the directories that held them when empty.
+fn remove_files(opts: &SetupOptions, rec: &InstallRecord, rep: &mut UninstallReport) {
     if systemd_running() {
         for u in [
             format!("{}-broker.socket", rec.prefix),
@@ -764,42 +879,42 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
         }
     }
     let _ = fs::remove_dir(&opts.config_dir);
-    if let Some(mnt) = fs::read_to_string("/proc/self/mountinfo")
+}
+
+/// Where the broker creates run cgroups (a foreground broker's, and the systemd service's),
+/// under the cgroup2 mount `mnt`. Pure.
+pub fn run_cgroup_dirs(mnt: &Path, prefix: &str) -> [PathBuf; 2] {
+    [
+        mnt.join(format!("{prefix}-runs")),
+        mnt.join("system.slice")
+            .join(format!("{prefix}-broker.service"))
+            .join(format!("{prefix}-runs")),
+    ]
+}
+
+/// The (empty) run cgroups and their parent.
+fn remove_cgroups(rec: &InstallRecord, rep: &mut UninstallReport) {
+    let Some(mnt) = fs::read_to_string("/proc/self/mountinfo")
         .ok()
         .and_then(|m| crate::cgroup::cgroup2_mount(&m))
-    {
-        for base in [
-            mnt.clone(),
-            mnt.join("system.slice")
-                .join(format!("{}-broker.service", rec.prefix)),
-        ] {
-            let d = base.join(format!("{}-runs", rec.prefix));
-            if let Ok(rd) = fs::read_dir(&d) {
-                for e in rd.flatten() {
-                    let _ = fs::remove_dir(e.path());
-                }
-                if fs::remove_dir(&d).is_ok() {
-                    rep.removed.push(format!("removed cgroup {}", d.display()));
-                }
+    else {
+        return;
+    };
+    for d in run_cgroup_dirs(&mnt, &rec.prefix) {
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let _ = fs::remove_dir(e.path());
+            }
+            if fs::remove_dir(&d).is_ok() {
+                rep.removed.push(format!("removed cgroup {}", d.display()));
             }
         }
     }
-    if systemd_running() {
-        let _ = fsutil::run_tool_raw("systemctl", &["daemon-reload"]);
-    }
-    if let Some(n) = &rec.nft {
-        match nft::delete_table(&n.table) {
-            Ok(true) => rep
-                .removed
-                .push(format!("deleted nftables table inet {}", n.table)),
-            Ok(false) => {}
-            Err(e) => rep.problems.push(e.to_string()),
-        }
-    }
-    for a in &rec.accounts {
-        if !a.created {
-            continue;
-        }
+}
+
+/// Each account setup created (its processes killed first) and its home.
+fn remove_accounts(rec: &InstallRecord, rep: &mut UninstallReport) {
+    for a in rec.accounts.iter().filter(|a| a.created) {
         match accounts::getent_passwd(&a.name) {
             Ok(Some(p)) if p.uid != 0 => {
                 kill_uid(p.uid);
@@ -819,49 +934,35 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
             Err(e) => rep.problems.push(format!("{}: {e}", a.home.display())),
         }
     }
-    if rec.group.created {
-        match accounts::getent_group(&rec.group.name) {
-            Ok(Some(GroupEntry { .. })) => match accounts::groupdel(&rec.group.name) {
-                Ok(()) => rep
-                    .removed
-                    .push(format!("removed group {}", rec.group.name)),
-                Err(e) => rep.problems.push(e.to_string()),
-            },
-            Ok(None) => {}
-            Err(e) => rep.problems.push(e.to_string()),
+}
+
+/// The state directory (record, grants, lock) and a socket a killed foreground broker left.
+fn remove_state(opts: &SetupOptions, lock: StateLock, rep: &mut UninstallReport) {
+    let rpath = opts.record_path();
+    let _ = fs::remove_dir(opts.state_dir.join("home"));
+    let _ = fs::remove_dir_all(opts.state_dir.join("runs"));
+    for f in [rpath.clone(), opts.grants_path()] {
+        let _ = fs::remove_file(f);
+    }
+    drop(lock);
+    let _ = fs::remove_file(opts.state_dir.join(".lock"));
+    let _ = fs::remove_dir(&opts.state_dir);
+    rep.removed
+        .push(format!("removed installation record {}", rpath.display()));
+    // A foreground broker that was killed leaves its socket (and the directory the broker
+    // created for it) behind; the tier is gone, so are they.
+    if let Ok(m) = fs::symlink_metadata(&opts.socket_path) {
+        use std::os::unix::fs::FileTypeExt;
+        if m.file_type().is_socket() && fs::remove_file(&opts.socket_path).is_ok() {
+            rep.removed.push(format!(
+                "removed broker socket {}",
+                opts.socket_path.display()
+            ));
         }
     }
-    for d in [&opts.state_dir, &opts.config_dir, &opts.systemd_dir] {
-        remove_tmp_leftovers(d, &rec.prefix);
+    if let Some(dir) = opts.socket_path.parent() {
+        let _ = fs::remove_dir(dir);
     }
-    let _ = fs::remove_dir(&opts.config_dir);
-    if rep.problems.is_empty() {
-        let _ = fs::remove_dir(opts.state_dir.join("home"));
-        let _ = fs::remove_dir_all(opts.state_dir.join("runs"));
-        for f in [rpath.clone(), opts.grants_path()] {
-            let _ = fs::remove_file(f);
-        }
-        drop(lock);
-        let _ = fs::remove_file(opts.state_dir.join(".lock"));
-        let _ = fs::remove_dir(&opts.state_dir);
-        rep.removed
-            .push(format!("removed installation record {}", rpath.display()));
-        // A foreground broker that was killed leaves its socket (and the directory the broker
-        // created for it) behind; the tier is gone, so are they.
-        if let Ok(m) = fs::symlink_metadata(&opts.socket_path) {
-            use std::os::unix::fs::FileTypeExt;
-            if m.file_type().is_socket() && fs::remove_file(&opts.socket_path).is_ok() {
-                rep.removed.push(format!(
-                    "removed broker socket {}",
-                    opts.socket_path.display()
-                ));
-            }
-        }
-        if let Some(dir) = opts.socket_path.parent() {
-            let _ = fs::remove_dir(dir);
-        }
-    }
-    Ok(rep)
 }
 
 /// Reads the record for clients (no root needed): `None` if not installed.
@@ -884,6 +985,70 @@ pub fn observe_names(names: &[&str]) -> Result<BTreeMap<String, bool>, ToolError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intent_of_a_fresh_install_and_a_reinstall() {
+        let o = SetupOptions::default();
+        let fresh = intended_record(&o, None, None, &[None, None]).unwrap();
+        assert_eq!(fresh.state, RecordState::Installing);
+        assert!(fresh.group.created && fresh.group.gid == 0);
+        assert_eq!(
+            fresh
+                .accounts
+                .iter()
+                .map(|a| (a.role, a.name.as_str(), a.uid, a.created))
+                .collect::<Vec<_>>(),
+            vec![
+                (Role::Offline, "stockade-offline", 0, true),
+                (Role::Online, "stockade-online", 0, true)
+            ]
+        );
+        // A second setup keeps what the first created as its own, with the observed ids.
+        let mut old = fresh.clone();
+        old.group.gid = 995;
+        old.accounts[0].uid = 999;
+        old.accounts[1].uid = 998;
+        let again = intended_record(&o, Some(&old), Some(995), &[Some(999), Some(998)]).unwrap();
+        assert!(again.group.created && again.group.gid == 995);
+        assert!(again.accounts.iter().all(|a| a.created));
+        assert_eq!(again.accounts[0].uid, 999);
+        // Network options: the given ones win, otherwise the installed ones are kept.
+        old.net.allowed_loopback_tcp_ports = vec![8080];
+        let kept = intended_record(&o, Some(&old), Some(995), &[Some(999), Some(998)]).unwrap();
+        assert_eq!(kept.net.allowed_loopback_tcp_ports, vec![8080]);
+    }
+
+    #[test]
+    fn intent_refuses_a_regular_user_setup_did_not_create() {
+        let o = SetupOptions::default();
+        assert!(matches!(
+            intended_record(&o, None, None, &[Some(1000), None]),
+            Err(SetupError::Conflict(m)) if m.contains("stockade-offline") && m.contains("uid 1000")
+        ));
+        // A leftover system account (uid below 1000) is taken over, but not marked as created.
+        let r = intended_record(&o, None, None, &[Some(990), None]).unwrap();
+        assert!(!r.accounts[0].created && r.accounts[0].uid == 990);
+    }
+
+    #[test]
+    fn uninstall_targets() {
+        let o = SetupOptions::default();
+        let mut r = intended_record(&o, None, None, &[Some(990), None]).unwrap();
+        assert_eq!(
+            grant_uids(&r),
+            vec![990],
+            "uid 0 (not created yet) is never revoked"
+        );
+        r.accounts[1].uid = 991;
+        assert_eq!(grant_uids(&r), vec![990, 991]);
+        assert_eq!(
+            run_cgroup_dirs(Path::new("/sys/fs/cgroup"), "stockade"),
+            [
+                PathBuf::from("/sys/fs/cgroup/stockade-runs"),
+                PathBuf::from("/sys/fs/cgroup/system.slice/stockade-broker.service/stockade-runs")
+            ]
+        );
+    }
 
     #[test]
     fn names_derive_from_prefix() {
