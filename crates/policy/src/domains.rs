@@ -57,9 +57,7 @@ impl DomainEntry {
         let s = entry.trim().to_ascii_lowercase();
         let bad = |why: &str| BadDomain(format!("{why}; {EXPECTED}"));
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (inner, tail) = rest
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed `[`"))?;
+            let (inner, tail) = rest.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
             let port = match tail {
                 "" => None,
                 t => Some(t.strip_prefix(':').ok_or_else(|| bad("junk after `]`"))?),
@@ -99,7 +97,8 @@ impl DomainEntry {
         port_ok && self.matches_host(host)
     }
 
-    fn matches_host(&self, host: &str) -> bool {
+    /// Does the host part match `host` (any port)?
+    pub fn matches_host(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let host = host
             .strip_prefix('[')
@@ -163,7 +162,10 @@ fn mask6(a: Ipv6Addr, prefix: u8) -> Ipv6Addr {
 }
 
 fn host_pattern(h: &str) -> Result<HostPattern, String> {
-    let numeric = |s: &str| s.split(['.', '/']).all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    let numeric = |s: &str| {
+        s.split(['.', '/'])
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    };
     if !h.is_empty() && numeric(h) {
         let (addr, prefix) = split_net(h, 32)?;
         let addr: Ipv4Addr = addr
