@@ -1016,6 +1016,36 @@ mod tests {
     }
 
     #[test]
+    fn test_name_map_replaces_dns_and_loopback_allowance_is_per_name() {
+        let c = Config {
+            entries: entries(&["good.test", "other.test"]),
+            names: Some(parse_name_map(
+                "good.test=127.0.0.1,other.test=::ffff:127.0.0.1",
+            )),
+            loopback_names: vec!["good.test".into()],
+        };
+        assert_eq!(
+            c.resolve("good.test", 80).unwrap(),
+            vec!["127.0.0.1:80".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(
+            c.resolve("localhost", 80).is_err(),
+            "a name not in the map must not resolve"
+        );
+        assert_eq!(c.resolve("10.0.0.1", 80).unwrap().len(), 1);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(c.address_ok("good.test", ip("127.0.0.1")), Ok(()));
+        assert_eq!(
+            c.address_ok("good.test", ip("169.254.169.254")),
+            Err(Refused::LinkLocal)
+        );
+        assert_eq!(
+            c.address_ok("other.test", ip("::ffff:127.0.0.1")),
+            Err(Refused::Loopback)
+        );
+    }
+
+    #[test]
     fn name_map_syntax() {
         assert_eq!(
             parse_name_map(
