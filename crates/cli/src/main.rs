@@ -89,7 +89,8 @@ pub struct PolicyArgs {
     /// Network: `off` (private loopback only), `allowlist` (HTTP(S) proxy to `--allow-domain`s) or `on`.
     #[arg(long, value_name = "MODE")]
     network: Option<NetworkMode>,
-    /// A domain reachable in `allowlist` mode (repeatable): `crates.io`, `*.npmjs.org`.
+    /// A domain reachable in `allowlist` mode (repeatable): `crates.io`, `*.npmjs.org`,
+    /// `example.com:8443` (another port than 80/443), `10.0.0.0/8` (lists private addresses).
     #[arg(long = "allow-domain", value_name = "DOMAIN")]
     allow_domain: Vec<String>,
     /// No writable roots at all, not even the workspace.

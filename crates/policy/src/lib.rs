@@ -5,6 +5,7 @@
 //!   CLI) with provenance, the merge rules and the workspace trust rule.
 //! * [`plan`] — resolution of a policy against the real filesystem into a [`plan::Plan`]: the exact,
 //!   canonical list of what a backend must enforce.
+//! * [`domains`] — `network.allowed_domains` entries (`name`, `*.name`, addresses, `:PORT`).
 //! * [`backend`] — the one trait every OS backend implements, and the neutral run/outcome types.
 //! * [`paths`] — `~/` expansion and the `*`/`?` glob matcher used for environment names.
 //!
@@ -15,6 +16,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod domains;
 pub mod model;
 pub mod paths;
 pub mod plan;

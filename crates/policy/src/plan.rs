@@ -74,8 +74,8 @@ pub struct Plan {
     pub allow_unix_sockets: Vec<PathBuf>,
     /// Network mode.
     pub network: NetworkMode,
-    /// With [`NetworkMode::Allowlist`]: validated, lower-cased domain patterns (`example.com`,
-    /// `*.example.com`).
+    /// With [`NetworkMode::Allowlist`]: validated, lower-cased entries (`example.com`,
+    /// `*.example.com`, `example.com:8443`, `10.0.0.0/8`; see [`crate::domains`]).
     pub allowed_domains: Vec<String>,
     /// The complete environment of the command (already filtered).
     #[serde(skip)]
@@ -96,28 +96,16 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Validate and normalise one `network.allowed_domains` entry: `host.name` or `*.host.name`,
-/// letters, digits, `-` and `.` only, no empty label.
+/// Validate and normalise one `network.allowed_domains` entry (see [`crate::domains`]):
+/// `name`, `*.name`, an IPv4 address/network or `[IPv6]`, optionally `:PORT`.
 pub fn domain_pattern(entry: &str) -> Result<String, PlanError> {
-    let lower = entry.trim().to_ascii_lowercase();
-    let host = lower.strip_prefix("*.").unwrap_or(&lower);
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if valid {
-        Ok(lower)
-    } else {
-        Err(PlanError::BadEntry {
+    match crate::domains::DomainEntry::parse(entry) {
+        Ok(_) => Ok(entry.trim().to_ascii_lowercase()),
+        Err(e) => Err(PlanError::BadEntry {
             key: "network.allowed_domains",
             entry: entry.to_string(),
-            reason: "expected a host name such as `crates.io` or `*.npmjs.org`".into(),
-        })
+            reason: e.0,
+        }),
     }
 }
 

@@ -687,3 +687,34 @@ fn load_then_resolve() {
     );
     assert!(plan.env.contains(&(os("CI"), os("1"))));
 }
+
+#[test]
+fn allowed_domains_with_ports_are_validated() {
+    let (_t, home, ws) = setup();
+    let mut pol = default_policy();
+    pol.network.allowed_domains = vec![
+        "Example.com:8443".into(),
+        "*.npmjs.org".into(),
+        "10.0.0.0/8".into(),
+    ];
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    assert_eq!(
+        plan.allowed_domains,
+        vec!["example.com:8443", "*.npmjs.org", "10.0.0.0/8"]
+    );
+    for bad in ["example.com:0", "example.com:http", "fd00::1", "a..b"] {
+        pol.network.allowed_domains = vec![bad.into()];
+        let err = resolve(&pol, &req(&ws, &home)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlanError::BadEntry {
+                    key: "network.allowed_domains",
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains(bad), "{bad}: {err}");
+    }
+}
