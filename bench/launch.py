@@ -7,6 +7,7 @@ three alike; each is started with posix_spawn and reaped with waitpid, and timed
 clock. Reports medians, p90 and ratios; `--json FILE` writes the raw numbers.
 
     python3 bench/launch.py [--stockade target/release/stockade] [--runs 200]
+    python3 bench/launch.py --baseline OLD_STOCKADE   # before/after: an older build interleaved too
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -27,6 +28,7 @@ def main():
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--json")
+    ap.add_argument("--baseline", help="another stockade binary (e.g. the build before a change), run interleaved")
     a = ap.parse_args()
     stockade = os.path.abspath(a.stockade)
     if not os.access(stockade, os.X_OK):
@@ -39,6 +41,11 @@ def main():
         "bare /bin/true": [true],
         "stockade run": [stockade, "run", "--workspace", ws, "--", true],
     }
+    if a.baseline:
+        baseline = os.path.abspath(a.baseline)
+        if not os.access(baseline, os.X_OK):
+            raise SystemExit(f"{baseline} is not executable")
+        cases["baseline stockade"] = [baseline, "run", "--workspace", ws, "--", true]
     bwrap = shutil.which("bwrap")
     if bwrap:
         cases["bwrap"] = [bwrap, "--ro-bind", "/", "/", "--bind", ws, ws, "--dev", "/dev", "--proc", "/proc",
@@ -56,10 +63,10 @@ def main():
         shutil.rmtree(ws, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     p90 = {k: sorted(v)[int(len(v) * 0.9) - 1] for k, v in times.items()}
-    print(f"{'command':16} {'median ms':>10} {'p90 ms':>8}   ratio")
+    print(f"{'command':18} {'median ms':>10} {'p90 ms':>8}   ratio")
     for k in cases:
         ratios = [f"{med[k] / med[o]:.2f}x {o}" for o in cases if o != k and o != "stockade run" and k == "stockade run"]
-        print(f"{k:16} {med[k]:10.2f} {p90[k]:8.2f}   {', '.join(ratios)}")
+        print(f"{k:18} {med[k]:10.2f} {p90[k]:8.2f}   {', '.join(ratios)}")
     if "bwrap" in med:
         verdict = "within" if med["stockade run"] <= med["bwrap"] else "ABOVE"
         print(f"stockade median is {verdict} bwrap's ({med['stockade run']:.2f} vs {med['bwrap']:.2f} ms); "
