@@ -73,8 +73,7 @@ fn real_tool_home(var: &str, default: &str) -> PathBuf {
 #[test]
 fn cargo_offline_build_and_test_with_a_path_dependency() {
     if !have("cargo") {
-        eprintln!("SKIP: no cargo on PATH");
-        return;
+        return skip("no cargo on PATH");
     }
     let w = World::new("compat-cargo");
     write(
@@ -134,8 +133,7 @@ fn python_venv_and_script() {
 #[test]
 fn make_compiles_c_into_the_workspace() {
     if !have("make") || !have("cc") {
-        eprintln!("SKIP: make or cc missing");
-        return;
+        return skip("make or cc missing (apt-get install make gcc)");
     }
     let w = World::new("compat-make");
     write(
@@ -156,8 +154,7 @@ fn make_compiles_c_into_the_workspace() {
 #[test]
 fn node_runs_a_script() {
     if !have("node") {
-        eprintln!("SKIP: node is not installed on this host");
-        return;
+        return skip("node is not installed on this host (apt-get install nodejs)");
     }
     let w = World::new("compat-node");
     write(

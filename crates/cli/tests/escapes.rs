@@ -680,8 +680,7 @@ fn net_ipv4_loopback_tcp_and_bind_tricks() {
 fn net_ipv6_loopback_tcp() {
     let w = World::new("esc-tcp6");
     let Some(l) = TcpLog::open("::1") else {
-        eprintln!("SKIP: no usable ::1 on this host");
-        return;
+        return skip("no usable ::1 on this host");
     };
     let out = pyattack(&w, &py_tcp("v6", "::1", l.port));
     contained(&out);
@@ -801,15 +800,13 @@ impl Drop for NetNs {
 #[test]
 fn net_listener_in_test_netns_reachable_from_host_not_from_sandbox() {
     if !have("ip") {
-        eprintln!("SKIP: no `ip` tool");
-        return;
+        return skip("no `ip` tool (apt-get install iproute2)");
     }
     let w = World::new("esc-netns");
     let ns = match NetNs::create(&w) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("SKIP: cannot create a test network namespace: {e}");
-            return;
+            return skip(format!("cannot create a test network namespace: {e}"));
         }
     };
     // Positive control 1: the host reaches it.
@@ -900,12 +897,10 @@ fn proc_ptrace_host_pid_and_sandbox_init() {
     let w = World::new("esc-ptrace");
     let mut victim = HostProc::spawn("x");
     let pid = victim.pid();
-    let strace = if have("strace") {
-        format!("ok strace-host timeout 3 strace -p {pid} -e trace=none\nok strace-init timeout 3 strace -p 1 -e trace=none\n")
-    } else {
-        eprintln!("SKIP part: no strace; using ptrace via ctypes only");
-        String::new()
-    };
+    if !have("strace") {
+        return skip("no strace (apt-get install strace)");
+    }
+    let strace = format!("ok strace-host timeout 3 strace -p {pid} -e trace=none\nok strace-init timeout 3 strace -p 1 -e trace=none\n");
     let out = attack(
         &w,
         &format!(
@@ -1224,8 +1219,7 @@ fn seccomp_userfaultfd() {
 #[test]
 fn seccomp_tiocsti_on_the_callers_tty() {
     if !have("script") {
-        eprintln!("SKIP: no `script` to give stockade a terminal");
-        return;
+        return skip("no `script` to give stockade a terminal (apt-get install bsdutils)");
     }
     let w = World::new("esc-tiocsti");
     let inj = unique("INJECTED");
@@ -1284,8 +1278,7 @@ fn seccomp_tiocsti_on_the_callers_tty() {
 #[test]
 fn seccomp_i386_int80_is_killed() {
     if !have("cc") {
-        eprintln!("SKIP: no C compiler for the int 0x80 probe");
-        return;
+        return skip("no C compiler for the int 0x80 probe (apt-get install gcc)");
     }
     let w = World::new("esc-i386");
     write(
@@ -1387,8 +1380,7 @@ fn net_vsock_is_outside_the_network_namespace() {
         .output()
         .unwrap();
     if !probe.status.success() {
-        eprintln!("SKIP: this host cannot create AF_VSOCK sockets");
-        return;
+        return skip("this host cannot create AF_VSOCK sockets");
     }
     let w = World::new("esc-vsock");
     let port = 20000 + (std::process::id() % 20000);
@@ -1531,8 +1523,7 @@ fn raw_planted_device_nodes_outside_and_in_workspace() {
         }
     }
     if nodes.is_empty() {
-        eprintln!("SKIP: cannot create device nodes on this host");
-        return;
+        return skip("cannot create device nodes on this host");
     }
     // Control: keep only the nodes the host itself can read (this host may run in a container
     // whose device cgroup refuses some of them).
@@ -1551,8 +1542,7 @@ fn raw_planted_device_nodes_outside_and_in_workspace() {
         ok
     });
     if nodes.is_empty() {
-        eprintln!("SKIP: the host cannot read any planted device node (device cgroup)");
-        return;
+        return skip("the host cannot read any planted device node (device cgroup)");
     }
     let mut s = String::new();
     for n in &nodes {

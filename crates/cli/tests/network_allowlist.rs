@@ -1,6 +1,9 @@
 //! `--network allowlist`: HTTP(S) reaches allowed domains through stockade's proxy and nothing
 //! else. Judged from the host: a loopback HTTP server the test runs logs every request it gets.
 
+mod common;
+
+use common::skip;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -42,11 +45,7 @@ fn server() -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 fn have_curl() -> bool {
-    Command::new("curl")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    common::have("curl")
 }
 
 fn stockade(ws: &PathBuf, extra: &[&str], script: &str) -> (String, String, i32) {
@@ -71,8 +70,7 @@ fn stockade(ws: &PathBuf, extra: &[&str], script: &str) -> (String, String, i32)
 #[test]
 fn allowed_domain_is_reached_through_the_proxy_and_others_are_refused() {
     if !have_curl() {
-        eprintln!("SKIP allowlist test: curl is not installed");
-        return;
+        return skip("curl is not installed (apt-get install curl)");
     }
     let ws = world("allowlist");
     let (port, log) = server();
@@ -117,8 +115,7 @@ fn allowed_domain_is_reached_through_the_proxy_and_others_are_refused() {
 #[test]
 fn network_off_reaches_nothing_even_through_a_proxy_variable() {
     if !have_curl() {
-        eprintln!("SKIP: curl is not installed");
-        return;
+        return skip("curl is not installed (apt-get install curl)");
     }
     let ws = world("netoff");
     let (port, log) = server();

@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockade_elevated::setup::SetupOptions;
+
+#[path = "../../cli/tests/common/skip.rs"]
+mod skip;
+use skip::skip;
 use stockade_elevated::tier::{self, Tier, TierChoice};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stockade-elevated");
@@ -363,14 +367,7 @@ fn start_broker(g: &mut Guard) {
 #[test]
 fn elevated_end_to_end_as_root() {
     // A skip is reported, never counted as a pass: CI that must run this sets
-    // STOCKADE_REQUIRE_ROOT_TESTS=1, which turns every skip into a failure.
-    let skip = |why: &str| {
-        eprintln!("SKIPPED elevated_end_to_end_as_root: {why}");
-        assert!(
-            std::env::var_os("STOCKADE_REQUIRE_ROOT_TESTS").is_none(),
-            "STOCKADE_REQUIRE_ROOT_TESTS is set but the test was skipped: {why}"
-        );
-    };
+    // STOCKADE_REQUIRE_ROOT_TESTS=1, which turns every skip into a failure (see `skip`).
     if stockade_elevated::sys::geteuid() != 0 {
         skip("needs root (run `sudo -E cargo test -p stockade-elevated --test root_e2e -- --nocapture`)");
         return;
