@@ -17,38 +17,139 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Shell prelude: `ok NAME CMD...` prints `SUCCEEDED-NAME` if CMD succeeded.
-const OK: &str = "echo RAN\nok() { n=$1; shift; if \"$@\" >/dev/null 2>&1; then echo \"SUCCEEDED-$n\"; else echo \"failed-$n\"; fi; }\nok control true\n";
+/// Shell prelude: `ok NAME CMD...` prints `ATTEMPTED-NAME`, runs CMD, then prints its verdict:
+/// `SUCCEEDED-NAME` (CMD succeeded: the attack worked), `failed-NAME rc=N`, or `NOTRUN-NAME` if
+/// CMD was not found (exit 127: the attack never ran, which the judge counts as a failure).
+const OK: &str = "echo RAN\nok() { n=$1; shift; echo \"ATTEMPTED-$n\"; \"$@\" >/dev/null 2>&1; rc=$?; if [ $rc -eq 0 ]; then echo \"SUCCEEDED-$n\"; elif [ $rc -eq 127 ]; then echo \"NOTRUN-$n\"; else echo \"failed-$n rc=$rc\"; fi; }\nok control true\n";
 
-/// Assert a script built on [`OK`] ran, its control succeeded, and no attack did.
+/// Printed as the last line of every attack script: a script that aborts early lacks it.
+const END: &str = "END-OF-ATTACKS";
+
+/// The attack names a script names literally (`ok NAME ...`, `sc('NAME', ...)`,
+/// `attempt('NAME', ...)`); names built at run time (loops) are covered by the pairing check.
+fn literal_names(script: &str) -> Vec<String> {
+    let ok_name = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    let mut names = vec![];
+    for (i, _) in script.match_indices("ok ") {
+        let before = script[..i].chars().next_back();
+        if !matches!(before, None | Some('\n' | ' ' | ';' | '(' | '\t')) {
+            continue;
+        }
+        let rest = &script[i + 3..];
+        let n: String = rest.chars().take_while(|c| ok_name(*c)).collect();
+        if !n.is_empty() && rest[n.len()..].starts_with(' ') {
+            names.push(n);
+        }
+    }
+    for pre in ["sc('", "attempt('"] {
+        for (i, _) in script.match_indices(pre) {
+            let before = script[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &script[i + pre.len()..];
+            if let Some(j) = rest.find('\'') {
+                let n = &rest[..j];
+                if !n.is_empty() && n.chars().all(ok_name) {
+                    names.push(n.to_string());
+                }
+            }
+        }
+    }
+    names.retain(|n| !is_control(n));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `control` and `control-*` are positive controls inside the script: they must succeed.
+fn is_control(name: &str) -> bool {
+    name == "control" || name.starts_with("control-")
+}
+
+/// A full shell attack script: prelude, the expected names, `body`, the end marker.
+fn sh_script(body: &str) -> String {
+    let expect: String = literal_names(body)
+        .iter()
+        .map(|n| format!("echo EXPECT-{n}\n"))
+        .collect();
+    format!("{OK}{expect}{body}\necho {END}\n")
+}
+
+/// Assert an attack script ran to its end and every attack in it was tried and failed:
+/// * `RAN`, `SUCCEEDED-control` and the end marker are there (the script ran, the verdict
+///   mechanism works, nothing aborted it);
+/// * every `EXPECT-x` (a name in the script's text) has `ATTEMPTED-x` and `failed-x`;
+/// * every `ATTEMPTED-x` has a verdict, and every verdict an `ATTEMPTED-x` before it;
+/// * no `SUCCEEDED-x` (but the control) and no `NOTRUN-x`.
 #[track_caller]
 fn contained(out: &Out) {
     out.assert_ran("RAN");
     out.assert_ran("SUCCEEDED-control");
-    let wins: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("SUCCEEDED-") && !l.starts_with("SUCCEEDED-control"))
-        .collect();
-    assert!(wins.is_empty(), "attacks succeeded: {wins:?}\n{out:#?}");
     assert!(
-        out.stdout.contains("failed-"),
+        out.stdout.lines().any(|l| l.trim() == END),
+        "the attack script did not run to its end (no {END}): an aborted script proves nothing: {out:#?}"
+    );
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    let name_of = |l: &str, pre: &str| -> Option<String> {
+        l.strip_prefix(pre)
+            .map(|r| r.split([' ', '\t']).next().unwrap_or("").to_string())
+    };
+    let mut attempted: Vec<String> = vec![];
+    let mut problems: Vec<String> = vec![];
+    for l in &lines {
+        if let Some(n) = name_of(l, "ATTEMPTED-") {
+            attempted.push(n);
+        } else if let Some(n) = name_of(l, "NOTRUN-") {
+            problems.push(format!("{n}: its command was not found, the attack never ran"));
+        } else if let Some(n) = name_of(l, "SUCCEEDED-").or_else(|| name_of(l, "failed-")) {
+            if !is_control(&n) && !attempted.contains(&n) {
+                problems.push(format!("{n}: a verdict without ATTEMPTED-{n} before it"));
+            }
+            if !is_control(&n) && l.starts_with("SUCCEEDED-") {
+                problems.push(format!("{n}: the attack SUCCEEDED ({l})"));
+            }
+        }
+    }
+    let verdict = |n: &str| {
+        lines
+            .iter()
+            .any(|l| name_of(l, "failed-").as_deref() == Some(n) || name_of(l, "SUCCEEDED-").as_deref() == Some(n))
+    };
+    for n in &attempted {
+        if !verdict(n) {
+            problems.push(format!("{n}: ATTEMPTED but no verdict (the attempt aborted)"));
+        }
+    }
+    for l in &lines {
+        if let Some(n) = name_of(l, "EXPECT-") {
+            if !attempted.contains(&n) {
+                problems.push(format!("{n}: expected but never ATTEMPTED"));
+            }
+        }
+    }
+    assert!(
+        attempted.iter().any(|n| !is_control(n)),
         "no attack was attempted: {out:#?}"
     );
+    assert!(problems.is_empty(), "attack verdicts: {problems:#?}\n{out:#?}");
 }
 
 /// Run a shell attack script (with the [`OK`] prelude) in `w`.
 fn attack(w: &World, body: &str) -> Out {
-    w.run().sh(&format!("{OK}{body}"))
+    w.run().sh(&sh_script(body))
 }
 
-/// Python prelude: `sc(name, nr, *args)` performs a raw syscall and prints the verdict.
+/// Python prelude: `sc(name, nr, *args)` performs a raw syscall and prints the verdict;
+/// `attempt(name, f)` calls `f()`: an `OSError` (or `f` returning False) is `failed-name`, any
+/// other return `SUCCEEDED-name`; other exceptions abort the script (the judge sees no end marker).
 const PY: &str = r#"import ctypes, os, sys, socket
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 def arg(a):
     return ctypes.c_long(a) if isinstance(a, int) else a
 def sc(name, nr, *args):
+    print('ATTEMPTED-' + name, flush=True)
     ctypes.set_errno(0)
     r = libc.syscall(ctypes.c_long(nr), *[arg(a) for a in args])
     e = ctypes.get_errno()
@@ -57,12 +158,33 @@ def sc(name, nr, *args):
     else:
         print('failed-' + name, os.strerror(e), flush=True)
     return r, e
+def attempt(name, f):
+    print('ATTEMPTED-' + name, flush=True)
+    try:
+        r = f()
+    except OSError as e:
+        print('failed-' + name, e, flush=True)
+        return False
+    if r is False:
+        print('failed-' + name, 'refused', flush=True)
+        return False
+    print('SUCCEEDED-' + name, r, flush=True)
+    return True
 print('RAN', flush=True)
 sc('control', 39)
 "#;
 
+/// A full Python attack script: prelude, the expected names, `body`, the end marker.
+fn py_script(body: &str) -> String {
+    let expect: String = literal_names(body)
+        .iter()
+        .map(|n| format!("print('EXPECT-{n}')\n"))
+        .collect();
+    format!("{PY}{expect}{body}\nprint('{END}', flush=True)\n")
+}
+
 fn pyattack(w: &World, body: &str) -> Out {
-    w.run().py(&format!("{PY}{body}"))
+    w.run().py(&py_script(body))
 }
 
 /// A world with an `outside/victim` file and a workspace git repo; returns host snapshots.
@@ -131,10 +253,10 @@ fn fs_relative_write_with_cwd_outside() {
     // there with relative paths (stockade starts it in the workspace instead).
     let w = victim_world("esc-relcwd");
     let before = guarded(&w);
-    let out = w.run().cwd(&w.outside).sh(&format!(
-        "{OK}ok rel-victim-exists test -e victim\nok rel-new-outside sh -c 'echo x > new && test -e {o}/new'\nok rel-mkdir-outside sh -c 'mkdir d2 && test -d {o}/d2'\nok oldpwd sh -c 'cd \"$OLDPWD\" 2>/dev/null && echo x > new3 && test -e {o}/new3'\n",
+    let out = w.run().cwd(&w.outside).sh(&sh_script(&format!(
+        "ok rel-victim-exists test -e victim\nok rel-new-outside sh -c 'echo x > new && test -e {o}/new'\nok rel-mkdir-outside sh -c 'mkdir d2 && test -d {o}/d2'\nok oldpwd sh -c 'cd \"$OLDPWD\" 2>/dev/null && echo x > new3 && test -e {o}/new3'\n",
         o = q(&w.outside)
-    ));
+    )));
     contained(&out);
     unchanged(&before);
 }
@@ -168,17 +290,13 @@ fn fs_o_tmpfile_then_linkat_outside() {
         &format!(
             r#"
 AT_SYMLINK_FOLLOW = 0x400
-def try_link(name, dirpath, dest):
-    try:
-        fd = os.open(dirpath, os.O_TMPFILE | os.O_WRONLY, 0o644)
-        os.write(fd, b'tmpfile-escape')
-        r = libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, dest.encode(), AT_SYMLINK_FOLLOW)
-        print(('SUCCEEDED-' if r == 0 else 'failed-') + name, flush=True)
-    except OSError as e:
-        print('failed-' + name, e, flush=True)
-try_link('ws-to-outside', '.', '{o}/linked')
-try_link('outside-dir', '{o}', '{o}/linked2')
-try_link('ws-to-git', '.', '.git/linked3')
+def try_link(dirpath, dest):
+    fd = os.open(dirpath, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    os.write(fd, b'tmpfile-escape')
+    return libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, dest.encode(), AT_SYMLINK_FOLLOW) == 0
+attempt('ws-to-outside', lambda: try_link('.', '{o}/linked'))
+attempt('outside-dir', lambda: try_link('{o}', '{o}/linked2'))
+attempt('ws-to-git', lambda: try_link('.', '.git/linked3'))
 # control: linking a tmpfile into the workspace works
 fd = os.open('.', os.O_TMPFILE | os.O_WRONLY, 0o644)
 r = libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, b'ws-linked', AT_SYMLINK_FOLLOW)
@@ -439,7 +557,7 @@ fn accepted(l: &UnixListener) -> usize {
 
 fn py_unix_connect(name: &str, addr: &str) -> String {
     format!(
-        "try:\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2); s.connect({addr}); s.sendall(b'HI'); print('SUCCEEDED-{name}', flush=True)\nexcept OSError as e:\n    print('failed-{name}', e, flush=True)\n"
+        "def f():\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2); s.connect({addr}); s.sendall(b'HI')\nattempt('{name}', f)\n"
     )
 }
 
@@ -500,7 +618,7 @@ fn unix_seqpacket_outside_workspace() {
     let out = pyattack(
         &w,
         &format!(
-            "try:\n    s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.settimeout(2); s.connect('{p}'); print('SUCCEEDED-seqpacket', flush=True)\nexcept OSError as e:\n    print('failed-seqpacket', e)\n",
+            "def f():\n    s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.settimeout(2); s.connect('{p}')\nattempt('seqpacket', f)\n",
             p = path.display()
         ),
     );
@@ -529,18 +647,13 @@ fn unix_dgram_sendto_host_socket_and_dgram_socketpair() {
         &w,
         &format!(
             r#"
-for name, typ in (('dgram', socket.SOCK_DGRAM), ('dgram-cloexec', socket.SOCK_DGRAM | socket.SOCK_CLOEXEC), ('raw', socket.SOCK_RAW)):
-    try:
-        s = socket.socket(socket.AF_UNIX, typ)
-        s.sendto(b'EVIL', '{p}')
-        print('SUCCEEDED-' + name, flush=True)
-    except OSError as e:
-        print('failed-' + name, e, flush=True)
-try:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    print('SUCCEEDED-socketpair-dgram', flush=True)
-except OSError as e:
-    print('failed-socketpair-dgram', e)
+def send(typ):
+    s = socket.socket(socket.AF_UNIX, typ)
+    s.sendto(b'EVIL', '{p}')
+attempt('dgram', lambda: send(socket.SOCK_DGRAM))
+attempt('dgram-cloexec', lambda: send(socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
+attempt('raw', lambda: send(socket.SOCK_RAW))
+attempt('socketpair-dgram', lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
 "#,
             p = path.display()
         ),
@@ -568,7 +681,7 @@ fn abstract_unix_socket_network_off_and_on() {
     for on in [false, true] {
         let r = w.run();
         let r = if on { r.net_on() } else { r };
-        let out = r.py(&format!("{PY}{body}"));
+        let out = r.py(&py_script(&body));
         contained(&out);
         assert_eq!(
             accepted(&l),
@@ -648,7 +761,7 @@ fn py_tcp(name: &str, ip: &str, port: u16) -> String {
         "AF_INET"
     };
     format!(
-        "try:\n    s=socket.socket(socket.{fam}); s.settimeout(2); s.connect(('{ip}',{port})); s.sendall(b'HI'); print('SUCCEEDED-{name}', flush=True)\nexcept OSError as e:\n    print('failed-{name}', e, flush=True)\n"
+        "def f():\n    s=socket.socket(socket.{fam}); s.settimeout(2); s.connect(('{ip}',{port})); s.sendall(b'HI')\nattempt('{name}', f)\n"
     )
 }
 
@@ -658,7 +771,7 @@ fn net_ipv4_loopback_tcp_and_bind_tricks() {
     let l = TcpLog::open("127.0.0.1").unwrap();
     // Also via 127.0.0.2 (same host loopback net), via a name, and via a v4-mapped v6 address.
     let localhost = format!(
-        "try:\n    socket.create_connection(('localhost',{p}),timeout=2); print('SUCCEEDED-localhost', flush=True)\nexcept OSError as e:\n    print('failed-localhost', e)\n",
+        "attempt('localhost', lambda: socket.create_connection(('localhost',{p}),timeout=2))\n",
         p = l.port
     );
     let body = format!(
@@ -671,7 +784,7 @@ fn net_ipv4_loopback_tcp_and_bind_tricks() {
     contained(&out);
     assert_eq!(l.contacts(), 0);
     // Positive control: the same code with --network on does reach the listener.
-    let out = w.run().net_on().py(&format!("{PY}{body}"));
+    let out = w.run().net_on().py(&py_script(&body));
     out.assert_ran("SUCCEEDED-v4");
     assert!(l.contacts() >= 1);
 }
@@ -691,15 +804,20 @@ fn net_ipv6_loopback_tcp() {
 fn net_udp_loopback() {
     let w = World::new("esc-udp");
     let u = UdpLog::open("127.0.0.1").unwrap();
-    let out = pyattack(
-        &w,
-        &format!(
-            "try:\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    for i in range(5): s.sendto(b'X',('127.0.0.1',{p}))\n    s.connect(('127.0.0.1',{p})); s.send(b'Y')\n    print('sent-locally')\nexcept OSError as e:\n    print('failed-udp', e)\nprint('failed-placeholder')\n",
-            p = u.port
-        ),
+    // The sends may "succeed" inside (onto the sandbox's own loopback); the host socket judges.
+    let body = format!(
+        "print('ATTEMPTED-udp', flush=True)\ntry:\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    for i in range(5): s.sendto(b'X',('127.0.0.1',{p}))\n    s.connect(('127.0.0.1',{p})); s.send(b'Y')\n    print('udp-sent', flush=True)\nexcept OSError as e:\n    print('udp-refused', e, flush=True)\n",
+        p = u.port
     );
-    contained(&out);
-    assert_eq!(u.received(), 0);
+    let out = pyattack(&w, &body);
+    out.assert_ran("ATTEMPTED-udp");
+    assert!(out.has("udp-sent") || out.has("udp-refused"), "{out:#?}");
+    out.assert_ran(END);
+    assert_eq!(u.received(), 0, "{out:#?}");
+    // Positive control: with the network on, the same datagrams arrive.
+    let out = w.run().net_on().py(&py_script(&body));
+    out.assert_ran("udp-sent");
+    assert!(u.received() >= 1, "control: no datagram arrived with --network on");
 }
 
 /// A network namespace with a veth link to the host and a TCP listener inside that logs contacts.
@@ -821,7 +939,7 @@ fn net_listener_in_test_netns_reachable_from_host_not_from_sandbox() {
     let out = w
         .run()
         .net_on()
-        .py(&format!("{PY}{}", py_tcp("netns", &ns.ip, ns.port)));
+        .py(&py_script(&py_tcp("netns", &ns.ip, ns.port)));
     out.assert_ran("SUCCEEDED-netns");
     assert_eq!(ns.contacts(), 2);
 }
@@ -834,6 +952,7 @@ for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, sock
                               ('raw-ip', socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW),
                               ('raw-icmp6', socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6),
                               ('packet', socket.AF_PACKET, socket.SOCK_RAW, 0x0300)):
+    print('ATTEMPTED-' + name, flush=True)
     try:
         s = socket.socket(fam, typ, proto)
         print('SUCCEEDED-' + name, flush=True)
@@ -842,13 +961,13 @@ for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, sock
 "#;
     for on in [false, true] {
         let r = if on { w.run().net_on() } else { w.run() };
-        let out = r.py(&format!("{PY}{body}"));
+        let out = r.py(&py_script(&body));
         contained(&out);
     }
     // Positive control: the same code run on the host (as root) can open them.
     let host = Command::new("python3")
         .arg("-c")
-        .arg(format!("{PY}{body}"))
+        .arg(py_script(body))
         .output()
         .unwrap();
     let hs = String::from_utf8_lossy(&host.stdout);
@@ -1211,7 +1330,7 @@ fn seccomp_userfaultfd() {
     let w = World::new("esc-uffd");
     let out = pyattack(
         &w,
-        "sc('userfaultfd-user', 323, 1)\nsc('userfaultfd', 323, 0)\nfd = os.open('/dev/userfaultfd', os.O_RDWR) if os.path.exists('/dev/userfaultfd') else -1\nprint('SUCCEEDED-dev-uffd' if fd >= 0 else 'failed-dev-uffd')\n",
+        "sc('userfaultfd-user', 323, 1)\nsc('userfaultfd', 323, 0)\nfd = os.open('/dev/userfaultfd', os.O_RDWR) if os.path.exists('/dev/userfaultfd') else -1\nprint('ATTEMPTED-dev-uffd')\nprint('SUCCEEDED-dev-uffd' if fd >= 0 else 'failed-dev-uffd')\n",
     );
     contained(&out);
 }
@@ -1224,7 +1343,7 @@ fn seccomp_tiocsti_on_the_callers_tty() {
     let w = World::new("esc-tiocsti");
     let inj = unique("INJECTED");
     let code = format!(
-        "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.ioctl(0, ctypes.c_ulong(termios.TIOCSTI | (1 << 32)), ctypes.c_char_p(b'x'))\nprint('SUCCEEDED-tiocsti-high' if r == 0 else 'failed-tiocsti-high %d' % ctypes.get_errno(), flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\n"
+        "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.ioctl(0, ctypes.c_ulong(termios.TIOCSTI | (1 << 32)), ctypes.c_char_p(b'x'))\nprint('SUCCEEDED-tiocsti-high' if r == 0 else 'failed-tiocsti-high %d' % ctypes.get_errno(), flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\nprint('{END}', flush=True)\n"
     );
     let pyfile = w.ws("tiocsti.py");
     write(&pyfile, &code);
@@ -1254,25 +1373,39 @@ fn seccomp_tiocsti_on_the_callers_tty() {
     ])
     .current_dir(&w.ws);
     let hout = run_guarded(hc, Some(b""), Duration::from_secs(30));
-    if hout.has("SUCCEEDED-tiocsti 0") {
-        eprintln!("control: TIOCSTI works on the host terminal (the attack is meaningful)");
-    } else {
-        eprintln!("note: TIOCSTI is refused on the host too: {hout:?}");
+    // The control must show the injection working on the host: the probe's ioctl succeeded and
+    // the shell after it read the injected line. With `dev.tty.legacy_tiocsti=0` the kernel
+    // refuses TIOCSTI to every process without CAP_SYS_ADMIN, the sandboxed one included, so the
+    // test could not tell the filter from the sysctl: that is a skip (a failure in CI), never a
+    // pass. (Changing the sysctl here would weaken the whole host while the suite runs.)
+    let legacy = host_kernel_knob("/proc/sys/dev/tty/legacy_tiocsti");
+    if legacy.as_deref() == Some("0") {
+        return skip(
+            "dev.tty.legacy_tiocsti=0: the kernel itself refuses TIOCSTI, so this test cannot \
+             show that the sandbox's filter stops it; run it with `sysctl dev.tty.legacy_tiocsti=1`",
+        );
     }
+    assert!(
+        hout.has("SUCCEEDED-tiocsti 0") && hout.stdout.contains(&format!("echo {inj}")),
+        "host control: TIOCSTI did not inject into the host terminal (legacy_tiocsti={legacy:?}), \
+         so the attack proves nothing: {hout:#?}"
+    );
     out.assert_ran("RAN");
     assert!(
         out.stdout.lines().any(|l| l.trim() == "TTY"),
         "the command did not get the terminal: {out:#?}"
     );
-    assert!(out.has("failed-tiocsti 0"), "{out:#?}");
+    // Every probe ran to its verdict: fds 0-2, the high-bits request, /dev/tty, then the end.
+    for m in ["failed-tiocsti 0", "failed-tiocsti 1", "failed-tiocsti 2", "failed-devtty", END] {
+        assert!(out.has(m), "no {m:?}: {out:#?}");
+    }
     // The kernel reads only the low 32 bits of the request: high bits must not get it past the
     // filter either.
     assert!(out.has("failed-tiocsti-high"), "{out:#?}");
     assert!(!out.has("SUCCEEDED-"), "TIOCSTI worked: {out:#?}");
-    assert!(
-        !out.stdout.contains(&format!("READ:echo {inj}")),
-        "{out:#?}"
-    );
+    // The terminal echoes injected input (that is how the host control shows it arrived): the
+    // injected text must not reach the terminal at all.
+    assert!(!out.stdout.contains(&inj), "{out:#?}");
 }
 
 #[test]
@@ -1289,15 +1422,14 @@ fn seccomp_i386_int80_is_killed() {
     // Control: on the host the i386 getpid succeeds (if the kernel has IA32 emulation).
     let h = Command::new(w.ws("int80")).output().unwrap();
     let host_ok = String::from_utf8_lossy(&h.stdout).contains("AFTER");
-    if !host_ok {
-        eprintln!("note: the host kernel has no i386 emulation; the probe cannot succeed anywhere");
-    }
     let out = w.run().argv(&["./int80"]);
     out.assert_ran("BEFORE");
     out.assert_not("AFTER");
-    if host_ok {
-        assert_eq!(out.code(), 128 + libc::SIGSYS, "{out:#?}");
+    if !host_ok {
+        // Without IA32 emulation the probe cannot succeed anywhere: the filter is untested.
+        return skip("the host kernel has no i386 emulation (CONFIG_IA32_EMULATION): no control");
     }
+    assert_eq!(out.code(), 128 + libc::SIGSYS, "{out:#?}");
 }
 
 #[test]
@@ -1320,6 +1452,7 @@ fn seccomp_clone_newuser_and_unshare_syscalls() {
         r#"
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x00020000, 0x40000000, 17
 for name, flags in (('clone-newuser', CLONE_NEWUSER), ('clone-newns', CLONE_NEWNS), ('clone-newnet', CLONE_NEWNET), ('clone-newuser-newns', CLONE_NEWUSER | CLONE_NEWNS)):
+    print('ATTEMPTED-' + name, flush=True)
     r = libc.syscall(ctypes.c_long(56), ctypes.c_long(flags | SIGCHLD), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
     if r == 0:
         os._exit(0)
@@ -1476,14 +1609,14 @@ fn unix_socket_outside_workspace_with_network_on() {
     let w = World::new("esc-unix-on");
     let sock = w.root.join("run/on.sock");
     let l = host_listener(&sock);
-    let out = w.run().net_on().py(&format!(
-        "{PY}{}{}",
+    let out = w.run().net_on().py(&py_script(&format!(
+        "{}{}",
         py_unix_connect("absolute-net-on", &format!("'{}'", sock.display())),
         "import os\nos.symlink('".to_string()
             + &sock.display().to_string()
             + "', 'own.sock')\n"
             + &py_unix_connect("own-symlink-net-on", "'own.sock'")
-    ));
+    )));
     contained(&out);
     assert_eq!(accepted(&l), 0, "{out:#?}");
 }
@@ -1617,10 +1750,10 @@ fn untrusted_workspace_config_cannot_weaken_protections() {
     let before = guarded(&w);
     for cfg in configs {
         write(&w.ws(".stockade/config.toml"), cfg);
-        let out = w.run().env("GITHUB_TOKEN", &token).sh(&format!(
-            "{OK}ok read-secret sh -c 'cat ~/.ssh/id_rsa | grep -q {s}'\nok git-write sh -c 'echo x >> .git/config'\nok token sh -c 'env | grep -q {token}'\n",
+        let out = w.run().env("GITHUB_TOKEN", &token).sh(&sh_script(&format!(
+            "ok read-secret sh -c 'cat ~/.ssh/id_rsa | grep -q {s}'\nok git-write sh -c 'echo x >> .git/config'\nok token sh -c 'env | grep -q {token}'\n",
             s = &secret[..9]
-        ));
+        )));
         if out.has("RAN") {
             contained(&out);
         } else {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod skip;
+#[allow(unused_imports)]
 pub use skip::{have, skip, skips_fail};
 
 use std::collections::BTreeMap;
