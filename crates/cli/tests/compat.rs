@@ -168,6 +168,46 @@ fn node_runs_a_script() {
 }
 
 #[test]
+fn npm_installs_a_local_dependency_and_runs_scripts_offline() {
+    if !have("node") || !have("npm") {
+        return skip("node/npm are not installed on this host (apt-get install nodejs npm)");
+    }
+    let w = World::new("compat-npm");
+    write(
+        &w.ws("dep/package.json"),
+        "{\"name\": \"dep\", \"version\": \"1.0.0\", \"main\": \"index.js\"}\n",
+    );
+    write(&w.ws("dep/index.js"), "module.exports = (a, b) => a * b;\n");
+    write(
+        &w.ws("app/package.json"),
+        "{\"name\": \"app\", \"version\": \"1.0.0\", \"private\": true,\n \"dependencies\": {\"dep\": \"file:../dep\"},\n \"scripts\": {\"build\": \"node build.js\", \"test\": \"node -e \\\"process.exit(require('dep')(6, 7) === 42 ? 0 : 1)\\\"\"}}\n",
+    );
+    write(
+        &w.ws("app/build.js"),
+        "require('fs').writeFileSync('dist.txt', 'built ' + require('dep')(6, 7));\n",
+    );
+    // npm's cache and logs go to the workspace (HOME is read-only in the sandbox).
+    let out = w
+        .run()
+        .env("npm_config_cache", w.ws(".npm-cache"))
+        .env("npm_config_update_notifier", "false")
+        .env("npm_config_audit", "false")
+        .env("npm_config_fund", "false")
+        .limit(Duration::from_secs(180))
+        .sh("echo RAN; cd app && npm install --offline --no-audit --no-fund && echo INSTALL-OK && npm run build && echo BUILD-OK && npm test && echo TEST-OK; echo \"npm $(npm --version)\"");
+    out.assert_ran("RAN");
+    for m in ["INSTALL-OK", "BUILD-OK", "TEST-OK"] {
+        out.assert_ran(m);
+    }
+    assert_eq!(
+        fs::read_to_string(w.ws("app/dist.txt")).unwrap(),
+        "built 42"
+    );
+    assert!(w.ws("app/node_modules/dep").exists(), "{out:#?}");
+    assert!(w.ws("app/package-lock.json").exists(), "{out:#?}");
+}
+
+#[test]
 fn loopback_test_server_and_client_inside() {
     let w = World::new("compat-http");
     write(&w.ws("www/index.html"), "served-from-inside\n");

@@ -101,7 +101,9 @@ fn contained(out: &Out) {
         if let Some(n) = name_of(l, "ATTEMPTED-") {
             attempted.push(n);
         } else if let Some(n) = name_of(l, "NOTRUN-") {
-            problems.push(format!("{n}: its command was not found, the attack never ran"));
+            problems.push(format!(
+                "{n}: its command was not found, the attack never ran"
+            ));
         } else if let Some(n) = name_of(l, "SUCCEEDED-").or_else(|| name_of(l, "failed-")) {
             if !is_control(&n) && !attempted.contains(&n) {
                 problems.push(format!("{n}: a verdict without ATTEMPTED-{n} before it"));
@@ -112,13 +114,16 @@ fn contained(out: &Out) {
         }
     }
     let verdict = |n: &str| {
-        lines
-            .iter()
-            .any(|l| name_of(l, "failed-").as_deref() == Some(n) || name_of(l, "SUCCEEDED-").as_deref() == Some(n))
+        lines.iter().any(|l| {
+            name_of(l, "failed-").as_deref() == Some(n)
+                || name_of(l, "SUCCEEDED-").as_deref() == Some(n)
+        })
     };
     for n in &attempted {
         if !verdict(n) {
-            problems.push(format!("{n}: ATTEMPTED but no verdict (the attempt aborted)"));
+            problems.push(format!(
+                "{n}: ATTEMPTED but no verdict (the attempt aborted)"
+            ));
         }
     }
     for l in &lines {
@@ -132,7 +137,10 @@ fn contained(out: &Out) {
         attempted.iter().any(|n| !is_control(n)),
         "no attack was attempted: {out:#?}"
     );
-    assert!(problems.is_empty(), "attack verdicts: {problems:#?}\n{out:#?}");
+    assert!(
+        problems.is_empty(),
+        "attack verdicts: {problems:#?}\n{out:#?}"
+    );
 }
 
 /// Run a shell attack script (with the [`OK`] prelude) in `w`.
@@ -817,7 +825,10 @@ fn net_udp_loopback() {
     // Positive control: with the network on, the same datagrams arrive.
     let out = w.run().net_on().py(&py_script(&body));
     out.assert_ran("udp-sent");
-    assert!(u.received() >= 1, "control: no datagram arrived with --network on");
+    assert!(
+        u.received() >= 1,
+        "control: no datagram arrived with --network on"
+    );
 }
 
 /// A network namespace with a veth link to the host and a TCP listener inside that logs contacts.
@@ -1396,7 +1407,13 @@ fn seccomp_tiocsti_on_the_callers_tty() {
         "the command did not get the terminal: {out:#?}"
     );
     // Every probe ran to its verdict: fds 0-2, the high-bits request, /dev/tty, then the end.
-    for m in ["failed-tiocsti 0", "failed-tiocsti 1", "failed-tiocsti 2", "failed-devtty", END] {
+    for m in [
+        "failed-tiocsti 0",
+        "failed-tiocsti 1",
+        "failed-tiocsti 2",
+        "failed-devtty",
+        END,
+    ] {
         assert!(out.has(m), "no {m:?}: {out:#?}");
     }
     // The kernel reads only the low 32 bits of the request: high bits must not get it past the

@@ -330,7 +330,9 @@ fn unreadable_directory_is_retried() {
     fs::set_permissions(f.ws.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     if fs::read_dir(f.ws.join("locked")).is_ok() {
         fs::set_permissions(f.ws.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
-        return skip::skip("a mode-000 directory is still listable (capabilities could not be dropped)");
+        return skip::skip(
+            "a mode-000 directory is still listable (capabilities could not be dropped)",
+        );
     }
     let s = f.warm();
     assert_eq!(s.warnings.len(), 1);

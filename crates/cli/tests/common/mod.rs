@@ -621,7 +621,6 @@ pub fn kill_matching(marker: &str) {
     let _ = Command::new("pkill").args(["-KILL", "-f", marker]).status();
 }
 
-
 /// Run a host command, asserting success; returns stdout.
 #[track_caller]
 pub fn host(cwd: &Path, argv: &[&str]) -> String {
