@@ -84,6 +84,7 @@ fn sh_script(body: &str) -> String {
 /// * no `SUCCEEDED-x` (but the control) and no `NOTRUN-x`.
 #[track_caller]
 fn contained(out: &Out) {
+    eprintln!("verdicts:\n{}", out.stdout);
     out.assert_ran("RAN");
     out.assert_ran("SUCCEEDED-control");
     assert!(
@@ -149,6 +150,7 @@ fn attack(w: &World, body: &str) -> Out {
 }
 
 /// Python prelude: `sc(name, nr, *args)` performs a raw syscall and prints the verdict;
+/// `call(nr, *args)` performs one and raises `OSError` on failure (for use inside `attempt`);
 /// `attempt(name, f)` calls `f()`: an `OSError` (or `f` returning False) is `failed-name`, any
 /// other return `SUCCEEDED-name`; other exceptions abort the script (the judge sees no end marker).
 const PY: &str = r#"import ctypes, os, sys, socket
@@ -178,6 +180,13 @@ def attempt(name, f):
         return False
     print('SUCCEEDED-' + name, r, flush=True)
     return True
+def call(nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[arg(a) for a in args])
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
 print('RAN', flush=True)
 sc('control', 39)
 "#;
@@ -972,7 +981,7 @@ for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, sock
 "#;
     for on in [false, true] {
         let r = if on { w.run().net_on() } else { w.run() };
-        let out = r.py(&py_script(&body));
+        let out = r.py(&py_script(body));
         contained(&out);
     }
     // Positive control: the same code run on the host (as root) can open them.
@@ -1782,4 +1791,648 @@ fn untrusted_workspace_config_cannot_weaken_protections() {
         assert!(!out.stdout.contains(&token), "{cfg}: {out:#?}");
         unchanged(&before);
     }
+}
+
+// =============================================================================================
+// Round 2: more ways out, each judged from the host
+// =============================================================================================
+
+/// Run the Python `body` (with the [`PY`] prelude) on the host, as the test runner: the positive
+/// control that shows a mechanism works where nothing confines it.
+fn host_py(body: &str) -> String {
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(py_script(body))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn fs_hardlink_of_an_outside_file_into_the_workspace() {
+    // A hard link made inside the workspace to an outside (or .git) inode would be writable
+    // through the workspace's mount. Every way of making one: link(2), linkat(AT_EMPTY_PATH) of a
+    // read-only descriptor, linkat of /proc/self/fd/N with AT_SYMLINK_FOLLOW.
+    let w = victim_world("esc-hardlink");
+    // Positive control: on the host the workspace and `outside` are one filesystem, so the
+    // link works there.
+    fs::hard_link(w.out("victim"), w.ws("host-link")).unwrap();
+    fs::remove_file(w.ws("host-link")).unwrap();
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+AT_EMPTY_PATH, AT_SYMLINK_FOLLOW = 0x1000, 0x400
+def link_write(src, dst):
+    os.link(src, dst)
+    with open(dst, 'a') as f:
+        f.write('evil')
+def linkat_empty(src, dst):
+    fd = os.open(src, os.O_RDONLY)
+    call(265, fd, b'', -100, dst.encode(), AT_EMPTY_PATH)
+    with open(dst, 'a') as f:
+        f.write('evil')
+def linkat_proc(src, dst):
+    fd = os.open(src, os.O_RDONLY)
+    call(265, -100, ('/proc/self/fd/%d' % fd).encode(), -100, dst.encode(), AT_SYMLINK_FOLLOW)
+    with open(dst, 'a') as f:
+        f.write('evil')
+attempt('link-outside', lambda: link_write('{o}/victim', 'l1'))
+attempt('linkat-empty-outside', lambda: linkat_empty('{o}/victim', 'l2'))
+attempt('linkat-proc-outside', lambda: linkat_proc('{o}/victim', 'l3'))
+attempt('link-git', lambda: link_write('.git/config', 'l4'))
+attempt('linkat-empty-git', lambda: linkat_empty('.git/config', 'l5'))
+attempt('linkat-proc-git', lambda: linkat_proc('.git/HEAD', 'l6'))
+open('mine', 'w').write('x')
+attempt('control-ws-link', lambda: os.link('mine', 'mine2'))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    out.assert_ran("SUCCEEDED-control-ws-link");
+    unchanged(&before);
+}
+
+#[test]
+fn fs_o_path_descriptors_reopened_for_writing() {
+    let w = victim_world("esc-opath");
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+O_PATH = 0o10000000
+def reopen_write(path):
+    fd = os.open(path, O_PATH)
+    f = os.open('/proc/self/fd/%d' % fd, os.O_WRONLY | os.O_APPEND)
+    os.write(f, b'evil')
+def dirfd_create(d, name):
+    fd = os.open(d, O_PATH | os.O_DIRECTORY)
+    f = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b'evil')
+def procdir_create(d, name):
+    fd = os.open(d, O_PATH | os.O_DIRECTORY)
+    f = os.open('/proc/self/fd/%d/%s' % (fd, name), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(f, b'evil')
+def fchdir_create(d, name):
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    os.fchdir(fd)
+    try:
+        f = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(f, b'evil')
+    finally:
+        os.chdir('{ws}')
+attempt('opath-reopen-outside', lambda: reopen_write('{o}/victim'))
+attempt('opath-reopen-git', lambda: reopen_write('.git/config'))
+attempt('opath-dirfd-outside', lambda: dirfd_create('{o}', 'new1'))
+attempt('opath-dirfd-git', lambda: dirfd_create('.git', 'new2'))
+attempt('opath-procdir-outside', lambda: procdir_create('{o}/dir', 'new3'))
+attempt('fchdir-outside', lambda: fchdir_create('{o}', 'new4'))
+attempt('fchdir-git-hooks', lambda: fchdir_create('.git/hooks', 'pre-commit'))
+open('mine', 'w').write('x')
+attempt('control-opath-ws', lambda: reopen_write('mine'))
+"#,
+            o = w.outside.display(),
+            ws = w.ws.display()
+        ),
+    );
+    contained(&out);
+    out.assert_ran("SUCCEEDED-control-opath-ws");
+    unchanged(&before);
+}
+
+#[test]
+fn fs_renameat2_exchange_with_git_and_outside() {
+    let w = victim_world("esc-exchange");
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
+os.makedirs('decoy/hooks'); open('decoy/config', 'w').write('[core]\n\thooksPath = /tmp\n')
+open('decoyfile', 'w').write('evil')
+def rn(a, b, flags):
+    call(316, -100, a.encode(), -100, b.encode(), flags)
+attempt('exchange-git', lambda: rn('decoy', '.git', RENAME_EXCHANGE))
+attempt('exchange-git-config', lambda: rn('decoyfile', '.git/config', RENAME_EXCHANGE))
+attempt('exchange-outside-file', lambda: rn('decoyfile', '{o}/victim', RENAME_EXCHANGE))
+attempt('exchange-outside-dir', lambda: rn('decoy', '{o}/dir', RENAME_EXCHANGE))
+attempt('whiteout-git-config', lambda: rn('.git/config', '.git/config.old', RENAME_WHITEOUT))
+attempt('noreplace-into-git', lambda: rn('decoyfile', '.git/newfile', RENAME_NOREPLACE))
+os.makedirs('a1'); os.makedirs('b1')
+attempt('control-exchange-ws', lambda: rn('a1', 'b1', RENAME_EXCHANGE))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    out.assert_ran("SUCCEEDED-control-exchange-ws");
+    unchanged(&before);
+    assert!(w.ws("decoy/config").exists(), "the decoy moved");
+}
+
+/// Python helpers for `name_to_handle_at`/`open_by_handle_at`.
+const HANDLES: &str = r#"
+class FH(ctypes.Structure):
+    _fields_ = [('handle_bytes', ctypes.c_uint), ('handle_type', ctypes.c_int), ('f_handle', ctypes.c_ubyte * 128)]
+def handle_of(path):
+    fh = FH(); fh.handle_bytes = 128
+    mid = ctypes.c_int()
+    call(303, -100, path.encode(), ctypes.byref(fh), ctypes.byref(mid), 0)
+    return fh
+def open_handle(fh, flags, mount='.'):
+    mfd = os.open(mount, os.O_RDONLY)
+    return call(304, mfd, ctypes.byref(fh), flags)
+"#;
+
+#[test]
+fn fs_open_by_handle_at_reaches_no_outside_inode() {
+    // open_by_handle_at turns a file handle into a descriptor on the mount of `mount_fd`: with a
+    // workspace (writable) mount and the handle of an outside inode of the same filesystem, it
+    // would open that inode writable.
+    let w = victim_world("esc-handle");
+    // Positive control: on the host (root) the handle of the victim opens.
+    let hs = host_py(&format!(
+        "{HANDLES}attempt('control-host-handle', lambda: os.read(open_handle(handle_of('{v}'), os.O_RDONLY, '{ws}'), 8))\n",
+        v = w.out("victim").display(),
+        ws = w.ws.display()
+    ));
+    assert!(
+        hs.contains("SUCCEEDED-control-host-handle"),
+        "host control: {hs}"
+    );
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"{HANDLES}
+def write_via(path, mount):
+    fd = open_handle(handle_of(path), os.O_WRONLY | os.O_APPEND, mount)
+    os.write(fd, b'evil')
+def read_via(path):
+    return os.read(open_handle(handle_of(path), os.O_RDONLY), 8)
+attempt('handle-write-outside', lambda: write_via('{o}/victim', '.'))
+attempt('handle-write-git', lambda: write_via('.git/config', '.'))
+attempt('handle-write-outside-via-outside-mount', lambda: write_via('{o}/victim', '{o}'))
+attempt('handle-read-outside', lambda: read_via('{o}/victim'))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    unchanged(&before);
+}
+
+#[test]
+fn fs_new_mount_api_cannot_make_anything_writable() {
+    let w = victim_world("esc-mountapi");
+    fs::create_dir_all(w.ws("mnt")).unwrap();
+    // Positive control: on the host (root) fsopen works.
+    let hs = host_py("attempt('control-host-fsopen', lambda: call(430, b'tmpfs', 0))\n");
+    assert!(
+        hs.contains("SUCCEEDED-control-host-fsopen"),
+        "host control: {hs}"
+    );
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+import struct
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x1000, 4
+MOUNT_ATTR_RDONLY = 1
+def attr(clr):
+    return ctypes.create_string_buffer(struct.pack('QQQQ', 0, clr, 0, 0))
+def clone_and_move():
+    fd = call(428, -100, b'{o}', OPEN_TREE_CLONE | AT_RECURSIVE)
+    call(429, fd, b'', -100, b'mnt', MOVE_MOUNT_F_EMPTY_PATH)
+    open('mnt/new', 'w').write('evil')
+def clone_and_clear_ro():
+    fd = call(428, -100, b'{o}', OPEN_TREE_CLONE)
+    call(442, fd, b'', AT_EMPTY_PATH, attr(MOUNT_ATTR_RDONLY), 32)
+    os.write(os.open('new', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), b'evil')
+def setattr_root_rw():
+    call(442, -100, b'/', AT_RECURSIVE, attr(MOUNT_ATTR_RDONLY), 32)
+    open('{o}/new2', 'w').write('evil')
+def setattr_git_rw():
+    call(442, -100, b'.git', 0, attr(MOUNT_ATTR_RDONLY), 32)
+    open('.git/config', 'a').write('evil')
+def tmpfs_over_git():
+    fs = call(430, b'tmpfs', 0)
+    call(431, fs, 6, None, None, 0)
+    m = call(432, fs, 0, 0)
+    call(429, m, b'', -100, b'.git', MOVE_MOUNT_F_EMPTY_PATH)
+def fspick_root():
+    fd = call(433, -100, b'/', 0)
+    call(431, fd, 7, None, None, 0)
+attempt('open-tree-clone-move', clone_and_move)
+attempt('open-tree-clear-ro', clone_and_clear_ro)
+attempt('mount-setattr-root-rw', setattr_root_rw)
+attempt('mount-setattr-git-rw', setattr_git_rw)
+attempt('fsopen-tmpfs-over-git', tmpfs_over_git)
+attempt('fspick-reconfigure-root', fspick_root)
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    unchanged(&before);
+}
+
+#[test]
+fn fs_proc_self_map_files_does_not_reopen_a_mapping_for_writing() {
+    let w = victim_world("esc-mapfiles");
+    let body = |write: bool| {
+        format!(
+            r#"
+import mmap
+fd = os.open('{v}', os.O_RDONLY)
+m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+rng = [l.split()[0] for l in open('/proc/self/maps') if l.rstrip().endswith('{v}')][0]
+def wr(flags):
+    f = os.open('/proc/self/map_files/' + rng, flags)
+    os.write(f, b'evil')
+{tail}
+"#,
+            v = w.out("victim").display(),
+            tail = if write {
+                "attempt('map-files-write', lambda: wr(os.O_WRONLY | os.O_APPEND))\nattempt('map-files-rdwr', lambda: wr(os.O_RDWR))\n"
+            } else {
+                "attempt('control-host-map-files', lambda: os.open('/proc/self/map_files/' + rng, os.O_RDONLY))\n"
+            }
+        )
+    };
+    // Positive control: the host (root) opens the mapping through map_files.
+    let hs = host_py(&body(false));
+    assert!(
+        hs.contains("SUCCEEDED-control-host-map-files"),
+        "host control: {hs}"
+    );
+    let before = guarded(&w);
+    let out = pyattack(&w, &body(true));
+    contained(&out);
+    unchanged(&before);
+}
+
+/// Read every record now in the kernel log (non-blocking), as the host sees it.
+fn host_kmsg() -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    let mut all = String::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    Some(all)
+}
+
+#[test]
+fn kernel_log_cannot_be_written_cleared_or_reconfigured() {
+    let w = World::new("esc-kmsg");
+    let control = unique("stk-kmsg-control");
+    let marker = unique("stk-kmsg-attack");
+    // Positive control: a host write to /dev/kmsg shows up in the host's kernel log.
+    if fs::write("/dev/kmsg", format!("{control}\n")).is_err() {
+        return skip("the host cannot write /dev/kmsg (no control for the kernel log)");
+    }
+    match host_kmsg() {
+        Some(log) if log.contains(&control) => {}
+        other => {
+            return skip(format!(
+                "the host cannot read its kernel log back: {:?}",
+                other.map(|l| l.len())
+            ))
+        }
+    }
+    let printk = host_kernel_knob("/proc/sys/kernel/printk");
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+def kmsg():
+    with open('/dev/kmsg', 'w') as f:
+        f.write('{marker}\n')
+attempt('dev-kmsg-write', kmsg)
+attempt('syslog-console-level', lambda: call(103, 8, None, 1))
+attempt('syslog-console-off', lambda: call(103, 6, None, 0))
+attempt('syslog-read-clear', lambda: call(103, 4, ctypes.create_string_buffer(4096), 4096))
+"#
+        ),
+    );
+    contained(&out);
+    let log = host_kmsg().unwrap_or_default();
+    assert!(
+        !log.contains(&marker),
+        "the sandbox wrote the host's kernel log"
+    );
+    assert!(log.contains(&control), "the host's kernel log was cleared");
+    assert_eq!(
+        printk,
+        host_kernel_knob("/proc/sys/kernel/printk"),
+        "console log level changed"
+    );
+}
+
+#[test]
+fn kernel_wide_settings_hostname_clock_swap_accounting_ports() {
+    let w = World::new("esc-kernelwide");
+    let hostname = host_kernel_knob("/proc/sys/kernel/hostname").unwrap();
+    let domain = host_kernel_knob("/proc/sys/kernel/domainname").unwrap();
+    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+    // Positive control: the host (root) may set its hostname (to the same value).
+    // SAFETY: the pointer and length describe `hostname`'s bytes.
+    let rc = unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
+    assert_eq!(rc, 0, "host control: sethostname failed on the host");
+    fs::write(w.ws("swapfile"), vec![0u8; 1 << 16]).unwrap();
+    fs::set_permissions(w.ws("swapfile"), fs::Permissions::from_mode(0o600)).unwrap();
+    let out = pyattack(
+        &w,
+        r#"
+import struct
+T2001 = 981158400
+attempt('sethostname', lambda: call(170, b'stk-evil', 8))
+attempt('setdomainname', lambda: call(171, b'stk-evil', 8))
+attempt('clock-settime', lambda: call(227, 0, ctypes.create_string_buffer(struct.pack('qq', T2001, 0))))
+attempt('settimeofday', lambda: call(164, ctypes.create_string_buffer(struct.pack('qq', T2001, 0)), None))
+attempt('adjtimex-set', lambda: call(159, ctypes.create_string_buffer(struct.pack('I', 0x0001) + bytes(204))))
+attempt('swapon', lambda: call(167, b'swapfile', 0))
+attempt('acct', lambda: call(163, b'acct.log'))
+attempt('iopl', lambda: call(172, 3))
+attempt('ioperm', lambda: call(173, 0x80, 1, 1))
+"#,
+    );
+    // Run a few host processes: with accounting on, each exit would append to acct.log.
+    for _ in 0..3 {
+        let _ = Command::new("true").status();
+    }
+    contained(&out);
+    assert_eq!(
+        Some(hostname),
+        host_kernel_knob("/proc/sys/kernel/hostname")
+    );
+    assert_eq!(
+        Some(domain),
+        host_kernel_knob("/proc/sys/kernel/domainname")
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now > 1_600_000_000, "the host clock was set back");
+    assert_eq!(swaps, fs::read_to_string("/proc/swaps").unwrap_or_default());
+    let acct = fs::metadata(w.ws("acct.log")).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(acct, 0, "process accounting was switched on for the host");
+}
+
+#[test]
+fn kernel_modules_and_kexec_are_refused() {
+    let w = World::new("esc-modules");
+    let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
+    // Control: what the host kernel answers root for a module that is not loaded (ENOENT with
+    // module support, ENOSYS without). The sandbox must get a different answer: the refusal
+    // comes from the sandbox (filter or capabilities), not from the kernel's module code.
+    let hs =
+        host_py("sc('probe-delete-module', 176, ctypes.c_char_p(b'stk_no_such_module'), 0x800)\n");
+    let host_err = hs
+        .lines()
+        .find_map(|l| l.strip_prefix("failed-probe-delete-module "))
+        .unwrap_or_else(|| panic!("host control: delete_module did not fail as expected: {hs}"))
+        .to_string();
+    write(&w.ws("evil.ko"), "not a module\n");
+    let out = pyattack(
+        &w,
+        r#"
+fd = os.open('evil.ko', os.O_RDONLY)
+sc('init-module', 175, ctypes.create_string_buffer(64), 64, ctypes.c_char_p(b''))
+sc('finit-module', 313, fd, ctypes.c_char_p(b''), 0)
+sc('delete-module', 176, ctypes.c_char_p(b'stk_no_such_module'), 0x800)
+sc('kexec-file-load', 320, fd, -1, 1, ctypes.c_char_p(b''), 0x4)
+sc('kexec-load', 246, 0, 0, None, 0)
+"#,
+    );
+    contained(&out);
+    let sandbox_err = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("failed-delete-module "))
+        .unwrap_or_default();
+    assert_ne!(
+        sandbox_err, host_err,
+        "delete_module reached the kernel's module code from the sandbox: {out:#?}"
+    );
+    assert_eq!(
+        modules,
+        fs::read_to_string("/proc/modules").unwrap_or_default(),
+        "host modules changed"
+    );
+}
+
+#[test]
+fn proc_core_pattern_modprobe_and_binfmt_are_not_the_hosts() {
+    // The classic container escapes: a core_pattern pipe, the modprobe path, a binfmt_misc
+    // interpreter: the host kernel would run the planted program as root.
+    let w = World::new("esc-corepattern");
+    let knobs = [
+        "/proc/sys/kernel/core_pattern",
+        "/proc/sys/kernel/modprobe",
+        "/proc/sys/fs/binfmt_misc/status",
+    ];
+    let before: Vec<Option<String>> = knobs.iter().map(|k| host_kernel_knob(k)).collect();
+    // Positive control: the host (root) can write core_pattern (its own value, unchanged).
+    let cp = before[0].clone().unwrap();
+    fs::write(knobs[0], &cp).expect("host control: core_pattern is not writable on the host");
+    let binfmt_before: Vec<String> = fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let evil = w.ws("evil.sh");
+    write(&evil, "#!/bin/sh\ntouch /tmp/stk-pwned\n");
+    let e = evil.display();
+    let out = attack(
+        &w,
+        &format!(
+            "ok core-pattern sh -c 'echo \"|{e}\" > /proc/sys/kernel/core_pattern'\n\
+             ok modprobe sh -c 'echo {e} > /proc/sys/kernel/modprobe'\n\
+             ok binfmt-register sh -c 'echo \":stkevil:E::stkx::{e}:\" > /proc/sys/fs/binfmt_misc/register'\n\
+             ok binfmt-mount sh -c 'mkdir -p /tmp/bm && mount -t binfmt_misc none /tmp/bm && echo \":stkevil2:E::stky::{e}:\" > /tmp/bm/register'\n\
+             ok binfmt-disable sh -c 'echo 0 > /proc/sys/fs/binfmt_misc/status'\n\
+             ok core-uses-pid sh -c 'echo 1 > /proc/sys/kernel/core_uses_pid && test $(cat /proc/sys/kernel/core_uses_pid) = 1'\n"
+        ),
+    );
+    let after: Vec<Option<String>> = knobs.iter().map(|k| host_kernel_knob(k)).collect();
+    // Restore anything that changed before asserting.
+    for (k, (b, a)) in knobs.iter().zip(before.iter().zip(after.iter())) {
+        if a != b {
+            if let Some(b) = b {
+                let _ = fs::write(k, b);
+            }
+        }
+    }
+    let binfmt_after: Vec<String> = fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for n in ["stkevil", "stkevil2"] {
+        let p = Path::new("/proc/sys/fs/binfmt_misc").join(n);
+        if p.exists() {
+            let _ = fs::write(&p, "-1");
+        }
+    }
+    contained(&out);
+    assert_eq!(before, after, "a host kernel knob changed");
+    assert_eq!(
+        binfmt_before.len(),
+        binfmt_after.len(),
+        "binfmt_misc entries changed: {binfmt_after:?}"
+    );
+}
+
+#[test]
+fn cgroup_tree_is_not_writable() {
+    let w = World::new("esc-cgroup");
+    let name = unique("stk-cg");
+    let cg = Path::new("/sys/fs/cgroup");
+    // Positive control: the host (root) can create (and remove) a cgroup there.
+    let ctl = cg.join(format!("{name}-control"));
+    if fs::create_dir(&ctl).is_err() {
+        return skip("the host cannot create a cgroup under /sys/fs/cgroup (no control)");
+    }
+    fs::remove_dir(&ctl).unwrap();
+    let procs_before = fs::read_to_string(cg.join("cgroup.subtree_control")).ok();
+    let out = attack(
+        &w,
+        &format!(
+            "ok cgroup-mkdir mkdir /sys/fs/cgroup/{name}\n\
+             ok cgroup-move-self sh -c 'echo $$ > /sys/fs/cgroup/cgroup.procs'\n\
+             ok cgroup-subtree sh -c 'cat /sys/fs/cgroup/cgroup.subtree_control > /sys/fs/cgroup/cgroup.subtree_control'\n\
+             ok cgroup-mount sh -c 'mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg && mkdir /tmp/cg/{name}-m'\n\
+             ok cgroup-v1-release-agent sh -c 'mkdir -p /tmp/cg1 && mount -t cgroup -o memory none /tmp/cg1 && echo /tmp/x > /tmp/cg1/release_agent'\n"
+        ),
+    );
+    let made = [cg.join(&name), cg.join(format!("{name}-m"))];
+    let leaked: Vec<_> = made.iter().filter(|p| p.exists()).cloned().collect();
+    for p in &leaked {
+        let _ = fs::remove_dir(p);
+    }
+    contained(&out);
+    assert!(leaked.is_empty(), "cgroups created on the host: {leaked:?}");
+    assert_eq!(
+        procs_before,
+        fs::read_to_string(cg.join("cgroup.subtree_control")).ok()
+    );
+}
+
+#[test]
+fn fanotify_cannot_watch_host_files() {
+    let w = victim_world("esc-fanotify");
+    // Positive control: the host (root) can create a (privileged) fanotify group.
+    let hs = host_py("attempt('control-host-fanotify', lambda: call(300, 0, os.O_RDONLY))\n");
+    assert!(
+        hs.contains("SUCCEEDED-control-host-fanotify"),
+        "host control: {hs}"
+    );
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+FAN_MARK_ADD, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM, FAN_OPEN, FAN_EVENT_ON_CHILD = 1, 0x10, 0x100, 0x20, 0x08000000
+def watch(flags, path):
+    fd = call(300, 0, os.O_RDONLY)
+    call(301, fd, FAN_MARK_ADD | flags, FAN_OPEN | FAN_EVENT_ON_CHILD, -100, path)
+attempt('fanotify-outside-dir', lambda: watch(0, b'{o}'))
+attempt('fanotify-mount', lambda: watch(FAN_MARK_MOUNT, b'/'))
+attempt('fanotify-filesystem', lambda: watch(FAN_MARK_FILESYSTEM, b'/'))
+attempt('fanotify-permission-class', lambda: call(300, 0x08, os.O_RDONLY))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+}
+
+#[test]
+fn kill_minus_one_and_process_groups_reach_no_host_process() {
+    let w = World::new("esc-killall");
+    let mut victim = Command::new("sleep");
+    victim.arg("300").process_group(0).stdin(Stdio::null());
+    let mut victim = victim.spawn().unwrap();
+    let pid = victim.id() as i32;
+    // Positive control: the host can signal it (signal 0 checks permission and existence).
+    // SAFETY: kill with signal 0 sends nothing.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0);
+    let out = w.run().py(&py_script(&format!(
+        r#"
+import signal
+for name, target in (('kill-minus-one', -1), ('kill-host-group', -{pid}), ('kill-host-pid', {pid})):
+    print('ATTEMPTED-' + name, flush=True)
+    try:
+        os.kill(target, signal.SIGKILL)
+        print(name + '-sent', flush=True)
+    except OSError as e:
+        print('failed-' + name, e, flush=True)
+"#
+    )));
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = matches!(victim.try_wait(), Ok(None));
+    let _ = victim.kill();
+    let _ = victim.wait();
+    out.assert_ran(END);
+    for n in ["kill-minus-one", "kill-host-group", "kill-host-pid"] {
+        assert!(
+            out.has(&format!("ATTEMPTED-{n}")),
+            "{n} not attempted: {out:#?}"
+        );
+    }
+    assert!(
+        alive,
+        "the host process was killed from the sandbox: {out:#?}"
+    );
+}
+
+#[test]
+fn net_unspecified_and_alias_addresses_reach_no_host_listener() {
+    let w = World::new("esc-unspec");
+    let l4 = TcpLog::open("127.0.0.1").unwrap();
+    let l6 = TcpLog::open("::1");
+    let mut body = format!(
+        "{}{}{}{}",
+        py_tcp("unspec-v4", "0.0.0.0", l4.port),
+        py_tcp("broadcast-local", "127.255.255.254", l4.port),
+        py_tcp("mapped-unspec", "::ffff:0.0.0.0", l4.port),
+        py_tcp("mapped-loopback-hex", "::ffff:7f00:1", l4.port),
+    );
+    if let Some(l6) = &l6 {
+        body.push_str(&py_tcp("unspec-v6", "::", l6.port));
+    }
+    let out = pyattack(&w, &body);
+    contained(&out);
+    assert_eq!(l4.contacts(), 0, "{out:#?}");
+    if let Some(l6) = &l6 {
+        assert_eq!(l6.contacts(), 0, "{out:#?}");
+    }
+    // Positive control: with the network on, 0.0.0.0 is the host's loopback.
+    let out = w
+        .run()
+        .net_on()
+        .py(&py_script(&py_tcp("unspec-v4", "0.0.0.0", l4.port)));
+    out.assert_ran("SUCCEEDED-unspec-v4");
+    assert!(l4.contacts() >= 1);
 }

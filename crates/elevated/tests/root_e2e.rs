@@ -374,7 +374,7 @@ fn elevated_end_to_end_as_root() {
     }
     let defaults = SetupOptions::default();
     if defaults.record_path().exists() {
-        skip(&format!(
+        skip(format!(
             "a real installation exists at {} and would be clobbered",
             defaults.record_path().display()
         ));
@@ -382,7 +382,7 @@ fn elevated_end_to_end_as_root() {
     }
     for tool in ["nft", "getfacl", "useradd", "ip", "bash", "timeout"] {
         if !sh_ok(&format!("command -v {tool}")).0 {
-            skip(&format!(
+            skip(format!(
                 "`{tool}` is missing (apt-get install -y nftables acl passwd iproute2)"
             ));
             return;
