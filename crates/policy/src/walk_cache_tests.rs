@@ -23,7 +23,8 @@ impl NoDacOverride {
         let rc = unsafe { libc::syscall(libc::SYS_capget, hdr.as_mut_ptr(), data.as_mut_ptr()) };
         assert_eq!(rc, 0, "capget: {}", std::io::Error::last_os_error());
         let saved = data;
-        data[0] &= !((1 << libc::CAP_DAC_OVERRIDE) | (1 << libc::CAP_DAC_READ_SEARCH));
+        // CAP_DAC_OVERRIDE is 1, CAP_DAC_READ_SEARCH is 2 (linux/capability.h).
+        data[0] &= !((1 << 1) | (1 << 2));
         // SAFETY: as above; capset only reads `hdr` and `data`, and lowering the effective set of
         // this thread is always allowed.
         let rc = unsafe { libc::syscall(libc::SYS_capset, hdr.as_mut_ptr(), data.as_ptr()) };
