@@ -2436,3 +2436,65 @@ fn net_unspecified_and_alias_addresses_reach_no_host_listener() {
     out.assert_ran("SUCCEEDED-unspec-v4");
     assert!(l4.contacts() >= 1);
 }
+
+// =============================================================================================
+// The judge itself
+// =============================================================================================
+
+/// The verdict of [`contained`] on a made-up output of `script` (true: it counts as contained).
+fn judged(script: &str, stdout: &str) -> bool {
+    let expect: String = literal_names(script)
+        .iter()
+        .map(|n| format!("EXPECT-{n}\n"))
+        .collect();
+    let out = Out {
+        code: Some(0),
+        signal: None,
+        stdout: format!("RAN\nATTEMPTED-control\nSUCCEEDED-control\n{expect}{stdout}"),
+        stderr: String::new(),
+        elapsed: Duration::ZERO,
+    };
+    std::panic::catch_unwind(|| contained(&out)).is_ok()
+}
+
+#[test]
+fn judge_counts_only_complete_failed_attacks_as_contained() {
+    let script = "ok a false\nok b sh -c 'exit 1'\n";
+    let full = "ATTEMPTED-a\nfailed-a rc=1\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n";
+    assert!(
+        judged(script, full),
+        "a complete, failed script must count as contained"
+    );
+    // Aborted after the first attack: no end marker, `b` never attempted.
+    assert!(!judged(script, "ATTEMPTED-a\nfailed-a rc=1\n"));
+    // The end marker but `b` (named in the script) never ran.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nfailed-a rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // Attempted, but the attempt died before its verdict.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nfailed-a rc=1\nATTEMPTED-b\nEND-OF-ATTACKS\n"
+    ));
+    // A verdict with no attempt marker before it.
+    assert!(!judged(
+        script,
+        "failed-a rc=1\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // The command of an attack was missing.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nNOTRUN-a\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // One attack succeeded.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nSUCCEEDED-a\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // Names in Python attack scripts are found too.
+    assert_eq!(
+        literal_names("sc('x-y', 1)\nattempt('z', f)\nok w true\nok control true\n"),
+        ["w", "x-y", "z"]
+    );
+}
