@@ -2498,3 +2498,198 @@ fn judge_counts_only_complete_failed_attacks_as_contained() {
         ["w", "x-y", "z"]
     );
 }
+
+// =============================================================================================
+// Round 2, continued
+// =============================================================================================
+
+/// The inode flags of `p` (FS_IOC_GETFLAGS), as the host sees them.
+fn inode_flags(p: &Path) -> Option<libc::c_long> {
+    let f = fs::File::open(p).ok()?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`; the descriptor is open.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0x8008_6601,
+            &mut flags as *mut libc::c_long,
+        )
+    };
+    (rc == 0).then_some(flags)
+}
+
+#[test]
+fn fs_immutable_and_append_only_flags_cannot_be_set() {
+    // An immutable or append-only flag set from inside would outlive the sandbox: a workspace
+    // file the user can no longer change or delete, a `.git/config` frozen with planted content.
+    let w = victim_world("esc-chattr");
+    write(&w.ws("mine"), "mine\n");
+    const IMMUTABLE: libc::c_long = 0x10;
+    const APPEND: libc::c_long = 0x20;
+    // Positive control: the host (root) can set and clear the flag on a workspace file.
+    let ctl = w.ws("control");
+    write(&ctl, "c\n");
+    let set = |p: &Path, v: libc::c_long| {
+        let f = fs::File::open(p).unwrap();
+        let mut v = v;
+        // SAFETY: FS_IOC_SETFLAGS reads one long from `v`; the descriptor is open.
+        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x4008_6602, &mut v) }
+    };
+    let f0 = inode_flags(&ctl).expect("host control: FS_IOC_GETFLAGS unsupported here");
+    assert_eq!(
+        set(&ctl, f0 | IMMUTABLE),
+        0,
+        "host control: cannot set the immutable flag"
+    );
+    assert_ne!(inode_flags(&ctl).unwrap() & IMMUTABLE, 0);
+    assert_eq!(set(&ctl, f0), 0);
+    let paths = [w.ws("mine"), w.ws(".git/config"), w.out("victim")];
+    let before: Vec<_> = paths.iter().map(|p| inode_flags(p)).collect();
+    let guard = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+import fcntl, struct
+def setflag(path, flag):
+    fd = os.open(path, os.O_RDONLY)
+    cur = struct.unpack('l', fcntl.ioctl(fd, 0x80086601, b'\0' * 8))[0]
+    fcntl.ioctl(fd, 0x40086602, struct.pack('l', cur | flag))
+attempt('immutable-ws', lambda: setflag('mine', 0x10))
+attempt('append-only-ws', lambda: setflag('mine', 0x20))
+attempt('immutable-git-config', lambda: setflag('.git/config', 0x10))
+attempt('immutable-outside', lambda: setflag('{v}', 0x10))
+"#,
+            v = w.out("victim").display()
+        ),
+    );
+    let after: Vec<_> = paths.iter().map(|p| inode_flags(p)).collect();
+    // Undo before asserting, so the world can be removed.
+    for (p, b) in paths.iter().zip(&before) {
+        if let Some(b) = b {
+            let _ = set(p, *b);
+        }
+    }
+    contained(&out);
+    assert_eq!(before, after, "inode flags changed on the host");
+    unchanged(&guard);
+    for (p, a) in paths.iter().zip(&after) {
+        assert_eq!(
+            a.unwrap_or(0) & (IMMUTABLE | APPEND),
+            0,
+            "{} flagged",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn proc_self_mem_cannot_write_a_read_only_shared_mapping() {
+    // /proc/self/mem writes with FOLL_FORCE: into a MAP_SHARED mapping of an outside file they
+    // would write the file.
+    let w = victim_world("esc-procmem");
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+import mmap
+fd = os.open('{v}', os.O_RDONLY)
+m = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+start = int([l.split()[0] for l in open('/proc/self/maps') if l.rstrip().endswith('{v}')][0].split('-')[0], 16)
+def poke(a):
+    f = os.open('/proc/self/mem', os.O_RDWR)
+    os.lseek(f, a, 0)
+    os.write(f, b'EVIL')
+attempt('proc-mem-shared-ro-mapping', lambda: poke(start))
+attempt('mmap-shared-writable', lambda: mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE))
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+def mprot():
+    if libc.mprotect(ctypes.c_void_p(start), 4096, 3) != 0:
+        raise OSError(ctypes.get_errno(), 'mprotect')
+attempt('mprotect-shared-writable', mprot)
+"#,
+            v = w.out("victim").display()
+        ),
+    );
+    contained(&out);
+    unchanged(&before);
+    // Positive control: on the host, /proc/self/mem writes (the mechanism) work.
+    let hs = host_py(
+        "def poke(a):\n    f = os.open('/proc/self/mem', os.O_RDWR)\n    os.lseek(f, a, 0)\n    os.write(f, b'EVIL')\nbuf = ctypes.create_string_buffer(b'plain')\nattempt('control-host-proc-mem', lambda: poke(ctypes.addressof(buf)))\nprint('BUF', buf.value, flush=True)\n",
+    );
+    assert!(
+        hs.contains("SUCCEEDED-control-host-proc-mem") && hs.contains("BUF b'EVILn'"),
+        "host control: {hs}"
+    );
+}
+
+#[test]
+fn sysv_ipc_objects_of_the_host_are_out_of_reach() {
+    // A sandbox in the host's IPC namespace could attach the host's shared memory and message
+    // queues by key (databases, X11 and browsers use them).
+    let w = World::new("esc-sysvipc");
+    let key = 0x5354_0000 | (std::process::id() as i32 & 0xffff);
+    // SAFETY: plain System V calls on a fresh key; the segment is attached once and written
+    // within its 4096 bytes; both objects are removed below.
+    let (shm, msq, addr) = unsafe {
+        let shm = libc::shmget(key, 4096, libc::IPC_CREAT | libc::IPC_EXCL | 0o666);
+        assert!(shm >= 0, "shmget: {}", std::io::Error::last_os_error());
+        let addr = libc::shmat(shm, std::ptr::null(), 0);
+        assert_ne!(addr as isize, -1);
+        std::ptr::copy_nonoverlapping(b"original".as_ptr(), addr.cast::<u8>(), 8);
+        let msq = libc::msgget(key + 1, libc::IPC_CREAT | libc::IPC_EXCL | 0o666);
+        assert!(msq >= 0, "msgget: {}", std::io::Error::last_os_error());
+        (shm, msq, addr)
+    };
+    let body = |what: &str| {
+        format!(
+            r#"
+libc.shmat.restype = ctypes.c_void_p
+def attach_write():
+    i = libc.shmget({key}, 0, 0)
+    if i < 0:
+        raise OSError(ctypes.get_errno(), 'shmget')
+    a = libc.shmat(i, None, 0)
+    if a in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), 'shmat')
+    {what}
+def send():
+    q = libc.msgget({key} + 1, 0)
+    if q < 0:
+        raise OSError(ctypes.get_errno(), 'msgget')
+    m = ctypes.create_string_buffer(b'\x01\0\0\0\0\0\0\0EVIL')
+    if libc.msgsnd(q, m, 4, 0o4000) != 0:
+        raise OSError(ctypes.get_errno(), 'msgsnd')
+"#
+        )
+    };
+    // Positive control: another host process reaches both by key (read only: attach, no write).
+    let hs = host_py(&format!(
+        "{}attempt('control-host-shm', attach_write)\nattempt('control-host-msgget', lambda: libc.msgget({key} + 1, 0) >= 0)\n",
+        body("return True")
+    ));
+    let ok =
+        hs.contains("SUCCEEDED-control-host-shm") && hs.contains("SUCCEEDED-control-host-msgget");
+    let out = pyattack(
+        &w,
+        &format!(
+            "{}attempt('shm-attach-write', attach_write)\nattempt('msgsnd', send)\n",
+            body("ctypes.memmove(a, b'EVIL', 4)")
+        ),
+    );
+    // SAFETY: `addr` is the attached 4096-byte segment; then both objects are removed.
+    let (content, queued) = unsafe {
+        let c = std::slice::from_raw_parts(addr.cast::<u8>(), 8).to_vec();
+        let mut ds: libc::msqid_ds = std::mem::zeroed();
+        libc::msgctl(msq, libc::IPC_STAT, &mut ds);
+        libc::shmdt(addr);
+        libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut());
+        libc::msgctl(msq, libc::IPC_RMID, std::ptr::null_mut());
+        (c, ds.msg_qnum)
+    };
+    assert!(ok, "host control: {hs}");
+    contained(&out);
+    assert_eq!(content, b"original", "the host's shared memory was written");
+    assert_eq!(queued, 0, "a message reached the host's queue");
+}
