@@ -50,7 +50,9 @@ fn literal_names(script: &str) -> Vec<String> {
             let rest = &script[i + pre.len()..];
             if let Some(j) = rest.find('\'') {
                 let n = &rest[..j];
-                if !n.is_empty() && n.chars().all(ok_name) {
+                // Only a complete literal argument (`'name',` or `'name')`), not `'prefix-' + x`.
+                let whole = rest[j + 1..].starts_with([',', ')']);
+                if whole && !n.is_empty() && n.chars().all(ok_name) {
                     names.push(n.to_string());
                 }
             }
@@ -2494,7 +2496,9 @@ fn judge_counts_only_complete_failed_attacks_as_contained() {
     ));
     // Names in Python attack scripts are found too.
     assert_eq!(
-        literal_names("sc('x-y', 1)\nattempt('z', f)\nok w true\nok control true\n"),
+        literal_names(
+            "sc('x-y', 1)\nattempt('z', f)\nok w true\nok control true\nsc('pre-' + n, 1)\n"
+        ),
         ["w", "x-y", "z"]
     );
 }
@@ -2692,4 +2696,87 @@ def send():
     contained(&out);
     assert_eq!(content, b"original", "the host's shared memory was written");
     assert_eq!(queued, 0, "a message reached the host's queue");
+}
+
+/// The host's network configuration as `ip` and `nft` show it (addresses, routes, links,
+/// forwarding, nft tables).
+fn host_net_state() -> Vec<String> {
+    let run = |argv: &[&str]| {
+        let o = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    vec![
+        run(&["ip", "-o", "addr"]),
+        run(&["ip", "route", "show", "table", "all"]),
+        run(&["ip", "-o", "link"]),
+        run(&["nft", "list", "tables"]),
+        host_kernel_knob("/proc/sys/net/ipv4/ip_forward").unwrap_or_default(),
+    ]
+}
+
+#[test]
+fn net_admin_cannot_change_the_hosts_interfaces_routes_or_firewall() {
+    // With `--network on` the command shares the host's network namespace: addresses, routes,
+    // links, forwarding and nft rules it could change would be the host's.
+    if !have("ip") || !have("nft") {
+        return skip("`ip` or `nft` missing (apt-get install iproute2 nftables)");
+    }
+    let w = World::new("esc-netadmin");
+    // Positive control: the host (root) can add and remove an address on lo.
+    host(&w.ws, &["ip", "addr", "add", "10.213.77.1/32", "dev", "lo"]);
+    host(&w.ws, &["ip", "addr", "del", "10.213.77.1/32", "dev", "lo"]);
+    let before = host_net_state();
+    let script = "ok addr-add ip addr add 10.213.77.2/32 dev lo\n\
+                  ok route-add ip route add 10.213.78.0/24 dev lo\n\
+                  ok link-mtu ip link set lo mtu 1400\n\
+                  ok link-add ip link add stkdummy0 type dummy\n\
+                  ok ip-forward sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'\n\
+                  ok nft-table nft add table inet stkevil\n";
+    let mut outs = vec![];
+    for on in [false, true] {
+        let r = if on { w.run().net_on() } else { w.run() };
+        outs.push(r.sh(&sh_script(script)));
+    }
+    let after = host_net_state();
+    // Undo anything that got through before asserting.
+    if after != before {
+        let _ = Command::new("ip")
+            .args(["addr", "del", "10.213.77.2/32", "dev", "lo"])
+            .status();
+        let _ = Command::new("ip")
+            .args(["route", "del", "10.213.78.0/24"])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", "stkdummy0"])
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", "stkevil"])
+            .status();
+    }
+    for out in &outs {
+        contained(out);
+    }
+    assert_eq!(before, after, "the host's network configuration changed");
+}
+
+#[test]
+fn seccomp_other_namespace_kinds_cannot_be_created() {
+    // Control: the host (root) can create each kind.
+    for flag in ["-u", "-i", "-p", "-C", "-T"] {
+        let ok = Command::new("unshare")
+            .args([flag, "-f", "true"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "host control: unshare {flag} failed");
+    }
+    let w = World::new("esc-nskinds");
+    let out = pyattack(
+        &w,
+        r#"
+for name, flag in (('newuts', 0x04000000), ('newipc', 0x08000000), ('newpid', 0x20000000), ('newcgroup', 0x02000000), ('newtime', 0x00000080)):
+    sc('unshare-' + name, 272, flag)
+attempt('setns-uts-of-init', lambda: call(308, os.open('/proc/1/ns/uts', os.O_RDONLY), 0x04000000))
+"#,
+    );
+    contained(&out);
 }
