@@ -73,8 +73,7 @@ fn real_tool_home(var: &str, default: &str) -> PathBuf {
 #[test]
 fn cargo_offline_build_and_test_with_a_path_dependency() {
     if !have("cargo") {
-        eprintln!("SKIP: no cargo on PATH");
-        return;
+        return skip("no cargo on PATH");
     }
     let w = World::new("compat-cargo");
     write(
@@ -134,8 +133,7 @@ fn python_venv_and_script() {
 #[test]
 fn make_compiles_c_into_the_workspace() {
     if !have("make") || !have("cc") {
-        eprintln!("SKIP: make or cc missing");
-        return;
+        return skip("make or cc missing (apt-get install make gcc)");
     }
     let w = World::new("compat-make");
     write(
@@ -156,8 +154,7 @@ fn make_compiles_c_into_the_workspace() {
 #[test]
 fn node_runs_a_script() {
     if !have("node") {
-        eprintln!("SKIP: node is not installed on this host");
-        return;
+        return skip("node is not installed on this host (apt-get install nodejs)");
     }
     let w = World::new("compat-node");
     write(
@@ -168,6 +165,46 @@ fn node_runs_a_script() {
     out.assert_ran("NODE-OK");
     assert_eq!(out.code(), 0, "{out:#?}");
     assert_eq!(fs::read_to_string(w.ws("out.json")).unwrap(), "{\"ok\":42}");
+}
+
+#[test]
+fn npm_installs_a_local_dependency_and_runs_scripts_offline() {
+    if !have("node") || !have("npm") {
+        return skip("node/npm are not installed on this host (apt-get install nodejs npm)");
+    }
+    let w = World::new("compat-npm");
+    write(
+        &w.ws("dep/package.json"),
+        "{\"name\": \"dep\", \"version\": \"1.0.0\", \"main\": \"index.js\"}\n",
+    );
+    write(&w.ws("dep/index.js"), "module.exports = (a, b) => a * b;\n");
+    write(
+        &w.ws("app/package.json"),
+        "{\"name\": \"app\", \"version\": \"1.0.0\", \"private\": true,\n \"dependencies\": {\"dep\": \"file:../dep\"},\n \"scripts\": {\"build\": \"node build.js\", \"test\": \"node -e \\\"process.exit(require('dep')(6, 7) === 42 ? 0 : 1)\\\"\"}}\n",
+    );
+    write(
+        &w.ws("app/build.js"),
+        "require('fs').writeFileSync('dist.txt', 'built ' + require('dep')(6, 7));\n",
+    );
+    // npm's cache and logs go to the workspace (HOME is read-only in the sandbox).
+    let out = w
+        .run()
+        .env("npm_config_cache", w.ws(".npm-cache"))
+        .env("npm_config_update_notifier", "false")
+        .env("npm_config_audit", "false")
+        .env("npm_config_fund", "false")
+        .limit(Duration::from_secs(180))
+        .sh("echo RAN; cd app && npm install --offline --no-audit --no-fund && echo INSTALL-OK && npm run build && echo BUILD-OK && npm test && echo TEST-OK; echo \"npm $(npm --version)\"");
+    out.assert_ran("RAN");
+    for m in ["INSTALL-OK", "BUILD-OK", "TEST-OK"] {
+        out.assert_ran(m);
+    }
+    assert_eq!(
+        fs::read_to_string(w.ws("app/dist.txt")).unwrap(),
+        "built 42"
+    );
+    assert!(w.ws("app/node_modules/dep").exists(), "{out:#?}");
+    assert!(w.ws("app/package-lock.json").exists(), "{out:#?}");
 }
 
 #[test]

@@ -260,8 +260,7 @@ fn network_off_host_loopback_tcp_v4_sees_no_contact() {
 fn network_off_host_loopback_tcp_v6_sees_no_contact() {
     let w = World::new("core-tcp6");
     let Some(l) = TcpLog::open("::1") else {
-        eprintln!("SKIP: the host has no usable ::1");
-        return;
+        return skip("the host has no usable ::1");
     };
     let out = w.run().py(&py_connect("::1", l.port));
     out.assert_ran("RAN");

@@ -17,38 +17,151 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Shell prelude: `ok NAME CMD...` prints `SUCCEEDED-NAME` if CMD succeeded.
-const OK: &str = "echo RAN\nok() { n=$1; shift; if \"$@\" >/dev/null 2>&1; then echo \"SUCCEEDED-$n\"; else echo \"failed-$n\"; fi; }\nok control true\n";
+/// Shell prelude: `ok NAME CMD...` prints `ATTEMPTED-NAME`, runs CMD, then prints its verdict:
+/// `SUCCEEDED-NAME` (CMD succeeded: the attack worked), `failed-NAME rc=N`, or `NOTRUN-NAME` if
+/// CMD was not found (exit 127: the attack never ran, which the judge counts as a failure).
+const OK: &str = "echo RAN\nok() { n=$1; shift; echo \"ATTEMPTED-$n\"; \"$@\" >/dev/null 2>&1; rc=$?; if [ $rc -eq 0 ]; then echo \"SUCCEEDED-$n\"; elif [ $rc -eq 127 ]; then echo \"NOTRUN-$n\"; else echo \"failed-$n rc=$rc\"; fi; }\nok control true\n";
 
-/// Assert a script built on [`OK`] ran, its control succeeded, and no attack did.
+/// Printed as the last line of every attack script: a script that aborts early lacks it.
+const END: &str = "END-OF-ATTACKS";
+
+/// The attack names a script names literally (`ok NAME ...`, `sc('NAME', ...)`,
+/// `attempt('NAME', ...)`); names built at run time (loops) are covered by the pairing check.
+fn literal_names(script: &str) -> Vec<String> {
+    let ok_name = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    let mut names = vec![];
+    for (i, _) in script.match_indices("ok ") {
+        let before = script[..i].chars().next_back();
+        if !matches!(before, None | Some('\n' | ' ' | ';' | '(' | '\t')) {
+            continue;
+        }
+        let rest = &script[i + 3..];
+        let n: String = rest.chars().take_while(|c| ok_name(*c)).collect();
+        if !n.is_empty() && rest[n.len()..].starts_with(' ') {
+            names.push(n);
+        }
+    }
+    for pre in ["sc('", "attempt('"] {
+        for (i, _) in script.match_indices(pre) {
+            let before = script[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &script[i + pre.len()..];
+            if let Some(j) = rest.find('\'') {
+                let n = &rest[..j];
+                // Only a complete literal argument (`'name',` or `'name')`), not `'prefix-' + x`.
+                let whole = rest[j + 1..].starts_with([',', ')']);
+                if whole && !n.is_empty() && n.chars().all(ok_name) {
+                    names.push(n.to_string());
+                }
+            }
+        }
+    }
+    names.retain(|n| !is_control(n));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `control` and `control-*` are positive controls inside the script: they must succeed.
+fn is_control(name: &str) -> bool {
+    name == "control" || name.starts_with("control-")
+}
+
+/// A full shell attack script: prelude, the expected names, `body`, the end marker.
+fn sh_script(body: &str) -> String {
+    let expect: String = literal_names(body)
+        .iter()
+        .map(|n| format!("echo EXPECT-{n}\n"))
+        .collect();
+    format!("{OK}{expect}{body}\necho {END}\n")
+}
+
+/// Assert an attack script ran to its end and every attack in it was tried and failed:
+/// * `RAN`, `SUCCEEDED-control` and the end marker are there (the script ran, the verdict
+///   mechanism works, nothing aborted it);
+/// * every `EXPECT-x` (a name in the script's text) has `ATTEMPTED-x` and `failed-x`;
+/// * every `ATTEMPTED-x` has a verdict, and every verdict an `ATTEMPTED-x` before it;
+/// * no `SUCCEEDED-x` (but the control) and no `NOTRUN-x`.
 #[track_caller]
 fn contained(out: &Out) {
+    eprintln!("verdicts:\n{}", out.stdout);
     out.assert_ran("RAN");
     out.assert_ran("SUCCEEDED-control");
-    let wins: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("SUCCEEDED-") && !l.starts_with("SUCCEEDED-control"))
-        .collect();
-    assert!(wins.is_empty(), "attacks succeeded: {wins:?}\n{out:#?}");
     assert!(
-        out.stdout.contains("failed-"),
+        out.stdout.lines().any(|l| l.trim() == END),
+        "the attack script did not run to its end (no {END}): an aborted script proves nothing: {out:#?}"
+    );
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    let name_of = |l: &str, pre: &str| -> Option<String> {
+        l.strip_prefix(pre)
+            .map(|r| r.split([' ', '\t']).next().unwrap_or("").to_string())
+    };
+    let mut attempted: Vec<String> = vec![];
+    let mut problems: Vec<String> = vec![];
+    for l in &lines {
+        if let Some(n) = name_of(l, "ATTEMPTED-") {
+            attempted.push(n);
+        } else if let Some(n) = name_of(l, "NOTRUN-") {
+            problems.push(format!(
+                "{n}: its command was not found, the attack never ran"
+            ));
+        } else if let Some(n) = name_of(l, "SUCCEEDED-").or_else(|| name_of(l, "failed-")) {
+            if !is_control(&n) && !attempted.contains(&n) {
+                problems.push(format!("{n}: a verdict without ATTEMPTED-{n} before it"));
+            }
+            if !is_control(&n) && l.starts_with("SUCCEEDED-") {
+                problems.push(format!("{n}: the attack SUCCEEDED ({l})"));
+            }
+        }
+    }
+    let verdict = |n: &str| {
+        lines.iter().any(|l| {
+            name_of(l, "failed-").as_deref() == Some(n)
+                || name_of(l, "SUCCEEDED-").as_deref() == Some(n)
+        })
+    };
+    for n in &attempted {
+        if !verdict(n) {
+            problems.push(format!(
+                "{n}: ATTEMPTED but no verdict (the attempt aborted)"
+            ));
+        }
+    }
+    for l in &lines {
+        if let Some(n) = name_of(l, "EXPECT-") {
+            if !attempted.contains(&n) {
+                problems.push(format!("{n}: expected but never ATTEMPTED"));
+            }
+        }
+    }
+    assert!(
+        attempted.iter().any(|n| !is_control(n)),
         "no attack was attempted: {out:#?}"
+    );
+    assert!(
+        problems.is_empty(),
+        "attack verdicts: {problems:#?}\n{out:#?}"
     );
 }
 
 /// Run a shell attack script (with the [`OK`] prelude) in `w`.
 fn attack(w: &World, body: &str) -> Out {
-    w.run().sh(&format!("{OK}{body}"))
+    w.run().sh(&sh_script(body))
 }
 
-/// Python prelude: `sc(name, nr, *args)` performs a raw syscall and prints the verdict.
+/// Python prelude: `sc(name, nr, *args)` performs a raw syscall and prints the verdict;
+/// `call(nr, *args)` performs one and raises `OSError` on failure (for use inside `attempt`);
+/// `attempt(name, f)` calls `f()`: an `OSError` (or `f` returning False) is `failed-name`, any
+/// other return `SUCCEEDED-name`; other exceptions abort the script (the judge sees no end marker).
 const PY: &str = r#"import ctypes, os, sys, socket
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 def arg(a):
     return ctypes.c_long(a) if isinstance(a, int) else a
 def sc(name, nr, *args):
+    print('ATTEMPTED-' + name, flush=True)
     ctypes.set_errno(0)
     r = libc.syscall(ctypes.c_long(nr), *[arg(a) for a in args])
     e = ctypes.get_errno()
@@ -57,12 +170,40 @@ def sc(name, nr, *args):
     else:
         print('failed-' + name, os.strerror(e), flush=True)
     return r, e
+def attempt(name, f):
+    print('ATTEMPTED-' + name, flush=True)
+    try:
+        r = f()
+    except OSError as e:
+        print('failed-' + name, e, flush=True)
+        return False
+    if r is False:
+        print('failed-' + name, 'refused', flush=True)
+        return False
+    print('SUCCEEDED-' + name, r, flush=True)
+    return True
+def call(nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[arg(a) for a in args])
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
 print('RAN', flush=True)
 sc('control', 39)
 "#;
 
+/// A full Python attack script: prelude, the expected names, `body`, the end marker.
+fn py_script(body: &str) -> String {
+    let expect: String = literal_names(body)
+        .iter()
+        .map(|n| format!("print('EXPECT-{n}')\n"))
+        .collect();
+    format!("{PY}{expect}{body}\nprint('{END}', flush=True)\n")
+}
+
 fn pyattack(w: &World, body: &str) -> Out {
-    w.run().py(&format!("{PY}{body}"))
+    w.run().py(&py_script(body))
 }
 
 /// A world with an `outside/victim` file and a workspace git repo; returns host snapshots.
@@ -131,10 +272,10 @@ fn fs_relative_write_with_cwd_outside() {
     // there with relative paths (stockade starts it in the workspace instead).
     let w = victim_world("esc-relcwd");
     let before = guarded(&w);
-    let out = w.run().cwd(&w.outside).sh(&format!(
-        "{OK}ok rel-victim-exists test -e victim\nok rel-new-outside sh -c 'echo x > new && test -e {o}/new'\nok rel-mkdir-outside sh -c 'mkdir d2 && test -d {o}/d2'\nok oldpwd sh -c 'cd \"$OLDPWD\" 2>/dev/null && echo x > new3 && test -e {o}/new3'\n",
+    let out = w.run().cwd(&w.outside).sh(&sh_script(&format!(
+        "ok rel-victim-exists test -e victim\nok rel-new-outside sh -c 'echo x > new && test -e {o}/new'\nok rel-mkdir-outside sh -c 'mkdir d2 && test -d {o}/d2'\nok oldpwd sh -c 'cd \"$OLDPWD\" 2>/dev/null && echo x > new3 && test -e {o}/new3'\n",
         o = q(&w.outside)
-    ));
+    )));
     contained(&out);
     unchanged(&before);
 }
@@ -168,17 +309,13 @@ fn fs_o_tmpfile_then_linkat_outside() {
         &format!(
             r#"
 AT_SYMLINK_FOLLOW = 0x400
-def try_link(name, dirpath, dest):
-    try:
-        fd = os.open(dirpath, os.O_TMPFILE | os.O_WRONLY, 0o644)
-        os.write(fd, b'tmpfile-escape')
-        r = libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, dest.encode(), AT_SYMLINK_FOLLOW)
-        print(('SUCCEEDED-' if r == 0 else 'failed-') + name, flush=True)
-    except OSError as e:
-        print('failed-' + name, e, flush=True)
-try_link('ws-to-outside', '.', '{o}/linked')
-try_link('outside-dir', '{o}', '{o}/linked2')
-try_link('ws-to-git', '.', '.git/linked3')
+def try_link(dirpath, dest):
+    fd = os.open(dirpath, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    os.write(fd, b'tmpfile-escape')
+    return libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, dest.encode(), AT_SYMLINK_FOLLOW) == 0
+attempt('ws-to-outside', lambda: try_link('.', '{o}/linked'))
+attempt('outside-dir', lambda: try_link('{o}', '{o}/linked2'))
+attempt('ws-to-git', lambda: try_link('.', '.git/linked3'))
 # control: linking a tmpfile into the workspace works
 fd = os.open('.', os.O_TMPFILE | os.O_WRONLY, 0o644)
 r = libc.linkat(-100, ('/proc/self/fd/%d' % fd).encode(), -100, b'ws-linked', AT_SYMLINK_FOLLOW)
@@ -439,7 +576,7 @@ fn accepted(l: &UnixListener) -> usize {
 
 fn py_unix_connect(name: &str, addr: &str) -> String {
     format!(
-        "try:\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2); s.connect({addr}); s.sendall(b'HI'); print('SUCCEEDED-{name}', flush=True)\nexcept OSError as e:\n    print('failed-{name}', e, flush=True)\n"
+        "def f():\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2); s.connect({addr}); s.sendall(b'HI')\nattempt('{name}', f)\n"
     )
 }
 
@@ -500,7 +637,7 @@ fn unix_seqpacket_outside_workspace() {
     let out = pyattack(
         &w,
         &format!(
-            "try:\n    s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.settimeout(2); s.connect('{p}'); print('SUCCEEDED-seqpacket', flush=True)\nexcept OSError as e:\n    print('failed-seqpacket', e)\n",
+            "def f():\n    s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.settimeout(2); s.connect('{p}')\nattempt('seqpacket', f)\n",
             p = path.display()
         ),
     );
@@ -529,18 +666,13 @@ fn unix_dgram_sendto_host_socket_and_dgram_socketpair() {
         &w,
         &format!(
             r#"
-for name, typ in (('dgram', socket.SOCK_DGRAM), ('dgram-cloexec', socket.SOCK_DGRAM | socket.SOCK_CLOEXEC), ('raw', socket.SOCK_RAW)):
-    try:
-        s = socket.socket(socket.AF_UNIX, typ)
-        s.sendto(b'EVIL', '{p}')
-        print('SUCCEEDED-' + name, flush=True)
-    except OSError as e:
-        print('failed-' + name, e, flush=True)
-try:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    print('SUCCEEDED-socketpair-dgram', flush=True)
-except OSError as e:
-    print('failed-socketpair-dgram', e)
+def send(typ):
+    s = socket.socket(socket.AF_UNIX, typ)
+    s.sendto(b'EVIL', '{p}')
+attempt('dgram', lambda: send(socket.SOCK_DGRAM))
+attempt('dgram-cloexec', lambda: send(socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
+attempt('raw', lambda: send(socket.SOCK_RAW))
+attempt('socketpair-dgram', lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
 "#,
             p = path.display()
         ),
@@ -568,7 +700,7 @@ fn abstract_unix_socket_network_off_and_on() {
     for on in [false, true] {
         let r = w.run();
         let r = if on { r.net_on() } else { r };
-        let out = r.py(&format!("{PY}{body}"));
+        let out = r.py(&py_script(&body));
         contained(&out);
         assert_eq!(
             accepted(&l),
@@ -648,7 +780,7 @@ fn py_tcp(name: &str, ip: &str, port: u16) -> String {
         "AF_INET"
     };
     format!(
-        "try:\n    s=socket.socket(socket.{fam}); s.settimeout(2); s.connect(('{ip}',{port})); s.sendall(b'HI'); print('SUCCEEDED-{name}', flush=True)\nexcept OSError as e:\n    print('failed-{name}', e, flush=True)\n"
+        "def f():\n    s=socket.socket(socket.{fam}); s.settimeout(2); s.connect(('{ip}',{port})); s.sendall(b'HI')\nattempt('{name}', f)\n"
     )
 }
 
@@ -658,7 +790,7 @@ fn net_ipv4_loopback_tcp_and_bind_tricks() {
     let l = TcpLog::open("127.0.0.1").unwrap();
     // Also via 127.0.0.2 (same host loopback net), via a name, and via a v4-mapped v6 address.
     let localhost = format!(
-        "try:\n    socket.create_connection(('localhost',{p}),timeout=2); print('SUCCEEDED-localhost', flush=True)\nexcept OSError as e:\n    print('failed-localhost', e)\n",
+        "attempt('localhost', lambda: socket.create_connection(('localhost',{p}),timeout=2))\n",
         p = l.port
     );
     let body = format!(
@@ -671,7 +803,7 @@ fn net_ipv4_loopback_tcp_and_bind_tricks() {
     contained(&out);
     assert_eq!(l.contacts(), 0);
     // Positive control: the same code with --network on does reach the listener.
-    let out = w.run().net_on().py(&format!("{PY}{body}"));
+    let out = w.run().net_on().py(&py_script(&body));
     out.assert_ran("SUCCEEDED-v4");
     assert!(l.contacts() >= 1);
 }
@@ -680,8 +812,7 @@ fn net_ipv4_loopback_tcp_and_bind_tricks() {
 fn net_ipv6_loopback_tcp() {
     let w = World::new("esc-tcp6");
     let Some(l) = TcpLog::open("::1") else {
-        eprintln!("SKIP: no usable ::1 on this host");
-        return;
+        return skip("no usable ::1 on this host");
     };
     let out = pyattack(&w, &py_tcp("v6", "::1", l.port));
     contained(&out);
@@ -692,15 +823,23 @@ fn net_ipv6_loopback_tcp() {
 fn net_udp_loopback() {
     let w = World::new("esc-udp");
     let u = UdpLog::open("127.0.0.1").unwrap();
-    let out = pyattack(
-        &w,
-        &format!(
-            "try:\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    for i in range(5): s.sendto(b'X',('127.0.0.1',{p}))\n    s.connect(('127.0.0.1',{p})); s.send(b'Y')\n    print('sent-locally')\nexcept OSError as e:\n    print('failed-udp', e)\nprint('failed-placeholder')\n",
-            p = u.port
-        ),
+    // The sends may "succeed" inside (onto the sandbox's own loopback); the host socket judges.
+    let body = format!(
+        "print('ATTEMPTED-udp', flush=True)\ntry:\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    for i in range(5): s.sendto(b'X',('127.0.0.1',{p}))\n    s.connect(('127.0.0.1',{p})); s.send(b'Y')\n    print('udp-sent', flush=True)\nexcept OSError as e:\n    print('udp-refused', e, flush=True)\n",
+        p = u.port
     );
-    contained(&out);
-    assert_eq!(u.received(), 0);
+    let out = pyattack(&w, &body);
+    out.assert_ran("ATTEMPTED-udp");
+    assert!(out.has("udp-sent") || out.has("udp-refused"), "{out:#?}");
+    out.assert_ran(END);
+    assert_eq!(u.received(), 0, "{out:#?}");
+    // Positive control: with the network on, the same datagrams arrive.
+    let out = w.run().net_on().py(&py_script(&body));
+    out.assert_ran("udp-sent");
+    assert!(
+        u.received() >= 1,
+        "control: no datagram arrived with --network on"
+    );
 }
 
 /// A network namespace with a veth link to the host and a TCP listener inside that logs contacts.
@@ -801,15 +940,13 @@ impl Drop for NetNs {
 #[test]
 fn net_listener_in_test_netns_reachable_from_host_not_from_sandbox() {
     if !have("ip") {
-        eprintln!("SKIP: no `ip` tool");
-        return;
+        return skip("no `ip` tool (apt-get install iproute2)");
     }
     let w = World::new("esc-netns");
     let ns = match NetNs::create(&w) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("SKIP: cannot create a test network namespace: {e}");
-            return;
+            return skip(format!("cannot create a test network namespace: {e}"));
         }
     };
     // Positive control 1: the host reaches it.
@@ -824,7 +961,7 @@ fn net_listener_in_test_netns_reachable_from_host_not_from_sandbox() {
     let out = w
         .run()
         .net_on()
-        .py(&format!("{PY}{}", py_tcp("netns", &ns.ip, ns.port)));
+        .py(&py_script(&py_tcp("netns", &ns.ip, ns.port)));
     out.assert_ran("SUCCEEDED-netns");
     assert_eq!(ns.contacts(), 2);
 }
@@ -837,6 +974,7 @@ for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, sock
                               ('raw-ip', socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW),
                               ('raw-icmp6', socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6),
                               ('packet', socket.AF_PACKET, socket.SOCK_RAW, 0x0300)):
+    print('ATTEMPTED-' + name, flush=True)
     try:
         s = socket.socket(fam, typ, proto)
         print('SUCCEEDED-' + name, flush=True)
@@ -845,13 +983,13 @@ for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, sock
 "#;
     for on in [false, true] {
         let r = if on { w.run().net_on() } else { w.run() };
-        let out = r.py(&format!("{PY}{body}"));
+        let out = r.py(&py_script(body));
         contained(&out);
     }
     // Positive control: the same code run on the host (as root) can open them.
     let host = Command::new("python3")
         .arg("-c")
-        .arg(format!("{PY}{body}"))
+        .arg(py_script(body))
         .output()
         .unwrap();
     let hs = String::from_utf8_lossy(&host.stdout);
@@ -900,12 +1038,10 @@ fn proc_ptrace_host_pid_and_sandbox_init() {
     let w = World::new("esc-ptrace");
     let mut victim = HostProc::spawn("x");
     let pid = victim.pid();
-    let strace = if have("strace") {
-        format!("ok strace-host timeout 3 strace -p {pid} -e trace=none\nok strace-init timeout 3 strace -p 1 -e trace=none\n")
-    } else {
-        eprintln!("SKIP part: no strace; using ptrace via ctypes only");
-        String::new()
-    };
+    if !have("strace") {
+        return skip("no strace (apt-get install strace)");
+    }
+    let strace = format!("ok strace-host timeout 3 strace -p {pid} -e trace=none\nok strace-init timeout 3 strace -p 1 -e trace=none\n");
     let out = attack(
         &w,
         &format!(
@@ -1216,7 +1352,7 @@ fn seccomp_userfaultfd() {
     let w = World::new("esc-uffd");
     let out = pyattack(
         &w,
-        "sc('userfaultfd-user', 323, 1)\nsc('userfaultfd', 323, 0)\nfd = os.open('/dev/userfaultfd', os.O_RDWR) if os.path.exists('/dev/userfaultfd') else -1\nprint('SUCCEEDED-dev-uffd' if fd >= 0 else 'failed-dev-uffd')\n",
+        "sc('userfaultfd-user', 323, 1)\nsc('userfaultfd', 323, 0)\nfd = os.open('/dev/userfaultfd', os.O_RDWR) if os.path.exists('/dev/userfaultfd') else -1\nprint('ATTEMPTED-dev-uffd')\nprint('SUCCEEDED-dev-uffd' if fd >= 0 else 'failed-dev-uffd')\n",
     );
     contained(&out);
 }
@@ -1224,13 +1360,12 @@ fn seccomp_userfaultfd() {
 #[test]
 fn seccomp_tiocsti_on_the_callers_tty() {
     if !have("script") {
-        eprintln!("SKIP: no `script` to give stockade a terminal");
-        return;
+        return skip("no `script` to give stockade a terminal (apt-get install bsdutils)");
     }
     let w = World::new("esc-tiocsti");
     let inj = unique("INJECTED");
     let code = format!(
-        "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.ioctl(0, ctypes.c_ulong(termios.TIOCSTI | (1 << 32)), ctypes.c_char_p(b'x'))\nprint('SUCCEEDED-tiocsti-high' if r == 0 else 'failed-tiocsti-high %d' % ctypes.get_errno(), flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\n"
+        "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.ioctl(0, ctypes.c_ulong(termios.TIOCSTI | (1 << 32)), ctypes.c_char_p(b'x'))\nprint('SUCCEEDED-tiocsti-high' if r == 0 else 'failed-tiocsti-high %d' % ctypes.get_errno(), flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\nprint('{END}', flush=True)\n"
     );
     let pyfile = w.ws("tiocsti.py");
     write(&pyfile, &code);
@@ -1260,32 +1395,51 @@ fn seccomp_tiocsti_on_the_callers_tty() {
     ])
     .current_dir(&w.ws);
     let hout = run_guarded(hc, Some(b""), Duration::from_secs(30));
-    if hout.has("SUCCEEDED-tiocsti 0") {
-        eprintln!("control: TIOCSTI works on the host terminal (the attack is meaningful)");
-    } else {
-        eprintln!("note: TIOCSTI is refused on the host too: {hout:?}");
+    // The control must show the injection working on the host: the probe's ioctl succeeded and
+    // the shell after it read the injected line. With `dev.tty.legacy_tiocsti=0` the kernel
+    // refuses TIOCSTI to every process without CAP_SYS_ADMIN, the sandboxed one included, so the
+    // test could not tell the filter from the sysctl: that is a skip (a failure in CI), never a
+    // pass. (Changing the sysctl here would weaken the whole host while the suite runs.)
+    let legacy = host_kernel_knob("/proc/sys/dev/tty/legacy_tiocsti");
+    if legacy.as_deref() == Some("0") {
+        return skip(
+            "dev.tty.legacy_tiocsti=0: the kernel itself refuses TIOCSTI, so this test cannot \
+             show that the sandbox's filter stops it; run it with `sysctl dev.tty.legacy_tiocsti=1`",
+        );
     }
+    assert!(
+        hout.has("SUCCEEDED-tiocsti 0") && hout.stdout.contains(&format!("echo {inj}")),
+        "host control: TIOCSTI did not inject into the host terminal (legacy_tiocsti={legacy:?}), \
+         so the attack proves nothing: {hout:#?}"
+    );
     out.assert_ran("RAN");
     assert!(
         out.stdout.lines().any(|l| l.trim() == "TTY"),
         "the command did not get the terminal: {out:#?}"
     );
-    assert!(out.has("failed-tiocsti 0"), "{out:#?}");
+    // Every probe ran to its verdict: fds 0-2, the high-bits request, /dev/tty, then the end.
+    for m in [
+        "failed-tiocsti 0",
+        "failed-tiocsti 1",
+        "failed-tiocsti 2",
+        "failed-devtty",
+        END,
+    ] {
+        assert!(out.has(m), "no {m:?}: {out:#?}");
+    }
     // The kernel reads only the low 32 bits of the request: high bits must not get it past the
     // filter either.
     assert!(out.has("failed-tiocsti-high"), "{out:#?}");
     assert!(!out.has("SUCCEEDED-"), "TIOCSTI worked: {out:#?}");
-    assert!(
-        !out.stdout.contains(&format!("READ:echo {inj}")),
-        "{out:#?}"
-    );
+    // The terminal echoes injected input (that is how the host control shows it arrived): the
+    // injected text must not reach the terminal at all.
+    assert!(!out.stdout.contains(&inj), "{out:#?}");
 }
 
 #[test]
 fn seccomp_i386_int80_is_killed() {
     if !have("cc") {
-        eprintln!("SKIP: no C compiler for the int 0x80 probe");
-        return;
+        return skip("no C compiler for the int 0x80 probe (apt-get install gcc)");
     }
     let w = World::new("esc-i386");
     write(
@@ -1296,15 +1450,14 @@ fn seccomp_i386_int80_is_killed() {
     // Control: on the host the i386 getpid succeeds (if the kernel has IA32 emulation).
     let h = Command::new(w.ws("int80")).output().unwrap();
     let host_ok = String::from_utf8_lossy(&h.stdout).contains("AFTER");
-    if !host_ok {
-        eprintln!("note: the host kernel has no i386 emulation; the probe cannot succeed anywhere");
-    }
     let out = w.run().argv(&["./int80"]);
     out.assert_ran("BEFORE");
     out.assert_not("AFTER");
-    if host_ok {
-        assert_eq!(out.code(), 128 + libc::SIGSYS, "{out:#?}");
+    if !host_ok {
+        // Without IA32 emulation the probe cannot succeed anywhere: the filter is untested.
+        return skip("the host kernel has no i386 emulation (CONFIG_IA32_EMULATION): no control");
     }
+    assert_eq!(out.code(), 128 + libc::SIGSYS, "{out:#?}");
 }
 
 #[test]
@@ -1327,6 +1480,7 @@ fn seccomp_clone_newuser_and_unshare_syscalls() {
         r#"
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x00020000, 0x40000000, 17
 for name, flags in (('clone-newuser', CLONE_NEWUSER), ('clone-newns', CLONE_NEWNS), ('clone-newnet', CLONE_NEWNET), ('clone-newuser-newns', CLONE_NEWUSER | CLONE_NEWNS)):
+    print('ATTEMPTED-' + name, flush=True)
     r = libc.syscall(ctypes.c_long(56), ctypes.c_long(flags | SIGCHLD), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
     if r == 0:
         os._exit(0)
@@ -1387,8 +1541,7 @@ fn net_vsock_is_outside_the_network_namespace() {
         .output()
         .unwrap();
     if !probe.status.success() {
-        eprintln!("SKIP: this host cannot create AF_VSOCK sockets");
-        return;
+        return skip("this host cannot create AF_VSOCK sockets");
     }
     let w = World::new("esc-vsock");
     let port = 20000 + (std::process::id() % 20000);
@@ -1484,14 +1637,14 @@ fn unix_socket_outside_workspace_with_network_on() {
     let w = World::new("esc-unix-on");
     let sock = w.root.join("run/on.sock");
     let l = host_listener(&sock);
-    let out = w.run().net_on().py(&format!(
-        "{PY}{}{}",
+    let out = w.run().net_on().py(&py_script(&format!(
+        "{}{}",
         py_unix_connect("absolute-net-on", &format!("'{}'", sock.display())),
         "import os\nos.symlink('".to_string()
             + &sock.display().to_string()
             + "', 'own.sock')\n"
             + &py_unix_connect("own-symlink-net-on", "'own.sock'")
-    ));
+    )));
     contained(&out);
     assert_eq!(accepted(&l), 0, "{out:#?}");
 }
@@ -1531,8 +1684,7 @@ fn raw_planted_device_nodes_outside_and_in_workspace() {
         }
     }
     if nodes.is_empty() {
-        eprintln!("SKIP: cannot create device nodes on this host");
-        return;
+        return skip("cannot create device nodes on this host");
     }
     // Control: keep only the nodes the host itself can read (this host may run in a container
     // whose device cgroup refuses some of them).
@@ -1551,8 +1703,7 @@ fn raw_planted_device_nodes_outside_and_in_workspace() {
         ok
     });
     if nodes.is_empty() {
-        eprintln!("SKIP: the host cannot read any planted device node (device cgroup)");
-        return;
+        return skip("the host cannot read any planted device node (device cgroup)");
     }
     let mut s = String::new();
     for n in &nodes {
@@ -1627,10 +1778,10 @@ fn untrusted_workspace_config_cannot_weaken_protections() {
     let before = guarded(&w);
     for cfg in configs {
         write(&w.ws(".stockade/config.toml"), cfg);
-        let out = w.run().env("GITHUB_TOKEN", &token).sh(&format!(
-            "{OK}ok read-secret sh -c 'cat ~/.ssh/id_rsa | grep -q {s}'\nok git-write sh -c 'echo x >> .git/config'\nok token sh -c 'env | grep -q {token}'\n",
+        let out = w.run().env("GITHUB_TOKEN", &token).sh(&sh_script(&format!(
+            "ok read-secret sh -c 'cat ~/.ssh/id_rsa | grep -q {s}'\nok git-write sh -c 'echo x >> .git/config'\nok token sh -c 'env | grep -q {token}'\n",
             s = &secret[..9]
-        ));
+        )));
         if out.has("RAN") {
             contained(&out);
         } else {
@@ -1642,4 +1793,990 @@ fn untrusted_workspace_config_cannot_weaken_protections() {
         assert!(!out.stdout.contains(&token), "{cfg}: {out:#?}");
         unchanged(&before);
     }
+}
+
+// =============================================================================================
+// Round 2: more ways out, each judged from the host
+// =============================================================================================
+
+/// Run the Python `body` (with the [`PY`] prelude) on the host, as the test runner: the positive
+/// control that shows a mechanism works where nothing confines it.
+fn host_py(body: &str) -> String {
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(py_script(body))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn fs_hardlink_of_an_outside_file_into_the_workspace() {
+    // A hard link made inside the workspace to an outside (or .git) inode would be writable
+    // through the workspace's mount. Every way of making one: link(2), linkat(AT_EMPTY_PATH) of a
+    // read-only descriptor, linkat of /proc/self/fd/N with AT_SYMLINK_FOLLOW.
+    let w = victim_world("esc-hardlink");
+    // Positive control: on the host the workspace and `outside` are one filesystem, so the
+    // link works there.
+    fs::hard_link(w.out("victim"), w.ws("host-link")).unwrap();
+    fs::remove_file(w.ws("host-link")).unwrap();
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+AT_EMPTY_PATH, AT_SYMLINK_FOLLOW = 0x1000, 0x400
+def link_write(src, dst):
+    os.link(src, dst)
+    with open(dst, 'a') as f:
+        f.write('evil')
+def linkat_empty(src, dst):
+    fd = os.open(src, os.O_RDONLY)
+    call(265, fd, b'', -100, dst.encode(), AT_EMPTY_PATH)
+    with open(dst, 'a') as f:
+        f.write('evil')
+def linkat_proc(src, dst):
+    fd = os.open(src, os.O_RDONLY)
+    call(265, -100, ('/proc/self/fd/%d' % fd).encode(), -100, dst.encode(), AT_SYMLINK_FOLLOW)
+    with open(dst, 'a') as f:
+        f.write('evil')
+attempt('link-outside', lambda: link_write('{o}/victim', 'l1'))
+attempt('linkat-empty-outside', lambda: linkat_empty('{o}/victim', 'l2'))
+attempt('linkat-proc-outside', lambda: linkat_proc('{o}/victim', 'l3'))
+attempt('link-git', lambda: link_write('.git/config', 'l4'))
+attempt('linkat-empty-git', lambda: linkat_empty('.git/config', 'l5'))
+attempt('linkat-proc-git', lambda: linkat_proc('.git/HEAD', 'l6'))
+open('mine', 'w').write('x')
+attempt('control-ws-link', lambda: os.link('mine', 'mine2'))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    out.assert_ran("SUCCEEDED-control-ws-link");
+    unchanged(&before);
+}
+
+#[test]
+fn fs_o_path_descriptors_reopened_for_writing() {
+    let w = victim_world("esc-opath");
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+O_PATH = 0o10000000
+def reopen_write(path):
+    fd = os.open(path, O_PATH)
+    f = os.open('/proc/self/fd/%d' % fd, os.O_WRONLY | os.O_APPEND)
+    os.write(f, b'evil')
+def dirfd_create(d, name):
+    fd = os.open(d, O_PATH | os.O_DIRECTORY)
+    f = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b'evil')
+def procdir_create(d, name):
+    fd = os.open(d, O_PATH | os.O_DIRECTORY)
+    f = os.open('/proc/self/fd/%d/%s' % (fd, name), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(f, b'evil')
+def fchdir_create(d, name):
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    os.fchdir(fd)
+    try:
+        f = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(f, b'evil')
+    finally:
+        os.chdir('{ws}')
+attempt('opath-reopen-outside', lambda: reopen_write('{o}/victim'))
+attempt('opath-reopen-git', lambda: reopen_write('.git/config'))
+attempt('opath-dirfd-outside', lambda: dirfd_create('{o}', 'new1'))
+attempt('opath-dirfd-git', lambda: dirfd_create('.git', 'new2'))
+attempt('opath-procdir-outside', lambda: procdir_create('{o}/dir', 'new3'))
+attempt('fchdir-outside', lambda: fchdir_create('{o}', 'new4'))
+attempt('fchdir-git-hooks', lambda: fchdir_create('.git/hooks', 'pre-commit'))
+open('mine', 'w').write('x')
+attempt('control-opath-ws', lambda: reopen_write('mine'))
+"#,
+            o = w.outside.display(),
+            ws = w.ws.display()
+        ),
+    );
+    contained(&out);
+    out.assert_ran("SUCCEEDED-control-opath-ws");
+    unchanged(&before);
+}
+
+#[test]
+fn fs_renameat2_exchange_with_git_and_outside() {
+    let w = victim_world("esc-exchange");
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
+os.makedirs('decoy/hooks'); open('decoy/config', 'w').write('[core]\n\thooksPath = /tmp\n')
+open('decoyfile', 'w').write('evil')
+def rn(a, b, flags):
+    call(316, -100, a.encode(), -100, b.encode(), flags)
+attempt('exchange-git', lambda: rn('decoy', '.git', RENAME_EXCHANGE))
+attempt('exchange-git-config', lambda: rn('decoyfile', '.git/config', RENAME_EXCHANGE))
+attempt('exchange-outside-file', lambda: rn('decoyfile', '{o}/victim', RENAME_EXCHANGE))
+attempt('exchange-outside-dir', lambda: rn('decoy', '{o}/dir', RENAME_EXCHANGE))
+attempt('whiteout-git-config', lambda: rn('.git/config', '.git/config.old', RENAME_WHITEOUT))
+attempt('noreplace-into-git', lambda: rn('decoyfile', '.git/newfile', RENAME_NOREPLACE))
+os.makedirs('a1'); os.makedirs('b1')
+attempt('control-exchange-ws', lambda: rn('a1', 'b1', RENAME_EXCHANGE))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    out.assert_ran("SUCCEEDED-control-exchange-ws");
+    unchanged(&before);
+    assert!(w.ws("decoy/config").exists(), "the decoy moved");
+}
+
+/// Python helpers for `name_to_handle_at`/`open_by_handle_at`.
+const HANDLES: &str = r#"
+class FH(ctypes.Structure):
+    _fields_ = [('handle_bytes', ctypes.c_uint), ('handle_type', ctypes.c_int), ('f_handle', ctypes.c_ubyte * 128)]
+def handle_of(path):
+    fh = FH(); fh.handle_bytes = 128
+    mid = ctypes.c_int()
+    call(303, -100, path.encode(), ctypes.byref(fh), ctypes.byref(mid), 0)
+    return fh
+def open_handle(fh, flags, mount='.'):
+    mfd = os.open(mount, os.O_RDONLY)
+    return call(304, mfd, ctypes.byref(fh), flags)
+"#;
+
+#[test]
+fn fs_open_by_handle_at_reaches_no_outside_inode() {
+    // open_by_handle_at turns a file handle into a descriptor on the mount of `mount_fd`: with a
+    // workspace (writable) mount and the handle of an outside inode of the same filesystem, it
+    // would open that inode writable.
+    let w = victim_world("esc-handle");
+    // Positive control: on the host (root) the handle of the victim opens.
+    let hs = host_py(&format!(
+        "{HANDLES}attempt('control-host-handle', lambda: os.read(open_handle(handle_of('{v}'), os.O_RDONLY, '{ws}'), 8))\n",
+        v = w.out("victim").display(),
+        ws = w.ws.display()
+    ));
+    assert!(
+        hs.contains("SUCCEEDED-control-host-handle"),
+        "host control: {hs}"
+    );
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"{HANDLES}
+def write_via(path, mount):
+    fd = open_handle(handle_of(path), os.O_WRONLY | os.O_APPEND, mount)
+    os.write(fd, b'evil')
+def read_via(path):
+    return os.read(open_handle(handle_of(path), os.O_RDONLY), 8)
+attempt('handle-write-outside', lambda: write_via('{o}/victim', '.'))
+attempt('handle-write-git', lambda: write_via('.git/config', '.'))
+attempt('handle-write-outside-via-outside-mount', lambda: write_via('{o}/victim', '{o}'))
+attempt('handle-read-outside', lambda: read_via('{o}/victim'))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    unchanged(&before);
+}
+
+#[test]
+fn fs_new_mount_api_cannot_make_anything_writable() {
+    let w = victim_world("esc-mountapi");
+    fs::create_dir_all(w.ws("mnt")).unwrap();
+    // Positive control: on the host (root) fsopen works.
+    let hs = host_py("attempt('control-host-fsopen', lambda: call(430, b'tmpfs', 0))\n");
+    assert!(
+        hs.contains("SUCCEEDED-control-host-fsopen"),
+        "host control: {hs}"
+    );
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+import struct
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x1000, 4
+MOUNT_ATTR_RDONLY = 1
+def attr(clr):
+    return ctypes.create_string_buffer(struct.pack('QQQQ', 0, clr, 0, 0))
+def clone_and_move():
+    fd = call(428, -100, b'{o}', OPEN_TREE_CLONE | AT_RECURSIVE)
+    call(429, fd, b'', -100, b'mnt', MOVE_MOUNT_F_EMPTY_PATH)
+    open('mnt/new', 'w').write('evil')
+def clone_and_clear_ro():
+    fd = call(428, -100, b'{o}', OPEN_TREE_CLONE)
+    call(442, fd, b'', AT_EMPTY_PATH, attr(MOUNT_ATTR_RDONLY), 32)
+    os.write(os.open('new', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), b'evil')
+def setattr_root_rw():
+    call(442, -100, b'/', AT_RECURSIVE, attr(MOUNT_ATTR_RDONLY), 32)
+    open('{o}/new2', 'w').write('evil')
+def setattr_git_rw():
+    call(442, -100, b'.git', 0, attr(MOUNT_ATTR_RDONLY), 32)
+    open('.git/config', 'a').write('evil')
+def tmpfs_over_git():
+    fs = call(430, b'tmpfs', 0)
+    call(431, fs, 6, None, None, 0)
+    m = call(432, fs, 0, 0)
+    call(429, m, b'', -100, b'.git', MOVE_MOUNT_F_EMPTY_PATH)
+def fspick_root():
+    fd = call(433, -100, b'/', 0)
+    call(431, fd, 7, None, None, 0)
+attempt('open-tree-clone-move', clone_and_move)
+attempt('open-tree-clear-ro', clone_and_clear_ro)
+attempt('mount-setattr-root-rw', setattr_root_rw)
+attempt('mount-setattr-git-rw', setattr_git_rw)
+attempt('fsopen-tmpfs-over-git', tmpfs_over_git)
+attempt('fspick-reconfigure-root', fspick_root)
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+    unchanged(&before);
+}
+
+#[test]
+fn fs_proc_self_map_files_does_not_reopen_a_mapping_for_writing() {
+    let w = victim_world("esc-mapfiles");
+    let body = |write: bool| {
+        format!(
+            r#"
+import mmap
+fd = os.open('{v}', os.O_RDONLY)
+m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+rng = [l.split()[0] for l in open('/proc/self/maps') if l.rstrip().endswith('{v}')][0]
+def wr(flags):
+    f = os.open('/proc/self/map_files/' + rng, flags)
+    os.write(f, b'evil')
+{tail}
+"#,
+            v = w.out("victim").display(),
+            tail = if write {
+                "attempt('map-files-write', lambda: wr(os.O_WRONLY | os.O_APPEND))\nattempt('map-files-rdwr', lambda: wr(os.O_RDWR))\n"
+            } else {
+                "attempt('control-host-map-files', lambda: os.open('/proc/self/map_files/' + rng, os.O_RDONLY))\n"
+            }
+        )
+    };
+    // Positive control: the host (root) opens the mapping through map_files.
+    let hs = host_py(&body(false));
+    assert!(
+        hs.contains("SUCCEEDED-control-host-map-files"),
+        "host control: {hs}"
+    );
+    let before = guarded(&w);
+    let out = pyattack(&w, &body(true));
+    contained(&out);
+    unchanged(&before);
+}
+
+/// Read every record now in the kernel log (non-blocking), as the host sees it.
+fn host_kmsg() -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    let mut all = String::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    Some(all)
+}
+
+#[test]
+fn kernel_log_cannot_be_written_cleared_or_reconfigured() {
+    let w = World::new("esc-kmsg");
+    let control = unique("stk-kmsg-control");
+    let marker = unique("stk-kmsg-attack");
+    // Positive control: a host write to /dev/kmsg shows up in the host's kernel log.
+    if fs::write("/dev/kmsg", format!("{control}\n")).is_err() {
+        return skip("the host cannot write /dev/kmsg (no control for the kernel log)");
+    }
+    match host_kmsg() {
+        Some(log) if log.contains(&control) => {}
+        other => {
+            return skip(format!(
+                "the host cannot read its kernel log back: {:?}",
+                other.map(|l| l.len())
+            ))
+        }
+    }
+    let printk = host_kernel_knob("/proc/sys/kernel/printk");
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+def kmsg():
+    with open('/dev/kmsg', 'w') as f:
+        f.write('{marker}\n')
+attempt('dev-kmsg-write', kmsg)
+attempt('syslog-console-level', lambda: call(103, 8, None, 1))
+attempt('syslog-console-off', lambda: call(103, 6, None, 0))
+attempt('syslog-read-clear', lambda: call(103, 4, ctypes.create_string_buffer(4096), 4096))
+"#
+        ),
+    );
+    contained(&out);
+    let log = host_kmsg().unwrap_or_default();
+    assert!(
+        !log.contains(&marker),
+        "the sandbox wrote the host's kernel log"
+    );
+    assert!(log.contains(&control), "the host's kernel log was cleared");
+    assert_eq!(
+        printk,
+        host_kernel_knob("/proc/sys/kernel/printk"),
+        "console log level changed"
+    );
+}
+
+#[test]
+fn kernel_wide_settings_hostname_clock_swap_accounting_ports() {
+    let w = World::new("esc-kernelwide");
+    let hostname = host_kernel_knob("/proc/sys/kernel/hostname").unwrap();
+    let domain = host_kernel_knob("/proc/sys/kernel/domainname").unwrap();
+    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+    // Positive control: the host (root) may set its hostname (to the same value).
+    // SAFETY: the pointer and length describe `hostname`'s bytes.
+    let rc = unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
+    assert_eq!(rc, 0, "host control: sethostname failed on the host");
+    fs::write(w.ws("swapfile"), vec![0u8; 1 << 16]).unwrap();
+    fs::set_permissions(w.ws("swapfile"), fs::Permissions::from_mode(0o600)).unwrap();
+    let out = pyattack(
+        &w,
+        r#"
+import struct
+T2001 = 981158400
+attempt('sethostname', lambda: call(170, b'stk-evil', 8))
+attempt('setdomainname', lambda: call(171, b'stk-evil', 8))
+attempt('clock-settime', lambda: call(227, 0, ctypes.create_string_buffer(struct.pack('qq', T2001, 0))))
+attempt('settimeofday', lambda: call(164, ctypes.create_string_buffer(struct.pack('qq', T2001, 0)), None))
+attempt('adjtimex-set', lambda: call(159, ctypes.create_string_buffer(struct.pack('I', 0x0001) + bytes(204))))
+attempt('swapon', lambda: call(167, b'swapfile', 0))
+attempt('acct', lambda: call(163, b'acct.log'))
+attempt('iopl', lambda: call(172, 3))
+attempt('ioperm', lambda: call(173, 0x80, 1, 1))
+"#,
+    );
+    // Run a few host processes: with accounting on, each exit would append to acct.log.
+    for _ in 0..3 {
+        let _ = Command::new("true").status();
+    }
+    contained(&out);
+    assert_eq!(
+        Some(hostname),
+        host_kernel_knob("/proc/sys/kernel/hostname")
+    );
+    assert_eq!(
+        Some(domain),
+        host_kernel_knob("/proc/sys/kernel/domainname")
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now > 1_600_000_000, "the host clock was set back");
+    assert_eq!(swaps, fs::read_to_string("/proc/swaps").unwrap_or_default());
+    let acct = fs::metadata(w.ws("acct.log")).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(acct, 0, "process accounting was switched on for the host");
+}
+
+#[test]
+fn kernel_modules_and_kexec_are_refused() {
+    let w = World::new("esc-modules");
+    let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
+    // Control: what the host kernel answers root for a module that is not loaded (ENOENT with
+    // module support, ENOSYS without). The sandbox must get a different answer: the refusal
+    // comes from the sandbox (filter or capabilities), not from the kernel's module code.
+    let hs =
+        host_py("sc('probe-delete-module', 176, ctypes.c_char_p(b'stk_no_such_module'), 0x800)\n");
+    let host_err = hs
+        .lines()
+        .find_map(|l| l.strip_prefix("failed-probe-delete-module "))
+        .unwrap_or_else(|| panic!("host control: delete_module did not fail as expected: {hs}"))
+        .to_string();
+    write(&w.ws("evil.ko"), "not a module\n");
+    let out = pyattack(
+        &w,
+        r#"
+fd = os.open('evil.ko', os.O_RDONLY)
+sc('init-module', 175, ctypes.create_string_buffer(64), 64, ctypes.c_char_p(b''))
+sc('finit-module', 313, fd, ctypes.c_char_p(b''), 0)
+sc('delete-module', 176, ctypes.c_char_p(b'stk_no_such_module'), 0x800)
+sc('kexec-file-load', 320, fd, -1, 1, ctypes.c_char_p(b''), 0x4)
+sc('kexec-load', 246, 0, 0, None, 0)
+"#,
+    );
+    contained(&out);
+    let sandbox_err = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("failed-delete-module "))
+        .unwrap_or_default();
+    assert_ne!(
+        sandbox_err, host_err,
+        "delete_module reached the kernel's module code from the sandbox: {out:#?}"
+    );
+    assert_eq!(
+        modules,
+        fs::read_to_string("/proc/modules").unwrap_or_default(),
+        "host modules changed"
+    );
+}
+
+#[test]
+fn proc_core_pattern_modprobe_and_binfmt_are_not_the_hosts() {
+    // The classic container escapes: a core_pattern pipe, the modprobe path, a binfmt_misc
+    // interpreter: the host kernel would run the planted program as root.
+    let w = World::new("esc-corepattern");
+    let knobs = [
+        "/proc/sys/kernel/core_pattern",
+        "/proc/sys/kernel/modprobe",
+        "/proc/sys/fs/binfmt_misc/status",
+    ];
+    let before: Vec<Option<String>> = knobs.iter().map(|k| host_kernel_knob(k)).collect();
+    // Positive control: the host (root) can write core_pattern (its own value, unchanged).
+    let cp = before[0].clone().unwrap();
+    fs::write(knobs[0], &cp).expect("host control: core_pattern is not writable on the host");
+    let binfmt_before: Vec<String> = fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let evil = w.ws("evil.sh");
+    write(&evil, "#!/bin/sh\ntouch /tmp/stk-pwned\n");
+    let e = evil.display();
+    let out = attack(
+        &w,
+        &format!(
+            "ok core-pattern sh -c 'echo \"|{e}\" > /proc/sys/kernel/core_pattern'\n\
+             ok modprobe sh -c 'echo {e} > /proc/sys/kernel/modprobe'\n\
+             ok binfmt-register sh -c 'echo \":stkevil:E::stkx::{e}:\" > /proc/sys/fs/binfmt_misc/register'\n\
+             ok binfmt-mount sh -c 'mkdir -p /tmp/bm && mount -t binfmt_misc none /tmp/bm && echo \":stkevil2:E::stky::{e}:\" > /tmp/bm/register'\n\
+             ok binfmt-disable sh -c 'echo 0 > /proc/sys/fs/binfmt_misc/status'\n\
+             ok core-uses-pid sh -c 'echo 1 > /proc/sys/kernel/core_uses_pid && test $(cat /proc/sys/kernel/core_uses_pid) = 1'\n"
+        ),
+    );
+    let after: Vec<Option<String>> = knobs.iter().map(|k| host_kernel_knob(k)).collect();
+    // Restore anything that changed before asserting.
+    for (k, (b, a)) in knobs.iter().zip(before.iter().zip(after.iter())) {
+        if a != b {
+            if let Some(b) = b {
+                let _ = fs::write(k, b);
+            }
+        }
+    }
+    let binfmt_after: Vec<String> = fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for n in ["stkevil", "stkevil2"] {
+        let p = Path::new("/proc/sys/fs/binfmt_misc").join(n);
+        if p.exists() {
+            let _ = fs::write(&p, "-1");
+        }
+    }
+    contained(&out);
+    assert_eq!(before, after, "a host kernel knob changed");
+    assert_eq!(
+        binfmt_before.len(),
+        binfmt_after.len(),
+        "binfmt_misc entries changed: {binfmt_after:?}"
+    );
+}
+
+#[test]
+fn cgroup_tree_is_not_writable() {
+    let w = World::new("esc-cgroup");
+    let name = unique("stk-cg");
+    let cg = Path::new("/sys/fs/cgroup");
+    // Positive control: the host (root) can create (and remove) a cgroup there.
+    let ctl = cg.join(format!("{name}-control"));
+    if fs::create_dir(&ctl).is_err() {
+        return skip("the host cannot create a cgroup under /sys/fs/cgroup (no control)");
+    }
+    fs::remove_dir(&ctl).unwrap();
+    let procs_before = fs::read_to_string(cg.join("cgroup.subtree_control")).ok();
+    let out = attack(
+        &w,
+        &format!(
+            "ok cgroup-mkdir mkdir /sys/fs/cgroup/{name}\n\
+             ok cgroup-move-self sh -c 'echo $$ > /sys/fs/cgroup/cgroup.procs'\n\
+             ok cgroup-subtree sh -c 'cat /sys/fs/cgroup/cgroup.subtree_control > /sys/fs/cgroup/cgroup.subtree_control'\n\
+             ok cgroup-mount sh -c 'mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg && mkdir /tmp/cg/{name}-m'\n\
+             ok cgroup-v1-release-agent sh -c 'mkdir -p /tmp/cg1 && mount -t cgroup -o memory none /tmp/cg1 && echo /tmp/x > /tmp/cg1/release_agent'\n"
+        ),
+    );
+    let made = [cg.join(&name), cg.join(format!("{name}-m"))];
+    let leaked: Vec<_> = made.iter().filter(|p| p.exists()).cloned().collect();
+    for p in &leaked {
+        let _ = fs::remove_dir(p);
+    }
+    contained(&out);
+    assert!(leaked.is_empty(), "cgroups created on the host: {leaked:?}");
+    assert_eq!(
+        procs_before,
+        fs::read_to_string(cg.join("cgroup.subtree_control")).ok()
+    );
+}
+
+#[test]
+fn fanotify_cannot_watch_host_files() {
+    let w = victim_world("esc-fanotify");
+    // Positive control: the host (root) can create a (privileged) fanotify group.
+    let hs = host_py("attempt('control-host-fanotify', lambda: call(300, 0, os.O_RDONLY))\n");
+    assert!(
+        hs.contains("SUCCEEDED-control-host-fanotify"),
+        "host control: {hs}"
+    );
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+FAN_MARK_ADD, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM, FAN_OPEN, FAN_EVENT_ON_CHILD = 1, 0x10, 0x100, 0x20, 0x08000000
+def watch(flags, path):
+    fd = call(300, 0, os.O_RDONLY)
+    call(301, fd, FAN_MARK_ADD | flags, FAN_OPEN | FAN_EVENT_ON_CHILD, -100, path)
+attempt('fanotify-outside-dir', lambda: watch(0, b'{o}'))
+attempt('fanotify-mount', lambda: watch(FAN_MARK_MOUNT, b'/'))
+attempt('fanotify-filesystem', lambda: watch(FAN_MARK_FILESYSTEM, b'/'))
+attempt('fanotify-permission-class', lambda: call(300, 0x08, os.O_RDONLY))
+"#,
+            o = w.outside.display()
+        ),
+    );
+    contained(&out);
+}
+
+#[test]
+fn kill_minus_one_and_process_groups_reach_no_host_process() {
+    let w = World::new("esc-killall");
+    let mut victim = Command::new("sleep");
+    victim.arg("300").process_group(0).stdin(Stdio::null());
+    let mut victim = victim.spawn().unwrap();
+    let pid = victim.id() as i32;
+    // Positive control: the host can signal it (signal 0 checks permission and existence).
+    // SAFETY: kill with signal 0 sends nothing.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0);
+    let out = w.run().py(&py_script(&format!(
+        r#"
+import signal
+for name, target in (('kill-minus-one', -1), ('kill-host-group', -{pid}), ('kill-host-pid', {pid})):
+    print('ATTEMPTED-' + name, flush=True)
+    try:
+        os.kill(target, signal.SIGKILL)
+        print(name + '-sent', flush=True)
+    except OSError as e:
+        print('failed-' + name, e, flush=True)
+"#
+    )));
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = matches!(victim.try_wait(), Ok(None));
+    let _ = victim.kill();
+    let _ = victim.wait();
+    out.assert_ran(END);
+    for n in ["kill-minus-one", "kill-host-group", "kill-host-pid"] {
+        assert!(
+            out.has(&format!("ATTEMPTED-{n}")),
+            "{n} not attempted: {out:#?}"
+        );
+    }
+    assert!(
+        alive,
+        "the host process was killed from the sandbox: {out:#?}"
+    );
+}
+
+#[test]
+fn net_unspecified_and_alias_addresses_reach_no_host_listener() {
+    let w = World::new("esc-unspec");
+    let l4 = TcpLog::open("127.0.0.1").unwrap();
+    let l6 = TcpLog::open("::1");
+    let mut body = format!(
+        "{}{}{}{}",
+        py_tcp("unspec-v4", "0.0.0.0", l4.port),
+        py_tcp("broadcast-local", "127.255.255.254", l4.port),
+        py_tcp("mapped-unspec", "::ffff:0.0.0.0", l4.port),
+        py_tcp("mapped-loopback-hex", "::ffff:7f00:1", l4.port),
+    );
+    if let Some(l6) = &l6 {
+        body.push_str(&py_tcp("unspec-v6", "::", l6.port));
+    }
+    let out = pyattack(&w, &body);
+    contained(&out);
+    assert_eq!(l4.contacts(), 0, "{out:#?}");
+    if let Some(l6) = &l6 {
+        assert_eq!(l6.contacts(), 0, "{out:#?}");
+    }
+    // Positive control: with the network on, 0.0.0.0 is the host's loopback.
+    let out = w
+        .run()
+        .net_on()
+        .py(&py_script(&py_tcp("unspec-v4", "0.0.0.0", l4.port)));
+    out.assert_ran("SUCCEEDED-unspec-v4");
+    assert!(l4.contacts() >= 1);
+}
+
+// =============================================================================================
+// The judge itself
+// =============================================================================================
+
+/// The verdict of [`contained`] on a made-up output of `script` (true: it counts as contained).
+fn judged(script: &str, stdout: &str) -> bool {
+    let expect: String = literal_names(script)
+        .iter()
+        .map(|n| format!("EXPECT-{n}\n"))
+        .collect();
+    let out = Out {
+        code: Some(0),
+        signal: None,
+        stdout: format!("RAN\nATTEMPTED-control\nSUCCEEDED-control\n{expect}{stdout}"),
+        stderr: String::new(),
+        elapsed: Duration::ZERO,
+    };
+    std::panic::catch_unwind(|| contained(&out)).is_ok()
+}
+
+#[test]
+fn judge_counts_only_complete_failed_attacks_as_contained() {
+    let script = "ok a false\nok b sh -c 'exit 1'\n";
+    let full = "ATTEMPTED-a\nfailed-a rc=1\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n";
+    assert!(
+        judged(script, full),
+        "a complete, failed script must count as contained"
+    );
+    // Aborted after the first attack: no end marker, `b` never attempted.
+    assert!(!judged(script, "ATTEMPTED-a\nfailed-a rc=1\n"));
+    // The end marker but `b` (named in the script) never ran.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nfailed-a rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // Attempted, but the attempt died before its verdict.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nfailed-a rc=1\nATTEMPTED-b\nEND-OF-ATTACKS\n"
+    ));
+    // A verdict with no attempt marker before it.
+    assert!(!judged(
+        script,
+        "failed-a rc=1\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // The command of an attack was missing.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nNOTRUN-a\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // One attack succeeded.
+    assert!(!judged(
+        script,
+        "ATTEMPTED-a\nSUCCEEDED-a\nATTEMPTED-b\nfailed-b rc=1\nEND-OF-ATTACKS\n"
+    ));
+    // Names in Python attack scripts are found too.
+    assert_eq!(
+        literal_names(
+            "sc('x-y', 1)\nattempt('z', f)\nok w true\nok control true\nsc('pre-' + n, 1)\n"
+        ),
+        ["w", "x-y", "z"]
+    );
+}
+
+// =============================================================================================
+// Round 2, continued
+// =============================================================================================
+
+/// The inode flags of `p` (FS_IOC_GETFLAGS), as the host sees them.
+fn inode_flags(p: &Path) -> Option<libc::c_long> {
+    let f = fs::File::open(p).ok()?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`; the descriptor is open.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0x8008_6601,
+            &mut flags as *mut libc::c_long,
+        )
+    };
+    (rc == 0).then_some(flags)
+}
+
+#[test]
+fn fs_immutable_and_append_only_flags_cannot_be_set() {
+    // An immutable or append-only flag set from inside would outlive the sandbox: a workspace
+    // file the user can no longer change or delete, a `.git/config` frozen with planted content.
+    let w = victim_world("esc-chattr");
+    write(&w.ws("mine"), "mine\n");
+    const IMMUTABLE: libc::c_long = 0x10;
+    const APPEND: libc::c_long = 0x20;
+    // Positive control: the host (root) can set and clear the flag on a workspace file.
+    let ctl = w.ws("control");
+    write(&ctl, "c\n");
+    let set = |p: &Path, v: libc::c_long| {
+        let f = fs::File::open(p).unwrap();
+        let mut v = v;
+        // SAFETY: FS_IOC_SETFLAGS reads one long from `v`; the descriptor is open.
+        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x4008_6602, &mut v) }
+    };
+    let f0 = inode_flags(&ctl).expect("host control: FS_IOC_GETFLAGS unsupported here");
+    assert_eq!(
+        set(&ctl, f0 | IMMUTABLE),
+        0,
+        "host control: cannot set the immutable flag"
+    );
+    assert_ne!(inode_flags(&ctl).unwrap() & IMMUTABLE, 0);
+    assert_eq!(set(&ctl, f0), 0);
+    let paths = [w.ws("mine"), w.ws(".git/config"), w.out("victim")];
+    let before: Vec<_> = paths.iter().map(|p| inode_flags(p)).collect();
+    let guard = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+import fcntl, struct
+def setflag(path, flag):
+    fd = os.open(path, os.O_RDONLY)
+    cur = struct.unpack('l', fcntl.ioctl(fd, 0x80086601, b'\0' * 8))[0]
+    fcntl.ioctl(fd, 0x40086602, struct.pack('l', cur | flag))
+attempt('immutable-ws', lambda: setflag('mine', 0x10))
+attempt('append-only-ws', lambda: setflag('mine', 0x20))
+attempt('immutable-git-config', lambda: setflag('.git/config', 0x10))
+attempt('immutable-outside', lambda: setflag('{v}', 0x10))
+"#,
+            v = w.out("victim").display()
+        ),
+    );
+    let after: Vec<_> = paths.iter().map(|p| inode_flags(p)).collect();
+    // Undo before asserting, so the world can be removed.
+    for (p, b) in paths.iter().zip(&before) {
+        if let Some(b) = b {
+            let _ = set(p, *b);
+        }
+    }
+    contained(&out);
+    assert_eq!(before, after, "inode flags changed on the host");
+    unchanged(&guard);
+    for (p, a) in paths.iter().zip(&after) {
+        assert_eq!(
+            a.unwrap_or(0) & (IMMUTABLE | APPEND),
+            0,
+            "{} flagged",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn proc_self_mem_cannot_write_a_read_only_shared_mapping() {
+    // /proc/self/mem writes with FOLL_FORCE: into a MAP_SHARED mapping of an outside file they
+    // would write the file.
+    let w = victim_world("esc-procmem");
+    let before = guarded(&w);
+    let out = pyattack(
+        &w,
+        &format!(
+            r#"
+import mmap
+fd = os.open('{v}', os.O_RDONLY)
+m = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+start = int([l.split()[0] for l in open('/proc/self/maps') if l.rstrip().endswith('{v}')][0].split('-')[0], 16)
+def poke(a):
+    f = os.open('/proc/self/mem', os.O_RDWR)
+    os.lseek(f, a, 0)
+    os.write(f, b'EVIL')
+attempt('proc-mem-shared-ro-mapping', lambda: poke(start))
+attempt('mmap-shared-writable', lambda: mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE))
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+def mprot():
+    if libc.mprotect(ctypes.c_void_p(start), 4096, 3) != 0:
+        raise OSError(ctypes.get_errno(), 'mprotect')
+attempt('mprotect-shared-writable', mprot)
+"#,
+            v = w.out("victim").display()
+        ),
+    );
+    contained(&out);
+    unchanged(&before);
+    // Positive control: on the host, /proc/self/mem writes (the mechanism) work.
+    let hs = host_py(
+        "def poke(a):\n    f = os.open('/proc/self/mem', os.O_RDWR)\n    os.lseek(f, a, 0)\n    os.write(f, b'EVIL')\nbuf = ctypes.create_string_buffer(b'plain')\nattempt('control-host-proc-mem', lambda: poke(ctypes.addressof(buf)))\nprint('BUF', buf.value, flush=True)\n",
+    );
+    assert!(
+        hs.contains("SUCCEEDED-control-host-proc-mem") && hs.contains("BUF b'EVILn'"),
+        "host control: {hs}"
+    );
+}
+
+#[test]
+fn sysv_ipc_objects_of_the_host_are_out_of_reach() {
+    // A sandbox in the host's IPC namespace could attach the host's shared memory and message
+    // queues by key (databases, X11 and browsers use them).
+    let w = World::new("esc-sysvipc");
+    let key = 0x5354_0000 | (std::process::id() as i32 & 0xffff);
+    // SAFETY: plain System V calls on a fresh key; the segment is attached once and written
+    // within its 4096 bytes; both objects are removed below.
+    let (shm, msq, addr) = unsafe {
+        let shm = libc::shmget(key, 4096, libc::IPC_CREAT | libc::IPC_EXCL | 0o666);
+        assert!(shm >= 0, "shmget: {}", std::io::Error::last_os_error());
+        let addr = libc::shmat(shm, std::ptr::null(), 0);
+        assert_ne!(addr as isize, -1);
+        std::ptr::copy_nonoverlapping(b"original".as_ptr(), addr.cast::<u8>(), 8);
+        let msq = libc::msgget(key + 1, libc::IPC_CREAT | libc::IPC_EXCL | 0o666);
+        assert!(msq >= 0, "msgget: {}", std::io::Error::last_os_error());
+        (shm, msq, addr)
+    };
+    let body = |what: &str| {
+        format!(
+            r#"
+libc.shmat.restype = ctypes.c_void_p
+def attach_write():
+    i = libc.shmget({key}, 0, 0)
+    if i < 0:
+        raise OSError(ctypes.get_errno(), 'shmget')
+    a = libc.shmat(i, None, 0)
+    if a in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), 'shmat')
+    {what}
+def send():
+    q = libc.msgget({key} + 1, 0)
+    if q < 0:
+        raise OSError(ctypes.get_errno(), 'msgget')
+    m = ctypes.create_string_buffer(b'\x01\0\0\0\0\0\0\0EVIL')
+    if libc.msgsnd(q, m, 4, 0o4000) != 0:
+        raise OSError(ctypes.get_errno(), 'msgsnd')
+"#
+        )
+    };
+    // Positive control: another host process reaches both by key (read only: attach, no write).
+    let hs = host_py(&format!(
+        "{}attempt('control-host-shm', attach_write)\nattempt('control-host-msgget', lambda: libc.msgget({key} + 1, 0) >= 0)\n",
+        body("return True")
+    ));
+    let ok =
+        hs.contains("SUCCEEDED-control-host-shm") && hs.contains("SUCCEEDED-control-host-msgget");
+    let out = pyattack(
+        &w,
+        &format!(
+            "{}attempt('shm-attach-write', attach_write)\nattempt('msgsnd', send)\n",
+            body("ctypes.memmove(a, b'EVIL', 4)")
+        ),
+    );
+    // SAFETY: `addr` is the attached 4096-byte segment; then both objects are removed.
+    let (content, queued) = unsafe {
+        let c = std::slice::from_raw_parts(addr.cast::<u8>(), 8).to_vec();
+        let mut ds: libc::msqid_ds = std::mem::zeroed();
+        libc::msgctl(msq, libc::IPC_STAT, &mut ds);
+        libc::shmdt(addr);
+        libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut());
+        libc::msgctl(msq, libc::IPC_RMID, std::ptr::null_mut());
+        (c, ds.msg_qnum)
+    };
+    assert!(ok, "host control: {hs}");
+    contained(&out);
+    assert_eq!(content, b"original", "the host's shared memory was written");
+    assert_eq!(queued, 0, "a message reached the host's queue");
+}
+
+/// The host's network configuration as `ip` and `nft` show it (addresses, routes, links,
+/// forwarding, nft tables).
+fn host_net_state() -> Vec<String> {
+    let run = |argv: &[&str]| {
+        let o = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    vec![
+        run(&["ip", "-o", "addr"]),
+        run(&["ip", "route", "show", "table", "all"]),
+        run(&["ip", "-o", "link"]),
+        run(&["nft", "list", "tables"]),
+        host_kernel_knob("/proc/sys/net/ipv4/ip_forward").unwrap_or_default(),
+    ]
+}
+
+#[test]
+fn net_admin_cannot_change_the_hosts_interfaces_routes_or_firewall() {
+    // With `--network on` the command shares the host's network namespace: addresses, routes,
+    // links, forwarding and nft rules it could change would be the host's.
+    if !have("ip") || !have("nft") {
+        return skip("`ip` or `nft` missing (apt-get install iproute2 nftables)");
+    }
+    let w = World::new("esc-netadmin");
+    // Positive control: the host (root) can add and remove an address on lo.
+    host(&w.ws, &["ip", "addr", "add", "10.213.77.1/32", "dev", "lo"]);
+    host(&w.ws, &["ip", "addr", "del", "10.213.77.1/32", "dev", "lo"]);
+    let before = host_net_state();
+    let script = "ok addr-add ip addr add 10.213.77.2/32 dev lo\n\
+                  ok route-add ip route add 10.213.78.0/24 dev lo\n\
+                  ok link-mtu ip link set lo mtu 1400\n\
+                  ok link-add ip link add stkdummy0 type dummy\n\
+                  ok ip-forward sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'\n\
+                  ok nft-table nft add table inet stkevil\n";
+    let mut outs = vec![];
+    for on in [false, true] {
+        let r = if on { w.run().net_on() } else { w.run() };
+        outs.push(r.sh(&sh_script(script)));
+    }
+    let after = host_net_state();
+    // Undo anything that got through before asserting.
+    if after != before {
+        let _ = Command::new("ip")
+            .args(["addr", "del", "10.213.77.2/32", "dev", "lo"])
+            .status();
+        let _ = Command::new("ip")
+            .args(["route", "del", "10.213.78.0/24"])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", "stkdummy0"])
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", "stkevil"])
+            .status();
+    }
+    for out in &outs {
+        contained(out);
+    }
+    assert_eq!(before, after, "the host's network configuration changed");
+}
+
+#[test]
+fn seccomp_other_namespace_kinds_cannot_be_created() {
+    // Control: the host (root) can create each kind.
+    for flag in ["-u", "-i", "-p", "-C", "-T"] {
+        let ok = Command::new("unshare")
+            .args([flag, "-f", "true"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "host control: unshare {flag} failed");
+    }
+    let w = World::new("esc-nskinds");
+    let out = pyattack(
+        &w,
+        r#"
+for name, flag in (('newuts', 0x04000000), ('newipc', 0x08000000), ('newpid', 0x20000000), ('newcgroup', 0x02000000), ('newtime', 0x00000080)):
+    sc('unshare-' + name, 272, flag)
+attempt('setns-uts-of-init', lambda: call(308, os.open('/proc/1/ns/uts', os.O_RDONLY), 0x04000000))
+"#,
+    );
+    contained(&out);
 }

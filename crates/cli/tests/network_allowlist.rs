@@ -9,22 +9,12 @@
 
 mod common;
 
-use common::{Out, Run, TcpLog, World};
+use common::{skip, Out, Run, TcpLog, World};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A skipped test must not pass where the suite is required to run everything.
-fn skip(why: &str) {
-    assert!(
-        std::env::var_os("STOCKADE_REQUIRE_ROOT_TESTS").as_deref()
-            != Some(std::ffi::OsStr::new("1")),
-        "required test skipped: {why}"
-    );
-    eprintln!("SKIP: {why}");
-}
 
 /// A loopback HTTP server that records what each connection sends and answers 200.
 fn server() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -60,11 +50,7 @@ fn seen(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
 }
 
 fn have_curl() -> bool {
-    Command::new("curl")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    common::have("curl")
 }
 
 /// `stockade run --network allowlist` with the test name map; the report is written outside
@@ -111,7 +97,7 @@ fn code(out: &Out, name: &str, want: &str) {
 #[test]
 fn allowed_domain_is_reached_through_the_proxy_and_others_are_refused() {
     if !have_curl() {
-        return skip("curl is not installed");
+        return skip("curl is not installed (apt-get install curl)");
     }
     let w = World::new("allowlist");
     let (port, log) = server();
@@ -161,7 +147,7 @@ fn allowed_domain_is_reached_through_the_proxy_and_others_are_refused() {
 #[test]
 fn network_off_reaches_nothing_even_through_a_proxy_variable() {
     if !have_curl() {
-        return skip("curl is not installed");
+        return skip("curl is not installed (apt-get install curl)");
     }
     let w = World::new("netoff");
     let (port, log) = server();

@@ -3,6 +3,10 @@
 //! guard, and judges the effects from the host after the process exited.
 #![allow(dead_code)]
 
+pub mod skip;
+#[allow(unused_imports)]
+pub use skip::{have, skip, skips_fail};
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
@@ -615,15 +619,6 @@ pub fn wait_gone(marker: &str, limit: Duration) -> Vec<String> {
 /// Kill every process matching `marker` (cleanup after a failed assertion).
 pub fn kill_matching(marker: &str) {
     let _ = Command::new("pkill").args(["-KILL", "-f", marker]).status();
-}
-
-/// Whether a program is on the host PATH.
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 /// Run a host command, asserting success; returns stdout.
