@@ -13,6 +13,7 @@ mod admin;
 mod backend;
 mod mcp;
 mod run;
+mod text;
 
 /// Exit status when stockade itself fails (policy, setup, usage) — the command never ran.
 pub const EXIT_STOCKADE: u8 = 125;
@@ -46,8 +47,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the Model Context Protocol on stdio (tools: `run`, `policy`).
-    Mcp,
+    /// Serve the Model Context Protocol on stdio (tools: `run`, `policy`). The policy options
+    /// given here are the ceiling for every call: a call may narrow them, never widen them.
+    Mcp {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
     /// Install or repair the elevated tier (as root / administrator, once).
     Setup(admin::SetupArgs),
     /// Remove everything `stockade setup` installed.
@@ -138,9 +143,13 @@ pub struct RunArgs {
     /// After the command, print the machine-readable result (JSON) on stderr.
     #[arg(long)]
     json: bool,
-    /// Write the machine-readable result (JSON) to FILE.
+    /// Write the machine-readable result (JSON) to FILE (opened before the command starts; it
+    /// must lie outside every writable root).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Internal to `stockade mcp`: one call's narrowing of the policy (JSON). It can only narrow.
+    #[arg(long, hide = true, value_name = "JSON")]
+    mcp_narrow: Option<String>,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -200,8 +209,20 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
         cli,
     };
     let loaded = config::load(&req)?;
+    let plan = plan_for(&loaded.policy, args, caller)?;
+    Ok((loaded, plan))
+}
+
+/// Resolve a (loaded) policy into a plan for `args`'s workspace, refusing a plan that would make
+/// Stockade's own state writable.
+pub fn plan_for(
+    policy: &stockade_policy::model::Policy,
+    args: &PolicyArgs,
+    caller: &Caller,
+) -> Result<plan::Plan> {
+    let workspace = args.workspace.clone().unwrap_or_else(|| caller.cwd.clone());
     let plan = plan::resolve(
-        &loaded.policy,
+        policy,
         &PlanRequest {
             workspace,
             cwd: caller.cwd.clone(),
@@ -212,7 +233,7 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
     )?;
     // Stockade's own state (persistent temp dirs of every workspace, the walk cache that decides
     // what gets protected) must never be writable from inside.
-    if !loaded.policy.filesystem.allow_dangerous_roots {
+    if !policy.filesystem.allow_dangerous_roots {
         let state =
             std::fs::canonicalize(&caller.state_dir).unwrap_or_else(|_| caller.state_dir.clone());
         if let Some(r) = plan.writable_roots.iter().find(|r| state.starts_with(r)) {
@@ -223,7 +244,7 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
             );
         }
     }
-    Ok((loaded, plan))
+    Ok(plan)
 }
 
 fn main() -> ExitCode {
@@ -276,7 +297,7 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("stockade: error: {}", one_line(&e));
+            eprintln!("stockade: error: {}", text::escape(&one_line(&e)));
             ExitCode::from(EXIT_STOCKADE)
         }
     }
@@ -320,7 +341,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { json } => run::doctor(json),
-        Cmd::Mcp => mcp::serve(),
+        Cmd::Mcp { policy } => mcp::serve(policy, &caller),
         Cmd::Setup(a) => admin::setup(&a),
         Cmd::Uninstall => admin::uninstall(),
         Cmd::Broker(a) => admin::broker(&a),

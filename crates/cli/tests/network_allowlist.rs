@@ -50,7 +50,7 @@ fn have_curl() -> bool {
 }
 
 fn stockade(ws: &PathBuf, extra: &[&str], script: &str) -> (String, String, i32) {
-    let report = ws.join("report.json");
+    let report = ws.with_extension("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args(["run", "--no-pty", "--workspace"])
         .arg(ws)
