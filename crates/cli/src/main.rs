@@ -290,7 +290,7 @@ fn main() -> ExitCode {
             });
         tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(|| text::EscapedStderr)
             .without_time()
             .init();
     }

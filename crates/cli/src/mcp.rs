@@ -541,7 +541,7 @@ impl Server {
         let widen_net = |m: NetworkMode| {
             anyhow::anyhow!(
                 "network \"{m}\" is wider than this server's network {}; only a human can allow it, by starting the server with `stockade mcp --network {}`",
-                c.network.to_string(),
+                c.network,
                 m
             )
         };

@@ -100,7 +100,8 @@ fn report(
 
 fn emit(args: &RunArgs, file: Option<&mut std::fs::File>, v: &serde_json::Value) -> Result<()> {
     // serde_json escapes every control character in strings: what the command chose is data.
-    let text = serde_json::to_string(v)?;
+    let json = serde_json::to_string(v)?;
+    let text = crate::text::json_for_terminal(&json);
     if args.json {
         eprintln!("{text}");
     }

@@ -36,9 +36,49 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text (from serde, which escapes C0 only) with DEL, C1 and bidi controls also written as
+/// `\uXXXX` escapes: the same JSON value, safe to show on a terminal. (Such characters can only
+/// occur inside strings, where the escape means the same character.)
+pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(is_control) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_control(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Standard error for the `-v` log: each record escaped like [`escape`] (its final newline kept),
+/// so a path or name in a log message cannot carry a control sequence either.
+pub struct EscapedStderr;
+
+impl std::io::Write for EscapedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let s = String::from_utf8_lossy(buf);
+        let (body, newline) = match s.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (&*s, ""),
+        };
+        let mut err = std::io::stderr().lock();
+        err.write_all(escape(body).as_bytes())?;
+        err.write_all(newline.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, json_for_terminal};
 
     #[test]
     fn controls_are_escaped_and_plain_text_is_untouched() {
@@ -49,6 +89,14 @@ mod tests {
             escape("\u{7f}\u{9b}\u{202e}\u{2066}\u{200f}"),
             "\\u{7f}\\u{9b}\\u{202e}\\u{2066}\\u{200f}"
         );
+        let j = serde_json::to_string("a\u{9b}b\u{202e}\u{1b}").unwrap();
+        let safe = json_for_terminal(&j);
+        assert!(
+            !safe.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{safe}"
+        );
+        let back: String = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, "a\u{9b}b\u{202e}\u{1b}");
         for c in (0u32..0x20).chain(0x7f..0xa0) {
             let s = char::from_u32(c).unwrap().to_string();
             assert!(!escape(&s).chars().any(|c| c.is_control()), "{c:#x}");
