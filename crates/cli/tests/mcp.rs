@@ -548,3 +548,48 @@ fn hostile_json_rpc_is_answered_and_the_server_keeps_serving() {
     let r = c.run(json!({"command": "echo STILL-HERE"}));
     assert!(stdout(&r).contains("STILL-HERE"), "{r:#}");
 }
+
+#[test]
+fn the_child_run_refuses_a_narrowing_that_widens_even_without_the_server() {
+    // The server's checks are not the only ones: `stockade run --mcp-narrow` resolves the
+    // policy again and refuses a plan that is not within it (exit 125, nothing runs).
+    let w = World::new("mcp-child");
+    let listener = TcpLog::open("127.0.0.1").expect("loopback listener");
+    let ws = fs::canonicalize(&w.ws).unwrap();
+    let outside = fs::canonicalize(&w.outside).unwrap();
+    let script = format!(
+        "echo RAN; echo x > {o}/marker; bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}'; echo DONE",
+        o = q(&outside),
+        port = listener.port
+    );
+    let base = json!({"read_only": false, "writable": [ws], "network": "off",
+                      "allowed_domains": [], "timeout_secs": null, "cwd": ws});
+    let mut cases = vec![];
+    let mut n = base.clone();
+    n["network"] = json!("on");
+    cases.push(("network on", n));
+    let mut n = base.clone();
+    n["writable"] = json!([ws, outside]);
+    cases.push(("writable outside", n));
+    let mut n = base.clone();
+    n["cwd"] = json!(outside);
+    cases.push(("cwd outside", n));
+    let mut n = base.clone();
+    n["extra"] = json!(1);
+    cases.push(("unknown field", n));
+    for (why, n) in cases {
+        let out = w.run().flag("--mcp-narrow").flag(n.to_string()).sh(&script);
+        assert_eq!(out.code(), 125, "{why}: {out:#?}");
+        out.assert_not("RAN");
+    }
+    assert!(!w.out("marker").exists());
+    assert_eq!(listener.contacts(), 0);
+    // Positive control: the base narrowing (within the default policy) runs.
+    let out = w
+        .run()
+        .flag("--mcp-narrow")
+        .flag(base.to_string())
+        .sh("echo RAN");
+    out.assert_ran("RAN");
+    assert_eq!(out.code(), 0, "{out:#?}");
+}

@@ -68,6 +68,19 @@ fn the_command_cannot_redirect_the_report_to_a_host_file() {
         d = q(&reports),
         o = q(&w.outside),
     );
+    // First the old attack exactly: the report path is inside the workspace, where the command
+    // can replace it. Refused before anything runs; the host file is untouched.
+    let in_ws = w.ws("report.json");
+    let old_attack = format!(
+        "echo RAN; rm -f {r}; ln -s {v} {r} && echo SWAPPED; \
+         python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect(\"/run/x\\n[core]\\n\\tpager = evil\")' 2>/dev/null; echo DONE",
+        r = q(&in_ws),
+        v = q(&victim),
+    );
+    let out = w.run().flag("--report").flag(&in_ws).sh(&old_attack);
+    assert_eq!(out.code(), 125, "{out:#?}");
+    out.assert_not("RAN");
+    assert_eq!(snap(&victim), before, "the host file changed");
     let out = w.run().flag("--report").flag(&report).sh(&script);
     out.assert_ran("DONE");
     out.assert_not("SWAPPED");
