@@ -328,13 +328,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 if plan {
                     v["plan"] = serde_json::to_value(&resolved)?;
                 }
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                let out = serde_json::to_string_pretty(&v)?;
+                println!("{}", text::json_for_terminal(&out));
             } else {
-                print!("{}", loaded.render_text());
+                // Values can come from a workspace config and names from the workspace's tree.
+                for line in loaded.render_text().lines() {
+                    println!("{}", text::escape(line));
+                }
                 if plan {
+                    let out = serde_json::to_string_pretty(&resolved)?;
                     println!(
                         "\n# plan (resolved against the filesystem)\n{}",
-                        serde_json::to_string_pretty(&resolved)?
+                        text::json_for_terminal(&out)
                     );
                 }
             }

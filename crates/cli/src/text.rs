@@ -40,12 +40,14 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// `\uXXXX` escapes: the same JSON value, safe to show on a terminal. (Such characters can only
 /// occur inside strings, where the escape means the same character.)
 pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(is_control) {
+    // C0 characters are serde's own whitespace between tokens (it escapes them inside strings).
+    let unsafe_char = |c: char| c >= ' ' && is_control(c);
+    if !json.chars().any(unsafe_char) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
-        if is_control(c) {
+        if unsafe_char(c) {
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
             out.push(c);
@@ -96,6 +98,9 @@ mod tests {
             "{safe}"
         );
         let back: String = serde_json::from_str(&safe).unwrap();
+        let pretty = serde_json::to_string_pretty(&serde_json::json!({"k": ["\u{85}"]})).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json_for_terminal(&pretty)).unwrap();
+        assert_eq!(v["k"][0], "\u{85}");
         assert_eq!(back, "a\u{9b}b\u{202e}\u{1b}");
         for c in (0u32..0x20).chain(0x7f..0xa0) {
             let s = char::from_u32(c).unwrap().to_string();
