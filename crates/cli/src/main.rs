@@ -13,6 +13,7 @@ mod admin;
 mod backend;
 mod mcp;
 mod run;
+mod text;
 
 /// Exit status when stockade itself fails (policy, setup, usage) — the command never ran.
 pub const EXIT_STOCKADE: u8 = 125;
@@ -46,8 +47,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the Model Context Protocol on stdio (tools: `run`, `policy`).
-    Mcp,
+    /// Serve the Model Context Protocol on stdio (tools: `run`, `policy`). The policy options
+    /// given here are the ceiling for every call: a call may narrow them, never widen them.
+    Mcp {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
     /// Install or repair the elevated tier (as root / administrator, once).
     Setup(admin::SetupArgs),
     /// Remove everything `stockade setup` installed.
@@ -139,9 +144,13 @@ pub struct RunArgs {
     /// After the command, print the machine-readable result (JSON) on stderr.
     #[arg(long)]
     json: bool,
-    /// Write the machine-readable result (JSON) to FILE.
+    /// Write the machine-readable result (JSON) to FILE (opened before the command starts; it
+    /// must lie outside every writable root).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Internal to `stockade mcp`: one call's narrowing of the policy (JSON). It can only narrow.
+    #[arg(long, hide = true, value_name = "JSON")]
+    mcp_narrow: Option<String>,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -201,8 +210,20 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
         cli,
     };
     let loaded = config::load(&req)?;
+    let plan = plan_for(&loaded.policy, args, caller)?;
+    Ok((loaded, plan))
+}
+
+/// Resolve a (loaded) policy into a plan for `args`'s workspace, refusing a plan that would make
+/// Stockade's own state writable.
+pub fn plan_for(
+    policy: &stockade_policy::model::Policy,
+    args: &PolicyArgs,
+    caller: &Caller,
+) -> Result<plan::Plan> {
+    let workspace = args.workspace.clone().unwrap_or_else(|| caller.cwd.clone());
     let plan = plan::resolve(
-        &loaded.policy,
+        policy,
         &PlanRequest {
             workspace,
             cwd: caller.cwd.clone(),
@@ -213,7 +234,7 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
     )?;
     // Stockade's own state (persistent temp dirs of every workspace, the walk cache that decides
     // what gets protected) must never be writable from inside.
-    if !loaded.policy.filesystem.allow_dangerous_roots {
+    if !policy.filesystem.allow_dangerous_roots {
         let state =
             std::fs::canonicalize(&caller.state_dir).unwrap_or_else(|_| caller.state_dir.clone());
         if let Some(r) = plan.writable_roots.iter().find(|r| state.starts_with(r)) {
@@ -224,7 +245,7 @@ pub fn load(args: &PolicyArgs, caller: &Caller) -> Result<(config::Loaded, plan:
             );
         }
     }
-    Ok((loaded, plan))
+    Ok(plan)
 }
 
 fn main() -> ExitCode {
@@ -270,14 +291,14 @@ fn main() -> ExitCode {
             });
         tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(|| text::EscapedStderr)
             .without_time()
             .init();
     }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("stockade: error: {}", one_line(&e));
+            eprintln!("stockade: error: {}", text::escape(&one_line(&e)));
             ExitCode::from(EXIT_STOCKADE)
         }
     }
@@ -308,20 +329,25 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 if plan {
                     v["plan"] = serde_json::to_value(&resolved)?;
                 }
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                let out = serde_json::to_string_pretty(&v)?;
+                println!("{}", text::json_for_terminal(&out));
             } else {
-                print!("{}", loaded.render_text());
+                // Values can come from a workspace config and names from the workspace's tree.
+                for line in loaded.render_text().lines() {
+                    println!("{}", text::escape(line));
+                }
                 if plan {
+                    let out = serde_json::to_string_pretty(&resolved)?;
                     println!(
                         "\n# plan (resolved against the filesystem)\n{}",
-                        serde_json::to_string_pretty(&resolved)?
+                        text::json_for_terminal(&out)
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { json } => run::doctor(json),
-        Cmd::Mcp => mcp::serve(),
+        Cmd::Mcp { policy } => mcp::serve(policy, &caller),
         Cmd::Setup(a) => admin::setup(&a),
         Cmd::Uninstall => admin::uninstall(),
         Cmd::Broker(a) => admin::broker(&a),

@@ -1,11 +1,14 @@
 //! `stockade run`, `doctor` and `clean`.
 
+use crate::text::escape;
 use crate::{load, Caller, RunArgs};
 use anyhow::{bail, Context, Result};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use stockade_policy::backend::{Command, Feature, RunOptions, RunOutcome};
+use stockade_policy::plan::Plan;
 
 pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     for fd in &args.pass_fd {
@@ -13,7 +16,15 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
             bail!("--pass-fd {fd}: not an open descriptor above 2 in this process");
         }
     }
-    let (_loaded, plan) = load(&args.policy, caller)?;
+    let plan = match &args.mcp_narrow {
+        None => load(&args.policy, caller)?.1,
+        Some(n) => crate::mcp::load_narrowed(&args.policy, caller, n)?,
+    };
+    // Opened now, before anything runs, from outside everything the command can change.
+    let mut report_file = match &args.report {
+        Some(p) => Some(open_report(p, &plan, &caller.cwd)?),
+        None => None,
+    };
     let Some((program, rest)) = args.command.split_first() else {
         bail!("no command given after --")
     };
@@ -29,35 +40,46 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     };
     if verbose {
         for w in &plan.warnings {
-            eprintln!("stockade: warning: {w}");
+            eprintln!("stockade: warning: {}", escape(w));
         }
         for m in &plan.protected_missing {
-            eprintln!("stockade: note: {} does not exist, so it cannot be protected by a mount; it could be created by the command", m.display());
+            eprintln!(
+                "stockade: note: {} does not exist, so it cannot be protected by a mount; it could be created by the command",
+                escape(&m.display().to_string())
+            );
         }
     }
     let outcome = match crate::backend::run(&plan, &cmd, &opts, args.tier) {
         Ok(o) => o,
         Err(f) => {
-            eprintln!("stockade: error: {}", f.message);
-            if args.json || args.report.is_some() {
+            eprintln!("stockade: error: {}", escape(&f.message));
+            if args.json || report_file.is_some() {
                 let v = serde_json::json!({"tier": f.tier, "error": f.message, "exit_code": f.exit_code});
-                emit(&args, &v)?;
+                emit(&args, report_file.as_mut(), &v)?;
             }
             return Ok(ExitCode::from(f.exit_code as u8));
         }
     };
-    report(&args, &outcome, verbose)?;
+    report(&args, report_file.as_mut(), &outcome, verbose)?;
     Ok(ExitCode::from((outcome.exit.shell_code() & 0xff) as u8))
 }
 
-fn report(args: &RunArgs, outcome: &RunOutcome, verbose: bool) -> Result<()> {
+fn report(
+    args: &RunArgs,
+    file: Option<&mut std::fs::File>,
+    outcome: &RunOutcome,
+    verbose: bool,
+) -> Result<()> {
     for w in &outcome.warnings {
-        eprintln!("stockade: warning: {w}");
+        eprintln!("stockade: warning: {}", escape(w));
     }
     if verbose {
         eprintln!("stockade: tier {} — enforced:", outcome.tier);
         for l in &outcome.enforced {
-            eprintln!("stockade:   {:16} {}", l.layer, l.detail);
+            eprintln!("stockade:   {:16} {}", escape(&l.layer), escape(&l.detail));
+        }
+        for d in &outcome.denials {
+            eprintln!("stockade: denied {} {}", escape(&d.kind), escape(&d.target));
         }
         eprintln!(
             "stockade: {:?} after {:.1} ms",
@@ -68,24 +90,176 @@ fn report(args: &RunArgs, outcome: &RunOutcome, verbose: bool) -> Result<()> {
     if let stockade_policy::backend::ExitKind::TimedOut = outcome.exit {
         eprintln!("stockade: timed out: the command and everything it started were killed");
     }
-    if args.json || args.report.is_some() {
+    if args.json || file.is_some() {
         let mut v = serde_json::to_value(outcome)?;
         v["exit_code"] = outcome.exit.shell_code().into();
-        emit(args, &v)?;
+        emit(args, file, &v)?;
     }
     Ok(())
 }
 
-fn emit(args: &RunArgs, v: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string(v)?;
+fn emit(args: &RunArgs, file: Option<&mut std::fs::File>, v: &serde_json::Value) -> Result<()> {
+    // serde_json escapes every control character in strings: what the command chose is data.
+    let json = serde_json::to_string(v)?;
+    let text = crate::text::json_for_terminal(&json);
     if args.json {
         eprintln!("{text}");
     }
-    if let Some(path) = &args.report {
-        std::fs::write(path, format!("{text}\n"))
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    if let Some(f) = file {
+        f.write_all(format!("{text}\n").as_bytes())
+            .and_then(|()| f.flush())
+            .context("cannot write the report")?;
     }
     Ok(())
+}
+
+/// Trees the command may change: its writable roots and the host directory behind its `/tmp`.
+fn changeable(plan: &Plan) -> impl Iterator<Item = &Path> {
+    plan.writable_roots
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(plan.temp.persist_dir.as_deref())
+}
+
+/// Where `--report FILE` will be written: the canonical directory and the file name. Refused when
+/// the directory lies in a tree the command can change, or when the path passes through a
+/// symlink inside such a tree (one a previous command could have planted).
+pub fn report_location(path: &Path, plan: &Plan, cwd: &Path) -> Result<(PathBuf, PathBuf)> {
+    let shown = || escape(&path.display().to_string()).into_owned();
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    };
+    let name = match abs.components().next_back() {
+        Some(Component::Normal(n)) => PathBuf::from(n),
+        _ => bail!("--report {}: the path must end in a file name", shown()),
+    };
+    let inside = |p: &Path| {
+        changeable(plan)
+            .find(|r| p.starts_with(r))
+            .map(Path::to_path_buf)
+    };
+    let mut dir = PathBuf::from("/");
+    for c in abs.parent().unwrap_or(Path::new("/")).components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                dir.pop();
+            }
+            Component::Normal(n) => {
+                let next = dir.join(n);
+                if let Some(r) = inside(&dir) {
+                    let link = std::fs::symlink_metadata(&next)
+                        .map(|m| m.file_type().is_symlink())
+                        .unwrap_or(false);
+                    if link {
+                        bail!(
+                            "--report {}: {} is a symbolic link inside the writable root {}, which the command could have planted; write the report outside every writable root",
+                            shown(),
+                            escape(&next.display().to_string()),
+                            escape(&r.display().to_string())
+                        );
+                    }
+                }
+                dir = std::fs::canonicalize(&next).with_context(|| {
+                    format!("--report {}: cannot resolve {}", shown(), next.display())
+                })?;
+            }
+        }
+    }
+    if let Some(r) = inside(&dir) {
+        bail!(
+            "--report {}: it is inside {}, which the sandboxed command can change (it could replace the report with a link to one of your files); write the report outside every writable root",
+            shown(),
+            escape(&r.display().to_string())
+        );
+    }
+    Ok((dir, name))
+}
+
+/// Open (create or truncate) the report file before the command starts, without following any
+/// symlink: `openat2(RESOLVE_NO_SYMLINKS)` on the canonical directory, then `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS` for the name. Nothing the command does later can redirect it.
+#[cfg(target_os = "linux")]
+fn open_report(path: &Path, plan: &Plan, cwd: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let (dir, name) = report_location(path, plan, cwd)?;
+    let shown = escape(&path.display().to_string()).into_owned();
+    let no_links = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let dfd =
+        openat2(None, &dir, libc::O_PATH | libc::O_DIRECTORY, 0, no_links).with_context(|| {
+            format!(
+                "--report {shown}: cannot open the directory {}",
+                dir.display()
+            )
+        })?;
+    let fd = openat2(
+        Some(dfd.as_fd()),
+        &name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0o666,
+        no_links | libc::RESOLVE_BENEATH,
+    )
+    .with_context(|| format!("--report {shown}: cannot open it without following symlinks"))?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().context("--report: fstat")?;
+    if !meta.is_file() {
+        bail!("--report {shown}: not a regular file");
+    }
+    Ok(file)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_report(path: &Path, plan: &Plan, cwd: &Path) -> Result<std::fs::File> {
+    let (dir, name) = report_location(path, plan, cwd)?;
+    let full = dir.join(name);
+    if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!("--report {}: it is a symbolic link", full.display());
+    }
+    std::fs::File::create(&full).with_context(|| format!("cannot create {}", full.display()))
+}
+
+/// `openat2(2)` relative to `dir` (or the current directory), with `O_CLOEXEC` added.
+#[cfg(target_os = "linux")]
+pub fn openat2(
+    dir: Option<std::os::fd::BorrowedFd<'_>>,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `open_how` is a C struct of three integers, for which all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = u64::from(mode);
+    how.resolve = resolve;
+    let dfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    loop {
+        // SAFETY: `c` is NUL-terminated and `how` fully initialised; both outlive the call, and
+        // the size passed is exactly `size_of::<open_how>()`. The kernel only reads them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dfd,
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if r >= 0 {
+            // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+            return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(e);
+        }
+    }
 }
 
 /// `stockade doctor`: the machine features the backends probe, and for each tier whether it can
