@@ -229,37 +229,9 @@ pub fn openat2(
     mode: u32,
     resolve: u64,
 ) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `open_how` is a C struct of three integers, for which all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = u64::from(mode);
-    how.resolve = resolve;
-    let dfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    loop {
-        // SAFETY: `c` is NUL-terminated and `how` fully initialised; both outlive the call, and
-        // the size passed is exactly `size_of::<open_how>()`. The kernel only reads them.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dfd,
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if r >= 0 {
-            // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-            return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) });
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EAGAIN) {
-            return Err(e);
-        }
-    }
+    Ok(stockade_sys::fs::openat2_mode(
+        dir, path, flags, mode, resolve,
+    )?)
 }
 
 /// `stockade doctor`: the machine features the backends probe, and for each tier whether it can

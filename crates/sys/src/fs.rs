@@ -16,10 +16,22 @@ pub fn openat2(
     flags: i32,
     resolve: u64,
 ) -> SysResult<OwnedFd> {
+    openat2_mode(dirfd, path, flags, 0, resolve)
+}
+
+/// [`openat2`] with the `mode` a created file gets (before the umask), for `O_CREAT` opens.
+pub fn openat2_mode(
+    dirfd: Option<BorrowedFd<'_>>,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> SysResult<OwnedFd> {
     let c = crate::cpath(path)?;
     // SAFETY: open_how is a plain C struct of integers for which all-zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = u64::from(mode);
     how.resolve = resolve;
     let dfd = dirfd.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
     let fd = cvt_retry("openat2", || {
