@@ -6,6 +6,8 @@
 //! * [`plan`] — resolution of a policy against the real filesystem into a [`plan::Plan`]: the exact,
 //!   canonical list of what a backend must enforce.
 //! * [`backend`] — the one trait every OS backend implements, and the neutral run/outcome types.
+//! * [`system_dirs`] — the one list of system directories both Linux tiers refuse as writable
+//!   roots.
 //! * [`paths`] — `~/` expansion and the `*`/`?` glob matcher used for environment names.
 //!
 //! Nothing in this crate touches the kernel: it computes, the backends enforce. The policy
@@ -18,6 +20,7 @@ pub mod config;
 pub mod model;
 pub mod paths;
 pub mod plan;
+pub mod system_dirs;
 mod walk_cache;
 
 #[cfg(test)]
