@@ -604,11 +604,11 @@ mod tests {
             return self::EPERM;
         }
         match nr {
-            SYS_connect => SECCOMP_RET_USER_NOTIF,
-            SYS_clone3 | SYS_openat2 => self::ENOSYS,
-            SYS_clone if namespaces.iter().any(|&f| lo(0) & f as u32 != 0) => self::EPERM,
-            SYS_ioctl if lo(1) == TIOCSTI as u32 || lo(1) == TIOCLINUX as u32 => self::EPERM,
-            SYS_socket | SYS_socketpair => {
+            libc::SYS_connect => SECCOMP_RET_USER_NOTIF,
+            libc::SYS_clone3 | libc::SYS_openat2 => self::ENOSYS,
+            libc::SYS_clone if namespaces.iter().any(|&f| lo(0) & f as u32 != 0) => self::EPERM,
+            libc::SYS_ioctl if lo(1) == TIOCSTI as u32 || lo(1) == TIOCLINUX as u32 => self::EPERM,
+            libc::SYS_socket | libc::SYS_socketpair => {
                 let fam = lo(0) as i32;
                 let ty = (lo(1) & 0xf) as i32;
                 match fam {
