@@ -20,7 +20,7 @@
 use crate::protocol::{RunRequest, PROTOCOL_VERSION};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use stockade_policy::system_dirs::{lexical_hit, Relation};
+use stockade_policy::system_dirs::{lexical_hit, Relation, Tier};
 use stockade_sys as sys;
 
 /// Why a request was refused. Messages say what and what to do.
@@ -92,7 +92,7 @@ pub fn forbidden_root(p: &Path, caller_home: Option<&Path>) -> Option<String> {
     }
     // The list both tiers share (stockade_policy::system_dirs), as written: the broker
     // resolves no links, and every path it acts on is opened without following any.
-    match lexical_hit(p) {
+    match lexical_hit(p, Tier::Broker) {
         Some((d, Relation::AncestorOf)) => {
             return Some(format!(
                 "it is an ancestor of the system directory {}",
@@ -327,7 +327,6 @@ mod tests {
         let root = Path::new("/root");
         // Allowed by the unelevated tier before, refused by the broker: now refused by both.
         let unelevated_changed = [
-            "/root/proj",
             "/run/user/1000/x",
             "/usr/local/src",
             "/usr/local/src/proj",
@@ -353,10 +352,10 @@ mod tests {
             );
             assert!(forbidden_root(p, Some(user)).is_some(), "{p:?} (broker)");
         }
-        // The caller's own home stays a workspace in the unelevated tier even when it lies in
-        // a system directory (root's /root: the test harness and the battery run there); the
-        // broker refuses those paths for every caller. The one disagreement left.
+        // Kept on purpose (see stockade_policy::system_dirs): inside /root, the unelevated
+        // tier allows writable roots, the broker refuses them.
         assert!(dangerous_root_reason(Path::new("/root/proj"), Some(root)).is_none());
+        assert!(dangerous_root_reason(Path::new("/root/proj"), Some(user)).is_none());
         assert!(forbidden_root(Path::new("/root/proj"), Some(root)).is_some());
         // Controls: allowed by both before and after.
         for p in [

@@ -6,7 +6,7 @@
 
 use crate::model::{EnvInherit, LimitsPolicy, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
-use crate::system_dirs::{system_dir_hit, Relation, SYSTEM_DIRS};
+use crate::system_dirs::{system_dir_hit, Relation, Tier, SYSTEM_DIRS};
 use crate::walk_cache::{self, FoundKind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -282,7 +282,7 @@ pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String>
             .find(|(name, _)| *name == d)
             .map_or(&[][..], |(_, forms)| forms.as_slice())
     };
-    let (d, how) = system_dir_hit(root, home, forms)?;
+    let (d, how) = system_dir_hit(root, Tier::Unelevated, forms)?;
     Some(match how {
         Relation::Is => format!("the system directory {}", d.display()),
         Relation::AncestorOf => format!("an ancestor of the system directory {}", d.display()),

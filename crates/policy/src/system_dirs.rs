@@ -1,16 +1,18 @@
 //! The one list of system directories both Linux tiers refuse as writable roots.
 //!
 //! Each entry refuses the directory itself and every ancestor of it (`/var` because of
-//! `/var/lib`); an entry marked [`SystemDir::beneath`] refuses everything inside it too (the
-//! elevated broker's rule, which it applied to every directory of its own list).
+//! `/var/lib`); what lies *inside* an entry is refused as its [`Inside`] says. Refusing everything
+//! inside each directory was the elevated broker's own rule for its own list.
 //!
 //! The list is the union of what the two tiers refused before they shared it, each entry with
 //! the stricter of their two verdicts; the paths whose verdict changed are listed in the test
 //! `verdicts_that_changed_when_the_lists_merged` (crates/elevated/src/validate.rs), which runs
-//! both tiers' checks. The unelevated tier ([`crate::plan::dangerous_root_reason`]) also matches
-//! each entry's resolved form (`/bin -> usr/bin`) and exempts the caller's own home from the
-//! `beneath` rule: running as root, `/root/project` is an ordinary workspace (the test harness
-//! and the escape battery run there), where the broker refuses it for every caller.
+//! both tiers' checks. One exception is kept on purpose: inside `/root` the unelevated tier
+//! still allows writable roots (running as root, `/root/...` is the caller's own tree: the test
+//! harness's and the escape battery's workspaces live there), while the broker, which grants a
+//! sandbox account access, refuses it ([`Inside::RefusedByBroker`]). The unelevated tier
+//! ([`crate::plan::dangerous_root_reason`]) also matches each entry's resolved form
+//! (`/bin -> usr/bin`); the broker compares the entries as written.
 
 use std::path::{Path, PathBuf};
 
@@ -19,42 +21,74 @@ use std::path::{Path, PathBuf};
 pub struct SystemDir {
     /// The directory (absolute, lexically clean).
     pub path: &'static str,
-    /// Everything inside it is refused too, not only the directory and its ancestors.
-    pub beneath: bool,
+    /// Whether what lies inside it is refused too.
+    pub inside: Inside,
 }
 
-const fn d(path: &'static str, beneath: bool) -> SystemDir {
-    SystemDir { path, beneath }
+/// Whether paths inside a system directory are refused too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inside {
+    /// Refused by both tiers.
+    Refused,
+    /// Allowed (`/opt/tool`, `/srv/site`, `/var/www`).
+    Allowed,
+    /// Refused by the broker only (`/root`; see the module docs).
+    RefusedByBroker,
 }
 
-/// Directories a writable root may neither be nor contain; those marked `beneath` may not
-/// contain it either. Unless `allow_dangerous_roots` (unelevated tier only).
+/// Which tier asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The unelevated tier (namespaces; the command runs as the caller).
+    Unelevated,
+    /// The elevated broker (the command runs as a sandbox account granted access).
+    Broker,
+}
+
+impl Inside {
+    fn refused_for(self, tier: Tier) -> bool {
+        match self {
+            Inside::Refused => true,
+            Inside::Allowed => false,
+            Inside::RefusedByBroker => tier == Tier::Broker,
+        }
+    }
+}
+
+const fn d(path: &'static str, inside: Inside) -> SystemDir {
+    SystemDir { path, inside }
+}
+
+use Inside::{Allowed as A, Refused as R};
+
+/// Directories a writable root may neither be nor contain, nor (as [`SystemDir::inside`] says)
+/// lie in. Unless `allow_dangerous_roots` (unelevated tier only).
 pub const SYSTEM_DIRS: &[SystemDir] = &[
-    d("/bin", true),
-    d("/boot", true),
-    d("/dev", true),
-    d("/etc", true),
-    d("/lib", true),
-    d("/lib32", true),
-    d("/lib64", true),
-    d("/libx32", true),
-    d("/opt", false),
-    d("/proc", true),
-    d("/root", true),
-    d("/run", true),
-    d("/sbin", true),
-    d("/snap", true),
-    d("/srv", false),
-    d("/sys", true),
-    d("/usr", true),
-    d("/var", false),
-    d("/var/backups", true),
-    d("/var/cache", true),
-    d("/var/lib", true),
-    d("/var/log", true),
-    d("/var/mail", true),
-    d("/var/run", false),
-    d("/var/spool", true),
+    d("/bin", R),
+    d("/boot", R),
+    d("/dev", R),
+    d("/etc", R),
+    d("/lib", R),
+    d("/lib32", R),
+    d("/lib64", R),
+    d("/libx32", R),
+    d("/opt", A),
+    d("/proc", R),
+    d("/root", Inside::RefusedByBroker),
+    d("/run", R),
+    d("/sbin", R),
+    d("/snap", R),
+    d("/srv", A),
+    d("/sys", R),
+    d("/usr", R),
+    d("/var", A),
+    d("/var/backups", R),
+    d("/var/cache", R),
+    d("/var/lib", R),
+    d("/var/log", R),
+    d("/var/mail", R),
+    d("/var/run", A),
+    d("/var/spool", R),
 ];
 
 /// How a path meets a system directory.
@@ -68,13 +102,12 @@ pub enum Relation {
     Inside,
 }
 
-/// The first system directory `path` meets, and how. `forms` gives the forms of an entry to
-/// compare against (the entry itself, plus its resolved form when the caller resolves links);
-/// a path inside `exempt_home` is not refused for lying beneath an entry that holds that home
-/// (`/root` for root; a `HOME=/` exempts nothing). Pure.
+/// The first system directory `path` meets for `tier`, and how. `forms` gives the forms of an
+/// entry to compare against (the entry itself, plus its resolved form when the caller resolves
+/// links). Pure.
 pub fn system_dir_hit<'a>(
     path: &Path,
-    exempt_home: Option<&Path>,
+    tier: Tier,
     forms: impl Fn(&'static str) -> &'a [PathBuf],
 ) -> Option<(PathBuf, Relation)> {
     for e in SYSTEM_DIRS {
@@ -87,15 +120,8 @@ pub fn system_dir_hit<'a>(
             }
         }
     }
-    for e in SYSTEM_DIRS {
-        if !e.beneath {
-            continue;
-        }
+    for e in SYSTEM_DIRS.iter().filter(|e| e.inside.refused_for(tier)) {
         for f in forms(e.path) {
-            // Inside the caller's home, which itself lies in this directory (root's `/root`).
-            if exempt_home.is_some_and(|h| path.starts_with(h) && h.starts_with(f)) {
-                continue;
-            }
             if path.starts_with(f) {
                 return Some((f.clone(), Relation::Inside));
             }
@@ -105,7 +131,7 @@ pub fn system_dir_hit<'a>(
 }
 
 /// [`system_dir_hit`] on the entries as written (no link resolution): the broker's form.
-pub fn lexical_hit(path: &Path) -> Option<(PathBuf, Relation)> {
+pub fn lexical_hit(path: &Path, tier: Tier) -> Option<(PathBuf, Relation)> {
     static FORMS: std::sync::OnceLock<Vec<(&'static str, Vec<PathBuf>)>> =
         std::sync::OnceLock::new();
     let forms = FORMS.get_or_init(|| {
@@ -114,7 +140,7 @@ pub fn lexical_hit(path: &Path) -> Option<(PathBuf, Relation)> {
             .map(|e| (e.path, vec![PathBuf::from(e.path)]))
             .collect()
     });
-    system_dir_hit(path, None, |p| {
+    system_dir_hit(path, tier, |p| {
         forms
             .iter()
             .find(|(n, _)| *n == p)
@@ -138,48 +164,23 @@ mod tests {
     }
 
     #[test]
-    fn itself_ancestors_and_beneath_only_where_marked() {
+    fn itself_ancestors_and_inside_as_marked() {
         let p = |s: &str| PathBuf::from(s);
+        for tier in [Tier::Unelevated, Tier::Broker] {
+            let hit = |s: &str| lexical_hit(&p(s), tier);
+            assert_eq!(hit("/opt/proj"), None, "/opt allows inside");
+            assert_eq!(hit("/opt"), Some((p("/opt"), Relation::Is)));
+            assert_eq!(hit("/var"), Some((p("/var"), Relation::Is)));
+            assert_eq!(hit("/"), Some((p("/bin"), Relation::AncestorOf)));
+            assert_eq!(hit("/etc/ssh"), Some((p("/etc"), Relation::Inside)));
+            assert_eq!(hit("/var/lib/x"), Some((p("/var/lib"), Relation::Inside)));
+            assert_eq!(hit("/var/www/x"), None);
+            assert_eq!(hit("/home/u/ws"), None);
+            assert_eq!(hit("/root"), Some((p("/root"), Relation::Is)));
+        }
+        assert_eq!(lexical_hit(&p("/root/proj"), Tier::Unelevated), None);
         assert_eq!(
-            lexical_hit(&p("/opt/proj")),
-            None,
-            "/opt is not marked beneath"
-        );
-        assert_eq!(lexical_hit(&p("/opt")), Some((p("/opt"), Relation::Is)));
-        assert_eq!(lexical_hit(&p("/var")), Some((p("/var"), Relation::Is)));
-        assert_eq!(
-            lexical_hit(&p("/")),
-            Some((p("/bin"), Relation::AncestorOf))
-        );
-        assert_eq!(
-            lexical_hit(&p("/etc/ssh")),
-            Some((p("/etc"), Relation::Inside))
-        );
-        assert_eq!(
-            lexical_hit(&p("/var/lib/x")),
-            Some((p("/var/lib"), Relation::Inside))
-        );
-        assert_eq!(lexical_hit(&p("/var/www/x")), None);
-        assert_eq!(lexical_hit(&p("/home/u/ws")), None);
-        let all = |e: &'static str| -> &'static [PathBuf] {
-            static F: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
-            let v = F.get_or_init(|| SYSTEM_DIRS.iter().map(|e| PathBuf::from(e.path)).collect());
-            let i = SYSTEM_DIRS.iter().position(|x| x.path == e).unwrap_or(0);
-            std::slice::from_ref(&v[i])
-        };
-        assert_eq!(
-            system_dir_hit(&p("/etc/ssl"), Some(Path::new("/")), all),
-            Some((p("/etc"), Relation::Inside)),
-            "HOME=/ exempts nothing"
-        );
-        let root = [p("/root")];
-        let forms = |e: &'static str| if e == "/root" { &root[..] } else { &[][..] };
-        assert_eq!(
-            system_dir_hit(&p("/root/proj"), Some(Path::new("/root")), forms),
-            None
-        );
-        assert_eq!(
-            system_dir_hit(&p("/root/proj"), None, forms),
+            lexical_hit(&p("/root/proj"), Tier::Broker),
             Some((p("/root"), Relation::Inside))
         );
     }
