@@ -27,9 +27,7 @@ pub fn poll_read(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> SysResult<Vec<bool>
             revents: 0,
         })
         .collect();
-    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    match cvt("poll", String::new, r) {
+    match crate::poll_once(&mut pfds, timeout_ms) {
         Ok(_) => Ok(pfds.iter().map(|p| p.revents != 0).collect()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![false; pfds.len()]),
         Err(e) => Err(e),
@@ -47,9 +45,7 @@ pub fn poll_revents(fds: &[RawFd], timeout_ms: i32) -> SysResult<Vec<libc::c_sho
             revents: 0,
         })
         .collect();
-    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    match cvt("poll", String::new, r) {
+    match crate::poll_once(&mut pfds, timeout_ms) {
         Ok(_) => Ok(pfds.iter().map(|p| p.revents).collect()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![0; pfds.len()]),
         Err(e) => Err(e),
