@@ -10,7 +10,8 @@
 //!   roots.
 //! * [`paths`] — `~/` expansion and the `*`/`?` glob matcher used for environment names.
 //!
-//! Nothing in this crate touches the kernel: it computes, the backends enforce. The policy
+//! Nothing in this crate makes a raw syscall (the one filesystem-type probe of the walk cache goes
+//! through `stockade_sys`): it computes, the backends enforce. The policy
 //! reference for users is `docs/policy.md`.
 
 #![warn(missing_docs)]
