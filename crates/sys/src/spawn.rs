@@ -112,8 +112,7 @@ pub struct RawChild {
 impl RawChild {
     /// `SIGKILL` (the pid cannot have been reused: it is not reaped yet).
     pub fn kill(&self) {
-        // SAFETY: kill(2) with integer arguments on our own unreaped child.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let _ = crate::kill(self.pid, libc::SIGKILL);
     }
 
     /// Reaps it: `(exit code, terminating signal)`.
@@ -173,11 +172,8 @@ fn fork_child(s: &RawSpawn<'_>) -> SysResult<RawChild> {
         unsafe { libc::_exit(126) };
     }
     let child_gone = || {
-        // SAFETY: kill(2) of our own unreaped child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let mut st = 0;
-        // SAFETY: waitpid writes the status into a local int.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let _ = crate::kill(pid, libc::SIGKILL);
+        let _ = crate::waitpid(pid, false);
     };
     match pidfd_open(pid) {
         Ok(pidfd) => Ok(RawChild {
@@ -282,8 +278,7 @@ pub fn set_not_dumpable() -> SysResult<()> {
 pub fn die_by_signal(sig: libc::c_int) {
     // SAFETY: resetting a signal's disposition to the default; no handler memory is involved.
     unsafe { libc::signal(sig, libc::SIG_DFL) };
-    // SAFETY: kill(2) of this very process with a signal number taken from a wait status.
-    unsafe { libc::kill(std::process::id() as libc::pid_t, sig) };
+    let _ = crate::kill(std::process::id() as libc::pid_t, sig);
 }
 
 /// Process-setup operations, usable between fork and exec (the broker's forked child and the
