@@ -20,6 +20,7 @@
 use crate::protocol::{RunRequest, PROTOCOL_VERSION};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use stockade_policy::system_dirs::{lexical_hit, Relation, Tier};
 use stockade_sys as sys;
 
 /// Why a request was refused. Messages say what and what to do.
@@ -75,31 +76,6 @@ pub enum Refusal {
     Malformed(String),
 }
 
-/// Directories (and everything beneath them) that are never writable roots.
-pub const SYSTEM_DIRS: &[&str] = &[
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/proc",
-    "/root",
-    "/run",
-    "/sbin",
-    "/sys",
-    "/usr",
-    "/var/lib",
-    "/var/log",
-    "/var/cache",
-    "/var/spool",
-    "/var/mail",
-    "/var/backups",
-    "/snap",
-];
-
 /// Whether `p` is lexically clean and absolute.
 pub fn clean_absolute(p: &Path) -> bool {
     p.is_absolute()
@@ -114,10 +90,17 @@ pub fn forbidden_root(p: &Path, caller_home: Option<&Path>) -> Option<String> {
     if n <= 2 {
         return Some("it is `/` or a top-level directory shared by the whole system".into());
     }
-    for s in SYSTEM_DIRS {
-        if p.starts_with(s) {
-            return Some(format!("it is inside the system directory {s}"));
+    // The list both tiers share (stockade_policy::system_dirs), as written: the broker
+    // resolves no links, and every path it acts on is opened without following any.
+    match lexical_hit(p, Tier::Broker) {
+        Some((d, Relation::AncestorOf)) => {
+            return Some(format!(
+                "it is an ancestor of the system directory {}",
+                d.display()
+            ))
         }
+        Some((d, _)) => return Some(format!("it is inside the system directory {}", d.display())),
+        None => {}
     }
     if caller_home == Some(p) {
         return Some("it is your home directory itself; pick a project directory inside it".into());
@@ -329,6 +312,67 @@ mod tests {
                 forbidden_root(Path::new(p), Some(home)).is_none(),
                 "{p} must be allowed"
             );
+        }
+    }
+
+    /// The one deliberate behaviour change of sharing one list of system directories between
+    /// the tiers (`stockade_policy::system_dirs`): where the unelevated tier's check
+    /// (`dangerous_root_reason`) and the broker's (`forbidden_root`) disagreed, the stricter
+    /// verdict now holds for both. Each path below was allowed by exactly one tier before
+    /// (measured against both old checks); the controls were allowed by both and still are.
+    #[test]
+    fn verdicts_that_changed_when_the_lists_merged() {
+        use stockade_policy::plan::dangerous_root_reason;
+        let user = Path::new("/home/u");
+        let root = Path::new("/root");
+        // Allowed by the unelevated tier before, refused by the broker: now refused by both.
+        let unelevated_changed = [
+            "/run/user/1000/x",
+            "/usr/local/src",
+            "/usr/local/src/proj",
+            "/usr/src/linux",
+            "/var/backups",
+            "/var/backups/x",
+            "/var/cache/x",
+            "/var/lib/x",
+            "/var/lib/jenkins/ws",
+            "/var/log/x",
+            "/var/mail/x",
+            "/var/spool/x",
+            "/snap",
+            "/snap/x",
+        ];
+        // Allowed by the broker before, refused by the unelevated tier: now refused by both.
+        let broker_changed = ["/var/run"];
+        for p in unelevated_changed.iter().chain(&broker_changed) {
+            let p = Path::new(p);
+            assert!(
+                dangerous_root_reason(p, Some(user)).is_some(),
+                "{p:?} (unelevated)"
+            );
+            assert!(forbidden_root(p, Some(user)).is_some(), "{p:?} (broker)");
+        }
+        // Kept on purpose (see stockade_policy::system_dirs): inside /root, the unelevated
+        // tier allows writable roots, the broker refuses them.
+        assert!(dangerous_root_reason(Path::new("/root/proj"), Some(root)).is_none());
+        assert!(dangerous_root_reason(Path::new("/root/proj"), Some(user)).is_none());
+        assert!(forbidden_root(Path::new("/root/proj"), Some(root)).is_some());
+        // Controls: allowed by both before and after.
+        for p in [
+            "/home/u/ws",
+            "/opt/proj/a",
+            "/srv/build/x",
+            "/var/tmp/x",
+            "/var/www/site",
+            "/mnt/x",
+            "/media/u/x",
+        ] {
+            let p = Path::new(p);
+            assert!(
+                dangerous_root_reason(p, Some(user)).is_none(),
+                "{p:?} (unelevated)"
+            );
+            assert!(forbidden_root(p, Some(user)).is_none(), "{p:?} (broker)");
         }
     }
 

@@ -7,15 +7,10 @@
 //! cannot be undone from inside. Where the kernel supports ABI 6, abstract unix sockets and
 //! signals are scoped to the sandbox.
 
-use landlock::{
-    path_beneath_rules, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
-};
+use ::landlock::RulesetStatus;
 use std::path::PathBuf;
 use stockade_policy::plan::Plan;
-
-/// The newest ABI this code was written against.
-const TARGET_ABI: ABI = ABI::V6;
+use stockade_sys::landlock;
 
 /// What Landlock actually did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,35 +40,19 @@ pub fn writable_paths(plan: &Plan) -> Vec<PathBuf> {
 /// Restrict the calling thread (and its future children). Call after all mounts are in place and
 /// before dropping capabilities is irrelevant: Landlock needs only `no_new_privs`.
 pub fn restrict(plan: &Plan) -> Result<LandlockStatus, LandlockError> {
-    let abi = TARGET_ABI;
     let err = |e: &dyn std::fmt::Display| LandlockError(e.to_string());
-    let all = AccessFs::from_all(abi);
-    let read = AccessFs::from_read(abi);
-    let devices = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
-    let ruleset = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(all)
-        .map_err(|e| err(&e))?
-        .scope(Scope::AbstractUnixSocket | Scope::Signal)
-        .map_err(|e| err(&e))?
-        .create()
-        .map_err(|e| err(&e))?
-        .add_rules(path_beneath_rules(["/"], read))
-        .map_err(|e| err(&e))?
-        .add_rules(path_beneath_rules(writable_paths(plan), all))
-        .map_err(|e| err(&e))?
-        .add_rules(path_beneath_rules(
-            [
-                "/dev/null",
-                "/dev/zero",
-                "/dev/full",
-                "/dev/tty",
-                "/dev/pts",
-                "/dev/ptmx",
-            ],
-            devices,
-        ))
-        .map_err(|e| err(&e))?;
+    let ruleset = landlock::base_ruleset(
+        writable_paths(plan),
+        &[
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/tty",
+            "/dev/pts",
+            "/dev/ptmx",
+        ],
+    )
+    .map_err(|e| err(&e))?;
     let status = ruleset.restrict_self().map_err(|e| err(&e))?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => LandlockStatus::Full,

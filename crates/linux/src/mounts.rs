@@ -110,38 +110,79 @@ fn within(path: &Path, roots: &[PathBuf]) -> bool {
 
 /// The ordered mount steps for `plan` (see the module docs for the order).
 pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
-    let mut out = Vec::new();
-    let mut slot = 0usize;
-    let mut capture = |out: &mut Vec<Step>, source: PathBuf, access| {
-        out.push(Step::Capture {
-            slot,
+    let mut b = Builder::default();
+    // 2. captures, while the host view is intact
+    let slots = capture_all(&mut b, plan, host);
+    // 3. fresh /dev, temp dirs
+    fresh_dev(&mut b, &slots.dev);
+    temp_dirs(&mut b, plan, &slots.temp);
+    // 4. writable roots, then protection on top
+    attach_roots_and_protection(&mut b, &slots);
+    // 5. masks
+    masks(&mut b, plan);
+    // 6. /proc
+    b.out.push(Step::Proc {
+        target: "/proc".into(),
+    });
+    b.out
+}
+
+/// The steps being assembled, and the next free capture slot.
+#[derive(Default)]
+struct Builder {
+    out: Vec<Step>,
+    slot: usize,
+}
+
+impl Builder {
+    /// Capture `source` into the next slot; returns the slot.
+    fn capture(&mut self, source: PathBuf, access: Access) -> usize {
+        self.out.push(Step::Capture {
+            slot: self.slot,
             source,
             access,
         });
-        slot += 1;
-        slot - 1
-    };
+        self.slot += 1;
+        self.slot - 1
+    }
 
-    // 2. captures, while the host view is intact
-    let dev_slots: Vec<(String, usize)> = host
+    fn attach(&mut self, slot: usize, target: PathBuf, kind: PathKind) {
+        self.out.push(Step::Attach { slot, target, kind });
+    }
+}
+
+/// The slots captured in phase 2, by what they become.
+struct Slots {
+    dev: Vec<(String, usize)>,
+    roots: Vec<(PathBuf, usize)>,
+    protected: Vec<(PathBuf, PathKind, usize)>,
+    pins: Vec<(PathBuf, usize)>,
+    links: Vec<(PathBuf, usize)>,
+    temp: Vec<(PathBuf, usize)>,
+    sockets: Vec<(PathBuf, usize)>,
+}
+
+/// Phase 2: every capture from the host view (and the lockdown, right after the device nodes).
+fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
+    let dev = host
         .devices
         .iter()
         .map(|d| {
             (
                 d.clone(),
-                capture(&mut out, Path::new("/dev").join(d), Access::AsIs),
+                b.capture(Path::new("/dev").join(d), Access::AsIs),
             )
         })
         .collect();
     // Lock down after the device nodes are captured: the lockdown makes every mount `nodev`, and
     // detached clones taken before it keep their own flags.
-    out.push(Step::LockDownRoot);
-    let root_slots: Vec<(PathBuf, usize)> = plan
+    b.out.push(Step::LockDownRoot);
+    let roots = plan
         .writable_roots
         .iter()
-        .map(|r| (r.clone(), capture(&mut out, r.clone(), Access::Writable)))
+        .map(|r| (r.clone(), b.capture(r.clone(), Access::Writable)))
         .collect();
-    let protected_slots: Vec<(PathBuf, PathKind, usize)> = plan
+    let protected = plan
         .protected
         .iter()
         .filter(|p| within(&p.path, &plan.writable_roots))
@@ -149,19 +190,59 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
             (
                 p.path.clone(),
                 p.kind,
-                capture(&mut out, p.path.clone(), Access::ReadOnly),
+                b.capture(p.path.clone(), Access::ReadOnly),
             )
         })
         .collect();
-    // Every directory between a writable root and a protected path becomes a mount point too, so
-    // it cannot be renamed away (a mount point is EBUSY) and replaced by one holding a forged
-    // `.git`.
     let link_paths: Vec<PathBuf> = plan
         .protected_symlinks
         .iter()
         .filter(|l| within(l, &plan.writable_roots))
         .cloned()
         .collect();
+    let pins = pinned_ancestors(plan, &link_paths)
+        .into_iter()
+        .map(|a| (a.clone(), b.capture(a, Access::Writable)))
+        .collect();
+    let links = link_paths
+        .into_iter()
+        .map(|l| (l.clone(), b.capture(l, Access::Link)))
+        .collect();
+    let temp = match (&plan.temp.private, &plan.temp.persist_dir) {
+        (true, Some(dir)) => vec![
+            (
+                PathBuf::from("/tmp"),
+                b.capture(dir.join("tmp"), Access::Writable),
+            ),
+            (
+                PathBuf::from("/var/tmp"),
+                b.capture(dir.join("var-tmp"), Access::Writable),
+            ),
+        ],
+        _ => vec![],
+    };
+    // Allowed unix sockets may live under a directory that is about to be covered (a private
+    // /tmp, a masked dir): keep them reachable at the same path.
+    let sockets = plan
+        .allow_unix_sockets
+        .iter()
+        .map(|p| (p.clone(), b.capture(p.clone(), Access::AsIs)))
+        .collect();
+    Slots {
+        dev,
+        roots,
+        protected,
+        pins,
+        links,
+        temp,
+        sockets,
+    }
+}
+
+/// Every directory between a writable root and a protected path (or protected link), shallowest
+/// first, each once. They become mount points too, so none can be renamed away (a mount point
+/// is EBUSY) and replaced by one holding a forged `.git`.
+fn pinned_ancestors(plan: &Plan, link_paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut ancestors: Vec<PathBuf> = Vec::new();
     let pinned_for = plan
         .protected
@@ -189,69 +270,36 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
     }
     ancestors.sort_by_key(|a| a.components().count());
     ancestors.dedup();
-    let ancestors: Vec<_> = {
-        let mut seen = std::collections::HashSet::new();
-        ancestors
-            .into_iter()
-            .filter(|a| seen.insert(a.clone()))
-            .collect()
-    };
-    let pin_slots: Vec<(PathBuf, usize)> = ancestors
+    let mut seen = std::collections::HashSet::new();
+    ancestors
         .into_iter()
-        .map(|a| (a.clone(), capture(&mut out, a, Access::Writable)))
-        .collect();
-    let link_slots: Vec<(PathBuf, usize)> = link_paths
-        .into_iter()
-        .map(|l| (l.clone(), capture(&mut out, l, Access::Link)))
-        .collect();
-    let temp_slots: Vec<(PathBuf, usize)> = match (&plan.temp.private, &plan.temp.persist_dir) {
-        (true, Some(dir)) => vec![
-            (
-                PathBuf::from("/tmp"),
-                capture(&mut out, dir.join("tmp"), Access::Writable),
-            ),
-            (
-                PathBuf::from("/var/tmp"),
-                capture(&mut out, dir.join("var-tmp"), Access::Writable),
-            ),
-        ],
-        _ => vec![],
-    };
+        .filter(|a| seen.insert(a.clone()))
+        .collect()
+}
 
-    // Allowed unix sockets may live under a directory that is about to be covered (a private
-    // /tmp, a masked dir): keep them reachable at the same path.
-    let socket_slots: Vec<(PathBuf, usize)> = plan
-        .allow_unix_sockets
-        .iter()
-        .map(|p| (p.clone(), capture(&mut out, p.clone(), Access::AsIs)))
-        .collect();
-
-    // 3. fresh /dev, temp dirs
-    out.push(Step::Tmpfs {
+/// Phase 3a: a fresh `/dev` with the captured device nodes, devpts, shm and the usual links.
+fn fresh_dev(b: &mut Builder, dev: &[(String, usize)]) {
+    b.out.push(Step::Tmpfs {
         target: "/dev".into(),
         options: "mode=0755,size=64k".into(),
         read_only: false,
     });
-    for (name, s) in &dev_slots {
+    for (name, s) in dev {
         let target = Path::new("/dev").join(name);
-        out.push(Step::Touch {
+        b.out.push(Step::Touch {
             path: target.clone(),
         });
-        out.push(Step::Attach {
-            slot: *s,
-            target,
-            kind: PathKind::File,
-        });
+        b.attach(*s, target, PathKind::File);
     }
     for d in ["pts", "shm"] {
-        out.push(Step::Mkdir {
+        b.out.push(Step::Mkdir {
             path: Path::new("/dev").join(d),
         });
     }
-    out.push(Step::Devpts {
+    b.out.push(Step::Devpts {
         target: "/dev/pts".into(),
     });
-    out.push(Step::Tmpfs {
+    b.out.push(Step::Tmpfs {
         target: "/dev/shm".into(),
         options: "mode=1777".into(),
         read_only: false,
@@ -263,95 +311,73 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
         ("/proc/self/fd/1", "/dev/stdout"),
         ("/proc/self/fd/2", "/dev/stderr"),
     ] {
-        out.push(Step::Symlink {
+        b.out.push(Step::Symlink {
             target: target.into(),
             link: link.into(),
         });
     }
-    if plan.temp.private {
-        if temp_slots.is_empty() {
-            for t in ["/tmp", "/var/tmp"] {
-                out.push(Step::Tmpfs {
-                    target: t.into(),
-                    options: "mode=1777".into(),
-                    read_only: false,
-                });
-            }
-        } else {
-            for (target, s) in &temp_slots {
-                out.push(Step::Attach {
-                    slot: *s,
-                    target: target.clone(),
-                    kind: PathKind::Dir,
-                });
-            }
+}
+
+/// Phase 3b: private `/tmp` and `/var/tmp` (fresh, or the persisted ones captured in phase 2).
+fn temp_dirs(b: &mut Builder, plan: &Plan, temp: &[(PathBuf, usize)]) {
+    if !plan.temp.private {
+        return;
+    }
+    if temp.is_empty() {
+        for t in ["/tmp", "/var/tmp"] {
+            b.out.push(Step::Tmpfs {
+                target: t.into(),
+                options: "mode=1777".into(),
+                read_only: false,
+            });
+        }
+    } else {
+        for (target, s) in temp {
+            b.attach(*s, target.clone(), PathKind::Dir);
         }
     }
+}
 
-    // 4. writable roots, then protection on top
-    for (root, s) in &root_slots {
-        out.push(Step::Attach {
-            slot: *s,
-            target: root.clone(),
-            kind: PathKind::Dir,
-        });
+/// Phase 4: writable roots, the pinned directories and protected paths on top of them, the
+/// protected links, then the allowed sockets.
+fn attach_roots_and_protection(b: &mut Builder, slots: &Slots) {
+    for (root, s) in &slots.roots {
+        b.attach(*s, root.clone(), PathKind::Dir);
     }
-    for (path, s) in &pin_slots {
-        out.push(Step::Attach {
-            slot: *s,
-            target: path.clone(),
-            kind: PathKind::Dir,
-        });
+    for (path, s) in &slots.pins {
+        b.attach(*s, path.clone(), PathKind::Dir);
     }
-    for (path, kind, s) in &protected_slots {
-        out.push(Step::Attach {
-            slot: *s,
-            target: path.clone(),
-            kind: *kind,
-        });
+    for (path, kind, s) in &slots.protected {
+        b.attach(*s, path.clone(), *kind);
     }
-
-    for (path, s) in &link_slots {
-        out.push(Step::AttachLink {
+    for (path, s) in &slots.links {
+        b.out.push(Step::AttachLink {
             slot: *s,
             target: path.clone(),
         });
     }
-
     // Allowed sockets, at their own path (a socket inside a `deny_read` directory stays hidden:
     // the mask below wins).
-    for (path, s) in &socket_slots {
-        out.push(Step::Attach {
-            slot: *s,
-            target: path.clone(),
-            kind: PathKind::File,
-        });
+    for (path, s) in &slots.sockets {
+        b.attach(*s, path.clone(), PathKind::File);
     }
+}
 
-    // 5. masks
+/// Phase 5: `deny_read` masks (an empty read-only tmpfs on a directory, `/dev/null` on a file).
+fn masks(b: &mut Builder, plan: &Plan) {
     for m in &plan.deny_read {
         match m.kind {
-            PathKind::Dir => out.push(Step::Tmpfs {
+            PathKind::Dir => b.out.push(Step::Tmpfs {
                 target: m.path.clone(),
                 options: "mode=000,size=4k".into(),
                 read_only: true,
             }),
             PathKind::File => {
-                let s = capture(&mut out, "/dev/null".into(), Access::ReadOnly);
-                out.push(Step::Attach {
-                    slot: s,
-                    target: m.path.clone(),
-                    kind: PathKind::File,
-                });
+                let s = b.capture("/dev/null".into(), Access::ReadOnly);
+                b.attach(s, m.path.clone(), PathKind::File);
             }
         }
     }
-
-    // 6. /proc
-    out.push(Step::Proc {
-        target: "/proc".into(),
-    });
-    out
 }
 
 /// A failed mount step.

@@ -7,9 +7,12 @@
 //!   canonical list of what a backend must enforce.
 //! * [`domains`] — `network.allowed_domains` entries (`name`, `*.name`, addresses, `:PORT`).
 //! * [`backend`] — the one trait every OS backend implements, and the neutral run/outcome types.
+//! * [`system_dirs`] — the one list of system directories both Linux tiers refuse as writable
+//!   roots.
 //! * [`paths`] — `~/` expansion and the `*`/`?` glob matcher used for environment names.
 //!
-//! Nothing in this crate touches the kernel: it computes, the backends enforce. The policy
+//! Nothing in this crate makes a raw syscall (the one filesystem-type probe of the walk cache goes
+//! through `stockade_sys`): it computes, the backends enforce. The policy
 //! reference for users is `docs/policy.md`.
 
 #![warn(missing_docs)]
@@ -20,6 +23,7 @@ pub mod domains;
 pub mod model;
 pub mod paths;
 pub mod plan;
+pub mod system_dirs;
 mod walk_cache;
 
 #[cfg(test)]

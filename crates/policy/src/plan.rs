@@ -6,6 +6,7 @@
 
 use crate::model::{EnvInherit, LimitsPolicy, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
+use crate::system_dirs::{system_dir_hit, Relation, Tier, SYSTEM_DIRS};
 use crate::walk_cache::{self, FoundKind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -221,60 +222,6 @@ pub const CORE_ENV_VARS: &[&str] = &[
     "PAGER",
 ];
 
-/// Directories a writable root may neither be nor contain (be an ancestor of), unless
-/// `allow_dangerous_roots`. `/`, the home directory and its ancestors, and every direct child of
-/// `/usr` are refused too, as is anything inside [`SYSTEM_SUBTREES`].
-pub const SYSTEM_DIRS: &[&str] = &[
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/opt",
-    "/proc",
-    "/root",
-    "/run",
-    "/sbin",
-    "/srv",
-    "/sys",
-    "/usr",
-    "/var",
-    "/var/cache",
-    "/var/lib",
-    "/var/log",
-    "/var/mail",
-    "/var/run",
-    "/var/spool",
-];
-
-/// Directories inside which no writable root may lie, unless `allow_dangerous_roots`. (`/root` is
-/// deliberately not here: when running as root, `/root/project` is an ordinary workspace; `/root`
-/// itself is refused by [`SYSTEM_DIRS`].)
-pub const SYSTEM_SUBTREES: &[&str] = &[
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/proc",
-    "/sbin",
-    "/sys",
-    "/usr/bin",
-    "/usr/include",
-    "/usr/lib",
-    "/usr/lib32",
-    "/usr/lib64",
-    "/usr/libexec",
-    "/usr/sbin",
-    "/usr/share",
-];
-
 /// Kernel pseudo-filesystems the protected-name walk never descends into (only relevant when `/`
 /// itself is a forced writable root).
 const WALK_SKIP: &[&str] = &["/proc", "/sys", "/dev"];
@@ -288,22 +235,20 @@ fn system_dir_forms() -> &'static [(&'static str, Vec<PathBuf>)] {
     FORMS.get_or_init(|| {
         SYSTEM_DIRS
             .iter()
-            .chain(SYSTEM_SUBTREES)
-            .chain(&["/usr"])
-            .map(|&d| {
-                let p = PathBuf::from(d);
+            .map(|e| {
+                let p = PathBuf::from(e.path);
                 let forms = match fs::read_link(&p).and_then(|_| fs::canonicalize(&p)) {
                     Ok(c) if c != p => vec![p, c],
                     _ => vec![p],
                 };
-                (d, forms)
+                (e.path, forms)
             })
             .collect()
     })
 }
 
 /// Why `root` (canonical) must not be a writable root, or `None` if it may be. `home` should be
-/// canonical. See [`SYSTEM_DIRS`] and [`SYSTEM_SUBTREES`] for the documented list.
+/// canonical. The system directories are [`SYSTEM_DIRS`], the list both Linux tiers share.
 pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String> {
     if root.parent().is_none() {
         return Some("the filesystem root".into());
@@ -319,38 +264,18 @@ pub fn dangerous_root_reason(root: &Path, home: Option<&Path>) -> Option<String>
             ));
         }
     }
-    let canon = |d: &str| -> &[PathBuf] {
+    let forms = |d: &'static str| -> &'static [PathBuf] {
         system_dir_forms()
             .iter()
             .find(|(name, _)| *name == d)
             .map_or(&[][..], |(_, forms)| forms.as_slice())
     };
-    for d in SYSTEM_DIRS {
-        for d in canon(d) {
-            if root == d {
-                return Some(format!("the system directory {}", d.display()));
-            }
-            if d.starts_with(root) {
-                return Some(format!(
-                    "an ancestor of the system directory {}",
-                    d.display()
-                ));
-            }
-        }
-    }
-    for usr in canon("/usr") {
-        if root.parent() == Some(usr.as_path()) {
-            return Some(format!("the system directory {}", root.display()));
-        }
-    }
-    for d in SYSTEM_SUBTREES {
-        for d in canon(d) {
-            if root.starts_with(d) {
-                return Some(format!("inside the system directory {}", d.display()));
-            }
-        }
-    }
-    None
+    let (d, how) = system_dir_hit(root, Tier::Unelevated, forms)?;
+    Some(match how {
+        Relation::Is => format!("the system directory {}", d.display()),
+        Relation::AncestorOf => format!("an ancestor of the system directory {}", d.display()),
+        Relation::Inside => format!("inside the system directory {}", d.display()),
+    })
 }
 
 impl Plan {

@@ -560,23 +560,7 @@ const TRUSTED_FS: &[u64] = &[
 
 #[cfg(target_os = "linux")]
 fn fs_keeps_ctime(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `c` is a NUL-terminated string alive for the call; `buf` is writable memory for one
-    // `struct statfs`.
-    let rc = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: `statfs` returned 0, so it filled `buf`.
-    let sf = unsafe { buf.assume_init() };
-    // `f_type` is signed on some targets; the magic numbers are 32-bit.
-    #[allow(clippy::unnecessary_cast)]
-    let magic = (sf.f_type as u64) & 0xFFFF_FFFF;
-    TRUSTED_FS.contains(&magic)
+    stockade_sys::fs::statfs_magic(path).is_ok_and(|magic| TRUSTED_FS.contains(&magic))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -154,3 +154,19 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD on an integer; no memory is passed.
     fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
 }
+
+/// `statfs(path)`: the filesystem's magic number (`f_type`, as the kernel's 32-bit value).
+pub fn statfs_magic(path: &Path) -> SysResult<u64> {
+    let c = crate::cpath(path)?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated string alive for the call; `buf` is writable memory for one
+    // `struct statfs`.
+    let rc = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
+    cvt("statfs", || path.display().to_string(), rc)?;
+    // SAFETY: `statfs` returned 0, so it filled `buf`.
+    let sf = unsafe { buf.assume_init() };
+    // `f_type` is signed on some targets; the magic numbers are 32-bit.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = (sf.f_type as u64) & 0xFFFF_FFFF;
+    Ok(magic)
+}

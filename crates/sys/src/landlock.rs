@@ -1,8 +1,39 @@
-//! The raw Landlock calls the tiers need beside the `landlock` crate's ruleset builder: the
-//! kernel's ABI version and `landlock_restrict_self` on a ruleset built in another process.
+//! Landlock for both Linux tiers: the part of the ruleset they share ([`base_ruleset`]), the
+//! kernel's ABI version, and `landlock_restrict_self` on a ruleset built in another process
+//! (the elevated tier builds it in the broker).
 
 use crate::{cvt, SysResult};
+use landlock::{
+    path_beneath_rules, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, RulesetError, Scope, ABI,
+};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+
+/// The newest ABI this code was written against.
+pub const TARGET_ABI: ABI = ABI::V6;
+
+/// The ruleset both tiers start from: every filesystem right of [`TARGET_ABI`] handled (best
+/// effort: an older kernel enforces what it knows), abstract unix sockets and signals scoped to
+/// the sandbox, read/execute everywhere, every right beneath `writable`, and read/write/device
+/// ioctls on `devices`. A tier adds its own rules, then restricts.
+pub fn base_ruleset<P: AsRef<Path>>(
+    writable: impl IntoIterator<Item = P>,
+    devices: &[&str],
+) -> Result<RulesetCreated, RulesetError> {
+    let all = AccessFs::from_all(TARGET_ABI);
+    Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)?
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)?
+        .create()?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(TARGET_ABI)))?
+        .add_rules(path_beneath_rules(writable, all))?
+        .add_rules(path_beneath_rules(
+            devices,
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
+        ))
+}
 
 /// The Landlock ABI version of the running kernel (0 = none).
 pub fn kernel_abi() -> i32 {

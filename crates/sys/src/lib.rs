@@ -671,13 +671,18 @@ pub fn waitpid(pid: libc::pid_t, nohang: bool) -> SysResult<Option<(libc::pid_t,
 /// `poll(2)` on `fds` (events set by the caller); returns the number ready. Retries on EINTR.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> SysResult<usize> {
     loop {
-        // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd structs.
-        let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        match cvt("poll", String::new, ret as libc::c_long) {
+        match poll_once(fds, timeout_ms) {
             Err(e) if e.errno() == Some(libc::EINTR) => continue,
-            other => return other.map(|n| n as usize),
+            other => return other,
         }
     }
+}
+
+/// One `poll(2)` on `fds`: the number ready, or the error (`EINTR` included).
+pub fn poll_once(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> SysResult<usize> {
+    // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd structs.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    cvt("poll", String::new, ret as libc::c_long).map(|n| n as usize)
 }
 
 /// `read(2)` into `buf`, retrying on EINTR.

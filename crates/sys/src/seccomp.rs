@@ -26,11 +26,14 @@
 //! through it (the kernel emulates the filter for every syscall number to build its
 //! allow-bitmap), which made the two filters ≈ 0.45 ms of every launch. Here syscall numbers
 //! are dispatched by a binary search (≈ 7 comparisons deep), argument tests use `JSET`/`AND`
-//! instead of one rule per bit, and the whole policy is one program of ≈ 110 instructions.
+//! instead of one rule per bit, and the whole policy is one program of 123 instructions (measured; the
+//! unit test `program_is_short_and_dispatch_is_shallow` bounds it).
 //!
 //! # Test strategy
-//! The unit tests run the assembled program in a small BPF interpreter against an independent
-//! statement of the policy for every syscall number and the interesting argument values; the
+//! The unit tests run the assembled program in a small BPF interpreter against a statement of the
+//! policy written out by hand in the test (syscall names, expected verdicts), for every syscall
+//! number and the interesting argument values, and show that a filter built from the table with
+//! any one entry removed fails that comparison; the
 //! integration suites (`crates/cli/tests/escapes.rs`) attempt each refused call through the real
 //! binary.
 
@@ -335,6 +338,12 @@ fn dispatch(a: &mut Asm, entries: &[(u32, usize)], allow: usize) {
 
 /// Assemble the filter (see the module docs for what it decides).
 pub fn program() -> Result<Vec<libc::sock_filter>, SeccompError> {
+    program_from(&table())
+}
+
+/// Assemble the filter for `table` (sorted by number): [`program`] with the policy's table; the
+/// tests also build it from altered tables to show their check notices.
+fn program_from(table: &[(u32, Verdict)]) -> Result<Vec<libc::sock_filter>, SeccompError> {
     let mut a = Asm::default();
     let x = Exits {
         allow: a.label(),
@@ -343,11 +352,10 @@ pub fn program() -> Result<Vec<libc::sock_filter>, SeccompError> {
         notify: a.label(),
         kill: a.label(),
     };
-    let table = table();
     // One block per distinct verdict.
     let mut blocks: Vec<(Verdict, usize)> = Vec::new();
     let mut entries = Vec::with_capacity(table.len());
-    for &(nr, v) in &table {
+    for &(nr, v) in table {
         let l = match v {
             Verdict::Deny => x.eperm,
             Verdict::NoSys => x.enosys,
@@ -517,36 +525,122 @@ mod tests {
     const EPERM: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;
     const ENOSYS: u32 = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
 
-    /// The policy restated independently of the table, for argument values `args`.
+    /// The policy stated again by hand, independently of the tables the filter is built from
+    /// (`DENIED`, `MODE_ARGS`, `ALLOWED_FAMILIES`, ...): editing one of those without editing
+    /// this makes [`first_mismatch`] report the difference.
     fn expected(nr: libc::c_long, args: [u64; 6]) -> u32 {
+        use libc::*;
         let lo = |i: usize| args[i] as u32;
-        if DENIED.contains(&nr) {
-            return EPERM;
+        let denied = [
+            SYS_unshare,
+            SYS_setns,
+            SYS_mount,
+            SYS_umount2,
+            SYS_pivot_root,
+            SYS_fsopen,
+            SYS_fsconfig,
+            SYS_fsmount,
+            SYS_fspick,
+            SYS_move_mount,
+            SYS_open_tree,
+            SYS_mount_setattr,
+            SYS_keyctl,
+            SYS_add_key,
+            SYS_request_key,
+            SYS_bpf,
+            SYS_perf_event_open,
+            SYS_userfaultfd,
+            SYS_io_uring_setup,
+            SYS_io_uring_enter,
+            SYS_io_uring_register,
+            SYS_init_module,
+            SYS_finit_module,
+            SYS_delete_module,
+            SYS_kexec_load,
+            SYS_kexec_file_load,
+            SYS_reboot,
+            SYS_swapon,
+            SYS_swapoff,
+            SYS_acct,
+            SYS_settimeofday,
+            SYS_clock_settime,
+            SYS_clock_adjtime,
+            SYS_adjtimex,
+            SYS_iopl,
+            SYS_ioperm,
+            SYS_quotactl,
+            SYS_open_by_handle_at,
+            SYS_name_to_handle_at,
+            SYS_lookup_dcookie,
+            SYS_vhangup,
+            SYS_syslog,
+            SYS_fanotify_init,
+            SYS_pidfd_getfd,
+            SYS_process_madvise,
+        ];
+        // (call, index of its mode argument): no set-user-ID (0o4000) or set-group-ID (0o2000).
+        let modes = [
+            (SYS_chmod, 1),
+            (SYS_fchmod, 1),
+            (SYS_fchmodat, 2),
+            (SYS_fchmodat2, 2),
+            (SYS_open, 2),
+            (SYS_openat, 3),
+            (SYS_creat, 1),
+            (SYS_mknod, 1),
+            (SYS_mknodat, 2),
+            (SYS_mkdir, 1),
+            (SYS_mkdirat, 2),
+        ];
+        let namespaces = [
+            CLONE_NEWUSER,
+            CLONE_NEWNS,
+            CLONE_NEWPID,
+            CLONE_NEWNET,
+            CLONE_NEWIPC,
+            CLONE_NEWUTS,
+            CLONE_NEWCGROUP,
+        ];
+        if denied.contains(&nr) {
+            return self::EPERM;
         }
         match nr {
             libc::SYS_connect => SECCOMP_RET_USER_NOTIF,
-            libc::SYS_clone3 | libc::SYS_openat2 => ENOSYS,
-            libc::SYS_clone if lo(0) & CLONE_NS_MASK != 0 => EPERM,
-            libc::SYS_ioctl if lo(1) == libc::TIOCSTI as u32 || lo(1) == libc::TIOCLINUX as u32 => {
-                EPERM
-            }
+            libc::SYS_clone3 | libc::SYS_openat2 => self::ENOSYS,
+            libc::SYS_clone if namespaces.iter().any(|&f| lo(0) & f as u32 != 0) => self::EPERM,
+            libc::SYS_ioctl if lo(1) == TIOCSTI as u32 || lo(1) == TIOCLINUX as u32 => self::EPERM,
             libc::SYS_socket | libc::SYS_socketpair => {
-                let fam = lo(0);
-                let ty = lo(1) & 0xf;
-                if !ALLOWED_FAMILIES.contains(&fam)
-                    || (fam == libc::AF_UNIX as u32
-                        && (ty == libc::SOCK_DGRAM as u32 || ty == libc::SOCK_RAW as u32))
-                {
-                    EPERM
-                } else {
-                    ALLOW
+                let fam = lo(0) as i32;
+                let ty = (lo(1) & 0xf) as i32;
+                match fam {
+                    AF_UNIX if ty == SOCK_DGRAM || ty == SOCK_RAW => self::EPERM,
+                    AF_UNIX | AF_INET | AF_INET6 | AF_NETLINK => self::ALLOW,
+                    _ => self::EPERM,
                 }
             }
-            _ => match MODE_ARGS.iter().find(|(n, _)| *n == nr) {
-                Some(&(_, i)) if lo(i as usize) & SETID_BITS != 0 => EPERM,
-                _ => ALLOW,
+            _ => match modes.iter().find(|(n, _)| *n == nr) {
+                Some(&(_, i)) if lo(i) & 0o6000 != 0 => self::EPERM,
+                _ => self::ALLOW,
             },
         }
+    }
+
+    /// The first syscall number and argument sample on which `prog` and [`expected`] disagree.
+    fn first_mismatch(prog: &[libc::sock_filter], samples: &[[u64; 6]]) -> Option<String> {
+        for nr in 0..600u32 {
+            for args in samples {
+                let (got, want) = (
+                    run(prog, AUDIT_ARCH_X86_64, nr, *args),
+                    expected(nr as libc::c_long, *args),
+                );
+                if got != want {
+                    return Some(format!(
+                        "syscall {nr} args {args:x?}: filter {got:#x}, stated {want:#x}"
+                    ));
+                }
+            }
+        }
+        None
     }
 
     fn arg_samples() -> Vec<[u64; 6]> {
@@ -600,15 +694,35 @@ mod tests {
     #[test]
     fn every_syscall_and_argument_gets_the_stated_verdict() {
         let prog = program().expect("assembles");
+        assert_eq!(first_mismatch(&prog, &arg_samples()), None);
+    }
+
+    /// The check above can fail: a filter built from the table with any one entry removed (e.g.
+    /// `bpf` no longer refused) disagrees with the hand-written statement.
+    #[test]
+    fn a_filter_missing_any_table_entry_fails_the_check() {
         let samples = arg_samples();
-        for nr in 0..600u32 {
-            for args in &samples {
-                assert_eq!(
-                    run(&prog, AUDIT_ARCH_X86_64, nr, *args),
-                    expected(nr as libc::c_long, *args),
-                    "syscall {nr} args {args:x?}"
-                );
-            }
+        let full = table();
+        let bpf = full
+            .iter()
+            .position(|&(nr, _)| nr == libc::SYS_bpf as u32)
+            .expect("bpf is in the table");
+        let mut without_bpf = full.clone();
+        without_bpf.remove(bpf);
+        let prog = program_from(&without_bpf).expect("assembles");
+        let why = first_mismatch(&prog, &samples).expect("bpf's removal is noticed");
+        assert!(
+            why.starts_with(&format!("syscall {} ", libc::SYS_bpf)),
+            "{why}"
+        );
+        for i in 0..full.len() {
+            let mut t = full.clone();
+            let (nr, v) = t.remove(i);
+            let prog = program_from(&t).expect("assembles");
+            assert!(
+                first_mismatch(&prog, &samples).is_some(),
+                "removing syscall {nr} ({v:?}) from the table went unnoticed"
+            );
         }
     }
 

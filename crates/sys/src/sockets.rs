@@ -365,78 +365,22 @@ fn do_connect(sock: &OwnedFd, addr: &[u8]) -> i32 {
     }
 }
 
-/// Run `f` with a one-byte message whose control buffer has room for exactly one descriptor.
-fn with_fd_msg<T>(f: impl FnOnce(&mut libc::msghdr) -> T) -> T {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: msghdr is plain data; zeroed is valid before the fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // `byte`, `iov` and `cbuf` outlive every use of `msg` inside `f`.
-    f(&mut msg)
-}
-
-/// Send `fd` over a unix stream socket (command → init).
+/// Send `fd` over a unix stream socket, with one byte of data (command → init): one
+/// [`send_with_fds`].
 pub fn send_fd(chan: RawFd, fd: RawFd) -> io::Result<()> {
-    with_fd_msg(|msg| {
-        // SAFETY: msg_control points at a buffer of CMSG_SPACE(one fd) bytes.
-        let cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
-        if cmsg.is_null() {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        // SAFETY: `cmsg` points into the control buffer with room for the header and one fd;
-        // CMSG_DATA stays inside that space; the unaligned write avoids alignment assumptions.
-        unsafe {
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-        }
-        // SAFETY: `msg` and everything it points to are valid for the call.
-        if unsafe { libc::sendmsg(chan, msg, 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    })
+    // SAFETY: the caller passes a socket descriptor it keeps open for the duration of the call.
+    let sock = unsafe { BorrowedFd::borrow_raw(chan) };
+    send_with_fds(sock, &[0], &[fd])?;
+    Ok(())
 }
 
 /// Receive one descriptor sent with [`send_fd`]; `Ok(None)` if the peer closed without sending.
 pub fn recv_fd(chan: RawFd) -> io::Result<Option<OwnedFd>> {
-    with_fd_msg(|msg| {
-        let n = loop {
-            // SAFETY: `msg` points at valid buffers for the duration of the call.
-            let n = unsafe { libc::recvmsg(chan, msg, libc::MSG_CMSG_CLOEXEC) };
-            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            break n;
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-        // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR only reads its control fields.
-        let cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
-        // SAFETY: a non-null `cmsg` points into `cbuf`, filled by the kernel.
-        if cmsg.is_null() || unsafe { (*cmsg).cmsg_type } != libc::SCM_RIGHTS {
-            return Ok(None);
-        }
-        // SAFETY: an SCM_RIGHTS message carries at least one fd at CMSG_DATA, inside `cbuf`.
-        let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd) };
-        // SAFETY: the kernel installed `fd` in this process for us; we own it now.
-        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
-    })
+    // SAFETY: the caller passes a socket descriptor it keeps open for the duration of the call.
+    let sock = unsafe { BorrowedFd::borrow_raw(chan) };
+    let mut byte = [0u8; 1];
+    let (_, fds) = recv_with_fds(sock, &mut byte)?;
+    Ok(fds.into_iter().next())
 }
 
 /// A connected pair of unix stream sockets (close-on-exec).

@@ -27,9 +27,7 @@ pub fn poll_read(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> SysResult<Vec<bool>
             revents: 0,
         })
         .collect();
-    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    match cvt("poll", String::new, r) {
+    match crate::poll_once(&mut pfds, timeout_ms) {
         Ok(_) => Ok(pfds.iter().map(|p| p.revents != 0).collect()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![false; pfds.len()]),
         Err(e) => Err(e),
@@ -47,9 +45,7 @@ pub fn poll_revents(fds: &[RawFd], timeout_ms: i32) -> SysResult<Vec<libc::c_sho
             revents: 0,
         })
         .collect();
-    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structures.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    match cvt("poll", String::new, r) {
+    match crate::poll_once(&mut pfds, timeout_ms) {
         Ok(_) => Ok(pfds.iter().map(|p| p.revents).collect()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![0; pfds.len()]),
         Err(e) => Err(e),
@@ -116,8 +112,7 @@ pub struct RawChild {
 impl RawChild {
     /// `SIGKILL` (the pid cannot have been reused: it is not reaped yet).
     pub fn kill(&self) {
-        // SAFETY: kill(2) with integer arguments on our own unreaped child.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let _ = crate::kill(self.pid, libc::SIGKILL);
     }
 
     /// Reaps it: `(exit code, terminating signal)`.
@@ -177,11 +172,8 @@ fn fork_child(s: &RawSpawn<'_>) -> SysResult<RawChild> {
         unsafe { libc::_exit(126) };
     }
     let child_gone = || {
-        // SAFETY: kill(2) of our own unreaped child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let mut st = 0;
-        // SAFETY: waitpid writes the status into a local int.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let _ = crate::kill(pid, libc::SIGKILL);
+        let _ = crate::waitpid(pid, false);
     };
     match pidfd_open(pid) {
         Ok(pidfd) => Ok(RawChild {
@@ -286,8 +278,7 @@ pub fn set_not_dumpable() -> SysResult<()> {
 pub fn die_by_signal(sig: libc::c_int) {
     // SAFETY: resetting a signal's disposition to the default; no handler memory is involved.
     unsafe { libc::signal(sig, libc::SIG_DFL) };
-    // SAFETY: kill(2) of this very process with a signal number taken from a wait status.
-    unsafe { libc::kill(std::process::id() as libc::pid_t, sig) };
+    let _ = crate::kill(std::process::id() as libc::pid_t, sig);
 }
 
 /// Process-setup operations, usable between fork and exec (the broker's forked child and the

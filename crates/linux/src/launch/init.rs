@@ -1,0 +1,312 @@
+//! Init, pid 1 of the sandbox: builds the sandbox's view of the world (steps 1-5 of the
+//! enforcement order), then starts the command and reaps until it ends.
+
+use super::command::{command_main, ExecSpec};
+use super::host::FORWARDED;
+use super::report::Reporter;
+use super::SETUP_FAILED;
+use crate::landlock_layer::{self, LandlockStatus};
+use crate::limits::Rlimit;
+use crate::mounts;
+use crate::proxy;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use stockade_policy::backend::RunOptions;
+use stockade_policy::model::NetworkMode;
+use stockade_policy::plan::Plan;
+use stockade_sys::caps;
+use stockade_sys::net;
+use stockade_sys::pty::Pty;
+use stockade_sys::sockets::{self, Gate, SocketPolicy};
+use stockade_sys::{self as sys};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn init_main(
+    plan: &Plan,
+    steps: &[mounts::Step],
+    exec: &ExecSpec,
+    filter: &[libc::sock_filter],
+    socket_policy: &SocketPolicy,
+    rlimits: &[Rlimit],
+    opts: &RunOptions,
+    chans: Channels,
+    ids: (libc::uid_t, libc::gid_t),
+    report: RawFd,
+    alive: OwnedFd,
+) -> i32 {
+    let mut rep = Reporter::new(report);
+    if let Err(msg) =
+        init_setup(plan, steps, ids, &mut rep, alive).and_then(|()| init_confine(plan, &mut rep))
+    {
+        rep.now('F', &msg);
+        return SETUP_FAILED;
+    }
+    let proxy = match chans.proxy {
+        Some(chan) => match proxy::listen_inside() {
+            Ok(l) => {
+                rep.line('L',
+                    &format!("network-allowlist\tHTTP(S) only, through stockade's proxy at {}, to network.allowed_domains", proxy::INSIDE_ADDR),
+                );
+                Some((l, chan))
+            }
+            Err(e) => {
+                rep.now(
+                    'F',
+                    &format!("proxy listener on {}: {e}", proxy::INSIDE_ADDR),
+                );
+                return SETUP_FAILED;
+            }
+        },
+        None => None,
+    };
+    let pty_slave = match chans.pty.map(open_pty_for_host) {
+        Some(Ok(slave)) => Some(slave),
+        Some(Err(msg)) => {
+            rep.now('F', &msg);
+            return SETUP_FAILED;
+        }
+        None => None,
+    };
+    let pty_slave_fd = pty_slave.as_ref().map(|s| s.as_raw_fd());
+    let (chan_init, chan_cmd) = match sockets::socketpair() {
+        Ok(p) => p,
+        Err(e) => {
+            rep.now('F', &format!("socketpair: {e}"));
+            return SETUP_FAILED;
+        }
+    };
+    let child = match sys::fork() {
+        Ok(0) => {
+            drop(chan_init);
+            let code = command_main(
+                exec,
+                filter,
+                rlimits,
+                opts,
+                pty_slave_fd,
+                &mut rep,
+                chan_cmd,
+            );
+            sys::exit_now(code)
+        }
+        // The command writes the queued records with its own, in one batch before exec.
+        Ok(pid) => {
+            rep.pending.clear();
+            pid
+        }
+        Err(e) => {
+            rep.now('F', &e.to_string());
+            return SETUP_FAILED;
+        }
+    };
+    drop(chan_cmd);
+    // init's copy of the slave: the command has its own.
+    drop(pty_slave);
+    let gate = match sockets::recv_fd(chan_init.as_raw_fd()) {
+        Ok(Some(listener)) => Some(Gate::new(listener, socket_policy.clone())),
+        // The command failed before installing the gate; it reports why itself.
+        Ok(None) | Err(_) => None,
+    };
+    drop(chan_init);
+    init_reap(child, gate, proxy, &mut rep)
+}
+
+/// Descriptors init uses to reach stockade (each the init end of a socketpair).
+pub(super) struct Channels {
+    /// Send the pty master here (with `--pty`).
+    pub(super) pty: Option<RawFd>,
+    /// Send accepted proxy connections here (network allowlist).
+    pub(super) proxy: Option<RawFd>,
+}
+
+/// Open the pty inside the sandbox, send the master to stockade, keep the slave for the command.
+pub(super) fn open_pty_for_host(chan: RawFd) -> Result<OwnedFd, String> {
+    let (master, slave) = Pty::open().map_err(|e| e.to_string())?;
+    sockets::send_fd(chan, master.as_raw_fd())
+        .map_err(|e| format!("passing the pty to stockade: {e}"))?;
+    Ok(slave)
+}
+
+/// Confine init itself before it forks the command: the command inherits this Landlock domain and
+/// the empty capability sets, and init — which performs connects on the command's behalf — is
+/// held to the same rules. Init is made non-dumpable so the command cannot ptrace it.
+pub(super) fn init_confine(plan: &Plan, rep: &mut Reporter) -> Result<(), String> {
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS").map_err(|e| e.to_string())?;
+    match landlock_layer::restrict(plan).map_err(|e| e.to_string())? {
+        LandlockStatus::Full => rep.line('L',
+            &format!("landlock\tABI {}: writes only beneath writable roots and private temp dirs; abstract sockets and signals scoped", stockade_sys::landlock::kernel_abi()),
+        ),
+        LandlockStatus::Partial => rep.line('L',
+            &format!("landlock\tABI {} (partial: some newer rights unavailable): writes only beneath writable roots", stockade_sys::landlock::kernel_abi()),
+        ),
+        LandlockStatus::Unsupported => rep.line('W',
+            "Landlock is not available on this kernel: writes are confined by the mount layer alone",
+        ),
+    }
+    caps::drop_all().map_err(|e| e.to_string())?;
+    rep.line(
+        'L',
+        "capabilities\tall dropped (bounding set empty, securebits locked), no_new_privs set",
+    );
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE").map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub(super) fn init_setup(
+    plan: &Plan,
+    steps: &[mounts::Step],
+    (uid, gid): (libc::uid_t, libc::gid_t),
+    rep: &mut Reporter,
+    alive: OwnedFd,
+) -> Result<(), String> {
+    sys::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        "PR_SET_PDEATHSIG",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut pfd = [libc::pollfd {
+        fd: alive.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if sys::poll(&mut pfd, 0).map_err(|e| e.to_string())? > 0 {
+        return Err("stockade exited during setup".into());
+    }
+    drop(alive);
+
+    sys::write_file(
+        Path::new("/proc/self/uid_map"),
+        format!("{uid} {uid} 1\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    sys::write_file(Path::new("/proc/self/setgroups"), b"deny").map_err(|e| e.to_string())?;
+    sys::write_file(
+        Path::new("/proc/self/gid_map"),
+        format!("{gid} {gid} 1\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    rep.line(
+        'L',
+        &format!("user-namespace\tuid {uid} and gid {gid} mapped to themselves, nothing else"),
+    );
+    let _ = sys::sethostname("stockade");
+
+    mounts::execute(steps).map_err(|e| e.to_string())?;
+    rep.line('L',
+        &format!(
+            "mount-namespace\tfilesystem read-only except {} writable root(s); {} protected path(s) read-only; {} path(s) masked; private /dev{}",
+            plan.writable_roots.len(),
+            plan.protected.iter().filter(|p| plan.writable_roots.iter().any(|r| p.path.starts_with(r))).count(),
+            plan.deny_read.len(),
+            if plan.temp.private { ", /tmp, /var/tmp, /dev/shm" } else { "" }
+        ),
+    );
+    rep.line(
+        'L',
+        "pid-namespace\tcommand is pid 2; everything it starts dies with it",
+    );
+    if plan.network != NetworkMode::On {
+        net::loopback_up().map_err(|e| e.to_string())?;
+        rep.line('L', "net-namespace\tno interfaces but a private loopback");
+    }
+    sys::chdir(&plan.cwd).map_err(|e| e.to_string())?;
+    // A new session: the terminal's job-control signals reach stockade, which forwards them once.
+    sys::setsid().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// pid 1: forward signals to the command's process group, answer the connect gate, reap
+/// everything, exit with the command.
+pub(super) fn init_reap(
+    child: libc::pid_t,
+    mut gate: Option<Gate>,
+    proxy: Option<(std::net::TcpListener, RawFd)>,
+    rep: &mut Reporter,
+) -> i32 {
+    let mut set_signals = FORWARDED.to_vec();
+    set_signals.push(libc::SIGCHLD);
+    let set = sys::sigset(&set_signals);
+    if let Err(e) = sys::block_signals(&set) {
+        rep.now('F', &e.to_string());
+        return SETUP_FAILED;
+    }
+    let sfd = match sys::signalfd(&set) {
+        Ok(fd) => fd,
+        Err(e) => {
+            rep.now('F', &e.to_string());
+            return SETUP_FAILED;
+        }
+    };
+    loop {
+        // Reap first: the child may already be gone before the first signal is read.
+        loop {
+            match sys::waitpid(-1, true) {
+                Ok(Some((pid, status))) if pid == child => {
+                    // Everything else in the sandbox dies, and is reaped, before stockade hears
+                    // the result: once the status is written, no process of the run is left.
+                    // (pid 1's kill(-1) reaches every process of the namespace but itself.)
+                    let _ = sys::kill(-1, libc::SIGKILL);
+                    loop {
+                        match sys::waitpid(-1, false) {
+                            Ok(Some(_)) => continue,
+                            Err(e) if e.errno() == Some(libc::EINTR) => continue,
+                            _ => break,
+                        }
+                    }
+                    rep.now('S', &status.to_string());
+                    // Close the pipe now, not at exit: stockade returns on end-of-file and need
+                    // not wait while the kernel unmaps init and tears down its namespaces.
+                    sys::close_raw(rep.fd);
+                    return 0;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: gate.as_ref().map_or(-1, Gate::fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: proxy.as_ref().map_or(-1, |(l, _)| l.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if sys::poll(&mut fds, -1).is_err() {
+            continue;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            if let Some(d) = gate.as_ref().and_then(Gate::handle_one) {
+                rep.now('D', &format!("connect\t{}", d.target));
+            }
+        } else if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            gate = None;
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            if let Some((listener, chan)) = &proxy {
+                // Hand the connection to stockade's proxy on the host; init keeps no copy.
+                if let Ok((conn, _)) = listener.accept() {
+                    let _ = sockets::send_fd(*chan, conn.as_raw_fd());
+                }
+            }
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            match sys::read_signalfd(&sfd) {
+                Ok((libc::SIGCHLD, _, _)) => {}
+                Ok((sig, _, _)) => {
+                    let _ = sys::kill(-child, sig);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
