@@ -12,6 +12,7 @@ use stockade_policy::plan::{self, PlanRequest};
 mod admin;
 mod backend;
 mod mcp;
+mod report;
 mod run;
 mod text;
 

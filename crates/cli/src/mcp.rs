@@ -233,7 +233,7 @@ fn make_report_dir(caller: &Caller, ceiling: &Plan) -> Result<PathBuf> {
         .create(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     // The children refuse a report inside a writable root; say so now rather than on every call.
-    crate::run::report_location(&dir.join("probe.json"), ceiling, &caller.cwd)
+    crate::report::report_location(&dir.join("probe.json"), ceiling, &caller.cwd)
         .context("the MCP server keeps its reports in Stockade's state directory")?;
     Ok(dir)
 }
@@ -830,7 +830,7 @@ fn beneath_workspace(workspace: &Path, cwd: &str) -> Result<PathBuf> {
     {
         use std::os::fd::AsFd;
         let no_links = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        let ws = crate::run::openat2(
+        let ws = crate::report::openat2(
             None,
             workspace,
             libc::O_PATH | libc::O_DIRECTORY,
@@ -839,7 +839,7 @@ fn beneath_workspace(workspace: &Path, cwd: &str) -> Result<PathBuf> {
         )
         .with_context(|| format!("opening the workspace {}", workspace.display()))?;
         if !clean.as_os_str().is_empty() {
-            crate::run::openat2(
+            crate::report::openat2(
                 Some(ws.as_fd()),
                 &clean,
                 libc::O_PATH | libc::O_DIRECTORY,

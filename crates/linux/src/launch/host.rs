@@ -20,17 +20,6 @@ use stockade_sys::seccomp;
 use stockade_sys::sockets::{self, SocketPolicy};
 use stockade_sys::{self as sys, Forked, SysError};
 
-/// Signals stockade forwards to the sandbox.
-pub(super) const FORWARDED: &[libc::c_int] = &[
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-];
-
 /// Run `cmd` under `plan` in the unelevated tier.
 pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, LaunchError> {
     let start = Instant::now();
@@ -65,7 +54,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
         ),
         false => None,
     };
-    let forwarded = sys::sigset(FORWARDED);
+    let forwarded = sys::sigset(super::FORWARDED);
     let old_mask = sys::block_signals(&forwarded)?;
     let sigfd = sys::signalfd(&forwarded)?;
 

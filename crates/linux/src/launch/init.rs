@@ -2,8 +2,8 @@
 //! enforcement order), then starts the command and reaps until it ends.
 
 use super::command::{command_main, ExecSpec};
-use super::host::FORWARDED;
 use super::report::Reporter;
+use super::FORWARDED;
 use super::SETUP_FAILED;
 use crate::landlock_layer::{self, LandlockStatus};
 use crate::limits::Rlimit;

@@ -102,3 +102,14 @@ impl LaunchError {
         }
     }
 }
+
+/// Signals stockade forwards to the sandbox.
+pub(super) const FORWARDED: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
