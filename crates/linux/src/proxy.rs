@@ -16,7 +16,11 @@
 //!   the run's report.
 //!
 //! Ports: an `allowed_domains` entry without `:PORT` allows 80 and 443, `name:PORT` that port
-//! (see [`stockade_policy::domains`]).
+//! (see [`stockade_policy::domains`]). A `CONNECT` tunnel on an entry without `:PORT` goes to
+//! 443 only: a tunnel to 80 would carry plain HTTP past the `Host:` check.
+//!
+//! At most [`MAX_CONNECTIONS`] connections are served at once (each costs stockade a thread
+//! and descriptors, outside the sandbox's limits); one more is answered `503`.
 //!
 //! The command sees `HTTP_PROXY`/`HTTPS_PROXY` (both cases) and `ALL_PROXY` pointing at the
 //! listener, which is what curl, git, cargo, pip, npm and most HTTP libraries honour. A program
@@ -59,6 +63,7 @@ use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stockade_policy::backend::Denial;
@@ -72,6 +77,10 @@ pub const PROXY_URL: &str = "http://127.0.0.1:3128";
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections served at once; each costs stockade a thread and up to four descriptors, so
+/// the command cannot make stockade (outside its cgroup and limits) exhaust threads or files.
+/// Over the limit a connection is answered `503` at once.
+pub const MAX_CONNECTIONS: usize = 128;
 
 // ---------------------------------------------------------------------------------------------
 // Address policy (pure)
@@ -527,6 +536,15 @@ fn target_allowed(host: &str, port: u16, entries: &[DomainEntry]) -> Result<(), 
     Err(entries.iter().any(|e| e.matches_host(host)))
 }
 
+/// May `CONNECT host:port` open a raw tunnel? An entry without `:PORT` allows it to 443 only:
+/// a tunnel to 80 would carry plain HTTP with any `Host:` header, unchecked. A `name:PORT`
+/// entry allows it to that port.
+fn tunnel_allowed(host: &str, port: u16, entries: &[DomainEntry]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.matches_host(host) && e.port.map_or(port == 443, |p| p == port))
+}
+
 /// Bind the listener inside the sandbox (init, after loopback is up).
 pub fn listen_inside() -> std::io::Result<TcpListener> {
     TcpListener::bind(INSIDE_ADDR)
@@ -541,15 +559,53 @@ pub fn serve(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let config = Arc::new(Config::new(&allowed));
+        let active = Arc::new(AtomicUsize::new(0));
         while let Ok(Some(fd)) = stockade_sys::sockets::recv_fd(chan.as_raw_fd()) {
             let stream = TcpStream::from(fd);
+            let Some(slot) = Slot::take(&active) else {
+                // Never blocks the accept loop: the answer fits an empty socket buffer.
+                let _ = stream.set_nonblocking(true);
+                record(
+                    &denials,
+                    format!("proxy connection refused (more than {MAX_CONNECTIONS} at once)"),
+                );
+                deny(
+                    stream,
+                    "503 Service Unavailable",
+                    &format!("more than {MAX_CONNECTIONS} proxy connections at once"),
+                );
+                continue;
+            };
             let config = Arc::clone(&config);
             let denials = Arc::clone(&denials);
             let _ = std::thread::Builder::new()
                 .name("proxy".into())
-                .spawn(move || handle(stream, &config, &denials));
+                .spawn(move || {
+                    let _slot = slot;
+                    handle(stream, &config, &denials)
+                });
         }
     })
+}
+
+/// One of the [`MAX_CONNECTIONS`] places, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>) -> Option<Slot> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CONNECTIONS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(active)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn deny(mut client: TcpStream, status: &str, why: &str) {
@@ -606,6 +662,16 @@ fn handle(mut client: TcpStream, config: &Config, denials: &Mutex<Vec<Denial>>) 
             format!("{host} is not in network.allowed_domains")
         };
         return refuse(client, "403 Forbidden", why);
+    }
+    if matches!(req, Request::Connect { .. }) && !tunnel_allowed(&host, port, &config.entries) {
+        return refuse(
+            client,
+            "403 Forbidden",
+            format!(
+                "no CONNECT tunnel to port {port} of {host}: plain HTTP goes as `GET http://...` so \
+                 its Host header is checked (list `{host}:{port}` for a raw tunnel)"
+            ),
+        );
     }
     let addrs = match config.resolve(&host, port) {
         Ok(a) => a,
@@ -898,6 +964,16 @@ mod tests {
         assert_eq!(target_allowed("registry.npmjs.org", 443, &e), Ok(()));
         assert_eq!(target_allowed("evil.example", 443, &e), Err(false));
         assert_eq!(target_allowed("static.crates.io", 443, &e), Err(false));
+        // A raw tunnel: 443 on an entry without a port, 80 only when listed.
+        assert!(tunnel_allowed("crates.io", 443, &e));
+        assert!(!tunnel_allowed("crates.io", 80, &e));
+        assert!(tunnel_allowed("example.com", 8443, &e));
+        assert!(!tunnel_allowed("evil.example", 443, &e));
+        assert!(tunnel_allowed(
+            "plain.example",
+            80,
+            &entries(&["plain.example:80"])
+        ));
     }
 
     fn http(head: &str) -> Result<Request, Refusal> {
