@@ -630,3 +630,43 @@ sleep 1
     code(&out, "after", "200");
     assert!(seen(&log).iter().any(|h| h.starts_with("GET /after ")));
 }
+
+/// A name the DNS resolver would read differently from the allowlist check: glibc takes `\.` as
+/// a dot inside a label, so `x\.wild.test` is the name `x.wild` under `test`, not a subdomain of
+/// `wild.test`, though the text ends in `.wild.test`. Such names (anything but letters, digits,
+/// `-`, `_` and dots) are refused before any lookup. The name map stands in for DNS here: the
+/// escaped name is mapped to the test's listener, so any lookup of it would be seen.
+#[test]
+fn escaped_names_are_not_looked_up() {
+    if !common::have("python3") {
+        return skip("python3 is not installed");
+    }
+    let w = World::new("allow-escape");
+    let l = TcpLog::open("127.0.0.1").unwrap();
+    let p = l.port;
+    let names = r"x\.wild.test=127.0.0.1,x\046y.wild.test=127.0.0.1,x.wild.test=127.0.0.1";
+    let loopback = r"x\.wild.test,x\046y.wild.test,x.wild.test";
+    let connect = |name: &str, host: &str| {
+        format!(
+            "echo ran-{name}; python3 -c \"
+import socket
+s = socket.create_connection(('127.0.0.1', 3128))
+s.sendall(b'CONNECT {host}:{p} HTTP/1.1\\r\\n\\r\\n')
+print('answer-{name}=%r' % s.recv(200).split(b' ')[1])
+\"\n"
+        )
+    };
+    // Escaped twice: once for `sh` (inside double quotes), once for Python's bytes literal.
+    let script = connect("dot", r"x\\\\.wild.test") + &connect("dec", r"x\\\\046y.wild.test");
+    let entry = format!("*.wild.test:{p}");
+    let out = allowlist(&w, names, loopback, &[&entry]).sh(&script);
+    out.assert_ran("ran-dot");
+    out.assert_ran("ran-dec");
+    assert_eq!(l.contacts(), 0, "an escaped name was looked up: {out:#?}");
+    assert!(out.has("answer-dot=b'400'"), "{out:#?}");
+    assert!(out.has("answer-dec=b'400'"), "{out:#?}");
+    // Positive control: the plain subdomain is reached.
+    let out = allowlist(&w, names, loopback, &[&entry]).sh(&connect("plain", "x.wild.test"));
+    assert!(out.has("answer-plain=b'200'"), "{out:#?}");
+    assert_eq!(l.contacts(), 1, "{out:#?}");
+}

@@ -441,6 +441,13 @@ fn split_host_port(s: &str, default: Option<u16>) -> Result<(String, u16), Refus
     if host.is_empty() {
         return Err(bad(format!("missing host in {s:?}")));
     }
+    // Only what a DNS name is made of: a resolver reads `\.` or `\046` as a dot inside a label,
+    // so `x\.corp.example` would pass the `*.corp.example` check yet name `x.corp` under
+    // `example`.
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if host.parse::<IpAddr>().is_err() && !host.bytes().all(name_byte) {
+        return Err(bad(format!("{host:?} is not a host name or address")));
+    }
     Ok((host.trim_end_matches('.').to_ascii_lowercase(), port))
 }
 
@@ -1002,6 +1009,17 @@ mod tests {
         assert!(http("CONNECT host HTTP/1.1\r\n\r\n").is_err());
         assert!(http("CONNECT host:0 HTTP/1.1\r\n\r\n").is_err());
         assert!(http("CONNECT host:99999 HTTP/1.1\r\n\r\n").is_err());
+        for odd in [
+            r"x\.corp.example",
+            r"x\046y.corp.example",
+            "a%2eb",
+            "fe80::1%25lo",
+        ] {
+            let r = http(&format!("CONNECT [{odd}]:443 HTTP/1.1\r\n\r\n"));
+            assert!(r.is_err(), "{odd}: {r:?}");
+        }
+        assert!(http("CONNECT x\\.corp.example:443 HTTP/1.1\r\n\r\n").is_err());
+        assert!(http("CONNECT my_host.corp.example:443 HTTP/1.1\r\n\r\n").is_ok());
         assert_eq!(
             parse_head(b"CONNECT crates.io:443 HTTP/1.1\r\nHo"),
             Ok(None)
