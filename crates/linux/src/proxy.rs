@@ -896,10 +896,20 @@ mod tests {
         );
         assert_eq!(c("64:ff9b::7f00:1").as_deref(), Some("127.0.0.1"));
         assert_eq!(c("fd00::1").as_deref(), Some("fd00::1"));
-        // A refusal no entry can lift wins over a listable one.
+        // A refusal no entry can lift wins over a listable one: the local-use NAT64 address
+        // embeds 10.0.0.1 at the /48 position (found first) and 127.0.0.1 at /96.
+        let both: IpAddr = "64:ff9b:1:a00:0:100:7f00:1".parse().unwrap();
         assert_eq!(
-            classify("fd00::1".parse().unwrap()).map(|(r, _)| r),
+            findings(both).first().map(|(r, _)| *r),
             Some(Refused::Private)
+        );
+        assert_eq!(
+            classify(both),
+            Some((Refused::Loopback, "127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(
+            address_allowed(both, &entries(&["10.0.0.0/8"])),
+            Err(Refused::Loopback)
         );
     }
 
