@@ -670,3 +670,41 @@ print('answer-{name}=%r' % s.recv(200).split(b' ')[1])
     assert!(out.has("answer-plain=b'200'"), "{out:#?}");
     assert_eq!(l.contacts(), 1, "{out:#?}");
 }
+
+/// Every refused request is a denial stockade keeps (on the host) for the report: repeating
+/// refused requests must not grow it without bound. Judged from the host: the report after
+/// 2500 refused requests lists the first ones and says the rest were dropped.
+#[test]
+fn refused_requests_cannot_grow_the_report_without_bound() {
+    if !common::have("python3") {
+        return skip("python3 is not installed");
+    }
+    let w = World::new("allow-denials");
+    let script = "python3 -c \"
+import socket
+for i in range(2500):
+    s = socket.create_connection(('127.0.0.1', 3128))
+    s.sendall(b'CONNECT evil%d.test:443 HTTP/1.1\\r\\n\\r\\n' % i)
+    s.recv(300)
+    s.close()
+print('sent=%d' % (i + 1))
+\"";
+    let out = allowlist(&w, "", "", &["good.test"]).sh(script);
+    assert!(out.has("sent=2500"), "{out:#?}");
+    let rep = report(&w);
+    let listed = rep.matches("is not in network.allowed_domains").count();
+    assert!(
+        rep.contains("evil0.test") && rep.contains("evil998.test"),
+        "{rep:.2000}"
+    );
+    assert!(
+        (900..=1000).contains(&listed),
+        "{listed} denials listed, report of {} bytes",
+        rep.len()
+    );
+    assert!(
+        rep.contains("the rest not listed"),
+        "{:.2000}",
+        &rep[rep.len().saturating_sub(2000)..]
+    );
+}

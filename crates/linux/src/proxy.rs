@@ -20,7 +20,8 @@
 //! 443 only: a tunnel to 80 would carry plain HTTP past the `Host:` check.
 //!
 //! At most [`MAX_CONNECTIONS`] connections are served at once (each costs stockade a thread
-//! and descriptors, outside the sandbox's limits); one more is answered `503`.
+//! and descriptors, outside the sandbox's limits); one more is answered `503`. At most
+//! [`MAX_DENIALS`] proxy denials are kept for the report.
 //!
 //! The command sees `HTTP_PROXY`/`HTTPS_PROXY` (both cases) and `ALL_PROXY` pointing at the
 //! listener, which is what curl, git, cargo, pip, npm and most HTTP libraries honour. A program
@@ -620,8 +621,17 @@ fn deny(mut client: TcpStream, status: &str, why: &str) {
     let _ = write!(client, "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
 }
 
+/// Denials kept for the report; the command could otherwise grow stockade's memory (and the
+/// report) without bound by repeating refused requests. One last entry says more were dropped.
+pub const MAX_DENIALS: usize = 1000;
+
 fn record(denials: &Mutex<Vec<Denial>>, target: String) {
     if let Ok(mut d) = denials.lock() {
+        let target = match d.len() {
+            n if n < MAX_DENIALS => target,
+            MAX_DENIALS => format!("more than {MAX_DENIALS} proxy denials; the rest not listed"),
+            _ => return,
+        };
         d.push(Denial {
             kind: "network".into(),
             target,
