@@ -708,3 +708,56 @@ print('sent=%d' % (i + 1))
         &rep[rep.len().saturating_sub(2000)..]
     );
 }
+
+/// The same bound for `connect()`s the gate refuses (init reports each to stockade): 2500
+/// refused connects to a host unix socket outside the writable roots leave a report listing
+/// the first ones and saying the rest were dropped; the socket saw none of them.
+#[test]
+fn refused_connects_cannot_grow_the_report_without_bound() {
+    if !common::have("python3") {
+        return skip("python3 is not installed");
+    }
+    let w = World::new("gate-denials");
+    let sock = w.outside.join("s.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    l.set_nonblocking(true).unwrap();
+    // Positive control from the host: the socket is reachable.
+    std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    assert!(l.accept().is_ok());
+    let script = format!(
+        "python3 -c \"
+import socket
+for i in range(2500):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect('{}')
+        print('connected')
+    except OSError:
+        pass
+    s.close()
+print('tried=%d' % (i + 1))
+\"",
+        sock.display()
+    );
+    let out = w
+        .run()
+        .flag("--no-pty")
+        .flag("--report")
+        .flag(w.root.join("report.json"))
+        .sh(&script);
+    assert!(out.has("tried=2500"), "{out:#?}");
+    out.assert_not("connected");
+    assert!(l.accept().is_err(), "the sandbox reached the host socket");
+    let rep = report(&w);
+    let listed = rep.matches("s.sock").count();
+    assert!(
+        (900..=1000).contains(&listed),
+        "{listed} refused connects listed, report of {} bytes",
+        rep.len()
+    );
+    assert!(
+        rep.contains("the rest not listed"),
+        "{:.2000}",
+        &rep[rep.len().saturating_sub(2000)..]
+    );
+}
