@@ -18,7 +18,12 @@ use std::time::Duration;
 
 /// A loopback HTTP server that records what each connection sends and answers 200.
 fn server() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    server_on("127.0.0.1:0")
+}
+
+/// [`server`] on a given address.
+fn server_on(addr: &str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind(addr).unwrap();
     let port = l.local_addr().unwrap().port();
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = Arc::clone(&log);
@@ -470,4 +475,275 @@ fn netns_case() {
         }
         assert_eq!(l.contacts(), want, "{n} with address entries: {out:#?}");
     }
+}
+
+/// `CONNECT allowed:80` on an entry without a port would be a raw tunnel carrying plain HTTP with
+/// any `Host:` header (domain fronting past the Host check). Refused before any connection; the
+/// plain-HTTP request to the same port arrives (positive control), and a `name:80` entry opens
+/// the tunnel. Port 80 is only bound in a network namespace of the test's own.
+#[test]
+fn connect_to_port_80_is_not_a_raw_tunnel() {
+    if !common::have("python3") {
+        return skip("python3 is not installed");
+    }
+    let handle = std::thread::spawn(port_80_case);
+    if let Err(e) = handle.join() {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn port_80_case() {
+    // SAFETY: unshare(2) with CLONE_NEWNET only changes this thread's network namespace (no
+    // memory is shared with the call); children this thread spawns inherit it.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return skip(&format!(
+            "cannot create a test network namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if let Err(e) = ip(&["link", "set", "lo", "up"]) {
+        return skip(&e);
+    }
+    let (p, log) = server_on("127.0.0.1:80");
+    assert_eq!(p, 80);
+    let w = World::new("allow-80");
+    let names = "good.test=127.0.0.1,evil.test=127.0.0.1";
+    let fronted = "echo ran-tunnel; python3 -c \"
+import socket
+s = socket.create_connection(('127.0.0.1', 3128))
+s.sendall(b'CONNECT good.test:80 HTTP/1.1\\r\\nHost: good.test:80\\r\\n\\r\\n')
+print('answer=%r' % s.recv(200).split(b' ')[1])
+s.sendall(b'GET /fronted HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n')
+s.settimeout(3)
+try:
+    print('tunnel-got=%r' % s.recv(200)[:15])
+except Exception as e:
+    print('tunnel-got=%r' % e)
+\"\n";
+    let out = allowlist(&w, names, "good.test,evil.test", &["good.test"]).sh(fronted);
+    out.assert_ran("ran-tunnel");
+    assert!(out.has("answer=b'403'"), "{out:#?}");
+    let got = seen(&log);
+    assert!(
+        got.is_empty(),
+        "a raw tunnel to port 80 was opened: {got:?}"
+    );
+    assert!(
+        report(&w).contains("no CONNECT tunnel to port 80"),
+        "{}",
+        report(&w)
+    );
+    // Positive controls: plain HTTP to the same port arrives; a `good.test:80` entry opens the
+    // tunnel (the user listed a raw tunnel).
+    let plain = "echo ran-plain; python3 -c \"
+import socket
+s = socket.create_connection(('127.0.0.1', 3128))
+s.sendall(b'GET http://good.test/plain HTTP/1.1\\r\\nHost: good.test\\r\\n\\r\\n')
+print('plain=%r' % s.recv(200)[:15])
+\"\n";
+    let out = allowlist(&w, names, "good.test,evil.test", &["good.test"]).sh(plain);
+    out.assert_ran("ran-plain");
+    let got = seen(&log);
+    assert!(
+        got.len() == 1 && got[0].starts_with("GET /plain "),
+        "{got:?} {out:#?}"
+    );
+    let out = allowlist(&w, names, "good.test,evil.test", &["good.test:80"]).sh(fronted);
+    assert!(out.has("answer=b'200'"), "{out:#?}");
+    let got = seen(&log);
+    assert!(
+        got.len() == 2 && got[1].starts_with("GET /fronted "),
+        "{got:?} {out:#?}"
+    );
+}
+
+/// Every proxied connection costs stockade (on the host, outside the sandbox's cgroup and
+/// limits) a thread and descriptors: the command must not be able to make it hold an unbounded
+/// number. Judged from the host: stockade's own thread count while the command holds 600 idle
+/// connections; afterwards the proxy still serves (positive control).
+#[test]
+fn the_command_cannot_make_the_proxy_hold_unbounded_connections() {
+    if !have_curl() {
+        return skip("curl is not installed");
+    }
+    let w = World::new("allow-flood");
+    let (port, log) = server();
+    let script = format!(
+        "python3 -c \"
+import socket, time, resource
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), min(hard, 4096)))
+held = []
+for i in range(600):
+    s = socket.create_connection(('127.0.0.1', 3128))
+    s.sendall(b'GET')
+    held.append(s)
+print('held=%d' % len(held), flush=True)
+time.sleep(4)
+\"
+sleep 1
+{}",
+        curl("after", &format!("http://good.test:{port}/after"))
+    );
+    let mut cmd = allowlist(
+        &w,
+        "good.test=127.0.0.1",
+        "good.test",
+        &[&format!("good.test:{port}")],
+    )
+    .command(&["sh", "-c", &script]);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let start = std::time::Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let watch = std::thread::spawn(move || {
+        let mut most = 0;
+        while let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            most = most.max(tasks.count());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        most
+    });
+    let out = common::wait_child(&mut child, None, Duration::from_secs(60), start);
+    let most = watch.join().unwrap();
+    assert!(out.has("held=600"), "the flood did not run: {out:#?}");
+    assert!(
+        most <= 2 * 128 + 16,
+        "stockade ran {most} threads for the command's connections"
+    );
+    code(&out, "after", "200");
+    assert!(seen(&log).iter().any(|h| h.starts_with("GET /after ")));
+}
+
+/// A name the DNS resolver would read differently from the allowlist check: glibc takes `\.` as
+/// a dot inside a label, so `x\.wild.test` is the name `x.wild` under `test`, not a subdomain of
+/// `wild.test`, though the text ends in `.wild.test`. Such names (anything but letters, digits,
+/// `-`, `_` and dots) are refused before any lookup. The name map stands in for DNS here: the
+/// escaped name is mapped to the test's listener, so any lookup of it would be seen.
+#[test]
+fn escaped_names_are_not_looked_up() {
+    if !common::have("python3") {
+        return skip("python3 is not installed");
+    }
+    let w = World::new("allow-escape");
+    let l = TcpLog::open("127.0.0.1").unwrap();
+    let p = l.port;
+    let names = r"x\.wild.test=127.0.0.1,x\046y.wild.test=127.0.0.1,x.wild.test=127.0.0.1";
+    let loopback = r"x\.wild.test,x\046y.wild.test,x.wild.test";
+    let connect = |name: &str, host: &str| {
+        format!(
+            "echo ran-{name}; python3 -c \"
+import socket
+s = socket.create_connection(('127.0.0.1', 3128))
+s.sendall(b'CONNECT {host}:{p} HTTP/1.1\\r\\n\\r\\n')
+print('answer-{name}=%r' % s.recv(200).split(b' ')[1])
+\"\n"
+        )
+    };
+    // Escaped twice: once for `sh` (inside double quotes), once for Python's bytes literal.
+    let script = connect("dot", r"x\\\\.wild.test") + &connect("dec", r"x\\\\046y.wild.test");
+    let entry = format!("*.wild.test:{p}");
+    let out = allowlist(&w, names, loopback, &[&entry]).sh(&script);
+    out.assert_ran("ran-dot");
+    out.assert_ran("ran-dec");
+    assert_eq!(l.contacts(), 0, "an escaped name was looked up: {out:#?}");
+    assert!(out.has("answer-dot=b'400'"), "{out:#?}");
+    assert!(out.has("answer-dec=b'400'"), "{out:#?}");
+    // Positive control: the plain subdomain is reached.
+    let out = allowlist(&w, names, loopback, &[&entry]).sh(&connect("plain", "x.wild.test"));
+    assert!(out.has("answer-plain=b'200'"), "{out:#?}");
+    assert_eq!(l.contacts(), 1, "{out:#?}");
+}
+
+/// Every refused request is a denial stockade keeps (on the host) for the report: repeating
+/// refused requests must not grow it without bound. Judged from the host: the report after
+/// 2500 refused requests lists the first ones and says the rest were dropped.
+#[test]
+fn refused_requests_cannot_grow_the_report_without_bound() {
+    if !common::have("python3") {
+        return skip("python3 is not installed");
+    }
+    let w = World::new("allow-denials");
+    let script = "python3 -c \"
+import socket
+for i in range(2500):
+    s = socket.create_connection(('127.0.0.1', 3128))
+    s.sendall(b'CONNECT evil%d.test:443 HTTP/1.1\\r\\n\\r\\n' % i)
+    s.recv(300)
+    s.close()
+print('sent=%d' % (i + 1))
+\"";
+    let out = allowlist(&w, "", "", &["good.test"]).sh(script);
+    assert!(out.has("sent=2500"), "{out:#?}");
+    let rep = report(&w);
+    let listed = rep.matches("is not in network.allowed_domains").count();
+    assert!(
+        rep.contains("evil0.test") && rep.contains("evil998.test"),
+        "{rep:.2000}"
+    );
+    assert!(
+        (900..=1000).contains(&listed),
+        "{listed} denials listed, report of {} bytes",
+        rep.len()
+    );
+    assert!(
+        rep.contains("the rest not listed"),
+        "{:.2000}",
+        &rep[rep.len().saturating_sub(2000)..]
+    );
+}
+
+/// The same bound for `connect()`s the gate refuses (init reports each to stockade): 2500
+/// refused connects to a host unix socket outside the writable roots leave a report listing
+/// the first ones and saying the rest were dropped; the socket saw none of them.
+#[test]
+fn refused_connects_cannot_grow_the_report_without_bound() {
+    if !common::have("python3") {
+        return skip("python3 is not installed");
+    }
+    let w = World::new("gate-denials");
+    let sock = w.outside.join("s.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    l.set_nonblocking(true).unwrap();
+    // Positive control from the host: the socket is reachable.
+    std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    assert!(l.accept().is_ok());
+    let script = format!(
+        "python3 -c \"
+import socket
+for i in range(2500):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect('{}')
+        print('connected')
+    except OSError:
+        pass
+    s.close()
+print('tried=%d' % (i + 1))
+\"",
+        sock.display()
+    );
+    let out = w
+        .run()
+        .flag("--no-pty")
+        .flag("--report")
+        .flag(w.root.join("report.json"))
+        .sh(&script);
+    assert!(out.has("tried=2500"), "{out:#?}");
+    out.assert_not("connected");
+    assert!(l.accept().is_err(), "the sandbox reached the host socket");
+    let rep = report(&w);
+    let listed = rep.matches("s.sock").count();
+    assert!(
+        (900..=1000).contains(&listed),
+        "{listed} refused connects listed, report of {} bytes",
+        rep.len()
+    );
+    assert!(
+        rep.contains("the rest not listed"),
+        "{:.2000}",
+        &rep[rep.len().saturating_sub(2000)..]
+    );
 }

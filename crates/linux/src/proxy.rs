@@ -16,7 +16,12 @@
 //!   the run's report.
 //!
 //! Ports: an `allowed_domains` entry without `:PORT` allows 80 and 443, `name:PORT` that port
-//! (see [`stockade_policy::domains`]).
+//! (see [`stockade_policy::domains`]). A `CONNECT` tunnel on an entry without `:PORT` goes to
+//! 443 only: a tunnel to 80 would carry plain HTTP past the `Host:` check.
+//!
+//! At most [`MAX_CONNECTIONS`] connections are served at once (each costs stockade a thread
+//! and descriptors, outside the sandbox's limits); one more is answered `503`. At most
+//! [`MAX_DENIALS`] proxy denials are kept for the report.
 //!
 //! The command sees `HTTP_PROXY`/`HTTPS_PROXY` (both cases) and `ALL_PROXY` pointing at the
 //! listener, which is what curl, git, cargo, pip, npm and most HTTP libraries honour. A program
@@ -59,6 +64,7 @@ use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stockade_policy::backend::Denial;
@@ -72,6 +78,10 @@ pub const PROXY_URL: &str = "http://127.0.0.1:3128";
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections served at once; each costs stockade a thread and up to four descriptors, so
+/// the command cannot make stockade (outside its cgroup and limits) exhaust threads or files.
+/// Over the limit a connection is answered `503` at once.
+pub const MAX_CONNECTIONS: usize = 128;
 
 // ---------------------------------------------------------------------------------------------
 // Address policy (pure)
@@ -432,6 +442,13 @@ fn split_host_port(s: &str, default: Option<u16>) -> Result<(String, u16), Refus
     if host.is_empty() {
         return Err(bad(format!("missing host in {s:?}")));
     }
+    // Only what a DNS name is made of: a resolver reads `\.` or `\046` as a dot inside a label,
+    // so `x\.corp.example` would pass the `*.corp.example` check yet name `x.corp` under
+    // `example`.
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if host.parse::<IpAddr>().is_err() && !host.bytes().all(name_byte) {
+        return Err(bad(format!("{host:?} is not a host name or address")));
+    }
     Ok((host.trim_end_matches('.').to_ascii_lowercase(), port))
 }
 
@@ -527,6 +544,15 @@ fn target_allowed(host: &str, port: u16, entries: &[DomainEntry]) -> Result<(), 
     Err(entries.iter().any(|e| e.matches_host(host)))
 }
 
+/// May `CONNECT host:port` open a raw tunnel? An entry without `:PORT` allows it to 443 only:
+/// a tunnel to 80 would carry plain HTTP with any `Host:` header, unchecked. A `name:PORT`
+/// entry allows it to that port.
+fn tunnel_allowed(host: &str, port: u16, entries: &[DomainEntry]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.matches_host(host) && e.port.map_or(port == 443, |p| p == port))
+}
+
 /// Bind the listener inside the sandbox (init, after loopback is up).
 pub fn listen_inside() -> std::io::Result<TcpListener> {
     TcpListener::bind(INSIDE_ADDR)
@@ -541,15 +567,53 @@ pub fn serve(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let config = Arc::new(Config::new(&allowed));
+        let active = Arc::new(AtomicUsize::new(0));
         while let Ok(Some(fd)) = stockade_sys::sockets::recv_fd(chan.as_raw_fd()) {
             let stream = TcpStream::from(fd);
+            let Some(slot) = Slot::take(&active) else {
+                // Never blocks the accept loop: the answer fits an empty socket buffer.
+                let _ = stream.set_nonblocking(true);
+                record(
+                    &denials,
+                    format!("proxy connection refused (more than {MAX_CONNECTIONS} at once)"),
+                );
+                deny(
+                    stream,
+                    "503 Service Unavailable",
+                    &format!("more than {MAX_CONNECTIONS} proxy connections at once"),
+                );
+                continue;
+            };
             let config = Arc::clone(&config);
             let denials = Arc::clone(&denials);
             let _ = std::thread::Builder::new()
                 .name("proxy".into())
-                .spawn(move || handle(stream, &config, &denials));
+                .spawn(move || {
+                    let _slot = slot;
+                    handle(stream, &config, &denials)
+                });
         }
     })
+}
+
+/// One of the [`MAX_CONNECTIONS`] places, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>) -> Option<Slot> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CONNECTIONS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(active)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn deny(mut client: TcpStream, status: &str, why: &str) {
@@ -557,8 +621,17 @@ fn deny(mut client: TcpStream, status: &str, why: &str) {
     let _ = write!(client, "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
 }
 
+/// Denials kept for the report; the command could otherwise grow stockade's memory (and the
+/// report) without bound by repeating refused requests. One last entry says more were dropped.
+pub const MAX_DENIALS: usize = 1000;
+
 fn record(denials: &Mutex<Vec<Denial>>, target: String) {
     if let Ok(mut d) = denials.lock() {
+        let target = match d.len() {
+            n if n < MAX_DENIALS => target,
+            MAX_DENIALS => format!("more than {MAX_DENIALS} proxy denials; the rest not listed"),
+            _ => return,
+        };
         d.push(Denial {
             kind: "network".into(),
             target,
@@ -606,6 +679,16 @@ fn handle(mut client: TcpStream, config: &Config, denials: &Mutex<Vec<Denial>>) 
             format!("{host} is not in network.allowed_domains")
         };
         return refuse(client, "403 Forbidden", why);
+    }
+    if matches!(req, Request::Connect { .. }) && !tunnel_allowed(&host, port, &config.entries) {
+        return refuse(
+            client,
+            "403 Forbidden",
+            format!(
+                "no CONNECT tunnel to port {port} of {host}: plain HTTP goes as `GET http://...` so \
+                 its Host header is checked (list `{host}:{port}` for a raw tunnel)"
+            ),
+        );
     }
     let addrs = match config.resolve(&host, port) {
         Ok(a) => a,
@@ -823,10 +906,20 @@ mod tests {
         );
         assert_eq!(c("64:ff9b::7f00:1").as_deref(), Some("127.0.0.1"));
         assert_eq!(c("fd00::1").as_deref(), Some("fd00::1"));
-        // A refusal no entry can lift wins over a listable one.
+        // A refusal no entry can lift wins over a listable one: the local-use NAT64 address
+        // embeds 10.0.0.1 at the /48 position (found first) and 127.0.0.1 at /96.
+        let both: IpAddr = "64:ff9b:1:a00:0:100:7f00:1".parse().unwrap();
         assert_eq!(
-            classify("fd00::1".parse().unwrap()).map(|(r, _)| r),
+            findings(both).first().map(|(r, _)| *r),
             Some(Refused::Private)
+        );
+        assert_eq!(
+            classify(both),
+            Some((Refused::Loopback, "127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(
+            address_allowed(both, &entries(&["10.0.0.0/8"])),
+            Err(Refused::Loopback)
         );
     }
 
@@ -898,6 +991,16 @@ mod tests {
         assert_eq!(target_allowed("registry.npmjs.org", 443, &e), Ok(()));
         assert_eq!(target_allowed("evil.example", 443, &e), Err(false));
         assert_eq!(target_allowed("static.crates.io", 443, &e), Err(false));
+        // A raw tunnel: 443 on an entry without a port, 80 only when listed.
+        assert!(tunnel_allowed("crates.io", 443, &e));
+        assert!(!tunnel_allowed("crates.io", 80, &e));
+        assert!(tunnel_allowed("example.com", 8443, &e));
+        assert!(!tunnel_allowed("evil.example", 443, &e));
+        assert!(tunnel_allowed(
+            "plain.example",
+            80,
+            &entries(&["plain.example:80"])
+        ));
     }
 
     fn http(head: &str) -> Result<Request, Refusal> {
@@ -926,6 +1029,17 @@ mod tests {
         assert!(http("CONNECT host HTTP/1.1\r\n\r\n").is_err());
         assert!(http("CONNECT host:0 HTTP/1.1\r\n\r\n").is_err());
         assert!(http("CONNECT host:99999 HTTP/1.1\r\n\r\n").is_err());
+        for odd in [
+            r"x\.corp.example",
+            r"x\046y.corp.example",
+            "a%2eb",
+            "fe80::1%25lo",
+        ] {
+            let r = http(&format!("CONNECT [{odd}]:443 HTTP/1.1\r\n\r\n"));
+            assert!(r.is_err(), "{odd}: {r:?}");
+        }
+        assert!(http("CONNECT x\\.corp.example:443 HTTP/1.1\r\n\r\n").is_err());
+        assert!(http("CONNECT my_host.corp.example:443 HTTP/1.1\r\n\r\n").is_ok());
         assert_eq!(
             parse_head(b"CONNECT crates.io:443 HTTP/1.1\r\nHo"),
             Ok(None)

@@ -216,6 +216,9 @@ pub(super) fn init_setup(
     Ok(())
 }
 
+/// Refused `connect()`s init reports (one more record says the rest were dropped).
+const MAX_CONNECT_DENIALS: usize = 1000;
+
 /// pid 1: forward signals to the command's process group, answer the connect gate, reap
 /// everything, exit with the command.
 pub(super) fn init_reap(
@@ -224,6 +227,9 @@ pub(super) fn init_reap(
     proxy: Option<(std::net::TcpListener, RawFd)>,
     rep: &mut Reporter,
 ) -> i32 {
+    // Refused connects reported; the command could otherwise grow stockade's memory (and the
+    // report) without bound by repeating one.
+    let mut denied = 0usize;
     let mut set_signals = FORWARDED.to_vec();
     set_signals.push(libc::SIGCHLD);
     let set = sys::sigset(&set_signals);
@@ -286,7 +292,17 @@ pub(super) fn init_reap(
         }
         if fds[1].revents & libc::POLLIN != 0 {
             if let Some(d) = gate.as_ref().and_then(Gate::handle_one) {
-                rep.now('D', &format!("connect\t{}", d.target));
+                match denied {
+                    n if n < MAX_CONNECT_DENIALS => {
+                        rep.now('D', &format!("connect\t{}", d.target));
+                    }
+                    MAX_CONNECT_DENIALS => rep.now(
+                        'D',
+                        &format!("connect\tmore than {MAX_CONNECT_DENIALS} refused connects; the rest not listed"),
+                    ),
+                    _ => {}
+                }
+                denied = denied.saturating_add(1);
             }
         } else if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             gate = None;
