@@ -36,7 +36,7 @@
 //! sandboxed agent might write it). Unless the workspace's canonical path is listed in
 //! `trusted_workspaces` (user config or `--config` file), any workspace-layer value (including its
 //! profiles) that *widens* access relative to what it inherits is an error: `network.mode = "on"`,
-//! any `writable_roots` entry, any `allow_unix_sockets` entry, any `!` removal from `deny_read`,
+//! any `writable_roots`, `allow_unix_sockets` or `walk_exempt` entry, any `!` removal from `deny_read`,
 //! `protected_names`, `protected_paths` or `env.exclude`, `allow_dangerous_roots = true`,
 //! `read_only = false` when it was `true`, a wider `env.inherit` (`none` < `core` < `all`), a limit
 //! raised or removed, and `temp.private = false` when it was `true`. Narrowing is always allowed.
@@ -457,6 +457,7 @@ struct PartialFilesystem {
     deny_read: Option<Vec<String>>,
     allow_unix_sockets: Option<Vec<String>>,
     allow_dangerous_roots: Option<bool>,
+    walk_exempt: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -545,6 +546,7 @@ const FILESYSTEM_KEYS: &[&str] = &[
     "deny_read",
     "allow_unix_sockets",
     "allow_dangerous_roots",
+    "walk_exempt",
 ];
 const NETWORK_KEYS: &[&str] = &["mode", "allowed_domains"];
 const ENV_KEYS: &[&str] = &["inherit", "exclude", "set"];
@@ -724,6 +726,7 @@ fn empty_policy() -> Policy {
             deny_read: Vec::new(),
             allow_unix_sockets: Vec::new(),
             allow_dangerous_roots: false,
+            walk_exempt: Vec::new(),
         },
         network: NetworkPolicy {
             mode: NetworkMode::Off,
@@ -876,6 +879,7 @@ impl Merger {
             ("filesystem", "protected_paths") => &mut pol.filesystem.protected_paths,
             ("filesystem", "deny_read") => &mut pol.filesystem.deny_read,
             ("filesystem", "allow_unix_sockets") => &mut pol.filesystem.allow_unix_sockets,
+            ("filesystem", "walk_exempt") => &mut pol.filesystem.walk_exempt,
             ("network", "allowed_domains") => &mut pol.network.allowed_domains,
             _ => &mut pol.env.exclude,
         };
@@ -950,6 +954,18 @@ impl Merger {
                     )?;
                 }
                 self.list("filesystem", "allow_unix_sockets", items, src);
+            }
+            if let Some(items) = &f.walk_exempt {
+                if let Some(e) = items.iter().find(|e| !e.starts_with('!')) {
+                    widen(
+                        "filesystem.walk_exempt",
+                        format!(
+                            "exempts {e:?} from the protected-name walk (only your own config \
+                             may do that)"
+                        ),
+                    )?;
+                }
+                self.list("filesystem", "walk_exempt", items, src);
             }
             if let Some(v) = f.allow_dangerous_roots {
                 if v && !self.policy.filesystem.allow_dangerous_roots {
@@ -1484,6 +1500,13 @@ impl Loaded {
                 let dotted = format!("{section}.{key}");
                 let value = json.get(section).and_then(|s| s.get(key));
                 self.write_key(out, &dotted, key, value)?;
+            }
+            if *section == "env" {
+                writeln!(
+                    out,
+                    "# also removed, whatever the name: variables whose value holds a URL with \
+                     credentials (scheme://user:pass@host); env.set / --env passes one anyway"
+                )?;
             }
         }
         Ok(())
