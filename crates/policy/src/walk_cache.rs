@@ -44,6 +44,15 @@
 //! protected names, fails its checksum or does not parse is treated as absent — a cold walk — and
 //! never as "no protected names".
 //!
+//! # Failing closed
+//!
+//! A directory below the root that cannot be listed stops the walk ([`ScanError::Dir`]) and so
+//! the run: a command can `chmod 000` a directory to hide a repository from the next run's walk.
+//! Such a failure is never cached, and a cached listing cannot stand in for it: changing a
+//! directory's mode or ACL changes its ctime, so it is listed again (and fails again); a
+//! directory under an unlistable one cannot even be `lstat`ed, so it has no key. Directories the
+//! user exempted (`filesystem.walk_exempt`) are not descended into, with or without a cache.
+//!
 //! # Limits
 //!
 //! * The cache is as trustworthy as the state directory: a run that was given write access to it
