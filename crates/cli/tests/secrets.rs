@@ -114,12 +114,8 @@ fn added_credential_files_are_unreadable() {
         .output()
         .unwrap();
     let ctl = String::from_utf8_lossy(&ctl.stdout).into_owned();
-    for i in 0..FILES.len() {
-        assert!(
-            ctl.contains(&marker(i)),
-            "control: {} unreadable",
-            FILES[i].0
-        );
+    for (i, (rel, _)) in FILES.iter().enumerate() {
+        assert!(ctl.contains(&marker(i)), "control: {rel} unreadable");
     }
 
     let out = w.run().sh(&script);

@@ -478,7 +478,7 @@ fn visit(
     let path = dir.join(name);
     match kind {
         EntryKind::SubDir => {
-            if !skip.iter().any(|s| path == *s) {
+            if !skip.contains(&path) {
                 stack.push(Item {
                     path,
                     old: hint,
