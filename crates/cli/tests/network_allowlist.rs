@@ -496,7 +496,7 @@ fn port_80_case() {
     // SAFETY: unshare(2) with CLONE_NEWNET only changes this thread's network namespace (no
     // memory is shared with the call); children this thread spawns inherit it.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return skip(&format!(
+        return skip(format!(
             "cannot create a test network namespace: {}",
             std::io::Error::last_os_error()
         ));

@@ -308,6 +308,10 @@ fn untrusted_workspace_cannot_widen() {
             "[filesystem]\nallow_dangerous_roots = true\n",
             "filesystem.allow_dangerous_roots",
         ),
+        (
+            "[filesystem]\nwalk_exempt = [\"db\"]\n",
+            "filesystem.walk_exempt",
+        ),
         ("[env]\nexclude = [\"!*TOKEN*\"]\n", "env.exclude"),
         ("[temp]\nprivate = false\n", "temp.private"),
         (

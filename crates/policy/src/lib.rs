@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod config;
 pub mod domains;
+mod git_identity;
 pub mod model;
 pub mod paths;
 pub mod plan;
@@ -28,6 +29,16 @@ mod walk_cache;
 
 #[cfg(test)]
 mod test_util;
+
+/// A short, user-facing reason for an I/O error (shared by the plan and the walk, which must not
+/// depend on each other both ways).
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "it does not exist".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
 
 pub use backend::{Backend, Command, Denial, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
 pub use config::{load, CliOverrides, ConfigError, LoadRequest, Loaded, Source};

@@ -45,6 +45,12 @@ pub struct FilesystemPolicy {
     pub allow_unix_sockets: Vec<String>,
     /// Allow writable roots that are `/`, a system directory or the home directory itself.
     pub allow_dangerous_roots: bool,
+    /// Directories under a writable root that the protected-name walk does not descend into (a
+    /// protected name inside is then not protected). Only the user's own config, `--config` or a
+    /// trusted workspace may add one; the walk otherwise fails closed on a directory it cannot
+    /// list.
+    #[serde(default)]
+    pub walk_exempt: Vec<String>,
 }
 
 /// Network modes.

@@ -4,10 +4,11 @@
 //! resolved once, here, at plan time), the computed environment, the network mode and limits.
 //! Backends never interpret policy strings themselves.
 
+use crate::io_reason;
 use crate::model::{EnvInherit, LimitsPolicy, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
 use crate::system_dirs::{system_dir_hit, Relation, Tier, SYSTEM_DIRS};
-use crate::walk_cache::{self, FoundKind};
+use crate::walk_cache::{self, FoundKind, ScanError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -189,6 +190,31 @@ pub enum PlanError {
         /// The protected ancestor (or the root itself).
         protected: PathBuf,
     },
+    /// A directory below a writable root could not be listed, or a `.git` entry in it (a `.git`
+    /// file, its gitdir or commondir, a protected symlink's target) could not be read: a
+    /// repository there could not be protected, so nothing runs (a command can make a directory
+    /// unreadable to hide a repository from the next run).
+    #[error(
+        "cannot search {path:?} (under writable root {root:?}) for protected entries such as \
+         .git: {what}: {source}. A repository there could not be protected, so the command was \
+         not run. Fix its permissions (e.g. chmod u+rx {path:?}), or, if it is a directory you \
+         trust and do not need protected (say a database's data directory owned by another \
+         user), exempt it from the walk in your user config \
+         (~/.config/stockade/config.toml): [filesystem] walk_exempt = [{exempt:?}]"
+    )]
+    Unsearchable {
+        /// The directory or file that could not be read.
+        path: PathBuf,
+        /// The writable root it is under.
+        root: PathBuf,
+        /// What was being read, e.g. `listing it`.
+        what: &'static str,
+        /// The directory to exempt (the path itself, or the directory holding the file).
+        exempt: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// A writable root could not be listed at all.
     #[error(
         "cannot list writable root {path:?} to find protected entries: {source}; fix its \
@@ -225,6 +251,23 @@ pub const CORE_ENV_VARS: &[&str] = &[
 /// Kernel pseudo-filesystems the protected-name walk never descends into (only relevant when `/`
 /// itself is a forced writable root).
 const WALK_SKIP: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// The directories the walk does not descend into: [`WALK_SKIP`] and the existing
+/// `filesystem.walk_exempt` entries, canonical.
+fn walk_skip(
+    policy: &Policy,
+    home: Option<&Path>,
+    workspace: &Path,
+) -> Result<Vec<PathBuf>, PlanError> {
+    let mut skip: Vec<PathBuf> = WALK_SKIP.iter().map(PathBuf::from).collect();
+    for entry in &policy.filesystem.walk_exempt {
+        let path = expand(entry, home, workspace, "filesystem.walk_exempt")?;
+        if let Ok(c) = fs::canonicalize(&path) {
+            skip.push(c);
+        }
+    }
+    Ok(skip)
+}
 
 /// Each system directory with its resolved form when it is a symlink (e.g. `/bin -> usr/bin`),
 /// computed once per process: one `readlink` each (which fails at once for a non-link) instead
@@ -312,8 +355,9 @@ impl Plan {
 /// * The command's directory is the canonical `req.cwd` if it lies inside the workspace or a
 ///   writable root, else the workspace (with a warning). A relative `cwd` is taken relative to
 ///   the workspace.
-/// * The environment: `req.env` filtered by `env.inherit`, minus names matching `env.exclude`,
-///   plus `env.set`.
+/// * The environment: `req.env` filtered by `env.inherit`, minus names matching `env.exclude`
+///   and values holding a URL with credentials ([`has_url_credentials`]), plus `env.set`, plus
+///   `GIT_CONFIG_GLOBAL` when the user's git configuration is masked (its identity only).
 pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     let fs_pol = &policy.filesystem;
     let mut warnings = Vec::new();
@@ -386,6 +430,8 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     }
     let mut walker = Walker {
+        skip: walk_skip(policy, home_raw, &workspace)?,
+        root: PathBuf::new(),
         names: fs_pol.protected_names.iter().map(OsString::from).collect(),
         out: Vec::new(),
         targets: Vec::new(),
@@ -492,7 +538,12 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     };
 
-    let (env, env_removed) = plan_env(policy, &req.env)?;
+    let (mut env, env_removed) = plan_env(policy, &req.env)?;
+    if let Some(path) =
+        git_identity_config(&deny_read, home_raw, &req.state_dir, &env, &mut warnings)
+    {
+        env.push((OsString::from("GIT_CONFIG_GLOBAL"), path.into_os_string()));
+    }
 
     let persist_dir = (policy.temp.private && policy.temp.persist).then(|| {
         let digest = Sha256::digest(workspace.as_os_str().as_encoded_bytes());
@@ -550,14 +601,6 @@ fn expand(
         entry: entry.to_string(),
         reason: e.to_string(),
     })
-}
-
-pub(crate) fn io_reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => "it does not exist".into(),
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }
 
 /// An existing path as a canonical [`PlannedPath`] (symlinks followed), or `None` if it (or the
@@ -618,6 +661,10 @@ fn minimal_protected(mut v: Vec<PlannedPath>, roots: &[PathBuf]) -> Vec<PlannedP
 
 struct Walker {
     names: Vec<OsString>,
+    /// Directories not descended into (see [`walk_skip`]).
+    skip: Vec<PathBuf>,
+    /// The root being walked.
+    root: PathBuf,
     /// Entries found by name.
     out: Vec<PlannedPath>,
     /// Paths named by file contents or symlinks (gitdir, commondir, link targets): anything the
@@ -638,21 +685,45 @@ impl Walker {
             .cache_dir
             .as_deref()
             .map(|d| walk_cache::cache_file(d, root));
-        let scan =
-            walk_cache::scan(root, &self.names, cache.as_deref(), WALK_SKIP).map_err(|source| {
-                PlanError::ReadRoot {
+        self.root = root.to_path_buf();
+        let scan = walk_cache::scan(root, &self.names, cache.as_deref(), &self.skip).map_err(
+            |e| match e {
+                ScanError::Root(source) => PlanError::ReadRoot {
                     path: root.to_path_buf(),
                     source,
-                }
-            })?;
+                },
+                ScanError::Dir { path, source } => PlanError::Unsearchable {
+                    exempt: path.clone(),
+                    path,
+                    root: root.to_path_buf(),
+                    what: "listing it",
+                    source,
+                },
+            },
+        )?;
         self.warnings.extend(scan.warnings);
         for f in scan.found {
-            self.protect(f.path, &f.name, f.kind);
+            self.protect(f.path, &f.name, f.kind)?;
         }
         Ok(())
     }
 
-    fn protect(&mut self, path: PathBuf, name: &OsStr, kind: FoundKind) {
+    /// Fail closed on an I/O error other than "does not exist" while reading `path` (a `.git`
+    /// file, a gitdir, a link target): the command could have made it unreadable on purpose.
+    fn unreadable(&self, path: &Path, at: &Path, what: &'static str, e: io::Error) -> PlanError {
+        PlanError::Unsearchable {
+            path: path.to_path_buf(),
+            root: self.root.clone(),
+            what,
+            exempt: at
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| at.to_path_buf()),
+            source: e,
+        }
+    }
+
+    fn protect(&mut self, path: PathBuf, name: &OsStr, kind: FoundKind) -> Result<(), PlanError> {
         let label = name.to_string_lossy();
         if kind == FoundKind::Symlink {
             self.links.push(path.clone());
@@ -666,39 +737,46 @@ impl Walker {
                         reason: format!("target of {label} symlink {}", path.display()),
                     });
                     if !is_dir && name == ".git" {
-                        self.gitfile(&path);
+                        self.gitfile(&path)?;
                     }
                 }
-                Err(e) => self.warnings.push(format!(
+                Err(e) if is_missing(&e) => self.warnings.push(format!(
                     "{label} symlink {} points nowhere usable ({}); only the link is listed",
                     path.display(),
                     io_reason(&e)
                 )),
+                Err(e) => {
+                    return Err(self.unreadable(&path, &path, "resolving the symlink", e));
+                }
             }
-            return;
+            return Ok(());
         }
         let is_dir = kind == FoundKind::Dir;
         if !is_dir && name == ".git" {
-            self.gitfile(&path);
+            self.gitfile(&path)?;
         }
         self.out.push(PlannedPath {
             path,
             kind: kind_of(is_dir),
             reason: format!("protected name {label}"),
         });
+        Ok(())
     }
 
     /// A `.git` file (`gitdir: <path>`): protect its gitdir and the gitdir's `commondir`.
-    fn gitfile(&mut self, file: &Path) {
+    fn gitfile(&mut self, file: &Path) -> Result<(), PlanError> {
         let base = file.parent().unwrap_or(Path::new("/"));
         let target = match read_pointer(file, Some("gitdir:")) {
             Ok(t) => t,
+            Err(PointerError::Io(e)) if !is_missing(&e) => {
+                return Err(self.unreadable(file, file, "reading the .git file", e));
+            }
             Err(why) => {
                 self.warnings.push(format!(
                     "{} is not a usable gitdir pointer: {why}",
                     file.display()
                 ));
-                return;
+                return Ok(());
             }
         };
         let gitdir = match fs::canonicalize(base.join(&target)) {
@@ -709,22 +787,26 @@ impl Walker {
                     g.display(),
                     file.display()
                 ));
-                return;
+                return Ok(());
             }
-            Err(e) => {
+            Err(e) if is_missing(&e) => {
                 self.warnings.push(format!(
                     "gitdir {} of {} is not usable: {}",
                     target.display(),
                     file.display(),
                     io_reason(&e)
                 ));
-                return;
+                return Ok(());
+            }
+            Err(e) => {
+                let t = base.join(&target);
+                return Err(self.unreadable(&t, file, "resolving the gitdir of .git file", e));
             }
         };
         let commondir_file = gitdir.join("commondir");
         if fs::symlink_metadata(&commondir_file).is_ok() {
             match read_pointer(&commondir_file, None)
-                .and_then(|c| fs::canonicalize(gitdir.join(c)).map_err(|e| io_reason(&e)))
+                .and_then(|c| fs::canonicalize(gitdir.join(c)).map_err(PointerError::Io))
             {
                 Ok(common) if common.is_dir() => self.targets.push(PlannedPath {
                     path: common,
@@ -736,6 +818,14 @@ impl Walker {
                     common.display(),
                     gitdir.display()
                 )),
+                Err(PointerError::Io(e)) if !is_missing(&e) => {
+                    return Err(self.unreadable(
+                        &commondir_file,
+                        file,
+                        "reading the commondir of the gitdir of .git file",
+                        e,
+                    ));
+                }
                 Err(why) => self
                     .warnings
                     .push(format!("{} is not usable: {why}", commondir_file.display())),
@@ -746,41 +836,138 @@ impl Walker {
             kind: PathKind::Dir,
             reason: format!("gitdir of {}", file.display()),
         });
+        Ok(())
     }
+}
+
+/// "Does not exist" (or a path component is not a directory): nothing there to protect.
+fn is_missing(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) // ENOTDIR
+}
+
+/// Why a pointer file (`.git` file, `commondir`) gave no path.
+#[derive(Debug, thiserror::Error)]
+enum PointerError {
+    /// It (or what it names) could not be read.
+    #[error("{}", io_reason(.0))]
+    Io(io::Error),
+    /// Its content is not a pointer.
+    #[error("{0}")]
+    Format(&'static str),
+    /// The path it names is not valid UTF-8 (where paths must be).
+    #[cfg(not(unix))]
+    #[error("the path is not valid UTF-8")]
+    NotUtf8,
 }
 
 /// Read a small pointer file (`.git` file or `commondir`): the first line, optionally after
 /// `prefix`, trimmed of surrounding whitespace.
-fn read_pointer(file: &Path, prefix: Option<&str>) -> Result<PathBuf, String> {
+fn read_pointer(file: &Path, prefix: Option<&str>) -> Result<PathBuf, PointerError> {
     let mut buf = Vec::new();
     fs::File::open(file)
         .and_then(|f| f.take(64 * 1024).read_to_end(&mut buf))
-        .map_err(|e| io_reason(&e))?;
+        .map_err(PointerError::Io)?;
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let line = match prefix {
         Some(p) => line
             .strip_prefix(p.as_bytes())
-            .ok_or_else(|| format!("it does not start with {p:?}"))?,
+            .ok_or(PointerError::Format("it does not start with \"gitdir:\""))?,
         None => line,
     };
     let line = line.trim_ascii();
     if line.is_empty() {
-        return Err("it names no path".into());
+        return Err(PointerError::Format("it names no path"));
     }
     bytes_to_path(line)
 }
 
 #[cfg(unix)]
-fn bytes_to_path(b: &[u8]) -> Result<PathBuf, String> {
+fn bytes_to_path(b: &[u8]) -> Result<PathBuf, PointerError> {
     use std::os::unix::ffi::OsStrExt;
     Ok(PathBuf::from(OsStr::from_bytes(b)))
 }
 
 #[cfg(not(unix))]
-fn bytes_to_path(b: &[u8]) -> Result<PathBuf, String> {
+fn bytes_to_path(b: &[u8]) -> Result<PathBuf, PointerError> {
     std::str::from_utf8(b)
         .map(PathBuf::from)
-        .map_err(|_| "the path is not valid UTF-8".to_string())
+        .map_err(|_| PointerError::NotUtf8)
+}
+
+/// When the user's git configuration is masked (see [`crate::git_identity`]): the generated
+/// config file carrying only `user.name`/`user.email`, for `GIT_CONFIG_GLOBAL`. `None` when
+/// neither file is masked, there is no identity, the environment already names a global config,
+/// or the file could not be written (with a warning).
+fn git_identity_config(
+    deny_read: &[PlannedPath],
+    home: Option<&Path>,
+    state_dir: &Path,
+    env: &[(OsString, OsString)],
+    warnings: &mut Vec<String>,
+) -> Option<PathBuf> {
+    let home = home?;
+    if !state_dir.is_absolute() || env.iter().any(|(k, _)| k == "GIT_CONFIG_GLOBAL") {
+        return None;
+    }
+    let files = [home.join(".config/git/config"), home.join(".gitconfig")];
+    let masked = files.iter().any(|f| {
+        fs::canonicalize(f).is_ok_and(|c| deny_read.iter().any(|d| c.starts_with(&d.path)))
+    });
+    if !masked {
+        return None;
+    }
+    let content = crate::git_identity::Identity::from_files(&files).render()?;
+    match crate::git_identity::write_config(&state_dir.join("git"), &content) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warnings.push(format!(
+                "your git configuration is masked and its user.name/user.email could not be \
+                 passed on ({}: {}); set GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL with --env if git \
+                 commit needs them",
+                state_dir.join("git").display(),
+                io_reason(&e)
+            ));
+            None
+        }
+    }
+}
+
+/// Whether `value` contains a URL with credentials in its authority (`scheme://user:pass@host`,
+/// or `scheme://token@host`): proxies, database URLs, registry mirrors with a token.
+pub fn has_url_credentials(value: &OsStr) -> bool {
+    let v = value.as_encoded_bytes();
+    let mut from = 0;
+    while let Some(pos) = v[from..].windows(3).position(|w| w == b"://") {
+        let at = from + pos;
+        let scheme_ok = at > 0
+            && v[at - 1].is_ascii_alphanumeric()
+            && v[..at]
+                .iter()
+                .rev()
+                .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+                .last()
+                .is_some_and(|b| b.is_ascii_alphabetic());
+        let rest = &v[at + 3..];
+        let end = rest
+            .iter()
+            .position(|&b| {
+                matches!(
+                    b,
+                    b'/' | b'?' | b'#' | b',' | b';' | b'"' | b'\'' | b'<' | b'>'
+                ) || b.is_ascii_whitespace()
+            })
+            .unwrap_or(rest.len());
+        if scheme_ok
+            && rest[..end]
+                .iter()
+                .rposition(|&b| b == b'@')
+                .is_some_and(|p| p > 0)
+        {
+            return true;
+        }
+        from = at + 3;
+    }
+    false
 }
 
 /// An environment: names and values, in order.
@@ -804,7 +991,7 @@ fn plan_env(
         if !keep(k) {
             continue;
         }
-        if policy.env.exclude.iter().any(|g| glob_match(g, k)) {
+        if policy.env.exclude.iter().any(|g| glob_match(g, k)) || has_url_credentials(v) {
             removed.push(k.to_string_lossy().into_owned());
             continue;
         }

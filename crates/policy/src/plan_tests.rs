@@ -720,3 +720,138 @@ fn allowed_domains_with_ports_are_validated() {
         assert!(err.to_string().contains(bad), "{bad}: {err}");
     }
 }
+
+#[test]
+fn env_values_with_url_credentials_are_removed() {
+    for (v, secret) in [
+        ("postgres://app:hunter2@db:5432/app", true),
+        ("http://user:pw@proxy.corp:3128", true),
+        ("https://ghp_abc@github.com/o/r.git", true),
+        ("a https://x https://u:p@h/path", true),
+        ("git+ssh://git:t@h", true),
+        ("https://example.org/a@b", false),
+        ("https://example.org/?q=a@b", false),
+        ("user@example.org", false),
+        ("://u:p@h", false),
+        ("http://proxy:3128", false),
+        ("/usr/bin:/bin", false),
+    ] {
+        assert_eq!(has_url_credentials(OsStr::new(v)), secret, "{v}");
+    }
+    let (_t, home, ws) = setup();
+    let mut r = req(&ws, &home);
+    r.env = vec![
+        (os("HTTPS_PROXY"), os("http://u:p@proxy:8080")),
+        (os("PLAIN_PROXY"), os("http://proxy:8080")),
+        (os("EXPLICIT"), os("redis://:pw@r:6379")),
+    ];
+    let mut pol = default_policy();
+    let plan = resolve(&pol, &r).unwrap();
+    assert_eq!(plan.env, vec![(os("PLAIN_PROXY"), os("http://proxy:8080"))]);
+    assert_eq!(plan.env_removed, vec!["EXPLICIT", "HTTPS_PROXY"]);
+    // Set explicitly, it passes.
+    pol.env
+        .set
+        .insert("EXPLICIT".into(), "redis://:pw@r:6379".into());
+    let plan = resolve(&pol, &r).unwrap();
+    assert!(plan
+        .env
+        .contains(&(os("EXPLICIT"), os("redis://:pw@r:6379"))));
+}
+
+#[test]
+fn default_env_patterns_cover_the_secret_families() {
+    let pol = default_policy();
+    let hit = |n: &str| pol.env.exclude.iter().any(|g| glob_match(g, OsStr::new(n)));
+    for n in [
+        "GITHUB_PAT",
+        "MYSQL_PWD",
+        "DB_PASS",
+        "DB_PASSWORD",
+        "SMTP_PASSWD",
+        "GPG_PASSPHRASE",
+        "REDIS_PASS",
+        "NPM_CONFIG__AUTH",
+        "npm_config__authToken",
+        "API_JWT",
+        "BEARER",
+        "SESSION_COOKIE",
+        "SENTRY_DSN",
+        "SLACK_WEBHOOK_URL",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "DOCKER_AUTH_CONFIG",
+        "DATABASE_URL",
+        "TEST_DATABASE_URL",
+        "BASIC_AUTH",
+        "GCP_CREDS",
+    ] {
+        assert!(hit(n), "{n} passes the default env filter");
+    }
+    for n in [
+        "PATH",
+        "HOME",
+        "PWD",
+        "OLDPWD",
+        "XAUTHORITY",
+        "GIT_AUTHOR_NAME",
+        "LANG",
+        "TERM",
+        "XDG_SESSION_TYPE",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "CARGO_HOME",
+        "PASSIVE",
+    ] {
+        assert!(!hit(n), "{n} is removed by the default env filter");
+    }
+}
+
+#[test]
+fn masked_gitconfig_passes_the_identity_only() {
+    let (t, home, ws) = setup();
+    t.file(
+        "home/.gitconfig",
+        "[user]\n\tname = Ada\n\temail = ada@example.org\n\
+         [url \"https://u:tok@h/\"]\n\tinsteadOf = https://h/\n",
+    );
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert!(plan
+        .deny_read
+        .iter()
+        .any(|d| d.path == home.join(".gitconfig")));
+    let (_, path) = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == "GIT_CONFIG_GLOBAL")
+        .expect("GIT_CONFIG_GLOBAL set");
+    let path = PathBuf::from(path);
+    assert!(path.starts_with(home.join(".local/state/stockade/git")));
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("ada@example.org") && text.contains("Ada"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tok") && !text.contains("insteadOf"),
+        "{text}"
+    );
+    // Not masked (removed from deny_read): nothing is generated.
+    let mut pol = default_policy();
+    pol.filesystem
+        .deny_read
+        .retain(|d| d != "~/.gitconfig" && d != "~/.config/git/config");
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    assert!(!plan.env.iter().any(|(k, _)| k == "GIT_CONFIG_GLOBAL"));
+}
+
+#[test]
+fn walk_exempt_entries_are_not_searched() {
+    let (t, home, ws) = setup();
+    t.mkdir("ws/pgdata/base/.git");
+    t.mkdir("ws/src/.git");
+    let mut pol = default_policy();
+    pol.filesystem.walk_exempt = vec!["pgdata".into(), "~/missing".into()];
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    let p = protected_paths(&plan);
+    assert!(p.contains(&ws.join("src/.git")), "{p:?}");
+    assert!(!p.contains(&ws.join("pgdata/base/.git")), "{p:?}");
+}

@@ -1,6 +1,6 @@
 //! The protected-name walk, with a per-root cache of directory listings.
 //!
-//! [`crate::plan::resolve`] must find every protected name (`.git`, `.stockade`, ...) at any depth
+//! The plan (`resolve`) must find every protected name (`.git`, `.stockade`, ...) at any depth
 //! under every writable root on every run. Listing every directory (`getdents64`) dominates the
 //! cost of a launch in a large workspace, so the listings are cached between runs in the state
 //! directory (`<state_dir>/walk/<sha256 of the canonical root>.bin`) and, on a warm run, a
@@ -43,6 +43,15 @@
 //! A cache file that cannot be read, has another format version, another root or another set of
 //! protected names, fails its checksum or does not parse is treated as absent — a cold walk — and
 //! never as "no protected names".
+//!
+//! # Failing closed
+//!
+//! A directory below the root that cannot be listed stops the walk ([`ScanError::Dir`]) and so
+//! the run: a command can `chmod 000` a directory to hide a repository from the next run's walk.
+//! Such a failure is never cached, and a cached listing cannot stand in for it: changing a
+//! directory's mode or ACL changes its ctime, so it is listed again (and fails again); a
+//! directory under an unlistable one cannot even be `lstat`ed, so it has no key. Directories the
+//! user exempted (`filesystem.walk_exempt`) are not descended into, with or without a cache.
 //!
 //! # Limits
 //!
@@ -159,7 +168,7 @@ pub(crate) struct ScanStats {
 pub(crate) struct Scan {
     /// Protected names, in walk order.
     pub found: Vec<Found>,
-    /// Directories that could not be (completely) listed.
+    /// Directories that vanished while the walk reached them (nothing left to protect there).
     pub warnings: Vec<String>,
     /// Counters.
     pub stats: ScanStats,
@@ -208,15 +217,33 @@ fn canonical_prefix(p: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Why a walk stopped: a directory under the root could not be (completely) listed, so a
+/// protected name in it could not be seen. The walk fails closed: a command can make a directory
+/// unlistable (`chmod 000`) to hide a repository from the next run's walk.
+#[derive(Debug)]
+pub(crate) enum ScanError {
+    /// The root itself could not be listed.
+    Root(io::Error),
+    /// A directory below the root could not be listed (or its listing not finished).
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
 /// Walk `root` (canonical, a directory) for `names`, reusing and refreshing the cache in
 /// `cache` if given. Symlinks are never followed, protected directories are not descended into,
-/// nor are the directories in `skip`. Errors only if `root` itself cannot be listed.
+/// nor are the directories in `skip`. Fails if any directory that is descended into cannot be
+/// listed (one that vanished meanwhile is only reported in [`Scan::warnings`]); nothing is
+/// cached then.
 pub(crate) fn scan(
     root: &Path,
     names: &[OsString],
     cache: Option<&Path>,
-    skip: &[&str],
-) -> io::Result<Scan> {
+    skip: &[PathBuf],
+) -> Result<Scan, ScanError> {
     scan_at(root, names, cache, skip, now_ns())
 }
 
@@ -225,9 +252,9 @@ pub(crate) fn scan_at(
     root: &Path,
     names: &[OsString],
     cache: Option<&Path>,
-    skip: &[&str],
+    skip: &[PathBuf],
     start_ns: i128,
-) -> io::Result<Scan> {
+) -> Result<Scan, ScanError> {
     let mut sorted_names: Vec<&[u8]> = names.iter().map(|n| n.as_encoded_bytes()).collect();
     sorted_names.sort();
     sorted_names.dedup();
@@ -310,12 +337,18 @@ pub(crate) fn scan_at(
             scan.stats.listed += 1;
             let rd = match fs::read_dir(&item.path) {
                 Ok(rd) => rd,
-                Err(e) if is_root => return Err(e),
+                Err(e) if is_root => return Err(ScanError::Root(e)),
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(ScanError::Dir {
+                        path: item.path,
+                        source: e,
+                    })
+                }
                 Err(e) => {
                     scan.warnings.push(format!(
-                        "could not search {} for protected names: {}",
+                        "{} vanished while it was searched for protected names: {}",
                         item.path.display(),
-                        crate::plan::io_reason(&e)
+                        crate::io_reason(&e)
                     ));
                     new.dirs.push(DirRec {
                         key: None,
@@ -343,13 +376,10 @@ pub(crate) fn scan_at(
                 let ent = match ent {
                     Ok(ent) => ent,
                     Err(e) => {
-                        scan.warnings.push(format!(
-                            "could not finish listing {}: {}",
-                            item.path.display(),
-                            crate::plan::io_reason(&e)
-                        ));
-                        key = None;
-                        break;
+                        return Err(ScanError::Dir {
+                            path: item.path,
+                            source: e,
+                        })
                     }
                 };
                 let Ok(ft) = ent.file_type() else {
@@ -440,7 +470,7 @@ fn visit(
     name: &[u8],
     hint: u32,
     eidx: u32,
-    skip: &[&str],
+    skip: &[PathBuf],
     stack: &mut Vec<Item>,
     found: &mut Vec<Found>,
 ) {
@@ -448,7 +478,7 @@ fn visit(
     let path = dir.join(name);
     match kind {
         EntryKind::SubDir => {
-            if !skip.iter().any(|s| path == Path::new(s)) {
+            if !skip.contains(&path) {
                 stack.push(Item {
                     path,
                     old: hint,

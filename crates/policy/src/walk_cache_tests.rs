@@ -90,7 +90,10 @@ impl Fixture {
     }
     /// Scan with the cache, as a run long after the previous one.
     fn warm(&self) -> Scan {
-        scan_at(&self.ws, &names(), Some(&self.cache), &[], later()).unwrap()
+        self.warm_result().unwrap()
+    }
+    fn warm_result(&self) -> Result<Scan, ScanError> {
+        scan_at(&self.ws, &names(), Some(&self.cache), &[], later())
     }
 }
 
@@ -322,10 +325,14 @@ fn other_names_version_or_root_invalidate() {
 }
 
 #[test]
-fn unreadable_directory_is_retried() {
+fn unreadable_directory_fails_the_walk_and_is_not_cached_away() {
     use std::os::unix::fs::PermissionsExt;
     let f = fixture();
     f.mk("locked/inner");
+    // A warm cache that saw `locked` without a repository ("no repo here").
+    let s = f.warm();
+    assert!(s.found.is_empty());
+    tick();
     // As root, permission bits apply only without the DAC capabilities.
     let _unprivileged = NoDacOverride::new();
     fs::set_permissions(f.ws.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
@@ -335,16 +342,40 @@ fn unreadable_directory_is_retried() {
             "a mode-000 directory is still listable (capabilities could not be dropped)",
         );
     }
-    let s = f.warm();
-    assert_eq!(s.warnings.len(), 1);
-    let s = f.warm();
-    assert_eq!(s.warnings.len(), 1, "the failure is not cached away");
+    for _ in 0..2 {
+        match f.warm_result() {
+            Err(ScanError::Dir { path, .. }) => assert_eq!(path, f.ws.join("locked")),
+            other => panic!("an unlistable directory must fail the walk: {other:?}"),
+        }
+    }
+    // Exempted, the walk passes (and does not descend into it).
+    let s = scan_at(
+        &f.ws,
+        &names(),
+        Some(&f.cache),
+        &[f.ws.join("locked")],
+        later(),
+    )
+    .unwrap();
+    assert!(s.found.is_empty());
     tick();
     fs::set_permissions(f.ws.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
     f.mk("locked/inner/.git");
     let s = f.warm();
     assert!(s.warnings.is_empty());
     assert_eq!(s.found.len(), 1);
+}
+
+#[test]
+fn exempt_directory_is_not_descended_into_even_from_the_cache() {
+    let f = fixture();
+    f.mk("db/repo/.git");
+    f.mk("src/.git");
+    let s = f.warm();
+    assert_eq!(s.found.len(), 2);
+    let s = scan_at(&f.ws, &names(), Some(&f.cache), &[f.ws.join("db")], later()).unwrap();
+    assert_eq!(found_set(&s).len(), 1, "{:?}", s.found);
+    assert!(s.found[0].path.starts_with(f.ws.join("src")));
 }
 
 #[test]

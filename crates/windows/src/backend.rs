@@ -1,10 +1,7 @@
 //! `WindowsBackend`: the `stockade_policy::Backend` implementation. On Windows it computes the
 //! unelevated plan, applies it and runs the command; elsewhere it compiles and refuses to run.
 
-use crate::input::InputError;
-use crate::path::WinPath;
-use crate::state::StateError;
-use crate::unelevated::UnelevatedPlanError;
+pub use crate::launch::{created_protected, workspace_tag, RunError};
 use stockade_policy::backend::{
     Availability, Backend, Command, LaunchFailure, RunOptions, RunOutcome,
 };
@@ -25,51 +22,6 @@ pub enum Tier {
 pub struct WindowsBackend {
     /// Tier to use.
     pub tier: Tier,
-}
-
-/// Why a command could not be launched on Windows.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Not running on Windows.
-    #[error("the Windows backend can only run commands on Windows")]
-    NotWindows,
-    /// The elevated tier is not installed.
-    #[error("the elevated Windows tier is not installed (or its stored password is missing); run `stockade setup`")]
-    ElevatedNotInstalled,
-    /// `--pty` in the elevated tier.
-    #[error("--pty is not supported by the elevated Windows tier yet; use the unelevated tier for interactive commands")]
-    ElevatedPty,
-    /// The offline account's firewall rules are missing: refusing to run with the network open.
-    #[error("network is off but these firewall rules of the offline account are missing: {0:?}; run `stockade setup` to repair")]
-    FirewallMissing(Vec<String>),
-    /// The plan cannot be expressed on Windows.
-    #[error(transparent)]
-    Input(#[from] InputError),
-    /// Stockade's state (capability SIDs) could not be used.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// No plan.
-    #[error(transparent)]
-    Plan(#[from] UnelevatedPlanError),
-    /// `%LOCALAPPDATA%` is not set.
-    #[error("LOCALAPPDATA is not set; Stockade keeps its Windows state there")]
-    NoLocalAppData,
-    /// The program or an argument is not valid Unicode.
-    #[error("{0:?} is not valid Unicode; Windows command lines are UTF-16")]
-    NotUnicode(String),
-    /// Preparing the sandbox temp dir failed.
-    #[error("cannot prepare the sandbox temp directory {path}: {source}")]
-    Temp {
-        /// The directory.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A Win32 step failed.
-    #[cfg(windows)]
-    #[error(transparent)]
-    Win(#[from] crate::win::WinRunError),
 }
 
 impl LaunchFailure for RunError {}
@@ -113,41 +65,10 @@ impl Backend for WindowsBackend {
     }
 }
 
-/// A stable per-workspace directory name (FNV-1a of the case-folded path), so the temp dir of a
-/// workspace keeps its capability SID across runs instead of minting one per run.
-pub fn workspace_tag(ws: &WinPath) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in ws.key().as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
-/// Protected paths that were missing before the run and exist after it: a warning each, and a
-/// `protected-created` denial each (the denial report's name for it).
-pub fn created_protected(
-    paths: &[WinPath],
-    exists: impl Fn(&WinPath) -> bool,
-) -> (Vec<String>, Vec<stockade_policy::backend::Denial>) {
-    let created: Vec<&WinPath> = paths.iter().filter(|p| exists(p)).collect();
-    let warnings = created
-        .iter()
-        .map(|p| format!("protected path {p} was created during the run; it was not protected while the command ran"))
-        .collect();
-    let denials = created
-        .iter()
-        .map(|p| stockade_policy::backend::Denial {
-            kind: "protected-created".into(),
-            target: p.as_string(),
-        })
-        .collect();
-    (warnings, denials)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::path::WinPath;
 
     #[test]
     fn tags_are_stable_and_case_insensitive() {

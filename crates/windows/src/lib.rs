@@ -26,5 +26,7 @@ pub mod win;
 #[cfg(feature = "policy")]
 pub mod backend;
 #[cfg(feature = "policy")]
+pub mod launch;
+#[cfg(feature = "policy")]
 pub use backend::{RunError, Tier, WindowsBackend};
 pub use setup::{maybe_run_as_runner, setup, uninstall, SetupError, SetupOptions, SetupOutcome};

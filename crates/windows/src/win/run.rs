@@ -3,9 +3,9 @@
 use super::job::Job;
 use super::process::{self, Stdio, Waited};
 use super::{acl, random, token, WinRunError};
-use crate::backend::{created_protected, workspace_tag, RunError};
 use crate::env::{command_line, env_block};
 use crate::input::WinPlanInput;
+use crate::launch::{created_protected, workspace_tag, RunError};
 use crate::path::WinPath;
 use crate::state::CapabilityStore;
 use crate::unelevated::{self, UnelevatedOptions};
