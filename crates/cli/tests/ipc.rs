@@ -24,7 +24,11 @@ fn host_ipcmk(args: &[&str]) -> String {
     let o = Command::new("ipcmk").args(args).output().expect("ipcmk");
     assert!(o.status.success(), "ipcmk {args:?}: {o:?}");
     let s = String::from_utf8_lossy(&o.stdout);
-    s.split(':').nth(1).expect("ipcmk prints the id").trim().to_string()
+    s.split(':')
+        .nth(1)
+        .expect("ipcmk prints the id")
+        .trim()
+        .to_string()
 }
 
 #[test]
