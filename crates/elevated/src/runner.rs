@@ -176,7 +176,7 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     let spec: ChildSpec =
         serde_json::from_slice(&buf).map_err(|e| format!("malformed run specification: {e}"))?;
 
-    // As root: private mount (and, offline, network) namespace.
+    // As root: private mount and IPC (and, offline, network) namespaces.
     spec.ns
         .apply()
         .map_err(|e| format!("private mount/IPC/network namespaces: {e}"))?;
