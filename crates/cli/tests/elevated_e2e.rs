@@ -395,6 +395,12 @@ fn elevated_end_to_end_as_root() {
     assert_eq!(r.code, 125, "{}", r.stderr);
     eprintln!("cross-user: runs for {USER} cannot use {OTHER}'s grants");
 
+    // --- IPC namespace, start directory, bounded reads of caller files ----------------------------
+    check_ipc(&u, &o, &args, &ws, off_uid);
+    check_cwd_magic_links(&u, &o, &ws, &ows, off_uid);
+    let broker_pid = g.broker.as_ref().expect("broker").id();
+    check_gitfile_reads(&u, broker_pid, &uids);
+
     // --- network ------------------------------------------------------------------------------------
     sh(&format!("ip netns add {NETNS}"));
     g.netns = true;
@@ -659,8 +665,50 @@ fn elevated_end_to_end_as_root() {
         let _ = b.kill();
         let _ = b.wait();
     }
+    // System V IPC objects of a sandbox account left in the host's namespace (as a run of an
+    // older version would have): made unsandboxed as that account (visible on the host: the
+    // control), plus one of another user that uninstall must leave alone.
+    let off_gid = sh(&format!("id -g {}", "stockade-offline"));
+    let as_off = format!(
+        "setpriv --reuid={off_uid} --regid={} --clear-groups",
+        off_gid.trim()
+    );
+    for (kind, flag) in [("shm", "-M 4096"), ("msg", "-Q"), ("sem", "-S 1")] {
+        let (ok, out) = sh_ok(&format!("{as_off} ipcmk {flag} -p 0666"));
+        assert!(ok, "ipcmk {flag} as the offline account: {out}");
+        assert!(
+            sysvipc(kind).iter().any(|(_, _, uid)| *uid == off_uid),
+            "control: a {kind} object of uid {off_uid} is on the host"
+        );
+    }
+    let (ok, out) = sh_ok(&format!("runuser -u {} -- ipcmk -M 4096 -p 0600", o.name));
+    assert!(ok, "{out}");
+    let others_shm: Vec<String> = sysvipc("shm")
+        .into_iter()
+        .filter(|(_, _, uid)| *uid == o.uid)
+        .map(|(_, id, _)| id)
+        .collect();
+    assert!(!others_shm.is_empty());
     let rep = stockade(&["uninstall"]);
     eprintln!("uninstall: {}", rep.stdout);
+    for kind in ["shm", "msg", "sem"] {
+        let left: Vec<_> = sysvipc(kind)
+            .into_iter()
+            .filter(|(_, _, uid)| uids.contains(uid))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "uninstall left {kind} objects of the sandbox accounts: {left:?}"
+        );
+    }
+    let still: Vec<String> = sysvipc("shm").into_iter().map(|(_, id, _)| id).collect();
+    for id in &others_shm {
+        assert!(
+            still.contains(id),
+            "uninstall removed {OTHER}'s segment {id}"
+        );
+        let _ = sh_ok(&format!("ipcrm -m {id}"));
+    }
     assert_eq!(rep.code, 0, "{rep:#?}");
     assert!(!rep.stderr.contains("problem"), "{}", rep.stderr);
     assert!(!sh("getent passwd").contains("stockade"));
@@ -689,6 +737,217 @@ fn elevated_end_to_end_as_root() {
     let _ = (off_uid, on_uid);
     fs::remove_dir_all(&big).unwrap(); // faster than `userdel -r` walking it
     drop(g);
+}
+
+/// Every run has a private IPC namespace: a 0666 segment made inside is gone from the host after
+/// the run (control: the same `ipcmk` unsandboxed as the sandbox account is on the host), and a
+/// host segment another user made is invisible inside (control: the caller sees it unsandboxed).
+fn check_ipc(u: &TestUser, o: &TestUser, args: &[&str], ws: &Path, off_uid: u32) {
+    let r = run_as(
+        u,
+        args,
+        ws,
+        &format!("ipcmk -M 4096 -p 0666 >/dev/null && ipcmk -Q -p 0666 >/dev/null && echo CREATED; {LIST_IPC}"),
+    );
+    let inside = ipc_keys_in(&r.stdout);
+    assert!(
+        r.stdout.contains("CREATED") && inside.iter().any(|(k, _)| k == "shm"),
+        "the run creates and lists its own segment (control): {} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.layers().iter().any(|l| l == "ipc-namespace"),
+        "{:?}",
+        r.layers()
+    );
+    for kind in ["shm", "msg", "sem"] {
+        let host = sysvipc(kind);
+        assert!(
+            !host.iter().any(|(_, _, uid)| *uid == off_uid),
+            "a {kind} object of the sandbox account outlived the run: {host:?}"
+        );
+        for (k, key) in &inside {
+            assert!(
+                k != kind || !host.iter().any(|(hk, _, _)| hk == key),
+                "{kind} key {key} made inside the run is on the host"
+            );
+        }
+    }
+    // Control: the same creation unsandboxed as the sandbox account is visible on the host.
+    let off_gid = sh("id -g stockade-offline");
+    let (ok, out) = sh_ok(&format!(
+        "setpriv --reuid={off_uid} --regid={} --clear-groups ipcmk -M 4096 -p 0666",
+        off_gid.trim()
+    ));
+    assert!(ok, "{out}");
+    let made: Vec<_> = sysvipc("shm")
+        .into_iter()
+        .filter(|(_, _, uid)| *uid == off_uid)
+        .collect();
+    assert_eq!(made.len(), 1, "control: unsandboxed segment on the host");
+    sh(&format!("ipcrm -m {}", made[0].1));
+
+    // A host segment of another user (0666) is out of sight inside.
+    let (ok, out) = sh_ok(&format!("runuser -u {} -- ipcmk -M 4096 -p 0666", o.name));
+    assert!(ok, "{out}");
+    let theirs: Vec<_> = sysvipc("shm")
+        .into_iter()
+        .filter(|(_, _, uid)| *uid == o.uid)
+        .collect();
+    assert_eq!(theirs.len(), 1);
+    let (key, id) = (theirs[0].0.clone(), theirs[0].1.clone());
+    let seen = sh(&format!("runuser -u {} -- cat /proc/sysvipc/shm", u.name));
+    assert!(
+        seen.split_whitespace().any(|w| w == key),
+        "control: {USER} sees {OTHER}'s segment unsandboxed"
+    );
+    let r = run_as(u, args, ws, &format!("echo LISTED; {LIST_IPC}; ipcs -m"));
+    sh(&format!("ipcrm -m {id}"));
+    assert!(r.stdout.contains("LISTED"), "{} {}", r.stdout, r.stderr);
+    assert!(
+        !ipc_keys_in(&r.stdout).iter().any(|(_, k)| *k == key),
+        "{OTHER}'s segment {key} is visible in {USER}'s run: {}",
+        r.stdout
+    );
+    eprintln!("ipc: private per run, nothing left, the host's out of sight");
+}
+
+/// A start directory that is (or leads through) `/proc/<pid>/cwd` of another user's running
+/// command (same sandbox uid) is refused with nothing listed; sent by a raw client, since
+/// `stockade` itself canonicalises the cwd. Controls: root lists it unsandboxed, and the raw
+/// client works with an ordinary cwd.
+fn check_cwd_magic_links(u: &TestUser, o: &TestUser, ws: &Path, ows: &Path, off_uid: u32) {
+    let owsr = ows.to_string_lossy().to_string();
+    let wsr = ws.to_string_lossy().to_string();
+    let mut theirs = spawn_as(o, &["--workspace", &owsr], ows, "sleep 41");
+    wait_until("the other user's run", 20, || {
+        !procs_of(off_uid, "sleep 41").is_empty()
+    });
+    let pid = procs_of(off_uid, "sleep 41")[0];
+    let magic = format!("/proc/{pid}/cwd");
+    let listed = sh(&format!("ls {magic}"));
+    assert!(
+        listed.contains("code.txt"),
+        "control: root lists {OTHER}'s workspace through {magic}: {listed}"
+    );
+    let r = raw_request_as(u, &raw_run_request(&wsr, &wsr, &[&wsr], "ls; echo RAW-RAN"));
+    assert!(
+        r.code == 0 && r.stdout.contains("RAW-RAN") && r.stdout.contains("src"),
+        "control: the raw client runs a command: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    let link = ws.join("proclink");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&magic, &link).unwrap();
+    sh(&format!("chown -h {}:{} {}", u.uid, u.gid, link.display()));
+    let linkr = link.to_string_lossy().to_string();
+    for (label, workspace, cwd, roots) in [
+        (
+            "cwd in /proc",
+            wsr.as_str(),
+            magic.as_str(),
+            vec![wsr.as_str()],
+        ),
+        (
+            "workspace and cwd in /proc",
+            magic.as_str(),
+            magic.as_str(),
+            vec![],
+        ),
+        (
+            "symlink in the workspace to it",
+            wsr.as_str(),
+            linkr.as_str(),
+            vec![wsr.as_str()],
+        ),
+    ] {
+        let r = raw_request_as(
+            u,
+            &raw_run_request(workspace, cwd, &roots, "pwd; ls; echo RAW-RAN"),
+        );
+        eprintln!("[cwd {label}] code {} {}", r.code, r.stderr.trim());
+        assert_eq!(r.code, 125, "{label}: {} {}", r.stdout, r.stderr);
+        assert!(
+            !r.stdout.contains("RAW-RAN") && !r.stdout.contains("code.txt"),
+            "{label}: listed another user's workspace: {}",
+            r.stdout
+        );
+        assert!(
+            r.stderr.contains("start directory"),
+            "{label}: the reason names the start directory: {}",
+            r.stderr
+        );
+    }
+    fs::remove_file(&link).unwrap();
+    let _ = theirs.kill();
+    let _ = theirs.wait();
+    eprintln!("cwd: magic links to another run refused");
+}
+
+/// The broker reads at most 4 KiB of a caller's `.git` file: a 1 GiB sparse one leaves its peak
+/// RSS below 64 MiB (control: the broker did walk the file — it got its ACL entry — and it is
+/// 1 GiB); a `gitdir:` line longer than that is refused with a clear error (control: the same
+/// workspace with a short line runs).
+fn check_gitfile_reads(u: &TestUser, broker_pid: u32, uids: &[u32]) {
+    let ws = u.home.join("ws-sparse");
+    fs::create_dir_all(&ws).unwrap();
+    sh(&format!("truncate -s 1G {}/.git", ws.display()));
+    chown_r(&ws, u);
+    let wsr = ws.to_string_lossy().to_string();
+    let r = run_as(u, &["--workspace", &wsr], &ws, "echo RAN");
+    let hwm = vm_hwm_kib(broker_pid);
+    eprintln!("[sparse .git] code {} broker VmHWM {hwm} KiB", r.code);
+    assert!(
+        fs::metadata(ws.join(".git")).unwrap().len() == 1 << 30
+            && has_stockade_acl(&ws.join(".git"), uids),
+        "control: the broker walked the 1 GiB .git file: {}",
+        r.stderr
+    );
+    assert!(
+        r.code == 0 && r.stdout.contains("RAN"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        hwm < 64 * 1024,
+        "broker peak RSS {hwm} KiB after a 1 GiB .git file"
+    );
+
+    let ws = u.home.join("ws-longgit");
+    fs::create_dir_all(ws.join("sub")).unwrap();
+    fs::write(
+        ws.join("sub/.git"),
+        format!(
+            "gitdir: /{}
+",
+            "a".repeat(8192)
+        ),
+    )
+    .unwrap();
+    chown_r(&ws, u);
+    let wsr = ws.to_string_lossy().to_string();
+    let r = run_as(u, &["--workspace", &wsr], &ws, "echo RAN");
+    eprintln!("[long gitdir line] code {} {}", r.code, r.stderr.trim());
+    assert_eq!(r.code, 125, "{} {}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("RAN"));
+    assert!(r.stderr.contains("longer than 4096 bytes"), "{}", r.stderr);
+    fs::write(
+        ws.join("sub/.git"),
+        "gitdir: ../gd
+",
+    )
+    .unwrap();
+    let r = run_as(u, &["--workspace", &wsr], &ws, "echo RAN");
+    assert!(
+        r.code == 0 && r.stdout.contains("RAN"),
+        "control: a short gitdir line runs: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    eprintln!("gitfile: bounded reads");
 }
 
 /// A unix socket listener on the host (mode 0777) that counts the connections it accepts.

@@ -432,8 +432,8 @@ fn ensure_grants(
             GrantAction::Protect(p) => Some(p.as_slice()),
             _ => None,
         };
-        let (stats, gitdirs) = grants::apply_root(&params, subset, &mut progress)
-            .map_err(|e| Fail::Failed(e.to_string()))?;
+        let (stats, gitdirs) =
+            grants::apply_root(&params, subset, &mut progress).map_err(grant_fail)?;
         walked += stats.changed;
         // Gitdirs named by `.git` files that lie beneath this root are protected too.
         let extra: Vec<PathBuf> = gitdirs
@@ -445,8 +445,8 @@ fn ensure_grants(
                 protected: &extra,
                 ..params
             };
-            let (s2, _) = grants::apply_root(&params, Some(&extra), &mut progress)
-                .map_err(|e| Fail::Failed(e.to_string()))?;
+            let (s2, _) =
+                grants::apply_root(&params, Some(&extra), &mut progress).map_err(grant_fail)?;
             walked += s2.changed;
             prot.extend(extra);
         }
@@ -497,6 +497,14 @@ fn ensure_grants(
     Ok((walked, any_walk, gid))
 }
 
+/// A grant that failed: the caller's own malformed file is a refusal, anything else a failure.
+fn grant_fail(e: grants::GrantError) -> Fail {
+    match e {
+        grants::GrantError::GitfileTooLong { .. } => Fail::Refused(e.to_string()),
+        e => Fail::Failed(e.to_string()),
+    }
+}
+
 /// Rlimits derived from the request. Pure.
 pub fn rlimits(
     limits: &stockade_policy::model::LimitsPolicy,
@@ -543,7 +551,7 @@ fn run(
         gid: p.gid,
         grant_gid: p.grant_gid,
         ns: ns_plan,
-        cwd: req.cwd.clone(),
+        cwd: p.cwd.clone(),
         limits: limits.clone(),
         landlock: p.abi > 0,
         program: req.program.clone(),
@@ -603,6 +611,7 @@ struct Prepared {
     _roots: Vec<ValidatedRoot>,
     root_paths: Vec<PathBuf>,
     run_tmp: RunTmp,
+    cwd: validate::CwdPlan,
     abi: i32,
     ruleset_fd: Option<OwnedFd>,
     cg: Option<RunCgroup>,
@@ -634,10 +643,15 @@ fn prepare(
             caller.home.as_deref(),
         )?);
     }
-    // The start directory is entered by path *after* the switch to the sandbox account, so the
-    // account's own permissions on every component decide (a descriptor opened by root would
-    // let the command start inside a tree neither it nor the caller can traverse).
+    // The start directory lies beneath a writable root or the workspace; the run's process
+    // enters it after the switch to the sandbox account and Landlock, without magic links (see
+    // `validate`).
     sys::cpath(&req.cwd).map_err(|e| Fail::Refused(format!("cwd: {e}")))?;
+    let ids: Vec<(PathBuf, u64, u64)> = roots
+        .iter()
+        .map(|r| (r.path.clone(), r.dev, r.ino))
+        .collect();
+    let cwd = validate::check_cwd(&req.cwd, &req.workspace, &ids)?;
     let role = role_for(req.network)?;
     let account = rec.account(role).cloned().ok_or_else(|| {
         Fail::Failed(format!(
@@ -725,6 +739,7 @@ fn prepare(
         root_paths: roots.iter().map(|r| r.path.clone()).collect(),
         _roots: roots,
         run_tmp,
+        cwd,
         abi,
         ruleset_fd,
         cg,
@@ -850,6 +865,10 @@ fn started_layers(s: &Started) -> Vec<WireLayer> {
     v.push(layer(
         "mount-namespace",
         format!("{} protected path(s) and the directories above them bound onto themselves (read-only / not renameable)", s.nbinds),
+    ));
+    v.push(layer(
+        "ipc-namespace",
+        "System V IPC and POSIX message queues private to the run (none of the host's reachable, none left behind)".into(),
     ));
     if s.private_net {
         v.push(layer(
@@ -1206,6 +1225,7 @@ mod tests {
                 "connect-gate",
                 "sandbox-account",
                 "mount-namespace",
+                "ipc-namespace",
                 "no-new-privs",
                 "fd-closing",
                 "env-policy",

@@ -104,6 +104,12 @@ pub enum GrantError {
         /// Cause.
         source: io::Error,
     },
+    /// A `.git` file's `gitdir:` line is longer than the broker reads.
+    #[error("{path}: its `gitdir:` line is longer than {MAX_GITFILE} bytes, so the gitdir it names cannot be protected; git writes a short `gitdir: <path>` line, fix or remove the file")]
+    GitfileTooLong {
+        /// The `.git` file.
+        path: PathBuf,
+    },
     /// The filesystem does not support POSIX ACLs.
     #[error("{path}: the filesystem does not support POSIX ACLs (mount it with acl, or use the unelevated tier)")]
     Unsupported {
@@ -198,6 +204,28 @@ pub fn relative_beneath(root: &Path, p: &Path) -> Option<PathBuf> {
         return None;
     }
     Some(rel.to_path_buf())
+}
+
+/// Most bytes of a `.git` file the broker reads (git itself writes one short `gitdir: <path>`
+/// line). The file belongs to the caller: reading it whole would let a 1 GiB sparse file
+/// inflate the broker's memory for every user.
+pub const MAX_GITFILE: usize = 4096;
+
+/// Why a `.git` file is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitfileTooLong;
+
+/// Parses the start of a `.git` file (`gitdir: <path>`, at most [`MAX_GITFILE`] + 1 bytes of
+/// it) into the gitdir path, resolved against `dir`. Not a gitdir pointer: `Ok(None)`. A
+/// `gitdir:` line longer than [`MAX_GITFILE`] bytes: refused (what it names cannot be known
+/// without reading further). Pure.
+pub fn parse_gitfile_head(head: &[u8], dir: &Path) -> Result<Option<PathBuf>, GitfileTooLong> {
+    let first = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    if first.len() > MAX_GITFILE && head.starts_with(b"gitdir:") {
+        return Err(GitfileTooLong);
+    }
+    let end = first.len().min(MAX_GITFILE);
+    Ok(parse_gitfile(&first[..end], dir))
 }
 
 /// Parses a `.git` file (`gitdir: <path>`) into the gitdir path, resolved against `dir`.
@@ -431,14 +459,23 @@ pub fn apply_root(
     let caller = p.caller_uid;
     let gid = p.grant_gid;
     let mut changed = 0u64;
+    let mut bad_gitfile: Option<PathBuf> = None;
     let mut visit = |it: &Item<'_>| -> io::Result<bool> {
         let is_dir = it.st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let ro =
             it.read_only || it.name == OsStr::new(".git") || protected.iter().any(|x| x == it.path);
         if it.name == OsStr::new(".git") && !is_dir {
-            if let Ok(f) = std::fs::read(format!("/proc/self/fd/{}", it.fd.as_raw_fd())) {
-                if let Some(g) = it.path.parent().and_then(|d| parse_gitfile(&f, d)) {
-                    gitdirs.push(g);
+            if let (Ok(head), Some(dir)) = (read_head(it.fd, MAX_GITFILE + 1), it.path.parent()) {
+                match parse_gitfile_head(&head, dir) {
+                    Ok(Some(g)) => gitdirs.push(g),
+                    Ok(None) => {}
+                    Err(GitfileTooLong) => {
+                        bad_gitfile = Some(it.path.to_path_buf());
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "gitdir line too long",
+                        ));
+                    }
                 }
             }
         }
@@ -459,15 +496,25 @@ pub fn apply_root(
         }
         Ok(ro)
     };
+    let walked = walk_all(p, subset, &mut stats, &mut visit);
+    if let Some(path) = bad_gitfile {
+        return Err(GrantError::GitfileTooLong { path });
+    }
+    walked?;
+    stats.changed = changed;
+    Ok((stats, gitdirs))
+}
+
+/// The walk of [`apply_root`]: the whole root, or only `subset`.
+fn walk_all(
+    p: &GrantParams<'_>,
+    subset: Option<&[PathBuf]>,
+    stats: &mut WalkStats,
+    visit: &mut dyn FnMut(&Item<'_>) -> io::Result<bool>,
+) -> Result<(), GrantError> {
+    let caller = p.caller_uid;
     match subset {
-        None => walk(
-            p.root_fd,
-            p.root,
-            false,
-            Some(caller),
-            &mut stats,
-            &mut visit,
-        )?,
+        None => walk(p.root_fd, p.root, false, Some(caller), stats, visit)?,
         Some(paths) => {
             for path in paths {
                 let Some(rel) = relative_beneath(p.root, path) else {
@@ -485,12 +532,21 @@ pub fn apply_root(
                 if st.st_mode & libc::S_IFMT == libc::S_IFLNK || st.st_uid != caller {
                     continue;
                 }
-                walk(fd.as_fd(), path, true, Some(caller), &mut stats, &mut visit)?;
+                walk(fd.as_fd(), path, true, Some(caller), stats, visit)?;
             }
         }
     }
-    stats.changed = changed;
-    Ok((stats, gitdirs))
+    Ok(())
+}
+
+/// At most `max` bytes from the start of the regular file behind the `O_PATH` descriptor `fd`
+/// (reopened read-only through `/proc/self/fd`, so no path is resolved again).
+fn read_head(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let mut buf = Vec::with_capacity(max);
+    f.take(max as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Gives `deny_read` paths (owned by the caller, beneath nothing in particular) an empty entry for
@@ -757,5 +813,25 @@ mod tests {
             Some("/abs/gd".into())
         );
         assert_eq!(parse_gitfile(b"nonsense", Path::new("/w")), None);
+    }
+
+    #[test]
+    fn gitfile_head_is_bounded() {
+        let w = Path::new("/w");
+        assert_eq!(
+            parse_gitfile_head(b"gitdir: /abs/gd\nrest", w),
+            Ok(Some("/abs/gd".into()))
+        );
+        // A sparse file reads as NUL bytes: not a pointer, nothing to protect.
+        assert_eq!(parse_gitfile_head(&[0u8; MAX_GITFILE + 1], w), Ok(None));
+        // A pointer line that does not end within the bound is refused...
+        let mut long = b"gitdir: /".to_vec();
+        long.resize(MAX_GITFILE + 1, b'a');
+        assert_eq!(parse_gitfile_head(&long, w), Err(GitfileTooLong));
+        // ...one that just fits is not.
+        let mut fits = b"gitdir: /".to_vec();
+        fits.resize(MAX_GITFILE, b'a');
+        fits.push(b'\n');
+        assert!(matches!(parse_gitfile_head(&fits, w), Ok(Some(_))));
     }
 }

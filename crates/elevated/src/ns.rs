@@ -9,7 +9,10 @@
 //!   repository cannot be moved aside and replaced by one with forged hooks, which ACLs and
 //!   Landlock alone allow (renaming an entry only needs write access to its parent);
 //! * offline runs get a network namespace with only loopback up, so servers inside work while
-//!   the host's loopback (and everything else) is out of reach — on top of the nftables rules.
+//!   the host's loopback (and everything else) is out of reach — on top of the nftables rules;
+//! * every run gets a private IPC namespace: System V shared memory, message queues and
+//!   semaphores (and POSIX message queues) created inside are invisible to the host and to
+//!   other runs, and vanish with the run's last process; the host's objects are out of reach.
 //!
 //! Everything that inspects the filesystem happens in [`NsPlan::new`], in the broker;
 //! [`NsPlan::apply`] runs in the run's own process ([`crate::runner`]), as root, before it drops
@@ -95,18 +98,19 @@ impl NsPlan {
         NsPlan { binds, private_net }
     }
 
-    /// True when there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.binds.is_empty() && !self.private_net
+    /// The namespaces [`NsPlan::apply`] creates: always mount and IPC, network when offline.
+    /// Pure.
+    pub fn clone_flags(&self) -> libc::c_int {
+        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC;
+        if self.private_net {
+            flags |= libc::CLONE_NEWNET;
+        }
+        flags
     }
 
     /// In the run's process, as root: new namespaces, the binds, loopback up. Raw syscalls only.
     pub fn apply(&self) -> io::Result<()> {
-        let mut flags = libc::CLONE_NEWNS;
-        if self.private_net {
-            flags |= libc::CLONE_NEWNET;
-        }
-        sys::unshare(flags)?;
+        sys::unshare(self.clone_flags())?;
         sys::mount_setattr(libc::AT_FDCWD, c"/", true, 0, 0, true)?;
         for b in &self.binds {
             self_bind(b)?;
@@ -170,6 +174,16 @@ mod tests {
             ]
         );
         assert!(plan.private_net);
+        assert_eq!(
+            plan.clone_flags(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET
+        );
+        let online = NsPlan::new(&[], &[], false);
+        assert_eq!(
+            online.clone_flags(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWIPC,
+            "every run, online too, gets its own IPC namespace"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

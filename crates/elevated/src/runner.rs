@@ -6,12 +6,13 @@
 //! with this hidden entry point. This fresh, single-threaded process, still root:
 //!
 //! 1. reads its [`ChildSpec`] from the broker over a socket;
-//! 2. applies the private mount (and, offline, network) namespace ([`crate::ns`]);
+//! 2. applies the private mount and IPC (and, offline, network) namespaces ([`crate::ns`]);
 //! 3. drops to the sandbox account (`setgroups`, `setresgid`, `setresuid`) and **verifies** the
 //!    ids, the group list and that `setuid(0)` fails;
-//! 4. sets `PR_SET_PDEATHSIG`, enters the start directory with the sandbox credentials, sets
-//!    `no_new_privs`, `RLIMIT_CORE=0`, enforces the Landlock ruleset the broker built from the
-//!    validated root descriptors, and makes itself non-dumpable;
+//! 4. sets `PR_SET_PDEATHSIG`, `no_new_privs`, `RLIMIT_CORE=0`, enforces the Landlock ruleset
+//!    the broker built from the validated root descriptors, makes itself non-dumpable, and only
+//!    then enters the start directory, with the sandbox credentials and without following any
+//!    symlink or magic link ([`enter_cwd`]);
 //! 5. forks the command, which installs the full seccomp layer
 //!    ([`stockade_sys::seccomp::install_filter`]: foreign ABIs killed, deny list including
 //!    set-user-ID/set-group-ID modes, every `connect()` turned into a notification), passes the
@@ -30,6 +31,7 @@
 //! a `connect()` without a supervisor fails.
 
 use crate::ns::NsPlan;
+use crate::validate::CwdPlan;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -78,8 +80,8 @@ pub struct ChildSpec {
     pub grant_gid: u32,
     /// Private namespaces to create as root.
     pub ns: NsPlan,
-    /// Start directory, entered with the sandbox credentials.
-    pub cwd: PathBuf,
+    /// Start directory, entered with the sandbox credentials after Landlock ([`enter_cwd`]).
+    pub cwd: CwdPlan,
     /// Rlimits of the command (`RLIMIT_CORE=0` applies to the supervisor too).
     pub limits: Vec<(libc::__rlimit_resource_t, u64)>,
     /// A Landlock ruleset descriptor comes with the spec and must be enforced.
@@ -174,10 +176,10 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     let spec: ChildSpec =
         serde_json::from_slice(&buf).map_err(|e| format!("malformed run specification: {e}"))?;
 
-    // As root: private mount (and, offline, network) namespace.
+    // As root: private mount and IPC (and, offline, network) namespaces.
     spec.ns
         .apply()
-        .map_err(|e| format!("private mount/network namespace: {e}"))?;
+        .map_err(|e| format!("private mount/IPC/network namespaces: {e}"))?;
 
     // Drop to the sandbox account, then verify all three ids, the group list, and that root
     // cannot come back.
@@ -208,13 +210,6 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     if sys::users::getppid() != spec.broker_pid {
         return Err("the broker went away".into());
     }
-    let cwd = sys::cpath(&spec.cwd).map_err(|e| format!("start directory: {e}"))?;
-    child::chdir(&cwd).map_err(|e| {
-        format!(
-            "cannot enter {} as the sandbox account: {e}",
-            spec.cwd.display()
-        )
-    })?;
     child::no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
     child::setrlimit(libc::RLIMIT_CORE, 0).map_err(|e| format!("RLIMIT_CORE: {e}"))?;
     match (spec.landlock, ruleset) {
@@ -226,6 +221,12 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
         (false, _) => {}
     }
     sys::spawn::set_not_dumpable().map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    enter_cwd(&spec.cwd).map_err(|e| {
+        format!(
+            "cannot enter the start directory {} as the sandbox account: {e}",
+            spec.cwd.path.display()
+        )
+    })?;
 
     // The command.
     let (sup_end, cmd_end) =
@@ -267,7 +268,7 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
             return Err(format!(
                 "{EXEC_FAILED} {code} cannot start {:?} in {}: {why} (the program and the start directory must be reachable by the sandbox account)",
                 spec.program,
-                spec.cwd.display()
+                spec.cwd.path.display()
             ));
         }
     };
@@ -304,6 +305,39 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
         child,
         gate: Some(gate),
     })
+}
+
+/// Enters the start directory: its base (a writable root or the workspace) opened by path with
+/// `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` (and, for a writable root, checked to be the
+/// directory the broker validated), the rest opened beneath that descriptor with
+/// `RESOLVE_BENEATH` as well, then `fchdir`. Called with the sandbox credentials and Landlock in
+/// force, so only what the sandbox account may traverse is entered and no magic link is ever
+/// followed.
+fn enter_cwd(c: &CwdPlan) -> Result<(), String> {
+    const NO_LINKS: u64 = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let flags = libc::O_PATH | libc::O_DIRECTORY;
+    let base = sys::fs::openat2(None, &c.base, flags, NO_LINKS).map_err(|e| e.to_string())?;
+    if let Some((dev, ino)) = c.base_id {
+        let st = sys::fs::fstat(base.as_fd()).map_err(|e| e.to_string())?;
+        if (st.st_dev, st.st_ino) != (dev, ino) {
+            return Err(format!(
+                "{} was replaced since the broker validated it",
+                c.base.display()
+            ));
+        }
+    }
+    let dir = if c.rel.as_os_str().is_empty() {
+        base
+    } else {
+        sys::fs::openat2(
+            Some(base.as_fd()),
+            &c.rel,
+            flags,
+            NO_LINKS | libc::RESOLVE_BENEATH,
+        )
+        .map_err(|e| e.to_string())?
+    };
+    child::fchdir(dir.as_raw_fd()).map_err(|e| e.to_string())
 }
 
 /// In the command's process, between fork and exec.

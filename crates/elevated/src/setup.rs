@@ -765,7 +765,8 @@ fn kill_uid(uid: u32) {
 ///
 /// In order: ACL grants and the per-caller groups ([`remove_grants`]: their entries name the
 /// accounts' uids, which must still resolve), units and files ([`remove_files`]), the run
-/// cgroups ([`remove_cgroups`]), the nft table, the accounts and homes ([`remove_accounts`]), the
+/// cgroups ([`remove_cgroups`]), the System V IPC objects of the accounts ([`remove_ipc`]), the
+/// nft table, the accounts and homes ([`remove_accounts`]), the
 /// group, and — only when nothing failed — the state itself ([`remove_state`]).
 pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError> {
     if stockade_sys::users::geteuid() != 0 {
@@ -790,6 +791,7 @@ pub fn uninstall(opts: &SetupOptions) -> Result<UninstallReport, UninstallError>
     remove_grants(opts, &rec, &mut rep);
     remove_files(opts, &rec, &mut rep);
     remove_cgroups(&rec, &mut rep);
+    remove_ipc(&rec, &mut rep);
     if systemd_running() {
         let _ = fsutil::run_tool_raw("systemctl", &["daemon-reload"]);
     }
@@ -832,6 +834,23 @@ pub fn grant_uids(rec: &InstallRecord) -> Vec<u32> {
         .map(|a| a.uid)
         .filter(|u| *u != 0)
         .collect()
+}
+
+/// System V IPC objects (shared memory, message queues, semaphores) the sandbox accounts own or
+/// created in the host's IPC namespace (runs have private IPC namespaces; an older version's
+/// runs did not), each re-checked by id just before it is removed.
+fn remove_ipc(rec: &InstallRecord, rep: &mut UninstallReport) {
+    match stockade_sys::ipc::remove_owned_by(&grant_uids(rec)) {
+        Ok(gone) => rep.removed.extend(gone.iter().map(|o| {
+            format!(
+                "removed System V {} id {} of uid {}",
+                o.kind.name(),
+                o.id,
+                o.uid
+            )
+        })),
+        Err(e) => rep.problems.push(format!("System V IPC objects: {e}")),
+    }
 }
 
 /// Every ACL entry recorded in `grants.json`, then the per-caller grant groups.

@@ -9,9 +9,14 @@
 //! * A writable root is never a system directory, a top-level directory, the broker's state, or
 //!   the caller's home itself: granting a sandbox account write access there would affect
 //!   everyone (or everything the caller owns).
-//! * The start directory is entered by path after the switch to the sandbox account, so that
-//!   account's permissions decide (a root-opened descriptor could start the command inside a
-//!   tree neither it nor the caller can traverse).
+//! * The start directory must lie beneath (or be) a writable root or the workspace, never under
+//!   `/proc` ([`check_cwd`]). The run's process enters it only after the switch to the sandbox
+//!   account **and** Landlock, resolving the base with `openat2(RESOLVE_NO_SYMLINKS |
+//!   RESOLVE_NO_MAGICLINKS)` and the rest beneath that descriptor (`RESOLVE_BENEATH` too), then
+//!   `fchdir`: the account's permissions decide every component (a root-opened descriptor could
+//!   start the command inside a tree neither it nor the caller can traverse), and no magic link
+//!   (`/proc/<pid>/cwd` of another user's command, same sandbox uid) is ever followed — Landlock
+//!   would refuse it anyway once in force, as it confines ptrace-class access to its own domain.
 //! * A writable root is opened with `openat2(RESOLVE_NO_SYMLINKS)` (a symlink anywhere in the
 //!   path, e.g. swapped in during the request, fails the open) and everything afterwards acts on
 //!   that descriptor. It must be a directory the caller owns, or can write by its mode bits with
@@ -71,9 +76,72 @@ pub enum Refusal {
         /// Caller uid.
         caller: u32,
     },
+    /// The start directory is refused.
+    #[error("start directory (cwd) {path:?} is refused: {why}")]
+    BadCwd {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// Bad command or environment.
     #[error("{0}")]
     Malformed(String),
+}
+
+/// Where a run starts: `base` (a writable root or the workspace) and `rel` beneath it. Decided
+/// by [`check_cwd`] in the broker, entered by the run's process (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CwdPlan {
+    /// The full start directory (for messages).
+    pub path: PathBuf,
+    /// The writable root or workspace it lies beneath.
+    pub base: PathBuf,
+    /// The rest, relative to `base` (empty: `base` itself).
+    pub rel: PathBuf,
+    /// Device and inode `base` had when the broker validated it (a writable root); the run's
+    /// process refuses a different directory at that path.
+    pub base_id: Option<(u64, u64)>,
+}
+
+/// Checks the start directory against the writable roots (`(path, dev, ino)`) and the
+/// workspace, and splits it into base and rest. Pure; `cwd` and `workspace` are clean absolute
+/// paths ([`check_shape`]).
+pub fn check_cwd(
+    cwd: &Path,
+    workspace: &Path,
+    roots: &[(PathBuf, u64, u64)],
+) -> Result<CwdPlan, Refusal> {
+    let refuse = |why: &str| Refusal::BadCwd {
+        path: cwd.to_path_buf(),
+        why: why.to_string(),
+    };
+    if cwd.starts_with("/proc") || workspace.starts_with("/proc") {
+        return Err(refuse(
+            "it is under /proc (a magic link into another process is never followed)",
+        ));
+    }
+    let root = roots
+        .iter()
+        .filter(|(r, _, _)| cwd.starts_with(r))
+        .max_by_key(|(r, _, _)| r.components().count());
+    let (base, base_id) = match root {
+        Some((r, dev, ino)) => (r.clone(), Some((*dev, *ino))),
+        None if cwd.starts_with(workspace) => (workspace.to_path_buf(), None),
+        None => return Err(refuse(
+            "it is outside the workspace and every writable root; start from inside your workspace",
+        )),
+    };
+    let rel = cwd
+        .strip_prefix(&base)
+        .map(Path::to_path_buf)
+        .map_err(|_| refuse("it is not beneath its base"))?;
+    Ok(CwdPlan {
+        path: cwd.to_path_buf(),
+        base,
+        rel,
+        base_id,
+    })
 }
 
 /// Whether `p` is lexically clean and absolute.
@@ -417,6 +485,48 @@ mod tests {
             check_shape(&r, 1000, &[]),
             Err(Refusal::BadPath { what: "cwd", .. })
         ));
+    }
+
+    #[test]
+    fn cwd_lies_beneath_a_root_or_the_workspace_and_never_in_proc() {
+        let ws = Path::new("/home/u/ws");
+        let roots = vec![
+            (PathBuf::from("/home/u/ws"), 1, 2),
+            (PathBuf::from("/home/u/ws/sub/inner"), 1, 3),
+            (PathBuf::from("/srv/cache"), 4, 5),
+        ];
+        let c = check_cwd(Path::new("/home/u/ws/sub/inner/x"), ws, &roots).unwrap();
+        assert_eq!(
+            (c.base.as_path(), c.rel.as_path(), c.base_id),
+            (
+                Path::new("/home/u/ws/sub/inner"),
+                Path::new("x"),
+                Some((1, 3))
+            ),
+            "the deepest root is the base"
+        );
+        let c = check_cwd(Path::new("/srv/cache"), ws, &roots).unwrap();
+        assert_eq!(c.rel, PathBuf::new());
+        // A read-only workspace (no writable roots): the workspace is the base, unpinned.
+        let c = check_cwd(Path::new("/home/u/ws/a"), ws, &[]).unwrap();
+        assert_eq!((c.base.as_path(), c.base_id), (ws, None));
+        for bad in [
+            "/proc/1234/cwd",
+            "/proc/self/root/home/u/ws",
+            "/home/u",
+            "/etc",
+            "/srv/cachex",
+        ] {
+            assert!(
+                matches!(
+                    check_cwd(Path::new(bad), ws, &roots),
+                    Err(Refusal::BadCwd { .. })
+                ),
+                "{bad} must be refused"
+            );
+        }
+        // A workspace under /proc is no base either.
+        assert!(check_cwd(Path::new("/proc/99/cwd/x"), Path::new("/proc/99/cwd"), &[]).is_err());
     }
 
     #[test]

@@ -10,12 +10,13 @@
 //!
 //! Modules: [`seccomp`] (the filter assembler), [`sockets`] (the connect gate and descriptor
 //! passing), [`pty`], [`net`] (loopback), [`caps`], [`landlock`] (ABI probe, restrict_self),
-//! [`fs`] (descriptor-relative file calls for root code), [`users`], [`spawn`] (the broker's
+//! [`fs`] (descriptor-relative file calls for root code), [`ipc`] (System V IPC objects), [`users`], [`spawn`] (the broker's
 //! fork/clone3 + exec path and the between-fork-and-exec [`spawn::child`] calls), [`netlink`].
 #![cfg(target_os = "linux")]
 
 pub mod caps;
 pub mod fs;
+pub mod ipc;
 pub mod landlock;
 pub mod net;
 pub mod netlink;

@@ -510,3 +510,126 @@ pub fn config_file(name: &str, toml: &str) -> PathBuf {
     fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
     p
 }
+
+/// The System V IPC objects of one kind (`shm`, `msg`, `sem`) in the test process's IPC
+/// namespace (the host's): `(key, id, owner uid)` from `/proc/sysvipc/<kind>`.
+pub fn sysvipc(kind: &str) -> Vec<(String, String, u32)> {
+    let text = fs::read_to_string(format!("/proc/sysvipc/{kind}")).unwrap_or_default();
+    let mut lines = text.lines();
+    let cols: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    let at = |n: &str| cols.iter().position(|c| *c == n);
+    let (Some(id), Some(uid)) = (at(&format!("{kind}id")).or(at("msqid")), at("uid")) else {
+        return Vec::new();
+    };
+    lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(id)?.to_string(),
+                f.get(uid)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `KEY <kind> <key>` lines a sandboxed script printed with [`LIST_IPC`].
+pub fn ipc_keys_in(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[0] == "KEY").then(|| (f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+/// Shell that prints `KEY <kind> <key>` for every System V IPC object the shell can see.
+pub const LIST_IPC: &str =
+    "for k in shm msg sem; do awk -v k=$k 'NR>1{print \"KEY\", k, $1}' /proc/sysvipc/$k; done";
+
+/// A minimal broker client (Python, run as `u` with `setpriv`), for requests `stockade` itself
+/// never sends (a `cwd` it would have canonicalised): sends `req` (a JSON `RunRequest`) with the
+/// client's stdio, echoes every reply on stderr as `raw-reply: {...}` and exits as the CLI
+/// would: the command's status, or 125 when the broker refused or failed the run.
+pub fn raw_request_as(u: &TestUser, req: &serde_json::Value) -> Out {
+    const CLIENT: &str = r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[2])
+body = sys.argv[1].encode()
+frame = struct.pack(">I", len(body)) + body
+n = socket.send_fds(s, [frame], [0, 1, 2])
+if n < len(frame):
+    s.sendall(frame[n:])
+f = s.makefile("rb")
+while True:
+    hdr = f.read(4)
+    if len(hdr) < 4:
+        sys.stderr.write("raw-reply: connection closed\n")
+        sys.exit(125)
+    (n,) = struct.unpack(">I", hdr)
+    msg = json.loads(f.read(n))
+    sys.stderr.write("raw-reply: " + json.dumps(msg) + "\n")
+    t = msg.get("type")
+    if t == "refused":
+        sys.exit(125)
+    if t == "failed":
+        sys.exit(msg.get("exit_code") or 125)
+    if t == "exited":
+        e = msg["exit"]
+        sys.exit(e["value"] if e["kind"] == "code" else 125)
+"#;
+    let o = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            CLIENT,
+            &req.to_string(),
+            SOCKET,
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(&u.home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("raw client");
+    Out::of(o)
+}
+
+/// A `RunRequest` (protocol version 1) for [`raw_request_as`]: offline, `sh -c script`.
+pub fn raw_run_request(
+    workspace: &str,
+    cwd: &str,
+    writable: &[&str],
+    script: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "version": 1,
+        "network": "off",
+        "workspace": workspace,
+        "cwd": cwd,
+        "writable_roots": writable,
+        "protected": [],
+        "deny_read": [],
+        "allow_unix_sockets": [],
+        "program": "/bin/sh",
+        "args": ["-c", script],
+        "env": [["PATH", "/usr/bin:/bin"]],
+        "limits": {"timeout_secs": null, "max_memory": null, "max_processes": null, "max_open_files": null},
+        "timeout_ms": 30000
+    })
+}
+
+/// The broker's peak resident set (`VmHWM`, KiB).
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).expect("broker status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
