@@ -128,18 +128,24 @@ def long_functions(path):
             j += 1
         if j < 0 or j >= len(text):
             continue
-        k, braces = j, 0
-        while k < len(text):
-            if text[k] == "{":
-                braces += 1
-            elif text[k] == "}":
-                braces -= 1
-                if braces == 0:
-                    break
-            k += 1
+        k = closing_brace(text, j)
         first, last = line(m.start()), line(k)
         out.append((m.group(1), first, last - first + 1))
     return out
+
+
+def closing_brace(text, k):
+    """The index of the `}` closing the `{` at `k` (`len(text)` when it is never closed)."""
+    braces = 0
+    while k < len(text):
+        if text[k] == "{":
+            braces += 1
+        elif text[k] == "}":
+            braces -= 1
+            if braces == 0:
+                break
+        k += 1
+    return k
 
 
 def module_of(src_dir, path):
@@ -158,16 +164,7 @@ def strip_inline_mods(text):
         if m.start() < i:
             continue
         out.append(text[i:m.start()])
-        k, braces = m.end() - 1, 0
-        while k < len(text):
-            if text[k] == "{":
-                braces += 1
-            elif text[k] == "}":
-                braces -= 1
-                if braces == 0:
-                    break
-            k += 1
-        i = k + 1
+        i = closing_brace(text, m.end() - 1) + 1
     out.append(text[i:])
     return "".join(out)
 

@@ -150,16 +150,11 @@ fn elevated_end_to_end_as_root() {
     // --- connect gate and seccomp ----------------------------------------------------------------
     check_gate_and_seccomp(&u, &args, &ws);
     // A program that cannot be executed: the run's process reports why, nothing is claimed.
-    let nf = Command::new(BIN)
-        .args(["run", "--tier", "elevated", "--json"])
+    let mut nf = Command::new(BIN);
+    nf.args(["run", "--tier", "elevated", "--json"])
         .args(args)
-        .args(["--", "/nonexistent-stkt"])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &u.home)
-        .current_dir(&ws)
-        .uid(u.uid)
-        .gid(u.gid)
+        .args(["--", "/nonexistent-stkt"]);
+    let nf = as_user(&mut nf, &u, "/usr/bin:/bin", &ws)
         .output()
         .expect("run client");
     let err = String::from_utf8_lossy(&nf.stderr);
@@ -547,16 +542,10 @@ fn elevated_end_to_end_as_root() {
     if NO_USERNS.load(Ordering::Relaxed) {
         block_userns_in_child(&mut auto);
     }
-    let r = auto
-        .args(["run", "--json"])
+    auto.args(["run", "--json"])
         .args(args)
-        .args(["--", "/bin/sh", "-c", "echo AUTO-RAN"])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &u.home)
-        .current_dir(&ws)
-        .uid(u.uid)
-        .gid(u.gid)
+        .args(["--", "/bin/sh", "-c", "echo AUTO-RAN"]);
+    let r = as_user(&mut auto, &u, "/usr/bin:/bin", &ws)
         .output()
         .expect("auto run");
     let err = String::from_utf8_lossy(&r.stderr);
@@ -709,15 +698,7 @@ fn elevated_end_to_end_as_root() {
         );
         let _ = sh_ok(&format!("ipcrm -m {id}"));
     }
-    assert_eq!(rep.code, 0, "{rep:#?}");
-    assert!(!rep.stderr.contains("problem"), "{}", rep.stderr);
-    assert!(!sh("getent passwd").contains("stockade"));
-    assert!(!sh("getent group").contains("stockade"));
-    assert!(!sh("nft list tables").contains("stockade"));
-    assert!(
-        !Path::new(SOCKET).exists(),
-        "broker socket {SOCKET} left after uninstall"
-    );
+    assert_uninstalled(&rep);
     let acl = sh(&format!(
         "getfacl -R -p -n {wsr} {bigs} {} {denied} 2>/dev/null",
         u.home.display()

@@ -861,21 +861,7 @@ impl NetNs {
         let (vh, vn) = (format!("sh{:08x}", h), format!("sn{:08x}", h));
         let (a, b) = (200 + (h % 50), (h >> 8) % 250);
         let ip = format!("10.{a}.{b}.2");
-        let run = |args: &[&str]| -> Result<(), String> {
-            let o = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| e.to_string())?;
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {args:?}: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                ))
-            }
-        };
-        run(&["netns", "add", &name])?;
+        run_ip(&["netns", "add", &name])?;
         let mut ns = NetNs {
             name: name.clone(),
             ip: ip.clone(),
@@ -883,13 +869,13 @@ impl NetNs {
             log: w.root.join("netns.log"),
             server: None,
         };
-        run(&["link", "add", &vh, "type", "veth", "peer", "name", &vn])?;
-        run(&["link", "set", &vn, "netns", &name])?;
-        run(&["addr", "add", &format!("10.{a}.{b}.1/30"), "dev", &vh])?;
-        run(&["link", "set", &vh, "up"])?;
-        run(&["-n", &name, "addr", "add", &format!("{ip}/30"), "dev", &vn])?;
-        run(&["-n", &name, "link", "set", &vn, "up"])?;
-        run(&["-n", &name, "link", "set", "lo", "up"])?;
+        run_ip(&["link", "add", &vh, "type", "veth", "peer", "name", &vn])?;
+        run_ip(&["link", "set", &vn, "netns", &name])?;
+        run_ip(&["addr", "add", &format!("10.{a}.{b}.1/30"), "dev", &vh])?;
+        run_ip(&["link", "set", &vh, "up"])?;
+        run_ip(&["-n", &name, "addr", "add", &format!("{ip}/30"), "dev", &vn])?;
+        run_ip(&["-n", &name, "link", "set", &vn, "up"])?;
+        run_ip(&["-n", &name, "link", "set", "lo", "up"])?;
         let portfile = w.root.join("netns.port");
         let child = Command::new("ip")
             .args(["netns", "exec", &name, "python3", "-c"])

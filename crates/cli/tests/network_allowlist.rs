@@ -9,10 +9,9 @@
 
 mod common;
 
-use common::{skip, Out, Run, TcpLog, World};
+use common::{run_ip, skip, Out, Run, TcpLog, World};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -329,21 +328,6 @@ fn translated_and_metadata_answers_are_refused_in_a_test_netns() {
     }
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ))
-    }
-}
-
 fn netns_case() {
     // SAFETY: unshare(2) with CLONE_NEWNET only changes this thread's network namespace (no
     // memory is shared with the call); children this thread spawns inherit it.
@@ -353,7 +337,7 @@ fn netns_case() {
             std::io::Error::last_os_error()
         ));
     }
-    ip(&["link", "set", "lo", "up"]).unwrap();
+    run_ip(&["link", "set", "lo", "up"]).unwrap();
     // (name in the map, answer, stand-in address on lo, listener address)
     let cases = [
         (
@@ -405,8 +389,8 @@ fn netns_case() {
     for (_, _, add, _) in &cases {
         if let Some(a) = add {
             let fam = if a.contains(':') { "-6" } else { "-4" };
-            ip(&[fam, "addr", "add", a, "dev", "lo", "nodad"])
-                .or_else(|_| ip(&[fam, "addr", "add", a, "dev", "lo"]))
+            run_ip(&[fam, "addr", "add", a, "dev", "lo", "nodad"])
+                .or_else(|_| run_ip(&[fam, "addr", "add", a, "dev", "lo"]))
                 .unwrap();
         }
     }
@@ -501,7 +485,7 @@ fn port_80_case() {
             std::io::Error::last_os_error()
         ));
     }
-    if let Err(e) = ip(&["link", "set", "lo", "up"]) {
+    if let Err(e) = run_ip(&["link", "set", "lo", "up"]) {
         return skip(&e);
     }
     let (p, log) = server_on("127.0.0.1:80");

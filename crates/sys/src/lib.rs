@@ -417,27 +417,42 @@ pub enum Forked {
     Child,
 }
 
-/// Fork-like `clone3` into new namespaces (`flags` are `CLONE_NEW*`), with a pidfd for the parent.
+/// Raw fork-like `clone3` with `CLONE_PIDFD | flags`, SIGCHLD on exit and `cgroup` (a descriptor
+/// when `flags` has `CLONE_INTO_CGROUP`, else 0); the new pidfd is stored in `pidfd`. Returns the
+/// syscall's result: the child's pid in the parent, 0 in the child, -1 with errno on failure.
 ///
-/// The caller must be single-threaded: like `fork`, only the calling thread continues in the child.
-pub fn clone3_fork(ns_flags: u64) -> SysResult<Forked> {
-    let mut pidfd: RawFd = -1;
+/// # Safety
+/// As `fork`: the child resumes in a copy of the caller's address space with only the calling
+/// thread, so what it may do before exec or `_exit` is the caller's contract to keep.
+pub(crate) unsafe fn clone3_pidfd(flags: u64, cgroup: u64, pidfd: &mut RawFd) -> libc::c_long {
     let args = CloneArgs {
-        flags: ns_flags | libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut RawFd as u64,
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
+        cgroup,
         ..Default::default()
     };
-    // SAFETY: without CLONE_VM and with a zero stack, clone3 behaves like fork: the child gets a
-    // copy of this (single-threaded, per the caller's contract) address space and resumes here.
-    // `args` is a valid, correctly sized clone_args; `pidfd` outlives the call and receives the fd.
-    let ret = unsafe {
+    // SAFETY: `args` is a valid clone_args of the size passed, living across the call; without
+    // CLONE_VM and with a zero stack clone3 does not share memory with the child, and the rest
+    // (fork semantics) is this function's contract with its caller.
+    unsafe {
         libc::syscall(
             libc::SYS_clone3,
             &args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
-    };
+    }
+}
+
+/// Fork-like `clone3` into new namespaces (`flags` are `CLONE_NEW*`), with a pidfd for the parent.
+///
+/// The caller must be single-threaded: like `fork`, only the calling thread continues in the child.
+pub fn clone3_fork(ns_flags: u64) -> SysResult<Forked> {
+    let mut pidfd: RawFd = -1;
+    // SAFETY: without CLONE_VM and with a zero stack, clone3 behaves like fork: the child gets a
+    // copy of this (single-threaded, per the caller's contract) address space and resumes here.
+    // `pidfd` outlives the call and receives the fd.
+    let ret = unsafe { clone3_pidfd(ns_flags, 0, &mut pidfd) };
     let pid = cvt("clone3", || format!("flags {ns_flags:#x}"), ret)?;
     if pid == 0 {
         Ok(Forked::Child)

@@ -2,7 +2,7 @@
 //! prepared beforehand, pidfds, `poll`, descriptor hygiene, and [`child`]: the calls usable
 //! between fork and exec.
 
-use crate::{cvt, cvt_retry, dup2, CloneArgs, SysError, SysResult};
+use crate::{cvt, cvt_retry, dup2, SysError, SysResult};
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -190,28 +190,16 @@ fn fork_child(s: &RawSpawn<'_>) -> SysResult<RawChild> {
 
 fn clone_child(s: &RawSpawn<'_>, into_cgroup: bool) -> SysResult<RawChild> {
     let mut pidfd: RawFd = -1;
-    let mut flags = libc::CLONE_PIDFD as u64;
-    if into_cgroup {
-        flags |= CLONE_INTO_CGROUP;
-    }
-    let args = CloneArgs {
-        flags,
-        pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: if into_cgroup { s.cgroup_dir as u64 } else { 0 },
-        ..Default::default()
+    let (flags, cgroup) = if into_cgroup {
+        (CLONE_INTO_CGROUP, s.cgroup_dir as u64)
+    } else {
+        (0, 0)
     };
     // SAFETY: without CLONE_VM and with a zero stack, clone3 behaves like fork: the child gets a
     // copy of the address space and resumes here, where it only makes raw syscalls before exec
-    // or _exit (other threads' locks may be held in the copy). `args` is a valid clone_args of
-    // the size passed; `pidfd` outlives the call and receives the descriptor.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // or _exit (other threads' locks may be held in the copy). `pidfd` outlives the call and
+    // receives the descriptor.
+    let ret = unsafe { crate::clone3_pidfd(flags, cgroup, &mut pidfd) };
     if ret < 0 {
         return Err(SysError::last("clone3"));
     }

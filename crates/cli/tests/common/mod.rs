@@ -650,6 +650,22 @@ pub fn git_repo(dir: &Path) {
     host(dir, &["git", "commit", "-q", "-m", "init"]);
 }
 
+/// Run `ip ARGS` on the host; its stderr is the error when it fails.
+pub fn run_ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
+}
+
 /// Shell-quote a path for embedding in a script.
 pub fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))

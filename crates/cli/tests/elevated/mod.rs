@@ -318,14 +318,23 @@ pub fn run_cmd(u: &TestUser, extra: &[&str], cwd: &Path, script: &str) -> Comman
     }
     c.args(["run", "--tier", "elevated", "--json"])
         .args(extra)
-        .args(["--", "/bin/sh", "-c", script])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .args(["--", "/bin/sh", "-c", script]);
+    as_user(&mut c, u, "/usr/bin:/bin:/usr/sbin:/sbin", cwd);
+    c
+}
+
+/// `c` with a clean environment as `u`'s client would have it: only `PATH` (`path`) and `HOME`,
+/// in `cwd`.
+pub fn client_env<'a>(c: &'a mut Command, u: &TestUser, path: &str, cwd: &Path) -> &'a mut Command {
+    c.env_clear()
+        .env("PATH", path)
         .env("HOME", &u.home)
         .current_dir(cwd)
-        .uid(u.uid)
-        .gid(u.gid);
-    c
+}
+
+/// As [`client_env`], and run as `u` (uid and gid).
+pub fn as_user<'a>(c: &'a mut Command, u: &TestUser, path: &str, cwd: &Path) -> &'a mut Command {
+    client_env(c, u, path, cwd).uid(u.uid).gid(u.gid)
 }
 
 pub fn run_as(u: &TestUser, extra: &[&str], cwd: &Path, script: &str) -> Out {
@@ -335,23 +344,20 @@ pub fn run_as(u: &TestUser, extra: &[&str], cwd: &Path, script: &str) -> Out {
 /// As [`run_as`], from a working directory `u` cannot reach itself: root enters it, then
 /// `setpriv` becomes `u` (what a caller holding such a directory open would have).
 pub fn run_as_in_foreign_cwd(u: &TestUser, extra: &[&str], cwd: &Path, script: &str) -> Out {
-    let o = Command::new("setpriv")
-        .args([
-            &format!("--reuid={}", u.uid),
-            &format!("--regid={}", u.gid),
-            "--clear-groups",
-            BIN,
-            "run",
-            "--tier",
-            "elevated",
-            "--json",
-        ])
-        .args(extra)
-        .args(["--", "/bin/sh", "-c", script])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
-        .env("HOME", &u.home)
-        .current_dir(cwd)
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={}", u.uid),
+        &format!("--regid={}", u.gid),
+        "--clear-groups",
+        BIN,
+        "run",
+        "--tier",
+        "elevated",
+        "--json",
+    ])
+    .args(extra)
+    .args(["--", "/bin/sh", "-c", script]);
+    let o = client_env(&mut c, u, "/usr/bin:/bin:/usr/sbin:/sbin", cwd)
         .output()
         .expect("run client");
     Out::of(o)
@@ -493,6 +499,20 @@ pub fn check() -> (i32, Vec<String>) {
 }
 
 /// `stockade doctor --json`'s verdict on the elevated tier.
+/// `rep` is a clean `stockade uninstall`: no problem reported, and no accounts, groups, nft table
+/// or broker socket of stockade left.
+pub fn assert_uninstalled(rep: &Out) {
+    assert_eq!(rep.code, 0, "{rep:#?}");
+    assert!(!rep.stderr.contains("problem"), "{}", rep.stderr);
+    assert!(!sh("getent passwd").contains("stockade"));
+    assert!(!sh("getent group").contains("stockade"));
+    assert!(!sh("nft list tables").contains("stockade"));
+    assert!(
+        !Path::new(SOCKET).exists(),
+        "broker socket {SOCKET} left after uninstall"
+    );
+}
+
 pub fn doctor_elevated() -> serde_json::Value {
     let o = stockade(&["doctor", "--json"]);
     let v: serde_json::Value =

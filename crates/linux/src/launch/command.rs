@@ -112,16 +112,18 @@ fn is_proxy_var(name: &OsStr) -> bool {
     PROXY_VARS.iter().any(|(k, _)| OsStr::new(k) == name)
 }
 
-pub(super) fn command_main(
-    exec: &ExecSpec,
-    filter: &[libc::sock_filter],
-    rlimits: &[Rlimit],
-    opts: &RunOptions,
-    pty_slave: Option<RawFd>,
-    rep: &mut Reporter,
-    chan: OwnedFd,
-) -> i32 {
-    match command_setup(filter, rlimits, opts, pty_slave, rep, chan) {
+/// What the command process applies to itself before exec (see [`command_setup`]).
+pub(super) struct CommandSetup<'a> {
+    pub filter: &'a [libc::sock_filter],
+    pub rlimits: &'a [Rlimit],
+    pub opts: &'a RunOptions,
+    pub pty_slave: Option<RawFd>,
+    /// Where the seccomp listener goes to init.
+    pub chan: OwnedFd,
+}
+
+pub(super) fn command_main(exec: &ExecSpec, setup: CommandSetup<'_>, rep: &mut Reporter) -> i32 {
+    match command_setup(setup, rep) {
         Ok(()) => {}
         Err(msg) => {
             rep.now('F', &msg);
@@ -142,14 +144,14 @@ pub(super) fn command_main(
     }
 }
 
-pub(super) fn command_setup(
-    filter: &[libc::sock_filter],
-    rlimits: &[Rlimit],
-    opts: &RunOptions,
-    pty_slave: Option<RawFd>,
-    rep: &mut Reporter,
-    chan: OwnedFd,
-) -> Result<(), String> {
+pub(super) fn command_setup(setup: CommandSetup<'_>, rep: &mut Reporter) -> Result<(), String> {
+    let CommandSetup {
+        filter,
+        rlimits,
+        opts,
+        pty_slave,
+        chan,
+    } = setup;
     // 6. SIGPIPE back to its default: Rust ignores it at startup, and an ignored disposition
     //    survives exec (a shell pipeline would see EPIPE instead of dying quietly). Everything
     //    else is left as the caller had it, as a plain exec would.

@@ -1,7 +1,7 @@
 //! Init, pid 1 of the sandbox: builds the sandbox's view of the world (steps 1-5 of the
 //! enforcement order), then starts the command and reaps until it ends.
 
-use super::command::{command_main, ExecSpec};
+use super::command::{command_main, CommandSetup, ExecSpec};
 use super::report::Reporter;
 use super::FORWARDED;
 use super::SETUP_FAILED;
@@ -78,15 +78,14 @@ pub(super) fn init_main(
     let child = match sys::fork() {
         Ok(0) => {
             drop(chan_init);
-            let code = command_main(
-                exec,
+            let setup = CommandSetup {
                 filter,
                 rlimits,
                 opts,
-                pty_slave_fd,
-                &mut rep,
-                chan_cmd,
-            );
+                pty_slave: pty_slave_fd,
+                chan: chan_cmd,
+            };
+            let code = command_main(exec, setup, &mut rep);
             sys::exit_now(code)
         }
         // The command writes the queued records with its own, in one batch before exec.
