@@ -1,38 +1,129 @@
-//! A model of the Windows access check for files, used by the tests to show what a plan lets a
-//! sandboxed token do. It is a model written from the documented rules, not Windows itself:
+//! A model of the Windows access check, used by the tests to show what a plan lets a sandboxed
+//! token do, including multi-step attacks (re-ACL then write, rename then recreate). It is a model
+//! written from the documented algorithm (Microsoft, "How DACLs Control Access to an Object",
+//! "How AccessCheck Works", "Restricted Tokens", "SID Strings: OWNER RIGHTS"; Forshaw, *Windows
+//! Security Internals*, ch. 7), not Windows itself:
 //!
-//! * A DACL is walked in order; deny ACEs come first in canonical order. An ACE that matches a
-//!   SID of the token denies (or grants) the requested bits not already granted (or denied).
-//! * The owner implicitly gets `READ_CONTROL | WRITE_DAC`.
-//! * A restricted token is checked twice: once with its normal SIDs, once with only its
-//!   restricting SIDs; access is granted only if both passes grant it. For a **write-restricted**
-//!   token the second pass covers only the write bits of the file type's `GENERIC_WRITE` mapping
-//!   ([`WRITE_RESTRICTED_BITS`]); everything else is decided by the normal pass alone. This means
-//!   `DELETE`, `WRITE_DAC` and `WRITE_OWNER` are *not* subject to the restricting SIDs, which the
-//!   tests make explicit.
+//! * **Normal pass.** The DACL is walked in order; ACEs that are inherit-only or name a SID the
+//!   pass does not hold are skipped. A deny ACE that names any still-wanted, not yet granted bit
+//!   denies the whole request; allow ACEs accumulate. No DACL entry grants nothing.
+//! * **Owner.** If the object's owner is present in the pass (the user or an enabled group for
+//!   the normal pass, a restricting SID for the restricting pass), the pass starts with
+//!   `READ_CONTROL | WRITE_DAC` granted, **unless** the DACL has an effective `OWNER RIGHTS`
+//!   (`S-1-3-4`) ACE; `OWNER RIGHTS` ACEs match in a pass exactly when the owner is present.
+//! * **Restricting pass.** A restricted token is checked again with only its restricting SIDs
+//!   (which match allow and deny ACEs). A *write-restricted* token is checked again only when the
+//!   request contains a write bit ([`Mapping::write_bits`]: the type's `GENERIC_WRITE` mapping
+//!   without the `READ_CONTROL | SYNCHRONIZE` it shares with `GENERIC_READ`) and then the second
+//!   pass covers the **whole** request. A request without a write bit (`DELETE`, `WRITE_DAC`,
+//!   `WRITE_OWNER`, reads) is decided by the normal pass alone.
 //! * Deny-only groups match only deny ACEs.
-//! * Inheritance: a child's ACL is its explicit ACEs followed by the inheritable ACEs of its
-//!   parent's ACL (container-inherit to directories, object-inherit to files, no-propagate stops
-//!   after one level, inherit-only ACEs do not apply to the object that holds them); a
-//!   DACL-protected object inherits nothing.
-//! * Deleting needs `DELETE` on the object or `FILE_DELETE_CHILD` on its parent; creating needs
-//!   `FILE_ADD_FILE` (= `FILE_WRITE_DATA`) or `FILE_ADD_SUBDIRECTORY` (= `FILE_APPEND_DATA`) on the
-//!   parent; renaming needs both.
+//! * **Stored inheritance.** An object's DACL is stored: it is computed once, when the object is
+//!   created (its parent's inheritable ACEs, with `CREATOR OWNER` replaced by the creator), or
+//!   when an inheritable ACE is set on an ancestor through the path (what `SetNamedSecurityInfo`
+//!   propagates). Renaming keeps the stored DACL; re-ACLing through a handle
+//!   (`SetSecurityInfo`, [`Op::SetDacl`]) changes that object only.
+//! * **`CREATOR OWNER`.** An inherited `CREATOR OWNER` ACE becomes an effective ACE for the new
+//!   object's owner; on a container that inherits it for propagation, an inherit-only
+//!   `CREATOR OWNER` copy is kept as well.
+//! * Deleting needs `DELETE` on the object or `FILE_DELETE_CHILD` on its parent (and a directory
+//!   must be empty); creating needs `FILE_ADD_FILE` (= `FILE_WRITE_DATA`) or
+//!   `FILE_ADD_SUBDIRECTORY` (= `FILE_APPEND_DATA`) on the parent; renaming needs both, and keeps
+//!   the moved objects' stored DACLs.
 //!
 //! Privileges (backup/restore, take ownership) are not modelled: the sandbox tokens are created
 //! with `DISABLE_MAX_PRIVILEGE`, which leaves only `SeChangeNotifyPrivilege` (traverse), and
-//! traverse checks are not modelled either.
+//! traverse checks are not modelled either. An object created where nothing is inheritable gets
+//! an empty DACL here (Windows would use the token's default DACL).
 
 use crate::ace::{mask, Ace, AceKind, Inherit};
 use crate::path::WinPath;
 use crate::sid::Sid;
 use std::collections::BTreeMap;
 
-/// Bits that the restricting-SID pass checks for a write-restricted token: the file type's
-/// `GENERIC_WRITE` mapping without the standard rights it shares with `GENERIC_READ`
-/// (`READ_CONTROL`, `SYNCHRONIZE`); otherwise a write-restricted process could not open its own
-/// profile's files for reading, which it can. This is the model's assumption about the kernel,
-/// stated here so that a test on a real host can confirm or refute it.
+/// An object type's generic mapping (`GENERIC_MAPPING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// `GENERIC_READ` maps to.
+    pub read: u32,
+    /// `GENERIC_WRITE` maps to.
+    pub write: u32,
+    /// `GENERIC_EXECUTE` maps to.
+    pub execute: u32,
+    /// `GENERIC_ALL` maps to.
+    pub all: u32,
+}
+
+impl Mapping {
+    /// Maps generic bits to specific rights.
+    pub fn map(&self, m: u32) -> u32 {
+        let mut out = m & !(mask::GENERIC_READ
+            | mask::GENERIC_WRITE
+            | mask::GENERIC_EXECUTE
+            | mask::GENERIC_ALL);
+        if m & mask::GENERIC_READ != 0 {
+            out |= self.read;
+        }
+        if m & mask::GENERIC_WRITE != 0 {
+            out |= self.write;
+        }
+        if m & mask::GENERIC_EXECUTE != 0 {
+            out |= self.execute;
+        }
+        if m & mask::GENERIC_ALL != 0 {
+            out |= self.all;
+        }
+        out
+    }
+
+    /// The bits whose presence in a request makes a write-restricted token's restricting SIDs
+    /// be consulted: `GENERIC_WRITE`'s mapping without `READ_CONTROL | SYNCHRONIZE` (which
+    /// `GENERIC_READ` maps to as well; a write-restricted process opens its profile's files for
+    /// reading). This is the model's assumption about the kernel, stated here so that a real-host
+    /// probe can confirm or refute it.
+    pub fn write_bits(&self) -> u32 {
+        self.write & !(mask::READ_CONTROL | mask::SYNCHRONIZE)
+    }
+}
+
+/// Files and directories.
+pub const FILE_MAPPING: Mapping = Mapping {
+    read: mask::FILE_GENERIC_READ,
+    write: mask::FILE_GENERIC_WRITE,
+    execute: mask::FILE_GENERIC_EXECUTE,
+    all: mask::FILE_ALL_ACCESS,
+};
+
+/// Registry key rights (values from `winnt.h`).
+pub mod key {
+    /// `KEY_QUERY_VALUE`.
+    pub const QUERY_VALUE: u32 = 0x1;
+    /// `KEY_SET_VALUE`.
+    pub const SET_VALUE: u32 = 0x2;
+    /// `KEY_CREATE_SUB_KEY`.
+    pub const CREATE_SUB_KEY: u32 = 0x4;
+    /// `KEY_ENUMERATE_SUB_KEYS`.
+    pub const ENUMERATE_SUB_KEYS: u32 = 0x8;
+    /// `KEY_NOTIFY`.
+    pub const NOTIFY: u32 = 0x10;
+    /// `KEY_READ`.
+    pub const READ: u32 =
+        crate::ace::mask::READ_CONTROL | QUERY_VALUE | ENUMERATE_SUB_KEYS | NOTIFY;
+    /// `KEY_WRITE`.
+    pub const WRITE: u32 = crate::ace::mask::READ_CONTROL | SET_VALUE | CREATE_SUB_KEY;
+    /// `KEY_ALL_ACCESS`.
+    pub const ALL_ACCESS: u32 = 0xF_003F;
+}
+
+/// Registry keys.
+pub const KEY_MAPPING: Mapping = Mapping {
+    read: key::READ,
+    write: key::WRITE,
+    execute: key::READ,
+    all: key::ALL_ACCESS,
+};
+
+/// Bits that trigger the restricting pass of a write-restricted token on files.
 pub const WRITE_RESTRICTED_BITS: u32 =
     mask::FILE_GENERIC_WRITE & !(mask::READ_CONTROL | mask::SYNCHRONIZE);
 
@@ -47,7 +138,7 @@ pub struct TokenModel {
     pub deny_only: Vec<Sid>,
     /// Restricting SIDs (empty: not a restricted token).
     pub restricting: Vec<Sid>,
-    /// `WRITE_RESTRICTED`: the restricting pass applies to write bits only.
+    /// `WRITE_RESTRICTED`: the restricting pass happens only for requests with a write bit.
     pub write_restricted: bool,
 }
 
@@ -57,9 +148,13 @@ impl TokenModel {
             || self.groups.contains(sid)
             || (kind == AceKind::Deny && self.deny_only.contains(sid))
     }
+
+    fn owner_in_normal(&self, owner: &Sid) -> bool {
+        *owner == self.user || self.groups.contains(owner)
+    }
 }
 
-/// One existing filesystem object.
+/// One existing filesystem object, as inserted into the model.
 #[derive(Debug, Clone)]
 pub struct Node {
     /// Directory or file.
@@ -72,10 +167,29 @@ pub struct Node {
     pub protected: bool,
 }
 
-/// A set of existing files and directories with their security.
+/// One object as stored: its complete DACL (explicit, then inherited entries).
+#[derive(Debug, Clone)]
+struct Stored {
+    dir: bool,
+    owner: Sid,
+    dacl: Vec<Ace>,
+    protected: bool,
+}
+
+impl Stored {
+    fn explicit(&self) -> Vec<Ace> {
+        self.dacl
+            .iter()
+            .filter(|a| !a.inherit.has(Inherit::INHERITED))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A set of existing files and directories with their stored security.
 #[derive(Debug, Clone, Default)]
 pub struct FsModel {
-    nodes: BTreeMap<WinPath, Node>,
+    nodes: BTreeMap<WinPath, Stored>,
 }
 
 /// Filesystem operations the tests ask about.
@@ -91,6 +205,66 @@ pub enum Op {
     Delete,
     /// Rename (move) the object to another path.
     RenameTo(WinPath),
+    /// Open with `WRITE_DAC` and replace the object's explicit ACEs (`SetSecurityInfo` on the
+    /// handle: this object only, inherited entries kept).
+    SetDacl(Vec<Ace>),
+}
+
+/// The inheritable ACEs of `parent` as a new child gets them (`owner`: the child's owner, which
+/// replaces `CREATOR OWNER`).
+pub fn inherit_from(parent: &[Ace], dir: bool, owner: &Sid) -> Vec<Ace> {
+    let co = Sid::creator_owner();
+    let mut out = Vec::new();
+    let mut push = |kind, sid: Sid, m: u32, flags: u8| {
+        out.push(Ace {
+            kind,
+            sid,
+            mask: m,
+            inherit: Inherit(flags | Inherit::INHERITED),
+        })
+    };
+    for ace in parent {
+        let f = ace.inherit;
+        let effective_sid = if ace.sid == co {
+            owner.clone()
+        } else {
+            ace.sid.clone()
+        };
+        if !dir {
+            if f.has(Inherit::OBJECT) {
+                push(ace.kind, effective_sid, ace.mask, 0);
+            }
+            continue;
+        }
+        if f.has(Inherit::CONTAINER) {
+            if f.has(Inherit::NO_PROPAGATE) {
+                push(ace.kind, effective_sid, ace.mask, 0);
+            } else if ace.sid == co {
+                push(ace.kind, effective_sid, ace.mask, 0);
+                push(
+                    ace.kind,
+                    co.clone(),
+                    ace.mask,
+                    (f.0 & (Inherit::OBJECT | Inherit::CONTAINER)) | Inherit::INHERIT_ONLY,
+                );
+            } else {
+                push(
+                    ace.kind,
+                    ace.sid.clone(),
+                    ace.mask,
+                    f.0 & (Inherit::OBJECT | Inherit::CONTAINER),
+                );
+            }
+        } else if f.has(Inherit::OBJECT) && !f.has(Inherit::NO_PROPAGATE) {
+            push(
+                ace.kind,
+                ace.sid.clone(),
+                ace.mask,
+                Inherit::OBJECT | Inherit::INHERIT_ONLY,
+            );
+        }
+    }
+    out
 }
 
 impl FsModel {
@@ -99,9 +273,25 @@ impl FsModel {
         FsModel::default()
     }
 
-    /// Adds or replaces an object.
+    /// Adds or replaces an object; its inherited entries are computed from its parent now and
+    /// stored (insert parents first).
     pub fn insert(&mut self, path: WinPath, node: Node) {
-        self.nodes.insert(path, node);
+        let mut dacl = node.explicit;
+        if !node.protected {
+            if let Some(pd) = path.parent().and_then(|p| self.nodes.get(&p)) {
+                dacl.extend(inherit_from(&pd.dacl, node.dir, &node.owner));
+            }
+        }
+        crate::ace::canonical_order(&mut dacl);
+        self.nodes.insert(
+            path,
+            Stored {
+                dir: node.dir,
+                owner: node.owner,
+                dacl,
+                protected: node.protected,
+            },
+        );
     }
 
     /// True if the object exists in the model.
@@ -109,100 +299,164 @@ impl FsModel {
         self.nodes.contains_key(path)
     }
 
-    /// Adds explicit ACEs to an existing object, in canonical order (what applying a plan does).
+    /// The object's owner.
+    pub fn owner(&self, path: &WinPath) -> Option<&Sid> {
+        self.nodes.get(path).map(|n| &n.owner)
+    }
+
+    /// Adds explicit ACEs to an existing object, in canonical order, and propagates inheritable
+    /// entries to the existing objects beneath (what applying a plan with
+    /// `SetNamedSecurityInfo` does).
     pub fn add_explicit(&mut self, path: &WinPath, aces: &[Ace]) -> bool {
-        match self.nodes.get_mut(path) {
-            Some(n) => {
-                n.explicit.extend(aces.iter().cloned());
-                // Explicit deny before explicit allow, each group in insertion order.
-                n.explicit.sort_by_key(|a| a.kind == AceKind::Allow);
-                true
-            }
-            None => false,
+        let Some(n) = self.nodes.get(path) else {
+            return false;
+        };
+        let mut explicit = n.explicit();
+        explicit.extend(aces.iter().cloned());
+        explicit.sort_by_key(|a| a.kind == AceKind::Allow);
+        self.set_explicit_named(path, explicit);
+        true
+    }
+
+    /// Replaces an object's explicit ACEs and re-propagates inheritance beneath it.
+    fn set_explicit_named(&mut self, path: &WinPath, explicit: Vec<Ace>) {
+        self.set_explicit_here(path, explicit);
+        let below: Vec<WinPath> = self
+            .nodes
+            .keys()
+            .filter(|k| *k != path && k.starts_with(path))
+            .cloned()
+            .collect();
+        // BTreeMap order puts parents before children.
+        for k in below {
+            let Some(n) = self.nodes.get(&k) else {
+                continue;
+            };
+            let explicit = n.explicit();
+            self.set_explicit_here(&k, explicit);
         }
     }
 
-    /// The full ACL an object has (explicit, then inherited), including inherit-only entries.
-    /// A non-existing object gets the ACL it would be created with.
-    pub fn acl(&self, path: &WinPath, dir: bool) -> Vec<Ace> {
-        let node = self.nodes.get(path);
-        let mut out: Vec<Ace> = node.map(|n| n.explicit.clone()).unwrap_or_default();
-        if node.is_some_and(|n| n.protected) {
-            return out;
-        }
-        let Some(parent) = path.parent() else {
-            return out;
+    fn set_explicit_here(&mut self, path: &WinPath, explicit: Vec<Ace>) {
+        let parent_dacl = path
+            .parent()
+            .and_then(|p| self.nodes.get(&p))
+            .map(|p| p.dacl.clone());
+        let Some(n) = self.nodes.get_mut(path) else {
+            return;
         };
-        let parent_acl = self.acl(&parent, true);
-        for ace in parent_acl {
-            let f = ace.inherit;
-            let inherited_flags = if dir {
-                if f.has(Inherit::CONTAINER) {
-                    if f.has(Inherit::NO_PROPAGATE) {
-                        Some(0)
-                    } else {
-                        Some(f.0 & (Inherit::OBJECT | Inherit::CONTAINER))
-                    }
-                } else if f.has(Inherit::OBJECT) && !f.has(Inherit::NO_PROPAGATE) {
-                    Some(Inherit::OBJECT | Inherit::INHERIT_ONLY)
-                } else {
-                    None
-                }
-            } else if f.has(Inherit::OBJECT) {
-                Some(0)
-            } else {
-                None
-            };
-            if let Some(flags) = inherited_flags {
-                let owner = node.map(|n| n.owner.clone());
-                let sid = match (&ace.sid, owner) {
-                    (s, Some(o)) if *s == Sid::creator_owner() => o,
-                    (s, _) => s.clone(),
-                };
-                out.push(Ace {
-                    kind: ace.kind,
-                    sid,
-                    mask: ace.mask,
-                    inherit: Inherit(flags | Inherit::INHERITED),
-                });
+        let mut dacl = explicit;
+        if !n.protected {
+            if let Some(pd) = parent_dacl {
+                dacl.extend(inherit_from(&pd, n.dir, &n.owner));
             }
         }
-        // Canonical: explicit deny, explicit allow, inherited deny, inherited allow.
+        crate::ace::canonical_order(&mut dacl);
+        n.dacl = dacl;
+    }
+
+    /// The full stored DACL of an object (explicit, then inherited), including inherit-only
+    /// entries. A non-existing object gets the DACL it would be created with by `creator`.
+    pub fn dacl_for(&self, path: &WinPath, dir: bool, creator: &Sid) -> Vec<Ace> {
+        if let Some(n) = self.nodes.get(path) {
+            return n.dacl.clone();
+        }
+        let mut out = path
+            .parent()
+            .and_then(|p| self.nodes.get(&p))
+            .map(|p| inherit_from(&p.dacl, dir, creator))
+            .unwrap_or_default();
         crate::ace::canonical_order(&mut out);
         out
     }
 
-    fn owner_of(&self, path: &WinPath, creator: &Sid) -> Sid {
-        self.nodes
+    /// [`FsModel::dacl_for`] with the object's own owner (or an unknown creator).
+    pub fn acl(&self, path: &WinPath, dir: bool) -> Vec<Ace> {
+        let owner = self
+            .nodes
             .get(path)
             .map(|n| n.owner.clone())
-            .unwrap_or_else(|| creator.clone())
+            .unwrap_or_else(Sid::creator_owner);
+        self.dacl_for(path, dir, &owner)
     }
 
     fn is_dir(&self, path: &WinPath) -> bool {
         self.nodes.get(path).is_some_and(|n| n.dir)
     }
 
-    /// Would `token` be granted `desired` on `path`?
+    /// Would `token` be granted `desired` on the existing object at `path`?
     pub fn check(&self, token: &TokenModel, path: &WinPath, desired: u32) -> bool {
-        let dir = self.is_dir(path);
-        let acl = self.acl(path, dir);
-        let owner = self.owner_of(path, &token.user);
-        access_check(token, &acl, &owner, desired)
+        match self.nodes.get(path) {
+            Some(n) => access_check(token, &n.dacl, &n.owner, desired),
+            None => false,
+        }
     }
 
-    /// Would `token` be allowed to perform `op` on `path`?
+    /// Would `token` be allowed to perform `op` on `path`? (Nothing changes.)
     pub fn allowed(&self, token: &TokenModel, path: &WinPath, op: &Op) -> bool {
         match op {
-            Op::Open(m) => self.exists(path) && self.check(token, path, *m),
+            Op::Open(m) => self.check(token, path, *m),
             Op::CreateFile => self.can_create(token, path, false),
             Op::CreateDir => self.can_create(token, path, true),
             Op::Delete => self.can_delete(token, path),
             Op::RenameTo(to) => {
                 let dir = self.is_dir(path);
-                self.can_delete(token, path) && self.can_create(token, to, dir)
+                self.can_remove_name(token, path)
+                    && !to.starts_with(path)
+                    && self.can_create(token, to, dir)
+            }
+            Op::SetDacl(_) => self.check(token, path, mask::WRITE_DAC),
+        }
+    }
+
+    /// Performs `op` if [`FsModel::allowed`]; returns whether it happened.
+    pub fn perform(&mut self, token: &TokenModel, path: &WinPath, op: &Op) -> bool {
+        if !self.allowed(token, path, op) {
+            return false;
+        }
+        match op {
+            Op::Open(_) => {}
+            Op::CreateFile | Op::CreateDir => {
+                let dir = matches!(op, Op::CreateDir);
+                let dacl = self.dacl_for(path, dir, &token.user);
+                self.nodes.insert(
+                    path.clone(),
+                    Stored {
+                        dir,
+                        owner: token.user.clone(),
+                        dacl,
+                        protected: false,
+                    },
+                );
+            }
+            Op::Delete => {
+                self.nodes.remove(path);
+            }
+            Op::RenameTo(to) => {
+                let moved: Vec<WinPath> = self
+                    .nodes
+                    .keys()
+                    .filter(|k| k.starts_with(path))
+                    .cloned()
+                    .collect();
+                for k in moved {
+                    let Some(n) = self.nodes.remove(&k) else {
+                        continue;
+                    };
+                    let rel = k.as_string()[path.as_string().len()..].to_string();
+                    let dest = WinPath::parse(&format!("{}{rel}", to.as_string()));
+                    if let Ok(d) = dest {
+                        self.nodes.insert(d, n);
+                    }
+                }
+            }
+            Op::SetDacl(aces) => {
+                let mut explicit = aces.clone();
+                explicit.sort_by_key(|a| a.kind == AceKind::Allow);
+                self.set_explicit_here(path, explicit);
             }
         }
+        true
     }
 
     fn can_create(&self, token: &TokenModel, path: &WinPath, dir: bool) -> bool {
@@ -217,18 +471,31 @@ impl FsModel {
         } else {
             mask::FILE_WRITE_DATA
         };
-        self.exists(&parent) && self.check(token, &parent, right)
+        self.is_dir(&parent) && self.check(token, &parent, right)
     }
 
     fn can_delete(&self, token: &TokenModel, path: &WinPath) -> bool {
         if !self.exists(path) {
             return false;
         }
+        if self.is_dir(path) && self.nodes.keys().any(|k| k != path && k.starts_with(path)) {
+            // A directory must be empty to be deleted (renaming a full one is fine).
+            return false;
+        }
+        self.can_unlink(token, path)
+    }
+
+    fn can_unlink(&self, token: &TokenModel, path: &WinPath) -> bool {
         if self.check(token, path, mask::DELETE) {
             return true;
         }
         path.parent()
             .is_some_and(|p| self.exists(&p) && self.check(token, &p, mask::FILE_DELETE_CHILD))
+    }
+
+    /// Could `token` rename the (possibly non-empty) object at `path` away, i.e. delete its name?
+    pub fn can_remove_name(&self, token: &TokenModel, path: &WinPath) -> bool {
+        self.exists(path) && self.can_unlink(token, path)
     }
 
     /// "Can the token change this path?" in the sense the policy means: write data to it if it
@@ -247,67 +514,88 @@ impl FsModel {
     }
 }
 
-/// One pass over a DACL: the subset of `desired` the matching ACEs grant.
-fn evaluate(
+/// One pass over a DACL: true if `desired` is granted completely. `present` says whether the
+/// pass holds a SID (for an ACE kind); `owner_present` whether the object's owner is among them.
+fn pass(
     aces: &[Ace],
-    matches: impl Fn(&Sid, AceKind) -> bool,
+    mapping: &Mapping,
+    present: impl Fn(&Sid, AceKind) -> bool,
+    owner_present: bool,
     desired: u32,
-    owner: bool,
-) -> u32 {
-    let mut granted = 0u32;
-    let mut denied = 0u32;
-    let owner_rights_ace = aces
+) -> bool {
+    let owner_rights = Sid::owner_rights();
+    let has_owner_rights_ace = aces
         .iter()
-        .any(|a| a.sid == Sid::new(3, &[4]).unwrap_or_else(|_| Sid::everyone()));
-    if owner && !owner_rights_ace {
+        .any(|a| a.sid == owner_rights && !a.inherit.has(Inherit::INHERIT_ONLY));
+    let mut granted = 0u32;
+    if owner_present && !has_owner_rights_ace {
         granted |= desired & (mask::READ_CONTROL | mask::WRITE_DAC);
     }
     for ace in aces {
-        if ace.inherit.has(Inherit::INHERIT_ONLY) || !matches(&ace.sid, ace.kind) {
+        if granted == desired {
+            break;
+        }
+        if ace.inherit.has(Inherit::INHERIT_ONLY) {
             continue;
         }
-        let m = mask::map_generic(ace.mask) & desired;
+        let matches = if ace.sid == owner_rights {
+            owner_present
+        } else {
+            present(&ace.sid, ace.kind)
+        };
+        if !matches {
+            continue;
+        }
+        let m = mapping.map(ace.mask) & desired & !granted;
         match ace.kind {
-            AceKind::Deny => denied |= m & !granted,
-            AceKind::Allow => granted |= m & !denied,
+            AceKind::Deny if m != 0 => return false,
+            AceKind::Deny => {}
+            AceKind::Allow => granted |= m,
         }
     }
-    granted
+    granted == desired
 }
 
-/// The access check: true if every bit of `desired` is granted to `token` by `acl` (an object
-/// owned by `owner`).
+/// The access check on a file object: true if every bit of `desired` is granted to `token` by
+/// `acl` (an object owned by `owner`).
 pub fn access_check(token: &TokenModel, acl: &[Ace], owner: &Sid, desired: u32) -> bool {
-    let desired = mask::map_generic(desired);
-    let owner_normal = token.normal_matches(owner, AceKind::Allow);
-    let normal = evaluate(
+    access_check_typed(token, acl, owner, desired, &FILE_MAPPING)
+}
+
+/// The access check for an object type with `mapping`.
+pub fn access_check_typed(
+    token: &TokenModel,
+    acl: &[Ace],
+    owner: &Sid,
+    desired: u32,
+    mapping: &Mapping,
+) -> bool {
+    let desired = mapping.map(desired);
+    if desired == 0 {
+        return true;
+    }
+    if !pass(
         acl,
+        mapping,
         |s, k| token.normal_matches(s, k),
+        token.owner_in_normal(owner),
         desired,
-        owner_normal,
-    );
-    if normal != desired {
+    ) {
         return false;
     }
     if token.restricting.is_empty() {
         return true;
     }
-    let rdesired = if token.write_restricted {
-        desired & WRITE_RESTRICTED_BITS
-    } else {
-        desired
-    };
-    if rdesired == 0 {
+    if token.write_restricted && desired & mapping.write_bits() == 0 {
         return true;
     }
-    let owner_restricted = token.restricting.contains(owner);
-    let restricted = evaluate(
+    pass(
         acl,
+        mapping,
         |s, _| token.restricting.contains(s),
-        rdesired,
-        owner_restricted,
-    );
-    restricted == rdesired
+        token.restricting.contains(owner),
+        desired,
+    )
 }
 
 #[cfg(test)]
@@ -467,5 +755,215 @@ mod tests {
         assert!(!fs.check(&t, &p(r"C:\d\sub\f"), mask::FILE_READ_DATA)); // container-inherit only
         assert!(!fs.check(&t, &p(r"C:\d\sub\f"), mask::DELETE));
         assert!(!fs.check(&t, &p(r"C:\d\sub\g"), mask::FILE_READ_DATA)); // protected DACL inherits nothing
+    }
+
+    fn plain(user: &Sid, groups: &[Sid]) -> TokenModel {
+        TokenModel {
+            user: user.clone(),
+            groups: groups.to_vec(),
+            deny_only: vec![],
+            restricting: vec![],
+            write_restricted: false,
+        }
+    }
+
+    /// Microsoft, "How DACLs Control Access to an Object": ACE 1 denies Andrew read, write and
+    /// execute; ACE 2 allows Group A write; ACE 3 allows Everyone read, write and execute.
+    /// Thread A (Andrew) is denied by ACE 1 although ACEs 2 and 3 would grant; thread B (a
+    /// member of Group A) gets write from ACE 2 and read/execute from ACE 3.
+    #[test]
+    fn documented_how_dacls_control_access_example() {
+        let andrew = sid("S-1-5-21-7-7-7-1101");
+        let other = sid("S-1-5-21-7-7-7-1102");
+        let group_a = sid("S-1-5-21-7-7-7-2001");
+        let rwx = mask::GENERIC_READ | mask::GENERIC_WRITE | mask::GENERIC_EXECUTE;
+        let acl = vec![
+            Ace::deny(andrew.clone(), rwx, Inherit::NONE),
+            Ace::allow(group_a.clone(), mask::GENERIC_WRITE, Inherit::NONE),
+            Ace::allow(Sid::everyone(), rwx, Inherit::NONE),
+        ];
+        let owner = Sid::local_system();
+        let a = plain(&andrew, &[group_a.clone(), Sid::everyone()]);
+        let b = plain(&other, &[group_a, Sid::everyone()]);
+        let want = mask::FILE_WRITE_DATA | mask::FILE_READ_DATA | mask::FILE_EXECUTE;
+        assert!(!access_check(&a, &acl, &owner, want));
+        assert!(!access_check(&a, &acl, &owner, mask::FILE_READ_DATA));
+        assert!(access_check(&b, &acl, &owner, want));
+        // Order matters: the same ACEs with the deny last no longer stop Andrew.
+        let reordered = vec![acl[1].clone(), acl[2].clone(), acl[0].clone()];
+        assert!(access_check(&a, &reordered, &owner, want));
+    }
+
+    /// Microsoft, "Owner Rights" / `S-1-3-4`: an (effective) OWNER RIGHTS ACE replaces the
+    /// owner's implicit READ_CONTROL | WRITE_DAC with the rights it names; an inherit-only one
+    /// does not apply to the object that holds it.
+    #[test]
+    fn documented_owner_rights() {
+        let u = sid("S-1-5-21-1-2-3-1001");
+        let t = plain(&u, &[]);
+        assert!(access_check(
+            &t,
+            &[],
+            &u,
+            mask::WRITE_DAC | mask::READ_CONTROL
+        ));
+        assert!(!access_check(&t, &[], &u, mask::FILE_READ_DATA));
+        let or = vec![Ace::allow(
+            Sid::owner_rights(),
+            mask::READ_CONTROL | mask::FILE_READ_DATA,
+            Inherit::NONE,
+        )];
+        assert!(!access_check(&t, &or, &u, mask::WRITE_DAC));
+        assert!(access_check(
+            &t,
+            &or,
+            &u,
+            mask::READ_CONTROL | mask::FILE_READ_DATA
+        ));
+        // Not the owner: the OWNER RIGHTS ACE grants nothing.
+        let stranger = plain(&sid("S-1-5-21-1-2-3-1002"), &[]);
+        assert!(!access_check(&stranger, &or, &u, mask::READ_CONTROL));
+        let io = vec![Ace::allow(
+            Sid::owner_rights(),
+            mask::READ_CONTROL,
+            Inherit(Inherit::TREE.0 | Inherit::INHERIT_ONLY),
+        )];
+        assert!(access_check(&t, &io, &u, mask::WRITE_DAC));
+        // A deny for OWNER RIGHTS applies to the owner.
+        let deny = vec![
+            Ace::deny(Sid::owner_rights(), mask::WRITE_DAC, Inherit::NONE),
+            Ace::allow(u.clone(), mask::FILE_ALL_ACCESS, Inherit::NONE),
+        ];
+        assert!(!access_check(&t, &deny, &u, mask::WRITE_DAC));
+        assert!(access_check(&t, &deny, &u, mask::FILE_WRITE_DATA));
+    }
+
+    /// Restricted tokens (Microsoft "Restricted Tokens"; Forshaw ch. 7): a write-restricted
+    /// token's restricting SIDs are consulted only for requests with a write bit, and then for
+    /// the whole request; the owner's implicit rights count in the restricting pass only if the
+    /// owner is a restricting SID; a fully restricted token needs both passes for every bit.
+    #[test]
+    fn documented_restricted_token_passes() {
+        let u = sid("S-1-5-21-1-2-3-1001");
+        let cap = sid("S-1-5-21-9-9-9-9");
+        let acl = vec![
+            Ace::allow(u.clone(), mask::FILE_ALL_ACCESS, Inherit::NONE),
+            Ace::allow(cap.clone(), mask::FILE_GENERIC_WRITE, Inherit::NONE),
+        ];
+        let wr = TokenModel {
+            restricting: vec![cap.clone()],
+            write_restricted: true,
+            ..plain(&u, &[])
+        };
+        // No write bit: the normal pass alone decides (the metadata gap).
+        assert!(access_check(&wr, &acl, &u, mask::WRITE_DAC));
+        assert!(access_check(&wr, &acl, &u, mask::DELETE));
+        assert!(access_check(&wr, &acl, &u, mask::FILE_READ_DATA));
+        // A write bit: the whole request goes through the restricting pass.
+        assert!(access_check(&wr, &acl, &u, mask::FILE_WRITE_DATA));
+        assert!(!access_check(
+            &wr,
+            &acl,
+            &u,
+            mask::FILE_WRITE_DATA | mask::DELETE
+        ));
+        assert!(!access_check(
+            &wr,
+            &acl,
+            &u,
+            mask::FILE_WRITE_DATA | mask::WRITE_DAC
+        ));
+        assert!(!access_check(
+            &wr,
+            &acl,
+            &u,
+            mask::FILE_WRITE_DATA | mask::FILE_READ_DATA
+        ));
+        // Owner rights in the restricting pass only for an owner among the restricting SIDs.
+        let w_rc = mask::FILE_WRITE_DATA | mask::WRITE_DAC;
+        assert!(!access_check(&wr, &acl, &u, w_rc));
+        // Owned by the capability: the restricting pass has the owner's WRITE_DAC (the normal
+        // pass gets it from the allow ACE for the user).
+        assert!(access_check(&wr, &acl, &cap, w_rc));
+        // Fully restricted: reads need the restricting SIDs too.
+        let full = TokenModel {
+            write_restricted: false,
+            ..wr.clone()
+        };
+        assert!(!access_check(&full, &acl, &u, mask::FILE_READ_DATA));
+        assert!(!access_check(&full, &acl, &u, mask::WRITE_DAC));
+        assert!(access_check(&full, &acl, &u, mask::FILE_WRITE_DATA));
+    }
+
+    /// Microsoft, "ACE Inheritance Rules" / "Creator Owner": a `CREATOR OWNER` ACE inherited by
+    /// a file becomes an ACE for the file's owner; a subdirectory gets that effective ACE plus an
+    /// inherit-only `CREATOR OWNER` copy that keeps propagating. Inheritance is stored: a file
+    /// moved elsewhere keeps what it inherited where it was created.
+    #[test]
+    fn documented_creator_owner_and_stored_inheritance() {
+        let creator = sid("S-1-5-21-1-2-3-1001");
+        let parent = vec![Ace::allow(
+            Sid::creator_owner(),
+            mask::GENERIC_ALL,
+            Inherit::TREE,
+        )];
+        let file = inherit_from(&parent, false, &creator);
+        assert_eq!(file.len(), 1);
+        assert_eq!(file[0].sid, creator);
+        assert_eq!(file[0].inherit, Inherit(Inherit::INHERITED));
+        let dir = inherit_from(&parent, true, &creator);
+        assert_eq!(dir.len(), 2);
+        assert_eq!(dir[0].sid, creator);
+        assert!(!dir[0].inherit.has(Inherit::INHERIT_ONLY));
+        assert_eq!(dir[1].sid, Sid::creator_owner());
+        assert!(
+            dir[1].inherit.has(Inherit::INHERIT_ONLY) && dir[1].inherit.has(Inherit::CONTAINER)
+        );
+        // Grandchild through the inherit-only copy: its own creator only (the effective ACE for
+        // the first creator is not inheritable).
+        let other = sid("S-1-5-21-1-2-3-1002");
+        let grand = inherit_from(&dir, false, &other);
+        assert_eq!(
+            grand.iter().map(|a| a.sid.clone()).collect::<Vec<_>>(),
+            vec![other]
+        );
+
+        // Stored: a file created under a grant keeps it after moving out from under it.
+        let p = |s: &str| WinPath::parse(s).expect("path");
+        let mut fs = FsModel::new();
+        for (path, explicit) in [
+            (
+                r"C:\a",
+                vec![Ace::allow(
+                    creator.clone(),
+                    mask::FILE_ALL_ACCESS,
+                    Inherit::TREE,
+                )],
+            ),
+            (
+                r"C:\b",
+                vec![Ace::allow(
+                    creator.clone(),
+                    mask::FILE_GENERIC_READ | mask::FILE_WRITE_DATA,
+                    Inherit::NONE,
+                )],
+            ),
+        ] {
+            fs.insert(
+                p(path),
+                Node {
+                    dir: true,
+                    owner: creator.clone(),
+                    explicit,
+                    protected: true,
+                },
+            );
+        }
+        let t = plain(&creator, &[]);
+        assert!(fs.perform(&t, &p(r"C:\a\f"), &Op::CreateFile));
+        assert!(fs.perform(&t, &p(r"C:\a\f"), &Op::RenameTo(p(r"C:\b\f"))));
+        // A file created in C:\b directly would inherit nothing; the moved one kept full access.
+        assert!(fs.check(&t, &p(r"C:\b\f"), mask::FILE_WRITE_DATA));
+        assert!(fs.dacl_for(&p(r"C:\b\g"), false, &creator).is_empty());
     }
 }

@@ -194,25 +194,35 @@ pub struct PathAces {
 /// Explicit ACEs for the same SID and kind with a different mask or inheritance are replaced:
 /// the plan owns the ACEs of its SIDs.
 pub fn merge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
-    if planned
-        .iter()
-        .all(|p| existing.iter().filter(|e| *e == p).count() == 1)
-        && !existing.iter().any(|e| {
-            planned
-                .iter()
-                .any(|p| p.sid == e.sid && p.kind == e.kind && p != e)
-        })
-    {
+    let owned = |e: &Ace| planned.iter().any(|p| p.sid == e.sid && p.kind == e.kind);
+    let mut have: Vec<&Ace> = existing.iter().filter(|e| owned(e)).collect();
+    let mut want: Vec<&Ace> = planned.iter().collect();
+    have.sort();
+    want.sort();
+    if have == want {
         return None;
     }
-    let mut out: Vec<Ace> = existing
-        .iter()
-        .filter(|e| !planned.iter().any(|p| p.sid == e.sid && p.kind == e.kind))
-        .cloned()
-        .collect();
+    let mut out: Vec<Ace> = existing.iter().filter(|e| !owned(e)).cloned().collect();
     out.extend(planned.iter().cloned());
     out.sort_by_key(|a| a.kind == AceKind::Allow);
     Some(out)
+}
+
+/// `existing` without the ACEs of `planned` (one copy each): cleanup of ACEs for SIDs the plan
+/// does not own alone (the caller's own SID, `OWNER RIGHTS`).
+pub fn remove_aces(existing: &[Ace], planned: &[Ace]) -> Vec<Ace> {
+    let mut left: Vec<&Ace> = planned.iter().collect();
+    existing
+        .iter()
+        .filter(|e| match left.iter().position(|p| *p == *e) {
+            Some(i) => {
+                left.remove(i);
+                false
+            }
+            None => true,
+        })
+        .cloned()
+        .collect()
 }
 
 /// `existing` without any ACE for `sid` (uninstall / cleanup).

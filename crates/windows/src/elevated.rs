@@ -303,6 +303,160 @@ pub fn run_acl(input: &WinPlanInput, group: &Sid) -> Vec<PathAces> {
     out
 }
 
+/// The elevated tier's plan for one run: the write-restricted token the runner builds from the
+/// sandbox account's token for the command, and the ACEs on the caller's paths.
+#[derive(Debug, Clone, Serialize)]
+pub struct ElevatedRunPlan {
+    /// The command's token (built by the runner from its own, the sandbox account's, token).
+    pub token: crate::unelevated::TokenPlan,
+    /// ACEs to add before the run.
+    pub acl: Vec<PathAces>,
+    /// Writable roots with this caller's capability SIDs.
+    pub roots: Vec<(WinPath, Sid)>,
+}
+
+/// Why no elevated run plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ElevatedPlanError {
+    /// A writable root has no capability SID in the caller's store.
+    #[error(
+        "writable root {0} has no capability SID; call CapabilityStore::ensure (and save) first"
+    )]
+    MissingCapability(WinPath),
+}
+
+/// The restricting SIDs of the elevated command's token and why each is needed:
+/// * this caller's capability SID of each writable root: the only grants that make a path
+///   writable (they are random per caller and root, saved in the caller's profile, so another
+///   caller's runs do not hold them);
+/// * the run's logon SID: the per-run desktop, window station and the objects the command
+///   creates itself (default DACL) name it;
+/// * Everyone: the null device and console objects the command writes to at start grant
+///   Everyone; the cost is that an object whose DACL grants *Everyone* write stays writable.
+///
+/// Users, Authenticated Users and the account SID are **not** restricting SIDs, so what those
+/// may write (`mkdir C:\x`, `C:\ProgramData`) is denied to the command.
+pub fn run_token(roots: &[(WinPath, Sid)]) -> crate::unelevated::TokenPlan {
+    use crate::unelevated::{flags, RestrictingSid, SidRef, TokenPlan};
+    let mut restricting: Vec<RestrictingSid> = roots
+        .iter()
+        .map(|(r, s)| RestrictingSid {
+            sid: SidRef::Fixed(s.clone()),
+            why: format!("this caller's capability of writable root {r}"),
+        })
+        .collect();
+    restricting.push(RestrictingSid {
+        sid: SidRef::LogonSession,
+        why: "the run's logon session: its desktop and the command's own objects".into(),
+    });
+    restricting.push(RestrictingSid {
+        sid: SidRef::Fixed(Sid::everyone()),
+        why: "Everyone: the null device and console objects the command needs to start".into(),
+    });
+    TokenPlan {
+        flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE,
+        restricting,
+        // Only the account itself (its full, unrestricted runner is a different process with the
+        // same user: see docs/windows.md) and SYSTEM: no logon SID, so concurrent runs' objects
+        // are not open to each other through it.
+        default_dacl: vec![
+            (SidRef::CurrentUser, mask::GENERIC_ALL),
+            (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
+        ],
+    }
+}
+
+/// ACEs for one elevated run. The normal pass of the command's token sees the sandbox
+/// `account`, the restricting pass this caller's capability SIDs; a path is writable only where
+/// both are granted. Per root: allow for the account (without `FILE_DELETE_CHILD`), allow for
+/// the capability, and `OWNER RIGHTS: READ_CONTROL` beneath it, so that the files the account
+/// creates (which it owns) cannot be re-ACLed by it through the owner's implicit `WRITE_DAC`.
+/// Per protected path beneath a root: deny every change (including `DELETE`, `WRITE_DAC`,
+/// `WRITE_OWNER`) to the account, which the normal pass enforces, and `FILE_DELETE_CHILD` on
+/// its parent. `deny_read` paths: deny reads to the account.
+pub fn run_plan(
+    input: &WinPlanInput,
+    account: &Sid,
+    caps: &crate::state::CapabilityStore,
+) -> Result<ElevatedRunPlan, ElevatedPlanError> {
+    let roots: Vec<(WinPath, Sid)> = input
+        .effective_roots()
+        .into_iter()
+        .map(|r| match caps.sid_for(&r) {
+            Some(s) => Ok((r, s.clone())),
+            None => Err(ElevatedPlanError::MissingCapability(r)),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut acl: Vec<PathAces> = roots
+        .iter()
+        .map(|(r, cap)| PathAces {
+            path: r.clone(),
+            kind: Kind::Dir,
+            aces: vec![
+                Ace::allow(account.clone(), mask::SANDBOX_MODIFY, Inherit::TREE),
+                Ace::allow(cap.clone(), mask::SANDBOX_MODIFY, Inherit::TREE),
+                Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, Inherit::TREE),
+            ],
+            reason: "writable root".into(),
+        })
+        .collect();
+    let mut protected = input.protected.clone();
+    protected.sort_by(|a, b| a.path.cmp(&b.path));
+    protected.dedup_by(|a, b| a.path == b.path);
+    let mut parents: BTreeSet<WinPath> = BTreeSet::new();
+    for p in protected
+        .iter()
+        .filter(|p| roots.iter().any(|(r, _)| p.path.starts_with(r)))
+    {
+        let inherit = if p.kind == Kind::Dir {
+            Inherit::TREE
+        } else {
+            Inherit::NONE
+        };
+        acl.push(PathAces {
+            path: p.path.clone(),
+            kind: p.kind,
+            aces: vec![Ace::deny(account.clone(), mask::PROTECT_DENY, inherit)],
+            reason: p.reason.clone(),
+        });
+        if let Some(parent) = p.path.parent() {
+            if !protected.iter().any(|q| q.path == parent) {
+                parents.insert(parent);
+            }
+        }
+    }
+    for parent in parents {
+        acl.push(PathAces {
+            path: parent,
+            kind: Kind::Dir,
+            aces: vec![Ace::deny(
+                account.clone(),
+                mask::FILE_DELETE_CHILD,
+                Inherit::NONE,
+            )],
+            reason: "parent of a protected path: no delete-child".into(),
+        });
+    }
+    for d in &input.deny_read {
+        let inherit = if d.kind == Kind::Dir {
+            Inherit::TREE
+        } else {
+            Inherit::NONE
+        };
+        acl.push(PathAces {
+            path: d.path.clone(),
+            kind: d.kind,
+            aces: vec![Ace::deny(account.clone(), mask::READ_DENY, inherit)],
+            reason: d.reason.clone(),
+        });
+    }
+    Ok(ElevatedRunPlan {
+        token: run_token(&roots),
+        acl,
+        roots,
+    })
+}
+
 /// SDDL for the runner's named pipe: only the sandbox account and the caller, nobody else (not
 /// even Administrators), protected from inheritance.
 pub fn runner_pipe_sddl(sandbox_account: &Sid, caller: &Sid) -> String {

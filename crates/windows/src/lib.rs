@@ -18,6 +18,8 @@ pub mod state;
 pub mod unelevated;
 
 #[cfg(test)]
+mod attacks;
+#[cfg(test)]
 mod fixture;
 
 #[cfg(windows)]

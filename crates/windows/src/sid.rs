@@ -124,6 +124,14 @@ impl Sid {
             subs: vec![0],
         }
     }
+    /// `S-1-3-4`, OWNER RIGHTS: an ACE for it replaces the owner's implicit
+    /// `READ_CONTROL | WRITE_DAC` with the rights the ACE names.
+    pub fn owner_rights() -> Sid {
+        Sid {
+            authority: 3,
+            subs: vec![4],
+        }
+    }
     /// `S-1-5-5-x-y`, a logon-session SID.
     pub fn logon(x: u32, y: u32) -> Sid {
         Sid {

@@ -122,6 +122,7 @@ pub fn plan(
     input: &WinPlanInput,
     caps: &CapabilityStore,
     opts: UnelevatedOptions,
+    user: &Sid,
 ) -> Result<UnelevatedPlan, UnelevatedPlanError> {
     let roots: Vec<(WinPath, Sid)> = input
         .effective_roots()
@@ -201,9 +202,11 @@ pub fn plan(
             reason: p.reason.clone(),
         });
     }
+    acl.extend(metadata_guards(&protected, user));
 
     let mut warnings = vec![
-        "protected paths: a write-restricted token cannot stop renaming, deleting or re-ACLing files the caller owns; only writes into them are denied".to_string(),
+        "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents); use the elevated tier (`stockade setup`) for a boundary".to_string(),
+        "protected directories: files inside them can still be deleted (denying DELETE to you there would break git for you too); their names, DACLs and contents are guarded".to_string(),
         "the command shares your desktop and can interact with your windows (no UI isolation in this tier)".to_string(),
     ];
     if input.network == Network::Off {
@@ -235,6 +238,80 @@ pub fn plan(
         check_after_run,
         warnings,
     })
+}
+
+/// Reason prefix of the ACEs that stop metadata attacks on protected paths.
+pub const GUARD_REASON: &str = "metadata guard";
+
+/// ACEs against metadata attacks on protected paths, for the caller's own SID (these are decided
+/// by the normal pass, which the sandbox shares with the caller):
+/// * an `OWNER RIGHTS` allow of `READ_CONTROL` on the path (and, for a directory, everything
+///   beneath it): the owner's implicit `WRITE_DAC` is gone;
+/// * a deny of `WRITE_DAC | WRITE_OWNER` for the caller on the path (and beneath it): the
+///   inherited full control of the profile no longer lets anyone re-ACL it;
+/// * a deny of `DELETE` for the caller on the path itself and of `FILE_DELETE_CHILD` on its
+///   parent: it cannot be renamed away (and recreated) or deleted.
+///
+/// Cost to the real user, who holds the same SID: they cannot delete, rename or re-ACL a
+/// protected path (nor take its ownership without an administrator) until `stockade clean`
+/// removes these ACEs; writing into it (git itself) is unaffected.
+pub fn metadata_guards(protected: &[crate::input::PlannedWinPath], user: &Sid) -> Vec<PathAces> {
+    use std::collections::BTreeMap;
+    let mut per_path: BTreeMap<WinPath, (Kind, Vec<Ace>)> = BTreeMap::new();
+    let mut add = |path: &WinPath, kind: Kind, ace: Ace| {
+        let e = per_path.entry(path.clone()).or_insert((kind, Vec::new()));
+        if e.0 == Kind::File {
+            e.0 = kind;
+        }
+        if let Some(x) =
+            e.1.iter_mut()
+                .find(|x| x.sid == ace.sid && x.kind == ace.kind && x.inherit == ace.inherit)
+        {
+            x.mask |= ace.mask;
+        } else {
+            e.1.push(ace);
+        }
+    };
+    for p in protected {
+        let inherit = match p.kind {
+            Kind::Dir => Inherit::TREE,
+            Kind::File => Inherit::NONE,
+        };
+        add(
+            &p.path,
+            p.kind,
+            Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, inherit),
+        );
+        add(
+            &p.path,
+            p.kind,
+            Ace::deny(user.clone(), mask::WRITE_DAC | mask::WRITE_OWNER, inherit),
+        );
+        add(
+            &p.path,
+            p.kind,
+            Ace::deny(user.clone(), mask::DELETE, Inherit::NONE),
+        );
+        if let Some(parent) = p.path.parent() {
+            add(
+                &parent,
+                Kind::Dir,
+                Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
+            );
+        }
+    }
+    per_path
+        .into_iter()
+        .map(|(path, (kind, mut aces))| {
+            aces.sort_by_key(|a| a.kind == crate::ace::AceKind::Allow);
+            PathAces {
+                path,
+                kind,
+                aces,
+                reason: format!("{GUARD_REASON}: no re-ACL, rename or delete of protected paths"),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -386,7 +386,17 @@ mod selftest {
             rep.fail("capability-store", e);
             return finish(&rep);
         }
-        let plan = match unelevated::plan(&input, &caps, UnelevatedOptions::default()) {
+        let me = match token::own_token()
+            .map_err(|e| e.to_string())
+            .and_then(|o| wsid::token_user(o.as_raw_handle()).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                rep.fail("token-user", e);
+                return finish(&rep);
+            }
+        };
+        let plan = match unelevated::plan(&input, &caps, UnelevatedOptions::default(), &me) {
             Ok(p) => p,
             Err(e) => {
                 rep.fail("plan", e);

@@ -72,7 +72,7 @@ fn sandbox_token_empty() -> TokenModel {
 }
 
 fn planned_fs(input: &WinPlanInput) -> (UnelevatedPlan, FsModel) {
-    let plan = plan(input, &caps_for(input), UnelevatedOptions::default()).expect("plan");
+    let plan = plan(input, &caps_for(input), UnelevatedOptions::default(), &me()).expect("plan");
     let mut fs = fixture::filesystem();
     fixture::apply(&mut fs, &plan.acl);
     (plan, fs)
@@ -87,7 +87,7 @@ fn expected_writable(input: &WinPlanInput, path: &WinPath) -> bool {
 fn token_plan_is_write_restricted_with_capabilities_logon_and_everyone() {
     let input = fixture::input();
     let caps = caps_for(&input);
-    let plan = plan(&input, &caps, UnelevatedOptions::default()).expect("plan");
+    let plan = plan(&input, &caps, UnelevatedOptions::default(), &me()).expect("plan");
     assert_eq!(
         plan.token.flags,
         flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE | flags::LUA_TOKEN
@@ -126,7 +126,10 @@ fn root_aces_never_grant_delete_child_and_protected_aces_deny_writes() {
     assert_eq!(root.aces[0].inherit, Inherit::TREE);
     assert_eq!(root.aces[0].mask & mask::FILE_DELETE_CHILD, 0);
     assert_eq!(root.aces[0].mask & (mask::WRITE_DAC | mask::WRITE_OWNER), 0);
-    for pa in &plan.acl[1..] {
+    for pa in plan.acl[1..]
+        .iter()
+        .filter(|a| !a.reason.starts_with(GUARD_REASON))
+    {
         assert!(pa
             .aces
             .iter()
@@ -223,8 +226,8 @@ fn overlapping_roots_collapse_and_workspaces_do_not_share_grants() {
         .expect("caps");
     caps.ensure(&input.effective_roots(), rng_from(90))
         .expect("caps");
-    let plan_b = super::plan(&other, &caps, UnelevatedOptions::default()).expect("plan b");
-    let plan_a = super::plan(&input, &caps, UnelevatedOptions::default()).expect("plan a");
+    let plan_b = super::plan(&other, &caps, UnelevatedOptions::default(), &me()).expect("plan b");
+    let plan_a = super::plan(&input, &caps, UnelevatedOptions::default(), &me()).expect("plan a");
     assert_ne!(plan_a.roots[0].1, plan_b.roots[0].1);
     let mut fs = fixture::filesystem();
     fixture::apply(&mut fs, &plan_b.acl);
@@ -311,6 +314,7 @@ fn missing_capability_is_an_error() {
         &input,
         &CapabilityStore::default(),
         UnelevatedOptions::default(),
+        &me(),
     );
     assert!(matches!(e, Err(UnelevatedPlanError::MissingCapability(_))));
 }
@@ -331,6 +335,7 @@ fn null_device_and_everyone_writable_objects_follow_the_everyone_option() {
             UnelevatedOptions {
                 restrict_with_everyone: everyone,
             },
+            &me(),
         )
         .expect("plan");
         let mut fs = fixture::filesystem();
@@ -346,18 +351,19 @@ fn null_device_and_everyone_writable_objects_follow_the_everyone_option() {
     }
 }
 
-/// The gap that the model makes explicit: the restricting SIDs of a write-restricted token are
-/// consulted only for GENERIC_WRITE bits, and DELETE / WRITE_DAC are not among them. The caller
-/// owns and fully controls its files, so the normal pass grants those rights.
+/// What the write-restricted token leaves to the normal pass (DELETE, WRITE_DAC): outside the
+/// guarded paths the caller's own rights decide; the guards stop it on protected paths.
 #[test]
-fn documented_gap_delete_rename_and_dacl_changes_are_not_restricted() {
+fn delete_rename_and_dacl_changes_are_decided_by_the_normal_pass() {
     let (plan, fs) = planned_fs(&fixture::input());
     let t = sandbox_token(&plan);
     assert!(fs.allowed(&t, &p(r"C:\Users\me\Documents\secret.txt"), &Op::Delete));
-    assert!(fs.allowed(&t, &ws(".git"), &Op::RenameTo(ws(".git-moved"))));
-    assert!(fs.check(&t, &ws(r".git\HEAD"), mask::WRITE_DAC));
-    // ...but moving things *out of* the writable roots or *into* protected dirs stays denied,
-    // because creating the destination is a write.
+    assert!(fs.check(&t, &p(r"C:\Users\me\Documents\secret.txt"), mask::WRITE_DAC));
+    assert!(!fs.allowed(&t, &ws(".git"), &Op::RenameTo(ws(".git-moved"))));
+    assert!(!fs.check(&t, &ws(r".git\HEAD"), mask::WRITE_DAC));
+    assert!(!fs.allowed(&t, &ws(r"sub\.git"), &Op::Delete));
+    // Moving things *out of* the writable roots or *into* protected dirs stays denied, because
+    // creating the destination is a write.
     assert!(!fs.allowed(
         &t,
         &ws(r"src\main.rs"),
@@ -368,5 +374,56 @@ fn documented_gap_delete_rename_and_dacl_changes_are_not_restricted() {
         &ws(r"src\main.rs"),
         &Op::RenameTo(ws(r".git\hooks-main.rs"))
     ));
-    assert!(plan.warnings[0].contains("cannot stop renaming, deleting or re-ACLing"));
+    assert!(plan.warnings[0].contains("guardrail, not a boundary"));
+}
+
+#[test]
+fn guards_are_one_entry_per_path_and_idempotent() {
+    let (plan, _) = planned_fs(&fixture::input());
+    let guards: Vec<_> = plan
+        .acl
+        .iter()
+        .filter(|a| a.reason.starts_with(GUARD_REASON))
+        .collect();
+    let mut paths: Vec<_> = guards.iter().map(|g| g.path.clone()).collect();
+    paths.dedup();
+    assert_eq!(paths.len(), guards.len());
+    // The workspace root (parent of .git) gets FILE_DELETE_CHILD denied to the caller only.
+    let root = guards
+        .iter()
+        .find(|g| g.path == ws(""))
+        .expect("root guard");
+    assert_eq!(
+        root.aces,
+        vec![Ace::deny(me(), mask::FILE_DELETE_CHILD, Inherit::NONE)]
+    );
+    // .git: OWNER RIGHTS read-control, no re-ACL beneath, no delete of .git itself.
+    let git = guards
+        .iter()
+        .find(|g| g.path == ws(".git"))
+        .expect("git guard");
+    assert!(git.aces.contains(&Ace::allow(
+        Sid::owner_rights(),
+        mask::READ_CONTROL,
+        Inherit::TREE
+    )));
+    assert!(git.aces.contains(&Ace::deny(
+        me(),
+        mask::WRITE_DAC | mask::WRITE_OWNER,
+        Inherit::TREE
+    )));
+    assert!(git
+        .aces
+        .contains(&Ace::deny(me(), mask::DELETE, Inherit::NONE)));
+    // Applying twice changes nothing.
+    for g in guards {
+        let once = crate::ace::merge_explicit(&[], &g.aces).expect("first apply");
+        assert_eq!(
+            crate::ace::merge_explicit(&once, &g.aces),
+            None,
+            "{}",
+            g.path
+        );
+        assert!(crate::ace::remove_aces(&once, &g.aces).is_empty());
+    }
 }

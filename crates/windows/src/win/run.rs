@@ -97,7 +97,11 @@ pub fn run_unelevated(
     if store.ensure(&roots, || fresh.pop().unwrap_or_default())? {
         store.save(&store_path)?;
     }
-    let uplan = unelevated::plan(&input, &store, UnelevatedOptions::default())?;
+    let me = {
+        let own = token::own_token().map_err(win_err)?;
+        super::sid::token_user(own.as_raw_handle()).map_err(win_err)?
+    };
+    let uplan = unelevated::plan(&input, &store, UnelevatedOptions::default(), &me)?;
 
     let mut changed = 0usize;
     for entry in &uplan.acl {

@@ -1,0 +1,530 @@
+//! Multi-step attacks on both tiers, run against the access-check model ([`crate::access`]) with
+//! the plans applied: the plans before issue 15 ("old") and the current ones ("new"). Each attack
+//! has a positive control (the same steps succeed for the caller on the unplanned filesystem)
+//! and counts its steps, so a test cannot pass because an attack did not run.
+
+use crate::access::{access_check_typed, key, FsModel, Op, TokenModel, KEY_MAPPING};
+use crate::ace::{mask, Ace, Inherit, PathAces};
+use crate::elevated::{run_acl, run_plan};
+use crate::fixture::{self, me, p, sid, ws, LOGON};
+use crate::path::WinPath;
+use crate::sid::Sid;
+use crate::state::CapabilityStore;
+use crate::unelevated::{self, flags, SidRef, UnelevatedOptions, GUARD_REASON};
+
+type Attack = fn(&mut FsModel, &TokenModel, &mut u32) -> bool;
+
+/// Runs `steps` in order; true if every step succeeded. `ran` counts the steps attempted.
+fn steps(fs: &mut FsModel, t: &TokenModel, ran: &mut u32, list: &[(WinPath, Op)]) -> bool {
+    for (path, op) in list {
+        *ran += 1;
+        if !fs.perform(t, path, op) {
+            return false;
+        }
+    }
+    true
+}
+
+fn everyone_all() -> Vec<Ace> {
+    vec![Ace::allow(
+        Sid::everyone(),
+        mask::FILE_ALL_ACCESS,
+        Inherit::NONE,
+    )]
+}
+
+fn write_dac_then_write(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    let mut aces = everyone_all();
+    aces.extend(
+        t.restricting
+            .iter()
+            .map(|s| Ace::allow(s.clone(), mask::FILE_ALL_ACCESS, Inherit::NONE)),
+    );
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws(r".git\HEAD"), Op::SetDacl(aces)),
+            (ws(r".git\HEAD"), Op::Open(mask::FILE_WRITE_DATA)),
+        ],
+    )
+}
+
+fn write_dac_dir_then_add_hook(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    let aces = vec![Ace::allow(
+        Sid::everyone(),
+        mask::FILE_ALL_ACCESS,
+        Inherit::TREE,
+    )];
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws(".git"), Op::SetDacl(aces)),
+            (ws(r".git\hooks-pre-commit"), Op::CreateFile),
+        ],
+    )
+}
+
+fn rename_git_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws(".git"), Op::RenameTo(ws("old-git"))),
+            (ws(".git"), Op::CreateDir),
+            (ws(r".git\config"), Op::CreateFile),
+        ],
+    )
+}
+
+fn delete_protected_file_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws(r"sub\.git"), Op::Delete),
+            (ws(r"sub\.git"), Op::CreateFile),
+        ],
+    )
+}
+
+fn re_acl_gitdir_outside_root(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (
+                p(r"C:\Users\me\gitdirs\wt\HEAD"),
+                Op::SetDacl(everyone_all()),
+            ),
+            (
+                p(r"C:\Users\me\gitdirs\wt\HEAD"),
+                Op::Open(mask::FILE_WRITE_DATA),
+            ),
+        ],
+    )
+}
+
+fn mkdir_c_root(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(fs, t, ran, &[(p(r"C:\x"), Op::CreateDir)])
+}
+
+const UNELEVATED_ATTACKS: &[(&str, Attack)] = &[
+    ("WRITE_DAC then write .git\\HEAD", write_dac_then_write),
+    (
+        "WRITE_DAC on .git then add a file",
+        write_dac_dir_then_add_hook,
+    ),
+    ("rename .git and recreate it", rename_git_and_recreate),
+    (
+        "delete protected file sub\\.git and recreate",
+        delete_protected_file_and_recreate,
+    ),
+    (
+        "WRITE_DAC then write a gitdir outside the root",
+        re_acl_gitdir_outside_root,
+    ),
+];
+
+fn caps(roots: &[WinPath], seed: u8) -> CapabilityStore {
+    let mut c = CapabilityStore::default();
+    let mut n = seed;
+    c.ensure(roots, || {
+        n = n.wrapping_add(1);
+        [n; 16]
+    })
+    .expect("caps");
+    c
+}
+
+fn resolve(r: &SidRef, user: &Sid, logon: &Sid) -> Sid {
+    match r {
+        SidRef::Fixed(s) => s.clone(),
+        SidRef::LogonSession => logon.clone(),
+        SidRef::CurrentUser => user.clone(),
+    }
+}
+
+fn caller_groups() -> Vec<Sid> {
+    vec![
+        Sid::everyone(),
+        Sid::users(),
+        Sid::authenticated_users(),
+        Sid::interactive(),
+        sid(LOGON),
+    ]
+}
+
+fn caller() -> TokenModel {
+    TokenModel {
+        user: me(),
+        groups: caller_groups(),
+        deny_only: vec![],
+        restricting: vec![],
+        write_restricted: false,
+    }
+}
+
+fn unelevated_token(plan: &unelevated::UnelevatedPlan) -> TokenModel {
+    TokenModel {
+        restricting: plan
+            .token
+            .restricting
+            .iter()
+            .map(|r| resolve(&r.sid, &me(), &sid(LOGON)))
+            .collect(),
+        write_restricted: plan.token.flags & flags::WRITE_RESTRICTED != 0,
+        ..caller()
+    }
+}
+
+fn applied(acl: &[PathAces]) -> FsModel {
+    let mut fs = fixture::filesystem();
+    fixture::apply(&mut fs, acl);
+    fs
+}
+
+/// The unelevated plan as it was before the metadata guards (the same plan without them).
+fn old_unelevated_acl(plan: &unelevated::UnelevatedPlan) -> Vec<PathAces> {
+    plan.acl
+        .iter()
+        .filter(|a| !a.reason.starts_with(GUARD_REASON))
+        .cloned()
+        .collect()
+}
+
+fn run_attack(acl: &[PathAces], t: &TokenModel, a: Attack) -> (bool, u32) {
+    let mut fs = applied(acl);
+    let mut ran = 0;
+    let ok = a(&mut fs, t, &mut ran);
+    (ok, ran)
+}
+
+fn positive_control(a: Attack, name: &str) {
+    let mut fs = fixture::filesystem();
+    let mut ran = 0;
+    assert!(
+        a(&mut fs, &caller(), &mut ran),
+        "control: {name} must work for the caller without a plan"
+    );
+    assert!(ran >= 1);
+}
+
+#[test]
+fn unelevated_attacks_old_plan_allows_new_plan_denies() {
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let t = unelevated_token(&plan);
+    for (name, a) in UNELEVATED_ATTACKS {
+        positive_control(*a, name);
+        let (old, old_ran) = run_attack(&old_unelevated_acl(&plan), &t, *a);
+        let (new, new_ran) = run_attack(&plan.acl, &t, *a);
+        println!("unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {} (stopped at step {new_ran})",
+            if old { "ALLOWED" } else { "denied" }, if new { "ALLOWED" } else { "denied" });
+        assert!(old, "{name}: the old plan was expected to allow it");
+        assert!(!new, "{name}: the new plan must deny it");
+        assert!(new_ran >= 1);
+    }
+    // The caller keeps writing into .git (git works), but loses rename/delete/re-ACL there.
+    let fs = applied(&plan.acl);
+    assert!(fs.can_write(&caller(), &ws(r".git\HEAD")));
+    assert!(fs.allowed(&caller(), &ws(r".git\new"), &Op::CreateFile));
+    assert!(!fs.allowed(&caller(), &ws(".git"), &Op::RenameTo(ws("old-git"))));
+}
+
+/// What stays open in the unelevated tier under the new plan, as the warnings say.
+#[test]
+fn unelevated_remaining_gaps_match_the_warnings() {
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let t = unelevated_token(&plan);
+    let mut fs = applied(&plan.acl);
+    // Files inside a protected directory can be deleted (but not recreated).
+    assert!(fs.allowed(&t, &ws(r".git\HEAD"), &Op::Delete));
+    assert!(fs.perform(&t, &ws(r".git\HEAD"), &Op::Delete));
+    assert!(!fs.allowed(&t, &ws(r".git\HEAD"), &Op::CreateFile));
+    // Any file the caller owns outside the guarded paths: delete, or re-ACL then write.
+    assert!(fs.allowed(&t, &p(r"C:\Users\me\Documents\secret.txt"), &Op::Delete));
+    assert!(fs.perform(
+        &t,
+        &p(r"C:\Users\me\Documents\secret.txt"),
+        &Op::SetDacl(everyone_all())
+    ));
+    assert!(fs.can_write(&t, &p(r"C:\Users\me\Documents\secret.txt")));
+    assert!(plan.warnings[0].contains("guardrail, not a boundary"));
+    assert!(plan.warnings[0].contains("re-ACL"));
+}
+
+/// `HKCU\Software\Microsoft\Windows\CurrentVersion\Run`: owned by the caller, full control for
+/// the caller, read for RESTRICTED.
+fn run_key_acl(user: &Sid) -> Vec<Ace> {
+    vec![
+        Ace::allow(
+            user.clone(),
+            key::ALL_ACCESS,
+            Inherit(Inherit::CONTAINER | Inherit::INHERITED),
+        ),
+        Ace::allow(
+            Sid::local_system(),
+            key::ALL_ACCESS,
+            Inherit(Inherit::CONTAINER | Inherit::INHERITED),
+        ),
+        Ace::allow(
+            Sid::administrators(),
+            key::ALL_ACCESS,
+            Inherit(Inherit::CONTAINER | Inherit::INHERITED),
+        ),
+        Ace::allow(
+            sid("S-1-5-12"),
+            key::READ,
+            Inherit(Inherit::CONTAINER | Inherit::INHERITED),
+        ),
+    ]
+}
+
+/// The Run-key attack: WRITE_DAC (not a write bit), add Everyone, set a value.
+fn run_key_attack(t: &TokenModel, owner: &Sid, acl: &[Ace]) -> (bool, u32) {
+    let mut ran = 1;
+    if !access_check_typed(t, acl, owner, mask::WRITE_DAC, &KEY_MAPPING) {
+        return (false, ran);
+    }
+    let mut new = vec![Ace::allow(Sid::everyone(), key::ALL_ACCESS, Inherit::NONE)];
+    new.extend(acl.iter().cloned());
+    ran += 1;
+    (
+        access_check_typed(t, &new, owner, key::SET_VALUE, &KEY_MAPPING),
+        ran,
+    )
+}
+
+#[test]
+fn hkcu_run_key_unelevated_is_open_elevated_is_closed() {
+    let acl = run_key_acl(&me());
+    let (ctl, _) = run_key_attack(&caller(), &me(), &acl);
+    assert!(ctl, "control: the caller can set a Run value");
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let t = unelevated_token(&plan);
+    // A direct write is stopped by the restricting pass...
+    assert!(!access_check_typed(
+        &t,
+        &acl,
+        &me(),
+        key::SET_VALUE,
+        &KEY_MAPPING
+    ));
+    // ...but re-ACL then write is not: documented as "not a boundary" for this tier.
+    let (un, ran) = run_key_attack(&t, &me(), &acl);
+    assert!(un && ran == 2);
+    println!("unelevated | {:<48} | old plan: ALLOWED | new plan: ALLOWED (documented: not a boundary in this tier)", "WRITE_DAC then write HKCU\\...\\Run");
+    // The elevated command runs as another account: the caller's hive grants it nothing.
+    let (el, ran) = run_key_attack(&new_elevated_token(&[]), &me(), &acl);
+    let (el_old, _) = run_key_attack(&old_elevated_token(), &me(), &acl);
+    assert!(!el && ran == 1 && !el_old);
+    println!(
+        "elevated   | {:<48} | old plan: denied  | new plan: denied",
+        "WRITE_DAC then write the caller's HKCU\\...\\Run"
+    );
+}
+
+fn group() -> Sid {
+    sid("S-1-5-21-100-200-300-1010")
+}
+fn offline() -> Sid {
+    sid("S-1-5-21-100-200-300-1011")
+}
+fn run_logon() -> Sid {
+    Sid::logon(0, 4242)
+}
+
+fn account_groups() -> Vec<Sid> {
+    vec![
+        Sid::everyone(),
+        Sid::users(),
+        Sid::authenticated_users(),
+        run_logon(),
+    ]
+}
+
+/// The sandbox account's full token, which the old runner gave the command.
+fn old_elevated_token() -> TokenModel {
+    let mut groups = account_groups();
+    groups.push(group());
+    TokenModel {
+        user: offline(),
+        groups,
+        deny_only: vec![],
+        restricting: vec![],
+        write_restricted: false,
+    }
+}
+
+/// The command's token under the new plan: the account, write-restricted to these roots' SIDs.
+fn new_elevated_token(roots: &[(WinPath, Sid)]) -> TokenModel {
+    let plan = crate::elevated::run_token(roots);
+    TokenModel {
+        user: offline(),
+        groups: account_groups(),
+        deny_only: vec![],
+        restricting: plan
+            .restricting
+            .iter()
+            .map(|r| resolve(&r.sid, &offline(), &run_logon()))
+            .collect(),
+        write_restricted: plan.flags & flags::WRITE_RESTRICTED != 0,
+    }
+}
+
+/// Caller A (the fixture workspace) ran before; caller B now runs in its own workspace with the
+/// same sandbox account. Returns (acl on disk, B's token) for the old and new plans.
+fn two_callers(new: bool) -> (Vec<PathAces>, TokenModel) {
+    let a_input = fixture::input();
+    let b_input = crate::input::WinPlanInput::for_workspace(fixture::OTHER_WS).expect("b");
+    if !new {
+        let mut acl = run_acl(&a_input, &group());
+        acl.extend(run_acl(&b_input, &group()));
+        return (acl, old_elevated_token());
+    }
+    let a_caps = caps(&a_input.effective_roots(), 10);
+    let b_caps = caps(&b_input.effective_roots(), 60);
+    let a = run_plan(&a_input, &offline(), &a_caps).expect("a");
+    let b = run_plan(&b_input, &offline(), &b_caps).expect("b");
+    let mut acl = a.acl.clone();
+    acl.extend(b.acl.clone());
+    (acl, new_elevated_token(&b.roots))
+}
+
+fn write_other_callers_workspace(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[(ws(r"src\main.rs"), Op::Open(mask::FILE_WRITE_DATA))],
+    )
+}
+
+fn re_acl_other_callers_new_file(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    // A's run created ws\made-by-a.txt (owned by the sandbox account); B's run re-ACLs it for
+    // its own SIDs and writes it.
+    let mut aces = everyone_all();
+    aces.extend(
+        t.restricting
+            .iter()
+            .map(|s| Ace::allow(s.clone(), mask::FILE_ALL_ACCESS, Inherit::NONE)),
+    );
+    aces.push(Ace::allow(
+        t.user.clone(),
+        mask::FILE_ALL_ACCESS,
+        Inherit::NONE,
+    ));
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws("made-by-a.txt"), Op::SetDacl(aces)),
+            (ws("made-by-a.txt"), Op::Open(mask::FILE_WRITE_DATA)),
+        ],
+    )
+}
+
+#[test]
+fn elevated_attacks_old_plan_allows_new_plan_denies() {
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 10);
+    let plan = run_plan(&input, &offline(), &c).expect("plan");
+    let t_new = new_elevated_token(&plan.roots);
+    let t_old = old_elevated_token();
+    let old_acl = run_acl(&input, &group());
+    // Attacks within the caller's own run.
+    let own: &[(&str, Attack, bool)] = &[
+        ("mkdir C:\\x", mkdir_c_root, true),
+        (
+            "WRITE_DAC then write .git\\HEAD",
+            write_dac_then_write,
+            false,
+        ),
+        (
+            "rename .git and recreate it",
+            rename_git_and_recreate,
+            false,
+        ),
+        (
+            "delete protected file sub\\.git and recreate",
+            delete_protected_file_and_recreate,
+            false,
+        ),
+    ];
+    for (name, a, old_allows) in own {
+        positive_control(*a, name);
+        let (old, _) = run_attack(&old_acl, &t_old, *a);
+        let (new, ran) = run_attack(&plan.acl, &t_new, *a);
+        println!(
+            "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
+            if old { "ALLOWED" } else { "denied" },
+            if new { "ALLOWED" } else { "denied" }
+        );
+        assert_eq!(old, *old_allows, "{name}: old plan");
+        assert!(!new && ran >= 1, "{name}: the new plan must deny it");
+    }
+    // The command still works in its root: create, write, rename, delete its own files.
+    let mut fs = applied(&plan.acl);
+    assert!(fs.perform(&t_new, &ws("out.txt"), &Op::CreateFile));
+    assert!(fs.perform(&t_new, &ws("out.txt"), &Op::Open(mask::FILE_WRITE_DATA)));
+    assert!(fs.perform(&t_new, &ws("out.txt"), &Op::RenameTo(ws(r"src\out.txt"))));
+    assert!(fs.perform(&t_new, &ws(r"src\out.txt"), &Op::Delete));
+    assert!(fs.can_write(&t_new, &ws(r"src\main.rs")));
+    assert!(fs.can_write(&t_new, &ws(r"tmp\x")));
+}
+
+#[test]
+fn elevated_another_callers_workspace_old_plan_allows_new_plan_denies() {
+    for (name, a) in [
+        (
+            "write to another caller's workspace",
+            write_other_callers_workspace as Attack,
+        ),
+        (
+            "re-ACL then write another caller's file",
+            re_acl_other_callers_new_file as Attack,
+        ),
+    ] {
+        let mut results = Vec::new();
+        for new in [false, true] {
+            let (acl, t_b) = two_callers(new);
+            let mut fs = applied(&acl);
+            // A's run (same account) created a file in A's workspace.
+            let t_a = if new {
+                let a_caps = caps(&fixture::input().effective_roots(), 10);
+                let a = run_plan(&fixture::input(), &offline(), &a_caps).expect("a");
+                new_elevated_token(&a.roots)
+            } else {
+                old_elevated_token()
+            };
+            assert!(
+                fs.perform(&t_a, &ws("made-by-a.txt"), &Op::CreateFile),
+                "A's own run writes A's root"
+            );
+            let mut ran = 0;
+            let ok = a(&mut fs, &t_b, &mut ran);
+            assert!(ran >= 1);
+            results.push(ok);
+        }
+        println!(
+            "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
+            if results[0] { "ALLOWED" } else { "denied" },
+            if results[1] { "ALLOWED" } else { "denied" }
+        );
+        assert!(results[0], "{name}: old plan expected to allow it");
+        assert!(!results[1], "{name}: new plan must deny it");
+    }
+}
