@@ -483,6 +483,19 @@ pub fn password_from_random(bytes: [u8; 32]) -> String {
 #[cfg(test)]
 mod tests;
 
+/// `JOB_OBJECT_UILIMIT_*` set on the elevated command's job (values from `winnt.h`):
+/// HANDLES (0x1: no USER handles of processes outside the job), READCLIPBOARD (0x2),
+/// WRITECLIPBOARD (0x4), SYSTEMPARAMETERS (0x8), DISPLAYSETTINGS (0x10), GLOBALATOMS (0x20),
+/// DESKTOP (0x40: no creating or switching desktops), EXITWINDOWS (0x80).
+pub const JOB_UI_LIMITS: u32 = 0xFF;
+
+/// SDDL of the per-run desktop: the runner's account and SYSTEM, and the run's logon SID (a
+/// restricting SID of the command's token, so its restricting pass passes for window creation);
+/// nobody else, protected from inheritance.
+pub fn desktop_sddl(account: &Sid, logon: &Sid) -> String {
+    format!("D:P(A;;GA;;;SY)(A;;GA;;;{account})(A;;GA;;;{logon})")
+}
+
 /// Hidden argument that turns the Stockade executable into the elevated tier's runner.
 pub const RUNNER_ARG: &str = "--stockade-runner";
 
@@ -501,6 +514,8 @@ pub struct RunnerRequest {
     pub max_memory: Option<u64>,
     /// Job active-process limit.
     pub max_processes: Option<u64>,
+    /// The command's token: the runner restricts its own (the sandbox account's) token so.
+    pub token: crate::unelevated::TokenPlan,
 }
 
 /// What the runner answers.

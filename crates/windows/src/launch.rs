@@ -32,6 +32,9 @@ pub enum RunError {
     /// No plan.
     #[error(transparent)]
     Plan(#[from] UnelevatedPlanError),
+    /// No elevated plan.
+    #[error(transparent)]
+    ElevatedPlan(#[from] crate::elevated::ElevatedPlanError),
     /// `%LOCALAPPDATA%` is not set.
     #[error("LOCALAPPDATA is not set; Stockade keeps its Windows state there")]
     NoLocalAppData,

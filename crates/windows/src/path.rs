@@ -221,6 +221,30 @@ impl<'de> serde::Deserialize<'de> for WinPath {
     }
 }
 
+/// The components of `path` strictly beneath the writable root that contains it, outermost
+/// first, `path` itself last: the ones a sandboxed command could have replaced by a junction or
+/// symbolic link. Empty if no root contains `path` (or `path` is a root).
+pub fn components_below_root(path: &WinPath, roots: &[WinPath]) -> Vec<WinPath> {
+    let Some(root) = roots
+        .iter()
+        .filter(|r| path.starts_with(r))
+        .max_by_key(|r| r.as_string().len())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = Some(path.clone());
+    while let Some(c) = cur {
+        if c == *root {
+            break;
+        }
+        cur = c.parent();
+        out.push(c);
+    }
+    out.reverse();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +304,22 @@ mod tests {
         );
         assert_eq!(a, p(r"c:\users\ZOË ÅNGSTRÖM\my projects\üNÏCODE REPO"));
         assert_eq!(a.file_name(), Some("Ünïcode repo"));
+    }
+
+    #[test]
+    fn components_below_root_stop_at_the_root() {
+        let p = |s: &str| WinPath::parse(s).expect("path");
+        let roots = [p(r"C:\ws"), p(r"C:\ws\tmp")];
+        assert_eq!(
+            components_below_root(&p(r"C:\ws\a\.git"), &roots),
+            vec![p(r"C:\ws\a"), p(r"C:\ws\a\.git")]
+        );
+        assert_eq!(
+            components_below_root(&p(r"C:\ws\tmp\x"), &roots),
+            vec![p(r"C:\ws\tmp\x")]
+        );
+        assert!(components_below_root(&p(r"C:\ws"), &roots).is_empty());
+        assert!(components_below_root(&p(r"C:\other\x"), &roots).is_empty());
     }
 
     #[test]

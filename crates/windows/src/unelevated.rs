@@ -18,7 +18,7 @@ use crate::input::{Kind, Network, WinPlanInput};
 use crate::path::WinPath;
 use crate::sid::Sid;
 use crate::state::CapabilityStore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `CreateRestrictedToken` flags (values from `winnt.h`).
 pub mod flags {
@@ -33,7 +33,7 @@ pub mod flags {
 }
 
 /// A SID in a token plan that is only known when applying (on the real token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "sid", rename_all = "snake_case")]
 pub enum SidRef {
     /// A SID known at plan time.
@@ -45,7 +45,7 @@ pub enum SidRef {
 }
 
 /// A restricting SID and why it is there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestrictingSid {
     /// The SID.
     pub sid: SidRef,
@@ -54,7 +54,7 @@ pub struct RestrictingSid {
 }
 
 /// The restricted token to create from the caller's token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenPlan {
     /// `CreateRestrictedToken` flags.
     pub flags: u32,

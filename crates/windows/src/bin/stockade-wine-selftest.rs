@@ -771,6 +771,10 @@ mod selftest {
         #[cfg(feature = "policy")]
         backend_run(&mut rep, &fx);
 
+        // 8b2. The elevated runner's Win32 paths (token, desktop, job UI limits), built from this
+        // process's token the way the runner builds them from the sandbox account's.
+        elevated_runner_paths(&mut rep);
+
         // 8c. Elevated-tier building blocks. They change the machine (accounts, firewall rules), so
         // they run under Wine (a throw-away prefix) or when STOCKADE_SELFTEST_SETUP=1.
         if wine || std::env::var_os("STOCKADE_SELFTEST_SETUP").is_some() {
@@ -1072,6 +1076,76 @@ mod selftest {
         }
     }
 
+    fn elevated_runner_paths(rep: &mut Report) {
+        use stockade_windows::elevated::{desktop_sddl, run_token, JOB_UI_LIMITS};
+        use stockade_windows::win::desktop::Desktop;
+        let cap = Sid::capability_from_random(random::bytes::<16>().unwrap_or([5; 16]));
+        let root = WinPath::parse(&std::env::temp_dir().to_string_lossy()).ok();
+        let Some(root) = root else {
+            rep.fail("elevated-runner-token", "temp dir is not a Windows path");
+            return;
+        };
+        let plan = run_token(&[(root, cap.clone())]);
+        match token::create_restricted(&plan).map_err(|e| e.to_string()).and_then(|t| {
+            wsid::token_restricted_sids(t.as_raw_handle()).map_err(|e| e.to_string())
+        }) {
+            Ok(sids) if sids.contains(&cap) && sids.contains(&Sid::everyone()) && sids.len() == 3 => rep.ok(
+                "elevated-runner-token",
+                format!("CreateRestrictedToken(WRITE_RESTRICTED) for the command: restricting SIDs read back {sids:?} (capability, logon, Everyone){}", if rep.wine { "; Wine does not enforce them" } else { "" }),
+            ),
+            Ok(sids) if rep.wine => rep.unsupported("elevated-runner-token", format!("restricting SIDs read back as {sids:?}")),
+            Ok(sids) => rep.fail("elevated-runner-token", format!("restricting SIDs read back as {sids:?}")),
+            Err(e) if rep.wine => rep.unsupported("elevated-runner-token", format!("CreateRestrictedToken(WRITE_RESTRICTED) with the runner's token plan ran, but Wine cannot report restricting SIDs: {e}")),
+            Err(e) => rep.fail("elevated-runner-token", e),
+        }
+        let own = token::own_token().map_err(|e| e.to_string());
+        let ids = own.and_then(|t| {
+            Ok((
+                wsid::token_user(t.as_raw_handle()).map_err(|e| e.to_string())?,
+                wsid::token_logon_sid(t.as_raw_handle()).map_err(|e| e.to_string())?,
+            ))
+        });
+        match ids
+            .and_then(|(u, l)| Desktop::create(&desktop_sddl(&u, &l)).map_err(|e| e.to_string()))
+        {
+            Ok(d) => rep.ok(
+                "per-run-desktop",
+                format!(
+                    "CreateDesktopW made {}{}",
+                    d.full_name,
+                    if rep.wine {
+                        " (Wine does not isolate desktops: creation only)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            Err(e) if rep.wine => rep.unsupported("per-run-desktop", e),
+            Err(e) => rep.fail("per-run-desktop", e),
+        }
+        match Job::new(&Default::default())
+            .map_err(|e| e.to_string())
+            .and_then(|j| {
+                j.restrict_ui().map_err(|e| e.to_string())?;
+                j.ui_restrictions().map_err(|e| e.to_string())
+            }) {
+            Ok(v) if v == JOB_UI_LIMITS && rep.wine => rep.unsupported(
+                "job-ui-limits",
+                format!("set and read back {v:#x}, but Wine does not enforce JOB_OBJECT_UILIMIT_*"),
+            ),
+            Ok(v) if v == JOB_UI_LIMITS => rep.ok(
+                "job-ui-limits",
+                format!("JOB_OBJECT_UILIMIT_* {v:#x} set and read back"),
+            ),
+            Ok(v) => rep.fail(
+                "job-ui-limits",
+                format!("read back {v:#x}, want {JOB_UI_LIMITS:#x}"),
+            ),
+            Err(e) if rep.wine => rep.unsupported("job-ui-limits", e),
+            Err(e) => rep.fail("job-ui-limits", e),
+        }
+    }
+
     fn runner_protocol(rep: &mut Report) {
         use stockade_windows::elevated::RunnerRequest;
         use stockade_windows::win::runner::run_via_runner;
@@ -1081,6 +1155,25 @@ mod selftest {
             .ok()
             .and_then(|t| wsid::token_user(t.as_raw_handle()).ok());
         let exe = std::env::current_exe().unwrap_or_default();
+        // The command's token is write-restricted to a capability granted on `dir` only.
+        let dir_cap = Sid::capability_from_random(random::bytes::<16>().unwrap_or([6; 16]));
+        let Ok(dir_path) = WinPath::parse(&dir.to_string_lossy()) else {
+            rep.fail("runner-protocol", "temp dir is not a Windows path");
+            return;
+        };
+        if let Err(e) = acl::apply(&stockade_windows::ace::PathAces {
+            path: dir_path.clone(),
+            kind: Kind::Dir,
+            aces: vec![stockade_windows::ace::Ace::allow(
+                dir_cap.clone(),
+                stockade_windows::ace::mask::SANDBOX_MODIFY,
+                Inherit::TREE,
+            )],
+            reason: "runner selftest".into(),
+        }) {
+            rep.fail("runner-protocol", e);
+            return;
+        }
         let (Some(me), Ok(outer)) = (me, Job::new(&Default::default())) else {
             rep.fail(
                 "runner-protocol",
@@ -1098,6 +1191,7 @@ mod selftest {
             timeout_ms: Some(30_000),
             max_memory: None,
             max_processes: None,
+            token: stockade_windows::elevated::run_token(&[(dir_path.clone(), dir_cap.clone())]),
         };
         // Under Wine no account exists; a real host needs `stockade setup` first.
         let account_sid = Sid::capability_from_random(random::bytes::<16>().unwrap_or([4; 16]));
@@ -1131,7 +1225,7 @@ mod selftest {
                 })();
                 let written = std::fs::read_to_string(dir.join("runner-out.txt")).is_ok_and(|t| t.contains("via-runner"));
                 match direct {
-                    Ok(reply) if reply.exit_code == Some(0) && written => rep.ok("runner-protocol", "runner (started without logon) connected to the SDDL-protected pipe, received the request, ran cmd.exe in its own job and replied exit 0"),
+                    Ok(reply) if reply.exit_code == Some(0) && written => rep.ok("runner-protocol", "runner (started without logon) connected to the SDDL-protected pipe (client process id checked), built the write-restricted token, a desktop of its own and a UI-limited job, ran cmd.exe there and replied exit 0 (Wine enforces none of the restrictions)"),
                     Ok(reply) => rep.fail("runner-protocol", format!("reply {reply:?}, output written: {written}")),
                     Err(e) => rep.fail("runner-protocol", e),
                 }

@@ -261,6 +261,7 @@ fn runner_frames_round_trip_and_reject_oversize() {
         timeout_ms: Some(1500),
         max_memory: None,
         max_processes: Some(64),
+        token: run_token(&[(ws(""), sid("S-1-5-21-1-2-3-4"))]),
     };
     let bytes = encode_frame(&req);
     let back: RunnerRequest = read_frame(&mut bytes.as_slice()).expect("decode");

@@ -56,6 +56,10 @@ pub enum AclError {
         #[source]
         source: SidError,
     },
+    /// A path beneath a writable root is a junction or symbolic link (or another reparse point):
+    /// a command could have planted it to redirect Stockade's ACEs elsewhere.
+    #[error("{0} is a reparse point (junction or symbolic link) inside a writable root; Stockade does not set ACLs through it. Remove it (it may have been planted by a sandboxed command) and run again")]
+    ReparsePoint(String),
     /// The object has a NULL DACL (everyone has full access): Stockade will not guess.
     #[error("{0} has a NULL DACL (full access for everyone); give it a real DACL before using it as a sandbox path")]
     NullDacl(String),
@@ -312,6 +316,24 @@ pub fn write_explicit(path: &WinPath, aces: &[Ace], protected: bool) -> Result<(
     };
     check("SetNamedSecurityInfoW", Ret::Code(rc))
         .map_err(|source| AclError::Write { path: p, source })
+}
+
+/// Refuses if any component of `path` beneath the writable root containing it is a reparse
+/// point (checked without following it), so that no ACE is ever set through a junction or link a
+/// sandboxed command planted. Missing components are fine (nothing to follow).
+pub fn refuse_reparse(path: &WinPath, roots: &[WinPath]) -> Result<(), AclError> {
+    use windows_sys::Win32::Storage::FileSystem::{
+        GetFileAttributesW, FILE_ATTRIBUTE_REPARSE_POINT, INVALID_FILE_ATTRIBUTES,
+    };
+    for c in crate::path::components_below_root(path, roots) {
+        let w = wide(&c.as_string());
+        // SAFETY: `w` is NUL-terminated; GetFileAttributesW does not follow the final link.
+        let a = unsafe { GetFileAttributesW(w.as_ptr()) };
+        if a != INVALID_FILE_ATTRIBUTES && a & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+            return Err(AclError::ReparsePoint(c.as_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Applies one entry of a plan: merges its ACEs into the path's explicit ACEs. Returns false if

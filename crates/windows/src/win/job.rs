@@ -7,10 +7,11 @@ use std::os::windows::io::{AsRawHandle, OwnedHandle};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
-    JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
-    TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
-    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_ACTIVE_PROCESS,
-    JOB_OBJECT_LIMIT_JOB_MEMORY, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    JobObjectBasicUIRestrictions, JobObjectExtendedLimitInformation, QueryInformationJobObject,
+    SetInformationJobObject, TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+    JOBOBJECT_BASIC_UI_RESTRICTIONS, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+    JOB_OBJECT_LIMIT_ACTIVE_PROCESS, JOB_OBJECT_LIMIT_JOB_MEMORY,
+    JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 
 /// Why a job operation failed.
@@ -60,7 +61,43 @@ impl Job {
         Ok(job)
     }
 
-    /// The raw handle.
+    /// Applies [`crate::elevated::JOB_UI_LIMITS`] (no clipboard, global atoms, other
+    /// processes' USER handles, desktop switching, display or system settings, log off).
+    pub fn restrict_ui(&self) -> Result<(), JobError> {
+        let info = JOBOBJECT_BASIC_UI_RESTRICTIONS {
+            UIRestrictionsClass: crate::elevated::JOB_UI_LIMITS,
+        };
+        // SAFETY: `self` is a valid job handle; `info` is a correctly sized, initialized struct.
+        let ok = unsafe {
+            SetInformationJobObject(
+                self.raw(),
+                JobObjectBasicUIRestrictions,
+                std::ptr::addr_of!(info).cast(),
+                std::mem::size_of::<JOBOBJECT_BASIC_UI_RESTRICTIONS>() as u32,
+            )
+        };
+        check("SetInformationJobObject(UI)", Ret::Bool(ok)).map_err(JobError::Create)
+    }
+
+    /// The job's UI restrictions as Windows reports them (for the self-test).
+    pub fn ui_restrictions(&self) -> Result<u32, JobError> {
+        // SAFETY: plain data; all-zero is valid.
+        let mut info: JOBOBJECT_BASIC_UI_RESTRICTIONS = unsafe { std::mem::zeroed() };
+        // SAFETY: `self` is a valid job handle; `info` is writable for its size.
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.raw(),
+                JobObjectBasicUIRestrictions,
+                std::ptr::addr_of_mut!(info).cast(),
+                std::mem::size_of::<JOBOBJECT_BASIC_UI_RESTRICTIONS>() as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        check("QueryInformationJobObject(UI)", Ret::Bool(ok)).map_err(JobError::Control)?;
+        Ok(info.UIRestrictionsClass)
+    }
+
+    /// The raw job handle.
     pub fn raw(&self) -> HANDLE {
         self.0.as_raw_handle()
     }

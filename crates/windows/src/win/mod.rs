@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod acl;
+pub mod desktop;
 pub mod firewall;
 pub mod job;
 pub mod pipe;

@@ -127,6 +127,19 @@ pub fn spawn(
     stdio: Stdio,
     job: &Job,
 ) -> Result<Child, SpawnError> {
+    spawn_on(token, None, command_line, env, cwd, stdio, job)
+}
+
+/// [`spawn`] on the desktop `desktop` (`window-station\desktop`; `None`: the caller's).
+pub fn spawn_on(
+    token: Option<&OwnedHandle>,
+    desktop: Option<&str>,
+    command_line: &str,
+    env: Option<&[u16]>,
+    cwd: Option<&str>,
+    stdio: Stdio,
+    job: &Job,
+) -> Result<Child, SpawnError> {
     // SAFETY: STARTUPINFOEXW is plain data; all-zero is a valid starting point.
     let mut si: STARTUPINFOEXW = unsafe { std::mem::zeroed() };
     si.StartupInfo.cb = std::mem::size_of::<STARTUPINFOEXW>() as u32;
@@ -189,6 +202,10 @@ pub fn spawn(
         }
     }
     si.lpAttributeList = list.ptr();
+    let mut desktop_w = desktop.map(wide);
+    if let Some(d) = desktop_w.as_mut() {
+        si.StartupInfo.lpDesktop = d.as_mut_ptr();
+    }
 
     let mut cmd = wide(command_line);
     let cwd_w = cwd.map(wide);

@@ -87,16 +87,7 @@ pub fn run_unelevated(
             })?
             .as_string(),
     );
-    let mut store = CapabilityStore::load(&store_path)?;
-    let roots = input.effective_roots();
-    let needed = roots.iter().filter(|r| store.sid_for(r).is_none()).count();
-    let mut fresh = Vec::with_capacity(needed);
-    for _ in 0..needed {
-        fresh.push(random::bytes::<16>().map_err(|e| win_err(WinRunError::Random(e)))?);
-    }
-    if store.ensure(&roots, || fresh.pop().unwrap_or_default())? {
-        store.save(&store_path)?;
-    }
+    let store = ensure_capabilities(&store_path, &input.effective_roots())?;
     let me = {
         let own = token::own_token().map_err(win_err)?;
         super::sid::token_user(own.as_raw_handle()).map_err(win_err)?
@@ -105,6 +96,7 @@ pub fn run_unelevated(
 
     let mut changed = 0usize;
     for entry in &uplan.acl {
+        acl::refuse_reparse(&entry.path, &input.effective_roots()).map_err(win_err)?;
         if acl::apply(entry).map_err(win_err)? {
             changed += 1;
         }
@@ -199,6 +191,24 @@ pub fn run_unelevated(
     })
 }
 
+/// The caller's capability SIDs for `roots`: loaded, minted for new roots and saved before any
+/// ACE names them.
+fn ensure_capabilities(
+    store_path: &std::path::Path,
+    roots: &[WinPath],
+) -> Result<CapabilityStore, RunError> {
+    let mut store = CapabilityStore::load(store_path)?;
+    let needed = roots.iter().filter(|r| store.sid_for(r).is_none()).count();
+    let mut fresh = Vec::with_capacity(needed);
+    for _ in 0..needed {
+        fresh.push(random::bytes::<16>().map_err(|e| win_err(WinRunError::Random(e)))?);
+    }
+    if store.ensure(roots, || fresh.pop().unwrap_or_default())? {
+        store.save(store_path)?;
+    }
+    Ok(store)
+}
+
 /// Runs `cmd` as the sandbox account (elevated tier) through the runner.
 pub fn run_elevated(
     tier: &'static str,
@@ -207,7 +217,7 @@ pub fn run_elevated(
     opts: &RunOptions,
 ) -> Result<RunOutcome, RunError> {
     use super::setup::{load_passwords, load_record, record_elevated_acl_paths};
-    use crate::elevated::{run_acl, RunnerRequest, OFFLINE_ACCOUNT, ONLINE_ACCOUNT};
+    use crate::elevated::{run_plan, RunnerRequest, OFFLINE_ACCOUNT, ONLINE_ACCOUNT};
     use stockade_policy::NetworkMode;
     let start = Instant::now();
     if opts.pty {
@@ -277,10 +287,19 @@ pub fn run_elevated(
     std::fs::create_dir_all(temp.as_string()).map_err(temp_io)?;
     let input = WinPlanInput::from_plan(plan, Some(temp.clone()))?;
 
-    let acl_plan = run_acl(&input, &record.group_sid);
+    // This caller's capability SIDs (in the caller's own profile), the only grants the command's
+    // restricting pass sees: another caller's runs never hold them.
+    let lad = std::env::var("LOCALAPPDATA").map_err(|_| RunError::NoLocalAppData)?;
+    let store_path = std::path::Path::new(&lad)
+        .join("Stockade")
+        .join("capabilities.json");
+    let store = ensure_capabilities(&store_path, &input.effective_roots())?;
+    let eplan = run_plan(&input, &account_sid, &store)?;
+    let acl_plan = eplan.acl.clone();
     record_elevated_acl_paths(acl_plan.iter().map(|e| e.path.clone())).map_err(win_err)?;
     let mut changed = 0usize;
     for entry in &acl_plan {
+        acl::refuse_reparse(&entry.path, &input.effective_roots()).map_err(win_err)?;
         if acl::apply(entry).map_err(win_err)? {
             changed += 1;
         }
@@ -297,6 +316,7 @@ pub fn run_elevated(
         timeout_ms: timeout.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         max_memory: input.limits.max_memory,
         max_processes: input.limits.max_processes,
+        token: eplan.token.clone(),
     };
     let outer = Job::new(&Default::default()).map_err(win_err)?;
     let exe = std::env::current_exe().map_err(|e| RunError::Temp {
@@ -338,9 +358,20 @@ pub fn run_elevated(
             detail: format!("{account} ({account_sid}) via CreateProcessWithLogonW and the runner"),
         },
         EnforcedLayer {
+            layer: "restricted-token".into(),
+            detail: format!(
+                "write-restricted to {} capability SID(s) of this caller, the run's logon SID and Everyone",
+                eplan.roots.len()
+            ),
+        },
+        EnforcedLayer {
+            layer: "desktop".into(),
+            detail: "a desktop of its own per run; job UI limits (clipboard, atoms, USER handles, desktops)".into(),
+        },
+        EnforcedLayer {
             layer: "dacl".into(),
             detail: format!(
-                "{} paths carry StockadeSandboxUsers ACEs ({changed} changed this run)",
+                "{} paths carry ACEs for {account} and this caller's capability SIDs ({changed} changed this run)",
                 acl_plan.len()
             ),
         },

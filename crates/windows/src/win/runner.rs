@@ -4,7 +4,7 @@
 
 use super::job::Job;
 use super::process::{self, Stdio, Waited};
-use super::{check, owned, pipe, wide, Ret, Win32Error};
+use super::{check, owned, pipe, token, wide, Ret, Win32Error};
 use crate::elevated::{encode_frame, read_frame, RunnerReply, RunnerRequest, RUNNER_ARG};
 use crate::env::{command_line, env_block};
 use crate::input::Limits;
@@ -20,11 +20,12 @@ use windows_sys::Win32::System::Console::{
     GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, SetNamedPipeHandleState, PIPE_READMODE_BYTE, PIPE_WAIT,
+    ConnectNamedPipe, GetNamedPipeClientProcessId, SetNamedPipeHandleState, PIPE_READMODE_BYTE,
+    PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateProcessWithLogonW, ResumeThread, CREATE_SUSPENDED, CREATE_UNICODE_ENVIRONMENT,
-    PROCESS_INFORMATION, STARTF_USESTDHANDLES, STARTUPINFOW,
+    CreateProcessWithLogonW, GetProcessId, ResumeThread, CREATE_SUSPENDED,
+    CREATE_UNICODE_ENVIRONMENT, PROCESS_INFORMATION, STARTF_USESTDHANDLES, STARTUPINFOW,
 };
 
 /// Why the runner could not be used.
@@ -85,7 +86,19 @@ fn serve(name: &str) -> Result<RunnerReply, String> {
         max_memory: req.max_memory,
         max_processes: req.max_processes,
     };
-    let job = Job::new(&limits).map_err(|e| e.to_string())?;
+    let (tok, desktop, job) = match prepare(&req, &limits) {
+        Ok(x) => x,
+        Err(e) => {
+            let reply = RunnerReply {
+                exit_code: None,
+                timed_out: false,
+                error: Some(format!("the runner refused to start the command: {e}")),
+            };
+            conn.write_all(&encode_frame(&reply))
+                .map_err(|e| e.to_string())?;
+            return Ok(reply);
+        }
+    };
     let block = env_block(&req.env);
     let stdio = Stdio::Handles([
         // SAFETY: reads the standard input handle of this process.
@@ -95,8 +108,9 @@ fn serve(name: &str) -> Result<RunnerReply, String> {
         // SAFETY: reads the standard error handle of this process.
         unsafe { GetStdHandle(STD_ERROR_HANDLE) },
     ]);
-    let reply = match process::spawn(
-        None,
+    let reply = match process::spawn_on(
+        Some(&tok),
+        Some(&desktop.full_name),
         &req.command_line,
         Some(&block),
         Some(&req.cwd),
@@ -134,6 +148,29 @@ fn serve(name: &str) -> Result<RunnerReply, String> {
     conn.write_all(&encode_frame(&reply))
         .map_err(|e| e.to_string())?;
     Ok(reply)
+}
+
+/// Everything the command needs before it starts, or why it must not start: its write-restricted
+/// token (from the runner's own, the sandbox account's, token; never empty of restricting SIDs),
+/// a desktop of its own, a job with UI limits.
+pub fn prepare(
+    req: &RunnerRequest,
+    limits: &Limits,
+) -> Result<(OwnedHandle, super::desktop::Desktop, Job), String> {
+    if req.token.restricting.is_empty()
+        || req.token.flags & crate::unelevated::flags::WRITE_RESTRICTED == 0
+    {
+        return Err("the request's token plan is not write-restricted".into());
+    }
+    let own = token::own_token().map_err(|e| e.to_string())?;
+    let account = super::sid::token_user(own.as_raw_handle()).map_err(|e| e.to_string())?;
+    let logon = super::sid::token_logon_sid(own.as_raw_handle()).map_err(|e| e.to_string())?;
+    let desktop = super::desktop::Desktop::create(&crate::elevated::desktop_sddl(&account, &logon))
+        .map_err(|e| e.to_string())?;
+    let tok = token::create_restricted(&req.token).map_err(|e| e.to_string())?;
+    let job = Job::new(limits).map_err(|e| e.to_string())?;
+    job.restrict_ui().map_err(|e| e.to_string())?;
+    Ok((tok, desktop, job))
 }
 
 /// The runner's main: serve one request from the pipe, answer, exit.
@@ -278,6 +315,24 @@ pub fn runner_pipe(
     Ok((name, server))
 }
 
+/// The connected client must be the runner this run started (not another process of the shared
+/// sandbox account, such as a command of a concurrent run).
+fn check_client_is(server: &OwnedHandle, runner: &OwnedHandle) -> Result<(), RunnerError> {
+    let mut pid = 0u32;
+    // SAFETY: `server` is a connected pipe server end; `pid` is a valid out pointer.
+    let ok = unsafe { GetNamedPipeClientProcessId(server.as_raw_handle(), &mut pid) };
+    check("GetNamedPipeClientProcessId", Ret::Bool(ok))
+        .map_err(|e| RunnerError::Protocol(e.to_string()))?;
+    // SAFETY: `runner` is a valid process handle.
+    let want = unsafe { GetProcessId(runner.as_raw_handle()) };
+    if want == 0 || pid != want {
+        return Err(RunnerError::Protocol(format!(
+            "the runner pipe's client is process {pid}, not the runner {want}; refusing"
+        )));
+    }
+    Ok(())
+}
+
 /// Waits for the started `runner` to connect, sends the request, returns its reply.
 pub fn exchange(
     server: OwnedHandle,
@@ -285,6 +340,7 @@ pub fn exchange(
     request: &RunnerRequest,
 ) -> Result<RunnerReply, RunnerError> {
     wait_for_client(&server, runner, Duration::from_secs(60))?;
+    check_client_is(&server, runner)?;
     let mut conn = std::fs::File::from(server);
     conn.write_all(&encode_frame(request))
         .map_err(|e| RunnerError::Protocol(format!("sending the request: {e}")))?;

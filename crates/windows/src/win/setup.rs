@@ -8,6 +8,7 @@ use crate::elevated::{
     drift, password_from_random, setup_steps, uninstall_steps, wanted_rules, Drift, InstallRecord,
     Observed, SetupStep, UninstallStep, GROUP, INSTALL_VERSION, OFFLINE_ACCOUNT, ONLINE_ACCOUNT,
 };
+use crate::sid::Sid;
 use std::collections::BTreeMap;
 use std::os::windows::io::AsRawHandle;
 use std::path::PathBuf;
@@ -372,12 +373,20 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
     for step in &steps {
         match step {
             UninstallStep::RevokeAcl(p) => {
-                if let Some(sid) = record.as_ref().map(|r| &r.group_sid) {
+                // The group (installs before issue 15) and the accounts (per-run grants since).
+                let sids: Vec<&Sid> = record
+                    .iter()
+                    .flat_map(|r| std::iter::once(&r.group_sid).chain(r.accounts.values()))
+                    .collect();
+                for sid in sids {
                     match super::acl::revoke(p, sid) {
                         Ok(_) => {}
                         // A path that is gone has no ACEs left to remove.
                         Err(super::acl::AclError::Read { source, .. })
-                            if source.code == 2 || source.code == 3 => {}
+                            if source.code == 2 || source.code == 3 =>
+                        {
+                            break
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
