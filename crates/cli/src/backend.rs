@@ -82,6 +82,9 @@ pub struct Tiers {
     pub unelevated: Box<dyn Tier>,
     /// Needs `stockade setup`.
     pub elevated: Box<dyn Tier>,
+    /// `auto` runs the elevated tier first when it is installed (Windows: the unelevated tier is
+    /// a guardrail, not a boundary; see docs/windows.md).
+    pub prefer_elevated: bool,
 }
 
 impl Tiers {
@@ -101,6 +104,7 @@ pub fn tiers() -> Option<Tiers> {
             progress: std::io::stderr().is_terminal(),
             ..Default::default()
         }),
+        prefer_elevated: false,
     })
 }
 
@@ -115,6 +119,7 @@ pub fn tiers() -> Option<Tiers> {
         elevated: Box::new(WindowsBackend {
             tier: WinTier::Elevated,
         }),
+        prefer_elevated: true,
     })
 }
 
@@ -145,6 +150,11 @@ pub fn run(
     match choice {
         TierChoice::Unelevated => t.unelevated.launch(plan, cmd, opts),
         TierChoice::Elevated => t.elevated.launch(plan, cmd, opts),
+        TierChoice::Auto
+            if auto_prefers_elevated(t.prefer_elevated, &t.elevated.availability()) =>
+        {
+            t.elevated.launch(plan, cmd, opts)
+        }
         TierChoice::Auto => match t.unelevated.launch(plan, cmd, opts) {
             Err(first) if first.tier_unavailable => {
                 match fallback(&first, &t.elevated.availability()) {
@@ -159,6 +169,12 @@ pub fn run(
             other => other,
         },
     }
+}
+
+/// Does `auto` start with the elevated tier? Only on an OS that prefers it, and only when it is
+/// installed. Pure.
+fn auto_prefers_elevated(prefer_elevated: bool, elevated: &Availability) -> bool {
+    prefer_elevated && elevated.installed
 }
 
 /// What `auto` does after the preferred tier said it cannot run here.
@@ -203,6 +219,22 @@ mod tests {
             exit_code: 125,
             tier_unavailable: true,
         }
+    }
+
+    #[test]
+    fn auto_prefers_an_installed_elevated_tier_where_asked() {
+        assert!(auto_prefers_elevated(
+            true,
+            &Availability::ready("installed")
+        ));
+        assert!(!auto_prefers_elevated(
+            true,
+            &Availability::not_installed("no setup")
+        ));
+        assert!(!auto_prefers_elevated(
+            false,
+            &Availability::ready("installed")
+        ));
     }
 
     #[test]

@@ -42,10 +42,7 @@ impl Backend for WindowsBackend {
         }
         match self.tier {
             Tier::Unelevated => Availability::ready("restricted tokens need no setup"),
-            // Not probed yet: a missing setup is reported by the run itself.
-            Tier::Elevated => Availability::ready(
-                "not probed by doctor on Windows yet; `stockade run --tier elevated` reports a missing `stockade setup`",
-            ),
+            Tier::Elevated => elevated_availability(),
         }
     }
 
@@ -135,5 +132,29 @@ mod tests {
             b.run(&plan, &cmd, &RunOptions::default()),
             Err(RunError::NotWindows)
         ));
+    }
+}
+
+/// The elevated tier is installed when `stockade setup` left its record (the run itself checks
+/// accounts, passwords and the firewall and fails closed on drift).
+fn elevated_availability() -> Availability {
+    #[cfg(windows)]
+    {
+        match crate::win::setup::load_record() {
+            Ok(Some(r)) => Availability::ready(format!(
+                "installed: {} sandbox accounts recorded by `stockade setup`",
+                r.accounts.len()
+            )),
+            Ok(None) => Availability::not_installed(
+                "not installed; run `stockade setup` as an administrator",
+            ),
+            Err(e) => {
+                Availability::unavailable(format!("cannot read the installation record: {e}"))
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        Availability::unavailable(RunError::NotWindows.to_string())
     }
 }
