@@ -240,6 +240,124 @@ pub fn online_rules(_online: &Sid) -> Vec<FirewallRule> {
     Vec::new()
 }
 
+/// `NET_FW_PROFILE_TYPE2` bits: domain, private, public.
+pub const PROFILES: [(i32, &str); 3] = [(1, "domain"), (2, "private"), (4, "public")];
+
+/// `NET_FW_MODIFY_STATE`: local rules apply.
+pub const MODIFY_STATE_OK: i32 = 0;
+/// `NET_FW_MODIFY_STATE_GP_OVERRIDE`: Group Policy overrides local rules.
+pub const MODIFY_STATE_GP_OVERRIDE: i32 = 1;
+/// `NET_FW_MODIFY_STATE_INBOUND_BLOCKED`: inbound rules are blocked (outbound rules still apply).
+pub const MODIFY_STATE_INBOUND_BLOCKED: i32 = 2;
+
+/// One of our rules as read back from the firewall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRule {
+    /// The rule's name.
+    pub name: String,
+    /// `Enabled`.
+    pub enabled: bool,
+    /// `Action` is block (`NET_FW_ACTION_BLOCK` = 0).
+    pub blocks: bool,
+    /// `Profiles` bit mask.
+    pub profiles: i32,
+}
+
+/// What the firewall says, read just before an offline run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallState {
+    /// `CurrentProfileTypes`: the active profiles (bit mask).
+    pub current_profiles: i32,
+    /// `FirewallEnabled` per profile bit, for each of [`PROFILES`].
+    pub enabled: Vec<(i32, bool)>,
+    /// `LocalPolicyModifyState`.
+    pub modify_state: i32,
+    /// Our rules (by recorded name) that exist, as read back.
+    pub rules: Vec<ObservedRule>,
+}
+
+/// A reason not to trust the firewall to keep an offline run offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirewallProblem {
+    /// The firewall is off for an active profile.
+    Disabled(&'static str),
+    /// Group Policy overrides local rules, so ours may not apply.
+    GroupPolicyOverride,
+    /// The firewall reports a modify state Stockade does not know.
+    UnknownModifyState(i32),
+    /// A recorded rule is gone.
+    Missing(String),
+    /// A rule is present but disabled.
+    RuleDisabled(String),
+    /// A rule is present but does not block.
+    NotBlocking(String),
+    /// A rule does not cover every active profile.
+    ProfileNotCovered(String, &'static str),
+    /// No active profile was reported.
+    NoActiveProfile,
+}
+
+impl std::fmt::Display for FirewallProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FirewallProblem::Disabled(p) => write!(f, "the Windows Firewall is off for the active {p} profile"),
+            FirewallProblem::GroupPolicyOverride => write!(f, "Group Policy overrides local firewall rules (LocalPolicyModifyState = GP override), so Stockade's rules may not apply; ask your administrator to allow local rule merging"),
+            FirewallProblem::UnknownModifyState(s) => write!(f, "unknown LocalPolicyModifyState {s}"),
+            FirewallProblem::Missing(n) => write!(f, "rule {n:?} is missing"),
+            FirewallProblem::RuleDisabled(n) => write!(f, "rule {n:?} is disabled"),
+            FirewallProblem::NotBlocking(n) => write!(f, "rule {n:?} does not block"),
+            FirewallProblem::ProfileNotCovered(n, p) => write!(f, "rule {n:?} does not apply to the active {p} profile"),
+            FirewallProblem::NoActiveProfile => write!(f, "the firewall reports no active profile"),
+        }
+    }
+}
+
+/// Everything that must hold for the offline account's block rules to be effective: the firewall
+/// is on for every active profile, local rules apply (no Group Policy override), and every
+/// recorded rule is present, enabled, blocking and covers the active profiles. Empty: trusted.
+/// Note the limit: per-user firewall rules do not see traffic that a Windows service makes on
+/// the account's behalf (DNS client, SMB redirector, WebDAV, BITS); see docs/windows.md.
+pub fn verify(state: &FirewallState, recorded: &[String]) -> Vec<FirewallProblem> {
+    let mut out = Vec::new();
+    if state.current_profiles & 7 == 0 {
+        out.push(FirewallProblem::NoActiveProfile);
+    }
+    let active: Vec<(i32, &'static str)> = PROFILES
+        .iter()
+        .copied()
+        .filter(|(bit, _)| state.current_profiles & bit != 0)
+        .collect();
+    for (bit, name) in &active {
+        if !state.enabled.iter().any(|(b, on)| b == bit && *on) {
+            out.push(FirewallProblem::Disabled(name));
+        }
+    }
+    match state.modify_state {
+        MODIFY_STATE_OK | MODIFY_STATE_INBOUND_BLOCKED => {}
+        MODIFY_STATE_GP_OVERRIDE => out.push(FirewallProblem::GroupPolicyOverride),
+        s => out.push(FirewallProblem::UnknownModifyState(s)),
+    }
+    for name in recorded {
+        match state.rules.iter().find(|r| &r.name == name) {
+            None => out.push(FirewallProblem::Missing(name.clone())),
+            Some(r) => {
+                if !r.enabled {
+                    out.push(FirewallProblem::RuleDisabled(name.clone()));
+                }
+                if !r.blocks {
+                    out.push(FirewallProblem::NotBlocking(name.clone()));
+                }
+                for (bit, pname) in &active {
+                    if r.profiles & bit == 0 {
+                        out.push(FirewallProblem::ProfileNotCovered(name.clone(), pname));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +430,71 @@ mod tests {
             .iter()
             .all(|r| r.protocol == Protocol::Any || r.remote_addresses == loopback_addresses()));
         assert!(online_rules(&sid()).is_empty());
+    }
+
+    fn good_state(names: &[String]) -> FirewallState {
+        FirewallState {
+            current_profiles: 2 | 4,
+            enabled: vec![(1, false), (2, true), (4, true)],
+            modify_state: MODIFY_STATE_OK,
+            rules: names
+                .iter()
+                .map(|n| ObservedRule {
+                    name: n.clone(),
+                    enabled: true,
+                    blocks: true,
+                    profiles: 0x7FFF_FFFF,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn firewall_is_trusted_only_when_on_effective_and_complete() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        assert!(verify(&good_state(&names), &names).is_empty());
+        // Domain profile off but not active: fine. Public off and active: not.
+        let mut s = good_state(&names);
+        s.enabled[2].1 = false;
+        assert_eq!(
+            verify(&s, &names),
+            vec![FirewallProblem::Disabled("public")]
+        );
+        let mut s = good_state(&names);
+        s.modify_state = MODIFY_STATE_GP_OVERRIDE;
+        assert_eq!(
+            verify(&s, &names),
+            vec![FirewallProblem::GroupPolicyOverride]
+        );
+        let mut s = good_state(&names);
+        s.modify_state = MODIFY_STATE_INBOUND_BLOCKED;
+        assert!(verify(&s, &names).is_empty());
+        let mut s = good_state(&names);
+        s.rules[0].enabled = false;
+        s.rules[1].profiles = 2;
+        s.rules.push(ObservedRule {
+            name: "c".into(),
+            enabled: true,
+            blocks: false,
+            profiles: 7,
+        });
+        let mut with_c = names.clone();
+        with_c.push("c".into());
+        with_c.push("d".into());
+        assert_eq!(
+            verify(&s, &with_c),
+            vec![
+                FirewallProblem::RuleDisabled("a".into()),
+                FirewallProblem::ProfileNotCovered("b".into(), "public"),
+                FirewallProblem::NotBlocking("c".into()),
+                FirewallProblem::Missing("d".into()),
+            ]
+        );
+        let mut s = good_state(&names);
+        s.current_profiles = 0;
+        assert!(verify(&s, &names).contains(&FirewallProblem::NoActiveProfile));
+        assert!(FirewallProblem::GroupPolicyOverride
+            .to_string()
+            .contains("Group Policy"));
     }
 }

@@ -20,9 +20,9 @@ pub enum RunError {
     /// `--pty` in the elevated tier.
     #[error("--pty is not supported by the elevated Windows tier yet; use the unelevated tier for interactive commands")]
     ElevatedPty,
-    /// The offline account's firewall rules are missing: refusing to run with the network open.
-    #[error("network is off but these firewall rules of the offline account are missing: {0:?}; run `stockade setup` to repair")]
-    FirewallMissing(Vec<String>),
+    /// The firewall cannot be trusted to keep an offline run offline.
+    #[error("network is off but the firewall cannot be trusted to block the offline account: {}; run `stockade setup` to repair, or check the firewall settings", .0.join("; "))]
+    FirewallNotEffective(Vec<String>),
     /// The plan cannot be expressed on Windows.
     #[error(transparent)]
     Input(#[from] InputError),

@@ -775,6 +775,31 @@ mod selftest {
         // process's token the way the runner builds them from the sandbox account's.
         elevated_runner_paths(&mut rep);
 
+        // 8b3. Firewall state reads (what an offline elevated run verifies before it starts).
+        match stockade_windows::win::firewall::read_state(&[
+            "Stockade selftest: no such rule".to_string()
+        ]) {
+            Ok(st) => {
+                let problems = stockade_windows::firewall::verify(
+                    &st,
+                    &["Stockade selftest: no such rule".to_string()],
+                );
+                let missing_seen = problems
+                    .iter()
+                    .any(|p| matches!(p, stockade_windows::firewall::FirewallProblem::Missing(_)));
+                if missing_seen {
+                    rep.ok("firewall-state", format!("read profiles {:#x}, enabled {:?}, LocalPolicyModifyState {}; a missing rule is reported ({} problems){}", st.current_profiles, st.enabled, st.modify_state, problems.len(), if wine { " -- Wine's firewall enforces nothing" } else { "" }));
+                } else {
+                    rep.fail(
+                        "firewall-state",
+                        format!("a missing rule was not reported: {problems:?}"),
+                    );
+                }
+            }
+            Err(e) if wine => rep.unsupported("firewall-state", e),
+            Err(e) => rep.fail("firewall-state", e),
+        }
+
         // 8c. Elevated-tier building blocks. They change the machine (accounts, firewall rules), so
         // they run under Wine (a throw-away prefix) or when STOCKADE_SELFTEST_SETUP=1.
         if wine || std::env::var_os("STOCKADE_SELFTEST_SETUP").is_some() {

@@ -21,6 +21,12 @@ const IID_INETFWRULE3: GUID = GUID::from_u128(0xb21563ff_d696_4222_ab46_4e89b73a
 
 // Vtable slots (IUnknown 0-2, IDispatch 3-6, then the interface's methods in IDL order).
 const RELEASE: usize = 2;
+const POLICY2_GET_CURRENT_PROFILE_TYPES: usize = 7;
+const POLICY2_GET_FIREWALL_ENABLED: usize = 8;
+const POLICY2_GET_LOCAL_POLICY_MODIFY_STATE: usize = 28;
+const RULE_GET_ENABLED: usize = 33;
+const RULE_GET_PROFILES: usize = 37;
+const RULE_GET_ACTION: usize = 41;
 const QUERY_INTERFACE: usize = 0;
 const POLICY2_GET_RULES: usize = 18;
 const RULES_ADD: usize = 8;
@@ -241,6 +247,87 @@ pub fn add_rules(rules: &[FirewallRule]) -> Result<(), FirewallError> {
         hr("INetFwRules::Add", h, "add", &r.name)?;
     }
     Ok(())
+}
+
+fn get_i32(obj: &Com, slot: usize, call: &'static str, what: &str) -> Result<i32, FirewallError> {
+    type F = unsafe extern "system" fn(*mut c_void, *mut i32) -> HRESULT;
+    // SAFETY: `slot` is a get_* method with one LONG/enum out parameter on this interface.
+    let f: F = unsafe { std::mem::transmute::<usize, F>(obj.slot(slot)) };
+    let mut v = 0i32;
+    // SAFETY: `obj` is live; `v` is a valid out pointer.
+    let h = unsafe { f(obj.0, &mut v) };
+    hr(call, h, "read", what)?;
+    Ok(v)
+}
+
+fn get_bool(obj: &Com, slot: usize, call: &'static str, what: &str) -> Result<bool, FirewallError> {
+    type F = unsafe extern "system" fn(*mut c_void, *mut i16) -> HRESULT;
+    // SAFETY: `slot` is a get_* method with one VARIANT_BOOL out parameter on this interface.
+    let f: F = unsafe { std::mem::transmute::<usize, F>(obj.slot(slot)) };
+    let mut v = 0i16;
+    // SAFETY: `obj` is live; `v` is a valid out pointer.
+    let h = unsafe { f(obj.0, &mut v) };
+    hr(call, h, "read", what)?;
+    Ok(v != 0)
+}
+
+/// Reads what [`crate::firewall::verify`] needs: active profiles, whether the firewall is on
+/// for each, `LocalPolicyModifyState`, and `Enabled`/`Action`/`Profiles` of each named rule.
+pub fn read_state(names: &[String]) -> Result<crate::firewall::FirewallState, FirewallError> {
+    use crate::firewall::{FirewallState, ObservedRule, PROFILES};
+    let _com = ComInit::new();
+    let policy = create(&NetFwPolicy2, &IID_INETFWPOLICY2, "HNetCfg.FwPolicy2")?;
+    let current_profiles = get_i32(
+        &policy,
+        POLICY2_GET_CURRENT_PROFILE_TYPES,
+        "INetFwPolicy2::get_CurrentProfileTypes",
+        "the active profiles",
+    )?;
+    let mut enabled = Vec::new();
+    for (bit, name) in PROFILES {
+        type F = unsafe extern "system" fn(*mut c_void, i32, *mut i16) -> HRESULT;
+        // SAFETY: slot 8 of INetFwPolicy2 is get_FirewallEnabled(NET_FW_PROFILE_TYPE2, VARIANT_BOOL*).
+        let f: F =
+            unsafe { std::mem::transmute::<usize, F>(policy.slot(POLICY2_GET_FIREWALL_ENABLED)) };
+        let mut v = 0i16;
+        // SAFETY: `policy` is live; `v` is a valid out pointer.
+        let h = unsafe { f(policy.0, bit, &mut v) };
+        hr("INetFwPolicy2::get_FirewallEnabled", h, "read", name)?;
+        enabled.push((bit, v != 0));
+    }
+    let modify_state = get_i32(
+        &policy,
+        POLICY2_GET_LOCAL_POLICY_MODIFY_STATE,
+        "INetFwPolicy2::get_LocalPolicyModifyState",
+        "the local policy state",
+    )?;
+    let list = rules_collection()?;
+    let mut rules = Vec::new();
+    for name in names {
+        type F = unsafe extern "system" fn(*mut c_void, BSTR, *mut *mut c_void) -> HRESULT;
+        // SAFETY: slot 10 of INetFwRules is Item(BSTR, INetFwRule**).
+        let f: F = unsafe { std::mem::transmute::<usize, F>(list.slot(RULES_ITEM)) };
+        let b = Bstr::new(name);
+        let mut p: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `list` is live; `b` is a valid BSTR; `p` is a valid out pointer.
+        let h = unsafe { f(list.0, b.0, &mut p) };
+        if h < 0 || p.is_null() {
+            continue;
+        }
+        let rule = Com(p);
+        rules.push(ObservedRule {
+            name: name.clone(),
+            enabled: get_bool(&rule, RULE_GET_ENABLED, "INetFwRule::get_Enabled", name)?,
+            blocks: get_i32(&rule, RULE_GET_ACTION, "INetFwRule::get_Action", name)? == 0,
+            profiles: get_i32(&rule, RULE_GET_PROFILES, "INetFwRule::get_Profiles", name)?,
+        });
+    }
+    Ok(FirewallState {
+        current_profiles,
+        enabled,
+        modify_state,
+        rules,
+    })
 }
 
 /// True if a rule with this name exists.

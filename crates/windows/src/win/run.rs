@@ -241,16 +241,15 @@ pub fn run_elevated(
         .cloned()
         .ok_or(RunError::ElevatedNotInstalled)?;
     if plan.network == NetworkMode::Off {
-        let mut missing = Vec::new();
-        for name in &record.firewall_rules {
-            if !super::firewall::rule_exists(name)
-                .map_err(|e| win_err(WinRunError::Setup(e.into())))?
-            {
-                missing.push(name.clone());
-            }
-        }
-        if !missing.is_empty() || record.firewall_rules.is_empty() {
-            return Err(RunError::FirewallMissing(missing));
+        // Fail closed unless the firewall is on for the active profiles, local rules apply and
+        // every recorded rule is present, enabled, blocking and covers the active profiles.
+        let state = super::firewall::read_state(&record.firewall_rules)
+            .map_err(|e| win_err(WinRunError::Setup(e.into())))?;
+        let problems = crate::firewall::verify(&state, &record.firewall_rules);
+        if !problems.is_empty() || record.firewall_rules.is_empty() {
+            return Err(RunError::FirewallNotEffective(
+                problems.iter().map(|p| p.to_string()).collect(),
+            ));
         }
     }
     let caller = token::own_token().map_err(win_err)?;
