@@ -351,6 +351,10 @@ pub fn run_elevated(
         std::path::Path::new(&p.as_string()).exists()
     });
     warnings.extend(created);
+    warnings.push(format!("elevated tier: every caller shares {account}, so commands of other callers' runs can read and delete (not write) files in this run's writable roots"));
+    if plan.network == NetworkMode::Off {
+        warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (WFP filters are not implemented)".into());
+    }
     let mut enforced = vec![
         EnforcedLayer {
             layer: "sandbox-account".into(),
