@@ -182,6 +182,11 @@ pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<E
         timeout: None,
     };
     let (_, plan) = load(&args, caller)?;
+    #[cfg(windows)]
+    println!(
+        "{}",
+        stockade_windows::backend::clean(&plan).context("cannot remove Stockade's ACEs")?
+    );
     match &plan.temp.persist_dir {
         Some(dir) if dir.exists() => {
             std::fs::remove_dir_all(dir)

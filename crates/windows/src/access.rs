@@ -318,6 +318,31 @@ impl FsModel {
         true
     }
 
+    /// The object's explicit ACEs.
+    pub fn explicit_of(&self, path: &WinPath) -> Option<Vec<Ace>> {
+        self.nodes.get(path).map(|n| n.explicit())
+    }
+
+    /// The object's stored DACL.
+    pub fn stored_dacl(&self, path: &WinPath) -> Option<&[Ace]> {
+        self.nodes.get(path).map(|n| n.dacl.as_slice())
+    }
+
+    /// Every object's path.
+    pub fn paths(&self) -> Vec<WinPath> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Replaces an object's explicit ACEs through its path (re-propagating inheritance beneath
+    /// it, as `SetNamedSecurityInfo` does).
+    pub fn replace_explicit(&mut self, path: &WinPath, explicit: Vec<Ace>) -> bool {
+        if !self.exists(path) {
+            return false;
+        }
+        self.set_explicit_named(path, explicit);
+        true
+    }
+
     /// Replaces an object's explicit ACEs and re-propagates inheritance beneath it.
     fn set_explicit_named(&mut self, path: &WinPath, explicit: Vec<Ace>) {
         self.set_explicit_here(path, explicit);

@@ -230,6 +230,13 @@ pub fn remove_sid(existing: &[Ace], sid: &Sid) -> Vec<Ace> {
     existing.iter().filter(|e| e.sid != *sid).cloned().collect()
 }
 
+/// The explicit ACEs `existing` should become to undo a plan entry that added `planned`
+/// (cleanup); `None` if none of them is there.
+pub fn unmerge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
+    let kept = remove_aces(existing, planned);
+    (kept.len() != existing.len()).then_some(kept)
+}
+
 /// ACEs of `planned` that are not among the explicit ACEs of `actual` (read back after applying).
 pub fn missing_explicit(actual: &[Ace], planned: &[Ace]) -> Vec<Ace> {
     planned

@@ -158,3 +158,21 @@ fn elevated_availability() -> Availability {
         Availability::unavailable(RunError::NotWindows.to_string())
     }
 }
+
+/// `stockade clean` for the Windows tiers: removes the unelevated tier's ACEs (grants, denies,
+/// metadata guards) for this workspace and forgets its capability SIDs. Returns a line for the
+/// user.
+pub fn clean(plan: &Plan) -> Result<String, RunError> {
+    #[cfg(windows)]
+    {
+        let n = crate::win::run::clean_unelevated(plan)?;
+        Ok(format!(
+            "removed Stockade's ACEs from {n} path(s) and forgot the workspace's capability SIDs"
+        ))
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = plan;
+        Err(RunError::NotWindows)
+    }
+}

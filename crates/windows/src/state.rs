@@ -107,6 +107,13 @@ impl CapabilityStore {
         Ok(changed)
     }
 
+    /// Drops the SIDs of `roots` (after their ACEs were removed). Returns true if it changed.
+    pub fn forget(&mut self, roots: &[WinPath]) -> bool {
+        let before = self.roots.len();
+        self.roots.retain(|r| !roots.contains(&r.root));
+        self.roots.len() != before
+    }
+
     /// Parses the JSON form.
     pub fn from_json(text: &str, path: &str) -> Result<CapabilityStore, StateError> {
         let s: CapabilityStore =

@@ -427,3 +427,33 @@ fn guards_are_one_entry_per_path_and_idempotent() {
         assert!(crate::ace::remove_aces(&once, &g.aces).is_empty());
     }
 }
+
+#[test]
+fn cleanup_restores_every_dacl_exactly() {
+    let input = fixture::input();
+    let (plan, mut fs) = planned_fs(&input);
+    let before = fixture::filesystem();
+    assert!(fs
+        .paths()
+        .iter()
+        .any(|x| fs.stored_dacl(x) != before.stored_dacl(x)));
+    // What `stockade clean` does: undo each entry (children first does not matter: each
+    // removal re-propagates).
+    for entry in plan.acl.iter().rev() {
+        let cur = fs.explicit_of(&entry.path).expect("planned path exists");
+        if let Some(new) = crate::ace::unmerge_explicit(&cur, &entry.aces) {
+            assert!(fs.replace_explicit(&entry.path, new));
+        }
+    }
+    for x in before.paths() {
+        assert_eq!(fs.stored_dacl(&x), before.stored_dacl(&x), "{x}");
+    }
+    // Nothing left to undo the second time.
+    for entry in &plan.acl {
+        let cur = fs.explicit_of(&entry.path).expect("path");
+        assert_eq!(crate::ace::unmerge_explicit(&cur, &entry.aces), None);
+    }
+    let mut caps = caps_for(&input);
+    assert!(caps.forget(&input.effective_roots()));
+    assert!(caps.sid_for(&ws("")).is_none());
+}

@@ -352,6 +352,22 @@ pub fn apply(entry: &PathAces) -> Result<bool, AclError> {
     }
 }
 
+/// Undoes one entry of a plan: removes exactly its ACEs from the path's explicit ACEs. Returns
+/// false if none was there.
+pub fn unapply(entry: &PathAces) -> Result<bool, AclError> {
+    let current = read_path(&entry.path)?;
+    if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
+        return Err(AclError::UnsupportedAce {
+            path: entry.path.as_string(),
+            ace_type: *t,
+        });
+    }
+    match crate::ace::unmerge_explicit(&current.explicit(), &entry.aces) {
+        None => Ok(false),
+        Some(new) => write_explicit(&entry.path, &new, current.protected).map(|_| true),
+    }
+}
+
 /// Removes every explicit ACE for `sid` from a path. Returns false if there was none.
 pub fn revoke(path: &WinPath, sid: &Sid) -> Result<bool, AclError> {
     let current = read_path(path)?;

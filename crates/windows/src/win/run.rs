@@ -27,14 +27,19 @@ fn win_err(e: impl Into<WinRunError>) -> RunError {
     RunError::Win(e.into())
 }
 
-/// Runs `cmd` under `plan` with a write-restricted token.
-pub fn run_unelevated(
-    tier: &'static str,
+/// The unelevated tier's input and plan for `plan` (temp dir emptied, capability SIDs minted and
+/// saved), with the capability store and where it lives.
+fn prepare_unelevated(
     plan: &Plan,
-    cmd: &Command,
-    opts: &RunOptions,
-) -> Result<RunOutcome, RunError> {
-    let start = Instant::now();
+) -> Result<
+    (
+        WinPlanInput,
+        unelevated::UnelevatedPlan,
+        CapabilityStore,
+        std::path::PathBuf,
+    ),
+    RunError,
+> {
     let lad = std::env::var("LOCALAPPDATA").map_err(|_| RunError::NoLocalAppData)?;
     let state_dir = WinPath::parse(&lad)
         .map_err(|source| crate::input::InputError::Path {
@@ -93,6 +98,41 @@ pub fn run_unelevated(
         super::sid::token_user(own.as_raw_handle()).map_err(win_err)?
     };
     let uplan = unelevated::plan(&input, &store, UnelevatedOptions::default(), &me)?;
+    Ok((input, uplan, store, store_path))
+}
+
+/// `stockade clean` for the unelevated tier: removes exactly the ACEs this workspace's plan adds
+/// (capability grants and denies, metadata guards) and forgets the capability SIDs. Returns the
+/// number of paths changed.
+pub fn clean_unelevated(plan: &Plan) -> Result<usize, RunError> {
+    let (input, uplan, mut store, store_path) = prepare_unelevated(plan)?;
+    let roots = input.effective_roots();
+    let mut changed = 0usize;
+    for entry in uplan.acl.iter().rev() {
+        acl::refuse_reparse(&entry.path, &roots).map_err(win_err)?;
+        match acl::unapply(entry) {
+            Ok(true) => changed += 1,
+            Ok(false) => {}
+            // A path that is gone has no ACEs left to remove.
+            Err(acl::AclError::Read { source, .. }) if source.code == 2 || source.code == 3 => {}
+            Err(e) => return Err(win_err(e)),
+        }
+    }
+    if store.forget(&roots) {
+        store.save(&store_path)?;
+    }
+    Ok(changed)
+}
+
+/// Runs `cmd` under `plan` with a write-restricted token.
+pub fn run_unelevated(
+    tier: &'static str,
+    plan: &Plan,
+    cmd: &Command,
+    opts: &RunOptions,
+) -> Result<RunOutcome, RunError> {
+    let start = Instant::now();
+    let (input, uplan, _, _) = prepare_unelevated(plan)?;
 
     let mut changed = 0usize;
     for entry in &uplan.acl {
