@@ -111,6 +111,16 @@ if [ -f "$OUT/stockade.exe" ] && [ "$SELFTEST" = "$TDIR/wine/stockade-wine-selft
         sed 's/^/  /' "$TDIR/wine/e2e.log" | tail -20
         failures=$((failures + 1))
     fi
+    # `stockade clean` goes through the Windows cleanup path (exact removal of the run's ACEs;
+    # Wine stores none of them, so this checks the code path, not the result).
+    timeout 120 "$WINE" cmd /c "set HOME=C:\\users\\%USERNAME%&& $EXE_WIN clean --workspace $WS_WIN" >"$TDIR/wine/clean.log" 2>&1 || true
+    if grep -q "removed Stockade's ACEs" "$TDIR/wine/clean.log"; then
+        echo "ok stockade-exe-clean: stockade.exe clean ran the unelevated ACL cleanup under Wine (Wine stores no ACEs: path only)"
+    else
+        echo "FAIL stockade-exe-clean: stockade.exe clean did not report the ACL cleanup; log:"
+        sed 's/^/  /' "$TDIR/wine/clean.log" | tail -20
+        failures=$((failures + 1))
+    fi
     rm -rf "$E2E"
 fi
 

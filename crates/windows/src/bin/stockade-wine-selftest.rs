@@ -60,9 +60,11 @@ mod selftest {
         }
         /// An enforcement probe: `denied` is what real Windows must do. Under Wine an allowed
         /// access is reported as unsupported (Wine does not enforce tokens or ACLs), never as ok.
-        fn expect_denied(&mut self, name: &str, outcome: &str) {
+        fn expect_denied(&mut self, name: &str, outcome: &str, held: bool) {
             match (outcome.starts_with("denied"), self.wine) {
-                (true, _) => self.ok(name, format!("observed {outcome}")),
+                (true, _) if held => self.ok(name, format!("observed {outcome} (the child held the restricted token)")),
+                (true, true) => self.unsupported(name, format!("observed {outcome}, but the child's restricted token could not be verified under Wine")),
+                (true, false) => self.fail(name, format!("observed {outcome}, but the child did not report the restricted token, so the denial says nothing about the sandbox")),
                 (false, true) => self.unsupported(
                     name,
                     format!(
@@ -185,6 +187,7 @@ mod selftest {
             "delete-outside {}",
             outcome(std::fs::remove_file(outside.join("victim.txt")))
         );
+        adversarial_probes(&root);
         println!(
             "nul {}",
             outcome(
@@ -219,6 +222,105 @@ mod selftest {
         );
         let _ = std::io::stdout().flush();
         0
+    }
+
+    /// Attacks on the plan's metadata guards, each undone at once if it worked (so that a real
+    /// host is left as it was): rename `.git` away, delete the `sub\.git` file, re-ACL `.git`,
+    /// create a directory in the drive root, set a value under `HKCU\...\Run`, delete a file in
+    /// `.git`.
+    fn adversarial_probes(root: &Path) {
+        let git = root.join(".git");
+        let moved = root.join(".git-moved-by-probe");
+        let r = std::fs::rename(&git, &moved);
+        if r.is_ok() {
+            let _ = std::fs::rename(&moved, &git);
+        }
+        println!("rename-git {}", outcome(r));
+        let gf = root.join("sub").join(".git");
+        let content = std::fs::read(&gf).unwrap_or_default();
+        let r = std::fs::remove_file(&gf);
+        if r.is_ok() {
+            let _ = std::fs::write(&gf, &content);
+        }
+        println!("delete-git-file {}", outcome(r));
+        let re_acl = WinPath::parse(&git.to_string_lossy())
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                let everyone = stockade_windows::ace::Ace::allow(
+                    Sid::everyone(),
+                    stockade_windows::ace::mask::FILE_ALL_ACCESS,
+                    Inherit::TREE,
+                );
+                let before = acl::read_path(&p).map_err(|e| e.to_string())?;
+                acl::write_explicit(&p, &[everyone], false).map_err(|e| e.to_string())?;
+                // It worked: put the DACL back as it was.
+                acl::write_explicit(&p, &before.explicit(), before.protected)
+                    .map_err(|e| format!("restoring: {e}"))
+            });
+        println!(
+            "re-acl-git {}",
+            match re_acl {
+                Ok(()) => "ok".to_string(),
+                Err(e) if e.contains("code 0x5)") => "denied:5".to_string(),
+                Err(e) => format!("error:{e}"),
+            }
+        );
+        let drive = std::env::var("SystemDrive").unwrap_or_else(|_| "C:".into());
+        let d = PathBuf::from(format!("{drive}\\stockade-probe-{}", std::process::id()));
+        let r = std::fs::create_dir(&d);
+        if r.is_ok() {
+            let _ = std::fs::remove_dir(&d);
+        }
+        println!("mkdir-drive-root {}", outcome(r));
+        println!("hkcu-run {}", hkcu_run_probe());
+        let victim = git.join("probe-victim");
+        let _ = std::fs::write(&victim, b"v");
+        let r = std::fs::remove_file(&victim);
+        println!("delete-in-git {}", outcome(r));
+    }
+
+    /// Tries to set (and at once deletes) a value under `HKCU\Software\Microsoft\Windows\
+    /// CurrentVersion\Run`.
+    fn hkcu_run_probe() -> String {
+        use windows_sys::Win32::System::Registry::{
+            RegCloseKey, RegDeleteValueW, RegOpenKeyExW, RegSetValueExW, HKEY, HKEY_CURRENT_USER,
+            KEY_SET_VALUE, REG_SZ,
+        };
+        let sub = stockade_windows::win::wide(r"Software\Microsoft\Windows\CurrentVersion\Run");
+        let mut k: HKEY = std::ptr::null_mut();
+        // SAFETY: `sub` is NUL-terminated; `k` is a valid out pointer.
+        let rc =
+            unsafe { RegOpenKeyExW(HKEY_CURRENT_USER, sub.as_ptr(), 0, KEY_SET_VALUE, &mut k) };
+        if rc == 5 {
+            return "denied:5".into();
+        }
+        if rc != 0 {
+            return format!("error:RegOpenKeyExW {rc}");
+        }
+        let name = stockade_windows::win::wide("StockadeSelftestProbe");
+        let data = stockade_windows::win::wide("probe");
+        // SAFETY: `k` is an open key; `name`/`data` are NUL-terminated UTF-16 buffers.
+        let rc = unsafe {
+            RegSetValueExW(
+                k,
+                name.as_ptr(),
+                0,
+                REG_SZ,
+                data.as_ptr().cast(),
+                (data.len() * 2) as u32,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: `k` is open; removes the value just written.
+            unsafe { RegDeleteValueW(k, name.as_ptr()) };
+        }
+        // SAFETY: `k` is open and closed once.
+        unsafe { RegCloseKey(k) };
+        match rc {
+            0 => "ok".into(),
+            5 => "denied:5".into(),
+            e => format!("error:RegSetValueExW {e}"),
+        }
     }
 
     /// Starts a long-sleeping grandchild (in the same job), reports its pid, and exits.
@@ -650,9 +752,17 @@ mod selftest {
                         get("write-root"),
                         "the child can write inside the writable root",
                     );
-                    rep.expect_denied("child-write-outside", &get("write-outside"));
-                    rep.expect_denied("child-write-git-dir", &get("write-git"));
-                    rep.expect_denied("child-write-git-file", &get("write-git-file"));
+                    let held = got == *exp;
+                    rep.expect_denied("child-write-outside", &get("write-outside"), held);
+                    rep.expect_denied("child-write-git-dir", &get("write-git"), held);
+                    rep.expect_denied("child-write-git-file", &get("write-git-file"), held);
+                    // Adversarial probes (issue 15): what the corrected model says the plan stops.
+                    rep.expect_denied("child-rename-git", &get("rename-git"), held);
+                    rep.expect_denied("child-delete-git-file", &get("delete-git-file"), held);
+                    rep.expect_denied("child-re-acl-git", &get("re-acl-git"), held);
+                    rep.expect_denied("child-mkdir-drive-root", &get("mkdir-drive-root"), held);
+                    rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
+                    rep.note("child-delete-in-git", format!("{} (the model predicts deleting a file inside a protected dir is allowed in this tier; this line answers it on a real host)", get("delete-in-git")));
                     rep.note("child-delete-outside", format!("{} (the access model predicts a write-restricted token can delete the caller's files; this line answers that on a real host)", get("delete-outside")));
                     observed(
                         &mut rep,
