@@ -62,6 +62,48 @@ impl Backend for WindowsBackend {
     }
 }
 
+/// The elevated tier is installed when `stockade setup` left its record (the run itself checks
+/// accounts, passwords and the firewall and fails closed on drift).
+fn elevated_availability() -> Availability {
+    #[cfg(windows)]
+    {
+        match crate::win::setup::load_record() {
+            Ok(Some(r)) => Availability::ready(format!(
+                "installed: {} sandbox accounts recorded by `stockade setup`",
+                r.accounts.len()
+            )),
+            Ok(None) => Availability::not_installed(
+                "not installed; run `stockade setup` as an administrator",
+            ),
+            Err(e) => {
+                Availability::unavailable(format!("cannot read the installation record: {e}"))
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        Availability::unavailable(RunError::NotWindows.to_string())
+    }
+}
+
+/// `stockade clean` for the Windows tiers: removes the unelevated tier's ACEs (grants, denies,
+/// metadata guards) for this workspace and forgets its capability SIDs. Returns a line for the
+/// user.
+pub fn clean(plan: &Plan) -> Result<String, RunError> {
+    #[cfg(windows)]
+    {
+        let n = crate::win::run::clean_unelevated(plan)?;
+        Ok(format!(
+            "removed Stockade's ACEs from {n} path(s) and forgot the workspace's capability SIDs"
+        ))
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = plan;
+        Err(RunError::NotWindows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,47 +174,5 @@ mod tests {
             b.run(&plan, &cmd, &RunOptions::default()),
             Err(RunError::NotWindows)
         ));
-    }
-}
-
-/// The elevated tier is installed when `stockade setup` left its record (the run itself checks
-/// accounts, passwords and the firewall and fails closed on drift).
-fn elevated_availability() -> Availability {
-    #[cfg(windows)]
-    {
-        match crate::win::setup::load_record() {
-            Ok(Some(r)) => Availability::ready(format!(
-                "installed: {} sandbox accounts recorded by `stockade setup`",
-                r.accounts.len()
-            )),
-            Ok(None) => Availability::not_installed(
-                "not installed; run `stockade setup` as an administrator",
-            ),
-            Err(e) => {
-                Availability::unavailable(format!("cannot read the installation record: {e}"))
-            }
-        }
-    }
-    #[cfg(not(windows))]
-    {
-        Availability::unavailable(RunError::NotWindows.to_string())
-    }
-}
-
-/// `stockade clean` for the Windows tiers: removes the unelevated tier's ACEs (grants, denies,
-/// metadata guards) for this workspace and forgets its capability SIDs. Returns a line for the
-/// user.
-pub fn clean(plan: &Plan) -> Result<String, RunError> {
-    #[cfg(windows)]
-    {
-        let n = crate::win::run::clean_unelevated(plan)?;
-        Ok(format!(
-            "removed Stockade's ACEs from {n} path(s) and forgot the workspace's capability SIDs"
-        ))
-    }
-    #[cfg(not(windows))]
-    {
-        let _ = plan;
-        Err(RunError::NotWindows)
     }
 }
