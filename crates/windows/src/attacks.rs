@@ -115,20 +115,57 @@ fn mkdir_c_root(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
     steps(fs, t, ran, &[(p(r"C:\x"), Op::CreateDir)])
 }
 
-const UNELEVATED_ATTACKS: &[(&str, Attack)] = &[
-    ("WRITE_DAC then write .git\\HEAD", write_dac_then_write),
+fn re_acl_git_then_rename_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    let aces = vec![Ace::allow(
+        Sid::everyone(),
+        mask::FILE_ALL_ACCESS,
+        Inherit::TREE,
+    )];
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws(".git"), Op::SetDacl(aces)),
+            (ws(".git"), Op::RenameTo(ws("old-git"))),
+            (ws(".git"), Op::CreateDir),
+            (ws(r".git\config"), Op::CreateFile),
+        ],
+    )
+}
+
+/// (name, attack, allowed by the default new plan, allowed by the plan with
+/// `lock_protected_dacls`).
+const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
+    (
+        "WRITE_DAC then write .git\\HEAD",
+        write_dac_then_write,
+        true,
+    ),
     (
         "WRITE_DAC on .git then add a file",
         write_dac_dir_then_add_hook,
+        true,
     ),
-    ("rename .git and recreate it", rename_git_and_recreate),
+    (
+        "rename .git and recreate it",
+        rename_git_and_recreate,
+        false,
+    ),
+    (
+        "re-ACL .git, rename it and recreate it",
+        re_acl_git_then_rename_and_recreate,
+        true,
+    ),
     (
         "delete protected file sub\\.git and recreate",
         delete_protected_file_and_recreate,
+        false,
     ),
     (
         "WRITE_DAC then write a gitdir outside the root",
         re_acl_gitdir_outside_root,
+        true,
     ),
 ];
 
@@ -221,22 +258,40 @@ fn unelevated_attacks_old_plan_allows_new_plan_denies() {
     let input = fixture::input();
     let c = caps(&input.effective_roots(), 0);
     let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let locked_opts = UnelevatedOptions {
+        lock_protected_dacls: true,
+        ..UnelevatedOptions::default()
+    };
+    let locked = unelevated::plan(&input, &c, locked_opts, &me()).expect("plan");
     let t = unelevated_token(&plan);
-    for (name, a) in UNELEVATED_ATTACKS {
+    let word = |b: bool| if b { "ALLOWED" } else { "denied" };
+    for (name, a, default_allows) in UNELEVATED_ATTACKS {
         positive_control(*a, name);
         let (old, old_ran) = run_attack(&old_unelevated_acl(&plan), &t, *a);
-        let (new, new_ran) = run_attack(&plan.acl, &t, *a);
-        println!("unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {} (stopped at step {new_ran})",
-            if old { "ALLOWED" } else { "denied" }, if new { "ALLOWED" } else { "denied" });
+        let (new, _) = run_attack(&plan.acl, &t, *a);
+        let (lock, lock_ran) = run_attack(&locked.acl, &t, *a);
+        println!(
+            "unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {:<7} | new plan + lock_protected_dacls: {} (stopped at step {lock_ran})",
+            word(old), word(new), word(lock)
+        );
         assert!(old, "{name}: the old plan was expected to allow it");
-        assert!(!new, "{name}: the new plan must deny it");
-        assert!(new_ran >= 1);
+        assert_eq!(new, *default_allows, "{name}: default new plan");
+        assert!(!lock, "{name}: the locked plan must deny it");
+        assert!(lock_ran >= 1);
     }
-    // The caller keeps writing into .git (git works), but loses rename/delete/re-ACL there.
+    // The caller keeps writing into .git (git works), but loses rename/delete there.
     let fs = applied(&plan.acl);
     assert!(fs.can_write(&caller(), &ws(r".git\HEAD")));
     assert!(fs.allowed(&caller(), &ws(r".git\new"), &Op::CreateFile));
     assert!(!fs.allowed(&caller(), &ws(".git"), &Op::RenameTo(ws("old-git"))));
+    // ...and keeps WRITE_DAC by default, so Stockade (and `stockade clean`) can still change
+    // them; the lock takes that away from the caller too: the documented cost.
+    assert!(fs.check(&caller(), &ws(".git"), mask::WRITE_DAC));
+    let fs_locked = applied(&locked.acl);
+    assert!(!fs_locked.check(&caller(), &ws(".git"), mask::WRITE_DAC));
+    let mut admin_token = caller();
+    admin_token.groups.push(Sid::administrators());
+    assert!(!fs_locked.check(&admin_token, &ws(".git"), mask::WRITE_DAC));
 }
 
 /// What stays open in the unelevated tier under the new plan, as the warnings say.

@@ -106,12 +106,19 @@ pub struct UnelevatedOptions {
     /// DLLs, the null device and many system objects grant Everyone rather than a user); the cost
     /// is that anything whose DACL grants *Everyone* write access is writable from the sandbox.
     pub restrict_with_everyone: bool,
+    /// Also deny *you* `WRITE_DAC | WRITE_OWNER` on protected paths (and beneath). This is what
+    /// stops "re-ACL then write" on them — but the sandbox and you are the same SID, so afterwards
+    /// neither you, nor Stockade, nor your elevated administrator token can change or remove
+    /// their DACL (only SYSTEM or a backup/restore-privileged tool can). Off by default: this
+    /// tier is a guardrail, and the same attack works on everything else you own anyway.
+    pub lock_protected_dacls: bool,
 }
 
 impl Default for UnelevatedOptions {
     fn default() -> Self {
         UnelevatedOptions {
             restrict_with_everyone: true,
+            lock_protected_dacls: false,
         }
     }
 }
@@ -202,11 +209,11 @@ pub fn plan(
             reason: p.reason.clone(),
         });
     }
-    acl.extend(metadata_guards(&protected, user));
+    acl.extend(metadata_guards(&protected, user, opts.lock_protected_dacls));
 
     let mut warnings = vec![
         "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents); use the elevated tier (`stockade setup`) for a boundary".to_string(),
-        "protected directories: files inside them can still be deleted (denying DELETE to you there would break git for you too); their names, DACLs and contents are guarded".to_string(),
+        "protected paths: writes into them are denied and renaming or deleting them needs a re-ACL first, but a command can re-ACL them (WRITE_DAC through your own full control) and then do either; files inside protected directories can be deleted".to_string(),
         "the command shares your desktop and can interact with your windows (no UI isolation in this tier)".to_string(),
     ];
     if input.network == Network::Off {
@@ -247,15 +254,21 @@ pub const GUARD_REASON: &str = "metadata guard";
 /// by the normal pass, which the sandbox shares with the caller):
 /// * an `OWNER RIGHTS` allow of `READ_CONTROL` on the path (and, for a directory, everything
 ///   beneath it): the owner's implicit `WRITE_DAC` is gone;
-/// * a deny of `WRITE_DAC | WRITE_OWNER` for the caller on the path (and beneath it): the
+/// * only with `lock_dacls` ([`UnelevatedOptions::lock_protected_dacls`]): a deny of
+///   `WRITE_DAC | WRITE_OWNER` for the caller on the path (and beneath it), so that the
 ///   inherited full control of the profile no longer lets anyone re-ACL it;
 /// * a deny of `DELETE` for the caller on the path itself and of `FILE_DELETE_CHILD` on its
 ///   parent: it cannot be renamed away (and recreated) or deleted.
 ///
-/// Cost to the real user, who holds the same SID: they cannot delete, rename or re-ACL a
-/// protected path (nor take its ownership without an administrator) until `stockade clean`
-/// removes these ACEs; writing into it (git itself) is unaffected.
-pub fn metadata_guards(protected: &[crate::input::PlannedWinPath], user: &Sid) -> Vec<PathAces> {
+/// Cost to the real user, who holds the same SID: they cannot delete or rename a protected path
+/// until `stockade clean` removes these ACEs (with `lock_dacls`, not even `stockade clean` can:
+/// see the option); writing into it (git itself) is unaffected. Without `lock_dacls` a command
+/// can still re-ACL a protected path through your own full control and then undo the rest.
+pub fn metadata_guards(
+    protected: &[crate::input::PlannedWinPath],
+    user: &Sid,
+    lock_dacls: bool,
+) -> Vec<PathAces> {
     use std::collections::BTreeMap;
     let mut per_path: BTreeMap<WinPath, (Kind, Vec<Ace>)> = BTreeMap::new();
     let mut add = |path: &WinPath, kind: Kind, ace: Ace| {
@@ -282,11 +295,13 @@ pub fn metadata_guards(protected: &[crate::input::PlannedWinPath], user: &Sid) -
             p.kind,
             Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, inherit),
         );
-        add(
-            &p.path,
-            p.kind,
-            Ace::deny(user.clone(), mask::WRITE_DAC | mask::WRITE_OWNER, inherit),
-        );
+        if lock_dacls {
+            add(
+                &p.path,
+                p.kind,
+                Ace::deny(user.clone(), mask::WRITE_DAC | mask::WRITE_OWNER, inherit),
+            );
+        }
         add(
             &p.path,
             p.kind,

@@ -759,7 +759,7 @@ mod selftest {
                     // Adversarial probes (issue 15): what the corrected model says the plan stops.
                     rep.expect_denied("child-rename-git", &get("rename-git"), held);
                     rep.expect_denied("child-delete-git-file", &get("delete-git-file"), held);
-                    rep.expect_denied("child-re-acl-git", &get("re-acl-git"), held);
+                    rep.note("child-re-acl-git", format!("{} (by default the model predicts re-ACLing a protected path is allowed in this tier -- your own full control; `lock_protected_dacls` denies it)", get("re-acl-git")));
                     rep.expect_denied("child-mkdir-drive-root", &get("mkdir-drive-root"), held);
                     rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
                     rep.note("child-delete-in-git", format!("{} (the model predicts deleting a file inside a protected dir is allowed in this tier; this line answers it on a real host)", get("delete-in-git")));

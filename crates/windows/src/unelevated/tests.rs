@@ -334,6 +334,7 @@ fn null_device_and_everyone_writable_objects_follow_the_everyone_option() {
             &caps,
             UnelevatedOptions {
                 restrict_with_everyone: everyone,
+                ..UnelevatedOptions::default()
             },
             &me(),
         )
@@ -360,7 +361,9 @@ fn delete_rename_and_dacl_changes_are_decided_by_the_normal_pass() {
     assert!(fs.allowed(&t, &p(r"C:\Users\me\Documents\secret.txt"), &Op::Delete));
     assert!(fs.check(&t, &p(r"C:\Users\me\Documents\secret.txt"), mask::WRITE_DAC));
     assert!(!fs.allowed(&t, &ws(".git"), &Op::RenameTo(ws(".git-moved"))));
-    assert!(!fs.check(&t, &ws(r".git\HEAD"), mask::WRITE_DAC));
+    // By default a protected path can still be re-ACLed (your own full control); only the
+    // opt-in lock denies it.
+    assert!(fs.check(&t, &ws(r".git\HEAD"), mask::WRITE_DAC));
     assert!(!fs.allowed(&t, &ws(r"sub\.git"), &Op::Delete));
     // Moving things *out of* the writable roots or *into* protected dirs stays denied, because
     // creating the destination is a write.
@@ -407,7 +410,13 @@ fn guards_are_one_entry_per_path_and_idempotent() {
         mask::READ_CONTROL,
         Inherit::TREE
     )));
-    assert!(git.aces.contains(&Ace::deny(
+    assert!(!git.aces.iter().any(|a| a.mask & mask::WRITE_DAC != 0));
+    let locked = super::metadata_guards(&fixture::input().protected, &me(), true);
+    let git_locked = locked
+        .iter()
+        .find(|g| g.path == ws(".git"))
+        .expect("git guard");
+    assert!(git_locked.aces.contains(&Ace::deny(
         me(),
         mask::WRITE_DAC | mask::WRITE_OWNER,
         Inherit::TREE
