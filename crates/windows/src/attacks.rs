@@ -185,6 +185,7 @@ fn resolve(r: &SidRef, user: &Sid, logon: &Sid) -> Sid {
         SidRef::Fixed(s) => s.clone(),
         SidRef::LogonSession => logon.clone(),
         SidRef::CurrentUser => user.clone(),
+        SidRef::RunSession => sid("S-1-5-21-77-77-77-78"),
     }
 }
 

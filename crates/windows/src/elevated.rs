@@ -350,18 +350,22 @@ pub fn run_token(roots: &[(WinPath, Sid)]) -> crate::unelevated::TokenPlan {
         why: "the run's logon session: its desktop and the command's own objects".into(),
     });
     restricting.push(RestrictingSid {
+        sid: SidRef::RunSession,
+        why: "this run: the objects the command creates itself (default DACL)".into(),
+    });
+    restricting.push(RestrictingSid {
         sid: SidRef::Fixed(Sid::everyone()),
         why: "Everyone: the null device and console objects the command needs to start".into(),
     });
     TokenPlan {
         flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE,
         restricting,
-        // Only the account itself (its full, unrestricted runner is a different process with the
-        // same user: see docs/windows.md) and SYSTEM: no logon SID, so concurrent runs' objects
-        // are not open to each other through it.
+        // The account (normal pass), SYSTEM, and this run's own SID (restricting pass): not the
+        // logon SID, so concurrent runs' objects are not open to each other through it.
         default_dacl: vec![
             (SidRef::CurrentUser, mask::GENERIC_ALL),
             (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
+            (SidRef::RunSession, mask::GENERIC_ALL),
         ],
     }
 }

@@ -42,6 +42,10 @@ pub enum SidRef {
     LogonSession,
     /// The caller's user SID.
     CurrentUser,
+    /// A random SID minted for this run only ([`TokenPlan::bind_run_sid`]): the command's own
+    /// objects (default DACL) name it instead of the logon SID, so concurrent sandboxes, which
+    /// share the logon SID, cannot write each other's pipes, processes and threads.
+    RunSession,
 }
 
 /// A restricting SID and why it is there.
@@ -63,6 +67,32 @@ pub struct TokenPlan {
     /// The token's default DACL (for objects the child creates without a security descriptor,
     /// e.g. its own pipes): allow ACEs with these masks.
     pub default_dacl: Vec<(SidRef, u32)>,
+}
+
+impl TokenPlan {
+    /// The plan with [`SidRef::RunSession`] replaced by `run` (minted per run by the apply layer).
+    pub fn bind_run_sid(&self, run: &Sid) -> TokenPlan {
+        let bind = |r: &SidRef| match r {
+            SidRef::RunSession => SidRef::Fixed(run.clone()),
+            other => other.clone(),
+        };
+        TokenPlan {
+            flags: self.flags,
+            restricting: self
+                .restricting
+                .iter()
+                .map(|r| RestrictingSid {
+                    sid: bind(&r.sid),
+                    why: r.why.clone(),
+                })
+                .collect(),
+            default_dacl: self
+                .default_dacl
+                .iter()
+                .map(|(r, m)| (bind(r), *m))
+                .collect(),
+        }
+    }
 }
 
 /// What the unelevated tier does for one run.
@@ -149,7 +179,11 @@ pub fn plan(
         .collect();
     restricting.push(RestrictingSid {
         sid: SidRef::LogonSession,
-        why: "logon session: window station, desktop and the child's own objects".into(),
+        why: "logon session: your window station and desktop".into(),
+    });
+    restricting.push(RestrictingSid {
+        sid: SidRef::RunSession,
+        why: "this run: the objects the command creates itself (default DACL)".into(),
     });
     if opts.restrict_with_everyone {
         restricting.push(RestrictingSid {
@@ -167,7 +201,7 @@ pub fn plan(
         default_dacl: vec![
             (SidRef::CurrentUser, mask::GENERIC_ALL),
             (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
-            (SidRef::LogonSession, mask::GENERIC_ALL),
+            (SidRef::RunSession, mask::GENERIC_ALL),
         ],
     };
 

@@ -620,7 +620,11 @@ mod selftest {
         }
 
         // 4. Restricted token, read back.
-        let tok = match token::create_restricted(&plan.token) {
+        // The per-run SID is minted here (as `create_restricted` does) so that the expected
+        // restricting SIDs and default DACL are known.
+        let run_sid = Sid::capability_from_random(random::bytes::<16>().unwrap_or([8; 16]));
+        let bound_token = plan.token.bind_run_sid(&run_sid);
+        let tok = match token::create_restricted_bound(&bound_token) {
             Ok(t) => Some(t),
             Err(e) => {
                 rep.fail("restricted-token", e);
@@ -629,7 +633,7 @@ mod selftest {
         };
         let own = token::own_token();
         let expected: Option<BTreeSet<Sid>> = own.as_ref().ok().and_then(|o| {
-            plan.token
+            bound_token
                 .restricting
                 .iter()
                 .map(|r| token::resolve(o, &r.sid).ok())
@@ -653,8 +657,7 @@ mod selftest {
         }
 
         if let (Some(t), Ok(o)) = (&tok, &own) {
-            let want: Vec<Sid> = plan
-                .token
+            let want: Vec<Sid> = bound_token
                 .default_dacl
                 .iter()
                 .filter_map(|(r, _)| token::resolve(o, r).ok())
@@ -1224,9 +1227,9 @@ mod selftest {
         match token::create_restricted(&plan).map_err(|e| e.to_string()).and_then(|t| {
             wsid::token_restricted_sids(t.as_raw_handle()).map_err(|e| e.to_string())
         }) {
-            Ok(sids) if sids.contains(&cap) && sids.contains(&Sid::everyone()) && sids.len() == 3 => rep.ok(
+            Ok(sids) if sids.contains(&cap) && sids.contains(&Sid::everyone()) && sids.len() == 4 => rep.ok(
                 "elevated-runner-token",
-                format!("CreateRestrictedToken(WRITE_RESTRICTED) for the command: restricting SIDs read back {sids:?} (capability, logon, Everyone){}", if rep.wine { "; Wine does not enforce them" } else { "" }),
+                format!("CreateRestrictedToken(WRITE_RESTRICTED) for the command: restricting SIDs read back {sids:?} (capability, logon, run, Everyone){}", if rep.wine { "; Wine does not enforce them" } else { "" }),
             ),
             Ok(sids) if rep.wine => rep.unsupported("elevated-runner-token", format!("restricting SIDs read back as {sids:?}")),
             Ok(sids) => rep.fail("elevated-runner-token", format!("restricting SIDs read back as {sids:?}")),

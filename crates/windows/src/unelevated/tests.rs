@@ -22,6 +22,7 @@ fn resolve(r: &SidRef) -> Sid {
         SidRef::Fixed(s) => s.clone(),
         SidRef::LogonSession => sid(LOGON),
         SidRef::CurrentUser => me(),
+        SidRef::RunSession => sid("S-1-5-21-77-77-77-77"),
     }
 }
 
@@ -102,6 +103,7 @@ fn token_plan_is_write_restricted_with_capabilities_logon_and_everyone() {
         vec![
             SidRef::Fixed(ws_sid),
             SidRef::LogonSession,
+            SidRef::RunSession,
             SidRef::Fixed(Sid::everyone())
         ]
     );
@@ -109,7 +111,22 @@ fn token_plan_is_write_restricted_with_capabilities_logon_and_everyone() {
     assert!(plan
         .token
         .default_dacl
-        .contains(&(SidRef::LogonSession, mask::GENERIC_ALL)));
+        .contains(&(SidRef::RunSession, mask::GENERIC_ALL)));
+    // ...and not through the logon SID, which concurrent sandboxes share.
+    assert!(plan
+        .token
+        .default_dacl
+        .iter()
+        .all(|(s, _)| *s != SidRef::LogonSession));
+    let bound = plan.token.bind_run_sid(&sid("S-1-5-21-5-5-5-5"));
+    assert!(bound
+        .restricting
+        .iter()
+        .any(|r| r.sid == SidRef::Fixed(sid("S-1-5-21-5-5-5-5"))));
+    assert!(!bound
+        .restricting
+        .iter()
+        .any(|r| r.sid == SidRef::RunSession));
     assert!(plan
         .token
         .default_dacl

@@ -48,6 +48,9 @@ pub fn resolve(token: &OwnedHandle, r: &SidRef) -> Result<Sid, SidError> {
         SidRef::Fixed(s) => Ok(s.clone()),
         SidRef::LogonSession => token_logon_sid(token.as_raw_handle()),
         SidRef::CurrentUser => token_user(token.as_raw_handle()),
+        SidRef::RunSession => Err(SidError::Parse(
+            "internal: the run SID was not bound (TokenPlan::bind_run_sid)".into(),
+        )),
     }
 }
 
@@ -74,8 +77,17 @@ pub fn allow_acl(entries: &[(OwnedSid, u32)]) -> Result<Vec<u64>, Win32Error> {
     Ok(buf)
 }
 
-/// Creates the restricted token the plan describes, with its default DACL set.
+/// Creates the restricted token the plan describes, with its default DACL set. A
+/// [`SidRef::RunSession`] in the plan is bound to a fresh random SID first.
 pub fn create_restricted(plan: &TokenPlan) -> Result<OwnedHandle, TokenError> {
+    let run = super::random::bytes::<16>()
+        .map(crate::sid::Sid::capability_from_random)
+        .map_err(TokenError::Create)?;
+    create_restricted_bound(&plan.bind_run_sid(&run))
+}
+
+/// [`create_restricted`] for a plan whose run SID is already bound.
+pub fn create_restricted_bound(plan: &TokenPlan) -> Result<OwnedHandle, TokenError> {
     let base = own_token()?;
     let sids: Vec<OwnedSid> = plan
         .restricting
