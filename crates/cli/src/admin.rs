@@ -20,6 +20,10 @@ pub struct SetupArgs {
     /// Reset the network configuration to the default (nothing on loopback allowed).
     #[arg(long)]
     reset_network: bool,
+    /// Create the pair of sandbox accounts of this host user now (repeatable; otherwise the
+    /// broker creates a user's pair on their first run).
+    #[arg(long = "user", value_name = "NAME")]
+    user: Vec<String>,
 }
 
 /// Options of `stockade broker`.
@@ -30,6 +34,23 @@ pub struct BrokerArgs {
     socket_activated: bool,
 }
 
+/// The uid of a host user named on the command line.
+#[cfg(target_os = "linux")]
+fn uid_of_user(name: &str) -> Result<u32> {
+    let out = std::process::Command::new("id")
+        .args(["-u", "--", name])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running id -u: {e}"))?;
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>();
+    match (out.status.success(), uid) {
+        (true, Ok(u)) => Ok(u),
+        _ => anyhow::bail!(
+            "--user {}: no such user",
+            crate::text::escape(name)
+        ),
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn layout(args: Option<&SetupArgs>) -> Result<stockade_elevated::SetupOptions> {
     let mut o = stockade_elevated::SetupOptions {
@@ -37,6 +58,10 @@ fn layout(args: Option<&SetupArgs>) -> Result<stockade_elevated::SetupOptions> {
         ..Default::default()
     };
     if let Some(a) = args {
+        for name in &a.user {
+            let uid = uid_of_user(name)?;
+            o.users.push(uid);
+        }
         if a.reset_network || a.allow_local_binding || !a.allow_port.is_empty() {
             o.net = Some(stockade_elevated::nft::NetConfig {
                 allowed_loopback_tcp_ports: a.allow_port.clone(),

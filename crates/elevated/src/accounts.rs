@@ -117,25 +117,79 @@ pub fn groupadd(name: &str) -> Result<(), ToolError> {
     run_create("groupadd", &["--system", name])
 }
 
-/// Creates a system account: primary group `group`, home `home` (not created by useradd: the
-/// caller creates it with the right mode), shell nologin, no password (locked).
-pub fn useradd(name: &str, group: &str, home: &std::path::Path) -> Result<(), ToolError> {
-    run_create(
-        "useradd",
-        &[
-            "--system",
+/// First uid of the range the per-caller sandbox accounts are numbered in: 0x70000000. It lies
+/// above every range systemd reserves (dynamic users 61184–65519, container ranges up to
+/// 1879048191) and below its foreign-uid range (0x7FFE0000…); allocation also skips every
+/// `/etc/subuid` and `/etc/subgid` range and every uid already in use.
+pub const UID_BASE: u32 = 0x7000_0000;
+/// Number of uids in the range (pairs: offline `UID_BASE + 2k`, online `UID_BASE + 2k + 1`).
+pub const UID_COUNT: u32 = 0x1_0000;
+
+/// The `(start, count)` ranges of an `/etc/subuid` or `/etc/subgid` file (`name:start:count`
+/// lines; comments and malformed lines ignored). Pure.
+pub fn parse_subid_ranges(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split(':').collect();
+            (f.len() == 3).then_some(())?;
+            Some((f[1].parse().ok()?, f[2].parse().ok()?))
+        })
+        .collect()
+}
+
+/// The first pair `(offline, online)` of uids in the sandbox range for which `taken` says no to
+/// both and that lies in none of `subid` ranges. Pure.
+pub fn allocate_pair(subid: &[(u64, u64)], taken: &dyn Fn(u32) -> bool) -> Option<(u32, u32)> {
+    let in_subid = |u: u32| {
+        subid
+            .iter()
+            .any(|&(s, n)| (u as u64) >= s && (u as u64) < s.saturating_add(n))
+    };
+    (0..UID_COUNT / 2)
+        .map(|k| (UID_BASE + 2 * k, UID_BASE + 2 * k + 1))
+        .find(|&(a, b)| !in_subid(a) && !in_subid(b) && !taken(a) && !taken(b))
+}
+
+/// The subordinate id ranges configured on this machine (`/etc/subuid` and `/etc/subgid`).
+pub fn subid_ranges() -> Vec<(u64, u64)> {
+    let mut v = Vec::new();
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        if let Ok(t) = std::fs::read_to_string(f) {
+            v.extend(parse_subid_ranges(&t));
+        }
+    }
+    v
+}
+
+/// Creates a system account: primary group `group`, uid `uid` (when given), home `home` (not
+/// created by useradd: the caller creates it with the right mode), shell nologin, no password
+/// (locked), not added to lastlog/faillog (`-l`: the uids are large).
+pub fn useradd(
+    name: &str,
+    group: &str,
+    home: &std::path::Path,
+    uid: Option<u32>,
+) -> Result<(), ToolError> {
+    let uid_s = uid.map(|u| u.to_string());
+    let home_s = home.to_string_lossy();
+    let mut args: Vec<&str> = vec!["--system", "--no-log-init"];
+    if let Some(u) = &uid_s {
+        args.extend(["--uid", u.as_str()]);
+    }
+    args.extend([
             "--gid",
             group,
             "--home-dir",
-            &home.to_string_lossy(),
+            &home_s,
             "--no-create-home",
             "--shell",
             NOLOGIN,
             "--comment",
             "Stockade sandbox account",
             name,
-        ],
-    )
+        ]);
+    run_create("useradd", &args)
 }
 
 /// Repairs an account's primary group, home and shell.
@@ -213,6 +267,17 @@ mod tests {
                 gid: 997
             }
         );
+    }
+
+    #[test]
+    fn allocation_skips_subid_ranges_and_taken_uids() {
+        let sub = parse_subid_ranges("# c\nalice:100000:65536\nbob:1879048192:3\nbad\n");
+        assert_eq!(sub, vec![(100000, 65536), (UID_BASE as u64, 3)]);
+        // UID_BASE..+3 is a subuid range: pairs 0 and 1 are out; UID_BASE+4 is taken: pair 2 out.
+        let p = allocate_pair(&sub, &|u| u == UID_BASE + 4);
+        assert_eq!(p, Some((UID_BASE + 6, UID_BASE + 7)));
+        assert!(UID_BASE as u64 > 65519 && (UID_BASE + UID_COUNT) < 0x7FFE_0000);
+        assert_eq!(allocate_pair(&[(UID_BASE as u64, UID_COUNT as u64)], &|_| false), None);
     }
 
     #[test]

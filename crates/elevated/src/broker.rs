@@ -301,13 +301,22 @@ fn sandbox_uids(rec: &InstallRecord) -> Vec<u32> {
 }
 
 /// The installation record as it is now, re-read for every request and checked against the
-/// account database: after an uninstall/setup cycle a uid could belong to someone else, and a
-/// broker still running with an old record must not switch to it.
-fn current_record(ctx: &Ctx) -> Result<InstallRecord, Fail> {
-    let rec = crate::setup::installed(&ctx.opts.setup).ok_or_else(|| {
+/// account database for this caller's accounts: after an uninstall/setup cycle a uid could belong
+/// to someone else, and a broker still running with an old record must not switch to it. A
+/// setup in progress (another caller's accounts being added) is waited for, briefly.
+fn current_record(ctx: &Ctx, caller: u32) -> Result<InstallRecord, Fail> {
+    let mut rec = crate::setup::installed(&ctx.opts.setup);
+    for _ in 0..50 {
+        if rec.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        rec = crate::setup::installed(&ctx.opts.setup);
+    }
+    let rec = rec.ok_or_else(|| {
         Fail::Failed("the elevated tier is not installed (or setup is unfinished); run `sudo stockade setup`".into())
     })?;
-    for a in &rec.accounts {
+    for a in rec.accounts.iter().filter(|a| a.caller == Some(caller)) {
         match sys::users::getpwuid(a.uid) {
             Ok(Some((name, gid, _))) if name == a.name && gid == rec.group.gid => {}
             _ => {
@@ -325,6 +334,45 @@ fn current_record(ctx: &Ctx) -> Result<InstallRecord, Fail> {
         )));
     }
     Ok(rec)
+}
+
+/// The record, with this caller's own pair of sandbox accounts in it: on a caller's first run
+/// the broker adds them the way `setup --user` does ([`crate::setup::setup`]: uids allocated in
+/// the sandbox range, the intent recorded first, nftables rules for the new offline account),
+/// under the grant lock so no grant record is written meanwhile.
+fn caller_accounts(ctx: &Ctx, caller: u32) -> Result<InstallRecord, Fail> {
+    let rec = current_record(ctx, caller)?;
+    if Role::ALL
+        .iter()
+        .all(|r| rec.account_for(caller, *r).is_some())
+    {
+        return Ok(rec);
+    }
+    if rec.accounts.iter().any(|a| a.uid == caller) {
+        return Err(Fail::Refused(
+            "a sandbox account cannot use the broker".into(),
+        ));
+    }
+    if !matches!(sys::users::getpwuid(caller), Ok(Some(_))) {
+        return Err(Fail::Refused(format!(
+            "uid {caller} has no account in the user database"
+        )));
+    }
+    {
+        let _guard = ctx
+            .grants_lock
+            .lock()
+            .map_err(|_| Fail::Failed("grant lock poisoned".into()))?;
+        let opts = SetupOptions {
+            users: vec![caller],
+            net: None,
+            ..ctx.opts.setup.clone()
+        };
+        crate::setup::setup(&opts).map_err(|e| {
+            Fail::Failed(format!("creating the sandbox accounts of uid {caller}: {e}"))
+        })?;
+    }
+    current_record(ctx, caller)
 }
 
 /// The caller's grant group (`<prefix>-u<uid>`), created with `groupadd --system` and recorded in
@@ -540,7 +588,29 @@ fn run(
         return Err(Fail::Refused("expected 3 descriptors".into()));
     };
     let private_net = private_net_for(p.role, &p.net);
-    let ns_plan = crate::ns::NsPlan::new(&p.root_paths, &req.protected, private_net);
+    let mut ns_plan = crate::ns::NsPlan::new(&p.root_paths, &req.protected, private_net);
+    // Writable roots are bound idmapped: what the run creates is the caller's, and nothing the
+    // caller owns there is the sandbox account's on the host.
+    let ids: Vec<(PathBuf, u64, u64)> = p
+        ._roots
+        .iter()
+        .map(|r| (r.path.clone(), r.dev, r.ino))
+        .collect();
+    ns_plan.idmapped = crate::ns::outermost(&ids);
+    let idmap = crate::ns::IdMap {
+        sandbox_uid: p.account.uid,
+        caller_uid: cred.uid,
+        sandbox_gid: p.gid,
+        caller_gid: cred.gid,
+        grant_gid: p.grant_gid,
+    };
+    if idmap.gid_map().is_none() {
+        return Err(Fail::Refused(format!(
+            "your primary group {} is a sandbox group; run with another primary group",
+            cred.gid
+        )));
+    }
+    ns_plan.idmap = Some(idmap);
     let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
     let limits = rlimits(&req.limits);
     let mut socket_roots = p.root_paths.clone();
@@ -629,7 +699,7 @@ fn prepare(
     cred: libc::ucred,
     req: &RunRequest,
 ) -> Result<Prepared, Fail> {
-    let rec = current_record(ctx)?;
+    let rec = caller_accounts(ctx, cred.uid)?;
     let rec = &rec;
     let uids = sandbox_uids(rec);
     validate::check_shape(req, cred.uid, &uids)?;
@@ -653,7 +723,7 @@ fn prepare(
         .collect();
     let cwd = validate::check_cwd(&req.cwd, &req.workspace, &ids)?;
     let role = role_for(req.network)?;
-    let account = rec.account(role).cloned().ok_or_else(|| {
+    let account = rec.account_for(cred.uid, role).cloned().ok_or_else(|| {
         Fail::Failed(format!(
             "no {} account in the installation record",
             role.as_str()

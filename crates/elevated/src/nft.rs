@@ -28,7 +28,7 @@ pub struct NetConfig {
 ///   on `lo` is accepted; everything else on `lo` (other TCP ports, all UDP, ...) is rejected;
 /// * on any other interface: rejected (TCP with a reset, the rest with ICMP admin-prohibited) so
 ///   commands fail fast instead of hanging.
-pub fn ruleset(table: &str, offline_uid: u32, cfg: &NetConfig) -> String {
+pub fn ruleset(table: &str, offline_uids: &[u32], cfg: &NetConfig) -> String {
     let mut ports = cfg.allowed_loopback_tcp_ports.clone();
     ports.sort_unstable();
     ports.dedup();
@@ -38,26 +38,27 @@ pub fn ruleset(table: &str, offline_uid: u32, cfg: &NetConfig) -> String {
     s.push_str(&format!("table inet {table} {{\n"));
     s.push_str("\tchain output {\n");
     s.push_str("\t\ttype filter hook output priority filter; policy accept;\n");
-    if cfg.allow_local_binding {
+    // The same three rules for every caller's offline account, as the single account had them.
+    for uid in offline_uids {
+        if cfg.allow_local_binding {
+            s.push_str(&format!("\t\tmeta skuid {uid} oifname \"lo\" accept\n"));
+        } else if !ports.is_empty() {
+            let list = ports
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            s.push_str(&format!(
+                "\t\tmeta skuid {uid} oifname \"lo\" tcp dport {{ {list} }} accept\n"
+            ));
+        }
         s.push_str(&format!(
-            "\t\tmeta skuid {offline_uid} oifname \"lo\" accept\n"
+            "\t\tmeta skuid {uid} meta l4proto tcp reject with tcp reset\n"
         ));
-    } else if !ports.is_empty() {
-        let list = ports
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
         s.push_str(&format!(
-            "\t\tmeta skuid {offline_uid} oifname \"lo\" tcp dport {{ {list} }} accept\n"
+            "\t\tmeta skuid {uid} reject with icmpx admin-prohibited\n"
         ));
     }
-    s.push_str(&format!(
-        "\t\tmeta skuid {offline_uid} meta l4proto tcp reject with tcp reset\n"
-    ));
-    s.push_str(&format!(
-        "\t\tmeta skuid {offline_uid} reject with icmpx admin-prohibited\n"
-    ));
     s.push_str("\t}\n}\n");
     s
 }
@@ -206,7 +207,7 @@ mod tests {
 
     #[test]
     fn default_blocks_everything_for_offline_uid() {
-        let r = ruleset("stockade", 990, &NetConfig::default());
+        let r = ruleset("stockade", &[990], &NetConfig::default());
         assert!(
             r.contains("table inet stockade\ndelete table inet stockade\ntable inet stockade {")
         );
@@ -225,7 +226,7 @@ mod tests {
             allowed_loopback_tcp_ports: vec![8080, 3128, 8080],
             allow_local_binding: false,
         };
-        let r = ruleset("stockade", 7, &cfg);
+        let r = ruleset("stockade", &[7], &cfg);
         assert!(r.contains("meta skuid 7 oifname \"lo\" tcp dport { 3128, 8080 } accept"));
         assert!(!r.contains("udp"));
         // The accept comes before the rejects.
@@ -240,7 +241,7 @@ mod tests {
             allowed_loopback_tcp_ports: vec![1],
             allow_local_binding: true,
         };
-        let r = ruleset("t", 5, &cfg);
+        let r = ruleset("t", &[5], &cfg);
         assert!(r.contains("meta skuid 5 oifname \"lo\" accept"));
         assert!(!r.contains("dport"));
     }

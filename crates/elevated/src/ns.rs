@@ -20,7 +20,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use stockade_sys as sys;
@@ -36,14 +36,78 @@ pub struct SelfBind {
     pub link: bool,
 }
 
+/// The id mapping of the writable roots' idmapped binds: inside a run, the caller's files
+/// appear owned by the caller's sandbox account, and what the account creates is stored as the
+/// caller's (uid and group).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdMap {
+    /// The caller's sandbox account (this run's uid).
+    pub sandbox_uid: u32,
+    /// The caller.
+    pub caller_uid: u32,
+    /// The sandbox group (the run's primary gid).
+    pub sandbox_gid: u32,
+    /// The caller's primary group.
+    pub caller_gid: u32,
+    /// The caller's grant group, mapped onto itself so the ACL grants keep their meaning.
+    pub grant_gid: u32,
+}
+
+impl IdMap {
+    /// `uid_map` of the mapping user namespace. An idmapped mount reads an on-disk id as an id
+    /// *inside* the namespace and shows the id outside: the caller's uid inside, the sandbox
+    /// account's outside (and a file the account creates is stored as the caller's). Pure.
+    pub fn uid_map(&self) -> String {
+        format!("{} {} 1\n", self.caller_uid, self.sandbox_uid)
+    }
+    /// `gid_map`: the caller's group inside ↔ the sandbox group outside, the grant group onto
+    /// itself. `None` when the ranges would overlap (then the run is refused). Pure.
+    pub fn gid_map(&self) -> Option<String> {
+        let (s, c, g) = (self.sandbox_gid, self.caller_gid, self.grant_gid);
+        (s != g && c != g).then(|| format!("{c} {s} 1\n{g} {g} 1\n"))
+    }
+}
+
+/// A writable root to bind idmapped onto itself, identified by what the broker validated.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdmappedRoot {
+    /// The root's canonical path.
+    pub path: PathBuf,
+    /// Device and inode the broker validated (the run's process refuses anything else).
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+}
+
 /// What the child must do, computed in the broker (it travels to the run's process in its
 /// specification).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct NsPlan {
+    /// Writable roots bound idmapped onto themselves (outermost only: a nested root is inside
+    /// its parent's idmapped bind already), before every other bind.
+    pub idmapped: Vec<IdmappedRoot>,
+    /// The mapping of those binds.
+    pub idmap: Option<IdMap>,
     /// Binds in order: pins (shallowest first), then protected paths.
     pub binds: Vec<SelfBind>,
     /// Create a network namespace with only loopback.
     pub private_net: bool,
+}
+
+/// The roots that need their own idmapped bind: those not beneath another of them. Pure.
+pub fn outermost(roots: &[(PathBuf, u64, u64)]) -> Vec<IdmappedRoot> {
+    let mut v: Vec<IdmappedRoot> = roots
+        .iter()
+        .filter(|(p, _, _)| !roots.iter().any(|(q, _, _)| q != p && p.starts_with(q)))
+        .map(|(p, d, i)| IdmappedRoot {
+            path: p.clone(),
+            dev: *d,
+            ino: *i,
+        })
+        .collect();
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v.dedup();
+    v
 }
 
 impl NsPlan {
@@ -95,7 +159,11 @@ impl NsPlan {
                 link: *link,
             })
         }));
-        NsPlan { binds, private_net }
+        NsPlan {
+            binds,
+            private_net,
+            ..NsPlan::default()
+        }
     }
 
     /// The namespaces [`NsPlan::apply`] creates: always mount and IPC, network when offline.
@@ -112,6 +180,20 @@ impl NsPlan {
     pub fn apply(&self) -> io::Result<()> {
         sys::unshare(self.clone_flags())?;
         sys::mount_setattr(libc::AT_FDCWD, c"/", true, 0, 0, true)?;
+        if let (Some(m), false) = (&self.idmap, self.idmapped.is_empty()) {
+            let userns = crate::runner::mapping_userns(m)?;
+            for r in &self.idmapped {
+                idmapped_bind(r, userns.as_fd()).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "idmapped bind of {} (MOUNT_ATTR_IDMAP; the filesystem must support idmapped mounts, Linux 5.12+): {e}",
+                            r.path.display()
+                        ),
+                    )
+                })?;
+            }
+        }
         for b in &self.binds {
             self_bind(b)?;
         }
@@ -120,6 +202,28 @@ impl NsPlan {
         }
         Ok(())
     }
+}
+
+/// Binds a writable root onto itself through the mapping user namespace: the target is opened
+/// with `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` and must be the directory the broker
+/// validated; the clone, its attributes and the attachment all go through descriptors.
+fn idmapped_bind(r: &IdmappedRoot, userns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    const NO_LINKS: u64 = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let target = sys::fs::openat2(None, &r.path, libc::O_PATH | libc::O_DIRECTORY, NO_LINKS)?;
+    let st = sys::fs::fstat(target.as_fd())?;
+    if (st.st_dev, st.st_ino) != (r.dev, r.ino) {
+        return Err(io::Error::other(
+            "replaced since the broker validated it",
+        ));
+    }
+    let tree = sys::open_tree_fd(target.as_fd())?;
+    sys::mount_setattr_idmap(
+        tree.as_fd(),
+        userns,
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+    )?;
+    sys::move_mount_fd(tree.as_fd(), target.as_fd())?;
+    Ok(())
 }
 
 fn self_bind(b: &SelfBind) -> io::Result<()> {
@@ -134,6 +238,32 @@ fn self_bind(b: &SelfBind) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idmap_maps_the_caller_on_disk_to_the_account_in_view() {
+        let m = IdMap {
+            sandbox_uid: 1_879_048_192,
+            caller_uid: 1000,
+            sandbox_gid: 995,
+            caller_gid: 1000,
+            grant_gid: 994,
+        };
+        assert_eq!(m.uid_map(), "1000 1879048192 1\n");
+        assert_eq!(m.gid_map().as_deref(), Some("1000 995 1\n994 994 1\n"));
+        let clash = IdMap {
+            caller_gid: 994,
+            ..m.clone()
+        };
+        assert_eq!(clash.gid_map(), None);
+        let roots = [
+            (PathBuf::from("/w/b"), 1, 2),
+            (PathBuf::from("/w"), 1, 1),
+            (PathBuf::from("/x"), 1, 3),
+            (PathBuf::from("/wx"), 1, 4),
+        ];
+        let o: Vec<PathBuf> = outermost(&roots).into_iter().map(|r| r.path).collect();
+        assert_eq!(o, vec![PathBuf::from("/w"), "/wx".into(), "/x".into()]);
+    }
 
     #[test]
     fn pins_every_directory_between_root_and_protected_path_then_protects() {

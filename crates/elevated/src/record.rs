@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Mode of a sandbox account's home: owned by root, not writable by the account.
+pub const HOME_MODE: u32 = 0o755;
+
 /// Format version of `install.json`.
 pub const RECORD_FORMAT: u32 = 1;
 
@@ -65,10 +68,15 @@ pub struct AccountRecord {
     pub name: String,
     /// Uid (0 while not yet created).
     pub uid: u32,
-    /// Home directory (created by setup, mode 0700, owned by the account).
+    /// Home directory (created by setup, root-owned, mode 0755, empty: the account owns
+    /// nothing on the host, so a run cannot change the mode, owner, ACL or times of its home).
     pub home: PathBuf,
     /// Setup created it (so uninstall removes it).
     pub created: bool,
+    /// The host user (uid) this account serves: every calling user has a pair of accounts of
+    /// their own, so no two users' runs ever share a uid.
+    #[serde(default)]
+    pub caller: Option<u32>,
 }
 
 /// nftables state as installed.
@@ -120,9 +128,29 @@ pub struct InstallRecord {
 }
 
 impl InstallRecord {
-    /// The account with this role.
-    pub fn account(&self, role: Role) -> Option<&AccountRecord> {
-        self.accounts.iter().find(|a| a.role == role)
+    /// The account with this role that serves `caller`.
+    pub fn account_for(&self, caller: u32, role: Role) -> Option<&AccountRecord> {
+        self.accounts
+            .iter()
+            .find(|a| a.role == role && a.caller == Some(caller))
+    }
+    /// The callers that have accounts, sorted.
+    pub fn callers(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.accounts.iter().filter_map(|a| a.caller).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+    /// Every offline account's uid, sorted (the nftables rules match each).
+    pub fn offline_uids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .accounts
+            .iter()
+            .filter(|a| a.role == Role::Offline)
+            .map(|a| a.uid)
+            .collect();
+        v.sort_unstable();
+        v
     }
 }
 
@@ -259,10 +287,10 @@ pub fn diff(rec: &InstallRecord, obs: &Observed, current_version: &str) -> Vec<D
                 "missing",
             )),
             Some((uid, mode)) => {
-                if uid != a.uid || mode != 0o700 {
+                if uid != 0 || mode != HOME_MODE {
                     out.push(drift(
                         format!("home {}", a.home.display()),
-                        format!("owner {} mode 0700", a.uid),
+                        format!("owner 0 mode {HOME_MODE:04o}"),
                         format!("owner {uid} mode {mode:04o}"),
                     ));
                 }
@@ -349,6 +377,7 @@ mod tests {
                 uid: 901,
                 home: "/var/lib/stockade/home/offline".into(),
                 created: true,
+                caller: Some(1000),
             }],
             net: NetConfig::default(),
             nft: Some(NftRecord {
@@ -385,7 +414,7 @@ mod tests {
                     shell: NOLOGIN.into(),
                 }),
             );
-            o.homes.insert(a.home.clone(), Some((a.uid, 0o700)));
+            o.homes.insert(a.home.clone(), Some((0, HOME_MODE)));
         }
         for f in &r.files {
             o.files.insert(f.path.clone(), Some(f.sha256.clone()));
@@ -405,7 +434,7 @@ mod tests {
         let mut o = matching(&r);
         o.group = None;
         o.accounts.insert("stockade-offline".into(), None);
-        o.homes.insert(r.accounts[0].home.clone(), Some((0, 0o755)));
+        o.homes.insert(r.accounts[0].home.clone(), Some((r.accounts[0].uid, 0o777)));
         o.nft_listing = Some("table inet stockade {\n\tchain output {\n\t\tB\n\t}\n}\n".into());
         o.files.insert("/etc/stockade/stockade.nft".into(), None);
         let d = diff(&r, &o, "0.1.0");

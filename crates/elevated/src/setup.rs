@@ -25,7 +25,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Where and how to install. [`SetupOptions::default`] is the production layout.
 #[derive(Debug, Clone)]
 pub struct SetupOptions {
-    /// Prefix of every name: accounts `<prefix>-offline`/`<prefix>-online`, group
+    /// Prefix of every name: accounts `<prefix>-<caller uid>-off`/`-on`, group
     /// `<prefix>-sandbox`, nft table `inet <prefix>`, units `<prefix>-*.service`.
     pub prefix: String,
     /// State directory: `install.json`, `grants.json`, account homes under `home/`.
@@ -41,6 +41,9 @@ pub struct SetupOptions {
     pub broker_exe: PathBuf,
     /// Broker socket path.
     pub socket_path: PathBuf,
+    /// Callers (host uids) to give their pair of sandbox accounts now (`setup --user NAME`; the
+    /// broker adds a caller's pair on their first run). Pairs already installed are kept.
+    pub users: Vec<u32>,
 }
 
 impl Default for SetupOptions {
@@ -53,6 +56,7 @@ impl Default for SetupOptions {
             net: None,
             broker_exe: "/usr/local/bin/stockade".into(),
             socket_path: "/run/stockade/broker.sock".into(),
+            users: Vec::new(),
         }
     }
 }
@@ -69,11 +73,16 @@ impl SetupOptions {
     fn group_name(&self) -> String {
         format!("{}-sandbox", self.prefix)
     }
-    fn account_name(&self, role: Role) -> String {
-        format!("{}-{}", self.prefix, role.as_str())
+    /// The account of `caller` for `role`: `<prefix>-<uid>-off` / `<prefix>-<uid>-on`.
+    pub fn account_name(&self, caller: u32, role: Role) -> String {
+        let r = match role {
+            Role::Offline => "off",
+            Role::Online => "on",
+        };
+        format!("{}-{caller}-{r}", self.prefix)
     }
-    fn home(&self, role: Role) -> PathBuf {
-        self.state_dir.join("home").join(role.as_str())
+    fn home(&self, name: &str) -> PathBuf {
+        self.state_dir.join("home").join(name)
     }
     fn table(&self) -> String {
         self.prefix.replace('-', "_")
@@ -345,17 +354,26 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
     // 1. Intent: record what we are about to create before creating it.
     let group_name = opts.group_name();
     let obs_group = accounts::getent_group(&group_name)?;
+    let pairs = caller_pairs(opts, old.as_ref())?;
     let mut obs_uids = Vec::new();
-    for role in Role::ALL {
-        obs_uids.push(accounts::getent_passwd(&opts.account_name(role))?.map(|p| p.uid));
+    for (caller, _, _) in &pairs {
+        for role in Role::ALL {
+            let e = accounts::getent_passwd(&opts.account_name(*caller, role))?;
+            obs_uids.push(e.map(|p| p.uid));
+        }
     }
     let mut rec = intended_record(
         opts,
         old.as_ref(),
         obs_group.as_ref().map(|g| g.gid),
+        &pairs,
         &obs_uids,
     )?;
-    let will_create = rec.group.gid == 0 || rec.accounts.iter().any(|a| a.uid == 0);
+    let will_create = rec.group.gid == 0
+        || rec
+            .accounts
+            .iter()
+            .any(|a| old.as_ref().is_none_or(|o| !o.accounts.contains(a)));
     if old.is_none() || will_create {
         record::store(&rpath, &rec).map_err(io_err("write", &rpath))?;
     }
@@ -383,14 +401,59 @@ pub fn setup(opts: &SetupOptions) -> Result<SetupReport, SetupError> {
     Ok(report)
 }
 
+/// The callers whose accounts the record must hold, each with its `(offline, online)` uids: the
+/// pairs already recorded, then one newly allocated pair ([`accounts::allocate_pair`]) for each
+/// caller in `opts.users` without one.
+fn caller_pairs(
+    opts: &SetupOptions,
+    old: Option<&InstallRecord>,
+) -> Result<Vec<(u32, u32, u32)>, SetupError> {
+    let mut pairs: Vec<(u32, u32, u32)> = Vec::new();
+    let mut callers: Vec<u32> = old.map(|o| o.callers()).unwrap_or_default();
+    for u in &opts.users {
+        if !callers.contains(u) {
+            callers.push(*u);
+        }
+    }
+    let subid = accounts::subid_ranges();
+    for c in callers {
+        let recorded = |role| {
+            old.and_then(|o| o.account_for(c, role))
+                .map(|a| a.uid)
+                .filter(|u| *u != 0)
+        };
+        if let (Some(a), Some(b)) = (recorded(Role::Offline), recorded(Role::Online)) {
+            pairs.push((c, a, b));
+            continue;
+        }
+        let used: Vec<u32> = pairs.iter().flat_map(|p| [p.1, p.2]).collect();
+        let taken = |u: u32| {
+            used.contains(&u)
+                || old.is_some_and(|o| o.accounts.iter().any(|a| a.uid == u))
+                || !matches!(stockade_sys::users::getpwuid(u), Ok(None))
+        };
+        let (a, b) = accounts::allocate_pair(&subid, &taken).ok_or_else(|| {
+            SetupError::Conflict(format!(
+                "no free pair of uids left in the sandbox range {}..{} (clear of /etc/subuid, /etc/subgid and existing accounts)",
+                accounts::UID_BASE,
+                accounts::UID_BASE as u64 + accounts::UID_COUNT as u64
+            ))
+        })?;
+        pairs.push((c, a, b));
+    }
+    Ok(pairs)
+}
+
 /// The record of what setup is about to create, from the options, the previous record and what
-/// exists now (`obs_gid`: the group's gid; `obs_uids`: each role's account uid, in
-/// [`Role::ALL`] order). An account that exists with a regular uid (1000 or above) and that
-/// setup did not create is a conflict. Pure.
+/// exists now (`obs_gid`: the group's gid; `pairs`: each caller with the uids of its offline and
+/// online accounts; `obs_uids`: the uid each of those accounts' names has now, two per pair in
+/// [`Role::ALL`] order). An account name that exists and that setup did not create, or whose
+/// uid is not the one allocated, is a conflict. Pure.
 pub fn intended_record(
     opts: &SetupOptions,
     old: Option<&InstallRecord>,
     obs_gid: Option<u32>,
+    pairs: &[(u32, u32, u32)],
     obs_uids: &[Option<u32>],
 ) -> Result<InstallRecord, SetupError> {
     let net = opts
@@ -414,25 +477,34 @@ pub fn intended_record(
         files: old.map(|o| o.files.clone()).unwrap_or_default(),
         socket_path: opts.socket_path.clone(),
     };
-    for (role, obs) in Role::ALL.into_iter().zip(obs_uids.iter().copied()) {
-        let name = opts.account_name(role);
-        let was_ours = old
-            .and_then(|o| o.account(role))
-            .is_some_and(|a| a.created && a.name == name);
-        if let Some(uid) = obs {
-            if !was_ours && uid >= 1000 {
-                return Err(SetupError::Conflict(format!(
-                    "user {name} exists (uid {uid}) and was not created by stockade setup; remove it or choose another --prefix"
+    let mut obs = obs_uids.iter().copied();
+    for &(caller, off, on) in pairs {
+        for (role, uid) in [(Role::Offline, off), (Role::Online, on)] {
+            let name = opts.account_name(caller, role);
+            if name.len() > 32 {
+                return Err(SetupError::InvalidOption(format!(
+                    "account name {name} is longer than 32 characters; choose a shorter --prefix"
                 )));
             }
+            let was_ours = old
+                .and_then(|o| o.account_for(caller, role))
+                .is_some_and(|a| a.created && a.name == name);
+            if let Some(Some(have)) = obs.next() {
+                if !was_ours || have != uid {
+                    return Err(SetupError::Conflict(format!(
+                        "user {name} exists (uid {have}) and was not created by stockade setup with uid {uid}; remove it or choose another --prefix"
+                    )));
+                }
+            }
+            rec.accounts.push(AccountRecord {
+                role,
+                home: opts.home(&name),
+                name,
+                uid,
+                created: true,
+                caller: Some(caller),
+            });
         }
-        rec.accounts.push(AccountRecord {
-            role,
-            name,
-            uid: obs.unwrap_or(0),
-            home: opts.home(role),
-            created: was_ours || obs.is_none(),
-        });
     }
     Ok(rec)
 }
@@ -476,15 +548,20 @@ fn ensure_accounts(
                 p
             }
             None => {
-                accounts::useradd(&a.name, group_name, &home)?;
+                accounts::useradd(&a.name, group_name, &home, Some(a.uid))?;
                 report.changes.push(format!("created account {}", a.name));
                 retry(|| accounts::getent_passwd(&a.name))?.ok_or_else(|| {
                     SetupError::Conflict(format!("user {} missing right after useradd", a.name))
                 })?
             }
         };
-        a.uid = p.uid;
-        ensure_home(&home, p.uid, gid, report)?;
+        if p.uid != a.uid {
+            return Err(SetupError::Conflict(format!(
+                "account {} has uid {}, not the allocated {}; remove it (`userdel {}`) and re-run setup",
+                a.name, p.uid, a.uid, a.name
+            )));
+        }
+        ensure_home(&home, report)?;
     }
     Ok(())
 }
@@ -497,14 +574,14 @@ fn ensure_nft(
     files: &mut Vec<FileRecord>,
     report: &mut SetupReport,
 ) -> Result<NftRecord, SetupError> {
-    let offline_uid = rec.account(Role::Offline).map_or(0, |a| a.uid);
-    if offline_uid == 0 {
+    let offline_uids = rec.offline_uids();
+    if offline_uids.contains(&0) {
         return Err(SetupError::Conflict(
-            "offline account resolved to uid 0; refusing to continue".into(),
+            "an offline account resolved to uid 0; refusing to continue".into(),
         ));
     }
     let table = opts.table();
-    let script = nft::ruleset(&table, offline_uid, &rec.net);
+    let script = nft::ruleset(&table, &offline_uids, &rec.net);
     let nft_file = opts.nft_file();
     ensure_file(&nft_file, &script, 0o644, files, report)?;
     let listing_before = nft::list_table(&table)?;
@@ -539,6 +616,7 @@ fn ensure_units(
     files: &mut Vec<FileRecord>,
     report: &mut SetupReport,
 ) -> Result<(), SetupError> {
+    let before = report.changes.len();
     for (path, content) in unit_files(opts) {
         ensure_file(&path, &content, 0o644, files, report)?;
     }
@@ -546,7 +624,9 @@ fn ensure_units(
         ensure_symlink(&link, &target, files, report)?;
     }
     if systemd_running() {
-        if !report.changes.is_empty() {
+        // Only a changed unit needs systemd to reload (a new caller's accounts do not: the broker
+        // may be the one running this setup).
+        if report.changes.len() > before {
             fsutil::run_tool("systemctl", &["daemon-reload"])?;
             fsutil::run_tool(
                 "systemctl",
@@ -599,18 +679,16 @@ fn retry<T>(mut f: impl FnMut() -> Result<Option<T>, ToolError>) -> Result<Optio
     f()
 }
 
-fn ensure_home(
-    home: &Path,
-    uid: u32,
-    gid: u32,
-    report: &mut SetupReport,
-) -> Result<(), SetupError> {
+/// A sandbox account's home: root-owned, mode [`record::HOME_MODE`], so the account can change
+/// neither its mode nor its owner, ACL or times.
+fn ensure_home(home: &Path, report: &mut SetupReport) -> Result<(), SetupError> {
+    let mode = record::HOME_MODE;
     match fs::symlink_metadata(home) {
         Ok(m) if m.is_dir() => {
-            if m.uid() != uid || m.gid() != gid || m.mode() & 0o7777 != 0o700 {
-                std::os::unix::fs::lchown(home, Some(uid), Some(gid))
+            if m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != mode {
+                std::os::unix::fs::lchown(home, Some(0), Some(0))
                     .map_err(io_err("chown", home))?;
-                fs::set_permissions(home, fs::Permissions::from_mode(0o700))
+                fs::set_permissions(home, fs::Permissions::from_mode(mode))
                     .map_err(io_err("chmod", home))?;
                 report
                     .changes
@@ -625,8 +703,8 @@ fn ensure_home(
         }
         Err(_) => {
             fs::create_dir_all(home).map_err(io_err("create", home))?;
-            std::os::unix::fs::lchown(home, Some(uid), Some(gid)).map_err(io_err("chown", home))?;
-            fs::set_permissions(home, fs::Permissions::from_mode(0o700))
+            std::os::unix::fs::lchown(home, Some(0), Some(0)).map_err(io_err("chown", home))?;
+            fs::set_permissions(home, fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", home))?;
             report
                 .changes
@@ -727,10 +805,12 @@ pub fn check(opts: &SetupOptions) -> Result<DriftReport, CheckError> {
     let obs = observe(&rec)?;
     let mut drift = record::diff(&rec, &obs, VERSION);
     let want_net = opts.net.clone().unwrap_or_else(|| rec.net.clone());
-    let want_rules = rec
-        .account(Role::Offline)
-        .map(|a| nft::ruleset(&rec.prefix.replace('-', "_"), a.uid, &want_net));
-    if let (Some(w), Some(n)) = (want_rules, &rec.nft) {
+    let want_rules = nft::ruleset(
+        &rec.prefix.replace('-', "_"),
+        &rec.offline_uids(),
+        &want_net,
+    );
+    if let (w, Some(n)) = (want_rules, &rec.nft) {
         if w != n.ruleset {
             drift.push(Drift {
                 item: "nftables configuration".into(),
@@ -1005,61 +1085,68 @@ pub fn observe_names(names: &[&str]) -> Result<BTreeMap<String, bool>, ToolError
 mod tests {
     use super::*;
 
+    const B: u32 = accounts::UID_BASE;
+
     #[test]
     fn intent_of_a_fresh_install_and_a_reinstall() {
         let o = SetupOptions::default();
-        let fresh = intended_record(&o, None, None, &[None, None]).unwrap();
-        assert_eq!(fresh.state, RecordState::Installing);
-        assert!(fresh.group.created && fresh.group.gid == 0);
+        let bare = intended_record(&o, None, None, &[], &[]).unwrap();
+        assert_eq!(bare.state, RecordState::Installing);
+        assert!(bare.group.created && bare.group.gid == 0);
+        assert!(bare.accounts.is_empty(), "no caller yet: no account");
+        let fresh = intended_record(&o, None, None, &[(1000, B, B + 1)], &[None, None]).unwrap();
         assert_eq!(
             fresh
                 .accounts
                 .iter()
-                .map(|a| (a.role, a.name.as_str(), a.uid, a.created))
+                .map(|a| (a.role, a.name.as_str(), a.uid, a.created, a.caller))
                 .collect::<Vec<_>>(),
             vec![
-                (Role::Offline, "stockade-offline", 0, true),
-                (Role::Online, "stockade-online", 0, true)
+                (Role::Offline, "stockade-1000-off", B, true, Some(1000)),
+                (Role::Online, "stockade-1000-on", B + 1, true, Some(1000))
             ]
         );
-        // A second setup keeps what the first created as its own, with the observed ids.
+        assert_eq!(
+            fresh.accounts[0].home,
+            PathBuf::from("/var/lib/stockade/home/stockade-1000-off")
+        );
+        // A second setup keeps what the first created as its own.
         let mut old = fresh.clone();
         old.group.gid = 995;
-        old.accounts[0].uid = 999;
-        old.accounts[1].uid = 998;
-        let again = intended_record(&o, Some(&old), Some(995), &[Some(999), Some(998)]).unwrap();
+        let pairs = [(1000, B, B + 1)];
+        let again =
+            intended_record(&o, Some(&old), Some(995), &pairs, &[Some(B), Some(B + 1)]).unwrap();
         assert!(again.group.created && again.group.gid == 995);
-        assert!(again.accounts.iter().all(|a| a.created));
-        assert_eq!(again.accounts[0].uid, 999);
+        assert_eq!(again.accounts, old.accounts);
         // Network options: the given ones win, otherwise the installed ones are kept.
         old.net.allowed_loopback_tcp_ports = vec![8080];
-        let kept = intended_record(&o, Some(&old), Some(995), &[Some(999), Some(998)]).unwrap();
+        let kept = intended_record(&o, Some(&old), Some(995), &pairs, &[None, None]).unwrap();
         assert_eq!(kept.net.allowed_loopback_tcp_ports, vec![8080]);
+        assert_eq!(kept.offline_uids(), vec![B]);
+        assert_eq!(kept.account_for(1000, Role::Online).map(|a| a.uid), Some(B + 1));
+        assert!(kept.account_for(1001, Role::Online).is_none());
     }
 
     #[test]
-    fn intent_refuses_a_regular_user_setup_did_not_create() {
+    fn intent_refuses_an_account_setup_did_not_create() {
         let o = SetupOptions::default();
         assert!(matches!(
-            intended_record(&o, None, None, &[Some(1000), None]),
-            Err(SetupError::Conflict(m)) if m.contains("stockade-offline") && m.contains("uid 1000")
+            intended_record(&o, None, None, &[(1000, B, B + 1)], &[Some(B), None]),
+            Err(SetupError::Conflict(m)) if m.contains("stockade-1000-off")
         ));
-        // A leftover system account (uid below 1000) is taken over, but not marked as created.
-        let r = intended_record(&o, None, None, &[Some(990), None]).unwrap();
-        assert!(!r.accounts[0].created && r.accounts[0].uid == 990);
+        // Ours, but with another uid than allocated: a conflict too.
+        let r = intended_record(&o, None, None, &[(1000, B, B + 1)], &[None, None]).unwrap();
+        assert!(matches!(
+            intended_record(&o, Some(&r), None, &[(1000, B, B + 1)], &[Some(5), None]),
+            Err(SetupError::Conflict(_))
+        ));
     }
 
     #[test]
     fn uninstall_targets() {
         let o = SetupOptions::default();
-        let mut r = intended_record(&o, None, None, &[Some(990), None]).unwrap();
-        assert_eq!(
-            grant_uids(&r),
-            vec![990],
-            "uid 0 (not created yet) is never revoked"
-        );
-        r.accounts[1].uid = 991;
-        assert_eq!(grant_uids(&r), vec![990, 991]);
+        let r = intended_record(&o, None, None, &[(7, B, B + 1)], &[None, None]).unwrap();
+        assert_eq!(grant_uids(&r), vec![B, B + 1]);
         assert_eq!(
             run_cgroup_dirs(Path::new("/sys/fs/cgroup"), "stockade"),
             [
@@ -1076,11 +1163,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(o.group_name(), "stockade-t-sandbox");
-        assert_eq!(o.account_name(Role::Offline), "stockade-t-offline");
+        assert_eq!(o.account_name(1000, Role::Offline), "stockade-t-1000-off");
         assert_eq!(o.table(), "stockade_t");
         assert_eq!(
-            o.home(Role::Online),
-            PathBuf::from("/var/lib/stockade/home/online")
+            o.home("x"),
+            PathBuf::from("/var/lib/stockade/home/x")
         );
         assert!(validate_opts(&o).is_ok());
         let bad = SetupOptions {

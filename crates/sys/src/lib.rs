@@ -28,7 +28,7 @@ pub mod users;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -254,6 +254,72 @@ pub fn move_mount_c(fd: &OwnedFd, target: &CStr) -> SysResult<()> {
             libc::AT_FDCWD,
             target.as_ptr(),
             MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    cvt("move_mount", String::new, ret).map(drop)
+}
+
+/// Idmapped mount attribute (`MOUNT_ATTR_IDMAP`).
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x0000_0040;
+
+/// Clone the tree at the directory `fd` refers to (recursively) into a detached mount:
+/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | AT_RECURSIVE)`. No path is resolved.
+pub fn open_tree_fd(fd: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint
+        | AT_RECURSIVE;
+    // SAFETY: `fd` is an open descriptor for the duration of the call; the path is the empty
+    // NUL-terminated string (AT_EMPTY_PATH: the descriptor itself); the kernel returns a new
+    // descriptor we take ownership of below.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    let fd = cvt("open_tree", String::new, ret)?;
+    // SAFETY: `fd` is a freshly returned, owned, open descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Make the detached mount tree `fd` idmapped through the user namespace `userns` (and set the
+/// attributes `set`), recursively: `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE,
+/// {MOUNT_ATTR_IDMAP | set, userns})`.
+pub fn mount_setattr_idmap(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>, set: u64) -> SysResult<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let flags = libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE;
+    // SAFETY: `fd` and `userns` are open descriptors for the call; the path is the empty
+    // NUL-terminated string; `attr` is a properly sized, initialised `struct mount_attr` that the
+    // kernel only reads, and the size passed is its exact size.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    cvt("mount_setattr", || "MOUNT_ATTR_IDMAP".into(), ret).map(drop)
+}
+
+/// Attach the detached mount `fd` on the directory the descriptor `target` refers to:
+/// `move_mount(fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)`. No path
+/// is resolved.
+pub fn move_mount_fd(fd: BorrowedFd<'_>, target: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: both descriptors are open for the call; both paths are the empty NUL-terminated
+    // string (the descriptors themselves).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     cvt("move_mount", String::new, ret).map(drop)

@@ -405,7 +405,7 @@ pub mod child {
         Ok(())
     }
 
-    /// `unshare(CLONE_NEWUSER)` (probe only).
+    /// `unshare(CLONE_NEWUSER)` (the probe, and the elevated tier's mapping user namespace).
     pub fn unshare_user() -> SysResult<()> {
         // SAFETY: plain syscall with a constant flag.
         cvt("unshare", String::new, unsafe {
