@@ -44,10 +44,7 @@ fn uid_of_user(name: &str) -> Result<u32> {
     let uid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>();
     match (out.status.success(), uid) {
         (true, Ok(u)) => Ok(u),
-        _ => anyhow::bail!(
-            "--user {}: no such user",
-            crate::text::escape(name)
-        ),
+        _ => anyhow::bail!("--user {}: no such user", crate::text::escape(name)),
     }
 }
 

@@ -31,12 +31,18 @@ fn elevated_end_to_end_as_root() {
     let port = ALLOWED_PORT.to_string();
     setup(&["--allow-port", &port]);
     assert_eq!(check().0, 0);
-    let (off_uid, on_uid) = (uid_of("stockade-offline"), uid_of("stockade-online"));
-    let uids = [off_uid, on_uid];
 
     // --- users, workspace, broker ------------------------------------------------------------------
     let u = add_user(&mut g, USER);
     let o = add_user(&mut g, OTHER);
+    // Each calling user has a pair of sandbox accounts of their own: made here for USER with
+    // `setup --user`, by the broker on OTHER's first run.
+    setup(&["--user", USER]);
+    let (off_uid, on_uid) = (
+        uid_of(&format!("stockade-{}-off", u.uid)),
+        uid_of(&format!("stockade-{}-on", u.uid)),
+    );
+    let uids = [off_uid, on_uid];
     let ws = u.home.join("ws");
     fs::create_dir_all(ws.join(".git")).unwrap();
     fs::create_dir_all(ws.join("src")).unwrap();
@@ -133,7 +139,11 @@ fn elevated_end_to_end_as_root() {
                 && !Path::new("/etc/stockade-x").exists()
         );
         let b = fs::metadata(ws.join("src/b.txt")).unwrap();
-        assert_eq!(b.uid(), off_uid);
+        assert_eq!(
+            b.uid(),
+            u.uid,
+            "{label}: created through the idmapped bind, so the user's own"
+        );
         // The user can still edit what the sandbox created (inherited default entry).
         let (ok, out) = sh_ok(&format!(
             "runuser -u {} -- sh -c 'echo edit >> {}/src/b.txt'",
@@ -657,7 +667,7 @@ fn elevated_end_to_end_as_root() {
     // System V IPC objects of a sandbox account left in the host's namespace (as a run of an
     // older version would have): made unsandboxed as that account (visible on the host: the
     // control), plus one of another user that uninstall must leave alone.
-    let off_gid = sh(&format!("id -g {}", "stockade-offline"));
+    let off_gid = sh("getent group stockade-sandbox | cut -d: -f3");
     let as_off = format!(
         "setpriv --reuid={off_uid} --regid={} --clear-groups",
         off_gid.trim()
@@ -756,7 +766,7 @@ fn check_ipc(u: &TestUser, o: &TestUser, args: &[&str], ws: &Path, off_uid: u32)
         }
     }
     // Control: the same creation unsandboxed as the sandbox account is visible on the host.
-    let off_gid = sh("id -g stockade-offline");
+    let off_gid = sh("getent group stockade-sandbox | cut -d: -f3");
     let (ok, out) = sh_ok(&format!(
         "setpriv --reuid={off_uid} --regid={} --clear-groups ipcmk -M 4096 -p 0666",
         off_gid.trim()
@@ -802,10 +812,18 @@ fn check_cwd_magic_links(u: &TestUser, o: &TestUser, ws: &Path, ows: &Path, off_
     let owsr = ows.to_string_lossy().to_string();
     let wsr = ws.to_string_lossy().to_string();
     let mut theirs = spawn_as(o, &["--workspace", &owsr], ows, "sleep 41");
+    let _ = off_uid;
+    // OTHER's run has OTHER's own offline account (created on their first run).
+    let o_off = || {
+        sh(&format!("id -u stockade-{}-off 2>/dev/null", o.uid))
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
     wait_until("the other user's run", 20, || {
-        !procs_of(off_uid, "sleep 41").is_empty()
+        !procs_of(o_off(), "sleep 41").is_empty()
     });
-    let pid = procs_of(off_uid, "sleep 41")[0];
+    let pid = procs_of(o_off(), "sleep 41")[0];
     let magic = format!("/proc/{pid}/cwd");
     let listed = sh(&format!("ls {magic}"));
     assert!(
@@ -1000,6 +1018,14 @@ fn check_gate_and_seccomp(u: &TestUser, args: &[&str], ws: &Path) {
     fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o755)).unwrap();
     let outside = CountingSocket::new(&out_dir.join("open.sock"));
     let inside = CountingSocket::new(&ws.join("inside.sock"));
+    // The user's own socket (the writable roots are idmapped: an inode whose owner the mount
+    // does not map — root's here — is not writable, and connect needs write access).
+    sh(&format!(
+        "chown {}:{} {}",
+        u.uid,
+        u.gid,
+        inside.path.display()
+    ));
     let connect = |p: &Path| {
         format!(
             "/usr/bin/python3 -c 'import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print(\"CONNECTED\", s.recv(6).decode().strip())\nexcept OSError as e:\n print(\"REFUSED\", e.errno)' {}",

@@ -36,11 +36,19 @@ fn setup_check_doctor_uninstall() {
     assert_eq!(check().0, 2, "setup --check before setup: not installed");
 
     // --- setup: idempotent, drift detected and repaired ---------------------------------------
-    let r1 = setup(&["--allow-port", &port]);
+    let u = add_user(&mut g, USER);
+    let (off, on) = (
+        format!("stockade-{}-off", u.uid),
+        format!("stockade-{}-on", u.uid),
+    );
+    let r1 = setup(&["--allow-port", &port, "--user", USER]);
     eprintln!("setup #1: {r1:?}");
     assert!(r1
         .iter()
-        .any(|c| c.contains("created account stockade-offline")));
+        .any(|c| c.contains(&format!("created account {off}"))));
+    assert!(r1
+        .iter()
+        .any(|c| c.contains(&format!("created account {on}"))));
     let r2 = setup(&[]);
     assert!(
         r2.iter().any(|l| l == NOTHING_CHANGED)
@@ -56,14 +64,24 @@ fn setup_check_doctor_uninstall() {
     );
     let group = sh("getent group stockade-sandbox");
     assert!(group.starts_with("stockade-sandbox:"), "{group}");
-    let pw = sh("getent passwd stockade-offline");
+    let pw = sh(&format!("getent passwd {off}"));
     assert!(
         pw.trim_end()
-            .ends_with(":/var/lib/stockade/home/offline:/usr/sbin/nologin"),
+            .ends_with(&format!(":/var/lib/stockade/home/{off}:/usr/sbin/nologin")),
         "{pw}"
     );
+    // The uid lies in the dedicated range (0x70000000..+0x10000), the pair adjacent.
+    let (ou, nu) = (uid_of(&off), uid_of(&on));
     assert!(
-        sh("getent shadow stockade-offline")
+        (0x7000_0000..0x7001_0000).contains(&ou) && nu == ou + 1,
+        "{ou} {nu}"
+    );
+    // The home is root's, not the account's (a run cannot chmod it).
+    let hm = fs::metadata(format!("/var/lib/stockade/home/{off}")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((hm.uid(), hm.mode() & 0o7777), (0, 0o755));
+    assert!(
+        sh(&format!("getent shadow {off}"))
             .split(':')
             .nth(1)
             .is_some_and(|p| p.starts_with('!') || p == "*"),
@@ -93,6 +111,32 @@ fn setup_check_doctor_uninstall() {
     let r3 = setup(&[]);
     assert!(!r3.iter().any(|l| l == NOTHING_CHANGED), "{r3:?}");
     assert_eq!(check().0, 0, "setup repairs drift");
+
+    // --- one deleted piece at a time: one `setup` converges (record finished, no drift) ---------
+    for (what, cmd) in [
+        ("userdel of the offline account", format!("userdel {off}")),
+        (
+            "userdel of both accounts",
+            format!("userdel {off} && userdel {on}"),
+        ),
+        (
+            "the nft table",
+            "nft delete table inet stockade".to_string(),
+        ),
+    ] {
+        sh(&cmd);
+        let (code, items) = check();
+        assert_eq!(code, 1, "{what}: drift reported: {items:?}");
+        let rep = setup(&[]);
+        let (code, items) = check();
+        assert_eq!(
+            code, 0,
+            "{what}: one setup converges: {items:?} (changes {rep:?})"
+        );
+        let rec = fs::read_to_string(RECORD).unwrap();
+        assert!(rec.contains("\"state\": \"installed\""), "{what}: {rec}");
+        assert_eq!(uid_of(&off), ou, "{what}: same uid again");
+    }
 
     // --- doctor: installed; available exactly when the broker answers ----------------------------
     let d = doctor_elevated();

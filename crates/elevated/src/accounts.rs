@@ -178,17 +178,17 @@ pub fn useradd(
         args.extend(["--uid", u.as_str()]);
     }
     args.extend([
-            "--gid",
-            group,
-            "--home-dir",
-            &home_s,
-            "--no-create-home",
-            "--shell",
-            NOLOGIN,
-            "--comment",
-            "Stockade sandbox account",
-            name,
-        ]);
+        "--gid",
+        group,
+        "--home-dir",
+        &home_s,
+        "--no-create-home",
+        "--shell",
+        NOLOGIN,
+        "--comment",
+        "Stockade sandbox account",
+        name,
+    ]);
     run_create("useradd", &args)
 }
 
@@ -277,7 +277,10 @@ mod tests {
         let p = allocate_pair(&sub, &|u| u == UID_BASE + 4);
         assert_eq!(p, Some((UID_BASE + 6, UID_BASE + 7)));
         assert!(UID_BASE as u64 > 65519 && (UID_BASE + UID_COUNT) < 0x7FFE_0000);
-        assert_eq!(allocate_pair(&[(UID_BASE as u64, UID_COUNT as u64)], &|_| false), None);
+        assert_eq!(
+            allocate_pair(&[(UID_BASE as u64, UID_COUNT as u64)], &|_| false),
+            None
+        );
     }
 
     #[test]

@@ -369,7 +369,9 @@ fn caller_accounts(ctx: &Ctx, caller: u32) -> Result<InstallRecord, Fail> {
             ..ctx.opts.setup.clone()
         };
         crate::setup::setup(&opts).map_err(|e| {
-            Fail::Failed(format!("creating the sandbox accounts of uid {caller}: {e}"))
+            Fail::Failed(format!(
+                "creating the sandbox accounts of uid {caller}: {e}"
+            ))
         })?;
     }
     current_record(ctx, caller)
@@ -603,6 +605,7 @@ fn run(
         sandbox_gid: p.gid,
         caller_gid: cred.gid,
         grant_gid: p.grant_gid,
+        extra_gids: p.caller_groups.clone(),
     };
     if idmap.gid_map().is_none() {
         return Err(Fail::Refused(format!(
@@ -611,6 +614,7 @@ fn run(
         )));
     }
     ns_plan.idmap = Some(idmap);
+    p.nidmapped = ns_plan.idmapped.len();
     let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
     let limits = rlimits(&req.limits);
     let mut socket_roots = p.root_paths.clone();
@@ -677,6 +681,10 @@ struct Prepared {
     gid: u32,
     grant_gid: u32,
     net: crate::nft::NetConfig,
+    /// Writable roots with an idmapped bind of their own.
+    nidmapped: usize,
+    /// The caller's groups (mapped onto themselves in the idmapped binds).
+    caller_groups: Vec<u32>,
     /// Validated root descriptors, held for the whole run.
     _roots: Vec<ValidatedRoot>,
     root_paths: Vec<PathBuf>,
@@ -806,6 +814,8 @@ fn prepare(
         gid,
         grant_gid,
         net: rec.net.clone(),
+        caller_groups: caller.groups.clone(),
+        nidmapped: 0,
         root_paths: roots.iter().map(|r| r.path.clone()).collect(),
         _roots: roots,
         run_tmp,
@@ -1034,14 +1044,25 @@ fn spawn_run(
     drop(p.procs.take());
     drop(child_chan);
     drop(p.ruleset_fd.take());
-    match handshake(&chan, spec_bytes) {
-        Ok(s) if s == crate::runner::READY => Ok((childp, chan, start)),
-        other => {
-            kill_tree(p.cg.as_ref(), &childp);
-            let _ = childp.wait();
-            Err(start_failure(other))
+    let answer = handshake(&chan, spec_bytes);
+    if let Some(idmap) = answer.as_deref().ok().and_then(crate::runner::parse_ready) {
+        if p.nidmapped > 0 {
+            match idmap {
+                None => p.enforced.push(layer(
+                    "idmapped-roots",
+                    format!("{} writable root(s) bound idmapped: what the run creates there is yours (uid and group), and nothing of yours there is the sandbox account's on the host", p.nidmapped),
+                )),
+                Some(why) => p.warnings.push(format!(
+                    "the writable roots are not idmapped ({why}): files the run creates belong to your own sandbox account {}; allow root user namespaces (user.max_user_namespaces > 0) for files owned by you",
+                    p.account.name
+                )),
+            }
         }
+        return Ok((childp, chan, start));
     }
+    kill_tree(p.cg.as_ref(), &childp);
+    let _ = childp.wait();
+    Err(start_failure(answer))
 }
 
 /// Hands over the specification and reads the run's process's one-line answer.

@@ -51,6 +51,12 @@ pub struct IdMap {
     pub caller_gid: u32,
     /// The caller's grant group, mapped onto itself so the ACL grants keep their meaning.
     pub grant_gid: u32,
+    /// The caller's other groups, each mapped onto itself: the kernel refuses any write to an
+    /// inode whose owner or group the mount does not map, so without them a file of the caller's
+    /// in a shared-group directory could not be written. The account is not a member of them,
+    /// so it gains no group permission and cannot `chgrp` to them.
+    #[serde(default)]
+    pub extra_gids: Vec<u32>,
 }
 
 impl IdMap {
@@ -64,7 +70,23 @@ impl IdMap {
     /// itself. `None` when the ranges would overlap (then the run is refused). Pure.
     pub fn gid_map(&self) -> Option<String> {
         let (s, c, g) = (self.sandbox_gid, self.caller_gid, self.grant_gid);
-        (s != g && c != g).then(|| format!("{c} {s} 1\n{g} {g} 1\n"))
+        if s == g || c == g {
+            return None;
+        }
+        let mut m = format!("{c} {s} 1\n{g} {g} 1\n");
+        let mut extra: Vec<u32> = self
+            .extra_gids
+            .iter()
+            .copied()
+            .filter(|x| ![s, c, g].contains(x))
+            .collect();
+        extra.sort_unstable();
+        extra.dedup();
+        // The kernel takes at most 340 lines.
+        for x in extra.into_iter().take(300) {
+            m.push_str(&format!("{x} {x} 1\n"));
+        }
+        Some(m)
     }
 }
 
@@ -176,22 +198,19 @@ impl NsPlan {
         flags
     }
 
-    /// In the run's process, as root: new namespaces, the binds, loopback up. Raw syscalls only.
-    pub fn apply(&self) -> io::Result<()> {
+    /// In the run's process, as root: new namespaces, the idmapped binds of the writable roots,
+    /// the other binds, loopback up. Returns why the roots are not idmapped when the kernel
+    /// refuses root a user namespace (`user.max_user_namespaces=0`, a seccomp filter): the run
+    /// then proceeds with files owned by the caller's own sandbox account, and says so. Any
+    /// other failure is an error.
+    pub fn apply(&self) -> io::Result<Option<String>> {
         sys::unshare(self.clone_flags())?;
         sys::mount_setattr(libc::AT_FDCWD, c"/", true, 0, 0, true)?;
+        let mut no_idmap = None;
         if let (Some(m), false) = (&self.idmap, self.idmapped.is_empty()) {
-            let userns = crate::runner::mapping_userns(m)?;
-            for r in &self.idmapped {
-                idmapped_bind(r, userns.as_fd()).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "idmapped bind of {} (MOUNT_ATTR_IDMAP; the filesystem must support idmapped mounts, Linux 5.12+): {e}",
-                            r.path.display()
-                        ),
-                    )
-                })?;
+            match crate::runner::mapping_userns(m) {
+                Ok(userns) => self.bind_idmapped(userns.as_fd())?,
+                Err(e) => no_idmap = Some(format!("no user namespace for the idmapping: {e}")),
             }
         }
         for b in &self.binds {
@@ -199,6 +218,21 @@ impl NsPlan {
         }
         if self.private_net {
             sys::net::loopback_up()?;
+        }
+        Ok(no_idmap)
+    }
+
+    fn bind_idmapped(&self, userns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+        for r in &self.idmapped {
+            idmapped_bind(r, userns).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "idmapped bind of {} (MOUNT_ATTR_IDMAP; the filesystem must support idmapped mounts, Linux 5.12+): {e}",
+                        r.path.display()
+                    ),
+                )
+            })?;
         }
         Ok(())
     }
@@ -212,9 +246,7 @@ fn idmapped_bind(r: &IdmappedRoot, userns: std::os::fd::BorrowedFd<'_>) -> io::R
     let target = sys::fs::openat2(None, &r.path, libc::O_PATH | libc::O_DIRECTORY, NO_LINKS)?;
     let st = sys::fs::fstat(target.as_fd())?;
     if (st.st_dev, st.st_ino) != (r.dev, r.ino) {
-        return Err(io::Error::other(
-            "replaced since the broker validated it",
-        ));
+        return Err(io::Error::other("replaced since the broker validated it"));
     }
     let tree = sys::open_tree_fd(target.as_fd())?;
     sys::mount_setattr_idmap(
@@ -247,9 +279,14 @@ mod tests {
             sandbox_gid: 995,
             caller_gid: 1000,
             grant_gid: 994,
+            extra_gids: vec![27, 995, 1000, 27],
         };
         assert_eq!(m.uid_map(), "1000 1879048192 1\n");
-        assert_eq!(m.gid_map().as_deref(), Some("1000 995 1\n994 994 1\n"));
+        assert_eq!(
+            m.gid_map().as_deref(),
+            Some("1000 995 1\n994 994 1\n27 27 1\n"),
+            "other groups onto themselves, never one that is already mapped"
+        );
         let clash = IdMap {
             caller_gid: 994,
             ..m.clone()

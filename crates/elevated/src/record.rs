@@ -434,7 +434,8 @@ mod tests {
         let mut o = matching(&r);
         o.group = None;
         o.accounts.insert("stockade-offline".into(), None);
-        o.homes.insert(r.accounts[0].home.clone(), Some((r.accounts[0].uid, 0o777)));
+        o.homes
+            .insert(r.accounts[0].home.clone(), Some((r.accounts[0].uid, 0o777)));
         o.nft_listing = Some("table inet stockade {\n\tchain output {\n\t\tB\n\t}\n}\n".into());
         o.files.insert("/etc/stockade/stockade.nft".into(), None);
         let d = diff(&r, &o, "0.1.0");

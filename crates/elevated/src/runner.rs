@@ -53,6 +53,19 @@ pub const HOLD_ARG: &str = "__elevated-userns";
 
 /// The status line the run's process sends the broker once the command has been started.
 pub const READY: &str = "ok";
+/// Second field of the status line when the writable roots are not idmapped.
+pub const NO_IDMAP: &str = "no-idmap";
+
+/// Parses the status line: `Some(None)` ready with idmapped roots, `Some(Some(reason))` ready
+/// without (the reason), `None` not ready. Pure.
+pub fn parse_ready(line: &str) -> Option<Option<&str>> {
+    if line == READY {
+        return Some(None);
+    }
+    let rest = line.strip_prefix(READY)?.strip_prefix('\t')?;
+    rest.strip_prefix(NO_IDMAP)?.strip_prefix('\t').map(Some)
+}
+
 /// Prefix of the failure line when the command itself could not be executed (then its exit
 /// status and the reason follow): `exec-failed 127 cannot start …`.
 pub const EXEC_FAILED: &str = "exec-failed";
@@ -157,7 +170,12 @@ fn child_main(args: &[OsString]) -> i32 {
     };
     match start(&mut chan, ruleset) {
         Ok(sup) => {
-            if chan.write_all(format!("{READY}\n").as_bytes()).is_err() {
+            // "ok", or "ok<TAB>no-idmap<TAB>reason" when the writable roots could not be idmapped.
+            let line = match &sup.no_idmap {
+                None => format!("{READY}\n"),
+                Some(why) => format!("{READY}\t{NO_IDMAP}\t{}\n", why.replace('\n', " ")),
+            };
+            if chan.write_all(line.as_bytes()).is_err() {
                 // The broker is gone: nobody would kill the run at its end.
                 return SETUP_FAILED;
             }
@@ -175,6 +193,8 @@ fn child_main(args: &[OsString]) -> i32 {
 struct Supervisor {
     child: std::process::Child,
     gate: Option<Gate>,
+    /// Why the writable roots are not idmapped (no user namespace could be made), if they are not.
+    no_idmap: Option<String>,
 }
 
 fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, String> {
@@ -186,7 +206,8 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
         serde_json::from_slice(&buf).map_err(|e| format!("malformed run specification: {e}"))?;
 
     // As root: private mount and IPC (and, offline, network) namespaces.
-    spec.ns
+    let no_idmap = spec
+        .ns
         .apply()
         .map_err(|e| format!("private mount/IPC/network namespaces: {e}"))?;
 
@@ -313,6 +334,7 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     Ok(Supervisor {
         child,
         gate: Some(gate),
+        no_idmap,
     })
 }
 
@@ -472,6 +494,15 @@ mod tests {
         assert_eq!(parse_exec_failed("seccomp: refused"), None);
     }
     use super::*;
+
+    #[test]
+    fn ready_lines() {
+        assert_eq!(parse_ready("ok"), Some(None));
+        assert_eq!(parse_ready("ok\tno-idmap\tEPERM"), Some(Some("EPERM")));
+        assert_eq!(parse_ready("okay"), None);
+        assert_eq!(parse_ready("ok\tother\tx"), None);
+        assert_eq!(parse_ready("landlock: EPERM"), None);
+    }
 
     #[test]
     fn denial_lines() {

@@ -686,8 +686,7 @@ fn ensure_home(home: &Path, report: &mut SetupReport) -> Result<(), SetupError> 
     match fs::symlink_metadata(home) {
         Ok(m) if m.is_dir() => {
             if m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != mode {
-                std::os::unix::fs::lchown(home, Some(0), Some(0))
-                    .map_err(io_err("chown", home))?;
+                std::os::unix::fs::lchown(home, Some(0), Some(0)).map_err(io_err("chown", home))?;
                 fs::set_permissions(home, fs::Permissions::from_mode(mode))
                     .map_err(io_err("chmod", home))?;
                 report
@@ -1123,7 +1122,10 @@ mod tests {
         let kept = intended_record(&o, Some(&old), Some(995), &pairs, &[None, None]).unwrap();
         assert_eq!(kept.net.allowed_loopback_tcp_ports, vec![8080]);
         assert_eq!(kept.offline_uids(), vec![B]);
-        assert_eq!(kept.account_for(1000, Role::Online).map(|a| a.uid), Some(B + 1));
+        assert_eq!(
+            kept.account_for(1000, Role::Online).map(|a| a.uid),
+            Some(B + 1)
+        );
         assert!(kept.account_for(1001, Role::Online).is_none());
     }
 
@@ -1165,10 +1167,7 @@ mod tests {
         assert_eq!(o.group_name(), "stockade-t-sandbox");
         assert_eq!(o.account_name(1000, Role::Offline), "stockade-t-1000-off");
         assert_eq!(o.table(), "stockade_t");
-        assert_eq!(
-            o.home("x"),
-            PathBuf::from("/var/lib/stockade/home/x")
-        );
+        assert_eq!(o.home("x"), PathBuf::from("/var/lib/stockade/home/x"));
         assert!(validate_opts(&o).is_ok());
         let bad = SetupOptions {
             prefix: "Bad Prefix".into(),
