@@ -590,7 +590,14 @@ fn run(
         return Err(Fail::Refused("expected 3 descriptors".into()));
     };
     let private_net = private_net_for(p.role, &p.net);
-    let mut ns_plan = crate::ns::NsPlan::new(&p.root_paths, &req.protected, private_net);
+    let root_refs: Vec<(PathBuf, u64, u64, std::os::fd::BorrowedFd<'_>)> = p
+        ._roots
+        .iter()
+        .map(|r| (r.path.clone(), r.dev, r.ino, r.fd.as_fd()))
+        .collect();
+    let mut ns_plan = crate::ns::NsPlan::new(&root_refs, &req.protected, private_net)
+        .map_err(|e| Fail::Refused(e.to_string()))?;
+    drop(root_refs);
     // Writable roots are bound idmapped: what the run creates is the caller's, and nothing the
     // caller owns there is the sandbox account's on the host.
     let ids: Vec<(PathBuf, u64, u64)> = p

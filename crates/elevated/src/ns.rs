@@ -18,22 +18,55 @@
 //! [`NsPlan::apply`] runs in the run's own process ([`crate::runner`]), as root, before it drops
 //! to the sandbox account, and makes raw syscalls only.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use stockade_sys as sys;
 
-/// One bind of a path onto itself.
+/// One bind of a path onto itself, identified by the writable root it lies beneath, its path
+/// relative to that root and the inode the broker found there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SelfBind {
-    /// The path (NUL-terminated for the child).
-    pub path: CString,
+    /// The full path (for messages).
+    pub path: PathBuf,
+    /// Index of the root in [`NsPlan::roots`].
+    pub root: usize,
+    /// Path relative to the root (no `..`, no symlink on the way).
+    pub rel: PathBuf,
+    /// Device the broker found.
+    pub dev: u64,
+    /// Inode the broker found.
+    pub ino: u64,
     /// Read-only (protected) or left as is (a pin).
     pub read_only: bool,
     /// A symbolic link, cloned and mounted without following it.
     pub link: bool,
+}
+
+/// Why a run's binds could not be planned.
+#[derive(Debug, thiserror::Error)]
+#[error("protected path {path}: {source} (it must lie beneath its writable root without symlinks on the way)")]
+pub struct PlanError {
+    /// The path.
+    pub path: PathBuf,
+    /// Cause.
+    pub source: io::Error,
+}
+
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`: how every path beneath a
+/// writable root is resolved, in the broker and in the run's process.
+const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+
+/// Opens `rel` beneath `root` without following anything (the final component itself if it is a
+/// symbolic link) and returns the descriptor with its device, inode and whether it is a link.
+fn open_beneath(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+) -> io::Result<(OwnedFd, u64, u64, bool)> {
+    let fd = sys::fs::openat2(Some(root), rel, libc::O_PATH | libc::O_NOFOLLOW, BENEATH)?;
+    let st = sys::fs::fstat(fd.as_fd())?;
+    let link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+    Ok((fd, st.st_dev, st.st_ino, link))
 }
 
 /// The id mapping of the writable roots' idmapped binds: inside a run, the caller's files
@@ -110,6 +143,8 @@ pub struct NsPlan {
     pub idmapped: Vec<IdmappedRoot>,
     /// The mapping of those binds.
     pub idmap: Option<IdMap>,
+    /// The writable roots the binds lie beneath (path, device, inode as validated).
+    pub roots: Vec<IdmappedRoot>,
     /// Binds in order: pins (shallowest first), then protected paths.
     pub binds: Vec<SelfBind>,
     /// Create a network namespace with only loopback.
@@ -134,58 +169,81 @@ pub fn outermost(roots: &[(PathBuf, u64, u64)]) -> Vec<IdmappedRoot> {
 
 impl NsPlan {
     /// Plan the binds for `protected` paths inside `roots` (others need nothing: they are not
-    /// writable by the sandbox account in the first place).
-    pub fn new(roots: &[PathBuf], protected: &[PathBuf], private_net: bool) -> NsPlan {
-        let mut pins: Vec<PathBuf> = Vec::new();
-        let mut prot: Vec<(PathBuf, bool)> = Vec::new();
+    /// writable by the sandbox account in the first place). Every path is opened beneath its
+    /// root's validated descriptor with [`BENEATH`] rules — root resolves no path the caller
+    /// controls — and recorded by device and inode; a protected path that does not exist needs
+    /// no bind, one reached through a symlink is refused.
+    pub fn new(
+        roots: &[(PathBuf, u64, u64, BorrowedFd<'_>)],
+        protected: &[PathBuf],
+        private_net: bool,
+    ) -> Result<NsPlan, PlanError> {
+        let mut pins: Vec<SelfBind> = Vec::new();
+        let mut prot: Vec<SelfBind> = Vec::new();
         for p in protected {
-            let Some(root) = roots
+            let Some((ri, (rpath, _, _, rfd))) = roots
                 .iter()
-                .filter(|r| p.starts_with(r) && p != *r)
-                .max_by_key(|r| r.as_os_str().len())
+                .enumerate()
+                .filter(|(_, r)| p.starts_with(&r.0) && p != &r.0)
+                .max_by_key(|(_, r)| r.0.as_os_str().len())
             else {
                 continue;
             };
-            let Ok(meta) = std::fs::symlink_metadata(p) else {
+            let Ok(rel) = p.strip_prefix(rpath) else {
                 continue;
             };
-            prot.push((p.clone(), meta.file_type().is_symlink()));
-            let mut a = p.parent();
-            while let Some(dir) = a {
-                if dir == root.as_path() || !dir.starts_with(root) {
-                    break;
-                }
-                pins.push(dir.to_path_buf());
+            let err = |source| PlanError {
+                path: p.clone(),
+                source,
+            };
+            let (_fd, dev, ino, link) = match open_beneath(rfd.as_fd(), rel) {
+                Ok(v) => v,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            prot.push(SelfBind {
+                path: p.clone(),
+                root: ri,
+                rel: rel.to_path_buf(),
+                dev,
+                ino,
+                read_only: true,
+                link,
+            });
+            let mut a = rel.parent();
+            while let Some(dir) = a.filter(|d| !d.as_os_str().is_empty()) {
+                let (_fd, dev, ino, _) = open_beneath(rfd.as_fd(), dir).map_err(err)?;
+                pins.push(SelfBind {
+                    path: rpath.join(dir),
+                    root: ri,
+                    rel: dir.to_path_buf(),
+                    dev,
+                    ino,
+                    read_only: false,
+                    link: false,
+                });
                 a = dir.parent();
             }
         }
-        pins.sort_by_key(|p| (p.components().count(), p.clone()));
+        let key = |b: &SelfBind| (b.path.components().count(), b.path.clone());
+        pins.sort_by_key(key);
         pins.dedup();
-        prot.sort_by_key(|(p, _)| (p.components().count(), p.clone()));
+        prot.sort_by_key(key);
         prot.dedup();
-        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
-        let mut binds: Vec<SelfBind> = pins
-            .iter()
-            .filter_map(|p| {
-                c(p).map(|path| SelfBind {
-                    path,
-                    read_only: false,
-                    link: false,
+        pins.extend(prot);
+        Ok(NsPlan {
+            roots: roots
+                .iter()
+                .map(|(path, dev, ino, _)| IdmappedRoot {
+                    path: path.clone(),
+                    dev: *dev,
+                    ino: *ino,
                 })
-            })
-            .collect();
-        binds.extend(prot.iter().filter_map(|(p, link)| {
-            c(p).map(|path| SelfBind {
-                path,
-                read_only: true,
-                link: *link,
-            })
-        }));
-        NsPlan {
-            binds,
+                .collect(),
+            binds: pins,
             private_net,
             ..NsPlan::default()
-        }
+        })
     }
 
     /// The namespaces [`NsPlan::apply`] creates: always mount and IPC, network when offline.
@@ -213,8 +271,17 @@ impl NsPlan {
                 Err(e) => no_idmap = Some(format!("no user namespace for the idmapping: {e}")),
             }
         }
+        let mut root_fds = Vec::with_capacity(self.roots.len());
+        for r in &self.roots {
+            root_fds.push(open_root(r)?);
+        }
         for b in &self.binds {
-            self_bind(b)?;
+            let root = root_fds
+                .get(b.root)
+                .ok_or_else(|| io::Error::other("bind of an unknown root"))?;
+            self_bind(root.as_fd(), b).map_err(|e| {
+                io::Error::new(e.kind(), format!("bind of {}: {e}", b.path.display()))
+            })?;
         }
         if self.private_net {
             sys::net::loopback_up()?;
@@ -238,17 +305,26 @@ impl NsPlan {
     }
 }
 
-/// Binds a writable root onto itself through the mapping user namespace: the target is opened
-/// with `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` and must be the directory the broker
-/// validated; the clone, its attributes and the attachment all go through descriptors.
-fn idmapped_bind(r: &IdmappedRoot, userns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+/// Opens a writable root in the run's mount namespace with `RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS` and checks it is the directory the broker validated.
+fn open_root(r: &IdmappedRoot) -> io::Result<OwnedFd> {
     const NO_LINKS: u64 = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    let target = sys::fs::openat2(None, &r.path, libc::O_PATH | libc::O_DIRECTORY, NO_LINKS)?;
-    let st = sys::fs::fstat(target.as_fd())?;
+    let fd = sys::fs::openat2(None, &r.path, libc::O_PATH | libc::O_DIRECTORY, NO_LINKS)?;
+    let st = sys::fs::fstat(fd.as_fd())?;
     if (st.st_dev, st.st_ino) != (r.dev, r.ino) {
-        return Err(io::Error::other("replaced since the broker validated it"));
+        return Err(io::Error::other(format!(
+            "{} was replaced since the broker validated it",
+            r.path.display()
+        )));
     }
-    let tree = sys::open_tree_fd(target.as_fd())?;
+    Ok(fd)
+}
+
+/// Binds a writable root onto itself through the mapping user namespace; the clone, its
+/// attributes and the attachment all go through descriptors.
+fn idmapped_bind(r: &IdmappedRoot, userns: BorrowedFd<'_>) -> io::Result<()> {
+    let target = open_root(r)?;
+    let tree = sys::open_tree_fd(target.as_fd(), true)?;
     sys::mount_setattr_idmap(
         tree.as_fd(),
         userns,
@@ -258,12 +334,20 @@ fn idmapped_bind(r: &IdmappedRoot, userns: std::os::fd::BorrowedFd<'_>) -> io::R
     Ok(())
 }
 
-fn self_bind(b: &SelfBind) -> io::Result<()> {
-    let fd = sys::open_tree_self(&b.path, b.link)?;
-    if b.read_only && !b.link {
-        sys::mount_setattr(fd.as_raw_fd(), c"", true, sys::MOUNT_ATTR_RDONLY, 0, false)?;
+/// One bind onto itself, from descriptors only: the path is opened beneath the root with
+/// [`BENEATH`] rules (a final symlink itself, never its target), must be the inode the broker
+/// planned, is cloned with `open_tree(fd, "", AT_EMPTY_PATH)`, made read-only when protected,
+/// and attached with `move_mount(…, MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)`.
+fn self_bind(root: BorrowedFd<'_>, b: &SelfBind) -> io::Result<()> {
+    let (fd, dev, ino, link) = open_beneath(root, &b.rel)?;
+    if (dev, ino, link) != (b.dev, b.ino, b.link) {
+        return Err(io::Error::other("replaced since the broker planned the bind"));
     }
-    sys::move_mount_c(&fd, &b.path)?;
+    let tree = sys::open_tree_fd(fd.as_fd(), !link)?;
+    if b.read_only && !link {
+        sys::mount_setattr(tree.as_raw_fd(), c"", true, sys::MOUNT_ATTR_RDONLY, 0, false)?;
+    }
+    sys::move_mount_fd(tree.as_fd(), fd.as_fd())?;
     Ok(())
 }
 
@@ -308,8 +392,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("a/b/.git")).unwrap();
         std::fs::create_dir_all(dir.join(".git")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("via")).unwrap();
+        let rfd = sys::fs::openat2(None, &dir, libc::O_PATH | libc::O_DIRECTORY, 0).unwrap();
+        let st = sys::fs::fstat(rfd.as_fd()).unwrap();
+        let roots = [(dir.clone(), st.st_dev, st.st_ino, rfd.as_fd())];
         let plan = NsPlan::new(
-            std::slice::from_ref(&dir),
+            &roots,
             &[
                 dir.join(".git"),
                 dir.join("a/b/.git"),
@@ -317,7 +405,11 @@ mod tests {
                 PathBuf::from("/elsewhere/.git"),
             ],
             true,
-        );
+        )
+        .unwrap();
+        // A protected path reached through a symlink is refused, never resolved by root.
+        assert!(NsPlan::new(&roots, &[dir.join("via/passwd")], false).is_err());
+        assert!(plan.binds.iter().all(|b| b.root == 0 && b.rel.is_relative()));
         let got: Vec<(String, bool)> = plan
             .binds
             .iter()
@@ -345,7 +437,7 @@ mod tests {
             plan.clone_flags(),
             libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET
         );
-        let online = NsPlan::new(&[], &[], false);
+        let online = NsPlan::new(&[], &[], false).unwrap();
         assert_eq!(
             online.clone_flags(),
             libc::CLONE_NEWNS | libc::CLONE_NEWIPC,

@@ -263,13 +263,15 @@ pub fn move_mount_c(fd: &OwnedFd, target: &CStr) -> SysResult<()> {
 pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x0000_0040;
 
-/// Clone the tree at the directory `fd` refers to (recursively) into a detached mount:
-/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | AT_RECURSIVE)`. No path is resolved.
-pub fn open_tree_fd(fd: BorrowedFd<'_>) -> SysResult<OwnedFd> {
-    let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | libc::AT_EMPTY_PATH as libc::c_uint
-        | AT_RECURSIVE;
+/// Clone the tree at what `fd` refers to (a directory, a file, or with an `O_PATH | O_NOFOLLOW`
+/// descriptor a symbolic link itself) into a detached mount: `open_tree(fd, "",
+/// OPEN_TREE_CLONE | AT_EMPTY_PATH [| AT_RECURSIVE])`. No path is resolved.
+pub fn open_tree_fd(fd: BorrowedFd<'_>, recursive: bool) -> SysResult<OwnedFd> {
+    let mut flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
     // SAFETY: `fd` is an open descriptor for the duration of the call; the path is the empty
     // NUL-terminated string (AT_EMPTY_PATH: the descriptor itself); the kernel returns a new
     // descriptor we take ownership of below.
