@@ -9,6 +9,28 @@
 //! sandbox account (verified), confines itself and the command, and supervises the command's
 //! `connect()` calls. The broker waits for its "ok" before it reports any layer, and kills the
 //! whole cgroup when the run ends.
+//!
+//! # Invariant: root never resolves a path the caller controls
+//!
+//! * Each writable root the caller names is opened **once**, by this broker thread with the
+//!   caller's own filesystem credentials ([`stockade_sys::users::with_fs_creds`]: fsuid, fsgid,
+//!   groups) and `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, so nothing the caller
+//!   could not open is reached ([`validate::open_root`]); its device and inode are recorded.
+//! * Everything done as root below a root goes from that descriptor: ACL grants walk it with
+//!   descriptor-relative calls ([`crate::grants`]), the Landlock rules are built from it, and the
+//!   protected-path binds are planned by opening each path beneath it with
+//!   `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` and recording its
+//!   inode ([`crate::ns::NsPlan::new`]).
+//! * The run's process, still root in its own mount namespace, re-opens each root the same way
+//!   and refuses it unless it is the recorded inode, then reaches every bind target beneath it
+//!   with the same `RESOLVE_BENEATH` rules (`O_PATH | O_NOFOLLOW`: a final symlink is bound as
+//!   itself, never followed), checks the inode again, clones it with
+//!   `open_tree(fd, "", AT_EMPTY_PATH)` and attaches it with
+//!   `move_mount(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)`. The writable roots' idmapped
+//!   binds go the same way. A path swapped for a symlink between plan and bind fails the run; it
+//!   is never followed.
+//! * The start directory is entered by the run's process after the switch to the sandbox
+//!   account and Landlock ([`crate::runner`]).
 
 use crate::cgroup::RunCgroup;
 use crate::grants::{self, GrantAction, GrantKey, GrantParams, GrantRecord};
@@ -720,13 +742,14 @@ fn prepare(
     validate::check_shape(req, cred.uid, &uids)?;
     let caller = caller_info(&cred);
     let mut roots = Vec::new();
+    // Each root is opened once, with the caller's own filesystem credentials: nothing the caller
+    // could not open is reached, and everything later goes from these descriptors.
     for r in &req.writable_roots {
-        roots.push(validate::open_root(
-            r,
-            caller.uid,
-            &caller.groups,
-            caller.home.as_deref(),
-        )?);
+        let opened = sys::users::with_fs_creds(caller.uid, caller.gid, &caller.groups, || {
+            validate::open_root(r, caller.uid, &caller.groups, caller.home.as_deref())
+        })
+        .map_err(|e| Fail::Failed(format!("switching to your credentials: {e}")))?;
+        roots.push(opened?);
     }
     // The start directory lies beneath a writable root or the workspace; the run's process
     // enters it after the switch to the sandbox account and Landlock, without magic links (see

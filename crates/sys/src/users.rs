@@ -107,3 +107,48 @@ pub fn getgid() -> u32 {
     // SAFETY: getgid cannot fail and has no arguments.
     unsafe { libc::getgid() }
 }
+
+/// Runs `f` with this *thread's* filesystem credentials switched to `uid`, `gid` and `groups`
+/// (raw `setgroups`, `setfsgid`, `setfsuid`: Linux keeps credentials per thread, and the raw
+/// calls change only the calling thread), then switches back to root's. While `f` runs, path
+/// lookups and opens are checked against the caller's permissions (a root thread loses
+/// `CAP_DAC_OVERRIDE` and friends with a non-zero fsuid), so nothing the caller could not open
+/// is reached. Only for a root thread; fails (and `f` does not run) if a switch cannot be
+/// verified.
+pub fn with_fs_creds<T>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T) -> SysResult<T> {
+    let fail = |what: &'static str| SysError::new(what, io::Error::from_raw_os_error(libc::EPERM));
+    set_thread_groups(groups)?;
+    // SAFETY: setfsgid takes an integer and changes only this thread's filesystem gid.
+    unsafe { libc::setfsgid(gid) };
+    // SAFETY: as above for the filesystem uid.
+    unsafe { libc::setfsuid(uid) };
+    // setfsuid/setfsgid return the previous value and cannot report failure: read them back.
+    // SAFETY: an invalid id (-1) changes nothing and returns the current value.
+    let now_uid = unsafe { libc::setfsuid(u32::MAX) } as u32;
+    // SAFETY: as above.
+    let now_gid = unsafe { libc::setfsgid(u32::MAX) } as u32;
+    let result = if now_uid == uid && now_gid == gid {
+        Ok(f())
+    } else {
+        Err(fail("setfsuid"))
+    };
+    // SAFETY: back to root's filesystem ids (this thread runs as root).
+    unsafe { libc::setfsuid(0) };
+    // SAFETY: as above.
+    unsafe { libc::setfsgid(0) };
+    set_thread_groups(&[])?;
+    // SAFETY: as above, reading back.
+    let back = unsafe { libc::setfsuid(u32::MAX) } as u32;
+    if back != 0 {
+        return Err(fail("setfsuid"));
+    }
+    result
+}
+
+/// Raw `setgroups(2)` of the calling thread only (glibc's wrapper changes every thread).
+fn set_thread_groups(groups: &[u32]) -> SysResult<()> {
+    // SAFETY: `groups` is a valid array of `groups.len()` gids that outlives the call; the kernel
+    // only reads it.
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    crate::cvt("setgroups", String::new, ret).map(drop)
+}
