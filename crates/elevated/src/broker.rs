@@ -547,7 +547,13 @@ fn ensure_grants(
             None => gf.grants.push(rec),
         }
         // Ancestors the caller owns (e.g. a 0700 home): search-only, so absolute paths work.
-        for t in grants::traverse_ancestors(&root.path, caller.uid, gid) {
+        // With the caller's filesystem credentials: the entries go only on inodes the caller
+        // owns and reaches.
+        let ancestors = sys::users::with_fs_creds(caller.uid, caller.gid, &caller.groups, || {
+            grants::traverse_ancestors(&root.path, caller.uid, gid)
+        })
+        .map_err(|e| Fail::Failed(format!("switching to your credentials: {e}")))?;
+        for t in ancestors {
             if !gf.traverse.contains(&t) {
                 gf.traverse.push(t);
             }
@@ -556,7 +562,10 @@ fn ensure_grants(
         grants::store(&gpath, &gf)
             .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
     }
-    let denied = grants::deny_paths(&req.deny_read, caller.uid, gid);
+    let denied = sys::users::with_fs_creds(caller.uid, caller.gid, &caller.groups, || {
+        grants::deny_paths(&req.deny_read, caller.uid, gid)
+    })
+    .map_err(|e| Fail::Failed(format!("switching to your credentials: {e}")))?;
     let new_denied: Vec<PathBuf> = denied
         .into_iter()
         .filter(|d| !gf.denied.contains(d))

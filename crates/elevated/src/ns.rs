@@ -55,14 +55,12 @@ pub struct PlanError {
 
 /// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`: how every path beneath a
 /// writable root is resolved, in the broker and in the run's process.
-const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+const BENEATH: u64 =
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 
 /// Opens `rel` beneath `root` without following anything (the final component itself if it is a
 /// symbolic link) and returns the descriptor with its device, inode and whether it is a link.
-fn open_beneath(
-    root: BorrowedFd<'_>,
-    rel: &Path,
-) -> io::Result<(OwnedFd, u64, u64, bool)> {
+fn open_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<(OwnedFd, u64, u64, bool)> {
     let fd = sys::fs::openat2(Some(root), rel, libc::O_PATH | libc::O_NOFOLLOW, BENEATH)?;
     let st = sys::fs::fstat(fd.as_fd())?;
     let link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
@@ -341,11 +339,20 @@ fn idmapped_bind(r: &IdmappedRoot, userns: BorrowedFd<'_>) -> io::Result<()> {
 fn self_bind(root: BorrowedFd<'_>, b: &SelfBind) -> io::Result<()> {
     let (fd, dev, ino, link) = open_beneath(root, &b.rel)?;
     if (dev, ino, link) != (b.dev, b.ino, b.link) {
-        return Err(io::Error::other("replaced since the broker planned the bind"));
+        return Err(io::Error::other(
+            "replaced since the broker planned the bind",
+        ));
     }
     let tree = sys::open_tree_fd(fd.as_fd(), !link)?;
     if b.read_only && !link {
-        sys::mount_setattr(tree.as_raw_fd(), c"", true, sys::MOUNT_ATTR_RDONLY, 0, false)?;
+        sys::mount_setattr(
+            tree.as_raw_fd(),
+            c"",
+            true,
+            sys::MOUNT_ATTR_RDONLY,
+            0,
+            false,
+        )?;
     }
     sys::move_mount_fd(tree.as_fd(), fd.as_fd())?;
     Ok(())
@@ -409,7 +416,10 @@ mod tests {
         .unwrap();
         // A protected path reached through a symlink is refused, never resolved by root.
         assert!(NsPlan::new(&roots, &[dir.join("via/passwd")], false).is_err());
-        assert!(plan.binds.iter().all(|b| b.root == 0 && b.rel.is_relative()));
+        assert!(plan
+            .binds
+            .iter()
+            .all(|b| b.root == 0 && b.rel.is_relative()));
         let got: Vec<(String, bool)> = plan
             .binds
             .iter()
