@@ -288,3 +288,72 @@ fn symlink_swap_race_never_binds_outside() {
     let _ = fs::remove_dir_all(outside);
     drop(g);
 }
+
+/// 300 idle connections held by A (each sends nothing) do not stop B's run: A gets at most
+/// `MAX_PER_USER` (32) slots, and its surplus connections are answered at once. Controls: the
+/// connections are open while B runs, and A's own run is the one refused meanwhile.
+#[test]
+fn idle_connections_of_one_user_do_not_stop_another() {
+    if !preflight("idle_connections_of_one_user_do_not_stop_another") {
+        return;
+    }
+    let mut g = Guard::new();
+    setup(&[]);
+    let a = add_user(&mut g, USER);
+    let b = add_user(&mut g, OTHER);
+    let (aws, bws) = (ws_of(&a), ws_of(&b));
+    start_broker(&mut g);
+    let holder = format!(
+        "import socket,sys,time\nc=[]\nfor i in range(300):\n s=socket.socket(socket.AF_UNIX)\n for t in range(200):\n  try:\n   s.connect('{SOCKET}'); break\n  except BlockingIOError:\n   time.sleep(0.01)\n c.append(s)\nprint('OPEN', len(c), flush=True)\ntime.sleep(40)\n"
+    );
+    let mut h = std::process::Command::new("setpriv");
+    h.args([
+        &format!("--reuid={}", a.uid),
+        &format!("--regid={}", a.gid),
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        &holder,
+    ])
+    .current_dir("/")
+    .stdout(std::process::Stdio::piped());
+    let mut h = h.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(h.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "OPEN 300", "control: A holds 300 connections");
+    let t = Instant::now();
+    let r = run_as(
+        &b,
+        &["--workspace", &bws.to_string_lossy()],
+        &bws,
+        "echo B-RAN",
+    );
+    let took = t.elapsed();
+    assert!(
+        r.code == 0 && r.stdout.contains("B-RAN"),
+        "B's run while A holds 300 connections: {} {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(took < Duration::from_secs(8), "B's run took {took:?}");
+    let ra = run_as(
+        &a,
+        &["--workspace", &aws.to_string_lossy()],
+        &aws,
+        "echo A-RAN",
+    );
+    assert!(
+        ra.code != 0 && ra.stderr.contains("connections to the broker"),
+        "A's own run is the one refused: {} {}",
+        ra.stdout,
+        ra.stderr
+    );
+    let _ = h.kill();
+    let _ = h.wait();
+    eprintln!("availability: B ran in {took:?} while A held 300 connections");
+    drop(g);
+}

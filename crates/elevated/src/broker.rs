@@ -86,6 +86,51 @@ pub enum BrokerError {
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 256;
 
+/// Most connections (runs included) one calling user may hold at once: one user cannot take the
+/// broker's slots from the others.
+pub const MAX_PER_USER: usize = 32;
+
+/// The whole request (first bytes, descriptors and body) must arrive within this time.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Open connections per calling uid; a slot is released when its [`Slot`] drops.
+#[derive(Default)]
+struct PerUser(Mutex<std::collections::HashMap<u32, usize>>);
+
+struct Slot {
+    users: Arc<PerUser>,
+    uid: u32,
+}
+
+impl PerUser {
+    /// A slot for `uid`, unless it already holds [`MAX_PER_USER`].
+    fn take(self: &Arc<Self>, uid: u32) -> Option<Slot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(uid).or_insert(0);
+        if *n >= MAX_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            users: Arc::clone(self),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.users.0.lock() {
+            if let Some(n) = m.get_mut(&self.uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.uid);
+                }
+            }
+        }
+    }
+}
+
 struct Ctx {
     opts: BrokerOptions,
     grants_lock: Mutex<()>,
@@ -199,8 +244,14 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
         nft_verified: Mutex::new(None),
     });
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let per_user = Arc::new(PerUser::default());
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
+        // A refusal is one small frame; never wait on a client that does not read it.
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+        let Ok(cred) = sys::sockets::peer_cred(conn.as_fd()) else {
+            continue;
+        };
         // Bound the threads a local user can make the broker hold.
         if active.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
             let _ = protocol::write_frame(
@@ -214,11 +265,24 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
             );
             continue;
         }
+        let Some(slot) = per_user.take(cred.uid) else {
+            let _ = protocol::write_frame(
+                &mut &conn,
+                &Reply::Failed {
+                    message: format!(
+                        "you already hold {MAX_PER_USER} connections to the broker (runs included); retry when one ends"
+                    ),
+                    exit_code: None,
+                },
+            );
+            continue;
+        };
         active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = Arc::clone(&ctx);
         let active = Arc::clone(&active);
         std::thread::spawn(move || {
             handle(&ctx, conn);
+            drop(slot);
             active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
@@ -242,9 +306,9 @@ fn handle(ctx: &Ctx, stream: UnixStream) {
     let result = (|| -> Result<(), Fail> {
         let cred = sys::sockets::peer_cred(stream.as_fd())
             .map_err(|e| Fail::Failed(format!("SO_PEERCRED: {e}")))?;
-        // A caller that connects and sends nothing must not pin a broker thread forever
-        // (SO_RCVTIMEO also bounds recvmsg).
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        // A caller that connects and sends nothing (or dribbles) must not pin a broker thread:
+        // the whole request must arrive within REQUEST_DEADLINE (SO_RCVTIMEO bounds recvmsg).
+        let _ = stream.set_read_timeout(Some(REQUEST_DEADLINE));
         // Nor can one that stops reading block the broker (progress is written under the grant
         // lock).
         let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
@@ -267,6 +331,7 @@ fn handle(ctx: &Ctx, stream: UnixStream) {
 }
 
 fn recv_request(stream: &UnixStream) -> Result<(RunRequest, Vec<OwnedFd>), Fail> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut buf = vec![0u8; 64 * 1024];
     let (n, fds) = sys::sockets::recv_with_fds(stream.as_fd(), &mut buf)
         .map_err(|e| Fail::Refused(format!("receiving request: {e}")))?;
@@ -285,11 +350,25 @@ fn recv_request(stream: &UnixStream) -> Result<(RunRequest, Vec<OwnedFd>), Fail>
     if body.len() > len {
         return Err(Fail::Refused("data after the request".into()));
     }
-    let have = body.len();
+    let mut have = body.len();
     body.resize(len, 0);
-    (&*stream)
-        .read_exact(&mut body[have..])
-        .map_err(|e| Fail::Refused(format!("reading request: {e}")))?;
+    while have < len {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Fail::Refused(format!(
+                "the request did not arrive within {} s",
+                REQUEST_DEADLINE.as_secs()
+            )));
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match (&*stream).read(&mut body[have..]) {
+            Ok(0) => return Err(Fail::Refused("truncated request".into())),
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Fail::Refused(format!("reading request: {e}"))),
+        }
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let req: RunRequest = serde_json::from_slice(&body)
         .map_err(|e| Fail::Refused(format!("malformed request: {e}")))?;
     Ok((req, fds))
@@ -1256,6 +1335,21 @@ mod tests {
 
     fn names(v: &[WireLayer]) -> Vec<&str> {
         v.iter().map(|l| l.layer.as_str()).collect()
+    }
+
+    #[test]
+    fn per_user_slots_are_capped_and_released() {
+        let p = Arc::new(PerUser::default());
+        let held: Vec<Slot> = (0..MAX_PER_USER).filter_map(|_| p.take(1000)).collect();
+        assert_eq!(held.len(), MAX_PER_USER);
+        assert!(p.take(1000).is_none(), "one user's cap");
+        assert!(p.take(1001).is_some(), "another user is not affected");
+        drop(held);
+        assert!(
+            p.take(1000).is_some(),
+            "slots come back when connections end"
+        );
+        assert!(p.0.lock().unwrap().get(&1000).is_none_or(|n| *n <= 1));
     }
 
     #[test]

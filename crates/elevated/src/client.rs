@@ -161,18 +161,24 @@ impl ElevatedBackend {
                 source,
             })?;
         let frame = protocol::encode(req)?;
-        let sent = sys::sockets::send_with_fds(stream.as_fd(), &frame, &[0, 1, 2])
-            .map_err(io::Error::from)?;
-        (&stream).write_all(&frame[sent..])?;
+        // A broker that refuses before reading (busy, too many connections of ours) has closed
+        // its end: then its answer, not the broken pipe, is the reason shown.
+        let mut send_err = sys::sockets::send_with_fds(stream.as_fd(), &frame, &[0, 1, 2])
+            .map_err(io::Error::from)
+            .and_then(|sent| (&stream).write_all(&frame[sent..]))
+            .err();
         let start = Instant::now();
         let show = self.progress && io::stderr().is_terminal();
         let mut enforced = Vec::new();
         let mut warnings = Vec::new();
         let mut drew = false;
         loop {
-            let msg: Option<Reply> = protocol::read_frame(&mut &stream)?;
+            let msg: Option<Reply> = match protocol::read_frame(&mut &stream) {
+                Ok(m) => m,
+                Err(e) => return Err(send_err.take().map_or_else(|| e.into(), Into::into)),
+            };
             match msg {
-                None => return Err(ClientError::Closed),
+                None => return Err(send_err.take().map_or(ClientError::Closed, Into::into)),
                 Some(Reply::Progress { root, inodes }) => {
                     if show {
                         eprint!(
