@@ -197,6 +197,26 @@ fn two_users_cannot_touch_each_other() {
     });
     assert!(!sysvipc("shm").iter().any(|(_, _, uid)| *uid == a_off));
     eprintln!("A's running sandbox: /proc links and IPC out of B's reach");
+
+    // --- drift: the broker refuses while `setup --check` reports a drifted home ------------------
+    let home = format!("/var/lib/stockade/home/stockade-{}-off", a.uid);
+    sh(&format!("chmod 0777 {home}"));
+    assert_eq!(check().0, 1, "setup --check reports the drift");
+    let r = run_as(&a, &["--workspace", &awsr], &aws, "echo RAN");
+    assert!(
+        r.code == 125 && !r.stdout.contains("RAN") && r.stderr.contains("drifted"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    setup(&[]);
+    let r = run_as(&a, &["--workspace", &awsr], &aws, "echo RAN");
+    assert!(
+        r.stdout.contains("RAN"),
+        "control: after setup: {} {}",
+        r.stdout,
+        r.stderr
+    );
     drop(g);
 }
 

@@ -418,6 +418,23 @@ fn current_record(ctx: &Ctx, caller: u32) -> Result<InstallRecord, Fail> {
         Fail::Failed("the elevated tier is not installed (or setup is unfinished); run `sudo stockade setup`".into())
     })?;
     for a in rec.accounts.iter().filter(|a| a.caller == Some(caller)) {
+        // What `setup --check` would call drift in this caller's home refuses the run: a home
+        // that is not root's at 0755 could be the account's to chmod.
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&a.home) {
+            Ok(m)
+                if m.is_dir()
+                    && m.uid() == 0
+                    && m.mode() & 0o7777 == crate::record::HOME_MODE => {}
+            _ => {
+                return Err(Fail::Failed(format!(
+                    "the home {} of sandbox account {} drifted (it must be root's, mode {:04o}); `stockade setup --check` shows it, `sudo stockade setup` repairs it",
+                    a.home.display(),
+                    a.name,
+                    crate::record::HOME_MODE
+                )))
+            }
+        }
         match sys::users::getpwuid(a.uid) {
             Ok(Some((name, gid, _))) if name == a.name && gid == rec.group.gid => {}
             _ => {
