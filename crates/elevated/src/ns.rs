@@ -264,7 +264,7 @@ impl NsPlan {
         sys::mount_setattr(libc::AT_FDCWD, c"/", true, 0, 0, true)?;
         let mut no_idmap = None;
         if let (Some(m), false) = (&self.idmap, self.idmapped.is_empty()) {
-            match crate::runner::mapping_userns(m) {
+            match mapping_userns(m) {
                 Ok(userns) => self.bind_idmapped(userns.as_fd())?,
                 Err(e) => no_idmap = Some(format!("no user namespace for the idmapping: {e}")),
             }
@@ -356,6 +356,51 @@ fn self_bind(root: BorrowedFd<'_>, b: &SelfBind) -> io::Result<()> {
     }
     sys::move_mount_fd(tree.as_fd(), fd.as_fd())?;
     Ok(())
+}
+
+/// The hidden first argument of the short-lived process that only holds the user namespace an
+/// idmapped bind maps through ([`mapping_userns`]): it waits for end of input and exits.
+pub const HOLD_ARG: &str = "__elevated-userns";
+
+/// A user namespace holding only the mapping `m` (its owner is root), for `MOUNT_ATTR_IDMAP`: a
+/// helper process (this executable with [`HOLD_ARG`]) unshares a user namespace and waits; this
+/// process, root outside, writes its `uid_map` and `gid_map`, opens `/proc/PID/ns/user`, and
+/// lets the helper exit. Called in the run's process, single-threaded, as root.
+pub fn mapping_userns(m: &crate::ns::IdMap) -> io::Result<OwnedFd> {
+    let gid_map = m
+        .gid_map()
+        .ok_or_else(|| io::Error::other("the caller's group overlaps the sandbox groups"))?;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg(HOLD_ARG)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: this process is single-threaded (no thread has been started), so the forked child
+    // may run this closure; it makes one syscall (through stockade-sys) before exec.
+    unsafe {
+        cmd.pre_exec(|| sys::spawn::child::unshare_user().map_err(io::Error::from));
+    }
+    let mut helper = cmd.spawn()?;
+    let pid = helper.id();
+    let res = (|| -> io::Result<OwnedFd> {
+        sys::write_file(
+            std::path::Path::new(&format!("/proc/{pid}/uid_map")),
+            m.uid_map().as_bytes(),
+        )?;
+        sys::write_file(
+            std::path::Path::new(&format!("/proc/{pid}/gid_map")),
+            gid_map.as_bytes(),
+        )?;
+        Ok(OwnedFd::from(std::fs::File::open(format!(
+            "/proc/{pid}/ns/user"
+        ))?))
+    })();
+    drop(helper.stdin.take());
+    let _ = helper.kill();
+    let _ = helper.wait();
+    res
 }
 
 #[cfg(test)]

@@ -47,10 +47,6 @@ use stockade_sys::spawn::child;
 /// The hidden first argument that selects this entry point.
 pub const ARG: &str = "__elevated-child";
 
-/// The hidden first argument of the short-lived process that only holds the user namespace an
-/// idmapped bind maps through ([`mapping_userns`]): it waits for end of input and exits.
-pub const HOLD_ARG: &str = "__elevated-userns";
-
 /// The status line the run's process sends the broker once the command has been started.
 pub const READY: &str = "ok";
 /// Second field of the status line when the writable roots are not idmapped.
@@ -131,7 +127,7 @@ pub fn parse_denials(s: &str) -> Vec<crate::protocol::WireDenial> {
 pub fn main_if_child() {
     let mut args = std::env::args_os();
     let first = args.nth(1);
-    if first == Some(OsString::from(HOLD_ARG)) {
+    if first == Some(OsString::from(crate::ns::HOLD_ARG)) {
         let _ = io::stdin().read_to_end(&mut Vec::new());
         std::process::exit(0);
     }
@@ -336,46 +332,6 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
         gate: Some(gate),
         no_idmap,
     })
-}
-
-/// A user namespace holding only the mapping `m` (its owner is root), for `MOUNT_ATTR_IDMAP`: a
-/// helper process (this executable with [`HOLD_ARG`]) unshares a user namespace and waits; this
-/// process, root outside, writes its `uid_map` and `gid_map`, opens `/proc/PID/ns/user`, and
-/// lets the helper exit. Called in the run's process, single-threaded, as root.
-pub fn mapping_userns(m: &crate::ns::IdMap) -> io::Result<OwnedFd> {
-    let gid_map = m
-        .gid_map()
-        .ok_or_else(|| io::Error::other("the caller's group overlaps the sandbox groups"))?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(HOLD_ARG)
-        .env_clear()
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: this process is single-threaded (no thread has been started), so the forked child
-    // may run this closure; it makes one syscall (through stockade-sys) before exec.
-    unsafe {
-        cmd.pre_exec(|| child::unshare_user().map_err(io::Error::from));
-    }
-    let mut helper = cmd.spawn()?;
-    let pid = helper.id();
-    let res = (|| -> io::Result<OwnedFd> {
-        sys::write_file(
-            std::path::Path::new(&format!("/proc/{pid}/uid_map")),
-            m.uid_map().as_bytes(),
-        )?;
-        sys::write_file(
-            std::path::Path::new(&format!("/proc/{pid}/gid_map")),
-            gid_map.as_bytes(),
-        )?;
-        Ok(OwnedFd::from(std::fs::File::open(format!(
-            "/proc/{pid}/ns/user"
-        ))?))
-    })();
-    drop(helper.stdin.take());
-    let _ = helper.kill();
-    let _ = helper.wait();
-    res
 }
 
 /// Enters the start directory: its base (a writable root or the workspace) opened by path with
