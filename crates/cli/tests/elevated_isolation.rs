@@ -48,6 +48,25 @@ fn two_users_cannot_touch_each_other() {
     // A's home is traversable, so B's attempts reach A's files (only the sandbox stops them).
     fs::set_permissions(&a.home, fs::Permissions::from_mode(0o755)).unwrap();
     let (aws, bws) = (ws_of(&a), ws_of(&b));
+    // A tree whose modes and ACLs uninstall must give back exactly (`getfacl -R` before/after).
+    let tree = aws.join("tree");
+    sh(&format!(
+        "mkdir -p {t}/d750 {t}/d755 && printf x > {t}/f644 && printf x > {t}/f600 && printf x > {t}/f664 \
+         && printf x > {t}/x755 && printf x > {t}/acl640 && chmod 644 {t}/f644 && chmod 600 {t}/f600 \
+         && chmod 664 {t}/f664 && chmod 755 {t}/x755 {t}/d755 && chmod 750 {t}/d750 && chmod 640 {t}/acl640 \
+         && setfacl -m u:{bu}:r {t}/acl640 && chown -R {au}:{ag} {t}",
+        t = tree.display(),
+        bu = b.uid,
+        au = a.uid,
+        ag = a.gid
+    ));
+    let snapshot = || {
+        sh(&format!(
+            "cd {} && getfacl -R -p -n . 2>/dev/null; find . -printf '%m %u %g %p\n' | sort",
+            tree.display()
+        ))
+    };
+    let tree_before = snapshot();
     start_broker(&mut g);
     let (awsr, bwsr) = (
         aws.to_string_lossy().to_string(),
@@ -216,6 +235,21 @@ fn two_users_cannot_touch_each_other() {
         "control: after setup: {} {}",
         r.stdout,
         r.stderr
+    );
+
+    // --- uninstall gives every mode and ACL of the tree back exactly ------------------------------
+    let granted = snapshot();
+    assert_ne!(
+        granted, tree_before,
+        "control: the grants changed the tree's ACLs"
+    );
+    g.stop_broker();
+    let u = stockade(&["uninstall"]);
+    assert_uninstalled(&u);
+    let tree_after = snapshot();
+    assert_eq!(
+        tree_before, tree_after,
+        "getfacl -R before setup and after uninstall"
     );
     drop(g);
 }

@@ -135,14 +135,27 @@ pub fn with_named(acl: &[Entry], named: &[Named]) -> Vec<Entry> {
     fix_mask(out)
 }
 
-/// `acl` without the named entries `(tag, id)`.
+/// `acl` without the named entries `(tag, id)`, never wider than before for the group class:
+/// the old mask (the group bits `ls` showed, narrowed by any `chmod` meanwhile) still bounds the
+/// new one, and when no named entry is left the mask is folded into the owning group's entry
+/// (its effective rights, `group_obj & mask`), so the mode comes back exactly as it was.
 pub fn without_named(acl: &[Entry], which: &[(u16, u32)]) -> Vec<Entry> {
-    fix_mask(
+    let old_mask = acl.iter().find(|e| e.tag == TAG_MASK).map(|e| e.perm);
+    let mut out = fix_mask(
         acl.iter()
             .filter(|e| !which.contains(&(e.tag, e.id)))
             .copied()
             .collect(),
-    )
+    );
+    if let Some(m) = old_mask {
+        let named = out.iter().any(|e| e.tag == TAG_USER || e.tag == TAG_GROUP);
+        for e in out.iter_mut() {
+            if (named && e.tag == TAG_MASK) || (!named && e.tag == TAG_GROUP_OBJ) {
+                e.perm &= m;
+            }
+        }
+    }
+    out
 }
 
 /// `acl` with a named-user entry `(uid, perm)` for each pair (replacing any existing one).
@@ -274,6 +287,38 @@ mod tests {
         let mut bad = b.clone();
         bad[0] = 1;
         assert_eq!(decode(&bad), Err(AclFormatError("unknown version")));
+    }
+
+    #[test]
+    fn removing_the_grants_restores_the_mode_exactly() {
+        for mode in [0o644, 0o600, 0o755, 0o750, 0o664, 0o640] {
+            let base = from_mode(mode);
+            let granted = with_named(&base, &[(TAG_GROUP, 994, R | W | X), (TAG_USER, 7, R)]);
+            assert_eq!(
+                without_named(&granted, &[(TAG_GROUP, 994), (TAG_USER, 7)]),
+                base,
+                "{mode:o}"
+            );
+        }
+        // A chmod g-w while granted narrowed the mask: the fold keeps it narrowed.
+        let mut g = with_named(&from_mode(0o664), &[(TAG_GROUP, 994, R | W)]);
+        g.iter_mut()
+            .filter(|e| e.tag == TAG_MASK)
+            .for_each(|e| e.perm = R);
+        assert_eq!(without_named(&g, &[(TAG_GROUP, 994)]), from_mode(0o644));
+        // Named entries left: the mask never widens past the old one.
+        let mut g = with_named(
+            &from_mode(0o640),
+            &[(TAG_GROUP, 994, R | W), (TAG_USER, 5, R | W)],
+        );
+        g.iter_mut()
+            .filter(|e| e.tag == TAG_MASK)
+            .for_each(|e| e.perm = R);
+        let left = without_named(&g, &[(TAG_GROUP, 994)]);
+        assert_eq!(
+            left.iter().find(|e| e.tag == TAG_MASK).map(|e| e.perm),
+            Some(R)
+        );
     }
 
     #[test]
