@@ -133,7 +133,12 @@ impl Drop for Slot {
 
 struct Ctx {
     opts: BrokerOptions,
+    /// Held only to read-modify-write `grants.json` (and while a setup adds accounts), never
+    /// while a caller's files are walked or read.
     grants_lock: Mutex<()>,
+    /// One lock per calling uid, held for that caller's grant walk: one user's large first grant
+    /// does not delay another user's run.
+    caller_locks: Mutex<std::collections::HashMap<u32, Arc<Mutex<()>>>>,
     /// The nftables ruleset generation at which the full table was last listed and found equal
     /// to this listing (see [`Ctx::nft_verified`]).
     nft_verified: Mutex<Option<(u32, String)>>,
@@ -241,6 +246,7 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
     let ctx = Arc::new(Ctx {
         opts,
         grants_lock: Mutex::new(()),
+        caller_locks: Mutex::new(std::collections::HashMap::new()),
         nft_verified: Mutex::new(None),
     });
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -526,15 +532,32 @@ fn caller_group(
             g.gid
         )));
     }
-    gf.groups.retain(|c| c.uid != uid);
-    gf.groups.push(grants::CallerGroup {
+    let entry = grants::CallerGroup {
         uid,
         name,
         gid: g.gid,
-    });
-    let gpath = ctx.opts.setup.grants_path();
-    grants::store(&gpath, gf).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    };
+    gf.groups.retain(|c| c.uid != uid);
+    gf.groups.push(entry.clone());
+    store_merged(ctx, |f| {
+        f.groups.retain(|c| c.uid != uid);
+        f.groups.push(entry);
+    })?;
     Ok(g.gid)
+}
+
+/// Applies `change` to `grants.json` as it is now on disk (re-read under the short file lock),
+/// so concurrent callers' walks never overwrite each other's records.
+fn store_merged(ctx: &Ctx, change: impl FnOnce(&mut grants::GrantsFile)) -> Result<(), Fail> {
+    let _file = ctx
+        .grants_lock
+        .lock()
+        .map_err(|_| Fail::Failed("grant lock poisoned".into()))?;
+    let gpath = ctx.opts.setup.grants_path();
+    let mut fresh =
+        grants::load(&gpath).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    change(&mut fresh);
+    grants::store(&gpath, &fresh).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))
 }
 
 /// Applies (or skips, when already done) the grants for the validated roots.
@@ -546,13 +569,24 @@ fn ensure_grants(
     roots: &[ValidatedRoot],
     req: &RunRequest,
 ) -> Result<(u64, bool, u32), Fail> {
-    let _guard = ctx
-        .grants_lock
+    let mine = ctx
+        .caller_locks
+        .lock()
+        .map_err(|_| Fail::Failed("grant lock poisoned".into()))?
+        .entry(caller.uid)
+        .or_default()
+        .clone();
+    let _guard = mine
         .lock()
         .map_err(|_| Fail::Failed("grant lock poisoned".into()))?;
     let gpath = ctx.opts.setup.grants_path();
-    let mut gf =
-        grants::load(&gpath).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+    let mut gf = {
+        let _file = ctx
+            .grants_lock
+            .lock()
+            .map_err(|_| Fail::Failed("grant lock poisoned".into()))?;
+        grants::load(&gpath).map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?
+    };
     let gid = caller_group(ctx, rec, &mut gf, caller.uid)?;
     let mut walked = 0u64;
     let mut any_walk = false;
@@ -639,8 +673,8 @@ fn ensure_grants(
             inodes: stats.changed,
         };
         match idx {
-            Some(i) => gf.grants[i] = rec,
-            None => gf.grants.push(rec),
+            Some(i) => gf.grants[i] = rec.clone(),
+            None => gf.grants.push(rec.clone()),
         }
         // Ancestors the caller owns (e.g. a 0700 home): search-only, so absolute paths work.
         // With the caller's filesystem credentials: the entries go only on inodes the caller
@@ -649,14 +683,23 @@ fn ensure_grants(
             grants::traverse_ancestors(&root.path, caller.uid, gid)
         })
         .map_err(|e| Fail::Failed(format!("switching to your credentials: {e}")))?;
-        for t in ancestors {
-            if !gf.traverse.contains(&t) {
-                gf.traverse.push(t);
+        for t in &ancestors {
+            if !gf.traverse.contains(t) {
+                gf.traverse.push(t.clone());
             }
         }
         // Record after each root: a crash mid-way never loses track of granted entries.
-        grants::store(&gpath, &gf)
-            .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+        store_merged(ctx, |f| {
+            match f.grants.iter().position(|g| g.root == rec.root) {
+                Some(i) => f.grants[i] = rec,
+                None => f.grants.push(rec),
+            }
+            for t in ancestors {
+                if !f.traverse.contains(&t) {
+                    f.traverse.push(t);
+                }
+            }
+        })?;
     }
     let denied = sys::users::with_fs_creds(caller.uid, caller.gid, &caller.groups, || {
         grants::deny_paths(&req.deny_read, caller.uid, gid)
@@ -667,9 +710,13 @@ fn ensure_grants(
         .filter(|d| !gf.denied.contains(d))
         .collect();
     if !new_denied.is_empty() {
-        gf.denied.extend(new_denied);
-        grants::store(&gpath, &gf)
-            .map_err(|e| Fail::Failed(format!("{}: {e}", gpath.display())))?;
+        store_merged(ctx, |f| {
+            for d in new_denied {
+                if !f.denied.contains(&d) {
+                    f.denied.push(d);
+                }
+            }
+        })?;
     }
     Ok((walked, any_walk, gid))
 }
