@@ -701,8 +701,21 @@ fn ensure_grants(
             }
         })?;
     }
+    ensure_denied(ctx, caller, gid, &req.deny_read, &gf)?;
+    Ok((walked, any_walk, gid))
+}
+
+/// `deny_read` paths the caller owns get the grant group's empty entry (with the caller's
+/// filesystem credentials), recorded once.
+fn ensure_denied(
+    ctx: &Ctx,
+    caller: &Caller,
+    gid: u32,
+    deny_read: &[PathBuf],
+    gf: &grants::GrantsFile,
+) -> Result<(), Fail> {
     let denied = sys::users::with_fs_creds(caller.uid, caller.gid, &caller.groups, || {
-        grants::deny_paths(&req.deny_read, caller.uid, gid)
+        grants::deny_paths(deny_read, caller.uid, gid)
     })
     .map_err(|e| Fail::Failed(format!("switching to your credentials: {e}")))?;
     let new_denied: Vec<PathBuf> = denied
@@ -718,7 +731,7 @@ fn ensure_grants(
             }
         })?;
     }
-    Ok((walked, any_walk, gid))
+    Ok(())
 }
 
 /// A grant that failed: the caller's own malformed file is a refusal, anything else a failure.
