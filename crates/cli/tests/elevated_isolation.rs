@@ -98,6 +98,19 @@ fn two_users_cannot_touch_each_other() {
         );
     }
 
+    // --- files written in a granted root honour the command's umask ------------------------------
+    let r = run_as(
+        &a,
+        &["--workspace", &awsr],
+        &aws,
+        "umask 077 && printf S > um077.txt && mkdir um077.d && umask 022 && printf S > um022.txt && echo UM-RAN",
+    );
+    assert!(r.stdout.contains("UM-RAN"), "{} {}", r.stdout, r.stderr);
+    let mode = |f: &str| fs::metadata(aws.join(f)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("um077.txt"), 0o600, "umask 077 file");
+    assert_eq!(mode("um077.d"), 0o700, "umask 077 directory");
+    assert_eq!(mode("um022.txt"), 0o644, "control: umask 022");
+
     // --- positive control: the same operations work in A's own run -------------------------------
     let before_ctl = host_state(&aws.join("ctl.txt"));
     let r = run_as(
@@ -105,7 +118,7 @@ fn two_users_cannot_touch_each_other() {
         &["--workspace", &awsr],
         &aws,
         "cat secret.txt; echo; chmod 0640 ctl.txt && echo CHMOD-OK; chgrp \"$(id -g)\" ctl.txt && echo CHOWN-OK; \
-         setfacl -m o::r ctl.txt && echo SETFACL-OK; touch -d 2001-02-03 ctl.txt && echo UTIME-OK",
+         setfacl -m g::rw ctl.txt && echo SETFACL-OK; touch -d 2001-02-03 ctl.txt && echo UTIME-OK",
     );
     for w in ["A-SECRET", "CHMOD-OK", "CHOWN-OK", "SETFACL-OK", "UTIME-OK"] {
         assert!(

@@ -139,6 +139,9 @@ struct Ctx {
     /// One lock per calling uid, held for that caller's grant walk: one user's large first grant
     /// does not delay another user's run.
     caller_locks: Mutex<std::collections::HashMap<u32, Arc<Mutex<()>>>>,
+    /// Root can make the user namespace the idmapped binds need (probed at start): grants then
+    /// give no default entries, so new files honour the command's umask.
+    idmap: bool,
     /// The nftables ruleset generation at which the full table was last listed and found equal
     /// to this listing (see [`Ctx::nft_verified`]).
     nft_verified: Mutex<Option<(u32, String)>>,
@@ -178,6 +181,19 @@ impl Ctx {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// Whether root can make an idmapping user namespace here (called once, before any thread).
+fn idmap_probe() -> bool {
+    crate::ns::mapping_userns(&crate::ns::IdMap {
+        sandbox_uid: 65534,
+        caller_uid: 65533,
+        sandbox_gid: 65534,
+        caller_gid: 65533,
+        grant_gid: 65532,
+        extra_gids: Vec::new(),
+    })
+    .is_ok()
 }
 
 enum NftCheck {
@@ -247,6 +263,7 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
         opts,
         grants_lock: Mutex::new(()),
         caller_locks: Mutex::new(std::collections::HashMap::new()),
+        idmap: idmap_probe(),
         nft_verified: Mutex::new(None),
     });
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -606,6 +623,7 @@ fn ensure_grants(
             owner_uid: caller.uid,
             grant_gid: gid,
             protected: &prot,
+            inherit: !ctx.idmap,
         };
         let idx = gf.grants.iter().position(|g| g.root == root.path);
         let intact = root.owned && grants::root_acl_intact(root.fd.as_fd(), gid);
@@ -620,6 +638,7 @@ fn ensure_grants(
             caller_uid: caller.uid,
             grant_gid: gid,
             protected: &prot,
+            inherit: !ctx.idmap,
         };
         let mut progress = |n: u64| {
             let _ = protocol::write_frame(
@@ -671,6 +690,7 @@ fn ensure_grants(
             protected: all_prot,
             denied: Vec::new(),
             inodes: stats.changed,
+            inherit: !ctx.idmap,
         };
         match idx {
             Some(i) => gf.grants[i] = rec.clone(),

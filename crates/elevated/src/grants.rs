@@ -52,6 +52,14 @@ pub struct GrantRecord {
     pub denied: Vec<PathBuf>,
     /// Inodes changed by the last walk.
     pub inodes: u64,
+    /// Directories got default (inherited) entries ([`GrantParams::inherit`]); records written
+    /// before this field existed did.
+    #[serde(default = "default_true")]
+    pub inherit: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A per-caller grant group: the sandbox process gets it as a supplementary group only when it
@@ -164,6 +172,8 @@ pub struct GrantKey<'a> {
     pub grant_gid: u32,
     /// Protected paths under this root.
     pub protected: &'a [PathBuf],
+    /// Whether directories get default entries now (a change means a new walk).
+    pub inherit: bool,
 }
 
 /// Decides whether a root needs walking. Pure. `root_acl_intact`: the root directory's ACL still
@@ -180,6 +190,7 @@ pub fn decide(
         || e.ino != key.ino
         || e.owner_uid != key.owner_uid
         || e.grant_gid != key.grant_gid
+        || e.inherit != key.inherit
         || !root_acl_intact
     {
         return GrantAction::Full;
@@ -444,6 +455,10 @@ pub struct GrantParams<'a> {
     pub grant_gid: u32,
     /// Protected paths beneath the root (absolute).
     pub protected: &'a [PathBuf],
+    /// Give directories default (inherited) entries. Not needed when runs bind the roots
+    /// idmapped (what a run creates is the caller's): without them new files get the mode the
+    /// command's umask leaves.
+    pub inherit: bool,
 }
 
 /// Grants the sandbox accounts access below one root (full walk or only `subset` of protected
@@ -486,7 +501,10 @@ pub fn apply_root(
                 Treatment::Writable
             };
             let exec = it.st.st_mode & 0o111 != 0;
-            let (a, d) = acl::entries_for(t, is_dir, exec, gid, caller);
+            let (a, mut d) = acl::entries_for(t, is_dir, exec, gid, caller);
+            if !p.inherit {
+                d.clear();
+            }
             if add_entries(it.fd, it.st, &a, &d)? {
                 changed += 1;
             }
@@ -740,6 +758,7 @@ mod tests {
             protected: vec!["/home/u/ws/.git".into()],
             denied: vec![],
             inodes: 10,
+            inherit: false,
         }
     }
 
@@ -754,8 +773,18 @@ mod tests {
             owner_uid: 1000,
             grant_gid: 900,
             protected: &prot,
+            inherit: false,
         };
         assert_eq!(decide(Some(&r), &key, true), GrantAction::Skip);
+        let inherit_now = GrantKey {
+            inherit: true,
+            ..key.clone()
+        };
+        assert_eq!(
+            decide(Some(&r), &inherit_now, true),
+            GrantAction::Full,
+            "idmap no longer available: walk again with default entries"
+        );
         assert_eq!(
             decide(Some(&r), &key, false),
             GrantAction::Full,
