@@ -142,12 +142,30 @@ struct Ctx {
     /// Root can make the user namespace the idmapped binds need (probed at start): grants then
     /// give no default entries, so new files honour the command's umask.
     idmap: bool,
+    /// Mapping user namespaces by `uid_map`/`gid_map`, made once and kept.
+    usernses: Mutex<std::collections::HashMap<String, Arc<OwnedFd>>>,
     /// The nftables ruleset generation at which the full table was last listed and found equal
     /// to this listing (see [`Ctx::nft_verified`]).
     nft_verified: Mutex<Option<(u32, String)>>,
 }
 
 impl Ctx {
+    /// The mapping user namespace for `m` (`None` when root cannot make one here: the run then
+    /// goes without the idmap and says so).
+    fn userns_for(&self, m: &crate::ns::IdMap) -> Option<Arc<OwnedFd>> {
+        if !self.idmap {
+            return None;
+        }
+        let key = format!("{}|{}", m.uid_map(), m.gid_map()?);
+        let mut cache = self.usernses.lock().ok()?;
+        if let Some(u) = cache.get(&key) {
+            return Some(Arc::clone(u));
+        }
+        let u = Arc::new(crate::ns::mapping_userns(m).ok()?);
+        cache.insert(key, Arc::clone(&u));
+        Some(u)
+    }
+
     /// Whether table `inet <table>` holds exactly the rules `want`. Fail closed and cheap: the
     /// full listing (`nft list table`, ≈ 6 ms) is compared only when the ruleset generation
     /// (`NFT_MSG_GETGEN`, one netlink round trip) differs from the one recorded at the last
@@ -264,6 +282,7 @@ pub fn serve_on(listener: UnixListener, opts: BrokerOptions) -> Result<(), Broke
         grants_lock: Mutex::new(()),
         caller_locks: Mutex::new(std::collections::HashMap::new()),
         idmap: idmap_probe(),
+        usernses: Mutex::new(std::collections::HashMap::new()),
         nft_verified: Mutex::new(None),
     });
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -827,6 +846,13 @@ fn run(
             cred.gid
         )));
     }
+    // The mapping user namespace, made once per mapping and kept (one helper process per
+    // caller, not per run).
+    let userns = if ns_plan.idmapped.is_empty() {
+        None
+    } else {
+        ctx.userns_for(&idmap)
+    };
     ns_plan.idmap = Some(idmap);
     p.nidmapped = ns_plan.idmapped.len();
     let (nbinds, private_net) = (ns_plan.binds.len(), ns_plan.private_net);
@@ -850,7 +876,12 @@ fn run(
     };
     let spec_bytes = serde_json::to_vec(&spec)
         .map_err(|e| Fail::Failed(format!("encoding the run specification: {e}")))?;
-    let (childp, chan, start) = spawn_run(&mut p, &spec_bytes, [fd0, fd1, fd2])?;
+    let (childp, chan, start) = spawn_run(
+        &mut p,
+        &spec_bytes,
+        userns.as_deref().map(|f| f.as_fd()),
+        [fd0, fd1, fd2],
+    )?;
     p.enforced.extend(started_layers(&Started {
         abi: p.abi,
         account: &p.account.name,
@@ -1197,6 +1228,7 @@ fn kill_tree(cg: Option<&RunCgroup>, c: &sys::spawn::RawChild) {
 fn spawn_run(
     p: &mut Prepared,
     spec_bytes: &[u8],
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
     stdio: [OwnedFd; 3],
 ) -> Result<(sys::spawn::RawChild, UnixStream, Instant), Fail> {
     let (chan, child_chan) = UnixStream::pair()
@@ -1259,7 +1291,7 @@ fn spawn_run(
     drop(p.procs.take());
     drop(child_chan);
     drop(p.ruleset_fd.take());
-    let answer = handshake(&chan, spec_bytes);
+    let answer = handshake(&chan, spec_bytes, userns);
     if let Some(idmap) = answer.as_deref().ok().and_then(crate::runner::parse_ready) {
         if p.nidmapped > 0 {
             match idmap {
@@ -1281,8 +1313,15 @@ fn spawn_run(
 }
 
 /// Hands over the specification and reads the run's process's one-line answer.
-fn handshake(chan: &UnixStream, spec_bytes: &[u8]) -> io::Result<String> {
+fn handshake(
+    chan: &UnixStream,
+    spec_bytes: &[u8],
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<String> {
     use std::io::Write;
+    // First one byte carrying the mapping user namespace (or nothing), then the specification.
+    let fds: Vec<i32> = userns.iter().map(|f| f.as_raw_fd()).collect();
+    sys::sockets::send_with_fds(chan.as_fd(), &[0], &fds).map_err(io::Error::from)?;
     (&*chan).write_all(spec_bytes)?;
     chan.shutdown(std::net::Shutdown::Write)?;
     chan.set_read_timeout(Some(Duration::from_secs(30)))?;

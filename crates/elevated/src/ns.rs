@@ -259,14 +259,17 @@ impl NsPlan {
     /// refuses root a user namespace (`user.max_user_namespaces=0`, a seccomp filter): the run
     /// then proceeds with files owned by the caller's own sandbox account, and says so. Any
     /// other failure is an error.
-    pub fn apply(&self) -> io::Result<Option<String>> {
+    pub fn apply(&self, userns: Option<BorrowedFd<'_>>) -> io::Result<Option<String>> {
         sys::unshare(self.clone_flags())?;
         sys::mount_setattr(libc::AT_FDCWD, c"/", true, 0, 0, true)?;
         let mut no_idmap = None;
-        if let (Some(m), false) = (&self.idmap, self.idmapped.is_empty()) {
-            match mapping_userns(m) {
-                Ok(userns) => self.bind_idmapped(userns.as_fd())?,
-                Err(e) => no_idmap = Some(format!("no user namespace for the idmapping: {e}")),
+        if self.idmap.is_some() && !self.idmapped.is_empty() {
+            match userns {
+                Some(u) => self.bind_idmapped(u)?,
+                None => {
+                    no_idmap =
+                        Some("root cannot create the user namespace the idmapping needs".into())
+                }
             }
         }
         let mut root_fds = Vec::with_capacity(self.roots.len());
@@ -363,9 +366,10 @@ fn self_bind(root: BorrowedFd<'_>, b: &SelfBind) -> io::Result<()> {
 pub const HOLD_ARG: &str = "__elevated-userns";
 
 /// A user namespace holding only the mapping `m` (its owner is root), for `MOUNT_ATTR_IDMAP`: a
-/// helper process (this executable with [`HOLD_ARG`]) unshares a user namespace and waits; this
-/// process, root outside, writes its `uid_map` and `gid_map`, opens `/proc/PID/ns/user`, and
-/// lets the helper exit. Called in the run's process, single-threaded, as root.
+/// helper process (this executable with [`HOLD_ARG`]) unshares a user namespace and waits; the
+/// broker, root outside, writes its `uid_map` and `gid_map`, opens `/proc/PID/ns/user`, and lets
+/// the helper exit. The broker keeps the descriptor (one helper per mapping, not per run) and
+/// hands it to each run's process with its specification.
 pub fn mapping_userns(m: &crate::ns::IdMap) -> io::Result<OwnedFd> {
     let gid_map = m
         .gid_map()
@@ -377,8 +381,9 @@ pub fn mapping_userns(m: &crate::ns::IdMap) -> io::Result<OwnedFd> {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: this process is single-threaded (no thread has been started), so the forked child
-    // may run this closure; it makes one syscall (through stockade-sys) before exec.
+    // SAFETY: the closure runs in the forked child of a possibly multithreaded process; it makes
+    // one raw syscall through stockade-sys and allocates nothing (its error is an OS errno), so
+    // it is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| sys::spawn::child::unshare_user().map_err(io::Error::from));
     }

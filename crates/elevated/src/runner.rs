@@ -194,6 +194,9 @@ struct Supervisor {
 }
 
 fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, String> {
+    // One byte first, with the mapping user namespace of the idmapped binds when there is one.
+    let userns = sys::sockets::recv_fd(chan.as_raw_fd())
+        .map_err(|e| format!("receiving the mapping user namespace: {e}"))?;
     let mut buf = Vec::new();
     chan.take(MAX_SPEC)
         .read_to_end(&mut buf)
@@ -204,7 +207,7 @@ fn start(chan: &mut UnixStream, ruleset: Option<OwnedFd>) -> Result<Supervisor, 
     // As root: private mount and IPC (and, offline, network) namespaces.
     let no_idmap = spec
         .ns
-        .apply()
+        .apply(userns.as_ref().map(|f| f.as_fd()))
         .map_err(|e| format!("private mount/IPC/network namespaces: {e}"))?;
 
     // Drop to the sandbox account, then verify all three ids, the group list, and that root
