@@ -137,6 +137,22 @@ fn setup_check_doctor_uninstall() {
         assert!(rec.contains("\"state\": \"installed\""), "{what}: {rec}");
         assert_eq!(uid_of(&off), ou, "{what}: same uid again");
     }
+    // The caller's record entries deleted: one `setup --user` adopts the existing accounts.
+    let mut rec: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(RECORD).unwrap()).unwrap();
+    rec["accounts"].as_array_mut().unwrap().clear();
+    fs::write(RECORD, serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
+    let rep = setup(&["--user", USER]);
+    let (code, items) = check();
+    assert_eq!(
+        code, 0,
+        "record entries deleted: one setup converges: {items:?} ({rep:?})"
+    );
+    let rec = fs::read_to_string(RECORD).unwrap();
+    assert!(
+        rec.contains(&format!("\"uid\": {ou}")) && rec.contains(&off),
+        "{rec}"
+    );
 
     // --- doctor: installed; available exactly when the broker answers ----------------------------
     let d = doctor_elevated();

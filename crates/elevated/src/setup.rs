@@ -426,6 +426,16 @@ fn caller_pairs(
             pairs.push((c, a, b));
             continue;
         }
+        // Accounts of ours whose record entry was lost: adopted, not allocated anew.
+        let existing = |role| -> Result<Option<u32>, SetupError> {
+            Ok(accounts::getent_passwd(&opts.account_name(c, role))?
+                .map(|p| p.uid)
+                .filter(|u| in_sandbox_range(*u)))
+        };
+        if let (Some(a), Some(b)) = (existing(Role::Offline)?, existing(Role::Online)?) {
+            pairs.push((c, a, b));
+            continue;
+        }
         let used: Vec<u32> = pairs.iter().flat_map(|p| [p.1, p.2]).collect();
         let taken = |u: u32| {
             used.contains(&u)
@@ -442,6 +452,11 @@ fn caller_pairs(
         pairs.push((c, a, b));
     }
     Ok(pairs)
+}
+
+/// Whether `uid` lies in the range the sandbox accounts are numbered in. Pure.
+fn in_sandbox_range(uid: u32) -> bool {
+    (accounts::UID_BASE..accounts::UID_BASE.saturating_add(accounts::UID_COUNT)).contains(&uid)
 }
 
 /// The record of what setup is about to create, from the options, the previous record and what
@@ -490,7 +505,9 @@ pub fn intended_record(
                 .and_then(|o| o.account_for(caller, role))
                 .is_some_and(|a| a.created && a.name == name);
             if let Some(Some(have)) = obs.next() {
-                if !was_ours || have != uid {
+                // Ours: recorded, or (record entry lost) named ours with a uid of our range.
+                let adopted = have == uid && in_sandbox_range(uid);
+                if !(was_ours || adopted) || have != uid {
                     return Err(SetupError::Conflict(format!(
                         "user {name} exists (uid {have}) and was not created by stockade setup with uid {uid}; remove it or choose another --prefix"
                     )));
@@ -1133,9 +1150,12 @@ mod tests {
     fn intent_refuses_an_account_setup_did_not_create() {
         let o = SetupOptions::default();
         assert!(matches!(
-            intended_record(&o, None, None, &[(1000, B, B + 1)], &[Some(B), None]),
+            intended_record(&o, None, None, &[(1000, 5, B + 1)], &[Some(5), None]),
             Err(SetupError::Conflict(m)) if m.contains("stockade-1000-off")
         ));
+        // Our name with a uid of our range (its record entry lost): adopted.
+        let r = intended_record(&o, None, None, &[(1000, B, B + 1)], &[Some(B), None]).unwrap();
+        assert_eq!(r.accounts[0].uid, B);
         // Ours, but with another uid than allocated: a conflict too.
         let r = intended_record(&o, None, None, &[(1000, B, B + 1)], &[None, None]).unwrap();
         assert!(matches!(
