@@ -331,6 +331,7 @@ mod tests {
             protected_symlinks: vec![],
             allowed_domains: vec![],
             warnings: vec![],
+            overlay: Default::default(),
         };
         let cmd = Command {
             program: "sh".into(),

@@ -34,6 +34,12 @@ pub fn writable_paths(plan: &Plan) -> Vec<PathBuf> {
     if plan.temp.private {
         v.extend(["/tmp", "/var/tmp", "/dev/shm"].map(PathBuf::from));
     }
+    // Copy-on-write overlays: writes land in the private upper layer, never on the host.
+    for layer in &plan.overlay.layers {
+        if !v.contains(&layer.lower) {
+            v.push(layer.lower.clone());
+        }
+    }
     v
 }
 

@@ -10,6 +10,7 @@ pub mod landlock_layer;
 pub mod launch;
 pub mod limits;
 pub mod mounts;
+pub mod overlay;
 pub mod probe;
 pub mod proxy;
 

@@ -76,6 +76,13 @@ pub enum Step {
     /// Attach the link clone in `slot` onto the symbolic link at `target` (never following it), so
     /// the link cannot be removed, renamed or replaced.
     AttachLink { slot: usize, target: PathBuf },
+    /// Create a detached overlay of `lower` beneath `upper` (see [`crate::overlay`]) into `slot`.
+    Overlay {
+        slot: usize,
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
     /// Attach the clone in `slot` at `target`; create the mount point (dir or file) if missing.
     Attach {
         slot: usize,
@@ -116,6 +123,13 @@ pub fn steps(plan: &Plan, host: &HostFacts) -> Vec<Step> {
     // 3. fresh /dev, temp dirs
     fresh_dev(&mut b, &slots.dev);
     temp_dirs(&mut b, plan, &slots.temp);
+    // 3c. copy-on-write overlays (before the writable roots, which are attached on top)
+    for (target, s) in &slots.overlays {
+        b.attach(*s, target.clone(), PathKind::Dir);
+    }
+    for (path, kind, s) in &slots.overlay_protected {
+        b.attach(*s, path.clone(), *kind);
+    }
     // 4. writable roots, then protection on top
     attach_roots_and_protection(&mut b, &slots);
     // 5. masks
@@ -160,6 +174,8 @@ struct Slots {
     links: Vec<(PathBuf, usize)>,
     temp: Vec<(PathBuf, usize)>,
     sockets: Vec<(PathBuf, usize)>,
+    overlays: Vec<(PathBuf, usize)>,
+    overlay_protected: Vec<(PathBuf, PathKind, usize)>,
 }
 
 /// Phase 2: every capture from the host view (and the lockdown, right after the device nodes).
@@ -174,6 +190,8 @@ fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
             )
         })
         .collect();
+    // Overlays are created while the upper layers' filesystem is still writable here.
+    let overlays = crate::overlay::capture_steps(plan, &mut b.out, &mut b.slot);
     // Lock down after the device nodes are captured: the lockdown makes every mount `nodev`, and
     // detached clones taken before it keep their own flags.
     b.out.push(Step::LockDownRoot);
@@ -208,6 +226,18 @@ fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
         .into_iter()
         .map(|l| (l.clone(), b.capture(l, Access::Link)))
         .collect();
+    let overlay_protected = plan
+        .overlay
+        .protected
+        .iter()
+        .map(|p| {
+            (
+                p.path.clone(),
+                p.kind,
+                b.capture(p.path.clone(), Access::ReadOnly),
+            )
+        })
+        .collect();
     let temp = match (&plan.temp.private, &plan.temp.persist_dir) {
         (true, Some(dir)) => vec![
             (
@@ -236,6 +266,8 @@ fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
         links,
         temp,
         sockets,
+        overlays,
+        overlay_protected,
     }
 }
 
@@ -320,7 +352,7 @@ fn fresh_dev(b: &mut Builder, dev: &[(String, usize)]) {
 
 /// Phase 3b: private `/tmp` and `/var/tmp` (fresh, or the persisted ones captured in phase 2).
 fn temp_dirs(b: &mut Builder, plan: &Plan, temp: &[(PathBuf, usize)]) {
-    if !plan.temp.private {
+    if !plan.temp.private || plan.overlay.temp {
         return;
     }
     if temp.is_empty() {
@@ -363,8 +395,16 @@ fn attach_roots_and_protection(b: &mut Builder, slots: &Slots) {
     }
 }
 
-/// Phase 5: `deny_read` masks (an empty read-only tmpfs on a directory, `/dev/null` on a file).
+/// Phase 5: `deny_read` masks (an empty read-only tmpfs on a directory, `/dev/null` on a file),
+/// and Stockade's own state (other workspaces' upper layers and temp dirs).
 fn masks(b: &mut Builder, plan: &Plan) {
+    for m in &plan.overlay.masks {
+        b.out.push(Step::Tmpfs {
+            target: m.clone(),
+            options: "mode=000,size=4k".into(),
+            read_only: true,
+        });
+    }
     for m in &plan.deny_read {
         match m.kind {
             PathKind::Dir => b.out.push(Step::Tmpfs {
@@ -470,6 +510,9 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
             let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
             if *read_only {
                 flags |= libc::MS_RDONLY | libc::MS_NOEXEC;
+                // A mask may sit inside an overlay whose upper layer an earlier run wrote: never
+                // mount through a symlink planted there.
+                ensure_mountpoint(target, PathKind::Dir)?;
             }
             sys::mount_fs(c"tmpfs", target, flags, Some(&data))
         }
@@ -488,6 +531,19 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
             None,
         ),
+        Step::Overlay {
+            slot,
+            lower,
+            upper,
+            work,
+        } => {
+            let fd = sys::overlayfs::overlay_mount(lower, upper, work)?;
+            if slots.len() <= *slot {
+                slots.resize_with(*slot + 1, || None);
+            }
+            slots[*slot] = Some(fd);
+            Ok(())
+        }
         Step::Mkdir { path } => sys::mkdir(path, 0o755),
         Step::Touch { path } => sys::touch(path, 0o644),
         Step::Symlink { target, link } => sys::symlink(target, link),
@@ -602,6 +658,7 @@ mod tests {
             },
             protected_symlinks: vec![],
             warnings: vec![],
+            overlay: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod config;
 pub mod domains;
 mod git_identity;
 pub mod model;
+pub mod overlay;
 pub mod paths;
 pub mod plan;
 pub mod system_dirs;

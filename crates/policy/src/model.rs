@@ -51,6 +51,42 @@ pub struct FilesystemPolicy {
     /// list.
     #[serde(default)]
     pub walk_exempt: Vec<String>,
+    /// What a write outside the writable roots does: `overlay` (default: the home directory and
+    /// `overlay_roots` are copy-on-write overlays whose changes stay in Stockade's state until
+    /// `stockade apply`) or `deny` (read-only, as before).
+    #[serde(default)]
+    pub outside_writes: OutsideWrites,
+    /// Other directory trees (owned by the caller) overlaid like the home directory.
+    #[serde(default)]
+    pub overlay_roots: Vec<String>,
+    /// Cap on the size of a workspace's overlay state in bytes; a run refuses to start while
+    /// the state is over it (`None`: no cap).
+    #[serde(default)]
+    pub overlay_max_bytes: Option<u64>,
+}
+
+/// What a write outside the writable roots does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutsideWrites {
+    /// Refused (read-only mounts).
+    Deny,
+    /// Copy-on-write: kept in a private upper layer, reviewed with `stockade diff`.
+    #[default]
+    Overlay,
+}
+
+/// What the sandbox's `/tmp` and `/var/tmp` are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TempMode {
+    /// The host's directories, read-only, beneath a private writable upper layer.
+    #[default]
+    Overlay,
+    /// Private and empty (persisted per workspace when `persist`).
+    Empty,
+    /// The host's own directories (same as `private = false`).
+    Host,
 }
 
 /// Network modes.
@@ -159,4 +195,7 @@ pub struct TempPolicy {
     pub private: bool,
     /// Keep the private `/tmp` across runs for the same workspace.
     pub persist: bool,
+    /// `overlay` (default), `empty` or `host`; `private = false` means `host`.
+    #[serde(default)]
+    pub mode: TempMode,
 }

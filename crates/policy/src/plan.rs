@@ -96,6 +96,8 @@ pub struct Plan {
     /// Things the user should know about the plan (a dangling gitdir, an unreadable directory that
     /// was not searched for protected names, a cwd outside the writable area, ...).
     pub warnings: Vec<String>,
+    /// Copy-on-write overlays outside the writable roots (see [`crate::overlay`]).
+    pub overlay: crate::overlay::OverlayPlan,
 }
 
 /// Validate and normalise one `network.allowed_domains` entry (see [`crate::domains`]):
@@ -545,7 +547,35 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         env.push((OsString::from("GIT_CONFIG_GLOBAL"), path.into_os_string()));
     }
 
-    let persist_dir = (policy.temp.private && policy.temp.persist).then(|| {
+    use crate::model::{OutsideWrites, TempMode};
+    let temp_private = policy.temp.private && policy.temp.mode != TempMode::Host;
+    // `persist = false` keeps today's fresh, empty /tmp per run.
+    let temp_overlay = temp_private && policy.temp.persist && policy.temp.mode == TempMode::Overlay;
+    let mut overlay_roots = Vec::new();
+    for entry in &fs_pol.overlay_roots {
+        let path = expand(entry, home_raw, &workspace, "filesystem.overlay_roots")?;
+        overlay_roots.push((entry.clone(), path));
+    }
+    let overlay = if fs_pol.read_only && !temp_overlay {
+        crate::overlay::OverlayPlan::default()
+    } else {
+        crate::overlay::plan(
+            crate::overlay::Inputs {
+                overlay_home: fs_pol.outside_writes == OutsideWrites::Overlay && !fs_pol.read_only,
+                home: home_canon.as_deref(),
+                roots: overlay_roots,
+                temp: temp_overlay,
+                writable_roots: &roots,
+                protected: &protected,
+                protected_names: &fs_pol.protected_names,
+                workspace: &workspace,
+                state_dir: &req.state_dir,
+                max_bytes: fs_pol.overlay_max_bytes,
+            },
+            &mut warnings,
+        )?
+    };
+    let persist_dir = (temp_private && policy.temp.persist && !overlay.temp).then(|| {
         let digest = Sha256::digest(workspace.as_os_str().as_encoded_bytes());
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         req.state_dir.join("tmp").join(hex)
@@ -570,11 +600,12 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         env_removed,
         limits: policy.limits.clone(),
         temp: TempPlan {
-            private: policy.temp.private,
+            private: temp_private,
             persist_dir,
         },
         protected_symlinks,
         warnings,
+        overlay,
     })
 }
 

@@ -19,6 +19,7 @@ pub mod fs;
 pub mod ipc;
 pub mod landlock;
 pub mod net;
+pub mod overlayfs;
 pub mod netlink;
 pub mod pty;
 pub mod seccomp;

@@ -262,6 +262,7 @@ mod from_policy {
                 allowed_domains: vec![],
                 protected_symlinks: vec![PathBuf::from(r"C:\Users\me\repo\.codex-link")],
                 warnings: vec![],
+                overlay: Default::default(),
                 env: vec![("PATH".into(), r"C:\Windows".into())],
                 env_removed: vec![],
                 limits: Default::default(),

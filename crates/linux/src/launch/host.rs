@@ -242,6 +242,7 @@ pub(super) fn userns_error(e: SysError) -> LaunchError {
 
 /// Host-side preparation done as the caller: the persistent temp dirs.
 pub(super) fn prepare_host(plan: &Plan) -> Result<(), LaunchError> {
+    crate::overlay::prepare_host(plan).map_err(|e| LaunchError::Prepare(e.to_string()))?;
     if let (true, Some(dir)) = (plan.temp.private, &plan.temp.persist_dir) {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         for sub in ["tmp", "var-tmp"] {

@@ -201,6 +201,21 @@ pub(super) fn init_setup(
             if plan.temp.private { ", /tmp, /var/tmp, /dev/shm" } else { "" }
         ),
     );
+    if !plan.overlay.layers.is_empty() {
+        let trees: Vec<String> = plan
+            .overlay
+            .layers
+            .iter()
+            .map(|l| l.lower.display().to_string())
+            .collect();
+        rep.line(
+            'L',
+            &format!(
+                "overlay\tcopy-on-write (writes kept in a private upper layer; `stockade diff`): {}",
+                trees.join(", ")
+            ),
+        );
+    }
     rep.line(
         'L',
         "pid-namespace\tcommand is pid 2; everything it starts dies with it",

@@ -61,6 +61,9 @@ pub(super) struct PartialFilesystem {
     pub(super) allow_unix_sockets: Option<Vec<String>>,
     pub(super) allow_dangerous_roots: Option<bool>,
     pub(super) walk_exempt: Option<Vec<String>>,
+    pub(super) outside_writes: Option<crate::model::OutsideWrites>,
+    pub(super) overlay_roots: Option<Vec<String>>,
+    pub(super) overlay_max_bytes: Option<Limit>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -92,6 +95,7 @@ pub(super) struct PartialLimits {
 pub(super) struct PartialTemp {
     pub(super) private: Option<bool>,
     pub(super) persist: Option<bool>,
+    pub(super) mode: Option<crate::model::TempMode>,
 }
 
 /// A policy with every key optional: one layer (or one profile) of configuration.
@@ -150,6 +154,9 @@ pub(super) const FILESYSTEM_KEYS: &[&str] = &[
     "allow_unix_sockets",
     "allow_dangerous_roots",
     "walk_exempt",
+    "outside_writes",
+    "overlay_roots",
+    "overlay_max_bytes",
 ];
 pub(super) const NETWORK_KEYS: &[&str] = &["mode", "allowed_domains"];
 pub(super) const ENV_KEYS: &[&str] = &["inherit", "exclude", "set"];
@@ -159,7 +166,7 @@ pub(super) const LIMITS_KEYS: &[&str] = &[
     "max_processes",
     "max_open_files",
 ];
-pub(super) const TEMP_KEYS: &[&str] = &["private", "persist"];
+pub(super) const TEMP_KEYS: &[&str] = &["private", "persist", "mode"];
 
 pub(super) fn section_keys(section: &str) -> &'static [&'static str] {
     match section {

@@ -41,6 +41,9 @@ pub(super) fn empty_policy() -> Policy {
             allow_unix_sockets: Vec::new(),
             allow_dangerous_roots: false,
             walk_exempt: Vec::new(),
+            outside_writes: crate::model::OutsideWrites::Deny,
+            overlay_roots: Vec::new(),
+            overlay_max_bytes: None,
         },
         network: NetworkPolicy {
             mode: NetworkMode::Off,
@@ -55,6 +58,7 @@ pub(super) fn empty_policy() -> Policy {
         temp: TempPolicy {
             private: true,
             persist: false,
+            mode: crate::model::TempMode::Empty,
         },
     }
 }
@@ -281,6 +285,7 @@ impl Merger {
                 }
                 self.list("filesystem", "walk_exempt", items, src);
             }
+            super::overlay_keys::merge_filesystem(self, f, src, &widen)?;
             if let Some(v) = f.allow_dangerous_roots {
                 if v && !self.policy.filesystem.allow_dangerous_roots {
                     widen(
@@ -410,6 +415,7 @@ impl Merger {
                     src,
                 );
             }
+            super::overlay_keys::merge_temp(self, t, src, &widen)?;
             if let Some(v) = t.persist {
                 set_value(
                     &mut self.policy.temp.persist,

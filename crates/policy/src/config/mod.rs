@@ -54,6 +54,7 @@ use std::path::{Path, PathBuf};
 mod format;
 mod load;
 mod merge;
+mod overlay_keys;
 mod render;
 
 use format::*;

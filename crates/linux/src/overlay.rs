@@ -1,0 +1,132 @@
+//! Copy-on-write overlays outside the writable roots (see `stockade_policy::overlay`).
+//!
+//! Host side, as the caller, before the sandbox starts: [`prepare_host`] creates the workspace's
+//! upper and work dirs under Stockade's state (mode 0700; each upper's root gets the mode of the
+//! tree it covers, `/tmp`'s 1777) and refuses to start while the state is over
+//! `filesystem.overlay_max_bytes` (the size recorded by the last run's scan). Inside, before the
+//! lockdown: [`capture_steps`] creates one detached overlay per tree (`userxattr`, so it works in
+//! the user namespace), attached by the mount plan before the writable roots, the protected paths
+//! and the masks go on top.
+//!
+//! What overlayfs without `redirect_dir` (unavailable unprivileged) does: renaming a directory
+//! that exists in the host tree fails with `EXDEV`; `mv` and most tools then copy and delete, so
+//! the rename still works, at the cost of a copy. Deleting anything is a whiteout in the upper.
+
+use crate::mounts::Step;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use stockade_policy::plan::Plan;
+
+/// The file (in the workspace's state) holding the size of the upper layers at the last scan.
+pub const SIZE_FILE: &str = "size";
+
+/// One `Step::Overlay` per layer, each into a new slot; returns (mount target, slot).
+pub fn capture_steps(plan: &Plan, out: &mut Vec<Step>, next: &mut usize) -> Vec<(PathBuf, usize)> {
+    let o = &plan.overlay;
+    let mut v = Vec::new();
+    for layer in &o.layers {
+        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
+            continue;
+        };
+        out.push(Step::Overlay {
+            slot: *next,
+            lower: layer.lower.clone(),
+            upper,
+            work,
+        });
+        v.push((layer.lower.clone(), *next));
+        *next += 1;
+    }
+    v
+}
+
+/// Why the overlay state could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// A directory could not be created or adjusted.
+    #[error("cannot prepare the overlay state {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state is over its cap.
+    #[error(
+        "the copy-on-write state of this workspace ({path}) holds {size} bytes, over \
+         filesystem.overlay_max_bytes = {cap}: review it with `stockade diff`, then `stockade \
+         apply` what you want and `stockade clean` (or `stockade discard`), or raise the cap"
+    )]
+    OverCap {
+        /// The state directory.
+        path: PathBuf,
+        /// Its recorded size.
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), OverlayError> {
+    let io = |source| OverlayError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(io(std::io::Error::other("exists and is not a directory"))),
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(io)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)
+        }
+    }
+}
+
+/// Create the state dirs and check the cap (see the module docs).
+pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
+    let o = &plan.overlay;
+    let Some(state) = &o.state else {
+        return Ok(());
+    };
+    if let Some(cap) = o.max_bytes {
+        let size = std::fs::read_to_string(state.join(SIZE_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if size > cap {
+            return Err(OverlayError::OverCap {
+                path: state.clone(),
+                size,
+                cap,
+            });
+        }
+    }
+    mkdir(state, 0o700)?;
+    mkdir(&state.join("upper"), 0o700)?;
+    mkdir(&state.join("work"), 0o700)?;
+    let ws_file = state.join("workspace");
+    if !ws_file.exists() {
+        std::fs::write(&ws_file, plan.workspace.as_os_str().as_encoded_bytes()).map_err(|source| {
+            OverlayError::Io {
+                path: ws_file.clone(),
+                source,
+            }
+        })?;
+    }
+    for layer in &o.layers {
+        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
+            continue;
+        };
+        let mode = std::fs::metadata(&layer.lower)
+            .map(|m| m.mode() & 0o7777)
+            .unwrap_or(0o700);
+        mkdir(&upper, mode)?;
+        mkdir(&work, 0o700)?;
+    }
+    Ok(())
+}
