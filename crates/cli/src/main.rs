@@ -11,6 +11,10 @@ use stockade_policy::plan::{self, PlanRequest};
 
 mod admin;
 mod backend;
+#[cfg(target_os = "linux")]
+mod changes;
+#[cfg(target_os = "linux")]
+mod linediff;
 mod mcp;
 mod report;
 mod run;
@@ -60,11 +64,54 @@ enum Cmd {
     Uninstall,
     /// Run the elevated tier's privileged broker in the foreground (root; for machines without systemd).
     Broker(admin::BrokerArgs),
-    /// Remove the sandbox's persistent temp state for a workspace.
+    /// Remove the sandbox's persistent state for a workspace (private /tmp, copy-on-write layers).
     Clean {
         /// Workspace (default: current directory).
         #[arg(long, value_name = "DIR")]
         workspace: Option<PathBuf>,
+        /// Every workspace's state.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List what sandboxed commands changed outside the writable roots (or one path's change).
+    Diff {
+        /// Workspace (default: current directory).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Machine-readable list.
+        #[arg(long)]
+        json: bool,
+        /// One path to show in detail (a text diff where it is text).
+        path: Option<PathBuf>,
+    },
+    /// Copy reviewed changes from the copy-on-write layer to the host.
+    Apply {
+        /// Workspace (default: current directory).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Apply files that make programs run, stale and unrecorded entries too.
+        #[arg(long)]
+        force: bool,
+        /// Host paths to apply.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Drop changes from the copy-on-write layer (all of them without PATH).
+    Discard {
+        /// Workspace (default: current directory).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Host paths whose changes are dropped.
+        paths: Vec<PathBuf>,
+    },
+    /// Size of the persistent sandbox state.
+    Status {
+        /// Workspace (default: current directory).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Machine-readable.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -352,6 +399,26 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Setup(a) => admin::setup(&a),
         Cmd::Uninstall => admin::uninstall(),
         Cmd::Broker(a) => admin::broker(&a),
-        Cmd::Clean { workspace } => run::clean(workspace, &caller),
+        Cmd::Clean { workspace, all } => run::clean(workspace, all, &caller),
+        #[cfg(target_os = "linux")]
+        Cmd::Diff {
+            workspace,
+            json,
+            path,
+        } => changes::cmd_diff(workspace, json, path.as_deref(), &caller),
+        #[cfg(target_os = "linux")]
+        Cmd::Apply {
+            workspace,
+            force,
+            paths,
+        } => changes::cmd_apply(workspace, force, &paths, &caller),
+        #[cfg(target_os = "linux")]
+        Cmd::Discard { workspace, paths } => changes::cmd_discard(workspace, &paths, &caller),
+        #[cfg(target_os = "linux")]
+        Cmd::Status { workspace, json } => changes::cmd_status(workspace, json, &caller),
+        #[cfg(not(target_os = "linux"))]
+        Cmd::Diff { .. } | Cmd::Apply { .. } | Cmd::Discard { .. } | Cmd::Status { .. } => {
+            anyhow::bail!("copy-on-write overlays exist on Linux only")
+        }
     }
 }

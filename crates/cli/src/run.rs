@@ -47,8 +47,20 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
             );
         }
     }
+    let started = std::time::SystemTime::now();
     let outcome = match crate::backend::run(&plan, &cmd, &opts, args.tier) {
-        Ok(o) => o,
+        Ok(o) => {
+            #[cfg(target_os = "linux")]
+            if let Err(e) = crate::changes::record_after_run(&plan, started) {
+                eprintln!(
+                    "stockade: warning: cannot record the copy-on-write changes: {}",
+                    escape(&crate::one_line(&e))
+                );
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = started;
+            o
+        }
         Err(f) => {
             eprintln!("stockade: error: {}", escape(&f.message));
             if args.json || report_file.is_some() {
@@ -168,7 +180,30 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
     })
 }
 
-pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<ExitCode> {
+pub fn clean(
+    workspace: Option<std::path::PathBuf>,
+    all: bool,
+    caller: &Caller,
+) -> Result<ExitCode> {
+    if all {
+        #[cfg(target_os = "linux")]
+        for sub in ["ws", "tmp"] {
+            let d = caller.state_dir.join(sub);
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if sub == "ws" {
+                        crate::changes::remove_state_dir(&p)?;
+                    } else {
+                        std::fs::remove_dir_all(&p)
+                            .with_context(|| format!("cannot remove {}", p.display()))?;
+                        println!("removed {}", escape(&p.display().to_string()));
+                    }
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let args = crate::PolicyArgs {
         workspace,
         writable: vec![],
@@ -187,6 +222,8 @@ pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<E
         "{}",
         stockade_windows::backend::clean(&plan).context("cannot remove Stockade's ACEs")?
     );
+    #[cfg(target_os = "linux")]
+    crate::changes::clean_state(&plan)?;
     match &plan.temp.persist_dir {
         Some(dir) if dir.exists() => {
             std::fs::remove_dir_all(dir)
@@ -194,7 +231,7 @@ pub fn clean(workspace: Option<std::path::PathBuf>, caller: &Caller) -> Result<E
             println!("removed {}", dir.display());
         }
         Some(dir) => println!("nothing to clean ({} does not exist)", dir.display()),
-        None => println!("nothing to clean (temp persistence is off)"),
+        None => {}
     }
     Ok(ExitCode::SUCCESS)
 }
