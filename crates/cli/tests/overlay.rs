@@ -1,0 +1,416 @@
+//! Copy-on-write outside the workspace (issue 14), judged from the host: writes to the home
+//! directory and `/tmp` succeed inside and the host never changes; package tools work from
+//! caches whose host trees hash identical before and after; `stockade diff` lists the changes;
+//! `stockade apply` copies only what it is asked, refuses protected, masked, stale and
+//! unrecorded entries and symlinks, and wants `--force` for files that make programs run.
+//!
+//! `unprivileged_user_flow` creates a throwaway user: run this suite under the shared lock,
+//! `flock /tmp/stockade-root.lock cargo test -p stockade --test overlay`.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// FNV-1a over every entry's relative path, type, mode, size and content (sorted walk).
+fn tree_hash(root: &Path) -> String {
+    fn feed(h: &mut u64, b: &[u8]) {
+        for c in b {
+            *h ^= u64::from(*c);
+            *h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut n = 0usize;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = match fs::read_dir(&d) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(_) => continue,
+        };
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).unwrap();
+            n += 1;
+            feed(&mut h, p.strip_prefix(root).unwrap().as_os_str().as_encoded_bytes());
+            feed(&mut h, format!("{:o}:{}:{}", m.mode(), m.size(), m.mtime()).as_bytes());
+            if m.is_file() {
+                feed(&mut h, &fs::read(&p).unwrap());
+            } else if m.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    format!("{h:016x}/{n}")
+}
+
+fn world(tag: &str) -> World {
+    World::new(tag)
+}
+
+fn upper_home(w: &World) -> PathBuf {
+    let ws = fs::canonicalize(&w.ws).unwrap();
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(ws.as_os_str().as_encoded_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let hex = String::from_utf8_lossy(&out.stdout)[..16].to_string();
+    w.state.join("stockade/ws").join(hex).join("upper/home")
+}
+
+#[test]
+fn home_writes_stay_private_persist_and_are_listed() {
+    let w = world("cow-home");
+    fs::write(w.home.join("f"), "orig\n").unwrap();
+    fs::create_dir_all(w.home.join("olddir/sub")).unwrap();
+    fs::write(w.home.join("olddir/sub/x"), "x").unwrap();
+    let before = tree_hash(&w.home);
+    // npm install -g style writes, a modified file, a renamed and a deleted pre-existing dir
+    let o = w.run().sh(
+        "set -e; echo new > ~/f; mkdir -p ~/.npm-global/lib/node_modules/tool/bin; \
+         echo 'console.log(1)' > ~/.npm-global/lib/node_modules/tool/index.js; \
+         mv ~/olddir ~/renamed; rm -rf ~/renamed/sub; cat ~/f; echo MARK-ran",
+    );
+    o.assert_ran("MARK-ran");
+    assert!(o.stdout.contains("new"), "{o:#?}");
+    assert_eq!(tree_hash(&w.home), before, "the host home changed");
+    assert_eq!(fs::read_to_string(w.home.join("f")).unwrap(), "orig\n");
+    // persists across runs of the same workspace
+    let o = w.run().sh("cat ~/f; test -d ~/olddir || echo MARK-gone");
+    assert!(o.stdout.contains("new") && o.has("MARK-gone"), "{o:#?}");
+    let d = w.stockade(&["diff", "--json"]);
+    assert_eq!(d.code(), 0, "{d:#?}");
+    let v: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    let has = |p: &Path, change: &str| {
+        v.as_array().unwrap().iter().any(|e| {
+            e["path"] == p.to_string_lossy().as_ref() && e["change"] == change
+        })
+    };
+    let home = fs::canonicalize(&w.home).unwrap();
+    assert!(has(&home.join("f"), "modified"), "{v:#}");
+    assert!(has(&home.join(".npm-global/lib/node_modules/tool/index.js"), "added"), "{v:#}");
+    assert!(has(&home.join("olddir"), "deleted"), "{v:#}");
+    let one = w.stockade(&["diff", &home.join("f").display().to_string()]);
+    assert!(one.stdout.contains("-orig") && one.stdout.contains("+new"), "{one:#?}");
+    // positive control: the same write unsandboxed does change the host
+    fs::write(w.home.join("f"), "new\n").unwrap();
+    assert_ne!(tree_hash(&w.home), before);
+}
+
+#[test]
+fn apply_copies_only_the_named_path_and_refuses_what_it_must() {
+    let w = world("cow-apply");
+    let home = fs::canonicalize(&w.home).unwrap();
+    fs::write(home.join("stale"), "host-1").unwrap();
+    fs::create_dir_all(home.join("proj/.git/hooks")).unwrap();
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::write(home.join(".ssh/id"), "secret").unwrap();
+    let o = w.run().sh(
+        "set -e; echo a > ~/a.txt; echo b > ~/b.txt; echo 'alias ls=rm' > ~/.bashrc; \
+         echo hook > ~/proj/.git/hooks/pre-commit; echo s > ~/stale; \
+         echo k >> ~/.ssh/authorized_keys 2>/dev/null || echo MARK-ssh-ro; echo MARK-ran",
+    );
+    o.assert_ran("MARK-ran");
+    assert!(o.has("MARK-ssh-ro"), "the masked ~/.ssh was writable: {o:#?}");
+    // an attacker-written upper: entries the sandbox could not make through the mounts
+    let upper = upper_home(&w);
+    fs::create_dir_all(upper.join(".ssh")).unwrap();
+    fs::write(upper.join(".ssh/authorized_keys"), "ssh-ed25519 AAAA attacker").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", upper.join("link")).unwrap();
+    let path = |r: &str| home.join(r).display().to_string();
+
+    let a = w.stockade(&["apply", &path("a.txt")]);
+    assert_eq!(a.code(), 0, "{a:#?}");
+    assert_eq!(fs::read_to_string(home.join("a.txt")).unwrap(), "a\n");
+    assert!(!home.join("b.txt").exists(), "apply copied more than asked");
+    for (p, why) in [
+        (".ssh/authorized_keys", "protected"),
+        ("proj/.git/hooks/pre-commit", "protected name"),
+        (".bashrc", "--force"),
+        ("link", "symlink"),
+    ] {
+        let r = w.stockade(&["apply", &path(p)]);
+        assert_eq!(r.code(), 125, "{p}: {r:#?}");
+        assert!(r.stderr.contains(why), "{p}: {r:#?}");
+        assert!(!home.join(p).exists() || p == "link", "{p} was applied");
+    }
+    assert!(fs::symlink_metadata(home.join("link")).is_err());
+    assert_eq!(fs::read_to_string(home.join(".ssh/id")).unwrap(), "secret");
+    assert!(!home.join(".ssh/authorized_keys").exists());
+    // stale: the host changed after the run copied it up
+    fs::write(home.join("stale"), "host-2").unwrap();
+    let r = w.stockade(&["apply", &path("stale")]);
+    assert_eq!(r.code(), 125, "{r:#?}");
+    assert!(r.stderr.contains("changed since"), "{r:#?}");
+    assert_eq!(fs::read_to_string(home.join("stale")).unwrap(), "host-2");
+    // --force applies a reviewed rc file
+    let r = w.stockade(&["apply", "--force", &path(".bashrc")]);
+    assert_eq!(r.code(), 0, "{r:#?}");
+    assert_eq!(fs::read_to_string(home.join(".bashrc")).unwrap(), "alias ls=rm\n");
+    // discard drops one change; the rest stays listed
+    let r = w.stockade(&["discard", &path("b.txt")]);
+    assert_eq!(r.code(), 0, "{r:#?}");
+    let d = w.stockade(&["diff"]);
+    assert!(!d.stdout.contains("b.txt") && d.stdout.contains("stale"), "{d:#?}");
+    let s = w.stockade(&["status", "--json"]);
+    assert_eq!(s.code(), 0, "{s:#?}");
+    let c = w.stockade(&["clean", "--all"]);
+    assert_eq!(c.code(), 0, "{c:#?}");
+    assert!(!upper.exists());
+}
+
+#[test]
+fn host_tmp_is_visible_and_writes_stay_private() {
+    let w = world("cow-tmp");
+    let name = unique("stockade-cow");
+    let script = PathBuf::from("/tmp").join(format!("{name}.sh"));
+    let x = PathBuf::from("/tmp").join(format!("{name}.x"));
+    fs::write(&script, "echo MARK-script-ran\n").unwrap();
+    fs::write(&x, "host\n").unwrap();
+    let o = w.run().sh(&format!(
+        "bash {s}; echo inside >> {x}; cat {x}; echo MARK-ran",
+        s = script.display(),
+        x = x.display()
+    ));
+    let _ = fs::remove_file(&script);
+    let host = fs::read_to_string(&x).unwrap();
+    let _ = fs::remove_file(&x);
+    o.assert_ran("MARK-ran");
+    assert!(o.has("MARK-script-ran"), "{o:#?}");
+    assert!(o.stdout.contains("host\ninside"), "{o:#?}");
+    assert_eq!(host, "host\n", "the host's /tmp file changed");
+}
+
+#[test]
+fn deny_mode_keeps_home_read_only() {
+    let w = world("cow-deny");
+    let cfg = w.root.join("deny.toml");
+    fs::write(&cfg, "[filesystem]\noutside_writes = \"deny\"\n[temp]\nmode = \"empty\"\n").unwrap();
+    fs::write(w.home.join("f"), "orig").unwrap();
+    let o = w
+        .run()
+        .flag("--config")
+        .flag(&cfg)
+        .sh("echo x > ~/f || echo MARK-refused; ls /tmp | wc -l");
+    assert!(o.has("MARK-refused"), "{o:#?}");
+    assert_eq!(fs::read_to_string(w.home.join("f")).unwrap(), "orig");
+}
+
+#[test]
+fn npm_ci_offline_from_a_filled_cache() {
+    if !have("npm") {
+        return skip("npm not installed");
+    }
+    let w = world("cow-npm");
+    // a local package, packed; installing it fills ~/.npm (unsandboxed, no network)
+    let pkg = w.root.join("pkg");
+    fs::create_dir_all(&pkg).unwrap();
+    fs::write(pkg.join("package.json"), r#"{"name":"tiny","version":"1.0.0","main":"i.js"}"#).unwrap();
+    fs::write(pkg.join("i.js"), "module.exports = 42;\n").unwrap();
+    let npm = |dir: &Path, args: &[&str]| {
+        let o = Command::new("npm")
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", &w.home)
+            .env("npm_config_cache", w.home.join(".npm"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "npm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    npm(&pkg, &["pack", "--pack-destination", &w.root.display().to_string()]);
+    fs::write(
+        w.ws.join("package.json"),
+        format!(r#"{{"name":"app","version":"1.0.0","dependencies":{{"tiny":"file:{}"}}}}"#, w.root.join("tiny-1.0.0.tgz").display()),
+    )
+    .unwrap();
+    npm(&w.ws, &["install", "--offline", "--no-audit", "--no-fund"]);
+    fs::remove_dir_all(w.ws.join("node_modules")).unwrap();
+    let before = tree_hash(&w.home);
+    let o = w.run().sh(
+        "npm ci --offline --no-audit --no-fund && node -e 'console.log(\"MARK-\" + require(\"tiny\"))'",
+    );
+    assert!(o.has("MARK-42"), "{o:#?}");
+    assert_eq!(tree_hash(&w.home), before, "the real npm cache changed");
+}
+
+#[test]
+fn cargo_build_from_the_registry_cache() {
+    let cargo_home = real_home().join(".cargo");
+    let reg = cargo_home.join("registry");
+    if !have("cargo") || !reg.is_dir() {
+        return skip("cargo or its registry cache missing");
+    }
+    let w = world("cow-cargo");
+    // the caller's registry cache, copied into this world's home (the host tree judged here)
+    let ch = w.home.join(".cargo");
+    fs::create_dir_all(&ch).unwrap();
+    let st = Command::new("cp").arg("-a").arg(&reg).arg(&ch).status().unwrap();
+    assert!(st.success());
+    let have_cfg_if = fs::read_dir(ch.join("registry/cache"))
+        .unwrap()
+        .flatten()
+        .any(|d| fs::read_dir(d.path()).unwrap().flatten().any(|f| f.file_name().to_string_lossy().starts_with("cfg-if-1.")));
+    if !have_cfg_if {
+        return skip("cfg-if 1.x not in the registry cache");
+    }
+    fs::write(
+        w.ws.join("Cargo.toml"),
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[dependencies]\ncfg-if = \"1\"\n",
+    )
+    .unwrap();
+    fs::create_dir_all(w.ws.join("src")).unwrap();
+    fs::write(w.ws.join("src/main.rs"), "fn main() { cfg_if::cfg_if! { if #[cfg(unix)] { println!(\"MARK-built\"); } } }\n").unwrap();
+    let before = tree_hash(&ch);
+    let rustup = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| real_home().join(".rustup"));
+    let o = w
+        .run()
+        .env("CARGO_HOME", &ch)
+        .env("RUSTUP_HOME", &rustup)
+        .env("PATH", format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_home.join("bin").display()))
+        .limit(Duration::from_secs(300))
+        .sh("cargo run --offline -q");
+    assert!(o.has("MARK-built"), "{o:#?}");
+    assert_eq!(tree_hash(&ch), before, "the real cargo home changed");
+    // the sandbox did write to CARGO_HOME (its lock, the unpacked sources): into the upper
+    assert!(upper_home(&w).join(".cargo").exists());
+}
+
+/// A minimal wheel (a zip with the package and its dist-info), made with python's zipfile.
+fn make_wheel(dir: &Path) {
+    let code = format!(
+        "import zipfile\nz=zipfile.ZipFile('{}/tinypy-1.0-py3-none-any.whl','w')\n\
+         z.writestr('tinypy/__init__.py','V=7\\n')\n\
+         z.writestr('tinypy-1.0.dist-info/METADATA','Metadata-Version: 2.1\\nName: tinypy\\nVersion: 1.0\\n')\n\
+         z.writestr('tinypy-1.0.dist-info/WHEEL','Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+         z.writestr('tinypy-1.0.dist-info/RECORD','')\nz.close()\n",
+        dir.display()
+    );
+    let st = Command::new("python3").args(["-c", &code]).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn pip_install_no_index_into_a_venv_and_user_site() {
+    if !have("python3") {
+        return skip("python3 not installed");
+    }
+    let w = world("cow-pip");
+    let wheels = w.root.join("wheels");
+    fs::create_dir_all(&wheels).unwrap();
+    make_wheel(&wheels);
+    fs::create_dir_all(w.home.join(".cache/pip")).unwrap();
+    // the real interpreter (not a version-manager shim, which would rehash its own dir)
+    let py = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let py = String::from_utf8_lossy(&py.stdout).trim().to_string();
+    let before = tree_hash(&w.home);
+    let o = w.run().limit(Duration::from_secs(240)).sh(&format!(
+        "set -e; {py} -m venv .venv; .venv/bin/pip install -q --no-index --find-links {d} tinypy; \
+         .venv/bin/python -c 'import tinypy; print(\"MARK-venv\", tinypy.V)'; \
+         PYTHONNOUSERSITE= {py} -m pip install -q --user --no-index --find-links {d} tinypy; \
+         cd / && {py} -c 'import tinypy; print(\"MARK-user\", tinypy.V)'",
+        d = wheels.display()
+    ));
+    assert!(o.has("MARK-venv 7") && o.has("MARK-user 7"), "{o:#?}");
+    assert_eq!(tree_hash(&w.home), before, "the host home (pip cache, user site) changed");
+    assert!(fs::read_dir(upper_home(&w).join(".local")).is_ok(), "user site not in the upper");
+}
+
+#[test]
+fn go_build_with_a_module_cache() {
+    if !have("go") {
+        return skip("go is not installed on this machine");
+    }
+    let w = world("cow-go");
+    fs::write(w.ws.join("go.mod"), "module app\n\ngo 1.20\n").unwrap();
+    fs::write(w.ws.join("main.go"), "package main\nfunc main() { println(\"MARK-go\") }\n").unwrap();
+    let before = tree_hash(&w.home);
+    let o = w.run().limit(Duration::from_secs(240)).env("GOFLAGS", "-mod=mod").sh("go run .");
+    assert!(o.stderr.contains("MARK-go"), "{o:#?}");
+    assert_eq!(tree_hash(&w.home), before);
+}
+
+/// The same flows as an ordinary user: home and /tmp writes stay private, diff and apply work.
+#[test]
+fn unprivileged_user_flow() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !have("useradd") || !have("setpriv") {
+        return skip("needs root (to create a throwaway user), useradd and setpriv");
+    }
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "stkcow{}x{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let home = PathBuf::from("/home").join(&name);
+    let st = Command::new("useradd")
+        .args(["-m", "-d"])
+        .arg(&home)
+        .args(["-s", "/bin/sh", "-U", &name])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Gone(String, PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("pkill").args(["-KILL", "-u", &self.0]).status();
+            let _ = Command::new("userdel").args(["-r", &self.0]).stderr(Stdio::null()).status();
+            let _ = fs::remove_dir_all(&self.1);
+        }
+    }
+    let _gone = Gone(name.clone(), home.clone());
+    let as_user = |argv: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", &name, "--regid", &name, "--init-groups", "--", "env", "-i"])
+            .arg(format!("HOME={}", home.display()))
+            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+            .args(argv)
+            .current_dir(&home);
+        run_guarded(c, None, Duration::from_secs(60))
+    };
+    let ws = home.join("ws");
+    let o = as_user(&["mkdir", "-p", &ws.display().to_string()]);
+    assert_eq!(o.code(), 0, "{o:#?}");
+    let o = as_user(&["sh", "-c", "echo orig > ~/f; echo host > /tmp/stkcow-$(id -u)"]);
+    assert_eq!(o.code(), 0, "{o:#?}");
+    let tmpx = format!("/tmp/stkcow-{}", {
+        let o = Command::new("id").args(["-u", &name]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    });
+    let wss = ws.display().to_string();
+    let o = as_user(&[
+        bin(), "run", "--workspace", &wss, "--", "sh", "-c",
+        &format!("echo new > ~/f && mkdir -p ~/.cache/tool && echo c > ~/.cache/tool/c && echo in >> {tmpx} && cat ~/f {tmpx} && echo MARK-ran"),
+    ]);
+    let host_tmp = fs::read_to_string(&tmpx).unwrap_or_default();
+    let _ = fs::remove_file(&tmpx);
+    assert!(o.stdout.contains("MARK-ran") && o.stdout.contains("new\nhost\nin"), "{o:#?}");
+    assert_eq!(fs::read_to_string(home.join("f")).unwrap(), "orig\n");
+    assert_eq!(host_tmp, "host\n");
+    assert!(!home.join(".cache/tool").exists());
+    let d = as_user(&[bin(), "diff", "--workspace", &wss]);
+    assert!(d.stdout.contains(".cache/tool/c") && d.stdout.contains("modified"), "{d:#?}");
+    let f = home.join("f").display().to_string();
+    let a = as_user(&[bin(), "apply", "--workspace", &wss, &f]);
+    assert_eq!(a.code(), 0, "{a:#?}");
+    assert_eq!(fs::read_to_string(home.join("f")).unwrap(), "new\n");
+    assert!(!home.join(".cache/tool").exists(), "apply copied more than asked");
+    let c = as_user(&[bin(), "clean", "--workspace", &wss]);
+    assert_eq!(c.code(), 0, "{c:#?}");
+}
