@@ -32,8 +32,8 @@ const MAX_ENTRIES: usize = 1_000_000;
 const MAX_DEPTH: usize = 256;
 /// Largest file `stockade diff PATH` diffs as text, and that `apply` hashes for comparison.
 const MAX_TEXT: u64 = 1 << 20;
-const RESOLVE: u64 = (libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS)
-    as u64;
+const RESOLVE: u64 =
+    (libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS) as u64;
 
 /// What an upper entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,10 +289,9 @@ pub fn record_after_run(plan: &Plan, started: SystemTime) -> Result<()> {
         if rec.contains_key(&key) {
             continue;
         }
-        let changed_during_run =
-            std::fs::symlink_metadata(host).is_ok_and(|m| {
-                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()) >= started
-            });
+        let changed_during_run = std::fs::symlink_metadata(host).is_ok_and(|m| {
+            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()) >= started
+        });
         let v = if changed_during_run {
             "changed".to_string()
         } else {
@@ -353,10 +352,14 @@ pub fn diff(plan: &Plan, path: Option<&Path>, json: bool) -> Result<()> {
 /// Find the layer and relative path of a host path the user named.
 fn locate<'p>(plan: &'p Plan, path: &Path) -> Result<(usize, &'p OverlayLayer, PathBuf)> {
     let abs = normalize(path)?;
-    for (i, l) in plan.overlay.layers.iter().enumerate() {
+    // The innermost tree wins (layers are sorted outer first).
+    for (i, l) in plan.overlay.layers.iter().enumerate().rev() {
         if let Ok(rel) = abs.strip_prefix(&l.lower) {
             if rel.as_os_str().is_empty() {
-                bail!("{} is the root of an overlaid tree; name a path inside it", shown(&abs));
+                bail!(
+                    "{} is the root of an overlaid tree; name a path inside it",
+                    shown(&abs)
+                );
             }
             return Ok((i, l, rel.to_path_buf()));
         }
@@ -491,7 +494,8 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
         Ok(m) if m.is_file() => read_bounded(&mut std::fs::File::open(&host)?, MAX_TEXT + 1)?,
         _ => Vec::new(),
     };
-    let text = |b: &[u8]| b.len() as u64 <= MAX_TEXT && !b.contains(&0) && std::str::from_utf8(b).is_ok();
+    let text =
+        |b: &[u8]| b.len() as u64 <= MAX_TEXT && !b.contains(&0) && std::str::from_utf8(b).is_ok();
     if !text(&new) || !text(&old) {
         println!("binary or large file: {} -> {size} bytes", old.len());
         return Ok(());
@@ -507,16 +511,63 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
 
 /// Paths a program reads as code or configuration at start: applying them needs `--force`.
 const RUNS_PROGRAMS: &[&str] = &[
-    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc", ".zshenv",
-    ".zprofile", ".zlogin", ".inputrc", ".pam_environment", ".xprofile", ".xinitrc",
-    ".gitconfig", ".config/git", ".config/fish", ".config/environment.d", ".config/autostart",
-    ".config/systemd", ".local/bin", ".local/share/applications", ".cargo/bin", ".cargo/config",
-    ".cargo/config.toml", ".npmrc", ".yarnrc", ".yarnrc.yml", ".config/pip", ".pip",
-    ".pydistutils.cfg", ".config/uv", ".condarc", ".gemrc", ".bunfig.toml", ".m2/settings.xml",
-    ".gradle/gradle.properties", ".gradle/init.d", ".config/go/env", ".vimrc", ".vim",
-    ".config/nvim", ".emacs", ".emacs.d", ".config/Code", ".vscode", ".cursor", ".config/zed",
-    ".gemini", ".aider.conf.yml", ".continue", ".config/opencode", ".ssh", ".npm-global/bin",
-    ".local/lib/python", ".pyenv", ".nvm", ".rustup",
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zlogin",
+    ".inputrc",
+    ".pam_environment",
+    ".xprofile",
+    ".xinitrc",
+    ".gitconfig",
+    ".config/git",
+    ".config/fish",
+    ".config/environment.d",
+    ".config/autostart",
+    ".config/systemd",
+    ".local/bin",
+    ".local/share/applications",
+    ".cargo/bin",
+    ".cargo/config",
+    ".cargo/config.toml",
+    ".npmrc",
+    ".yarnrc",
+    ".yarnrc.yml",
+    ".config/pip",
+    ".pip",
+    ".pydistutils.cfg",
+    ".config/uv",
+    ".condarc",
+    ".gemrc",
+    ".bunfig.toml",
+    ".m2/settings.xml",
+    ".gradle/gradle.properties",
+    ".gradle/init.d",
+    ".config/go/env",
+    ".vimrc",
+    ".vim",
+    ".config/nvim",
+    ".emacs",
+    ".emacs.d",
+    ".config/Code",
+    ".vscode",
+    ".cursor",
+    ".config/zed",
+    ".gemini",
+    ".aider.conf.yml",
+    ".continue",
+    ".config/opencode",
+    ".ssh",
+    ".npm-global/bin",
+    ".local/lib/python",
+    ".pyenv",
+    ".nvm",
+    ".rustup",
 ];
 
 struct Rules {
@@ -531,7 +582,12 @@ fn rules(plan: &Plan, loaded: &stockade_policy::config::Loaded, home: Option<&Pa
             refused.push((normalize(&p).unwrap_or(p), format!("deny_read {e}")));
         }
     }
-    for p in plan.deny_read.iter().chain(&plan.protected).chain(&plan.overlay.protected) {
+    for p in plan
+        .deny_read
+        .iter()
+        .chain(&plan.protected)
+        .chain(&plan.overlay.protected)
+    {
         refused.push((p.path.clone(), p.reason.clone()));
     }
     for m in &plan.overlay.masks {
@@ -546,11 +602,21 @@ fn rules(plan: &Plan, loaded: &stockade_policy::config::Loaded, home: Option<&Pa
     }
 }
 
-fn check_allowed(rules: &Rules, layer: &OverlayLayer, rel: &Path, force: bool, exec: bool) -> Result<()> {
+fn check_allowed(
+    rules: &Rules,
+    layer: &OverlayLayer,
+    rel: &Path,
+    force: bool,
+    exec: bool,
+) -> Result<()> {
     let host = layer.lower.join(rel);
     for (p, why) in &rules.refused {
         if host.starts_with(p) {
-            bail!("{}: refused: it is protected ({})", shown(&host), escape(why));
+            bail!(
+                "{}: refused: it is protected ({})",
+                shown(&host),
+                escape(why)
+            );
         }
     }
     for c in rel.components() {
@@ -588,7 +654,11 @@ pub fn apply(
     paths: &[PathBuf],
     force: bool,
 ) -> Result<()> {
-    let state = plan.overlay.state.clone().context("this workspace has no overlay state")?;
+    let state = plan
+        .overlay
+        .state
+        .clone()
+        .context("this workspace has no overlay state")?;
     let rules = rules(plan, loaded, home);
     let mut rec = read_record(&state);
     // Check every path before changing anything.
@@ -596,8 +666,12 @@ pub fn apply(
     for p in paths {
         let (i, layer, rel) = locate(plan, p)?;
         let upper = plan.overlay.upper(layer).context("no overlay state")?;
-        let kind = upper_kind(&upper, &rel)?
-            .with_context(|| format!("{}: no change recorded for it", shown(&layer.lower.join(&rel))))?;
+        let kind = upper_kind(&upper, &rel)?.with_context(|| {
+            format!(
+                "{}: no change recorded for it",
+                shown(&layer.lower.join(&rel))
+            )
+        })?;
         let entries: Vec<(PathBuf, Kind)> = match kind {
             Kind::Dir { .. } => {
                 let mut v = vec![(rel.clone(), kind)];
@@ -665,17 +739,22 @@ pub fn apply(
 fn apply_entry(upper: &Path, rel: &Path, kind: Kind, host: &Path) -> Result<()> {
     match kind {
         Kind::Whiteout => match std::fs::symlink_metadata(host) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(host)
-                .with_context(|| format!("removing {}", shown(host))),
-            Ok(_) => std::fs::remove_file(host).with_context(|| format!("removing {}", shown(host))),
+            Ok(m) if m.is_dir() => {
+                std::fs::remove_dir_all(host).with_context(|| format!("removing {}", shown(host)))
+            }
+            Ok(_) => {
+                std::fs::remove_file(host).with_context(|| format!("removing {}", shown(host)))
+            }
             Err(_) => Ok(()),
         },
         Kind::Dir { opaque } => {
             if opaque && std::fs::symlink_metadata(host).is_ok_and(|m| m.is_dir()) {
-                std::fs::remove_dir_all(host).with_context(|| format!("replacing {}", shown(host)))?;
+                std::fs::remove_dir_all(host)
+                    .with_context(|| format!("replacing {}", shown(host)))?;
             }
             if !host.is_dir() {
-                std::fs::create_dir_all(host).with_context(|| format!("creating {}", shown(host)))?;
+                std::fs::create_dir_all(host)
+                    .with_context(|| format!("creating {}", shown(host)))?;
             }
             Ok(())
         }
@@ -684,10 +763,7 @@ fn apply_entry(upper: &Path, rel: &Path, kind: Kind, host: &Path) -> Result<()> 
                 .with_context(|| format!("{}: vanished from the upper layer", shown(host)))?;
             let parent = host.parent().context("no parent")?;
             std::fs::create_dir_all(parent)?;
-            let tmp = parent.join(format!(
-                ".stockade-apply.{}",
-                std::process::id()
-            ));
+            let tmp = parent.join(format!(".stockade-apply.{}", std::process::id()));
             let mut out = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -808,7 +884,10 @@ pub fn status(plan: &Plan, state_dir: &Path, json: bool) -> Result<()> {
             "all_bytes": all_bytes, "all_files": all_files,
             "max_bytes": plan.overlay.max_bytes,
         });
-        println!("{}", crate::text::json_for_terminal(&serde_json::to_string_pretty(&v)?));
+        println!(
+            "{}",
+            crate::text::json_for_terminal(&serde_json::to_string_pretty(&v)?)
+        );
         return Ok(());
     }
     println!("workspace {}", shown(&plan.workspace));

@@ -13,6 +13,7 @@ fn changeable(plan: &Plan) -> impl Iterator<Item = &Path> {
         .iter()
         .map(PathBuf::as_path)
         .chain(plan.temp.persist_dir.as_deref())
+        .chain(plan.overlay.state.as_deref())
 }
 
 /// Where `--report FILE` will be written: the canonical directory and the file name. Refused when

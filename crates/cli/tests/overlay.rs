@@ -36,8 +36,14 @@ fn tree_hash(root: &Path) -> String {
         for p in entries {
             let m = fs::symlink_metadata(&p).unwrap();
             n += 1;
-            feed(&mut h, p.strip_prefix(root).unwrap().as_os_str().as_encoded_bytes());
-            feed(&mut h, format!("{:o}:{}:{}", m.mode(), m.size(), m.mtime()).as_bytes());
+            feed(
+                &mut h,
+                p.strip_prefix(root).unwrap().as_os_str().as_encoded_bytes(),
+            );
+            feed(
+                &mut h,
+                format!("{:o}:{}:{}", m.mode(), m.size(), m.mtime()).as_bytes(),
+            );
             if m.is_file() {
                 feed(&mut h, &fs::read(&p).unwrap());
             } else if m.is_dir() {
@@ -95,16 +101,26 @@ fn home_writes_stay_private_persist_and_are_listed() {
     assert_eq!(d.code(), 0, "{d:#?}");
     let v: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
     let has = |p: &Path, change: &str| {
-        v.as_array().unwrap().iter().any(|e| {
-            e["path"] == p.to_string_lossy().as_ref() && e["change"] == change
-        })
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == p.to_string_lossy().as_ref() && e["change"] == change)
     };
     let home = fs::canonicalize(&w.home).unwrap();
     assert!(has(&home.join("f"), "modified"), "{v:#}");
-    assert!(has(&home.join(".npm-global/lib/node_modules/tool/index.js"), "added"), "{v:#}");
+    assert!(
+        has(
+            &home.join(".npm-global/lib/node_modules/tool/index.js"),
+            "added"
+        ),
+        "{v:#}"
+    );
     assert!(has(&home.join("olddir"), "deleted"), "{v:#}");
     let one = w.stockade(&["diff", &home.join("f").display().to_string()]);
-    assert!(one.stdout.contains("-orig") && one.stdout.contains("+new"), "{one:#?}");
+    assert!(
+        one.stdout.contains("-orig") && one.stdout.contains("+new"),
+        "{one:#?}"
+    );
     // positive control: the same write unsandboxed does change the host
     fs::write(w.home.join("f"), "new\n").unwrap();
     assert_ne!(tree_hash(&w.home), before);
@@ -124,11 +140,18 @@ fn apply_copies_only_the_named_path_and_refuses_what_it_must() {
          echo k >> ~/.ssh/authorized_keys 2>/dev/null || echo MARK-ssh-ro; echo MARK-ran",
     );
     o.assert_ran("MARK-ran");
-    assert!(o.has("MARK-ssh-ro"), "the masked ~/.ssh was writable: {o:#?}");
+    assert!(
+        o.has("MARK-ssh-ro"),
+        "the masked ~/.ssh was writable: {o:#?}"
+    );
     // an attacker-written upper: entries the sandbox could not make through the mounts
     let upper = upper_home(&w);
     fs::create_dir_all(upper.join(".ssh")).unwrap();
-    fs::write(upper.join(".ssh/authorized_keys"), "ssh-ed25519 AAAA attacker").unwrap();
+    fs::write(
+        upper.join(".ssh/authorized_keys"),
+        "ssh-ed25519 AAAA attacker",
+    )
+    .unwrap();
     std::os::unix::fs::symlink("/etc/passwd", upper.join("link")).unwrap();
     let path = |r: &str| home.join(r).display().to_string();
 
@@ -159,12 +182,18 @@ fn apply_copies_only_the_named_path_and_refuses_what_it_must() {
     // --force applies a reviewed rc file
     let r = w.stockade(&["apply", "--force", &path(".bashrc")]);
     assert_eq!(r.code(), 0, "{r:#?}");
-    assert_eq!(fs::read_to_string(home.join(".bashrc")).unwrap(), "alias ls=rm\n");
+    assert_eq!(
+        fs::read_to_string(home.join(".bashrc")).unwrap(),
+        "alias ls=rm\n"
+    );
     // discard drops one change; the rest stays listed
     let r = w.stockade(&["discard", &path("b.txt")]);
     assert_eq!(r.code(), 0, "{r:#?}");
     let d = w.stockade(&["diff"]);
-    assert!(!d.stdout.contains("b.txt") && d.stdout.contains("stale"), "{d:#?}");
+    assert!(
+        !d.stdout.contains("b.txt") && d.stdout.contains("stale"),
+        "{d:#?}"
+    );
     let s = w.stockade(&["status", "--json"]);
     assert_eq!(s.code(), 0, "{s:#?}");
     let c = w.stockade(&["clean", "--all"]);
@@ -198,7 +227,11 @@ fn host_tmp_is_visible_and_writes_stay_private() {
 fn deny_mode_keeps_home_read_only() {
     let w = world("cow-deny");
     let cfg = w.root.join("deny.toml");
-    fs::write(&cfg, "[filesystem]\noutside_writes = \"deny\"\n[temp]\nmode = \"empty\"\n").unwrap();
+    fs::write(
+        &cfg,
+        "[filesystem]\noutside_writes = \"deny\"\n[temp]\nmode = \"empty\"\n",
+    )
+    .unwrap();
     fs::write(w.home.join("f"), "orig").unwrap();
     let o = w
         .run()
@@ -218,7 +251,11 @@ fn npm_ci_offline_from_a_filled_cache() {
     // a local package, packed; installing it fills ~/.npm (unsandboxed, no network)
     let pkg = w.root.join("pkg");
     fs::create_dir_all(&pkg).unwrap();
-    fs::write(pkg.join("package.json"), r#"{"name":"tiny","version":"1.0.0","main":"i.js"}"#).unwrap();
+    fs::write(
+        pkg.join("package.json"),
+        r#"{"name":"tiny","version":"1.0.0","main":"i.js"}"#,
+    )
+    .unwrap();
     fs::write(pkg.join("i.js"), "module.exports = 42;\n").unwrap();
     let npm = |dir: &Path, args: &[&str]| {
         let o = Command::new("npm")
@@ -228,12 +265,22 @@ fn npm_ci_offline_from_a_filled_cache() {
             .env("npm_config_cache", w.home.join(".npm"))
             .output()
             .unwrap();
-        assert!(o.status.success(), "npm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "npm {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
-    npm(&pkg, &["pack", "--pack-destination", &w.root.display().to_string()]);
+    npm(
+        &pkg,
+        &["pack", "--pack-destination", &w.root.display().to_string()],
+    );
     fs::write(
         w.ws.join("package.json"),
-        format!(r#"{{"name":"app","version":"1.0.0","dependencies":{{"tiny":"file:{}"}}}}"#, w.root.join("tiny-1.0.0.tgz").display()),
+        format!(
+            r#"{{"name":"app","version":"1.0.0","dependencies":{{"tiny":"file:{}"}}}}"#,
+            w.root.join("tiny-1.0.0.tgz").display()
+        ),
     )
     .unwrap();
     npm(&w.ws, &["install", "--offline", "--no-audit", "--no-fund"]);
@@ -257,12 +304,22 @@ fn cargo_build_from_the_registry_cache() {
     // the caller's registry cache, copied into this world's home (the host tree judged here)
     let ch = w.home.join(".cargo");
     fs::create_dir_all(&ch).unwrap();
-    let st = Command::new("cp").arg("-a").arg(&reg).arg(&ch).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&reg)
+        .arg(&ch)
+        .status()
+        .unwrap();
     assert!(st.success());
     let have_cfg_if = fs::read_dir(ch.join("registry/cache"))
         .unwrap()
         .flatten()
-        .any(|d| fs::read_dir(d.path()).unwrap().flatten().any(|f| f.file_name().to_string_lossy().starts_with("cfg-if-1.")));
+        .any(|d| {
+            fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().starts_with("cfg-if-1."))
+        });
     if !have_cfg_if {
         return skip("cfg-if 1.x not in the registry cache");
     }
@@ -272,14 +329,26 @@ fn cargo_build_from_the_registry_cache() {
     )
     .unwrap();
     fs::create_dir_all(w.ws.join("src")).unwrap();
-    fs::write(w.ws.join("src/main.rs"), "fn main() { cfg_if::cfg_if! { if #[cfg(unix)] { println!(\"MARK-built\"); } } }\n").unwrap();
+    fs::write(
+        w.ws.join("src/main.rs"),
+        "fn main() { cfg_if::cfg_if! { if #[cfg(unix)] { println!(\"MARK-built\"); } } }\n",
+    )
+    .unwrap();
     let before = tree_hash(&ch);
-    let rustup = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| real_home().join(".rustup"));
+    let rustup = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| real_home().join(".rustup"));
     let o = w
         .run()
         .env("CARGO_HOME", &ch)
         .env("RUSTUP_HOME", &rustup)
-        .env("PATH", format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_home.join("bin").display()))
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin",
+                cargo_home.join("bin").display()
+            ),
+        )
         .limit(Duration::from_secs(300))
         .sh("cargo run --offline -q");
     assert!(o.has("MARK-built"), "{o:#?}");
@@ -298,7 +367,10 @@ fn make_wheel(dir: &Path) {
          z.writestr('tinypy-1.0.dist-info/RECORD','')\nz.close()\n",
         dir.display()
     );
-    let st = Command::new("python3").args(["-c", &code]).status().unwrap();
+    let st = Command::new("python3")
+        .args(["-c", &code])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -327,8 +399,15 @@ fn pip_install_no_index_into_a_venv_and_user_site() {
         d = wheels.display()
     ));
     assert!(o.has("MARK-venv 7") && o.has("MARK-user 7"), "{o:#?}");
-    assert_eq!(tree_hash(&w.home), before, "the host home (pip cache, user site) changed");
-    assert!(fs::read_dir(upper_home(&w).join(".local")).is_ok(), "user site not in the upper");
+    assert_eq!(
+        tree_hash(&w.home),
+        before,
+        "the host home (pip cache, user site) changed"
+    );
+    assert!(
+        fs::read_dir(upper_home(&w).join(".local")).is_ok(),
+        "user site not in the upper"
+    );
 }
 
 #[test]
@@ -338,9 +417,17 @@ fn go_build_with_a_module_cache() {
     }
     let w = world("cow-go");
     fs::write(w.ws.join("go.mod"), "module app\n\ngo 1.20\n").unwrap();
-    fs::write(w.ws.join("main.go"), "package main\nfunc main() { println(\"MARK-go\") }\n").unwrap();
+    fs::write(
+        w.ws.join("main.go"),
+        "package main\nfunc main() { println(\"MARK-go\") }\n",
+    )
+    .unwrap();
     let before = tree_hash(&w.home);
-    let o = w.run().limit(Duration::from_secs(240)).env("GOFLAGS", "-mod=mod").sh("go run .");
+    let o = w
+        .run()
+        .limit(Duration::from_secs(240))
+        .env("GOFLAGS", "-mod=mod")
+        .sh("go run .");
     assert!(o.stderr.contains("MARK-go"), "{o:#?}");
     assert_eq!(tree_hash(&w.home), before);
 }
@@ -369,25 +456,43 @@ fn unprivileged_user_flow() {
     struct Gone(String, PathBuf);
     impl Drop for Gone {
         fn drop(&mut self) {
-            let _ = Command::new("pkill").args(["-KILL", "-u", &self.0]).status();
-            let _ = Command::new("userdel").args(["-r", &self.0]).stderr(Stdio::null()).status();
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-u", &self.0])
+                .status();
+            let _ = Command::new("userdel")
+                .args(["-r", &self.0])
+                .stderr(Stdio::null())
+                .status();
             let _ = fs::remove_dir_all(&self.1);
         }
     }
     let _gone = Gone(name.clone(), home.clone());
     let as_user = |argv: &[&str]| {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid", &name, "--regid", &name, "--init-groups", "--", "env", "-i"])
-            .arg(format!("HOME={}", home.display()))
-            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
-            .args(argv)
-            .current_dir(&home);
+        c.args([
+            "--reuid",
+            &name,
+            "--regid",
+            &name,
+            "--init-groups",
+            "--",
+            "env",
+            "-i",
+        ])
+        .arg(format!("HOME={}", home.display()))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+        .args(argv)
+        .current_dir(&home);
         run_guarded(c, None, Duration::from_secs(60))
     };
     let ws = home.join("ws");
     let o = as_user(&["mkdir", "-p", &ws.display().to_string()]);
     assert_eq!(o.code(), 0, "{o:#?}");
-    let o = as_user(&["sh", "-c", "echo orig > ~/f; echo host > /tmp/stkcow-$(id -u)"]);
+    let o = as_user(&[
+        "sh",
+        "-c",
+        "echo orig > ~/f; echo host > /tmp/stkcow-$(id -u)",
+    ]);
     assert_eq!(o.code(), 0, "{o:#?}");
     let tmpx = format!("/tmp/stkcow-{}", {
         let o = Command::new("id").args(["-u", &name]).output().unwrap();
@@ -400,17 +505,26 @@ fn unprivileged_user_flow() {
     ]);
     let host_tmp = fs::read_to_string(&tmpx).unwrap_or_default();
     let _ = fs::remove_file(&tmpx);
-    assert!(o.stdout.contains("MARK-ran") && o.stdout.contains("new\nhost\nin"), "{o:#?}");
+    assert!(
+        o.stdout.contains("MARK-ran") && o.stdout.contains("new\nhost\nin"),
+        "{o:#?}"
+    );
     assert_eq!(fs::read_to_string(home.join("f")).unwrap(), "orig\n");
     assert_eq!(host_tmp, "host\n");
     assert!(!home.join(".cache/tool").exists());
     let d = as_user(&[bin(), "diff", "--workspace", &wss]);
-    assert!(d.stdout.contains(".cache/tool/c") && d.stdout.contains("modified"), "{d:#?}");
+    assert!(
+        d.stdout.contains(".cache/tool/c") && d.stdout.contains("modified"),
+        "{d:#?}"
+    );
     let f = home.join("f").display().to_string();
     let a = as_user(&[bin(), "apply", "--workspace", &wss, &f]);
     assert_eq!(a.code(), 0, "{a:#?}");
     assert_eq!(fs::read_to_string(home.join("f")).unwrap(), "new\n");
-    assert!(!home.join(".cache/tool").exists(), "apply copied more than asked");
+    assert!(
+        !home.join(".cache/tool").exists(),
+        "apply copied more than asked"
+    );
     let c = as_user(&[bin(), "clean", "--workspace", &wss]);
     assert_eq!(c.code(), 0, "{c:#?}");
 }

@@ -537,7 +537,16 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
             upper,
             work,
         } => {
-            let fd = sys::overlayfs::overlay_mount(lower, upper, work)?;
+            let fd = sys::overlayfs::overlay_mount(lower, upper, work).map_err(|e| SysError {
+                call: e.call,
+                what: format!(
+                    "{} (copy-on-write outside the workspace needs overlayfs mountable in a user \
+                     namespace, Linux 5.11+; to run without it set filesystem.outside_writes = \
+                     \"deny\" and temp.mode = \"empty\")",
+                    e.what
+                ),
+                source: e.source,
+            })?;
             if slots.len() <= *slot {
                 slots.resize_with(*slot + 1, || None);
             }
@@ -772,6 +781,58 @@ mod tests {
         p.temp.persist_dir = None;
         let s = steps(&p, &host());
         assert!(s
+            .iter()
+            .any(|s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/tmp"))));
+    }
+
+    #[test]
+    fn overlays_are_made_before_the_lockdown_and_attached_beneath_roots_and_masks() {
+        use stockade_policy::overlay::{OverlayLayer, OverlayPlan};
+        let mut p = plan();
+        p.overlay = OverlayPlan {
+            layers: vec![
+                OverlayLayer {
+                    lower: "/home/u".into(),
+                    name: "home".into(),
+                },
+                OverlayLayer {
+                    lower: "/tmp".into(),
+                    name: "tmp".into(),
+                },
+            ],
+            state: Some("/state/ws/ab".into()),
+            masks: vec!["/state/ws".into()],
+            protected: vec![PlannedPath {
+                path: "/home/u/.claude".into(),
+                kind: PathKind::Dir,
+                reason: "x".into(),
+            }],
+            max_bytes: None,
+            temp: true,
+        };
+        let s = steps(&p, &host());
+        let lock = index(&s, |s| matches!(s, Step::LockDownRoot));
+        let ov = index(
+            &s,
+            |s| matches!(s, Step::Overlay { lower, upper, .. } if lower == Path::new("/home/u") && upper == Path::new("/state/ws/ab/upper/home")),
+        );
+        assert!(ov < lock);
+        let home = attach_at(&s, "/home/u");
+        let tmp = attach_at(&s, "/tmp");
+        let root = attach_at(&s, "/home/u/cache");
+        let claude = attach_at(&s, "/home/u/.claude");
+        let ssh = index(
+            &s,
+            |s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/home/u/.ssh")),
+        );
+        let state = index(
+            &s,
+            |s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/state/ws")),
+        );
+        assert!(home < root && tmp < attach_at(&s, "/tmp/ws") && home < claude && claude < ssh);
+        assert!(home < state);
+        // the overlay replaces the private tmpfs /tmp
+        assert!(!s
             .iter()
             .any(|s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/tmp"))));
     }

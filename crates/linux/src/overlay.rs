@@ -111,12 +111,12 @@ pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
     mkdir(&state.join("work"), 0o700)?;
     let ws_file = state.join("workspace");
     if !ws_file.exists() {
-        std::fs::write(&ws_file, plan.workspace.as_os_str().as_encoded_bytes()).map_err(|source| {
-            OverlayError::Io {
+        std::fs::write(&ws_file, plan.workspace.as_os_str().as_encoded_bytes()).map_err(
+            |source| OverlayError::Io {
                 path: ws_file.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     for layer in &o.layers {
         let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {

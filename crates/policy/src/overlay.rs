@@ -30,7 +30,7 @@ pub struct OverlayLayer {
 /// The overlays of one run (empty with `outside_writes = "deny"` and `temp.mode != "overlay"`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OverlayPlan {
-    /// Overlaid trees, in mount order.
+    /// Overlaid trees, in mount order (outer trees first; an inner tree is mounted on top).
     pub layers: Vec<OverlayLayer>,
     /// The workspace's overlay state, `<state_dir>/ws/<hash>` (holds `upper/`, `work/`, the
     /// copy-up record). `None` when there are no layers.
@@ -50,12 +50,16 @@ pub struct OverlayPlan {
 impl OverlayPlan {
     /// The upper dir of `layer`.
     pub fn upper(&self, layer: &OverlayLayer) -> Option<PathBuf> {
-        self.state.as_ref().map(|s| s.join("upper").join(&layer.name))
+        self.state
+            .as_ref()
+            .map(|s| s.join("upper").join(&layer.name))
     }
 
     /// The work dir of `layer`.
     pub fn work(&self, layer: &OverlayLayer) -> Option<PathBuf> {
-        self.state.as_ref().map(|s| s.join("work").join(&layer.name))
+        self.state
+            .as_ref()
+            .map(|s| s.join("work").join(&layer.name))
     }
 }
 
@@ -99,12 +103,23 @@ fn caller_uid() -> u32 {
 
 /// Check one tree: a canonical directory owned by the caller, usable as an overlay option.
 fn tree(entry: &str, path: &Path, need_owner: bool) -> Result<PathBuf, PlanError> {
-    let canon = fs::canonicalize(path)
-        .map_err(|e| bad(entry, format!("{}: {}", path.display(), crate::io_reason(&e))))?;
-    let meta = fs::metadata(&canon)
-        .map_err(|e| bad(entry, format!("{}: {}", canon.display(), crate::io_reason(&e))))?;
+    let canon = fs::canonicalize(path).map_err(|e| {
+        bad(
+            entry,
+            format!("{}: {}", path.display(), crate::io_reason(&e)),
+        )
+    })?;
+    let meta = fs::metadata(&canon).map_err(|e| {
+        bad(
+            entry,
+            format!("{}: {}", canon.display(), crate::io_reason(&e)),
+        )
+    })?;
     if !meta.is_dir() {
-        return Err(bad(entry, format!("{} is not a directory", canon.display())));
+        return Err(bad(
+            entry,
+            format!("{} is not a directory", canon.display()),
+        ));
     }
     if canon == Path::new("/") {
         return Err(bad(entry, "/ cannot be overlaid".into()));
@@ -155,7 +170,12 @@ pub(crate) fn plan(inp: Inputs<'_>, warnings: &mut Vec<String>) -> Result<Overla
     }
     if inp.temp {
         candidates.push(("/tmp".into(), "/tmp".into(), false, "tmp".into()));
-        candidates.push(("/var/tmp".into(), "/var/tmp".into(), false, "var-tmp".into()));
+        candidates.push((
+            "/var/tmp".into(),
+            "/var/tmp".into(),
+            false,
+            "var-tmp".into(),
+        ));
     }
     for (entry, path, need_owner, name) in candidates {
         let lower = match tree(&entry, &path, need_owner) {
@@ -163,7 +183,9 @@ pub(crate) fn plan(inp: Inputs<'_>, warnings: &mut Vec<String>) -> Result<Overla
             // The home directory is overlaid by default: one the caller does not own is left
             // read-only (as with `deny`), and said so. An explicit overlay root is an error.
             Err(e) if entry == "~" => {
-                warnings.push(format!("home directory not overlaid (writes there fail): {e}"));
+                warnings.push(format!(
+                    "home directory not overlaid (writes there fail): {e}"
+                ));
                 continue;
             }
             Err(e) if !need_owner => {
@@ -175,21 +197,16 @@ pub(crate) fn plan(inp: Inputs<'_>, warnings: &mut Vec<String>) -> Result<Overla
         if inp.writable_roots.iter().any(|w| lower.starts_with(w)) {
             continue; // writable anyway
         }
-        if layers
-            .iter()
-            .any(|l| lower.starts_with(&l.lower) || l.lower.starts_with(&lower))
-        {
-            warnings.push(format!(
-                "overlay root {entry} ({}) overlaps another overlaid tree; skipped",
-                lower.display()
-            ));
-            continue;
+        if layers.iter().any(|l| l.lower == lower) {
+            continue; // listed twice
         }
         layers.push(OverlayLayer { lower, name });
     }
     if layers.is_empty() {
         return Ok(OverlayPlan::default());
     }
+    // A tree inside another (a home under /tmp) is mounted on top of the outer overlay.
+    layers.sort_by_key(|l| l.lower.components().count());
     let temp = layers.iter().any(|l| l.name == "tmp");
     let state = inp.state_dir.join("ws").join(workspace_hash(inp.workspace));
     let canon_state = fs::canonicalize(inp.state_dir).unwrap_or_else(|_| inp.state_dir.into());
@@ -206,7 +223,10 @@ pub(crate) fn plan(inp: Inputs<'_>, warnings: &mut Vec<String>) -> Result<Overla
         .filter(|p| outside(&p.path) && inside(&p.path))
         .cloned()
         .collect();
-    for l in layers.iter().filter(|l| l.name != "tmp" && l.name != "var-tmp") {
+    for l in layers
+        .iter()
+        .filter(|l| l.name != "tmp" && l.name != "var-tmp")
+    {
         for name in inp.protected_names {
             let p = l.lower.join(name);
             if let Ok(m) = fs::symlink_metadata(&p) {

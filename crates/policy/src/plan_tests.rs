@@ -526,14 +526,26 @@ fn env_filtering() {
 fn temp_persist_dir() {
     let (_t, home, ws) = setup();
     let r = req(&ws, &home);
+    // The default: /tmp and /var/tmp are overlays, so there is no separate persistent dir.
     let plan = resolve(&default_policy(), &r).unwrap();
+    assert_eq!(plan.temp.persist_dir, None);
+    assert!(plan.overlay.temp && plan.temp.private);
+    let names: Vec<_> = plan
+        .overlay
+        .layers
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert!(names.contains(&"tmp") && names.contains(&"var-tmp") && names.contains(&"home"));
+    let mut pol = default_policy();
+    pol.temp.mode = crate::model::TempMode::Empty;
+    let plan = resolve(&pol, &r).unwrap();
     let dir = plan.temp.persist_dir.clone().unwrap();
     assert_eq!(dir.parent().unwrap(), r.state_dir.join("tmp"));
     let name = dir.file_name().unwrap().to_str().unwrap();
     assert_eq!(name.len(), 16);
     assert!(name.chars().all(|c| c.is_ascii_hexdigit()));
     assert!(!dir.exists(), "the plan never creates it");
-    let mut pol = default_policy();
     pol.temp.persist = false;
     assert_eq!(resolve(&pol, &r).unwrap().temp.persist_dir, None);
     pol.temp.persist = true;
@@ -644,7 +656,7 @@ fn plan_serializes_with_non_utf8_paths() {
     let j = serde_json::to_value(&plan).unwrap();
     assert!(j["workspace"].as_str().unwrap().ends_with("ws-\u{fffd}"));
     assert_eq!(j["protected"][0]["kind"], "dir");
-    assert!(j["temp"]["persist_dir"].is_string());
+    assert!(j["overlay"]["state"].is_string());
     assert!(
         j.get("env").is_none(),
         "the environment is never serialized"
@@ -854,4 +866,41 @@ fn walk_exempt_entries_are_not_searched() {
     let p = protected_paths(&plan);
     assert!(p.contains(&ws.join("src/.git")), "{p:?}");
     assert!(!p.contains(&ws.join("pgdata/base/.git")), "{p:?}");
+}
+
+#[test]
+fn overlay_roots_must_be_owned_by_the_caller() {
+    let (t, home, ws) = setup();
+    let other = t.mkdir("other");
+    // SAFETY: geteuid has no preconditions.
+    let target = if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+        other.display().to_string()
+    } else {
+        "/usr".to_string()
+    };
+    let mut pol = default_policy();
+    pol.filesystem.overlay_roots = vec![target];
+    let err = resolve(&pol, &req(&ws, &home)).unwrap_err();
+    assert!(
+        matches!(&err, PlanError::BadEntry { key: "filesystem.overlay_roots", reason, .. } if reason.contains("owned by uid")),
+        "{err}"
+    );
+    // owned by the caller: overlaid, and the state dir is per workspace
+    let mine = t.mkdir("mine");
+    pol.filesystem.overlay_roots = vec![mine.display().to_string()];
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    assert!(plan
+        .overlay
+        .layers
+        .iter()
+        .any(|l| l.lower == std::fs::canonicalize(&mine).unwrap()));
+    // deny: no home or roots overlaid
+    pol.filesystem.outside_writes = crate::model::OutsideWrites::Deny;
+    let plan = resolve(&pol, &req(&ws, &home)).unwrap();
+    assert!(plan
+        .overlay
+        .layers
+        .iter()
+        .all(|l| l.name == "tmp" || l.name == "var-tmp"));
 }

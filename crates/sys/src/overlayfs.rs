@@ -12,17 +12,34 @@ const FSCONFIG_CMD_CREATE: u32 = 6;
 const FSOPEN_CLOEXEC: u32 = 1;
 const FSMOUNT_CLOEXEC: u32 = 1;
 
-fn fsconfig(fs: BorrowedFd<'_>, cmd: u32, key: Option<&CStr>, value: Option<&CStr>) -> SysResult<()> {
+fn fsconfig(
+    fs: BorrowedFd<'_>,
+    cmd: u32,
+    key: Option<&CStr>,
+    value: Option<&CStr>,
+) -> SysResult<()> {
     let key_ptr = key.map_or(std::ptr::null(), CStr::as_ptr);
     let value_ptr = value.map_or(std::ptr::null(), CStr::as_ptr);
     // SAFETY: `fs` is an open fs context; key/value are NUL-terminated strings (or NULL, as the
     // command requires) that outlive the call; the kernel only reads them.
     let ret = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key_ptr, value_ptr, 0)
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            key_ptr,
+            value_ptr,
+            0,
+        )
     };
     cvt(
         "fsconfig",
-        || format!("overlay {}", key.map_or("create".into(), |k| k.to_string_lossy().into_owned())),
+        || {
+            format!(
+                "overlay {}",
+                key.map_or("create".into(), |k| k.to_string_lossy().into_owned())
+            )
+        },
         ret,
     )
     .map(drop)

@@ -158,7 +158,7 @@ mod tests {
             allowed_domains: vec![],
             protected_symlinks: vec![],
             warnings: vec![],
-                overlay: Default::default(),
+            overlay: Default::default(),
             env: vec![],
             env_removed: vec![],
             limits: Default::default(),

@@ -964,7 +964,7 @@ mod selftest {
             allowed_domains: vec![],
             protected_symlinks: vec![],
             warnings: vec![],
-                overlay: Default::default(),
+            overlay: Default::default(),
             env: std::env::vars_os().collect(),
             env_removed: vec![],
             limits: Default::default(),
