@@ -277,6 +277,7 @@ pub fn record_after_run(plan: &Plan, started: SystemTime) -> Result<()> {
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     let mut rec = read_record(state);
+    let before = rec.clone();
     let mut size = 0u64;
     let entries = all_entries(plan)?;
     let live: std::collections::HashSet<String> =
@@ -300,11 +301,14 @@ pub fn record_after_run(plan: &Plan, started: SystemTime) -> Result<()> {
         rec.insert(key, v);
     }
     rec.retain(|k, _| live.contains(k));
-    write_record(state, &rec)?;
-    std::fs::write(
-        state.join(stockade_linux::overlay::SIZE_FILE),
-        size.to_string(),
-    )?;
+    if rec != before {
+        write_record(state, &rec)?;
+    }
+    let size_file = state.join(stockade_linux::overlay::SIZE_FILE);
+    let size = size.to_string();
+    if std::fs::read_to_string(&size_file).ok().as_deref() != Some(size.as_str()) {
+        std::fs::write(&size_file, size)?;
+    }
     Ok(())
 }
 

@@ -127,6 +127,18 @@ pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
             .unwrap_or(0o700);
         mkdir(&upper, mode)?;
         mkdir(&work, 0o700)?;
+        // overlayfs (re)creates `work/work` on every mount; a `volatile` mount leaves a marker in
+        // it that would refuse the next mount. The dir is overlayfs' own scratch (mode 000).
+        let scratch = work.join("work");
+        if std::fs::symlink_metadata(&scratch).is_ok_and(|m| m.is_dir()) {
+            let io = |source| OverlayError::Io {
+                path: scratch.clone(),
+                source,
+            };
+            std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700))
+                .map_err(io)?;
+            std::fs::remove_dir_all(&scratch).map_err(io)?;
+        }
     }
     Ok(())
 }

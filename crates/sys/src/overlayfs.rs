@@ -50,7 +50,7 @@ fn cstr(p: &Path) -> SysResult<CString> {
 }
 
 /// A detached overlay mount of `lower` (read-only) beneath `upper` (with `work`), mounted with
-/// `userxattr` (usable in a user namespace), `nosuid` and `nodev`. Where the kernel refuses (no
+/// `userxattr` (usable in a user namespace), `volatile`, `nosuid` and `nodev`. Where the kernel refuses (no
 /// overlayfs, no unprivileged overlay), the error names the call that failed.
 pub fn overlay_mount(lower: &Path, upper: &Path, work: &Path) -> SysResult<OwnedFd> {
     // SAFETY: the name is a NUL-terminated literal; flags are plain integers.
@@ -63,6 +63,11 @@ pub fn overlay_mount(lower: &Path, upper: &Path, work: &Path) -> SysResult<Owned
     fsconfig(fs.as_fd(), FSCONFIG_SET_STRING, Some(c"upperdir"), Some(&u))?;
     fsconfig(fs.as_fd(), FSCONFIG_SET_STRING, Some(c"workdir"), Some(&w))?;
     fsconfig(fs.as_fd(), FSCONFIG_SET_FLAG, Some(c"userxattr"), None)?;
+    // No syncfs of the upper's whole filesystem when the sandbox's mount namespace goes away
+    // (that flushed every dirty page of, e.g., the root filesystem on each exit). The price: after
+    // a crash the upper may miss recent writes; the caller removes the `incompat/volatile` marker
+    // overlayfs leaves in the work dir before each mount.
+    fsconfig(fs.as_fd(), FSCONFIG_SET_FLAG, Some(c"volatile"), None)?;
     fsconfig(fs.as_fd(), FSCONFIG_CMD_CREATE, None, None).map_err(|e| SysError {
         call: "fsconfig",
         what: format!(
