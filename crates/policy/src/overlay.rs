@@ -156,6 +156,9 @@ fn tree(entry: &str, path: &Path, need_owner: bool) -> Result<PathBuf, PlanError
 
 /// The overlays for one run; `warnings` gets trees that were skipped and why.
 pub(crate) fn plan(inp: Inputs<'_>, warnings: &mut Vec<String>) -> Result<OverlayPlan, PlanError> {
+    if !cfg!(target_os = "linux") {
+        return Ok(OverlayPlan::default()); // overlayfs is Linux's
+    }
     let mut layers: Vec<OverlayLayer> = Vec::new();
     let mut candidates: Vec<(String, PathBuf, bool, String)> = Vec::new();
     if inp.overlay_home {
