@@ -33,7 +33,7 @@ const MAX_DEPTH: usize = 256;
 /// Largest file `stockade diff PATH` diffs as text, and that `apply` hashes for comparison.
 const MAX_TEXT: u64 = 1 << 20;
 const RESOLVE: u64 =
-    (libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS) as u64;
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 
 /// What an upper entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ fn open_root(upper: &Path) -> Result<Option<OwnedFd>> {
         None,
         upper,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        libc::RESOLVE_NO_SYMLINKS as u64,
+        libc::RESOLVE_NO_SYMLINKS,
     ) {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
