@@ -191,7 +191,7 @@ fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
         })
         .collect();
     // Overlays are created while the upper layers' filesystem is still writable here.
-    let overlays = crate::overlay::capture_steps(plan, &mut b.out, &mut b.slot);
+    let overlays = overlay_steps(plan, &mut b.out, &mut b.slot);
     // Lock down after the device nodes are captured: the lockdown makes every mount `nodev`, and
     // detached clones taken before it keep their own flags.
     b.out.push(Step::LockDownRoot);
@@ -269,6 +269,26 @@ fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
         overlays,
         overlay_protected,
     }
+}
+
+/// One `Step::Overlay` per layer, each into a new slot; returns (mount target, slot).
+fn overlay_steps(plan: &Plan, out: &mut Vec<Step>, next: &mut usize) -> Vec<(PathBuf, usize)> {
+    let o = &plan.overlay;
+    let mut v = Vec::new();
+    for layer in &o.layers {
+        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
+            continue;
+        };
+        out.push(Step::Overlay {
+            slot: *next,
+            lower: layer.lower.clone(),
+            upper,
+            work,
+        });
+        v.push((layer.lower.clone(), *next));
+        *next += 1;
+    }
+    v
 }
 
 /// Every directory between a writable root and a protected path (or protected link), shallowest

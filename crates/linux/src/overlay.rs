@@ -4,7 +4,7 @@
 //! upper and work dirs under Stockade's state (mode 0700; each upper's root gets the mode of the
 //! tree it covers, `/tmp`'s 1777) and refuses to start while the state is over
 //! `filesystem.overlay_max_bytes` (the size recorded by the last run's scan). Inside, before the
-//! lockdown: [`capture_steps`] creates one detached overlay per tree (`userxattr`, so it works in
+//! lockdown: `mounts::steps` creates one detached overlay per tree (`userxattr`, so it works in
 //! the user namespace), attached by the mount plan before the writable roots, the protected paths
 //! and the masks go on top.
 //!
@@ -12,33 +12,12 @@
 //! that exists in the host tree fails with `EXDEV`; `mv` and most tools then copy and delete, so
 //! the rename still works, at the cost of a copy. Deleting anything is a whiteout in the upper.
 
-use crate::mounts::Step;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use stockade_policy::plan::Plan;
 
 /// The file (in the workspace's state) holding the size of the upper layers at the last scan.
 pub const SIZE_FILE: &str = "size";
-
-/// One `Step::Overlay` per layer, each into a new slot; returns (mount target, slot).
-pub fn capture_steps(plan: &Plan, out: &mut Vec<Step>, next: &mut usize) -> Vec<(PathBuf, usize)> {
-    let o = &plan.overlay;
-    let mut v = Vec::new();
-    for layer in &o.layers {
-        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
-            continue;
-        };
-        out.push(Step::Overlay {
-            slot: *next,
-            lower: layer.lower.clone(),
-            upper,
-            work,
-        });
-        v.push((layer.lower.clone(), *next));
-        *next += 1;
-    }
-    v
-}
 
 /// Why the overlay state could not be prepared.
 #[derive(Debug, thiserror::Error)]

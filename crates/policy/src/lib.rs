@@ -25,6 +25,7 @@ pub mod model;
 pub mod overlay;
 pub mod paths;
 pub mod plan;
+mod planned;
 pub mod system_dirs;
 mod walk_cache;
 

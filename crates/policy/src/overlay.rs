@@ -11,7 +11,7 @@
 //! `/var/tmp` are the exception: their root is never copied up, and what the caller can write
 //! there it owns).
 
-use crate::plan::{PathKind, PlanError, PlannedPath};
+use crate::planned::{PathKind, PlannedPath};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -69,7 +69,7 @@ pub fn workspace_hash(workspace: &Path) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Inputs of [`plan`], already resolved by [`crate::plan::resolve`].
+/// Inputs of [`plan`], already resolved by the plan's resolver.
 pub(crate) struct Inputs<'a> {
     pub(crate) overlay_home: bool,
     pub(crate) home: Option<&'a Path>,
@@ -83,9 +83,21 @@ pub(crate) struct Inputs<'a> {
     pub(crate) max_bytes: Option<u64>,
 }
 
-fn bad(entry: &str, reason: String) -> PlanError {
-    PlanError::BadEntry {
-        key: "filesystem.overlay_roots",
+/// A `filesystem.overlay_roots` entry that cannot be overlaid.
+#[derive(Debug)]
+pub(crate) struct OverlayError {
+    pub(crate) entry: String,
+    pub(crate) reason: String,
+}
+
+impl std::fmt::Display for OverlayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.entry, self.reason)
+    }
+}
+
+fn bad(entry: &str, reason: String) -> OverlayError {
+    OverlayError {
         entry: entry.to_string(),
         reason,
     }
@@ -102,7 +114,7 @@ fn caller_uid() -> u32 {
 }
 
 /// Check one tree: a canonical directory owned by the caller, usable as an overlay option.
-fn tree(entry: &str, path: &Path, need_owner: bool) -> Result<PathBuf, PlanError> {
+fn tree(entry: &str, path: &Path, need_owner: bool) -> Result<PathBuf, OverlayError> {
     let canon = fs::canonicalize(path).map_err(|e| {
         bad(
             entry,
@@ -155,7 +167,10 @@ fn tree(entry: &str, path: &Path, need_owner: bool) -> Result<PathBuf, PlanError
 }
 
 /// The overlays for one run; `warnings` gets trees that were skipped and why.
-pub(crate) fn plan(inp: Inputs<'_>, warnings: &mut Vec<String>) -> Result<OverlayPlan, PlanError> {
+pub(crate) fn plan(
+    inp: Inputs<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<OverlayPlan, OverlayError> {
     if !cfg!(target_os = "linux") {
         return Ok(OverlayPlan::default()); // overlayfs is Linux's
     }

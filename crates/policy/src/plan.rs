@@ -17,27 +17,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-/// Whether a planned path is a directory or a file (backends mount/mask them differently).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PathKind {
-    /// A directory.
-    Dir,
-    /// Anything that is not a directory (regular file, socket, ...).
-    File,
-}
-
-/// A canonical path with its kind and why it is in the plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PlannedPath {
-    /// Canonical absolute path.
-    #[serde(serialize_with = "crate::paths::lossy::path")]
-    pub path: PathBuf,
-    /// Directory or file.
-    pub kind: PathKind,
-    /// Why it is planned, e.g. `.git directory`, `gitdir of /ws/sub/.git`, `deny_read ~/.ssh`.
-    pub reason: String,
-}
+pub use crate::planned::{PathKind, PlannedPath};
 
 /// Private temp directories.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -573,7 +553,12 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
                 max_bytes: fs_pol.overlay_max_bytes,
             },
             &mut warnings,
-        )?
+        )
+        .map_err(|e| PlanError::BadEntry {
+            key: "filesystem.overlay_roots",
+            entry: e.entry,
+            reason: e.reason,
+        })?
     };
     let persist_dir = (temp_private && policy.temp.persist && !overlay.temp).then(|| {
         let digest = Sha256::digest(workspace.as_os_str().as_encoded_bytes());

@@ -213,7 +213,7 @@ impl Merger {
 
     /// Apply one partial policy. With a guard, widening values are refused before anything of
     /// this key is applied.
-    pub(super) fn apply(
+    pub(super) fn apply_core(
         &mut self,
         p: &PartialPolicy,
         src: &Source,
@@ -285,7 +285,6 @@ impl Merger {
                 }
                 self.list("filesystem", "walk_exempt", items, src);
             }
-            super::overlay_keys::merge_filesystem(self, f, src, &widen)?;
             if let Some(v) = f.allow_dangerous_roots {
                 if v && !self.policy.filesystem.allow_dangerous_roots {
                     widen(
@@ -415,7 +414,6 @@ impl Merger {
                     src,
                 );
             }
-            super::overlay_keys::merge_temp(self, t, src, &widen)?;
             if let Some(v) = t.persist {
                 set_value(
                     &mut self.policy.temp.persist,

@@ -2,14 +2,40 @@
 //! `filesystem.overlay_max_bytes` and `temp.mode`. From an untrusted workspace, `overlay` over
 //! `deny`, any overlay root, a larger (or removed) cap and `temp.mode = "host"` are widening.
 
-use super::format::{Limit, PartialFilesystem, PartialTemp};
-use super::merge::{set_value, Merger};
+use super::format::{Limit, PartialFilesystem, PartialPolicy, PartialTemp};
+use super::merge::{set_value, Guard, Merger};
 use super::{ConfigError, Source};
+
+impl Merger {
+    /// Apply one partial policy (see `apply_core`), then its copy-on-write keys. With a guard,
+    /// widening values are refused.
+    pub(super) fn apply(
+        &mut self,
+        p: &PartialPolicy,
+        src: &Source,
+        guard: Option<&Guard<'_>>,
+    ) -> Result<(), ConfigError> {
+        self.apply_core(p, src, guard)?;
+        let widen = |key: &str, detail: String| -> Result<(), ConfigError> {
+            match guard {
+                Some(g) => Err(g.deny(key, detail)),
+                None => Ok(()),
+            }
+        };
+        if let Some(f) = &p.filesystem {
+            merge_filesystem(self, f, src, &widen)?;
+        }
+        if let Some(t) = &p.temp {
+            merge_temp(self, t, src, &widen)?;
+        }
+        Ok(())
+    }
+}
 use crate::model::{OutsideWrites, TempMode};
 
 type Widen<'a> = dyn Fn(&str, String) -> Result<(), ConfigError> + 'a;
 
-pub(super) fn merge_filesystem(
+fn merge_filesystem(
     m: &mut Merger,
     f: &PartialFilesystem,
     src: &Source,
@@ -65,7 +91,7 @@ pub(super) fn merge_filesystem(
     Ok(())
 }
 
-pub(super) fn merge_temp(
+fn merge_temp(
     m: &mut Merger,
     t: &PartialTemp,
     src: &Source,
