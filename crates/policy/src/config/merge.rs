@@ -198,6 +198,7 @@ impl Merger {
             ("filesystem", "deny_read") => &mut pol.filesystem.deny_read,
             ("filesystem", "allow_unix_sockets") => &mut pol.filesystem.allow_unix_sockets,
             ("filesystem", "walk_exempt") => &mut pol.filesystem.walk_exempt,
+            ("filesystem", "overlay_roots") => &mut pol.filesystem.overlay_roots,
             ("network", "allowed_domains") => &mut pol.network.allowed_domains,
             _ => &mut pol.env.exclude,
         };
