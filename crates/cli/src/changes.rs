@@ -804,7 +804,10 @@ fn remove_in_upper(upper: &Path, rel: &Path) -> Result<()> {
     // symlink named `name` is removed itself (remove_dir_all does not follow it).
     let p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
     let r = match std::fs::symlink_metadata(&p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+        Ok(m) if m.is_dir() => {
+            stockade_linux::overlay::make_removable(&p);
+            std::fs::remove_dir_all(&p)
+        }
         Ok(_) => std::fs::remove_file(&p),
         Err(_) => Ok(()),
     };
@@ -841,14 +844,7 @@ pub fn remove_state_dir(state: &Path) -> Result<()> {
         println!("nothing to clean ({} does not exist)", shown(state));
         return Ok(());
     }
-    if let Ok(rd) = std::fs::read_dir(state.join("work")) {
-        for e in rd.flatten() {
-            let w = e.path().join("work");
-            if std::fs::symlink_metadata(&w).is_ok_and(|m| m.is_dir()) {
-                let _ = std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o700));
-            }
-        }
-    }
+    stockade_linux::overlay::make_removable(state);
     std::fs::remove_dir_all(state).with_context(|| format!("cannot remove {}", shown(state)))?;
     println!("removed {}", shown(state));
     Ok(())

@@ -512,6 +512,18 @@ fn unprivileged_user_flow() {
     assert_eq!(fs::read_to_string(home.join("f")).unwrap(), "orig\n");
     assert_eq!(host_tmp, "host\n");
     assert!(!home.join(".cache/tool").exists());
+    // a second run (overlayfs' scratch from the first is reset) reads its own writes back
+    let o = as_user(&[
+        bin(),
+        "run",
+        "--workspace",
+        &wss,
+        "--",
+        "sh",
+        "-c",
+        "cat ~/.cache/tool/c && echo MARK-again",
+    ]);
+    assert!(o.stdout.contains("c\nMARK-again"), "{o:#?}");
     let d = as_user(&[bin(), "diff", "--workspace", &wss]);
     assert!(
         d.stdout.contains(".cache/tool/c") && d.stdout.contains("modified"),

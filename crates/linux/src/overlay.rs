@@ -114,10 +114,40 @@ pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
                 path: scratch.clone(),
                 source,
             };
-            std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700))
-                .map_err(io)?;
+            make_removable(&scratch);
             std::fs::remove_dir_all(&scratch).map_err(io)?;
         }
     }
     Ok(())
+}
+
+/// Give every directory beneath `dir` (never through a symlink) `u+rwx`, so that a directory an
+/// earlier run made unreadable (`chmod 000`, or overlayfs' own mode-000 `work`) can be removed.
+pub fn make_removable(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        seen += 1;
+        if seen > 1_000_000 {
+            return;
+        }
+        match std::fs::symlink_metadata(&d) {
+            Ok(m) if m.is_dir() => {
+                if m.mode() & 0o700 != 0o700 {
+                    let _ = std::fs::set_permissions(
+                        &d,
+                        std::fs::Permissions::from_mode((m.mode() & 0o7777) | 0o700),
+                    );
+                }
+            }
+            _ => continue,
+        }
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
 }
