@@ -549,3 +549,53 @@ fn untrusted_workspace_cannot_widen_network_to_allowlist_or_add_domains() {
     let err = load(&e.req()).unwrap_err().to_string();
     assert!(err.contains("network.allowed_domains"), "{err}");
 }
+
+#[test]
+fn copy_on_write_keys_merge_and_widening_is_refused_from_an_untrusted_workspace() {
+    let e = Env::new();
+    e.user(
+        "[filesystem]\noutside_writes = \"deny\"\noverlay_roots = [\"/opt/mine\"]\noverlay_max_bytes = 100\n[temp]\nmode = \"empty\"\n",
+    );
+    let l = load(&e.req()).unwrap();
+    assert_eq!(
+        l.policy.filesystem.outside_writes,
+        crate::model::OutsideWrites::Deny
+    );
+    assert_eq!(
+        l.policy.filesystem.overlay_roots,
+        vec!["/opt/mine".to_string()]
+    );
+    assert_eq!(l.policy.filesystem.overlay_max_bytes, Some(100));
+    assert_eq!(l.policy.temp.mode, crate::model::TempMode::Empty);
+    // the overlay roots list is its own: the default env.exclude is untouched
+    assert!(l.policy.env.exclude.iter().any(|x| x == "*TOKEN*"));
+    for (text, key) in [
+        (
+            "[filesystem]\noutside_writes = \"overlay\"\n",
+            "filesystem.outside_writes",
+        ),
+        (
+            "[filesystem]\noverlay_roots = [\"/srv/x\"]\n",
+            "filesystem.overlay_roots",
+        ),
+        (
+            "[filesystem]\noverlay_max_bytes = 1000\n",
+            "filesystem.overlay_max_bytes",
+        ),
+        ("[temp]\nmode = \"host\"\n", "temp.mode"),
+    ] {
+        e.workspace(text);
+        let err = load(&e.req()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::UntrustedWidening { .. }),
+            "{text}: {err}"
+        );
+        assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
+    }
+    // narrowing is fine
+    e.workspace("[filesystem]\noverlay_max_bytes = 10\n[temp]\nmode = \"empty\"\n");
+    assert_eq!(
+        load(&e.req()).unwrap().policy.filesystem.overlay_max_bytes,
+        Some(10)
+    );
+}
