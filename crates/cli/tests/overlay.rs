@@ -540,3 +540,37 @@ fn unprivileged_user_flow() {
     let c = as_user(&[bin(), "clean", "--workspace", &wss]);
     assert_eq!(c.code(), 0, "{c:#?}");
 }
+
+/// A host socket seen through an overlay (an agent or tmux socket in `/tmp`, one in the home) is
+/// not connectable: the gate refuses the home's, and the kernel finds no listener for the
+/// overlay's inode in `/tmp` (`ECONNREFUSED`); a server the command starts in `/tmp` still works.
+#[test]
+fn host_sockets_behind_the_overlays_stay_unreachable() {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let w = world("cow-sock");
+    let tmp_sock = PathBuf::from("/tmp").join(format!("{}.sock", unique("stockade-cow")));
+    let home_sock = w.home.join("agent.sock");
+    let l1 = UnixListener::bind(&tmp_sock).unwrap();
+    let l2 = UnixListener::bind(&home_sock).unwrap();
+    // positive control: unsandboxed, both answer
+    assert!(UnixStream::connect(&tmp_sock).is_ok() && UnixStream::connect(&home_sock).is_ok());
+    let _ = (l1.accept(), l2.accept());
+    l1.set_nonblocking(true).unwrap();
+    l2.set_nonblocking(true).unwrap();
+    let o = w.run().py(&format!(
+        "import socket\nfor p in ({:?}, {:?}):\n    s = socket.socket(socket.AF_UNIX)\n    try:\n        s.connect(p); print('CONNECTED', p)\n    except OSError as e:\n        print('MARK-refused', e.errno)\n",
+        tmp_sock.display().to_string(),
+        home_sock.display().to_string()
+    ));
+    let _ = fs::remove_file(&tmp_sock);
+    assert_eq!(o.stdout.matches("MARK-refused").count(), 2, "{o:#?}");
+    assert!(!o.stdout.contains("CONNECTED"), "{o:#?}");
+    assert!(
+        l1.accept().is_err() && l2.accept().is_err(),
+        "a host listener was reached"
+    );
+    let o = w.run().py(
+        "import socket, os\np = '/tmp/inside-%d.sock' % os.getpid()\nl = socket.socket(socket.AF_UNIX); l.bind(p); l.listen(1)\nc = socket.socket(socket.AF_UNIX); c.connect(p); print('MARK-inside-ok')\n",
+    );
+    o.assert_ran("MARK-inside-ok");
+}

@@ -151,3 +151,18 @@ pub fn make_removable(dir: &Path) {
         }
     }
 }
+
+/// Where a unix socket may be connected to: the writable paths, minus the overlaid home and
+/// `overlay_roots` (never socket roots before they were overlaid). `/tmp` and `/var/tmp` stay
+/// socket roots, so servers the command starts there keep working; a host socket seen through
+/// their overlay is not reachable anyway: `connect()` finds the socket by the overlay's inode,
+/// not the host's, and gets `ECONNREFUSED` (test `host_sockets_behind_the_overlays_stay_unreachable`).
+pub fn socket_roots(plan: &Plan, writable: &[PathBuf]) -> Vec<PathBuf> {
+    let overlaid = |p: &PathBuf| {
+        plan.overlay
+            .layers
+            .iter()
+            .any(|l| &l.lower == p && l.name != "tmp" && l.name != "var-tmp")
+    };
+    writable.iter().filter(|p| !overlaid(p)).cloned().collect()
+}

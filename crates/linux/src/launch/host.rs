@@ -30,7 +30,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     let exec = ExecSpec::new(plan, cmd, &writable)?;
     let filter = seccomp::program().map_err(|e| LaunchError::Prepare(e.to_string()))?;
     let socket_policy = SocketPolicy {
-        roots: writable,
+        roots: crate::overlay::socket_roots(plan, &writable),
         sockets: plan.allow_unix_sockets.clone(),
     };
 
