@@ -416,7 +416,7 @@ fn go_build_with_a_module_cache() {
         return skip("go is not installed on this machine");
     }
     let w = world("cow-go");
-    fs::write(w.ws.join("go.mod"), "module app\n\ngo 1.20\n").unwrap();
+    fs::write(w.ws.join("go.mod"), "module app\n\ngo 1.19\n").unwrap();
     fs::write(
         w.ws.join("main.go"),
         "package main\nfunc main() { println(\"MARK-go\") }\n",
