@@ -21,6 +21,7 @@ pub mod backend;
 pub mod config;
 pub mod domains;
 mod git_identity;
+pub mod gitmeta;
 pub mod model;
 pub mod overlay;
 pub mod paths;

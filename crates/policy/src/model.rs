@@ -22,6 +22,8 @@ pub struct Policy {
     pub limits: LimitsPolicy,
     /// Private temporary directories.
     pub temp: TempPolicy,
+    /// What git metadata stays read-only (see `docs/git.md`).
+    pub git: GitPolicy,
 }
 
 /// Filesystem rules. Reading is allowed everywhere except `deny_read`; writing only beneath
@@ -185,6 +187,26 @@ pub struct LimitsPolicy {
     pub max_processes: Option<u64>,
     /// Maximum number of open files per process.
     pub max_open_files: Option<u64>,
+}
+
+/// Git repositories under writable roots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitPolicy {
+    /// `commit`: `.git` is writable except what makes git run code or redirects it;
+    /// `read-only`: every `.git` stays read-only.
+    pub mode: GitMode,
+}
+
+/// How much of a repository's `.git` the command may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GitMode {
+    /// Objects, refs, index, logs... writable; config, hooks, attributes and everything the
+    /// configuration names as a program, hook directory or include stay read-only.
+    Commit,
+    /// The whole `.git` (and every protected name) read-only.
+    ReadOnly,
 }
 
 /// Temporary directories.

@@ -98,6 +98,12 @@ pub(super) struct PartialTemp {
     pub(super) mode: Option<crate::model::TempMode>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PartialGit {
+    pub(super) mode: Option<crate::model::GitMode>,
+}
+
 /// A policy with every key optional: one layer (or one profile) of configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +113,7 @@ pub(super) struct PartialPolicy {
     pub(super) env: Option<PartialEnv>,
     pub(super) limits: Option<PartialLimits>,
     pub(super) temp: Option<PartialTemp>,
+    pub(super) git: Option<PartialGit>,
 }
 
 /// A config file: a partial policy plus profiles and (user/`--config` only) trusted workspaces.
@@ -118,6 +125,7 @@ pub(super) struct ConfigFile {
     pub(super) env: Option<PartialEnv>,
     pub(super) limits: Option<PartialLimits>,
     pub(super) temp: Option<PartialTemp>,
+    pub(super) git: Option<PartialGit>,
     #[serde(default)]
     pub(super) profiles: BTreeMap<String, PartialPolicy>,
     pub(super) trusted_workspaces: Option<Vec<String>>,
@@ -131,6 +139,7 @@ impl ConfigFile {
             env: self.env.clone(),
             limits: self.limits.clone(),
             temp: self.temp.clone(),
+            git: self.git.clone(),
         }
     }
 }
@@ -141,10 +150,11 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "env",
     "limits",
     "temp",
+    "git",
     "profiles",
     "trusted_workspaces",
 ];
-pub(super) const SECTIONS: &[&str] = &["filesystem", "network", "env", "limits", "temp"];
+pub(super) const SECTIONS: &[&str] = &["filesystem", "network", "env", "limits", "temp", "git"];
 pub(super) const FILESYSTEM_KEYS: &[&str] = &[
     "read_only",
     "writable_roots",
@@ -167,6 +177,7 @@ pub(super) const LIMITS_KEYS: &[&str] = &[
     "max_open_files",
 ];
 pub(super) const TEMP_KEYS: &[&str] = &["private", "persist", "mode"];
+pub(super) const GIT_KEYS: &[&str] = &["mode"];
 
 pub(super) fn section_keys(section: &str) -> &'static [&'static str] {
     match section {
@@ -174,6 +185,7 @@ pub(super) fn section_keys(section: &str) -> &'static [&'static str] {
         "network" => NETWORK_KEYS,
         "env" => ENV_KEYS,
         "limits" => LIMITS_KEYS,
+        "git" => GIT_KEYS,
         _ => TEMP_KEYS,
     }
 }

@@ -60,6 +60,9 @@ pub(super) fn empty_policy() -> Policy {
             persist: false,
             mode: crate::model::TempMode::Empty,
         },
+        git: crate::model::GitPolicy {
+            mode: crate::model::GitMode::ReadOnly,
+        },
     }
 }
 
@@ -424,6 +427,17 @@ impl Merger {
                     src,
                 );
             }
+        }
+        if let Some(m) = p.git.as_ref().and_then(|g| g.mode) {
+            use crate::model::GitMode;
+            if m == GitMode::Commit && self.policy.git.mode == GitMode::ReadOnly {
+                widen(
+                    "git.mode",
+                    "= \"commit\" makes .git writable (objects, refs, index) where it was read-only"
+                        .into(),
+                )?;
+            }
+            set_value(&mut self.policy.git.mode, m, &mut self.prov, "git.mode", src);
         }
         Ok(())
     }
