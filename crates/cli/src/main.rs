@@ -270,6 +270,14 @@ pub fn plan_for(
     caller: &Caller,
 ) -> Result<plan::Plan> {
     let workspace = args.workspace.clone().unwrap_or_else(|| caller.cwd.clone());
+    // Only the Linux tiers implement `git.mode = "commit"` (its pins and post-run check); elsewhere
+    // every `.git` stays read-only whatever the policy says.
+    #[cfg(not(target_os = "linux"))]
+    let policy = &{
+        let mut p = policy.clone();
+        p.git.mode = stockade_policy::model::GitMode::ReadOnly;
+        p
+    };
     let plan = plan::resolve(
         policy,
         &PlanRequest {

@@ -329,6 +329,8 @@ mod tests {
                 persist_dir: None,
             },
             protected_symlinks: vec![],
+            git_mode: stockade_policy::model::GitMode::ReadOnly,
+            git_repos: vec![],
             allowed_domains: vec![],
             warnings: vec![],
             overlay: Default::default(),

@@ -686,6 +686,8 @@ mod tests {
                 persist_dir: Some("/home/u/.local/state/stockade/tmp/ab".into()),
             },
             protected_symlinks: vec![],
+            git_mode: stockade_policy::model::GitMode::ReadOnly,
+            git_repos: vec![],
             warnings: vec![],
             overlay: Default::default(),
         }

@@ -18,6 +18,38 @@ pub const MAX_CONFIG_FILES: usize = 64;
 /// Deepest `modules/` nesting followed (submodules of submodules...).
 pub const MAX_MODULE_DEPTH: usize = 4;
 
+/// Every hook name git runs (githooks(5)).
+pub const HOOKS: &[&str] = &[
+    "applypatch-msg",
+    "pre-applypatch",
+    "post-applypatch",
+    "pre-commit",
+    "pre-merge-commit",
+    "prepare-commit-msg",
+    "commit-msg",
+    "post-commit",
+    "pre-rebase",
+    "post-checkout",
+    "post-merge",
+    "pre-push",
+    "pre-receive",
+    "update",
+    "proc-receive",
+    "post-receive",
+    "post-update",
+    "reference-transaction",
+    "push-to-checkout",
+    "pre-auto-gc",
+    "post-rewrite",
+    "sendemail-validate",
+    "fsmonitor-watchman",
+    "p4-changelist",
+    "p4-prepare-changelist",
+    "p4-post-changelist",
+    "p4-pre-submit",
+    "post-index-change",
+];
+
 /// One path that must not change (or appear) in a repository, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtectedEntry {
@@ -435,7 +467,16 @@ impl Collector<'_> {
                     self.push(p.clone(), reason);
                     self.config(&p, depth + 1)?;
                 }
-                KeyUse::HookDir | KeyUse::Redirect => {
+                KeyUse::HookDir => {
+                    let p = self.worktree.join(expand_home(v));
+                    // Each hook too: the directory may be (or hold) a writable root, which
+                    // cannot be made read-only as a whole.
+                    for h in HOOKS {
+                        self.push(p.join(h), reason.clone());
+                    }
+                    self.push(p, reason);
+                }
+                KeyUse::Redirect => {
                     let p = self.worktree.join(expand_home(v));
                     self.push(p, reason);
                 }

@@ -5,7 +5,7 @@
 //! Backends never interpret policy strings themselves.
 
 use crate::io_reason;
-use crate::model::{EnvInherit, LimitsPolicy, NetworkMode, Policy};
+use crate::model::{EnvInherit, GitMode, LimitsPolicy, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
 use crate::system_dirs::{system_dir_hit, Relation, Tier, SYSTEM_DIRS};
 use crate::walk_cache::{self, FoundKind, ScanError};
@@ -28,6 +28,33 @@ pub struct TempPlan {
     /// (`None`: a fresh, empty `/tmp` each run).
     #[serde(serialize_with = "crate::paths::lossy::opt_path")]
     pub persist_dir: Option<PathBuf>,
+}
+
+/// A repository found at launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitRepo {
+    /// Its work tree (the directory holding `.git`).
+    #[serde(serialize_with = "crate::paths::lossy::path")]
+    pub worktree: PathBuf,
+    /// Its gitdir (canonical).
+    #[serde(serialize_with = "crate::paths::lossy::path")]
+    pub gitdir: PathBuf,
+    /// Its common directory (`commondir`), or the gitdir.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
+    pub common: PathBuf,
+    /// Protected entries that did not exist at launch: a mount cannot keep them from being
+    /// created, so the post-run check neutralises any that appear.
+    pub missing: Vec<GitWatch>,
+}
+
+/// One protected git path that did not exist at launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitWatch {
+    /// The path.
+    #[serde(serialize_with = "crate::paths::lossy::path")]
+    pub path: PathBuf,
+    /// Why it is protected.
+    pub reason: String,
 }
 
 /// Everything a backend must enforce for one run.
@@ -73,6 +100,12 @@ pub struct Plan {
     /// can protect a directory entry (path-based rules follow the link).
     #[serde(serialize_with = "crate::paths::lossy::paths")]
     pub protected_symlinks: Vec<PathBuf>,
+    /// `git.mode`: in `commit`, a repository's `.git` is not in [`Plan::protected`] as a whole;
+    /// its code-running and redirecting entries are (see [`crate::gitmeta`]).
+    pub git_mode: GitMode,
+    /// Every repository found under a writable root at launch (both modes), with what the
+    /// post-run check watches in it.
+    pub git_repos: Vec<GitRepo>,
     /// Things the user should know about the plan (a dangling gitdir, an unreadable directory that
     /// was not searched for protected names, a cwd outside the writable area, ...).
     pub warnings: Vec<String>,
@@ -113,6 +146,9 @@ pub struct PlanRequest {
 /// Why a policy could not be turned into a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// A repository's git metadata could not be read to find what it runs.
+    #[error(transparent)]
+    GitMeta(#[from] crate::gitmeta::GitMetaError),
     /// The workspace directory does not exist or is not a directory.
     #[error(
         "workspace {path:?} is not an existing directory: {reason}; run Stockade on an existing \
@@ -420,6 +456,8 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         links: Vec::new(),
         warnings: Vec::new(),
         cache_dir: walk_cache::cache_dir(&req.state_dir, &roots),
+        git_mode: policy.git.mode,
+        repos: Vec::new(),
     };
     for root in &roots {
         walker.walk(root)?;
@@ -435,6 +473,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         targets,
         links: mut protected_symlinks,
         warnings: walk_warnings,
+        repos: git_repos,
         ..
     } = walker;
     warnings.extend(walk_warnings);
@@ -589,6 +628,8 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             persist_dir,
         },
         protected_symlinks,
+        git_mode: policy.git.mode,
+        git_repos,
         warnings,
         overlay,
     })
@@ -690,6 +731,10 @@ struct Walker {
     warnings: Vec<String>,
     /// Where walk caches live (`None`: no cache, every directory is listed).
     cache_dir: Option<PathBuf>,
+    /// `git.mode`.
+    git_mode: GitMode,
+    /// Repositories found.
+    repos: Vec<GitRepo>,
 }
 
 impl Walker {
@@ -771,6 +816,15 @@ impl Walker {
         if !is_dir && name == ".git" {
             self.gitfile(&path)?;
         }
+        if is_dir && name == ".git" {
+            let worktree = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let common = crate::gitmeta::commondir(&path)
+                .and_then(|c| fs::canonicalize(c).ok())
+                .unwrap_or_else(|| path.clone());
+            if self.repo(worktree, path.clone(), common)? {
+                return Ok(());
+            }
+        }
         self.out.push(PlannedPath {
             path,
             kind: kind_of(is_dir),
@@ -819,16 +873,13 @@ impl Walker {
                 return Err(self.unreadable(&t, file, "resolving the gitdir of .git file", e));
             }
         };
+        let mut common_dir = None;
         let commondir_file = gitdir.join("commondir");
         if fs::symlink_metadata(&commondir_file).is_ok() {
             match read_pointer(&commondir_file, None)
                 .and_then(|c| fs::canonicalize(gitdir.join(c)).map_err(PointerError::Io))
             {
-                Ok(common) if common.is_dir() => self.targets.push(PlannedPath {
-                    path: common,
-                    kind: PathKind::Dir,
-                    reason: format!("commondir of {}", gitdir.display()),
-                }),
+                Ok(common) if common.is_dir() => common_dir = Some(common),
                 Ok(common) => self.warnings.push(format!(
                     "commondir {} of {} is not a directory",
                     common.display(),
@@ -847,12 +898,76 @@ impl Walker {
                     .push(format!("{} is not usable: {why}", commondir_file.display())),
             }
         }
+        let worktree = base.to_path_buf();
+        let common = common_dir.clone().unwrap_or_else(|| gitdir.clone());
+        if self.repo(worktree, gitdir.clone(), common)? {
+            return Ok(());
+        }
+        if let Some(common) = common_dir {
+            self.targets.push(PlannedPath {
+                path: common,
+                kind: PathKind::Dir,
+                reason: format!("commondir of {}", gitdir.display()),
+            });
+        }
         self.targets.push(PlannedPath {
             path: gitdir,
             kind: PathKind::Dir,
             reason: format!("gitdir of {}", file.display()),
         });
         Ok(())
+    }
+
+    /// Record a repository; in `git.mode = "commit"` protect its code-running and redirecting
+    /// entries (existing ones) and return `true` (the gitdir itself is then not protected whole).
+    fn repo(
+        &mut self,
+        worktree: PathBuf,
+        gitdir: PathBuf,
+        common: PathBuf,
+    ) -> Result<bool, PlanError> {
+        let mut repo = GitRepo {
+            worktree,
+            gitdir,
+            common,
+            missing: Vec::new(),
+        };
+        if self.git_mode != GitMode::Commit {
+            self.repos.push(repo);
+            return Ok(false);
+        }
+        for e in crate::gitmeta::protected_paths(&repo.worktree, &repo.gitdir)? {
+            let reason = format!("git: {} ({})", e.reason, e.path.display());
+            match fs::symlink_metadata(&e.path) {
+                Err(err) if is_missing(&err) => repo.missing.push(GitWatch {
+                    path: e.path,
+                    reason: e.reason,
+                }),
+                Err(err) => return Err(self.unreadable(&e.path, &e.path, "reading", err)),
+                Ok(m) => {
+                    if m.file_type().is_symlink() {
+                        self.links.push(e.path.clone());
+                    }
+                    match fs::canonicalize(&e.path).and_then(|t| fs::metadata(&t).map(|m| (t, m)))
+                    {
+                        Ok((t, m)) => self.targets.push(PlannedPath {
+                            path: t,
+                            kind: kind_of(m.is_dir()),
+                            reason,
+                        }),
+                        Err(err) if is_missing(&err) => repo.missing.push(GitWatch {
+                            path: e.path,
+                            reason: e.reason,
+                        }),
+                        Err(err) => {
+                            return Err(self.unreadable(&e.path, &e.path, "resolving", err))
+                        }
+                    }
+                }
+            }
+        }
+        self.repos.push(repo);
+        Ok(true)
     }
 }
 

@@ -157,6 +157,8 @@ mod tests {
             network: stockade_policy::NetworkMode::Off,
             allowed_domains: vec![],
             protected_symlinks: vec![],
+            git_mode: stockade_policy::model::GitMode::ReadOnly,
+            git_repos: vec![],
             warnings: vec![],
             overlay: Default::default(),
             env: vec![],

@@ -261,6 +261,8 @@ mod from_policy {
                 network: stockade_policy::NetworkMode::Off,
                 allowed_domains: vec![],
                 protected_symlinks: vec![PathBuf::from(r"C:\Users\me\repo\.codex-link")],
+                git_mode: stockade_policy::model::GitMode::ReadOnly,
+                git_repos: vec![],
                 warnings: vec![],
                 overlay: Default::default(),
                 env: vec![("PATH".into(), r"C:\Windows".into())],

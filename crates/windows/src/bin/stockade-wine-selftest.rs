@@ -963,6 +963,8 @@ mod selftest {
             network: stockade_policy::NetworkMode::Off,
             allowed_domains: vec![],
             protected_symlinks: vec![],
+            git_mode: stockade_policy::model::GitMode::ReadOnly,
+            git_repos: vec![],
             warnings: vec![],
             overlay: Default::default(),
             env: std::env::vars_os().collect(),
