@@ -15,6 +15,8 @@ mod backend;
 mod changes;
 #[cfg(target_os = "linux")]
 mod linediff;
+#[cfg(target_os = "linux")]
+mod gitcheck;
 mod mcp;
 mod report;
 mod run;

@@ -47,8 +47,13 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
             );
         }
     }
+    let git = GitGuard::before(&plan, caller, verbose)?;
     let started = std::time::SystemTime::now();
-    let outcome = match crate::backend::run(&plan, &cmd, &opts, args.tier) {
+    let result = crate::backend::run(&plan, &cmd, &opts, args.tier);
+    // The backend has returned: the run's pid namespace (and with it every process of the run) is
+    // gone, so nothing can change what is checked now.
+    let git = git.after(&plan, caller);
+    let mut outcome = match result {
         Ok(o) => {
             #[cfg(target_os = "linux")]
             if let Err(e) = crate::changes::record_after_run(&plan, started) {
@@ -64,13 +69,15 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
         Err(f) => {
             eprintln!("stockade: error: {}", escape(&f.message));
             if args.json || report_file.is_some() {
-                let v = serde_json::json!({"tier": f.tier, "error": f.message, "exit_code": f.exit_code});
+                let mut v = serde_json::json!({"tier": f.tier, "error": f.message, "exit_code": f.exit_code});
+                git.add_json(&mut v);
                 emit(&args, report_file.as_mut(), &v)?;
             }
             return Ok(ExitCode::from(f.exit_code as u8));
         }
     };
-    report(&args, report_file.as_mut(), &outcome, verbose)?;
+    git.add_denials(&mut outcome);
+    report(&args, report_file.as_mut(), &outcome, verbose, &git)?;
     Ok(ExitCode::from((outcome.exit.shell_code() & 0xff) as u8))
 }
 
@@ -79,6 +86,7 @@ fn report(
     file: Option<&mut std::fs::File>,
     outcome: &RunOutcome,
     verbose: bool,
+    git: &GitGuard,
 ) -> Result<()> {
     for w in &outcome.warnings {
         eprintln!("stockade: warning: {}", escape(w));
@@ -103,6 +111,7 @@ fn report(
     if args.json || file.is_some() {
         let mut v = serde_json::to_value(outcome)?;
         v["exit_code"] = outcome.exit.shell_code().into();
+        git.add_json(&mut v);
         emit(args, file, &v)?;
     }
     Ok(())
@@ -234,4 +243,88 @@ pub fn clean(
         None => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The git protection around one run: the history snapshot before it and the post-run check
+/// after it (Linux; see `crate::gitcheck`).
+#[derive(Default)]
+struct GitGuard {
+    #[cfg(target_os = "linux")]
+    run: String,
+    #[cfg(target_os = "linux")]
+    started: Option<std::time::SystemTime>,
+    #[cfg(target_os = "linux")]
+    snapshots: Vec<crate::gitcheck::SnapshotInfo>,
+    #[cfg(target_os = "linux")]
+    findings: Vec<crate::gitcheck::Finding>,
+}
+
+#[cfg(target_os = "linux")]
+impl GitGuard {
+    fn before(plan: &stockade_policy::plan::Plan, caller: &Caller, verbose: bool) -> Result<Self> {
+        let run = crate::gitcheck::run_id();
+        let snapshots = crate::gitcheck::snapshot(plan, &caller.state_dir, &run)?;
+        if verbose {
+            for s in &snapshots {
+                eprintln!(
+                    "stockade: git history of {} saved ({} refs, {} new files); restore with: {}",
+                    escape(&s.repo),
+                    s.refs,
+                    s.copied,
+                    escape(&s.restore)
+                );
+            }
+        }
+        Ok(GitGuard {
+            run,
+            started: Some(std::time::SystemTime::now()),
+            snapshots,
+            findings: Vec::new(),
+        })
+    }
+
+    fn after(mut self, plan: &stockade_policy::plan::Plan, caller: &Caller) -> Self {
+        if let Some(started) = self.started {
+            self.findings = crate::gitcheck::post_run(plan, &caller.state_dir, &self.run, started);
+        }
+        for f in &self.findings {
+            let verb = if f.kind == "git-unchecked" { "not checked" } else { "neutralised" };
+            eprintln!(
+                "stockade: {verb}: {} — {}; {}; {}",
+                escape(&f.path),
+                escape(&f.what),
+                escape(&f.action),
+                escape(&f.remedy)
+            );
+        }
+        self
+    }
+
+    fn add_denials(&self, outcome: &mut RunOutcome) {
+        for f in &self.findings {
+            outcome.denials.push(stockade_policy::backend::Denial {
+                kind: f.kind.to_string(),
+                target: f.path.clone(),
+            });
+        }
+    }
+
+    fn add_json(&self, v: &mut serde_json::Value) {
+        v["git"] = serde_json::json!({
+            "snapshots": self.snapshots,
+            "neutralised": self.findings,
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl GitGuard {
+    fn before(_: &stockade_policy::plan::Plan, _: &Caller, _: bool) -> Result<Self> {
+        Ok(GitGuard::default())
+    }
+    fn after(self, _: &stockade_policy::plan::Plan, _: &Caller) -> Self {
+        self
+    }
+    fn add_denials(&self, _: &mut RunOutcome) {}
+    fn add_json(&self, _: &mut serde_json::Value) {}
 }

@@ -1161,3 +1161,49 @@ fn plan_env(
 #[cfg(all(test, unix))]
 #[path = "plan_tests.rs"]
 mod tests;
+
+/// One entry named like a git repository marker, found by [`find_git_markers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitMarker {
+    /// Its path.
+    pub path: PathBuf,
+    /// `.git` (a directory, file or symlink) or `HEAD` (a candidate bare repository's).
+    pub name: OsString,
+    /// A directory.
+    pub is_dir: bool,
+    /// A symbolic link (never followed).
+    pub is_symlink: bool,
+}
+
+/// Every `.git` and `HEAD` entry under `root` (canonical), for the post-run check: the same walk
+/// as the launch's (symlinks never followed, a `.git` directory not descended into), with its
+/// own listing cache under `<state_dir>/post-run/` so that only directories changed since the
+/// last check are listed. Fails if a directory cannot be listed.
+pub fn find_git_markers(root: &Path, state_dir: &Path) -> Result<Vec<GitMarker>, PlanError> {
+    let cache = walk_cache::cache_dir(&state_dir.join("post-run"), &[root.to_path_buf()])
+        .map(|d| walk_cache::cache_file(&d, root));
+    let names = [OsString::from(".git"), OsString::from("HEAD")];
+    let scan = walk_cache::scan(root, &names, cache.as_deref(), &[]).map_err(|e| match e {
+        ScanError::Root(source) => PlanError::ReadRoot {
+            path: root.to_path_buf(),
+            source,
+        },
+        ScanError::Dir { path, source } => PlanError::Unsearchable {
+            exempt: path.clone(),
+            path,
+            root: root.to_path_buf(),
+            what: "listing it",
+            source,
+        },
+    })?;
+    Ok(scan
+        .found
+        .into_iter()
+        .map(|f| GitMarker {
+            path: f.path,
+            name: f.name,
+            is_dir: f.kind == FoundKind::Dir,
+            is_symlink: f.kind == FoundKind::Symlink,
+        })
+        .collect())
+}

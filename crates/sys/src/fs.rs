@@ -170,3 +170,29 @@ pub fn statfs_magic(path: &Path) -> SysResult<u64> {
     let magic = (sf.f_type as u64) & 0xFFFF_FFFF;
     Ok(magic)
 }
+
+/// `renameat2(dirfd, old, dirfd, new, RENAME_NOREPLACE)`: rename an entry of one directory
+/// (single names, so nothing is resolved beyond the directory descriptor; the last component is
+/// never followed), failing with `EEXIST` rather than replacing anything.
+pub fn rename_noreplace(dirfd: BorrowedFd<'_>, old: &CStr, new: &CStr) -> SysResult<()> {
+    // SAFETY: both names are NUL-terminated strings that outlive the call; the descriptor is open.
+    cvt("renameat2", String::new, unsafe {
+        libc::renameat2(
+            dirfd.as_raw_fd(),
+            old.as_ptr(),
+            dirfd.as_raw_fd(),
+            new.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fchmod(fd, mode)` on an open (not `O_PATH`) descriptor.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: libc::mode_t) -> SysResult<()> {
+    // SAFETY: plain syscall on an open descriptor.
+    cvt("fchmod", String::new, unsafe {
+        libc::fchmod(fd.as_raw_fd(), mode)
+    })?;
+    Ok(())
+}

@@ -1,0 +1,876 @@
+//! Host-side git protection around a run (Linux): the history snapshot taken before it starts
+//! ([`snapshot`]) and the check of what it left in repositories once every process of the run is
+//! gone ([`post_run`]). See `docs/git.md`.
+//!
+//! Every file the check reads or changes is opened relative to a descriptor of its writable root
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`: a symlink the
+//! command planted is never followed, it is renamed aside like any other offending entry.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use stockade_policy::gitmeta;
+use stockade_policy::model::GitMode;
+use stockade_policy::plan::{find_git_markers, Plan};
+use stockade_sys::fs as sfs;
+
+const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+const MAX_READ: u64 = 1 << 20;
+/// Runs whose refs a snapshot store keeps (older ones are removed; objects are kept).
+const KEEP_RUNS: usize = 50;
+
+/// One thing the post-run check neutralised (or could not check).
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// `git-neutralised` or `git-unchecked`.
+    pub kind: &'static str,
+    /// The offending path.
+    pub path: String,
+    /// What was wrong.
+    pub what: String,
+    /// What was done about it.
+    pub action: String,
+    /// How the user keeps it anyway.
+    pub remedy: String,
+}
+
+/// A history snapshot taken before the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    /// The repository's common directory.
+    pub repo: String,
+    /// The snapshot store (a bare repository).
+    pub store: String,
+    /// This run's id: its refs are under `refs/stockade/<run>/` in the store.
+    pub run: String,
+    /// Refs recorded.
+    pub refs: usize,
+    /// Object and pack files copied into the store by this run (the rest were there already).
+    pub copied: usize,
+    /// How to restore every ref of this run.
+    pub restore: String,
+}
+
+/// A run id: seconds since the epoch and our pid, unique on this machine.
+pub fn run_id() -> String {
+    let s = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{s}-{}", std::process::id())
+}
+
+fn io_ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+    r.with_context(what)
+}
+
+/// Copy every object and pack of each launch repository (in `git.mode = "commit"`) into a
+/// per-repository store in the state directory (only files the store does not have yet; `copy`
+/// becomes `copy_file_range`, a reflink where the filesystem can), and record every ref's value
+/// under `refs/stockade/<run>/`. A failure stops the run: history would not be recoverable.
+pub fn snapshot(plan: &Plan, state_dir: &Path, run: &str) -> Result<Vec<SnapshotInfo>> {
+    if plan.git_mode != GitMode::Commit {
+        return Ok(Vec::new());
+    }
+    let mut commons: Vec<&Path> = plan.git_repos.iter().map(|r| r.common.as_path()).collect();
+    commons.sort();
+    commons.dedup();
+    let mut out = Vec::new();
+    for common in commons {
+        let digest = Sha256::digest(common.as_os_str().as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let store = state_dir.join("git").join(hex);
+        let info = snapshot_one(plan, common, &store, run).with_context(|| {
+            format!(
+                "cannot snapshot the history of {} into {} (git.mode = \"commit\" needs it so \
+                 nothing the command does can lose a commit); free space or set git.mode = \
+                 \"read-only\"",
+                common.display(),
+                store.display()
+            )
+        })?;
+        out.push(info);
+    }
+    Ok(out)
+}
+
+fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<SnapshotInfo> {
+    init_store(store, common)?;
+    let mut copied = 0;
+    let objects = common.join("objects");
+    for e in read_dir_sorted(&objects) {
+        let name = e.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let is_fan = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(is_fan || name == "pack") || !is_real_dir(&e) {
+            continue;
+        }
+        let dst_dir = store.join("objects").join(&name);
+        io_ctx(fs::create_dir_all(&dst_dir), || dst_dir.display().to_string())?;
+        for f in read_dir_sorted(&e) {
+            let fname = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name == "pack"
+                && !(fname.starts_with("pack-")
+                    && (fname.ends_with(".pack") || fname.ends_with(".idx")))
+            {
+                continue;
+            }
+            if copy_if_new(&f, &dst_dir.join(&fname))? {
+                copied += 1;
+            }
+        }
+    }
+    // Refs: HEAD of the repository and of each of its linked worktrees, pseudo-refs, packed and
+    // loose refs.
+    let mut refs: Vec<(String, String)> = Vec::new();
+    for r in plan.git_repos.iter().filter(|r| r.common == common) {
+        if r.gitdir != r.common {
+            let wt = r.gitdir.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(v) = read_sha(&r.gitdir.join("HEAD")) {
+                refs.push((format!("worktrees/{wt}/HEAD"), v));
+            }
+        }
+    }
+    for pseudo in ["HEAD", "ORIG_HEAD", "FETCH_HEAD", "MERGE_HEAD", "CHERRY_PICK_HEAD"] {
+        if let Some(v) = read_sha(&common.join(pseudo)) {
+            refs.push((pseudo.into(), v));
+        }
+    }
+    if let Ok(text) = fs::read_to_string(common.join("packed-refs")) {
+        for l in text.lines() {
+            if l.starts_with('#') || l.starts_with('^') {
+                continue;
+            }
+            if let Some((sha, name)) = l.split_once(' ') {
+                if is_sha(sha) && !refs.iter().any(|(n, _)| n == name) {
+                    refs.push((name.to_string(), sha.to_string()));
+                }
+            }
+        }
+    }
+    loose_refs(&common.join("refs"), "refs", &mut refs, 0);
+    let base = store.join("refs/stockade").join(run);
+    for (name, sha) in &refs {
+        let p = base.join(name);
+        if let Some(d) = p.parent() {
+            io_ctx(fs::create_dir_all(d), || d.display().to_string())?;
+        }
+        io_ctx(fs::write(&p, format!("{sha}\n")), || p.display().to_string())?;
+    }
+    if common.join("reftable").is_dir() {
+        let dst = store.join("reftable-runs").join(run);
+        io_ctx(fs::create_dir_all(&dst), || dst.display().to_string())?;
+        for f in read_dir_sorted(&common.join("reftable")) {
+            copy_if_new(&f, &dst.join(f.file_name().unwrap_or_default()))?;
+        }
+    }
+    prune_runs(&store.join("refs/stockade"));
+    Ok(SnapshotInfo {
+        repo: common.display().to_string(),
+        store: store.display().to_string(),
+        run: run.to_string(),
+        refs: refs.len(),
+        copied,
+        restore: format!(
+            "git fetch --update-head-ok {} '+refs/stockade/{run}/refs/*:refs/*'",
+            store.display()
+        ),
+    })
+}
+
+fn init_store(store: &Path, common: &Path) -> Result<()> {
+    if store.join("HEAD").exists() {
+        return Ok(());
+    }
+    for d in ["objects/pack", "refs/heads", "refs/stockade"] {
+        let p = store.join(d);
+        io_ctx(fs::create_dir_all(&p), || p.display().to_string())?;
+    }
+    let format = fs::read_to_string(common.join("config"))
+        .ok()
+        .and_then(|t| {
+            gitmeta::parse_config(&t)
+                .into_iter()
+                .find(|e| e.key == "extensions.objectformat")
+                .and_then(|e| e.value)
+        });
+    let mut cfg = String::from("[core]\n\trepositoryformatversion = ");
+    match &format {
+        Some(f) => cfg.push_str(&format!("1\n\tbare = true\n[extensions]\n\tobjectformat = {f}\n")),
+        None => cfg.push_str("0\n\tbare = true\n"),
+    }
+    cfg.push_str("[gc]\n\tauto = 0\n\tpruneExpire = never\n");
+    io_ctx(fs::write(store.join("config"), cfg), || store.display().to_string())?;
+    io_ctx(
+        fs::write(store.join("HEAD"), "ref: refs/heads/stockade-snapshot\n"),
+        || store.display().to_string(),
+    )?;
+    Ok(())
+}
+
+fn prune_runs(dir: &Path) {
+    let mut runs: Vec<(u64, PathBuf)> = read_dir_sorted(dir)
+        .into_iter()
+        .filter_map(|p| {
+            let secs = p.file_name()?.to_str()?.split('-').next()?.parse().ok()?;
+            Some((secs, p))
+        })
+        .collect();
+    runs.sort();
+    while runs.len() > KEEP_RUNS {
+        let (_, p) = runs.remove(0);
+        let _ = fs::remove_dir_all(p);
+    }
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn is_sha(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn read_sha(p: &Path) -> Option<String> {
+    let t = fs::read_to_string(p).ok()?;
+    let first = t.split_whitespace().next()?;
+    is_sha(first).then(|| first.to_string())
+}
+
+fn loose_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    for p in read_dir_sorted(dir) {
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let name = format!("{prefix}/{}", p.file_name().unwrap_or_default().to_string_lossy());
+        if m.is_dir() {
+            loose_refs(&p, &name, out, depth + 1);
+        } else if m.is_file() {
+            if let Some(v) = read_sha(&p) {
+                out.retain(|(n, _)| *n != name);
+                out.push((name, v));
+            }
+        }
+    }
+}
+
+/// Copy `src` (a regular file, never followed if a link) to `dst` unless `dst` already has the
+/// same size (object and pack names are their content's hash). Written to a temporary name,
+/// then renamed.
+fn copy_if_new(src: &Path, dst: &Path) -> Result<bool> {
+    let Ok(m) = fs::symlink_metadata(src) else {
+        return Ok(false);
+    };
+    if !m.is_file() {
+        return Ok(false);
+    }
+    if fs::metadata(dst).is_ok_and(|d| d.len() == m.len()) {
+        return Ok(false);
+    }
+    let mut from = io_ctx(
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(src),
+        || src.display().to_string(),
+    )?;
+    let tmp = dst.with_extension(format!("tmp-{}", std::process::id()));
+    let mut to = io_ctx(
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o444)
+            .open(&tmp),
+        || tmp.display().to_string(),
+    )?;
+    io_ctx(std::io::copy(&mut from, &mut to), || src.display().to_string())?;
+    io_ctx(fs::rename(&tmp, dst), || dst.display().to_string())?;
+    Ok(true)
+}
+
+/// A writable root, opened once.
+struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+struct Checker<'a> {
+    plan: &'a Plan,
+    roots: Vec<Root>,
+    run: String,
+    started: i128,
+    findings: Vec<Finding>,
+    /// Gitdirs already judged.
+    seen: Vec<PathBuf>,
+}
+
+/// After the run (every process of it gone): neutralise what it left that would make git run
+/// code or redirect it — in repositories it created (nested `git init`, `init --template`,
+/// `worktree add`, an embedded bare repository) and, in launch repositories, protected entries
+/// that did not exist at launch and rebase/sequencer todo lines that run commands.
+pub fn post_run(plan: &Plan, state_dir: &Path, run: &str, started: SystemTime) -> Vec<Finding> {
+    let started = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    let mut c = Checker {
+        plan,
+        roots: Vec::new(),
+        run: run.to_string(),
+        started,
+        findings: Vec::new(),
+        seen: plan.git_repos.iter().map(|r| r.gitdir.clone()).collect(),
+    };
+    for r in &plan.writable_roots {
+        match sfs::openat2(None, r, libc::O_PATH | libc::O_DIRECTORY, RESOLVE & !libc::RESOLVE_BENEATH) {
+            Ok(fd) => c.roots.push(Root {
+                path: r.clone(),
+                fd,
+            }),
+            Err(e) => c.unchecked(r, &format!("cannot open the writable root: {e}")),
+        }
+    }
+    c.launch_repos();
+    for r in plan.writable_roots.clone() {
+        match find_git_markers(&r, state_dir) {
+            Ok(markers) => {
+                for m in markers {
+                    c.marker(&m);
+                }
+            }
+            Err(e) => c.unchecked(&r, &e.to_string()),
+        }
+    }
+    c.findings
+}
+
+const REMEDY: &str = "review it; if you trust it, rename it back (or chmod +x the hook) yourself on the host — a sandboxed run never leaves behind git metadata that runs code (docs/git.md)";
+
+impl Checker<'_> {
+    fn unchecked(&mut self, path: &Path, why: &str) {
+        self.findings.push(Finding {
+            kind: "git-unchecked",
+            path: path.display().to_string(),
+            what: format!("repositories below it could not be checked: {why}"),
+            action: "nothing changed; the next run refuses to start until it can be listed".into(),
+            remedy: "fix the directory's permissions, then inspect any .git below it".into(),
+        });
+    }
+
+    fn neutralised(&mut self, path: &Path, what: String, action: String) {
+        self.findings.push(Finding {
+            kind: "git-neutralised",
+            path: path.display().to_string(),
+            what,
+            action,
+            remedy: REMEDY.into(),
+        });
+    }
+
+    fn root_of(&self, p: &Path) -> Option<(usize, PathBuf)> {
+        self.roots
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| p.starts_with(&r.path))
+            .max_by_key(|(_, r)| r.path.as_os_str().len())
+            .map(|(i, r)| (i, p.strip_prefix(&r.path).unwrap_or(p).to_path_buf()))
+    }
+
+    /// `lstat` of `p` without following anything (through its writable root).
+    fn lstat(&self, p: &Path) -> Option<libc::stat> {
+        let (i, rel) = self.root_of(p)?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = CString::new(rel.file_name()?.as_bytes()).ok()?;
+        let dir = self.open_dir(i, parent).ok()?;
+        sfs::fstatat_nofollow(dir.as_fd(), &name).ok()
+    }
+
+    fn open_dir(&self, i: usize, rel: &Path) -> std::io::Result<OwnedFd> {
+        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        Ok(sfs::openat2(
+            Some(self.roots[i].fd.as_fd()),
+            rel,
+            libc::O_PATH | libc::O_DIRECTORY,
+            RESOLVE,
+        )?)
+    }
+
+    fn read(&self, p: &Path) -> Option<String> {
+        let (i, rel) = self.root_of(p)?;
+        let fd = sfs::openat2(
+            Some(self.roots[i].fd.as_fd()),
+            &rel,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            RESOLVE,
+        )
+        .ok()?;
+        let st = sfs::fstat(fd.as_fd()).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        let mut buf = Vec::new();
+        fs::File::from(fd).take(MAX_READ).read_to_end(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Rename `p` aside to `<name>.stockade-neutralised-<run>`; the new name, or why not.
+    fn rename_aside(&self, p: &Path) -> String {
+        let Some((i, rel)) = self.root_of(p) else {
+            return "left alone: it is outside every writable root".into();
+        };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let Some(name) = rel.file_name() else {
+            return "left alone: no name".into();
+        };
+        let new = format!("{}.stockade-neutralised-{}", name.to_string_lossy(), self.run);
+        let r = self.open_dir(i, parent).and_then(|d| {
+            let old = CString::new(name.as_bytes())?;
+            let newc = CString::new(new.as_bytes())?;
+            Ok(sfs::rename_noreplace(d.as_fd(), &old, &newc)?)
+        });
+        match r {
+            Ok(()) => format!("renamed to {new}"),
+            Err(e) => format!("could NOT be renamed aside ({e}): remove it before using git here"),
+        }
+    }
+
+    /// Write `data` as a new file `p` (which must not exist).
+    fn write_new(&self, p: &Path, data: &[u8]) -> std::io::Result<()> {
+        let (i, rel) = self
+            .root_of(p)
+            .ok_or_else(|| std::io::Error::other("outside the writable roots"))?;
+        let fd = sfs::openat2_mode(
+            Some(self.roots[i].fd.as_fd()),
+            &rel,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o644,
+            RESOLVE,
+        )?;
+        fs::File::from(fd).write_all(data)
+    }
+
+    fn ctime_new(&self, p: &Path) -> bool {
+        self.lstat(p).is_some_and(|st| {
+            i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec) >= self.started
+        })
+    }
+
+    fn launch_repos(&mut self) {
+        let plan = self.plan;
+        if plan.git_mode != GitMode::Commit {
+            return;
+        }
+        let mut commons = Vec::new();
+        for repo in &plan.git_repos {
+            for w in &repo.missing {
+                if self.lstat(&w.path).is_some() {
+                    let action = self.rename_aside(&w.path);
+                    self.neutralised(
+                        &w.path,
+                        format!(
+                            "created during the run where git metadata is protected: {}",
+                            w.reason
+                        ),
+                        action,
+                    );
+                }
+            }
+            self.todos(&repo.gitdir);
+            if !commons.contains(&repo.common) {
+                commons.push(repo.common.clone());
+            }
+        }
+        for common in commons {
+            self.todos(&common);
+            for wt in read_dir_sorted(&common.join("worktrees")) {
+                if !self.seen.contains(&wt) && self.ctime_new(&wt) {
+                    self.seen.push(wt.clone());
+                    self.judge_gitdir(&wt, Some(&common));
+                } else {
+                    self.todos(&wt);
+                }
+            }
+            self.modules(&common.join("modules"), 0);
+        }
+    }
+
+    fn modules(&mut self, dir: &Path, depth: usize) {
+        if depth > gitmeta::MAX_MODULE_DEPTH {
+            return;
+        }
+        for d in read_dir_sorted(dir) {
+            if !is_real_dir(&d) {
+                continue;
+            }
+            if d.join("HEAD").exists() {
+                if self.ctime_new(&d.join("HEAD")) || self.ctime_new(&d.join("config")) {
+                    self.judge_gitdir(&d, None);
+                }
+            } else {
+                self.modules(&d, depth + 1);
+            }
+        }
+    }
+
+    fn marker(&mut self, m: &stockade_policy::plan::GitMarker) {
+        let launch_wt = |p: &Path| {
+            self.plan
+                .git_repos
+                .iter()
+                .any(|r| p.parent() == Some(r.worktree.as_path()))
+        };
+        if m.name == ".git" {
+            if launch_wt(&m.path) || self.plan.protected_symlinks.contains(&m.path) {
+                return;
+            }
+            if m.is_symlink {
+                let action = self.rename_aside(&m.path);
+                self.neutralised(
+                    &m.path,
+                    "a .git symlink created during the run redirects git to another directory"
+                        .into(),
+                    action,
+                );
+            } else if m.is_dir {
+                if !self.seen.contains(&m.path) {
+                    self.seen.push(m.path.clone());
+                    self.judge_gitdir(&m.path.clone(), None);
+                }
+            } else {
+                self.gitfile(&m.path);
+            }
+            return;
+        }
+        // HEAD: an embedded bare repository (HEAD, objects/, refs/ and no .git name).
+        let Some(dir) = m.path.parent().map(Path::to_path_buf) else {
+            return;
+        };
+        let is_dir = |p: &Path| {
+            self.lstat(p)
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        };
+        if m.is_dir
+            || m.is_symlink
+            || dir.file_name().is_some_and(|n| n == ".git")
+            || self.seen.contains(&dir)
+            || self.plan.git_repos.iter().any(|r| r.common == dir)
+            || !is_dir(&dir.join("objects"))
+            || !is_dir(&dir.join("refs"))
+        {
+            return;
+        }
+        let touched = ["HEAD", "config", "hooks", "config.worktree", "info"]
+            .iter()
+            .any(|n| self.ctime_new(&dir.join(n)));
+        if touched {
+            self.seen.push(dir.clone());
+            self.judge_gitdir(&dir, None);
+        }
+    }
+
+    /// A `.git` file created during the run: its gitdir must be inside a writable root (it is
+    /// then judged like any created gitdir), or the file is renamed aside.
+    fn gitfile(&mut self, file: &Path) {
+        let Some(text) = self.read(file) else {
+            return;
+        };
+        let Some(target) = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("gitdir:"))
+            .map(str::trim)
+        else {
+            return;
+        };
+        let base = file.parent().unwrap_or(Path::new("/"));
+        let gitdir = normalize(&base.join(target));
+        let common = self
+            .plan
+            .git_repos
+            .iter()
+            .find(|r| gitdir.starts_with(r.common.join("worktrees")))
+            .map(|r| r.common.clone());
+        if self.root_of(&gitdir).is_none() {
+            let action = self.rename_aside(file);
+            self.neutralised(
+                file,
+                format!(
+                    "a .git file created during the run points git at {}, outside the writable roots",
+                    gitdir.display()
+                ),
+                action,
+            );
+            return;
+        }
+        if !self.seen.contains(&gitdir) && self.lstat(&gitdir).is_some() {
+            self.seen.push(gitdir.clone());
+            self.judge_gitdir(&gitdir, common.as_deref());
+        }
+    }
+
+    /// Judge a gitdir created (or changed) during the run.
+    fn judge_gitdir(&mut self, dir: &Path, common: Option<&Path>) {
+        for name in ["config", "config.worktree"] {
+            self.judge_config(&dir.join(name));
+        }
+        self.judge_hooks(&dir.join("hooks"));
+        for (name, why) in [
+            ("info/attributes", "attributes select filter/diff/merge drivers, which run programs"),
+            ("objects/info/alternates", "makes git read objects from another repository"),
+        ] {
+            let p = dir.join(name);
+            if self.lstat(&p).is_some() {
+                let action = self.rename_aside(&p);
+                self.neutralised(&p, format!("created during the run: {why}"), action);
+            }
+        }
+        let cd = dir.join("commondir");
+        if self.lstat(&cd).is_some() {
+            let target = self.read(&cd).map(|t| normalize(&dir.join(t.trim())));
+            let ok = match (target, common) {
+                (Some(t), Some(c)) => fs::canonicalize(&t).is_ok_and(|t| t == c),
+                _ => false,
+            };
+            if !ok {
+                let action = self.rename_aside(&cd);
+                self.neutralised(
+                    &cd,
+                    "commondir created during the run points outside this repository".into(),
+                    action,
+                );
+            }
+        }
+        let gd = dir.join("gitdir");
+        if self.lstat(&gd).is_some() {
+            let inside = self
+                .read(&gd)
+                .is_some_and(|t| self.root_of(&normalize(&dir.join(t.trim()))).is_some());
+            if !inside {
+                let action = self.rename_aside(&gd);
+                self.neutralised(
+                    &gd,
+                    "gitdir file created during the run points outside the writable roots".into(),
+                    action,
+                );
+            }
+        }
+        self.todos(dir);
+    }
+
+    fn judge_config(&mut self, p: &Path) {
+        let Some(text) = self.read(p) else {
+            if self.lstat(p).is_some_and(|st| st.st_mode & libc::S_IFMT != libc::S_IFREG) {
+                let action = self.rename_aside(p);
+                self.neutralised(p, "a git config that is not a regular file".into(), action);
+            }
+            return;
+        };
+        let bad = gitmeta::judge_config(&text);
+        if bad.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = bad.iter().map(|e| e.key.replace('\0', "")).collect();
+        let mut action = self.rename_aside(p);
+        if action.starts_with("renamed") {
+            let safe: Vec<gitmeta::ConfigEntry> = gitmeta::parse_config(&text)
+                .into_iter()
+                .filter(|e| gitmeta::key_is_safe(&e.key))
+                .collect();
+            match self.write_new(p, render_config(&safe).as_bytes()) {
+                Ok(()) => action.push_str("; a config with only the safe keys written in its place"),
+                Err(e) => action.push_str(&format!("; the safe keys could not be written back ({e})")),
+            }
+        }
+        self.neutralised(
+            p,
+            format!(
+                "git config written during the run sets keys outside the safe set (they run programs, include files or redirect git): {}",
+                keys.join(", ")
+            ),
+            action,
+        );
+    }
+
+    fn judge_hooks(&mut self, dir: &Path) {
+        let Some(st) = self.lstat(dir) else {
+            return;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            let action = self.rename_aside(dir);
+            self.neutralised(dir, "hooks is not a directory (a link elsewhere?)".into(), action);
+            return;
+        }
+        for h in read_dir_sorted(dir) {
+            let name = h.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.ends_with(".sample") || name.contains(".stockade-neutralised-") {
+                continue;
+            }
+            let Some(st) = self.lstat(&h) else {
+                continue;
+            };
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFREG if st.st_mode & 0o111 != 0 => {
+                    let action = match self.chmod_x(&h) {
+                        Ok(()) => "made non-executable (chmod a-x)".to_string(),
+                        Err(e) => self.rename_aside(&h) + &format!(" (chmod failed: {e})"),
+                    };
+                    self.neutralised(&h, "executable hook created during the run".into(), action);
+                }
+                libc::S_IFREG => {}
+                _ => {
+                    let action = self.rename_aside(&h);
+                    self.neutralised(&h, "hook that is not a regular file".into(), action);
+                }
+            }
+        }
+    }
+
+    fn chmod_x(&self, p: &Path) -> std::io::Result<()> {
+        let (i, rel) = self
+            .root_of(p)
+            .ok_or_else(|| std::io::Error::other("outside the writable roots"))?;
+        let fd = sfs::openat2(
+            Some(self.roots[i].fd.as_fd()),
+            &rel,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            RESOLVE,
+        )?;
+        let st = sfs::fstat(fd.as_fd())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        sfs::fchmod(fd.as_fd(), st.st_mode & 0o7666)?;
+        Ok(())
+    }
+
+    /// Rebase/sequencer todo lists with `exec`/`x` lines: they would run at the user's next
+    /// `git rebase --continue`. The lines are commented out (the original is kept aside).
+    fn todos(&mut self, gitdir: &Path) {
+        for rel in ["rebase-merge/git-rebase-todo", "sequencer/todo"] {
+            let p = gitdir.join(rel);
+            let Some(text) = self.read(&p) else {
+                continue;
+            };
+            let exec = gitmeta::todo_exec_lines(&text);
+            if exec.is_empty() || !self.ctime_new(&p) {
+                continue;
+            }
+            let mut action = self.rename_aside(&p);
+            if action.starts_with("renamed") {
+                let fixed: String = text
+                    .lines()
+                    .map(|l| {
+                        if exec.iter().any(|e| e == l) {
+                            format!("# stockade: removed (it would run a command): {l}\n")
+                        } else {
+                            format!("{l}\n")
+                        }
+                    })
+                    .collect();
+                match self.write_new(&p, fixed.as_bytes()) {
+                    Ok(()) => action.push_str("; the todo without its exec lines written in its place"),
+                    Err(e) => action.push_str(&format!("; could not write the todo back ({e})")),
+                }
+            }
+            self.neutralised(
+                &p,
+                format!(
+                    "todo left by the run runs commands at the next `git rebase --continue`: {}",
+                    exec.join(" | ")
+                ),
+                action,
+            );
+        }
+    }
+}
+
+/// `a/./b/../c` → `a/c`, without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Render config entries back to git's format.
+fn render_config(entries: &[gitmeta::ConfigEntry]) -> String {
+    let mut out = String::new();
+    let mut current = String::new();
+    for e in entries {
+        let Some((head, name)) = e.key.rsplit_once('.') else {
+            continue;
+        };
+        if head != current {
+            match head.split_once('.') {
+                Some((s, sub)) => out.push_str(&format!(
+                    "[{s} \"{}\"]\n",
+                    sub.replace('\\', "\\\\").replace('"', "\\\"")
+                )),
+                None => out.push_str(&format!("[{head}]\n")),
+            }
+            current = head.to_string();
+        }
+        match &e.value {
+            None => out.push_str(&format!("\t{name}\n")),
+            Some(v)
+                if !v.is_empty()
+                    && v.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || b"+-_./:*@~^=,".contains(&b)
+                    }) =>
+            {
+                out.push_str(&format!("\t{name} = {v}\n"))
+            }
+            Some(v) => out.push_str(&format!(
+                "\t{name} = \"{}\"\n",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+                    .replace('\t', "\\t")
+            )),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_config_parses_back_to_the_same_entries() {
+        let t = "[core]\n\tbare = false\n[remote \"o.r\\\"g\"]\n\turl = \"a b\\\\c\"\n\tfetch = x\n[branch \"main\"]\n\tremote = o\n";
+        let e = gitmeta::parse_config(t);
+        assert_eq!(gitmeta::parse_config(&render_config(&e)), e);
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+    }
+}
