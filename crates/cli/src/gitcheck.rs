@@ -171,7 +171,13 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
             copy_if_new(&f, &dst.join(f.file_name().unwrap_or_default()))?;
         }
     }
+    let raw = store.join("stockade-runs").join(run);
+    io_ctx(fs::create_dir_all(&raw), || raw.display().to_string())?;
+    if let Ok(head) = fs::read(common.join("HEAD")) {
+        io_ctx(fs::write(raw.join("HEAD"), head), || raw.display().to_string())?;
+    }
     prune_runs(&store.join("refs/stockade"));
+    prune_runs(&store.join("stockade-runs"));
     Ok(SnapshotInfo {
         repo: common.display().to_string(),
         store: store.display().to_string(),
@@ -305,6 +311,68 @@ fn copy_if_new(src: &Path, dst: &Path) -> Result<bool> {
     io_ctx(std::io::copy(&mut from, &mut to), || src.display().to_string())?;
     io_ctx(fs::rename(&tmp, dst), || dst.display().to_string())?;
     Ok(true)
+}
+
+/// After the run: a launch repository the run destroyed (no longer a git directory: `HEAD`,
+/// `objects/` or `refs/` gone, as after `rm -rf .git/*`) is put back from this run's snapshot —
+/// objects copied back, every ref and `HEAD` rewritten. Returns what was restored.
+pub fn restore_destroyed(snapshots: &[SnapshotInfo]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for s in snapshots {
+        let common = Path::new(&s.repo);
+        let intact = common.join("HEAD").is_file()
+            && is_real_dir(&common.join("objects"))
+            && is_real_dir(&common.join("refs"));
+        if intact || !is_real_dir(common) {
+            continue;
+        }
+        let action = match restore_one(common, Path::new(&s.store), &s.run) {
+            Ok(n) => format!("restored from the snapshot of this run ({n} files copied back, every ref and HEAD rewritten)"),
+            Err(e) => format!("could NOT be restored ({e:#}); restore by hand: git init, then {}", s.restore),
+        };
+        out.push(Finding {
+            kind: "git-restored",
+            path: s.repo.clone(),
+            what: "the run destroyed the repository (HEAD, objects or refs removed)".into(),
+            action,
+            remedy: format!("the snapshot stays available: {}", s.restore),
+        });
+    }
+    out
+}
+
+fn restore_one(common: &Path, store: &Path, run: &str) -> Result<usize> {
+    let mut n = 0;
+    for d in ["objects/pack", "objects/info", "refs/heads", "refs/tags"] {
+        let p = common.join(d);
+        io_ctx(fs::create_dir_all(&p), || p.display().to_string())?;
+    }
+    for dir in read_dir_sorted(&store.join("objects")) {
+        let name = dir.file_name().unwrap_or_default().to_owned();
+        let dst = common.join("objects").join(&name);
+        io_ctx(fs::create_dir_all(&dst), || dst.display().to_string())?;
+        for f in read_dir_sorted(&dir) {
+            if copy_if_new(&f, &dst.join(f.file_name().unwrap_or_default()))? {
+                n += 1;
+            }
+        }
+    }
+    let base = store.join("refs/stockade").join(run);
+    let mut refs = Vec::new();
+    loose_refs(&base.join("refs"), "refs", &mut refs, 0);
+    for (name, sha) in refs {
+        let p = common.join(&name);
+        if let Some(d) = p.parent() {
+            io_ctx(fs::create_dir_all(d), || d.display().to_string())?;
+        }
+        let _ = fs::remove_file(&p);
+        io_ctx(fs::write(&p, format!("{sha}\n")), || p.display().to_string())?;
+    }
+    let head = fs::read(store.join("stockade-runs").join(run).join("HEAD"))
+        .unwrap_or_else(|_| b"ref: refs/heads/main\n".to_vec());
+    let _ = fs::remove_file(common.join("HEAD"));
+    io_ctx(fs::write(common.join("HEAD"), head), || common.display().to_string())?;
+    Ok(n)
 }
 
 /// A writable root, opened once.

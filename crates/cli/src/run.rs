@@ -285,10 +285,16 @@ impl GitGuard {
 
     fn after(mut self, plan: &stockade_policy::plan::Plan, caller: &Caller) -> Self {
         if let Some(started) = self.started {
-            self.findings = crate::gitcheck::post_run(plan, &caller.state_dir, &self.run, started);
+            self.findings = crate::gitcheck::restore_destroyed(&self.snapshots);
+            self.findings
+                .extend(crate::gitcheck::post_run(plan, &caller.state_dir, &self.run, started));
         }
         for f in &self.findings {
-            let verb = if f.kind == "git-unchecked" { "not checked" } else { "neutralised" };
+            let verb = match f.kind {
+                "git-unchecked" => "not checked",
+                "git-restored" => "restored",
+                _ => "neutralised",
+            };
             eprintln!(
                 "stockade: {verb}: {} — {}; {}; {}",
                 escape(&f.path),
