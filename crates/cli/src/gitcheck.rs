@@ -156,6 +156,22 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
         }
     }
     loose_refs(&common.join("refs"), "refs", &mut refs, 0);
+    // A symbolic HEAD (`ref: refs/heads/main`) is recorded with the value it resolves to.
+    let mut heads = vec![("HEAD".to_string(), common.join("HEAD"))];
+    for r in plan.git_repos.iter().filter(|r| r.common == common && r.gitdir != r.common) {
+        let wt = r.gitdir.file_name().unwrap_or_default().to_string_lossy();
+        heads.push((format!("worktrees/{wt}/HEAD"), r.gitdir.join("HEAD")));
+    }
+    for (name, file) in heads {
+        let target = fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.strip_prefix("ref:").map(|r| r.trim().to_string()));
+        if let Some(t) = target {
+            if let Some(v) = refs.iter().find(|(n, _)| *n == t).map(|(_, v)| v.clone()) {
+                refs.push((name, v));
+            }
+        }
+    }
     let base = store.join("refs/stockade").join(run);
     for (name, sha) in &refs {
         let p = base.join(name);
@@ -316,10 +332,27 @@ fn copy_if_new(src: &Path, dst: &Path) -> Result<bool> {
 /// After the run: a launch repository the run destroyed (no longer a git directory: `HEAD`,
 /// `objects/` or `refs/` gone, as after `rm -rf .git/*`) is put back from this run's snapshot —
 /// objects copied back, every ref and `HEAD` rewritten. Returns what was restored.
-pub fn restore_destroyed(snapshots: &[SnapshotInfo]) -> Vec<Finding> {
+pub fn restore_destroyed(snapshots: &[SnapshotInfo], started: SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
     for s in snapshots {
         let common = Path::new(&s.repo);
+        match repair_objects(common, Path::new(&s.store), started) {
+            Ok(0) => {}
+            Ok(n) => out.push(Finding {
+                kind: "git-restored",
+                path: common.join("objects").display().to_string(),
+                what: format!("the run overwrote {n} object or pack file(s) that existed at launch"),
+                action: "each put back from the snapshot".into(),
+                remedy: format!("the snapshot stays available: {}", s.restore),
+            }),
+            Err(e) => out.push(Finding {
+                kind: "git-restored",
+                path: common.join("objects").display().to_string(),
+                what: "object or pack files that existed at launch may have been overwritten".into(),
+                action: format!("could NOT be checked or put back ({e:#})"),
+                remedy: format!("the snapshot stays available: {}", s.restore),
+            }),
+        }
         let intact = common.join("HEAD").is_file()
             && is_real_dir(&common.join("objects"))
             && is_real_dir(&common.join("refs"));
@@ -339,6 +372,71 @@ pub fn restore_destroyed(snapshots: &[SnapshotInfo]) -> Vec<Finding> {
         });
     }
     out
+}
+
+/// Put back every object or pack file of the snapshot store that the run changed in place
+/// (another size, or a ctime from the run and other content; git itself only ever adds, removes
+/// or touches such files, never rewrites them). Returns how many were put back.
+fn repair_objects(common: &Path, store: &Path, started: SystemTime) -> Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let started = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    let mut n = 0;
+    if !is_real_dir(&common.join("objects")) {
+        return Ok(0);
+    }
+    for dir in read_dir_sorted(&store.join("objects")) {
+        let name = dir.file_name().unwrap_or_default().to_owned();
+        for f in read_dir_sorted(&dir) {
+            let fname = f.file_name().unwrap_or_default().to_owned();
+            let dst = common.join("objects").join(&name).join(&fname);
+            let (Ok(sm), Ok(dm)) = (fs::symlink_metadata(&f), fs::symlink_metadata(&dst)) else {
+                continue;
+            };
+            let ctime = i128::from(dm.ctime()) * 1_000_000_000 + i128::from(dm.ctime_nsec());
+            let changed = !dm.is_file()
+                || dm.len() != sm.len()
+                || (ctime >= started && !same_content(&f, &dst));
+            if changed {
+                let _ = fs::remove_file(&dst);
+                copy_if_new(&f, &dst)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    let open = |p: &Path| {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(p)
+    };
+    let (Ok(a), Ok(b)) = (open(a), open(b)) else {
+        return false;
+    };
+    let (mut a, mut b) = (std::io::BufReader::new(a), std::io::BufReader::new(b));
+    let mut ba = vec![0u8; 1 << 16];
+    let mut bb = vec![0u8; 1 << 16];
+    loop {
+        let na = match a.read(&mut ba) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if b.read_exact(&mut bb[..na]).is_err() {
+            return false;
+        }
+        if ba[..na] != bb[..na] {
+            return false;
+        }
+        if na == 0 {
+            return b.read(&mut bb[..1]).is_ok_and(|n| n == 0);
+        }
+    }
 }
 
 fn restore_one(common: &Path, store: &Path, run: &str) -> Result<usize> {

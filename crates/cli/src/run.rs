@@ -285,7 +285,7 @@ impl GitGuard {
 
     fn after(mut self, plan: &stockade_policy::plan::Plan, caller: &Caller) -> Self {
         if let Some(started) = self.started {
-            self.findings = crate::gitcheck::restore_destroyed(&self.snapshots);
+            self.findings = crate::gitcheck::restore_destroyed(&self.snapshots, started);
             self.findings
                 .extend(crate::gitcheck::post_run(plan, &caller.state_dir, &self.run, started));
         }
