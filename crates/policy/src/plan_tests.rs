@@ -904,3 +904,45 @@ fn overlay_roots_must_be_owned_by_the_caller() {
         .iter()
         .all(|l| l.name == "tmp" || l.name == "var-tmp"));
 }
+
+#[test]
+fn commit_mode_protects_code_running_entries_not_the_whole_gitdir() {
+    let (_t, home, ws) = setup();
+    let git = ws.join(".git");
+    for d in ["hooks", "objects/info", "refs/heads", "info"] {
+        std::fs::create_dir_all(git.join(d)).unwrap();
+    }
+    std::fs::write(git.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(git.join("info/exclude"), "").unwrap();
+    std::fs::create_dir_all(ws.join(".husky/_")).unwrap();
+    std::fs::write(git.join("config"), "[core]\n\thooksPath = .husky/_\n").unwrap();
+    let plan = resolve(&crate::test_util::shipped_policy(), &req(&ws, &home)).unwrap();
+    assert_eq!(plan.git_mode, GitMode::Commit);
+    let p = protected_paths(&plan);
+    for want in [git.join("config"), git.join("hooks"), ws.join(".husky/_")] {
+        assert!(p.contains(&want), "{want:?} not protected: {p:?}");
+    }
+    assert!(!p.contains(&git), "the whole .git is protected in commit mode: {p:?}");
+    assert!(!p.contains(&git.join("refs")) && !p.contains(&git.join("objects")));
+    let repo = &plan.git_repos[0];
+    assert_eq!(repo.gitdir, git);
+    let missing: Vec<&Path> = repo.missing.iter().map(|m| m.path.as_path()).collect();
+    for want in [
+        git.join("config.worktree"),
+        git.join("info/attributes"),
+        git.join("objects/info/alternates"),
+        ws.join(".husky/_/pre-commit"),
+    ] {
+        assert!(missing.contains(&want.as_path()), "{want:?} not watched: {missing:?}");
+    }
+}
+
+#[test]
+fn read_only_mode_protects_the_whole_gitdir_and_still_lists_the_repo() {
+    let (_t, home, ws) = setup();
+    std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert!(protected_paths(&plan).contains(&ws.join(".git")));
+    assert_eq!(plan.git_repos.len(), 1);
+    assert!(plan.git_repos[0].missing.is_empty());
+}

@@ -47,7 +47,15 @@ impl Drop for TempDir {
     }
 }
 
-/// The embedded default policy.
+/// The embedded default policy, with `git.mode = "read-only"` (the walk's tests check that
+/// whole `.git` entries are protected; `commit` mode has its own tests).
 pub fn default_policy() -> Policy {
+    let mut p: Policy = toml::from_str(crate::config::DEFAULT_POLICY_TOML).unwrap();
+    p.git.mode = crate::model::GitMode::ReadOnly;
+    p
+}
+
+/// The embedded default policy as shipped (`git.mode = "commit"`).
+pub fn shipped_policy() -> Policy {
     toml::from_str(crate::config::DEFAULT_POLICY_TOML).unwrap()
 }
