@@ -105,6 +105,15 @@ try {tag}-objects sh -c 'echo x > {gd}/objects/evil'
     )
 }
 
+/// A `--config` file setting `git.mode = "read-only"`: these tests check that every `.git` (and
+/// every gitdir a `.git` file names) is read-only as a whole; `git.mode = "commit"` (the default)
+/// is tested in `tests/git.rs`.
+fn ro_git(w: &World) -> std::path::PathBuf {
+    let p = w.root.join("git-read-only.toml");
+    write(&p, "[git]\nmode = \"read-only\"\n");
+    p
+}
+
 const TRY: &str =
     "try() { name=$1; shift; if \"$@\" 2>/dev/null; then echo \"ESCAPED-$name\"; fi; }\n";
 
@@ -120,7 +129,7 @@ fn top_level_and_nested_git_dirs_are_read_only() {
         git_attacks("top", ".git"),
         git_attacks("nested", "nested/.git")
     );
-    let out = w.run().sh(&script);
+    let out = w.run().flag("--config").flag(ro_git(&w)).sh(&script);
     out.assert_ran("RAN");
     out.assert_ran("DONE");
     out.assert_not("ESCAPED");
@@ -168,7 +177,7 @@ fn submodule_style_git_file_and_its_gitdir_are_read_only() {
         git_attacks("gitdir", "gitdirs/sub"),
         git_attacks("modules", ".git/modules/sub2"),
     );
-    let out = w.run().sh(&script);
+    let out = w.run().flag("--config").flag(ro_git(&w)).sh(&script);
     out.assert_ran("RAN");
     out.assert_ran("DONE");
     out.assert_not("ESCAPED");
@@ -214,7 +223,12 @@ fn git_worktree_gitdir_target_is_read_only() {
         git_attacks("maingit", &mg),
         main = q(&main),
     );
-    let out = w.run().writable(&main).sh(&script);
+    let out = w
+        .run()
+        .flag("--config")
+        .flag(ro_git(&w))
+        .writable(&main)
+        .sh(&script);
     out.assert_ran("RAN");
     out.assert_ran("DONE");
     // Positive control: the writable main checkout itself is writable.
