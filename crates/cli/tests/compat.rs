@@ -21,8 +21,12 @@ fn git_status_diff_log_work_and_commit_fails_cleanly() {
     git_repo(&w.ws);
     write(&w.ws("README"), "hello\nchanged inside\n");
     write(&w.ws("new.txt"), "untracked\n");
+    // git.mode = "read-only" throughout: nothing may change in .git (the default, "commit",
+    // lets git write objects and refs: tests/git.rs).
+    let ro = w.root.join("git-read-only.toml");
+    write(&ro, "[git]\nmode = \"read-only\"\n");
     let before = snap_tree(&w.ws(".git"));
-    let out = w.run().env("GIT_CONFIG_NOSYSTEM", "1").sh(
+    let out = w.run().flag("--config").flag(&ro).env("GIT_CONFIG_NOSYSTEM", "1").sh(
         "echo RAN; git --no-optional-locks status --short && echo STATUS-OK; \
          git --no-pager diff && echo DIFF-OK; git --no-pager log --oneline && echo LOG-OK; \
          git --no-pager show --stat HEAD >/dev/null && echo SHOW-OK",
@@ -37,13 +41,18 @@ fn git_status_diff_log_work_and_commit_fails_cleanly() {
     // Plain `git status` (which may try to refresh the index) must still succeed.
     let out = w
         .run()
+        .flag("--config")
+        .flag(&ro)
         .sh("echo RAN; git status >/dev/null && echo PLAIN-STATUS-OK");
     out.assert_ran("PLAIN-STATUS-OK");
 
-    // A commit must fail (the .git directory is read-only), cleanly: non-zero, an error message,
-    // no partial state on the host.
+    // With git.mode = "read-only" a commit must fail (the .git directory is read-only), cleanly:
+    // non-zero, an error message, no partial state on the host. (The default, "commit", lets it
+    // succeed: tests/git.rs.)
     let out = w
         .run()
+        .flag("--config")
+        .flag(&ro)
         .sh("echo RAN; git add new.txt && git commit -q -m inside; echo COMMIT-RC=$?");
     out.assert_ran("RAN");
     assert!(

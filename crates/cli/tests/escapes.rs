@@ -206,9 +206,21 @@ fn pyattack(w: &World, body: &str) -> Out {
     w.run().py(&py_script(body))
 }
 
+/// A world whose user config sets `git.mode = "read-only"`: this suite checks that every `.git`
+/// stays read-only as a whole; `git.mode = "commit"` (the default) has its own attacks in
+/// `tests/git.rs`.
+fn ro_world(tag: &str) -> World {
+    let w = World::new(tag);
+    write(
+        &w.home.join(".config/stockade/config.toml"),
+        "[git]\nmode = \"read-only\"\n",
+    );
+    w
+}
+
 /// A world with an `outside/victim` file and a workspace git repo; returns host snapshots.
 fn victim_world(tag: &str) -> World {
-    let w = World::new(tag);
+    let w = ro_world(tag);
     write(&w.out("victim"), "original\n");
     fs::create_dir_all(w.out("dir")).unwrap();
     git_repo(&w.ws);
@@ -282,7 +294,7 @@ fn fs_relative_write_with_cwd_outside() {
 
 #[test]
 fn fs_dev_shm_is_not_the_hosts() {
-    let w = World::new("esc-shm");
+    let w = ro_world("esc-shm");
     let name = unique("stkshm");
     let host_shm = Path::new("/dev/shm").join(&name);
     let out = attack(
@@ -453,7 +465,7 @@ fn protected_git_replace_delete_and_move() {
 
 #[test]
 fn protected_gitdir_target_edit() {
-    let w = World::new("esc-gitfile");
+    let w = ro_world("esc-gitfile");
     git_repo(&w.ws("gd-src"));
     fs::rename(w.ws("gd-src/.git"), w.ws("store")).unwrap();
     fs::remove_dir_all(w.ws("gd-src")).unwrap();
@@ -475,7 +487,7 @@ fn protected_gitdir_target_edit() {
 
 #[test]
 fn protected_nested_git_swapped_by_renaming_its_parent() {
-    let w = World::new("esc-ancestor");
+    let w = ro_world("esc-ancestor");
     git_repo(&w.ws);
     git_repo(&w.ws("nested"));
     git_repo(&w.ws("gd-src"));
@@ -497,7 +509,7 @@ fn protected_nested_git_swapped_by_renaming_its_parent() {
 
 #[test]
 fn protected_stockade_config_create_and_modify() {
-    let w = World::new("esc-stcfg");
+    let w = ro_world("esc-stcfg");
     fs::create_dir_all(w.ws(".stockade")).unwrap();
     fs::create_dir_all(w.ws("other/.stockade")).unwrap();
     write(
@@ -582,7 +594,7 @@ fn py_unix_connect(name: &str, addr: &str) -> String {
 
 #[test]
 fn unix_socket_outside_workspace_direct_symlink_and_relative() {
-    let w = World::new("esc-unix");
+    let w = ro_world("esc-unix");
     let sock = w.root.join("run/x.sock");
     let l = host_listener(&sock);
     symlink(&sock, w.ws("planted.sock")).unwrap();
@@ -613,7 +625,7 @@ fn unix_socket_outside_workspace_direct_symlink_and_relative() {
 
 #[test]
 fn unix_seqpacket_outside_workspace() {
-    let w = World::new("esc-seqp");
+    let w = ro_world("esc-seqp");
     let path = w.root.join("run/seq.sock");
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     // Host SEQPACKET listener via python (std has none); it logs each accept to a file.
@@ -656,7 +668,7 @@ fn contained_py(out: &Out) {
 
 #[test]
 fn unix_dgram_sendto_host_socket_and_dgram_socketpair() {
-    let w = World::new("esc-dgram");
+    let w = ro_world("esc-dgram");
     let path = w.root.join("run/d.sock");
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     let d = UnixDatagram::bind(&path).unwrap();
@@ -687,7 +699,7 @@ attempt('socketpair-dgram', lambda: socket.socketpair(socket.AF_UNIX, socket.SOC
 
 #[test]
 fn abstract_unix_socket_network_off_and_on() {
-    let w = World::new("esc-abstract");
+    let w = ro_world("esc-abstract");
     let name = unique("stk-abs");
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
@@ -740,7 +752,7 @@ fn spawn_with_fd7(w: &World, pass: bool, script: &str) -> (Out, UnixStream) {
 
 #[test]
 fn inherited_fd_without_pass_fd_is_closed() {
-    let w = World::new("esc-fd");
+    let w = ro_world("esc-fd");
     let (out, mut mine) = spawn_with_fd7(
         &w,
         false,
@@ -760,7 +772,7 @@ fn inherited_fd_without_pass_fd_is_closed() {
 
 #[test]
 fn inherited_fd_with_pass_fd_is_usable() {
-    let w = World::new("esc-passfd");
+    let w = ro_world("esc-passfd");
     let (out, mut mine) = spawn_with_fd7(&w, true, "echo RAN; echo THROUGH-FD7 >&7 && echo WROTE");
     out.assert_ran("WROTE");
     mine.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -786,7 +798,7 @@ fn py_tcp(name: &str, ip: &str, port: u16) -> String {
 
 #[test]
 fn net_ipv4_loopback_tcp_and_bind_tricks() {
-    let w = World::new("esc-tcp4");
+    let w = ro_world("esc-tcp4");
     let l = TcpLog::open("127.0.0.1").unwrap();
     // Also via 127.0.0.2 (same host loopback net), via a name, and via a v4-mapped v6 address.
     let localhost = format!(
@@ -810,7 +822,7 @@ fn net_ipv4_loopback_tcp_and_bind_tricks() {
 
 #[test]
 fn net_ipv6_loopback_tcp() {
-    let w = World::new("esc-tcp6");
+    let w = ro_world("esc-tcp6");
     let Some(l) = TcpLog::open("::1") else {
         return skip("no usable ::1 on this host");
     };
@@ -821,7 +833,7 @@ fn net_ipv6_loopback_tcp() {
 
 #[test]
 fn net_udp_loopback() {
-    let w = World::new("esc-udp");
+    let w = ro_world("esc-udp");
     let u = UdpLog::open("127.0.0.1").unwrap();
     // The sends may "succeed" inside (onto the sandbox's own loopback); the host socket judges.
     let body = format!(
@@ -928,7 +940,7 @@ fn net_listener_in_test_netns_reachable_from_host_not_from_sandbox() {
     if !have("ip") {
         return skip("no `ip` tool (apt-get install iproute2)");
     }
-    let w = World::new("esc-netns");
+    let w = ro_world("esc-netns");
     let ns = match NetNs::create(&w) {
         Ok(n) => n,
         Err(e) => {
@@ -954,7 +966,7 @@ fn net_listener_in_test_netns_reachable_from_host_not_from_sandbox() {
 
 #[test]
 fn net_raw_icmp_and_packet_sockets() {
-    let w = World::new("esc-raw");
+    let w = ro_world("esc-raw");
     let body = r#"
 for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
                               ('raw-ip', socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW),
@@ -988,7 +1000,7 @@ for name, fam, typ, proto in (('raw-icmp', socket.AF_INET, socket.SOCK_RAW, sock
 
 #[test]
 fn proc_kill_host_process_by_pid() {
-    let w = World::new("esc-kill");
+    let w = ro_world("esc-kill");
     let mut victim = HostProc::spawn("x");
     let pid = victim.pid();
     let out = attack(
@@ -1002,7 +1014,7 @@ fn proc_kill_host_process_by_pid() {
 
 #[test]
 fn proc_signal_stockades_parent() {
-    let w = World::new("esc-parent");
+    let w = ro_world("esc-parent");
     let wrapper = format!(
         "{bin} run --workspace {ws} --env HOSTPARENT=$$ -- sh -c 'echo RAN; kill -TERM $HOSTPARENT; kill -KILL $HOSTPARENT; kill -TERM $PPID; kill -KILL $PPID; kill -KILL -1; echo AFTER'; echo PARENT-SURVIVED",
         bin = bin(),
@@ -1021,7 +1033,7 @@ fn proc_signal_stockades_parent() {
 
 #[test]
 fn proc_ptrace_host_pid_and_sandbox_init() {
-    let w = World::new("esc-ptrace");
+    let w = ro_world("esc-ptrace");
     let mut victim = HostProc::spawn("x");
     let pid = victim.pid();
     if !have("strace") {
@@ -1045,7 +1057,7 @@ fn proc_ptrace_host_pid_and_sandbox_init() {
 
 #[test]
 fn proc_read_host_environ_and_cmdline() {
-    let w = World::new("esc-environ");
+    let w = ro_world("esc-environ");
     let secret = unique("hostsecret");
     let marker = unique("hostcmdline");
     let mut child = Command::new("sh")
@@ -1082,7 +1094,7 @@ fn proc_read_host_environ_and_cmdline() {
 
 #[test]
 fn proc_daemonized_orphans_die_with_the_command() {
-    let w = World::new("esc-orphan");
+    let w = ro_world("esc-orphan");
     let m = unique("stkorph");
     let out = w.run().py(&format!(
         "import os, time\nprint('RAN', flush=True)\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('sh', ['sh', '-c', 'sleep 300; : ' + '{m}' + '-daemon'])\n    os._exit(0)\ntime.sleep(0.3)\nprint('SPAWNED', flush=True)\n"
@@ -1095,7 +1107,7 @@ fn proc_daemonized_orphans_die_with_the_command() {
 
 #[test]
 fn proc_unshare_user_and_mount_namespaces() {
-    let w = World::new("esc-unshare");
+    let w = ro_world("esc-unshare");
     let before = snap_tree(&w.outside);
     let out = attack(
         &w,
@@ -1116,7 +1128,7 @@ fn proc_unshare_user_and_mount_namespaces() {
 
 #[test]
 fn proc_nsenter_host_namespaces() {
-    let w = World::new("esc-nsenter");
+    let w = ro_world("esc-nsenter");
     let victim = HostProc::spawn("x");
     let pid = victim.pid();
     let out = attack(
@@ -1154,7 +1166,7 @@ fn host_kernel_knob(path: &str) -> Option<String> {
 
 #[test]
 fn proc_sys_sysrq_and_sys_writes() {
-    let w = World::new("esc-procsys");
+    let w = ro_world("esc-procsys");
     let burst = "/proc/sys/kernel/printk_ratelimit_burst";
     let time_knob = "/sys/module/printk/parameters/time";
     let b0 = host_kernel_knob(burst);
@@ -1199,7 +1211,7 @@ fn proc_sys_sysrq_and_sys_writes() {
 
 #[test]
 fn secrets_env_vars_are_removed() {
-    let w = World::new("esc-env");
+    let w = ro_world("esc-env");
     let vals = [
         ("MY_API_KEY", unique("apikey")),
         ("GITHUB_TOKEN", unique("ghtoken")),
@@ -1225,7 +1237,7 @@ fn secrets_env_vars_are_removed() {
 }
 
 fn secret_file_test(tag: &str, rel: &str) {
-    let w = World::new(tag);
+    let w = ro_world(tag);
     let secret = unique("SECRETCONTENT");
     write(&w.home.join(rel), &format!("{secret}\n"));
     write(&w.home.join("notsecret.txt"), "public-ok\n");
@@ -1280,7 +1292,7 @@ fn secrets_other_defaults_unreadable() {
 
 #[test]
 fn raw_disk_and_kernel_memory_reads() {
-    let w = World::new("esc-dev");
+    let w = ro_world("esc-dev");
     let out = attack(
         &w,
         "for d in /dev/vda /dev/sda /dev/nvme0n1 /dev/mem /dev/kmem /dev/port /dev/kmsg; do ok read-$(basename $d) sh -c \"test \\$(head -c 16 $d 2>/dev/null | wc -c) -gt 0\"; done\nok mknod-read sh -c 'mknod vda b 253 0 && test $(head -c 16 vda | wc -c) -gt 0'\nok dev-listing sh -c 'ls /dev | grep -E \"^(vd|sd|nvme|mem|kmsg)\"'\nok control-dev-zero sh -c 'test $(head -c 16 /dev/zero | wc -c) -eq 16' \n",
@@ -1295,7 +1307,7 @@ fn raw_disk_and_kernel_memory_reads() {
 
 #[test]
 fn seccomp_io_uring_setup() {
-    let w = World::new("esc-iouring");
+    let w = ro_world("esc-iouring");
     let out = pyattack(
         &w,
         "p = ctypes.create_string_buffer(120)\nsc('io_uring_setup', 425, 8, ctypes.addressof(p))\nsc('io_uring_enter', 426, 0, 0, 0, 0, 0, 0)\nsc('io_uring_register', 427, 0, 0, 0, 0)\n",
@@ -1305,7 +1317,7 @@ fn seccomp_io_uring_setup() {
 
 #[test]
 fn seccomp_keyctl_and_add_key() {
-    let w = World::new("esc-keyctl");
+    let w = ro_world("esc-keyctl");
     let out = pyattack(
         &w,
         "sc('keyctl-join', 250, 1, 0)\nsc('keyctl-get-id', 250, 0, -3, 0)\nsc('add_key', 248, ctypes.c_char_p(b'user'), ctypes.c_char_p(b'stk'), ctypes.c_char_p(b'data'), 4, -2)\nsc('request_key', 249, ctypes.c_char_p(b'user'), ctypes.c_char_p(b'stk'), 0, 0)\n",
@@ -1315,7 +1327,7 @@ fn seccomp_keyctl_and_add_key() {
 
 #[test]
 fn seccomp_bpf() {
-    let w = World::new("esc-bpf");
+    let w = ro_world("esc-bpf");
     let out = pyattack(
         &w,
         "import struct\nattr = ctypes.create_string_buffer(struct.pack('IIII', 2, 4, 4, 1) + bytes(112))\nsc('bpf-map-create', 321, 0, ctypes.addressof(attr), 128)\n",
@@ -1325,7 +1337,7 @@ fn seccomp_bpf() {
 
 #[test]
 fn seccomp_perf_event_open() {
-    let w = World::new("esc-perf");
+    let w = ro_world("esc-perf");
     let out = pyattack(
         &w,
         "import struct\nattr = ctypes.create_string_buffer(struct.pack('IIQ', 1, 128, 0) + bytes(112))\nsc('perf-self', 298, ctypes.addressof(attr), 0, -1, -1, 0)\nsc('perf-any', 298, ctypes.addressof(attr), -1, 0, -1, 0)\n",
@@ -1335,7 +1347,7 @@ fn seccomp_perf_event_open() {
 
 #[test]
 fn seccomp_userfaultfd() {
-    let w = World::new("esc-uffd");
+    let w = ro_world("esc-uffd");
     let out = pyattack(
         &w,
         "sc('userfaultfd-user', 323, 1)\nsc('userfaultfd', 323, 0)\nfd = os.open('/dev/userfaultfd', os.O_RDWR) if os.path.exists('/dev/userfaultfd') else -1\nprint('ATTEMPTED-dev-uffd')\nprint('SUCCEEDED-dev-uffd' if fd >= 0 else 'failed-dev-uffd')\n",
@@ -1348,7 +1360,7 @@ fn seccomp_tiocsti_on_the_callers_tty() {
     if !have("script") {
         return skip("no `script` to give stockade a terminal (apt-get install bsdutils)");
     }
-    let w = World::new("esc-tiocsti");
+    let w = ro_world("esc-tiocsti");
     let inj = unique("INJECTED");
     let code = format!(
         "import fcntl, termios, os\nprint('RAN', flush=True)\nprint('TTY' if os.isatty(0) else 'NOTTY', flush=True)\nfor fd in (0, 1, 2):\n    try:\n        for ch in 'echo {inj}\\n':\n            fcntl.ioctl(fd, termios.TIOCSTI, ch.encode())\n        print('SUCCEEDED-tiocsti', fd, flush=True)\n    except OSError as e:\n        print('failed-tiocsti', fd, e, flush=True)\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.ioctl(0, ctypes.c_ulong(termios.TIOCSTI | (1 << 32)), ctypes.c_char_p(b'x'))\nprint('SUCCEEDED-tiocsti-high' if r == 0 else 'failed-tiocsti-high %d' % ctypes.get_errno(), flush=True)\ntry:\n    f = os.open('/dev/tty', os.O_RDWR)\n    fcntl.ioctl(f, termios.TIOCSTI, b'x')\n    print('SUCCEEDED-devtty', flush=True)\nexcept OSError as e:\n    print('failed-devtty', e, flush=True)\nprint('{END}', flush=True)\n"
@@ -1427,7 +1439,7 @@ fn seccomp_i386_int80_is_killed() {
     if !have("cc") {
         return skip("no C compiler for the int 0x80 probe (apt-get install gcc)");
     }
-    let w = World::new("esc-i386");
+    let w = ro_world("esc-i386");
     write(
         &w.ws("int80.c"),
         "#include <stdio.h>\nint main(void){ long r; printf(\"BEFORE\\n\"); fflush(stdout);\n__asm__ volatile(\"int $0x80\" : \"=a\"(r) : \"a\"(20L) : \"memory\");\nprintf(\"AFTER %ld\\n\", r); fflush(stdout); return 0; }\n",
@@ -1448,7 +1460,7 @@ fn seccomp_i386_int80_is_killed() {
 
 #[test]
 fn seccomp_x32_syscall_bit_is_killed() {
-    let w = World::new("esc-x32");
+    let w = ro_world("esc-x32");
     let out = pyattack(
         &w,
         "print('BEFORE-X32', flush=True)\nr = libc.syscall(ctypes.c_long(0x40000000 | 39))\nprint('AFTER-X32', r, flush=True)\n",
@@ -1460,7 +1472,7 @@ fn seccomp_x32_syscall_bit_is_killed() {
 
 #[test]
 fn seccomp_clone_newuser_and_unshare_syscalls() {
-    let w = World::new("esc-clone");
+    let w = ro_world("esc-clone");
     let out = pyattack(
         &w,
         r#"
@@ -1485,7 +1497,7 @@ sc('setns', 308, os.open('/proc/self/ns/user', os.O_RDONLY), 0)
 
 #[test]
 fn seccomp_clone3_returns_enosys() {
-    let w = World::new("esc-clone3");
+    let w = ro_world("esc-clone3");
     let out = pyattack(
         &w,
         "import struct\nargs = ctypes.create_string_buffer(struct.pack('QQQQQQQQ', 0x10000000, 0, 0, 0, 17, 0, 0, 0))\nr, e = sc('clone3-newuser', 435, ctypes.addressof(args), 64)\nif r == 0:\n    os._exit(0)\nprint('ERRNO', e, flush=True)\nargs2 = ctypes.create_string_buffer(struct.pack('QQQQQQQQ', 0, 0, 0, 0, 17, 0, 0, 0))\nr, e = sc('clone3-plain', 435, ctypes.addressof(args2), 64)\nif r == 0:\n    os._exit(0)\nprint('ERRNO2', e, flush=True)\n",
@@ -1497,7 +1509,7 @@ fn seccomp_clone3_returns_enosys() {
 
 #[test]
 fn seccomp_pidfd_getfd_and_process_vm_on_init() {
-    let w = World::new("esc-pidfd");
+    let w = ro_world("esc-pidfd");
     let out = pyattack(
         &w,
         "pfd, e = sc('pidfd_open-init', 434, 1, 0)\nif pfd >= 0:\n    for fd in range(3, 12):\n        r, e = sc('pidfd_getfd-%d' % fd, 438, pfd, fd, 0)\nbuf = ctypes.create_string_buffer(8)\nlocal = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)\nremote = (ctypes.c_void_p * 2)(0x400000, 8)\nsc('process_vm_readv-init', 310, 1, ctypes.addressof(local), 1, ctypes.addressof(remote), 1, 0)\nsc('process_vm_writev-init', 311, 1, ctypes.addressof(local), 1, ctypes.addressof(remote), 1, 0)\n",
@@ -1529,7 +1541,7 @@ fn net_vsock_is_outside_the_network_namespace() {
     if !probe.status.success() {
         return skip("this host cannot create AF_VSOCK sockets");
     }
-    let w = World::new("esc-vsock");
+    let w = ro_world("esc-vsock");
     let port = 20000 + (std::process::id() % 20000);
     let bind_py = format!(
         "import socket, time\ns = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\ntry:\n    s.bind((socket.VMADDR_CID_ANY, {port})); s.listen(); print('BOUND', flush=True)\nexcept OSError as e:\n    print('NOBIND', e, flush=True)\n"
@@ -1576,7 +1588,7 @@ fn net_vsock_is_outside_the_network_namespace() {
 
 #[test]
 fn protected_git_symlink_entry_cannot_be_replaced() {
-    let w = World::new("esc-gitsym");
+    let w = ro_world("esc-gitsym");
     git_repo(&w.ws("src"));
     fs::rename(w.ws("src/.git"), w.ws("realgit")).unwrap();
     symlink("realgit", w.ws(".git")).unwrap();
@@ -1594,7 +1606,7 @@ fn protected_git_symlink_entry_cannot_be_replaced() {
 
 #[test]
 fn secrets_behind_a_symlinked_dir_stay_unreadable() {
-    let w = World::new("esc-secsym");
+    let w = ro_world("esc-secsym");
     let secret = unique("SYMSECRET");
     write(
         &w.home.join("dotfiles/ssh/id_ed25519"),
@@ -1620,7 +1632,7 @@ fn fs_reopen_read_only_fd_for_writing_via_proc() {
 
 #[test]
 fn unix_socket_outside_workspace_with_network_on() {
-    let w = World::new("esc-unix-on");
+    let w = ro_world("esc-unix-on");
     let sock = w.root.join("run/on.sock");
     let l = host_listener(&sock);
     let out = w.run().net_on().py(&py_script(&format!(
@@ -1646,7 +1658,7 @@ fn mknod(path: &Path, kind: u32, major: u32, minor: u32) -> bool {
 fn raw_planted_device_nodes_outside_and_in_workspace() {
     // Device nodes that exist on the host filesystem (e.g. in a chroot or rootfs a developer keeps
     // in the project) must not become a way around the private /dev.
-    let w = World::new("esc-devnode");
+    let w = ro_world("esc-devnode");
     let mut nodes = vec![];
     if let Ok(m) = fs::metadata("/dev/vda") {
         use std::os::unix::fs::MetadataExt;
@@ -1706,7 +1718,7 @@ fn raw_planted_device_nodes_outside_and_in_workspace() {
 #[test]
 fn proc_init_descriptors_cannot_be_stolen() {
     // init holds the seccomp listener: whoever gets it approves its own connects.
-    let w = World::new("esc-initfd");
+    let w = ro_world("esc-initfd");
     let mut s = String::new();
     for fd in 0..16 {
         s.push_str(&format!(
@@ -1727,7 +1739,7 @@ fn meta_file_capabilities_cannot_be_set() {
 
 #[test]
 fn meta_setuid_files_do_not_leave_the_sandbox() {
-    let w = World::new("esc-suid");
+    let w = ro_world("esc-suid");
     let out = attack(
         &w,
         "cp /bin/true su && cp /bin/true sg && cp /bin/true /tmp/tsu\nok setuid chmod 4755 su\nok setgid chmod 2755 sg\nok setuid-tmp chmod 4755 /tmp/tsu\nok setuid-py python3 -c 'import os; os.chmod(\"su\", 0o4755)'\nok setgid-dir mkdir -m 2775 sgdir\nok setgid-dir-py python3 -c 'import os; os.mkdir(\"sgdir2\", 0o2775)'\n",
@@ -1748,7 +1760,7 @@ fn meta_setuid_files_do_not_leave_the_sandbox() {
 fn untrusted_workspace_config_cannot_weaken_protections() {
     // A command could leave any of these in `.stockade/config.toml` for the next run (or a cloned
     // repository could ship them): none may expose secrets, .git, or filtered variables.
-    let w = World::new("esc-cfgweak");
+    let w = ro_world("esc-cfgweak");
     git_repo(&w.ws);
     let secret = unique("CFGSECRET");
     let token = unique("cfgtoken");
@@ -2088,7 +2100,7 @@ fn host_kmsg() -> Option<String> {
 
 #[test]
 fn kernel_log_cannot_be_written_cleared_or_reconfigured() {
-    let w = World::new("esc-kmsg");
+    let w = ro_world("esc-kmsg");
     let control = unique("stk-kmsg-control");
     let marker = unique("stk-kmsg-attack");
     // Positive control: a host write to /dev/kmsg shows up in the host's kernel log.
@@ -2135,7 +2147,7 @@ attempt('syslog-read-clear', lambda: call(103, 4, ctypes.create_string_buffer(40
 
 #[test]
 fn kernel_wide_settings_hostname_clock_swap_accounting_ports() {
-    let w = World::new("esc-kernelwide");
+    let w = ro_world("esc-kernelwide");
     let hostname = host_kernel_knob("/proc/sys/kernel/hostname").unwrap();
     let domain = host_kernel_knob("/proc/sys/kernel/domainname").unwrap();
     let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
@@ -2186,7 +2198,7 @@ attempt('ioperm', lambda: call(173, 0x80, 1, 1))
 
 #[test]
 fn kernel_modules_and_kexec_are_refused() {
-    let w = World::new("esc-modules");
+    let w = ro_world("esc-modules");
     let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
     // Control: what the host kernel answers root for a module that is not loaded (ENOENT with
     // module support, ENOSYS without). The sandbox must get a different answer: the refusal
@@ -2231,7 +2243,7 @@ sc('kexec-load', 246, 0, 0, None, 0)
 fn proc_core_pattern_modprobe_and_binfmt_are_not_the_hosts() {
     // The classic container escapes: a core_pattern pipe, the modprobe path, a binfmt_misc
     // interpreter: the host kernel would run the planted program as root.
-    let w = World::new("esc-corepattern");
+    let w = ro_world("esc-corepattern");
     let knobs = [
         "/proc/sys/kernel/core_pattern",
         "/proc/sys/kernel/modprobe",
@@ -2295,7 +2307,7 @@ fn proc_core_pattern_modprobe_and_binfmt_are_not_the_hosts() {
 
 #[test]
 fn cgroup_tree_is_not_writable() {
-    let w = World::new("esc-cgroup");
+    let w = ro_world("esc-cgroup");
     let name = unique("stk-cg");
     let cg = Path::new("/sys/fs/cgroup");
     // Positive control: the host (root) can create (and remove) a cgroup there.
@@ -2358,7 +2370,7 @@ attempt('fanotify-permission-class', lambda: call(300, 0x08, os.O_RDONLY))
 
 #[test]
 fn kill_minus_one_and_process_groups_reach_no_host_process() {
-    let w = World::new("esc-killall");
+    let w = ro_world("esc-killall");
     let mut victim = Command::new("sleep");
     victim.arg("300").process_group(0).stdin(Stdio::null());
     let mut victim = victim.spawn().unwrap();
@@ -2397,7 +2409,7 @@ for name, target in (('kill-minus-one', -1), ('kill-host-group', -{pid}), ('kill
 
 #[test]
 fn net_unspecified_and_alias_addresses_reach_no_host_listener() {
-    let w = World::new("esc-unspec");
+    let w = ro_world("esc-unspec");
     let l4 = TcpLog::open("127.0.0.1").unwrap();
     let l6 = TcpLog::open("::1");
     let mut body = format!(
@@ -2618,7 +2630,7 @@ attempt('mprotect-shared-writable', mprot)
 fn sysv_ipc_objects_of_the_host_are_out_of_reach() {
     // A sandbox in the host's IPC namespace could attach the host's shared memory and message
     // queues by key (databases, X11 and browsers use them).
-    let w = World::new("esc-sysvipc");
+    let w = ro_world("esc-sysvipc");
     let key = 0x5354_0000 | (std::process::id() as i32 & 0xffff);
     // SAFETY: plain System V calls on a fresh key; the segment is attached once and written
     // within its 4096 bytes; both objects are removed below.
@@ -2707,7 +2719,7 @@ fn net_admin_cannot_change_the_hosts_interfaces_routes_or_firewall() {
     if !have("ip") || !have("nft") {
         return skip("`ip` or `nft` missing (apt-get install iproute2 nftables)");
     }
-    let w = World::new("esc-netadmin");
+    let w = ro_world("esc-netadmin");
     // Positive control: the host (root) can add and remove an address on lo.
     host(&w.ws, &["ip", "addr", "add", "10.213.77.1/32", "dev", "lo"]);
     host(&w.ws, &["ip", "addr", "del", "10.213.77.1/32", "dev", "lo"]);
@@ -2755,7 +2767,7 @@ fn seccomp_other_namespace_kinds_cannot_be_created() {
             .unwrap();
         assert!(ok.success(), "host control: unshare {flag} failed");
     }
-    let w = World::new("esc-nskinds");
+    let w = ro_world("esc-nskinds");
     let out = pyattack(
         &w,
         r#"
