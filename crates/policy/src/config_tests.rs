@@ -337,9 +337,10 @@ fn untrusted_workspace_cannot_widen() {
     }
     // Widening relative to the inherited value.
     e.user(
-        "[filesystem]\nread_only = true\n[env]\ninherit = \"core\"\n[limits]\ntimeout_secs = 10\n",
+        "[filesystem]\nread_only = true\n[env]\ninherit = \"core\"\n[limits]\ntimeout_secs = 10\n[git]\nmode = \"read-only\"\n",
     );
     for (text, key) in [
+        ("[git]\nmode = \"commit\"\n", "git.mode"),
         ("[filesystem]\nread_only = false\n", "filesystem.read_only"),
         ("[env]\ninherit = \"all\"\n", "env.inherit"),
         ("[limits]\ntimeout_secs = 11\n", "limits.timeout_secs"),
@@ -356,7 +357,7 @@ fn untrusted_workspace_may_narrow() {
     let e = Env::new();
     e.user("[network]\nmode = \"on\"\n[limits]\ntimeout_secs = 100\n");
     e.workspace(
-        "[network]\nmode = \"off\"\n[filesystem]\nread_only = true\ndeny_read = [\"secrets\"]\nwritable_roots = [\"!x\"]\nprotected_names = [\".hg\"]\n[env]\ninherit = \"core\"\nexclude = [\"AWS_*\"]\nset = { CI = \"1\" }\n[limits]\ntimeout_secs = 50\nmax_memory = 1000000\n[temp]\npersist = false\n",
+        "[git]\nmode = \"read-only\"\n[network]\nmode = \"off\"\n[filesystem]\nread_only = true\ndeny_read = [\"secrets\"]\nwritable_roots = [\"!x\"]\nprotected_names = [\".hg\"]\n[env]\ninherit = \"core\"\nexclude = [\"AWS_*\"]\nset = { CI = \"1\" }\n[limits]\ntimeout_secs = 50\nmax_memory = 1000000\n[temp]\npersist = false\n",
     );
     let l = load(&e.req()).unwrap();
     assert_eq!(l.policy.network.mode, NetworkMode::Off);
@@ -364,6 +365,7 @@ fn untrusted_workspace_may_narrow() {
     assert_eq!(l.policy.limits.timeout_secs, Some(50));
     assert_eq!(l.policy.limits.max_memory, Some(1_000_000));
     assert_eq!(l.policy.env.inherit, EnvInherit::Core);
+    assert_eq!(l.policy.git.mode, crate::model::GitMode::ReadOnly);
     // Setting a value that is already in effect is not widening.
     e.workspace("[network]\nmode = \"on\"\n");
     assert_eq!(load(&e.req()).unwrap().policy.network.mode, NetworkMode::On);
