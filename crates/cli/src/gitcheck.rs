@@ -22,7 +22,8 @@ use stockade_policy::model::GitMode;
 use stockade_policy::plan::{find_git_markers, Plan};
 use stockade_sys::fs as sfs;
 
-const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+const RESOLVE: u64 =
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 const MAX_READ: u64 = 1 << 20;
 /// Runs whose refs a snapshot store keeps (older ones are removed; objects are kept).
 const KEEP_RUNS: usize = 50;
@@ -107,15 +108,25 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
     let mut copied = 0;
     let objects = common.join("objects");
     for e in read_dir_sorted(&objects) {
-        let name = e.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = e
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let is_fan = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
         if !(is_fan || name == "pack") || !is_real_dir(&e) {
             continue;
         }
         let dst_dir = store.join("objects").join(&name);
-        io_ctx(fs::create_dir_all(&dst_dir), || dst_dir.display().to_string())?;
+        io_ctx(fs::create_dir_all(&dst_dir), || {
+            dst_dir.display().to_string()
+        })?;
         for f in read_dir_sorted(&e) {
-            let fname = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let fname = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if name == "pack"
                 && !(fname.starts_with("pack-")
                     && (fname.ends_with(".pack") || fname.ends_with(".idx")))
@@ -138,7 +149,13 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
             }
         }
     }
-    for pseudo in ["HEAD", "ORIG_HEAD", "FETCH_HEAD", "MERGE_HEAD", "CHERRY_PICK_HEAD"] {
+    for pseudo in [
+        "HEAD",
+        "ORIG_HEAD",
+        "FETCH_HEAD",
+        "MERGE_HEAD",
+        "CHERRY_PICK_HEAD",
+    ] {
         if let Some(v) = read_sha(&common.join(pseudo)) {
             refs.push((pseudo.into(), v));
         }
@@ -158,7 +175,11 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
     loose_refs(&common.join("refs"), "refs", &mut refs, 0);
     // A symbolic HEAD (`ref: refs/heads/main`) is recorded with the value it resolves to.
     let mut heads = vec![("HEAD".to_string(), common.join("HEAD"))];
-    for r in plan.git_repos.iter().filter(|r| r.common == common && r.gitdir != r.common) {
+    for r in plan
+        .git_repos
+        .iter()
+        .filter(|r| r.common == common && r.gitdir != r.common)
+    {
         let wt = r.gitdir.file_name().unwrap_or_default().to_string_lossy();
         heads.push((format!("worktrees/{wt}/HEAD"), r.gitdir.join("HEAD")));
     }
@@ -178,7 +199,9 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
         if let Some(d) = p.parent() {
             io_ctx(fs::create_dir_all(d), || d.display().to_string())?;
         }
-        io_ctx(fs::write(&p, format!("{sha}\n")), || p.display().to_string())?;
+        io_ctx(fs::write(&p, format!("{sha}\n")), || {
+            p.display().to_string()
+        })?;
     }
     if common.join("reftable").is_dir() {
         let dst = store.join("reftable-runs").join(run);
@@ -190,7 +213,9 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
     let raw = store.join("stockade-runs").join(run);
     io_ctx(fs::create_dir_all(&raw), || raw.display().to_string())?;
     if let Ok(head) = fs::read(common.join("HEAD")) {
-        io_ctx(fs::write(raw.join("HEAD"), head), || raw.display().to_string())?;
+        io_ctx(fs::write(raw.join("HEAD"), head), || {
+            raw.display().to_string()
+        })?;
     }
     prune_runs(&store.join("refs/stockade"));
     prune_runs(&store.join("stockade-runs"));
@@ -225,11 +250,15 @@ fn init_store(store: &Path, common: &Path) -> Result<()> {
         });
     let mut cfg = String::from("[core]\n\trepositoryformatversion = ");
     match &format {
-        Some(f) => cfg.push_str(&format!("1\n\tbare = true\n[extensions]\n\tobjectformat = {f}\n")),
+        Some(f) => cfg.push_str(&format!(
+            "1\n\tbare = true\n[extensions]\n\tobjectformat = {f}\n"
+        )),
         None => cfg.push_str("0\n\tbare = true\n"),
     }
     cfg.push_str("[gc]\n\tauto = 0\n\tpruneExpire = never\n");
-    io_ctx(fs::write(store.join("config"), cfg), || store.display().to_string())?;
+    io_ctx(fs::write(store.join("config"), cfg), || {
+        store.display().to_string()
+    })?;
     io_ctx(
         fs::write(store.join("HEAD"), "ref: refs/heads/stockade-snapshot\n"),
         || store.display().to_string(),
@@ -282,7 +311,10 @@ fn loose_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>, depth: 
         let Ok(m) = fs::symlink_metadata(&p) else {
             continue;
         };
-        let name = format!("{prefix}/{}", p.file_name().unwrap_or_default().to_string_lossy());
+        let name = format!(
+            "{prefix}/{}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        );
         if m.is_dir() {
             loose_refs(&p, &name, out, depth + 1);
         } else if m.is_file() {
@@ -324,7 +356,9 @@ fn copy_if_new(src: &Path, dst: &Path) -> Result<bool> {
             .open(&tmp),
         || tmp.display().to_string(),
     )?;
-    io_ctx(std::io::copy(&mut from, &mut to), || src.display().to_string())?;
+    io_ctx(std::io::copy(&mut from, &mut to), || {
+        src.display().to_string()
+    })?;
     io_ctx(fs::rename(&tmp, dst), || dst.display().to_string())?;
     Ok(true)
 }
@@ -341,14 +375,17 @@ pub fn restore_destroyed(snapshots: &[SnapshotInfo], started: SystemTime) -> Vec
             Ok(n) => out.push(Finding {
                 kind: "git-restored",
                 path: common.join("objects").display().to_string(),
-                what: format!("the run overwrote {n} object or pack file(s) that existed at launch"),
+                what: format!(
+                    "the run overwrote {n} object or pack file(s) that existed at launch"
+                ),
                 action: "each put back from the snapshot".into(),
                 remedy: format!("the snapshot stays available: {}", s.restore),
             }),
             Err(e) => out.push(Finding {
                 kind: "git-restored",
                 path: common.join("objects").display().to_string(),
-                what: "object or pack files that existed at launch may have been overwritten".into(),
+                what: "object or pack files that existed at launch may have been overwritten"
+                    .into(),
                 action: format!("could NOT be checked or put back ({e:#})"),
                 remedy: format!("the snapshot stays available: {}", s.restore),
             }),
@@ -464,12 +501,16 @@ fn restore_one(common: &Path, store: &Path, run: &str) -> Result<usize> {
             io_ctx(fs::create_dir_all(d), || d.display().to_string())?;
         }
         let _ = fs::remove_file(&p);
-        io_ctx(fs::write(&p, format!("{sha}\n")), || p.display().to_string())?;
+        io_ctx(fs::write(&p, format!("{sha}\n")), || {
+            p.display().to_string()
+        })?;
     }
     let head = fs::read(store.join("stockade-runs").join(run).join("HEAD"))
         .unwrap_or_else(|_| b"ref: refs/heads/main\n".to_vec());
     let _ = fs::remove_file(common.join("HEAD"));
-    io_ctx(fs::write(common.join("HEAD"), head), || common.display().to_string())?;
+    io_ctx(fs::write(common.join("HEAD"), head), || {
+        common.display().to_string()
+    })?;
     Ok(n)
 }
 
@@ -507,7 +548,12 @@ pub fn post_run(plan: &Plan, state_dir: &Path, run: &str, started: SystemTime) -
         seen: plan.git_repos.iter().map(|r| r.gitdir.clone()).collect(),
     };
     for r in &plan.writable_roots {
-        match sfs::openat2(None, r, libc::O_PATH | libc::O_DIRECTORY, RESOLVE & !libc::RESOLVE_BENEATH) {
+        match sfs::openat2(
+            None,
+            r,
+            libc::O_PATH | libc::O_DIRECTORY,
+            RESOLVE & !libc::RESOLVE_BENEATH,
+        ) {
             Ok(fd) => c.roots.push(Root {
                 path: r.clone(),
                 fd,
@@ -571,7 +617,11 @@ impl Checker<'_> {
     }
 
     fn open_dir(&self, i: usize, rel: &Path) -> std::io::Result<OwnedFd> {
-        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         Ok(sfs::openat2(
             Some(self.roots[i].fd.as_fd()),
             rel,
@@ -594,7 +644,10 @@ impl Checker<'_> {
             return None;
         }
         let mut buf = Vec::new();
-        fs::File::from(fd).take(MAX_READ).read_to_end(&mut buf).ok()?;
+        fs::File::from(fd)
+            .take(MAX_READ)
+            .read_to_end(&mut buf)
+            .ok()?;
         Some(String::from_utf8_lossy(&buf).into_owned())
     }
 
@@ -607,7 +660,11 @@ impl Checker<'_> {
         let Some(name) = rel.file_name() else {
             return "left alone: no name".into();
         };
-        let new = format!("{}.stockade-neutralised-{}", name.to_string_lossy(), self.run);
+        let new = format!(
+            "{}.stockade-neutralised-{}",
+            name.to_string_lossy(),
+            self.run
+        );
         let r = self.open_dir(i, parent).and_then(|d| {
             let old = CString::new(name.as_bytes())?;
             let newc = CString::new(new.as_bytes())?;
@@ -800,8 +857,14 @@ impl Checker<'_> {
         }
         self.judge_hooks(&dir.join("hooks"));
         for (name, why) in [
-            ("info/attributes", "attributes select filter/diff/merge drivers, which run programs"),
-            ("objects/info/alternates", "makes git read objects from another repository"),
+            (
+                "info/attributes",
+                "attributes select filter/diff/merge drivers, which run programs",
+            ),
+            (
+                "objects/info/alternates",
+                "makes git read objects from another repository",
+            ),
         ] {
             let p = dir.join(name);
             if self.lstat(&p).is_some() {
@@ -844,7 +907,10 @@ impl Checker<'_> {
 
     fn judge_config(&mut self, p: &Path) {
         let Some(text) = self.read(p) else {
-            if self.lstat(p).is_some_and(|st| st.st_mode & libc::S_IFMT != libc::S_IFREG) {
+            if self
+                .lstat(p)
+                .is_some_and(|st| st.st_mode & libc::S_IFMT != libc::S_IFREG)
+            {
                 let action = self.rename_aside(p);
                 self.neutralised(p, "a git config that is not a regular file".into(), action);
             }
@@ -862,8 +928,12 @@ impl Checker<'_> {
                 .filter(|e| gitmeta::key_is_safe(&e.key))
                 .collect();
             match self.write_new(p, render_config(&safe).as_bytes()) {
-                Ok(()) => action.push_str("; a config with only the safe keys written in its place"),
-                Err(e) => action.push_str(&format!("; the safe keys could not be written back ({e})")),
+                Ok(()) => {
+                    action.push_str("; a config with only the safe keys written in its place")
+                }
+                Err(e) => {
+                    action.push_str(&format!("; the safe keys could not be written back ({e})"))
+                }
             }
         }
         self.neutralised(
@@ -882,11 +952,19 @@ impl Checker<'_> {
         };
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             let action = self.rename_aside(dir);
-            self.neutralised(dir, "hooks is not a directory (a link elsewhere?)".into(), action);
+            self.neutralised(
+                dir,
+                "hooks is not a directory (a link elsewhere?)".into(),
+                action,
+            );
             return;
         }
         for h in read_dir_sorted(dir) {
-            let name = h.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = h
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if name.ends_with(".sample") || name.contains(".stockade-neutralised-") {
                 continue;
             }
@@ -953,7 +1031,9 @@ impl Checker<'_> {
                     })
                     .collect();
                 match self.write_new(&p, fixed.as_bytes()) {
-                    Ok(()) => action.push_str("; the todo without its exec lines written in its place"),
+                    Ok(()) => {
+                        action.push_str("; the todo without its exec lines written in its place")
+                    }
                     Err(e) => action.push_str(&format!("; could not write the todo back ({e})")),
                 }
             }
@@ -1006,9 +1086,8 @@ fn render_config(entries: &[gitmeta::ConfigEntry]) -> String {
             None => out.push_str(&format!("\t{name}\n")),
             Some(v)
                 if !v.is_empty()
-                    && v.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || b"+-_./:*@~^=,".contains(&b)
-                    }) =>
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-_./:*@~^=,".contains(&b)) =>
             {
                 out.push_str(&format!("\t{name} = {v}\n"))
             }
@@ -1037,6 +1116,9 @@ mod tests {
 
     #[test]
     fn normalize_is_lexical() {
-        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
     }
 }

@@ -286,8 +286,12 @@ impl GitGuard {
     fn after(mut self, plan: &stockade_policy::plan::Plan, caller: &Caller) -> Self {
         if let Some(started) = self.started {
             self.findings = crate::gitcheck::restore_destroyed(&self.snapshots, started);
-            self.findings
-                .extend(crate::gitcheck::post_run(plan, &caller.state_dir, &self.run, started));
+            self.findings.extend(crate::gitcheck::post_run(
+                plan,
+                &caller.state_dir,
+                &self.run,
+                started,
+            ));
         }
         for f in &self.findings {
             let verb = match f.kind {

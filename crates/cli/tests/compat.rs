@@ -26,11 +26,16 @@ fn git_status_diff_log_work_and_commit_fails_cleanly() {
     let ro = w.root.join("git-read-only.toml");
     write(&ro, "[git]\nmode = \"read-only\"\n");
     let before = snap_tree(&w.ws(".git"));
-    let out = w.run().flag("--config").flag(&ro).env("GIT_CONFIG_NOSYSTEM", "1").sh(
-        "echo RAN; git --no-optional-locks status --short && echo STATUS-OK; \
+    let out = w
+        .run()
+        .flag("--config")
+        .flag(&ro)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .sh(
+            "echo RAN; git --no-optional-locks status --short && echo STATUS-OK; \
          git --no-pager diff && echo DIFF-OK; git --no-pager log --oneline && echo LOG-OK; \
          git --no-pager show --stat HEAD >/dev/null && echo SHOW-OK",
-    );
+        );
     out.assert_ran("RAN");
     for m in ["STATUS-OK", "DIFF-OK", "LOG-OK", "SHOW-OK"] {
         out.assert_ran(m);

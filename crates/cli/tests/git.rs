@@ -62,9 +62,7 @@ fn sandboxed(w: &World, script: &str) -> Out {
     for (k, v) in ID {
         r = r.flag("--env").flag(format!("{k}={v}"));
     }
-    r.flag("--env")
-        .flag("GIT_CONFIG_NOSYSTEM=1")
-        .sh(script)
+    r.flag("--env").flag("GIT_CONFIG_NOSYSTEM=1").sh(script)
 }
 
 fn unsandboxed(w: &World, script: &str) -> Out {
@@ -100,14 +98,32 @@ fn every_git_workflow_works_inside_and_lands_on_the_host() {
     let w = repo("git-workflows");
     // A local remote outside the workspace (read-only inside): fetch/pull from it.
     let remote = w.out("remote.git");
-    git(&w, &w.outside, &["clone", "-q", "--bare", w.ws.to_str().unwrap(), "remote.git"]);
+    git(
+        &w,
+        &w.outside,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            w.ws.to_str().unwrap(),
+            "remote.git",
+        ],
+    );
     let scratch = w.out("scratch");
-    git(&w, &w.outside, &["clone", "-q", remote.to_str().unwrap(), "scratch"]);
+    git(
+        &w,
+        &w.outside,
+        &["clone", "-q", remote.to_str().unwrap(), "scratch"],
+    );
     write(&scratch.join("r"), "remote\n");
     git(&w, &scratch, &["add", "r"]);
     git(&w, &scratch, &["commit", "-qm", "from-remote"]);
     git(&w, &scratch, &["push", "-q", "origin", "main:upstream"]);
-    git(&w, &w.ws, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    git(
+        &w,
+        &w.ws,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
     let cargo = have("cargo");
     let script = format!(
         "set -e\necho RAN\n\
@@ -142,12 +158,22 @@ fn every_git_workflow_works_inside_and_lands_on_the_host() {
     for s in ["three-amended", "four", "feat", "t1", "one"] {
         assert!(log.lines().any(|l| l == s), "{s} missing from main: {log}");
     }
-    assert!(!log.contains("\nthree\n"), "amend did not replace the commit: {log}");
+    assert!(
+        !log.contains("\nthree\n"),
+        "amend did not replace the commit: {log}"
+    );
     let topic = git(&w, &w.ws, &["log", "--format=%s", "-2", "topic"]);
-    assert_eq!(topic.lines().next(), Some("t1"), "fixup did not squash: {topic}");
+    assert_eq!(
+        topic.lines().next(),
+        Some("t1"),
+        "fixup did not squash: {topic}"
+    );
     let branches = git(&w, &w.ws, &["branch", "--format=%(refname:short)"]);
     for b in ["main", "feature", "topic", "wtb", "up"] {
-        assert!(branches.lines().any(|l| l == b), "branch {b} missing: {branches}");
+        assert!(
+            branches.lines().any(|l| l == b),
+            "branch {b} missing: {branches}"
+        );
     }
     assert!(git(&w, &w.ws, &["stash", "list"]).contains("stash@{0}"));
     assert!(git(&w, &w.ws, &["tag"]).contains("v2"));
@@ -163,7 +189,10 @@ fn every_git_workflow_works_inside_and_lands_on_the_host() {
     let v = json(&o);
     assert_eq!(v["git"]["neutralised"], serde_json::json!([]), "{v}");
     // Protected metadata stayed read-only while objects/refs were written.
-    let o = sandboxed(&w, "echo RAN; echo x >> .git/config && echo WROTE-CONFIG; true");
+    let o = sandboxed(
+        &w,
+        "echo RAN; echo x >> .git/config && echo WROTE-CONFIG; true",
+    );
     o.assert_ran("RAN");
     o.assert_not("WROTE-CONFIG");
 }
@@ -191,7 +220,10 @@ fn attack(
             unsandboxed(&w, &s)
         };
         o.assert_ran("RAN");
-        assert!(o.has("ATTACK-DONE"), "the attack script did not finish: {o:#?}");
+        assert!(
+            o.has("ATTACK-DONE"),
+            "the attack script did not finish: {o:#?}"
+        );
         assert!(
             !marker.exists(),
             "the marker exists before the host triggered git: {o:#?}"
@@ -208,7 +240,10 @@ fn attack(
 #[track_caller]
 fn assert_contained(r: (bool, bool, Out)) -> Out {
     let (sandboxed, control, o) = r;
-    assert!(control, "positive control: the attack must work unsandboxed");
+    assert!(
+        control,
+        "positive control: the attack must work unsandboxed"
+    );
     assert!(!sandboxed, "the attack worked through the sandbox: {o:#?}");
     o
 }
@@ -216,13 +251,19 @@ fn assert_contained(r: (bool, bool, Out)) -> Out {
 #[track_caller]
 fn assert_neutralised(o: &Out, what: &str) {
     let v = json(o);
-    let n = v["git"]["neutralised"].as_array().cloned().unwrap_or_default();
+    let n = v["git"]["neutralised"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        n.iter().any(|f| f["path"].as_str().is_some_and(|p| p.contains(what))),
+        n.iter()
+            .any(|f| f["path"].as_str().is_some_and(|p| p.contains(what))),
         "{what} not reported as neutralised: {v}"
     );
     assert!(
-        o.stderr.lines().any(|l| l.starts_with("stockade: neutralised: ") && l.contains(what)),
+        o.stderr
+            .lines()
+            .any(|l| l.starts_with("stockade: neutralised: ") && l.contains(what)),
         "no stderr line for {what}: {}",
         o.stderr
     );
@@ -245,9 +286,15 @@ fn hooks_through_core_hookspath_in_the_workspace() {
         fs::create_dir_all(w.ws(".husky/_")).unwrap();
         git(w, &w.ws, &["config", "core.hooksPath", ".husky/_"]);
     };
-    let script = "printf '#!/bin/sh\\ntouch {M}\\n' > .husky/_/pre-commit; chmod +x .husky/_/pre-commit";
+    let script =
+        "printf '#!/bin/sh\\ntouch {M}\\n' > .husky/_/pre-commit; chmod +x .husky/_/pre-commit";
     let trigger = |w: &World| {
-        git_in(w, &w.ws, &["commit", "-q", "--allow-empty", "-m", "x"], true);
+        git_in(
+            w,
+            &w.ws,
+            &["commit", "-q", "--allow-empty", "-m", "x"],
+            true,
+        );
     };
     assert_contained(attack("git-hookspath", &setup, script, &trigger));
 }
@@ -293,7 +340,12 @@ fn git_init_with_a_hook_template_is_neutralised() {
     }
     let script = "mkdir -p tpl/hooks && printf '#!/bin/sh\\ntouch {M}\\n' > tpl/hooks/pre-commit && chmod +x tpl/hooks/pre-commit && git init -q --template=tpl newrepo";
     let trigger = |w: &World| {
-        git_in(w, &w.ws("newrepo"), &["commit", "-q", "--allow-empty", "-m", "x"], true);
+        git_in(
+            w,
+            &w.ws("newrepo"),
+            &["commit", "-q", "--allow-empty", "-m", "x"],
+            true,
+        );
     };
     let o = assert_contained(attack("git-template", &|_| {}, script, &trigger));
     assert_neutralised(&o, "newrepo/.git/hooks/pre-commit");
@@ -339,7 +391,15 @@ fn a_submodule_hook_cannot_be_written() {
         git(
             w,
             &w.ws,
-            &["-c", "protocol.file.allow=always", "submodule", "add", "-q", src.to_str().unwrap(), "x"],
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                src.to_str().unwrap(),
+                "x",
+            ],
         );
         git(w, &w.ws, &["commit", "-qm", "sub"]);
     };
@@ -361,7 +421,15 @@ fn a_linked_worktree_commondir_cannot_be_changed() {
         let evil = w.out("evil");
         fs::create_dir_all(&evil).unwrap();
         git(w, &evil, &["init", "-q"]);
-        git(w, &evil, &["config", "core.fsmonitor", &format!("touch {}; false", w.root.join("marker").display())]);
+        git(
+            w,
+            &evil,
+            &[
+                "config",
+                "core.fsmonitor",
+                &format!("touch {}; false", w.root.join("marker").display()),
+            ],
+        );
     };
     let script = "echo \"$(dirname \"$PWD\")/outside/evil/.git\" > .git/worktrees/wtx/commondir";
     let trigger = |w: &World| {
@@ -377,7 +445,15 @@ fn info_attributes_created_where_none_existed_is_neutralised() {
     }
     let setup = |w: &World| {
         let m = w.root.join("marker");
-        git(w, &w.ws, &["config", "filter.up.clean", &format!("touch {}; cat", m.display())]);
+        git(
+            w,
+            &w.ws,
+            &[
+                "config",
+                "filter.up.clean",
+                &format!("touch {}; cat", m.display()),
+            ],
+        );
     };
     let script = "echo '* filter=up' > .git/info/attributes";
     let trigger = |w: &World| {
@@ -416,15 +492,26 @@ fn history(w: &World) -> (Vec<String>, Vec<(String, String)>) {
     let objs = git(
         w,
         &w.ws,
-        &["cat-file", "--batch-all-objects", "--batch-check=%(objectname)"],
+        &[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+        ],
     );
-    let refs = git(w, &w.ws, &["for-each-ref", "--format=%(refname) %(objectname)"]);
+    let refs = git(
+        w,
+        &w.ws,
+        &["for-each-ref", "--format=%(refname) %(objectname)"],
+    );
     let mut refs: Vec<(String, String)> = refs
         .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-    refs.push(("HEAD".into(), git(w, &w.ws, &["rev-parse", "HEAD"]).trim().to_string()));
+    refs.push((
+        "HEAD".into(),
+        git(w, &w.ws, &["rev-parse", "HEAD"]).trim().to_string(),
+    ));
     (objs.lines().map(str::to_string).collect(), refs)
 }
 
@@ -434,11 +521,18 @@ fn recoverable_after(tag: &str, setup: &str, destroy: &str) {
     unsandboxed(&c, setup);
     let (objs, refs) = history(&c);
     unsandboxed(&c, destroy);
-    let lost = objs.iter().any(|o| !git_in(&c, &c.ws, &["cat-file", "-e", o], true).0)
-        || refs
-            .iter()
-            .any(|(r, v)| !git_in(&c, &c.ws, &["rev-parse", "-q", "--verify", r], true).1.contains(v.as_str()));
-    assert!(lost, "positive control: {destroy:?} must lose history unsandboxed");
+    let lost = objs
+        .iter()
+        .any(|o| !git_in(&c, &c.ws, &["cat-file", "-e", o], true).0)
+        || refs.iter().any(|(r, v)| {
+            !git_in(&c, &c.ws, &["rev-parse", "-q", "--verify", r], true)
+                .1
+                .contains(v.as_str())
+        });
+    assert!(
+        lost,
+        "positive control: {destroy:?} must lose history unsandboxed"
+    );
 
     let w = repo(&format!("{tag}-s"));
     unsandboxed(&w, setup);
@@ -456,7 +550,10 @@ fn recoverable_after(tag: &str, setup: &str, destroy: &str) {
         git_in(&w, &w.ws, &a, true)
     };
     for obj in &objs {
-        assert!(st(&["cat-file", "-e", obj]).0, "object {obj} not recoverable");
+        assert!(
+            st(&["cat-file", "-e", obj]).0,
+            "object {obj} not recoverable"
+        );
     }
     for (r, val) in &refs {
         let name = if r == "HEAD" {
@@ -476,7 +573,11 @@ fn recoverable_after(tag: &str, setup: &str, destroy: &str) {
         .env("HOME", &w.home);
     assert!(sh.status().unwrap().success());
     for (r, val) in refs.iter().filter(|(r, _)| r != "HEAD") {
-        assert_eq!(git(&w, &w.ws, &["rev-parse", r]).trim(), val, "{r} after restore");
+        assert_eq!(
+            git(&w, &w.ws, &["rev-parse", r]).trim(),
+            val,
+            "{r} after restore"
+        );
     }
 }
 
@@ -485,7 +586,11 @@ fn history_survives_rm_rf_dot_git() {
     if !have_git() {
         return skip("git not installed");
     }
-    recoverable_after("git-hist-rm", "git branch keep HEAD~1; git stash -q 2>/dev/null; true", "rm -rf .git/* 2>/dev/null");
+    recoverable_after(
+        "git-hist-rm",
+        "git branch keep HEAD~1; git stash -q 2>/dev/null; true",
+        "rm -rf .git/* 2>/dev/null",
+    );
 }
 
 #[test]

@@ -248,9 +248,11 @@ pub fn key_use(key: &str, value: Option<&str>) -> Option<(KeyUse, &'static str)>
             }
             _ => (Program, "git status/diff/add run this fsmonitor hook"),
         },
-        ("core", "sshcommand" | "gitproxy" | "askpass" | "editor" | "pager" | "alternaterefscommand", false) => {
-            (Program, "git runs this command")
-        }
+        (
+            "core",
+            "sshcommand" | "gitproxy" | "askpass" | "editor" | "pager" | "alternaterefscommand",
+            false,
+        ) => (Program, "git runs this command"),
         ("core", "worktree", false) => (Redirect, "moves the work tree git operates on"),
         ("core", "attributesfile", false) => (
             Redirect,
@@ -262,7 +264,9 @@ pub fn key_use(key: &str, value: Option<&str>) -> Option<(KeyUse, &'static str)>
         ("credential", "helper", _) => (Program, "git runs the credential helper"),
         ("diff", "textconv" | "command", true) => (Program, "git diff runs this driver"),
         ("diff", "external", false) => (Program, "git diff runs this program"),
-        ("difftool" | "mergetool", "cmd" | "path", true) => (Program, "the diff/merge tool runs this"),
+        ("difftool" | "mergetool", "cmd" | "path", true) => {
+            (Program, "the diff/merge tool runs this")
+        }
         ("merge", "driver", true) => (Program, "git merge runs this merge driver"),
         ("filter", "clean" | "smudge" | "process", true) => {
             (Program, "checkout/add run this filter")
@@ -340,7 +344,14 @@ pub fn key_is_safe(key: &str) -> bool {
         ("init", false) => name == "defaultbranch",
         ("remote", true) => matches!(
             name,
-            "url" | "pushurl" | "fetch" | "push" | "mirror" | "tagopt" | "prune" | "promisor"
+            "url"
+                | "pushurl"
+                | "fetch"
+                | "push"
+                | "mirror"
+                | "tagopt"
+                | "prune"
+                | "promisor"
                 | "partialclonefilter"
         ),
         ("branch", true) => matches!(
@@ -349,14 +360,15 @@ pub fn key_is_safe(key: &str) -> bool {
         ),
         ("submodule", true) => matches!(name, "url" | "active" | "branch"),
         ("submodule", false) => name == "active",
-        ("gc" | "pack" | "index" | "fetch" | "pull" | "push" | "merge" | "rebase" | "commit"
+        (
+            "gc" | "pack" | "index" | "fetch" | "pull" | "push" | "merge" | "rebase" | "commit"
             | "tag" | "color" | "status" | "log" | "advice" | "help" | "feature" | "maintenance"
-            | "protocol" | "transfer" | "receive" | "uploadpack", false) => {
-            !matches!(
-                name,
-                "packobjectshook" | "driver" | "tool" | "program" | "hookspath" | "allow"
-            )
-        }
+            | "protocol" | "transfer" | "receive" | "uploadpack",
+            false,
+        ) => !matches!(
+            name,
+            "packobjectshook" | "driver" | "tool" | "program" | "hookspath" | "allow"
+        ),
         _ => false,
     }
 }
@@ -493,16 +505,40 @@ impl Collector<'_> {
     /// The fixed files of one gitdir (or module gitdir), then its config's targets.
     fn gitdir(&mut self, gitdir: &Path, common: bool, depth: usize) -> Result<(), GitMetaError> {
         const FIXED: &[(&str, &str)] = &[
-            ("config", "repository configuration: programs, hooks path, includes, remotes"),
-            ("config.worktree", "per-worktree configuration (extensions.worktreeConfig)"),
+            (
+                "config",
+                "repository configuration: programs, hooks path, includes, remotes",
+            ),
+            (
+                "config.worktree",
+                "per-worktree configuration (extensions.worktreeConfig)",
+            ),
             ("hooks", "git runs the executable files in it"),
-            ("info/attributes", "selects filter/diff/merge drivers, which run programs"),
+            (
+                "info/attributes",
+                "selects filter/diff/merge drivers, which run programs",
+            ),
             ("commondir", "redirects git to another repository"),
-            ("gitdir", "where git looks for the linked worktree (prune, repair)"),
-            ("objects/info/alternates", "makes git read objects from another repository"),
-            ("objects/info/http-alternates", "makes fetch read objects from elsewhere"),
-            ("remotes", "legacy remote definitions (URLs git fetches from)"),
-            ("branches", "legacy remote definitions (URLs git fetches from)"),
+            (
+                "gitdir",
+                "where git looks for the linked worktree (prune, repair)",
+            ),
+            (
+                "objects/info/alternates",
+                "makes git read objects from another repository",
+            ),
+            (
+                "objects/info/http-alternates",
+                "makes fetch read objects from elsewhere",
+            ),
+            (
+                "remotes",
+                "legacy remote definitions (URLs git fetches from)",
+            ),
+            (
+                "branches",
+                "legacy remote definitions (URLs git fetches from)",
+            ),
         ];
         for (name, why) in FIXED {
             self.push(gitdir.join(name), *why);
@@ -515,7 +551,10 @@ impl Collector<'_> {
         for wt in list_dirs(&gitdir.join("worktrees")) {
             for (name, why) in [
                 ("config.worktree", "linked worktree's own configuration"),
-                ("commondir", "redirects the linked worktree to another repository"),
+                (
+                    "commondir",
+                    "redirects the linked worktree to another repository",
+                ),
                 ("gitdir", "where git looks for the linked worktree"),
                 ("hooks", "git runs the executable files in it"),
             ] {
@@ -593,7 +632,8 @@ mod tests {
 
     #[test]
     fn parses_sections_subsections_quotes_and_continuations() {
-        let t = "[core]\n\tfsmonitor = \"./x y\" # c\n[includeIf \"gitdir:~/a/\"]\n path = ../inc\n\
+        let t =
+            "[core]\n\tfsmonitor = \"./x y\" # c\n[includeIf \"gitdir:~/a/\"]\n path = ../inc\n\
                  [filter.lfs]\nclean = a \\\n b\n[Diff \"Sub\"]\n  TextConv=cat\n bare\n";
         let e = parse_config(t);
         assert_eq!(e[0].key, "core.fsmonitor");

@@ -948,8 +948,7 @@ impl Walker {
                     if m.file_type().is_symlink() {
                         self.links.push(e.path.clone());
                     }
-                    match fs::canonicalize(&e.path).and_then(|t| fs::metadata(&t).map(|m| (t, m)))
-                    {
+                    match fs::canonicalize(&e.path).and_then(|t| fs::metadata(&t).map(|m| (t, m))) {
                         Ok((t, m)) => self.targets.push(PlannedPath {
                             path: t,
                             kind: kind_of(m.is_dir()),

@@ -922,7 +922,10 @@ fn commit_mode_protects_code_running_entries_not_the_whole_gitdir() {
     for want in [git.join("config"), git.join("hooks"), ws.join(".husky/_")] {
         assert!(p.contains(&want), "{want:?} not protected: {p:?}");
     }
-    assert!(!p.contains(&git), "the whole .git is protected in commit mode: {p:?}");
+    assert!(
+        !p.contains(&git),
+        "the whole .git is protected in commit mode: {p:?}"
+    );
     assert!(!p.contains(&git.join("refs")) && !p.contains(&git.join("objects")));
     let repo = &plan.git_repos[0];
     assert_eq!(repo.gitdir, git);
@@ -933,7 +936,10 @@ fn commit_mode_protects_code_running_entries_not_the_whole_gitdir() {
         git.join("objects/info/alternates"),
         ws.join(".husky/_/pre-commit"),
     ] {
-        assert!(missing.contains(&want.as_path()), "{want:?} not watched: {missing:?}");
+        assert!(
+            missing.contains(&want.as_path()),
+            "{want:?} not watched: {missing:?}"
+        );
     }
 }
 

@@ -437,7 +437,13 @@ impl Merger {
                         .into(),
                 )?;
             }
-            set_value(&mut self.policy.git.mode, m, &mut self.prov, "git.mode", src);
+            set_value(
+                &mut self.policy.git.mode,
+                m,
+                &mut self.prov,
+                "git.mode",
+                src,
+            );
         }
         Ok(())
     }
