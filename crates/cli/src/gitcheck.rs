@@ -105,39 +105,7 @@ pub fn snapshot(plan: &Plan, state_dir: &Path, run: &str) -> Result<Vec<Snapshot
 
 fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<SnapshotInfo> {
     init_store(store, common)?;
-    let mut copied = 0;
-    let objects = common.join("objects");
-    for e in read_dir_sorted(&objects) {
-        let name = e
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let is_fan = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
-        if !(is_fan || name == "pack") || !is_real_dir(&e) {
-            continue;
-        }
-        let dst_dir = store.join("objects").join(&name);
-        io_ctx(fs::create_dir_all(&dst_dir), || {
-            dst_dir.display().to_string()
-        })?;
-        for f in read_dir_sorted(&e) {
-            let fname = f
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            if name == "pack"
-                && !(fname.starts_with("pack-")
-                    && (fname.ends_with(".pack") || fname.ends_with(".idx")))
-            {
-                continue;
-            }
-            if copy_if_new(&f, &dst_dir.join(&fname))? {
-                copied += 1;
-            }
-        }
-    }
+    let copied = copy_objects(common, store)?;
     // Refs: HEAD of the repository and of each of its linked worktrees, pseudo-refs, packed and
     // loose refs.
     let mut refs: Vec<(String, String)> = Vec::new();
@@ -230,6 +198,77 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
             store.display()
         ),
     })
+}
+
+/// Copy the object directories' new files into the store. A directory whose `(inode, ctime)` is
+/// the one recorded after the last complete snapshot has had no entry added or removed since
+/// (the kernel sets ctime on every change; nothing unprivileged can set it back), so the store
+/// already holds all its files and it is not listed again. A file rewritten in place does not
+/// matter: the store keeps the copy made before. Directories changed within the last 2 seconds
+/// are not recorded (a change in the same clock tick would not show).
+fn copy_objects(common: &Path, store: &Path) -> Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let cache_path = store.join("stockade-dirs");
+    let old: std::collections::HashMap<String, String> = fs::read_to_string(&cache_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let mut new = String::new();
+    let mut copied = 0;
+    for e in read_dir_sorted(&common.join("objects")) {
+        let name = e
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let is_fan = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        let Ok(m) = fs::symlink_metadata(&e) else {
+            continue;
+        };
+        if !(is_fan || name == "pack") || !m.is_dir() {
+            continue;
+        }
+        let key = format!("{}:{}.{}", m.ino(), m.ctime(), m.ctime_nsec());
+        let settled = m.ctime() < now - 2;
+        if old.get(&name) == Some(&key) && settled {
+            new.push_str(&format!("{name} {key}\n"));
+            continue;
+        }
+        let dst_dir = store.join("objects").join(&name);
+        io_ctx(fs::create_dir_all(&dst_dir), || {
+            dst_dir.display().to_string()
+        })?;
+        for f in read_dir_sorted(&e) {
+            let fname = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if name == "pack"
+                && !(fname.starts_with("pack-")
+                    && (fname.ends_with(".pack") || fname.ends_with(".idx")))
+            {
+                continue;
+            }
+            if copy_if_new(&f, &dst_dir.join(&fname))? {
+                copied += 1;
+            }
+        }
+        if settled {
+            new.push_str(&format!("{name} {key}\n"));
+        }
+    }
+    let tmp = cache_path.with_extension(format!("tmp-{}", std::process::id()));
+    if fs::write(&tmp, new).is_ok() {
+        let _ = fs::rename(&tmp, &cache_path);
+    }
+    Ok(copied)
 }
 
 fn init_store(store: &Path, common: &Path) -> Result<()> {
@@ -411,7 +450,7 @@ pub fn restore_destroyed(snapshots: &[SnapshotInfo], started: SystemTime) -> Vec
     out
 }
 
-/// Put back every object or pack file of the snapshot store that the run changed in place
+/// Put back every pack file of the snapshot store that the run changed in place
 /// (another size, or a ctime from the run and other content; git itself only ever adds, removes
 /// or touches such files, never rewrites them). Returns how many were put back.
 fn repair_objects(common: &Path, store: &Path, started: SystemTime) -> Result<usize> {
@@ -424,11 +463,13 @@ fn repair_objects(common: &Path, store: &Path, started: SystemTime) -> Result<us
     if !is_real_dir(&common.join("objects")) {
         return Ok(0);
     }
-    for dir in read_dir_sorted(&store.join("objects")) {
-        let name = dir.file_name().unwrap_or_default().to_owned();
+    // Packs only (few files): a loose object overwritten in place stays recoverable from the
+    // store, and checking thousands of them after every run would cost more than the run.
+    {
+        let dir = store.join("objects/pack");
         for f in read_dir_sorted(&dir) {
             let fname = f.file_name().unwrap_or_default().to_owned();
-            let dst = common.join("objects").join(&name).join(&fname);
+            let dst = common.join("objects/pack").join(&fname);
             let (Ok(sm), Ok(dm)) = (fs::symlink_metadata(&f), fs::symlink_metadata(&dst)) else {
                 continue;
             };
