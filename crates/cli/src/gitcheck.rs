@@ -86,9 +86,7 @@ pub fn snapshot(plan: &Plan, state_dir: &Path, run: &str) -> Result<Vec<Snapshot
     commons.dedup();
     let mut out = Vec::new();
     for common in commons {
-        let digest = Sha256::digest(common.as_os_str().as_bytes());
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let store = state_dir.join("git").join(hex);
+        let store = store_path(state_dir, common);
         let info = snapshot_one(plan, common, &store, run).with_context(|| {
             format!(
                 "cannot snapshot the history of {} into {} (git.mode = \"commit\" needs it so \
@@ -101,6 +99,14 @@ pub fn snapshot(plan: &Plan, state_dir: &Path, run: &str) -> Result<Vec<Snapshot
         out.push(info);
     }
     Ok(out)
+}
+
+/// The snapshot store of the repository whose common directory is `common`:
+/// `<state_dir>/git/<first 16 hex digits of the SHA-256 of its path>`.
+pub fn store_path(state_dir: &Path, common: &Path) -> PathBuf {
+    let digest = Sha256::digest(common.as_os_str().as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    state_dir.join("git").join(hex)
 }
 
 fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<SnapshotInfo> {

@@ -77,6 +77,13 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
         }
     };
     git.add_denials(&mut outcome);
+    if plan.git_mode == stockade_policy::model::GitMode::Commit && outcome.tier.contains("elevated") {
+        outcome.warnings.push(
+            "git.mode = \"commit\" is implemented by the unelevated tier only: on this tier every \
+             .git stayed read-only (docs/git.md)"
+                .into(),
+        );
+    }
     report(&args, report_file.as_mut(), &outcome, verbose, &git)?;
     Ok(ExitCode::from((outcome.exit.shell_code() & 0xff) as u8))
 }
@@ -241,6 +248,16 @@ pub fn clean(
         }
         Some(dir) => println!("nothing to clean ({} does not exist)", dir.display()),
         None => {}
+    }
+    // The git history snapshots of the workspace's repositories (docs/git.md).
+    #[cfg(target_os = "linux")]
+    for r in &plan.git_repos {
+        let store = crate::gitcheck::store_path(&caller.state_dir, &r.common);
+        if store.exists() {
+            std::fs::remove_dir_all(&store)
+                .with_context(|| format!("cannot remove {}", store.display()))?;
+            println!("removed git history snapshots {}", store.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
