@@ -134,7 +134,7 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
             refs.push((pseudo.into(), v));
         }
     }
-    if let Ok(text) = fs::read_to_string(common.join("packed-refs")) {
+    if let Some(text) = read_nofollow(&common.join("packed-refs"), 256 << 20) {
         for l in text.lines() {
             if l.starts_with('#') || l.starts_with('^') {
                 continue;
@@ -158,8 +158,7 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
         heads.push((format!("worktrees/{wt}/HEAD"), r.gitdir.join("HEAD")));
     }
     for (name, file) in heads {
-        let target = fs::read_to_string(&file)
-            .ok()
+        let target = read_nofollow(&file, 4096)
             .and_then(|t| t.strip_prefix("ref:").map(|r| r.trim().to_string()));
         if let Some(t) = target {
             if let Some(v) = refs.iter().find(|(n, _)| *n == t).map(|(_, v)| v.clone()) {
@@ -186,7 +185,7 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
     }
     let raw = store.join("stockade-runs").join(run);
     io_ctx(fs::create_dir_all(&raw), || raw.display().to_string())?;
-    if let Ok(head) = fs::read(common.join("HEAD")) {
+    if let Some(head) = read_nofollow(&common.join("HEAD"), 4096) {
         io_ctx(fs::write(raw.join("HEAD"), head), || {
             raw.display().to_string()
         })?;
@@ -285,14 +284,12 @@ fn init_store(store: &Path, common: &Path) -> Result<()> {
         let p = store.join(d);
         io_ctx(fs::create_dir_all(&p), || p.display().to_string())?;
     }
-    let format = fs::read_to_string(common.join("config"))
-        .ok()
-        .and_then(|t| {
-            gitmeta::parse_config(&t)
-                .into_iter()
-                .find(|e| e.key == "extensions.objectformat")
-                .and_then(|e| e.value)
-        });
+    let format = read_nofollow(&common.join("config"), gitmeta::MAX_CONFIG_BYTES).and_then(|t| {
+        gitmeta::parse_config(&t)
+            .into_iter()
+            .find(|e| e.key == "extensions.objectformat")
+            .and_then(|e| e.value)
+    });
     let mut cfg = String::from("[core]\n\trepositoryformatversion = ");
     match &format {
         Some(f) => cfg.push_str(&format!(
@@ -326,6 +323,23 @@ fn prune_runs(dir: &Path) {
     }
 }
 
+/// Read a small repository file without following a symlink at its end (a previous run could
+/// have replaced `HEAD` or `packed-refs` by a link to a secret, which would then be copied into
+/// the state directory). `None` if it is not a regular file or cannot be read.
+fn read_nofollow(p: &Path, max: u64) -> Option<String> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
 fn is_real_dir(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
@@ -343,7 +357,7 @@ fn is_sha(s: &str) -> bool {
 }
 
 fn read_sha(p: &Path) -> Option<String> {
-    let t = fs::read_to_string(p).ok()?;
+    let t = read_nofollow(p, 4096)?;
     let first = t.split_whitespace().next()?;
     is_sha(first).then(|| first.to_string())
 }

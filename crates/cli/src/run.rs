@@ -77,7 +77,8 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
         }
     };
     git.add_denials(&mut outcome);
-    if plan.git_mode == stockade_policy::model::GitMode::Commit && outcome.tier.contains("elevated") {
+    if plan.git_mode == stockade_policy::model::GitMode::Commit && outcome.tier.contains("elevated")
+    {
         outcome.warnings.push(
             "git.mode = \"commit\" is implemented by the unelevated tier only: on this tier every \
              .git stayed read-only (docs/git.md)"
