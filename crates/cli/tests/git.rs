@@ -628,3 +628,31 @@ fn history_survives_overwritten_packs() {
         "for f in .git/objects/pack/*.pack .git/objects/pack/*.idx; do chmod u+w \"$f\"; printf garbage > \"$f\"; done",
     );
 }
+
+#[test]
+fn a_worktree_created_with_a_commondir_pointing_elsewhere_is_neutralised() {
+    if !have_git() {
+        return skip("git not installed");
+    }
+    let setup = |w: &World| {
+        let evil = w.out("evil");
+        fs::create_dir_all(&evil).unwrap();
+        git(w, &evil, &["init", "-q"]);
+        let m = w.root.join("marker");
+        git(
+            w,
+            &evil,
+            &[
+                "config",
+                "core.fsmonitor",
+                &format!("touch {}; false", m.display()),
+            ],
+        );
+    };
+    let script = "git worktree add -q w2 -b w2 && echo \"$(dirname \"$PWD\")/outside/evil/.git\" > .git/worktrees/w2/commondir";
+    let trigger = |w: &World| {
+        git_in(w, &w.ws("w2"), &["status"], true);
+    };
+    let o = assert_contained(attack("git-newwt", &setup, script, &trigger));
+    assert_neutralised(&o, ".git/worktrees/w2/commondir");
+}
