@@ -656,3 +656,65 @@ fn a_worktree_created_with_a_commondir_pointing_elsewhere_is_neutralised() {
     let o = assert_contained(attack("git-newwt", &setup, script, &trigger));
     assert_neutralised(&o, ".git/worktrees/w2/commondir");
 }
+
+/// Every file below `dir` whose content contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            out.extend(files_containing(&p, needle));
+        } else if m.is_file()
+            && fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_snapshot_never_follows_a_symlink_planted_in_the_repository() {
+    if !have_git() {
+        return skip("git not installed");
+    }
+    let w = repo("git-snap-link");
+    let secret = w.out("secret");
+    let sha = git(&w, &w.ws, &["rev-parse", "HEAD"]);
+    // Looks like refs to a parser that follows links: a sha, then the secret.
+    write(
+        &secret,
+        &format!(
+            "{} refs/heads/x TOPSECRET-{}\nTOPSECRET\n",
+            sha.trim(),
+            std::process::id()
+        ),
+    );
+    for f in ["packed-refs", "ORIG_HEAD"] {
+        std::os::unix::fs::symlink(&secret, w.ws(&format!(".git/{f}"))).unwrap();
+    }
+    fs::remove_file(w.ws(".git/HEAD")).unwrap();
+    std::os::unix::fs::symlink(&secret, w.ws(".git/HEAD")).unwrap();
+    // Control: the links do lead to the secret for anyone who follows them.
+    assert!(fs::read_to_string(w.ws(".git/HEAD"))
+        .unwrap()
+        .contains("TOPSECRET"));
+    let o = sandboxed(&w, "echo RAN");
+    o.assert_ran("RAN");
+    let v = json(&o);
+    assert!(
+        v["git"]["snapshots"][0]["store"].is_string(),
+        "no snapshot was taken: {v}"
+    );
+    let leaked = files_containing(&w.state, "TOPSECRET");
+    assert!(
+        leaked.is_empty(),
+        "the snapshot copied the secret: {leaked:?}"
+    );
+}
