@@ -85,6 +85,19 @@ pub fn snapshot(plan: &Plan, state_dir: &Path, run: &str) -> Result<Vec<Snapshot
     commons.sort();
     commons.dedup();
     let mut out = Vec::new();
+    let state = fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    if let Some(r) = plan.writable_roots.iter().find(|r| state.starts_with(r)) {
+        // Only with --allow-dangerous-roots (the plan refuses it otherwise): a snapshot there
+        // could be destroyed by the command too, so none is taken, and the user is told.
+        eprintln!(
+            "stockade: warning: no git history snapshot: the state directory {} is inside the \
+             writable root {} (--allow-dangerous-roots), where the command could destroy it \
+             too; history the command destroys is lost",
+            crate::text::escape(&state.display().to_string()),
+            crate::text::escape(&r.display().to_string())
+        );
+        return Ok(Vec::new());
+    }
     for common in commons {
         let store = store_path(state_dir, common);
         let info = snapshot_one(plan, common, &store, run).with_context(|| {
