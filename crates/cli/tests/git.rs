@@ -515,7 +515,7 @@ fn history(w: &World) -> (Vec<String>, Vec<(String, String)>) {
     (objs.lines().map(str::to_string).collect(), refs)
 }
 
-fn recoverable_after(tag: &str, setup: &str, destroy: &str) {
+fn recoverable_after(tag: &str, setup: &str, destroy: &str) -> (Out, String, String) {
     // Positive control: unsandboxed, the command really loses history.
     let c = repo(&format!("{tag}-c"));
     unsandboxed(&c, setup);
@@ -540,6 +540,13 @@ fn recoverable_after(tag: &str, setup: &str, destroy: &str) {
     let o = sandboxed(&w, &format!("echo RAN; {destroy}; echo DESTROYED"));
     o.assert_ran("RAN");
     assert!(o.has("DESTROYED"), "{o:#?}");
+    let refs_fmt = ["for-each-ref", "--format=%(refname) %(objectname)"];
+    let refs_before = refs
+        .iter()
+        .filter(|(r, _)| r != "HEAD")
+        .map(|(r, v)| format!("{r} {v}\n"))
+        .collect::<String>();
+    let refs_after_run = git_in(&w, &w.ws, &refs_fmt, true).1;
     let v = json(&o);
     let snap = &v["git"]["snapshots"][0];
     let store = PathBuf::from(snap["store"].as_str().expect("a snapshot store"));
@@ -579,6 +586,11 @@ fn recoverable_after(tag: &str, setup: &str, destroy: &str) {
             "{r} after restore"
         );
     }
+    // `stockade clean` removes the workspace's snapshots.
+    let c = w.stockade(&["clean"]);
+    assert_eq!(c.code(), 0, "{c:#?}");
+    assert!(!store.exists(), "clean left {store:?}: {c:#?}");
+    (o, refs_before, refs_after_run)
 }
 
 #[test]
@@ -586,10 +598,24 @@ fn history_survives_rm_rf_dot_git() {
     if !have_git() {
         return skip("git not installed");
     }
-    recoverable_after(
+    let (o, before, after_run) = recoverable_after(
         "git-hist-rm",
         "git branch keep HEAD~1; git stash -q 2>/dev/null; true",
         "rm -rf .git/* 2>/dev/null",
+    );
+    // The destroyed repository was put back right after the run, before any restore by hand.
+    assert_eq!(after_run, before, "refs right after the run");
+    let v = json(&o);
+    let restored = v["git"]["neutralised"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|f| f["kind"] == "git-restored"));
+    assert!(restored, "no git-restored finding: {v}");
+    assert!(
+        o.stderr
+            .lines()
+            .any(|l| l.starts_with("stockade: restored: ")),
+        "{}",
+        o.stderr
     );
 }
 
