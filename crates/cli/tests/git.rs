@@ -744,3 +744,29 @@ fn the_snapshot_never_follows_a_symlink_planted_in_the_repository() {
         "the snapshot copied the secret: {leaked:?}"
     );
 }
+
+#[test]
+fn hooks_through_a_relative_core_hookspath_in_the_users_global_config() {
+    if !have_git() {
+        return skip("git not installed");
+    }
+    // Set in ~/.gitconfig (masked inside, read by git on the host): `.githooks` in every repo.
+    let setup = |w: &World| {
+        write(
+            &w.home.join(".gitconfig"),
+            "[core]\n\thooksPath = .githooks\n",
+        );
+        fs::create_dir_all(w.ws(".githooks")).unwrap();
+    };
+    let script =
+        "printf '#!/bin/sh\\ntouch {M}\\n' > .githooks/pre-commit; chmod +x .githooks/pre-commit";
+    let trigger = |w: &World| {
+        git_in(
+            w,
+            &w.ws,
+            &["commit", "-q", "--allow-empty", "-m", "x"],
+            true,
+        );
+    };
+    assert_contained(attack("git-globalhooks", &setup, script, &trigger));
+}

@@ -601,6 +601,31 @@ pub fn commondir(gitdir: &Path) -> Option<PathBuf> {
     (!line.is_empty()).then(|| gitdir.join(line))
 }
 
+/// The global and system config files git reads on the host (as git finds them: `GIT_CONFIG_GLOBAL`
+/// or `$XDG_CONFIG_HOME/git/config` and `~/.gitconfig`; `GIT_CONFIG_SYSTEM` or `/etc/gitconfig`
+/// unless `GIT_CONFIG_NOSYSTEM`).
+fn outer_configs() -> Vec<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let mut v = Vec::new();
+    match env("GIT_CONFIG_GLOBAL") {
+        Some(g) => v.push(PathBuf::from(g)),
+        None => {
+            let home = env("HOME").map(PathBuf::from);
+            match env("XDG_CONFIG_HOME") {
+                Some(x) => v.push(PathBuf::from(x).join("git/config")),
+                None => v.extend(home.as_ref().map(|h| h.join(".config/git/config"))),
+            }
+            v.extend(home.map(|h| h.join(".gitconfig")));
+        }
+    }
+    if env("GIT_CONFIG_NOSYSTEM").is_none() {
+        v.push(
+            env("GIT_CONFIG_SYSTEM").map_or_else(|| PathBuf::from("/etc/gitconfig"), PathBuf::from),
+        );
+    }
+    v
+}
+
 /// Every path that must stay as it is for the repository whose work tree is `worktree` and whose
 /// gitdir is `gitdir` (the `.git` directory, or what a `.git` file points to), existing or not:
 /// the fixed files and directories of the gitdir and of its common directory, linked worktrees
@@ -622,6 +647,11 @@ pub fn protected_paths(
             c.gitdir(cd, true, 0)?;
         }
         None => c.gitdir(gitdir, true, 0)?,
+    }
+    // The user's and the system's configuration apply to this repository too: a relative
+    // `core.hooksPath = .githooks` there names a directory inside every work tree.
+    for f in outer_configs() {
+        c.config(&f, 0)?;
     }
     Ok(c.out)
 }
