@@ -137,7 +137,7 @@ pub fn request_from_plan(
         workspace: plan.workspace.clone(),
         cwd: plan.cwd.clone(),
         writable_roots: plan.writable_roots.clone(),
-        protected: plan.protected.iter().map(|p| p.path.clone()).collect(),
+        protected: protected_paths(plan),
         deny_read: plan.deny_read.iter().map(|p| p.path.clone()).collect(),
         allow_unix_sockets: plan.allow_unix_sockets.clone(),
         program: utf8("program", &cmd.program)?,
@@ -342,6 +342,32 @@ mod tests {
         let r = request_from_plan(&plan, &cmd, &RunOptions::default()).unwrap();
         assert_eq!(r.protected, vec![PathBuf::from("/w/.git")]);
         assert_eq!(r.deny_read, vec![PathBuf::from("/h/.ssh")]);
+        // This tier keeps every launch repository's gitdir read-only whole in commit mode too.
+        let mut commit = plan.clone();
+        commit.git_mode = stockade_policy::model::GitMode::Commit;
+        commit.protected = vec![
+            PlannedPath {
+                path: "/w/.git/config".into(),
+                kind: PathKind::File,
+                reason: "git".into(),
+            },
+            PlannedPath {
+                path: "/w/.husky/_".into(),
+                kind: PathKind::Dir,
+                reason: "git".into(),
+            },
+        ];
+        commit.git_repos = vec![stockade_policy::plan::GitRepo {
+            worktree: "/w".into(),
+            gitdir: "/w/.git".into(),
+            common: "/w/.git".into(),
+            missing: vec![],
+        }];
+        let r = request_from_plan(&commit, &cmd, &RunOptions::default()).unwrap();
+        assert_eq!(
+            r.protected,
+            vec![PathBuf::from("/w/.husky/_"), PathBuf::from("/w/.git")]
+        );
         assert_eq!(r.timeout_ms, Some(5000));
         assert_eq!(r.network, NetworkMode::On);
         use std::os::unix::ffi::OsStringExt;
@@ -360,4 +386,26 @@ mod tests {
             Err(ClientError::Unsupported(_))
         ));
     }
+}
+
+/// The paths the broker keeps read-only. This tier does not implement `git.mode = "commit"` yet
+/// (docs/git.md): in that mode the plan protects only a repository's code-running entries, so
+/// every launch repository's gitdir and common directory are added back whole.
+fn protected_paths(plan: &Plan) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = plan.protected.iter().map(|p| p.path.clone()).collect();
+    if plan.git_mode == stockade_policy::model::GitMode::Commit {
+        let whole: Vec<&std::path::PathBuf> = plan
+            .git_repos
+            .iter()
+            .flat_map(|r| [&r.gitdir, &r.common])
+            .collect();
+        // What lies inside a gitdir protected whole is redundant.
+        v.retain(|p| !whole.iter().any(|g| p.starts_with(g) && p != *g));
+        for g in whole {
+            if !v.contains(g) {
+                v.push(g.clone());
+            }
+        }
+    }
+    v
 }
