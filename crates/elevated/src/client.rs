@@ -292,6 +292,28 @@ impl Backend for ElevatedBackend {
     }
 }
 
+/// The paths the broker keeps read-only. This tier does not implement `git.mode = "commit"` yet
+/// (docs/git.md): in that mode the plan protects only a repository's code-running entries, so
+/// every launch repository's gitdir and common directory are added back whole.
+fn protected_paths(plan: &Plan) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = plan.protected.iter().map(|p| p.path.clone()).collect();
+    if plan.git_mode == stockade_policy::model::GitMode::Commit {
+        let whole: Vec<&std::path::PathBuf> = plan
+            .git_repos
+            .iter()
+            .flat_map(|r| [&r.gitdir, &r.common])
+            .collect();
+        // What lies inside a gitdir protected whole is redundant.
+        v.retain(|p| !whole.iter().any(|g| p.starts_with(g) && p != *g));
+        for g in whole {
+            if !v.contains(g) {
+                v.push(g.clone());
+            }
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,26 +408,4 @@ mod tests {
             Err(ClientError::Unsupported(_))
         ));
     }
-}
-
-/// The paths the broker keeps read-only. This tier does not implement `git.mode = "commit"` yet
-/// (docs/git.md): in that mode the plan protects only a repository's code-running entries, so
-/// every launch repository's gitdir and common directory are added back whole.
-fn protected_paths(plan: &Plan) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<std::path::PathBuf> = plan.protected.iter().map(|p| p.path.clone()).collect();
-    if plan.git_mode == stockade_policy::model::GitMode::Commit {
-        let whole: Vec<&std::path::PathBuf> = plan
-            .git_repos
-            .iter()
-            .flat_map(|r| [&r.gitdir, &r.common])
-            .collect();
-        // What lies inside a gitdir protected whole is redundant.
-        v.retain(|p| !whole.iter().any(|g| p.starts_with(g) && p != *g));
-        for g in whole {
-            if !v.contains(g) {
-                v.push(g.clone());
-            }
-        }
-    }
-    v
 }
