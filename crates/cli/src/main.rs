@@ -14,9 +14,9 @@ mod backend;
 #[cfg(target_os = "linux")]
 mod changes;
 #[cfg(target_os = "linux")]
-mod linediff;
-#[cfg(target_os = "linux")]
 mod gitcheck;
+#[cfg(target_os = "linux")]
+mod linediff;
 mod mcp;
 mod report;
 mod run;
