@@ -77,14 +77,6 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
         }
     };
     git.add_denials(&mut outcome);
-    if plan.git_mode == stockade_policy::model::GitMode::Commit && outcome.tier.contains("elevated")
-    {
-        outcome.warnings.push(
-            "git.mode = \"commit\" is implemented by the unelevated tier only: on this tier every \
-             .git stayed read-only (docs/git.md)"
-                .into(),
-        );
-    }
     report(&args, report_file.as_mut(), &outcome, verbose, &git)?;
     Ok(ExitCode::from((outcome.exit.shell_code() & 0xff) as u8))
 }

@@ -288,7 +288,15 @@ impl Backend for ElevatedBackend {
                 "the elevated tier passes only stdin/stdout/stderr".into(),
             ));
         }
-        self.run_request(&request_from_plan(plan, cmd, opts)?)
+        let mut outcome = self.run_request(&request_from_plan(plan, cmd, opts)?)?;
+        if plan.git_mode == stockade_policy::model::GitMode::Commit {
+            outcome.warnings.push(
+                "git.mode = \"commit\" is implemented by the unelevated tier only: on this tier \
+                 every .git stayed read-only (docs/git.md)"
+                    .into(),
+            );
+        }
+        Ok(outcome)
     }
 }
 
