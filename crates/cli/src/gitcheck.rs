@@ -179,6 +179,19 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
             }
         }
     }
+    // Agents run many commands between two commits: when every ref, HEAD and the reftable are
+    // what the newest recorded run saw, that run's refs already restore this state, so nothing
+    // is written (one small read instead of a directory of files created and one pruned).
+    let fingerprint = ref_fingerprint(&refs, common);
+    let last_path = store.join("stockade-last");
+    if let Some((last_run, last_fp)) = fs::read_to_string(&last_path).ok().and_then(|t| {
+        t.split_once('\n')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    }) {
+        if last_fp == fingerprint && store.join("refs/stockade").join(&last_run).is_dir() {
+            return Ok(snapshot_info(common, store, &last_run, refs.len(), copied));
+        }
+    }
     let base = store.join("refs/stockade").join(run);
     for (name, sha) in &refs {
         let p = base.join(name);
@@ -205,17 +218,53 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
     }
     prune_runs(&store.join("refs/stockade"));
     prune_runs(&store.join("stockade-runs"));
-    Ok(SnapshotInfo {
+    // Written last: a crash before this line leaves the previous fingerprint, so the next run
+    // records its refs again.
+    let tmp = store.join(format!("stockade-last.tmp-{}", std::process::id()));
+    io_ctx(fs::write(&tmp, format!("{run}\n{fingerprint}")), || {
+        tmp.display().to_string()
+    })?;
+    io_ctx(fs::rename(&tmp, &last_path), || {
+        last_path.display().to_string()
+    })?;
+    Ok(snapshot_info(common, store, run, refs.len(), copied))
+}
+
+fn snapshot_info(
+    common: &Path,
+    store: &Path,
+    run: &str,
+    refs: usize,
+    copied: usize,
+) -> SnapshotInfo {
+    SnapshotInfo {
         repo: common.display().to_string(),
         store: store.display().to_string(),
         run: run.to_string(),
-        refs: refs.len(),
+        refs,
         copied,
         restore: format!(
             "git fetch --update-head-ok {} '+refs/stockade/{run}/refs/*:refs/*'",
             store.display()
         ),
-    })
+    }
+}
+
+/// Everything a run's recorded refs stand for: each ref's value, the raw `HEAD` (symbolic or
+/// not) and the reftable's file names and sizes (reftable files are never rewritten in place).
+fn ref_fingerprint(refs: &[(String, String)], common: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut lines: Vec<String> = refs.iter().map(|(n, v)| format!("{v} {n}")).collect();
+    lines.sort();
+    lines.dedup();
+    let mut out = lines.join("\n");
+    out.push_str("\nHEAD ");
+    out.push_str(&read_nofollow(&common.join("HEAD"), 4096).unwrap_or_default());
+    for f in read_dir_sorted(&common.join("reftable")) {
+        let size = fs::symlink_metadata(&f).map(|m| m.size()).unwrap_or(0);
+        out.push_str(&format!("\nreftable {} {size}", f.display()));
+    }
+    out
 }
 
 /// Copy the object directories' new files into the store. A directory whose `(inode, ctime)` is
