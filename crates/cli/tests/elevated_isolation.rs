@@ -38,6 +38,7 @@ fn ws_of(u: &TestUser) -> std::path::PathBuf {
 
 #[test]
 fn two_users_cannot_touch_each_other() {
+    let _serial = serial();
     if !preflight("two_users_cannot_touch_each_other") {
         return;
     }
@@ -269,6 +270,7 @@ fn two_users_cannot_touch_each_other() {
 
 #[test]
 fn symlink_swap_race_never_binds_outside() {
+    let _serial = serial();
     if !preflight("symlink_swap_race_never_binds_outside") {
         return;
     }
@@ -361,6 +363,7 @@ fn symlink_swap_race_never_binds_outside() {
 /// connections are open while B runs, and A's own run is the one refused meanwhile.
 #[test]
 fn idle_connections_of_one_user_do_not_stop_another() {
+    let _serial = serial();
     if !preflight("idle_connections_of_one_user_do_not_stop_another") {
         return;
     }

@@ -310,6 +310,14 @@ fn install_filter(prog: &[libc::sock_filter]) -> std::io::Result<()> {
 
 pub static NO_USERNS: AtomicBool = AtomicBool::new(false);
 
+/// The root suites share one install, one broker socket and fixed user names: a test holds this
+/// for its whole length so the tests of one file never run at the same time (cargo runs a file's
+/// tests on parallel threads).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// `stockade run --tier elevated --json EXTRA -- /bin/sh -c SCRIPT` as `u`, from `cwd`.
 pub fn run_cmd(u: &TestUser, extra: &[&str], cwd: &Path, script: &str) -> Command {
     let mut c = Command::new(BIN);
