@@ -29,6 +29,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--json")
     ap.add_argument("--baseline", help="another stockade binary (e.g. the build before a change), run interleaved")
+    ap.add_argument("--minimal", action="store_true",
+                    help="also run stockade with outside_writes = deny, temp.mode = empty, git.mode = read-only "
+                         "(no overlays, no git snapshot: the cost of those defaults, interleaved)")
     a = ap.parse_args()
     stockade = os.path.abspath(a.stockade)
     if not os.access(stockade, os.X_OK):
@@ -46,6 +49,11 @@ def main():
         if not os.access(baseline, os.X_OK):
             raise SystemExit(f"{baseline} is not executable")
         cases["baseline stockade"] = [baseline, "run", "--workspace", ws, "--", true]
+    if a.minimal:
+        cfg = os.path.join(ws, ".bench-minimal.toml")
+        with open(cfg, "w") as f:
+            f.write('[filesystem]\noutside_writes = "deny"\n[temp]\nmode = "empty"\n[git]\nmode = "read-only"\n')
+        cases["stockade minimal"] = [stockade, "run", "--config", cfg, "--workspace", ws, "--", true]
     bwrap = shutil.which("bwrap")
     if bwrap:
         cases["bwrap"] = [bwrap, "--ro-bind", "/", "/", "--bind", ws, ws, "--dev", "/dev", "--proc", "/proc",
@@ -65,7 +73,9 @@ def main():
     p90 = {k: sorted(v)[int(len(v) * 0.9) - 1] for k, v in times.items()}
     print(f"{'command':18} {'median ms':>10} {'p90 ms':>8}   ratio")
     for k in cases:
-        ratios = [f"{med[k] / med[o]:.2f}x {o}" for o in cases if o != k and o != "stockade run" and k == "stockade run"]
+        ratios = [f"{med[k] / med[o]:.2f}x {o}" for o in cases
+                  if o != k and o != "stockade run" and k in ("stockade run", "stockade minimal")
+                  and not (k == "stockade minimal" and o == "baseline stockade")]
         print(f"{k:18} {med[k]:10.2f} {p90[k]:8.2f}   {', '.join(ratios)}")
     if "bwrap" in med:
         verdict = "within" if med["stockade run"] <= med["bwrap"] else "ABOVE"

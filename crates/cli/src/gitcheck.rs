@@ -188,7 +188,7 @@ fn snapshot_one(plan: &Plan, common: &Path, store: &Path, run: &str) -> Result<S
         t.split_once('\n')
             .map(|(a, b)| (a.to_string(), b.to_string()))
     }) {
-        if last_fp == fingerprint && store.join("refs/stockade").join(&last_run).is_dir() {
+        if last_fp == fingerprint && store.join("stockade-runs").join(&last_run).is_dir() {
             return Ok(snapshot_info(common, store, &last_run, refs.len(), copied));
         }
     }
