@@ -16,7 +16,6 @@
 
 use crate::text::escape;
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -48,7 +47,6 @@ pub enum Kind {
 /// One entry of an upper layer.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub layer: usize,
     pub rel: PathBuf,
     pub kind: Kind,
 }
@@ -127,23 +125,17 @@ fn is_opaque(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// Every entry of the upper layer at `upper` (depth-first, parents first).
-pub fn walk(layer: usize, upper: &Path) -> Result<Vec<Entry>> {
+pub fn walk(upper: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let Some(root) = open_root(upper)? else {
         return Ok(out);
     };
-    walk_dir(layer, root.as_fd(), PathBuf::new(), 0, &mut out)
+    walk_dir(root.as_fd(), PathBuf::new(), 0, &mut out)
         .with_context(|| format!("reading the upper layer {}", upper.display()))?;
     Ok(out)
 }
 
-fn walk_dir(
-    layer: usize,
-    dir: BorrowedFd<'_>,
-    rel: PathBuf,
-    depth: usize,
-    out: &mut Vec<Entry>,
-) -> Result<()> {
+fn walk_dir(dir: BorrowedFd<'_>, rel: PathBuf, depth: usize, out: &mut Vec<Entry>) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("{} is nested deeper than {MAX_DEPTH}", rel.display());
     }
@@ -159,17 +151,12 @@ fn walk_dir(
                 opaque: is_opaque(fd.as_fd()),
             };
             out.push(Entry {
-                layer,
                 rel: child.clone(),
                 kind,
             });
-            walk_dir(layer, fd.as_fd(), child, depth + 1, out)?;
+            walk_dir(fd.as_fd(), child, depth + 1, out)?;
         } else {
-            out.push(Entry {
-                layer,
-                rel: child,
-                kind,
-            });
+            out.push(Entry { rel: child, kind });
         }
     }
     Ok(())
@@ -187,8 +174,8 @@ fn layers(plan: &Plan) -> Vec<(&OverlayLayer, PathBuf)> {
 /// Every entry of every layer, with the host path it shadows.
 fn all_entries(plan: &Plan) -> Result<Vec<(Entry, PathBuf)>> {
     let mut v = Vec::new();
-    for (i, (l, upper)) in layers(plan).into_iter().enumerate() {
-        for e in walk(i, &upper)? {
+    for (l, upper) in layers(plan) {
+        for e in walk(&upper)? {
             let host = l.lower.join(&e.rel);
             v.push((e, host));
         }
@@ -225,91 +212,77 @@ fn shown(p: &Path) -> String {
 
 // ---- the copy-up record --------------------------------------------------------------------------
 
-fn record_key(e: &Entry, plan: &Plan) -> String {
-    let name = &plan.overlay.layers[e.layer].name;
-    format!("{name}/{}", hex(e.rel.as_os_str().as_bytes()))
-}
+/// How often the size of the upper layers is measured after a run (the walk is linear in what
+/// the upper holds, too much for every command of an agent's loop once a cache lives there).
+const SIZE_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|c| format!("{c:02x}")).collect()
-}
-
-fn host_version(host: &Path) -> String {
-    match std::fs::symlink_metadata(host) {
-        Ok(m) => format!("{}:{}:{}:{}", m.size(), m.mtime(), m.mtime_nsec(), m.ino()),
-        Err(_) => "absent".into(),
-    }
-}
-
-fn read_record(state: &Path) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    if let Ok(s) = std::fs::read_to_string(state.join("record")) {
-        for line in s.lines() {
-            if let Some((k, v)) = line.split_once('\t') {
-                m.insert(k.to_string(), v.to_string());
-            }
-        }
-    }
-    m
-}
-
-fn write_record(state: &Path, m: &BTreeMap<String, String>) -> Result<()> {
-    let mut s = String::new();
-    for (k, v) in m {
-        s.push_str(k);
-        s.push('\t');
-        s.push_str(v);
-        s.push('\n');
-    }
-    let tmp = state.join("record.new");
-    std::fs::write(&tmp, s)?;
-    std::fs::rename(&tmp, state.join("record"))?;
-    Ok(())
-}
-
-/// After a run: record the host version of each new upper entry and the state's size.
-pub fn record_after_run(plan: &Plan, started: SystemTime) -> Result<()> {
+/// After a run: record the state's size (what the cap at the next start reads), at most once per
+/// [`SIZE_SCAN_EVERY`]. Staleness needs no record: `apply` compares the host file's ctime with
+/// the upper entry's creation time (see [`stale_reason`]).
+pub fn record_after_run(plan: &Plan, _started: SystemTime) -> Result<()> {
     let Some(state) = &plan.overlay.state else {
         return Ok(());
     };
-    let started = started
+    let size_file = state.join(stockade_linux::overlay::SIZE_FILE);
+    let fresh = std::fs::metadata(&size_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < SIZE_SCAN_EVERY);
+    if fresh {
+        return Ok(());
+    }
+    let size: u64 = all_entries(plan)?
+        .iter()
+        .map(|(e, _)| match e.kind {
+            Kind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+    let tmp = state.join(format!("{}.new", stockade_linux::overlay::SIZE_FILE));
+    std::fs::write(&tmp, size.to_string())?;
+    std::fs::rename(&tmp, &size_file)?;
+    Ok(())
+}
+
+/// The creation time (statx `btime`) of `rel` in `upper`, never following a symlink. The upper
+/// entry is created when overlayfs copies the host file up (or when the sandbox creates or
+/// deletes the name), and nothing unprivileged can set a creation time.
+fn upper_btime(upper: &Path, rel: &Path) -> Result<SystemTime> {
+    let root = open_root(upper)?.context("no upper layer")?;
+    let fd = sfs::openat2(
+        Some(root.as_fd()),
+        rel,
+        libc::O_PATH | libc::O_NOFOLLOW,
+        RESOLVE,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let m = std::fs::File::from(fd).metadata()?;
+    m.created().context(
+        "the state directory's filesystem records no creation time (statx btime), so a stale \
+         apply cannot be told from a fresh one",
+    )
+}
+
+/// Why applying `rel` would lose an update of the host, if it would: the host file's inode
+/// changed (ctime) at or after the moment the upper entry came to be, i.e. someone changed the
+/// host version after the sandbox copied (or replaced) it. A host change before that moment was
+/// what the sandbox saw, so it is not lost.
+fn stale_reason(upper: &Path, rel: &Path, host: &Path) -> Result<Option<String>> {
+    let born = upper_btime(upper, rel)?;
+    let Ok(h) = std::fs::symlink_metadata(host) else {
+        return Ok(None);
+    };
+    let born_ns = born
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
-    let mut rec = read_record(state);
-    let before = rec.clone();
-    let mut size = 0u64;
-    let entries = all_entries(plan)?;
-    let live: std::collections::HashSet<String> =
-        entries.iter().map(|(e, _)| record_key(e, plan)).collect();
-    for (e, host) in &entries {
-        if let Kind::File { size: s, .. } = e.kind {
-            size += s;
-        }
-        let key = record_key(e, plan);
-        if rec.contains_key(&key) {
-            continue;
-        }
-        let changed_during_run = std::fs::symlink_metadata(host).is_ok_and(|m| {
-            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()) >= started
-        });
-        let v = if changed_during_run {
-            "changed".to_string()
-        } else {
-            host_version(host)
-        };
-        rec.insert(key, v);
-    }
-    rec.retain(|k, _| live.contains(k));
-    if rec != before {
-        write_record(state, &rec)?;
-    }
-    let size_file = state.join(stockade_linux::overlay::SIZE_FILE);
-    let size = size.to_string();
-    if std::fs::read_to_string(&size_file).ok().as_deref() != Some(size.as_str()) {
-        std::fs::write(&size_file, size)?;
-    }
-    Ok(())
+    let host_ns = i128::from(h.ctime()) * 1_000_000_000 + i128::from(h.ctime_nsec());
+    Ok((host_ns >= born_ns).then(|| {
+        "refused: the host version changed since the sandbox copied it (a lost update); compare \
+         with `stockade diff`, then pass --force to overwrite it"
+            .to_string()
+    }))
 }
 
 // ---- diff ---------------------------------------------------------------------------------------
@@ -483,7 +456,6 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
         return Ok(());
     };
     let e = Entry {
-        layer: 0,
         rel: rel.clone(),
         kind,
     };
@@ -658,17 +630,15 @@ pub fn apply(
     paths: &[PathBuf],
     force: bool,
 ) -> Result<()> {
-    let state = plan
-        .overlay
+    plan.overlay
         .state
-        .clone()
+        .as_ref()
         .context("this workspace has no overlay state")?;
     let rules = rules(plan, loaded, home);
-    let mut rec = read_record(&state);
     // Check every path before changing anything.
     let mut todo = Vec::new();
     for p in paths {
-        let (i, layer, rel) = locate(plan, p)?;
+        let (_, layer, rel) = locate(plan, p)?;
         let upper = plan.overlay.upper(layer).context("no overlay state")?;
         let kind = upper_kind(&upper, &rel)?.with_context(|| {
             format!(
@@ -682,7 +652,7 @@ pub fn apply(
                 let root = open_root(&upper)?.context("no upper")?;
                 let dir = open_dir_beneath(root.as_fd(), &rel)?;
                 let mut sub = Vec::new();
-                walk_dir(i, dir.as_fd(), rel.clone(), 0, &mut sub)?;
+                walk_dir(dir.as_fd(), rel.clone(), 0, &mut sub)?;
                 v.extend(sub.into_iter().map(|e| (e.rel, e.kind)));
                 v
             }
@@ -698,37 +668,19 @@ pub fn apply(
                     kind_name(k)
                 );
             }
-            let key = format!("{}/{}", layer.name, hex(r.as_os_str().as_bytes()));
             let host = layer.lower.join(&r);
-            let now = host_version(&host);
-            let is_unchanged_dir = matches!(k, Kind::Dir { opaque: false }) && now != "absent";
+            let is_unchanged_dir = matches!(k, Kind::Dir { opaque: false })
+                && std::fs::symlink_metadata(&host).is_ok();
             if !force && !is_unchanged_dir {
-                match rec.get(&key) {
-                    Some(v) if *v == now => {}
-                    Some(v) if v == "changed" => bail!(
-                        "{}: refused: the host version changed while the sandbox ran; compare it \
-                         with `stockade diff`, then pass --force to overwrite it",
-                        shown(&host)
-                    ),
-                    Some(_) => bail!(
-                        "{}: refused: the host version changed since the sandbox copied it (a \
-                         lost update); compare with `stockade diff`, then pass --force to \
-                         overwrite it",
-                        shown(&host)
-                    ),
-                    None => bail!(
-                        "{}: refused: no copy-up record (the run that wrote it did not finish \
-                         normally); pass --force to apply it anyway",
-                        shown(&host)
-                    ),
+                if let Some(why) = stale_reason(&upper, &r, &host)? {
+                    bail!("{}: {why}", shown(&host));
                 }
             }
-            todo.push((upper.clone(), r, k, host, key));
+            todo.push((upper.clone(), r, k, host));
         }
     }
-    for (upper, rel, kind, host, key) in todo {
+    for (upper, rel, kind, host) in todo {
         apply_entry(&upper, &rel, kind, &host)?;
-        rec.remove(&key);
         println!("applied {}", shown(&host));
     }
     for p in paths {
@@ -736,7 +688,6 @@ pub fn apply(
         let upper = plan.overlay.upper(layer).context("no overlay state")?;
         remove_in_upper(&upper, &rel)?;
     }
-    write_record(&state, &rec)?;
     Ok(())
 }
 
@@ -851,7 +802,7 @@ pub fn remove_state_dir(state: &Path) -> Result<()> {
 }
 
 fn du(dir: &Path) -> (u64, u64) {
-    let entries = walk(0, dir).unwrap_or_default();
+    let entries = walk(dir).unwrap_or_default();
     let bytes = entries
         .iter()
         .map(|e| match e.kind {

@@ -1,8 +1,8 @@
 //! Copy-on-write outside the workspace (issue 14), judged from the host: writes to the home
 //! directory and `/tmp` succeed inside and the host never changes; package tools work from
 //! caches whose host trees hash identical before and after; `stockade diff` lists the changes;
-//! `stockade apply` copies only what it is asked, refuses protected, masked, stale and
-//! unrecorded entries and symlinks, and wants `--force` for files that make programs run.
+//! `stockade apply` copies only what it is asked, refuses protected, masked and stale entries
+//! and symlinks, and wants `--force` for files that make programs run.
 //!
 //! `unprivileged_user_flow` creates a throwaway user: run this suite under the shared lock,
 //! `flock /tmp/stockade-root.lock cargo test -p stockade --test overlay`.
