@@ -865,18 +865,7 @@ fn load_ws(
     workspace: Option<PathBuf>,
     caller: &crate::Caller,
 ) -> Result<(stockade_policy::config::Loaded, Plan)> {
-    let args = crate::PolicyArgs {
-        workspace,
-        writable: vec![],
-        network: None,
-        allow_domain: vec![],
-        read_only: false,
-        profile: None,
-        config: None,
-        allow_dangerous_roots: false,
-        env: vec![],
-        timeout: None,
-    };
+    let args = crate::PolicyArgs::for_workspace(workspace);
     crate::load(&args, caller)
 }
 

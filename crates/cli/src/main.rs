@@ -168,6 +168,25 @@ pub struct PolicyArgs {
     timeout: Option<u64>,
 }
 
+impl PolicyArgs {
+    /// The policy of `workspace` with no option given (what the state commands and the
+    /// workspace-only helpers load).
+    pub fn for_workspace(workspace: Option<PathBuf>) -> Self {
+        PolicyArgs {
+            workspace,
+            writable: vec![],
+            network: None,
+            allow_domain: vec![],
+            read_only: false,
+            profile: None,
+            config: None,
+            allow_dangerous_roots: false,
+            env: vec![],
+            timeout: None,
+        }
+    }
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),

@@ -213,18 +213,7 @@ pub fn clean(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let args = crate::PolicyArgs {
-        workspace,
-        writable: vec![],
-        network: None,
-        allow_domain: vec![],
-        read_only: false,
-        profile: None,
-        config: None,
-        allow_dangerous_roots: false,
-        env: vec![],
-        timeout: None,
-    };
+    let args = crate::PolicyArgs::for_workspace(workspace);
     let (_, plan) = load(&args, caller)?;
     #[cfg(windows)]
     println!(
