@@ -174,6 +174,28 @@ fn setup_check_doctor_uninstall() {
     assert_eq!(d["installed"], true, "{d:#}");
     assert_eq!(d["available"], true, "{d:#}");
     assert!(d["why"].as_str().unwrap_or("").contains(SOCKET), "{d:#}");
+    // userdel of the caller's offline account while the broker serves, one `setup`, then a run:
+    // the run works (control: before that setup the broker refuses, it would report drift).
+    let ws = u.home.join("ws-after-userdel");
+    fs::create_dir_all(&ws).unwrap();
+    sh(&format!("chown {}:{} {}", u.uid, u.gid, ws.display()));
+    let wsr = ws.to_string_lossy().to_string();
+    sh(&format!("userdel {off}"));
+    let before = run_as(&u, &["--workspace", &wsr], &ws, "echo RAN-AFTER-USERDEL");
+    assert!(
+        before.code != 0 && !before.stdout.contains("RAN-AFTER-USERDEL"),
+        "control: a run with the offline account deleted should be refused: {} {}",
+        before.stdout,
+        before.stderr
+    );
+    let rep = setup(&[]);
+    let after = run_as(&u, &["--workspace", &wsr], &ws, "echo RAN-AFTER-USERDEL");
+    assert!(
+        after.code == 0 && after.stdout.contains("RAN-AFTER-USERDEL"),
+        "one setup after userdel, then a run: {} {} (setup: {rep:?})",
+        after.stdout,
+        after.stderr
+    );
     g.stop_broker();
     let _ = fs::remove_file(SOCKET);
     let d = doctor_elevated();
