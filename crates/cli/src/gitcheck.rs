@@ -58,6 +58,10 @@ pub struct SnapshotInfo {
     pub copied: usize,
     /// How to restore every ref of this run.
     pub restore: String,
+    /// Whether the repository had `HEAD`, `objects` and `refs` when the snapshot was taken: only
+    /// a repository that was whole at launch is put back after the run (a `.git` that never was
+    /// a repository is not turned into one).
+    pub intact_at_launch: bool,
 }
 
 /// A run id: seconds since the epoch and our pid, unique on this machine.
@@ -238,6 +242,7 @@ fn snapshot_info(
     copied: usize,
 ) -> SnapshotInfo {
     SnapshotInfo {
+        intact_at_launch: repo_intact(common),
         repo: common.display().to_string(),
         store: store.display().to_string(),
         run: run.to_string(),
@@ -248,6 +253,13 @@ fn snapshot_info(
             store.display()
         ),
     }
+}
+
+/// `HEAD`, `objects` and `refs` are there (not followed through a symlink).
+fn repo_intact(common: &Path) -> bool {
+    fs::symlink_metadata(common.join("HEAD")).is_ok_and(|m| m.is_file())
+        && is_real_dir(&common.join("objects"))
+        && is_real_dir(&common.join("refs"))
 }
 
 /// Everything a run's recorded refs stand for: each ref's value, the raw `HEAD` (symbolic or
@@ -511,10 +523,7 @@ pub fn restore_destroyed(snapshots: &[SnapshotInfo], started: SystemTime) -> Vec
                 remedy: format!("the snapshot stays available: {}", s.restore),
             }),
         }
-        let intact = common.join("HEAD").is_file()
-            && is_real_dir(&common.join("objects"))
-            && is_real_dir(&common.join("refs"));
-        if intact || !is_real_dir(common) {
+        if !s.intact_at_launch || repo_intact(common) || !is_real_dir(common) {
             continue;
         }
         let action = match restore_one(common, Path::new(&s.store), &s.run) {

@@ -770,3 +770,34 @@ fn hooks_through_a_relative_core_hookspath_in_the_users_global_config() {
     };
     assert_contained(attack("git-globalhooks", &setup, script, &trigger));
 }
+
+/// A `.git` directory that was not a whole repository at launch (no `HEAD`, `objects`, `refs`)
+/// is left as it was: the post-run restore only puts back a repository the run destroyed, it
+/// never turns a directory into a repository. Control: a whole repository that the run empties
+/// is put back (`history_survives_rm_rf_dot_git`).
+#[test]
+fn a_dot_git_that_was_never_a_repository_is_not_made_one() {
+    if !have_git() {
+        return skip("git not installed");
+    }
+    let w = World::new("git-not-a-repo");
+    fs::create_dir_all(w.ws.join(".git")).unwrap();
+    write(&w.ws(".git/notes.txt"), "mine\n");
+    let o = sandboxed(&w, "echo MARK-ran");
+    o.assert_ran("MARK-ran");
+    let mut names: Vec<String> = fs::read_dir(w.ws.join(".git"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["notes.txt"],
+        "the run's aftermath changed .git: {o:#?}"
+    );
+    let v = json(&o);
+    let restored = v["git"]["neutralised"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|f| f["kind"] == "git-restored"));
+    assert!(!restored, "a restore was reported: {v}");
+}
