@@ -747,21 +747,8 @@ impl Walker {
             .as_deref()
             .map(|d| walk_cache::cache_file(d, root));
         self.root = root.to_path_buf();
-        let scan = walk_cache::scan(root, &self.names, cache.as_deref(), &self.skip).map_err(
-            |e| match e {
-                ScanError::Root(source) => PlanError::ReadRoot {
-                    path: root.to_path_buf(),
-                    source,
-                },
-                ScanError::Dir { path, source } => PlanError::Unsearchable {
-                    exempt: path.clone(),
-                    path,
-                    root: root.to_path_buf(),
-                    what: "listing it",
-                    source,
-                },
-            },
-        )?;
+        let scan = walk_cache::scan(root, &self.names, cache.as_deref(), &self.skip)
+            .map_err(|e| scan_error(root, e))?;
         self.warnings.extend(scan.warnings);
         for f in scan.found {
             self.protect(f.path, &f.name, f.kind)?;
@@ -1174,15 +1161,9 @@ pub struct GitMarker {
     pub is_symlink: bool,
 }
 
-/// Every `.git` and `HEAD` entry under `root` (canonical), for the post-run check: the same walk
-/// as the launch's (symlinks never followed, a `.git` directory not descended into), with its
-/// own listing cache under `<state_dir>/post-run/` so that only directories changed since the
-/// last check are listed. Fails if a directory cannot be listed.
-pub fn find_git_markers(root: &Path, state_dir: &Path) -> Result<Vec<GitMarker>, PlanError> {
-    let cache = walk_cache::cache_dir(&state_dir.join("post-run"), &[root.to_path_buf()])
-        .map(|d| walk_cache::cache_file(&d, root));
-    let names = [OsString::from(".git"), OsString::from("HEAD")];
-    let scan = walk_cache::scan(root, &names, cache.as_deref(), &[]).map_err(|e| match e {
+/// The plan error for a failed protected-name scan of `root`.
+fn scan_error(root: &Path, e: ScanError) -> PlanError {
+    match e {
         ScanError::Root(source) => PlanError::ReadRoot {
             path: root.to_path_buf(),
             source,
@@ -1194,7 +1175,19 @@ pub fn find_git_markers(root: &Path, state_dir: &Path) -> Result<Vec<GitMarker>,
             what: "listing it",
             source,
         },
-    })?;
+    }
+}
+
+/// Every `.git` and `HEAD` entry under `root` (canonical), for the post-run check: the same walk
+/// as the launch's (symlinks never followed, a `.git` directory not descended into), with its
+/// own listing cache under `<state_dir>/post-run/` so that only directories changed since the
+/// last check are listed. Fails if a directory cannot be listed.
+pub fn find_git_markers(root: &Path, state_dir: &Path) -> Result<Vec<GitMarker>, PlanError> {
+    let cache = walk_cache::cache_dir(&state_dir.join("post-run"), &[root.to_path_buf()])
+        .map(|d| walk_cache::cache_file(&d, root));
+    let names = [OsString::from(".git"), OsString::from("HEAD")];
+    let scan =
+        walk_cache::scan(root, &names, cache.as_deref(), &[]).map_err(|e| scan_error(root, e))?;
     Ok(scan
         .found
         .into_iter()
