@@ -11,13 +11,18 @@
 //!   sends the head in origin form with `Connection: close`, then exactly the request body
 //!   (`Content-Length`; a chunked request body is refused) and relays the response. One request
 //!   per connection, so a second request with another `Host:` never reaches the upstream
-//!   (domain fronting);
+//!   (domain fronting); a request carrying a header through which a front end may route by
+//!   another name (`X-Forwarded-Host`, `Forwarded`, `X-Host`, `X-Original-Host`,
+//!   `X-Forwarded-Server`) is refused for the same reason;
 //! * anything else, or a host or port not allowed: `4xx`, nothing is forwarded, and a denial in
 //!   the run's report.
 //!
 //! Ports: an `allowed_domains` entry without `:PORT` allows 80 and 443, `name:PORT` that port
 //! (see [`stockade_policy::domains`]). A `CONNECT` tunnel on an entry without `:PORT` goes to
 //! 443 only: a tunnel to 80 would carry plain HTTP past the `Host:` check.
+//!
+//! The whole request head must arrive within 30 s (one deadline, not one per read), so a
+//! client trickling bytes cannot hold a connection slot for long.
 //!
 //! At most [`MAX_CONNECTIONS`] connections are served at once (each costs stockade a thread
 //! and descriptors, outside the sandbox's limits); one more is answered `503`. At most
@@ -78,6 +83,8 @@ pub const PROXY_URL: &str = "http://127.0.0.1:3128";
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time a client has to send its whole request head.
+const HEAD_DEADLINE: Duration = Duration::from_secs(30);
 /// Connections served at once; each costs stockade a thread and up to four descriptors, so
 /// the command cannot make stockade (outside its cgroup and limits) exhaust threads or files.
 /// Over the limit a connection is answered `503` at once.
@@ -386,6 +393,18 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, Refusal> {
                         .into(),
                 })
             }
+            // Headers through which a front end may route by a name other than the checked
+            // target (domain fronting behind a CDN or reverse proxy that honours them).
+            "x-forwarded-host" | "forwarded" | "x-host" | "x-original-host"
+            | "x-forwarded-server" => {
+                return Err(Refusal {
+                    status: "403 Forbidden",
+                    why: format!(
+                        "the {} header may route the request to another host; it is not proxied",
+                        h.name
+                    ),
+                })
+            }
             _ => {}
         }
         if name.starts_with("proxy-") || name == "connection" || name == "keep-alive" {
@@ -639,10 +658,29 @@ fn record(denials: &Mutex<Vec<Denial>>, target: String) {
     }
 }
 
-fn handle(mut client: TcpStream, config: &Config, denials: &Mutex<Vec<Denial>>) {
-    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+fn handle(client: TcpStream, config: &Config, denials: &Mutex<Vec<Denial>>) {
+    handle_with_deadline(client, config, denials, HEAD_DEADLINE)
+}
+
+fn handle_with_deadline(
+    mut client: TcpStream,
+    config: &Config,
+    denials: &Mutex<Vec<Denial>>,
+    head_deadline: Duration,
+) {
+    // One deadline for the whole head, not per read: a client trickling one byte per read
+    // would otherwise hold a connection slot for hours.
+    let deadline = std::time::Instant::now() + head_deadline;
     let mut buf = Vec::with_capacity(1024);
     let (req, head_len) = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || client.set_read_timeout(Some(left)).is_err() {
+            return deny(
+                client,
+                "408 Request Timeout",
+                "request head not received in time",
+            );
+        }
         let mut chunk = [0u8; 2048];
         match client.read(&mut chunk) {
             Ok(0) | Err(_) => return,
@@ -1081,6 +1119,60 @@ mod tests {
         }
         assert!(http("GET /relative HTTP/1.1\r\n\r\n").is_err());
         assert!(http("GET https://example.com/ HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn headers_that_route_elsewhere_are_refused() {
+        for h in [
+            "X-Forwarded-Host: other.example",
+            "Forwarded: host=other.example",
+            "x-host: other.example",
+            "X-Original-Host: other.example",
+            "X-Forwarded-Server: other.example",
+        ] {
+            let r = http(&format!(
+                "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n{h}\r\n\r\n"
+            ));
+            assert!(r.is_err(), "{h}: {r:?}");
+        }
+        // Control: the same request without it passes, and X-Forwarded-For (no routing) passes.
+        assert!(http("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n").is_ok());
+        assert!(
+            http("GET http://example.com/ HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n").is_ok()
+        );
+    }
+
+    /// A client that trickles its head byte by byte is cut off at the head deadline, not kept
+    /// for one read timeout per byte.
+    #[test]
+    fn slow_head_is_cut_off_at_the_deadline() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let mut got = Vec::new();
+            for b in b"GET http://example.com/ HTTP/1.1\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+                if c.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        let (server, _) = l.accept().unwrap();
+        let config = Config::new(&["example.com".to_string()]);
+        let denials = Mutex::new(Vec::new());
+        let t0 = std::time::Instant::now();
+        handle_with_deadline(server, &config, &denials, Duration::from_millis(500));
+        let took = t0.elapsed();
+        let got = writer.join().unwrap();
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
     }
 
     #[test]
