@@ -20,7 +20,7 @@ fn main() {
 mod selftest {
     use std::collections::BTreeSet;
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+    use std::os::windows::io::{AsHandle, AsRawHandle, FromRawHandle, OwnedHandle};
     use std::path::{Path, PathBuf};
     use std::time::Duration;
     use stockade_windows::ace::{missing_explicit, AceKind, Inherit};
@@ -150,7 +150,7 @@ mod selftest {
                 return 3;
             }
         };
-        match wsid::token_restricted_sids(tok.as_raw_handle()) {
+        match wsid::token_restricted_sids(tok.as_handle()) {
             Ok(sids) => {
                 for s in sids {
                     println!("restricted-sid {s}");
@@ -436,7 +436,10 @@ mod selftest {
                 Sid::capability_from_random([9; 16])
             }
         };
-        match wsid::OwnedSid::new(&cap).and_then(|o| wsid::sid_from_psid(o.as_psid())) {
+        match wsid::OwnedSid::new(&cap).and_then(|o| {
+            // SAFETY: `o` owns a valid SID for the duration of the call.
+            unsafe { wsid::sid_from_psid(o.as_psid()) }
+        }) {
             Ok(back) if back == cap => rep.ok(
                 "capability-sid",
                 format!("{cap} converts to a valid PSID and back"),
@@ -490,7 +493,7 @@ mod selftest {
         }
         let me = match token::own_token()
             .map_err(|e| e.to_string())
-            .and_then(|o| wsid::token_user(o.as_raw_handle()).map_err(|e| e.to_string()))
+            .and_then(|o| wsid::token_user(o.as_handle()).map_err(|e| e.to_string()))
         {
             Ok(s) => s,
             Err(e) => {
@@ -610,8 +613,8 @@ mod selftest {
         match Job::new(&Default::default()).map_err(|e| e.to_string()).and_then(|job| {
             let mut aces: Vec<stockade_windows::ace::Ace> = plan.acl.iter().flat_map(|e| e.aces.clone()).collect();
             stockade_windows::ace::canonical_order(&mut aces);
-            acl::write_handle(job.raw(), &aces, "job").map_err(|e| e.to_string())?;
-            let back = acl::read_handle(job.raw(), "job").map_err(|e| e.to_string())?;
+            acl::write_handle(job.handle(), &aces, "job").map_err(|e| e.to_string())?;
+            let back = acl::read_handle(job.handle(), "job").map_err(|e| e.to_string())?;
             Ok((aces, back))
         }) {
             Ok((aces, back)) if back.aces == aces => rep.ok("acl-build-roundtrip", format!("{} planned ACEs (deny first, CI|OI flags, masks) set on a kernel object and read back identically", aces.len())),
@@ -640,13 +643,13 @@ mod selftest {
                 .collect::<Option<BTreeSet<Sid>>>()
         });
         if let (Some(t), Some(exp)) = (&tok, &expected) {
-            match wsid::token_restricted_sids(t.as_raw_handle()) {
+            match wsid::token_restricted_sids(t.as_handle()) {
                 Ok(got) if got.iter().cloned().collect::<BTreeSet<_>>() == *exp => {
                     rep.ok("restricted-token", format!("CreateRestrictedToken(WRITE_RESTRICTED|DISABLE_MAX_PRIVILEGE|LUA_TOKEN) carries restricting SIDs {got:?}"))
                 }
                 Ok(got) => rep.fail("restricted-token", format!("restricting SIDs {got:?}, expected {exp:?}")),
                 Err(e) if wine => {
-                    let second = wsid::token_restricted_sids_via_groups_and_privileges(t.as_raw_handle());
+                    let second = wsid::token_restricted_sids_via_groups_and_privileges(t.as_handle());
                     match second {
                         Ok(got) if got.iter().cloned().collect::<BTreeSet<_>>() == *exp => rep.ok("restricted-token", format!("CreateRestrictedToken succeeded; TokenRestrictedSids unsupported ({e}) but TokenGroupsAndPrivileges reports {got:?}")),
                         other => rep.unsupported("restricted-token", format!("CreateRestrictedToken succeeded, but Wine cannot report the token's restricting SIDs: TokenRestrictedSids: {e}; TokenGroupsAndPrivileges: {other:?}")),
@@ -852,7 +855,7 @@ mod selftest {
         match own
             .as_ref()
             .map_err(|e| e.to_string())
-            .and_then(|o| wsid::token_user(o.as_raw_handle()).map_err(|e| e.to_string()))
+            .and_then(|o| wsid::token_user(o.as_handle()).map_err(|e| e.to_string()))
         {
             Ok(me) => {
                 let sandbox = Sid::capability_from_random(random::bytes::<16>().unwrap_or([3; 16]));
@@ -860,9 +863,8 @@ mod selftest {
                 let name = format!("stockade-selftest-{}", std::process::id());
                 match pipe::named_with_sddl(&name, &sddl)
                     .map_err(|e| e.to_string())
-                    .and_then(|h| {
-                        acl::read_handle(h.as_raw_handle(), &name).map_err(|e| e.to_string())
-                    }) {
+                    .and_then(|h| acl::read_handle(h.as_handle(), &name).map_err(|e| e.to_string()))
+                {
                     Ok(d) => {
                         let sids: BTreeSet<Sid> = d.aces.iter().map(|a| a.sid.clone()).collect();
                         let want: BTreeSet<Sid> =
@@ -1228,7 +1230,7 @@ mod selftest {
         };
         let plan = run_token(&[(root, cap.clone())]);
         match token::create_restricted(&plan).map_err(|e| e.to_string()).and_then(|t| {
-            wsid::token_restricted_sids(t.as_raw_handle()).map_err(|e| e.to_string())
+            wsid::token_restricted_sids(t.as_handle()).map_err(|e| e.to_string())
         }) {
             Ok(sids) if sids.contains(&cap) && sids.contains(&Sid::everyone()) && sids.len() == 4 => rep.ok(
                 "elevated-runner-token",
@@ -1242,8 +1244,8 @@ mod selftest {
         let own = token::own_token().map_err(|e| e.to_string());
         let ids = own.and_then(|t| {
             Ok((
-                wsid::token_user(t.as_raw_handle()).map_err(|e| e.to_string())?,
-                wsid::token_logon_sid(t.as_raw_handle()).map_err(|e| e.to_string())?,
+                wsid::token_user(t.as_handle()).map_err(|e| e.to_string())?,
+                wsid::token_logon_sid(t.as_handle()).map_err(|e| e.to_string())?,
             ))
         });
         match ids
@@ -1294,7 +1296,7 @@ mod selftest {
         let _ = std::fs::create_dir_all(&dir);
         let me = token::own_token()
             .ok()
-            .and_then(|t| wsid::token_user(t.as_raw_handle()).ok());
+            .and_then(|t| wsid::token_user(t.as_handle()).ok());
         let exe = std::env::current_exe().unwrap_or_default();
         // The command's token is write-restricted to a capability granted on `dir` only.
         let dir_cap = Sid::capability_from_random(random::bytes::<16>().unwrap_or([6; 16]));

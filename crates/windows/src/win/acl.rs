@@ -5,7 +5,8 @@ use super::{check, wide, Ret, Win32Error};
 use crate::ace::{merge_explicit, remove_sid, Ace, AceKind, Inherit, PathAces};
 use crate::path::WinPath;
 use crate::sid::Sid;
-use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+use std::os::windows::io::{AsRawHandle, BorrowedHandle};
+use windows_sys::Win32::Foundation::LocalFree;
 use windows_sys::Win32::Security::Authorization::{
     GetNamedSecurityInfoW, GetSecurityInfo, SetNamedSecurityInfoW, SE_FILE_OBJECT,
     SE_KERNEL_OBJECT, SE_OBJECT_TYPE,
@@ -148,7 +149,8 @@ pub(crate) fn parse_acl(acl: *const ACL) -> Result<Dacl, SidError> {
         let mask = unsafe { ace.cast::<u8>().add(4).cast::<u32>().read_unaligned() };
         // SAFETY: allow/deny ACEs have the SID at offset 8 (`SidStart`).
         let psid = unsafe { ace.cast::<u8>().add(8) };
-        let sid = sid_from_psid(psid.cast())?;
+        // SAFETY: `psid` is the SID inside this ACE, inside the DACL that `sd` keeps alive.
+        let sid = unsafe { sid_from_psid(psid.cast()) }?;
         out.aces.push(Ace {
             kind,
             sid,
@@ -190,17 +192,21 @@ pub fn read_path(path: &WinPath) -> Result<Dacl, AclError> {
 }
 
 /// Reads a kernel object's DACL through a handle (`GetSecurityInfo`), e.g. a named pipe.
-pub fn read_handle(h: HANDLE, what: &str) -> Result<Dacl, AclError> {
+pub fn read_handle(h: BorrowedHandle<'_>, what: &str) -> Result<Dacl, AclError> {
     read_handle_typed(h, SE_KERNEL_OBJECT, what)
 }
 
-fn read_handle_typed(h: HANDLE, ty: SE_OBJECT_TYPE, what: &str) -> Result<Dacl, AclError> {
+fn read_handle_typed(
+    h: BorrowedHandle<'_>,
+    ty: SE_OBJECT_TYPE,
+    what: &str,
+) -> Result<Dacl, AclError> {
     let mut dacl: *mut ACL = std::ptr::null_mut();
     let mut sd = OwnedSd(std::ptr::null_mut());
     // SAFETY: `h` is an open handle with READ_CONTROL; the out pointers are valid.
     let rc = unsafe {
         GetSecurityInfo(
-            h,
+            h.as_raw_handle(),
             ty,
             DACL_SECURITY_INFORMATION,
             std::ptr::null_mut(),
@@ -263,7 +269,7 @@ pub fn build(aces: &[Ace]) -> Result<Vec<u64>, Win32Error> {
 }
 
 /// Replaces a kernel object's DACL (e.g. a job or pipe) with exactly `aces`.
-pub fn write_handle(h: HANDLE, aces: &[Ace], what: &str) -> Result<(), AclError> {
+pub fn write_handle(h: BorrowedHandle<'_>, aces: &[Ace], what: &str) -> Result<(), AclError> {
     use windows_sys::Win32::Security::Authorization::SetSecurityInfo;
     let mut acl = build(aces).map_err(|source| AclError::Build {
         path: what.to_string(),
@@ -272,7 +278,7 @@ pub fn write_handle(h: HANDLE, aces: &[Ace], what: &str) -> Result<(), AclError>
     // SAFETY: `h` is an open handle with WRITE_DAC; `acl` holds a valid ACL during the call.
     let rc = unsafe {
         SetSecurityInfo(
-            h,
+            h.as_raw_handle(),
             SE_KERNEL_OBJECT,
             DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
             std::ptr::null_mut(),

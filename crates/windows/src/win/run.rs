@@ -9,7 +9,7 @@ use crate::launch::{created_protected, workspace_tag, RunError};
 use crate::path::WinPath;
 use crate::state::CapabilityStore;
 use crate::unelevated::{self, UnelevatedOptions};
-use std::os::windows::io::AsRawHandle;
+use std::os::windows::io::AsHandle;
 use std::time::{Duration, Instant};
 use stockade_policy::backend::{Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
 use stockade_policy::plan::Plan;
@@ -95,7 +95,7 @@ fn prepare_unelevated(
     let store = ensure_capabilities(&store_path, &input.effective_roots())?;
     let me = {
         let own = token::own_token().map_err(win_err)?;
-        super::sid::token_user(own.as_raw_handle()).map_err(win_err)?
+        super::sid::token_user(own.as_handle()).map_err(win_err)?
     };
     let uplan = unelevated::plan(&input, &store, UnelevatedOptions::default(), &me)?;
     Ok((input, uplan, store, store_path))
@@ -293,7 +293,7 @@ pub fn run_elevated(
         }
     }
     let caller = token::own_token().map_err(win_err)?;
-    let caller_sid = super::sid::token_user(caller.as_raw_handle()).map_err(win_err)?;
+    let caller_sid = super::sid::token_user(caller.as_handle()).map_err(win_err)?;
 
     // Temp dir where the sandbox account can reach it: %ProgramData%\Stockade\tmp\<workspace>.
     let pd = std::env::var("ProgramData").unwrap_or_else(|_| r"C:\ProgramData".to_string());

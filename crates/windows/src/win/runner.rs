@@ -10,7 +10,7 @@ use crate::env::{command_line, env_block};
 use crate::input::Limits;
 use crate::sid::Sid;
 use std::io::Write;
-use std::os::windows::io::{AsRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, OwnedHandle};
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::{
     ERROR_NO_DATA, ERROR_PIPE_CONNECTED, ERROR_PIPE_LISTENING, GENERIC_READ, GENERIC_WRITE,
@@ -78,7 +78,8 @@ fn serve(name: &str) -> Result<RunnerReply, String> {
             std::ptr::null_mut(),
         )
     };
-    let pipe_handle = owned("CreateFileW(runner pipe)", h).map_err(|e| e.to_string())?;
+    // SAFETY: `h` comes straight from CreateFileW and nothing else owns or closes it.
+    let pipe_handle = unsafe { owned("CreateFileW(runner pipe)", h) }.map_err(|e| e.to_string())?;
     let mut conn = std::fs::File::from(pipe_handle);
     let req: RunnerRequest = read_frame(&mut conn)?;
     let limits = Limits {
@@ -163,8 +164,8 @@ pub fn prepare(
         return Err("the request's token plan is not write-restricted".into());
     }
     let own = token::own_token().map_err(|e| e.to_string())?;
-    let account = super::sid::token_user(own.as_raw_handle()).map_err(|e| e.to_string())?;
-    let logon = super::sid::token_logon_sid(own.as_raw_handle()).map_err(|e| e.to_string())?;
+    let account = super::sid::token_user(own.as_handle()).map_err(|e| e.to_string())?;
+    let logon = super::sid::token_logon_sid(own.as_handle()).map_err(|e| e.to_string())?;
     let desktop = super::desktop::Desktop::create(&crate::elevated::desktop_sddl(&account, &logon))
         .map_err(|e| e.to_string())?;
     let tok = token::create_restricted(&req.token).map_err(|e| e.to_string())?;
@@ -280,16 +281,18 @@ pub fn run_via_runner(
         source,
     })?;
     let runner =
-        owned("CreateProcessWithLogonW", pi.hProcess).map_err(|source| RunnerError::Logon {
+        // SAFETY: `pi.hProcess` comes straight from CreateProcessWithLogonW and nothing else owns or closes it.
+        unsafe { owned("CreateProcessWithLogonW", pi.hProcess) }.map_err(|source| RunnerError::Logon {
             account: account.to_string(),
             source,
         })?;
     let thread =
-        owned("CreateProcessWithLogonW", pi.hThread).map_err(|source| RunnerError::Logon {
+        // SAFETY: `pi.hThread` comes straight from CreateProcessWithLogonW and nothing else owns or closes it.
+        unsafe { owned("CreateProcessWithLogonW", pi.hThread) }.map_err(|source| RunnerError::Logon {
             account: account.to_string(),
             source,
         })?;
-    outer.assign(runner.as_raw_handle())?;
+    outer.assign(runner.as_handle())?;
     // SAFETY: `thread` is the suspended main thread of the runner.
     let r = unsafe { ResumeThread(thread.as_raw_handle()) };
     if r == u32::MAX {

@@ -446,7 +446,8 @@ pub fn relaunch_elevated(args: &[String]) -> Result<u32, WinSetupError> {
         source,
     })?;
     let process =
-        owned("ShellExecuteExW", info.hProcess).map_err(|source| WinSetupError::System {
+        // SAFETY: `info.hProcess` comes straight from ShellExecuteExW and nothing else owns or closes it.
+        unsafe { owned("ShellExecuteExW", info.hProcess) }.map_err(|source| WinSetupError::System {
             what: "starting the elevated setup (UAC)",
             source,
         })?;
