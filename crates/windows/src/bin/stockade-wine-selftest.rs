@@ -915,6 +915,10 @@ mod selftest {
             Err(e) => rep.fail("firewall-state", e),
         }
 
+        // 8b4. Each firewall read on its own (which of them this host implements), then WFP.
+        firewall_reads(&mut rep);
+        wfp_filters(&mut rep);
+
         // 8c. Elevated-tier building blocks. They change the machine (accounts, firewall rules), so
         // they run under Wine (a throw-away prefix) or when STOCKADE_SELFTEST_SETUP=1.
         if wine || std::env::var_os("STOCKADE_SELFTEST_SETUP").is_some() {
@@ -1216,6 +1220,102 @@ mod selftest {
             }
             Err(e) if rep.wine => rep.unsupported("setup", e),
             Err(e) => rep.fail("setup", e),
+        }
+    }
+
+    fn firewall_reads(rep: &mut Report) {
+        let reads = stockade_windows::win::firewall::probe_reads();
+        let (ok, failed): (Vec<_>, Vec<_>) = reads.iter().partition(|(_, r)| r.is_ok());
+        let okd: Vec<String> = ok
+            .iter()
+            .map(|(c, r)| format!("{c} -> {}", r.as_ref().map(String::as_str).unwrap_or("")))
+            .collect();
+        let bad: Vec<String> = failed
+            .iter()
+            .filter_map(|(c, r)| r.as_ref().err().map(|e| format!("{c}: {}", e.source)))
+            .collect();
+        if bad.is_empty() {
+            rep.ok(
+                "firewall-reads",
+                format!(
+                    "every read the offline run verifies answered: {}",
+                    okd.join("; ")
+                ),
+            );
+        } else if rep.wine {
+            rep.unsupported(
+                "firewall-reads",
+                format!(
+                    "answered: [{}]; not implemented by Wine: [{}]",
+                    okd.join("; "),
+                    bad.join("; ")
+                ),
+            );
+        } else {
+            rep.fail(
+                "firewall-reads",
+                format!(
+                    "failed: [{}]; answered: [{}]",
+                    bad.join("; "),
+                    okd.join("; ")
+                ),
+            );
+        }
+    }
+
+    /// WFP: a dynamic session (Windows deletes its objects when it closes), Stockade's sublayer,
+    /// the offline account's filters for a made-up SID, each read back by key, then deleted.
+    /// Adding and reading back is all this shows: no traffic is sent through the filters.
+    fn wfp_filters(rep: &mut Report) {
+        use stockade_windows::win::wfp::{random_guid, Engine};
+        let engine = match Engine::open_dynamic() {
+            Ok(e) => {
+                rep.ok("wfp-engine", "FwpmEngineOpen0 opened a dynamic session");
+                e
+            }
+            Err(e) if rep.wine => {
+                rep.unsupported("wfp-engine", e);
+                return rep.unsupported("wfp-filters", "not attempted: no engine session (FwpmEngineOpen0 above); the filter plan is tested on Linux (wfp::tests)");
+            }
+            Err(e) => return rep.fail("wfp-engine", e),
+        };
+        let sid = Sid::capability_from_random(random::bytes::<16>().unwrap_or([7; 16]));
+        let filters = stockade_windows::wfp::offline_filters(&sid, &[3128]);
+        let r = (|| -> Result<String, String> {
+            let sub = random_guid().map_err(|e| e.to_string())?;
+            engine
+                .add_sublayer(&sub, "Stockade selftest")
+                .map_err(|e| e.to_string())?;
+            let mut keys = Vec::new();
+            for f in &filters {
+                keys.push(engine.add_filter(&sub, f).map_err(|e| e.to_string())?);
+            }
+            for (k, f) in keys.iter().zip(&filters) {
+                match engine.read_filter(k).map_err(|e| e.to_string())? {
+                    Some(back) if back.matches(f) => {}
+                    other => return Err(format!("{}: read back {other:?}", f.name)),
+                }
+            }
+            for k in &keys {
+                engine.delete_filter(k).map_err(|e| e.to_string())?;
+                if engine.read_filter(k).map_err(|e| e.to_string())?.is_some() {
+                    return Err("a deleted filter is still found".into());
+                }
+            }
+            engine.delete_sublayer(&sub).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "FwpmSubLayerAdd0, {} x FwpmFilterAdd0 (ALE_USER_ID = {sid}, permit loopback tcp 3128, block the rest in/out), each read back by FwpmFilterGetByKey0 (layer, weight, action, conditions) and deleted; no traffic was sent through them",
+                filters.len()
+            ))
+        })();
+        match r {
+            Ok(d) if rep.wine => rep.unsupported(
+                "wfp-filters",
+                format!("{d} -- Wine stored them but filters nothing"),
+            ),
+            Ok(d) => rep.ok("wfp-filters", d),
+            Err(e) if rep.wine => rep.unsupported("wfp-filters", e),
+            Err(e) => rep.fail("wfp-filters", e),
         }
     }
 

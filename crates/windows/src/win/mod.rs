@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod setup;
 pub mod sid;
 pub mod token;
+pub mod wfp;
 
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE};
 
