@@ -426,15 +426,20 @@ fn old_elevated_token() -> TokenModel {
 
 /// The command's token under the new plan: the account, write-restricted to these roots' SIDs.
 fn new_elevated_token(roots: &[(WinPath, Sid)]) -> TokenModel {
+    elevated_token_as(&offline(), roots)
+}
+
+/// [`new_elevated_token`] for the sandbox account `account`.
+fn elevated_token_as(account: &Sid, roots: &[(WinPath, Sid)]) -> TokenModel {
     let plan = crate::elevated::run_token(roots);
     TokenModel {
-        user: offline(),
+        user: account.clone(),
         groups: account_groups(),
         deny_only: vec![],
         restricting: plan
             .restricting
             .iter()
-            .map(|r| resolve(&r.sid, &offline(), &run_logon()))
+            .map(|r| resolve(&r.sid, account, &run_logon()))
             .collect(),
         write_restricted: plan.flags & flags::WRITE_RESTRICTED != 0,
     }
@@ -582,5 +587,79 @@ fn elevated_another_callers_workspace_old_plan_allows_new_plan_denies() {
         );
         assert!(results[0], "{name}: old plan expected to allow it");
         assert!(!results[1], "{name}: new plan must deny it");
+    }
+}
+
+fn read_other_callers_file(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[(ws(r"src\main.rs"), Op::Open(mask::FILE_READ_DATA))],
+    )
+}
+
+fn delete_other_callers_file(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(fs, t, ran, &[(ws(r"src\main.rs"), Op::Delete)])
+}
+
+/// Caller A's workspace (in A's profile, which no other account may read) after A's elevated
+/// run, and caller B's command. With the shared sandbox account (what setup installs today) the
+/// account's normal-pass grant on A's root is B's too: reads and `DELETE` have no write bit, so
+/// the restricting pass (A's capability SIDs, which B lacks) is never consulted. With one
+/// sandbox account per caller (not implemented: setup creates one shared pair) the model denies
+/// both. Writes are denied in both (the restricting pass).
+#[test]
+fn elevated_cross_caller_read_and_delete_open_with_a_shared_account() {
+    let a_input = fixture::input();
+    let b_input = crate::input::WinPlanInput::for_workspace(fixture::OTHER_WS).expect("b");
+    let a_caps = caps(&a_input.effective_roots(), 10);
+    let b_caps = caps(&b_input.effective_roots(), 60);
+    let b_account_own = sid("S-1-5-21-100-200-300-1012");
+    let cases: &[(&str, Attack)] = &[
+        ("read another caller's file", read_other_callers_file),
+        ("delete another caller's file", delete_other_callers_file),
+        (
+            "write to another caller's workspace",
+            write_other_callers_workspace,
+        ),
+    ];
+    for (name, attack) in cases {
+        let mut results = Vec::new();
+        for b_account in [offline(), b_account_own.clone()] {
+            let a = run_plan(&a_input, &offline(), &a_caps).expect("a");
+            let b = run_plan(&b_input, &b_account, &b_caps).expect("b");
+            let mut acl = a.acl.clone();
+            acl.extend(b.acl.clone());
+            let mut fs = applied(&acl);
+            // Controls: A's own command reads its file; B's command writes its own root.
+            let t_a = new_elevated_token(&a.roots);
+            assert!(fs.perform(&t_a, &ws(r"src\main.rs"), &Op::Open(mask::FILE_READ_DATA)));
+            let t_b = elevated_token_as(&b_account, &b.roots);
+            let b_file = p(&format!(r"{}\b-out.txt", fixture::OTHER_WS));
+            assert!(
+                fs.perform(&t_b, &b_file, &Op::CreateFile),
+                "B works in its own root"
+            );
+            let mut ran = 0;
+            results.push(attack(&mut fs, &t_b, &mut ran));
+            assert!(ran >= 1);
+        }
+        // Without any Stockade ACE, B's account cannot even read A's profile.
+        let mut bare = fixture::filesystem();
+        let t_bare = elevated_token_as(&offline(), &[]);
+        let mut ran = 0;
+        assert!(
+            !read_other_callers_file(&mut bare, &t_bare, &mut ran),
+            "the fixture profile must be closed to the sandbox account"
+        );
+        println!(
+            "elevated   | {name:<48} | shared account: {:<7} | per-caller account: {}",
+            if results[0] { "ALLOWED" } else { "denied" },
+            if results[1] { "ALLOWED" } else { "denied" }
+        );
+        let shared_allows = !name.starts_with("write");
+        assert_eq!(results[0], shared_allows, "{name}: shared account");
+        assert!(!results[1], "{name}: a per-caller account must deny it");
     }
 }
