@@ -604,13 +604,21 @@ fn delete_other_callers_file(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) ->
 }
 
 /// Caller A's workspace (in A's profile, which no other account may read) after A's elevated
-/// run, and caller B's command. With the shared sandbox account (what setup installs today) the
-/// account's normal-pass grant on A's root is B's too: reads and `DELETE` have no write bit, so
-/// the restricting pass (A's capability SIDs, which B lacks) is never consulted. With one
-/// sandbox account per caller (not implemented: setup creates one shared pair) the model denies
-/// both. Writes are denied in both (the restricting pass).
+/// run, and caller B's command. With one sandbox account shared by all callers (install version
+/// 1, "old") the account's normal-pass grant on A's root is B's too: reads and `DELETE` have no
+/// write bit, so the restricting pass (A's capability SIDs, which B lacks) is never consulted.
+/// With a pair of accounts per caller (`Accounts::for_caller`, "new") both are denied. Writes
+/// are denied in both (the restricting pass).
 #[test]
-fn elevated_cross_caller_read_and_delete_open_with_a_shared_account() {
+fn elevated_cross_caller_read_and_delete_old_shared_account_allows_per_caller_denies() {
+    let (a_names, b_names) = (
+        crate::elevated::Accounts::for_caller(&me()),
+        crate::elevated::Accounts::for_caller(&sid("S-1-5-21-100-200-300-1002")),
+    );
+    assert_ne!(
+        a_names.offline, b_names.offline,
+        "B runs as an account of its own"
+    );
     let a_input = fixture::input();
     let b_input = crate::input::WinPlanInput::for_workspace(fixture::OTHER_WS).expect("b");
     let a_caps = caps(&a_input.effective_roots(), 10);
@@ -654,7 +662,7 @@ fn elevated_cross_caller_read_and_delete_open_with_a_shared_account() {
             "the fixture profile must be closed to the sandbox account"
         );
         println!(
-            "elevated   | {name:<48} | shared account: {:<7} | per-caller account: {}",
+            "elevated   | {name:<48} | old plan: {:<7} | new plan: {} (shared vs per-caller account)",
             if results[0] { "ALLOWED" } else { "denied" },
             if results[1] { "ALLOWED" } else { "denied" }
         );

@@ -15,12 +15,59 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Local group of the sandbox accounts.
 pub const GROUP: &str = "StockadeSandboxUsers";
-/// Account used with the network off.
-pub const OFFLINE_ACCOUNT: &str = "StockadeOffline";
-/// Account used with the network on.
-pub const ONLINE_ACCOUNT: &str = "StockadeOnline";
-/// Version of what setup installs; bump when the installed shape changes.
-pub const INSTALL_VERSION: u32 = 1;
+/// Version of what setup installs; bump when the installed shape changes. 2: a pair of sandbox
+/// accounts per caller (1 had one shared pair, `StockadeOffline`/`StockadeOnline`).
+pub const INSTALL_VERSION: u32 = 2;
+
+/// The sandbox accounts of one caller. Each caller (the user who runs `stockade setup` and then
+/// `stockade run --tier elevated`) gets a pair of its own, so the account's normal-pass grant on
+/// one caller's roots is never held by another caller's command: reads and `DELETE`, which the
+/// restricting pass does not see, stay within the caller
+/// (`attacks::elevated_cross_caller_read_and_delete_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounts {
+    /// Used with the network off (firewalled).
+    pub offline: String,
+    /// Used with the network on.
+    pub online: String,
+}
+
+impl Accounts {
+    /// `StkOff-<tag>` / `StkOn-<tag>`, `<tag>` = 12 hex digits of FNV-1a-64 over the caller's SID
+    /// (upper case): at most 19 characters (local account names allow 20), stable, and distinct
+    /// per caller (a collision is refused by setup: the record names the caller).
+    pub fn for_caller(caller: &Sid) -> Accounts {
+        let t = caller_tag(caller);
+        Accounts {
+            offline: format!("StkOff-{t}"),
+            online: format!("StkOn-{t}"),
+        }
+    }
+
+    /// Both names.
+    pub fn both(&self) -> [&str; 2] {
+        [&self.offline, &self.online]
+    }
+
+    /// The account for a run.
+    pub fn for_network(&self, network_off: bool) -> &str {
+        if network_off {
+            &self.offline
+        } else {
+            &self.online
+        }
+    }
+}
+
+/// 12 hex digits identifying a caller (account names, record file name).
+pub fn caller_tag(caller: &Sid) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in caller.to_string().to_ascii_uppercase().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:012x}", h >> 16)
+}
 
 /// What `stockade setup` leaves behind, stored (DPAPI-protected together with the passwords) in
 /// `%ProgramData%\Stockade\install.json`.
@@ -28,6 +75,8 @@ pub const INSTALL_VERSION: u32 = 1;
 pub struct InstallRecord {
     /// [`INSTALL_VERSION`] at install time.
     pub version: u32,
+    /// The caller these accounts belong to.
+    pub caller: Sid,
     /// The group's SID.
     pub group_sid: Sid,
     /// Account name to SID.
@@ -47,8 +96,10 @@ pub struct Observed {
     pub group_sid: Option<Sid>,
     /// Existing accounts among ours, name to SID.
     pub accounts: BTreeMap<String, Sid>,
-    /// Accounts that are members of the group.
+    /// Our accounts that are members of the group.
     pub group_members: BTreeSet<String>,
+    /// Other members of the group (other callers' accounts): the group stays while they exist.
+    pub other_group_members: BTreeSet<String>,
     /// Accounts hidden from the logon screen.
     pub hidden: BTreeSet<String>,
     /// Names of existing rules in [`crate::firewall::RULE_GROUP`].
@@ -140,17 +191,22 @@ pub fn drift(record: &InstallRecord, observed: &Observed) -> Vec<Drift> {
     out
 }
 
-/// The firewall rules wanted, once the account SIDs are known.
+/// The firewall rules wanted, once the account SIDs are known. Names carry the account name,
+/// so one caller's setup never replaces or removes another caller's rules.
 pub fn wanted_rules(
+    names: &Accounts,
     accounts: &BTreeMap<String, Sid>,
     allowed_loopback_ports: &[u16],
 ) -> Vec<FirewallRule> {
     let mut rules = Vec::new();
-    if let Some(s) = accounts.get(OFFLINE_ACCOUNT) {
+    if let Some(s) = accounts.get(&names.offline) {
         rules.extend(offline_rules(s, allowed_loopback_ports));
     }
-    if let Some(s) = accounts.get(ONLINE_ACCOUNT) {
+    if let Some(s) = accounts.get(&names.online) {
         rules.extend(online_rules(s));
+    }
+    for r in &mut rules {
+        r.name = format!("{} [{}]", r.name, names.offline);
     }
     rules
 }
@@ -159,6 +215,7 @@ pub fn wanted_rules(
 /// before rules can name their SIDs, so the apply layer runs account steps, re-observes, and calls
 /// this again; with everything in place the result is empty (idempotent).
 pub fn setup_steps(
+    names: &Accounts,
     record: Option<&InstallRecord>,
     observed: &Observed,
     allowed_loopback_ports: &[u16],
@@ -167,7 +224,7 @@ pub fn setup_steps(
     if observed.group_sid.is_none() {
         steps.push(SetupStep::CreateGroup(GROUP.into()));
     }
-    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+    for name in names.both() {
         if !observed.accounts.contains_key(name) {
             steps.push(SetupStep::CreateAccount(name.into()));
         } else if !observed.stored_passwords.contains(name) {
@@ -180,10 +237,11 @@ pub fn setup_steps(
             steps.push(SetupStep::HideAccount(name.into()));
         }
     }
-    let all_accounts = [OFFLINE_ACCOUNT, ONLINE_ACCOUNT]
+    let all_accounts = names
+        .both()
         .iter()
         .all(|n| observed.accounts.contains_key(*n));
-    let wanted = wanted_rules(&observed.accounts, allowed_loopback_ports);
+    let wanted = wanted_rules(names, &observed.accounts, allowed_loopback_ports);
     let wanted_names: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
     // Rules whose content may differ (other ports, recreated account) are replaced: a rule is
     // kept only if the record says it was made for the same SIDs and ports.
@@ -226,8 +284,13 @@ pub enum UninstallStep {
     DeleteRecord,
 }
 
-/// Uninstall steps: ACEs first (they name the group SID), then rules, accounts, group, record.
-pub fn uninstall_steps(record: Option<&InstallRecord>, observed: &Observed) -> Vec<UninstallStep> {
+/// Uninstall steps for one caller: ACEs first, then rules, the caller's accounts, the group
+/// (only when no other caller's account is in it), record.
+pub fn uninstall_steps(
+    names: &Accounts,
+    record: Option<&InstallRecord>,
+    observed: &Observed,
+) -> Vec<UninstallStep> {
     let mut steps = Vec::new();
     if let Some(r) = record {
         steps.extend(r.acl_paths.iter().cloned().map(UninstallStep::RevokeAcl));
@@ -237,12 +300,12 @@ pub fn uninstall_steps(record: Option<&InstallRecord>, observed: &Observed) -> V
         rules.extend(r.firewall_rules.iter().cloned());
     }
     steps.extend(rules.into_iter().map(UninstallStep::RemoveFirewallRule));
-    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+    for name in names.both() {
         if observed.accounts.contains_key(name) {
             steps.push(UninstallStep::DeleteAccount(name.into()));
         }
     }
-    if observed.group_sid.is_some() {
+    if observed.group_sid.is_some() && observed.other_group_members.is_empty() {
         steps.push(UninstallStep::DeleteGroup(GROUP.into()));
     }
     steps.push(UninstallStep::DeleteRecord);

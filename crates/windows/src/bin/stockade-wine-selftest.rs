@@ -1205,14 +1205,14 @@ mod selftest {
                 }
                 match setup::uninstall() {
                     Ok(steps) => {
-                        let gone = matches!(
-                            accounts::lookup_sid(stockade_windows::elevated::OFFLINE_ACCOUNT),
-                            Ok(None)
-                        );
+                        let mine = setup::current_caller()
+                            .map(|c| stockade_windows::elevated::Accounts::for_caller(&c).offline)
+                            .unwrap_or_default();
+                        let gone = matches!(accounts::lookup_sid(&mine), Ok(None));
                         if gone {
                             rep.ok("uninstall", format!("{} steps; accounts gone", steps.len()))
                         } else {
-                            rep.fail("uninstall", "StockadeOffline still exists")
+                            rep.fail("uninstall", "the caller's offline account still exists")
                         }
                     }
                     Err(e) => rep.fail("uninstall", e),

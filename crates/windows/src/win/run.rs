@@ -257,7 +257,7 @@ pub fn run_elevated(
     opts: &RunOptions,
 ) -> Result<RunOutcome, RunError> {
     use super::setup::{load_passwords, load_record, record_elevated_acl_paths};
-    use crate::elevated::{run_plan, RunnerRequest, OFFLINE_ACCOUNT, ONLINE_ACCOUNT};
+    use crate::elevated::{run_plan, Accounts, RunnerRequest};
     use stockade_policy::NetworkMode;
     let start = Instant::now();
     if opts.pty {
@@ -266,11 +266,11 @@ pub fn run_elevated(
     let record = load_record()
         .map_err(win_err)?
         .ok_or(RunError::ElevatedNotInstalled)?;
-    let account = if plan.network == NetworkMode::Off {
-        OFFLINE_ACCOUNT
-    } else {
-        ONLINE_ACCOUNT
-    };
+    let caller = token::own_token().map_err(win_err)?;
+    let caller_sid = super::sid::token_user(caller.as_handle()).map_err(win_err)?;
+    // This caller's own sandbox accounts: another caller's command never runs as them.
+    let names = Accounts::for_caller(&caller_sid);
+    let account = names.for_network(plan.network == NetworkMode::Off);
     let password = load_passwords()
         .map_err(win_err)?
         .remove(account)
@@ -292,9 +292,6 @@ pub fn run_elevated(
             ));
         }
     }
-    let caller = token::own_token().map_err(win_err)?;
-    let caller_sid = super::sid::token_user(caller.as_handle()).map_err(win_err)?;
-
     // Temp dir where the sandbox account can reach it: %ProgramData%\Stockade\tmp\<workspace>.
     let pd = std::env::var("ProgramData").unwrap_or_else(|_| r"C:\ProgramData".to_string());
     let bad = |source| crate::input::InputError::Path {
@@ -391,9 +388,9 @@ pub fn run_elevated(
         std::path::Path::new(&p.as_string()).exists()
     });
     warnings.extend(created);
-    warnings.push(format!("elevated tier: every caller shares {account}, so commands of other callers' runs can read and delete (not write) files in this run's writable roots"));
+    warnings.push(format!("elevated tier: reads are not confined to the roots: the command can read whatever {account} (yours alone, a member of Users) may read on this machine"));
     if plan.network == NetworkMode::Off {
-        warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (WFP filters are not implemented)".into());
+        warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (WFP filters are not installed)".into());
     }
     let mut enforced = vec![
         EnforcedLayer {

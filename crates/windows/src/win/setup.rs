@@ -5,8 +5,8 @@ use super::accounts::{self, AccountError};
 use super::firewall::{self, FirewallError};
 use super::{check, random, secrets, Ret, Win32Error};
 use crate::elevated::{
-    drift, password_from_random, setup_steps, uninstall_steps, wanted_rules, Drift, InstallRecord,
-    Observed, SetupStep, UninstallStep, GROUP, INSTALL_VERSION, OFFLINE_ACCOUNT, ONLINE_ACCOUNT,
+    caller_tag, drift, password_from_random, setup_steps, uninstall_steps, wanted_rules, Accounts,
+    Drift, InstallRecord, Observed, SetupStep, UninstallStep, GROUP, INSTALL_VERSION,
 };
 use crate::sid::Sid;
 use std::collections::BTreeMap;
@@ -70,9 +70,27 @@ fn env_dir(var: &str, fallback: &str) -> PathBuf {
         .join("Stockade")
 }
 
-/// `%ProgramData%\Stockade\install.json`.
-pub fn record_path() -> PathBuf {
-    env_dir("ProgramData", r"C:\ProgramData").join("install.json")
+/// `%ProgramData%\Stockade\install-<caller tag>.json`: one record per caller (each caller has
+/// its own pair of sandbox accounts).
+pub fn record_path(caller: &Sid) -> PathBuf {
+    env_dir("ProgramData", r"C:\ProgramData").join(format!("install-{}.json", caller_tag(caller)))
+}
+
+/// The user this process runs as: the caller whose accounts setup, uninstall and runs use. (An
+/// elevated setup through UAC keeps the user of a split-token administrator; a setup run with
+/// another administrator's credentials sets up that administrator's accounts.)
+pub fn current_caller() -> Result<Sid, WinSetupError> {
+    use std::os::windows::io::AsHandle;
+    let sys = |e: String| WinSetupError::System {
+        what: "reading this process's user",
+        source: Win32Error {
+            call: "GetTokenInformation(TokenUser)",
+            code: 0,
+            message: e,
+        },
+    };
+    let tok = super::token::own_token().map_err(|e| sys(e.to_string()))?;
+    super::sid::token_user(tok.as_handle()).map_err(|e| sys(e.to_string()))
 }
 
 /// `%LOCALAPPDATA%\Stockade\accounts.dpapi`: DPAPI-protected JSON of account passwords.
@@ -123,20 +141,30 @@ pub fn record_elevated_acl_paths(
     std::fs::write(&f, text).map_err(|e| file_err("write", &f, e))
 }
 
-/// Reads the installation record, if any.
+/// Reads this caller's installation record, if any.
 pub fn load_record() -> Result<Option<InstallRecord>, WinSetupError> {
-    let p = record_path();
+    load_record_for(&current_caller()?)
+}
+
+fn load_record_for(caller: &Sid) -> Result<Option<InstallRecord>, WinSetupError> {
+    let p = record_path(caller);
     match std::fs::read_to_string(&p) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|e| file_err("parse", &p, e)),
+        Ok(t) => match serde_json::from_str::<InstallRecord>(&t) {
+            Ok(r) if r.caller == *caller => Ok(Some(r)),
+            Ok(r) => Err(file_err(
+                "use",
+                &p,
+                format!("it belongs to {}, not to {caller}", r.caller),
+            )),
+            Err(e) => Err(file_err("parse", &p, e)),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(file_err("read", &p, e)),
     }
 }
 
 fn save_record(r: &InstallRecord) -> Result<(), WinSetupError> {
-    let p = record_path();
+    let p = record_path(&r.caller);
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).map_err(|e| file_err("create", d, e))?;
     }
@@ -205,12 +233,16 @@ pub fn is_elevated() -> Result<bool, WinSetupError> {
 }
 
 /// What is on the machine now.
-pub fn observe(record: Option<&InstallRecord>, ports: &[u16]) -> Result<Observed, WinSetupError> {
+pub fn observe(
+    names: &Accounts,
+    record: Option<&InstallRecord>,
+    ports: &[u16],
+) -> Result<Observed, WinSetupError> {
     let mut o = Observed {
         group_sid: accounts::lookup_sid(GROUP)?,
         ..Observed::default()
     };
-    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+    for name in names.both() {
         if let Some(s) = accounts::lookup_sid(name)? {
             o.accounts.insert(name.to_string(), s);
         }
@@ -219,21 +251,22 @@ pub fn observe(record: Option<&InstallRecord>, ports: &[u16]) -> Result<Observed
         }
     }
     if o.group_sid.is_some() {
-        o.group_members = accounts::members(GROUP)?
+        let (ours, others) = accounts::members(GROUP)?
             .into_iter()
-            .filter(|m| m == OFFLINE_ACCOUNT || m == ONLINE_ACCOUNT)
-            .collect();
+            .partition(|m| names.both().contains(&m.as_str()));
+        o.group_members = ours;
+        o.other_group_members = others;
     }
-    let mut names: Vec<String> = wanted_rules(&o.accounts, ports)
+    let mut rule_names: Vec<String> = wanted_rules(names, &o.accounts, ports)
         .into_iter()
         .map(|r| r.name)
         .collect();
     if let Some(r) = record {
-        names.extend(r.firewall_rules.iter().cloned());
+        rule_names.extend(r.firewall_rules.iter().cloned());
     }
-    names.sort();
-    names.dedup();
-    for n in names {
+    rule_names.sort();
+    rule_names.dedup();
+    for n in rule_names {
         if firewall::rule_exists(&n)? {
             o.firewall_rules.insert(n);
         }
@@ -244,15 +277,18 @@ pub fn observe(record: Option<&InstallRecord>, ports: &[u16]) -> Result<Observed
 
 /// The record describing `observed` (needs the group to exist).
 fn candidate(
+    caller: &Sid,
+    names: &Accounts,
     observed: &Observed,
     ports: &[u16],
     previous: Option<&InstallRecord>,
 ) -> Option<InstallRecord> {
     Some(InstallRecord {
         version: INSTALL_VERSION,
+        caller: caller.clone(),
         group_sid: observed.group_sid.clone()?,
         accounts: observed.accounts.clone(),
-        firewall_rules: wanted_rules(&observed.accounts, ports)
+        firewall_rules: wanted_rules(names, &observed.accounts, ports)
             .into_iter()
             .map(|r| r.name)
             .collect(),
@@ -275,8 +311,10 @@ pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
     if !is_elevated()? {
         return Err(WinSetupError::NotElevated);
     }
-    let previous = load_record()?;
-    let first = observe(previous.as_ref(), ports)?;
+    let caller = current_caller()?;
+    let names = Accounts::for_caller(&caller);
+    let previous = load_record_for(&caller)?;
+    let first = observe(&names, previous.as_ref(), ports)?;
     let found_drift = previous
         .as_ref()
         .map(|r| drift(r, &first))
@@ -287,7 +325,7 @@ pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
     // round, the state just produced is that record.
     let mut basis = previous.clone();
     for _round in 0..3 {
-        let work: Vec<SetupStep> = setup_steps(basis.as_ref(), &observed, ports)
+        let work: Vec<SetupStep> = setup_steps(&names, basis.as_ref(), &observed, ports)
             .into_iter()
             .filter(|s| *s != SetupStep::WriteRecord)
             .collect();
@@ -316,7 +354,7 @@ pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
                     firewall::remove_rules(std::slice::from_ref(n))?
                 }
                 SetupStep::AddFirewallRule(n) => {
-                    let rules: Vec<_> = wanted_rules(&observed.accounts, ports)
+                    let rules: Vec<_> = wanted_rules(&names, &observed.accounts, ports)
                         .into_iter()
                         .filter(|r| r.name == *n)
                         .collect();
@@ -326,20 +364,20 @@ pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
             }
             performed.push(step.clone());
         }
-        observed = observe(previous.as_ref(), ports)?;
-        basis = candidate(&observed, ports, previous.as_ref());
+        observed = observe(&names, previous.as_ref(), ports)?;
+        basis = candidate(&caller, &names, &observed, ports, previous.as_ref());
     }
-    let remaining: Vec<SetupStep> = setup_steps(basis.as_ref(), &observed, ports)
+    let remaining: Vec<SetupStep> = setup_steps(&names, basis.as_ref(), &observed, ports)
         .into_iter()
         .filter(|s| *s != SetupStep::WriteRecord)
         .collect();
     if !remaining.is_empty() {
         return Err(WinSetupError::NoConvergence(remaining));
     }
-    let record = candidate(&observed, ports, previous.as_ref())
+    let record = candidate(&caller, &names, &observed, ports, previous.as_ref())
         .ok_or_else(|| WinSetupError::NoConvergence(vec![SetupStep::CreateGroup(GROUP.into())]))?;
     if performed.iter().any(|s| *s != SetupStep::WriteRecord)
-        || load_record()?.as_ref() != Some(&record)
+        || load_record_for(&caller)?.as_ref() != Some(&record)
     {
         save_record(&record)?;
         performed.push(SetupStep::WriteRecord);
@@ -356,7 +394,9 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
     if !is_elevated()? {
         return Err(WinSetupError::NotElevated);
     }
-    let mut record = load_record()?;
+    let caller = current_caller()?;
+    let names = Accounts::for_caller(&caller);
+    let mut record = load_record_for(&caller)?;
     if let Some(r) = record.as_mut() {
         for p in elevated_acl_paths() {
             if !r.acl_paths.contains(&p) {
@@ -368,8 +408,8 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
         .as_ref()
         .map(|r| r.allowed_loopback_ports.clone())
         .unwrap_or_default();
-    let observed = observe(record.as_ref(), &ports)?;
-    let steps = uninstall_steps(record.as_ref(), &observed);
+    let observed = observe(&names, record.as_ref(), &ports)?;
+    let steps = uninstall_steps(&names, record.as_ref(), &observed);
     for step in &steps {
         match step {
             UninstallStep::RevokeAcl(p) => {
@@ -400,7 +440,11 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
             }
             UninstallStep::DeleteGroup(g) => accounts::delete_group(g)?,
             UninstallStep::DeleteRecord => {
-                for p in [record_path(), secrets_path(), elevated_acl_paths_file()] {
+                for p in [
+                    record_path(&caller),
+                    secrets_path(),
+                    elevated_acl_paths_file(),
+                ] {
                     match std::fs::remove_file(&p) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
