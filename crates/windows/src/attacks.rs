@@ -671,3 +671,34 @@ fn elevated_cross_caller_read_and_delete_old_shared_account_allows_per_caller_de
         assert!(!results[1], "{name}: a per-caller account must deny it");
     }
 }
+
+/// A malicious other caller B sends A's capability SIDs (read off A's DACLs) in its runner
+/// request. With the shared account (old) that opens A's workspace for writing; with B's own
+/// account (new) the normal pass has no grant for it on A's roots, so the stolen SIDs open
+/// nothing B's account could not already write.
+#[test]
+fn elevated_stolen_capability_sids_old_shared_account_allows_per_caller_denies() {
+    let a_input = fixture::input();
+    let a_caps = caps(&a_input.effective_roots(), 10);
+    let b_own = sid("S-1-5-21-100-200-300-1012");
+    let mut results = Vec::new();
+    for b_account in [offline(), b_own] {
+        let a = run_plan(&a_input, &offline(), &a_caps).expect("a");
+        let mut fs = applied(&a.acl);
+        let t_b = elevated_token_as(&b_account, &a.roots); // A's capabilities, B's account
+        let mut ran = 0;
+        results.push(write_other_callers_workspace(&mut fs, &t_b, &mut ran));
+        assert!(ran >= 1);
+    }
+    println!(
+        "elevated   | {:<48} | old plan: {:<7} | new plan: {}",
+        "write A's workspace with A's stolen capability SIDs",
+        if results[0] { "ALLOWED" } else { "denied" },
+        if results[1] { "ALLOWED" } else { "denied" }
+    );
+    assert!(
+        results[0],
+        "shared account: the stolen SIDs open A's workspace"
+    );
+    assert!(!results[1], "per-caller account: they must not");
+}
