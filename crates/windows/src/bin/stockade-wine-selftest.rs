@@ -927,6 +927,9 @@ mod selftest {
             rep.note("elevated", "skipped: set STOCKADE_SELFTEST_SETUP=1 (elevated) to create and remove test accounts and rules");
         }
 
+        // 8d. ACLs are set through a handle that is checked to be the path itself.
+        reparse_race(&mut rep, &fx);
+
         // 9. Revoke: cleanup removes the capability SID's ACEs.
         let mut revoke_ok = true;
         for entry in &plan.acl {
@@ -1220,6 +1223,66 @@ mod selftest {
             }
             Err(e) if rep.wine => rep.unsupported("setup", e),
             Err(e) => rep.fail("setup", e),
+        }
+    }
+
+    /// A link planted inside the root (pointing outside) must not redirect an ACL change: the
+    /// handle-based apply refuses the link itself and any path through it, and accepts the real
+    /// path (positive control). This is Stockade's own check, not enforcement by the host.
+    fn reparse_race(rep: &mut Report, fx: &Fixture) {
+        use windows_sys::Win32::Storage::FileSystem::{
+            CreateSymbolicLinkW, SYMBOLIC_LINK_FLAG_ALLOW_UNPRIVILEGED_CREATE,
+            SYMBOLIC_LINK_FLAG_DIRECTORY,
+        };
+        let link = fx.root.join("planted-link");
+        let (Ok(link_w), Ok(outside_w), Ok(real)) = (
+            to_win(&link),
+            to_win(&fx.outside),
+            to_win(&fx.outside.join("victim.txt")),
+        ) else {
+            return rep.fail("acl-through-link", "fixture paths are not Windows paths");
+        };
+        let wl = stockade_windows::win::wide(&link_w.as_string());
+        let wt = stockade_windows::win::wide(&outside_w.as_string());
+        // SAFETY: both strings are NUL-terminated and outlive the call.
+        let made = unsafe {
+            CreateSymbolicLinkW(
+                wl.as_ptr(),
+                wt.as_ptr(),
+                SYMBOLIC_LINK_FLAG_DIRECTORY | SYMBOLIC_LINK_FLAG_ALLOW_UNPRIVILEGED_CREATE,
+            )
+        };
+        let through = link_w.join("victim.txt");
+        let is_link = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink());
+        if !made || !is_link {
+            let e = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&link);
+            let msg = format!("CreateSymbolicLinkW(directory) did not make a link ({e}); the handle-based apply was not tried against one");
+            return if rep.wine {
+                rep.unsupported("acl-through-link", msg)
+            } else {
+                rep.fail("acl-through-link", msg)
+            };
+        }
+        let control = acl::open_for_dacl(&real);
+        let on_link = acl::open_for_dacl(&link_w);
+        let via = through
+            .map_err(|e| e.to_string())
+            .and_then(|t| match acl::open_for_dacl(&t) {
+                Ok(_) => Err(format!(
+                    "{} was opened for WRITE_DAC through the link",
+                    t.as_string()
+                )),
+                Err(e) => Ok(e.to_string()),
+            });
+        let _ = std::fs::remove_dir(&link);
+        match (control, on_link, via) {
+            (Ok(_), Err(acl::AclError::ReparsePoint(_)), Ok(why)) => rep.ok(
+                "acl-through-link",
+                format!("a directory link planted in the root is refused itself and as a path component ({why}); the real path opens (CreateFileW with FILE_FLAG_OPEN_REPARSE_POINT, GetFinalPathNameByHandleW)"),
+            ),
+            (Err(e), _, _) => rep.fail("acl-through-link", format!("control: the real path does not open: {e}")),
+            (_, on_link, via) => rep.fail("acl-through-link", format!("link itself: {:?}; through it: {via:?}", on_link.map(|_| "opened"))),
         }
     }
 
