@@ -93,6 +93,18 @@ export WINEPREFIX="$WINEPREFIX_DIR" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,msh
 echo "windows-test: wineboot in $WINEPREFIX"
 timeout 300 "$WINE" wineboot -i >/dev/null 2>&1 || { echo "FAIL wineboot: wine could not initialise a prefix"; exit 1; }
 
+# A Unix directory symlink planted inside a "root", for the handle-based ACL apply (Wine's
+# CreateSymbolicLinkW makes nothing): the self-test must refuse it and any path through it.
+LINKDIR=$(mktemp -d /tmp/stockade-link.XXXXXX)
+mkdir -p "$LINKDIR/root" "$LINKDIR/outside"
+echo keep >"$LINKDIR/outside/victim.txt"
+ln -s ../outside "$LINKDIR/root/planted-link"
+winpath() { echo "Z:$(echo "$1" | tr '/' '\\')"; }
+export STOCKADE_SELFTEST_LINK STOCKADE_SELFTEST_LINK_FILE STOCKADE_SELFTEST_LINK_THROUGH
+STOCKADE_SELFTEST_LINK=$(winpath "$LINKDIR/root/planted-link")
+STOCKADE_SELFTEST_LINK_FILE=$(winpath "$LINKDIR/outside/victim.txt")
+STOCKADE_SELFTEST_LINK_THROUGH=$(winpath "$LINKDIR/root/planted-link/victim.txt")
+
 LOG="$TDIR/wine/selftest.log"
 set +e
 timeout 300 "$WINE" "$SELFTEST" 2>&1 | tr -d '\r' | tee "$LOG"
@@ -105,6 +117,8 @@ fi
 if grep -q '^FAIL ' "$LOG"; then
     failures=$((failures + 1))
 fi
+rm -rf "$LINKDIR"
+grep -q '^ok acl-through-unix-link' "$LOG" || { echo "FAIL acl-through-unix-link: the self-test did not show the planted link refused"; failures=$((failures + 1)); }
 grep -Eq '^[0-9]+ passed, [0-9]+ failed' "$LOG" || { echo "FAIL selftest-summary: no summary line (crashed?)"; failures=$((failures + 1)); }
 
 # The integrated binary: starts, and runs one command through the unelevated tier (Wine enforces

@@ -1258,32 +1258,85 @@ mod selftest {
             let e = std::io::Error::last_os_error();
             let _ = std::fs::remove_dir(&link);
             let msg = format!("CreateSymbolicLinkW(directory) did not make a link ({e}); the handle-based apply was not tried against one");
-            return if rep.wine {
+            if rep.wine {
                 rep.unsupported("acl-through-link", msg)
             } else {
                 rep.fail("acl-through-link", msg)
-            };
+            }
+        } else {
+            let r = check_link(&link_w, &real, through.map_err(|e| e.to_string()));
+            let _ = std::fs::remove_dir(&link);
+            match r {
+                Ok(d) => rep.ok("acl-through-link", d),
+                Err(e) => rep.fail("acl-through-link", e),
+            }
         }
-        let control = acl::open_for_dacl(&real);
-        let on_link = acl::open_for_dacl(&link_w);
-        let via = through
-            .map_err(|e| e.to_string())
-            .and_then(|t| match acl::open_for_dacl(&t) {
-                Ok(_) => Err(format!(
+        // Under Wine, CreateSymbolicLinkW makes nothing; `.ci/windows-test.sh` plants a Unix
+        // directory symlink instead (STOCKADE_SELFTEST_LINK = the link, ..._FILE = a file in its
+        // target, ..._THROUGH = the same file named through the link).
+        if let (Some(l), Some(f), Some(t)) = (
+            std::env::var_os("STOCKADE_SELFTEST_LINK"),
+            std::env::var_os("STOCKADE_SELFTEST_LINK_FILE"),
+            std::env::var_os("STOCKADE_SELFTEST_LINK_THROUGH"),
+        ) {
+            let r = (|| {
+                let l = to_win(Path::new(&l))?;
+                let f = to_win(Path::new(&f))?;
+                check_link(&l, &f, to_win(Path::new(&t)))
+            })();
+            match r {
+                Ok(d) => rep.ok(
+                    "acl-through-unix-link",
+                    format!("{d} (a Unix symlink seen through Wine)"),
+                ),
+                Err(e) => rep.fail("acl-through-unix-link", e),
+            }
+        }
+    }
+
+    /// The link itself is refused (reparse point, or a handle that resolves elsewhere), a path
+    /// through it is refused, and the real file opens (control).
+    fn check_link(
+        link: &WinPath,
+        real: &WinPath,
+        through: Result<WinPath, String>,
+    ) -> Result<String, String> {
+        acl::open_for_dacl(real).map_err(|e| {
+            format!(
+                "control: the real path {} does not open: {e}",
+                real.as_string()
+            )
+        })?;
+        let on_link = match acl::open_for_dacl(link) {
+            Ok(_) => {
+                return Err(format!(
+                    "the link {} itself was opened for WRITE_DAC",
+                    link.as_string()
+                ))
+            }
+            Err(e @ (acl::AclError::ReparsePoint(_) | acl::AclError::Redirected { .. })) => {
+                e.to_string()
+            }
+            Err(e) => return Err(format!("the link failed for another reason: {e}")),
+        };
+        let t = through?;
+        let via = match acl::open_for_dacl(&t) {
+            Ok(_) => {
+                return Err(format!(
                     "{} was opened for WRITE_DAC through the link",
                     t.as_string()
-                )),
-                Err(e) => Ok(e.to_string()),
-            });
-        let _ = std::fs::remove_dir(&link);
-        match (control, on_link, via) {
-            (Ok(_), Err(acl::AclError::ReparsePoint(_)), Ok(why)) => rep.ok(
-                "acl-through-link",
-                format!("a directory link planted in the root is refused itself and as a path component ({why}); the real path opens (CreateFileW with FILE_FLAG_OPEN_REPARSE_POINT, GetFinalPathNameByHandleW)"),
-            ),
-            (Err(e), _, _) => rep.fail("acl-through-link", format!("control: the real path does not open: {e}")),
-            (_, on_link, via) => rep.fail("acl-through-link", format!("link itself: {:?}; through it: {via:?}", on_link.map(|_| "opened"))),
-        }
+                ))
+            }
+            Err(e @ (acl::AclError::ReparsePoint(_) | acl::AclError::Redirected { .. })) => {
+                e.to_string()
+            }
+            Err(e) => {
+                return Err(format!(
+                    "through the link it failed for another reason: {e}"
+                ))
+            }
+        };
+        Ok(format!("a directory link planted in the root is refused itself ({on_link}) and as a path component ({via}); the real path opens (CreateFileW with FILE_FLAG_OPEN_REPARSE_POINT, GetFinalPathNameByHandleW)"))
     }
 
     fn firewall_reads(rep: &mut Report) {
