@@ -87,6 +87,9 @@ pub struct InstallRecord {
     pub allowed_loopback_ports: Vec<u16>,
     /// Paths that received ACEs for the group (removed again on uninstall).
     pub acl_paths: Vec<WinPath>,
+    /// Names of the WFP filters added (keys: `wfp::filter_key` of the name).
+    #[serde(default)]
+    pub wfp_filters: Vec<String>,
 }
 
 /// What is on the machine now (read by the apply layer).
@@ -106,6 +109,10 @@ pub struct Observed {
     pub firewall_rules: BTreeSet<String>,
     /// Accounts whose password is stored.
     pub stored_passwords: BTreeSet<String>,
+    /// Stockade's WFP sublayer exists.
+    pub wfp_sublayer: bool,
+    /// Names of wanted or recorded WFP filters found by key.
+    pub wfp_filters: BTreeSet<String>,
 }
 
 /// One setup action.
@@ -126,6 +133,12 @@ pub enum SetupStep {
     RemoveFirewallRule(String),
     /// `INetFwPolicy2::Rules::Add`.
     AddFirewallRule(String),
+    /// `FwpmSubLayerAdd0` (persistent) of Stockade's sublayer.
+    AddWfpSublayer,
+    /// Remove a WFP filter of ours that is stale or no longer wanted.
+    RemoveWfpFilter(String),
+    /// `FwpmFilterAdd0` (persistent).
+    AddWfpFilter(String),
     /// Write the installation record.
     WriteRecord,
 }
@@ -148,6 +161,8 @@ pub enum Drift {
     MissingRule(String),
     /// A rule of ours is present but not recorded.
     UnexpectedRule(String),
+    /// A recorded WFP filter is gone.
+    MissingWfpFilter(String),
     /// An account is not in the group.
     Membership(String),
     /// An account is visible on the logon screen.
@@ -187,6 +202,27 @@ pub fn drift(record: &InstallRecord, observed: &Observed) -> Vec<Drift> {
         if !record.firewall_rules.contains(r) {
             out.push(Drift::UnexpectedRule(r.clone()));
         }
+    }
+    for f in &record.wfp_filters {
+        if !observed.wfp_filters.contains(f) {
+            out.push(Drift::MissingWfpFilter(f.clone()));
+        }
+    }
+    out
+}
+
+/// The WFP filters wanted, once the offline account's SID is known (names carry the account).
+pub fn wanted_wfp(
+    names: &Accounts,
+    accounts: &BTreeMap<String, Sid>,
+    allowed_loopback_ports: &[u16],
+) -> Vec<crate::wfp::WfpFilter> {
+    let mut out = match accounts.get(&names.offline) {
+        Some(s) => crate::wfp::offline_filters(s, allowed_loopback_ports),
+        None => Vec::new(),
+    };
+    for f in &mut out {
+        f.name = format!("{} [{}]", f.name, names.offline);
     }
     out
 }
@@ -262,6 +298,23 @@ pub fn setup_steps(
             }
         }
     }
+    let wfp = wanted_wfp(names, &observed.accounts, allowed_loopback_ports);
+    let wfp_names: BTreeSet<&str> = wfp.iter().map(|f| f.name.as_str()).collect();
+    for existing in &observed.wfp_filters {
+        if !wfp_names.contains(existing.as_str()) || !record_matches {
+            steps.push(SetupStep::RemoveWfpFilter(existing.clone()));
+        }
+    }
+    if all_accounts {
+        if !observed.wfp_sublayer {
+            steps.push(SetupStep::AddWfpSublayer);
+        }
+        for f in &wfp {
+            if !observed.wfp_filters.contains(&f.name) || !record_matches {
+                steps.push(SetupStep::AddWfpFilter(f.name.clone()));
+            }
+        }
+    }
     if !steps.is_empty() || !record_matches {
         steps.push(SetupStep::WriteRecord);
     }
@@ -276,6 +329,10 @@ pub enum UninstallStep {
     RevokeAcl(WinPath),
     /// Remove a rule.
     RemoveFirewallRule(String),
+    /// Remove a WFP filter (by the key of its name).
+    RemoveWfpFilter(String),
+    /// Remove Stockade's WFP sublayer (the last caller only).
+    RemoveWfpSublayer,
     /// `NetUserDel` (and the hidden-account registry value).
     DeleteAccount(String),
     /// `NetLocalGroupDel`.
@@ -300,6 +357,14 @@ pub fn uninstall_steps(
         rules.extend(r.firewall_rules.iter().cloned());
     }
     steps.extend(rules.into_iter().map(UninstallStep::RemoveFirewallRule));
+    let mut filters: BTreeSet<String> = observed.wfp_filters.clone();
+    if let Some(r) = record {
+        filters.extend(r.wfp_filters.iter().cloned());
+    }
+    steps.extend(filters.into_iter().map(UninstallStep::RemoveWfpFilter));
+    if observed.wfp_sublayer && observed.other_group_members.is_empty() {
+        steps.push(UninstallStep::RemoveWfpSublayer);
+    }
     for name in names.both() {
         if observed.accounts.contains_key(name) {
             steps.push(UninstallStep::DeleteAccount(name.into()));

@@ -15,9 +15,10 @@
 //! (the DNS Client's queries, the SMB redirector for `\\server\share`, WebDAV, BITS) runs under
 //! the service's identity. Not a plan property; only a real host can show what is matched.
 //!
-//! Status: the plan and the Win32 layer (`win::wfp`, dynamic-session add/read-back/delete, run
-//! by the self-test) exist; setup does not install these filters yet (the firewall rules of
-//! `firewall.rs` are what setup installs and each offline run verifies).
+//! Setup installs them persistently in Stockade's sublayer ([`SUBLAYER_KEY`]) under keys derived
+//! from their names ([`filter_key`]; names carry the account, so callers never share one), and
+//! each offline run reads every one back and refuses to start unless all match the plan
+//! (`win::wfp::verify`). The self-test also adds them in a dynamic session and reads them back.
 
 use crate::sid::Sid;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -84,6 +85,20 @@ pub struct WfpFilter {
 /// connecting process's token).
 pub fn user_sddl(sid: &Sid) -> String {
     format!("D:(A;;CC;;;{sid})")
+}
+
+/// Key of Stockade's WFP sublayer (fixed: every caller's filters live in it).
+pub const SUBLAYER_KEY: u128 = 0x5f0c_6a2e_9d41_4b8a_b3f7_51c2_e8a0_d417;
+
+/// The filter key for a filter name: 128 bits from two FNV-1a-64 passes (different offset
+/// bases), stable across runs so setup, runs and uninstall find the same filter.
+pub fn filter_key(name: &str) -> u128 {
+    let fnv = |basis: u64| {
+        name.bytes().fold(basis, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(fnv(0x8422_2325_cbf2_9ce4))
 }
 
 /// Weight of the permit filters for allowed loopback ports.
@@ -223,6 +238,17 @@ mod tests {
             port,
             protocol,
         }
+    }
+
+    #[test]
+    fn filter_keys_are_stable_and_distinct() {
+        let off = sid("S-1-5-21-1-2-3-1001");
+        let fs = offline_filters(&off, &[3128, 8080]);
+        let keys: std::collections::BTreeSet<u128> =
+            fs.iter().map(|f| filter_key(&f.name)).collect();
+        assert_eq!(keys.len(), fs.len());
+        assert_eq!(filter_key("a"), filter_key("a"));
+        assert!(!keys.contains(&SUBLAYER_KEY));
     }
 
     #[test]

@@ -1400,7 +1400,7 @@ mod selftest {
         let r = (|| -> Result<String, String> {
             let sub = random_guid().map_err(|e| e.to_string())?;
             engine
-                .add_sublayer(&sub, "Stockade selftest")
+                .add_sublayer(&sub, "Stockade selftest", false)
                 .map_err(|e| e.to_string())?;
             let mut keys = Vec::new();
             for f in &filters {

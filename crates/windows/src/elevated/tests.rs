@@ -32,6 +32,10 @@ fn installed(ports: &[u16]) -> (InstallRecord, Observed) {
         .into_iter()
         .map(|r| r.name)
         .collect();
+    let filters: Vec<String> = wanted_wfp(&names(), &accounts(), ports)
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     let names: BTreeSet<String> = [off(), on()].into_iter().collect();
     let observed = Observed {
         group_sid: Some(group()),
@@ -41,6 +45,8 @@ fn installed(ports: &[u16]) -> (InstallRecord, Observed) {
         firewall_rules: rules.iter().cloned().collect(),
         stored_passwords: names,
         other_group_members: BTreeSet::new(),
+        wfp_sublayer: true,
+        wfp_filters: filters.iter().cloned().collect(),
     };
     let record = InstallRecord {
         version: INSTALL_VERSION,
@@ -50,6 +56,7 @@ fn installed(ports: &[u16]) -> (InstallRecord, Observed) {
         firewall_rules: rules,
         allowed_loopback_ports: ports.to_vec(),
         acl_paths: vec![ws("")],
+        wfp_filters: filters,
     };
     (record, observed)
 }
@@ -97,6 +104,62 @@ fn fresh_setup_creates_everything_in_order() {
         .filter(|s| matches!(s, SetupStep::AddFirewallRule(_)))
         .collect();
     assert_eq!(added.len(), 3);
+    assert!(second.contains(&SetupStep::AddWfpSublayer));
+    let filters: Vec<_> = second
+        .iter()
+        .filter(|s| matches!(s, SetupStep::AddWfpFilter(n) if n.ends_with(&format!("[{}]", off()))))
+        .collect();
+    assert_eq!(
+        filters.len(),
+        4,
+        "block connect/recv-accept v4/v6, no permit without ports"
+    );
+}
+
+#[test]
+fn wfp_filters_are_installed_verified_by_drift_and_removed() {
+    let (record, mut observed) = installed(&[3128]);
+    assert_eq!(record.wfp_filters.len(), 6);
+    let gone = record.wfp_filters[0].clone();
+    observed.wfp_filters.remove(&gone);
+    assert!(drift(&record, &observed).contains(&Drift::MissingWfpFilter(gone.clone())));
+    let steps = setup_steps(&names(), Some(&record), &observed, &[3128]);
+    assert_eq!(
+        steps,
+        vec![SetupStep::AddWfpFilter(gone), SetupStep::WriteRecord]
+    );
+    // Other ports: every filter is replaced.
+    let (record, observed) = installed(&[3128]);
+    let steps = setup_steps(&names(), Some(&record), &observed, &[8080]);
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| matches!(s, SetupStep::RemoveWfpFilter(_)))
+            .count(),
+        6
+    );
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| matches!(s, SetupStep::AddWfpFilter(_)))
+            .count(),
+        6
+    );
+    // Uninstall removes them and, as the last caller, the sublayer.
+    let u = uninstall_steps(&names(), Some(&record), &observed);
+    assert_eq!(
+        u.iter()
+            .filter(|s| matches!(s, UninstallStep::RemoveWfpFilter(_)))
+            .count(),
+        6
+    );
+    assert!(u.contains(&UninstallStep::RemoveWfpSublayer));
+    let mut shared = observed.clone();
+    shared
+        .other_group_members
+        .insert("StkOff-000000000000".into());
+    assert!(!uninstall_steps(&names(), Some(&record), &shared)
+        .contains(&UninstallStep::RemoveWfpSublayer));
 }
 
 #[test]

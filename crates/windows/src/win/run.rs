@@ -285,11 +285,26 @@ pub fn run_elevated(
         // every recorded rule is present, enabled, blocking and covers the active profiles.
         let state = super::firewall::read_state(&record.firewall_rules)
             .map_err(|e| win_err(WinRunError::Setup(e.into())))?;
-        let problems = crate::firewall::verify(&state, &record.firewall_rules);
-        if !problems.is_empty() || record.firewall_rules.is_empty() {
-            return Err(RunError::FirewallNotEffective(
-                problems.iter().map(|p| p.to_string()).collect(),
-            ));
+        let mut problems: Vec<String> = crate::firewall::verify(&state, &record.firewall_rules)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        if record.firewall_rules.is_empty() {
+            problems.push("no firewall rules are recorded; run `stockade setup`".into());
+        }
+        // The WFP filters for this account, as setup planned them: each must be in place.
+        let wanted =
+            crate::elevated::wanted_wfp(&names, &record.accounts, &record.allowed_loopback_ports);
+        if wanted.is_empty() {
+            problems.push(
+                "no WFP filters are planned for the offline account; run `stockade setup`".into(),
+            );
+        }
+        problems.extend(
+            super::wfp::verify(&wanted).map_err(|e| win_err(WinRunError::Setup(e.into())))?,
+        );
+        if !problems.is_empty() {
+            return Err(RunError::FirewallNotEffective(problems));
         }
     }
     // Temp dir where the sandbox account can reach it: %ProgramData%\Stockade\tmp\<workspace>.
@@ -390,7 +405,7 @@ pub fn run_elevated(
     warnings.extend(created);
     warnings.push(format!("elevated tier: reads are not confined to the roots: the command can read whatever {account} (yours alone, a member of Users) may read on this machine"));
     if plan.network == NetworkMode::Off {
-        warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (WFP filters are not installed)".into());
+        warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (neither firewall rules nor WFP filters see it)".into());
     }
     let mut enforced = vec![
         EnforcedLayer {

@@ -5,8 +5,9 @@ use super::accounts::{self, AccountError};
 use super::firewall::{self, FirewallError};
 use super::{check, random, secrets, Ret, Win32Error};
 use crate::elevated::{
-    caller_tag, drift, password_from_random, setup_steps, uninstall_steps, wanted_rules, Accounts,
-    Drift, InstallRecord, Observed, SetupStep, UninstallStep, GROUP, INSTALL_VERSION,
+    caller_tag, drift, password_from_random, setup_steps, uninstall_steps, wanted_rules,
+    wanted_wfp, Accounts, Drift, InstallRecord, Observed, SetupStep, UninstallStep, GROUP,
+    INSTALL_VERSION,
 };
 use crate::sid::Sid;
 use std::collections::BTreeMap;
@@ -25,6 +26,9 @@ pub enum WinSetupError {
     /// A firewall step failed.
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    /// A WFP step failed.
+    #[error(transparent)]
+    Wfp(#[from] super::wfp::WfpError),
     /// Randomness, DPAPI or elevation check failed.
     #[error("{what}: {source}")]
     System {
@@ -272,6 +276,28 @@ pub fn observe(
         }
     }
     o.stored_passwords = load_passwords().unwrap_or_default().into_keys().collect();
+    let mut filter_names: Vec<String> = wanted_wfp(names, &o.accounts, ports)
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    if let Some(r) = record {
+        filter_names.extend(r.wfp_filters.iter().cloned());
+    }
+    filter_names.sort();
+    filter_names.dedup();
+    // Before the accounts exist (and with nothing recorded) no filter is wanted yet, so an
+    // engine that cannot be opened is reported only once filters are (when setup adds them).
+    let engine = match super::wfp::Engine::open() {
+        Ok(e) => e,
+        Err(_) if filter_names.is_empty() => return Ok(o),
+        Err(e) => return Err(e.into()),
+    };
+    o.wfp_sublayer = engine.sublayer_exists(&super::wfp::sublayer_key())?;
+    for n in filter_names {
+        if engine.read_filter(&super::wfp::key_of(&n))?.is_some() {
+            o.wfp_filters.insert(n);
+        }
+    }
     Ok(o)
 }
 
@@ -294,6 +320,10 @@ fn candidate(
             .collect(),
         allowed_loopback_ports: ports.to_vec(),
         acl_paths: previous.map(|r| r.acl_paths.clone()).unwrap_or_default(),
+        wfp_filters: wanted_wfp(names, &observed.accounts, ports)
+            .into_iter()
+            .map(|f| f.name)
+            .collect(),
     })
 }
 
@@ -304,6 +334,16 @@ fn new_password() -> Result<String, WinSetupError> {
             what: "generating a password",
             source,
         })
+}
+
+/// Deletes a WFP filter by the key of its name; one that is already gone is fine.
+fn remove_wfp_filter(name: &str) -> Result<(), WinSetupError> {
+    let engine = super::wfp::Engine::open()?;
+    let key = super::wfp::key_of(name);
+    if engine.read_filter(&key)?.is_some() {
+        engine.delete_filter(&key)?;
+    }
+    Ok(())
 }
 
 /// Brings the machine to the installed state (idempotent).
@@ -359,6 +399,26 @@ pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
                         .filter(|r| r.name == *n)
                         .collect();
                     firewall::add_rules(&rules)?;
+                }
+                SetupStep::AddWfpSublayer => super::wfp::Engine::open()?.add_sublayer(
+                    &super::wfp::sublayer_key(),
+                    "Stockade sandbox accounts",
+                    true,
+                )?,
+                SetupStep::RemoveWfpFilter(n) => remove_wfp_filter(n)?,
+                SetupStep::AddWfpFilter(n) => {
+                    let engine = super::wfp::Engine::open()?;
+                    for f in wanted_wfp(&names, &observed.accounts, ports)
+                        .iter()
+                        .filter(|f| f.name == *n)
+                    {
+                        engine.add_filter_keyed(
+                            &super::wfp::sublayer_key(),
+                            f,
+                            &super::wfp::key_of(n),
+                            true,
+                        )?;
+                    }
                 }
                 SetupStep::WriteRecord => {}
             }
@@ -433,6 +493,10 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
             }
             UninstallStep::RemoveFirewallRule(n) => {
                 firewall::remove_rules(std::slice::from_ref(n))?
+            }
+            UninstallStep::RemoveWfpFilter(n) => remove_wfp_filter(n)?,
+            UninstallStep::RemoveWfpSublayer => {
+                super::wfp::Engine::open()?.delete_sublayer(&super::wfp::sublayer_key())?
             }
             UninstallStep::DeleteAccount(n) => {
                 accounts::delete_user(n)?;

@@ -2,23 +2,27 @@
 //! filters of [`crate::wfp`], read back by key, deleted. Applies plans only; what a filter
 //! matches is decided by the plan (`crate::wfp::offline_filters`).
 //!
-//! Not yet called by setup (see `crates/windows/src/wfp.rs`); the self-test uses a dynamic
-//! session (`FWPM_SESSION_FLAG_DYNAMIC`), whose objects Windows deletes when the session closes.
+//! Setup adds the filters persistently ([`Engine::open`], `FWPM_FILTER_FLAG_PERSISTENT`); runs
+//! verify them ([`verify`]); the self-test uses a dynamic session (`FWPM_SESSION_FLAG_DYNAMIC`),
+//! whose objects Windows deletes when the session closes.
 
 use super::{check, wide, Ret, Win32Error};
 use crate::wfp::{Action, Condition, Layer, WfpFilter};
 use core::ffi::c_void;
 use std::net::IpAddr;
 use windows_sys::core::GUID;
-use windows_sys::Win32::Foundation::{LocalFree, FWP_E_FILTER_NOT_FOUND, HANDLE};
+use windows_sys::Win32::Foundation::{
+    LocalFree, FWP_E_FILTER_NOT_FOUND, FWP_E_SUBLAYER_NOT_FOUND, HANDLE,
+};
 use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
     FwpmEngineClose0, FwpmEngineOpen0, FwpmFilterAdd0, FwpmFilterDeleteByKey0, FwpmFilterGetByKey0,
-    FwpmFreeMemory0, FwpmSubLayerAdd0, FwpmSubLayerDeleteByKey0, FWPM_ACTION0,
-    FWPM_CONDITION_ALE_USER_ID, FWPM_CONDITION_IP_PROTOCOL, FWPM_CONDITION_IP_REMOTE_ADDRESS,
-    FWPM_CONDITION_IP_REMOTE_PORT, FWPM_FILTER0, FWPM_FILTER_CONDITION0,
-    FWPM_LAYER_ALE_AUTH_CONNECT_V4, FWPM_LAYER_ALE_AUTH_CONNECT_V6,
-    FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4, FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V6, FWPM_SESSION0,
-    FWPM_SESSION_FLAG_DYNAMIC, FWPM_SUBLAYER0, FWP_ACTION_BLOCK, FWP_ACTION_PERMIT, FWP_BYTE_BLOB,
+    FwpmFreeMemory0, FwpmSubLayerAdd0, FwpmSubLayerDeleteByKey0, FwpmSubLayerGetByKey0,
+    FWPM_ACTION0, FWPM_CONDITION_ALE_USER_ID, FWPM_CONDITION_IP_PROTOCOL,
+    FWPM_CONDITION_IP_REMOTE_ADDRESS, FWPM_CONDITION_IP_REMOTE_PORT, FWPM_FILTER0,
+    FWPM_FILTER_CONDITION0, FWPM_FILTER_FLAG_PERSISTENT, FWPM_LAYER_ALE_AUTH_CONNECT_V4,
+    FWPM_LAYER_ALE_AUTH_CONNECT_V6, FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4,
+    FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V6, FWPM_SESSION0, FWPM_SESSION_FLAG_DYNAMIC, FWPM_SUBLAYER0,
+    FWPM_SUBLAYER_FLAG_PERSISTENT, FWP_ACTION_BLOCK, FWP_ACTION_PERMIT, FWP_BYTE_BLOB,
     FWP_CONDITION_VALUE0, FWP_MATCH_EQUAL, FWP_SECURITY_DESCRIPTOR_TYPE, FWP_UINT16, FWP_UINT8,
     FWP_V4_ADDR_AND_MASK, FWP_V4_ADDR_MASK, FWP_V6_ADDR_AND_MASK, FWP_V6_ADDR_MASK, FWP_VALUE0,
 };
@@ -210,9 +214,18 @@ fn condition(c: &Condition, store: &mut CondStore) -> Result<FWPM_FILTER_CONDITI
 impl Engine {
     /// Opens a dynamic session: every object added through it is deleted when it closes.
     pub fn open_dynamic() -> Result<Engine, WfpError> {
+        Engine::open_with(FWPM_SESSION_FLAG_DYNAMIC)
+    }
+
+    /// Opens an ordinary session (persistent objects added through it stay).
+    pub fn open() -> Result<Engine, WfpError> {
+        Engine::open_with(0)
+    }
+
+    fn open_with(flags: u32) -> Result<Engine, WfpError> {
         // SAFETY: plain data; all-zero is a valid FWPM_SESSION0 (no name, no timeout).
         let mut session: FWPM_SESSION0 = unsafe { std::mem::zeroed() };
-        session.flags = FWPM_SESSION_FLAG_DYNAMIC;
+        session.flags = flags;
         let mut h: HANDLE = std::ptr::null_mut();
         // SAFETY: local engine (null server name), default authentication, no identity;
         // `session` and `h` are valid for the call.
@@ -236,17 +249,35 @@ impl Engine {
         Ok(Engine(h))
     }
 
-    /// Adds a sublayer named `name` with key `key`.
-    pub fn add_sublayer(&self, key: &GUID, name: &str) -> Result<(), WfpError> {
+    /// Adds a sublayer named `name` with key `key` (persistent: survives reboots and sessions).
+    pub fn add_sublayer(&self, key: &GUID, name: &str, persistent: bool) -> Result<(), WfpError> {
         let mut wname = wide(name);
         // SAFETY: plain data; all-zero is a valid FWPM_SUBLAYER0 (no provider, weight 0).
         let mut sl: FWPM_SUBLAYER0 = unsafe { std::mem::zeroed() };
         sl.subLayerKey = *key;
+        if persistent {
+            sl.flags = FWPM_SUBLAYER_FLAG_PERSISTENT;
+        }
         sl.displayData.name = wname.as_mut_ptr();
         sl.weight = 0x100;
         // SAFETY: `self.0` is an open engine; `sl` and `wname` live through the call; no SD.
         let rc = unsafe { FwpmSubLayerAdd0(self.0, &sl, std::ptr::null_mut()) };
         check("FwpmSubLayerAdd0", Ret::Code(rc)).map_err(err("add", name))
+    }
+
+    /// True if the sublayer exists.
+    pub fn sublayer_exists(&self, key: &GUID) -> Result<bool, WfpError> {
+        let mut p: *mut FWPM_SUBLAYER0 = std::ptr::null_mut();
+        // SAFETY: `self.0` is an open engine; `key` and `p` are valid for the call.
+        let rc = unsafe { FwpmSubLayerGetByKey0(self.0, key, &mut p) };
+        if rc == FWP_E_SUBLAYER_NOT_FOUND as u32 {
+            return Ok(false);
+        }
+        check("FwpmSubLayerGetByKey0", Ret::Code(rc)).map_err(err("read", "the sublayer"))?;
+        let mut pv: *mut c_void = p.cast();
+        // SAFETY: `pv` was allocated by the engine for this caller and is freed once.
+        unsafe { FwpmFreeMemory0(&mut pv) };
+        Ok(true)
     }
 
     /// Deletes a sublayer (its filters must be gone).
@@ -256,9 +287,22 @@ impl Engine {
         check("FwpmSubLayerDeleteByKey0", Ret::Code(rc)).map_err(err("delete", "the sublayer"))
     }
 
-    /// Adds `f` to `sublayer` under a new random key; returns the key.
+    /// Adds `f` to `sublayer` under a new random key (not persistent); returns the key.
     pub fn add_filter(&self, sublayer: &GUID, f: &WfpFilter) -> Result<GUID, WfpError> {
         let key = random_guid().map_err(err("make a key for", &f.name))?;
+        self.add_filter_keyed(sublayer, f, &key, false)?;
+        Ok(key)
+    }
+
+    /// Adds `f` to `sublayer` under `key`.
+    pub fn add_filter_keyed(
+        &self,
+        sublayer: &GUID,
+        f: &WfpFilter,
+        key: &GUID,
+        persistent: bool,
+    ) -> Result<(), WfpError> {
+        let key = *key;
         let mut store = CondStore::default();
         let mut conds = f
             .conditions
@@ -270,6 +314,9 @@ impl Engine {
         // SAFETY: plain data; all-zero is a valid FWPM_FILTER0 (no provider, no context).
         let mut filter: FWPM_FILTER0 = unsafe { std::mem::zeroed() };
         filter.filterKey = key;
+        if persistent {
+            filter.flags = FWPM_FILTER_FLAG_PERSISTENT;
+        }
         filter.displayData.name = wname.as_mut_ptr();
         filter.layerKey = layer_key(f.layer);
         filter.subLayerKey = *sublayer;
@@ -293,7 +340,7 @@ impl Engine {
         let rc = unsafe { FwpmFilterAdd0(self.0, &filter, std::ptr::null_mut(), &mut id) };
         check("FwpmFilterAdd0", Ret::Code(rc)).map_err(err("add", &f.name))?;
         drop(store);
-        Ok(key)
+        Ok(())
     }
 
     /// Reads a filter back by key; `None` if no such filter.
@@ -352,4 +399,32 @@ impl Engine {
         let rc = unsafe { FwpmFilterDeleteByKey0(self.0, key) };
         check("FwpmFilterDeleteByKey0", Ret::Code(rc)).map_err(err("delete", "a filter"))
     }
+}
+
+/// The key of a filter name ([`crate::wfp::filter_key`]) as a GUID.
+pub fn key_of(name: &str) -> GUID {
+    GUID::from_u128(crate::wfp::filter_key(name))
+}
+
+/// Stockade's sublayer key.
+pub fn sublayer_key() -> GUID {
+    GUID::from_u128(crate::wfp::SUBLAYER_KEY)
+}
+
+/// Reads every wanted filter back by key; returns one line per filter that is missing or differs
+/// from the plan (empty: all in place).
+pub fn verify(wanted: &[WfpFilter]) -> Result<Vec<String>, WfpError> {
+    let engine = Engine::open()?;
+    let mut problems = Vec::new();
+    if !engine.sublayer_exists(&sublayer_key())? {
+        problems.push("Stockade's WFP sublayer is missing".to_string());
+    }
+    for f in wanted {
+        match engine.read_filter(&key_of(&f.name))? {
+            Some(back) if back.matches(f) => {}
+            Some(back) => problems.push(format!("WFP filter {:?} differs: {back:?}", f.name)),
+            None => problems.push(format!("WFP filter {:?} is missing", f.name)),
+        }
+    }
+    Ok(problems)
 }
