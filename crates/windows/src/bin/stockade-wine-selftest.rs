@@ -535,7 +535,7 @@ mod selftest {
             if missing.is_empty() {
                 rep.ok("acl-apply", format!("{} paths carry exactly the planned explicit ACEs (read back with GetNamedSecurityInfoW)", plan.acl.len()));
             } else if wine {
-                rep.unsupported("acl-apply", format!("SetNamedSecurityInfoW returned success, but Wine 8 maps file DACLs onto Unix mode bits and does not store ACEs for other SIDs; missing on read-back: {}", missing.join("; ")));
+                rep.unsupported("acl-apply", format!("SetSecurityInfo (on the verified handle) returned success, but Wine 8 maps file DACLs onto Unix mode bits and does not store ACEs for other SIDs; missing on read-back: {}", missing.join("; ")));
             } else {
                 rep.fail(
                     "acl-apply",
@@ -560,7 +560,7 @@ mod selftest {
             let existing = root.join(r"src\existing.rs");
             match existing.as_ref().map_err(|e| e.to_string()).and_then(has_inherited) {
                 Ok(true) => rep.ok("acl-inherit-existing", "a file that existed before the root ACE inherited it"),
-                Ok(false) if wine => rep.unsupported("acl-inherit-existing", "SetNamedSecurityInfoW did not propagate the inheritable ACE to an existing child"),
+                Ok(false) if wine => rep.unsupported("acl-inherit-existing", "SetSecurityInfo did not propagate the inheritable ACE to an existing child"),
                 Ok(false) => rep.fail("acl-inherit-existing", "existing child did not inherit the root ACE"),
                 Err(e) => rep.fail("acl-inherit-existing", e),
             }
