@@ -702,3 +702,185 @@ fn elevated_stolen_capability_sids_old_shared_account_allows_per_caller_denies()
     );
     assert!(!results[1], "per-caller account: they must not");
 }
+
+/// Generic mappings of process, thread and token objects (Forshaw, *Windows Security Internals*,
+/// the object-type tables; `winnt.h` rights).
+mod kernel {
+    use crate::access::Mapping;
+    pub const PROCESS_VM_OPERATION: u32 = 0x8;
+    pub const PROCESS_VM_WRITE: u32 = 0x20;
+    pub const THREAD_SET_CONTEXT: u32 = 0x10;
+    pub const TOKEN_DUPLICATE: u32 = 0x2;
+    pub const TOKEN_QUERY: u32 = 0x8;
+    pub const PROCESS: Mapping = Mapping {
+        read: 0x0002_0410,
+        write: 0x0002_0BEA,
+        execute: 0x0012_1000,
+        all: 0x001F_FFFF,
+    };
+    pub const THREAD: Mapping = Mapping {
+        read: 0x0002_0048,
+        write: 0x0002_0437,
+        execute: 0x0012_1800,
+        all: 0x001F_FFFF,
+    };
+    pub const TOKEN: Mapping = Mapping {
+        read: 0x0002_0008,
+        write: 0x0002_00E0,
+        execute: 0x0002_0000,
+        all: 0x000F_01FF,
+    };
+}
+
+/// A process, thread or token of the same user (your other processes for the unelevated tier;
+/// the runner for the elevated tier) with the default DACL an interactive logon is documented to
+/// have: user and SYSTEM `GENERIC_ALL`, the logon SID `GENERIC_READ | GENERIC_EXECUTE`. The
+/// write-restricted command (same user, logon SID among its restricting SIDs) cannot write
+/// memory or set a thread context (write bits: the restricting pass sees only the logon SID's
+/// read/execute), but can duplicate the unrestricted token and, as owner, re-ACL the process
+/// (no write bits: the normal pass alone). Control: with `GENERIC_ALL` for the logon SID memory
+/// writes pass too. Unverified on a real host (the default DACL is the assumption).
+#[test]
+fn processes_of_the_same_user_memory_writes_denied_token_duplication_allowed() {
+    use crate::access::access_check_typed as check;
+    let user = me();
+    let logon = sid(LOGON);
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let t = unelevated_token(&plan);
+    assert!(t.write_restricted && t.restricting.contains(&logon));
+    let default_dacl = |logon_mask: u32| {
+        vec![
+            Ace::allow(user.clone(), mask::GENERIC_ALL, Inherit::NONE),
+            Ace::allow(Sid::local_system(), mask::GENERIC_ALL, Inherit::NONE),
+            Ace::allow(logon.clone(), logon_mask, Inherit::NONE),
+        ]
+    };
+    let documented = default_dacl(mask::GENERIC_READ | mask::GENERIC_EXECUTE);
+    let vm_write = kernel::PROCESS_VM_WRITE | kernel::PROCESS_VM_OPERATION;
+    assert!(!check(&t, &documented, &user, vm_write, &kernel::PROCESS));
+    assert!(!check(
+        &t,
+        &documented,
+        &user,
+        kernel::THREAD_SET_CONTEXT,
+        &kernel::THREAD
+    ));
+    assert!(check(
+        &t,
+        &documented,
+        &user,
+        kernel::TOKEN_DUPLICATE | kernel::TOKEN_QUERY,
+        &kernel::TOKEN
+    ));
+    assert!(check(
+        &t,
+        &documented,
+        &user,
+        mask::WRITE_DAC,
+        &kernel::PROCESS
+    ));
+    // Controls: the caller itself can do all of it; a logon SID with GENERIC_ALL lets memory
+    // writes through the restricting pass.
+    assert!(check(
+        &caller(),
+        &documented,
+        &user,
+        vm_write,
+        &kernel::PROCESS
+    ));
+    assert!(check(
+        &t,
+        &default_dacl(mask::GENERIC_ALL),
+        &user,
+        vm_write,
+        &kernel::PROCESS
+    ));
+    println!("unelevated | same-user process: VM_WRITE / SET_CONTEXT  | denied (documented default DACL); TOKEN_DUPLICATE, WRITE_DAC: ALLOWED");
+}
+
+/// The elevated command against its runner (same account, unrestricted token, alive while the
+/// command runs). Old: the runner's objects keep the account's default DACL (documented default:
+/// account and SYSTEM `GENERIC_ALL`, logon SID read/execute): re-ACL the runner's process for
+/// Everyone, then write its memory (Everyone is a restricting SID), or duplicate its token.
+/// New: `elevated::runner_self_dacl` on process, thread and token.
+#[test]
+fn elevated_runner_old_default_dacl_allows_injection_new_self_dacl_denies() {
+    use crate::access::access_check_typed as check;
+    use crate::elevated::{runner_self_dacl, RunnerObject};
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 10);
+    let plan = run_plan(&input, &offline(), &c).expect("plan");
+    let t = new_elevated_token(&plan.roots);
+    let account = offline();
+    let old = vec![
+        Ace::allow(account.clone(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(Sid::local_system(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(
+            run_logon(),
+            mask::GENERIC_READ | mask::GENERIC_EXECUTE,
+            Inherit::NONE,
+        ),
+    ];
+    let vm_write = kernel::PROCESS_VM_WRITE | kernel::PROCESS_VM_OPERATION;
+    // Two steps: WRITE_DAC (normal pass only), then VM_WRITE with Everyone granted.
+    let inject = |dacl: &[Ace]| -> (bool, u32) {
+        let mut ran = 1;
+        if !check(&t, dacl, &account, mask::WRITE_DAC, &kernel::PROCESS) {
+            return (false, ran);
+        }
+        ran += 1;
+        let everyone = vec![Ace::allow(
+            Sid::everyone(),
+            mask::GENERIC_ALL,
+            Inherit::NONE,
+        )];
+        (
+            check(&t, &everyone, &account, vm_write, &kernel::PROCESS),
+            ran,
+        )
+    };
+    let dup = |dacl: &[Ace]| check(&t, dacl, &account, kernel::TOKEN_DUPLICATE, &kernel::TOKEN);
+    let re_acl_thread = |dacl: &[Ace]| check(&t, dacl, &account, mask::WRITE_DAC, &kernel::THREAD);
+    let (old_inject, ran) = inject(&old);
+    assert!(old_inject && ran == 2, "old: re-ACL then inject works");
+    assert!(dup(&old) && re_acl_thread(&old));
+    let (new_inject, ran) = inject(&runner_self_dacl(RunnerObject::Process));
+    assert!(!new_inject && ran == 1, "new: stopped at the re-ACL");
+    assert!(!dup(&runner_self_dacl(RunnerObject::Token)));
+    assert!(!re_acl_thread(&runner_self_dacl(RunnerObject::Thread)));
+    assert!(!check(
+        &t,
+        &runner_self_dacl(RunnerObject::Process),
+        &account,
+        vm_write,
+        &kernel::PROCESS
+    ));
+    // What stays: waiting on the runner and querying it.
+    assert!(check(
+        &t,
+        &runner_self_dacl(RunnerObject::Process),
+        &account,
+        0x0010_1000,
+        &kernel::PROCESS
+    ));
+    for (name, o, n) in [
+        (
+            "re-ACL the runner process, then write its memory",
+            old_inject,
+            new_inject,
+        ),
+        (
+            "duplicate the runner's unrestricted token",
+            dup(&old),
+            dup(&runner_self_dacl(RunnerObject::Token)),
+        ),
+    ] {
+        println!(
+            "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
+            if o { "ALLOWED" } else { "denied" },
+            if n { "ALLOWED" } else { "denied" }
+        );
+    }
+}

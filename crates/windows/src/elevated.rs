@@ -628,6 +628,39 @@ pub fn desktop_sddl(account: &Sid, logon: &Sid) -> String {
     format!("D:P(A;;GA;;;SY)(A;;GA;;;{account})(A;;GA;;;{logon})")
 }
 
+/// One of the runner's own kernel objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerObject {
+    /// Its process.
+    Process,
+    /// Its (only) thread.
+    Thread,
+    /// Its primary token (the account's, unrestricted).
+    Token,
+}
+
+/// The DACL the runner gives its own process, thread and token after it has opened what it
+/// needs and before the command starts: SYSTEM all access, and for `OWNER RIGHTS` (the account,
+/// which the command is too) only query and synchronize. No ACE names the account, and the
+/// `OWNER RIGHTS` ACE replaces the owner's implicit `READ_CONTROL | WRITE_DAC`, so the command can
+/// neither write the runner's memory, set its thread context, duplicate its unrestricted token,
+/// nor re-ACL any of them first (`attacks::elevated_runner_*`). The caller keeps the handles it
+/// got when it started the runner.
+pub fn runner_self_dacl(obj: RunnerObject) -> Vec<Ace> {
+    let (all, owner) = match obj {
+        // PROCESS_ALL_ACCESS; SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION.
+        RunnerObject::Process => (0x001F_FFFF, 0x0010_1000),
+        // THREAD_ALL_ACCESS; SYNCHRONIZE | THREAD_QUERY_LIMITED_INFORMATION.
+        RunnerObject::Thread => (0x001F_FFFF, 0x0010_0800),
+        // TOKEN_ALL_ACCESS; TOKEN_QUERY.
+        RunnerObject::Token => (0x000F_01FF, 0x0000_0008),
+    };
+    vec![
+        Ace::allow(Sid::local_system(), all, Inherit::NONE),
+        Ace::allow(Sid::owner_rights(), owner, Inherit::NONE),
+    ]
+}
+
 /// Hidden argument that turns the Stockade executable into the elevated tier's runner.
 pub const RUNNER_ARG: &str = "--stockade-runner";
 

@@ -87,6 +87,7 @@ mod selftest {
         match args.get(1).map(String::as_str) {
             Some("--child-report") => child_report(&args[2..]),
             Some("--child-grandchild") => child_grandchild(),
+            Some("--child-harden") => child_harden(),
             Some("--apply-dump") => {
                 let p = WinPath::parse(&args[2]).expect("path");
                 let e = stockade_windows::ace::PathAces {
@@ -188,6 +189,21 @@ mod selftest {
             outcome(std::fs::remove_file(outside.join("victim.txt")))
         );
         adversarial_probes(&root);
+        if let Some(pid) = args.get(2).and_then(|p| p.parse::<u32>().ok()) {
+            use windows_sys::Win32::System::Threading::{
+                OpenProcess, PROCESS_VM_OPERATION, PROCESS_VM_WRITE,
+            };
+            // SAFETY: plain call; a returned handle is owned below and closed on drop.
+            let h = unsafe { OpenProcess(PROCESS_VM_WRITE | PROCESS_VM_OPERATION, 0, pid) };
+            let r = if h.is_null() {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: `h` is a fresh process handle owned by nobody else.
+                drop(unsafe { OwnedHandle::from_raw_handle(h) });
+                Ok(())
+            };
+            println!("open-parent-vm-write {}", outcome(r));
+        }
         println!(
             "nul {}",
             outcome(
@@ -324,6 +340,45 @@ mod selftest {
     }
 
     /// Starts a long-sleeping grandchild (in the same job), reports its pid, and exits.
+    /// The runner's self-hardening in a throw-away process: set, then read the DACLs back.
+    fn child_harden() -> i32 {
+        use std::os::windows::io::BorrowedHandle;
+        use stockade_windows::elevated::{runner_self_dacl, RunnerObject};
+        if let Err(e) = stockade_windows::win::runner::harden_self() {
+            println!("harden error {e}");
+            return 1;
+        }
+        // SAFETY: current-process / current-thread pseudo-handles, valid and never closed.
+        let (p, t) = unsafe {
+            (
+                BorrowedHandle::borrow_raw(
+                    windows_sys::Win32::System::Threading::GetCurrentProcess(),
+                ),
+                BorrowedHandle::borrow_raw(
+                    windows_sys::Win32::System::Threading::GetCurrentThread(),
+                ),
+            )
+        };
+        for (name, h, o) in [
+            ("process", p, RunnerObject::Process),
+            ("thread", t, RunnerObject::Thread),
+        ] {
+            match acl::read_handle(h, name) {
+                // Processes and threads have no children to inherit from; the protected bit
+                // is not compared (Wine does not keep it on kernel objects).
+                Ok(d) if d.aces == runner_self_dacl(o) => {
+                    println!("harden {name} ok")
+                }
+                Ok(d) => println!(
+                    "harden {name} differs {:?} protected={}",
+                    d.aces, d.protected
+                ),
+                Err(e) => println!("harden {name} unreadable {e}"),
+            }
+        }
+        0
+    }
+
     fn child_grandchild() -> i32 {
         let exe = std::env::current_exe().unwrap_or_default();
         match std::process::Command::new(exe)
@@ -558,10 +613,23 @@ mod selftest {
                 }))
             };
             let existing = root.join(r"src\existing.rs");
-            match existing.as_ref().map_err(|e| e.to_string()).and_then(has_inherited) {
-                Ok(true) => rep.ok("acl-inherit-existing", "a file that existed before the root ACE inherited it"),
-                Ok(false) if wine => rep.unsupported("acl-inherit-existing", "SetSecurityInfo did not propagate the inheritable ACE to an existing child"),
-                Ok(false) => rep.fail("acl-inherit-existing", "existing child did not inherit the root ACE"),
+            match existing
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(has_inherited)
+            {
+                Ok(true) => rep.ok(
+                    "acl-inherit-existing",
+                    "a file that existed before the root ACE inherited it",
+                ),
+                Ok(false) if wine => rep.unsupported(
+                    "acl-inherit-existing",
+                    "SetSecurityInfo did not propagate the inheritable ACE to an existing child",
+                ),
+                Ok(false) => rep.fail(
+                    "acl-inherit-existing",
+                    "existing child did not inherit the root ACE",
+                ),
                 Err(e) => rep.fail("acl-inherit-existing", e),
             }
             let newf = fx.root.join("src").join("created-after.rs");
@@ -698,6 +766,7 @@ mod selftest {
                         "--child-report".to_string(),
                         fx.root.to_string_lossy().into_owned(),
                         fx.outside.to_string_lossy().into_owned(),
+                        std::process::id().to_string(),
                     ];
                     let (child, mut out) = spawn_self(Some(t), &args, Some(&block), &job)?;
                     let mut text = String::new();
@@ -770,6 +839,7 @@ mod selftest {
                     rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
                     rep.note("child-delete-in-git", format!("{} (the model predicts deleting a file inside a protected dir is allowed in this tier; this line answers it on a real host)", get("delete-in-git")));
                     rep.note("child-delete-outside", format!("{} (the access model predicts a write-restricted token can delete the caller's files; this line answers that on a real host)", get("delete-outside")));
+                    rep.note("child-open-parent-vm-write", format!("{} (OpenProcess(VM_WRITE) from the restricted child on this unrestricted process of your session; the model denies it if your default DACL gives the logon SID read/execute only; `ok` on a real host means the child can write into your processes' memory, see docs/windows.md)", get("open-parent-vm-write")));
                     observed(
                         &mut rep,
                         "child-null-device",
@@ -914,6 +984,8 @@ mod selftest {
             Err(e) if wine => rep.unsupported("firewall-state", e),
             Err(e) => rep.fail("firewall-state", e),
         }
+
+        runner_self_dacl(&mut rep);
 
         // 8b4. Each firewall read on its own (which of them this host implements), then WFP.
         firewall_reads(&mut rep);
@@ -1337,6 +1409,29 @@ mod selftest {
             }
         };
         Ok(format!("a directory link planted in the root is refused itself ({on_link}) and as a path component ({via}); the real path opens (CreateFileW with FILE_FLAG_OPEN_REPARSE_POINT, GetFinalPathNameByHandleW)"))
+    }
+
+    fn runner_self_dacl(rep: &mut Report) {
+        let r = Job::new(&Default::default())
+            .map_err(|e| e.to_string())
+            .and_then(|job| {
+                // The job lives until the child's output is read (KILL_ON_JOB_CLOSE).
+                let (child, mut out) =
+                    spawn_self(None, &["--child-harden".to_string()], None, &job)?;
+                let _ = process::wait(&child.process, Some(Duration::from_secs(30)));
+                let mut text = String::new();
+                let _ = out.read_to_string(&mut text);
+                Ok(text)
+            });
+        match r {
+            Ok(t) if t.contains("harden process ok") && t.contains("harden thread ok") => rep.ok(
+                "runner-self-dacl",
+                format!("the runner's process and thread DACLs (SYSTEM + OWNER RIGHTS query only) set and read back, token DACL set{}", if rep.wine { " (Wine stores kernel-object DACLs but enforces none)" } else { "" }),
+            ),
+            Ok(t) if rep.wine => rep.unsupported("runner-self-dacl", t.trim().replace('\n', "; ")),
+            Ok(t) => rep.fail("runner-self-dacl", t.trim().replace('\n', "; ")),
+            Err(e) => rep.fail("runner-self-dacl", e),
+        }
     }
 
     fn firewall_reads(rep: &mut Report) {

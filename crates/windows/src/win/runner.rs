@@ -171,7 +171,56 @@ pub fn prepare(
     let tok = token::create_restricted(&req.token).map_err(|e| e.to_string())?;
     let job = Job::new(limits).map_err(|e| e.to_string())?;
     job.restrict_ui().map_err(|e| e.to_string())?;
+    harden_self()?;
     Ok((tok, desktop, job))
+}
+
+/// Gives this process, its current thread and its token the DACL of
+/// [`crate::elevated::runner_self_dacl`], so that the command (the same account) cannot reach
+/// the runner's unrestricted token. Runs after everything the runner opens on itself (its token
+/// in [`prepare`]) and before the command starts; the runner starts no other thread.
+pub fn harden_self() -> Result<(), String> {
+    use crate::elevated::{runner_self_dacl, RunnerObject};
+    use std::os::windows::io::BorrowedHandle;
+    use windows_sys::Win32::Storage::FileSystem::{READ_CONTROL, WRITE_DAC};
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentProcess, GetCurrentThread, OpenProcessToken,
+    };
+    // SAFETY: returns the current-process pseudo-handle (never closed).
+    let me = unsafe { GetCurrentProcess() };
+    // SAFETY: returns the current-thread pseudo-handle (never closed).
+    let thread = unsafe { GetCurrentThread() };
+    let mut t = std::ptr::null_mut();
+    // SAFETY: `me` is the current-process pseudo-handle; `t` is a valid out pointer.
+    let ok = unsafe { OpenProcessToken(me, WRITE_DAC | READ_CONTROL, &mut t) };
+    check("OpenProcessToken(WRITE_DAC)", Ret::Bool(ok)).map_err(|e| e.to_string())?;
+    // SAFETY: `t` comes straight from OpenProcessToken and nothing else owns or closes it.
+    let tok = unsafe { owned("OpenProcessToken", t) }.map_err(|e| e.to_string())?;
+    super::acl::write_handle(
+        tok.as_handle(),
+        &runner_self_dacl(RunnerObject::Token),
+        "the runner's token",
+    )
+    .map_err(|e| e.to_string())?;
+    // SAFETY: the pseudo-handles are valid for the life of this process and thread.
+    let (p, th) = unsafe {
+        (
+            BorrowedHandle::borrow_raw(me),
+            BorrowedHandle::borrow_raw(thread),
+        )
+    };
+    super::acl::write_handle(
+        th,
+        &runner_self_dacl(RunnerObject::Thread),
+        "the runner's thread",
+    )
+    .map_err(|e| e.to_string())?;
+    super::acl::write_handle(
+        p,
+        &runner_self_dacl(RunnerObject::Process),
+        "the runner's process",
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The runner's main: serve one request from the pipe, answer, exit.
