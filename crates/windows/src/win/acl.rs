@@ -364,6 +364,11 @@ pub fn refuse_reparse(path: &WinPath, roots: &[WinPath]) -> Result<(), AclError>
 /// (`GetFinalPathNameByHandleW`), so that no junction or link on the way — even one swapped in
 /// after [`refuse_reparse`] looked — redirects the ACEs set through this handle.
 pub fn open_for_dacl(path: &WinPath) -> Result<OwnedHandle, AclError> {
+    open_checked(path, true)
+}
+
+/// [`open_for_dacl`], or with `READ_CONTROL` only when `write` is false.
+fn open_checked(path: &WinPath, write: bool) -> Result<OwnedHandle, AclError> {
     use windows_sys::Win32::Storage::FileSystem::{
         CreateFileW, GetFileInformationByHandle, GetFinalPathNameByHandleW,
         BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_REPARSE_POINT, FILE_FLAG_BACKUP_SEMANTICS,
@@ -381,7 +386,11 @@ pub fn open_for_dacl(path: &WinPath) -> Result<OwnedHandle, AclError> {
     let h = unsafe {
         CreateFileW(
             w.as_ptr(),
-            READ_CONTROL | WRITE_DAC,
+            if write {
+                READ_CONTROL | WRITE_DAC
+            } else {
+                READ_CONTROL
+            },
             FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
             std::ptr::null(),
             OPEN_EXISTING,
@@ -460,17 +469,28 @@ fn modify_explicit(
     change: impl FnOnce(&[Ace]) -> Option<Vec<Ace>>,
 ) -> Result<bool, AclError> {
     use std::os::windows::io::AsHandle;
-    let h = open_for_dacl(path)?;
+    // Without WRITE_DAC (a DACL locked against you, `lock_protected_dacls`) a path whose ACEs are
+    // already in place still passes; one that needs a change fails with the access error.
+    let (h, denied) = match open_checked(path, true) {
+        Ok(h) => (h, None),
+        // ERROR_ACCESS_DENIED (5).
+        Err(AclError::Open { path: p, source }) if source.code == 5 => (
+            open_checked(path, false)?,
+            Some(AclError::Open { path: p, source }),
+        ),
+        Err(e) => return Err(e),
+    };
     let current = read_handle_typed(h.as_handle(), SE_FILE_OBJECT, &path.as_string())?;
     let unknown = current.other.iter().find(|(_, inherited)| !inherited);
-    match (change(&current.explicit()), unknown) {
-        (None, _) => Ok(false),
+    match (change(&current.explicit()), unknown, denied) {
+        (None, _, _) => Ok(false),
+        (Some(_), _, Some(e)) => Err(e),
         // Writing would drop an ACE type the model does not know: refuse instead.
-        (Some(_), Some((t, _))) => Err(AclError::UnsupportedAce {
+        (Some(_), Some((t, _)), None) => Err(AclError::UnsupportedAce {
             path: path.as_string(),
             ace_type: *t,
         }),
-        (Some(new), None) => {
+        (Some(new), None, None) => {
             write_explicit_handle(h.as_handle(), path, &new, current.protected).map(|_| true)
         }
     }
