@@ -628,7 +628,7 @@ fn elevated_cross_caller_read_and_delete_old_shared_account_allows_per_caller_de
         ("read another caller's file", read_other_callers_file),
         ("delete another caller's file", delete_other_callers_file),
         (
-            "write to another caller's workspace",
+            "write another caller's file (restricting pass)",
             write_other_callers_workspace,
         ),
     ];
