@@ -884,3 +884,88 @@ fn elevated_runner_old_default_dacl_allows_injection_new_self_dacl_denies() {
         );
     }
 }
+
+/// Two sandboxes of the same user (or, in the elevated tier, two runs of one caller's account)
+/// at once: B against a process A's command created. Its DACL comes from A's token's default
+/// DACL; the owner is the user. Old default DACL (user `GENERIC_ALL`): B re-ACLs A's process
+/// (`WRITE_DAC`, normal pass) for Everyone and then writes its memory. New
+/// (`unelevated::own_objects_default_dacl`): no `WRITE_DAC` for the user or the owner, so B is
+/// stopped at the re-ACL; direct writes are denied either way (A's run SID); A keeps
+/// read/write/execute on its own objects.
+#[test]
+fn concurrent_sandboxes_old_default_dacl_allows_re_acl_new_denies() {
+    use crate::access::access_check_typed as check;
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let (run_a, run_b) = (sid("S-1-5-21-7-7-7-1"), sid("S-1-5-21-7-7-7-2"));
+    let token_for = |run: &Sid| {
+        let bound = plan.token.bind_run_sid(run);
+        TokenModel {
+            restricting: bound
+                .restricting
+                .iter()
+                .map(|r| resolve(&r.sid, &me(), &sid(LOGON)))
+                .collect(),
+            write_restricted: true,
+            ..caller()
+        }
+    };
+    let (t_a, t_b) = (token_for(&run_a), token_for(&run_b));
+    let dacl_of = |entries: &[(SidRef, u32)]| -> Vec<Ace> {
+        plan.token
+            .bind_run_sid(&run_a)
+            .default_dacl
+            .iter()
+            .zip(entries)
+            .map(|((r, _), (_, m))| Ace::allow(resolve(r, &me(), &sid(LOGON)), *m, Inherit::NONE))
+            .collect()
+    };
+    let new = dacl_of(&plan.token.default_dacl);
+    let old = vec![
+        Ace::allow(me(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(Sid::local_system(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(run_a.clone(), mask::GENERIC_ALL, Inherit::NONE),
+    ];
+    let vm_write = kernel::PROCESS_VM_WRITE | kernel::PROCESS_VM_OPERATION;
+    let attack = |dacl: &[Ace]| -> (bool, u32) {
+        if check(&t_b, dacl, &me(), vm_write, &kernel::PROCESS) {
+            return (true, 1);
+        }
+        if !check(&t_b, dacl, &me(), mask::WRITE_DAC, &kernel::PROCESS) {
+            return (false, 2);
+        }
+        let everyone = vec![Ace::allow(
+            Sid::everyone(),
+            mask::GENERIC_ALL,
+            Inherit::NONE,
+        )];
+        (check(&t_b, &everyone, &me(), vm_write, &kernel::PROCESS), 3)
+    };
+    let (o, o_ran) = attack(&old);
+    let (n, n_ran) = attack(&new);
+    assert!(
+        o && o_ran == 3,
+        "old: direct write denied, re-ACL then write works"
+    );
+    assert!(!n && n_ran == 2, "new: stopped at the re-ACL");
+    // A still uses its own objects; the elevated plan uses the same default DACL.
+    assert!(check(&t_a, &new, &me(), vm_write, &kernel::PROCESS));
+    assert!(check(
+        &t_a,
+        &new,
+        &me(),
+        kernel::THREAD_SET_CONTEXT,
+        &kernel::THREAD
+    ));
+    assert_eq!(
+        crate::elevated::run_token(&plan.roots).default_dacl,
+        plan.token.default_dacl
+    );
+    println!(
+        "both       | {:<48} | old plan: {:<7} | new plan: {}",
+        "re-ACL a concurrent sandbox's process, then inject",
+        if o { "ALLOWED" } else { "denied" },
+        if n { "ALLOWED" } else { "denied" }
+    );
+}

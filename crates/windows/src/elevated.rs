@@ -488,13 +488,9 @@ pub fn run_token(roots: &[(WinPath, Sid)]) -> crate::unelevated::TokenPlan {
     TokenPlan {
         flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE,
         restricting,
-        // The account (normal pass), SYSTEM, and this run's own SID (restricting pass): not the
-        // logon SID, so concurrent runs' objects are not open to each other through it.
-        default_dacl: vec![
-            (SidRef::CurrentUser, mask::GENERIC_ALL),
-            (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
-            (SidRef::RunSession, mask::GENERIC_ALL),
-        ],
+        // The account (normal pass, no WRITE_DAC), SYSTEM, and this run's own SID (restricting
+        // pass): not the logon SID, so concurrent runs' objects are not open to each other.
+        default_dacl: crate::unelevated::own_objects_default_dacl(),
     }
 }
 
