@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Windows backend check, run by .ci/run on Linux:
-#   1. cross-builds the Wine self-test (Win32 layer only) and stockade.exe for x86_64-pc-windows-gnu
+#   1. clippy (-D warnings) on the cfg(windows) code with Debian's rust-web-clippy (the rustup
+#      clippy of `.ci/run` only sees the Linux cfg);
+#   2. cross-builds the Wine self-test (Win32 layer only) and stockade.exe for x86_64-pc-windows-gnu
 #      with Debian's rustc-web + rust-web-src (-Zbuild-std) and mingw;
-#   2. runs the self-test under Wine 8 in a throw-away prefix.
-# Installs nothing: CI provides `rustc-web rust-web-src gcc-mingw-w64-x86-64 wine64`.
+#   3. runs the self-test under Wine 8 in a throw-away prefix.
+# Installs nothing: CI provides `rustc-web cargo-web rust-web-clippy rust-web-src gcc-mingw-w64-x86-64 wine64`.
 # Exits non-zero on any FAIL line or build failure. Wine does not enforce tokens or DACLs; the
 # self-test reports those checks as `unsupported-by-wine`, never as `ok`.
 set -euo pipefail
@@ -18,12 +20,13 @@ WINESERVER=/usr/lib/wine/wineserver64
 
 missing=()
 [ -x /usr/bin/rustc ] || missing+=(rustc-web)
-[ -x /usr/bin/cargo ] || missing+=("cargo (rustc-web)")
+[ -x /usr/bin/cargo ] || missing+=(cargo-web)
+[ -x /usr/bin/cargo-clippy ] || missing+=(rust-web-clippy)
 [ -d /usr/lib/rustlib/src/rust/library ] || missing+=(rust-web-src)
 command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-x86-64)
 [ -x "$WINE" ] || missing+=(wine64)
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "windows-test: missing ${missing[*]}; install with: apt-get install -y rustc-web rust-web-src gcc-mingw-w64-x86-64 wine64" >&2
+    echo "windows-test: missing ${missing[*]}; install with: apt-get install -y rustc-web cargo-web rust-web-clippy rust-web-src gcc-mingw-w64-x86-64 wine64" >&2
     exit 1
 fi
 echo "windows-test: $(/usr/bin/rustc --version), $("$WINE" --version 2>/dev/null || echo wine)"
@@ -49,6 +52,20 @@ wbuild() {
 
 failures=0
 start=$(date +%s)
+
+# /usr/bin first: a rustup cargo-clippy earlier on PATH would lint with the other toolchain.
+echo "windows-test: clippy -D warnings for $TARGET (stockade, stockade-windows with and without policy)"
+wclippy() {
+    PATH=/usr/bin:$PATH RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 timeout 1200 /usr/bin/cargo clippy \
+        -Zbuild-std=std,panic_abort --target "$TARGET" --target-dir "$TDIR" "$@" -- -D warnings
+}
+if wclippy -p stockade-windows --no-default-features --lib --bins && wclippy -p stockade -p stockade-windows --lib --bins; then
+    echo "ok windows-clippy: no clippy finding in the cfg(windows) code"
+else
+    echo "FAIL windows-clippy: clippy findings for $TARGET (above)"
+    failures=$((failures + 1))
+fi
+echo "windows-test: clippy took $(( $(date +%s) - start ))s"
 
 echo "windows-test: building the Win32 self-test (stockade-windows, no policy feature)"
 wbuild -p stockade-windows --no-default-features --bin stockade-wine-selftest
@@ -76,6 +93,18 @@ export WINEPREFIX="$WINEPREFIX_DIR" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,msh
 echo "windows-test: wineboot in $WINEPREFIX"
 timeout 300 "$WINE" wineboot -i >/dev/null 2>&1 || { echo "FAIL wineboot: wine could not initialise a prefix"; exit 1; }
 
+# A Unix directory symlink planted inside a "root", for the handle-based ACL apply (Wine's
+# CreateSymbolicLinkW makes nothing): the self-test must refuse it and any path through it.
+LINKDIR=$(mktemp -d /tmp/stockade-link.XXXXXX)
+mkdir -p "$LINKDIR/root" "$LINKDIR/outside"
+echo keep >"$LINKDIR/outside/victim.txt"
+ln -s ../outside "$LINKDIR/root/planted-link"
+winpath() { echo "Z:$(echo "$1" | tr '/' '\\')"; }
+export STOCKADE_SELFTEST_LINK STOCKADE_SELFTEST_LINK_FILE STOCKADE_SELFTEST_LINK_THROUGH
+STOCKADE_SELFTEST_LINK=$(winpath "$LINKDIR/root/planted-link")
+STOCKADE_SELFTEST_LINK_FILE=$(winpath "$LINKDIR/outside/victim.txt")
+STOCKADE_SELFTEST_LINK_THROUGH=$(winpath "$LINKDIR/root/planted-link/victim.txt")
+
 LOG="$TDIR/wine/selftest.log"
 set +e
 timeout 300 "$WINE" "$SELFTEST" 2>&1 | tr -d '\r' | tee "$LOG"
@@ -88,6 +117,8 @@ fi
 if grep -q '^FAIL ' "$LOG"; then
     failures=$((failures + 1))
 fi
+rm -rf "$LINKDIR"
+grep -q '^ok acl-through-unix-link' "$LOG" || { echo "FAIL acl-through-unix-link: the self-test did not show the planted link refused"; failures=$((failures + 1)); }
 grep -Eq '^[0-9]+ passed, [0-9]+ failed' "$LOG" || { echo "FAIL selftest-summary: no summary line (crashed?)"; failures=$((failures + 1)); }
 
 # The integrated binary: starts, and runs one command through the unelevated tier (Wine enforces

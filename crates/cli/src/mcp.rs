@@ -226,6 +226,7 @@ fn make_report_dir(caller: &Caller, ceiling: &Plan) -> Result<PathBuf> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let dir = base.join(format!("{}-{nanos}", std::process::id()));
+    #[cfg_attr(not(unix), allow(unused_mut))] // `mode` (Unix only) is the one mutation
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     builder.mode(0o700);

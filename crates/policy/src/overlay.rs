@@ -108,7 +108,7 @@ fn caller_uid() -> u32 {
     stockade_sys::users::geteuid()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(unix, not(target_os = "linux")))]
 fn caller_uid() -> u32 {
     0
 }
@@ -136,6 +136,8 @@ fn tree(entry: &str, path: &Path, need_owner: bool) -> Result<PathBuf, OverlayEr
     if canon == Path::new("/") {
         return Err(bad(entry, "/ cannot be overlaid".into()));
     }
+    #[cfg(not(unix))]
+    let _ = need_owner; // no uid to compare; `plan` returns no overlays off Linux anyway
     #[cfg(unix)]
     if need_owner {
         use std::os::unix::fs::MetadataExt;

@@ -426,15 +426,20 @@ fn old_elevated_token() -> TokenModel {
 
 /// The command's token under the new plan: the account, write-restricted to these roots' SIDs.
 fn new_elevated_token(roots: &[(WinPath, Sid)]) -> TokenModel {
+    elevated_token_as(&offline(), roots)
+}
+
+/// [`new_elevated_token`] for the sandbox account `account`.
+fn elevated_token_as(account: &Sid, roots: &[(WinPath, Sid)]) -> TokenModel {
     let plan = crate::elevated::run_token(roots);
     TokenModel {
-        user: offline(),
+        user: account.clone(),
         groups: account_groups(),
         deny_only: vec![],
         restricting: plan
             .restricting
             .iter()
-            .map(|r| resolve(&r.sid, &offline(), &run_logon()))
+            .map(|r| resolve(&r.sid, account, &run_logon()))
             .collect(),
         write_restricted: plan.flags & flags::WRITE_RESTRICTED != 0,
     }
@@ -583,4 +588,384 @@ fn elevated_another_callers_workspace_old_plan_allows_new_plan_denies() {
         assert!(results[0], "{name}: old plan expected to allow it");
         assert!(!results[1], "{name}: new plan must deny it");
     }
+}
+
+fn read_other_callers_file(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[(ws(r"src\main.rs"), Op::Open(mask::FILE_READ_DATA))],
+    )
+}
+
+fn delete_other_callers_file(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(fs, t, ran, &[(ws(r"src\main.rs"), Op::Delete)])
+}
+
+/// Caller A's workspace (in A's profile, which no other account may read) after A's elevated
+/// run, and caller B's command. With one sandbox account shared by all callers (install version
+/// 1, "old") the account's normal-pass grant on A's root is B's too: reads and `DELETE` have no
+/// write bit, so the restricting pass (A's capability SIDs, which B lacks) is never consulted.
+/// With a pair of accounts per caller (`Accounts::for_caller`, "new") both are denied. Writes
+/// are denied in both (the restricting pass).
+#[test]
+fn elevated_cross_caller_read_and_delete_old_shared_account_allows_per_caller_denies() {
+    let (a_names, b_names) = (
+        crate::elevated::Accounts::for_caller(&me()),
+        crate::elevated::Accounts::for_caller(&sid("S-1-5-21-100-200-300-1002")),
+    );
+    assert_ne!(
+        a_names.offline, b_names.offline,
+        "B runs as an account of its own"
+    );
+    let a_input = fixture::input();
+    let b_input = crate::input::WinPlanInput::for_workspace(fixture::OTHER_WS).expect("b");
+    let a_caps = caps(&a_input.effective_roots(), 10);
+    let b_caps = caps(&b_input.effective_roots(), 60);
+    let b_account_own = sid("S-1-5-21-100-200-300-1012");
+    let cases: &[(&str, Attack)] = &[
+        ("read another caller's file", read_other_callers_file),
+        ("delete another caller's file", delete_other_callers_file),
+        (
+            "write another caller's file (restricting pass)",
+            write_other_callers_workspace,
+        ),
+    ];
+    for (name, attack) in cases {
+        let mut results = Vec::new();
+        for b_account in [offline(), b_account_own.clone()] {
+            let a = run_plan(&a_input, &offline(), &a_caps).expect("a");
+            let b = run_plan(&b_input, &b_account, &b_caps).expect("b");
+            let mut acl = a.acl.clone();
+            acl.extend(b.acl.clone());
+            let mut fs = applied(&acl);
+            // Controls: A's own command reads its file; B's command writes its own root.
+            let t_a = new_elevated_token(&a.roots);
+            assert!(fs.perform(&t_a, &ws(r"src\main.rs"), &Op::Open(mask::FILE_READ_DATA)));
+            let t_b = elevated_token_as(&b_account, &b.roots);
+            let b_file = p(&format!(r"{}\b-out.txt", fixture::OTHER_WS));
+            assert!(
+                fs.perform(&t_b, &b_file, &Op::CreateFile),
+                "B works in its own root"
+            );
+            let mut ran = 0;
+            results.push(attack(&mut fs, &t_b, &mut ran));
+            assert!(ran >= 1);
+        }
+        // Without any Stockade ACE, B's account cannot even read A's profile.
+        let mut bare = fixture::filesystem();
+        let t_bare = elevated_token_as(&offline(), &[]);
+        let mut ran = 0;
+        assert!(
+            !read_other_callers_file(&mut bare, &t_bare, &mut ran),
+            "the fixture profile must be closed to the sandbox account"
+        );
+        println!(
+            "elevated   | {name:<48} | old plan: {:<7} | new plan: {} (shared vs per-caller account)",
+            if results[0] { "ALLOWED" } else { "denied" },
+            if results[1] { "ALLOWED" } else { "denied" }
+        );
+        let shared_allows = !name.starts_with("write");
+        assert_eq!(results[0], shared_allows, "{name}: shared account");
+        assert!(!results[1], "{name}: a per-caller account must deny it");
+    }
+}
+
+/// A malicious other caller B sends A's capability SIDs (read off A's DACLs) in its runner
+/// request. With the shared account (old) that opens A's workspace for writing; with B's own
+/// account (new) the normal pass has no grant for it on A's roots, so the stolen SIDs open
+/// nothing B's account could not already write.
+#[test]
+fn elevated_stolen_capability_sids_old_shared_account_allows_per_caller_denies() {
+    let a_input = fixture::input();
+    let a_caps = caps(&a_input.effective_roots(), 10);
+    let b_own = sid("S-1-5-21-100-200-300-1012");
+    let mut results = Vec::new();
+    for b_account in [offline(), b_own] {
+        let a = run_plan(&a_input, &offline(), &a_caps).expect("a");
+        let mut fs = applied(&a.acl);
+        let t_b = elevated_token_as(&b_account, &a.roots); // A's capabilities, B's account
+        let mut ran = 0;
+        results.push(write_other_callers_workspace(&mut fs, &t_b, &mut ran));
+        assert!(ran >= 1);
+    }
+    println!(
+        "elevated   | {:<48} | old plan: {:<7} | new plan: {}",
+        "write A's workspace with A's stolen capability SIDs",
+        if results[0] { "ALLOWED" } else { "denied" },
+        if results[1] { "ALLOWED" } else { "denied" }
+    );
+    assert!(
+        results[0],
+        "shared account: the stolen SIDs open A's workspace"
+    );
+    assert!(!results[1], "per-caller account: they must not");
+}
+
+/// Generic mappings of process, thread and token objects (Forshaw, *Windows Security Internals*,
+/// the object-type tables; `winnt.h` rights).
+mod kernel {
+    use crate::access::Mapping;
+    pub const PROCESS_VM_OPERATION: u32 = 0x8;
+    pub const PROCESS_VM_WRITE: u32 = 0x20;
+    pub const THREAD_SET_CONTEXT: u32 = 0x10;
+    pub const TOKEN_DUPLICATE: u32 = 0x2;
+    pub const TOKEN_QUERY: u32 = 0x8;
+    pub const PROCESS: Mapping = Mapping {
+        read: 0x0002_0410,
+        write: 0x0002_0BEA,
+        execute: 0x0012_1000,
+        all: 0x001F_FFFF,
+    };
+    pub const THREAD: Mapping = Mapping {
+        read: 0x0002_0048,
+        write: 0x0002_0437,
+        execute: 0x0012_1800,
+        all: 0x001F_FFFF,
+    };
+    pub const TOKEN: Mapping = Mapping {
+        read: 0x0002_0008,
+        write: 0x0002_00E0,
+        execute: 0x0002_0000,
+        all: 0x000F_01FF,
+    };
+}
+
+/// A process, thread or token of the same user (your other processes for the unelevated tier;
+/// the runner for the elevated tier) with the default DACL an interactive logon is documented to
+/// have: user and SYSTEM `GENERIC_ALL`, the logon SID `GENERIC_READ | GENERIC_EXECUTE`. The
+/// write-restricted command (same user, logon SID among its restricting SIDs) cannot write
+/// memory or set a thread context (write bits: the restricting pass sees only the logon SID's
+/// read/execute), but can duplicate the unrestricted token and, as owner, re-ACL the process
+/// (no write bits: the normal pass alone). Control: with `GENERIC_ALL` for the logon SID memory
+/// writes pass too. Unverified on a real host (the default DACL is the assumption).
+#[test]
+fn processes_of_the_same_user_memory_writes_denied_token_duplication_allowed() {
+    use crate::access::access_check_typed as check;
+    let user = me();
+    let logon = sid(LOGON);
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let t = unelevated_token(&plan);
+    assert!(t.write_restricted && t.restricting.contains(&logon));
+    let default_dacl = |logon_mask: u32| {
+        vec![
+            Ace::allow(user.clone(), mask::GENERIC_ALL, Inherit::NONE),
+            Ace::allow(Sid::local_system(), mask::GENERIC_ALL, Inherit::NONE),
+            Ace::allow(logon.clone(), logon_mask, Inherit::NONE),
+        ]
+    };
+    let documented = default_dacl(mask::GENERIC_READ | mask::GENERIC_EXECUTE);
+    let vm_write = kernel::PROCESS_VM_WRITE | kernel::PROCESS_VM_OPERATION;
+    assert!(!check(&t, &documented, &user, vm_write, &kernel::PROCESS));
+    assert!(!check(
+        &t,
+        &documented,
+        &user,
+        kernel::THREAD_SET_CONTEXT,
+        &kernel::THREAD
+    ));
+    assert!(check(
+        &t,
+        &documented,
+        &user,
+        kernel::TOKEN_DUPLICATE | kernel::TOKEN_QUERY,
+        &kernel::TOKEN
+    ));
+    assert!(check(
+        &t,
+        &documented,
+        &user,
+        mask::WRITE_DAC,
+        &kernel::PROCESS
+    ));
+    // Controls: the caller itself can do all of it; a logon SID with GENERIC_ALL lets memory
+    // writes through the restricting pass.
+    assert!(check(
+        &caller(),
+        &documented,
+        &user,
+        vm_write,
+        &kernel::PROCESS
+    ));
+    assert!(check(
+        &t,
+        &default_dacl(mask::GENERIC_ALL),
+        &user,
+        vm_write,
+        &kernel::PROCESS
+    ));
+    println!("unelevated | same-user process: VM_WRITE / SET_CONTEXT  | denied (documented default DACL); TOKEN_DUPLICATE, WRITE_DAC: ALLOWED");
+}
+
+/// The elevated command against its runner (same account, unrestricted token, alive while the
+/// command runs). Old: the runner's objects keep the account's default DACL (documented default:
+/// account and SYSTEM `GENERIC_ALL`, logon SID read/execute): re-ACL the runner's process for
+/// Everyone, then write its memory (Everyone is a restricting SID), or duplicate its token.
+/// New: `elevated::runner_self_dacl` on process, thread and token.
+#[test]
+fn elevated_runner_old_default_dacl_allows_injection_new_self_dacl_denies() {
+    use crate::access::access_check_typed as check;
+    use crate::elevated::{runner_self_dacl, RunnerObject};
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 10);
+    let plan = run_plan(&input, &offline(), &c).expect("plan");
+    let t = new_elevated_token(&plan.roots);
+    let account = offline();
+    let old = vec![
+        Ace::allow(account.clone(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(Sid::local_system(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(
+            run_logon(),
+            mask::GENERIC_READ | mask::GENERIC_EXECUTE,
+            Inherit::NONE,
+        ),
+    ];
+    let vm_write = kernel::PROCESS_VM_WRITE | kernel::PROCESS_VM_OPERATION;
+    // Two steps: WRITE_DAC (normal pass only), then VM_WRITE with Everyone granted.
+    let inject = |dacl: &[Ace]| -> (bool, u32) {
+        let mut ran = 1;
+        if !check(&t, dacl, &account, mask::WRITE_DAC, &kernel::PROCESS) {
+            return (false, ran);
+        }
+        ran += 1;
+        let everyone = vec![Ace::allow(
+            Sid::everyone(),
+            mask::GENERIC_ALL,
+            Inherit::NONE,
+        )];
+        (
+            check(&t, &everyone, &account, vm_write, &kernel::PROCESS),
+            ran,
+        )
+    };
+    let dup = |dacl: &[Ace]| check(&t, dacl, &account, kernel::TOKEN_DUPLICATE, &kernel::TOKEN);
+    let re_acl_thread = |dacl: &[Ace]| check(&t, dacl, &account, mask::WRITE_DAC, &kernel::THREAD);
+    let (old_inject, ran) = inject(&old);
+    assert!(old_inject && ran == 2, "old: re-ACL then inject works");
+    assert!(dup(&old) && re_acl_thread(&old));
+    let (new_inject, ran) = inject(&runner_self_dacl(RunnerObject::Process));
+    assert!(!new_inject && ran == 1, "new: stopped at the re-ACL");
+    assert!(!dup(&runner_self_dacl(RunnerObject::Token)));
+    assert!(!re_acl_thread(&runner_self_dacl(RunnerObject::Thread)));
+    assert!(!check(
+        &t,
+        &runner_self_dacl(RunnerObject::Process),
+        &account,
+        vm_write,
+        &kernel::PROCESS
+    ));
+    // What stays: waiting on the runner and querying it.
+    assert!(check(
+        &t,
+        &runner_self_dacl(RunnerObject::Process),
+        &account,
+        0x0010_1000,
+        &kernel::PROCESS
+    ));
+    for (name, o, n) in [
+        (
+            "re-ACL the runner process, then write its memory",
+            old_inject,
+            new_inject,
+        ),
+        (
+            "duplicate the runner's unrestricted token",
+            dup(&old),
+            dup(&runner_self_dacl(RunnerObject::Token)),
+        ),
+    ] {
+        println!(
+            "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
+            if o { "ALLOWED" } else { "denied" },
+            if n { "ALLOWED" } else { "denied" }
+        );
+    }
+}
+
+/// Two sandboxes of the same user (or, in the elevated tier, two runs of one caller's account)
+/// at once: B against a process A's command created. Its DACL comes from A's token's default
+/// DACL; the owner is the user. Old default DACL (user `GENERIC_ALL`): B re-ACLs A's process
+/// (`WRITE_DAC`, normal pass) for Everyone and then writes its memory. New
+/// (`unelevated::own_objects_default_dacl`): no `WRITE_DAC` for the user or the owner, so B is
+/// stopped at the re-ACL; direct writes are denied either way (A's run SID); A keeps
+/// read/write/execute on its own objects.
+#[test]
+fn concurrent_sandboxes_old_default_dacl_allows_re_acl_new_denies() {
+    use crate::access::access_check_typed as check;
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let (run_a, run_b) = (sid("S-1-5-21-7-7-7-1"), sid("S-1-5-21-7-7-7-2"));
+    let token_for = |run: &Sid| {
+        let bound = plan.token.bind_run_sid(run);
+        TokenModel {
+            restricting: bound
+                .restricting
+                .iter()
+                .map(|r| resolve(&r.sid, &me(), &sid(LOGON)))
+                .collect(),
+            write_restricted: true,
+            ..caller()
+        }
+    };
+    let (t_a, t_b) = (token_for(&run_a), token_for(&run_b));
+    let dacl_of = |entries: &[(SidRef, u32)]| -> Vec<Ace> {
+        plan.token
+            .bind_run_sid(&run_a)
+            .default_dacl
+            .iter()
+            .zip(entries)
+            .map(|((r, _), (_, m))| Ace::allow(resolve(r, &me(), &sid(LOGON)), *m, Inherit::NONE))
+            .collect()
+    };
+    let new = dacl_of(&plan.token.default_dacl);
+    let old = vec![
+        Ace::allow(me(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(Sid::local_system(), mask::GENERIC_ALL, Inherit::NONE),
+        Ace::allow(run_a.clone(), mask::GENERIC_ALL, Inherit::NONE),
+    ];
+    let vm_write = kernel::PROCESS_VM_WRITE | kernel::PROCESS_VM_OPERATION;
+    let attack = |dacl: &[Ace]| -> (bool, u32) {
+        if check(&t_b, dacl, &me(), vm_write, &kernel::PROCESS) {
+            return (true, 1);
+        }
+        if !check(&t_b, dacl, &me(), mask::WRITE_DAC, &kernel::PROCESS) {
+            return (false, 2);
+        }
+        let everyone = vec![Ace::allow(
+            Sid::everyone(),
+            mask::GENERIC_ALL,
+            Inherit::NONE,
+        )];
+        (check(&t_b, &everyone, &me(), vm_write, &kernel::PROCESS), 3)
+    };
+    let (o, o_ran) = attack(&old);
+    let (n, n_ran) = attack(&new);
+    assert!(
+        o && o_ran == 3,
+        "old: direct write denied, re-ACL then write works"
+    );
+    assert!(!n && n_ran == 2, "new: stopped at the re-ACL");
+    // A still uses its own objects; the elevated plan uses the same default DACL.
+    assert!(check(&t_a, &new, &me(), vm_write, &kernel::PROCESS));
+    assert!(check(
+        &t_a,
+        &new,
+        &me(),
+        kernel::THREAD_SET_CONTEXT,
+        &kernel::THREAD
+    ));
+    assert_eq!(
+        crate::elevated::run_token(&plan.roots).default_dacl,
+        plan.token.default_dacl
+    );
+    println!(
+        "both       | {:<48} | old plan: {:<7} | new plan: {}",
+        "re-ACL a concurrent sandbox's process, then inject",
+        if o { "ALLOWED" } else { "denied" },
+        if n { "ALLOWED" } else { "denied" }
+    );
 }

@@ -15,12 +15,59 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Local group of the sandbox accounts.
 pub const GROUP: &str = "StockadeSandboxUsers";
-/// Account used with the network off.
-pub const OFFLINE_ACCOUNT: &str = "StockadeOffline";
-/// Account used with the network on.
-pub const ONLINE_ACCOUNT: &str = "StockadeOnline";
-/// Version of what setup installs; bump when the installed shape changes.
-pub const INSTALL_VERSION: u32 = 1;
+/// Version of what setup installs; bump when the installed shape changes. 2: a pair of sandbox
+/// accounts per caller (1 had one shared pair, `StockadeOffline`/`StockadeOnline`).
+pub const INSTALL_VERSION: u32 = 2;
+
+/// The sandbox accounts of one caller. Each caller (the user who runs `stockade setup` and then
+/// `stockade run --tier elevated`) gets a pair of its own, so the account's normal-pass grant on
+/// one caller's roots is never held by another caller's command: reads and `DELETE`, which the
+/// restricting pass does not see, stay within the caller
+/// (`attacks::elevated_cross_caller_read_and_delete_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounts {
+    /// Used with the network off (firewalled).
+    pub offline: String,
+    /// Used with the network on.
+    pub online: String,
+}
+
+impl Accounts {
+    /// `StkOff-<tag>` / `StkOn-<tag>`, `<tag>` = 12 hex digits of FNV-1a-64 over the caller's SID
+    /// (upper case): at most 19 characters (local account names allow 20), stable, and distinct
+    /// per caller (a collision is refused by setup: the record names the caller).
+    pub fn for_caller(caller: &Sid) -> Accounts {
+        let t = caller_tag(caller);
+        Accounts {
+            offline: format!("StkOff-{t}"),
+            online: format!("StkOn-{t}"),
+        }
+    }
+
+    /// Both names.
+    pub fn both(&self) -> [&str; 2] {
+        [&self.offline, &self.online]
+    }
+
+    /// The account for a run.
+    pub fn for_network(&self, network_off: bool) -> &str {
+        if network_off {
+            &self.offline
+        } else {
+            &self.online
+        }
+    }
+}
+
+/// 12 hex digits identifying a caller (account names, record file name).
+pub fn caller_tag(caller: &Sid) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in caller.to_string().to_ascii_uppercase().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:012x}", h >> 16)
+}
 
 /// What `stockade setup` leaves behind, stored (DPAPI-protected together with the passwords) in
 /// `%ProgramData%\Stockade\install.json`.
@@ -28,6 +75,8 @@ pub const INSTALL_VERSION: u32 = 1;
 pub struct InstallRecord {
     /// [`INSTALL_VERSION`] at install time.
     pub version: u32,
+    /// The caller these accounts belong to.
+    pub caller: Sid,
     /// The group's SID.
     pub group_sid: Sid,
     /// Account name to SID.
@@ -38,6 +87,9 @@ pub struct InstallRecord {
     pub allowed_loopback_ports: Vec<u16>,
     /// Paths that received ACEs for the group (removed again on uninstall).
     pub acl_paths: Vec<WinPath>,
+    /// Names of the WFP filters added (keys: `wfp::filter_key` of the name).
+    #[serde(default)]
+    pub wfp_filters: Vec<String>,
 }
 
 /// What is on the machine now (read by the apply layer).
@@ -47,14 +99,20 @@ pub struct Observed {
     pub group_sid: Option<Sid>,
     /// Existing accounts among ours, name to SID.
     pub accounts: BTreeMap<String, Sid>,
-    /// Accounts that are members of the group.
+    /// Our accounts that are members of the group.
     pub group_members: BTreeSet<String>,
+    /// Other members of the group (other callers' accounts): the group stays while they exist.
+    pub other_group_members: BTreeSet<String>,
     /// Accounts hidden from the logon screen.
     pub hidden: BTreeSet<String>,
     /// Names of existing rules in [`crate::firewall::RULE_GROUP`].
     pub firewall_rules: BTreeSet<String>,
     /// Accounts whose password is stored.
     pub stored_passwords: BTreeSet<String>,
+    /// Stockade's WFP sublayer exists.
+    pub wfp_sublayer: bool,
+    /// Names of wanted or recorded WFP filters found by key.
+    pub wfp_filters: BTreeSet<String>,
 }
 
 /// One setup action.
@@ -75,6 +133,12 @@ pub enum SetupStep {
     RemoveFirewallRule(String),
     /// `INetFwPolicy2::Rules::Add`.
     AddFirewallRule(String),
+    /// `FwpmSubLayerAdd0` (persistent) of Stockade's sublayer.
+    AddWfpSublayer,
+    /// Remove a WFP filter of ours that is stale or no longer wanted.
+    RemoveWfpFilter(String),
+    /// `FwpmFilterAdd0` (persistent).
+    AddWfpFilter(String),
     /// Write the installation record.
     WriteRecord,
 }
@@ -97,6 +161,8 @@ pub enum Drift {
     MissingRule(String),
     /// A rule of ours is present but not recorded.
     UnexpectedRule(String),
+    /// A recorded WFP filter is gone.
+    MissingWfpFilter(String),
     /// An account is not in the group.
     Membership(String),
     /// An account is visible on the logon screen.
@@ -137,20 +203,46 @@ pub fn drift(record: &InstallRecord, observed: &Observed) -> Vec<Drift> {
             out.push(Drift::UnexpectedRule(r.clone()));
         }
     }
+    for f in &record.wfp_filters {
+        if !observed.wfp_filters.contains(f) {
+            out.push(Drift::MissingWfpFilter(f.clone()));
+        }
+    }
     out
 }
 
-/// The firewall rules wanted, once the account SIDs are known.
+/// The WFP filters wanted, once the offline account's SID is known (names carry the account).
+pub fn wanted_wfp(
+    names: &Accounts,
+    accounts: &BTreeMap<String, Sid>,
+    allowed_loopback_ports: &[u16],
+) -> Vec<crate::wfp::WfpFilter> {
+    let mut out = match accounts.get(&names.offline) {
+        Some(s) => crate::wfp::offline_filters(s, allowed_loopback_ports),
+        None => Vec::new(),
+    };
+    for f in &mut out {
+        f.name = format!("{} [{}]", f.name, names.offline);
+    }
+    out
+}
+
+/// The firewall rules wanted, once the account SIDs are known. Names carry the account name,
+/// so one caller's setup never replaces or removes another caller's rules.
 pub fn wanted_rules(
+    names: &Accounts,
     accounts: &BTreeMap<String, Sid>,
     allowed_loopback_ports: &[u16],
 ) -> Vec<FirewallRule> {
     let mut rules = Vec::new();
-    if let Some(s) = accounts.get(OFFLINE_ACCOUNT) {
+    if let Some(s) = accounts.get(&names.offline) {
         rules.extend(offline_rules(s, allowed_loopback_ports));
     }
-    if let Some(s) = accounts.get(ONLINE_ACCOUNT) {
+    if let Some(s) = accounts.get(&names.online) {
         rules.extend(online_rules(s));
+    }
+    for r in &mut rules {
+        r.name = format!("{} [{}]", r.name, names.offline);
     }
     rules
 }
@@ -159,6 +251,7 @@ pub fn wanted_rules(
 /// before rules can name their SIDs, so the apply layer runs account steps, re-observes, and calls
 /// this again; with everything in place the result is empty (idempotent).
 pub fn setup_steps(
+    names: &Accounts,
     record: Option<&InstallRecord>,
     observed: &Observed,
     allowed_loopback_ports: &[u16],
@@ -167,7 +260,7 @@ pub fn setup_steps(
     if observed.group_sid.is_none() {
         steps.push(SetupStep::CreateGroup(GROUP.into()));
     }
-    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+    for name in names.both() {
         if !observed.accounts.contains_key(name) {
             steps.push(SetupStep::CreateAccount(name.into()));
         } else if !observed.stored_passwords.contains(name) {
@@ -180,10 +273,11 @@ pub fn setup_steps(
             steps.push(SetupStep::HideAccount(name.into()));
         }
     }
-    let all_accounts = [OFFLINE_ACCOUNT, ONLINE_ACCOUNT]
+    let all_accounts = names
+        .both()
         .iter()
         .all(|n| observed.accounts.contains_key(*n));
-    let wanted = wanted_rules(&observed.accounts, allowed_loopback_ports);
+    let wanted = wanted_rules(names, &observed.accounts, allowed_loopback_ports);
     let wanted_names: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
     // Rules whose content may differ (other ports, recreated account) are replaced: a rule is
     // kept only if the record says it was made for the same SIDs and ports.
@@ -204,6 +298,23 @@ pub fn setup_steps(
             }
         }
     }
+    let wfp = wanted_wfp(names, &observed.accounts, allowed_loopback_ports);
+    let wfp_names: BTreeSet<&str> = wfp.iter().map(|f| f.name.as_str()).collect();
+    for existing in &observed.wfp_filters {
+        if !wfp_names.contains(existing.as_str()) || !record_matches {
+            steps.push(SetupStep::RemoveWfpFilter(existing.clone()));
+        }
+    }
+    if all_accounts {
+        if !observed.wfp_sublayer {
+            steps.push(SetupStep::AddWfpSublayer);
+        }
+        for f in &wfp {
+            if !observed.wfp_filters.contains(&f.name) || !record_matches {
+                steps.push(SetupStep::AddWfpFilter(f.name.clone()));
+            }
+        }
+    }
     if !steps.is_empty() || !record_matches {
         steps.push(SetupStep::WriteRecord);
     }
@@ -218,6 +329,10 @@ pub enum UninstallStep {
     RevokeAcl(WinPath),
     /// Remove a rule.
     RemoveFirewallRule(String),
+    /// Remove a WFP filter (by the key of its name).
+    RemoveWfpFilter(String),
+    /// Remove Stockade's WFP sublayer (the last caller only).
+    RemoveWfpSublayer,
     /// `NetUserDel` (and the hidden-account registry value).
     DeleteAccount(String),
     /// `NetLocalGroupDel`.
@@ -226,8 +341,13 @@ pub enum UninstallStep {
     DeleteRecord,
 }
 
-/// Uninstall steps: ACEs first (they name the group SID), then rules, accounts, group, record.
-pub fn uninstall_steps(record: Option<&InstallRecord>, observed: &Observed) -> Vec<UninstallStep> {
+/// Uninstall steps for one caller: ACEs first, then rules, the caller's accounts, the group
+/// (only when no other caller's account is in it), record.
+pub fn uninstall_steps(
+    names: &Accounts,
+    record: Option<&InstallRecord>,
+    observed: &Observed,
+) -> Vec<UninstallStep> {
     let mut steps = Vec::new();
     if let Some(r) = record {
         steps.extend(r.acl_paths.iter().cloned().map(UninstallStep::RevokeAcl));
@@ -237,12 +357,20 @@ pub fn uninstall_steps(record: Option<&InstallRecord>, observed: &Observed) -> V
         rules.extend(r.firewall_rules.iter().cloned());
     }
     steps.extend(rules.into_iter().map(UninstallStep::RemoveFirewallRule));
-    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+    let mut filters: BTreeSet<String> = observed.wfp_filters.clone();
+    if let Some(r) = record {
+        filters.extend(r.wfp_filters.iter().cloned());
+    }
+    steps.extend(filters.into_iter().map(UninstallStep::RemoveWfpFilter));
+    if observed.wfp_sublayer && observed.other_group_members.is_empty() {
+        steps.push(UninstallStep::RemoveWfpSublayer);
+    }
+    for name in names.both() {
         if observed.accounts.contains_key(name) {
             steps.push(UninstallStep::DeleteAccount(name.into()));
         }
     }
-    if observed.group_sid.is_some() {
+    if observed.group_sid.is_some() && observed.other_group_members.is_empty() {
         steps.push(UninstallStep::DeleteGroup(GROUP.into()));
     }
     steps.push(UninstallStep::DeleteRecord);
@@ -360,13 +488,9 @@ pub fn run_token(roots: &[(WinPath, Sid)]) -> crate::unelevated::TokenPlan {
     TokenPlan {
         flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE,
         restricting,
-        // The account (normal pass), SYSTEM, and this run's own SID (restricting pass): not the
-        // logon SID, so concurrent runs' objects are not open to each other through it.
-        default_dacl: vec![
-            (SidRef::CurrentUser, mask::GENERIC_ALL),
-            (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
-            (SidRef::RunSession, mask::GENERIC_ALL),
-        ],
+        // The account (normal pass, no WRITE_DAC), SYSTEM, and this run's own SID (restricting
+        // pass): not the logon SID, so concurrent runs' objects are not open to each other.
+        default_dacl: crate::unelevated::own_objects_default_dacl(),
     }
 }
 
@@ -498,6 +622,39 @@ pub const JOB_UI_LIMITS: u32 = 0xFF;
 /// nobody else, protected from inheritance.
 pub fn desktop_sddl(account: &Sid, logon: &Sid) -> String {
     format!("D:P(A;;GA;;;SY)(A;;GA;;;{account})(A;;GA;;;{logon})")
+}
+
+/// One of the runner's own kernel objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerObject {
+    /// Its process.
+    Process,
+    /// Its (only) thread.
+    Thread,
+    /// Its primary token (the account's, unrestricted).
+    Token,
+}
+
+/// The DACL the runner gives its own process, thread and token after it has opened what it
+/// needs and before the command starts: SYSTEM all access, and for `OWNER RIGHTS` (the account,
+/// which the command is too) only query and synchronize. No ACE names the account, and the
+/// `OWNER RIGHTS` ACE replaces the owner's implicit `READ_CONTROL | WRITE_DAC`, so the command can
+/// neither write the runner's memory, set its thread context, duplicate its unrestricted token,
+/// nor re-ACL any of them first (`attacks::elevated_runner_*`). The caller keeps the handles it
+/// got when it started the runner.
+pub fn runner_self_dacl(obj: RunnerObject) -> Vec<Ace> {
+    let (all, owner) = match obj {
+        // PROCESS_ALL_ACCESS; SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION.
+        RunnerObject::Process => (0x001F_FFFF, 0x0010_1000),
+        // THREAD_ALL_ACCESS; SYNCHRONIZE | THREAD_QUERY_LIMITED_INFORMATION.
+        RunnerObject::Thread => (0x001F_FFFF, 0x0010_0800),
+        // TOKEN_ALL_ACCESS; TOKEN_QUERY.
+        RunnerObject::Token => (0x000F_01FF, 0x0000_0008),
+    };
+    vec![
+        Ace::allow(Sid::local_system(), all, Inherit::NONE),
+        Ace::allow(Sid::owner_rights(), owner, Inherit::NONE),
+    ]
 }
 
 /// Hidden argument that turns the Stockade executable into the elevated tier's runner.

@@ -16,6 +16,7 @@ pub mod setup;
 pub mod sid;
 pub mod state;
 pub mod unelevated;
+pub mod wfp;
 
 #[cfg(test)]
 mod attacks;

@@ -198,11 +198,7 @@ pub fn plan(
     let token = TokenPlan {
         flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE | flags::LUA_TOKEN,
         restricting,
-        default_dacl: vec![
-            (SidRef::CurrentUser, mask::GENERIC_ALL),
-            (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
-            (SidRef::RunSession, mask::GENERIC_ALL),
-        ],
+        default_dacl: own_objects_default_dacl(),
     };
 
     let mut acl: Vec<PathAces> = roots
@@ -279,6 +275,23 @@ pub fn plan(
         check_after_run,
         warnings,
     })
+}
+
+/// What the command's token gives the objects the command creates (its processes, threads,
+/// pipes; files only where the parent has nothing to inherit): the user read/write/execute but
+/// not `WRITE_DAC`/`WRITE_OWNER`, the same for `OWNER RIGHTS` (so owning them adds nothing),
+/// SYSTEM and this run's SID everything. Another sandbox of the same user (a different run SID)
+/// can then neither write them directly (restricting pass) nor re-ACL them first (normal pass)
+/// (`attacks::concurrent_sandboxes_*`). The cost: the command cannot change the DACLs of its own
+/// kernel objects.
+pub fn own_objects_default_dacl() -> Vec<(SidRef, u32)> {
+    let rwx = mask::GENERIC_READ | mask::GENERIC_WRITE | mask::GENERIC_EXECUTE;
+    vec![
+        (SidRef::CurrentUser, rwx),
+        (SidRef::Fixed(Sid::owner_rights()), rwx),
+        (SidRef::Fixed(Sid::local_system()), mask::GENERIC_ALL),
+        (SidRef::RunSession, mask::GENERIC_ALL),
+    ]
 }
 
 /// Reason prefix of the ACEs that stop metadata attacks on protected paths.

@@ -15,9 +15,9 @@ impl Guard<'_> {
         ConfigError::UntrustedWidening {
             file: self.file.to_path_buf(),
             key: format!("{}{key}", self.key_prefix),
-            detail,
+            detail: detail.into(),
             workspace: self.workspace.to_path_buf(),
-            user_config: self.user_config.to_string(),
+            user_config: self.user_config.into(),
         }
     }
 }

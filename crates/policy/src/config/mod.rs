@@ -391,11 +391,13 @@ pub enum ConfigError {
         /// Dotted key (prefixed with `profiles.NAME.` for profile tables).
         key: String,
         /// What it tried to do.
-        detail: String,
+        detail: Box<str>,
         /// The canonical workspace path to add to `trusted_workspaces`.
         workspace: PathBuf,
-        /// Where the user config lives (for the message).
-        user_config: String,
+        /// Where the user config lives (for the message). `Box<str>`, like `detail`, keeps
+        /// `ConfigError` under clippy's `result_large_err` size where `PathBuf` is 32 bytes
+        /// (Windows).
+        user_config: Box<str>,
     },
 }
 

@@ -20,7 +20,7 @@ fn main() {
 mod selftest {
     use std::collections::BTreeSet;
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+    use std::os::windows::io::{AsHandle, AsRawHandle, FromRawHandle, OwnedHandle};
     use std::path::{Path, PathBuf};
     use std::time::Duration;
     use stockade_windows::ace::{missing_explicit, AceKind, Inherit};
@@ -87,6 +87,7 @@ mod selftest {
         match args.get(1).map(String::as_str) {
             Some("--child-report") => child_report(&args[2..]),
             Some("--child-grandchild") => child_grandchild(),
+            Some("--child-harden") => child_harden(),
             Some("--apply-dump") => {
                 let p = WinPath::parse(&args[2]).expect("path");
                 let e = stockade_windows::ace::PathAces {
@@ -150,7 +151,7 @@ mod selftest {
                 return 3;
             }
         };
-        match wsid::token_restricted_sids(tok.as_raw_handle()) {
+        match wsid::token_restricted_sids(tok.as_handle()) {
             Ok(sids) => {
                 for s in sids {
                     println!("restricted-sid {s}");
@@ -188,6 +189,21 @@ mod selftest {
             outcome(std::fs::remove_file(outside.join("victim.txt")))
         );
         adversarial_probes(&root);
+        if let Some(pid) = args.get(2).and_then(|p| p.parse::<u32>().ok()) {
+            use windows_sys::Win32::System::Threading::{
+                OpenProcess, PROCESS_VM_OPERATION, PROCESS_VM_WRITE,
+            };
+            // SAFETY: plain call; a returned handle is owned below and closed on drop.
+            let h = unsafe { OpenProcess(PROCESS_VM_WRITE | PROCESS_VM_OPERATION, 0, pid) };
+            let r = if h.is_null() {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: `h` is a fresh process handle owned by nobody else.
+                drop(unsafe { OwnedHandle::from_raw_handle(h) });
+                Ok(())
+            };
+            println!("open-parent-vm-write {}", outcome(r));
+        }
         println!(
             "nul {}",
             outcome(
@@ -324,6 +340,45 @@ mod selftest {
     }
 
     /// Starts a long-sleeping grandchild (in the same job), reports its pid, and exits.
+    /// The runner's self-hardening in a throw-away process: set, then read the DACLs back.
+    fn child_harden() -> i32 {
+        use std::os::windows::io::BorrowedHandle;
+        use stockade_windows::elevated::{runner_self_dacl, RunnerObject};
+        if let Err(e) = stockade_windows::win::runner::harden_self() {
+            println!("harden error {e}");
+            return 1;
+        }
+        // SAFETY: current-process / current-thread pseudo-handles, valid and never closed.
+        let (p, t) = unsafe {
+            (
+                BorrowedHandle::borrow_raw(
+                    windows_sys::Win32::System::Threading::GetCurrentProcess(),
+                ),
+                BorrowedHandle::borrow_raw(
+                    windows_sys::Win32::System::Threading::GetCurrentThread(),
+                ),
+            )
+        };
+        for (name, h, o) in [
+            ("process", p, RunnerObject::Process),
+            ("thread", t, RunnerObject::Thread),
+        ] {
+            match acl::read_handle(h, name) {
+                // Processes and threads have no children to inherit from; the protected bit
+                // is not compared (Wine does not keep it on kernel objects).
+                Ok(d) if d.aces == runner_self_dacl(o) => {
+                    println!("harden {name} ok")
+                }
+                Ok(d) => println!(
+                    "harden {name} differs {:?} protected={}",
+                    d.aces, d.protected
+                ),
+                Err(e) => println!("harden {name} unreadable {e}"),
+            }
+        }
+        0
+    }
+
     fn child_grandchild() -> i32 {
         let exe = std::env::current_exe().unwrap_or_default();
         match std::process::Command::new(exe)
@@ -436,7 +491,10 @@ mod selftest {
                 Sid::capability_from_random([9; 16])
             }
         };
-        match wsid::OwnedSid::new(&cap).and_then(|o| wsid::sid_from_psid(o.as_psid())) {
+        match wsid::OwnedSid::new(&cap).and_then(|o| {
+            // SAFETY: `o` owns a valid SID for the duration of the call.
+            unsafe { wsid::sid_from_psid(o.as_psid()) }
+        }) {
             Ok(back) if back == cap => rep.ok(
                 "capability-sid",
                 format!("{cap} converts to a valid PSID and back"),
@@ -490,7 +548,7 @@ mod selftest {
         }
         let me = match token::own_token()
             .map_err(|e| e.to_string())
-            .and_then(|o| wsid::token_user(o.as_raw_handle()).map_err(|e| e.to_string()))
+            .and_then(|o| wsid::token_user(o.as_handle()).map_err(|e| e.to_string()))
         {
             Ok(s) => s,
             Err(e) => {
@@ -532,7 +590,7 @@ mod selftest {
             if missing.is_empty() {
                 rep.ok("acl-apply", format!("{} paths carry exactly the planned explicit ACEs (read back with GetNamedSecurityInfoW)", plan.acl.len()));
             } else if wine {
-                rep.unsupported("acl-apply", format!("SetNamedSecurityInfoW returned success, but Wine 8 maps file DACLs onto Unix mode bits and does not store ACEs for other SIDs; missing on read-back: {}", missing.join("; ")));
+                rep.unsupported("acl-apply", format!("SetSecurityInfo (on the verified handle) returned success, but Wine 8 maps file DACLs onto Unix mode bits and does not store ACEs for other SIDs; missing on read-back: {}", missing.join("; ")));
             } else {
                 rep.fail(
                     "acl-apply",
@@ -555,10 +613,23 @@ mod selftest {
                 }))
             };
             let existing = root.join(r"src\existing.rs");
-            match existing.as_ref().map_err(|e| e.to_string()).and_then(has_inherited) {
-                Ok(true) => rep.ok("acl-inherit-existing", "a file that existed before the root ACE inherited it"),
-                Ok(false) if wine => rep.unsupported("acl-inherit-existing", "SetNamedSecurityInfoW did not propagate the inheritable ACE to an existing child"),
-                Ok(false) => rep.fail("acl-inherit-existing", "existing child did not inherit the root ACE"),
+            match existing
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(has_inherited)
+            {
+                Ok(true) => rep.ok(
+                    "acl-inherit-existing",
+                    "a file that existed before the root ACE inherited it",
+                ),
+                Ok(false) if wine => rep.unsupported(
+                    "acl-inherit-existing",
+                    "SetSecurityInfo did not propagate the inheritable ACE to an existing child",
+                ),
+                Ok(false) => rep.fail(
+                    "acl-inherit-existing",
+                    "existing child did not inherit the root ACE",
+                ),
                 Err(e) => rep.fail("acl-inherit-existing", e),
             }
             let newf = fx.root.join("src").join("created-after.rs");
@@ -610,8 +681,8 @@ mod selftest {
         match Job::new(&Default::default()).map_err(|e| e.to_string()).and_then(|job| {
             let mut aces: Vec<stockade_windows::ace::Ace> = plan.acl.iter().flat_map(|e| e.aces.clone()).collect();
             stockade_windows::ace::canonical_order(&mut aces);
-            acl::write_handle(job.raw(), &aces, "job").map_err(|e| e.to_string())?;
-            let back = acl::read_handle(job.raw(), "job").map_err(|e| e.to_string())?;
+            acl::write_handle(job.handle(), &aces, "job").map_err(|e| e.to_string())?;
+            let back = acl::read_handle(job.handle(), "job").map_err(|e| e.to_string())?;
             Ok((aces, back))
         }) {
             Ok((aces, back)) if back.aces == aces => rep.ok("acl-build-roundtrip", format!("{} planned ACEs (deny first, CI|OI flags, masks) set on a kernel object and read back identically", aces.len())),
@@ -640,13 +711,13 @@ mod selftest {
                 .collect::<Option<BTreeSet<Sid>>>()
         });
         if let (Some(t), Some(exp)) = (&tok, &expected) {
-            match wsid::token_restricted_sids(t.as_raw_handle()) {
+            match wsid::token_restricted_sids(t.as_handle()) {
                 Ok(got) if got.iter().cloned().collect::<BTreeSet<_>>() == *exp => {
                     rep.ok("restricted-token", format!("CreateRestrictedToken(WRITE_RESTRICTED|DISABLE_MAX_PRIVILEGE|LUA_TOKEN) carries restricting SIDs {got:?}"))
                 }
                 Ok(got) => rep.fail("restricted-token", format!("restricting SIDs {got:?}, expected {exp:?}")),
                 Err(e) if wine => {
-                    let second = wsid::token_restricted_sids_via_groups_and_privileges(t.as_raw_handle());
+                    let second = wsid::token_restricted_sids_via_groups_and_privileges(t.as_handle());
                     match second {
                         Ok(got) if got.iter().cloned().collect::<BTreeSet<_>>() == *exp => rep.ok("restricted-token", format!("CreateRestrictedToken succeeded; TokenRestrictedSids unsupported ({e}) but TokenGroupsAndPrivileges reports {got:?}")),
                         other => rep.unsupported("restricted-token", format!("CreateRestrictedToken succeeded, but Wine cannot report the token's restricting SIDs: TokenRestrictedSids: {e}; TokenGroupsAndPrivileges: {other:?}")),
@@ -695,6 +766,7 @@ mod selftest {
                         "--child-report".to_string(),
                         fx.root.to_string_lossy().into_owned(),
                         fx.outside.to_string_lossy().into_owned(),
+                        std::process::id().to_string(),
                     ];
                     let (child, mut out) = spawn_self(Some(t), &args, Some(&block), &job)?;
                     let mut text = String::new();
@@ -767,6 +839,7 @@ mod selftest {
                     rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
                     rep.note("child-delete-in-git", format!("{} (the model predicts deleting a file inside a protected dir is allowed in this tier; this line answers it on a real host)", get("delete-in-git")));
                     rep.note("child-delete-outside", format!("{} (the access model predicts a write-restricted token can delete the caller's files; this line answers that on a real host)", get("delete-outside")));
+                    rep.note("child-open-parent-vm-write", format!("{} (OpenProcess(VM_WRITE) from the restricted child on this unrestricted process of your session; the model denies it if your default DACL gives the logon SID read/execute only; `ok` on a real host means the child can write into your processes' memory, see docs/windows.md)", get("open-parent-vm-write")));
                     observed(
                         &mut rep,
                         "child-null-device",
@@ -852,7 +925,7 @@ mod selftest {
         match own
             .as_ref()
             .map_err(|e| e.to_string())
-            .and_then(|o| wsid::token_user(o.as_raw_handle()).map_err(|e| e.to_string()))
+            .and_then(|o| wsid::token_user(o.as_handle()).map_err(|e| e.to_string()))
         {
             Ok(me) => {
                 let sandbox = Sid::capability_from_random(random::bytes::<16>().unwrap_or([3; 16]));
@@ -860,9 +933,8 @@ mod selftest {
                 let name = format!("stockade-selftest-{}", std::process::id());
                 match pipe::named_with_sddl(&name, &sddl)
                     .map_err(|e| e.to_string())
-                    .and_then(|h| {
-                        acl::read_handle(h.as_raw_handle(), &name).map_err(|e| e.to_string())
-                    }) {
+                    .and_then(|h| acl::read_handle(h.as_handle(), &name).map_err(|e| e.to_string()))
+                {
                     Ok(d) => {
                         let sids: BTreeSet<Sid> = d.aces.iter().map(|a| a.sid.clone()).collect();
                         let want: BTreeSet<Sid> =
@@ -913,6 +985,12 @@ mod selftest {
             Err(e) => rep.fail("firewall-state", e),
         }
 
+        runner_self_dacl(&mut rep);
+
+        // 8b4. Each firewall read on its own (which of them this host implements), then WFP.
+        firewall_reads(&mut rep);
+        wfp_filters(&mut rep);
+
         // 8c. Elevated-tier building blocks. They change the machine (accounts, firewall rules), so
         // they run under Wine (a throw-away prefix) or when STOCKADE_SELFTEST_SETUP=1.
         if wine || std::env::var_os("STOCKADE_SELFTEST_SETUP").is_some() {
@@ -920,6 +998,9 @@ mod selftest {
         } else {
             rep.note("elevated", "skipped: set STOCKADE_SELFTEST_SETUP=1 (elevated) to create and remove test accounts and rules");
         }
+
+        // 8d. ACLs are set through a handle that is checked to be the path itself.
+        reparse_race(&mut rep, &fx);
 
         // 9. Revoke: cleanup removes the capability SID's ACEs.
         let mut revoke_ok = true;
@@ -1199,14 +1280,14 @@ mod selftest {
                 }
                 match setup::uninstall() {
                     Ok(steps) => {
-                        let gone = matches!(
-                            accounts::lookup_sid(stockade_windows::elevated::OFFLINE_ACCOUNT),
-                            Ok(None)
-                        );
+                        let mine = setup::current_caller()
+                            .map(|c| stockade_windows::elevated::Accounts::for_caller(&c).offline)
+                            .unwrap_or_default();
+                        let gone = matches!(accounts::lookup_sid(&mine), Ok(None));
                         if gone {
                             rep.ok("uninstall", format!("{} steps; accounts gone", steps.len()))
                         } else {
-                            rep.fail("uninstall", "StockadeOffline still exists")
+                            rep.fail("uninstall", "the caller's offline account still exists")
                         }
                     }
                     Err(e) => rep.fail("uninstall", e),
@@ -1214,6 +1295,238 @@ mod selftest {
             }
             Err(e) if rep.wine => rep.unsupported("setup", e),
             Err(e) => rep.fail("setup", e),
+        }
+    }
+
+    /// A link planted inside the root (pointing outside) must not redirect an ACL change: the
+    /// handle-based apply refuses the link itself and any path through it, and accepts the real
+    /// path (positive control). This is Stockade's own check, not enforcement by the host.
+    fn reparse_race(rep: &mut Report, fx: &Fixture) {
+        use windows_sys::Win32::Storage::FileSystem::{
+            CreateSymbolicLinkW, SYMBOLIC_LINK_FLAG_ALLOW_UNPRIVILEGED_CREATE,
+            SYMBOLIC_LINK_FLAG_DIRECTORY,
+        };
+        let link = fx.root.join("planted-link");
+        let (Ok(link_w), Ok(outside_w), Ok(real)) = (
+            to_win(&link),
+            to_win(&fx.outside),
+            to_win(&fx.outside.join("victim.txt")),
+        ) else {
+            return rep.fail("acl-through-link", "fixture paths are not Windows paths");
+        };
+        let wl = stockade_windows::win::wide(&link_w.as_string());
+        let wt = stockade_windows::win::wide(&outside_w.as_string());
+        // SAFETY: both strings are NUL-terminated and outlive the call.
+        let made = unsafe {
+            CreateSymbolicLinkW(
+                wl.as_ptr(),
+                wt.as_ptr(),
+                SYMBOLIC_LINK_FLAG_DIRECTORY | SYMBOLIC_LINK_FLAG_ALLOW_UNPRIVILEGED_CREATE,
+            )
+        };
+        let through = link_w.join("victim.txt");
+        let is_link = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink());
+        if !made || !is_link {
+            let e = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&link);
+            let msg = format!("CreateSymbolicLinkW(directory) did not make a link ({e}); the handle-based apply was not tried against one");
+            if rep.wine {
+                rep.unsupported("acl-through-link", msg)
+            } else {
+                rep.fail("acl-through-link", msg)
+            }
+        } else {
+            let r = check_link(&link_w, &real, through.map_err(|e| e.to_string()));
+            let _ = std::fs::remove_dir(&link);
+            match r {
+                Ok(d) => rep.ok("acl-through-link", d),
+                Err(e) => rep.fail("acl-through-link", e),
+            }
+        }
+        // Under Wine, CreateSymbolicLinkW makes nothing; `.ci/windows-test.sh` plants a Unix
+        // directory symlink instead (STOCKADE_SELFTEST_LINK = the link, ..._FILE = a file in its
+        // target, ..._THROUGH = the same file named through the link).
+        if let (Some(l), Some(f), Some(t)) = (
+            std::env::var_os("STOCKADE_SELFTEST_LINK"),
+            std::env::var_os("STOCKADE_SELFTEST_LINK_FILE"),
+            std::env::var_os("STOCKADE_SELFTEST_LINK_THROUGH"),
+        ) {
+            let r = (|| {
+                let l = to_win(Path::new(&l))?;
+                let f = to_win(Path::new(&f))?;
+                check_link(&l, &f, to_win(Path::new(&t)))
+            })();
+            match r {
+                Ok(d) => rep.ok(
+                    "acl-through-unix-link",
+                    format!("{d} (a Unix symlink seen through Wine)"),
+                ),
+                Err(e) => rep.fail("acl-through-unix-link", e),
+            }
+        }
+    }
+
+    /// The link itself is refused (reparse point, or a handle that resolves elsewhere), a path
+    /// through it is refused, and the real file opens (control).
+    fn check_link(
+        link: &WinPath,
+        real: &WinPath,
+        through: Result<WinPath, String>,
+    ) -> Result<String, String> {
+        acl::open_for_dacl(real).map_err(|e| {
+            format!(
+                "control: the real path {} does not open: {e}",
+                real.as_string()
+            )
+        })?;
+        let on_link = match acl::open_for_dacl(link) {
+            Ok(_) => {
+                return Err(format!(
+                    "the link {} itself was opened for WRITE_DAC",
+                    link.as_string()
+                ))
+            }
+            Err(e @ (acl::AclError::ReparsePoint(_) | acl::AclError::Redirected { .. })) => {
+                e.to_string()
+            }
+            Err(e) => return Err(format!("the link failed for another reason: {e}")),
+        };
+        let t = through?;
+        let via = match acl::open_for_dacl(&t) {
+            Ok(_) => {
+                return Err(format!(
+                    "{} was opened for WRITE_DAC through the link",
+                    t.as_string()
+                ))
+            }
+            Err(e @ (acl::AclError::ReparsePoint(_) | acl::AclError::Redirected { .. })) => {
+                e.to_string()
+            }
+            Err(e) => {
+                return Err(format!(
+                    "through the link it failed for another reason: {e}"
+                ))
+            }
+        };
+        Ok(format!("a directory link planted in the root is refused itself ({on_link}) and as a path component ({via}); the real path opens (CreateFileW with FILE_FLAG_OPEN_REPARSE_POINT, GetFinalPathNameByHandleW)"))
+    }
+
+    fn runner_self_dacl(rep: &mut Report) {
+        let r = Job::new(&Default::default())
+            .map_err(|e| e.to_string())
+            .and_then(|job| {
+                // The job lives until the child's output is read (KILL_ON_JOB_CLOSE).
+                let (child, mut out) =
+                    spawn_self(None, &["--child-harden".to_string()], None, &job)?;
+                let _ = process::wait(&child.process, Some(Duration::from_secs(30)));
+                let mut text = String::new();
+                let _ = out.read_to_string(&mut text);
+                Ok(text)
+            });
+        match r {
+            Ok(t) if t.contains("harden process ok") && t.contains("harden thread ok") => rep.ok(
+                "runner-self-dacl",
+                format!("the runner's process and thread DACLs (SYSTEM + OWNER RIGHTS query only) set and read back, token DACL set{}", if rep.wine { " (Wine stores kernel-object DACLs but enforces none)" } else { "" }),
+            ),
+            Ok(t) if rep.wine => rep.unsupported("runner-self-dacl", t.trim().replace('\n', "; ")),
+            Ok(t) => rep.fail("runner-self-dacl", t.trim().replace('\n', "; ")),
+            Err(e) => rep.fail("runner-self-dacl", e),
+        }
+    }
+
+    fn firewall_reads(rep: &mut Report) {
+        let reads = stockade_windows::win::firewall::probe_reads();
+        let (ok, failed): (Vec<_>, Vec<_>) = reads.iter().partition(|(_, r)| r.is_ok());
+        let okd: Vec<String> = ok
+            .iter()
+            .map(|(c, r)| format!("{c} -> {}", r.as_ref().map(String::as_str).unwrap_or("")))
+            .collect();
+        let bad: Vec<String> = failed
+            .iter()
+            .filter_map(|(c, r)| r.as_ref().err().map(|e| format!("{c}: {}", e.source)))
+            .collect();
+        if bad.is_empty() {
+            rep.ok(
+                "firewall-reads",
+                format!(
+                    "every read the offline run verifies answered: {}",
+                    okd.join("; ")
+                ),
+            );
+        } else if rep.wine {
+            rep.unsupported(
+                "firewall-reads",
+                format!(
+                    "answered: [{}]; not implemented by Wine: [{}]",
+                    okd.join("; "),
+                    bad.join("; ")
+                ),
+            );
+        } else {
+            rep.fail(
+                "firewall-reads",
+                format!(
+                    "failed: [{}]; answered: [{}]",
+                    bad.join("; "),
+                    okd.join("; ")
+                ),
+            );
+        }
+    }
+
+    /// WFP: a dynamic session (Windows deletes its objects when it closes), Stockade's sublayer,
+    /// the offline account's filters for a made-up SID, each read back by key, then deleted.
+    /// Adding and reading back is all this shows: no traffic is sent through the filters.
+    fn wfp_filters(rep: &mut Report) {
+        use stockade_windows::win::wfp::{random_guid, Engine};
+        let engine = match Engine::open_dynamic() {
+            Ok(e) => {
+                rep.ok("wfp-engine", "FwpmEngineOpen0 opened a dynamic session");
+                e
+            }
+            Err(e) if rep.wine => {
+                rep.unsupported("wfp-engine", e);
+                return rep.unsupported("wfp-filters", "not attempted: no engine session (FwpmEngineOpen0 above); the filter plan is tested on Linux (wfp::tests)");
+            }
+            Err(e) => return rep.fail("wfp-engine", e),
+        };
+        let sid = Sid::capability_from_random(random::bytes::<16>().unwrap_or([7; 16]));
+        let filters = stockade_windows::wfp::offline_filters(&sid, &[3128]);
+        let r = (|| -> Result<String, String> {
+            let sub = random_guid().map_err(|e| e.to_string())?;
+            engine
+                .add_sublayer(&sub, "Stockade selftest", false)
+                .map_err(|e| e.to_string())?;
+            let mut keys = Vec::new();
+            for f in &filters {
+                keys.push(engine.add_filter(&sub, f).map_err(|e| e.to_string())?);
+            }
+            for (k, f) in keys.iter().zip(&filters) {
+                match engine.read_filter(k).map_err(|e| e.to_string())? {
+                    Some(back) if back.matches(f) => {}
+                    other => return Err(format!("{}: read back {other:?}", f.name)),
+                }
+            }
+            for k in &keys {
+                engine.delete_filter(k).map_err(|e| e.to_string())?;
+                if engine.read_filter(k).map_err(|e| e.to_string())?.is_some() {
+                    return Err("a deleted filter is still found".into());
+                }
+            }
+            engine.delete_sublayer(&sub).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "FwpmSubLayerAdd0, {} x FwpmFilterAdd0 (ALE_USER_ID = {sid}, permit loopback tcp 3128, block the rest in/out), each read back by FwpmFilterGetByKey0 (layer, weight, action, conditions) and deleted; no traffic was sent through them",
+                filters.len()
+            ))
+        })();
+        match r {
+            Ok(d) if rep.wine => rep.unsupported(
+                "wfp-filters",
+                format!("{d} -- Wine stored them but filters nothing"),
+            ),
+            Ok(d) => rep.ok("wfp-filters", d),
+            Err(e) if rep.wine => rep.unsupported("wfp-filters", e),
+            Err(e) => rep.fail("wfp-filters", e),
         }
     }
 
@@ -1228,7 +1541,7 @@ mod selftest {
         };
         let plan = run_token(&[(root, cap.clone())]);
         match token::create_restricted(&plan).map_err(|e| e.to_string()).and_then(|t| {
-            wsid::token_restricted_sids(t.as_raw_handle()).map_err(|e| e.to_string())
+            wsid::token_restricted_sids(t.as_handle()).map_err(|e| e.to_string())
         }) {
             Ok(sids) if sids.contains(&cap) && sids.contains(&Sid::everyone()) && sids.len() == 4 => rep.ok(
                 "elevated-runner-token",
@@ -1242,8 +1555,8 @@ mod selftest {
         let own = token::own_token().map_err(|e| e.to_string());
         let ids = own.and_then(|t| {
             Ok((
-                wsid::token_user(t.as_raw_handle()).map_err(|e| e.to_string())?,
-                wsid::token_logon_sid(t.as_raw_handle()).map_err(|e| e.to_string())?,
+                wsid::token_user(t.as_handle()).map_err(|e| e.to_string())?,
+                wsid::token_logon_sid(t.as_handle()).map_err(|e| e.to_string())?,
             ))
         });
         match ids
@@ -1294,7 +1607,7 @@ mod selftest {
         let _ = std::fs::create_dir_all(&dir);
         let me = token::own_token()
             .ok()
-            .and_then(|t| wsid::token_user(t.as_raw_handle()).ok());
+            .and_then(|t| wsid::token_user(t.as_handle()).ok());
         let exe = std::env::current_exe().unwrap_or_default();
         // The command's token is write-restricted to a capability granted on `dir` only.
         let dir_cap = Sid::capability_from_random(random::bytes::<16>().unwrap_or([6; 16]));

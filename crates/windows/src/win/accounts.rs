@@ -215,7 +215,8 @@ pub fn lookup_sid(name: &str) -> Result<Option<Sid>, AccountError> {
         )
     };
     match check("LookupAccountNameW", Ret::Bool(ok)) {
-        Ok(()) => sid_from_psid(sid.as_mut_ptr().cast())
+        // SAFETY: LookupAccountNameW succeeded, so `sid` holds a valid SID; it outlives the call.
+        Ok(()) => unsafe { sid_from_psid(sid.as_mut_ptr().cast()) }
             .map(Some)
             .map_err(|_| AccountError {
                 action: "read the SID of",

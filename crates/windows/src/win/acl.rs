@@ -5,7 +5,8 @@ use super::{check, wide, Ret, Win32Error};
 use crate::ace::{merge_explicit, remove_sid, Ace, AceKind, Inherit, PathAces};
 use crate::path::WinPath;
 use crate::sid::Sid;
-use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
+use windows_sys::Win32::Foundation::LocalFree;
 use windows_sys::Win32::Security::Authorization::{
     GetNamedSecurityInfoW, GetSecurityInfo, SetNamedSecurityInfoW, SE_FILE_OBJECT,
     SE_KERNEL_OBJECT, SE_OBJECT_TYPE,
@@ -60,6 +61,23 @@ pub enum AclError {
     /// a command could have planted it to redirect Stockade's ACEs elsewhere.
     #[error("{0} is a reparse point (junction or symbolic link) inside a writable root; Stockade does not set ACLs through it. Remove it (it may have been planted by a sandboxed command) and run again")]
     ReparsePoint(String),
+    /// The object opened is not the path asked for: a junction or link on the way redirected it.
+    #[error("{path} resolves to {actual} (a junction or link on the way, possibly planted by a sandboxed command); Stockade does not set ACLs through it. Remove it and run again")]
+    Redirected {
+        /// The path asked for.
+        path: String,
+        /// Where the handle actually points.
+        actual: String,
+    },
+    /// Opening the path for its DACL failed.
+    #[error("cannot open {path} to change its DACL: {source}")]
+    Open {
+        /// The path.
+        path: String,
+        /// The failed call.
+        #[source]
+        source: Win32Error,
+    },
     /// The object has a NULL DACL (everyone has full access): Stockade will not guess.
     #[error("{0} has a NULL DACL (full access for everyone); give it a real DACL before using it as a sandbox path")]
     NullDacl(String),
@@ -148,7 +166,8 @@ pub(crate) fn parse_acl(acl: *const ACL) -> Result<Dacl, SidError> {
         let mask = unsafe { ace.cast::<u8>().add(4).cast::<u32>().read_unaligned() };
         // SAFETY: allow/deny ACEs have the SID at offset 8 (`SidStart`).
         let psid = unsafe { ace.cast::<u8>().add(8) };
-        let sid = sid_from_psid(psid.cast())?;
+        // SAFETY: `psid` is the SID inside this ACE, inside the DACL that `sd` keeps alive.
+        let sid = unsafe { sid_from_psid(psid.cast()) }?;
         out.aces.push(Ace {
             kind,
             sid,
@@ -190,17 +209,21 @@ pub fn read_path(path: &WinPath) -> Result<Dacl, AclError> {
 }
 
 /// Reads a kernel object's DACL through a handle (`GetSecurityInfo`), e.g. a named pipe.
-pub fn read_handle(h: HANDLE, what: &str) -> Result<Dacl, AclError> {
+pub fn read_handle(h: BorrowedHandle<'_>, what: &str) -> Result<Dacl, AclError> {
     read_handle_typed(h, SE_KERNEL_OBJECT, what)
 }
 
-fn read_handle_typed(h: HANDLE, ty: SE_OBJECT_TYPE, what: &str) -> Result<Dacl, AclError> {
+fn read_handle_typed(
+    h: BorrowedHandle<'_>,
+    ty: SE_OBJECT_TYPE,
+    what: &str,
+) -> Result<Dacl, AclError> {
     let mut dacl: *mut ACL = std::ptr::null_mut();
     let mut sd = OwnedSd(std::ptr::null_mut());
     // SAFETY: `h` is an open handle with READ_CONTROL; the out pointers are valid.
     let rc = unsafe {
         GetSecurityInfo(
-            h,
+            h.as_raw_handle(),
             ty,
             DACL_SECURITY_INFORMATION,
             std::ptr::null_mut(),
@@ -263,7 +286,7 @@ pub fn build(aces: &[Ace]) -> Result<Vec<u64>, Win32Error> {
 }
 
 /// Replaces a kernel object's DACL (e.g. a job or pipe) with exactly `aces`.
-pub fn write_handle(h: HANDLE, aces: &[Ace], what: &str) -> Result<(), AclError> {
+pub fn write_handle(h: BorrowedHandle<'_>, aces: &[Ace], what: &str) -> Result<(), AclError> {
     use windows_sys::Win32::Security::Authorization::SetSecurityInfo;
     let mut acl = build(aces).map_err(|source| AclError::Build {
         path: what.to_string(),
@@ -272,7 +295,7 @@ pub fn write_handle(h: HANDLE, aces: &[Ace], what: &str) -> Result<(), AclError>
     // SAFETY: `h` is an open handle with WRITE_DAC; `acl` holds a valid ACL during the call.
     let rc = unsafe {
         SetSecurityInfo(
-            h,
+            h.as_raw_handle(),
             SE_KERNEL_OBJECT,
             DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
             std::ptr::null_mut(),
@@ -336,51 +359,163 @@ pub fn refuse_reparse(path: &WinPath, roots: &[WinPath]) -> Result<(), AclError>
     Ok(())
 }
 
-/// Applies one entry of a plan: merges its ACEs into the path's explicit ACEs. Returns false if
-/// they were already there (nothing written).
-pub fn apply(entry: &PathAces) -> Result<bool, AclError> {
-    let current = read_path(&entry.path)?;
-    if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
-        return Err(AclError::UnsupportedAce {
-            path: entry.path.as_string(),
-            ace_type: *t,
-        });
+/// Opens `path` for `READ_CONTROL | WRITE_DAC` without following a final reparse point, refuses
+/// a reparse point, and checks that the object opened is exactly `path`
+/// (`GetFinalPathNameByHandleW`), so that no junction or link on the way — even one swapped in
+/// after [`refuse_reparse`] looked — redirects the ACEs set through this handle.
+pub fn open_for_dacl(path: &WinPath) -> Result<OwnedHandle, AclError> {
+    open_checked(path, true)
+}
+
+/// [`open_for_dacl`], or with `READ_CONTROL` only when `write` is false.
+fn open_checked(path: &WinPath, write: bool) -> Result<OwnedHandle, AclError> {
+    use windows_sys::Win32::Storage::FileSystem::{
+        CreateFileW, GetFileInformationByHandle, GetFinalPathNameByHandleW,
+        BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_REPARSE_POINT, FILE_FLAG_BACKUP_SEMANTICS,
+        FILE_FLAG_OPEN_REPARSE_POINT, FILE_NAME_NORMALIZED, FILE_SHARE_DELETE, FILE_SHARE_READ,
+        FILE_SHARE_WRITE, OPEN_EXISTING, READ_CONTROL, WRITE_DAC,
+    };
+    let p = path.as_string();
+    let w = wide(&p);
+    let open_err = |source| AclError::Open {
+        path: p.clone(),
+        source,
+    };
+    // SAFETY: `w` is NUL-terminated; no security attributes or template; OPEN_EXISTING with
+    // FILE_FLAG_OPEN_REPARSE_POINT opens a final link itself, not its target.
+    let h = unsafe {
+        CreateFileW(
+            w.as_ptr(),
+            if write {
+                READ_CONTROL | WRITE_DAC
+            } else {
+                READ_CONTROL
+            },
+            FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+            std::ptr::null(),
+            OPEN_EXISTING,
+            FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT,
+            std::ptr::null_mut(),
+        )
+    };
+    // SAFETY: `h` comes straight from CreateFileW and nothing else owns or closes it.
+    let h = unsafe { super::owned("CreateFileW", h) }.map_err(open_err)?;
+    // SAFETY: plain data; all-zero is valid.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: `h` is an open file handle; `info` is writable.
+    let ok = unsafe { GetFileInformationByHandle(h.as_raw_handle(), &mut info) };
+    check("GetFileInformationByHandle", Ret::Bool(ok)).map_err(open_err)?;
+    if info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(AclError::ReparsePoint(p));
     }
-    match merge_explicit(&current.explicit(), &entry.aces) {
-        None => Ok(false),
-        Some(new) => write_explicit(&entry.path, &new, current.protected).map(|_| true),
+    let mut buf = vec![0u16; 1024];
+    // SAFETY: `h` is open; `buf` is writable for its length in characters.
+    let n = unsafe {
+        GetFinalPathNameByHandleW(
+            h.as_raw_handle(),
+            buf.as_mut_ptr(),
+            buf.len() as u32,
+            FILE_NAME_NORMALIZED,
+        )
+    };
+    if n == 0 || n as usize >= buf.len() {
+        check("GetFinalPathNameByHandleW", Ret::Bool(0)).map_err(open_err)?;
+    }
+    let actual = String::from_utf16_lossy(&buf[..n as usize]);
+    match WinPath::parse(&actual) {
+        Ok(a) if a == *path => Ok(h),
+        _ => Err(AclError::Redirected { path: p, actual }),
     }
 }
 
-/// Undoes one entry of a plan: removes exactly its ACEs from the path's explicit ACEs. Returns
-/// false if none was there.
-pub fn unapply(entry: &PathAces) -> Result<bool, AclError> {
-    let current = read_path(&entry.path)?;
-    if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
-        return Err(AclError::UnsupportedAce {
-            path: entry.path.as_string(),
-            ace_type: *t,
-        });
-    }
-    match crate::ace::unmerge_explicit(&current.explicit(), &entry.aces) {
-        None => Ok(false),
-        Some(new) => write_explicit(&entry.path, &new, current.protected).map(|_| true),
-    }
+fn write_explicit_handle(
+    h: BorrowedHandle<'_>,
+    path: &WinPath,
+    aces: &[Ace],
+    protected: bool,
+) -> Result<(), AclError> {
+    use windows_sys::Win32::Security::Authorization::SetSecurityInfo;
+    let p = path.as_string();
+    let mut acl = build(aces).map_err(|source| AclError::Build {
+        path: p.clone(),
+        source,
+    })?;
+    let info = DACL_SECURITY_INFORMATION
+        | if protected {
+            PROTECTED_DACL_SECURITY_INFORMATION
+        } else {
+            UNPROTECTED_DACL_SECURITY_INFORMATION
+        };
+    // SAFETY: `h` is open with WRITE_DAC; `acl` holds a valid ACL for the duration of the call.
+    // SetSecurityInfo propagates inheritable ACEs to existing children, like the named form.
+    let rc = unsafe {
+        SetSecurityInfo(
+            h.as_raw_handle(),
+            SE_FILE_OBJECT,
+            info,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            acl.as_mut_ptr().cast(),
+            std::ptr::null_mut(),
+        )
+    };
+    check("SetSecurityInfo", Ret::Code(rc)).map_err(|source| AclError::Write { path: p, source })
 }
 
-/// Removes every explicit ACE for `sid` from a path. Returns false if there was none.
-pub fn revoke(path: &WinPath, sid: &Sid) -> Result<bool, AclError> {
-    let current = read_path(path)?;
-    let explicit = current.explicit();
-    let kept = remove_sid(&explicit, sid);
-    if kept.len() == explicit.len() {
-        return Ok(false);
-    }
-    if let Some((t, _)) = current.other.iter().find(|(_, inherited)| !inherited) {
-        return Err(AclError::UnsupportedAce {
+/// Reads, changes and writes a path's explicit ACEs through one verified handle
+/// ([`open_for_dacl`]). `change` returns the new explicit ACEs, or `None` to write nothing.
+fn modify_explicit(
+    path: &WinPath,
+    change: impl FnOnce(&[Ace]) -> Option<Vec<Ace>>,
+) -> Result<bool, AclError> {
+    use std::os::windows::io::AsHandle;
+    // Without WRITE_DAC (a DACL locked against you, `lock_protected_dacls`) a path whose ACEs are
+    // already in place still passes; one that needs a change fails with the access error.
+    let (h, denied) = match open_checked(path, true) {
+        Ok(h) => (h, None),
+        // ERROR_ACCESS_DENIED (5).
+        Err(AclError::Open { path: p, source }) if source.code == 5 => (
+            open_checked(path, false)?,
+            Some(AclError::Open { path: p, source }),
+        ),
+        Err(e) => return Err(e),
+    };
+    let current = read_handle_typed(h.as_handle(), SE_FILE_OBJECT, &path.as_string())?;
+    let unknown = current.other.iter().find(|(_, inherited)| !inherited);
+    match (change(&current.explicit()), unknown, denied) {
+        (None, _, _) => Ok(false),
+        (Some(_), _, Some(e)) => Err(e),
+        // Writing would drop an ACE type the model does not know: refuse instead.
+        (Some(_), Some((t, _)), None) => Err(AclError::UnsupportedAce {
             path: path.as_string(),
             ace_type: *t,
-        });
+        }),
+        (Some(new), None, None) => {
+            write_explicit_handle(h.as_handle(), path, &new, current.protected).map(|_| true)
+        }
     }
-    write_explicit(path, &kept, current.protected).map(|_| true)
+}
+
+/// Applies one entry of a plan: merges its ACEs into the path's explicit ACEs, through a handle
+/// that is checked to be the path itself ([`open_for_dacl`]). Returns false if they were already
+/// there (nothing written).
+pub fn apply(entry: &PathAces) -> Result<bool, AclError> {
+    modify_explicit(&entry.path, |cur| merge_explicit(cur, &entry.aces))
+}
+
+/// Undoes one entry of a plan: removes exactly its ACEs from the path's explicit ACEs (through a
+/// verified handle). Returns false if none was there.
+pub fn unapply(entry: &PathAces) -> Result<bool, AclError> {
+    modify_explicit(&entry.path, |cur| {
+        crate::ace::unmerge_explicit(cur, &entry.aces)
+    })
+}
+
+/// Removes every explicit ACE for `sid` from a path (through a verified handle). Returns false if
+/// there was none.
+pub fn revoke(path: &WinPath, sid: &Sid) -> Result<bool, AclError> {
+    modify_explicit(path, |cur| {
+        let kept = remove_sid(cur, sid);
+        (kept.len() != cur.len()).then_some(kept)
+    })
 }

@@ -330,6 +330,66 @@ pub fn read_state(names: &[String]) -> Result<crate::firewall::FirewallState, Fi
     })
 }
 
+/// Each read [`read_state`] makes, made separately and reported one by one (for the self-test:
+/// which of them this host implements). Reads only; changes nothing.
+pub fn probe_reads() -> Vec<(&'static str, Result<String, FirewallError>)> {
+    use crate::firewall::PROFILES;
+    let _com = ComInit::new();
+    let mut out: Vec<(&'static str, Result<String, FirewallError>)> = Vec::new();
+    let policy = match create(&NetFwPolicy2, &IID_INETFWPOLICY2, "HNetCfg.FwPolicy2") {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(("CoCreateInstance(HNetCfg.FwPolicy2)", Err(e)));
+            return out;
+        }
+    };
+    out.push((
+        "CoCreateInstance(HNetCfg.FwPolicy2)",
+        Ok("INetFwPolicy2".into()),
+    ));
+    out.push((
+        "INetFwPolicy2::get_CurrentProfileTypes",
+        get_i32(
+            &policy,
+            POLICY2_GET_CURRENT_PROFILE_TYPES,
+            "INetFwPolicy2::get_CurrentProfileTypes",
+            "the active profiles",
+        )
+        .map(|v| format!("{v:#x}")),
+    ));
+    for (bit, name) in PROFILES {
+        type F = unsafe extern "system" fn(*mut c_void, i32, *mut i16) -> HRESULT;
+        // SAFETY: slot 8 of INetFwPolicy2 is get_FirewallEnabled(NET_FW_PROFILE_TYPE2, VARIANT_BOOL*).
+        let f: F =
+            unsafe { std::mem::transmute::<usize, F>(policy.slot(POLICY2_GET_FIREWALL_ENABLED)) };
+        let mut v = 0i16;
+        // SAFETY: `policy` is live; `v` is a valid out pointer.
+        let h = unsafe { f(policy.0, bit, &mut v) };
+        out.push((
+            "INetFwPolicy2::get_FirewallEnabled",
+            hr("INetFwPolicy2::get_FirewallEnabled", h, "read", name)
+                .map(|()| format!("{name}: {}", v != 0)),
+        ));
+    }
+    out.push((
+        "INetFwPolicy2::get_LocalPolicyModifyState",
+        get_i32(
+            &policy,
+            POLICY2_GET_LOCAL_POLICY_MODIFY_STATE,
+            "INetFwPolicy2::get_LocalPolicyModifyState",
+            "the local policy state",
+        )
+        .map(|v| v.to_string()),
+    ));
+    drop(policy);
+    out.push((
+        "INetFwPolicy2::get_Rules + INetFwRules::Item",
+        rule_exists("Stockade selftest: no such rule")
+            .map(|found| format!("a missing rule found: {found}")),
+    ));
+    out
+}
+
 /// True if a rule with this name exists.
 pub fn rule_exists(name: &str) -> Result<bool, FirewallError> {
     let _com = ComInit::new();

@@ -3,7 +3,7 @@
 
 use super::{check, owned, Ret, Win32Error};
 use crate::input::Limits;
-use std::os::windows::io::{AsRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
@@ -36,7 +36,8 @@ impl Job {
     pub fn new(limits: &Limits) -> Result<Job, JobError> {
         // SAFETY: null attributes and name create an anonymous job with default security.
         let h = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
-        let job = Job(owned("CreateJobObjectW", h).map_err(JobError::Create)?);
+        // SAFETY: `h` comes straight from CreateJobObjectW and nothing else owns or closes it.
+        let job = Job(unsafe { owned("CreateJobObjectW", h) }.map_err(JobError::Create)?);
         // SAFETY: JOBOBJECT_EXTENDED_LIMIT_INFORMATION is plain data; all-zero is valid.
         let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
         info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
@@ -102,10 +103,15 @@ impl Job {
         self.0.as_raw_handle()
     }
 
+    /// The job handle, borrowed.
+    pub fn handle(&self) -> BorrowedHandle<'_> {
+        self.0.as_handle()
+    }
+
     /// Puts a (suspended) process into the job.
-    pub fn assign(&self, process: HANDLE) -> Result<(), JobError> {
-        // SAFETY: both handles are valid; the process handle has PROCESS_SET_QUOTA|TERMINATE.
-        let ok = unsafe { AssignProcessToJobObject(self.raw(), process) };
+    pub fn assign(&self, process: BorrowedHandle<'_>) -> Result<(), JobError> {
+        // SAFETY: both handles are valid (borrowed); the process handle has PROCESS_SET_QUOTA|TERMINATE.
+        let ok = unsafe { AssignProcessToJobObject(self.raw(), process.as_raw_handle()) };
         check("AssignProcessToJobObject", Ret::Bool(ok)).map_err(JobError::Assign)
     }
 

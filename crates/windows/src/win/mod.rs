@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod setup;
 pub mod sid;
 pub mod token;
+pub mod wfp;
 
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE};
 
@@ -79,14 +80,19 @@ pub fn check(call: &'static str, ret: Ret) -> Result<(), Win32Error> {
     }
 }
 
-/// Takes ownership of a handle a successful call returned.
-pub fn owned(
+/// Takes ownership of a handle a successful call returned (null or `INVALID_HANDLE_VALUE` is
+/// reported as `call`'s failure).
+///
+/// # Safety
+/// `h` must be null, `INVALID_HANDLE_VALUE`, or a handle just returned by `call` that nothing
+/// else owns or will close.
+pub unsafe fn owned(
     call: &'static str,
     h: HANDLE,
 ) -> Result<std::os::windows::io::OwnedHandle, Win32Error> {
     use std::os::windows::io::FromRawHandle;
     check(call, Ret::Handle(h))?;
-    // SAFETY: `h` was just returned by `call`, is valid (checked above) and owned by nobody else.
+    // SAFETY: `h` is valid (checked above) and, by this function's contract, owned by nobody else.
     Ok(unsafe { std::os::windows::io::OwnedHandle::from_raw_handle(h) })
 }
 

@@ -49,8 +49,10 @@ pub fn anonymous() -> Result<(OwnedHandle, OwnedHandle), PipeError> {
     let ok = unsafe { CreatePipe(&mut r, &mut w, std::ptr::null(), 0) };
     check("CreatePipe", Ret::Bool(ok)).map_err(err)?;
     Ok((
-        owned("CreatePipe", r).map_err(err)?,
-        owned("CreatePipe", w).map_err(err)?,
+        // SAFETY: `r` comes straight from CreatePipe and nothing else owns or closes it.
+        unsafe { owned("CreatePipe", r) }.map_err(err)?,
+        // SAFETY: `w` comes straight from CreatePipe and nothing else owns or closes it.
+        unsafe { owned("CreatePipe", w) }.map_err(err)?,
     ))
 }
 
@@ -106,5 +108,7 @@ fn named(name: &str, sddl: &str, wait_mode: u32) -> Result<OwnedHandle, PipeErro
     };
     // SAFETY: `sd` was allocated with LocalAlloc by the conversion above and is no longer used.
     unsafe { LocalFree(sd) };
-    owned("CreateNamedPipeW", h).map_err(|source| PipeError::Create { name: full, source })
+    // SAFETY: `h` comes straight from CreateNamedPipeW and nothing else owns or closes it.
+    unsafe { owned("CreateNamedPipeW", h) }
+        .map_err(|source| PipeError::Create { name: full, source })
 }

@@ -3,7 +3,7 @@
 
 use super::job::{Job, JobError};
 use super::{check, owned, wide, Ret, Win32Error};
-use std::os::windows::io::{AsRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, OwnedHandle};
 use std::time::Duration;
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, DUPLICATE_SAME_ACCESS, HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT,
@@ -75,7 +75,8 @@ fn inheritable_copy(h: HANDLE) -> Result<OwnedHandle, Win32Error> {
     // SAFETY: `h` is a valid handle of this process; `out` is a valid out pointer.
     let ok = unsafe { DuplicateHandle(me, h, me, &mut out, 0, 1, DUPLICATE_SAME_ACCESS) };
     check("DuplicateHandle", Ret::Bool(ok))?;
-    owned("DuplicateHandle", out)
+    // SAFETY: `out` comes straight from DuplicateHandle and nothing else owns or closes it.
+    unsafe { owned("DuplicateHandle", out) }
 }
 
 /// An initialized `PROC_THREAD_ATTRIBUTE_LIST` (deleted on drop).
@@ -253,14 +254,16 @@ pub fn spawn_on(
         source,
     })?;
     drop(inherited);
-    let process = owned("CreateProcess", pi.hProcess).map_err(SpawnError::Wait)?;
-    let thread = owned("CreateProcess", pi.hThread).map_err(SpawnError::Wait)?;
+    // SAFETY: `pi.hProcess` comes straight from CreateProcess and nothing else owns or closes it.
+    let process = unsafe { owned("CreateProcess", pi.hProcess) }.map_err(SpawnError::Wait)?;
+    // SAFETY: `pi.hThread` comes straight from CreateProcess and nothing else owns or closes it.
+    let thread = unsafe { owned("CreateProcess", pi.hThread) }.map_err(SpawnError::Wait)?;
     let child = Child {
         process,
         thread,
         pid: pi.dwProcessId,
     };
-    if let Err(e) = job.assign(child.process.as_raw_handle()) {
+    if let Err(e) = job.assign(child.process.as_handle()) {
         // The process never ran: kill it rather than let it run outside the job.
         let _ = kill(&child);
         return Err(e.into());

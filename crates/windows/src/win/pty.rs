@@ -5,7 +5,6 @@ use super::pipe::{anonymous, PipeError};
 use super::{check, Ret, Win32Error};
 use std::io::{Read, Write};
 use std::os::windows::io::AsRawHandle;
-use std::os::windows::io::OwnedHandle;
 use windows_sys::Win32::System::Console::{
     ClosePseudoConsole, CreatePseudoConsole, GetConsoleScreenBufferInfo, GetStdHandle,
     CONSOLE_SCREEN_BUFFER_INFO, COORD, HPCON, STD_OUTPUT_HANDLE,
@@ -75,7 +74,7 @@ impl Pty {
                 }
             }
         });
-        let mut from_pty = std::fs::File::from(OwnedHandle::from(out_read));
+        let mut from_pty = std::fs::File::from(out_read);
         let output = std::thread::spawn(move || {
             let mut stdout = std::io::stdout();
             let mut buf = [0u8; 4096];

@@ -9,7 +9,7 @@ use crate::launch::{created_protected, workspace_tag, RunError};
 use crate::path::WinPath;
 use crate::state::CapabilityStore;
 use crate::unelevated::{self, UnelevatedOptions};
-use std::os::windows::io::AsRawHandle;
+use std::os::windows::io::AsHandle;
 use std::time::{Duration, Instant};
 use stockade_policy::backend::{Command, EnforcedLayer, ExitKind, RunOptions, RunOutcome};
 use stockade_policy::plan::Plan;
@@ -95,7 +95,7 @@ fn prepare_unelevated(
     let store = ensure_capabilities(&store_path, &input.effective_roots())?;
     let me = {
         let own = token::own_token().map_err(win_err)?;
-        super::sid::token_user(own.as_raw_handle()).map_err(win_err)?
+        super::sid::token_user(own.as_handle()).map_err(win_err)?
     };
     let uplan = unelevated::plan(&input, &store, UnelevatedOptions::default(), &me)?;
     Ok((input, uplan, store, store_path))
@@ -257,7 +257,7 @@ pub fn run_elevated(
     opts: &RunOptions,
 ) -> Result<RunOutcome, RunError> {
     use super::setup::{load_passwords, load_record, record_elevated_acl_paths};
-    use crate::elevated::{run_plan, RunnerRequest, OFFLINE_ACCOUNT, ONLINE_ACCOUNT};
+    use crate::elevated::{run_plan, Accounts, RunnerRequest};
     use stockade_policy::NetworkMode;
     let start = Instant::now();
     if opts.pty {
@@ -266,11 +266,11 @@ pub fn run_elevated(
     let record = load_record()
         .map_err(win_err)?
         .ok_or(RunError::ElevatedNotInstalled)?;
-    let account = if plan.network == NetworkMode::Off {
-        OFFLINE_ACCOUNT
-    } else {
-        ONLINE_ACCOUNT
-    };
+    let caller = token::own_token().map_err(win_err)?;
+    let caller_sid = super::sid::token_user(caller.as_handle()).map_err(win_err)?;
+    // This caller's own sandbox accounts: another caller's command never runs as them.
+    let names = Accounts::for_caller(&caller_sid);
+    let account = names.for_network(plan.network == NetworkMode::Off);
     let password = load_passwords()
         .map_err(win_err)?
         .remove(account)
@@ -285,16 +285,28 @@ pub fn run_elevated(
         // every recorded rule is present, enabled, blocking and covers the active profiles.
         let state = super::firewall::read_state(&record.firewall_rules)
             .map_err(|e| win_err(WinRunError::Setup(e.into())))?;
-        let problems = crate::firewall::verify(&state, &record.firewall_rules);
-        if !problems.is_empty() || record.firewall_rules.is_empty() {
-            return Err(RunError::FirewallNotEffective(
-                problems.iter().map(|p| p.to_string()).collect(),
-            ));
+        let mut problems: Vec<String> = crate::firewall::verify(&state, &record.firewall_rules)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        if record.firewall_rules.is_empty() {
+            problems.push("no firewall rules are recorded; run `stockade setup`".into());
+        }
+        // The WFP filters for this account, as setup planned them: each must be in place.
+        let wanted =
+            crate::elevated::wanted_wfp(&names, &record.accounts, &record.allowed_loopback_ports);
+        if wanted.is_empty() {
+            problems.push(
+                "no WFP filters are planned for the offline account; run `stockade setup`".into(),
+            );
+        }
+        problems.extend(
+            super::wfp::verify(&wanted).map_err(|e| win_err(WinRunError::Setup(e.into())))?,
+        );
+        if !problems.is_empty() {
+            return Err(RunError::FirewallNotEffective(problems));
         }
     }
-    let caller = token::own_token().map_err(win_err)?;
-    let caller_sid = super::sid::token_user(caller.as_raw_handle()).map_err(win_err)?;
-
     // Temp dir where the sandbox account can reach it: %ProgramData%\Stockade\tmp\<workspace>.
     let pd = std::env::var("ProgramData").unwrap_or_else(|_| r"C:\ProgramData".to_string());
     let bad = |source| crate::input::InputError::Path {
@@ -391,9 +403,9 @@ pub fn run_elevated(
         std::path::Path::new(&p.as_string()).exists()
     });
     warnings.extend(created);
-    warnings.push(format!("elevated tier: every caller shares {account}, so commands of other callers' runs can read and delete (not write) files in this run's writable roots"));
+    warnings.push(format!("elevated tier: reads are not confined to the roots: the command can read whatever {account} (yours alone, a member of Users) may read on this machine"));
     if plan.network == NetworkMode::Off {
-        warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (WFP filters are not implemented)".into());
+        warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (neither firewall rules nor WFP filters see it)".into());
     }
     let mut enforced = vec![
         EnforcedLayer {

@@ -10,7 +10,7 @@ use crate::env::{command_line, env_block};
 use crate::input::Limits;
 use crate::sid::Sid;
 use std::io::Write;
-use std::os::windows::io::{AsRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, OwnedHandle};
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::{
     ERROR_NO_DATA, ERROR_PIPE_CONNECTED, ERROR_PIPE_LISTENING, GENERIC_READ, GENERIC_WRITE,
@@ -78,7 +78,8 @@ fn serve(name: &str) -> Result<RunnerReply, String> {
             std::ptr::null_mut(),
         )
     };
-    let pipe_handle = owned("CreateFileW(runner pipe)", h).map_err(|e| e.to_string())?;
+    // SAFETY: `h` comes straight from CreateFileW and nothing else owns or closes it.
+    let pipe_handle = unsafe { owned("CreateFileW(runner pipe)", h) }.map_err(|e| e.to_string())?;
     let mut conn = std::fs::File::from(pipe_handle);
     let req: RunnerRequest = read_frame(&mut conn)?;
     let limits = Limits {
@@ -163,14 +164,63 @@ pub fn prepare(
         return Err("the request's token plan is not write-restricted".into());
     }
     let own = token::own_token().map_err(|e| e.to_string())?;
-    let account = super::sid::token_user(own.as_raw_handle()).map_err(|e| e.to_string())?;
-    let logon = super::sid::token_logon_sid(own.as_raw_handle()).map_err(|e| e.to_string())?;
+    let account = super::sid::token_user(own.as_handle()).map_err(|e| e.to_string())?;
+    let logon = super::sid::token_logon_sid(own.as_handle()).map_err(|e| e.to_string())?;
     let desktop = super::desktop::Desktop::create(&crate::elevated::desktop_sddl(&account, &logon))
         .map_err(|e| e.to_string())?;
     let tok = token::create_restricted(&req.token).map_err(|e| e.to_string())?;
     let job = Job::new(limits).map_err(|e| e.to_string())?;
     job.restrict_ui().map_err(|e| e.to_string())?;
+    harden_self()?;
     Ok((tok, desktop, job))
+}
+
+/// Gives this process, its current thread and its token the DACL of
+/// [`crate::elevated::runner_self_dacl`], so that the command (the same account) cannot reach
+/// the runner's unrestricted token. Runs after everything the runner opens on itself (its token
+/// in [`prepare`]) and before the command starts; the runner starts no other thread.
+pub fn harden_self() -> Result<(), String> {
+    use crate::elevated::{runner_self_dacl, RunnerObject};
+    use std::os::windows::io::BorrowedHandle;
+    use windows_sys::Win32::Storage::FileSystem::{READ_CONTROL, WRITE_DAC};
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentProcess, GetCurrentThread, OpenProcessToken,
+    };
+    // SAFETY: returns the current-process pseudo-handle (never closed).
+    let me = unsafe { GetCurrentProcess() };
+    // SAFETY: returns the current-thread pseudo-handle (never closed).
+    let thread = unsafe { GetCurrentThread() };
+    let mut t = std::ptr::null_mut();
+    // SAFETY: `me` is the current-process pseudo-handle; `t` is a valid out pointer.
+    let ok = unsafe { OpenProcessToken(me, WRITE_DAC | READ_CONTROL, &mut t) };
+    check("OpenProcessToken(WRITE_DAC)", Ret::Bool(ok)).map_err(|e| e.to_string())?;
+    // SAFETY: `t` comes straight from OpenProcessToken and nothing else owns or closes it.
+    let tok = unsafe { owned("OpenProcessToken", t) }.map_err(|e| e.to_string())?;
+    super::acl::write_handle(
+        tok.as_handle(),
+        &runner_self_dacl(RunnerObject::Token),
+        "the runner's token",
+    )
+    .map_err(|e| e.to_string())?;
+    // SAFETY: the pseudo-handles are valid for the life of this process and thread.
+    let (p, th) = unsafe {
+        (
+            BorrowedHandle::borrow_raw(me),
+            BorrowedHandle::borrow_raw(thread),
+        )
+    };
+    super::acl::write_handle(
+        th,
+        &runner_self_dacl(RunnerObject::Thread),
+        "the runner's thread",
+    )
+    .map_err(|e| e.to_string())?;
+    super::acl::write_handle(
+        p,
+        &runner_self_dacl(RunnerObject::Process),
+        "the runner's process",
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The runner's main: serve one request from the pipe, answer, exit.
@@ -280,16 +330,18 @@ pub fn run_via_runner(
         source,
     })?;
     let runner =
-        owned("CreateProcessWithLogonW", pi.hProcess).map_err(|source| RunnerError::Logon {
+        // SAFETY: `pi.hProcess` comes straight from CreateProcessWithLogonW and nothing else owns or closes it.
+        unsafe { owned("CreateProcessWithLogonW", pi.hProcess) }.map_err(|source| RunnerError::Logon {
             account: account.to_string(),
             source,
         })?;
     let thread =
-        owned("CreateProcessWithLogonW", pi.hThread).map_err(|source| RunnerError::Logon {
+        // SAFETY: `pi.hThread` comes straight from CreateProcessWithLogonW and nothing else owns or closes it.
+        unsafe { owned("CreateProcessWithLogonW", pi.hThread) }.map_err(|source| RunnerError::Logon {
             account: account.to_string(),
             source,
         })?;
-    outer.assign(runner.as_raw_handle())?;
+    outer.assign(runner.as_handle())?;
     // SAFETY: `thread` is the suspended main thread of the runner.
     let r = unsafe { ResumeThread(thread.as_raw_handle()) };
     if r == u32::MAX {

@@ -5,8 +5,9 @@ use super::accounts::{self, AccountError};
 use super::firewall::{self, FirewallError};
 use super::{check, random, secrets, Ret, Win32Error};
 use crate::elevated::{
-    drift, password_from_random, setup_steps, uninstall_steps, wanted_rules, Drift, InstallRecord,
-    Observed, SetupStep, UninstallStep, GROUP, INSTALL_VERSION, OFFLINE_ACCOUNT, ONLINE_ACCOUNT,
+    caller_tag, drift, password_from_random, setup_steps, uninstall_steps, wanted_rules,
+    wanted_wfp, Accounts, Drift, InstallRecord, Observed, SetupStep, UninstallStep, GROUP,
+    INSTALL_VERSION,
 };
 use crate::sid::Sid;
 use std::collections::BTreeMap;
@@ -25,6 +26,9 @@ pub enum WinSetupError {
     /// A firewall step failed.
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    /// A WFP step failed.
+    #[error(transparent)]
+    Wfp(#[from] super::wfp::WfpError),
     /// Randomness, DPAPI or elevation check failed.
     #[error("{what}: {source}")]
     System {
@@ -70,9 +74,27 @@ fn env_dir(var: &str, fallback: &str) -> PathBuf {
         .join("Stockade")
 }
 
-/// `%ProgramData%\Stockade\install.json`.
-pub fn record_path() -> PathBuf {
-    env_dir("ProgramData", r"C:\ProgramData").join("install.json")
+/// `%ProgramData%\Stockade\install-<caller tag>.json`: one record per caller (each caller has
+/// its own pair of sandbox accounts).
+pub fn record_path(caller: &Sid) -> PathBuf {
+    env_dir("ProgramData", r"C:\ProgramData").join(format!("install-{}.json", caller_tag(caller)))
+}
+
+/// The user this process runs as: the caller whose accounts setup, uninstall and runs use. (An
+/// elevated setup through UAC keeps the user of a split-token administrator; a setup run with
+/// another administrator's credentials sets up that administrator's accounts.)
+pub fn current_caller() -> Result<Sid, WinSetupError> {
+    use std::os::windows::io::AsHandle;
+    let sys = |e: String| WinSetupError::System {
+        what: "reading this process's user",
+        source: Win32Error {
+            call: "GetTokenInformation(TokenUser)",
+            code: 0,
+            message: e,
+        },
+    };
+    let tok = super::token::own_token().map_err(|e| sys(e.to_string()))?;
+    super::sid::token_user(tok.as_handle()).map_err(|e| sys(e.to_string()))
 }
 
 /// `%LOCALAPPDATA%\Stockade\accounts.dpapi`: DPAPI-protected JSON of account passwords.
@@ -123,20 +145,30 @@ pub fn record_elevated_acl_paths(
     std::fs::write(&f, text).map_err(|e| file_err("write", &f, e))
 }
 
-/// Reads the installation record, if any.
+/// Reads this caller's installation record, if any.
 pub fn load_record() -> Result<Option<InstallRecord>, WinSetupError> {
-    let p = record_path();
+    load_record_for(&current_caller()?)
+}
+
+fn load_record_for(caller: &Sid) -> Result<Option<InstallRecord>, WinSetupError> {
+    let p = record_path(caller);
     match std::fs::read_to_string(&p) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(|e| file_err("parse", &p, e)),
+        Ok(t) => match serde_json::from_str::<InstallRecord>(&t) {
+            Ok(r) if r.caller == *caller => Ok(Some(r)),
+            Ok(r) => Err(file_err(
+                "use",
+                &p,
+                format!("it belongs to {}, not to {caller}", r.caller),
+            )),
+            Err(e) => Err(file_err("parse", &p, e)),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(file_err("read", &p, e)),
     }
 }
 
 fn save_record(r: &InstallRecord) -> Result<(), WinSetupError> {
-    let p = record_path();
+    let p = record_path(&r.caller);
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).map_err(|e| file_err("create", d, e))?;
     }
@@ -205,12 +237,16 @@ pub fn is_elevated() -> Result<bool, WinSetupError> {
 }
 
 /// What is on the machine now.
-pub fn observe(record: Option<&InstallRecord>, ports: &[u16]) -> Result<Observed, WinSetupError> {
+pub fn observe(
+    names: &Accounts,
+    record: Option<&InstallRecord>,
+    ports: &[u16],
+) -> Result<Observed, WinSetupError> {
     let mut o = Observed {
         group_sid: accounts::lookup_sid(GROUP)?,
         ..Observed::default()
     };
-    for name in [OFFLINE_ACCOUNT, ONLINE_ACCOUNT] {
+    for name in names.both() {
         if let Some(s) = accounts::lookup_sid(name)? {
             o.accounts.insert(name.to_string(), s);
         }
@@ -219,45 +255,75 @@ pub fn observe(record: Option<&InstallRecord>, ports: &[u16]) -> Result<Observed
         }
     }
     if o.group_sid.is_some() {
-        o.group_members = accounts::members(GROUP)?
+        let (ours, others) = accounts::members(GROUP)?
             .into_iter()
-            .filter(|m| m == OFFLINE_ACCOUNT || m == ONLINE_ACCOUNT)
-            .collect();
+            .partition(|m| names.both().contains(&m.as_str()));
+        o.group_members = ours;
+        o.other_group_members = others;
     }
-    let mut names: Vec<String> = wanted_rules(&o.accounts, ports)
+    let mut rule_names: Vec<String> = wanted_rules(names, &o.accounts, ports)
         .into_iter()
         .map(|r| r.name)
         .collect();
     if let Some(r) = record {
-        names.extend(r.firewall_rules.iter().cloned());
+        rule_names.extend(r.firewall_rules.iter().cloned());
     }
-    names.sort();
-    names.dedup();
-    for n in names {
+    rule_names.sort();
+    rule_names.dedup();
+    for n in rule_names {
         if firewall::rule_exists(&n)? {
             o.firewall_rules.insert(n);
         }
     }
     o.stored_passwords = load_passwords().unwrap_or_default().into_keys().collect();
+    let mut filter_names: Vec<String> = wanted_wfp(names, &o.accounts, ports)
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    if let Some(r) = record {
+        filter_names.extend(r.wfp_filters.iter().cloned());
+    }
+    filter_names.sort();
+    filter_names.dedup();
+    // Before the accounts exist (and with nothing recorded) no filter is wanted yet, so an
+    // engine that cannot be opened is reported only once filters are (when setup adds them).
+    let engine = match super::wfp::Engine::open() {
+        Ok(e) => e,
+        Err(_) if filter_names.is_empty() => return Ok(o),
+        Err(e) => return Err(e.into()),
+    };
+    o.wfp_sublayer = engine.sublayer_exists(&super::wfp::sublayer_key())?;
+    for n in filter_names {
+        if engine.read_filter(&super::wfp::key_of(&n))?.is_some() {
+            o.wfp_filters.insert(n);
+        }
+    }
     Ok(o)
 }
 
 /// The record describing `observed` (needs the group to exist).
 fn candidate(
+    caller: &Sid,
+    names: &Accounts,
     observed: &Observed,
     ports: &[u16],
     previous: Option<&InstallRecord>,
 ) -> Option<InstallRecord> {
     Some(InstallRecord {
         version: INSTALL_VERSION,
+        caller: caller.clone(),
         group_sid: observed.group_sid.clone()?,
         accounts: observed.accounts.clone(),
-        firewall_rules: wanted_rules(&observed.accounts, ports)
+        firewall_rules: wanted_rules(names, &observed.accounts, ports)
             .into_iter()
             .map(|r| r.name)
             .collect(),
         allowed_loopback_ports: ports.to_vec(),
         acl_paths: previous.map(|r| r.acl_paths.clone()).unwrap_or_default(),
+        wfp_filters: wanted_wfp(names, &observed.accounts, ports)
+            .into_iter()
+            .map(|f| f.name)
+            .collect(),
     })
 }
 
@@ -270,13 +336,25 @@ fn new_password() -> Result<String, WinSetupError> {
         })
 }
 
+/// Deletes a WFP filter by the key of its name; one that is already gone is fine.
+fn remove_wfp_filter(name: &str) -> Result<(), WinSetupError> {
+    let engine = super::wfp::Engine::open()?;
+    let key = super::wfp::key_of(name);
+    if engine.read_filter(&key)?.is_some() {
+        engine.delete_filter(&key)?;
+    }
+    Ok(())
+}
+
 /// Brings the machine to the installed state (idempotent).
 pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
     if !is_elevated()? {
         return Err(WinSetupError::NotElevated);
     }
-    let previous = load_record()?;
-    let first = observe(previous.as_ref(), ports)?;
+    let caller = current_caller()?;
+    let names = Accounts::for_caller(&caller);
+    let previous = load_record_for(&caller)?;
+    let first = observe(&names, previous.as_ref(), ports)?;
     let found_drift = previous
         .as_ref()
         .map(|r| drift(r, &first))
@@ -287,7 +365,7 @@ pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
     // round, the state just produced is that record.
     let mut basis = previous.clone();
     for _round in 0..3 {
-        let work: Vec<SetupStep> = setup_steps(basis.as_ref(), &observed, ports)
+        let work: Vec<SetupStep> = setup_steps(&names, basis.as_ref(), &observed, ports)
             .into_iter()
             .filter(|s| *s != SetupStep::WriteRecord)
             .collect();
@@ -316,30 +394,50 @@ pub fn setup(ports: &[u16]) -> Result<SetupReport, WinSetupError> {
                     firewall::remove_rules(std::slice::from_ref(n))?
                 }
                 SetupStep::AddFirewallRule(n) => {
-                    let rules: Vec<_> = wanted_rules(&observed.accounts, ports)
+                    let rules: Vec<_> = wanted_rules(&names, &observed.accounts, ports)
                         .into_iter()
                         .filter(|r| r.name == *n)
                         .collect();
                     firewall::add_rules(&rules)?;
                 }
+                SetupStep::AddWfpSublayer => super::wfp::Engine::open()?.add_sublayer(
+                    &super::wfp::sublayer_key(),
+                    "Stockade sandbox accounts",
+                    true,
+                )?,
+                SetupStep::RemoveWfpFilter(n) => remove_wfp_filter(n)?,
+                SetupStep::AddWfpFilter(n) => {
+                    let engine = super::wfp::Engine::open()?;
+                    for f in wanted_wfp(&names, &observed.accounts, ports)
+                        .iter()
+                        .filter(|f| f.name == *n)
+                    {
+                        engine.add_filter_keyed(
+                            &super::wfp::sublayer_key(),
+                            f,
+                            &super::wfp::key_of(n),
+                            true,
+                        )?;
+                    }
+                }
                 SetupStep::WriteRecord => {}
             }
             performed.push(step.clone());
         }
-        observed = observe(previous.as_ref(), ports)?;
-        basis = candidate(&observed, ports, previous.as_ref());
+        observed = observe(&names, previous.as_ref(), ports)?;
+        basis = candidate(&caller, &names, &observed, ports, previous.as_ref());
     }
-    let remaining: Vec<SetupStep> = setup_steps(basis.as_ref(), &observed, ports)
+    let remaining: Vec<SetupStep> = setup_steps(&names, basis.as_ref(), &observed, ports)
         .into_iter()
         .filter(|s| *s != SetupStep::WriteRecord)
         .collect();
     if !remaining.is_empty() {
         return Err(WinSetupError::NoConvergence(remaining));
     }
-    let record = candidate(&observed, ports, previous.as_ref())
+    let record = candidate(&caller, &names, &observed, ports, previous.as_ref())
         .ok_or_else(|| WinSetupError::NoConvergence(vec![SetupStep::CreateGroup(GROUP.into())]))?;
     if performed.iter().any(|s| *s != SetupStep::WriteRecord)
-        || load_record()?.as_ref() != Some(&record)
+        || load_record_for(&caller)?.as_ref() != Some(&record)
     {
         save_record(&record)?;
         performed.push(SetupStep::WriteRecord);
@@ -356,7 +454,9 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
     if !is_elevated()? {
         return Err(WinSetupError::NotElevated);
     }
-    let mut record = load_record()?;
+    let caller = current_caller()?;
+    let names = Accounts::for_caller(&caller);
+    let mut record = load_record_for(&caller)?;
     if let Some(r) = record.as_mut() {
         for p in elevated_acl_paths() {
             if !r.acl_paths.contains(&p) {
@@ -368,8 +468,8 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
         .as_ref()
         .map(|r| r.allowed_loopback_ports.clone())
         .unwrap_or_default();
-    let observed = observe(record.as_ref(), &ports)?;
-    let steps = uninstall_steps(record.as_ref(), &observed);
+    let observed = observe(&names, record.as_ref(), &ports)?;
+    let steps = uninstall_steps(&names, record.as_ref(), &observed);
     for step in &steps {
         match step {
             UninstallStep::RevokeAcl(p) => {
@@ -394,13 +494,21 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
             UninstallStep::RemoveFirewallRule(n) => {
                 firewall::remove_rules(std::slice::from_ref(n))?
             }
+            UninstallStep::RemoveWfpFilter(n) => remove_wfp_filter(n)?,
+            UninstallStep::RemoveWfpSublayer => {
+                super::wfp::Engine::open()?.delete_sublayer(&super::wfp::sublayer_key())?
+            }
             UninstallStep::DeleteAccount(n) => {
                 accounts::delete_user(n)?;
                 accounts::unhide(n);
             }
             UninstallStep::DeleteGroup(g) => accounts::delete_group(g)?,
             UninstallStep::DeleteRecord => {
-                for p in [record_path(), secrets_path(), elevated_acl_paths_file()] {
+                for p in [
+                    record_path(&caller),
+                    secrets_path(),
+                    elevated_acl_paths_file(),
+                ] {
                     match std::fs::remove_file(&p) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -446,7 +554,8 @@ pub fn relaunch_elevated(args: &[String]) -> Result<u32, WinSetupError> {
         source,
     })?;
     let process =
-        owned("ShellExecuteExW", info.hProcess).map_err(|source| WinSetupError::System {
+        // SAFETY: `info.hProcess` comes straight from ShellExecuteExW and nothing else owns or closes it.
+        unsafe { owned("ShellExecuteExW", info.hProcess) }.map_err(|source| WinSetupError::System {
             what: "starting the elevated setup (UAC)",
             source,
         })?;

@@ -2,7 +2,8 @@
 
 use super::{check, wide, Ret, Win32Error};
 use crate::sid::Sid;
-use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, HANDLE};
+use std::os::windows::io::{AsRawHandle, BorrowedHandle};
+use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER};
 use windows_sys::Win32::Security::Authorization::{ConvertSidToStringSidW, ConvertStringSidToSidW};
 use windows_sys::Win32::Security::{
     GetTokenInformation, IsValidSid, TokenGroups, TokenRestrictedSids, TokenUser, PSID,
@@ -76,8 +77,11 @@ impl Drop for OwnedSid {
     }
 }
 
-/// Reads a SID that Windows owns (`psid` must be valid for the call).
-pub fn sid_from_psid(psid: PSID) -> Result<Sid, SidError> {
+/// Reads a SID that Windows owns.
+///
+/// # Safety
+/// `psid` must point at a valid binary SID that stays alive for the duration of the call.
+pub unsafe fn sid_from_psid(psid: PSID) -> Result<Sid, SidError> {
     let mut s: *mut u16 = std::ptr::null_mut();
     // SAFETY: the caller guarantees `psid` points at a valid SID; `s` is a valid out pointer.
     let ok = unsafe { ConvertSidToStringSidW(psid, &mut s) };
@@ -99,13 +103,21 @@ pub fn sid_from_psid(psid: PSID) -> Result<Sid, SidError> {
 
 /// Reads a variable-length token information class into an 8-byte-aligned buffer.
 pub fn token_info(
-    token: HANDLE,
+    token: BorrowedHandle<'_>,
     class: TOKEN_INFORMATION_CLASS,
     what: &'static str,
 ) -> Result<Vec<u64>, SidError> {
     let mut needed = 0u32;
     // SAFETY: a null buffer of length 0 asks for the needed size, written to `needed`.
-    let ok = unsafe { GetTokenInformation(token, class, std::ptr::null_mut(), 0, &mut needed) };
+    let ok = unsafe {
+        GetTokenInformation(
+            token.as_raw_handle(),
+            class,
+            std::ptr::null_mut(),
+            0,
+            &mut needed,
+        )
+    };
     if ok == 0 {
         let e = check("GetTokenInformation", Ret::Bool(ok)).err();
         if let Some(e) = e {
@@ -117,8 +129,15 @@ pub fn token_info(
     let mut buf = vec![0u64; (needed as usize).div_ceil(8).max(1)];
     let len = (buf.len() * 8) as u32;
     // SAFETY: `buf` is writable for `len` bytes and aligned for every TOKEN_* structure.
-    let ok =
-        unsafe { GetTokenInformation(token, class, buf.as_mut_ptr().cast(), len, &mut needed) };
+    let ok = unsafe {
+        GetTokenInformation(
+            token.as_raw_handle(),
+            class,
+            buf.as_mut_ptr().cast(),
+            len,
+            &mut needed,
+        )
+    };
     check("GetTokenInformation", Ret::Bool(ok))
         .map_err(|source| SidError::Token { what, source })?;
     Ok(buf)
@@ -135,25 +154,30 @@ fn groups_of(buf: &[u64]) -> Vec<SID_AND_ATTRIBUTES> {
 }
 
 /// The token's user SID.
-pub fn token_user(token: HANDLE) -> Result<Sid, SidError> {
+pub fn token_user(token: BorrowedHandle<'_>) -> Result<Sid, SidError> {
     let buf = token_info(token, TokenUser, "TokenUser")?;
     let tu = buf.as_ptr().cast::<TOKEN_USER>();
     // SAFETY: the buffer holds a TOKEN_USER whose SID points inside the same buffer.
     let psid = unsafe { (*tu).User.Sid };
-    sid_from_psid(psid)
+    // SAFETY: `psid` points into `buf`, which GetTokenInformation filled and which outlives the call.
+    unsafe { sid_from_psid(psid) }
 }
 
 /// The token's groups (SID and attribute flags).
-pub fn token_groups(token: HANDLE) -> Result<Vec<(Sid, u32)>, SidError> {
+pub fn token_groups(token: BorrowedHandle<'_>) -> Result<Vec<(Sid, u32)>, SidError> {
     let buf = token_info(token, TokenGroups, "TokenGroups")?;
     groups_of(&buf)
         .iter()
-        .map(|g| Ok((sid_from_psid(g.Sid)?, g.Attributes)))
+        .map(|g| {
+            // SAFETY: `g.Sid` points into `buf` (filled by GetTokenInformation), alive here.
+            let sid = unsafe { sid_from_psid(g.Sid) }?;
+            Ok((sid, g.Attributes))
+        })
         .collect()
 }
 
 /// The token's logon-session SID.
-pub fn token_logon_sid(token: HANDLE) -> Result<Sid, SidError> {
+pub fn token_logon_sid(token: BorrowedHandle<'_>) -> Result<Sid, SidError> {
     token_groups(token)?
         .into_iter()
         .find(|(_, attr)| attr & SE_GROUP_LOGON_ID == SE_GROUP_LOGON_ID)
@@ -162,11 +186,12 @@ pub fn token_logon_sid(token: HANDLE) -> Result<Sid, SidError> {
 }
 
 /// The token's restricting SIDs (empty for an unrestricted token).
-pub fn token_restricted_sids(token: HANDLE) -> Result<Vec<Sid>, SidError> {
+pub fn token_restricted_sids(token: BorrowedHandle<'_>) -> Result<Vec<Sid>, SidError> {
     let buf = token_info(token, TokenRestrictedSids, "TokenRestrictedSids")?;
     groups_of(&buf)
         .iter()
-        .map(|g| sid_from_psid(g.Sid))
+        // SAFETY: `g.Sid` points into `buf` (filled by GetTokenInformation), alive here.
+        .map(|g| unsafe { sid_from_psid(g.Sid) })
         .collect()
 }
 
@@ -176,7 +201,7 @@ const SE_GROUP_LOGON_ID: u32 = 0xC000_0000;
 /// The restricting SIDs as reported by `TokenGroupsAndPrivileges` (a second source, for hosts
 /// where `TokenRestrictedSids` is not implemented).
 pub fn token_restricted_sids_via_groups_and_privileges(
-    token: HANDLE,
+    token: BorrowedHandle<'_>,
 ) -> Result<Vec<Sid>, SidError> {
     use windows_sys::Win32::Security::{TokenGroupsAndPrivileges, TOKEN_GROUPS_AND_PRIVILEGES};
     let buf = token_info(token, TokenGroupsAndPrivileges, "TokenGroupsAndPrivileges")?;
@@ -188,5 +213,8 @@ pub fn token_restricted_sids_via_groups_and_privileges(
     }
     // SAFETY: `first` points at `count` SID_AND_ATTRIBUTES inside the same buffer.
     let list = unsafe { std::slice::from_raw_parts(first, count) };
-    list.iter().map(|g| sid_from_psid(g.Sid)).collect()
+    list.iter()
+        // SAFETY: `g.Sid` points into `buf` (filled by GetTokenInformation), alive here.
+        .map(|g| unsafe { sid_from_psid(g.Sid) })
+        .collect()
 }

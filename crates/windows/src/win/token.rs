@@ -4,7 +4,7 @@ use super::sid::{token_logon_sid, token_user, OwnedSid, SidError};
 use super::{check, owned, Ret, Win32Error};
 use crate::sid::Sid;
 use crate::unelevated::{SidRef, TokenPlan};
-use std::os::windows::io::{AsRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, OwnedHandle};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Security::{
     AddAccessAllowedAceEx, CreateRestrictedToken, GetLengthSid, InitializeAcl, SetTokenInformation,
@@ -39,15 +39,16 @@ pub fn own_token() -> Result<OwnedHandle, TokenError> {
     // SAFETY: `me` is the current-process pseudo-handle; `h` is a valid out pointer.
     let ok = unsafe { OpenProcessToken(me, access, &mut h) };
     check("OpenProcessToken", Ret::Bool(ok)).map_err(TokenError::OpenOwn)?;
-    owned("OpenProcessToken", h).map_err(TokenError::OpenOwn)
+    // SAFETY: `h` comes straight from OpenProcessToken and nothing else owns or closes it.
+    unsafe { owned("OpenProcessToken", h) }.map_err(TokenError::OpenOwn)
 }
 
 /// Resolves the plan's [`SidRef`]s against the caller's token.
 pub fn resolve(token: &OwnedHandle, r: &SidRef) -> Result<Sid, SidError> {
     match r {
         SidRef::Fixed(s) => Ok(s.clone()),
-        SidRef::LogonSession => token_logon_sid(token.as_raw_handle()),
-        SidRef::CurrentUser => token_user(token.as_raw_handle()),
+        SidRef::LogonSession => token_logon_sid(token.as_handle()),
+        SidRef::CurrentUser => token_user(token.as_handle()),
         SidRef::RunSession => Err(SidError::Parse(
             "internal: the run SID was not bound (TokenPlan::bind_run_sid)".into(),
         )),
@@ -118,7 +119,8 @@ pub fn create_restricted_bound(plan: &TokenPlan) -> Result<OwnedHandle, TokenErr
         )
     };
     check("CreateRestrictedToken", Ret::Bool(ok)).map_err(TokenError::Create)?;
-    let token = owned("CreateRestrictedToken", new_token).map_err(TokenError::Create)?;
+    // SAFETY: `new_token` comes straight from CreateRestrictedToken and nothing else owns or closes it.
+    let token = unsafe { owned("CreateRestrictedToken", new_token) }.map_err(TokenError::Create)?;
 
     let dacl_sids: Vec<(OwnedSid, u32)> = plan
         .default_dacl
@@ -146,7 +148,7 @@ pub fn create_restricted_bound(plan: &TokenPlan) -> Result<OwnedHandle, TokenErr
 
 /// The token's default DACL, as read back with `GetTokenInformation(TokenDefaultDacl)`.
 pub fn default_dacl(token: &OwnedHandle) -> Result<Vec<crate::ace::Ace>, SidError> {
-    let buf = super::sid::token_info(token.as_raw_handle(), TokenDefaultDacl, "TokenDefaultDacl")?;
+    let buf = super::sid::token_info(token.as_handle(), TokenDefaultDacl, "TokenDefaultDacl")?;
     let info = buf.as_ptr().cast::<TOKEN_DEFAULT_DACL>();
     // SAFETY: the buffer holds a TOKEN_DEFAULT_DACL whose ACL pointer points into the buffer.
     let acl = unsafe { (*info).DefaultDacl };
