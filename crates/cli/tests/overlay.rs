@@ -574,3 +574,58 @@ fn host_sockets_behind_the_overlays_stay_unreachable() {
     );
     o.assert_ran("MARK-inside-ok");
 }
+
+/// An overlaid tree that is empty on the host has its upper bound in directly (no overlay mount):
+/// writes stay private all the same, persist, and are listed; once the host tree has a file, the
+/// next run is an overlay again and sees both.
+#[test]
+fn an_empty_tree_is_bound_copy_on_write_and_becomes_an_overlay_when_filled() {
+    let w = world("cow-empty");
+    let tree = w.root.join("emptytree");
+    fs::create_dir_all(&tree).unwrap();
+    // the user's configuration, so that `stockade diff` knows the root too
+    let cfg = w.home.join(".config/stockade/config.toml");
+    fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    fs::write(
+        &cfg,
+        format!(
+            "[filesystem]\noverlay_roots = [{:?}]\n",
+            tree.display().to_string()
+        ),
+    )
+    .unwrap();
+    let t = fs::canonicalize(&tree).unwrap().display().to_string();
+    let o = w.run().sh(&format!(
+        "set -e; echo inside > {t}/a; mkdir {t}/d; cat {t}/a; grep ' {t} ' /proc/self/mountinfo; echo MARK-ran"
+    ));
+    o.assert_ran("MARK-ran");
+    assert!(o.stdout.contains("inside"), "{o:#?}");
+    assert!(
+        !o.stdout.contains(" - overlay "),
+        "an empty tree was overlaid: {o:#?}"
+    );
+    assert_eq!(
+        fs::read_dir(&tree).unwrap().count(),
+        0,
+        "the host tree changed"
+    );
+    // positive control: the same write unsandboxed lands (and fills the tree for the next run)
+    fs::write(tree.join("h"), "host\n").unwrap();
+    assert_eq!(fs::read_dir(&tree).unwrap().count(), 1);
+    let o = w.run().sh(&format!(
+        "cat {t}/a {t}/h; echo more > {t}/h; cat {t}/h; grep ' {t} ' /proc/self/mountinfo; echo MARK-again"
+    ));
+    assert!(
+        o.stdout.contains("inside\nhost\nmore") && o.has("MARK-again"),
+        "{o:#?}"
+    );
+    assert!(o.stdout.contains(" - overlay "), "{o:#?}");
+    assert_eq!(fs::read_to_string(tree.join("h")).unwrap(), "host\n");
+    assert!(!tree.join("a").exists());
+    let d = w.stockade(&["diff", "--json"]);
+    assert_eq!(d.code(), 0, "{d:#?}");
+    assert!(
+        d.stdout.contains(&format!("{t}/a")) && d.stdout.contains(&format!("{t}/h")),
+        "{d:#?}"
+    );
+}

@@ -107,18 +107,60 @@ pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
         mkdir(&upper, mode)?;
         mkdir(&work, 0o700)?;
         // overlayfs (re)creates `work/work` on every mount; a `volatile` mount leaves a marker in
-        // it that would refuse the next mount. The dir is overlayfs' own scratch (mode 000).
+        // it that would refuse the next mount. Renamed aside here (one rename, within the same
+        // parent: no permission on overlayfs' mode-000 dir is needed) and removed by
+        // [`sweep_host`] while the sandbox builds itself, off the launch's critical path.
         let scratch = work.join("work");
-        if std::fs::symlink_metadata(&scratch).is_ok_and(|m| m.is_dir()) {
-            let io = |source| OverlayError::Io {
-                path: scratch.clone(),
-                source,
-            };
-            make_removable(&scratch);
-            std::fs::remove_dir_all(&scratch).map_err(io)?;
+        let old = work.join(format!("{OLD_PREFIX}{}", unique_suffix()));
+        match std::fs::rename(&scratch, &old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => {
+                let io = |source| OverlayError::Io {
+                    path: scratch.clone(),
+                    source,
+                };
+                make_removable(&scratch);
+                std::fs::remove_dir_all(&scratch).map_err(io)?;
+            }
         }
     }
     Ok(())
+}
+
+/// The name prefix of an earlier mount's scratch dir, renamed aside by [`prepare_host`].
+const OLD_PREFIX: &str = "old.";
+
+fn unique_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{t}", std::process::id())
+}
+
+/// Remove the scratch dirs [`prepare_host`] renamed aside (and any an interrupted run left).
+/// Called by the launcher right after the sandbox is cloned, so it runs while the sandbox sets
+/// itself up; best effort (what fails is retried by the next run).
+pub fn sweep_host(plan: &Plan) {
+    let o = &plan.overlay;
+    for layer in &o.layers {
+        let Some(work) = o.work(layer) else { continue };
+        let Ok(rd) = std::fs::read_dir(&work) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if !name.as_encoded_bytes().starts_with(OLD_PREFIX.as_bytes()) {
+                continue;
+            }
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_removable(&p);
+                let _ = std::fs::remove_dir_all(&p);
+            }
+        }
+    }
 }
 
 /// Give every directory beneath `dir` (never through a symlink) `u+rwx`, so that a directory an

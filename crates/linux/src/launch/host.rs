@@ -24,7 +24,7 @@ use stockade_sys::{self as sys, Forked, SysError};
 pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, LaunchError> {
     let start = Instant::now();
     prepare_host(plan)?;
-    let host = mounts::HostFacts::probe();
+    let host = mounts::HostFacts::probe(plan);
     let steps = mounts::steps(plan, &host);
     let writable = landlock_layer::writable_paths(plan);
     let exec = ExecSpec::new(plan, cmd, &writable)?;
@@ -103,6 +103,8 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     };
     drop(report_w);
     drop(alive_r);
+    // While the sandbox builds itself: remove the earlier runs' overlay scratch dirs.
+    crate::overlay::sweep_host(plan);
     let denials = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let _proxy_thread = proxy_chan.map(|(ours, theirs)| {
         drop(theirs);
