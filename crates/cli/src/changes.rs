@@ -27,6 +27,16 @@ use stockade_policy::overlay::OverlayLayer;
 use stockade_policy::plan::Plan;
 use stockade_sys::fs as sfs;
 
+/// Print a line on stdout. A reader that went away (`stockade diff | head`) ends the output: the
+/// review commands stop with `?` and exit 0 (see `is_broken_pipe` in main); the commands that
+/// change state ignore it and finish their work.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*).map_err(anyhow::Error::from)
+    }};
+}
+
 const MAX_ENTRIES: usize = 1_000_000;
 const MAX_DEPTH: usize = 256;
 /// Largest file `stockade diff PATH` diffs as text, and that `apply` hashes for comparison.
@@ -313,15 +323,15 @@ pub fn diff(plan: &Plan, path: Option<&Path>, json: bool) -> Result<()> {
             })
             .collect();
         let out = serde_json::to_string_pretty(&v)?;
-        println!("{}", crate::text::json_for_terminal(&out));
+        out!("{}", crate::text::json_for_terminal(&out))?;
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no changes outside the writable roots");
+        out!("no changes outside the writable roots")?;
     }
     for (c, k, h, s) in rows {
         let size = s.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
-        println!("{:<9} {:<8} {}{size}", c.name(), kind_name(k), shown(&h));
+        out!("{:<9} {:<8} {}{size}", c.name(), kind_name(k), shown(&h))?;
     }
     Ok(())
 }
@@ -452,7 +462,7 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
     let upper = plan.overlay.upper(layer).context("no overlay state")?;
     let host = layer.lower.join(&rel);
     let Some(kind) = upper_kind(&upper, &rel)? else {
-        println!("{}: unchanged", shown(&host));
+        out!("{}: unchanged", shown(&host))?;
         return Ok(());
     };
     let e = Entry {
@@ -460,7 +470,7 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
         kind,
     };
     let change = change_of(&e, &host);
-    println!("{} {} {}", change.name(), kind_name(kind), shown(&host));
+    out!("{} {} {}", change.name(), kind_name(kind), shown(&host))?;
     let Kind::File { size, .. } = kind else {
         return Ok(());
     };
@@ -473,12 +483,12 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
     let text =
         |b: &[u8]| b.len() as u64 <= MAX_TEXT && !b.contains(&0) && std::str::from_utf8(b).is_ok();
     if !text(&new) || !text(&old) {
-        println!("binary or large file: {} -> {size} bytes", old.len());
+        out!("binary or large file: {} -> {size} bytes", old.len())?;
         return Ok(());
     }
     let (a, b) = (String::from_utf8_lossy(&old), String::from_utf8_lossy(&new));
     for line in crate::linediff::unified(&a, &b) {
-        println!("{}", escape(&line));
+        out!("{}", escape(&line))?;
     }
     Ok(())
 }
@@ -681,7 +691,7 @@ pub fn apply(
     }
     for (upper, rel, kind, host) in todo {
         apply_entry(&upper, &rel, kind, &host)?;
-        println!("applied {}", shown(&host));
+        let _ = out!("applied {}", shown(&host));
     }
     for p in paths {
         let (_, layer, rel) = locate(plan, p)?;
@@ -774,7 +784,7 @@ pub fn discard(plan: &Plan, paths: &[PathBuf]) -> Result<()> {
         let (_, layer, rel) = locate(plan, p)?;
         let upper = plan.overlay.upper(layer).context("no overlay state")?;
         remove_in_upper(&upper, &rel)?;
-        println!("discarded {}", shown(&layer.lower.join(&rel)));
+        let _ = out!("discarded {}", shown(&layer.lower.join(&rel)));
     }
     Ok(())
 }
@@ -782,7 +792,7 @@ pub fn discard(plan: &Plan, paths: &[PathBuf]) -> Result<()> {
 /// Remove a workspace's overlay state entirely.
 pub fn clean_state(plan: &Plan) -> Result<()> {
     let Some(state) = &plan.overlay.state else {
-        println!("no overlay state (outside_writes = \"deny\" and temp.mode != \"overlay\")");
+        let _ = out!("no overlay state (outside_writes = \"deny\" and temp.mode != \"overlay\")");
         return Ok(());
     };
     remove_state_dir(state)?;
@@ -792,12 +802,12 @@ pub fn clean_state(plan: &Plan) -> Result<()> {
 /// Remove one `<state_dir>/ws/<hash>` (the overlay's work dirs hold a mode-000 `work`).
 pub fn remove_state_dir(state: &Path) -> Result<()> {
     if !state.exists() {
-        println!("nothing to clean ({} does not exist)", shown(state));
+        let _ = out!("nothing to clean ({} does not exist)", shown(state));
         return Ok(());
     }
     stockade_linux::overlay::make_removable(state);
     std::fs::remove_dir_all(state).with_context(|| format!("cannot remove {}", shown(state)))?;
-    println!("removed {}", shown(state));
+    let _ = out!("removed {}", shown(state));
     Ok(())
 }
 
@@ -835,27 +845,27 @@ pub fn status(plan: &Plan, state_dir: &Path, json: bool) -> Result<()> {
             "all_bytes": all_bytes, "all_files": all_files,
             "max_bytes": plan.overlay.max_bytes,
         });
-        println!(
+        out!(
             "{}",
             crate::text::json_for_terminal(&serde_json::to_string_pretty(&v)?)
-        );
+        )?;
         return Ok(());
     }
-    println!("workspace {}", shown(&plan.workspace));
+    out!("workspace {}", shown(&plan.workspace))?;
     for (l, f, b) in &layers_out {
-        println!("  overlay {:<40} {f} files, {b} bytes", shown(l));
+        out!("  overlay {:<40} {f} files, {b} bytes", shown(l))?;
     }
-    println!(
+    out!(
         "  total   {ws_files} files, {ws_bytes} bytes (cap {})",
         plan.overlay
             .max_bytes
             .map(|c| format!("{c} bytes"))
             .unwrap_or_else(|| "none".into())
-    );
-    println!(
+    )?;
+    out!(
         "all workspaces: {all_files} files, {all_bytes} bytes under {} (`stockade clean --all` removes them)",
         shown(state_dir)
-    );
+    )?;
     Ok(())
 }
 

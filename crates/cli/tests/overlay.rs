@@ -629,3 +629,33 @@ fn an_empty_tree_is_bound_copy_on_write_and_becomes_an_overlay_when_filled() {
         "{d:#?}"
     );
 }
+
+/// `stockade diff | head -1`: the reader leaves after one line; stockade stops quietly with 0
+/// instead of panicking on the broken pipe.
+#[test]
+fn diff_into_a_closed_pipe_exits_quietly() {
+    let w = world("cow-epipe");
+    let o = w.run().sh("mkdir -p ~/many && echo MARK-ran");
+    o.assert_ran("MARK-ran");
+    // enough entries that the output overflows the pipe buffer (written straight into the upper)
+    let many = upper_home(&w).join("many");
+    for i in 0..4000 {
+        fs::write(many.join(format!("file-with-a-longish-name-{i:05}")), "x").unwrap();
+    }
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg(format!(
+            "{} diff --workspace {} | head -1; echo \"MARK-status ${{PIPESTATUS[0]}}\"",
+            bin(),
+            w.ws.display()
+        ))
+        .env("HOME", &w.home)
+        .env("XDG_STATE_HOME", &w.state);
+    let o = run_guarded(c, None, Duration::from_secs(60));
+    assert!(o.stdout.contains("added"), "{o:#?}");
+    assert!(o.has("MARK-status 0"), "{o:#?}");
+    assert!(!o.stderr.contains("panicked"), "{o:#?}");
+    // control: the full listing is longer than what head let through
+    let d = w.stockade(&["diff"]);
+    assert!(d.stdout.lines().count() > 4000, "{}", d.stdout.len());
+}
