@@ -226,21 +226,41 @@ fn shown(p: &Path) -> String {
 /// the upper holds, too much for every command of an agent's loop once a cache lives there).
 const SIZE_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Before a run: what [`record_after_run`] compares with to tell whether the run may have pushed
+/// the state over its cap (the bytes in use on the state's filesystem).
+pub fn used_before_run(plan: &Plan) -> Option<u64> {
+    let state = plan.overlay.state.as_ref()?;
+    plan.overlay.max_bytes?;
+    stockade_sys::fs::statfs_used_bytes(state).ok()
+}
+
 /// After a run: record the state's size (what the cap at the next start reads), at most once per
-/// [`SIZE_SCAN_EVERY`]. Staleness needs no record: `apply` compares the host file's ctime with
-/// the upper entry's creation time (see [`stale_reason`]).
-pub fn record_after_run(plan: &Plan, _started: SystemTime) -> Result<()> {
+/// [`SIZE_SCAN_EVERY`] — or right away when the state's filesystem filled by more than the room
+/// left under the cap during the run (`used_before`), so a run that goes over the cap is told so.
+/// Staleness needs no record: `apply` compares the host file's ctime with the upper entry's
+/// creation time (see [`stale_reason`]). Returns a warning when the state is now over the cap.
+pub fn record_after_run(plan: &Plan, used_before: Option<u64>) -> Result<Option<String>> {
     let Some(state) = &plan.overlay.state else {
-        return Ok(());
+        return Ok(None);
     };
     let size_file = state.join(stockade_linux::overlay::SIZE_FILE);
+    let recorded = std::fs::read_to_string(&size_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
     let fresh = std::fs::metadata(&size_file)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age < SIZE_SCAN_EVERY);
-    if fresh {
-        return Ok(());
+    let grew_past_cap = match (used_before, plan.overlay.max_bytes) {
+        (Some(before), Some(cap)) => stockade_sys::fs::statfs_used_bytes(state)
+            .map(|after| after.saturating_sub(before) > cap.saturating_sub(recorded))
+            .unwrap_or(true),
+        _ => false,
+    };
+    if fresh && !grew_past_cap {
+        return Ok(None);
     }
     let size: u64 = all_entries(plan)?
         .iter()
@@ -252,7 +272,15 @@ pub fn record_after_run(plan: &Plan, _started: SystemTime) -> Result<()> {
     let tmp = state.join(format!("{}.new", stockade_linux::overlay::SIZE_FILE));
     std::fs::write(&tmp, size.to_string())?;
     std::fs::rename(&tmp, &size_file)?;
-    Ok(())
+    Ok(plan.overlay.max_bytes.filter(|cap| size > *cap).map(|cap| {
+        format!(
+            "the copy-on-write state of this workspace ({}) now holds {size} bytes, over \
+             filesystem.overlay_max_bytes = {cap}: the next run will refuse to start; review it \
+             with `stockade diff`, `stockade apply` what you want, then `stockade clean` (or \
+             `stockade discard`), or raise the cap",
+            shown(state)
+        )
+    }))
 }
 
 /// The creation time (statx `btime`) of `rel` in `upper`, never following a symlink. The upper

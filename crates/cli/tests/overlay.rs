@@ -659,3 +659,51 @@ fn diff_into_a_closed_pipe_exits_quietly() {
     let d = w.stockade(&["diff"]);
     assert!(d.stdout.lines().count() > 4000, "{}", d.stdout.len());
 }
+
+/// `filesystem.overlay_max_bytes` exceeded during a run: the writes stay in the upper (the host
+/// never sees them), the run's result says the state is now over the cap, and the next run
+/// refuses to start, naming `stockade clean`; after it, runs start again.
+#[test]
+fn a_run_that_exceeds_the_cap_is_told_and_the_next_one_refused() {
+    let w = world("cow-cap");
+    let cfg = w.root.join("cap.toml");
+    fs::write(&cfg, "[filesystem]\noverlay_max_bytes = 1048576\n").unwrap();
+    let run = || w.run().flag("--config").flag(&cfg).flag("--json");
+    // control: a small run (it also records a fresh size, so the next one is not measured
+    // because of the once-a-minute rule)
+    let o = run().sh("echo small > ~/small; echo MARK-small");
+    o.assert_ran("MARK-small");
+    assert!(!o.stderr.contains("overlay_max_bytes"), "{o:#?}");
+    let o = run().sh("head -c 3000000 /dev/zero > ~/big && echo MARK-big");
+    o.assert_ran("MARK-big");
+    assert_eq!(o.code(), 0, "{o:#?}");
+    assert!(
+        o.stderr
+            .contains("over filesystem.overlay_max_bytes = 1048576")
+            && o.stderr.contains("next run will refuse"),
+        "{o:#?}"
+    );
+    let json = o
+        .stderr
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("json outcome");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_str().unwrap().contains("overlay_max_bytes")),
+        "{v:#}"
+    );
+    assert!(!w.home.join("big").exists(), "the write reached the host");
+    let o = run().sh("echo MARK-should-not-run");
+    assert_eq!(o.code(), 125, "{o:#?}");
+    assert!(!o.has("MARK-should-not-run"), "{o:#?}");
+    assert!(o.stderr.contains("stockade clean"), "{o:#?}");
+    let c = w.stockade(&["clean"]);
+    assert_eq!(c.code(), 0, "{c:#?}");
+    let o = run().sh("echo MARK-after-clean");
+    o.assert_ran("MARK-after-clean");
+}
