@@ -707,3 +707,196 @@ fn a_run_that_exceeds_the_cap_is_told_and_the_next_one_refused() {
     let o = run().sh("echo MARK-after-clean");
     o.assert_ran("MARK-after-clean");
 }
+
+/// The package-tool flows run by an ordinary user (not root): `npm ci --offline` from a filled
+/// `~/.npm`, `cargo build --offline` from the registry cache, `pip install --no-index` into a
+/// venv and `--user`, `go build` from the module cache. All succeed, and the user's home (every
+/// real cache in it) hashes identical before and after. The user cannot reach root's toolchain
+/// in `/root`; the runs happen in a private mount namespace where it is bound at `/mnt/tc`
+/// (nothing changes on the host).
+#[test]
+fn unprivileged_user_package_tools() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !have("useradd") || !have("setpriv") || !have("unshare") {
+        return skip("needs root (to create a throwaway user), useradd, setpriv and unshare");
+    }
+    for tool in ["npm", "node", "go", "cargo", "python3"] {
+        if !have(tool) {
+            return skip(&format!("{tool} not installed"));
+        }
+    }
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap();
+    let tc = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let reg = real_home().join(".cargo/registry");
+    let index = fs::read_dir(reg.join("index"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name());
+    let crate_file = index.as_ref().and_then(|i| {
+        fs::read_dir(reg.join("cache").join(i))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("cfg-if-1."))
+            })
+    });
+    let (Some(index), Some(crate_file)) = (index, crate_file) else {
+        return skip("cfg-if 1.x not in the registry cache");
+    };
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "stkpt{}x{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let home = PathBuf::from("/home").join(&name);
+    let wsroot = PathBuf::from("/home").join(format!("{name}.ws"));
+    let st = Command::new("useradd")
+        .args(["-m", "-d"])
+        .arg(&home)
+        .args(["-s", "/bin/sh", "-U", &name])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Gone(String, Vec<PathBuf>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-u", &self.0])
+                .status();
+            let _ = Command::new("userdel")
+                .args(["-r", &self.0])
+                .stderr(Stdio::null())
+                .status();
+            for p in &self.1 {
+                let _ = Command::new("chmod").args(["-R", "u+rwX"]).arg(p).status();
+                let _ = fs::remove_dir_all(p);
+            }
+        }
+    }
+    let _gone = Gone(name.clone(), vec![home.clone(), wsroot.clone()]);
+    // the registry cache: cfg-if's index entry and crate, as the user's own
+    let ureg = home.join(".cargo/registry");
+    let idx_src = reg.join("index").join(&index);
+    let idx_dst = ureg.join("index").join(&index);
+    fs::create_dir_all(idx_dst.join(".cache/cf/g-")).unwrap();
+    fs::copy(idx_src.join("config.json"), idx_dst.join("config.json")).unwrap();
+    fs::copy(
+        idx_src.join(".cache/cf/g-/cfg-if"),
+        idx_dst.join(".cache/cf/g-/cfg-if"),
+    )
+    .unwrap();
+    fs::create_dir_all(ureg.join("cache").join(&index)).unwrap();
+    fs::copy(
+        &crate_file,
+        ureg.join("cache")
+            .join(&index)
+            .join(crate_file.file_name().unwrap()),
+    )
+    .unwrap();
+    fs::create_dir_all(&wsroot).unwrap();
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{name}:{name}"))
+        .arg(&home)
+        .arg(&wsroot)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let as_user = |script: &str, limit: u64| {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount -t tmpfs tc /mnt && mkdir /mnt/tc && mount --bind \"$TC\" /mnt/tc && \
+                 exec setpriv --reuid \"$U\" --regid \"$U\" --init-groups -- env -i HOME=\"$H\" \
+                 PATH=/mnt/tc/bin:/usr/local/bin:/usr/bin:/bin XDG_STATE_HOME=\"$W/state\" W=\"$W\" \
+                 S=\"$S\" sh -c \"$SCRIPT\"",
+            )
+            .env("TC", &tc)
+            .env("U", &name)
+            .env("H", &home)
+            .env("W", &wsroot)
+            .env("S", bin())
+            .env("SCRIPT", script)
+            .current_dir("/");
+        run_guarded(c, None, Duration::from_secs(limit))
+    };
+    // Fill the caches unsandboxed, as the user (no network: local packages only).
+    let setup = r#"set -e
+mkdir -p $W/pkg $W/npm $W/cargo/src $W/py $W/go $W/goproxy/example.com/tiny/@v $W/wheels
+cd $W/pkg && printf '{"name":"tiny","version":"1.0.0","main":"i.js"}' > package.json && echo 'module.exports = 42;' > i.js
+npm pack -q --pack-destination $W >/dev/null
+cd $W/npm && printf '{"name":"app","version":"1.0.0","dependencies":{"tiny":"file:%s/tiny-1.0.0.tgz"}}' $W > package.json
+npm install -q --offline --no-audit --no-fund >/dev/null && rm -rf node_modules
+cd $W/cargo && printf '[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n[dependencies]\ncfg-if = "1"\n' > Cargo.toml
+echo 'fn main() { cfg_if::cfg_if! { if #[cfg(unix)] { println!("MARK-cargo"); } } }' > src/main.rs
+cd $W/goproxy/example.com/tiny/@v && echo v1.0.0 > list && printf 'module example.com/tiny\n\ngo 1.19\n' > v1.0.0.mod
+echo '{"Version":"v1.0.0","Time":"2020-01-01T00:00:00Z"}' > v1.0.0.info
+python3 -c "import zipfile; z=zipfile.ZipFile('v1.0.0.zip','w'); z.writestr('example.com/tiny@v1.0.0/go.mod', open('v1.0.0.mod').read()); z.writestr('example.com/tiny@v1.0.0/tiny.go', 'package tiny\nconst V = 7\n'); z.close()"
+cd $W/go && printf 'module app\n\ngo 1.19\n' > go.mod
+cat > main.go <<'GO'
+package main
+
+import "example.com/tiny"
+
+func main() { println("MARK-go", tiny.V) }
+GO
+GOPROXY=file://$W/goproxy GOSUMDB=off GOFLAGS=-mod=mod go get example.com/tiny@v1.0.0 2>&1
+cd $W/wheels && python3 -c "
+import zipfile
+z=zipfile.ZipFile('tinypy-1.0-py3-none-any.whl','w')
+z.writestr('tinypy/__init__.py','V=7\n')
+z.writestr('tinypy-1.0.dist-info/METADATA','Metadata-Version: 2.1\nName: tinypy\nVersion: 1.0\n')
+z.writestr('tinypy-1.0.dist-info/WHEEL','Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n')
+z.writestr('tinypy-1.0.dist-info/RECORD','')
+z.close()"
+mkdir -p ~/.cache/pip
+echo MARK-setup"#;
+    let o = as_user(setup, 240);
+    assert!(o.has("MARK-setup"), "{o:#?}");
+    assert!(home.join("go/pkg/mod/example.com/tiny@v1.0.0").is_dir());
+    assert!(home.join(".npm").is_dir());
+    let before = tree_hash(&home);
+    // The flows, sandboxed (network off by default), each in its own workspace.
+    let runs = r#"
+cd $W/npm && $S run --workspace . -- sh -c 'npm ci --offline --no-audit --no-fund >/dev/null && node -e "console.log(\"MARK-npm-\" + require(\"tiny\"))"'
+cd $W/cargo && $S run --workspace . -- sh -c 'cargo run --offline -q'
+cd $W/py && $S run --workspace . -- sh -c "python3 -m venv .venv && .venv/bin/pip install -q --no-index --find-links $W/wheels tinypy && .venv/bin/python -c 'import tinypy; print(\"MARK-venv\", tinypy.V)' && PYTHONNOUSERSITE= PIP_BREAK_SYSTEM_PACKAGES=1 /usr/bin/python3 -m pip install -q --user --no-index --find-links $W/wheels tinypy && cd / && /usr/bin/python3 -c 'import tinypy; print(\"MARK-user\", tinypy.V)'"
+cd $W/go && $S run --workspace . -- sh -c 'GOPROXY=off GOSUMDB=off GOFLAGS=-mod=mod go build -o app . && ./app 2>&1'
+echo MARK-done"#;
+    let o = as_user(runs, 600);
+    for m in [
+        "MARK-npm-42",
+        "MARK-cargo",
+        "MARK-venv 7",
+        "MARK-user 7",
+        "MARK-go 7",
+        "MARK-done",
+    ] {
+        assert!(o.has(m), "{m}: {o:#?}");
+    }
+    assert_eq!(
+        tree_hash(&home),
+        before,
+        "the user's home (npm, cargo, pip, go caches) changed"
+    );
+    // the writes went to the workspaces' upper layers (the user site of `pip install --user`)
+    let uppers: Vec<PathBuf> = fs::read_dir(wsroot.join("state/stockade/ws"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("upper/home"))
+        .collect();
+    assert!(
+        uppers.iter().any(|u| u.join(".local/lib").is_dir()),
+        "{uppers:?}"
+    );
+    // control: the same kind of write unsandboxed does change the hash
+    fs::write(home.join(".npm/_logs-control"), "x").unwrap();
+    assert_ne!(tree_hash(&home), before);
+}
