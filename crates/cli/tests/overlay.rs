@@ -416,20 +416,46 @@ fn go_build_with_a_module_cache() {
         return skip("go is not installed on this machine");
     }
     let w = world("cow-go");
-    fs::write(w.ws.join("go.mod"), "module app\n\ngo 1.19\n").unwrap();
-    fs::write(
-        w.ws.join("main.go"),
-        "package main\nfunc main() { println(\"MARK-go\") }\n",
-    )
-    .unwrap();
+    // A module in a file:// proxy, downloaded into ~/go/pkg/mod unsandboxed (no network).
+    let setup = r#"set -e
+P=$ROOT/goproxy/example.com/tiny/@v; mkdir -p $P; cd $P
+echo v1.0.0 > list; printf 'module example.com/tiny\n\ngo 1.19\n' > v1.0.0.mod
+echo '{"Version":"v1.0.0","Time":"2020-01-01T00:00:00Z"}' > v1.0.0.info
+python3 -c "import zipfile; z=zipfile.ZipFile('v1.0.0.zip','w'); z.writestr('example.com/tiny@v1.0.0/go.mod', open('v1.0.0.mod').read()); z.writestr('example.com/tiny@v1.0.0/tiny.go', 'package tiny\nconst V = 7\n'); z.close()"
+cd $WS; printf 'module app\n\ngo 1.19\n' > go.mod
+cat > main.go <<'GO'
+package main
+
+import "example.com/tiny"
+
+func main() { println("MARK-go", tiny.V) }
+GO
+GOPROXY=file://$ROOT/goproxy GOSUMDB=off GOFLAGS=-mod=mod go get example.com/tiny@v1.0.0 2>&1"#;
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(setup)
+        .env("HOME", &w.home)
+        .env("ROOT", &w.root)
+        .env("WS", &w.ws)
+        .env_remove("GOPATH")
+        .env_remove("GOMODCACHE")
+        .env_remove("GOCACHE")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(w.home.join("go/pkg/mod/example.com/tiny@v1.0.0").is_dir());
     let before = tree_hash(&w.home);
     let o = w
         .run()
         .limit(Duration::from_secs(240))
+        .env("GOPROXY", "off")
+        .env("GOSUMDB", "off")
         .env("GOFLAGS", "-mod=mod")
-        .sh("go run .");
-    assert!(o.stderr.contains("MARK-go"), "{o:#?}");
-    assert_eq!(tree_hash(&w.home), before);
+        .sh("go build -o app . && ./app");
+    assert!(o.stderr.contains("MARK-go 7"), "{o:#?}");
+    assert_eq!(tree_hash(&w.home), before, "the real module cache changed");
+    // the build cache went to the upper
+    assert!(upper_home(&w).join(".cache/go-build").is_dir());
 }
 
 /// The same flows as an ordinary user: home and /tmp writes stay private, diff and apply work.
