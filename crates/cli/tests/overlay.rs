@@ -748,7 +748,7 @@ fn unprivileged_user_package_tools() {
     }
     for tool in ["npm", "node", "go", "cargo", "python3"] {
         if !have(tool) {
-            return skip(&format!("{tool} not installed"));
+            return skip(format!("{tool} not installed"));
         }
     }
     let sysroot = Command::new("rustc")
@@ -925,4 +925,46 @@ echo MARK-done"#;
     // control: the same kind of write unsandboxed does change the hash
     fs::write(home.join(".npm/_logs-control"), "x").unwrap();
     assert_ne!(tree_hash(&home), before);
+}
+
+/// Two runs of one workspace at the same time: the second one's launch must not take away the
+/// first one's overlayfs work dir (each run locks a work-dir slot of its own), so the first run's
+/// copy-ups still work after the second started. (Before the slots, the second run removed the
+/// first's scratch dir and the first run's write of a host file failed with EPERM.)
+#[test]
+fn concurrent_runs_of_one_workspace_keep_their_copy_ups() {
+    let w = world("cow-conc");
+    fs::write(w.home.join("a"), "host-a\n").unwrap();
+    fs::write(w.home.join("b"), "host-b\n").unwrap();
+    let before = tree_hash(&w.home);
+    let first = w.run().command(&[
+        "sh",
+        "-c",
+        "touch started; while [ ! -e go ]; do sleep 0.05; done; echo inside >> ~/a && echo MARK-first-ok",
+    ]);
+    let mut first = {
+        let mut c = first;
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let t0 = std::time::Instant::now();
+    while !w.ws.join("started").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "first run never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // the second run launches (and ends) while the first is still running
+    let o = w.run().sh("echo inside >> ~/b && echo MARK-second-ok");
+    o.assert_ran("MARK-second-ok");
+    fs::write(w.ws.join("go"), "").unwrap();
+    let out = wait_child(&mut first, None, Duration::from_secs(60), t0);
+    assert!(out.has("MARK-first-ok"), "{out:#?}");
+    let o = w.run().sh("cat ~/a ~/b");
+    assert!(
+        o.stdout.contains("host-a\ninside\nhost-b\ninside"),
+        "{o:#?}"
+    );
+    assert_eq!(tree_hash(&w.home), before, "the host home changed");
 }

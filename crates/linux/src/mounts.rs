@@ -100,6 +100,9 @@ pub struct HostFacts {
     /// dir is bound in directly instead of mounting an overlay over nothing (the same view, and
     /// the same upper for `stockade diff`, without overlayfs' per-mount work-dir checks).
     pub empty_lowers: Vec<PathBuf>,
+    /// This run's overlayfs work-dir slot (`crate::overlay::Prepared::work`); without it, the
+    /// plan's `work/<tree>`.
+    pub overlay_work: Option<PathBuf>,
 }
 
 impl HostFacts {
@@ -118,6 +121,7 @@ impl HostFacts {
                 .filter(|l| std::fs::read_dir(&l.lower).is_ok_and(|mut rd| rd.next().is_none()))
                 .map(|l| l.lower.clone())
                 .collect(),
+            overlay_work: None,
         }
     }
 }
@@ -298,7 +302,11 @@ fn overlay_steps(plan: &Plan, host: &HostFacts, b: &mut Builder) -> Vec<OverlayS
     let o = &plan.overlay;
     let mut v = Vec::new();
     for layer in &o.layers {
-        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
+        let work = match &host.overlay_work {
+            Some(slot) => Some(slot.join(&layer.name)),
+            None => o.work(layer),
+        };
+        let (Some(upper), Some(work)) = (o.upper(layer), work) else {
             continue;
         };
         if host.empty_lowers.contains(&layer.lower) {
@@ -722,6 +730,7 @@ mod tests {
     fn host() -> HostFacts {
         HostFacts {
             empty_lowers: vec![],
+            overlay_work: None,
             devices: vec!["null".into(), "tty".into()],
         }
     }

@@ -66,11 +66,53 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), OverlayError> {
     }
 }
 
-/// Create the state dirs and check the cap (see the module docs).
-pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
+/// How many runs of one workspace can have overlays at the same time (one work-dir slot each).
+const WORK_SLOTS: usize = 64;
+
+/// What [`prepare_host`] holds for a run: the work-dir slot it locked. Keep it until the run is
+/// over (the sandbox's init inherits the lock too, so it is released when both are gone).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// `<state>/work/<k>`: this run's overlayfs work dirs (`<k>/<tree>`).
+    pub work: Option<PathBuf>,
+    _lock: Option<std::fs::File>,
+}
+
+/// Lock the first free work-dir slot: concurrent runs of one workspace share its upper layers,
+/// but each mount needs a work dir no other mount uses (the next run renames and removes the
+/// previous mount's scratch, which would break a run still going).
+fn lock_work_slot(work_root: &Path) -> Result<Prepared, OverlayError> {
+    use std::os::fd::AsRawFd;
+    for k in 0..WORK_SLOTS {
+        let dir = work_root.join(k.to_string());
+        mkdir(&dir, 0o700)?;
+        let io = |source| OverlayError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let f = std::fs::File::open(&dir).map_err(io)?;
+        let free = stockade_sys::flock_exclusive_nowait(f.as_raw_fd())
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        if free {
+            return Ok(Prepared {
+                work: Some(dir),
+                _lock: Some(f),
+            });
+        }
+    }
+    Err(OverlayError::Io {
+        path: work_root.to_path_buf(),
+        source: std::io::Error::other(format!(
+            "{WORK_SLOTS} runs of this workspace already have overlays; wait for one to end"
+        )),
+    })
+}
+
+/// Create the state dirs, lock a work-dir slot and check the cap (see the module docs).
+pub fn prepare_host(plan: &Plan) -> Result<Prepared, OverlayError> {
     let o = &plan.overlay;
     let Some(state) = &o.state else {
-        return Ok(());
+        return Ok(Prepared::default());
     };
     if let Some(cap) = o.max_bytes {
         let size = std::fs::read_to_string(state.join(SIZE_FILE))
@@ -97,10 +139,15 @@ pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
             },
         )?;
     }
+    let prepared = lock_work_slot(&state.join("work"))?;
+    let Some(slot) = &prepared.work else {
+        return Ok(prepared);
+    };
     for layer in &o.layers {
-        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
+        let Some(upper) = o.upper(layer) else {
             continue;
         };
+        let work = slot.join(&layer.name);
         let mode = std::fs::metadata(&layer.lower)
             .map(|m| m.mode() & 0o7777)
             .unwrap_or(0o700);
@@ -125,7 +172,7 @@ pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
             }
         }
     }
-    Ok(())
+    Ok(prepared)
 }
 
 /// The name prefix of an earlier mount's scratch dir, renamed aside by [`prepare_host`].
@@ -142,10 +189,12 @@ fn unique_suffix() -> String {
 /// Remove the scratch dirs [`prepare_host`] renamed aside (and any an interrupted run left).
 /// Called by the launcher right after the sandbox is cloned, so it runs while the sandbox sets
 /// itself up; best effort (what fails is retried by the next run).
-pub fn sweep_host(plan: &Plan) {
-    let o = &plan.overlay;
-    for layer in &o.layers {
-        let Some(work) = o.work(layer) else { continue };
+pub fn sweep_host(plan: &Plan, prepared: &Prepared) {
+    let Some(slot) = &prepared.work else {
+        return;
+    };
+    for layer in &plan.overlay.layers {
+        let work = slot.join(&layer.name);
         let Ok(rd) = std::fs::read_dir(&work) else {
             continue;
         };

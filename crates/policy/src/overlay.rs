@@ -4,7 +4,7 @@
 //! With `filesystem.outside_writes = "overlay"` (the default) the caller's home directory and each
 //! `filesystem.overlay_roots` entry are mounted inside the sandbox as overlayfs: the host tree is
 //! the read-only lower layer, `<state_dir>/ws/<hash>/upper/<name>` the writable upper layer
-//! (`work/<name>` its work dir). With `temp.mode = "overlay"` (the default) `/tmp` and `/var/tmp`
+//! (`work/<k>/<name>` its work dir, one slot `<k>` per concurrent run). With `temp.mode = "overlay"` (the default) `/tmp` and `/var/tmp`
 //! are overlaid the same way. The host never sees a write; `stockade diff` / `apply` review and
 //! copy changes. A tree must be owned by the calling uid: an unprivileged overlay cannot copy up
 //! files it cannot chown back to their owner, so root-owned trees are refused (`/tmp` and
@@ -55,7 +55,8 @@ impl OverlayPlan {
             .map(|s| s.join("upper").join(&layer.name))
     }
 
-    /// The work dir of `layer`.
+    /// The work dir of `layer` without a slot (the launcher uses `work/<k>/<name>` of the slot
+    /// it locked; see `stockade_linux::overlay::prepare_host`).
     pub fn work(&self, layer: &OverlayLayer) -> Option<PathBuf> {
         self.state
             .as_ref()
