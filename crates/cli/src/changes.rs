@@ -1,6 +1,6 @@
 //! Review and apply what sandboxed commands changed in the copy-on-write overlays:
-//! `stockade diff`, `apply`, `discard`, `status`, `clean`, and the copy-up record written after
-//! each run.
+//! `stockade diff`, `apply`, `discard`, `status`, `clean`, and the size recorded after a run
+//! (what the cap at the next start reads).
 //!
 //! The upper layers are written by the sandbox: attacker-controlled data. Every access to them
 //! goes through descriptors: `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`
@@ -8,11 +8,10 @@
 //! never followed (and never applied). Walks are bounded (entries, depth), file reads are bounded,
 //! and every name is escaped before it reaches the terminal.
 //!
-//! **The copy-up record** (`<state>/record`): after each run, every upper entry not yet recorded
-//! gets a line with the host version it shadows at that moment (absent, or size, mtime and inode).
-//! If the host file's ctime is later than the run's start, the host changed while the sandbox
-//! ran, and the entry is recorded as `changed`. `stockade apply` refuses an entry whose host
-//! version no longer matches its record (a lost update), or that has no record, unless `--force`.
+//! **Stale applies** need no record: `stockade apply` compares the host file's ctime with the
+//! creation time of the upper entry (made when overlayfs copied the host file up, or the sandbox
+//! created or deleted the name) and refuses, unless `--force`, a host change at or after it (a
+//! lost update); see [`stale_reason`].
 
 use crate::text::escape;
 use anyhow::{anyhow, bail, Context, Result};
@@ -220,7 +219,7 @@ fn shown(p: &Path) -> String {
     escape(&p.to_string_lossy()).into_owned()
 }
 
-// ---- the copy-up record --------------------------------------------------------------------------
+// ---- the size after a run ---------------------------------------------------------------------
 
 /// How often the size of the upper layers is measured after a run (the walk is linear in what
 /// the upper holds, too much for every command of an agent's loop once a cache lives there).
