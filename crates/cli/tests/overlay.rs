@@ -968,3 +968,53 @@ fn concurrent_runs_of_one_workspace_keep_their_copy_ups() {
     );
     assert_eq!(tree_hash(&w.home), before, "the host home changed");
 }
+
+/// Another workspace's upper layer (its private changes) is unreadable inside, with the overlays
+/// (the state is masked beneath the overlaid home) and with `outside_writes = "deny"` too (the
+/// home is read-only there, not unreadable).
+#[test]
+fn other_workspaces_changes_are_unreadable_in_both_modes() {
+    let w = world("cow-other");
+    // another workspace of the same user (same home and state dir) changes the home
+    let other = w.root.join("other-ws");
+    fs::create_dir_all(&other).unwrap();
+    let o = w.stockade(&[
+        "run",
+        "--workspace",
+        &other.display().to_string(),
+        "--",
+        "sh",
+        "-c",
+        "echo secret-change > ~/mine; echo MARK-ran",
+    ]);
+    o.assert_ran("MARK-ran");
+    let leaked = fs::read_dir(w.state.join("stockade/ws"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("upper/home/mine"))
+        .find(|p| p.exists())
+        .expect("the other workspace's upper");
+    // positive control: the change is there on the host, in that workspace's state
+    assert_eq!(fs::read_to_string(&leaked).unwrap(), "secret-change\n");
+    let deny = w.root.join("deny.toml");
+    fs::write(
+        &deny,
+        "[filesystem]\noutside_writes = \"deny\"\n[temp]\nmode = \"empty\"\n",
+    )
+    .unwrap();
+    for cfg in [None, Some(&deny)] {
+        let mut r = w.run();
+        if let Some(c) = cfg {
+            r = r.flag("--config").flag(c);
+        }
+        let o = r.sh(&format!(
+            "echo MARK-tried; cat {} 2>/dev/null || echo MARK-unreadable",
+            leaked.display()
+        ));
+        o.assert_ran("MARK-tried");
+        assert!(
+            o.has("MARK-unreadable") && !o.stdout.contains("secret-change"),
+            "{cfg:?}: {o:#?}"
+        );
+    }
+}

@@ -221,19 +221,25 @@ pub(crate) fn plan(
         }
         layers.push(OverlayLayer { lower, name });
     }
-    if layers.is_empty() {
-        return Ok(OverlayPlan::default());
-    }
-    // A tree inside another (a home under /tmp) is mounted on top of the outer overlay.
-    layers.sort_by_key(|l| l.lower.components().count());
-    let temp = layers.iter().any(|l| l.name == "tmp");
-    let state = inp.state_dir.join("ws").join(workspace_hash(inp.workspace));
+    // Every workspace's upper layers and temp dirs are masked, overlays or not: with
+    // `outside_writes = "deny"` the home is read-only, not unreadable, and other workspaces'
+    // changes must not be readable through it either.
     let canon_state = fs::canonicalize(inp.state_dir).unwrap_or_else(|_| inp.state_dir.into());
     let masks = ["ws", "tmp"]
         .iter()
         .map(|d| canon_state.join(d))
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
         .collect();
+    if layers.is_empty() {
+        return Ok(OverlayPlan {
+            masks,
+            ..OverlayPlan::default()
+        });
+    }
+    // A tree inside another (a home under /tmp) is mounted on top of the outer overlay.
+    layers.sort_by_key(|l| l.lower.components().count());
+    let temp = layers.iter().any(|l| l.name == "tmp");
+    let state = inp.state_dir.join("ws").join(workspace_hash(inp.workspace));
     let outside = |p: &Path| !inp.writable_roots.iter().any(|w| p.starts_with(w));
     let inside = |p: &Path| layers.iter().any(|l| p.starts_with(&l.lower));
     let mut protected: Vec<PlannedPath> = inp
