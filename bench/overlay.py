@@ -10,8 +10,11 @@
 Everything lives in a scratch HOME under ~ (removed afterwards); no network is used.
 
     python3 bench/overlay.py [--stockade target/release/stockade] [--runs 100] [--npm-runs 5] [--files 20000]
+                             [--baseline OLD_BINARY]
+
+`--baseline` interleaves an older build's launch (both configurations) too.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, random, shutil, statistics, subprocess, sys, tempfile, time
 
 
 def timed(argv, env, cwd, pre=None):
@@ -27,8 +30,13 @@ def timed(argv, env, cwd, pre=None):
 
 def interleave(cases, runs, warmup, env, cwd, pre=None):
     times = {k: [] for k in cases}
+    # A fresh order every round: a run overlaps the previous run's namespace teardown (stockade
+    # does not wait for it), so a fixed order would favour whichever case follows the cheapest.
+    rng = random.Random(1)
     for i in range(warmup + runs):
-        for k, argv in cases.items():
+        order = list(cases.items())
+        rng.shuffle(order)
+        for k, argv in order:
             dt = timed(argv, env, cwd, pre)
             if i >= warmup:
                 times[k].append(dt)
@@ -49,6 +57,7 @@ def main():
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--npm-runs", type=int, default=5)
     ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--baseline", help="an older stockade binary to interleave (launch part)")
     ap.add_argument("--json")
     a = ap.parse_args()
     stockade = os.path.abspath(a.stockade)
@@ -56,6 +65,12 @@ def main():
     home, ws, state = (os.path.join(root, d) for d in ("home", "ws", "state"))
     for d in (home, ws, state):
         os.makedirs(d)
+    # A home like a real one (never empty: an empty tree is bound in without an overlay).
+    for d in (".cache", ".config", ".local/share"):
+        os.makedirs(os.path.join(home, d))
+    for f in (".profile", ".bashrc"):
+        with open(os.path.join(home, f), "w") as fh:
+            fh.write("# bench\n")
     env = dict(os.environ, HOME=home, XDG_STATE_HOME=state, npm_config_cache=os.path.join(home, ".npm"))
     env.pop("XDG_CONFIG_HOME", None)
     deny = os.path.join(root, "deny.toml")
@@ -64,10 +79,15 @@ def main():
     out = {}
     try:
         true = shutil.which("true") or "/bin/true"
-        launch = interleave({
+        cases = {
             "deny (read-only home)": [stockade, "run", "--config", deny, "--workspace", ws, "--", true],
             "overlay (default)": [stockade, "run", "--workspace", ws, "--", true],
-        }, a.runs, 10, env, ws)
+        }
+        if a.baseline:
+            old = os.path.abspath(a.baseline)
+            cases["baseline deny"] = [old, "run", "--config", deny, "--workspace", ws, "--", true]
+            cases["baseline overlay"] = [old, "run", "--workspace", ws, "--", true]
+        launch = interleave(cases, a.runs, 10, env, ws)
         out["launch"] = report("launch, stockade run -- true", launch, "deny (read-only home)")
         if shutil.which("npm") and a.npm_runs > 0:
             pkg = os.path.join(root, "pkg")

@@ -1,6 +1,6 @@
 //! Review and apply what sandboxed commands changed in the copy-on-write overlays:
-//! `stockade diff`, `apply`, `discard`, `status`, `clean`, and the copy-up record written after
-//! each run.
+//! `stockade diff`, `apply`, `discard`, `status`, `clean`, and the size recorded after a run
+//! (what the cap at the next start reads).
 //!
 //! The upper layers are written by the sandbox: attacker-controlled data. Every access to them
 //! goes through descriptors: `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`
@@ -8,11 +8,10 @@
 //! never followed (and never applied). Walks are bounded (entries, depth), file reads are bounded,
 //! and every name is escaped before it reaches the terminal.
 //!
-//! **The copy-up record** (`<state>/record`): after each run, every upper entry not yet recorded
-//! gets a line with the host version it shadows at that moment (absent, or size, mtime and inode).
-//! If the host file's ctime is later than the run's start, the host changed while the sandbox
-//! ran, and the entry is recorded as `changed`. `stockade apply` refuses an entry whose host
-//! version no longer matches its record (a lost update), or that has no record, unless `--force`.
+//! **Stale applies** need no record: `stockade apply` compares the host file's ctime with the
+//! creation time of the upper entry (made when overlayfs copied the host file up, or the sandbox
+//! created or deleted the name) and refuses, unless `--force`, a host change at or after it (a
+//! lost update); see [`stale_reason`].
 
 use crate::text::escape;
 use anyhow::{anyhow, bail, Context, Result};
@@ -26,6 +25,16 @@ use std::time::SystemTime;
 use stockade_policy::overlay::OverlayLayer;
 use stockade_policy::plan::Plan;
 use stockade_sys::fs as sfs;
+
+/// Print a line on stdout. A reader that went away (`stockade diff | head`) ends the output: the
+/// review commands stop with `?` and exit 0 (see `is_broken_pipe` in main); the commands that
+/// change state ignore it and finish their work.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*).map_err(anyhow::Error::from)
+    }};
+}
 
 const MAX_ENTRIES: usize = 1_000_000;
 const MAX_DEPTH: usize = 256;
@@ -210,27 +219,47 @@ fn shown(p: &Path) -> String {
     escape(&p.to_string_lossy()).into_owned()
 }
 
-// ---- the copy-up record --------------------------------------------------------------------------
+// ---- the size after a run ---------------------------------------------------------------------
 
 /// How often the size of the upper layers is measured after a run (the walk is linear in what
 /// the upper holds, too much for every command of an agent's loop once a cache lives there).
 const SIZE_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Before a run: what [`record_after_run`] compares with to tell whether the run may have pushed
+/// the state over its cap (the bytes in use on the state's filesystem).
+pub fn used_before_run(plan: &Plan) -> Option<u64> {
+    let state = plan.overlay.state.as_ref()?;
+    plan.overlay.max_bytes?;
+    stockade_sys::fs::statfs_used_bytes(state).ok()
+}
+
 /// After a run: record the state's size (what the cap at the next start reads), at most once per
-/// [`SIZE_SCAN_EVERY`]. Staleness needs no record: `apply` compares the host file's ctime with
-/// the upper entry's creation time (see [`stale_reason`]).
-pub fn record_after_run(plan: &Plan, _started: SystemTime) -> Result<()> {
+/// [`SIZE_SCAN_EVERY`] — or right away when the state's filesystem filled by more than the room
+/// left under the cap during the run (`used_before`), so a run that goes over the cap is told so.
+/// Staleness needs no record: `apply` compares the host file's ctime with the upper entry's
+/// creation time (see [`stale_reason`]). Returns a warning when the state is now over the cap.
+pub fn record_after_run(plan: &Plan, used_before: Option<u64>) -> Result<Option<String>> {
     let Some(state) = &plan.overlay.state else {
-        return Ok(());
+        return Ok(None);
     };
     let size_file = state.join(stockade_linux::overlay::SIZE_FILE);
+    let recorded = std::fs::read_to_string(&size_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
     let fresh = std::fs::metadata(&size_file)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age < SIZE_SCAN_EVERY);
-    if fresh {
-        return Ok(());
+    let grew_past_cap = match (used_before, plan.overlay.max_bytes) {
+        (Some(before), Some(cap)) => stockade_sys::fs::statfs_used_bytes(state)
+            .map(|after| after.saturating_sub(before) > cap.saturating_sub(recorded))
+            .unwrap_or(true),
+        _ => false,
+    };
+    if fresh && !grew_past_cap {
+        return Ok(None);
     }
     let size: u64 = all_entries(plan)?
         .iter()
@@ -242,7 +271,15 @@ pub fn record_after_run(plan: &Plan, _started: SystemTime) -> Result<()> {
     let tmp = state.join(format!("{}.new", stockade_linux::overlay::SIZE_FILE));
     std::fs::write(&tmp, size.to_string())?;
     std::fs::rename(&tmp, &size_file)?;
-    Ok(())
+    Ok(plan.overlay.max_bytes.filter(|cap| size > *cap).map(|cap| {
+        format!(
+            "the copy-on-write state of this workspace ({}) now holds {size} bytes, over \
+             filesystem.overlay_max_bytes = {cap}: the next run will refuse to start; review it \
+             with `stockade diff`, `stockade apply` what you want, then `stockade clean` (or \
+             `stockade discard`), or raise the cap",
+            shown(state)
+        )
+    }))
 }
 
 /// The creation time (statx `btime`) of `rel` in `upper`, never following a symlink. The upper
@@ -313,15 +350,15 @@ pub fn diff(plan: &Plan, path: Option<&Path>, json: bool) -> Result<()> {
             })
             .collect();
         let out = serde_json::to_string_pretty(&v)?;
-        println!("{}", crate::text::json_for_terminal(&out));
+        out!("{}", crate::text::json_for_terminal(&out))?;
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no changes outside the writable roots");
+        out!("no changes outside the writable roots")?;
     }
     for (c, k, h, s) in rows {
         let size = s.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
-        println!("{:<9} {:<8} {}{size}", c.name(), kind_name(k), shown(&h));
+        out!("{:<9} {:<8} {}{size}", c.name(), kind_name(k), shown(&h))?;
     }
     Ok(())
 }
@@ -452,7 +489,7 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
     let upper = plan.overlay.upper(layer).context("no overlay state")?;
     let host = layer.lower.join(&rel);
     let Some(kind) = upper_kind(&upper, &rel)? else {
-        println!("{}: unchanged", shown(&host));
+        out!("{}: unchanged", shown(&host))?;
         return Ok(());
     };
     let e = Entry {
@@ -460,7 +497,7 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
         kind,
     };
     let change = change_of(&e, &host);
-    println!("{} {} {}", change.name(), kind_name(kind), shown(&host));
+    out!("{} {} {}", change.name(), kind_name(kind), shown(&host))?;
     let Kind::File { size, .. } = kind else {
         return Ok(());
     };
@@ -473,12 +510,12 @@ fn diff_one(plan: &Plan, path: &Path) -> Result<()> {
     let text =
         |b: &[u8]| b.len() as u64 <= MAX_TEXT && !b.contains(&0) && std::str::from_utf8(b).is_ok();
     if !text(&new) || !text(&old) {
-        println!("binary or large file: {} -> {size} bytes", old.len());
+        out!("binary or large file: {} -> {size} bytes", old.len())?;
         return Ok(());
     }
     let (a, b) = (String::from_utf8_lossy(&old), String::from_utf8_lossy(&new));
     for line in crate::linediff::unified(&a, &b) {
-        println!("{}", escape(&line));
+        out!("{}", escape(&line))?;
     }
     Ok(())
 }
@@ -681,7 +718,7 @@ pub fn apply(
     }
     for (upper, rel, kind, host) in todo {
         apply_entry(&upper, &rel, kind, &host)?;
-        println!("applied {}", shown(&host));
+        let _ = out!("applied {}", shown(&host));
     }
     for p in paths {
         let (_, layer, rel) = locate(plan, p)?;
@@ -774,7 +811,7 @@ pub fn discard(plan: &Plan, paths: &[PathBuf]) -> Result<()> {
         let (_, layer, rel) = locate(plan, p)?;
         let upper = plan.overlay.upper(layer).context("no overlay state")?;
         remove_in_upper(&upper, &rel)?;
-        println!("discarded {}", shown(&layer.lower.join(&rel)));
+        let _ = out!("discarded {}", shown(&layer.lower.join(&rel)));
     }
     Ok(())
 }
@@ -782,7 +819,7 @@ pub fn discard(plan: &Plan, paths: &[PathBuf]) -> Result<()> {
 /// Remove a workspace's overlay state entirely.
 pub fn clean_state(plan: &Plan) -> Result<()> {
     let Some(state) = &plan.overlay.state else {
-        println!("no overlay state (outside_writes = \"deny\" and temp.mode != \"overlay\")");
+        let _ = out!("no overlay state (outside_writes = \"deny\" and temp.mode != \"overlay\")");
         return Ok(());
     };
     remove_state_dir(state)?;
@@ -792,12 +829,12 @@ pub fn clean_state(plan: &Plan) -> Result<()> {
 /// Remove one `<state_dir>/ws/<hash>` (the overlay's work dirs hold a mode-000 `work`).
 pub fn remove_state_dir(state: &Path) -> Result<()> {
     if !state.exists() {
-        println!("nothing to clean ({} does not exist)", shown(state));
+        let _ = out!("nothing to clean ({} does not exist)", shown(state));
         return Ok(());
     }
     stockade_linux::overlay::make_removable(state);
     std::fs::remove_dir_all(state).with_context(|| format!("cannot remove {}", shown(state)))?;
-    println!("removed {}", shown(state));
+    let _ = out!("removed {}", shown(state));
     Ok(())
 }
 
@@ -835,27 +872,27 @@ pub fn status(plan: &Plan, state_dir: &Path, json: bool) -> Result<()> {
             "all_bytes": all_bytes, "all_files": all_files,
             "max_bytes": plan.overlay.max_bytes,
         });
-        println!(
+        out!(
             "{}",
             crate::text::json_for_terminal(&serde_json::to_string_pretty(&v)?)
-        );
+        )?;
         return Ok(());
     }
-    println!("workspace {}", shown(&plan.workspace));
+    out!("workspace {}", shown(&plan.workspace))?;
     for (l, f, b) in &layers_out {
-        println!("  overlay {:<40} {f} files, {b} bytes", shown(l));
+        out!("  overlay {:<40} {f} files, {b} bytes", shown(l))?;
     }
-    println!(
+    out!(
         "  total   {ws_files} files, {ws_bytes} bytes (cap {})",
         plan.overlay
             .max_bytes
             .map(|c| format!("{c} bytes"))
             .unwrap_or_else(|| "none".into())
-    );
-    println!(
+    )?;
+    out!(
         "all workspaces: {all_files} files, {all_bytes} bytes under {} (`stockade clean --all` removes them)",
         shown(state_dir)
-    );
+    )?;
     Ok(())
 }
 

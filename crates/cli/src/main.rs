@@ -374,11 +374,21 @@ fn main() -> ExitCode {
     }
     match dispatch(cli) {
         Ok(code) => code,
+        // `stockade diff | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stockade: error: {}", text::escape(&one_line(&e)));
             ExitCode::from(EXIT_STOCKADE)
         }
     }
+}
+
+/// The error is a write to a pipe whose reader is gone (`EPIPE`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error chain as one line: `context: cause: cause`.

@@ -48,24 +48,27 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
         }
     }
     let git = GitGuard::before(&plan, caller, verbose)?;
-    let started = std::time::SystemTime::now();
+    #[cfg(target_os = "linux")]
+    let used_before = crate::changes::used_before_run(&plan);
     let result = crate::backend::run(&plan, &cmd, &opts, args.tier);
     // The backend has returned: the run's pid namespace (and with it every process of the run) is
     // gone, so nothing can change what is checked now.
     let git = git.after(&plan, caller);
     let mut outcome = match result {
-        Ok(o) => {
-            #[cfg(target_os = "linux")]
-            if let Err(e) = crate::changes::record_after_run(&plan, started) {
-                eprintln!(
+        #[cfg(target_os = "linux")]
+        Ok(mut o) => {
+            match crate::changes::record_after_run(&plan, used_before) {
+                Ok(Some(over_cap)) => o.warnings.push(over_cap),
+                Ok(None) => {}
+                Err(e) => eprintln!(
                     "stockade: warning: cannot record the copy-on-write changes: {}",
                     escape(&crate::one_line(&e))
-                );
+                ),
             }
-            #[cfg(not(target_os = "linux"))]
-            let _ = started;
             o
         }
+        #[cfg(not(target_os = "linux"))]
+        Ok(o) => o,
         Err(f) => {
             eprintln!("stockade: error: {}", escape(&f.message));
             if args.json || report_file.is_some() {

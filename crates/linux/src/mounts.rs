@@ -96,17 +96,32 @@ pub enum Step {
 pub struct HostFacts {
     /// Device names from [`DEVICES`] that exist on the host.
     pub devices: Vec<String>,
+    /// Overlaid trees (`plan.overlay.layers[].lower`) that were empty when probed: their upper
+    /// dir is bound in directly instead of mounting an overlay over nothing (the same view, and
+    /// the same upper for `stockade diff`, without overlayfs' per-mount work-dir checks).
+    pub empty_lowers: Vec<PathBuf>,
+    /// This run's overlayfs work-dir slot (`crate::overlay::Prepared::work`); without it, the
+    /// plan's `work/<tree>`.
+    pub overlay_work: Option<PathBuf>,
 }
 
 impl HostFacts {
     /// Look at the real host.
-    pub fn probe() -> Self {
+    pub fn probe(plan: &Plan) -> Self {
         HostFacts {
             devices: DEVICES
                 .iter()
                 .filter(|d| Path::new("/dev").join(d).exists())
                 .map(|d| d.to_string())
                 .collect(),
+            empty_lowers: plan
+                .overlay
+                .layers
+                .iter()
+                .filter(|l| std::fs::read_dir(&l.lower).is_ok_and(|mut rd| rd.next().is_none()))
+                .map(|l| l.lower.clone())
+                .collect(),
+            overlay_work: None,
         }
     }
 }
@@ -191,10 +206,18 @@ fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
         })
         .collect();
     // Overlays are created while the upper layers' filesystem is still writable here.
-    let overlays = overlay_steps(plan, &mut b.out, &mut b.slot);
+    let overlays = overlay_steps(plan, host, b);
     // Lock down after the device nodes are captured: the lockdown makes every mount `nodev`, and
     // detached clones taken before it keep their own flags.
     b.out.push(Step::LockDownRoot);
+    // An upper bound in directly is captured after the lockdown (so it is nosuid and nodev).
+    let overlays = overlays
+        .into_iter()
+        .map(|(target, s)| match s {
+            Ok(slot) => (target, slot),
+            Err(upper) => (target, b.capture(upper, Access::Writable)),
+        })
+        .collect();
     let roots = plan
         .writable_roots
         .iter()
@@ -271,22 +294,33 @@ fn capture_all(b: &mut Builder, plan: &Plan, host: &HostFacts) -> Slots {
     }
 }
 
-/// One `Step::Overlay` per layer, each into a new slot; returns (mount target, slot).
-fn overlay_steps(plan: &Plan, out: &mut Vec<Step>, next: &mut usize) -> Vec<(PathBuf, usize)> {
+/// One `Step::Overlay` per layer, each into a new slot; returns (mount target, slot), or (mount
+/// target, upper dir to capture after the lockdown) for a layer whose lower was empty.
+type OverlaySlot = (PathBuf, Result<usize, PathBuf>);
+
+fn overlay_steps(plan: &Plan, host: &HostFacts, b: &mut Builder) -> Vec<OverlaySlot> {
     let o = &plan.overlay;
     let mut v = Vec::new();
     for layer in &o.layers {
-        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
+        let work = match &host.overlay_work {
+            Some(slot) => Some(slot.join(&layer.name)),
+            None => o.work(layer),
+        };
+        let (Some(upper), Some(work)) = (o.upper(layer), work) else {
             continue;
         };
-        out.push(Step::Overlay {
-            slot: *next,
+        if host.empty_lowers.contains(&layer.lower) {
+            v.push((layer.lower.clone(), Err(upper)));
+            continue;
+        }
+        b.out.push(Step::Overlay {
+            slot: b.slot,
             lower: layer.lower.clone(),
             upper,
             work,
         });
-        v.push((layer.lower.clone(), *next));
-        *next += 1;
+        v.push((layer.lower.clone(), Ok(b.slot)));
+        b.slot += 1;
     }
     v
 }
@@ -695,6 +729,8 @@ mod tests {
 
     fn host() -> HostFacts {
         HostFacts {
+            empty_lowers: vec![],
+            overlay_work: None,
             devices: vec!["null".into(), "tty".into()],
         }
     }
@@ -857,6 +893,45 @@ mod tests {
         assert!(!s
             .iter()
             .any(|s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/tmp"))));
+    }
+
+    #[test]
+    fn an_empty_lower_binds_its_upper_instead_of_an_overlay() {
+        use stockade_policy::overlay::{OverlayLayer, OverlayPlan};
+        let mut p = plan();
+        p.overlay = OverlayPlan {
+            layers: vec![
+                OverlayLayer {
+                    lower: "/tmp".into(),
+                    name: "tmp".into(),
+                },
+                OverlayLayer {
+                    lower: "/var/tmp".into(),
+                    name: "var-tmp".into(),
+                },
+            ],
+            state: Some("/state/ws/ab".into()),
+            temp: true,
+            ..Default::default()
+        };
+        let mut h = host();
+        h.empty_lowers = vec!["/var/tmp".into()];
+        let s = steps(&p, &h);
+        assert!(s
+            .iter()
+            .any(|s| matches!(s, Step::Overlay { lower, .. } if lower == Path::new("/tmp"))));
+        assert!(!s
+            .iter()
+            .any(|s| matches!(s, Step::Overlay { lower, .. } if lower == Path::new("/var/tmp"))));
+        let cap = index(
+            &s,
+            |s| matches!(s, Step::Capture { source, access: Access::Writable, .. } if source == Path::new("/state/ws/ab/upper/var-tmp")),
+        );
+        let lock = index(&s, |s| matches!(s, Step::LockDownRoot));
+        assert!(lock < cap && cap < attach_at(&s, "/var/tmp"));
+        assert!(!s
+            .iter()
+            .any(|s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/var/tmp"))));
     }
 
     #[test]

@@ -66,11 +66,53 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), OverlayError> {
     }
 }
 
-/// Create the state dirs and check the cap (see the module docs).
-pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
+/// How many runs of one workspace can have overlays at the same time (one work-dir slot each).
+const WORK_SLOTS: usize = 64;
+
+/// What [`prepare_host`] holds for a run: the work-dir slot it locked. Keep it until the run is
+/// over (the sandbox's init inherits the lock too, so it is released when both are gone).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// `<state>/work/<k>`: this run's overlayfs work dirs (`<k>/<tree>`).
+    pub work: Option<PathBuf>,
+    _lock: Option<std::fs::File>,
+}
+
+/// Lock the first free work-dir slot: concurrent runs of one workspace share its upper layers,
+/// but each mount needs a work dir no other mount uses (the next run renames and removes the
+/// previous mount's scratch, which would break a run still going).
+fn lock_work_slot(work_root: &Path) -> Result<Prepared, OverlayError> {
+    use std::os::fd::AsRawFd;
+    for k in 0..WORK_SLOTS {
+        let dir = work_root.join(k.to_string());
+        mkdir(&dir, 0o700)?;
+        let io = |source| OverlayError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let f = std::fs::File::open(&dir).map_err(io)?;
+        let free = stockade_sys::flock_exclusive_nowait(f.as_raw_fd())
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        if free {
+            return Ok(Prepared {
+                work: Some(dir),
+                _lock: Some(f),
+            });
+        }
+    }
+    Err(OverlayError::Io {
+        path: work_root.to_path_buf(),
+        source: std::io::Error::other(format!(
+            "{WORK_SLOTS} runs of this workspace already have overlays; wait for one to end"
+        )),
+    })
+}
+
+/// Create the state dirs, lock a work-dir slot and check the cap (see the module docs).
+pub fn prepare_host(plan: &Plan) -> Result<Prepared, OverlayError> {
     let o = &plan.overlay;
     let Some(state) = &o.state else {
-        return Ok(());
+        return Ok(Prepared::default());
     };
     if let Some(cap) = o.max_bytes {
         let size = std::fs::read_to_string(state.join(SIZE_FILE))
@@ -97,28 +139,77 @@ pub fn prepare_host(plan: &Plan) -> Result<(), OverlayError> {
             },
         )?;
     }
+    let prepared = lock_work_slot(&state.join("work"))?;
+    let Some(slot) = &prepared.work else {
+        return Ok(prepared);
+    };
     for layer in &o.layers {
-        let (Some(upper), Some(work)) = (o.upper(layer), o.work(layer)) else {
+        let Some(upper) = o.upper(layer) else {
             continue;
         };
+        let work = slot.join(&layer.name);
         let mode = std::fs::metadata(&layer.lower)
             .map(|m| m.mode() & 0o7777)
             .unwrap_or(0o700);
         mkdir(&upper, mode)?;
         mkdir(&work, 0o700)?;
         // overlayfs (re)creates `work/work` on every mount; a `volatile` mount leaves a marker in
-        // it that would refuse the next mount. The dir is overlayfs' own scratch (mode 000).
+        // it that would refuse the next mount. Renamed aside here (one rename, within the same
+        // parent: no permission on overlayfs' mode-000 dir is needed) and removed by
+        // [`sweep_host`] while the sandbox builds itself, off the launch's critical path.
         let scratch = work.join("work");
-        if std::fs::symlink_metadata(&scratch).is_ok_and(|m| m.is_dir()) {
-            let io = |source| OverlayError::Io {
-                path: scratch.clone(),
-                source,
-            };
-            make_removable(&scratch);
-            std::fs::remove_dir_all(&scratch).map_err(io)?;
+        let old = work.join(format!("{OLD_PREFIX}{}", unique_suffix()));
+        match std::fs::rename(&scratch, &old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => {
+                let io = |source| OverlayError::Io {
+                    path: scratch.clone(),
+                    source,
+                };
+                make_removable(&scratch);
+                std::fs::remove_dir_all(&scratch).map_err(io)?;
+            }
         }
     }
-    Ok(())
+    Ok(prepared)
+}
+
+/// The name prefix of an earlier mount's scratch dir, renamed aside by [`prepare_host`].
+const OLD_PREFIX: &str = "old.";
+
+fn unique_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{t}", std::process::id())
+}
+
+/// Remove the scratch dirs [`prepare_host`] renamed aside (and any an interrupted run left).
+/// Called by the launcher right after the sandbox is cloned, so it runs while the sandbox sets
+/// itself up; best effort (what fails is retried by the next run).
+pub fn sweep_host(plan: &Plan, prepared: &Prepared) {
+    let Some(slot) = &prepared.work else {
+        return;
+    };
+    for layer in &plan.overlay.layers {
+        let work = slot.join(&layer.name);
+        let Ok(rd) = std::fs::read_dir(&work) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if !name.as_encoded_bytes().starts_with(OLD_PREFIX.as_bytes()) {
+                continue;
+            }
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_removable(&p);
+                let _ = std::fs::remove_dir_all(&p);
+            }
+        }
+    }
 }
 
 /// Give every directory beneath `dir` (never through a symlink) `u+rwx`, so that a directory an

@@ -4,7 +4,7 @@
 //! With `filesystem.outside_writes = "overlay"` (the default) the caller's home directory and each
 //! `filesystem.overlay_roots` entry are mounted inside the sandbox as overlayfs: the host tree is
 //! the read-only lower layer, `<state_dir>/ws/<hash>/upper/<name>` the writable upper layer
-//! (`work/<name>` its work dir). With `temp.mode = "overlay"` (the default) `/tmp` and `/var/tmp`
+//! (`work/<k>/<name>` its work dir, one slot `<k>` per concurrent run). With `temp.mode = "overlay"` (the default) `/tmp` and `/var/tmp`
 //! are overlaid the same way. The host never sees a write; `stockade diff` / `apply` review and
 //! copy changes. A tree must be owned by the calling uid: an unprivileged overlay cannot copy up
 //! files it cannot chown back to their owner, so root-owned trees are refused (`/tmp` and
@@ -55,7 +55,8 @@ impl OverlayPlan {
             .map(|s| s.join("upper").join(&layer.name))
     }
 
-    /// The work dir of `layer`.
+    /// The work dir of `layer` without a slot (the launcher uses `work/<k>/<name>` of the slot
+    /// it locked; see `stockade_linux::overlay::prepare_host`).
     pub fn work(&self, layer: &OverlayLayer) -> Option<PathBuf> {
         self.state
             .as_ref()
@@ -222,19 +223,25 @@ pub(crate) fn plan(
         }
         layers.push(OverlayLayer { lower, name });
     }
-    if layers.is_empty() {
-        return Ok(OverlayPlan::default());
-    }
-    // A tree inside another (a home under /tmp) is mounted on top of the outer overlay.
-    layers.sort_by_key(|l| l.lower.components().count());
-    let temp = layers.iter().any(|l| l.name == "tmp");
-    let state = inp.state_dir.join("ws").join(workspace_hash(inp.workspace));
+    // Every workspace's upper layers and temp dirs are masked, overlays or not: with
+    // `outside_writes = "deny"` the home is read-only, not unreadable, and other workspaces'
+    // changes must not be readable through it either.
     let canon_state = fs::canonicalize(inp.state_dir).unwrap_or_else(|_| inp.state_dir.into());
     let masks = ["ws", "tmp"]
         .iter()
         .map(|d| canon_state.join(d))
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
         .collect();
+    if layers.is_empty() {
+        return Ok(OverlayPlan {
+            masks,
+            ..OverlayPlan::default()
+        });
+    }
+    // A tree inside another (a home under /tmp) is mounted on top of the outer overlay.
+    layers.sort_by_key(|l| l.lower.components().count());
+    let temp = layers.iter().any(|l| l.name == "tmp");
+    let state = inp.state_dir.join("ws").join(workspace_hash(inp.workspace));
     let outside = |p: &Path| !inp.writable_roots.iter().any(|w| p.starts_with(w));
     let inside = |p: &Path| layers.iter().any(|l| p.starts_with(&l.lower));
     let mut protected: Vec<PlannedPath> = inp

@@ -171,6 +171,22 @@ pub fn statfs_magic(path: &Path) -> SysResult<u64> {
     Ok(magic)
 }
 
+/// `statfs(path)`: the bytes in use on the filesystem (`(f_blocks - f_bfree) * f_bsize`).
+pub fn statfs_used_bytes(path: &Path) -> SysResult<u64> {
+    let c = crate::cpath(path)?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated string alive for the call; `buf` is writable memory for one
+    // `struct statfs`.
+    let rc = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
+    cvt("statfs", || path.display().to_string(), rc)?;
+    // SAFETY: `statfs` returned 0, so it filled `buf`.
+    let sf = unsafe { buf.assume_init() };
+    #[allow(clippy::unnecessary_cast)]
+    let used = (sf.f_blocks as u64).saturating_sub(sf.f_bfree as u64);
+    #[allow(clippy::unnecessary_cast)]
+    Ok(used.saturating_mul(sf.f_bsize as u64))
+}
+
 /// `renameat2(dirfd, old, dirfd, new, RENAME_NOREPLACE)`: rename an entry of one directory
 /// (single names, so nothing is resolved beyond the directory descriptor; the last component is
 /// never followed), failing with `EEXIST` rather than replacing anything.

@@ -341,6 +341,18 @@ pub fn flock_exclusive(fd: RawFd) -> SysResult<()> {
     cvt_retry("flock", || unsafe { libc::flock(fd, libc::LOCK_EX) }).map(drop)
 }
 
+/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds a lock.
+pub fn flock_exclusive_nowait(fd: RawFd) -> SysResult<bool> {
+    // SAFETY: flock on a descriptor number with constant operations; no memory is passed.
+    match cvt_retry("flock", || unsafe {
+        libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB)
+    }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)`: changes exactly the inode `fd` refers to.
 pub fn fchown_fd(fd: RawFd, uid: libc::uid_t, gid: libc::gid_t) -> SysResult<()> {
     // SAFETY: `c""` is a valid empty NUL-terminated string; with AT_EMPTY_PATH the kernel acts on

@@ -23,8 +23,9 @@ use stockade_sys::{self as sys, Forked, SysError};
 /// Run `cmd` under `plan` in the unelevated tier.
 pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, LaunchError> {
     let start = Instant::now();
-    prepare_host(plan)?;
-    let host = mounts::HostFacts::probe();
+    let prepared = prepare_host(plan)?;
+    let mut host = mounts::HostFacts::probe(plan);
+    host.overlay_work = prepared.work.clone();
     let steps = mounts::steps(plan, &host);
     let writable = landlock_layer::writable_paths(plan);
     let exec = ExecSpec::new(plan, cmd, &writable)?;
@@ -103,6 +104,8 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     };
     drop(report_w);
     drop(alive_r);
+    // While the sandbox builds itself: remove the earlier runs' overlay scratch dirs.
+    crate::overlay::sweep_host(plan, &prepared);
     let denials = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let _proxy_thread = proxy_chan.map(|(ours, theirs)| {
         drop(theirs);
@@ -240,9 +243,11 @@ pub(super) fn userns_error(e: SysError) -> LaunchError {
     LaunchError::UserNamespaces { source: e, cause }
 }
 
-/// Host-side preparation done as the caller: the persistent temp dirs.
-pub(super) fn prepare_host(plan: &Plan) -> Result<(), LaunchError> {
-    crate::overlay::prepare_host(plan).map_err(|e| LaunchError::Prepare(e.to_string()))?;
+/// Host-side preparation done as the caller: the overlay state (its work-dir slot, locked for
+/// the run) and the persistent temp dirs.
+pub(super) fn prepare_host(plan: &Plan) -> Result<crate::overlay::Prepared, LaunchError> {
+    let prepared =
+        crate::overlay::prepare_host(plan).map_err(|e| LaunchError::Prepare(e.to_string()))?;
     if let (true, Some(dir)) = (plan.temp.private, &plan.temp.persist_dir) {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         for sub in ["tmp", "var-tmp"] {
@@ -261,7 +266,7 @@ pub(super) fn prepare_host(plan: &Plan) -> Result<(), LaunchError> {
             }
         }
     }
-    Ok(())
+    Ok(prepared)
 }
 
 pub(super) type Supervised = (Vec<u8>, bool, libc::c_int);
