@@ -411,26 +411,31 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             action: PolicyCmd::Show { policy, json, plan },
         } => {
             let (loaded, resolved) = load(&policy, &caller)?;
+            let mut out = String::new();
             if json {
                 let mut v = loaded.to_json();
                 if plan {
                     v["plan"] = serde_json::to_value(&resolved)?;
                 }
-                let out = serde_json::to_string_pretty(&v)?;
-                println!("{}", text::json_for_terminal(&out));
+                let json = serde_json::to_string_pretty(&v)?;
+                out.push_str(&text::json_for_terminal(&json));
+                out.push('\n');
             } else {
                 // Values can come from a workspace config and names from the workspace's tree.
                 for line in loaded.render_text().lines() {
-                    println!("{}", text::escape(line));
+                    out.push_str(&text::escape(line));
+                    out.push('\n');
                 }
                 if plan {
-                    let out = serde_json::to_string_pretty(&resolved)?;
-                    println!(
-                        "\n# plan (resolved against the filesystem)\n{}",
-                        text::json_for_terminal(&out)
-                    );
+                    let json = serde_json::to_string_pretty(&resolved)?;
+                    out.push_str("\n# plan (resolved against the filesystem)\n");
+                    out.push_str(&text::json_for_terminal(&json));
+                    out.push('\n');
                 }
             }
+            // `policy show | head`: a reader that went away is not an error (see main).
+            std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())
+                .context("writing the policy to stdout")?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { json } => run::doctor(json),

@@ -225,3 +225,39 @@ fn control_sequences_from_the_command_are_escaped_on_stderr_and_data_in_json() {
     // Host control: the socket was reachable from the host, so the refusal was the sandbox's.
     assert!(std::os::unix::net::UnixStream::connect(&sock_path).is_ok());
 }
+
+/// `stockade policy show | head`: the reader went away before stockade wrote. Stockade ends
+/// quietly with status 0 instead of panicking (Rust ignores SIGPIPE, so a `println!` into a
+/// closed pipe panics). The pipe's read end is closed before stockade starts, so every write
+/// meets `EPIPE`; control: the same command into an open pipe prints the policy.
+#[test]
+fn policy_show_into_a_closed_pipe_exits_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let w = World::new("policy-epipe");
+    for json in [false, true] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe() fills two descriptors this test then owns.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both came from pipe() just above and are owned once each.
+        let (r, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(r);
+        let mut c = std::process::Command::new(bin());
+        c.args(["policy", "show", "--plan", "--workspace"])
+            .arg(&w.ws);
+        if json {
+            c.arg("--json");
+        }
+        let o = c
+            .env("HOME", &w.home)
+            .env("XDG_STATE_HOME", &w.state)
+            .stdout(std::process::Stdio::from(wr))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "json={json}: {:?} {err}", o.status);
+        assert!(!err.contains("panicked"), "json={json}: {err}");
+        let ok = w.stockade(&["policy", "show", "--plan"]);
+        assert!(ok.stdout.contains("protected_names"), "{ok:#?}");
+    }
+}
