@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use stockade_policy::gitmeta;
 use stockade_policy::model::GitMode;
-use stockade_policy::plan::{find_git_markers, Plan};
+use stockade_policy::backend::CreatedLog;
+use stockade_policy::plan::{find_git_markers, find_git_markers_below, GitMarker, Plan};
 use stockade_sys::fs as sfs;
 
 const RESOLVE: u64 =
@@ -666,7 +667,17 @@ struct Checker<'a> {
 /// code or redirect it — in repositories it created (nested `git init`, `init --template`,
 /// `worktree add`, an embedded bare repository) and, in launch repositories, protected entries
 /// that did not exist at launch and rebase/sequencer todo lines that run commands.
-pub fn post_run(plan: &Plan, state_dir: &Path, run: &str, started: SystemTime) -> Vec<Finding> {
+///
+/// With the write gate's complete created-log (`created`), only what the log names is examined
+/// (plus the launch repositories), so the check costs what the run created, not what the
+/// workspace holds; without one (no gate, or the log overflowed) every writable root is walked.
+pub fn post_run(
+    plan: &Plan,
+    state_dir: &Path,
+    run: &str,
+    started: SystemTime,
+    created: Option<&CreatedLog>,
+) -> Vec<Finding> {
     let started = started
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
@@ -694,17 +705,152 @@ pub fn post_run(plan: &Plan, state_dir: &Path, run: &str, started: SystemTime) -
         }
     }
     c.launch_repos();
-    for r in plan.writable_roots.clone() {
-        match find_git_markers(&r, state_dir) {
-            Ok(markers) => {
-                for m in markers {
-                    c.marker(&m);
+    match created {
+        Some(log) if log.complete => c.from_log(log),
+        _ => {
+            for r in plan.writable_roots.clone() {
+                match find_git_markers(&r, state_dir) {
+                    Ok(markers) => {
+                        for m in markers {
+                            c.marker(&m);
+                        }
+                    }
+                    Err(e) => c.unchecked(&r, &e.to_string()),
                 }
             }
-            Err(e) => c.unchecked(&r, &e.to_string()),
         }
     }
     c.findings
+}
+
+impl Checker<'_> {
+    /// Examine what the write gate logged: created `.git`/`HEAD` entries like the walk's
+    /// markers, directories moved into place by walking just them, and creations beneath an
+    /// existing `.git` (todo files, worktrees, modules, config, hooks) one by one.
+    fn from_log(&mut self, log: &CreatedLog) {
+        for dir in &log.subtrees {
+            if self.root_of(dir).is_none() {
+                continue;
+            }
+            match find_git_markers_below(dir) {
+                Ok(markers) => {
+                    for m in markers {
+                        self.marker(&m);
+                    }
+                }
+                // Gone again (renamed on, removed): nothing left there to check.
+                Err(_) if self.lstat(dir).is_none() => {}
+                Err(e) => self.unchecked(dir, &e.to_string()),
+            }
+        }
+        let mut gitdirs: Vec<PathBuf> = Vec::new();
+        for p in &log.paths {
+            let Some(st) = self.lstat(p) else {
+                continue;
+            };
+            let name = p.file_name().unwrap_or_default();
+            if name == ".git" || name == "HEAD" {
+                let fmt = st.st_mode & libc::S_IFMT;
+                self.marker(&GitMarker {
+                    path: p.clone(),
+                    name: name.to_os_string(),
+                    is_dir: fmt == libc::S_IFDIR,
+                    is_symlink: fmt == libc::S_IFLNK,
+                });
+            }
+            if let Some(gitdir) = enclosing_gitdir(p) {
+                if !gitdirs.contains(&gitdir) {
+                    gitdirs.push(gitdir.clone());
+                }
+                self.created_in_gitdir(&gitdir, p);
+            }
+        }
+        for g in gitdirs {
+            // A gitdir judged whole (created during the run, or a launch repository's) is done.
+            if !self.seen.contains(&g) {
+                self.todos(&g);
+                self.modules(&g.join("modules"), 0);
+            }
+        }
+    }
+
+    /// One entry created during the run beneath `gitdir`, a `.git` that was not itself created
+    /// by the run (those are judged whole).
+    fn created_in_gitdir(&mut self, gitdir: &Path, p: &Path) {
+        if self.seen.contains(&gitdir.to_path_buf()) {
+            return;
+        }
+        let Ok(rel) = p.strip_prefix(gitdir) else {
+            return;
+        };
+        let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
+        match parts.as_slice() {
+            [n] if *n == "config" || *n == "config.worktree" => self.judge_config(p),
+            [h, _] if *h == "hooks" => self.judge_hook(p),
+            [w, x, ..] if *w == "worktrees" => {
+                let wt = gitdir.join(w).join(x);
+                if !self.seen.contains(&wt) && self.lstat(&wt).is_some() {
+                    self.seen.push(wt.clone());
+                    let common = fs::canonicalize(gitdir).unwrap_or_else(|_| gitdir.into());
+                    self.judge_gitdir(&wt, Some(&common));
+                }
+            }
+            [i, a] if *i == "info" && *a == "attributes" => self.created_redirect(
+                p,
+                "attributes select filter/diff/merge drivers, which run programs",
+            ),
+            [o, i, a] if *o == "objects" && *i == "info" && *a == "alternates" => {
+                self.created_redirect(p, "makes git read objects from another repository")
+            }
+            [c] if *c == "commondir" => self.created_redirect(
+                p,
+                "commondir created during the run redirects git to another directory",
+            ),
+            _ => {}
+        }
+    }
+
+    fn created_redirect(&mut self, p: &Path, why: &str) {
+        let action = self.rename_aside(p);
+        self.neutralised(p, format!("created during the run: {why}"), action);
+    }
+
+    /// One hook created during the run: executable (or not a regular file) is neutralised.
+    fn judge_hook(&mut self, h: &Path) {
+        let name = h.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".sample") || name.contains(".stockade-neutralised-") {
+            return;
+        }
+        let Some(st) = self.lstat(h) else {
+            return;
+        };
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG if st.st_mode & 0o111 != 0 => {
+                let action = match self.chmod_x(h) {
+                    Ok(()) => "made non-executable (chmod a-x)".to_string(),
+                    Err(e) => self.rename_aside(h) + &format!(" (chmod failed: {e})"),
+                };
+                self.neutralised(h, "executable hook created during the run".into(), action);
+            }
+            libc::S_IFREG => {}
+            _ => {
+                let action = self.rename_aside(h);
+                self.neutralised(h, "hook that is not a regular file".into(), action);
+            }
+        }
+    }
+}
+
+/// The `.git` directory `p` lies beneath (the innermost `.git` component), if any.
+fn enclosing_gitdir(p: &Path) -> Option<PathBuf> {
+    let mut cur = p.parent();
+    while let Some(d) = cur {
+        if d.file_name().is_some_and(|n| n == ".git") {
+            return Some(d.to_path_buf());
+        }
+        cur = d.parent();
+    }
+    None
 }
 
 const REMEDY: &str = "review it; if you trust it, rename it back (or chmod +x the hook) yourself on the host — a sandboxed run never leaves behind git metadata that runs code (docs/git.md)";
@@ -1092,31 +1238,7 @@ impl Checker<'_> {
             return;
         }
         for h in read_dir_sorted(dir) {
-            let name = h
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            if name.ends_with(".sample") || name.contains(".stockade-neutralised-") {
-                continue;
-            }
-            let Some(st) = self.lstat(&h) else {
-                continue;
-            };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFREG if st.st_mode & 0o111 != 0 => {
-                    let action = match self.chmod_x(&h) {
-                        Ok(()) => "made non-executable (chmod a-x)".to_string(),
-                        Err(e) => self.rename_aside(&h) + &format!(" (chmod failed: {e})"),
-                    };
-                    self.neutralised(&h, "executable hook created during the run".into(), action);
-                }
-                libc::S_IFREG => {}
-                _ => {
-                    let action = self.rename_aside(&h);
-                    self.neutralised(&h, "hook that is not a regular file".into(), action);
-                }
-            }
+            self.judge_hook(&h);
         }
     }
 

@@ -227,8 +227,10 @@ impl ElevatedBackend {
                             .map(|d| stockade_policy::backend::Denial {
                                 kind: d.kind,
                                 target: d.target,
+                                message: None,
                             })
                             .collect(),
+                        created: None,
                     });
                 }
                 Some(Reply::Refused { reason }) => return Err(ClientError::Refused(reason)),

@@ -690,6 +690,7 @@ mod tests {
             git_repos: vec![],
             warnings: vec![],
             overlay: Default::default(),
+            write_gate: false,
         }
     }
 

@@ -635,6 +635,7 @@ fn record(denials: &Mutex<Vec<Denial>>, target: String) {
         d.push(Denial {
             kind: "network".into(),
             target,
+            message: None,
         });
     }
 }

@@ -111,6 +111,10 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Copy-on-write overlays outside the writable roots (see [`crate::overlay`]).
     pub overlay: crate::overlay::OverlayPlan,
+    /// Made for the write gate ([`PlanRequest::write_gate`]): [`Plan::protected`] and
+    /// [`Plan::git_repos`] hold only what lies at each writable root itself; everything deeper is
+    /// the gate's to judge, so a backend without the gate must not run this plan.
+    pub write_gate: bool,
 }
 
 /// Validate and normalise one `network.allowed_domains` entry (see [`crate::domains`]):
@@ -141,6 +145,10 @@ pub struct PlanRequest {
     /// Stockade's state directory, e.g. `~/.local/state/stockade` (persistent `/tmp`s live in
     /// `<state_dir>/tmp/`).
     pub state_dir: PathBuf,
+    /// The backend will run the command under the write gate (every write-intent call judged by a
+    /// supervisor, see `docs/architecture.md`): protected names are then looked up only at each
+    /// writable root itself, not by walking every directory beneath it. `false`: the walk.
+    pub write_gate: bool,
 }
 
 /// Why a policy could not be turned into a plan.
@@ -460,7 +468,11 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         repos: Vec::new(),
     };
     for root in &roots {
-        walker.walk(root)?;
+        if req.write_gate {
+            walker.at_root(root)?;
+        } else {
+            walker.walk(root)?;
+        }
     }
     for entry in &fs_pol.protected_paths {
         let path = expand(entry, home_raw, &workspace, "filesystem.protected_paths")?;
@@ -632,6 +644,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         git_repos,
         warnings,
         overlay,
+        write_gate: req.write_gate,
     })
 }
 
@@ -752,6 +765,25 @@ impl Walker {
         self.warnings.extend(scan.warnings);
         for f in scan.found {
             self.protect(f.path, &f.name, f.kind)?;
+        }
+        Ok(())
+    }
+
+    /// With the write gate: only the protected names directly in `root` (canonical), one `lstat`
+    /// each — cost independent of the size of the tree. Deeper entries are judged per call by
+    /// the gate.
+    fn at_root(&mut self, root: &Path) -> Result<(), PlanError> {
+        self.root = root.to_path_buf();
+        for name in self.names.clone() {
+            let path = root.join(&name);
+            let kind = match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => FoundKind::Symlink,
+                Ok(m) if m.is_dir() => FoundKind::Dir,
+                Ok(_) => FoundKind::Other,
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => return Err(self.unreadable(&path, &path, "reading", e)),
+            };
+            self.protect(path, &name, kind)?;
         }
         Ok(())
     }
@@ -1185,9 +1217,18 @@ fn scan_error(root: &Path, e: ScanError) -> PlanError {
 pub fn find_git_markers(root: &Path, state_dir: &Path) -> Result<Vec<GitMarker>, PlanError> {
     let cache = walk_cache::cache_dir(&state_dir.join("post-run"), &[root.to_path_buf()])
         .map(|d| walk_cache::cache_file(&d, root));
+    git_markers(root, cache.as_deref())
+}
+
+/// [`find_git_markers`] below one directory without a listing cache (a directory the run moved
+/// into place: the write gate saw it arrive but not what it holds).
+pub fn find_git_markers_below(dir: &Path) -> Result<Vec<GitMarker>, PlanError> {
+    git_markers(dir, None)
+}
+
+fn git_markers(root: &Path, cache: Option<&Path>) -> Result<Vec<GitMarker>, PlanError> {
     let names = [OsString::from(".git"), OsString::from("HEAD")];
-    let scan =
-        walk_cache::scan(root, &names, cache.as_deref(), &[]).map_err(|e| scan_error(root, e))?;
+    let scan = walk_cache::scan(root, &names, cache, &[]).map_err(|e| scan_error(root, e))?;
     Ok(scan
         .found
         .into_iter()

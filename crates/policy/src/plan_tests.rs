@@ -10,6 +10,7 @@ fn req(ws: &Path, home: &Path) -> PlanRequest {
         home: Some(home.to_path_buf()),
         env: vec![],
         state_dir: home.join(".local/state/stockade"),
+        write_gate: false,
     }
 }
 

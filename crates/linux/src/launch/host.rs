@@ -192,6 +192,7 @@ fn outcome(
             .chain(host_denials)
             .chain(created_protected(plan))
             .collect(),
+        created: plan.write_gate.then_some(parsed.created),
     })
 }
 
@@ -204,6 +205,7 @@ pub(super) fn created_protected(plan: &Plan) -> Vec<Denial> {
         .map(|p| Denial {
             kind: "protected-created".into(),
             target: p.display().to_string(),
+            message: None,
         })
         .collect()
 }
