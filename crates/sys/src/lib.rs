@@ -16,6 +16,7 @@
 
 pub mod caps;
 pub mod fs;
+pub mod fsgate;
 pub mod ipc;
 pub mod landlock;
 pub mod net;
