@@ -691,6 +691,7 @@ mod tests {
             warnings: vec![],
             overlay: Default::default(),
             write_gate: false,
+            protected_names: vec![],
         }
     }
 

@@ -32,41 +32,26 @@ pub fn userns_works() -> Result<(), String> {
     }
 }
 
-/// The oldest kernel with everything the write gate needs: seccomp user notification (5.0),
-/// `SECCOMP_IOCTL_NOTIF_ADDFD` (5.9) with `SECCOMP_ADDFD_FLAG_SEND` (5.14), and
-/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19: without it a signal restarts a call the
-/// supervisor already performed).
-pub const WRITE_GATE_KERNEL: (u32, u32) = (5, 19);
-
-/// Whether this kernel can run the write gate; `Err` names the missing feature. Reads two
-/// `/proc` files (no fork, no syscall beyond the reads): `user_notif` in
-/// `/proc/sys/kernel/seccomp/actions_avail`, and the release for ADDFD and WAIT_KILLABLE_RECV,
-/// which the kernel does not list anywhere. A kernel that claims the version but lacks a flag
-/// fails at install time, closed (the launch reports it).
+/// Whether this kernel can run the write gate; `Err` names the missing feature: seccomp user
+/// notification (`user_notif` in `/proc/sys/kernel/seccomp/actions_avail`), and
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19, which also has `SECCOMP_IOCTL_NOTIF_ADDFD`
+/// with `SECCOMP_ADDFD_FLAG_SEND`), asked of the kernel without installing anything
+/// ([`stockade_sys::seccomp::gate_supported`]). One file read and one syscall: cheap enough for
+/// every launch.
 pub fn write_gate_support() -> Result<(), String> {
     let actions = read("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if !actions.split_whitespace().any(|a| a == "user_notif") {
         return Err(
-            "seccomp user notification (SECCOMP_RET_USER_NOTIF: not in /proc/sys/kernel/seccomp/actions_avail)"
+            "seccomp user notification (no user_notif in /proc/sys/kernel/seccomp/actions_avail)"
                 .into(),
         );
     }
-    let release = read("/proc/sys/kernel/osrelease").unwrap_or_default();
-    match kernel_version(&release) {
-        Some(v) if v >= WRITE_GATE_KERNEL => Ok(()),
-        _ => Err(format!(
-            "SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND and SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux {}.{}+; this kernel is {release:?})",
-            WRITE_GATE_KERNEL.0, WRITE_GATE_KERNEL.1
-        )),
-    }
-}
-
-/// `major.minor` of a kernel release string such as `6.8.0-45-generic`.
-fn kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
+    stockade_sys::seccomp::gate_supported().map_err(|e| {
+        format!(
+            "{} (Linux {}+, with SECCOMP_IOCTL_NOTIF_ADDFD): {}",
+            e.feature, e.since, e.source
+        )
+    })
 }
 
 /// Probe every feature Stockade can use.
@@ -143,16 +128,3 @@ pub fn features() -> Vec<Feature> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::kernel_version;
-
-    #[test]
-    fn kernel_versions_parse() {
-        assert_eq!(kernel_version("6.8.0-45-generic"), Some((6, 8)));
-        assert_eq!(kernel_version("5.19"), Some((5, 19)));
-        assert_eq!(kernel_version("5.4.0"), Some((5, 4)));
-        assert!(kernel_version("5.4.0") < Some(super::WRITE_GATE_KERNEL));
-        assert_eq!(kernel_version("garbage"), None);
-    }
-}

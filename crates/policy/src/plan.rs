@@ -115,6 +115,8 @@ pub struct Plan {
     /// [`Plan::git_repos`] hold only what lies at each writable root itself; everything deeper is
     /// the gate's to judge, so a backend without the gate must not run this plan.
     pub write_gate: bool,
+    /// `filesystem.protected_names` as configured (the write gate's judge parses them).
+    pub protected_names: Vec<String>,
 }
 
 /// Validate and normalise one `network.allowed_domains` entry (see [`crate::domains`]):
@@ -645,6 +647,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         warnings,
         overlay,
         write_gate: req.write_gate,
+        protected_names: fs_pol.protected_names.clone(),
     })
 }
 

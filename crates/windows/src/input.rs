@@ -266,6 +266,7 @@ mod from_policy {
                 warnings: vec![],
                 overlay: Default::default(),
                 write_gate: false,
+                protected_names: vec![],
                 env: vec![("PATH".into(), r"C:\Windows".into())],
                 env_removed: vec![],
                 limits: Default::default(),

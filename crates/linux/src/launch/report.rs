@@ -69,7 +69,7 @@ pub(super) struct Report {
 
 /// A path's bytes as one report field: printable ASCII but `%`, `\t` and `\\` as is, every other
 /// byte `%XX` (newlines, tabs and non-UTF-8 names survive the line protocol).
-pub(super) fn encode_path(p: &[u8]) -> String {
+pub(crate) fn encode_path(p: &[u8]) -> String {
     let mut s = String::with_capacity(p.len());
     for &b in p {
         if (0x21..0x7f).contains(&b) && b != b'%' && b != b'\\' || b == b' ' {
