@@ -121,6 +121,13 @@ fn report(
             outcome.duration.as_secs_f64() * 1000.0
         );
     }
+    // Refusals of the write gate, one line each, always (issue 12 item 5); the line names a
+    // path the command chose, so it is escaped like everything else that reaches the terminal.
+    for d in &outcome.denials {
+        if let Some(m) = &d.message {
+            eprintln!("stockade: {}", escape(m));
+        }
+    }
     if let stockade_policy::backend::ExitKind::TimedOut = outcome.exit {
         eprintln!("stockade: timed out: the command and everything it started were killed");
     }
