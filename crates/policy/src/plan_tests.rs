@@ -90,6 +90,32 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
 }
 
 #[test]
+fn with_the_write_gate_only_each_root_itself_is_looked_at() {
+    let (_t, home, ws) = setup();
+    std::fs::create_dir_all(ws.join(".git")).unwrap();
+    std::fs::create_dir_all(ws.join(".claude")).unwrap();
+    std::fs::create_dir_all(ws.join("vendor/lib/.git")).unwrap();
+    std::fs::create_dir_all(ws.join("a/b/c/d/.claude")).unwrap();
+    let mut r = req(&ws, &home);
+    r.write_gate = true;
+    let plan = resolve(&default_policy(), &r).unwrap();
+    assert!(plan.write_gate);
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".claude"), ws.join(".git")],
+        "only the root's own protected names"
+    );
+    assert_eq!(plan.git_repos.len(), 1);
+    assert_eq!(plan.git_repos[0].worktree, ws);
+    assert_eq!(plan.protected_names, default_policy().filesystem.protected_names);
+    // The same tree without the gate: the walk finds the nested entries.
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert!(!plan.write_gate);
+    assert!(protected_paths(&plan).contains(&ws.join("vendor/lib/.git")));
+    assert!(protected_paths(&plan).contains(&ws.join("a/b/c/d/.claude")));
+}
+
+#[test]
 fn gitdir_absolute_outside_workspace_and_worktree_commondir() {
     let (t, home, ws) = setup();
     // Main repository elsewhere, with a linked worktree checked out in the workspace.
