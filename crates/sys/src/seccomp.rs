@@ -906,6 +906,191 @@ mod tests {
         }
     }
 
+    const NOTIFY: u32 = SECCOMP_RET_USER_NOTIF;
+
+    /// The write gate's policy stated by hand: [`expected`], except that these calls go to the
+    /// supervisor (set-id modes still refused), write-intent opens go to the supervisor, and the
+    /// `*xattrat` / `file_setattr` calls are `ENOSYS`.
+    fn expected_with_gate(nr: libc::c_long, args: [u64; 6]) -> u32 {
+        use libc::*;
+        let lo = |i: usize| args[i] as u32;
+        let setid = |i: usize| lo(i) & 0o6000 != 0;
+        let always = [
+            SYS_symlink,
+            SYS_symlinkat,
+            SYS_link,
+            SYS_linkat,
+            SYS_rename,
+            SYS_renameat,
+            SYS_renameat2,
+            SYS_unlink,
+            SYS_unlinkat,
+            SYS_rmdir,
+            SYS_truncate,
+            SYS_chown,
+            SYS_lchown,
+            SYS_fchown,
+            SYS_fchownat,
+            SYS_utime,
+            SYS_utimes,
+            SYS_futimesat,
+            SYS_utimensat,
+            SYS_setxattr,
+            SYS_lsetxattr,
+            SYS_fsetxattr,
+            SYS_removexattr,
+            SYS_lremovexattr,
+            SYS_fremovexattr,
+            SYS_bind,
+        ];
+        let with_mode = [
+            (SYS_creat, 1),
+            (SYS_mkdir, 1),
+            (SYS_mkdirat, 2),
+            (SYS_mknod, 1),
+            (SYS_mknodat, 2),
+            (SYS_chmod, 1),
+            (SYS_fchmod, 1),
+            (SYS_fchmodat, 2),
+            (SYS_fchmodat2, 2),
+        ];
+        // open-family flags that mean "may write or create" (0o20000000 is O_TMPFILE's own bit).
+        let write = |f: u32| {
+            f & O_PATH as u32 == 0
+                && f & (O_CREAT | O_TRUNC | O_WRONLY | O_RDWR | O_APPEND | 0o20000000) as u32 != 0
+        };
+        if always.contains(&nr) {
+            return NOTIFY;
+        }
+        if let Some(&(_, i)) = with_mode.iter().find(|(n, _)| *n == nr) {
+            return if setid(i) { self::EPERM } else { NOTIFY };
+        }
+        match nr {
+            463 | 466 | 469 => self::ENOSYS,
+            SYS_open if !setid(2) && write(lo(1)) => NOTIFY,
+            SYS_openat if !setid(3) && write(lo(2)) => NOTIFY,
+            _ => expected(nr, args),
+        }
+    }
+
+    fn first_gate_mismatch(prog: &[libc::sock_filter], samples: &[[u64; 6]]) -> Option<String> {
+        for nr in 0..600u32 {
+            for args in samples {
+                let (got, want) = (
+                    run(prog, AUDIT_ARCH_X86_64, nr, *args),
+                    expected_with_gate(nr as libc::c_long, *args),
+                );
+                if got != want {
+                    return Some(format!(
+                        "syscall {nr} args {args:x?}: filter {got:#x}, stated {want:#x}"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// [`arg_samples`] plus open flags (alone and with modes) at the flags positions of `open`
+    /// and `openat`.
+    fn gate_samples() -> Vec<[u64; 6]> {
+        use libc::*;
+        let mut v = arg_samples();
+        let flags = [
+            O_RDONLY,
+            O_RDONLY | O_CLOEXEC,
+            O_RDONLY | O_DIRECTORY,
+            O_RDONLY | O_EXCL,
+            O_RDONLY | O_NOFOLLOW | O_NONBLOCK,
+            O_WRONLY,
+            O_RDWR,
+            O_WRONLY | O_EXCL,
+            O_RDONLY | O_TRUNC,
+            O_RDONLY | O_APPEND,
+            O_CREAT,
+            O_CREAT | O_EXCL,
+            O_TMPFILE | O_RDWR,
+            O_TMPFILE & !O_DIRECTORY,
+            O_PATH,
+            O_PATH | O_CREAT | O_WRONLY | O_TRUNC,
+            O_ACCMODE,
+        ];
+        for &f in &flags {
+            for mode in [0u64, 0o644, 0o4755, 0o2700] {
+                v.push([f as u64, mode, 0, 0, 0, 0]);
+                v.push([0, f as u64, mode, 0, 0, 0]);
+                v.push([0, 0, f as u64, mode, 0, 0]);
+                v.push([0, f as u64 | (1 << 40), mode, 0, 0, 0]);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_gate_filter_gets_the_stated_verdicts() {
+        let prog = program_with_gate().expect("assembles");
+        assert_eq!(first_gate_mismatch(&prog, &gate_samples()), None);
+        assert!(prog.len() < 200, "{} instructions", prog.len());
+        let worst = (0..470u32)
+            .map(|nr| trace(&prog, AUDIT_ARCH_X86_64, nr, [0; 6]).1)
+            .max()
+            .unwrap_or(0);
+        assert!(worst <= 20, "worst dispatch path {worst}");
+    }
+
+    /// The gate check can fail: removing any entry of the gate table, or turning the open rule
+    /// into plain notification, or dropping one write-intent bit, is noticed.
+    #[test]
+    fn an_altered_gate_filter_fails_the_check() {
+        let samples = gate_samples();
+        let full = gate_table();
+        for i in 0..full.len() {
+            let mut t = full.clone();
+            let (nr, v) = t.remove(i);
+            let prog = program_from(&t).expect("assembles");
+            assert!(
+                first_gate_mismatch(&prog, &samples).is_some(),
+                "removing syscall {nr} ({v:?}) from the gate table went unnoticed"
+            );
+        }
+        let openat = libc::SYS_openat as u32;
+        let mut t = full.clone();
+        for e in t.iter_mut().filter(|e| e.0 == openat) {
+            e.1 = Verdict::Notify;
+        }
+        let why = first_gate_mismatch(&program_from(&t).expect("assembles"), &samples)
+            .expect("read-only openat notified is noticed");
+        assert!(why.starts_with(&format!("syscall {openat} ")), "{why}");
+        let mut t = full.clone();
+        for e in t.iter_mut().filter(|e| e.0 == openat) {
+            e.1 = Verdict::Mode(3);
+        }
+        assert!(first_gate_mismatch(&program_from(&t).expect("assembles"), &samples).is_some());
+        // The ungated program fails the gate statement (e.g. mkdir is not notified).
+        assert!(first_gate_mismatch(&program().expect("assembles"), &samples).is_some());
+    }
+
+    /// Hole #1 of the earlier attempt: `O_EXCL` without `O_CREAT`, with a write access mode,
+    /// is a write (notified); `O_EXCL` alone with `O_RDONLY` is a read (allowed).
+    #[test]
+    fn o_excl_is_classified_by_the_other_bits() {
+        let prog = program_with_gate().expect("assembles");
+        let at = |flags: i32| {
+            run(
+                &prog,
+                AUDIT_ARCH_X86_64,
+                libc::SYS_openat as u32,
+                [0, 0, flags as u64, 0, 0, 0],
+            )
+        };
+        assert_eq!(at(libc::O_WRONLY | libc::O_EXCL), NOTIFY);
+        assert_eq!(at(libc::O_RDWR | libc::O_EXCL | libc::O_NOFOLLOW), NOTIFY);
+        assert_eq!(at(libc::O_CREAT | libc::O_EXCL), NOTIFY);
+        assert_eq!(at(libc::O_RDONLY | libc::O_EXCL), ALLOW);
+        assert_eq!(at(libc::O_PATH | libc::O_WRONLY), ALLOW);
+        assert_eq!(at(libc::O_TMPFILE | libc::O_WRONLY), NOTIFY);
+        assert_eq!(at(libc::O_DIRECTORY), ALLOW);
+    }
+
     #[test]
     fn foreign_abis_are_killed() {
         let prog = program().expect("assembles");
