@@ -421,3 +421,27 @@ fn ordinary_work_still_works_under_the_gate() {
         "ordinary work was refused: {v}"
     );
 }
+
+#[test]
+fn a_writer_blocked_on_a_fifo_does_not_keep_the_run_alive() {
+    if !ready() {
+        return;
+    }
+    // The open for writing blocks until a reader comes, none ever does: the supervisor must not
+    // be stuck in it when the command exits, and the run must end.
+    let w = repo("gate-fifo");
+    let t = std::time::Instant::now();
+    let o = w
+        .run()
+        .limit(std::time::Duration::from_secs(30))
+        .sh("mkfifo f && { echo x > f & } ; sleep 0.3; echo FIFO-DONE");
+    o.assert_ran("FIFO-DONE");
+    assert_eq!(o.code(), 0, "{o:#?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "the run hung on the FIFO writer"
+    );
+    // And a FIFO with a reader works through the gate.
+    let o = w.run().sh("rm -f f; mkfifo g && { cat g & } && echo through-fifo > g; wait");
+    assert!(o.has("through-fifo"), "{o:#?}");
+}

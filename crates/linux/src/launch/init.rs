@@ -110,6 +110,14 @@ pub(super) fn init_main(
         Ok(None) | Err(_) => None,
     };
     drop(chan_init);
+    // The signals init's reap loop reads from a signalfd must be blocked in every thread before
+    // any starts (threads inherit the mask): a worker that does not block SIGCHLD would take
+    // it and drop it (default disposition), and the reap loop would never hear of the exit.
+    if let Err(e) = sys::block_signals(&reap_signals()) {
+        let _ = sys::kill(-1, libc::SIGKILL);
+        rep.now('F', &e.to_string());
+        return SETUP_FAILED;
+    }
     // Threads start only now, after the last fork of init.
     let served = match (listener, &sec.judge) {
         (Some(l), Some(judge)) => match start_write_gate(l, judge, socket_policy, &rep) {
@@ -292,6 +300,13 @@ pub(super) fn init_setup(
     Ok(())
 }
 
+/// What init's reap loop reads from its signalfd: the forwarded signals and `SIGCHLD`.
+fn reap_signals() -> libc::sigset_t {
+    let mut set_signals = FORWARDED.to_vec();
+    set_signals.push(libc::SIGCHLD);
+    sys::sigset(&set_signals)
+}
+
 /// Refused `connect()`s init reports (one more record says the rest were dropped).
 const MAX_CONNECT_DENIALS: usize = 1000;
 
@@ -311,9 +326,7 @@ pub(super) fn init_reap(
     // Refused connects reported; the command could otherwise grow stockade's memory (and the
     // report) without bound by repeating one.
     let mut denied = 0usize;
-    let mut set_signals = FORWARDED.to_vec();
-    set_signals.push(libc::SIGCHLD);
-    let set = sys::sigset(&set_signals);
+    let set = reap_signals();
     if let Err(e) = sys::block_signals(&set) {
         rep.now('F', &e.to_string());
         return SETUP_FAILED;
