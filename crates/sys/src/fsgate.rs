@@ -3,11 +3,18 @@
 //!
 //! (Module documentation is completed with the implementation.)
 
-use std::os::fd::OwnedFd;
-use std::path::Path;
-use std::sync::Arc;
+mod ops;
+mod path;
+mod raw;
 
+use crate::notif::{self, Notif};
 use crate::sockets::SocketPolicy;
+use ops::{Answer, Fail, Times};
+use path::{Ctx, PidCache};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// What the supervisor asks the judge. Paths are absolute, as the supervisor sees them (the real
 /// path of the resolved parent directory, read from the supervisor's own `/proc/self/fd/N`, plus
@@ -171,7 +178,9 @@ pub type Sink = Arc<dyn Fn(Denial) + Send + Sync>;
 
 /// Serve `listener` with `cfg.workers` threads until every process holding the filter is gone.
 /// `connect` notifications are decided by `connect` exactly as [`crate::sockets::Gate`] does.
-/// Returns at once; [`Supervisor::join`] waits for the end.
+/// Returns at once; [`Supervisor::join`] waits for the end. Each worker thread unshares its
+/// filesystem context (`unshare(CLONE_FS)`: its own cwd for unix socket binds, umask 0 so the
+/// caller's umask is the only one applied); the rest of the process is not affected.
 pub fn serve(
     listener: OwnedFd,
     judge: Arc<dyn Judge>,
@@ -179,6 +188,194 @@ pub fn serve(
     sink: Sink,
     cfg: ServeConfig,
 ) -> Result<Supervisor, GateError> {
-    let _ = (listener, judge, connect, sink, cfg);
-    Err(GateError::Start("not implemented yet".into()))
+    let shared = Arc::new(Shared {
+        listener,
+        judge,
+        connect,
+        sink,
+        blocking: AtomicUsize::new(0),
+        max_blocking: cfg.blocking,
+    });
+    let mut threads = Vec::with_capacity(cfg.workers.max(1));
+    for i in 0..cfg.workers.max(1) {
+        let sh = Arc::clone(&shared);
+        let t = std::thread::Builder::new()
+            .name(format!("gate-{i}"))
+            .stack_size(256 * 1024)
+            .spawn(move || worker(&sh))
+            .map_err(|e| GateError::Start(format!("starting worker thread {i}: {e}")))?;
+        threads.push(t);
+    }
+    Ok(Supervisor { threads })
+}
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    listener: OwnedFd,
+    judge: Arc<dyn Judge>,
+    connect: SocketPolicy,
+    sink: Sink,
+    blocking: AtomicUsize,
+    max_blocking: usize,
+}
+
+impl Shared {
+    fn fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Send `a` as the answer to notification `id`.
+    fn answer(self: &Arc<Self>, id: u64, a: Answer) {
+        let fd = self.fd();
+        match a {
+            Answer::Val(v) => drop(notif::respond(fd, id, v, 0)),
+            Answer::Err(e) => drop(notif::respond(fd, id, 0, e)),
+            Answer::Refused(r) => {
+                let _ = notif::respond(fd, id, 0, r.errno);
+                (self.sink)(Denial::Fs(r));
+            }
+            // On failure (ENOENT: the caller died or was killed meanwhile) `fd` is closed here.
+            Answer::Fd { fd: f, cloexec } => {
+                drop(notif::addfd_send(fd, id, f.as_raw_fd(), cloexec))
+            }
+            Answer::Blocking(run) => self.blocking_run(id, run),
+            Answer::Done => {}
+        }
+    }
+
+    /// Run `run` on a thread of its own, at most `max_blocking` at once (beyond: `EAGAIN`).
+    fn blocking_run(self: &Arc<Self>, id: u64, run: Box<dyn FnOnce() -> Answer + Send>) {
+        if !self.spawn_blocking(Box::new({
+            let sh = Arc::clone(self);
+            move || {
+                let a = run();
+                sh.answer(id, a);
+            }
+        })) {
+            let _ = notif::respond(self.fd(), id, 0, libc::EAGAIN);
+        }
+    }
+
+    /// Start `work` on a blocking-pool thread; `false` when the pool is full.
+    fn spawn_blocking(self: &Arc<Self>, work: Box<dyn FnOnce() + Send>) -> bool {
+        if self.blocking.fetch_add(1, Ordering::SeqCst) >= self.max_blocking {
+            self.blocking.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        let sh = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("gate-blocking".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                work();
+                sh.blocking.fetch_sub(1, Ordering::SeqCst);
+            });
+        if started.is_err() {
+            self.blocking.fetch_sub(1, Ordering::SeqCst);
+        }
+        started.is_ok()
+    }
+}
+
+fn worker(sh: &Arc<Shared>) {
+    // A private cwd and umask for this thread only. Failing that, unix socket binds are
+    // answered EPERM (see `ops::bind`'s use of the cwd) and creations still apply the caller's
+    // umask explicitly.
+    let private_fs = crate::unshare(libc::CLONE_FS).is_ok();
+    if private_fs {
+        raw::umask(0);
+    }
+    let mut pids = PidCache::default();
+    let mut n = Notif::default();
+    loop {
+        match notif::recv(sh.fd(), &mut n) {
+            Ok(()) => {}
+            Err(libc::EINTR) => continue,
+            // ENOENT: a notification withdrawn (its caller interrupted) or no filter user left.
+            Err(_) if raw::hung_up(sh.listener.as_fd()) => return,
+            Err(libc::ENOENT) => continue,
+            Err(_) => return,
+        }
+        let mut ctx = Ctx::new(sh.fd(), n, &mut pids);
+        let a = dispatch(sh, &mut ctx, private_fs);
+        sh.answer(n.id, a);
+    }
+}
+
+/// Decide one notification.
+#[allow(non_upper_case_globals)]
+fn dispatch(sh: &Arc<Shared>, ctx: &mut Ctx<'_>, private_fs: bool) -> Answer {
+    use libc::*;
+    if ctx.n.data.nr == SYS_connect as i32 {
+        let deny =
+            crate::sockets::handle_connect(sh.fd(), &sh.connect, &ctx.n, &|w| sh.spawn_blocking(w));
+        if let Some(d) = deny {
+            (sh.sink)(Denial::Connect(d));
+        }
+        return Answer::Done;
+    }
+    let a = |i| ctx.int(i);
+    let out = match ctx.n.data.nr as libc::c_long {
+        SYS_open => ops::open(sh, ctx, AT_FDCWD, 0, a(1)),
+        SYS_openat => ops::open(sh, ctx, a(0), 1, a(2)),
+        SYS_creat => ops::open(sh, ctx, AT_FDCWD, 0, O_CREAT | O_WRONLY | O_TRUNC),
+        SYS_mkdir => ops::mkdir(sh, ctx, AT_FDCWD, 0),
+        SYS_mkdirat => ops::mkdir(sh, ctx, a(0), 1),
+        SYS_mknod => ops::mknod(sh, ctx, AT_FDCWD, 0),
+        SYS_mknodat => ops::mknod(sh, ctx, a(0), 1),
+        SYS_symlink => ops::symlink(sh, ctx, AT_FDCWD, 1),
+        SYS_symlinkat => ops::symlink(sh, ctx, a(1), 2),
+        SYS_link => ops::link(sh, ctx, (AT_FDCWD, 0), (AT_FDCWD, 1), 0),
+        SYS_linkat => ops::link(sh, ctx, (a(0), 1), (a(2), 3), a(4)),
+        SYS_rename => ops::rename(sh, ctx, (AT_FDCWD, 0), (AT_FDCWD, 1), 0),
+        SYS_renameat => ops::rename(sh, ctx, (a(0), 1), (a(2), 3), 0),
+        SYS_renameat2 => ops::rename(sh, ctx, (a(0), 1), (a(2), 3), a(4) as u32),
+        SYS_unlink => ops::unlink(sh, ctx, AT_FDCWD, 0, 0),
+        SYS_unlinkat => ops::unlink(sh, ctx, a(0), 1, a(2)),
+        SYS_rmdir => ops::unlink(sh, ctx, AT_FDCWD, 0, AT_REMOVEDIR),
+        SYS_truncate => ops::truncate(sh, ctx),
+        SYS_chmod => ops::chmod(sh, ctx, AT_FDCWD, Some(0), a(1) as u32, 0),
+        SYS_fchmod => ops::chmod(sh, ctx, a(0), None, a(1) as u32, 0),
+        SYS_fchmodat => ops::chmod(sh, ctx, a(0), Some(1), a(2) as u32, 0),
+        SYS_fchmodat2 => ops::chmod(sh, ctx, a(0), Some(1), a(2) as u32, a(3)),
+        SYS_chown => ops::chown(sh, ctx, AT_FDCWD, Some(0), (a(1) as u32, a(2) as u32), 0),
+        SYS_lchown => ops::chown(
+            sh,
+            ctx,
+            AT_FDCWD,
+            Some(0),
+            (a(1) as u32, a(2) as u32),
+            AT_SYMLINK_NOFOLLOW,
+        ),
+        SYS_fchown => ops::chown(sh, ctx, a(0), None, (a(1) as u32, a(2) as u32), 0),
+        SYS_fchownat => ops::chown(sh, ctx, a(0), Some(1), (a(2) as u32, a(3) as u32), a(4)),
+        SYS_utime => ops::utime(sh, ctx, AT_FDCWD, 0, Times::Utimbuf, 0),
+        SYS_utimes => ops::utime(sh, ctx, AT_FDCWD, 0, Times::Timeval, 0),
+        SYS_futimesat => ops::utime(sh, ctx, a(0), 1, Times::Timeval, 0),
+        SYS_utimensat => ops::utime(sh, ctx, a(0), 1, Times::Timespec, a(3)),
+        SYS_setxattr | SYS_lsetxattr | SYS_fsetxattr => {
+            let set = Some((ctx.arg(2), ctx.arg(3) as usize, a(4)));
+            let path = (ctx.n.data.nr as c_long != SYS_fsetxattr).then_some(0);
+            ops::xattr(sh, ctx, path, ctx.n.data.nr as c_long == SYS_setxattr, set)
+        }
+        SYS_removexattr | SYS_lremovexattr | SYS_fremovexattr => {
+            let path = (ctx.n.data.nr as c_long != SYS_fremovexattr).then_some(0);
+            ops::xattr(
+                sh,
+                ctx,
+                path,
+                ctx.n.data.nr as c_long == SYS_removexattr,
+                None,
+            )
+        }
+        SYS_bind if private_fs => ops::bind(sh, ctx),
+        SYS_bind => Err(Fail::Errno(EPERM)),
+        _ => Err(Fail::Errno(ENOSYS)),
+    };
+    match out {
+        Ok(a) => a,
+        Err(Fail::Errno(e)) => Answer::Err(e),
+        Err(Fail::Refused(r)) => Answer::Refused(r),
+        Err(Fail::Gone) => Answer::Done,
+    }
 }

@@ -21,6 +21,7 @@ pub mod ipc;
 pub mod landlock;
 pub mod net;
 pub mod netlink;
+pub(crate) mod notif;
 pub mod overlayfs;
 pub mod pty;
 pub mod seccomp;

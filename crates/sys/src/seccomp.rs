@@ -967,8 +967,8 @@ mod tests {
         }
         match nr {
             463 | 466 | 469 => self::ENOSYS,
-            SYS_open if !setid(2) && write(lo(1)) => NOTIFY,
-            SYS_openat if !setid(3) && write(lo(2)) => NOTIFY,
+            libc::SYS_open if !setid(2) && write(lo(1)) => NOTIFY,
+            libc::SYS_openat if !setid(3) && write(lo(2)) => NOTIFY,
             _ => expected(nr, args),
         }
     }
