@@ -17,9 +17,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+use stockade_policy::backend::CreatedLog;
 use stockade_policy::gitmeta;
 use stockade_policy::model::GitMode;
-use stockade_policy::backend::CreatedLog;
 use stockade_policy::plan::{find_git_markers, find_git_markers_below, GitMarker, Plan};
 use stockade_sys::fs as sfs;
 

@@ -171,7 +171,10 @@ fn nested_attack(tag: &str, script: &str, trigger: &[&str]) -> (bool, bool, Out)
 #[track_caller]
 fn contained(r: (bool, bool, Out), refused: &str) -> Out {
     let (sandboxed, control, o) = r;
-    assert!(control, "positive control: the attack must work unsandboxed");
+    assert!(
+        control,
+        "positive control: the attack must work unsandboxed"
+    );
     assert!(!sandboxed, "the attack worked through the sandbox: {o:#?}");
     assert!(o.has(refused), "the sandbox did not refuse it: {o:#?}");
     o
@@ -221,10 +224,7 @@ fn nested_repo_cloned_between_runs_write_through_a_hard_link_is_refused() {
         return;
     }
     let script = "{ ln .git/config ../cfg-link && printf '[core]\\n\\tfsmonitor = \"touch {M}; false\"\\n' >> ../cfg-link; } || echo REFUSED";
-    contained(
-        nested_attack("gate-n-link", script, &["status"]),
-        "REFUSED",
-    );
+    contained(nested_attack("gate-n-link", script, &["status"]), "REFUSED");
 }
 
 #[test]
@@ -239,7 +239,9 @@ fn nested_repo_cloned_between_runs_rename_of_its_git_is_refused() {
         "REFUSED",
     );
     assert!(
-        o.stderr.lines().any(|l| l.starts_with("stockade: refused: ")),
+        o.stderr
+            .lines()
+            .any(|l| l.starts_with("stockade: refused: ")),
         "no refusal line on stderr: {o:#?}"
     );
 }
@@ -286,14 +288,19 @@ fn agent_configs_created_where_none_existed_are_refused_at_creation() {
     let v = json(&o);
     let denials = v["denials"].as_array().cloned().unwrap_or_default();
     for p in paths {
-        assert!(o.has(&format!("REFUSED {p}")), "{p} was not refused: {o:#?}");
+        assert!(
+            o.has(&format!("REFUSED {p}")),
+            "{p} was not refused: {o:#?}"
+        );
         assert!(!w.ws(p).exists(), "{p} exists on the host: {o:#?}");
         let full = w.ws(p);
         let full = full.to_str().unwrap();
         assert!(
             denials.iter().any(|d| d["target"] == full
                 && d["kind"] == "write-gate"
-                && d["message"].as_str().is_some_and(|m| m.starts_with("refused: "))),
+                && d["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("refused: "))),
             "no JSON denial for {p}: {v}"
         );
         assert!(
@@ -354,21 +361,29 @@ fn a_repository_moved_into_place_during_the_run_is_neutralised() {
     let o = unsandboxed(&c, &script(&m));
     o.assert_ran("MOVED");
     git_in(&c, &c.ws("a/b/r"), &["status"], true);
-    assert!(m.exists(), "positive control: the moved repository's fsmonitor must run");
+    assert!(
+        m.exists(),
+        "positive control: the moved repository's fsmonitor must run"
+    );
 
     let w = repo("gate-moved-s");
     let m = w.root.join("marker");
     let o = sandboxed(&w, &[], &script(&m));
     o.assert_ran("MOVED");
     git_in(&w, &w.ws("a/b/r"), &["status"], true);
-    assert!(!m.exists(), "the moved repository ran its fsmonitor: {o:#?}");
+    assert!(
+        !m.exists(),
+        "the moved repository ran its fsmonitor: {o:#?}"
+    );
     let v = json(&o);
     assert!(
         v["git"]["neutralised"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|f| f["path"].as_str().is_some_and(|p| p.ends_with("a/b/r/.git/config"))),
+            .any(|f| f["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("a/b/r/.git/config"))),
         "not neutralised: {v}"
     );
 }
@@ -442,6 +457,8 @@ fn a_writer_blocked_on_a_fifo_does_not_keep_the_run_alive() {
         "the run hung on the FIFO writer"
     );
     // And a FIFO with a reader works through the gate.
-    let o = w.run().sh("rm -f f; mkfifo g && { cat g & } && echo through-fifo > g; wait");
+    let o = w
+        .run()
+        .sh("rm -f f; mkfifo g && { cat g & } && echo through-fifo > g; wait");
     assert!(o.has("through-fifo"), "{o:#?}");
 }

@@ -127,4 +127,3 @@ pub fn features() -> Vec<Feature> {
     });
     out
 }
-

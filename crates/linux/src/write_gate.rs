@@ -184,7 +184,13 @@ fn to_op<'a>(op: &FsOp<'a>) -> protect::Op<'a> {
 /// A field of a `D` record: no tab or line break (the record's separators).
 fn field(s: &str) -> String {
     s.chars()
-        .map(|c| if c == '\t' || c == '\n' || c == '\r' { ' ' } else { c })
+        .map(|c| {
+            if c == '\t' || c == '\n' || c == '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -193,7 +199,9 @@ impl Judge for GateJudge {
         let decision = self.protector.check(&to_op(op));
         if decision.is_ok() {
             match *op {
-                FsOp::Rename { from, to, exchange, .. } => {
+                FsOp::Rename {
+                    from, to, exchange, ..
+                } => {
                     self.log.moved(to);
                     if exchange {
                         self.log.moved(from);

@@ -5,7 +5,7 @@
 //! Backends never interpret policy strings themselves.
 
 use crate::io_reason;
-use crate::model::{EnvInherit, GitMode, LimitsPolicy, NetworkMode, Policy};
+use crate::model::{EnvInherit, GitMode, LimitsPolicy, NameScope, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
 use crate::system_dirs::{system_dir_hit, Relation, Tier, SYSTEM_DIRS};
 use crate::walk_cache::{self, FoundKind, ScanError};
@@ -431,7 +431,12 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             let mut cur = Some(root.as_path());
             while let Some(p) = cur {
                 if let Some(name) = p.file_name() {
-                    if fs_pol.protected_names.iter().any(|n| OsStr::new(n) == name) {
+                    if fs_pol
+                        .protected_names
+                        .iter()
+                        .map(|n| n.trim_start_matches('/'))
+                        .any(|n| !n.contains('/') && OsStr::new(n) == name)
+                    {
                         return Err(PlanError::ProtectedRoot {
                             path: root.clone(),
                             name: name.to_string_lossy().into_owned(),
@@ -445,22 +450,29 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     }
     let roots = minimal_roots(roots);
 
-    // Protected entries.
-    for name in &fs_pol.protected_names {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-            return Err(PlanError::BadEntry {
-                key: "filesystem.protected_names",
-                entry: name.clone(),
-                reason: "protected names are single file names such as `.git` (no `/`, not `.` \
-                         or `..`); use filesystem.protected_paths for paths"
-                    .into(),
-            });
-        }
-    }
+    // Protected entries: single names at any depth are searched for (walk) or judged per call
+    // (write gate); entries anchored at the roots (`/.claude`, `.vscode/tasks.json`) are looked
+    // up at each writable root and at the root of each repository found.
+    let parsed = crate::model::parse_protected_names(&fs_pol.protected_names).map_err(
+        |(entry, reason)| PlanError::BadEntry {
+            key: "filesystem.protected_names",
+            entry,
+            reason,
+        },
+    )?;
+    let rooted: Vec<&str> = parsed
+        .iter()
+        .filter(|n| n.scope == NameScope::Root)
+        .map(|n| n.path.as_str())
+        .collect();
     let mut walker = Walker {
         skip: walk_skip(policy, home_raw, &workspace)?,
         root: PathBuf::new(),
-        names: fs_pol.protected_names.iter().map(OsString::from).collect(),
+        names: parsed
+            .iter()
+            .filter(|n| n.scope == NameScope::AnyDepth)
+            .map(|n| OsString::from(&n.path))
+            .collect(),
         out: Vec::new(),
         targets: Vec::new(),
         links: Vec::new(),
@@ -474,6 +486,17 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             walker.at_root(root)?;
         } else {
             walker.walk(root)?;
+        }
+    }
+    let mut bases: Vec<PathBuf> = roots.clone();
+    bases.extend(walker.repos.iter().map(|r| r.worktree.clone()));
+    bases.sort();
+    bases.dedup();
+    for base in &bases {
+        for rel in &rooted {
+            if let Some(pp) = existing(&base.join(rel), format!("protected name {rel}")) {
+                walker.out.push(pp);
+            }
         }
     }
     for entry in &fs_pol.protected_paths {
@@ -510,8 +533,8 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
 
     let mut protected_missing = Vec::new();
     for root in &roots {
-        for name in &fs_pol.protected_names {
-            let p = root.join(name);
+        for name in &parsed {
+            let p = root.join(&name.path);
             if fs::symlink_metadata(&p).is_err() {
                 protected_missing.push(p);
             }

@@ -107,7 +107,10 @@ fn with_the_write_gate_only_each_root_itself_is_looked_at() {
     );
     assert_eq!(plan.git_repos.len(), 1);
     assert_eq!(plan.git_repos[0].worktree, ws);
-    assert_eq!(plan.protected_names, default_policy().filesystem.protected_names);
+    assert_eq!(
+        plan.protected_names,
+        default_policy().filesystem.protected_names
+    );
     // The same tree without the gate: the walk finds the nested entries.
     let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
     assert!(!plan.write_gate);
@@ -477,9 +480,49 @@ fn no_home_is_an_error_for_tilde_entries() {
 fn bad_protected_name() {
     let (_t, home, ws) = setup();
     let mut pol = default_policy();
-    pol.filesystem.protected_names.push("a/b".into());
+    pol.filesystem.protected_names.push("a/../b".into());
     let err = resolve(&pol, &req(&ws, &home)).unwrap_err();
     assert!(err.to_string().contains("protected_paths"), "{err}");
+}
+
+#[test]
+fn rooted_protected_names_apply_at_roots_and_repository_roots_only() {
+    let (_t, home, ws) = setup();
+    for d in [".vscode", "lib/.vscode", "nested/.vscode", "nested/.git"] {
+        std::fs::create_dir_all(ws.join(d)).unwrap();
+    }
+    for f in [
+        ".vscode/tasks.json",
+        "lib/.vscode/tasks.json",
+        "nested/.vscode/tasks.json",
+    ] {
+        std::fs::write(ws.join(f), "{}").unwrap();
+    }
+    let mut pol = default_policy();
+    pol.filesystem
+        .protected_names
+        .push(".vscode/tasks.json".into());
+    for gate in [false, true] {
+        let mut r = req(&ws, &home);
+        r.write_gate = gate;
+        let plan = resolve(&pol, &r).unwrap();
+        let got = protected_paths(&plan);
+        assert!(
+            got.contains(&ws.join(".vscode/tasks.json")),
+            "gate {gate}: {got:?}"
+        );
+        assert!(
+            !got.contains(&ws.join("lib/.vscode/tasks.json")),
+            "gate {gate}: {got:?}"
+        );
+        // The walk finds the nested repository and protects its root's entry; with the gate
+        // that repository is the judge's (found per call), not the plan's.
+        assert_eq!(
+            got.contains(&ws.join("nested/.vscode/tasks.json")),
+            !gate,
+            "gate {gate}: {got:?}"
+        );
+    }
 }
 
 #[test]

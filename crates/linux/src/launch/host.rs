@@ -4,13 +4,13 @@
 
 use super::command::ExecSpec;
 use super::init::{init_main, Channels, SeccompSetup};
-use crate::write_gate::GateJudge;
 use super::report::Report;
 use super::LaunchError;
 use crate::landlock_layer::{self};
 use crate::limits::{self};
 use crate::mounts;
 use crate::proxy;
+use crate::write_gate::GateJudge;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use stockade_policy::backend::{Command, Denial, ExitKind, RunOptions, RunOutcome};

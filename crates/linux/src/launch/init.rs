@@ -9,16 +9,16 @@ use crate::landlock_layer::{self, LandlockStatus};
 use crate::limits::Rlimit;
 use crate::mounts;
 use crate::proxy;
+use crate::write_gate::{self, GateJudge};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use stockade_policy::backend::RunOptions;
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::Plan;
 use stockade_sys::caps;
+use stockade_sys::fsgate;
 use stockade_sys::net;
 use stockade_sys::pty::Pty;
-use crate::write_gate::{self, GateJudge};
-use stockade_sys::fsgate;
 use stockade_sys::sockets::{self, Gate, SocketPolicy};
 use stockade_sys::{self as sys};
 

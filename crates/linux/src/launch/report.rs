@@ -183,7 +183,10 @@ mod tests {
         let raw: &[u8] = b"/ws/a b/\n%\t\\\xff/.git";
         let enc = encode_path(raw);
         assert!(!enc.contains('\n') && !enc.contains('\t'));
-        let rec = format!("C {enc}\nT {}\nG complete\nD gate\t/ws/.mcp.json\trefused: create\n", encode_path(b"/ws/moved"));
+        let rec = format!(
+            "C {enc}\nT {}\nG complete\nD gate\t/ws/.mcp.json\trefused: create\n",
+            encode_path(b"/ws/moved")
+        );
         let r = Report::parse(rec.as_bytes());
         use std::os::unix::ffi::OsStrExt;
         assert_eq!(r.created.paths.len(), 1);
