@@ -729,7 +729,12 @@ impl Checker<'_> {
     /// existing `.git` (todo files, worktrees, modules, config, hooks) one by one.
     fn from_log(&mut self, log: &CreatedLog) {
         for dir in &log.subtrees {
-            if self.root_of(dir).is_none() {
+            // Only a directory brings contents along; a file moved into place is judged by its
+            // name below, like a created one.
+            let is_dir = self
+                .lstat(dir)
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            if !is_dir {
                 continue;
             }
             match find_git_markers_below(dir) {
@@ -744,7 +749,7 @@ impl Checker<'_> {
             }
         }
         let mut gitdirs: Vec<PathBuf> = Vec::new();
-        for p in &log.paths {
+        for p in log.paths.iter().chain(&log.subtrees) {
             let Some(st) = self.lstat(p) else {
                 continue;
             };

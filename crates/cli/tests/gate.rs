@@ -319,7 +319,7 @@ fn a_refusal_line_escapes_what_the_command_named() {
         return;
     }
     let w = repo("gate-escape");
-    // A repository whose directory name carries a terminal escape; its root-level .mcp.json is
+    // A repository whose directory name carries a terminal escape; its root-level .claude is
     // protected, so creating one there is refused and the line names the path.
     let evil = w.ws("\u{1b}]0;pwned\u{7}r");
     fs::create_dir_all(&evil).unwrap();
@@ -327,11 +327,11 @@ fn a_refusal_line_escapes_what_the_command_named() {
     let o = sandboxed(
         &w,
         &[],
-        "echo RAN; for d in ./*r; do echo '{}' > \"$d/.mcp.json\" || echo REFUSED; done",
+        "echo RAN; for d in ./*r; do mkdir \"$d/.claude\" || echo REFUSED; done",
     );
     o.assert_ran("RAN");
     assert!(o.has("REFUSED"), "not refused: {o:#?}");
-    assert!(!evil.join(".mcp.json").exists());
+    assert!(!evil.join(".claude").exists());
     let line = o
         .stderr
         .lines()
@@ -349,10 +349,10 @@ fn a_repository_moved_into_place_during_the_run_is_neutralised() {
         return;
     }
     // Made in a staging directory, then moved three levels down: the gate saw `stage/r/.git`
-    // created, and `a/b/r` arrive by rename; the post-run check finds the hostile config there.
+    // created, and `deep/b/r` arrive by rename; the post-run check finds the hostile config there.
     let script = |m: &Path| {
         format!(
-            "echo RAN\nmkdir -p stage a/b && git init -q stage/r && git -C stage/r config core.fsmonitor 'touch {}; false' && mv stage/r a/b/r && echo MOVED",
+            "echo RAN\nmkdir -p stage deep/b && git init -q stage/r && git -C stage/r config core.fsmonitor 'touch {}; false' && mv stage/r deep/b/r && echo MOVED",
             m.display()
         )
     };
@@ -360,7 +360,7 @@ fn a_repository_moved_into_place_during_the_run_is_neutralised() {
     let m = c.root.join("marker");
     let o = unsandboxed(&c, &script(&m));
     o.assert_ran("MOVED");
-    git_in(&c, &c.ws("a/b/r"), &["status"], true);
+    git_in(&c, &c.ws("deep/b/r"), &["status"], true);
     assert!(
         m.exists(),
         "positive control: the moved repository's fsmonitor must run"
@@ -370,7 +370,7 @@ fn a_repository_moved_into_place_during_the_run_is_neutralised() {
     let m = w.root.join("marker");
     let o = sandboxed(&w, &[], &script(&m));
     o.assert_ran("MOVED");
-    git_in(&w, &w.ws("a/b/r"), &["status"], true);
+    git_in(&w, &w.ws("deep/b/r"), &["status"], true);
     assert!(
         !m.exists(),
         "the moved repository ran its fsmonitor: {o:#?}"
@@ -383,7 +383,7 @@ fn a_repository_moved_into_place_during_the_run_is_neutralised() {
             .flatten()
             .any(|f| f["path"]
                 .as_str()
-                .is_some_and(|p| p.ends_with("a/b/r/.git/config"))),
+                .is_some_and(|p| p.ends_with("deep/b/r/.git/config"))),
         "not neutralised: {v}"
     );
 }
