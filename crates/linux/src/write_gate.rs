@@ -181,16 +181,12 @@ fn to_op<'a>(op: &FsOp<'a>) -> protect::Op<'a> {
     }
 }
 
-/// A field of a `D` record: no tab or line break (the record's separators).
+/// A field of a `D` record: no tab or newline (the record's separators; each becomes a space,
+/// as the report pipe does with every newline). Everything else is kept as data: the host
+/// escapes it before any terminal.
 fn field(s: &str) -> String {
     s.chars()
-        .map(|c| {
-            if c == '\t' || c == '\n' || c == '\r' {
-                ' '
-            } else {
-                c
-            }
-        })
+        .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
         .collect()
 }
 
