@@ -45,6 +45,9 @@ impl Judge for TestJudge {
                     .is_some_and(|n| n.as_bytes().starts_with(b"slow"))
             });
             if slow {
+                if std::env::var_os("FSGATE_DEBUG").is_some() {
+                    eprintln!("judge sleeping for {op:?}");
+                }
                 std::thread::sleep(d);
             }
         }
