@@ -251,7 +251,7 @@ pub fn child(ws: &Path) {
         unsafe { open(c(path).as_ptr(), O_RDONLY | O_DIRECTORY) }
     };
     let (wsd, fd_f) = (dirfd(ws), dirfd(&f));
-    // SAFETY (all calls below): libc calls with valid NUL-terminated C strings that outlive
+    // SAFETY: libc calls with valid NUL-terminated C strings that outlive
     // each call and descriptors owned by this process; results are only reported.
     unsafe {
         ro("open_creat_ok", o(&p("n1"), O_CREAT | O_WRONLY));
@@ -290,21 +290,21 @@ pub fn child(ws: &Path) {
         close(fd);
         r(
             "mkdir_ok",
-            syscall(SYS_mkdir, p("dir1").as_ptr(), 0o755).into(),
+            syscall(SYS_mkdir, p("dir1").as_ptr(), 0o755),
         );
         r(
             "mkdir_no",
-            syscall(SYS_mkdir, q("dir1").as_ptr(), 0o755).into(),
+            syscall(SYS_mkdir, q("dir1").as_ptr(), 0o755),
         );
         r("mkdirat_ok", mkdirat(wsd, c"dir2".as_ptr(), 0o755).into());
         r("mkdirat_no", mkdirat(fd_f, c"dir2".as_ptr(), 0o755).into());
         r(
             "mknod_ok",
-            syscall(SYS_mknod, p("fifo1").as_ptr(), S_IFIFO | 0o644, 0).into(),
+            syscall(SYS_mknod, p("fifo1").as_ptr(), S_IFIFO | 0o644, 0),
         );
         r(
             "mknod_no",
-            syscall(SYS_mknod, q("fifo1").as_ptr(), S_IFIFO | 0o644, 0).into(),
+            syscall(SYS_mknod, q("fifo1").as_ptr(), S_IFIFO | 0o644, 0),
         );
         r(
             "mknodat_ok",
@@ -316,11 +316,11 @@ pub fn child(ws: &Path) {
         );
         r(
             "symlink_ok",
-            syscall(SYS_symlink, c"a".as_ptr(), p("l1").as_ptr()).into(),
+            syscall(SYS_symlink, c"a".as_ptr(), p("l1").as_ptr()),
         );
         r(
             "symlink_no",
-            syscall(SYS_symlink, c"a".as_ptr(), q("l1").as_ptr()).into(),
+            syscall(SYS_symlink, c"a".as_ptr(), q("l1").as_ptr()),
         );
         r(
             "symlinkat_ok",
@@ -332,15 +332,15 @@ pub fn child(ws: &Path) {
         );
         r(
             "link_ok",
-            syscall(SYS_link, p("a").as_ptr(), p("ha").as_ptr()).into(),
+            syscall(SYS_link, p("a").as_ptr(), p("ha").as_ptr()),
         );
         r(
             "link_to_no",
-            syscall(SYS_link, p("a").as_ptr(), q("ha").as_ptr()).into(),
+            syscall(SYS_link, p("a").as_ptr(), q("ha").as_ptr()),
         );
         r(
             "link_from_no",
-            syscall(SYS_link, q("f").as_ptr(), p("hf").as_ptr()).into(),
+            syscall(SYS_link, q("f").as_ptr(), p("hf").as_ptr()),
         );
         let flw = AT_SYMLINK_FOLLOW;
         r(
@@ -353,19 +353,19 @@ pub fn child(ws: &Path) {
         );
         r(
             "truncate_ok",
-            syscall(SYS_truncate, p("t1").as_ptr(), 1).into(),
+            syscall(SYS_truncate, p("t1").as_ptr(), 1),
         );
         r(
             "truncate_no",
-            syscall(SYS_truncate, q("t").as_ptr(), 1).into(),
+            syscall(SYS_truncate, q("t").as_ptr(), 1),
         );
         r(
             "chmod_ok",
-            syscall(SYS_chmod, p("x1").as_ptr(), 0o640).into(),
+            syscall(SYS_chmod, p("x1").as_ptr(), 0o640),
         );
         r(
             "chmod_no",
-            syscall(SYS_chmod, q("f").as_ptr(), 0o600).into(),
+            syscall(SYS_chmod, q("f").as_ptr(), 0o600),
         );
         let (rd_ok, rd_no) = (o(&p("x1"), O_RDONLY), o(&q("f"), O_RDONLY));
         r("fchmod_ok", fchmod(rd_ok, 0o600).into());
@@ -381,16 +381,16 @@ pub fn child(ws: &Path) {
         let (u, g) = (getuid(), getgid());
         r(
             "chown_ok",
-            syscall(SYS_chown, p("x1").as_ptr(), u, g).into(),
+            syscall(SYS_chown, p("x1").as_ptr(), u, g),
         );
-        r("chown_no", syscall(SYS_chown, q("f").as_ptr(), u, g).into());
+        r("chown_no", syscall(SYS_chown, q("f").as_ptr(), u, g));
         r(
             "lchown_ok",
-            syscall(SYS_lchown, p("l1").as_ptr(), u, g).into(),
+            syscall(SYS_lchown, p("l1").as_ptr(), u, g),
         );
         r(
             "lchown_no",
-            syscall(SYS_lchown, q("f").as_ptr(), u, g).into(),
+            syscall(SYS_lchown, q("f").as_ptr(), u, g),
         );
         r("fchown_ok", fchown(rd_ok, u, g).into());
         r("fchown_no", fchown(rd_no, u, g).into());
@@ -405,11 +405,11 @@ pub fn child(ws: &Path) {
         };
         r(
             "utimes_ok",
-            syscall(SYS_utimes, p("x3").as_ptr(), std::ptr::null::<timeval>()).into(),
+            syscall(SYS_utimes, p("x3").as_ptr(), std::ptr::null::<timeval>()),
         );
         r(
             "utimes_no",
-            syscall(SYS_utimes, q("f").as_ptr(), std::ptr::null::<timeval>()).into(),
+            syscall(SYS_utimes, q("f").as_ptr(), std::ptr::null::<timeval>()),
         );
         let tv = [
             timeval {
@@ -423,11 +423,11 @@ pub fn child(ws: &Path) {
         ];
         r(
             "futimesat_ok",
-            syscall(SYS_futimesat, wsd, c"x3".as_ptr(), tv.as_ptr()).into(),
+            syscall(SYS_futimesat, wsd, c"x3".as_ptr(), tv.as_ptr()),
         );
         r(
             "futimesat_no",
-            syscall(SYS_futimesat, fd_f, c"f".as_ptr(), tv.as_ptr()).into(),
+            syscall(SYS_futimesat, fd_f, c"f".as_ptr(), tv.as_ptr()),
         );
         let ts = [
             timespec {
@@ -449,8 +449,8 @@ pub fn child(ws: &Path) {
         );
         r("futimens_ok", futimens(rd_ok, ts.as_ptr()).into());
         r("futimens_no", futimens(rd_no, ts.as_ptr()).into());
-        r("utime_ok", syscall(SYS_utime, p("x1").as_ptr(), &ub).into());
-        r("utime_no", syscall(SYS_utime, q("f").as_ptr(), &ub).into());
+        r("utime_ok", syscall(SYS_utime, p("x1").as_ptr(), &ub));
+        r("utime_no", syscall(SYS_utime, q("f").as_ptr(), &ub));
         let v = b"v".as_ptr().cast();
         r(
             "setxattr_ok",
@@ -504,11 +504,11 @@ pub fn child(ws: &Path) {
         bind_and_connect(ws, &f);
         r(
             "rename_ok",
-            syscall(SYS_rename, p("r1").as_ptr(), p("r2").as_ptr()).into(),
+            syscall(SYS_rename, p("r1").as_ptr(), p("r2").as_ptr()),
         );
         r(
             "rename_into_no",
-            syscall(SYS_rename, p("r5").as_ptr(), q("r").as_ptr()).into(),
+            syscall(SYS_rename, p("r5").as_ptr(), q("r").as_ptr()),
         );
         r(
             "renameat_ok",
@@ -528,12 +528,12 @@ pub fn child(ws: &Path) {
             "renameat2_noreplace_ok",
             renameat2(wsd, c"r2".as_ptr(), wsd, c"r6".as_ptr(), nr).into(),
         );
-        r("unlink_ok", syscall(SYS_unlink, p("u1").as_ptr()).into());
-        r("unlink_no", syscall(SYS_unlink, q("i").as_ptr()).into());
+        r("unlink_ok", syscall(SYS_unlink, p("u1").as_ptr()));
+        r("unlink_no", syscall(SYS_unlink, q("i").as_ptr()));
         r("unlinkat_ok", unlinkat(wsd, c"u2".as_ptr(), 0).into());
         r("unlinkat_no", unlinkat(fd_f, c"t".as_ptr(), 0).into());
-        r("rmdir_ok", syscall(SYS_rmdir, p("rd").as_ptr()).into());
-        r("rmdir_no", syscall(SYS_rmdir, q("d").as_ptr()).into());
+        r("rmdir_ok", syscall(SYS_rmdir, p("rd").as_ptr()));
+        r("rmdir_no", syscall(SYS_rmdir, q("d").as_ptr()));
         r(
             "unlinkat_dir_ok",
             unlinkat(wsd, c"rd2".as_ptr(), AT_REMOVEDIR).into(),

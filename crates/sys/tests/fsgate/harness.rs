@@ -5,7 +5,7 @@
 //! judges the outcome from outside.
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -205,10 +205,6 @@ pub fn workspace(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&ws);
     std::fs::create_dir_all(&ws).expect("workspace");
     ws
-}
-
-pub fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL")
 }
 
 pub fn os(b: &[u8]) -> &OsStr {

@@ -293,7 +293,7 @@ fn dev_tty() {
 
 fn child_tty() {
     use libc::*;
-    // SAFETY (block): libc terminal calls on descriptors this process owns; buffers are local.
+    // SAFETY: libc terminal calls on descriptors this process owns; buffers are local.
     unsafe {
         setsid();
         ro("no_ctty", open3(&cb(b"/dev/tty"), O_RDWR));
@@ -499,10 +499,10 @@ fn hostile() {
 
 fn child_hostile(ws: &Path) {
     use libc::*;
-    // SAFETY (block): deliberately bad pointers handed to the kernel (which reports EFAULT;
+    // SAFETY: deliberately bad pointers handed to the kernel (which reports EFAULT;
     // the supervisor reads them with process_vm_readv); the mapping is our own.
     unsafe {
-        let bad = 1usize as *const c_char;
+        let bad = std::ptr::dangling::<c_char>();
         ro(
             "null_path",
             open(std::ptr::null(), O_CREAT | O_WRONLY, 0o644),
@@ -545,7 +545,7 @@ fn child_hostile(ws: &Path) {
             "rename_null_new",
             syscall(SYS_rename, a.as_ptr(), std::ptr::null::<c_char>()),
         );
-        let badts = 8usize as *const timespec;
+        let badts = std::ptr::dangling::<timespec>();
         r(
             "utimensat_bad_times",
             utimensat(AT_FDCWD, a.as_ptr(), badts, 0).into(),
@@ -816,7 +816,7 @@ fn umask_cloexec() {
 fn child_umask(ws: &Path) {
     use libc::*;
     let p = |n: &str| c(&ws.join(n));
-    // SAFETY (block): umask and creations with valid C strings; descriptors closed.
+    // SAFETY: umask and creations with valid C strings; descriptors closed.
     unsafe {
         umask(0o027);
         close(open(p("um_f").as_ptr(), O_CREAT | O_WRONLY, 0o666));
@@ -887,7 +887,7 @@ fn child_relbind(ws: &Path) {
         a
     };
     let len = std::mem::size_of::<sockaddr_un>() as u32;
-    // SAFETY (block): sockets with properly sized addresses.
+    // SAFETY: sockets with properly sized addresses.
     unsafe {
         let s = socket(AF_UNIX, SOCK_STREAM, 0);
         let a = addr(b"rel.sock");
