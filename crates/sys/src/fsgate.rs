@@ -236,7 +236,7 @@ impl Shared {
             }
             // On failure (ENOENT: the caller died or was killed meanwhile) `fd` is closed here.
             Answer::Fd { fd: f, cloexec } => {
-                drop(notif::addfd_send(fd, id, f.as_raw_fd(), cloexec))
+                let _ = notif::addfd_send(fd, id, f.as_raw_fd(), cloexec);
             }
             Answer::Blocking(run) => self.blocking_run(id, run),
             Answer::Done => {}
