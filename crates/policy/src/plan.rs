@@ -5,7 +5,7 @@
 //! Backends never interpret policy strings themselves.
 
 use crate::io_reason;
-use crate::model::{EnvInherit, GitMode, LimitsPolicy, NetworkMode, Policy};
+use crate::model::{EnvInherit, GitMode, LimitsPolicy, NameScope, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
 use crate::system_dirs::{system_dir_hit, Relation, Tier, SYSTEM_DIRS};
 use crate::walk_cache::{self, FoundKind, ScanError};
@@ -379,6 +379,13 @@ impl Plan {
 pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     let fs_pol = &policy.filesystem;
     let mut warnings = Vec::new();
+    let names = crate::model::parse_protected_names(&fs_pol.protected_names).map_err(
+        |(entry, reason)| PlanError::BadEntry {
+            key: "filesystem.protected_names",
+            entry,
+            reason,
+        },
+    )?;
 
     let workspace = canonical_workspace(&req.workspace)?;
     let home_raw = req.home.as_deref();
@@ -421,7 +428,10 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             let mut cur = Some(root.as_path());
             while let Some(p) = cur {
                 if let Some(name) = p.file_name() {
-                    if fs_pol.protected_names.iter().any(|n| OsStr::new(n) == name) {
+                    if names
+                        .iter()
+                        .any(|n| n.scope == NameScope::AnyDepth && OsStr::new(&n.path) == name)
+                    {
                         return Err(PlanError::ProtectedRoot {
                             path: root.clone(),
                             name: name.to_string_lossy().into_owned(),
@@ -435,22 +445,17 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     }
     let roots = minimal_roots(roots);
 
-    // Protected entries.
-    for name in &fs_pol.protected_names {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-            return Err(PlanError::BadEntry {
-                key: "filesystem.protected_names",
-                entry: name.clone(),
-                reason: "protected names are single file names such as `.git` (no `/`, not `.` \
-                         or `..`); use filesystem.protected_paths for paths"
-                    .into(),
-            });
-        }
-    }
+    // Protected entries. The walk looks for the any-depth names only; root-scoped ones
+    // (`/.claude`, `.vscode/tasks.json`) are looked up at each writable root and repository
+    // root below (the write gate refuses their creation, see crate::protect).
     let mut walker = Walker {
         skip: walk_skip(policy, home_raw, &workspace)?,
         root: PathBuf::new(),
-        names: fs_pol.protected_names.iter().map(OsString::from).collect(),
+        names: names
+            .iter()
+            .filter(|n| n.scope == NameScope::AnyDepth)
+            .map(|n| OsString::from(&n.path))
+            .collect(),
         out: Vec::new(),
         targets: Vec::new(),
         links: Vec::new(),
@@ -461,6 +466,35 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     };
     for root in &roots {
         walker.walk(root)?;
+    }
+    // Root-scoped names that exist at a writable root or a repository's root (a mount keeps
+    // them read-only where the write gate is not available).
+    let anchors: Vec<PathBuf> = roots
+        .iter()
+        .cloned()
+        .chain(walker.repos.iter().map(|r| r.worktree.clone()))
+        .collect();
+    for anchor in &anchors {
+        for n in names.iter().filter(|n| n.scope == NameScope::Root) {
+            let p = anchor.join(&n.path);
+            let is_link = fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
+            match existing(&p, format!("protected name {}", n.entry)) {
+                Some(pp) if is_link => {
+                    walker.links.push(p);
+                    walker.targets.push(pp);
+                }
+                Some(pp) => walker.out.push(pp),
+                None if is_link => {
+                    walker.warnings.push(format!(
+                        "{} symlink {} points nowhere usable; only the link is listed",
+                        n.entry,
+                        p.display()
+                    ));
+                    walker.links.push(p);
+                }
+                None => {}
+            }
+        }
     }
     for entry in &fs_pol.protected_paths {
         let path = expand(entry, home_raw, &workspace, "filesystem.protected_paths")?;
@@ -496,8 +530,8 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
 
     let mut protected_missing = Vec::new();
     for root in &roots {
-        for name in &fs_pol.protected_names {
-            let p = root.join(name);
+        for name in &names {
+            let p = root.join(&name.path);
             if fs::symlink_metadata(&p).is_err() {
                 protected_missing.push(p);
             }
@@ -575,6 +609,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         let path = expand(entry, home_raw, &workspace, "filesystem.overlay_roots")?;
         overlay_roots.push((entry.clone(), path));
     }
+    let name_paths: Vec<String> = names.iter().map(|n| n.path.clone()).collect();
     let overlay = if fs_pol.read_only && !temp_overlay {
         crate::overlay::OverlayPlan::default()
     } else {
@@ -586,7 +621,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
                 temp: temp_overlay,
                 writable_roots: &roots,
                 protected: &protected,
-                protected_names: &fs_pol.protected_names,
+                protected_names: &name_paths,
                 workspace: &workspace,
                 state_dir: &req.state_dir,
                 max_bytes: fs_pol.overlay_max_bytes,

@@ -874,13 +874,10 @@ impl Protector {
                 }
             }
             let st = self.read();
-            for j in 0..=k {
-                if let Some(&launch) = st.gitdirs.get(prefix(b, ends[j])) {
-                    if !gitdirs.iter().any(|c| c.end == ends[j]) {
-                        gitdirs.push(ChainGitdir {
-                            end: ends[j],
-                            launch,
-                        });
+            for &e in &ends {
+                if let Some(&launch) = st.gitdirs.get(prefix(b, e)) {
+                    if !gitdirs.iter().any(|c| c.end == e) {
+                        gitdirs.push(ChainGitdir { end: e, launch });
                     }
                 }
             }
@@ -944,8 +941,8 @@ impl Protector {
 
         // Paths the configuration of a launch repository names, and their ancestors.
         let st = self.read();
-        for j in 0..=k {
-            if let Some(n) = st.named.get(prefix(b, ends[j])) {
+        for &e in &ends {
+            if let Some(n) = st.named.get(prefix(b, e)) {
                 return Err(self.deny(path, act, n.reason.to_string(), self.git_remedy()));
             }
         }
