@@ -1245,3 +1245,7 @@ impl Protector {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "protect_tests.rs"]
+mod tests;
