@@ -782,3 +782,60 @@ fn concurrent_checks_agree() {
         t.join().unwrap();
     }
 }
+
+/// Per-call cost of the judge (run with `cargo test --release -p stockade-policy --lib --
+/// --ignored --nocapture protect_bench`): medians of per-call means over batches.
+#[test]
+#[ignore]
+fn protect_bench() {
+    use std::time::Instant;
+    let f = Fx::new("prot-bench");
+    f.gitdir(".git", "[core]\n\thooksPath = .githooks\n");
+    let deep = "a/b/c/d/e/f/g/h/i";
+    f.mkdir(deep);
+    let existing = f.file(&format!("{deep}/existing.rs"), "x");
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    let median = |op: &dyn Fn(usize)| {
+        const BATCH: usize = 200;
+        let mut means: Vec<f64> = (0..200)
+            .map(|round| {
+                let t = Instant::now();
+                for i in 0..BATCH {
+                    op(round * BATCH + i);
+                }
+                t.elapsed().as_nanos() as f64 / BATCH as f64
+            })
+            .collect();
+        means.sort_by(|a, b| a.total_cmp(b));
+        means[means.len() / 2] / 1000.0
+    };
+    let names: Vec<PathBuf> = (0..40_000)
+        .map(|i| f.p(&format!("{deep}/new{i}.o")))
+        .collect();
+    let create_us = median(&|i| {
+        let _ = pr.check(&create(&names[i]));
+    });
+    let write_us = median(&|_| {
+        let _ = pr.check(&write(&existing));
+    });
+    let rename_us = median(&|i| {
+        let _ = pr.check(&rename(&names[i], &existing));
+    });
+    let git_us = median(&|i| {
+        let _ = pr.check(&create(&f.p(&format!(".git/objects/ab/{i:038x}"))));
+    });
+    let refused_us = median(&|_| {
+        let _ = pr.check(&create(&f.p(".git/hooks/pre-commit")));
+    });
+    let cold_us = median(&|i| {
+        if i % 200 == 0 {
+            let pr = f.protector(GitMode::Commit, default_names(), SystemTime::now());
+            let _ = pr.check(&create(&names[i]));
+        }
+    }) * 200.0;
+    println!(
+        "protect_bench depth 10 (median per call, µs): create {create_us:.2}, open-for-write \
+         {write_us:.2}, rename {rename_us:.2}, create in .git/objects {git_us:.2}, refused hook \
+         {refused_us:.2}, first call of a run (probes + repository load) {cold_us:.1}"
+    );
+}
