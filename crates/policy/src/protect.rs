@@ -419,8 +419,9 @@ struct State {
     dirs: FxMap<Arc<DirInfo>>,
     hot: FxMap<Hot>,
     cache_off: bool,
-    /// Gitdirs whose protected set is loaded, by gitdir path.
-    repos: HashMap<PathBuf, Arc<RepoData>>,
+    /// Repositories whose protected set is loaded, by (work tree, gitdir): a gitdir used from
+    /// another work tree (a `.git` file naming it) protects paths relative to that one too.
+    repos: HashMap<(PathBuf, PathBuf), Arc<RepoData>>,
     /// Config-named and fixed protected paths (at or beneath is refused).
     named: FxMap<Named>,
     /// Strict ancestors of protected entries and of launch repositories (below the repository
@@ -662,6 +663,8 @@ impl Protector {
                 self.judge(path, Act::Create)
             }
             Op::OpenWrite { path, trunc } => {
+                // A `.git` file rewritten can name another gitdir.
+                self.mark_marker(path);
                 let act = Act::Write { trunc };
                 self.judge(path, act)?;
                 self.link_check(path, act)
@@ -673,6 +676,8 @@ impl Protector {
             Op::Rename { from, to, exchange } => {
                 self.mark(from, true);
                 self.mark(to, true);
+                self.mark_marker(from);
+                self.mark_marker(to);
                 self.judge(from, Act::RenameFrom)?;
                 self.judge(to, Act::RenameTo)?;
                 if exchange {
@@ -1112,6 +1117,21 @@ impl Protector {
             p
         };
         match comps.first().copied() {
+            // `worktrees/` and `modules/` hold the pointer files and configs of the linked
+            // worktrees and submodules that existed at launch: not moved or replaced whole.
+            Some(b"worktrees" | b"modules") if comps.len() == 1 => {
+                if act.moves() && old(&join(1)) {
+                    return Err(refuse(
+                        if comps[0] == b"modules" {
+                            "modules"
+                        } else {
+                            "worktrees"
+                        },
+                        "holds the gitdirs of submodules or linked worktrees (their config, hooks \
+                         and pointer files)",
+                    ));
+                }
+            }
             Some(b"worktrees") if comps.len() >= 2 && old(&join(2)) => {
                 let sub = rest(rel, b"worktrees".len() + 1 + comps[1].len());
                 if let Some((entry, why, at)) = match_fixed(sub, WORKTREE_FIXED) {
@@ -1195,7 +1215,8 @@ impl Protector {
     /// Load (once per gitdir) what the launch repository `gitdir` (work tree `worktree`)
     /// protects; refuse `act` on `path` if its configuration cannot be read.
     fn load(&self, worktree: &Path, gitdir: &Path, path: &Path, act: Act) -> Result<(), Denial> {
-        let known = self.read().repos.get(gitdir).cloned();
+        let key = (worktree.to_path_buf(), gitdir.to_path_buf());
+        let known = self.read().repos.get(&key).cloned();
         let data = match known {
             Some(d) => d,
             None => {
@@ -1214,7 +1235,7 @@ impl Protector {
                     st.gitdirs.insert(bytes(&p).into(), launch);
                 }
                 st.repos
-                    .entry(gitdir.to_path_buf())
+                    .entry(key)
                     .or_insert_with(|| Arc::new(data))
                     .clone()
             }

@@ -441,6 +441,9 @@ fn commit_mode_allows_a_commit_and_refuses_code_running_entries() {
     refused(&pr, rename(&g.join("info"), &f.p("info-old")));
     refused(&pr, rename(&g.join("modules/sub"), &f.p("m")));
     refused(&pr, rename(&g.join("worktrees/w"), &f.p("w")));
+    refused(&pr, rename(&g.join("modules"), &f.p("m2")));
+    refused(&pr, rename(&g.join("worktrees"), &f.p("w2")));
+    refused(&pr, rename(&f.p("x"), &g.join("modules")));
     refused(&pr, remove(&g));
     refused(&pr, rename(&g, &f.p("git-old")));
     let d = refused(&pr, create(&g.join("hooks/pre-commit")));
@@ -732,6 +735,21 @@ fn a_cache_never_hides_a_repository_created_or_moved_in_after_the_first_lookup()
     let _ = pr.check(&rename(&f.p("bare-src"), &f.p("bare-dst")));
     fs::rename(f.p("bare-src"), f.p("bare-dst")).unwrap();
     refused(&pr, write(&f.p("bare-dst/config")));
+    // A prepared directory renamed to `.git` in a directory looked at before.
+    allowed(&pr, create(&f.p("w/file")));
+    allowed(&pr, create(&f.p("w/.mcp.json")));
+    f.mkdir("w");
+    f.mkdir("prep");
+    allowed(&pr, rename(&f.p("prep"), &f.p("w/.git")));
+    fs::rename(f.p("prep"), f.p("w/.git")).unwrap();
+    refused(&pr, create(&f.p("w/.mcp.json")));
+    // A `.git` file rewritten to name a launch gitdir: that gitdir's configuration, taken
+    // relative to this work tree, is protected here too.
+    f.file("v/.git", "gitdir: nowhere\n");
+    allowed(&pr, create(&f.p("v/hooks-dir/pre-commit")));
+    allowed(&pr, write(&f.p("v/.git")));
+    fs::write(f.p("v/.git"), "gitdir: ../dst/r/.git\n").unwrap();
+    refused(&pr, create(&f.p("v/hooks-dir/pre-commit")));
     // A `HEAD`, `objects` or `refs` created in a directory looked at makes it probed again.
     f.mkdir("grow/objects");
     f.mkdir("grow/refs");
