@@ -1119,18 +1119,16 @@ impl Protector {
         match comps.first().copied() {
             // `worktrees/` and `modules/` hold the pointer files and configs of the linked
             // worktrees and submodules that existed at launch: not moved or replaced whole.
-            Some(b"worktrees" | b"modules") if comps.len() == 1 => {
-                if act.moves() && old(&join(1)) {
-                    return Err(refuse(
-                        if comps[0] == b"modules" {
-                            "modules"
-                        } else {
-                            "worktrees"
-                        },
-                        "holds the gitdirs of submodules or linked worktrees (their config, hooks \
-                         and pointer files)",
-                    ));
-                }
+            Some(b"worktrees" | b"modules") if comps.len() == 1 && act.moves() && old(&join(1)) => {
+                return Err(refuse(
+                    if comps[0] == b"modules" {
+                        "modules"
+                    } else {
+                        "worktrees"
+                    },
+                    "holds the gitdirs of submodules or linked worktrees (their config, hooks \
+                     and pointer files)",
+                ));
             }
             Some(b"worktrees") if comps.len() >= 2 && old(&join(2)) => {
                 let sub = rest(rel, b"worktrees".len() + 1 + comps[1].len());
