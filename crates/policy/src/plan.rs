@@ -446,7 +446,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     let roots = minimal_roots(roots);
 
     // Protected entries. The walk looks for the any-depth names only; root-scoped ones
-    // (`/.claude`, `.vscode/tasks.json`) are looked up at each writable root and repository
+    // (`/.mcp.json`, `.vscode/tasks.json`) are looked up at each writable root and repository
     // root below (the write gate refuses their creation, see crate::protect).
     let mut walker = Walker {
         skip: walk_skip(policy, home_raw, &workspace)?,

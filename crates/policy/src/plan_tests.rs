@@ -61,9 +61,10 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
     // A `.git` inside `.git` must not be reported separately (walk does not descend).
     std::fs::create_dir_all(ws.join(".git/modules/sub/.git")).unwrap();
     std::fs::create_dir_all(ws.join("vendor/lib/.git")).unwrap();
-    // Root-scoped names (`/.claude`) are not protected deeper than a root.
     std::fs::create_dir_all(ws.join("a/b/c/d/.claude")).unwrap();
-    std::fs::create_dir_all(ws.join("vendor/lib/.claude")).unwrap();
+    // Root-scoped names (`/.mcp.json`) apply at a repository's root, not deeper.
+    std::fs::create_dir_all(ws.join("vendor/lib/.cursor")).unwrap();
+    std::fs::create_dir_all(ws.join("a/b/.cursor")).unwrap();
     std::fs::create_dir_all(ws.join("sub")).unwrap();
     // Submodule: relative gitdir.
     std::fs::write(ws.join("sub/.git"), "gitdir: ../.git/modules/sub\n").unwrap();
@@ -73,8 +74,9 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
         got,
         vec![
             ws.join(".git"),
+            ws.join("a/b/c/d/.claude"),
             ws.join("sub/.git"),
-            ws.join("vendor/lib/.claude"),
+            ws.join("vendor/lib/.cursor"),
             ws.join("vendor/lib/.git"),
         ],
         "gitdir inside the protected .git is redundant and dropped"
@@ -617,8 +619,7 @@ fn pointer_targets_covering_a_writable_root_are_ignored() {
         protected_paths(&plan),
         vec![ws.join(".git"), ws.join("b/.git"), ws.join("c/.git")]
     );
-    // (`a/.codex` is below the root: `/.codex` does not apply there.)
-    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings);
 }
 
 #[test]

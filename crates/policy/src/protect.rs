@@ -15,7 +15,7 @@
 //! 1. **Any-depth names** other than `.git` (`filesystem.protected_names` entries without `/`,
 //!    e.g. a user's `.hg`): the entry and everything beneath it, at any depth: every operation
 //!    refused.
-//! 2. **Root-scoped names** (entries with a `/`: `/.claude`, `/.vscode/tasks.json`, ...; the
+//! 2. **Root-scoped names** (entries with a `/`: `/.mcp.json`, `/.vscode/tasks.json`, ...; the
 //!    list and what runs from each are [`crate::model::WHAT_RUNS`]) at the workspace root, at
 //!    each writable root and at the root of every repository (a directory holding a `.git`
 //!    entry, also one created during the run), never deeper: creating, writing, removing,

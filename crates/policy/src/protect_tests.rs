@@ -187,11 +187,14 @@ fn ordinary_writes_and_deep_agent_names_are_allowed() {
     for rel in [
         "node_modules/pkg/.envrc",
         "node_modules/pkg/.vscode/tasks.json",
-        "node_modules/pkg/.claude/settings.json",
+        "node_modules/pkg/.mcp.json",
         "node_modules/pkg/.husky/pre-commit",
     ] {
         allowed(&pr, create(&f.p(rel)));
     }
+    // The names that were always protected at any depth still are.
+    refused(&pr, create(&f.p("node_modules/pkg/.claude/settings.json")));
+    refused(&pr, create(&f.p("other/.stockade/config.toml")));
     // Names that only share a prefix.
     allowed(&pr, create(&f.p(".claude-notes")));
     allowed(&pr, create(&f.p(".vscode/extensions.json")));
@@ -217,7 +220,6 @@ fn agent_configs_refused_at_every_root_whether_or_not_they_exist() {
         vec![t2.path().to_path_buf()],
     );
     for rel in [
-        ".claude/settings.json",
         ".mcp.json",
         ".vscode/tasks.json",
         ".vscode/settings.json",
@@ -230,7 +232,6 @@ fn agent_configs_refused_at_every_root_whether_or_not_they_exist() {
         ".husky/pre-commit",
         "opencode.json",
         ".aider.conf.yml",
-        ".stockade/config.toml",
     ] {
         refused(&pr, create(&f.p(rel)));
         // The root of every repository (a directory holding `.git`), however deep.
@@ -239,6 +240,15 @@ fn agent_configs_refused_at_every_root_whether_or_not_they_exist() {
         refused(&pr, create(&t2.path().join(rel)));
         // Not a repository root: allowed.
         allowed(&pr, create(&f.p(&format!("plain/dir/{rel}"))));
+    }
+    for rel in [
+        ".claude/settings.json",
+        ".codex/config.toml",
+        ".agents/x",
+        ".stockade/config.toml",
+    ] {
+        refused(&pr, create(&f.p(rel)));
+        refused(&pr, create(&f.p(&format!("plain/dir/{rel}"))));
     }
     refused(&pr, mkdir(&f.p(".claude")));
     refused(&pr, write(&f.p(".envrc")));
@@ -257,16 +267,28 @@ fn agent_configs_refused_at_every_root_whether_or_not_they_exist() {
             kind: CreateKind::Symlink,
         },
     );
-    let d = refused(&pr, create(&f.p(".claude/settings.json")));
+    let d = refused(&pr, create(&f.p(".vscode/tasks.json")));
     let line = d.to_string();
     assert!(
-        line.starts_with("refused: create .claude/settings.json — /.claude at "),
+        line.starts_with("refused: create .vscode/tasks.json — /.vscode/tasks.json at "),
         "{line}"
     );
-    assert!(line.contains("Claude Code runs the hooks"), "{line}");
-    assert!(line.contains("protected_names = [\"!/.claude\"]"), "{line}");
-    assert_eq!(d.path, f.p(".claude/settings.json"));
+    assert!(line.contains("VS Code runs its tasks"), "{line}");
+    assert!(
+        line.contains("protected_names = [\"!/.vscode/tasks.json\"]"),
+        "{line}"
+    );
+    assert_eq!(d.path, f.p(".vscode/tasks.json"));
     assert!(!line.contains('\n'));
+    let line = refused(&pr, create(&f.p(".claude/settings.json"))).to_string();
+    assert!(
+        line.starts_with(
+            "refused: create .claude/settings.json — .claude is a protected name: \
+                          Claude Code runs the hooks"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("protected_names = [\"!.claude\"]"), "{line}");
 }
 
 #[test]
@@ -530,7 +552,7 @@ fn symlinked_ancestor_is_judged_by_its_resolved_path() {
     refused(&pr, create(&resolved));
     refused(&pr, create(&store.join("hooks/pre-commit")));
     refused(&pr, write(&store.join("config")));
-    refused(&pr, create(&f.p("sub/.claude/settings.json")));
+    refused(&pr, create(&f.p("sub/.vscode/tasks.json")));
     refused(&pr, remove(&f.p("sub/.git")));
     allowed(&pr, create(&store.join("objects/ab/cd")));
 }
@@ -543,7 +565,7 @@ fn non_utf8_names_are_compared_as_bytes() {
     fs::write(odd.join(".git/config"), "").unwrap();
     let pr = f.protector(GitMode::Commit, default_names(), launch_now());
     refused(&pr, create(&odd.join(".git/hooks/pre-commit")));
-    refused(&pr, create(&odd.join(".claude/settings.json")));
+    refused(&pr, create(&odd.join(".mcp.json")));
     let plain = odd.join(OsStr::from_bytes(b"\xfe\xfd.txt"));
     allowed(&pr, create(&plain));
     // The line for a terminal: control characters escaped, invalid UTF-8 replaced.
@@ -710,23 +732,23 @@ fn a_cache_never_hides_a_repository_created_or_moved_in_after_the_first_lookup()
     let pr = f.protector(GitMode::Commit, default_names(), launch_now());
     // First lookups: `p`, `p/q` hold no repository (cached).
     allowed(&pr, create(&f.p("p/q/file")));
-    allowed(&pr, create(&f.p("p/q/.claude/settings.json")));
+    allowed(&pr, create(&f.p("p/q/.vscode/tasks.json")));
     // The sandbox makes `p/q` a repository (`git init`).
     let dot_git = f.p("p/q/.git");
     allowed(&pr, mkdir(&dot_git));
     fs::create_dir(&dot_git).unwrap();
-    refused(&pr, create(&f.p("p/q/.claude/settings.json")));
+    refused(&pr, create(&f.p("p/q/.vscode/tasks.json")));
     refused(&pr, create(&f.p("p/q/.mcp.json")));
     // A launch repository moved (with the directory holding it, which the gate cannot know
     // holds one) into a path looked at before.
     allowed(&pr, create(&f.p("dst/r/file")));
     allowed(&pr, create(&f.p("dst/r/hooks-dir/pre-commit")));
-    allowed(&pr, create(&f.p("dst/r/.claude/settings.json")));
+    allowed(&pr, create(&f.p("dst/r/.vscode/tasks.json")));
     // (Checks only: `dst` does not exist, its cache entries say "no repository".)
     allowed(&pr, rename(&f.p("elsewhere"), &f.p("dst")));
     fs::rename(f.p("elsewhere"), f.p("dst")).unwrap();
     refused(&pr, create(&f.p("dst/r/hooks-dir/pre-commit")));
-    refused(&pr, create(&f.p("dst/r/.claude/settings.json")));
+    refused(&pr, create(&f.p("dst/r/.vscode/tasks.json")));
     refused(&pr, write(&f.p("dst/r/.git/config")));
     // Now known: it stays where it is.
     refused(&pr, rename(&f.p("dst/r"), &f.p("r2")));
