@@ -217,7 +217,7 @@ pub enum NameScope {
     AnyDepth,
     /// A relative path anchored (like a `.gitignore` pattern with a `/`) at the workspace root,
     /// at each writable root and at the root of every repository (a directory holding `.git`),
-    /// never deeper: `/.claude`, `/.vscode/tasks.json`.
+    /// never deeper: `/.mcp.json`, `/.vscode/tasks.json`.
     Root,
 }
 
@@ -251,7 +251,7 @@ impl ProtectedName {
         {
             return Err(
                 "a protected name is a file name such as `.git` (any depth) or a relative \
-                        path anchored at the roots such as `/.claude` or `.vscode/tasks.json` \
+                        path anchored at the roots such as `/.mcp.json` or `.vscode/tasks.json` \
                         (no empty, `.` or `..` components); use filesystem.protected_paths for \
                         absolute paths"
                     .into(),

@@ -389,6 +389,13 @@ impl Plan {
 pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     let fs_pol = &policy.filesystem;
     let mut warnings = Vec::new();
+    let names = crate::model::parse_protected_names(&fs_pol.protected_names).map_err(
+        |(entry, reason)| PlanError::BadEntry {
+            key: "filesystem.protected_names",
+            entry,
+            reason,
+        },
+    )?;
 
     let workspace = canonical_workspace(&req.workspace)?;
     let home_raw = req.home.as_deref();
@@ -431,11 +438,9 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             let mut cur = Some(root.as_path());
             while let Some(p) = cur {
                 if let Some(name) = p.file_name() {
-                    if fs_pol
-                        .protected_names
+                    if names
                         .iter()
-                        .map(|n| n.trim_start_matches('/'))
-                        .any(|n| !n.contains('/') && OsStr::new(n) == name)
+                        .any(|n| n.scope == NameScope::AnyDepth && OsStr::new(&n.path) == name)
                     {
                         return Err(PlanError::ProtectedRoot {
                             path: root.clone(),
@@ -450,25 +455,13 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     }
     let roots = minimal_roots(roots);
 
-    // Protected entries: single names at any depth are searched for (walk) or judged per call
-    // (write gate); entries anchored at the roots (`/.claude`, `.vscode/tasks.json`) are looked
-    // up at each writable root and at the root of each repository found.
-    let parsed = crate::model::parse_protected_names(&fs_pol.protected_names).map_err(
-        |(entry, reason)| PlanError::BadEntry {
-            key: "filesystem.protected_names",
-            entry,
-            reason,
-        },
-    )?;
-    let rooted: Vec<&str> = parsed
-        .iter()
-        .filter(|n| n.scope == NameScope::Root)
-        .map(|n| n.path.as_str())
-        .collect();
+    // Protected entries. The walk looks for the any-depth names only; root-scoped ones
+    // (`/.mcp.json`, `.vscode/tasks.json`) are looked up at each writable root and repository
+    // root below (the write gate refuses their creation, see crate::protect).
     let mut walker = Walker {
         skip: walk_skip(policy, home_raw, &workspace)?,
         root: PathBuf::new(),
-        names: parsed
+        names: names
             .iter()
             .filter(|n| n.scope == NameScope::AnyDepth)
             .map(|n| OsString::from(&n.path))
@@ -488,14 +481,32 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             walker.walk(root)?;
         }
     }
-    let mut bases: Vec<PathBuf> = roots.clone();
-    bases.extend(walker.repos.iter().map(|r| r.worktree.clone()));
-    bases.sort();
-    bases.dedup();
-    for base in &bases {
-        for rel in &rooted {
-            if let Some(pp) = existing(&base.join(rel), format!("protected name {rel}")) {
-                walker.out.push(pp);
+    // Root-scoped names that exist at a writable root or a repository's root (a mount keeps
+    // them read-only where the write gate is not available).
+    let anchors: Vec<PathBuf> = roots
+        .iter()
+        .cloned()
+        .chain(walker.repos.iter().map(|r| r.worktree.clone()))
+        .collect();
+    for anchor in &anchors {
+        for n in names.iter().filter(|n| n.scope == NameScope::Root) {
+            let p = anchor.join(&n.path);
+            let is_link = fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
+            match existing(&p, format!("protected name {}", n.entry)) {
+                Some(pp) if is_link => {
+                    walker.links.push(p);
+                    walker.targets.push(pp);
+                }
+                Some(pp) => walker.out.push(pp),
+                None if is_link => {
+                    walker.warnings.push(format!(
+                        "{} symlink {} points nowhere usable; only the link is listed",
+                        n.entry,
+                        p.display()
+                    ));
+                    walker.links.push(p);
+                }
+                None => {}
             }
         }
     }
@@ -533,7 +544,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
 
     let mut protected_missing = Vec::new();
     for root in &roots {
-        for name in &parsed {
+        for name in &names {
             let p = root.join(&name.path);
             if fs::symlink_metadata(&p).is_err() {
                 protected_missing.push(p);
@@ -612,6 +623,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         let path = expand(entry, home_raw, &workspace, "filesystem.overlay_roots")?;
         overlay_roots.push((entry.clone(), path));
     }
+    let name_paths: Vec<String> = names.iter().map(|n| n.path.clone()).collect();
     let overlay = if fs_pol.read_only && !temp_overlay {
         crate::overlay::OverlayPlan::default()
     } else {
@@ -623,7 +635,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
                 temp: temp_overlay,
                 writable_roots: &roots,
                 protected: &protected,
-                protected_names: &fs_pol.protected_names,
+                protected_names: &name_paths,
                 workspace: &workspace,
                 state_dir: &req.state_dir,
                 max_bytes: fs_pol.overlay_max_bytes,

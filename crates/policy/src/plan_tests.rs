@@ -35,10 +35,9 @@ fn minimal_workspace() {
     assert_eq!(plan.writable_roots, vec![ws.clone()]);
     assert!(plan.protected.is_empty());
     // Every default protected name is missing at the root.
-    let mut missing: Vec<PathBuf> = [".agents", ".claude", ".codex", ".git", ".stockade"]
-        .iter()
-        .map(|n| ws.join(n))
-        .collect();
+    let names =
+        crate::model::parse_protected_names(&default_policy().filesystem.protected_names).unwrap();
+    let mut missing: Vec<PathBuf> = names.iter().map(|n| ws.join(&n.path)).collect();
     missing.sort();
     assert_eq!(plan.protected_missing, missing);
     assert_eq!(plan.network, NetworkMode::Off);
@@ -64,6 +63,9 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
     std::fs::create_dir_all(ws.join(".git/modules/sub/.git")).unwrap();
     std::fs::create_dir_all(ws.join("vendor/lib/.git")).unwrap();
     std::fs::create_dir_all(ws.join("a/b/c/d/.claude")).unwrap();
+    // Root-scoped names (`/.mcp.json`) apply at a repository's root, not deeper.
+    std::fs::create_dir_all(ws.join("vendor/lib/.cursor")).unwrap();
+    std::fs::create_dir_all(ws.join("a/b/.cursor")).unwrap();
     std::fs::create_dir_all(ws.join("sub")).unwrap();
     // Submodule: relative gitdir.
     std::fs::write(ws.join("sub/.git"), "gitdir: ../.git/modules/sub\n").unwrap();
@@ -75,6 +77,7 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
             ws.join(".git"),
             ws.join("a/b/c/d/.claude"),
             ws.join("sub/.git"),
+            ws.join("vendor/lib/.cursor"),
             ws.join("vendor/lib/.git"),
         ],
         "gitdir inside the protected .git is redundant and dropped"
@@ -990,7 +993,10 @@ fn commit_mode_protects_code_running_entries_not_the_whole_gitdir() {
     assert_eq!(plan.git_mode, GitMode::Commit);
     let p = protected_paths(&plan);
     for want in [git.join("config"), git.join("hooks"), ws.join(".husky/_")] {
-        assert!(p.contains(&want), "{want:?} not protected: {p:?}");
+        assert!(
+            p.iter().any(|x| want.starts_with(x)),
+            "{want:?} not protected: {p:?}"
+        );
     }
     assert!(
         !p.contains(&git),
