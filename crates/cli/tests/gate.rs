@@ -293,20 +293,26 @@ fn agent_configs_created_where_none_existed_are_refused_at_creation() {
             "{p} was not refused: {o:#?}"
         );
         assert!(!w.ws(p).exists(), "{p} exists on the host: {o:#?}");
+        // The refusal names the first name the creation needed that is protected: the file
+        // itself, or its protected directory (`.claude` for `.claude/settings.json`).
         let full = w.ws(p);
-        let full = full.to_str().unwrap();
-        assert!(
-            denials.iter().any(|d| d["target"] == full
-                && d["kind"] == "write-gate"
-                && d["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("refused: "))),
-            "no JSON denial for {p}: {v}"
-        );
+        let denial = denials
+            .iter()
+            .find(|d| {
+                d["kind"] == "write-gate"
+                    && d["target"].as_str().is_some_and(|t| {
+                        full.starts_with(t)
+                            && Path::new(t).starts_with(&w.ws)
+                            && Path::new(t) != w.ws
+                    })
+            })
+            .unwrap_or_else(|| panic!("no JSON denial for {p}: {v}"));
+        let message = denial["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("refused: create "), "{denial}");
         assert!(
             o.stderr
                 .lines()
-                .any(|l| l.starts_with("stockade: refused: create") && l.contains(full)),
+                .any(|l| l == format!("stockade: {message}")),
             "no stderr line for {p}: {}",
             o.stderr
         );
