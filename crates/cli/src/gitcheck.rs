@@ -706,7 +706,7 @@ pub fn post_run(
     }
     c.launch_repos();
     match created {
-        Some(log) if log.complete => c.from_log(log),
+        Some(log) if log.complete => c.check_logged(log),
         _ => {
             for r in plan.writable_roots.clone() {
                 match find_git_markers(&r, state_dir) {
@@ -727,7 +727,7 @@ impl Checker<'_> {
     /// Examine what the write gate logged: created `.git`/`HEAD` entries like the walk's
     /// markers, directories moved into place by walking just them, and creations beneath an
     /// existing `.git` (todo files, worktrees, modules, config, hooks) one by one.
-    fn from_log(&mut self, log: &CreatedLog) {
+    fn check_logged(&mut self, log: &CreatedLog) {
         for dir in &log.subtrees {
             // Only a directory brings contents along; a file moved into place is judged by its
             // name below, like a created one.
