@@ -195,6 +195,7 @@ pub fn serve(
         sink,
         blocking: AtomicUsize::new(0),
         max_blocking: cfg.blocking,
+        recv_lock: std::sync::Mutex::new(()),
     });
     let mut threads = Vec::with_capacity(cfg.workers.max(1));
     for i in 0..cfg.workers.max(1) {
@@ -217,6 +218,7 @@ pub(crate) struct Shared {
     sink: Sink,
     blocking: AtomicUsize,
     max_blocking: usize,
+    recv_lock: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -288,7 +290,14 @@ fn worker(sh: &Arc<Shared>) {
     let mut pids = PidCache::default();
     let mut n = Notif::default();
     loop {
-        match notif::recv(sh.fd(), &mut n) {
+        // One thread at a time waits in RECV (leader/followers): the kernel wakes every waiter
+        // of the listener for each notification, so a pool all blocked in RECV would pay a
+        // thundering herd on every call; a futex hands the RECV to exactly one follower.
+        let received = {
+            let _leader = sh.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
+            notif::recv(sh.fd(), &mut n)
+        };
+        match received {
             Ok(()) => {}
             Err(libc::EINTR) => continue,
             // ENOENT: a notification withdrawn (its caller interrupted) or no filter user left.
