@@ -32,7 +32,11 @@ pub fn bench_per_call_cost() {
             let ws = workspace(&format!("bench-{round}"));
             let mut opts = Opts::new(&ws);
             opts.install = install;
-            let r = run("bench", &ws, Arc::new(TestJudge::default()), opts);
+            let judge = TestJudge {
+                quiet: true,
+                ..Default::default()
+            };
+            let r = run("bench", &ws, Arc::new(judge), opts);
             assert!(r.success, "{}\n{}", r.stdout, r.stderr);
             for (i, op) in OPS.iter().enumerate() {
                 into[i].push(r.get(&format!("bench_{op}_ns")).parse().unwrap());
@@ -41,11 +45,24 @@ pub fn bench_per_call_cost() {
         }
     }
     println!("    per-call medians over {rounds} alternating rounds (median of round medians):");
-    println!("    {:<30} {:>10} {:>10} {:>10} {:>7}", "op", "gated µs", "bare µs", "cost µs", "ratio");
+    println!(
+        "    {:<30} {:>10} {:>10} {:>10} {:>7}",
+        "op", "gated µs", "bare µs", "cost µs", "ratio"
+    );
     for (i, op) in OPS.iter().enumerate() {
-        let (g, b) = (median(&mut gated[i]) / 1000.0, median(&mut bare[i]) / 1000.0);
-        println!("    {op:<30} {g:>10.2} {b:>10.2} {:>10.2} {:>7.2}", g - b, g / b);
-        println!("BENCH {op} gated_us={g:.3} bare_us={b:.3} cost_us={:.3}", g - b);
+        let (g, b) = (
+            median(&mut gated[i]) / 1000.0,
+            median(&mut bare[i]) / 1000.0,
+        );
+        println!(
+            "    {op:<30} {g:>10.2} {b:>10.2} {:>10.2} {:>7.2}",
+            g - b,
+            g / b
+        );
+        println!(
+            "BENCH {op} gated_us={g:.3} bare_us={b:.3} cost_us={:.3}",
+            g - b
+        );
     }
 }
 
@@ -91,7 +108,11 @@ pub fn child_bench(ws: &Path) {
         // SAFETY: as above.
         unsafe {
             timed(&mut s[0], || {
-                close(open(existing.as_ptr(), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644));
+                close(open(
+                    existing.as_ptr(),
+                    O_CREAT | O_WRONLY | O_CLOEXEC,
+                    0o644,
+                ));
             });
             timed(&mut s[1], || {
                 close(open(new[i].as_ptr(), O_CREAT | O_WRONLY | O_CLOEXEC, 0o644));

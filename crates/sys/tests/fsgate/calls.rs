@@ -288,14 +288,8 @@ pub fn child(ws: &Path) {
             write(fd, b"new".as_ptr().cast(), 3) as i64 - 2,
         );
         close(fd);
-        r(
-            "mkdir_ok",
-            syscall(SYS_mkdir, p("dir1").as_ptr(), 0o755),
-        );
-        r(
-            "mkdir_no",
-            syscall(SYS_mkdir, q("dir1").as_ptr(), 0o755),
-        );
+        r("mkdir_ok", syscall(SYS_mkdir, p("dir1").as_ptr(), 0o755));
+        r("mkdir_no", syscall(SYS_mkdir, q("dir1").as_ptr(), 0o755));
         r("mkdirat_ok", mkdirat(wsd, c"dir2".as_ptr(), 0o755).into());
         r("mkdirat_no", mkdirat(fd_f, c"dir2".as_ptr(), 0o755).into());
         r(
@@ -351,22 +345,10 @@ pub fn child(ws: &Path) {
             "linkat_no",
             linkat(wsd, c"a".as_ptr(), fd_f, c"hb".as_ptr(), 0).into(),
         );
-        r(
-            "truncate_ok",
-            syscall(SYS_truncate, p("t1").as_ptr(), 1),
-        );
-        r(
-            "truncate_no",
-            syscall(SYS_truncate, q("t").as_ptr(), 1),
-        );
-        r(
-            "chmod_ok",
-            syscall(SYS_chmod, p("x1").as_ptr(), 0o640),
-        );
-        r(
-            "chmod_no",
-            syscall(SYS_chmod, q("f").as_ptr(), 0o600),
-        );
+        r("truncate_ok", syscall(SYS_truncate, p("t1").as_ptr(), 1));
+        r("truncate_no", syscall(SYS_truncate, q("t").as_ptr(), 1));
+        r("chmod_ok", syscall(SYS_chmod, p("x1").as_ptr(), 0o640));
+        r("chmod_no", syscall(SYS_chmod, q("f").as_ptr(), 0o600));
         let (rd_ok, rd_no) = (o(&p("x1"), O_RDONLY), o(&q("f"), O_RDONLY));
         r("fchmod_ok", fchmod(rd_ok, 0o600).into());
         r("fchmod_no", fchmod(rd_no, 0o755).into());
@@ -379,19 +361,10 @@ pub fn child(ws: &Path) {
             fchmodat(fd_f, c"f".as_ptr(), 0o600, 0).into(),
         );
         let (u, g) = (getuid(), getgid());
-        r(
-            "chown_ok",
-            syscall(SYS_chown, p("x1").as_ptr(), u, g),
-        );
+        r("chown_ok", syscall(SYS_chown, p("x1").as_ptr(), u, g));
         r("chown_no", syscall(SYS_chown, q("f").as_ptr(), u, g));
-        r(
-            "lchown_ok",
-            syscall(SYS_lchown, p("l1").as_ptr(), u, g),
-        );
-        r(
-            "lchown_no",
-            syscall(SYS_lchown, q("f").as_ptr(), u, g),
-        );
+        r("lchown_ok", syscall(SYS_lchown, p("l1").as_ptr(), u, g));
+        r("lchown_no", syscall(SYS_lchown, q("f").as_ptr(), u, g));
         r("fchown_ok", fchown(rd_ok, u, g).into());
         r("fchown_no", fchown(rd_no, u, g).into());
         r("fchownat_ok", fchownat(wsd, c"x1".as_ptr(), u, g, 0).into());

@@ -21,6 +21,8 @@ use stockade_sys::sockets::{self, SocketPolicy};
 #[derive(Default)]
 pub struct TestJudge {
     pub allow_all: bool,
+    /// No log (the cost benchmark measures the mechanism, not a test judge's bookkeeping).
+    pub quiet: bool,
     pub delay: Option<Duration>,
     pub log: Mutex<Vec<String>>,
     pub created: Mutex<Vec<PathBuf>>,
@@ -51,7 +53,9 @@ impl Judge for TestJudge {
                 std::thread::sleep(d);
             }
         }
-        self.log.lock().unwrap().push(format!("{op:?}"));
+        if !self.quiet {
+            self.log.lock().unwrap().push(format!("{op:?}"));
+        }
         let bad = ps.iter().any(|p| {
             p.components()
                 .any(|c| c.as_os_str().as_bytes() == b"forbidden")

@@ -967,7 +967,3 @@ fn child_tmpfile(ws: &Path) {
 }
 
 // ---- cost per intercepted call ---------------------------------------------------------------
-
-
-
-
