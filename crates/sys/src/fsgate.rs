@@ -236,9 +236,14 @@ impl Shared {
                 let _ = notif::respond(fd, id, 0, r.errno);
                 (self.sink)(Denial::Fs(r));
             }
-            // On failure (ENOENT: the caller died or was killed meanwhile) `fd` is closed here.
+            // ENOENT: the caller died or was killed meanwhile; `f` is closed here. Any other
+            // failure (EMFILE: the caller's descriptor table is full) leaves the call pending:
+            // answer it with that error.
             Answer::Fd { fd: f, cloexec } => {
-                let _ = notif::addfd_send(fd, id, f.as_raw_fd(), cloexec);
+                match notif::addfd_send(fd, id, f.as_raw_fd(), cloexec) {
+                    Ok(_) | Err(libc::ENOENT) => {}
+                    Err(e) => drop(notif::respond(fd, id, 0, e)),
+                }
             }
             Answer::Blocking(run) => self.blocking_run(id, run),
             Answer::Done => {}

@@ -491,6 +491,7 @@ fn hostile() {
         run.expect(l, libc::EFAULT);
     }
     run.expect("too_long", libc::ENAMETOOLONG);
+    run.expect("emfile", libc::EMFILE);
     run.expect("ends_at_page_end", 0);
     run.expect("after", 0);
     assert!(ws.join("pageend").exists() && ws.join("after").exists());
@@ -563,6 +564,19 @@ fn child_hostile(ws: &Path) {
             "symlink_bad_target",
             symlink(bad, c(&ws.join("sl")).as_ptr()).into(),
         );
+        // The caller's descriptor table is full: ADDFD fails, the call is answered EMFILE
+        // (not left pending).
+        let mut lim: rlimit = std::mem::zeroed();
+        getrlimit(RLIMIT_NOFILE, &mut lim);
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = 3;
+        setrlimit(RLIMIT_NOFILE, &lim);
+        let emfile = c(&ws.join("emfile"));
+        let fd = open(emfile.as_ptr(), O_CREAT | O_WRONLY, 0o644);
+        let e = errno();
+        lim.rlim_cur = soft;
+        setrlimit(RLIMIT_NOFILE, &lim);
+        println!("emfile={}", if fd < 0 { e } else { 0 });
         r("after", mkdir(c(&ws.join("after")).as_ptr(), 0o755).into());
     }
 }
