@@ -214,7 +214,10 @@ fn proc_self_links() {
     let ws = workspace("procself");
     std::os::unix::fs::symlink("/proc/self", ws.join("s")).unwrap();
     std::os::unix::fs::symlink("/proc/self/mem", ws.join("m")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/fd", ws.join("fdl")).unwrap();
     let run = ok_run("proc_self_links", &ws, judge(), Opts::new(&ws));
+    // A magic link along the path (the supervisor's /proc/<pid>/fd/0) is never traversed.
+    run.expect("magic_link_in_path", libc::ELOOP);
     // Resolved by the supervisor, ws/s would be the supervisor's /proc/<pid>: refused.
     for l in [
         "link_fd_1",
@@ -263,6 +266,8 @@ fn child_proc_self_links(ws: &Path) {
         unsafe { mkdir(p("s/x").as_ptr(), 0o755) }.into(),
     );
     ro("link_attr", open3(&p("s/attr/current"), O_WRONLY));
+    // SAFETY: a valid C string.
+    r("magic_link_in_path", unsafe { mkdir(p("fdl/0/x").as_ptr(), 0o755) }.into());
     // SAFETY: no arguments.
     let sup = unsafe { getppid() };
     ro(
