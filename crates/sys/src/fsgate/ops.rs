@@ -230,7 +230,7 @@ fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, F
 /// and the caller did not ask for `O_EXCL`.
 fn create_file(
     sh: &Shared,
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     t: &Target,
     flags: i32,
     mode: u32,

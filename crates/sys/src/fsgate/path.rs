@@ -21,6 +21,9 @@ const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 pub(super) struct PidCache {
     tid: u32,
     pidfd: Option<OwnedFd>,
+    /// `/proc/<tid>/status` of the same thread, kept open (re-read with `pread`: the kernel
+    /// generates it afresh; a descriptor of an exited thread reads nothing, never another's).
+    status: Option<(u32, OwnedFd)>,
 }
 
 /// One notification being served.
@@ -95,11 +98,27 @@ impl<'a> Ctx<'a> {
         Ok(t)
     }
 
-    /// The caller's umask (`/proc/<tid>/status`; read only for calls that create).
-    pub(super) fn umask(&self) -> R<u32> {
-        notif::status_field(self.tid(), "Umask:")
-            .and_then(|v| u32::from_str_radix(&v, 8).ok())
-            .ok_or(libc::ESRCH)
+    /// The caller's umask, from the `Umask:` line of `/proc/<tid>/status` (read only for calls
+    /// that create; the descriptor is kept per worker for the last thread served, so a build's
+    /// threads pay one `pread`, no path walk).
+    pub(super) fn umask(&mut self) -> R<u32> {
+        let tid = self.tid();
+        let mut buf = [0u8; 512];
+        for attempt in 0..2 {
+            let cached = matches!(&self.pids.status, Some((t, _)) if *t == tid);
+            if !cached || attempt == 1 {
+                let p = ProcPath::pid(tid, b"status");
+                self.pids.status =
+                    Some((tid, raw::openat(libc::AT_FDCWD, p.c(), libc::O_RDONLY, 0)?));
+            }
+            let fd = self.pids.status.as_ref().map_or(-1, |(_, f)| f.as_raw_fd());
+            if let Ok(n) = raw::pread(fd, &mut buf) {
+                if let Some(m) = umask_line(&buf[..n]) {
+                    return Ok(m);
+                }
+            }
+        }
+        Err(libc::ESRCH)
     }
 
     /// The caller's working directory, as an `O_PATH` descriptor.
@@ -112,6 +131,26 @@ impl<'a> Ctx<'a> {
     pub(super) fn read_path(&self, i: usize, out: &mut Vec<u8>) -> R<()> {
         notif::read_remote_cstr(self.tid(), self.arg(i), out, PATH_MAX - 1)
     }
+}
+
+/// The octal value of the `Umask:` line of a status file.
+fn umask_line(status: &[u8]) -> Option<u32> {
+    let at = status.windows(6).position(|w| w == b"Umask:")?;
+    let mut v = 0u32;
+    let mut digits = 0;
+    for &b in status[at + 6..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+    {
+        match b {
+            b'0'..=b'7' if digits < 6 => {
+                v = v * 8 + u32::from(b - b'0');
+                digits += 1;
+            }
+            _ => break,
+        }
+    }
+    (digits > 0).then_some(v)
 }
 
 fn getfd_borrowed(pidfd: std::os::fd::BorrowedFd<'_>, fd: i32) -> R<OwnedFd> {
@@ -422,6 +461,14 @@ mod tests {
         assert_eq!(number(b"1a"), None);
         assert_eq!(number(b""), None);
         assert_eq!(number(b"99999999999"), None);
+    }
+
+    #[test]
+    fn umask_line_is_parsed_as_octal() {
+        assert_eq!(umask_line(b"Name:\tx\nUmask:\t0027\nState:"), Some(0o027));
+        assert_eq!(umask_line(b"Umask:\t0777\n"), Some(0o777));
+        assert_eq!(umask_line(b"Name:\tx\n"), None);
+        assert_eq!(umask_line(b"Umask:\t\n"), None);
     }
 
     #[test]

@@ -265,6 +265,13 @@ pub(super) fn umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask) }
 }
 
+/// `pread(fd, buf, 0)`: the number of bytes read.
+pub(super) fn pread(fd: RawFd, buf: &mut [u8]) -> R<usize> {
+    // SAFETY: `buf` is writable for its length.
+    let ret = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    ok("pread", ret as libc::c_long).map(|n| n as usize)
+}
+
 pub(super) fn getfl(fd: RawFd) -> R<i32> {
     // SAFETY: F_GETFL on a descriptor number; no pointers.
     let ret = unsafe { libc::fcntl(fd, libc::F_GETFL) };

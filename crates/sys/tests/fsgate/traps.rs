@@ -267,7 +267,10 @@ fn child_proc_self_links(ws: &Path) {
     );
     ro("link_attr", open3(&p("s/attr/current"), O_WRONLY));
     // SAFETY: a valid C string.
-    r("magic_link_in_path", unsafe { mkdir(p("fdl/0/x").as_ptr(), 0o755) }.into());
+    r(
+        "magic_link_in_path",
+        unsafe { mkdir(p("fdl/0/x").as_ptr(), 0o755) }.into(),
+    );
     // SAFETY: no arguments.
     let sup = unsafe { getppid() };
     ro(
