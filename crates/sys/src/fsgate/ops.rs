@@ -509,8 +509,16 @@ pub(super) fn rename(
     b: (i32, usize),
     flags: u32,
 ) -> Out {
-    let from = name_arg(ctx, a.0, a.1)?;
-    let to = name_arg(ctx, b.0, b.1)?;
+    let (pa, pb) = (read_path(ctx, a.1)?, read_path(ctx, b.1)?);
+    let from = path::resolve(ctx, Base::of(a.0), &pa)?;
+    let to = if a.0 == b.0 && !from.dot && path::same_parent(&pa, &pb) {
+        path::sibling(&from, &pb)?
+    } else {
+        path::resolve(ctx, Base::of(b.0), &pb)?
+    };
+    if !ctx.valid() {
+        return Err(Fail::Gone);
+    }
     if !from.dot && !to.dot {
         judge(
             sh,

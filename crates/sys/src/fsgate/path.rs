@@ -378,6 +378,34 @@ pub(super) fn resolve(ctx: &mut Ctx<'_>, base: Base, path: &[u8]) -> R<Target> {
     })
 }
 
+/// Do two raw paths of a two-name call, from the same directory argument, name the same parent
+/// directory with no rewriting involved? Then the second is a [`sibling`] of the first
+/// (`rename("tmp", "file")`, the common atomic-write pattern): one resolution, not two.
+pub(super) fn same_parent(a: &[u8], b: &[u8]) -> bool {
+    let rewritten = |p: &[u8]| matches!(components(p).next(), Some((b"proc" | b"dev", _)));
+    !a.is_empty() && !b.is_empty() && !rewritten(a) && !rewritten(b) && split(a).0 == split(b).0
+}
+
+/// The final name of `path` in the directory of `first` (see [`same_parent`]).
+pub(super) fn sibling(first: &Target, path: &[u8]) -> R<Target> {
+    let (_, name) = split(path);
+    let bare = &name[..name.len() - name.iter().rev().take_while(|&&b| b == b'/').count()];
+    let parent = first.path.parent().ok_or(libc::EINVAL)?;
+    if first.dot {
+        return Err(libc::EINVAL);
+    }
+    Ok(Target {
+        dir: first
+            .dir
+            .try_clone()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EMFILE))?,
+        name: cstring(name)?,
+        dot: bare == b"." || bare == b"..",
+        path: parent.join(OsStr::from_bytes(bare)),
+        procfs: first.procfs,
+    })
+}
+
 fn open_parent(ctx: &mut Ctx<'_>, base: Base, parent: &[u8]) -> R<OwnedFd> {
     let absolute = parent.first() == Some(&b'/');
     let from: OwnedFd = match base {
@@ -469,6 +497,17 @@ mod tests {
         assert_eq!(umask_line(b"Umask:\t0777\n"), Some(0o777));
         assert_eq!(umask_line(b"Name:\tx\n"), None);
         assert_eq!(umask_line(b"Umask:\t\n"), None);
+    }
+
+    #[test]
+    fn same_parent_only_without_rewriting() {
+        assert!(same_parent(b"a", b"b"));
+        assert!(same_parent(b"d/a", b"d/b"));
+        assert!(same_parent(b"/x/a", b"/x/b"));
+        assert!(!same_parent(b"d/a", b"e/b"));
+        assert!(!same_parent(b"/proc/self/fd/3", b"/proc/self/fd/3/"));
+        assert!(!same_parent(b"//dev/fd/3/a", b"//dev/fd/3/b"));
+        assert!(!same_parent(b"", b"b"));
     }
 
     #[test]

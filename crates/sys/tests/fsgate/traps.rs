@@ -766,8 +766,13 @@ fn symlinks() {
     ln(&ws.join("forbidden/abs").display().to_string(), "abs_no");
     ln("loop2", "loop1");
     ln("loop1", "loop2");
+    std::fs::write(ws.join("forbidden/e1"), "orig").unwrap();
     let j = judge();
     let run = ok_run("symlinks", &ws, Arc::clone(&j), Opts::new(&ws));
+    // Same-directory renames (resolved once for both names) through a symlinked parent.
+    run.expect("same_dir_rename_ok", 0);
+    run.expect("same_dir_rename_via_link_no", libc::EACCES);
+    assert!(ws.join("adir/s2").exists() && ws.join("forbidden/e1").exists());
     for l in [
         "ancestor_open",
         "ancestor_mkdir",
@@ -783,8 +788,18 @@ fn symlinks() {
     run.expect("nofollow", libc::ELOOP);
     run.expect("loop", libc::ELOOP);
     assert!(ws.join("adir/x").exists() && ws.join("made_by_link").exists());
-    assert_eq!(std::fs::read_dir(ws.join("forbidden")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(ws.join("forbidden")).unwrap().count(),
+        1,
+        "only e1"
+    );
     let log = j.log.lock().unwrap();
+    let renamed = format!(
+        "from: {:?}, to: {:?}",
+        ws.join("adir/s1"),
+        ws.join("adir/s2")
+    );
+    assert!(log.iter().any(|l| l.contains(&renamed)), "{log:#?}");
     let want = format!("{:?}", ws.join("adir/x"));
     assert!(
         log.iter().any(|l| l.contains(&want)),
@@ -813,6 +828,17 @@ fn child_symlinks(ws: &Path) {
     ro("absolute_dangling", open3(&p("abs_no"), cw));
     ro("nofollow", open3(&p("oklink"), O_WRONLY | O_NOFOLLOW));
     ro("loop", open3(&p("loop1"), cw));
+    ro("mk_s1", open3(&p("oklink/s1"), cw));
+    // SAFETY: valid C strings.
+    unsafe {
+        let (a, b) = (p("oklink/s1"), p("oklink/s2"));
+        r("same_dir_rename_ok", rename(a.as_ptr(), b.as_ptr()).into());
+        let (a, b) = (p("link/e1"), p("link/e2"));
+        r(
+            "same_dir_rename_via_link_no",
+            rename(a.as_ptr(), b.as_ptr()).into(),
+        );
+    }
 }
 
 // ---- umask, O_CLOEXEC -----------------------------------------------------------------------
