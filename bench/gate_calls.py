@@ -6,7 +6,10 @@ any filter, in alternating rounds so that machine noise hits both alike. Reports
 operation, the median over rounds of each round's median, the difference (the gate's cost per
 call) and the ratio. The issue's target: <= 25 µs median per intercepted call.
 
-    python3 bench/gate_calls.py [--rounds 9] [--calls 2000] [--json FILE]
+    python3 bench/gate_calls.py [--rounds 9] [--calls 2000] [--dir /dev/shm] [--json FILE]
+
+`--dir` is where the workspaces are made (TMPDIR; default the system's temp dir): a tmpfs
+separates the gate's cost from a slow filesystem's.
 
 It builds and runs `cargo test --release -p stockade-sys --test fsgate -- bench`
 (`FSGATE_BENCH=1`); the measurement itself is `crates/sys/tests/fsgate/bench.rs`.
@@ -18,10 +21,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--calls", type=int, default=2000, help="calls per operation per round")
+    ap.add_argument("--dir", help="directory for the workspaces (TMPDIR)")
     ap.add_argument("--json")
     a = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     env = dict(os.environ, FSGATE_BENCH="1", FSGATE_BENCH_ROUNDS=str(a.rounds), FSGATE_BENCH_N=str(a.calls))
+    if a.dir:
+        env["TMPDIR"] = a.dir
     cmd = ["cargo", "test", "--release", "-q", "-p", "stockade-sys", "--test", "fsgate", "--", "bench"]
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -35,7 +41,8 @@ def main():
             rows.append({"op": op, "gated_us": g, "bare_us": b, "cost_us": c, "ratio": g / b})
     if not rows:
         raise SystemExit("no BENCH lines in the output:\n" + out.stdout)
-    print(f"{a.rounds} alternating rounds x {a.calls} calls per operation (median of round medians)")
+    where = a.dir or os.environ.get("TMPDIR", "/tmp")
+    print(f"{a.rounds} alternating rounds x {a.calls} calls per operation in {where} (median of round medians)")
     print(f"{'operation':<30} {'gated µs':>10} {'no filter µs':>13} {'cost µs':>9} {'ratio':>7}")
     for r in rows:
         print(f"{r['op']:<30} {r['gated_us']:>10.2f} {r['bare_us']:>13.2f} {r['cost_us']:>9.2f} {r['ratio']:>7.2f}")
