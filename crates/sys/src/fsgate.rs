@@ -109,7 +109,7 @@
 //! No crate supervises seccomp user notifications with `ADDFD`: the `seccomp`/`libseccomp`
 //! crates are bindings to the C library (rules, not supervision) and `seccompiler` cannot even
 //! express `SECCOMP_RET_USER_NOTIF`. The kernel interface is five ioctls; this module and
-//! [`crate::notif`] hold them, one syscall per `unsafe` block, every return code through
+//! `notif.rs` hold them, one syscall per `unsafe` block, every return code through
 //! [`crate::cvt`].
 //!
 //! # Cost
