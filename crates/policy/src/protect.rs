@@ -115,10 +115,11 @@
 //!
 //! Measured with `cargo test --release -p stockade-policy --lib -- --ignored --nocapture
 //! protect_bench` (2-core shared VM, ext4, a repository at the root, target at depth 10,
-//! warm cache; median of 200 batch means): create 1.0 µs, open-for-write 3.4 µs (one `lstat`
-//! for the link count), rename 10.4 µs (live probes of both names and two marks), create in
-//! `.git/objects` 1.4 µs, a refused hook 1.6 µs; the first call of a run that loads the
-//! repository's protected set ~0.5 ms (once per repository).
+//! warm cache; median of 200 batch means; three runs, while other builds shared the machine):
+//! create 0.7–1.1 µs, open-for-write 2.7–3.6 µs (one `lstat` for the link count), rename
+//! 9.5–10.7 µs (an `lstat` of both names, two live-probe marks; 5.6 µs when the names repeat),
+//! create in `.git/objects` 1.0–1.5 µs, a refused hook 1.0–1.7 µs; the first call of a run,
+//! which loads the repository's protected set, 0.34–0.5 ms (once per repository).
 
 use crate::gitmeta::{self, ProtectedEntry, GITDIR_FIXED, WORKTREE_FIXED};
 use crate::model::{GitMode, NameScope, ProtectedName};
@@ -793,7 +794,7 @@ impl Protector {
 
     /// The probe results of the directories `prefix(b, e)` for each `e` in `ends` (cached
     /// unless marked hot).
-    fn infos(&self, b: &[u8], ends: &[usize]) -> Result<Vec<Arc<DirInfo>>, Denial> {
+    fn infos(&self, b: &[u8], ends: &[usize], act: Act) -> Result<Vec<Arc<DirInfo>>, Denial> {
         let mut out: Vec<Option<Arc<DirInfo>>> = Vec::with_capacity(ends.len());
         let mut cacheable = Vec::with_capacity(ends.len());
         {
@@ -811,7 +812,17 @@ impl Protector {
         let mut fresh = Vec::new();
         for (i, &e) in ends.iter().enumerate() {
             if out[i].is_none() {
-                let info = Arc::new(self.probe(path_of(prefix(b, e)))?);
+                let p = path_of(prefix(b, e));
+                // The operation's own path (moved or removed): only a directory can hold a
+                // repository (one `lstat` instead of two probes for a file).
+                let own_non_dir =
+                    e == b.len() && !fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+                let info = Arc::new(if own_non_dir {
+                    DirInfo::default()
+                } else {
+                    self.probe(p)
+                        .map_err(|e| self.unexaminable(path_of(b), p, act, &e))?
+                });
                 if cacheable[i] {
                     fresh.push((e, info.clone()));
                 }
@@ -830,10 +841,10 @@ impl Protector {
         Ok(out.into_iter().flatten().collect())
     }
 
-    fn unexaminable(&self, dir: &Path, e: &io::Error) -> Denial {
+    fn unexaminable(&self, path: &Path, dir: &Path, act: Act, e: &io::Error) -> Denial {
         self.deny(
-            dir,
-            Act::Write { trunc: false },
+            path,
+            act,
             format!(
                 "the gate cannot examine {} for a repository ({}), so nothing beneath it is \
                  written",
@@ -845,7 +856,7 @@ impl Protector {
     }
 
     /// One directory: its `.git` entry and whether it is a bare repository.
-    fn probe(&self, dir: &Path) -> Result<DirInfo, Denial> {
+    fn probe(&self, dir: &Path) -> Result<DirInfo, io::Error> {
         let mut info = DirInfo::default();
         let dg = dir.join(".git");
         match fs::symlink_metadata(&dg) {
@@ -873,7 +884,7 @@ impl Protector {
                 }
             }
             Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(self.unexaminable(dir, &e)),
+            Err(e) => return Err(e),
         }
         match fs::symlink_metadata(dir.join("HEAD")) {
             Ok(h) if !h.is_dir() => {
@@ -890,7 +901,7 @@ impl Protector {
             }
             Ok(_) => {}
             Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(self.unexaminable(dir, &e)),
+            Err(e) => return Err(e),
         }
         Ok(info)
     }
@@ -948,7 +959,7 @@ impl Protector {
         // The directories probed: the strict ancestors, and the path itself when moving it
         // would move what it holds.
         let probed = if act.moves() { k + 1 } else { k };
-        let infos = self.infos(b, &ends[..probed])?;
+        let infos = self.infos(b, &ends[..probed], act)?;
 
         // Repositories and gitdirs in the chain.
         let mut gitdirs: Vec<ChainGitdir> = Vec::new();

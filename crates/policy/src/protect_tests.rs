@@ -861,6 +861,12 @@ fn protect_bench() {
     let rename_us = median(&|i| {
         let _ = pr.check(&rename(&names[i], &existing));
     });
+    let rename_same_us = median(&|_| {
+        let _ = pr.check(&rename(&names[0], &existing));
+    });
+    let mark_us = median(&|i| {
+        pr.mark(&names[i], true);
+    });
     let git_us = median(&|i| {
         let _ = pr.check(&create(&f.p(&format!(".git/objects/ab/{i:038x}"))));
     });
@@ -875,7 +881,7 @@ fn protect_bench() {
     }) * 200.0;
     println!(
         "protect_bench depth 10 (median per call, µs): create {create_us:.2}, open-for-write \
-         {write_us:.2}, rename {rename_us:.2}, create in .git/objects {git_us:.2}, refused hook \
+         {write_us:.2}, rename {rename_us:.2} (same names {rename_same_us:.2}, one mark {mark_us:.2}), create in .git/objects {git_us:.2}, refused hook \
          {refused_us:.2}, first call of a run (probes + repository load) {cold_us:.1}"
     );
 }
