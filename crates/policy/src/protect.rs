@@ -111,6 +111,20 @@
 //! * Submodule gitdirs are matched by suffix (`modules/<any>/config`), so a submodule branch or
 //!   ref named like a fixed entry (`refs/heads/config`) cannot be written either.
 //!
+//! * A directory that holds `HEAD`, `objects/` and `refs/` counts as a bare repository even if it
+//!   is an ordinary directory that happens to (its `config` and `hooks/` are then protected).
+//!
+//! # Using it (the adapter in the Linux tier)
+//!
+//! Build it on the host before launch — [`Protector::new`] reads the user's git configuration,
+//! which `deny_read` masks inside — from [`ProtectorInput::from_plan`] (the plan, the policy's
+//! `filesystem.protected_names`, the run's start time taken before the command starts), and
+//! share it (`Arc`) with every supervisor thread. Call [`Protector::check`] before performing
+//! each write-intent call; refuse with an errno of the adapter's choice (`EROFS` keeps the
+//! messages of the read-only mounts, e.g. git's "Read-only file system") and report the
+//! [`Denial`] (its `Display` is the one-line message). Record created names for which
+//! [`Protector::git_relevant`] holds for the post-run check.
+//!
 //! # Cost
 //!
 //! Measured with `cargo test --release -p stockade-policy --lib -- --ignored --nocapture

@@ -885,3 +885,43 @@ fn protect_bench() {
          {refused_us:.2}, first call of a run (probes + repository load) {cold_us:.1}"
     );
 }
+
+#[test]
+fn a_configuration_that_cannot_be_read_refuses_writes_beneath_its_repository() {
+    let f = Fx::new("prot-badcfg");
+    f.mkdir("ok");
+    f.gitdir("pkg/.git", "[include]\n\tpath = config\n");
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    let d = refused(&pr, create(&f.p("pkg/src/x.rs")));
+    assert!(d.to_string().contains("cannot be read"), "{d}");
+    allowed(&pr, create(&f.p("ok/x.rs")));
+}
+
+#[test]
+fn a_repository_the_host_clones_between_runs_is_protected_in_the_next_run() {
+    let f = Fx::new("prot-between");
+    f.mkdir("a/b/c/d");
+    // Run 1 looks at the directories (no repository there).
+    let run1 = f.protector(GitMode::Commit, default_names(), launch_now());
+    allowed(&run1, create(&f.p("a/b/c/d/hooks-file")));
+    drop(run1);
+    // Between the runs the host clones a repository at depth 4.
+    let g = f.gitdir("a/b/c/d/.git", "[core]\n\tbare = false\n");
+    f.file("a/b/c/d/.git/hooks/pre-commit", "#!/bin/sh\n");
+    fs::hard_link(g.join("config"), f.p("a/b/cfg-link")).unwrap();
+    // Run 2: a fresh judge, nothing cached.
+    let run2 = f.protector(GitMode::Commit, default_names(), launch_now());
+    refused(&run2, create(&g.join("hooks/post-checkout")));
+    refused(
+        &run2,
+        Op::OpenWrite {
+            path: &g.join("config"),
+            trunc: false,
+        },
+    );
+    refused(&run2, rename(&g, &f.p("a/b/c/d/.git-old")));
+    refused(&run2, rename(&f.p("a/b/c/d"), &f.p("moved")));
+    // (The link is recognised once the repository has been looked at.)
+    refused(&run2, write(&f.p("a/b/cfg-link")));
+    allowed(&run2, create(&g.join("objects/ab/new")));
+}
