@@ -1194,7 +1194,11 @@ impl Protector {
         let dir =
             comps.len() == 2 && (comps[1] == b"pack" || (comps[1].len() == 2 && hex(comps[1])));
         let applies = match act {
-            Act::Remove { .. } | Act::Write { .. } | Act::Attr(AttrKind::Truncate) => object,
+            // A hard link out of `objects/` would make the object writable under another name.
+            Act::Remove { .. }
+            | Act::Write { .. }
+            | Act::Attr(AttrKind::Truncate)
+            | Act::LinkFrom => object,
             Act::RenameFrom | Act::RenameTo => object || dir,
             _ => false,
         };
@@ -1342,7 +1346,11 @@ impl Protector {
         } else {
             self.root_of(bytes(&own)).cloned()
         };
-        if let Some(limit) = &limit {
+        // A named directory that is (or holds) a writable root (`core.worktree = /ws`, a hooks
+        // path of `.`) cannot be protected whole without making the root read-only: its
+        // entries (each hook name) are listed on their own; the plan warns about it.
+        let holds_root = self.roots.iter().any(|r| r.starts_with(&own));
+        if let Some(limit) = limit.as_ref().filter(|_| !holds_root) {
             if self.root_of(bytes(&own)).is_some() {
                 add.named.push((own.clone(), named(&own)));
                 for a in own

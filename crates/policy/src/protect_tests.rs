@@ -641,6 +641,21 @@ fn history_of_an_unsnapshotted_repository_is_read_only_new_objects_are_not() {
     refused(&pr, rename(&old, &f.p("x")));
     refused(&pr, rename(&new, &old));
     refused(&pr, rename(&g.join("objects/pack"), &f.p("p")));
+    // A hard link out of `objects/` would let the old object be written under another name.
+    refused(
+        &pr,
+        Op::Link {
+            from: &old,
+            to: &f.p("obj-link"),
+        },
+    );
+    allowed(
+        &pr,
+        Op::Link {
+            from: &new,
+            to: &f.p("new-link"),
+        },
+    );
     let d = refused(&pr, remove(&old));
     assert!(d.to_string().contains("did not snapshot"), "{d}");
     // New objects come and go (gc of what this run wrote; a repack's new pack).
@@ -924,4 +939,19 @@ fn a_repository_the_host_clones_between_runs_is_protected_in_the_next_run() {
     // (The link is recognised once the repository has been looked at.)
     refused(&run2, write(&f.p("a/b/cfg-link")));
     allowed(&run2, create(&g.join("objects/ab/new")));
+}
+
+#[test]
+fn a_named_directory_holding_the_writable_root_does_not_freeze_it() {
+    let f = Fx::new("prot-holds-root");
+    let ws = f.ws.display().to_string();
+    f.gitdir(
+        ".git",
+        &format!("[core]\n\tworktree = {ws}\n\thooksPath = .\n"),
+    );
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    allowed(&pr, create(&f.p("src/lib.rs")));
+    // Each hook name in that directory is still protected.
+    refused(&pr, create(&f.p("pre-commit")));
+    refused(&pr, create(&f.p(".git/config.worktree")));
 }
