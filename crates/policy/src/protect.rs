@@ -931,9 +931,7 @@ impl Protector {
     /// Judge one path of an operation.
     fn judge(&self, path: &Path, act: Act) -> Result<(), Denial> {
         let b = bytes(path);
-        let Some(root) = self.root_of(b) else {
-            return Ok(()); // Landlock and the mounts decide outside the writable roots.
-        };
+        // First: `/elsewhere/../ws/.git` is lexically outside the roots.
         if !normal(b) {
             return Err(self.deny(
                 path,
@@ -942,6 +940,9 @@ impl Protector {
                 "this is a Stockade bug; please report it".into(),
             ));
         }
+        let Some(root) = self.root_of(b) else {
+            return Ok(()); // Landlock and the mounts decide outside the writable roots.
+        };
         let rb = bytes(root);
         let base = if rb == b"/" { 0 } else { rb.len() };
         // ends[j]: where the j-th prefix (the root, ..., the path itself) ends.

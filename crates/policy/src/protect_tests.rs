@@ -808,6 +808,10 @@ fn unnormalised_paths_are_refused() {
         let path = PathBuf::from(format!("{}/{p}", f.ws.display()));
         refused(&pr, create(&path));
     }
+    // Lexically outside the roots, really inside; and relative.
+    let sneaky = PathBuf::from(format!("/nonexistent/..{}/.git/hooks/x", f.ws.display()));
+    refused(&pr, create(&sneaky));
+    refused(&pr, create(Path::new("ws/.git/hooks/x")));
 }
 
 #[test]
