@@ -959,3 +959,30 @@ fn a_named_directory_holding_the_writable_root_does_not_freeze_it() {
     refused(&pr, create(&f.p("pre-commit")));
     refused(&pr, create(&f.p(".git/config.worktree")));
 }
+
+#[test]
+fn built_from_a_real_plan() {
+    let t = TempDir::new("prot-plan");
+    let home = t.mkdir("home");
+    let ws = t.mkdir("ws");
+    fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    fs::write(ws.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    let policy = crate::test_util::shipped_policy();
+    let req = crate::plan::PlanRequest {
+        workspace: ws.clone(),
+        cwd: ws.clone(),
+        home: Some(home.clone()),
+        env: vec![],
+        state_dir: home.join(".local/state/stockade"),
+    };
+    let plan = crate::plan::resolve(&policy, &req).unwrap();
+    let input =
+        ProtectorInput::from_plan(&plan, &policy.filesystem.protected_names, launch_now()).unwrap();
+    assert_eq!(input.snapshotted, vec![ws.join(".git")]);
+    let pr = Protector::with_user_entries(input, Vec::new());
+    refused(&pr, create(&ws.join(".git/hooks/pre-commit")));
+    refused(&pr, create(&ws.join(".vscode/tasks.json")));
+    allowed(&pr, create(&ws.join(".git/index.lock")));
+    let bad = ProtectorInput::from_plan(&plan, &["a/../b".to_string()], SystemTime::now());
+    assert!(matches!(bad, Err(ProtectError::BadName { .. })));
+}
