@@ -111,6 +111,11 @@
 //! * Submodule gitdirs are matched by suffix (`modules/<any>/config`), so a submodule branch or
 //!   ref named like a fixed entry (`refs/heads/config`) cannot be written either.
 //!
+//! * Names are compared byte for byte. In a case-folding directory (ext4 `casefold`, which the
+//!   owner can set on an *empty* directory of a filesystem made with that feature) `.GIT` or
+//!   `.Claude` is what host tools open as `.git`/`.claude`; only new directories can be made
+//!   so, which makes such a repository one created during the run (post-run check), but a
+//!   root-scoped or any-depth agent config in such a directory is not recognised.
 //! * A directory that holds `HEAD`, `objects/` and `refs/` counts as a bare repository even if it
 //!   is an ordinary directory that happens to (its `config` and `hooks/` are then protected).
 //!
@@ -1032,46 +1037,7 @@ impl Protector {
             }
         }
 
-        // Root-scoped names at the workspace, each writable root and each repository root.
-        let anchors = self
-            .anchors
-            .iter()
-            .map(|a| bytes(a))
-            .filter(|a| *a == b"/" || at_or_beneath(b, a))
-            .map(|a| if a == b"/" { 0 } else { a.len() });
-        for e in anchors.chain(repo_roots.iter().copied()) {
-            if e >= b.len() {
-                continue; // the anchor itself
-            }
-            let rel = rest(b, e);
-            for n in &self.rooted {
-                let nb = n.path.as_bytes();
-                if at_or_beneath(rel, nb) {
-                    let what = n.what_runs().unwrap_or("a protected name");
-                    return Err(self.deny(
-                        path,
-                        act,
-                        format!(
-                            "{} at {}: {what}",
-                            n.entry,
-                            escape_path(path_of(prefix(b, e)))
-                        ),
-                        name_remedy(n),
-                    ));
-                }
-                if act.moves() && strict_ancestor(rel, nb) {
-                    return Err(self.deny(
-                        path,
-                        act,
-                        format!(
-                            "it holds the protected {} (moving it would let it be replaced)",
-                            n.entry
-                        ),
-                        name_remedy(n),
-                    ));
-                }
-            }
-        }
+        self.rooted_rule(path, b, &repo_roots, act)?;
 
         // Gitdirs that existed at launch.
         for g in gitdirs.iter().filter(|g| g.launch) {
@@ -1088,28 +1054,7 @@ impl Protector {
             self.gitdir_rules(path, gp, rel, act)?;
         }
 
-        // Paths the configuration of a launch repository names, and their ancestors.
-        let st = self.read();
-        for &e in &ends {
-            if let Some(n) = st.named.get(prefix(b, e)) {
-                return Err(self.deny(path, act, n.reason.to_string(), self.git_remedy()));
-            }
-        }
-        if act.moves() {
-            if let Some(n) = st.ancestors.get(b) {
-                return Err(self.deny(
-                    path,
-                    act,
-                    format!(
-                        "it holds {} ({}); moving it would let that be replaced",
-                        escape_path(&n.entry),
-                        n.reason
-                    ),
-                    self.git_remedy(),
-                ));
-            }
-        }
-        Ok(())
+        self.named_rule(path, b, &ends, act)
     }
 
     /// The commit-mode rules inside the launch gitdir `g`: its fixed code-running entries
@@ -1228,6 +1173,85 @@ fn name_remedy(n: &ProtectedName) -> String {
          protected_names = [\"!{}\"]",
         n.entry
     )
+}
+
+impl Protector {
+    /// Root-scoped names at the workspace, each writable root and each repository root in the
+    /// chain (`repo_roots`: where their prefixes of `b` end).
+    fn rooted_rule(
+        &self,
+        path: &Path,
+        b: &[u8],
+        repo_roots: &[usize],
+        act: Act,
+    ) -> Result<(), Denial> {
+        let anchors = self
+            .anchors
+            .iter()
+            .map(|a| bytes(a))
+            .filter(|a| *a == b"/" || at_or_beneath(b, a))
+            .map(|a| if a == b"/" { 0 } else { a.len() });
+        for e in anchors.chain(repo_roots.iter().copied()) {
+            if e >= b.len() {
+                continue; // the anchor itself
+            }
+            let rel = rest(b, e);
+            for n in &self.rooted {
+                let nb = n.path.as_bytes();
+                if at_or_beneath(rel, nb) {
+                    let what = n.what_runs().unwrap_or("a protected name");
+                    return Err(self.deny(
+                        path,
+                        act,
+                        format!(
+                            "{} at {}: {what}",
+                            n.entry,
+                            escape_path(path_of(prefix(b, e)))
+                        ),
+                        name_remedy(n),
+                    ));
+                }
+                if act.moves() && strict_ancestor(rel, nb) {
+                    return Err(self.deny(
+                        path,
+                        act,
+                        format!(
+                            "it holds the protected {} (moving it would let it be replaced)",
+                            n.entry
+                        ),
+                        name_remedy(n),
+                    ));
+                }
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Paths the configuration of a launch repository names, and their ancestors.
+    fn named_rule(&self, path: &Path, b: &[u8], ends: &[usize], act: Act) -> Result<(), Denial> {
+        let st = self.read();
+        for &e in ends {
+            if let Some(n) = st.named.get(prefix(b, e)) {
+                return Err(self.deny(path, act, n.reason.to_string(), self.git_remedy()));
+            }
+        }
+        if act.moves() {
+            if let Some(n) = st.ancestors.get(b) {
+                return Err(self.deny(
+                    path,
+                    act,
+                    format!(
+                        "it holds {} ({}); moving it would let that be replaced",
+                        escape_path(&n.entry),
+                        n.reason
+                    ),
+                    self.git_remedy(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What loading one launch repository adds to the shared state.
