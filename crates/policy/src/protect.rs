@@ -116,6 +116,11 @@
 //!   `.Claude` is what host tools open as `.git`/`.claude`; only new directories can be made
 //!   so, which makes such a repository one created during the run (post-run check), but a
 //!   root-scoped or any-depth agent config in such a directory is not recognised.
+//! * Cost to workflows: a tree holding a launch repository cannot be removed inside (its
+//!   `config`, `hooks/` and, unless snapshotted, objects stay), a known launch repository cannot
+//!   be moved, `git worktree remove`/`prune` of a launch worktree fails; a package that ships a
+//!   `.claude`/`.codex`/`.agents`/`.stockade` directory cannot be unpacked (those names are
+//!   any-depth; `/.claude` instead makes one root-scoped).
 //! * A directory that holds `HEAD`, `objects/` and `refs/` counts as a bare repository even if it
 //!   is an ordinary directory that happens to (its `config` and `hooks/` are then protected).
 //!
