@@ -139,9 +139,9 @@
 //!
 //! Measured with `cargo test --release -p stockade-policy --lib -- --ignored --nocapture
 //! protect_bench` (2-core shared VM, ext4, a repository at the root, target at depth 10,
-//! warm cache; median of 200 batch means; three runs, while other builds shared the machine):
+//! warm cache; median of 200 batch means; six runs, while other builds shared the machine):
 //! create 0.7–1.1 µs, open-for-write 2.7–3.6 µs (one `lstat` for the link count), rename
-//! 9.5–10.7 µs (an `lstat` of both names, two live-probe marks; 5.6 µs when the names repeat),
+//! 8.1–10.7 µs (an `lstat` of both names, two live-probe marks; 5.4 µs when the names repeat),
 //! create in `.git/objects` 1.0–1.5 µs, a refused hook 1.0–1.7 µs; the first call of a run,
 //! which loads the repository's protected set, 0.34–0.5 ms (once per repository).
 
