@@ -986,3 +986,19 @@ fn built_from_a_real_plan() {
     let bad = ProtectorInput::from_plan(&plan, &["a/../b".to_string()], SystemTime::now());
     assert!(matches!(bad, Err(ProtectError::BadName { .. })));
 }
+
+#[test]
+fn past_the_mark_bound_the_cache_is_off_and_decisions_stay_right() {
+    let f = Fx::new("prot-overflow");
+    f.mkdir("p/q");
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    allowed(&pr, create(&f.p("p/q/.mcp.json")));
+    for i in 0..=MAX_HOT_MARKS {
+        pr.mark(&f.p(&format!("tmp/{i}")), true);
+    }
+    assert!(pr.read().cache_off);
+    // `p/q` becomes a repository behind the judge's back: with the cache off it is seen.
+    fs::create_dir(f.p("p/q/.git")).unwrap();
+    refused(&pr, create(&f.p("p/q/.mcp.json")));
+    allowed(&pr, create(&f.p("p/q/file")));
+}
