@@ -974,6 +974,7 @@ fn built_from_a_real_plan() {
         home: Some(home.clone()),
         env: vec![],
         state_dir: home.join(".local/state/stockade"),
+        write_gate: true,
     };
     let plan = crate::plan::resolve(&policy, &req).unwrap();
     let input =
