@@ -121,6 +121,7 @@
 mod ops;
 mod path;
 mod raw;
+mod umask;
 
 use crate::notif::{self, Notif};
 use crate::sockets::SocketPolicy;
@@ -311,6 +312,7 @@ pub fn serve(
         blocking: AtomicUsize::new(0),
         max_blocking: cfg.blocking,
         recv_lock: std::sync::Mutex::new(()),
+        umasks: umask::Umasks::default(),
     });
     let mut threads = Vec::with_capacity(cfg.workers.max(1));
     for i in 0..cfg.workers.max(1) {
@@ -334,11 +336,17 @@ pub(crate) struct Shared {
     blocking: AtomicUsize,
     max_blocking: usize,
     recv_lock: std::sync::Mutex<()>,
+    umasks: umask::Umasks,
 }
 
 impl Shared {
     fn fd(&self) -> RawFd {
         self.listener.as_raw_fd()
+    }
+
+    /// The caller's umask (see [`umask`]).
+    fn umask(&self, ctx: &mut Ctx<'_>) -> Result<u32, i32> {
+        self.umasks.get(ctx.tid(), || ctx.read_umask())
     }
 
     /// Send `a` as the answer to notification `id`.
@@ -441,6 +449,14 @@ fn dispatch(sh: &Arc<Shared>, ctx: &mut Ctx<'_>, private_fs: bool) -> Answer {
         if let Some(d) = deny {
             (sh.sink)(Denial::Connect(d));
         }
+        return Answer::Done;
+    }
+    if ctx.n.data.nr == SYS_umask as i32 {
+        let (fd, id, new) = (sh.fd(), ctx.n.id, ctx.int(0) as u32 & 0o777);
+        let cont = || {
+            let _ = notif::respond_continue(fd, id);
+        };
+        sh.umasks.changing(new, cont, || ctx.read_umask());
         return Answer::Done;
     }
     let a = |i| ctx.int(i);

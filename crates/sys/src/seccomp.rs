@@ -191,7 +191,8 @@ pub const WRITE_INTENT: u32 = (libc::O_CREAT
     | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
 
 /// Write-intent calls handed to the gate's supervisor whatever their arguments (path-, name- and
-/// descriptor-based metadata calls; `bind` because a unix socket bind creates a name). Not here:
+/// descriptor-based metadata calls; `bind` because a unix socket bind creates a name; `umask`
+/// so the supervisor knows when a caller's umask changes, [`crate::fsgate`]). Not here:
 /// `ftruncate`/`fallocate`/`write` (they need a descriptor open for writing, which the gate
 /// judged when it was opened), and `creat`/`mkdir*`/`mknod*`/`*chmod*` (in [`GATED_MODE`]).
 const GATED: &[libc::c_long] = &[
@@ -221,6 +222,7 @@ const GATED: &[libc::c_long] = &[
     libc::SYS_lremovexattr,
     libc::SYS_fremovexattr,
     libc::SYS_bind,
+    libc::SYS_umask,
 ];
 
 /// Gated calls with a mode argument (its index): set-id bits are still refused in the filter.
@@ -951,6 +953,7 @@ mod tests {
             SYS_lremovexattr,
             SYS_fremovexattr,
             SYS_bind,
+            SYS_umask,
         ];
         let with_mode = [
             (SYS_creat, 1),

@@ -243,7 +243,7 @@ fn create_file(
             kind: CreateKind::File,
         },
     )?;
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     let fl = (flags | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NOCTTY) & !libc::O_CLOEXEC;
     match raw::openat(t.dir.as_raw_fd(), &t.name, fl, mode & 0o7777 & !umask) {
         Ok(fd) => {
@@ -427,7 +427,7 @@ pub(super) fn mkdir(sh: &Shared, ctx: &mut Ctx<'_>, dirfd: i32, arg: usize) -> O
             },
         )?;
     }
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     raw::mkdirat(t.dir.as_raw_fd(), &t.name, mode & 0o7777 & !umask)?;
     sh.judge.created(t.path(), CreateKind::Dir);
     Ok(Answer::Val(0))
@@ -453,7 +453,7 @@ pub(super) fn mknod(sh: &Shared, ctx: &mut Ctx<'_>, dirfd: i32, arg: usize) -> O
             },
         )?;
     }
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     raw::mknodat(
         t.dir.as_raw_fd(),
         &t.name,
@@ -889,7 +889,7 @@ pub(super) fn bind(sh: &Shared, ctx: &mut Ctx<'_>) -> Out {
     let mut local = vec![0u8; 2 + name.len() + 1];
     local[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
     local[2..2 + name.len()].copy_from_slice(name);
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     raw::fchdir(t.dir.as_raw_fd())?;
     raw::umask(umask);
     let r = raw::bind(sock.as_raw_fd(), &local);

@@ -848,7 +848,10 @@ fn umask_cloexec() {
     let run = ok_run("umask", &ws, judge(), Opts::new(&ws));
     run.expect("cloexec", 0);
     run.expect("no_cloexec", 0);
-    let mode = |n: &str| std::fs::symlink_metadata(ws.join(n)).unwrap().mode() & 0o7777;
+    let mode = |n: &str| match std::fs::symlink_metadata(ws.join(n)) {
+        Ok(m) => m.mode() & 0o7777,
+        Err(e) => panic!("{n}: {e}\n{}\n{}", run.stdout, run.stderr),
+    };
     assert_eq!(mode("um_f"), 0o640);
     assert_eq!(mode("um_d"), 0o750);
     assert_eq!(mode("um_fifo"), 0o640);
@@ -858,6 +861,19 @@ fn umask_cloexec() {
         .file_type()
         .is_socket());
     assert_eq!(mode("um.sock"), 0o750, "bind applies the caller's umask");
+    // A umask changed by a sibling thread (shared fs_struct) and inherited across fork: each
+    // creation after the change gets the new mask (the supervisor's cache must not be stale).
+    for i in 0..20 {
+        let want = if i % 2 == 0 { 0o600 } else { 0o640 };
+        assert_eq!(mode(&format!("sib{i}")), want, "sib{i}");
+    }
+    assert_eq!(mode("forked"), 0o604, "a forked child inherits the umask");
+    assert_eq!(
+        mode("forked_after"),
+        0o660,
+        "the parent's change after the fork"
+    );
+    run.expect("umask_returns_old", 0);
     let _ = std::fs::remove_dir_all(&ws);
 }
 
@@ -901,6 +917,30 @@ fn child_umask(ws: &Path) {
                 -1
             },
         );
+        // umask(2) still answers the previous mask (the call is let through to the kernel).
+        umask(0o022);
+        let old = umask(0o022);
+        r("umask_returns_old", if old == 0o022 { 0 } else { -1 });
+        // Warm the cache for the main thread, then change the umask from another thread.
+        for i in 0..20 {
+            let mask = if i % 2 == 0 { 0o077 } else { 0o027 };
+            std::thread::spawn(move || umask(mask)).join().unwrap();
+            close(open(
+                p(&format!("sib{i}")).as_ptr(),
+                O_CREAT | O_WRONLY,
+                0o666,
+            ));
+        }
+        umask(0o073);
+        let pid = fork();
+        if pid == 0 {
+            close(open(p("forked").as_ptr(), O_CREAT | O_WRONLY, 0o666));
+            stockade_sys::exit_now(0);
+        }
+        let mut st = 0;
+        waitpid(pid, &mut st, 0);
+        umask(0o017);
+        close(open(p("forked_after").as_ptr(), O_CREAT | O_WRONLY, 0o666));
     }
 }
 
