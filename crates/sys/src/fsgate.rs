@@ -32,8 +32,8 @@
 //!    name, as bytes (never `to_str`);
 //! 4. if allowed, performs the call relative to that parent descriptor with the caller's exact
 //!    semantics (flags, `AT_SYMLINK_NOFOLLOW`, `AT_REMOVEDIR`, `RENAME_*`, the mode with the
-//!    caller's umask from `/proc/<tid>/status`, the supervisor's own umask 0 in each worker
-//!    thread), and answers with the result, or for opens hands over the descriptor with
+//!    caller's umask — `/proc/<tid>/status`, cached exactly by also gating `umask(2)`, see
+//!    `fsgate/umask.rs` — and the supervisor's own umask 0 in each worker thread), and answers with the result, or for opens hands over the descriptor with
 //!    `SECCOMP_IOCTL_NOTIF_ADDFD` + `SECCOMP_ADDFD_FLAG_SEND` (`O_CLOEXEC` as `newfd_flags`).
 //!    A hand-over that fails because the caller died closes the descriptor; one that fails
 //!    otherwise (`EMFILE`) is answered with that error. It never answers

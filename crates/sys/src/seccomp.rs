@@ -12,7 +12,7 @@
 //!   `bind` → user notification, performed by [`crate::fsgate`]: `open`/`openat` when the flags
 //!   carry a [`WRITE_INTENT`] bit and not `O_PATH` (read-only opens pass at full speed), `creat`,
 //!   `mkdir*`, `mknod*`, `symlink*`, `link*`, `rename*`, `unlink*`, `rmdir`, `truncate`, the
-//!   chmod/chown/utime/xattr families including their descriptor forms; `setxattrat`,
+//!   chmod/chown/utime/xattr families including their descriptor forms, `umask`; `setxattrat`,
 //!   `removexattrat` and `file_setattr` (arguments in memory) → `ENOSYS`. Set-id modes are still
 //!   refused in the filter, before any notification.
 //! * **`clone3` and `openat2` → `ENOSYS`**: their flags and modes live in memory a filter cannot
