@@ -12,7 +12,8 @@
 //! descriptor forms (`fchmod` of a read-only descriptor would otherwise make a hook
 //! executable), `bind` (a unix socket bind creates a name) and `connect` (the network gate,
 //! [`crate::sockets`], dispatched to its existing logic). Not gated: `ftruncate`, `fallocate`,
-//! `write` — they need a descriptor open for writing, and that open was judged.
+//! `write` — they need a descriptor open for writing, and that open was judged (or the
+//! descriptor was handed to the command by stockade itself: 0-2 and `--pass-fd`).
 //!
 //! # How a call is served
 //! [`serve`] starts a pool of workers (2 × CPUs, at least 4: a parallel build is not
