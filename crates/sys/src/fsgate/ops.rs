@@ -50,8 +50,17 @@ const MAX_HOPS: usize = 40;
 /// `O_TMPFILE`'s own bit.
 const TMPFILE_BIT: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
 
+/// Ask the judge. A judge that panics refuses (fail closed) instead of leaving the call
+/// unanswered on a dead worker (with `panic = "abort"` the process ends instead: closed too).
 fn judge(sh: &Shared, op: FsOp<'_>) -> Result<(), Fail> {
-    sh.judge.judge(&op).map_err(Fail::Refused)
+    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sh.judge.judge(&op)));
+    match asked {
+        Ok(verdict) => verdict.map_err(Fail::Refused),
+        Err(_) => Err(Fail::Refused(Refusal {
+            errno: libc::EACCES,
+            detail: format!("the write gate's judge failed on {op:?}"),
+        })),
+    }
 }
 
 fn is(st: &libc::stat, kind: u32) -> bool {

@@ -500,6 +500,8 @@ fn hostile() {
     }
     run.expect("too_long", libc::ENAMETOOLONG);
     run.expect("emfile", libc::EMFILE);
+    run.expect("judge_panics", libc::EACCES);
+    assert!(!ws.join("panicky").exists());
     run.expect("ends_at_page_end", 0);
     run.expect("after", 0);
     assert!(ws.join("pageend").exists() && ws.join("after").exists());
@@ -585,6 +587,10 @@ fn child_hostile(ws: &Path) {
         lim.rlim_cur = soft;
         setrlimit(RLIMIT_NOFILE, &lim);
         println!("emfile={}", if fd < 0 { e } else { 0 });
+        ro(
+            "judge_panics",
+            open(c(&ws.join("panicky")).as_ptr(), O_CREAT | O_WRONLY, 0o644),
+        );
         r("after", mkdir(c(&ws.join("after")).as_ptr(), 0o755).into());
     }
 }
