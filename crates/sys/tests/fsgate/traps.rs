@@ -955,11 +955,16 @@ fn child_umask(ws: &Path) {
 fn relative_bind() {
     let ws = workspace("relbind");
     std::fs::create_dir_all(ws.join("adir/forbidden")).unwrap();
+    std::fs::write(ws.join("adir/forbidden/x"), "orig").unwrap();
     let run = ok_run("relbind", &ws, judge(), Opts::new(&ws));
     run.expect("bind_relative", 0);
     run.expect("connect_relative", 0);
     run.expect("bind_relative_forbidden", libc::EACCES);
     run.expect("bind_abstract", 0);
+    run.expect("setxattr_relative", 0);
+    run.expect("chmod_relative", 0);
+    run.expect("truncate_relative", 0);
+    run.expect("setxattr_relative_forbidden", libc::EACCES);
     assert!(std::fs::symlink_metadata(ws.join("adir/rel.sock"))
         .unwrap()
         .file_type()
@@ -1006,6 +1011,20 @@ fn child_relbind(ws: &Path) {
         r(
             "bind_abstract",
             bind(s3, (&ab as *const sockaddr_un).cast(), 2 + 21).into(),
+        );
+        // Relative paths of the other path-only calls resolve from the caller's cwd too.
+        close(open(c"relx".as_ptr(), O_CREAT | O_WRONLY, 0o644));
+        let v = b"v".as_ptr().cast();
+        r(
+            "setxattr_relative",
+            setxattr(c"relx".as_ptr(), c"user.r".as_ptr(), v, 1, 0).into(),
+        );
+        r("chmod_relative", chmod(c"relx".as_ptr(), 0o600).into());
+        r("truncate_relative", truncate(c"relx".as_ptr(), 0).into());
+        let fx = c"forbidden/x".as_ptr();
+        r(
+            "setxattr_relative_forbidden",
+            setxattr(fx, c"user.r".as_ptr(), v, 1, 0).into(),
         );
     }
 }
