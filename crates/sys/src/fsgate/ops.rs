@@ -104,9 +104,11 @@ fn real_of(fd: RawFd) -> R<PathBuf> {
 
 // ---- opens ------------------------------------------------------------------------------------
 
-/// `open`/`openat`/`creat`.
+/// `open`/`openat`/`creat`: the path is argument `arg`, the mode argument `arg + 2` (`open`,
+/// `openat`) or `arg + 1` (`creat`, whose flags are implied).
 pub(super) fn open(sh: &Shared, ctx: &mut Ctx<'_>, dirfd: i32, arg: usize, flags: i32) -> Out {
-    let mode = ctx.arg(arg + 2) as u32;
+    let creat = ctx.n.data.nr == libc::SYS_creat as i32;
+    let mode = ctx.arg(arg + if creat { 1 } else { 2 }) as u32;
     let mut path = read_path(ctx, arg)?;
     let mut base = Base::of(dirfd);
     for _ in 0..MAX_HOPS {

@@ -860,6 +860,11 @@ fn umask_cloexec() {
     };
     assert_eq!(mode("um_f"), 0o640);
     assert_eq!(mode("um_d"), 0o750);
+    assert_eq!(
+        mode("um_creat"),
+        0o640,
+        "creat's mode is its second argument"
+    );
     assert_eq!(mode("um_fifo"), 0o640);
     assert_eq!(mode("um0"), 0o666, "umask 0 afterwards: no stale mask");
     assert!(std::fs::symlink_metadata(ws.join("um.sock"))
@@ -890,6 +895,7 @@ fn child_umask(ws: &Path) {
     unsafe {
         umask(0o027);
         close(open(p("um_f").as_ptr(), O_CREAT | O_WRONLY, 0o666));
+        close(syscall(SYS_creat, p("um_creat").as_ptr(), 0o666) as i32);
         mkdir(p("um_d").as_ptr(), 0o777);
         mknod(p("um_fifo").as_ptr(), S_IFIFO | 0o666, 0);
         let s = socket(AF_UNIX, SOCK_STREAM, 0);
