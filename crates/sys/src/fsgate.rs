@@ -100,7 +100,8 @@
 //!   given.
 //!
 //! # Known differences from the kernel's own behaviour
-//! `O_TMPFILE` creates no name and is not judged (its later `linkat` is). A caller whose
+//! `O_TMPFILE` creates no name and is not judged (its later `linkat` is). A `truncate` beyond
+//! the caller's `RLIMIT_FSIZE` fails with `EFBIG` but raises no `SIGXFSZ`. A caller whose
 //! descriptor table is full gets `EMFILE` after the file was created. A directory with a
 //! default ACL gets the caller's umask applied anyway. Writes to another process's
 //! `/proc/<pid>` (not the caller's) are refused. `lsetxattr` on a symbolic link is `EPERM`

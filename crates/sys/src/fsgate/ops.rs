@@ -706,6 +706,11 @@ pub(super) fn truncate(sh: &Shared, ctx: &mut Ctx<'_>) -> Out {
     let len = ctx.arg(1) as i64;
     let o = target_object(ctx, libc::AT_FDCWD, Some(0), 0)?;
     judge_attr(sh, &o, AttrKind::Truncate)?;
+    // The caller's RLIMIT_FSIZE, which the kernel would have applied to the caller's own call
+    // (without the SIGXFSZ the kernel also sends).
+    if len > 0 && (len as u64) > raw::fsize_limit(ctx.tid())? {
+        return Err(Fail::Errno(libc::EFBIG));
+    }
     raw::truncate(ProcPath::fd(o.fd.as_raw_fd()).c(), len)?;
     Ok(Answer::Val(0))
 }

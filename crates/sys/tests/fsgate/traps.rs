@@ -970,6 +970,9 @@ fn relative_bind() {
     run.expect("setxattr_relative", 0);
     run.expect("chmod_relative", 0);
     run.expect("truncate_relative", 0);
+    run.expect("truncate_over_fsize", libc::EFBIG);
+    run.expect("truncate_under_fsize", 0);
+    assert_eq!(std::fs::metadata(ws.join("adir/relx")).unwrap().len(), 100);
     run.expect("setxattr_relative_forbidden", libc::EACCES);
     assert!(std::fs::symlink_metadata(ws.join("adir/rel.sock"))
         .unwrap()
@@ -1027,6 +1030,20 @@ fn child_relbind(ws: &Path) {
         );
         r("chmod_relative", chmod(c"relx".as_ptr(), 0o600).into());
         r("truncate_relative", truncate(c"relx".as_ptr(), 0).into());
+        // The caller's RLIMIT_FSIZE holds for a truncate the supervisor performs.
+        signal(SIGXFSZ, SIG_IGN);
+        let mut lim: rlimit = std::mem::zeroed();
+        getrlimit(RLIMIT_FSIZE, &mut lim);
+        lim.rlim_cur = 4096;
+        setrlimit(RLIMIT_FSIZE, &lim);
+        r(
+            "truncate_over_fsize",
+            truncate(c"relx".as_ptr(), 1 << 30).into(),
+        );
+        r(
+            "truncate_under_fsize",
+            truncate(c"relx".as_ptr(), 100).into(),
+        );
         let fx = c"forbidden/x".as_ptr();
         r(
             "setxattr_relative_forbidden",
