@@ -138,10 +138,22 @@ enum Step {
 fn open_at(sh: &Shared, ctx: &mut Ctx<'_>, t: Target, flags: i32, mode: u32) -> Result<Step, Fail> {
     let creat = flags & libc::O_CREAT != 0;
     let excl = creat && flags & libc::O_EXCL != 0;
-    if let Some(a) = open_regular(sh, &t, flags)? {
-        return Ok(Step::Done(a));
+    let mut missing = false;
+    match open_regular(sh, &t, flags)? {
+        Fast::Done(a) => return Ok(Step::Done(a)),
+        Fast::Missing if !creat => return Err(Fail::Errno(libc::ENOENT)),
+        Fast::Missing => missing = true,
+        Fast::Other => {}
     }
     for _ in 0..8 {
+        // Just seen missing by `open_regular`: create without looking again (an exclusive
+        // create; a name that appeared meanwhile is looked at on the next round).
+        if std::mem::take(&mut missing) && creat && !t.dot {
+            match create_file(sh, ctx, &t, flags, mode)? {
+                Some(a) => return Ok(Step::Done(a)),
+                None => continue,
+            }
+        }
         let probe = raw::openat(
             t.dir.as_raw_fd(),
             &t.name,
@@ -192,16 +204,18 @@ fn open_at(sh: &Shared, ctx: &mut Ctx<'_>, t: Target, flags: i32, mode: u32) -> 
 /// kept only if it is the very file that was looked at (device and inode), then truncated if
 /// asked. `None`: anything else (missing, a link, a FIFO or device, a race) — the careful path
 /// decides.
-fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, Fail> {
+fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Fast, Fail> {
     let rdonly_trunc = flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE == libc::O_RDONLY;
     if t.dot || t.procfs || flags & TMPFILE_BIT != 0 || rdonly_trunc {
-        return Ok(None);
+        return Ok(Fast::Other);
     }
-    let Ok(st) = raw::lstatat(t.dir.as_raw_fd(), &t.name) else {
-        return Ok(None);
+    let st = match raw::lstatat(t.dir.as_raw_fd(), &t.name) {
+        Ok(st) => st,
+        Err(libc::ENOENT) => return Ok(Fast::Missing),
+        Err(_) => return Ok(Fast::Other),
     };
     if !is(&st, libc::S_IFREG) {
-        return Ok(None);
+        return Ok(Fast::Other);
     }
     if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL {
         return Err(Fail::Errno(libc::EEXIST));
@@ -217,11 +231,11 @@ fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, F
     let strip = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC;
     let fl = (flags & !strip) | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
     let Ok(fd) = raw::openat(t.dir.as_raw_fd(), &t.name, fl, 0) else {
-        return Ok(None);
+        return Ok(Fast::Other);
     };
     let now = raw::fstat(fd.as_raw_fd())?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-        return Ok(None);
+        return Ok(Fast::Other);
     }
     if trunc {
         raw::ftruncate(fd.as_raw_fd())?;
@@ -230,10 +244,20 @@ fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, F
         let fl = raw::getfl(fd.as_raw_fd())?;
         raw::setfl(fd.as_raw_fd(), fl & !libc::O_NONBLOCK)?;
     }
-    Ok(Some(Answer::Fd {
+    Ok(Fast::Done(Answer::Fd {
         fd,
         cloexec: flags & libc::O_CLOEXEC != 0,
     }))
+}
+
+/// What the fast path of an open found.
+enum Fast {
+    /// Opened.
+    Done(Answer),
+    /// No such name (yet).
+    Missing,
+    /// Something for the careful path.
+    Other,
 }
 
 /// `O_CREAT` of a missing name: judged as a creation, created exclusively (`O_EXCL`, never
