@@ -133,11 +133,15 @@ pub fn tiers() -> Option<Tiers> {
 /// unelevated tier and, only when that tier cannot run on this machine at all and the elevated
 /// tier is installed, uses that instead (the outcome's `tier` says which ran, and a warning says
 /// why); when the elevated tier is not installed the unelevated tier's failure stands.
+///
+/// `walk_plan` makes the same plan without the write gate: `auto`'s fallback to the elevated
+/// tier (which has no gate) runs that one, never a plan made for the gate.
 pub fn run(
     plan: &Plan,
     cmd: &Command,
     opts: &RunOptions,
     choice: TierChoice,
+    walk_plan: &dyn Fn() -> Result<Plan, String>,
 ) -> Result<RunOutcome, LaunchFailure> {
     let Some(t) = tiers() else {
         return Err(LaunchFailure {
@@ -147,19 +151,44 @@ pub fn run(
             tier_unavailable: true,
         });
     };
+    // A plan made for the write gate protects only what lies at each writable root; the rest is
+    // the gate's, which only the unelevated tier has: no other tier may run it.
+    let elevated = |plan: &Plan| {
+        if plan.write_gate {
+            return Err(LaunchFailure {
+                tier: t.elevated.name(),
+                message: "this plan relies on the write gate, which the elevated tier does not have; run with --tier elevated (its plan walks every writable root instead)".into(),
+                exit_code: crate::EXIT_STOCKADE as i32,
+                tier_unavailable: false,
+            });
+        }
+        t.elevated.launch(plan, cmd, opts)
+    };
     match choice {
         TierChoice::Unelevated => t.unelevated.launch(plan, cmd, opts),
-        TierChoice::Elevated => t.elevated.launch(plan, cmd, opts),
+        TierChoice::Elevated => elevated(plan),
         TierChoice::Auto
             if auto_prefers_elevated(t.prefer_elevated, &t.elevated.availability()) =>
         {
-            t.elevated.launch(plan, cmd, opts)
+            elevated(plan)
         }
         TierChoice::Auto => match t.unelevated.launch(plan, cmd, opts) {
             Err(first) if first.tier_unavailable => {
                 match fallback(&first, &t.elevated.availability()) {
                     Fallback::Use(warning) => {
-                        let mut out = t.elevated.launch(plan, cmd, opts)?;
+                        let walked;
+                        let plan = if plan.write_gate {
+                            walked = walk_plan().map_err(|message| LaunchFailure {
+                                tier: t.elevated.name(),
+                                message,
+                                exit_code: crate::EXIT_STOCKADE as i32,
+                                tier_unavailable: false,
+                            })?;
+                            &walked
+                        } else {
+                            plan
+                        };
+                        let mut out = elevated(plan)?;
                         out.warnings.insert(0, warning);
                         Ok(out)
                     }

@@ -17,14 +17,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+use stockade_policy::backend::CreatedLog;
 use stockade_policy::gitmeta;
 use stockade_policy::model::GitMode;
-use stockade_policy::plan::{find_git_markers, Plan};
+use stockade_policy::plan::{find_git_markers, find_git_markers_below, GitMarker, Plan};
 use stockade_sys::fs as sfs;
 
 const RESOLVE: u64 =
     libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 const MAX_READ: u64 = 1 << 20;
+/// See [`Checker::ctime_new`]: well above a kernel tick (at most 10 ms).
+const CTIME_SLACK_NS: i128 = 50_000_000;
 /// Runs whose refs a snapshot store keeps (older ones are removed; objects are kept).
 const KEEP_RUNS: usize = 50;
 
@@ -660,13 +663,28 @@ struct Checker<'a> {
     findings: Vec<Finding>,
     /// Gitdirs already judged.
     seen: Vec<PathBuf>,
+    /// The plan was made for the write gate: repositories that existed at launch anywhere below
+    /// a root were guarded per call, not found by a launch walk, so only what changed during the
+    /// run (ctime) is judged — an untouched hook or config of a repository the user already had
+    /// is theirs, not the run's.
+    only_new: bool,
 }
 
 /// After the run (every process of it gone): neutralise what it left that would make git run
 /// code or redirect it — in repositories it created (nested `git init`, `init --template`,
 /// `worktree add`, an embedded bare repository) and, in launch repositories, protected entries
 /// that did not exist at launch and rebase/sequencer todo lines that run commands.
-pub fn post_run(plan: &Plan, state_dir: &Path, run: &str, started: SystemTime) -> Vec<Finding> {
+///
+/// With the write gate's complete created-log (`created`), only what the log names is examined
+/// (plus the launch repositories), so the check costs what the run created, not what the
+/// workspace holds; without one (no gate, or the log overflowed) every writable root is walked.
+pub fn post_run(
+    plan: &Plan,
+    state_dir: &Path,
+    run: &str,
+    started: SystemTime,
+    created: Option<&CreatedLog>,
+) -> Vec<Finding> {
     let started = started
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
@@ -678,6 +696,7 @@ pub fn post_run(plan: &Plan, state_dir: &Path, run: &str, started: SystemTime) -
         started,
         findings: Vec::new(),
         seen: plan.git_repos.iter().map(|r| r.gitdir.clone()).collect(),
+        only_new: plan.write_gate,
     };
     for r in &plan.writable_roots {
         match sfs::openat2(
@@ -694,17 +713,160 @@ pub fn post_run(plan: &Plan, state_dir: &Path, run: &str, started: SystemTime) -
         }
     }
     c.launch_repos();
-    for r in plan.writable_roots.clone() {
-        match find_git_markers(&r, state_dir) {
-            Ok(markers) => {
-                for m in markers {
-                    c.marker(&m);
+    match created {
+        Some(log) if log.complete => c.check_logged(log),
+        _ => {
+            for r in plan.writable_roots.clone() {
+                match find_git_markers(&r, state_dir) {
+                    Ok(markers) => {
+                        for m in markers {
+                            c.marker(&m);
+                        }
+                    }
+                    Err(e) => c.unchecked(&r, &e.to_string()),
                 }
             }
-            Err(e) => c.unchecked(&r, &e.to_string()),
         }
     }
     c.findings
+}
+
+impl Checker<'_> {
+    /// Examine what the write gate logged: created `.git`/`HEAD` entries like the walk's
+    /// markers, directories moved into place by walking just them, and creations beneath an
+    /// existing `.git` (todo files, worktrees, modules, config, hooks) one by one.
+    fn check_logged(&mut self, log: &CreatedLog) {
+        for dir in &log.subtrees {
+            // Only a directory brings contents along; a file moved into place is judged by its
+            // name below, like a created one.
+            let is_dir = self
+                .lstat(dir)
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            if !is_dir {
+                continue;
+            }
+            match find_git_markers_below(dir) {
+                Ok(markers) => {
+                    for m in markers {
+                        self.marker(&m);
+                    }
+                }
+                // Gone again (renamed on, removed): nothing left there to check.
+                Err(_) if self.lstat(dir).is_none() => {}
+                Err(e) => self.unchecked(dir, &e.to_string()),
+            }
+        }
+        let mut gitdirs: Vec<PathBuf> = Vec::new();
+        for p in log.paths.iter().chain(&log.subtrees) {
+            let Some(st) = self.lstat(p) else {
+                continue;
+            };
+            let name = p.file_name().unwrap_or_default();
+            if name == ".git" || name == "HEAD" {
+                let fmt = st.st_mode & libc::S_IFMT;
+                self.marker(&GitMarker {
+                    path: p.clone(),
+                    name: name.to_os_string(),
+                    is_dir: fmt == libc::S_IFDIR,
+                    is_symlink: fmt == libc::S_IFLNK,
+                });
+            }
+            if let Some(gitdir) = enclosing_gitdir(p) {
+                if !gitdirs.contains(&gitdir) {
+                    gitdirs.push(gitdir.clone());
+                }
+                self.created_in_gitdir(&gitdir, p);
+            }
+        }
+        for g in gitdirs {
+            // A gitdir judged whole (created during the run, or a launch repository's) is done.
+            if !self.seen.contains(&g) {
+                self.todos(&g);
+                self.modules(&g.join("modules"), 0);
+            }
+        }
+    }
+
+    /// One entry created during the run beneath `gitdir`, a `.git` that was not itself created
+    /// by the run (those are judged whole).
+    fn created_in_gitdir(&mut self, gitdir: &Path, p: &Path) {
+        if self.seen.contains(&gitdir.to_path_buf()) {
+            return;
+        }
+        let Ok(rel) = p.strip_prefix(gitdir) else {
+            return;
+        };
+        let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
+        match parts.as_slice() {
+            [n] if *n == "config" || *n == "config.worktree" => self.judge_config(p),
+            [h, _] if *h == "hooks" => self.judge_hook(p),
+            [w, x, ..] if *w == "worktrees" => {
+                let wt = gitdir.join(w).join(x);
+                if !self.seen.contains(&wt) && self.lstat(&wt).is_some() {
+                    self.seen.push(wt.clone());
+                    let common = fs::canonicalize(gitdir).unwrap_or_else(|_| gitdir.into());
+                    self.judge_gitdir(&wt, Some(&common));
+                }
+            }
+            [i, a] if *i == "info" && *a == "attributes" => self.created_redirect(
+                p,
+                "attributes select filter/diff/merge drivers, which run programs",
+            ),
+            [o, i, a] if *o == "objects" && *i == "info" && *a == "alternates" => {
+                self.created_redirect(p, "makes git read objects from another repository")
+            }
+            [c] if *c == "commondir" => self.created_redirect(
+                p,
+                "commondir created during the run redirects git to another directory",
+            ),
+            _ => {}
+        }
+    }
+
+    fn created_redirect(&mut self, p: &Path, why: &str) {
+        let action = self.rename_aside(p);
+        self.neutralised(p, format!("created during the run: {why}"), action);
+    }
+
+    /// One hook created during the run: executable (or not a regular file) is neutralised.
+    fn judge_hook(&mut self, h: &Path) {
+        if !self.changed(h) {
+            return;
+        }
+        let name = h.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".sample") || name.contains(".stockade-neutralised-") {
+            return;
+        }
+        let Some(st) = self.lstat(h) else {
+            return;
+        };
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG if st.st_mode & 0o111 != 0 => {
+                let action = match self.chmod_x(h) {
+                    Ok(()) => "made non-executable (chmod a-x)".to_string(),
+                    Err(e) => self.rename_aside(h) + &format!(" (chmod failed: {e})"),
+                };
+                self.neutralised(h, "executable hook created during the run".into(), action);
+            }
+            libc::S_IFREG => {}
+            _ => {
+                let action = self.rename_aside(h);
+                self.neutralised(h, "hook that is not a regular file".into(), action);
+            }
+        }
+    }
+}
+
+/// The `.git` directory `p` lies beneath (the innermost `.git` component), if any.
+fn enclosing_gitdir(p: &Path) -> Option<PathBuf> {
+    let mut cur = p.parent();
+    while let Some(d) = cur {
+        if d.file_name().is_some_and(|n| n == ".git") {
+            return Some(d.to_path_buf());
+        }
+        cur = d.parent();
+    }
+    None
 }
 
 const REMEDY: &str = "review it; if you trust it, rename it back (or chmod +x the hook) yourself on the host — a sandboxed run never leaves behind git metadata that runs code (docs/git.md)";
@@ -823,9 +985,20 @@ impl Checker<'_> {
         fs::File::from(fd).write_all(data)
     }
 
+    /// Whether `p` is the run's to judge: always without the gate; with it, only when it
+    /// changed during the run ([`Checker::only_new`]).
+    fn changed(&self, p: &Path) -> bool {
+        !self.only_new || self.ctime_new(p)
+    }
+
+    /// Changed during the run. File times come from the kernel's coarse clock, which lags the
+    /// precise one by up to a tick, so a change right after `started` can carry an earlier
+    /// ctime: anything within [`CTIME_SLACK_NS`] before the start counts as new (more is judged,
+    /// never less).
     fn ctime_new(&self, p: &Path) -> bool {
         self.lstat(p).is_some_and(|st| {
-            i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec) >= self.started
+            i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec)
+                >= self.started - CTIME_SLACK_NS
         })
     }
 
@@ -897,6 +1070,9 @@ impl Checker<'_> {
             if launch_wt(&m.path) || self.plan.protected_symlinks.contains(&m.path) {
                 return;
             }
+            if m.is_symlink && !self.changed(&m.path) {
+                return;
+            }
             if m.is_symlink {
                 let action = self.rename_aside(&m.path);
                 self.neutralised(
@@ -945,6 +1121,9 @@ impl Checker<'_> {
     /// A `.git` file created during the run: its gitdir must be inside a writable root (it is
     /// then judged like any created gitdir), or the file is renamed aside.
     fn gitfile(&mut self, file: &Path) {
+        if !self.changed(file) {
+            return;
+        }
         let Some(text) = self.read(file) else {
             return;
         };
@@ -999,13 +1178,13 @@ impl Checker<'_> {
             ),
         ] {
             let p = dir.join(name);
-            if self.lstat(&p).is_some() {
+            if self.lstat(&p).is_some() && self.changed(&p) {
                 let action = self.rename_aside(&p);
                 self.neutralised(&p, format!("created during the run: {why}"), action);
             }
         }
         let cd = dir.join("commondir");
-        if self.lstat(&cd).is_some() {
+        if self.lstat(&cd).is_some() && self.changed(&cd) {
             let target = self.read(&cd).map(|t| normalize(&dir.join(t.trim())));
             let ok = match (target, common) {
                 (Some(t), Some(c)) => fs::canonicalize(&t).is_ok_and(|t| t == c),
@@ -1021,7 +1200,7 @@ impl Checker<'_> {
             }
         }
         let gd = dir.join("gitdir");
-        if self.lstat(&gd).is_some() {
+        if self.lstat(&gd).is_some() && self.changed(&gd) {
             let inside = self
                 .read(&gd)
                 .is_some_and(|t| self.root_of(&normalize(&dir.join(t.trim()))).is_some());
@@ -1038,6 +1217,9 @@ impl Checker<'_> {
     }
 
     fn judge_config(&mut self, p: &Path) {
+        if !self.changed(p) {
+            return;
+        }
         let Some(text) = self.read(p) else {
             if self
                 .lstat(p)
@@ -1092,31 +1274,7 @@ impl Checker<'_> {
             return;
         }
         for h in read_dir_sorted(dir) {
-            let name = h
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            if name.ends_with(".sample") || name.contains(".stockade-neutralised-") {
-                continue;
-            }
-            let Some(st) = self.lstat(&h) else {
-                continue;
-            };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFREG if st.st_mode & 0o111 != 0 => {
-                    let action = match self.chmod_x(&h) {
-                        Ok(()) => "made non-executable (chmod a-x)".to_string(),
-                        Err(e) => self.rename_aside(&h) + &format!(" (chmod failed: {e})"),
-                    };
-                    self.neutralised(&h, "executable hook created during the run".into(), action);
-                }
-                libc::S_IFREG => {}
-                _ => {
-                    let action = self.rename_aside(&h);
-                    self.neutralised(&h, "hook that is not a regular file".into(), action);
-                }
-            }
+            self.judge_hook(&h);
         }
     }
 
@@ -1244,6 +1402,66 @@ mod tests {
         let t = "[core]\n\tbare = false\n[remote \"o.r\\\"g\"]\n\turl = \"a b\\\\c\"\n\tfetch = x\n[branch \"main\"]\n\tremote = o\n";
         let e = gitmeta::parse_config(t);
         assert_eq!(gitmeta::parse_config(&render_config(&e)), e);
+    }
+
+    /// The post-run check with the gate's created-log: a complete log is all it examines; an
+    /// incomplete one (overflow, or no end record) falls back to walking every writable root.
+    #[test]
+    fn a_complete_log_is_what_is_examined_an_incomplete_one_walks() {
+        let base = std::env::temp_dir().join(format!("gitcheck-log-{}", std::process::id()));
+        let ws = base.join("ws");
+        let home = base.join("home");
+        fs::create_dir_all(&home).unwrap();
+        let started = SystemTime::now();
+        // A repository "created during the run" three levels down, with a hostile config.
+        let dotgit = ws.join("p/q/r/.git");
+        for d in ["objects", "refs/heads", "hooks"] {
+            fs::create_dir_all(dotgit.join(d)).unwrap();
+        }
+        fs::write(dotgit.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let config = dotgit.join("config");
+        let hostile = "[core]\n\tfsmonitor = touch /tmp/x\n";
+        let policy = stockade_policy::config::default_policy().unwrap();
+        let ws = fs::canonicalize(&ws).unwrap();
+        let dotgit = ws.join("p/q/r/.git");
+        let plan = stockade_policy::plan::resolve(
+            &policy,
+            &stockade_policy::plan::PlanRequest {
+                workspace: ws.clone(),
+                cwd: ws.clone(),
+                home: Some(home.clone()),
+                env: vec![],
+                state_dir: home.join("state"),
+                write_gate: true,
+            },
+        )
+        .unwrap();
+        let state = home.join("state");
+        let hit = |f: &[Finding]| f.iter().any(|f| f.path.ends_with("p/q/r/.git/config"));
+        let log = |paths: Vec<PathBuf>, complete| CreatedLog {
+            paths,
+            subtrees: vec![],
+            complete,
+        };
+        // Complete and empty: nothing examined, nothing found.
+        fs::write(&config, hostile).unwrap();
+        let f = post_run(&plan, &state, "t1", started, Some(&log(vec![], true)));
+        assert!(!hit(&f), "{f:?}");
+        assert_eq!(fs::read_to_string(&config).unwrap(), hostile);
+        // Complete, naming the created .git: found.
+        let f = post_run(
+            &plan,
+            &state,
+            "t2",
+            started,
+            Some(&log(vec![dotgit.clone()], true)),
+        );
+        assert!(hit(&f), "{f:?}");
+        // Incomplete and empty: the walk finds it anyway.
+        fs::write(&config, hostile).unwrap();
+        let f = post_run(&plan, &state, "t3", started, Some(&log(vec![], false)));
+        assert!(hit(&f), "{f:?}");
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]

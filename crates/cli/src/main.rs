@@ -217,12 +217,58 @@ pub struct RunArgs {
     /// must lie outside every writable root).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// The write gate (`on`, the default where the kernel has it): every write-intent call of the
+    /// command is judged by a supervisor, so launch need not walk the workspace. `off` walks
+    /// every writable root at launch instead (the protection without the gate; for comparison
+    /// and benchmarks). Only on the command line: no configuration file or MCP call sets it.
+    #[arg(long = "write-gate", value_enum, default_value_t = WriteGateArg::On)]
+    write_gate: WriteGateArg,
     /// Internal to `stockade mcp`: one call's narrowing of the policy (JSON). It can only narrow.
     #[arg(long, hide = true, value_name = "JSON")]
     mcp_narrow: Option<String>,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+/// `--write-gate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteGateArg {
+    /// Use the gate where the kernel supports it (else walk, with a warning).
+    On,
+    /// Walk every writable root at launch; no gate.
+    Off,
+}
+
+/// Set once by `stockade run --write-gate off` (or `--tier elevated`, which has no gate) before
+/// any plan is made: every plan of this process then walks.
+static WRITE_GATE_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Plans made from now on walk every writable root (no write gate).
+pub fn disable_write_gate() {
+    WRITE_GATE_OFF.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether plans are made for the write gate: `Ok(true)` when the kernel has it and it was not
+/// turned off, `Ok(false)` when turned off, `Err(missing feature)` when the kernel lacks it.
+#[cfg(target_os = "linux")]
+pub fn write_gate() -> std::result::Result<bool, String> {
+    if WRITE_GATE_OFF.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(false);
+    }
+    // Asked of the kernel once per process.
+    static SUPPORT: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    SUPPORT
+        .get_or_init(stockade_linux::probe::write_gate_support)
+        .clone()
+        .map(|()| true)
+}
+
+/// No write gate outside Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn write_gate() -> std::result::Result<bool, String> {
+    Ok(false)
 }
 
 /// Everything a run needs that comes from the caller's process.
@@ -307,6 +353,7 @@ pub fn plan_for(
             home: caller.home.clone(),
             env: caller.env.clone(),
             state_dir: caller.state_dir.clone(),
+            write_gate: write_gate().unwrap_or(false),
         },
     )?;
     // Stockade's own state (persistent temp dirs of every workspace, the walk cache that decides

@@ -14,6 +14,16 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
             bail!("--pass-fd {fd}: not an open descriptor above 2 in this process");
         }
     }
+    // `--tier elevated` has no write gate: its plans walk (so do `--write-gate off` ones).
+    if args.write_gate == crate::WriteGateArg::Off
+        || args.tier == crate::backend::TierChoice::Elevated
+    {
+        crate::disable_write_gate();
+    }
+    let gate_missing = match crate::write_gate() {
+        Err(missing) if args.write_gate == crate::WriteGateArg::On => Some(missing),
+        _ => None,
+    };
     let plan = match &args.mcp_narrow {
         None => load(&args.policy, caller)?.1,
         Some(n) => crate::mcp::load_narrowed(&args.policy, caller, n)?,
@@ -50,10 +60,20 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     let git = GitGuard::before(&plan, caller, verbose)?;
     #[cfg(target_os = "linux")]
     let used_before = crate::changes::used_before_run(&plan);
-    let result = crate::backend::run(&plan, &cmd, &opts, args.tier);
+    // For `auto`'s fallback to the elevated tier: the same plan, walked (that tier has no gate).
+    let walk_plan = || {
+        crate::disable_write_gate();
+        match &args.mcp_narrow {
+            None => load(&args.policy, caller).map(|l| l.1),
+            Some(n) => crate::mcp::load_narrowed(&args.policy, caller, n),
+        }
+        .map_err(|e| crate::one_line(&e))
+    };
+    let result = crate::backend::run(&plan, &cmd, &opts, args.tier, &walk_plan);
     // The backend has returned: the run's pid namespace (and with it every process of the run) is
     // gone, so nothing can change what is checked now.
-    let git = git.after(&plan, caller);
+    let created = result.as_ref().ok().and_then(|o| o.created.as_ref());
+    let git = git.after(&plan, caller, created);
     let mut outcome = match result {
         #[cfg(target_os = "linux")]
         Ok(mut o) => {
@@ -80,6 +100,11 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
         }
     };
     git.add_denials(&mut outcome);
+    if let Some(missing) = gate_missing {
+        outcome.warnings.push(format!(
+            "no write gate: this kernel lacks {missing}; launch walked every writable root for protected names instead (its cost grows with the workspace), and a protected name that did not exist at launch is not refused when the command creates it"
+        ));
+    }
     report(&args, report_file.as_mut(), &outcome, verbose, &git)?;
     Ok(ExitCode::from((outcome.exit.shell_code() & 0xff) as u8))
 }
@@ -107,6 +132,13 @@ fn report(
             outcome.exit,
             outcome.duration.as_secs_f64() * 1000.0
         );
+    }
+    // Refusals of the write gate, one line each, always (issue 12 item 5); the line names a
+    // path the command chose, so it is escaped like everything else that reaches the terminal.
+    for d in &outcome.denials {
+        if let Some(m) = &d.message {
+            eprintln!("stockade: {}", escape(m));
+        }
     }
     if let stockade_policy::backend::ExitKind::TimedOut = outcome.exit {
         eprintln!("stockade: timed out: the command and everything it started were killed");
@@ -285,7 +317,12 @@ impl GitGuard {
         })
     }
 
-    fn after(mut self, plan: &stockade_policy::plan::Plan, caller: &Caller) -> Self {
+    fn after(
+        mut self,
+        plan: &stockade_policy::plan::Plan,
+        caller: &Caller,
+        created: Option<&stockade_policy::backend::CreatedLog>,
+    ) -> Self {
         if let Some(started) = self.started {
             self.findings = crate::gitcheck::restore_destroyed(&self.snapshots, started);
             self.findings.extend(crate::gitcheck::post_run(
@@ -293,6 +330,7 @@ impl GitGuard {
                 &caller.state_dir,
                 &self.run,
                 started,
+                created,
             ));
         }
         for f in &self.findings {
@@ -317,6 +355,7 @@ impl GitGuard {
             outcome.denials.push(stockade_policy::backend::Denial {
                 kind: f.kind.to_string(),
                 target: f.path.clone(),
+                message: None,
             });
         }
     }
@@ -334,7 +373,12 @@ impl GitGuard {
     fn before(_: &stockade_policy::plan::Plan, _: &Caller, _: bool) -> Result<Self> {
         Ok(GitGuard::default())
     }
-    fn after(self, _: &stockade_policy::plan::Plan, _: &Caller) -> Self {
+    fn after(
+        self,
+        _: &stockade_policy::plan::Plan,
+        _: &Caller,
+        _: Option<&stockade_policy::backend::CreatedLog>,
+    ) -> Self {
         self
     }
     fn add_denials(&self, _: &mut RunOutcome) {}

@@ -248,6 +248,27 @@ fn assert_contained(r: (bool, bool, Out)) -> Out {
     o
 }
 
+/// `what` was refused when created (the write gate: a denial in the JSON and a `refused:` line
+/// on stderr) or, where the run may create it, neutralised after the run.
+#[track_caller]
+fn assert_refused_or_neutralised(o: &Out, what: &str) {
+    let v = json(o);
+    let refused = v["denials"].as_array().into_iter().flatten().any(|d| {
+        d["kind"] == "write-gate" && d["target"].as_str().is_some_and(|t| t.contains(what))
+    });
+    if refused {
+        assert!(
+            o.stderr
+                .lines()
+                .any(|l| l.starts_with("stockade: refused: ") && l.contains(what)),
+            "no refusal line on stderr for {what}: {}",
+            o.stderr
+        );
+        return;
+    }
+    assert_neutralised(o, what);
+}
+
 #[track_caller]
 fn assert_neutralised(o: &Out, what: &str) {
     let v = json(o);
@@ -375,7 +396,7 @@ fn config_worktree_created_where_none_existed_is_neutralised() {
     };
     let script = "printf '[core]\\n\\tfsmonitor = \"touch {M}; false\"\\n' > .git/config.worktree";
     let o = assert_contained(attack("git-cfgwt", &setup, script, &status));
-    assert_neutralised(&o, ".git/config.worktree");
+    assert_refused_or_neutralised(&o, ".git/config.worktree");
 }
 
 #[test]
@@ -461,7 +482,7 @@ fn info_attributes_created_where_none_existed_is_neutralised() {
         git_in(w, &w.ws, &["add", "a"], true);
     };
     let o = assert_contained(attack("git-attrs", &setup, script, &trigger));
-    assert_neutralised(&o, ".git/info/attributes");
+    assert_refused_or_neutralised(&o, ".git/info/attributes");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The protected-name walk fails closed (issue 10 §4): a command that makes a directory above a
 //! nested repository unlistable (`chmod 000`) must not get that repository's `.git` unprotected
-//! in the next run. Run as a throwaway NON-root user (root bypasses permissions, so the attack
+//! in the next run. The walk is the launch's only when the write gate is off (`--write-gate
+//! off`, or a kernel without it), so those tests turn it off; with the gate (the last tests) the
+//! same attacks meet the per-call judge, which no listing can hide a repository from. Run as a throwaway NON-root user (root bypasses permissions, so the attack
 //! only exists for an ordinary user); judged from the host.
 //!
 //! Creates a user: run this suite under the shared lock,
@@ -90,8 +92,26 @@ impl TempUser {
         run_guarded(self.command(argv), None, Duration::from_secs(60))
     }
 
-    /// `stockade run --workspace ws -- sh -c script` as this user.
+    /// `stockade run --write-gate off --workspace ws -- sh -c script` as this user: the
+    /// launch-time walk.
     fn stockade_sh(&self, ws: &Path, script: &str) -> Out {
+        let ws = ws.display().to_string();
+        self.run(&[
+            bin(),
+            "run",
+            "--write-gate",
+            "off",
+            "--workspace",
+            &ws,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    /// `stockade run --workspace ws -- sh -c script` as this user, with the write gate.
+    fn stockade_gate_sh(&self, ws: &Path, script: &str) -> Out {
         let ws = ws.display().to_string();
         self.run(&[bin(), "run", "--workspace", &ws, "--", "sh", "-c", script])
     }
@@ -254,6 +274,94 @@ fn unreadable_gitfile_stops_the_run() {
     );
     assert!(!hook.exists());
     // Control: without Stockade the write works.
+    let ctl = u.run(&["sh", "-c", &attack]);
+    ctl.assert_ran("WROTE");
+    assert!(hook.exists());
+}
+
+/// Whether this kernel has the write gate (`stockade doctor`).
+fn have_gate() -> bool {
+    let o = Command::new(bin())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("doctor runs");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["features"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|f| f["name"] == "write-gate" && f["available"] == true)
+}
+
+#[test]
+fn with_the_write_gate_an_unlistable_parent_hides_no_repository() {
+    if !have_gate() {
+        return skip("this kernel has no write gate");
+    }
+    let u = match TempUser::create() {
+        Ok(u) => u,
+        Err(why) => return skip(why),
+    };
+    let ws = u.home.join("ws");
+    let git = ws.join("a/b/repo/.git");
+    mkdirs_as(&u, &git.join("hooks"));
+    for f in ["HEAD", "config"] {
+        let w = u.run(&["sh", "-c", &format!("echo x > {}", q(&git.join(f)))]);
+        assert_eq!(w.code(), 0, "{w:#?}");
+    }
+    let hook = git.join("hooks/pre-commit");
+    let out = u.stockade_gate_sh(&ws, "echo RAN1; chmod 000 a && echo HIDDEN");
+    out.assert_ran("HIDDEN");
+    // Run 2: nothing is walked, so nothing refuses to start; the write itself is refused.
+    let attack = "echo RAN2; chmod 755 a; echo evil > a/b/repo/.git/hooks/pre-commit && echo WROTE";
+    let out = u.stockade_gate_sh(&ws, attack);
+    out.assert_ran("RAN2");
+    out.assert_not("WROTE");
+    assert!(!hook.exists(), "the hook was written: {out:#?}");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("stockade: refused: ")),
+        "{out:#?}"
+    );
+    // Positive control: without Stockade the same command writes the hook.
+    let ctl = u.run(&["sh", "-c", &format!("cd {} && {attack}", q(&ws))]);
+    ctl.assert_ran("WROTE");
+    assert!(hook.exists(), "control: the hook could not be written");
+}
+
+#[test]
+fn with_the_write_gate_a_gitdir_behind_an_unreadable_gitfile_stays_protected() {
+    if !have_gate() {
+        return skip("this kernel has no write gate");
+    }
+    let u = match TempUser::create() {
+        Ok(u) => u,
+        Err(why) => return skip(why),
+    };
+    let ws = u.home.join("ws");
+    mkdirs_as(&u, &ws);
+    // `sub/.git` is a file naming the gitdir `gd` (a name the gate knows nothing of).
+    let init = u.run(&[
+        "git",
+        "-C",
+        &ws.display().to_string(),
+        "init",
+        "-q",
+        "--separate-git-dir",
+        "gd",
+        "sub",
+    ]);
+    assert_eq!(init.code(), 0, "{init:#?}");
+    let gitfile = ws.join("sub/.git");
+    let c = u.run(&["chmod", "000", &gitfile.display().to_string()]);
+    assert_eq!(c.code(), 0, "{c:#?}");
+    let hook = ws.join("gd/hooks/pre-commit");
+    let attack = format!("echo RAN; echo evil > {} && echo WROTE", q(&hook));
+    let out = u.stockade_gate_sh(&ws, &attack);
+    out.assert_ran("RAN");
+    out.assert_not("WROTE");
+    assert!(!hook.exists(), "the hook was written: {out:#?}");
     let ctl = u.run(&["sh", "-c", &attack]);
     ctl.assert_ran("WROTE");
     assert!(hook.exists());

@@ -227,8 +227,10 @@ impl ElevatedBackend {
                             .map(|d| stockade_policy::backend::Denial {
                                 kind: d.kind,
                                 target: d.target,
+                                message: None,
                             })
                             .collect(),
+                        created: None,
                     });
                 }
                 Some(Reply::Refused { reason }) => return Err(ClientError::Refused(reason)),
@@ -364,6 +366,8 @@ mod tests {
             allowed_domains: vec![],
             warnings: vec![],
             overlay: Default::default(),
+            write_gate: false,
+            protected_names: vec![],
         };
         let cmd = Command {
             program: "sh".into(),

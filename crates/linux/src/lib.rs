@@ -13,6 +13,7 @@ pub mod mounts;
 pub mod overlay;
 pub mod probe;
 pub mod proxy;
+pub mod write_gate;
 
 use stockade_policy::backend::{
     Availability, Backend, Command, Feature, LaunchFailure, RunOptions, RunOutcome,

@@ -724,6 +724,8 @@ mod tests {
             git_repos: vec![],
             warnings: vec![],
             overlay: Default::default(),
+            write_gate: false,
+            protected_names: vec![],
         }
     }
 

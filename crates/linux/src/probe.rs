@@ -32,6 +32,28 @@ pub fn userns_works() -> Result<(), String> {
     }
 }
 
+/// Whether this kernel can run the write gate; `Err` names the missing feature: seccomp user
+/// notification (`user_notif` in `/proc/sys/kernel/seccomp/actions_avail`), and
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19, which also has `SECCOMP_IOCTL_NOTIF_ADDFD`
+/// with `SECCOMP_ADDFD_FLAG_SEND`), asked of the kernel without installing anything
+/// ([`stockade_sys::seccomp::gate_supported`]). One file read and one syscall: cheap enough for
+/// every launch.
+pub fn write_gate_support() -> Result<(), String> {
+    let actions = read("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    if !actions.split_whitespace().any(|a| a == "user_notif") {
+        return Err(
+            "seccomp user notification (no user_notif in /proc/sys/kernel/seccomp/actions_avail)"
+                .into(),
+        );
+    }
+    stockade_sys::seccomp::gate_supported().map_err(|e| {
+        format!(
+            "{} (Linux {}+, with SECCOMP_IOCTL_NOTIF_ADDFD): {}",
+            e.feature, e.since, e.source
+        )
+    })
+}
+
 /// Probe every feature Stockade can use.
 pub fn features() -> Vec<Feature> {
     let mut out = Vec::new();
@@ -68,6 +90,15 @@ pub fn features() -> Vec<Feature> {
             "seccomp filters supported".into()
         } else {
             "no Seccomp line in /proc/self/status".into()
+        },
+    });
+    let gate = write_gate_support();
+    out.push(Feature {
+        name: "write-gate",
+        available: gate.is_ok(),
+        detail: match gate {
+            Ok(()) => "seccomp user notification with ADDFD and WAIT_KILLABLE_RECV: protected names judged per call, no walk at launch".into(),
+            Err(missing) => format!("missing {missing}: launch walks every writable root instead"),
         },
     });
     let cg = [

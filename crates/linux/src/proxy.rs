@@ -654,6 +654,7 @@ fn record(denials: &Mutex<Vec<Denial>>, target: String) {
         d.push(Denial {
             kind: "network".into(),
             target,
+            message: None,
         });
     }
 }

@@ -74,6 +74,26 @@ pub struct RunOutcome {
     /// Actions the sandbox refused that the backend could observe (e.g. a `connect` to a host
     /// socket), and protected paths the command created that did not exist before.
     pub denials: Vec<Denial>,
+    /// With the write gate: the git-relevant names the run created (for the post-run check,
+    /// which then examines only these instead of walking every writable root). `None`: no gate
+    /// ran, the post-run check walks.
+    #[serde(skip)]
+    pub created: Option<CreatedLog>,
+}
+
+/// What the write gate saw the run create (only names git could act on: `.git`, `HEAD`,
+/// `config`, `commondir`, `gitdir`, anything beneath a `.git`, rebase/sequencer todo files, and
+/// directories renamed into place, whose contents were not seen being created).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreatedLog {
+    /// Paths as the sandbox saw them (the writable roots are mounted at the same paths).
+    pub paths: Vec<std::path::PathBuf>,
+    /// Directories renamed (or linked) into place during the run: their whole subtree must be
+    /// examined.
+    pub subtrees: Vec<std::path::PathBuf>,
+    /// Every creation was recorded (no overflow, and the record arrived whole). When `false`
+    /// the post-run check falls back to walking every writable root.
+    pub complete: bool,
 }
 
 /// One refused or suspicious action, for the machine-readable denial report.
@@ -83,6 +103,9 @@ pub struct Denial {
     pub kind: String,
     /// The target, e.g. a socket path.
     pub target: String,
+    /// One line saying what was refused, why, and how the user allows it (write-gate refusals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn ser_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

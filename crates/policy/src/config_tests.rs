@@ -483,6 +483,18 @@ fn rendering() {
         "{text}"
     );
     assert!(text.contains("removed [\"~/.npmrc\"]"), "{text}");
+    // Each protected name with where it applies and what would run from it.
+    assert!(
+        text.contains(
+            "\"/.vscode/tasks.json\",  # default — at each root (workspace, writable roots, \
+             repositories); VS Code runs its tasks"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\".git\",  # default — any depth; git runs"),
+        "{text}"
+    );
     assert!(text.contains("not found, skipped"), "{text}");
     let j = l.to_json();
     assert_eq!(j["policy"]["network"]["mode"], "off");

@@ -50,6 +50,57 @@ pub const HOOKS: &[&str] = &[
     "post-index-change",
 ];
 
+/// The fixed entries of every gitdir (and module gitdir, and common directory) that make git
+/// run code or redirect it (gitrepository-layout(5)); each with why. `docs/git.md` has the table.
+pub const GITDIR_FIXED: &[(&str, &str)] = &[
+    (
+        "config",
+        "repository configuration: programs, hooks path, includes, remotes",
+    ),
+    (
+        "config.worktree",
+        "per-worktree configuration (extensions.worktreeConfig)",
+    ),
+    ("hooks", "git runs the executable files in it"),
+    (
+        "info/attributes",
+        "selects filter/diff/merge drivers, which run programs",
+    ),
+    ("commondir", "redirects git to another repository"),
+    (
+        "gitdir",
+        "where git looks for the linked worktree (prune, repair)",
+    ),
+    (
+        "objects/info/alternates",
+        "makes git read objects from another repository",
+    ),
+    (
+        "objects/info/http-alternates",
+        "makes fetch read objects from elsewhere",
+    ),
+    (
+        "remotes",
+        "legacy remote definitions (URLs git fetches from)",
+    ),
+    (
+        "branches",
+        "legacy remote definitions (URLs git fetches from)",
+    ),
+];
+
+/// The entries of each linked worktree's gitdir (`worktrees/<name>/`) that make git run code or
+/// redirect it.
+pub const WORKTREE_FIXED: &[(&str, &str)] = &[
+    ("config.worktree", "linked worktree's own configuration"),
+    (
+        "commondir",
+        "redirects the linked worktree to another repository",
+    ),
+    ("gitdir", "where git looks for the linked worktree"),
+    ("hooks", "git runs the executable files in it"),
+];
+
 /// One path that must not change (or appear) in a repository, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtectedEntry {
@@ -504,43 +555,7 @@ impl Collector<'_> {
 
     /// The fixed files of one gitdir (or module gitdir), then its config's targets.
     fn gitdir(&mut self, gitdir: &Path, common: bool, depth: usize) -> Result<(), GitMetaError> {
-        const FIXED: &[(&str, &str)] = &[
-            (
-                "config",
-                "repository configuration: programs, hooks path, includes, remotes",
-            ),
-            (
-                "config.worktree",
-                "per-worktree configuration (extensions.worktreeConfig)",
-            ),
-            ("hooks", "git runs the executable files in it"),
-            (
-                "info/attributes",
-                "selects filter/diff/merge drivers, which run programs",
-            ),
-            ("commondir", "redirects git to another repository"),
-            (
-                "gitdir",
-                "where git looks for the linked worktree (prune, repair)",
-            ),
-            (
-                "objects/info/alternates",
-                "makes git read objects from another repository",
-            ),
-            (
-                "objects/info/http-alternates",
-                "makes fetch read objects from elsewhere",
-            ),
-            (
-                "remotes",
-                "legacy remote definitions (URLs git fetches from)",
-            ),
-            (
-                "branches",
-                "legacy remote definitions (URLs git fetches from)",
-            ),
-        ];
-        for (name, why) in FIXED {
+        for (name, why) in GITDIR_FIXED {
             self.push(gitdir.join(name), *why);
         }
         self.config(&gitdir.join("config"), 0)?;
@@ -549,16 +564,8 @@ impl Collector<'_> {
             return Ok(());
         }
         for wt in list_dirs(&gitdir.join("worktrees")) {
-            for (name, why) in [
-                ("config.worktree", "linked worktree's own configuration"),
-                (
-                    "commondir",
-                    "redirects the linked worktree to another repository",
-                ),
-                ("gitdir", "where git looks for the linked worktree"),
-                ("hooks", "git runs the executable files in it"),
-            ] {
-                self.push(wt.join(name), why);
+            for (name, why) in WORKTREE_FIXED {
+                self.push(wt.join(name), *why);
             }
             self.config(&wt.join("config.worktree"), 0)?;
         }
@@ -635,6 +642,24 @@ pub fn protected_paths(
     worktree: &Path,
     gitdir: &Path,
 ) -> Result<Vec<ProtectedEntry>, GitMetaError> {
+    let mut out = repo_protected_paths(worktree, gitdir)?;
+    for e in user_config_paths()? {
+        let path = worktree.join(&e.path);
+        if !out.iter().any(|o| o.path == path) {
+            out.push(ProtectedEntry {
+                path,
+                reason: e.reason,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// [`protected_paths`] without what the user's and the system's configuration name.
+pub fn repo_protected_paths(
+    worktree: &Path,
+    gitdir: &Path,
+) -> Result<Vec<ProtectedEntry>, GitMetaError> {
     let mut c = Collector {
         worktree,
         out: Vec::new(),
@@ -648,8 +673,19 @@ pub fn protected_paths(
         }
         None => c.gitdir(gitdir, true, 0)?,
     }
-    // The user's and the system's configuration apply to this repository too: a relative
-    // `core.hooksPath = .githooks` there names a directory inside every work tree.
+    Ok(c.out)
+}
+
+/// What the user's and the system's configuration (as host git finds them) name: they apply to
+/// every repository, and a relative `core.hooksPath = .githooks` there names a directory inside
+/// every work tree, so paths relative to the work tree stay relative here (join them to one);
+/// absolute ones (and includes, relative to the including file) are absolute.
+pub fn user_config_paths() -> Result<Vec<ProtectedEntry>, GitMetaError> {
+    let mut c = Collector {
+        worktree: Path::new(""),
+        out: Vec::new(),
+        files: 0,
+    };
     for f in outer_configs() {
         c.config(&f, 0)?;
     }

@@ -27,6 +27,8 @@ pub mod overlay;
 pub mod paths;
 pub mod plan;
 mod planned;
+#[cfg(unix)]
+pub mod protect;
 pub mod system_dirs;
 mod walk_cache;
 

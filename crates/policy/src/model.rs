@@ -209,6 +209,114 @@ pub enum GitMode {
     ReadOnly,
 }
 
+/// Where a `filesystem.protected_names` entry applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NameScope {
+    /// A single name, at any depth beneath a writable root (`.git`, or a name without `/`).
+    AnyDepth,
+    /// A relative path anchored (like a `.gitignore` pattern with a `/`) at the workspace root,
+    /// at each writable root and at the root of every repository (a directory holding `.git`),
+    /// never deeper: `/.mcp.json`, `/.vscode/tasks.json`.
+    Root,
+}
+
+/// One parsed `filesystem.protected_names` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProtectedName {
+    /// The entry as written (what a `!` removal names).
+    pub entry: String,
+    /// The relative path it protects (no leading or trailing `/`; one component for
+    /// [`NameScope::AnyDepth`]).
+    pub path: String,
+    /// Where it applies.
+    pub scope: NameScope,
+}
+
+impl ProtectedName {
+    /// Parse one entry: `name` (no `/`) applies at any depth; an entry with a `/` (a leading
+    /// `/` for a single name: `/.claude`; or inside: `.vscode/tasks.json`) only at the roots
+    /// ([`NameScope::Root`]). A trailing `/` (a directory) is ignored. Components must not be
+    /// empty, `.` or `..`.
+    pub fn parse(entry: &str) -> Result<ProtectedName, String> {
+        let trimmed = entry.strip_suffix('/').unwrap_or(entry);
+        let (anchored, rel) = match trimmed.strip_prefix('/') {
+            Some(r) => (true, r),
+            None => (false, trimmed),
+        };
+        if rel.is_empty()
+            || rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(
+                "a protected name is a file name such as `.git` (any depth) or a relative \
+                        path anchored at the roots such as `/.mcp.json` or `.vscode/tasks.json` \
+                        (no empty, `.` or `..` components); use filesystem.protected_paths for \
+                        absolute paths"
+                    .into(),
+            );
+        }
+        let scope = if anchored || rel.contains('/') {
+            NameScope::Root
+        } else {
+            NameScope::AnyDepth
+        };
+        Ok(ProtectedName {
+            entry: entry.to_string(),
+            path: rel.to_string(),
+            scope,
+        })
+    }
+
+    /// What would run from this entry, for denials, the docs and `policy show` (`None`: an entry
+    /// Stockade has no description for, e.g. one a user added).
+    pub fn what_runs(&self) -> Option<&'static str> {
+        what_runs(&self.path)
+    }
+}
+
+/// Parse every `filesystem.protected_names` entry (see [`ProtectedName::parse`]): the entry
+/// that failed and why.
+pub fn parse_protected_names(entries: &[String]) -> Result<Vec<ProtectedName>, (String, String)> {
+    entries
+        .iter()
+        .map(|e| ProtectedName::parse(e).map_err(|why| (e.clone(), why)))
+        .collect()
+}
+
+/// The program that would run from each default protected name (the table in `docs/policy.md`).
+pub const WHAT_RUNS: &[(&str, &str)] = &[
+    (".git", "git runs hooks, fsmonitor, filters and drivers its metadata names"),
+    (".claude", "Claude Code runs the hooks, MCP servers, statusLine and apiKeyHelper commands of .claude/settings*.json outside the sandbox when it next starts here"),
+    (".codex", "Codex runs the MCP servers and notify commands of .codex/config.toml outside the sandbox"),
+    (".agents", "agents load skills and scripts from .agents/ and run them outside the sandbox"),
+    (".stockade", "Stockade's workspace config: it sets the next run's policy"),
+    (".mcp.json", "Claude Code and other MCP clients start the servers (commands) it lists"),
+    (".gemini/settings.json", "Gemini CLI starts its mcpServers commands and runs its hooks"),
+    (".cursor", "Cursor starts the MCP servers of .cursor/mcp.json and runs its hooks"),
+    (".vscode/tasks.json", "VS Code runs its tasks (runOn: folderOpen runs one when the folder opens)"),
+    (".vscode/settings.json", "VS Code and its extensions run the programs it names (interpreters, linters, terminal profiles)"),
+    (".vscode/mcp.json", "VS Code starts the MCP servers it lists"),
+    (".vscode/launch.json", "VS Code runs its debug programs and preLaunchTask"),
+    (".idea", "JetBrains IDEs run its run configurations, external tools and startup tasks"),
+    (".continue", "Continue starts its MCP servers and custom commands"),
+    (".roo", "Roo Code starts the MCP servers of .roo/mcp.json"),
+    (".kiro", "Kiro runs its agent hooks and MCP servers"),
+    (".amazonq", "Amazon Q Developer starts the MCP servers of .amazonq/mcp.json"),
+    ("opencode.json", "opencode starts its MCP servers and runs its commands"),
+    (".aider.conf.yml", "aider runs its lint-cmd and test-cmd"),
+    (".devcontainer", "Dev Containers run initializeCommand on the host and build its Dockerfile"),
+    (".pre-commit-config.yaml", "pre-commit runs the hooks it lists at every git commit on the host"),
+    (".husky", "husky's git hooks (core.hooksPath = .husky/_) run at every commit on the host"),
+    (".envrc", "direnv runs it as shell code when you cd into the directory (once allowed)"),
+];
+
+/// What would run from the protected relative path `path` (see [`WHAT_RUNS`]).
+pub fn what_runs(path: &str) -> Option<&'static str> {
+    WHAT_RUNS.iter().find(|(p, _)| *p == path).map(|(_, w)| *w)
+}
+
 /// Temporary directories.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@
 //! Backends never interpret policy strings themselves.
 
 use crate::io_reason;
-use crate::model::{EnvInherit, GitMode, LimitsPolicy, NetworkMode, Policy};
+use crate::model::{EnvInherit, GitMode, LimitsPolicy, NameScope, NetworkMode, Policy};
 use crate::paths::{expand_path, glob_match, ExpandError};
 use crate::system_dirs::{system_dir_hit, Relation, Tier, SYSTEM_DIRS};
 use crate::walk_cache::{self, FoundKind, ScanError};
@@ -111,6 +111,12 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Copy-on-write overlays outside the writable roots (see [`crate::overlay`]).
     pub overlay: crate::overlay::OverlayPlan,
+    /// Made for the write gate ([`PlanRequest::write_gate`]): [`Plan::protected`] and
+    /// [`Plan::git_repos`] hold only what lies at each writable root itself; everything deeper is
+    /// the gate's to judge, so a backend without the gate must not run this plan.
+    pub write_gate: bool,
+    /// `filesystem.protected_names` as configured (the write gate's judge parses them).
+    pub protected_names: Vec<String>,
 }
 
 /// Validate and normalise one `network.allowed_domains` entry (see [`crate::domains`]):
@@ -141,6 +147,10 @@ pub struct PlanRequest {
     /// Stockade's state directory, e.g. `~/.local/state/stockade` (persistent `/tmp`s live in
     /// `<state_dir>/tmp/`).
     pub state_dir: PathBuf,
+    /// The backend will run the command under the write gate (every write-intent call judged by a
+    /// supervisor, see `docs/architecture.md`): protected names are then looked up only at each
+    /// writable root itself, not by walking every directory beneath it. `false`: the walk.
+    pub write_gate: bool,
 }
 
 /// Why a policy could not be turned into a plan.
@@ -379,6 +389,13 @@ impl Plan {
 pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     let fs_pol = &policy.filesystem;
     let mut warnings = Vec::new();
+    let names = crate::model::parse_protected_names(&fs_pol.protected_names).map_err(
+        |(entry, reason)| PlanError::BadEntry {
+            key: "filesystem.protected_names",
+            entry,
+            reason,
+        },
+    )?;
 
     let workspace = canonical_workspace(&req.workspace)?;
     let home_raw = req.home.as_deref();
@@ -421,7 +438,10 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
             let mut cur = Some(root.as_path());
             while let Some(p) = cur {
                 if let Some(name) = p.file_name() {
-                    if fs_pol.protected_names.iter().any(|n| OsStr::new(n) == name) {
+                    if names
+                        .iter()
+                        .any(|n| n.scope == NameScope::AnyDepth && OsStr::new(&n.path) == name)
+                    {
                         return Err(PlanError::ProtectedRoot {
                             path: root.clone(),
                             name: name.to_string_lossy().into_owned(),
@@ -435,22 +455,17 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
     }
     let roots = minimal_roots(roots);
 
-    // Protected entries.
-    for name in &fs_pol.protected_names {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-            return Err(PlanError::BadEntry {
-                key: "filesystem.protected_names",
-                entry: name.clone(),
-                reason: "protected names are single file names such as `.git` (no `/`, not `.` \
-                         or `..`); use filesystem.protected_paths for paths"
-                    .into(),
-            });
-        }
-    }
+    // Protected entries. The walk looks for the any-depth names only; root-scoped ones
+    // (`/.mcp.json`, `.vscode/tasks.json`) are looked up at each writable root and repository
+    // root below (the write gate refuses their creation, see crate::protect).
     let mut walker = Walker {
         skip: walk_skip(policy, home_raw, &workspace)?,
         root: PathBuf::new(),
-        names: fs_pol.protected_names.iter().map(OsString::from).collect(),
+        names: names
+            .iter()
+            .filter(|n| n.scope == NameScope::AnyDepth)
+            .map(|n| OsString::from(&n.path))
+            .collect(),
         out: Vec::new(),
         targets: Vec::new(),
         links: Vec::new(),
@@ -460,7 +475,40 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         repos: Vec::new(),
     };
     for root in &roots {
-        walker.walk(root)?;
+        if req.write_gate {
+            walker.at_root(root)?;
+        } else {
+            walker.walk(root)?;
+        }
+    }
+    // Root-scoped names that exist at a writable root or a repository's root (a mount keeps
+    // them read-only where the write gate is not available).
+    let anchors: Vec<PathBuf> = roots
+        .iter()
+        .cloned()
+        .chain(walker.repos.iter().map(|r| r.worktree.clone()))
+        .collect();
+    for anchor in &anchors {
+        for n in names.iter().filter(|n| n.scope == NameScope::Root) {
+            let p = anchor.join(&n.path);
+            let is_link = fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
+            match existing(&p, format!("protected name {}", n.entry)) {
+                Some(pp) if is_link => {
+                    walker.links.push(p);
+                    walker.targets.push(pp);
+                }
+                Some(pp) => walker.out.push(pp),
+                None if is_link => {
+                    walker.warnings.push(format!(
+                        "{} symlink {} points nowhere usable; only the link is listed",
+                        n.entry,
+                        p.display()
+                    ));
+                    walker.links.push(p);
+                }
+                None => {}
+            }
+        }
     }
     for entry in &fs_pol.protected_paths {
         let path = expand(entry, home_raw, &workspace, "filesystem.protected_paths")?;
@@ -496,8 +544,8 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
 
     let mut protected_missing = Vec::new();
     for root in &roots {
-        for name in &fs_pol.protected_names {
-            let p = root.join(name);
+        for name in &names {
+            let p = root.join(&name.path);
             if fs::symlink_metadata(&p).is_err() {
                 protected_missing.push(p);
             }
@@ -575,6 +623,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         let path = expand(entry, home_raw, &workspace, "filesystem.overlay_roots")?;
         overlay_roots.push((entry.clone(), path));
     }
+    let name_paths: Vec<String> = names.iter().map(|n| n.path.clone()).collect();
     let overlay = if fs_pol.read_only && !temp_overlay {
         crate::overlay::OverlayPlan::default()
     } else {
@@ -586,7 +635,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
                 temp: temp_overlay,
                 writable_roots: &roots,
                 protected: &protected,
-                protected_names: &fs_pol.protected_names,
+                protected_names: &name_paths,
                 workspace: &workspace,
                 state_dir: &req.state_dir,
                 max_bytes: fs_pol.overlay_max_bytes,
@@ -632,6 +681,8 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         git_repos,
         warnings,
         overlay,
+        write_gate: req.write_gate,
+        protected_names: fs_pol.protected_names.clone(),
     })
 }
 
@@ -752,6 +803,25 @@ impl Walker {
         self.warnings.extend(scan.warnings);
         for f in scan.found {
             self.protect(f.path, &f.name, f.kind)?;
+        }
+        Ok(())
+    }
+
+    /// With the write gate: only the protected names directly in `root` (canonical), one `lstat`
+    /// each — cost independent of the size of the tree. Deeper entries are judged per call by
+    /// the gate.
+    fn at_root(&mut self, root: &Path) -> Result<(), PlanError> {
+        self.root = root.to_path_buf();
+        for name in self.names.clone() {
+            let path = root.join(&name);
+            let kind = match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => FoundKind::Symlink,
+                Ok(m) if m.is_dir() => FoundKind::Dir,
+                Ok(_) => FoundKind::Other,
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => return Err(self.unreadable(&path, &path, "reading", e)),
+            };
+            self.protect(path, &name, kind)?;
         }
         Ok(())
     }
@@ -1185,9 +1255,18 @@ fn scan_error(root: &Path, e: ScanError) -> PlanError {
 pub fn find_git_markers(root: &Path, state_dir: &Path) -> Result<Vec<GitMarker>, PlanError> {
     let cache = walk_cache::cache_dir(&state_dir.join("post-run"), &[root.to_path_buf()])
         .map(|d| walk_cache::cache_file(&d, root));
+    git_markers(root, cache.as_deref())
+}
+
+/// [`find_git_markers`] below one directory without a listing cache (a directory the run moved
+/// into place: the write gate saw it arrive but not what it holds).
+pub fn find_git_markers_below(dir: &Path) -> Result<Vec<GitMarker>, PlanError> {
+    git_markers(dir, None)
+}
+
+fn git_markers(root: &Path, cache: Option<&Path>) -> Result<Vec<GitMarker>, PlanError> {
     let names = [OsString::from(".git"), OsString::from("HEAD")];
-    let scan =
-        walk_cache::scan(root, &names, cache.as_deref(), &[]).map_err(|e| scan_error(root, e))?;
+    let scan = walk_cache::scan(root, &names, cache, &[]).map_err(|e| scan_error(root, e))?;
     Ok(scan
         .found
         .into_iter()

@@ -10,6 +10,7 @@ fn req(ws: &Path, home: &Path) -> PlanRequest {
         home: Some(home.to_path_buf()),
         env: vec![],
         state_dir: home.join(".local/state/stockade"),
+        write_gate: false,
     }
 }
 
@@ -34,10 +35,9 @@ fn minimal_workspace() {
     assert_eq!(plan.writable_roots, vec![ws.clone()]);
     assert!(plan.protected.is_empty());
     // Every default protected name is missing at the root.
-    let mut missing: Vec<PathBuf> = [".agents", ".claude", ".codex", ".git", ".stockade"]
-        .iter()
-        .map(|n| ws.join(n))
-        .collect();
+    let names =
+        crate::model::parse_protected_names(&default_policy().filesystem.protected_names).unwrap();
+    let mut missing: Vec<PathBuf> = names.iter().map(|n| ws.join(&n.path)).collect();
     missing.sort();
     assert_eq!(plan.protected_missing, missing);
     assert_eq!(plan.network, NetworkMode::Off);
@@ -63,6 +63,9 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
     std::fs::create_dir_all(ws.join(".git/modules/sub/.git")).unwrap();
     std::fs::create_dir_all(ws.join("vendor/lib/.git")).unwrap();
     std::fs::create_dir_all(ws.join("a/b/c/d/.claude")).unwrap();
+    // Root-scoped names (`/.mcp.json`) apply at a repository's root, not deeper.
+    std::fs::create_dir_all(ws.join("vendor/lib/.cursor")).unwrap();
+    std::fs::create_dir_all(ws.join("a/b/.cursor")).unwrap();
     std::fs::create_dir_all(ws.join("sub")).unwrap();
     // Submodule: relative gitdir.
     std::fs::write(ws.join("sub/.git"), "gitdir: ../.git/modules/sub\n").unwrap();
@@ -74,6 +77,7 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
             ws.join(".git"),
             ws.join("a/b/c/d/.claude"),
             ws.join("sub/.git"),
+            ws.join("vendor/lib/.cursor"),
             ws.join("vendor/lib/.git"),
         ],
         "gitdir inside the protected .git is redundant and dropped"
@@ -86,6 +90,35 @@ fn nested_repos_submodules_and_protected_dirs_not_descended() {
     assert_eq!(sub.kind, PathKind::File);
     assert_eq!(plan.protected[0].kind, PathKind::Dir);
     assert!(!plan.protected_missing.contains(&ws.join(".git")));
+}
+
+#[test]
+fn with_the_write_gate_only_each_root_itself_is_looked_at() {
+    let (_t, home, ws) = setup();
+    std::fs::create_dir_all(ws.join(".git")).unwrap();
+    std::fs::create_dir_all(ws.join(".claude")).unwrap();
+    std::fs::create_dir_all(ws.join("vendor/lib/.git")).unwrap();
+    std::fs::create_dir_all(ws.join("a/b/c/d/.claude")).unwrap();
+    let mut r = req(&ws, &home);
+    r.write_gate = true;
+    let plan = resolve(&default_policy(), &r).unwrap();
+    assert!(plan.write_gate);
+    assert_eq!(
+        protected_paths(&plan),
+        vec![ws.join(".claude"), ws.join(".git")],
+        "only the root's own protected names"
+    );
+    assert_eq!(plan.git_repos.len(), 1);
+    assert_eq!(plan.git_repos[0].worktree, ws);
+    assert_eq!(
+        plan.protected_names,
+        default_policy().filesystem.protected_names
+    );
+    // The same tree without the gate: the walk finds the nested entries.
+    let plan = resolve(&default_policy(), &req(&ws, &home)).unwrap();
+    assert!(!plan.write_gate);
+    assert!(protected_paths(&plan).contains(&ws.join("vendor/lib/.git")));
+    assert!(protected_paths(&plan).contains(&ws.join("a/b/c/d/.claude")));
 }
 
 #[test]
@@ -450,9 +483,49 @@ fn no_home_is_an_error_for_tilde_entries() {
 fn bad_protected_name() {
     let (_t, home, ws) = setup();
     let mut pol = default_policy();
-    pol.filesystem.protected_names.push("a/b".into());
+    pol.filesystem.protected_names.push("a/../b".into());
     let err = resolve(&pol, &req(&ws, &home)).unwrap_err();
     assert!(err.to_string().contains("protected_paths"), "{err}");
+}
+
+#[test]
+fn rooted_protected_names_apply_at_roots_and_repository_roots_only() {
+    let (_t, home, ws) = setup();
+    for d in [".vscode", "lib/.vscode", "nested/.vscode", "nested/.git"] {
+        std::fs::create_dir_all(ws.join(d)).unwrap();
+    }
+    for f in [
+        ".vscode/tasks.json",
+        "lib/.vscode/tasks.json",
+        "nested/.vscode/tasks.json",
+    ] {
+        std::fs::write(ws.join(f), "{}").unwrap();
+    }
+    let mut pol = default_policy();
+    pol.filesystem
+        .protected_names
+        .push(".vscode/tasks.json".into());
+    for gate in [false, true] {
+        let mut r = req(&ws, &home);
+        r.write_gate = gate;
+        let plan = resolve(&pol, &r).unwrap();
+        let got = protected_paths(&plan);
+        assert!(
+            got.contains(&ws.join(".vscode/tasks.json")),
+            "gate {gate}: {got:?}"
+        );
+        assert!(
+            !got.contains(&ws.join("lib/.vscode/tasks.json")),
+            "gate {gate}: {got:?}"
+        );
+        // The walk finds the nested repository and protects its root's entry; with the gate
+        // that repository is the judge's (found per call), not the plan's.
+        assert_eq!(
+            got.contains(&ws.join("nested/.vscode/tasks.json")),
+            !gate,
+            "gate {gate}: {got:?}"
+        );
+    }
 }
 
 #[test]
@@ -920,7 +993,10 @@ fn commit_mode_protects_code_running_entries_not_the_whole_gitdir() {
     assert_eq!(plan.git_mode, GitMode::Commit);
     let p = protected_paths(&plan);
     for want in [git.join("config"), git.join("hooks"), ws.join(".husky/_")] {
-        assert!(p.contains(&want), "{want:?} not protected: {p:?}");
+        assert!(
+            p.iter().any(|x| want.starts_with(x)),
+            "{want:?} not protected: {p:?}"
+        );
     }
     assert!(
         !p.contains(&git),

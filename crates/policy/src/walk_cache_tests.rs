@@ -461,6 +461,7 @@ fn resolve_rereads_gitfiles_with_a_warm_cache() {
         home: Some(home.clone()),
         env: vec![],
         state_dir: home.join("state"),
+        write_gate: false,
     };
     let dir = cache_dir(&req.state_dir, std::slice::from_ref(&ws)).unwrap();
     let file = cache_file(&dir, &ws);
@@ -594,6 +595,7 @@ fn walk_cache_speed() {
             env: vec![],
             // Relative: the cache is off.
             state_dir: PathBuf::from("off"),
+            write_gate: false,
         };
         let pol = default_policy();
         let resolve = |req: &crate::plan::PlanRequest| {

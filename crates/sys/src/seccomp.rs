@@ -7,6 +7,14 @@
 //! * **`connect` → user notification**: the supervisor in init performs it only if the target is
 //!   allowed ([`crate::sockets`]). Installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER`; the
 //!   listener goes to init.
+//! * **With the write gate** ([`program_with_gate`], installed by [`install_gated`] with
+//!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`): also every write-intent filesystem call and
+//!   `bind` → user notification, performed by [`crate::fsgate`]: `open`/`openat` when the flags
+//!   carry a [`WRITE_INTENT`] bit and not `O_PATH` (read-only opens pass at full speed), `creat`,
+//!   `mkdir*`, `mknod*`, `symlink*`, `link*`, `rename*`, `unlink*`, `rmdir`, `truncate`, the
+//!   chmod/chown/utime/xattr families including their descriptor forms, `umask`; `setxattrat`,
+//!   `removexattrat` and `file_setattr` (arguments in memory) → `ENOSYS`. Set-id modes are still
+//!   refused in the filter, before any notification.
 //! * **`clone3` and `openat2` → `ENOSYS`**: their flags and modes live in memory a filter cannot
 //!   read, so libc falls back to `clone`/`openat`, whose arguments are checked.
 //! * **Refused with `EPERM`**: namespace and mount manipulation (`unshare`, `setns`, `clone` with
@@ -33,7 +41,8 @@
 //! The unit tests run the assembled program in a small BPF interpreter against a statement of the
 //! policy written out by hand in the test (syscall names, expected verdicts), for every syscall
 //! number and the interesting argument values, and show that a filter built from the table with
-//! any one entry removed fails that comparison; the
+//! any one entry removed fails that comparison (the same for the gate's table and its own
+//! statement, plus the open rule replaced by plain notification); the
 //! integration suites (`crates/cli/tests/escapes.rs`) attempt each refused call through the real
 //! binary.
 
@@ -82,6 +91,9 @@ pub enum SeccompError {
     /// The kernel refused the filter.
     #[error("installing the seccomp filter failed: {0}")]
     Install(#[from] SysError),
+    /// The kernel lacks a feature the write gate needs.
+    #[error(transparent)]
+    Unsupported(GateUnsupported),
 }
 
 /// What the filter answers for a syscall number.
@@ -101,6 +113,18 @@ enum Verdict {
     Socket,
     /// A mode argument at this index must carry no set-id bit.
     Mode(u32),
+    /// The write gate's `open`/`openat`: the mode argument (`mode`) must carry no set-id bit;
+    /// the flags argument (`flags`) with `O_PATH` is allowed, with any write-intent bit
+    /// ([`WRITE_INTENT`]) handed to the supervisor, otherwise allowed.
+    OpenFlags {
+        /// Index of the flags argument.
+        flags: u32,
+        /// Index of the mode argument.
+        mode: u32,
+    },
+    /// The write gate's calls with a mode argument at this index: a set-id bit is refused,
+    /// anything else handed to the supervisor.
+    ModeNotify(u32),
 }
 
 /// The policy, by syscall number.
@@ -121,6 +145,98 @@ fn table() -> Vec<(u32, Verdict)> {
     t.sort_unstable_by_key(|&(nr, _)| nr);
     t
 }
+
+/// The policy with the write gate ([`crate::fsgate`]): [`table`], plus every write-intent
+/// filesystem call handed to the supervisor, and the new `*xattrat`/`file_setattr` calls (their
+/// arguments live in memory) answered `ENOSYS`.
+fn gate_table() -> Vec<(u32, Verdict)> {
+    use Verdict::*;
+    let mut t = table();
+    let mut set = |nr: u32, v: Verdict| match t.iter_mut().find(|(n, _)| *n == nr) {
+        Some(e) => e.1 = v,
+        None => t.push((nr, v)),
+    };
+    for &nr in GATED {
+        set(nr as u32, Notify);
+    }
+    for &(nr, arg) in GATED_MODE {
+        set(nr as u32, ModeNotify(arg));
+    }
+    set(libc::SYS_open as u32, OpenFlags { flags: 1, mode: 2 });
+    set(libc::SYS_openat as u32, OpenFlags { flags: 2, mode: 3 });
+    for nr in [SYS_SETXATTRAT, SYS_REMOVEXATTRAT, SYS_FILE_SETATTR] {
+        set(nr, NoSys);
+    }
+    t.sort_unstable_by_key(|&(nr, _)| nr);
+    t
+}
+
+/// `setxattrat(2)` (Linux 6.13; not in the `libc` crate yet).
+const SYS_SETXATTRAT: u32 = 463;
+/// `removexattrat(2)` (Linux 6.13).
+const SYS_REMOVEXATTRAT: u32 = 466;
+/// `file_setattr(2)` (Linux 6.17).
+const SYS_FILE_SETATTR: u32 = 469;
+
+/// Open flags that make an open a write-intent one (the gate's): `O_CREAT`, `O_TRUNC`,
+/// `O_WRONLY`, `O_RDWR`, `O_APPEND`, and `O_TMPFILE`'s own bit (`O_TMPFILE` is that bit plus
+/// `O_DIRECTORY`; a plain `O_DIRECTORY` open is a read). `O_EXCL` is not among them: without
+/// `O_CREAT` it creates nothing, and with it `O_CREAT` is already set. `O_PATH` overrides all of
+/// them (the kernel ignores every other flag but `O_CLOEXEC`, `O_DIRECTORY`, `O_NOFOLLOW`).
+pub const WRITE_INTENT: u32 = (libc::O_CREAT
+    | libc::O_TRUNC
+    | libc::O_WRONLY
+    | libc::O_RDWR
+    | libc::O_APPEND
+    | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
+
+/// Write-intent calls handed to the gate's supervisor whatever their arguments (path-, name- and
+/// descriptor-based metadata calls; `bind` because a unix socket bind creates a name; `umask`
+/// so the supervisor knows when a caller's umask changes, [`crate::fsgate`]). Not here:
+/// `ftruncate`/`fallocate`/`write` (they need a descriptor open for writing, which the gate
+/// judged when it was opened), and `creat`/`mkdir*`/`mknod*`/`*chmod*` (in [`GATED_MODE`]).
+const GATED: &[libc::c_long] = &[
+    libc::SYS_symlink,
+    libc::SYS_symlinkat,
+    libc::SYS_link,
+    libc::SYS_linkat,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_rmdir,
+    libc::SYS_truncate,
+    libc::SYS_chown,
+    libc::SYS_lchown,
+    libc::SYS_fchown,
+    libc::SYS_fchownat,
+    libc::SYS_utime,
+    libc::SYS_utimes,
+    libc::SYS_futimesat,
+    libc::SYS_utimensat,
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    libc::SYS_bind,
+    libc::SYS_umask,
+];
+
+/// Gated calls with a mode argument (its index): set-id bits are still refused in the filter.
+const GATED_MODE: &[(libc::c_long, u32)] = &[
+    (libc::SYS_creat, 1),
+    (libc::SYS_mkdir, 1),
+    (libc::SYS_mkdirat, 2),
+    (libc::SYS_mknod, 1),
+    (libc::SYS_mknodat, 2),
+    (libc::SYS_chmod, 1),
+    (libc::SYS_fchmod, 1),
+    (libc::SYS_fchmodat, 2),
+    (libc::SYS_fchmodat2, 2),
+];
 
 /// Syscalls refused outright.
 const DENIED: &[libc::c_long] = &[
@@ -341,6 +457,12 @@ pub fn program() -> Result<Vec<libc::sock_filter>, SeccompError> {
     program_from(&table())
 }
 
+/// Assemble the filter with the write gate: [`program`] plus every write-intent filesystem call
+/// (and `bind`) handed to the supervisor ([`crate::fsgate`]). Install it with [`install_gated`].
+pub fn program_with_gate() -> Result<Vec<libc::sock_filter>, SeccompError> {
+    program_from(&gate_table())
+}
+
 /// Assemble the filter for `table` (sorted by number): [`program`] with the policy's table; the
 /// tests also build it from altered tables to show their check notices.
 fn program_from(table: &[(u32, Verdict)]) -> Result<Vec<libc::sock_filter>, SeccompError> {
@@ -423,6 +545,17 @@ fn program_from(table: &[(u32, Verdict)]) -> Result<Vec<libc::sock_filter>, Secc
                     To::L(x.allow),
                 );
             }
+            Verdict::OpenFlags { flags, mode } => {
+                a.ld(off_arg(mode));
+                a.jmp(BPF_JSET_K, SETID_BITS, To::L(x.eperm), To::Next);
+                a.ld(off_arg(flags));
+                a.jmp(BPF_JSET_K, libc::O_PATH as u32, To::L(x.allow), To::Next);
+                a.jmp(BPF_JSET_K, WRITE_INTENT, To::L(x.notify), To::L(x.allow));
+            }
+            Verdict::ModeNotify(i) => {
+                a.ld(off_arg(i));
+                a.jmp(BPF_JSET_K, SETID_BITS, To::L(x.eperm), To::L(x.notify));
+            }
             Verdict::Deny | Verdict::NoSys | Verdict::Notify => {}
         }
     }
@@ -442,6 +575,10 @@ fn program_from(table: &[(u32, Verdict)]) -> Result<Vec<libc::sock_filter>, Secc
 /// Install `prog` on the calling thread and return the notification listener for `connect`.
 /// Requires `no_new_privs` (or `CAP_SYS_ADMIN`). Assemble with [`program`] before forking.
 pub fn install(prog: &[libc::sock_filter]) -> Result<OwnedFd, SeccompError> {
+    install_flags(prog, 0)
+}
+
+fn install_flags(prog: &[libc::sock_filter], extra: u32) -> Result<OwnedFd, SeccompError> {
     let fprog = libc::sock_fprog {
         len: u16::try_from(prog.len())
             .map_err(|_| SeccompError::Assemble("program too long".into()))?,
@@ -453,7 +590,7 @@ pub fn install(prog: &[libc::sock_filter]) -> Result<OwnedFd, SeccompError> {
         libc::syscall(
             libc::SYS_seccomp,
             SECCOMP_SET_MODE_FILTER,
-            SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW | extra,
             &fprog as *const libc::sock_fprog,
         )
     };
@@ -467,6 +604,60 @@ pub fn install(prog: &[libc::sock_filter]) -> Result<OwnedFd, SeccompError> {
     }
     // SAFETY: on success the kernel returned a new listener descriptor owned by this process.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the supervisor has received a
+/// notification, only a fatal signal interrupts the caller's wait, so a handled signal can never
+/// restart a call the supervisor is performing (or has performed).
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: u32 = 1 << 5;
+
+/// The kernel lacks what the write gate needs.
+#[derive(Debug, thiserror::Error)]
+#[error("the write gate needs {feature} (Linux {since}); this kernel refused it ({source}); the protected names are enforced by the launch-time walk instead")]
+pub struct GateUnsupported {
+    /// The missing feature.
+    pub feature: &'static str,
+    /// The first kernel release that has it.
+    pub since: &'static str,
+    /// The kernel's answer.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Does this kernel support what [`install_gated`] needs (user notification with a listener,
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`, and — implied by the latter, 5.19 —
+/// `SECCOMP_ADDFD_FLAG_SEND`, 5.14)? Asks without installing anything: the flags are validated
+/// before the (here NULL) program is read, so an unknown flag answers `EINVAL` and a known one
+/// `EFAULT`.
+pub fn gate_supported() -> Result<(), GateUnsupported> {
+    let flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    // SAFETY: a NULL program pointer: the kernel validates `flags` and then fails to copy the
+    // program (EFAULT); nothing is installed either way.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            flags,
+            std::ptr::null::<libc::sock_fprog>(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    match (ret, err.raw_os_error()) {
+        (r, Some(libc::EFAULT)) if r < 0 => Ok(()),
+        _ => Err(GateUnsupported {
+            feature: "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+            since: "5.19",
+            source: err,
+        }),
+    }
+}
+
+/// Install `prog` (from [`program_with_gate`]) like [`install`], with
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`. A kernel without it fails with
+/// [`SeccompError::Unsupported`] (check first with [`gate_supported`], before forking).
+pub fn install_gated(prog: &[libc::sock_filter]) -> Result<OwnedFd, SeccompError> {
+    gate_supported().map_err(SeccompError::Unsupported)?;
+    install_flags(prog, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
 }
 
 /// Assemble and install the filter (for callers that do not need to assemble before a fork).
@@ -724,6 +915,192 @@ mod tests {
                 "removing syscall {nr} ({v:?}) from the table went unnoticed"
             );
         }
+    }
+
+    const NOTIFY: u32 = SECCOMP_RET_USER_NOTIF;
+
+    /// The write gate's policy stated by hand: [`expected`], except that these calls go to the
+    /// supervisor (set-id modes still refused), write-intent opens go to the supervisor, and the
+    /// `*xattrat` / `file_setattr` calls are `ENOSYS`.
+    fn expected_with_gate(nr: libc::c_long, args: [u64; 6]) -> u32 {
+        use libc::*;
+        let lo = |i: usize| args[i] as u32;
+        let setid = |i: usize| lo(i) & 0o6000 != 0;
+        let always = [
+            SYS_symlink,
+            SYS_symlinkat,
+            SYS_link,
+            SYS_linkat,
+            SYS_rename,
+            SYS_renameat,
+            SYS_renameat2,
+            SYS_unlink,
+            SYS_unlinkat,
+            SYS_rmdir,
+            SYS_truncate,
+            SYS_chown,
+            SYS_lchown,
+            SYS_fchown,
+            SYS_fchownat,
+            SYS_utime,
+            SYS_utimes,
+            SYS_futimesat,
+            SYS_utimensat,
+            SYS_setxattr,
+            SYS_lsetxattr,
+            SYS_fsetxattr,
+            SYS_removexattr,
+            SYS_lremovexattr,
+            SYS_fremovexattr,
+            SYS_bind,
+            SYS_umask,
+        ];
+        let with_mode = [
+            (SYS_creat, 1),
+            (SYS_mkdir, 1),
+            (SYS_mkdirat, 2),
+            (SYS_mknod, 1),
+            (SYS_mknodat, 2),
+            (SYS_chmod, 1),
+            (SYS_fchmod, 1),
+            (SYS_fchmodat, 2),
+            (SYS_fchmodat2, 2),
+        ];
+        // open-family flags that mean "may write or create" (0o20000000 is O_TMPFILE's own bit).
+        let write = |f: u32| {
+            f & O_PATH as u32 == 0
+                && f & (O_CREAT | O_TRUNC | O_WRONLY | O_RDWR | O_APPEND | 0o20000000) as u32 != 0
+        };
+        if always.contains(&nr) {
+            return NOTIFY;
+        }
+        if let Some(&(_, i)) = with_mode.iter().find(|(n, _)| *n == nr) {
+            return if setid(i) { self::EPERM } else { NOTIFY };
+        }
+        match nr {
+            463 | 466 | 469 => self::ENOSYS,
+            libc::SYS_open if !setid(2) && write(lo(1)) => NOTIFY,
+            libc::SYS_openat if !setid(3) && write(lo(2)) => NOTIFY,
+            _ => expected(nr, args),
+        }
+    }
+
+    fn first_gate_mismatch(prog: &[libc::sock_filter], samples: &[[u64; 6]]) -> Option<String> {
+        for nr in 0..600u32 {
+            for args in samples {
+                let (got, want) = (
+                    run(prog, AUDIT_ARCH_X86_64, nr, *args),
+                    expected_with_gate(nr as libc::c_long, *args),
+                );
+                if got != want {
+                    return Some(format!(
+                        "syscall {nr} args {args:x?}: filter {got:#x}, stated {want:#x}"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// [`arg_samples`] plus open flags (alone and with modes) at the flags positions of `open`
+    /// and `openat`.
+    fn gate_samples() -> Vec<[u64; 6]> {
+        use libc::*;
+        let mut v = arg_samples();
+        let flags = [
+            O_RDONLY,
+            O_RDONLY | O_CLOEXEC,
+            O_RDONLY | O_DIRECTORY,
+            O_RDONLY | O_EXCL,
+            O_RDONLY | O_NOFOLLOW | O_NONBLOCK,
+            O_WRONLY,
+            O_RDWR,
+            O_WRONLY | O_EXCL,
+            O_RDONLY | O_TRUNC,
+            O_RDONLY | O_APPEND,
+            O_CREAT,
+            O_CREAT | O_EXCL,
+            O_TMPFILE | O_RDWR,
+            O_TMPFILE & !O_DIRECTORY,
+            O_PATH,
+            O_PATH | O_CREAT | O_WRONLY | O_TRUNC,
+            O_ACCMODE,
+        ];
+        for &f in &flags {
+            for mode in [0u64, 0o644, 0o4755, 0o2700] {
+                v.push([f as u64, mode, 0, 0, 0, 0]);
+                v.push([0, f as u64, mode, 0, 0, 0]);
+                v.push([0, 0, f as u64, mode, 0, 0]);
+                v.push([0, f as u64 | (1 << 40), mode, 0, 0, 0]);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_gate_filter_gets_the_stated_verdicts() {
+        let prog = program_with_gate().expect("assembles");
+        assert_eq!(first_gate_mismatch(&prog, &gate_samples()), None);
+        assert!(prog.len() < 200, "{} instructions", prog.len());
+        let worst = (0..470u32)
+            .map(|nr| trace(&prog, AUDIT_ARCH_X86_64, nr, [0; 6]).1)
+            .max()
+            .unwrap_or(0);
+        assert!(worst <= 20, "worst dispatch path {worst}");
+    }
+
+    /// The gate check can fail: removing any entry of the gate table, or turning the open rule
+    /// into plain notification, or dropping one write-intent bit, is noticed.
+    #[test]
+    fn an_altered_gate_filter_fails_the_check() {
+        let samples = gate_samples();
+        let full = gate_table();
+        for i in 0..full.len() {
+            let mut t = full.clone();
+            let (nr, v) = t.remove(i);
+            let prog = program_from(&t).expect("assembles");
+            assert!(
+                first_gate_mismatch(&prog, &samples).is_some(),
+                "removing syscall {nr} ({v:?}) from the gate table went unnoticed"
+            );
+        }
+        let openat = libc::SYS_openat as u32;
+        let mut t = full.clone();
+        for e in t.iter_mut().filter(|e| e.0 == openat) {
+            e.1 = Verdict::Notify;
+        }
+        let why = first_gate_mismatch(&program_from(&t).expect("assembles"), &samples)
+            .expect("read-only openat notified is noticed");
+        assert!(why.starts_with(&format!("syscall {openat} ")), "{why}");
+        let mut t = full.clone();
+        for e in t.iter_mut().filter(|e| e.0 == openat) {
+            e.1 = Verdict::Mode(3);
+        }
+        assert!(first_gate_mismatch(&program_from(&t).expect("assembles"), &samples).is_some());
+        // The ungated program fails the gate statement (e.g. mkdir is not notified).
+        assert!(first_gate_mismatch(&program().expect("assembles"), &samples).is_some());
+    }
+
+    /// Hole #1 of the earlier attempt: `O_EXCL` without `O_CREAT`, with a write access mode,
+    /// is a write (notified); `O_EXCL` alone with `O_RDONLY` is a read (allowed).
+    #[test]
+    fn o_excl_is_classified_by_the_other_bits() {
+        let prog = program_with_gate().expect("assembles");
+        let at = |flags: i32| {
+            run(
+                &prog,
+                AUDIT_ARCH_X86_64,
+                libc::SYS_openat as u32,
+                [0, 0, flags as u64, 0, 0, 0],
+            )
+        };
+        assert_eq!(at(libc::O_WRONLY | libc::O_EXCL), NOTIFY);
+        assert_eq!(at(libc::O_RDWR | libc::O_EXCL | libc::O_NOFOLLOW), NOTIFY);
+        assert_eq!(at(libc::O_CREAT | libc::O_EXCL), NOTIFY);
+        assert_eq!(at(libc::O_RDONLY | libc::O_EXCL), ALLOW);
+        assert_eq!(at(libc::O_PATH | libc::O_WRONLY), ALLOW);
+        assert_eq!(at(libc::O_TMPFILE | libc::O_WRONLY), NOTIFY);
+        assert_eq!(at(libc::O_DIRECTORY), ALLOW);
     }
 
     #[test]

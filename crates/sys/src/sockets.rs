@@ -29,37 +29,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-#[repr(C)]
-#[derive(Default)]
-struct SeccompData {
-    nr: i32,
-    arch: u32,
-    instruction_pointer: u64,
-    args: [u64; 6],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct SeccompNotif {
-    id: u64,
-    pid: u32,
-    flags: u32,
-    data: SeccompData,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct SeccompNotifResp {
-    id: u64,
-    val: i64,
-    error: i32,
-    flags: u32,
-}
-
-const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
-const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
-const SECCOMP_IOCTL_NOTIF_ID_VALID: libc::c_ulong = 0x4008_2102;
-const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+use crate::notif::{self, Notif};
 
 /// Where sockets may be connected to.
 #[derive(Debug, Clone)]
@@ -109,126 +79,124 @@ impl Gate {
 
     /// Receive and answer one notification. Returns a denial when one was refused by policy.
     pub fn handle_one(&self) -> Option<Denied> {
-        let mut n = SeccompNotif::default();
-        // SAFETY: RECV fills `n`, a zeroed seccomp_notif of the size encoded in the ioctl number.
-        if unsafe {
-            libc::ioctl(
-                self.fd(),
-                SECCOMP_IOCTL_NOTIF_RECV,
-                &mut n as *mut SeccompNotif,
-            )
-        } < 0
-        {
+        let mut n = Notif::default();
+        notif::recv(self.fd(), &mut n).ok()?;
+        if n.data.nr != libc::SYS_connect as i32 {
+            respond(self.fd(), n.id, libc::ENOSYS);
             return None;
         }
-        match self.decide(&n) {
-            Decision::Answer(err) => {
-                respond(self.fd(), n.id, err);
-                None
-            }
-            Decision::Deny(what) => {
-                respond(self.fd(), n.id, libc::EACCES);
-                Some(Denied { target: what })
-            }
-            Decision::Connect {
-                sock,
-                addr,
-                path_fd,
-            } => {
-                let listener = self.fd();
-                let id = n.id;
-                let blocking = is_blocking(&sock);
-                let run = move || {
-                    let err = do_connect(&sock, &addr);
-                    drop(path_fd);
-                    respond(listener, id, err);
-                };
-                if blocking {
-                    if std::thread::Builder::new()
-                        .name("connect".into())
-                        .spawn(run)
-                        .is_err()
-                    {
-                        respond(self.fd(), n.id, libc::EAGAIN);
-                    }
-                } else {
-                    run();
-                }
-                None
-            }
-        }
+        handle_connect(self.fd(), &self.policy, &n, &|run| {
+            std::thread::Builder::new()
+                .name("connect".into())
+                .spawn(run)
+                .is_ok()
+        })
     }
+}
 
-    fn id_valid(&self, id: u64) -> bool {
-        // SAFETY: ID_VALID reads a u64 id from the pointer; `id` lives across the call.
-        unsafe { libc::ioctl(self.fd(), SECCOMP_IOCTL_NOTIF_ID_VALID, &id as *const u64) == 0 }
-    }
-
-    fn decide(&self, n: &SeccompNotif) -> Decision {
-        if n.data.nr != libc::SYS_connect as i32 {
-            return Decision::Answer(libc::ENOSYS);
+/// Decide and answer one `connect` notification `n` on `listener`. A blocking socket is
+/// connected by `spawn_blocking` (which answers `false` when it cannot take the work: the call
+/// then fails with `EAGAIN`), a non-blocking one here.
+pub(crate) fn handle_connect(
+    listener: RawFd,
+    policy: &SocketPolicy,
+    n: &Notif,
+    spawn_blocking: &dyn Fn(Box<dyn FnOnce() + Send>) -> bool,
+) -> Option<Denied> {
+    match decide(listener, policy, n) {
+        Decision::Answer(err) => {
+            respond(listener, n.id, err);
+            None
         }
-        let fd = n.data.args[0] as i32;
-        let len = (n.data.args[2] as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-        let mut buf = vec![0u8; len];
-        if len > 0 && read_remote(n.pid, n.data.args[1], &mut buf).is_err() {
-            return Decision::Answer(libc::EFAULT);
+        Decision::Deny(what) => {
+            respond(listener, n.id, libc::EACCES);
+            Some(Denied { target: what })
         }
-        if !self.id_valid(n.id) {
-            return Decision::Answer(libc::EINTR);
-        }
-        let sock = match take_fd(n.pid, fd) {
-            Ok(s) => s,
-            Err(e) => return Decision::Answer(e),
-        };
-        if !self.id_valid(n.id) {
-            return Decision::Answer(libc::EINTR);
-        }
-        if len < 2 {
-            return Decision::Connect {
-                sock,
-                addr: buf,
-                path_fd: None,
-            };
-        }
-        let family = u16::from_ne_bytes([buf[0], buf[1]]) as i32;
-        if family != libc::AF_UNIX || len <= 2 || buf[2] == 0 {
-            return Decision::Connect {
-                sock,
-                addr: buf,
-                path_fd: None,
-            };
-        }
-        // pathname unix socket
-        let raw = &buf[2..];
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        let path = Path::new(std::ffi::OsStr::from_bytes(&raw[..end]));
-        let shown = path.display().to_string();
-        let opened = match open_path(n.pid, path) {
-            Ok(f) => f,
-            Err(e) => return Decision::Answer(e),
-        };
-        let real = match std::fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd())) {
-            Ok(p) => p,
-            Err(_) => return Decision::Deny(shown),
-        };
-        if !self.policy.allows(&real) {
-            return Decision::Deny(if real == path {
-                shown
-            } else {
-                format!("{shown} (-> {})", real.display())
-            });
-        }
-        let via = format!("/proc/self/fd/{}", opened.as_raw_fd());
-        let mut addr = vec![0u8; 2];
-        addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
-        addr.extend_from_slice(via.as_bytes());
-        addr.push(0);
         Decision::Connect {
             sock,
             addr,
-            path_fd: Some(opened),
+            path_fd,
+        } => {
+            let id = n.id;
+            let blocking = is_blocking(&sock);
+            let run = move || {
+                let err = do_connect(&sock, &addr);
+                drop(path_fd);
+                respond(listener, id, err);
+            };
+            if blocking {
+                if !spawn_blocking(Box::new(run)) {
+                    respond(listener, id, libc::EAGAIN);
+                }
+            } else {
+                run();
+            }
+            None
         }
+    }
+}
+
+fn decide(listener: RawFd, policy: &SocketPolicy, n: &Notif) -> Decision {
+    let fd = n.data.args[0] as i32;
+    let len = (n.data.args[2] as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    let mut buf = vec![0u8; len];
+    if len > 0 && notif::read_remote(n.pid, n.data.args[1], &mut buf).is_err() {
+        return Decision::Answer(libc::EFAULT);
+    }
+    if !notif::id_valid(listener, n.id) {
+        return Decision::Answer(libc::EINTR);
+    }
+    let sock = match take_fd(n.pid, fd) {
+        Ok(s) => s,
+        Err(e) => return Decision::Answer(e),
+    };
+    if !notif::id_valid(listener, n.id) {
+        return Decision::Answer(libc::EINTR);
+    }
+    if len < 2 {
+        return Decision::Connect {
+            sock,
+            addr: buf,
+            path_fd: None,
+        };
+    }
+    let family = u16::from_ne_bytes([buf[0], buf[1]]) as i32;
+    if family != libc::AF_UNIX || len <= 2 || buf[2] == 0 {
+        return Decision::Connect {
+            sock,
+            addr: buf,
+            path_fd: None,
+        };
+    }
+    // pathname unix socket
+    let raw = &buf[2..];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let path = Path::new(std::ffi::OsStr::from_bytes(&raw[..end]));
+    let shown = path.display().to_string();
+    let opened = match open_path(n.pid, path) {
+        Ok(f) => f,
+        Err(e) => return Decision::Answer(e),
+    };
+    let real = match std::fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd())) {
+        Ok(p) => p,
+        Err(_) => return Decision::Deny(shown),
+    };
+    if !policy.allows(&real) {
+        return Decision::Deny(if real == path {
+            shown
+        } else {
+            format!("{shown} (-> {})", real.display())
+        });
+    }
+    let via = format!("/proc/self/fd/{}", opened.as_raw_fd());
+    let mut addr = vec![0u8; 2];
+    addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+    addr.extend_from_slice(via.as_bytes());
+    addr.push(0);
+    Decision::Connect {
+        sock,
+        addr,
+        path_fd: Some(opened),
     }
 }
 
@@ -243,64 +211,13 @@ enum Decision {
 }
 
 fn respond(listener: RawFd, id: u64, err: i32) {
-    let resp = SeccompNotifResp {
-        id,
-        val: 0,
-        error: -err,
-        flags: 0,
-    };
-    // SAFETY: SEND reads a seccomp_notif_resp from the pointer; `resp` lives across the call.
     // A failure (the caller was interrupted and the notification is gone) needs no handling.
-    unsafe {
-        libc::ioctl(
-            listener,
-            SECCOMP_IOCTL_NOTIF_SEND,
-            &resp as *const SeccompNotifResp,
-        )
-    };
-}
-
-fn read_remote(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), i32> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: `local` describes `buf`, writable for its length; `remote` is only read by the
-    // kernel from the other process (checked there); counts are 1.
-    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-    if n < 0 || n as usize != buf.len() {
-        return Err(libc::EFAULT);
-    }
-    Ok(())
+    let _ = notif::respond(listener, id, 0, err);
 }
 
 fn take_fd(pid: u32, fd: i32) -> Result<OwnedFd, i32> {
-    // SAFETY: pidfd_open with integer arguments; the result is checked.
-    let mut pidfd =
-        unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, PIDFD_THREAD) };
-    if pidfd < 0 && errno() == libc::EINVAL {
-        // Kernels before 6.9 have no PIDFD_THREAD: use the thread group leader (threads share
-        // their descriptor table, which is all pidfd_getfd needs).
-        let tgid = thread_group(pid).ok_or(libc::ESRCH)?;
-        // SAFETY: pidfd_open with integer arguments; the result is checked.
-        pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0u32) };
-    }
-    if pidfd < 0 {
-        return Err(libc::ESRCH);
-    }
-    // SAFETY: `pidfd` was just returned and is owned here.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // SAFETY: pidfd_getfd duplicates descriptor `fd` of the target into this process; flags 0.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0u32) };
-    if ret < 0 {
-        return Err(errno());
-    }
-    // SAFETY: `ret` is a new descriptor owned by this process.
-    let sock = unsafe { OwnedFd::from_raw_fd(ret as RawFd) };
+    let pidfd = notif::pidfd_open(pid)?;
+    let sock = notif::getfd(&pidfd, fd)?;
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: SO_TYPE writes an int into `ty`; `len` holds its size.
@@ -317,14 +234,6 @@ fn take_fd(pid: u32, fd: i32) -> Result<OwnedFd, i32> {
         return Err(libc::ENOTSOCK);
     }
     Ok(sock)
-}
-
-fn thread_group(tid: u32) -> Option<libc::pid_t> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn open_path(pid: u32, path: &Path) -> Result<OwnedFd, i32> {

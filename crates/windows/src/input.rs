@@ -265,6 +265,8 @@ mod from_policy {
                 git_repos: vec![],
                 warnings: vec![],
                 overlay: Default::default(),
+                write_gate: false,
+                protected_names: vec![],
                 env: vec![("PATH".into(), r"C:\Windows".into())],
                 env_removed: vec![],
                 limits: Default::default(),

@@ -83,6 +83,7 @@ pub fn created_protected(
         .map(|p| stockade_policy::backend::Denial {
             kind: "protected-created".into(),
             target: p.as_string(),
+            message: None,
         })
         .collect();
     (warnings, denials)

@@ -115,6 +115,8 @@ fn is_proxy_var(name: &OsStr) -> bool {
 /// What the command process applies to itself before exec (see [`command_setup`]).
 pub(super) struct CommandSetup<'a> {
     pub filter: &'a [libc::sock_filter],
+    /// The filter carries the write gate's rules (installed with WAIT_KILLABLE_RECV).
+    pub gated: bool,
     pub rlimits: &'a [Rlimit],
     pub opts: &'a RunOptions,
     pub pty_slave: Option<RawFd>,
@@ -147,6 +149,7 @@ pub(super) fn command_main(exec: &ExecSpec, setup: CommandSetup<'_>, rep: &mut R
 pub(super) fn command_setup(setup: CommandSetup<'_>, rep: &mut Reporter) -> Result<(), String> {
     let CommandSetup {
         filter,
+        gated,
         rlimits,
         opts,
         pty_slave,
@@ -178,12 +181,20 @@ pub(super) fn command_setup(setup: CommandSetup<'_>, rep: &mut Reporter) -> Resu
         rep.line('L', &format!("limits\t{}", names.join(", ")));
     }
     // seccomp: one filter; its connect listener goes to init.
-    let listener = seccomp::install(filter).map_err(|e| e.to_string())?;
+    let listener = if gated {
+        seccomp::install_gated(filter)
+    } else {
+        seccomp::install(filter)
+    }
+    .map_err(|e| e.to_string())?;
     sockets::send_fd(chan.as_raw_fd(), listener.as_raw_fd())
         .map_err(|e| format!("passing the seccomp listener to init: {e}"))?;
     drop(listener);
     drop(chan);
     rep.line('L', "seccomp\tforeign ABIs killed; namespace, mount, keyring, bpf, perf, io_uring, module, TIOCSTI calls refused; every connect() checked by init");
+    if gated {
+        rep.line('L', "write-gate\tevery write-intent filesystem call (open for writing or creating, mkdir, mknod, symlink, link, rename, unlink, rmdir, truncate, chmod, chown, utime, xattr, bind) performed by init after checking it against the protected names and git metadata");
+    }
     // descriptors, last
     close_inherited(rep.fd, &opts.pass_fds).map_err(|e| e.to_string())?;
     rep.line(

@@ -3,13 +3,14 @@
 //! outcome.
 
 use super::command::ExecSpec;
-use super::init::{init_main, Channels};
+use super::init::{init_main, Channels, SeccompSetup};
 use super::report::Report;
 use super::LaunchError;
 use crate::landlock_layer::{self};
 use crate::limits::{self};
 use crate::mounts;
 use crate::proxy;
+use crate::write_gate::GateJudge;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use stockade_policy::backend::{Command, Denial, ExitKind, RunOptions, RunOutcome};
@@ -29,7 +30,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     let steps = mounts::steps(plan, &host);
     let writable = landlock_layer::writable_paths(plan);
     let exec = ExecSpec::new(plan, cmd, &writable)?;
-    let filter = seccomp::program().map_err(|e| LaunchError::Prepare(e.to_string()))?;
+    let sec = seccomp_setup(plan)?;
     let socket_policy = SocketPolicy {
         roots: crate::overlay::socket_roots(plan, &writable),
         sockets: plan.allow_unix_sockets.clone(),
@@ -86,7 +87,7 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
                 plan,
                 &steps,
                 &exec,
-                &filter,
+                &sec,
                 &socket_policy,
                 &rlimits,
                 opts,
@@ -153,6 +154,24 @@ pub fn run(plan: &Plan, cmd: &Command, opts: &RunOptions) -> Result<RunOutcome, 
     )
 }
 
+/// The filter (with the write gate's rules when the plan was made for the gate) and the gate's
+/// judge, both made before `clone`: the judge reads the user's git configuration, which the
+/// sandbox may mask.
+fn seccomp_setup(plan: &Plan) -> Result<SeccompSetup, LaunchError> {
+    let prep = |e: &dyn std::fmt::Display| LaunchError::Prepare(e.to_string());
+    if !plan.write_gate {
+        return Ok(SeccompSetup {
+            filter: seccomp::program().map_err(|e| prep(&e))?,
+            judge: None,
+        });
+    }
+    let judge = GateJudge::new(plan, std::time::SystemTime::now()).map_err(|e| prep(&e))?;
+    Ok(SeccompSetup {
+        filter: seccomp::program_with_gate().map_err(|e| prep(&e))?,
+        judge: Some(std::sync::Arc::new(judge)),
+    })
+}
+
 /// The run's outcome from init's report (and what stockade saw itself: the timeout, init's own
 /// status, the proxy's denials).
 fn outcome(
@@ -195,6 +214,7 @@ fn outcome(
             .chain(host_denials)
             .chain(created_protected(plan))
             .collect(),
+        created: plan.write_gate.then_some(parsed.created),
     })
 }
 
@@ -207,6 +227,7 @@ pub(super) fn created_protected(plan: &Plan) -> Vec<Denial> {
         .map(|p| Denial {
             kind: "protected-created".into(),
             target: p.display().to_string(),
+            message: None,
         })
         .collect()
 }

@@ -9,12 +9,14 @@ use crate::landlock_layer::{self, LandlockStatus};
 use crate::limits::Rlimit;
 use crate::mounts;
 use crate::proxy;
+use crate::write_gate::{self, GateJudge};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use stockade_policy::backend::RunOptions;
 use stockade_policy::model::NetworkMode;
 use stockade_policy::plan::Plan;
 use stockade_sys::caps;
+use stockade_sys::fsgate;
 use stockade_sys::net;
 use stockade_sys::pty::Pty;
 use stockade_sys::sockets::{self, Gate, SocketPolicy};
@@ -25,7 +27,7 @@ pub(super) fn init_main(
     plan: &Plan,
     steps: &[mounts::Step],
     exec: &ExecSpec,
-    filter: &[libc::sock_filter],
+    sec: &SeccompSetup,
     socket_policy: &SocketPolicy,
     rlimits: &[Rlimit],
     opts: &RunOptions,
@@ -79,7 +81,8 @@ pub(super) fn init_main(
         Ok(0) => {
             drop(chan_init);
             let setup = CommandSetup {
-                filter,
+                filter: &sec.filter,
+                gated: sec.judge.is_some(),
                 rlimits,
                 opts,
                 pty_slave: pty_slave_fd,
@@ -101,13 +104,80 @@ pub(super) fn init_main(
     drop(chan_cmd);
     // init's copy of the slave: the command has its own.
     drop(pty_slave);
-    let gate = match sockets::recv_fd(chan_init.as_raw_fd()) {
-        Ok(Some(listener)) => Some(Gate::new(listener, socket_policy.clone())),
-        // The command failed before installing the gate; it reports why itself.
+    let listener = match sockets::recv_fd(chan_init.as_raw_fd()) {
+        Ok(Some(listener)) => Some(listener),
+        // The command failed before installing the filter; it reports why itself.
         Ok(None) | Err(_) => None,
     };
     drop(chan_init);
-    init_reap(child, gate, proxy, &mut rep)
+    // The signals init's reap loop reads from a signalfd must be blocked in every thread before
+    // any starts (threads inherit the mask): a worker that does not block SIGCHLD would take
+    // it and drop it (default disposition), and the reap loop would never hear of the exit.
+    if let Err(e) = sys::block_signals(&reap_signals()) {
+        let _ = sys::kill(-1, libc::SIGKILL);
+        rep.now('F', &e.to_string());
+        return SETUP_FAILED;
+    }
+    // Threads start only now, after the last fork of init.
+    let served = match (listener, &sec.judge) {
+        (Some(l), Some(judge)) => match start_write_gate(l, judge, socket_policy, &rep) {
+            Ok(s) => Served::WriteGate(s, std::sync::Arc::clone(judge)),
+            Err(msg) => {
+                // The command waits on a filter nobody serves: end the run, closed.
+                let _ = sys::kill(-1, libc::SIGKILL);
+                rep.now('F', &msg);
+                return SETUP_FAILED;
+            }
+        },
+        (Some(l), None) => Served::Connect(Gate::new(l, socket_policy.clone())),
+        (None, _) => Served::Nothing,
+    };
+    init_reap(child, served, proxy, &mut rep)
+}
+
+/// The seccomp filter the command installs, and with the write gate its judge.
+pub(super) struct SeccompSetup {
+    /// The assembled filter (with the gate's rules when `judge` is set).
+    pub(super) filter: Vec<libc::sock_filter>,
+    /// The write gate's judge: set when the plan was made for the gate.
+    pub(super) judge: Option<std::sync::Arc<GateJudge>>,
+}
+
+/// Who answers the command's seccomp notifications.
+pub(super) enum Served {
+    /// Nobody (the command failed before installing its filter).
+    Nothing,
+    /// init's reap loop, `connect` only (no write gate).
+    Connect(Gate),
+    /// The write gate's supervisor threads (`connect` included), and the judge holding the
+    /// created-log.
+    WriteGate(fsgate::Supervisor, std::sync::Arc<GateJudge>),
+}
+
+/// Start the write gate's supervisor on `listener`: refusals go straight to the report pipe as
+/// `D` records (one write each).
+fn start_write_gate(
+    listener: OwnedFd,
+    judge: &std::sync::Arc<GateJudge>,
+    socket_policy: &SocketPolicy,
+    rep: &Reporter,
+) -> Result<fsgate::Supervisor, String> {
+    let fd = rep.fd;
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    let sink: fsgate::Sink = std::sync::Arc::new(move |d: fsgate::Denial| {
+        if let Some(rec) = write_gate::record_denial(&d, &count) {
+            sys::write_all_best_effort(fd, rec.as_bytes());
+        }
+    });
+    let judge: std::sync::Arc<dyn fsgate::Judge> = judge.clone();
+    fsgate::serve(
+        listener,
+        judge,
+        socket_policy.clone(),
+        sink,
+        fsgate::ServeConfig::default(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Descriptors init uses to reach stockade (each the init end of a socketpair).
@@ -230,6 +300,13 @@ pub(super) fn init_setup(
     Ok(())
 }
 
+/// What init's reap loop reads from its signalfd: the forwarded signals and `SIGCHLD`.
+fn reap_signals() -> libc::sigset_t {
+    let mut set_signals = FORWARDED.to_vec();
+    set_signals.push(libc::SIGCHLD);
+    sys::sigset(&set_signals)
+}
+
 /// Refused `connect()`s init reports (one more record says the rest were dropped).
 const MAX_CONNECT_DENIALS: usize = 1000;
 
@@ -237,16 +314,19 @@ const MAX_CONNECT_DENIALS: usize = 1000;
 /// everything, exit with the command.
 pub(super) fn init_reap(
     child: libc::pid_t,
-    mut gate: Option<Gate>,
+    served: Served,
     proxy: Option<(std::net::TcpListener, RawFd)>,
     rep: &mut Reporter,
 ) -> i32 {
+    let (mut gate, mut supervisor) = match served {
+        Served::Connect(g) => (Some(g), None),
+        Served::WriteGate(s, judge) => (None, Some((s, judge))),
+        Served::Nothing => (None, None),
+    };
     // Refused connects reported; the command could otherwise grow stockade's memory (and the
     // report) without bound by repeating one.
     let mut denied = 0usize;
-    let mut set_signals = FORWARDED.to_vec();
-    set_signals.push(libc::SIGCHLD);
-    let set = sys::sigset(&set_signals);
+    let set = reap_signals();
     if let Err(e) = sys::block_signals(&set) {
         rep.now('F', &e.to_string());
         return SETUP_FAILED;
@@ -272,6 +352,14 @@ pub(super) fn init_reap(
                             Ok(Some(_)) => continue,
                             Err(e) if e.errno() == Some(libc::EINTR) => continue,
                             _ => break,
+                        }
+                    }
+                    // The supervisor serves until no process holds the filter, which is now;
+                    // then its created-log is whole and goes to stockade before the status.
+                    if let Some((s, judge)) = supervisor.take() {
+                        s.join();
+                        for (tag, body) in judge.log.records() {
+                            rep.line(tag, &body);
                         }
                     }
                     rep.now('S', &status.to_string());

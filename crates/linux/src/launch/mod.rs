@@ -49,6 +49,7 @@ mod init;
 mod report;
 
 pub use host::run;
+pub(crate) use report::encode_path;
 
 use std::ffi::OsString;
 use stockade_sys::SysError;

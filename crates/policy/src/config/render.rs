@@ -85,7 +85,12 @@ impl Loaded {
                     for item in items {
                         let text = item.as_str().unwrap_or_default();
                         let src = self.provenance.list_entry_source(dotted, text);
-                        writeln!(out, "  {item},  {}", comment(src))?;
+                        let what = if dotted == "filesystem.protected_names" {
+                            protected_name_note(text)
+                        } else {
+                            String::new()
+                        };
+                        writeln!(out, "  {item},  {}{what}", comment(src))?;
                     }
                     writeln!(out, "]")?;
                 }
@@ -122,6 +127,22 @@ impl Loaded {
             }
         }
         Ok(())
+    }
+}
+
+/// For `policy show`: where a `protected_names` entry applies and what would run from it.
+fn protected_name_note(entry: &str) -> String {
+    use crate::model::{NameScope, ProtectedName};
+    let Ok(n) = ProtectedName::parse(entry) else {
+        return " — invalid: the run refuses to start".into();
+    };
+    let scope = match n.scope {
+        NameScope::AnyDepth => "any depth",
+        NameScope::Root => "at each root (workspace, writable roots, repositories)",
+    };
+    match n.what_runs() {
+        Some(w) => format!(" — {scope}; {w}"),
+        None => format!(" — {scope}"),
     }
 }
 

@@ -228,6 +228,7 @@ pub fn run_unelevated(
         enforced,
         warnings,
         denials,
+        created: None,
     })
 }
 
@@ -451,5 +452,6 @@ pub fn run_elevated(
         enforced,
         warnings,
         denials,
+        created: None,
     })
 }
