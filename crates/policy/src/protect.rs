@@ -1042,6 +1042,26 @@ impl Protector {
             }
         }
 
+        // A directory can gain an (empty) `.git` without a judged call: the run's filter does
+        // not hand `mkdir` to the gate (an empty directory runs nothing). So where a root-scoped
+        // name would start below a directory the cached probes call no repository root, that
+        // directory is probed afresh — rare (only paths through such a name), and the cache can
+        // then never hide a repository root from the rooted rule.
+        let fresh: Vec<usize> = ends[..k]
+            .iter()
+            .copied()
+            .filter(|e| !repo_roots.contains(e))
+            .filter(|&e| {
+                let rel = rest(b, e);
+                self.rooted.iter().any(|n| {
+                    let nb = n.path.as_bytes();
+                    at_or_beneath(rel, nb)
+                        || (act.moves() && !rel.is_empty() && strict_ancestor(rel, nb))
+                })
+            })
+            .filter(|&e| fs::symlink_metadata(path_of(prefix(b, e)).join(".git")).is_ok())
+            .collect();
+        repo_roots.extend(fresh);
         self.rooted_rule(path, b, &repo_roots, act)?;
 
         // Gitdirs that existed at launch.

@@ -800,6 +800,27 @@ fn a_cache_never_hides_a_repository_created_or_moved_in_after_the_first_lookup()
     assert!(info.bare.is_some());
 }
 
+/// The run's filter does not hand `mkdir` to the gate, so a directory can gain an (empty)
+/// `.git` the judge never heard of, after its probe was cached. The rooted rule still sees the
+/// repository root (it probes afresh where a root-scoped name starts). Fails when the fresh
+/// probe is removed (the second `refused` is then allowed from the cache).
+#[test]
+fn a_git_dir_made_without_a_judged_call_still_makes_a_repository_root() {
+    let f = Fx::new("prot-unjudged-mkdir");
+    f.mkdir("p/q");
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    allowed(&pr, create(&f.p("p/q/file")));
+    allowed(&pr, create(&f.p("p/q/.vscode/tasks.json")));
+    allowed(&pr, create(&f.p("p/q/.envrc")));
+    fs::create_dir(f.p("p/q/.git")).unwrap(); // no check: mkdir is not judged
+    refused(&pr, create(&f.p("p/q/.vscode/tasks.json")));
+    refused(&pr, create(&f.p("p/q/.envrc")));
+    refused(&pr, rename(&f.p("p/q/.vscode"), &f.p("p/q/v2")));
+    // Control: a sibling without `.git` is still no repository root.
+    f.mkdir("p/r");
+    allowed(&pr, create(&f.p("p/r/.envrc")));
+}
+
 #[test]
 fn unnormalised_paths_are_refused() {
     let f = Fx::new("prot-normal");

@@ -306,6 +306,8 @@ pub fn serve(
     sink: Sink,
     cfg: ServeConfig,
 ) -> Result<Supervisor, GateError> {
+    // Best effort (a speed-up only; see `notif::set_sync_wakeup`).
+    let _ = notif::set_sync_wakeup(listener.as_raw_fd());
     let shared = Arc::new(Shared {
         listener,
         judge,

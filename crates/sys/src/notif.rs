@@ -53,6 +53,29 @@ const SECCOMP_IOCTL_NOTIF_ADDFD: libc::c_ulong = 0x4018_2103;
 const SECCOMP_ADDFD_FLAG_SEND: u32 = 1 << 1;
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
+const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
+
+/// Ask the kernel to wake the supervisor on the notifying thread's CPU and to switch back to
+/// the caller the same way when it is answered (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`, Linux
+/// 6.6): caller and supervisor take turns, so a cross-CPU wake-up (an IPI to a CPU that may be
+/// idle, the larger part of a round trip on a VM) is saved per call. Only a speed-up: on an
+/// older kernel (`EINVAL`) the gate works the same, slower.
+pub(crate) fn set_sync_wakeup(listener: RawFd) -> Result<(), i32> {
+    // SAFETY: SET_FLAGS takes the flag word by value (not a pointer) and changes only how the
+    // listener wakes its waiters.
+    let ret = unsafe {
+        libc::ioctl(
+            listener,
+            SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+    cvt("ioctl(NOTIF_SET_FLAGS)", String::new, ret)
+        .map(drop)
+        .map_err(errno_of)
+}
+
 /// The errno of a failed call (`EIO` if it has none).
 pub(crate) fn errno_of(e: SysError) -> i32 {
     e.errno().unwrap_or(libc::EIO)

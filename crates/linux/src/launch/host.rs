@@ -167,7 +167,7 @@ fn seccomp_setup(plan: &Plan) -> Result<SeccompSetup, LaunchError> {
     }
     let judge = GateJudge::new(plan, std::time::SystemTime::now()).map_err(|e| prep(&e))?;
     Ok(SeccompSetup {
-        filter: seccomp::program_with_gate().map_err(|e| prep(&e))?,
+        filter: seccomp::program_for_runs().map_err(|e| prep(&e))?,
         judge: Some(std::sync::Arc::new(judge)),
     })
 }
