@@ -333,11 +333,11 @@ fn a_refusal_line_escapes_what_the_command_named() {
     let o = sandboxed(
         &w,
         &[],
-        "echo RAN; for d in ./*r; do mkdir \"$d/.claude\" || echo REFUSED; done",
+        "echo RAN; for d in ./*r; do mkdir -p \"$d/.claude\"; echo '{}' > \"$d/.claude/settings.json\" || echo REFUSED; done",
     );
     o.assert_ran("RAN");
     assert!(o.has("REFUSED"), "not refused: {o:#?}");
-    assert!(!evil.join(".claude").exists());
+    assert!(!evil.join(".claude/settings.json").exists());
     let line = o
         .stderr
         .lines()

@@ -193,7 +193,7 @@ pub(super) fn command_setup(setup: CommandSetup<'_>, rep: &mut Reporter) -> Resu
     drop(chan);
     rep.line('L', "seccomp\tforeign ABIs killed; namespace, mount, keyring, bpf, perf, io_uring, module, TIOCSTI calls refused; every connect() checked by init");
     if gated {
-        rep.line('L', "write-gate\tevery write-intent filesystem call (open for writing or creating, mkdir, mknod, symlink, link, rename, unlink, rmdir, truncate, chmod, chown, utime, xattr, bind) performed by init after checking it against the protected names and git metadata");
+        rep.line('L', "write-gate\tevery write-intent filesystem call (open for writing or creating, mknod, symlink, link, rename, unlink, rmdir, truncate, chmod, chown, utime, xattr, bind) performed by init after checking it against the protected names and git metadata (with git.mode = commit, mkdir is not: an empty directory runs nothing, what goes into it is checked)");
     }
     // descriptors, last
     close_inherited(rep.fd, &opts.pass_fds).map_err(|e| e.to_string())?;

@@ -14,7 +14,7 @@ use crate::write_gate::GateJudge;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use stockade_policy::backend::{Command, Denial, ExitKind, RunOptions, RunOutcome};
-use stockade_policy::model::NetworkMode;
+use stockade_policy::model::{GitMode, NetworkMode};
 use stockade_policy::plan::Plan;
 use stockade_sys::pty::{Pty, RawMode};
 use stockade_sys::seccomp;
@@ -166,8 +166,15 @@ fn seccomp_setup(plan: &Plan) -> Result<SeccompSetup, LaunchError> {
         });
     }
     let judge = GateJudge::new(plan, std::time::SystemTime::now()).map_err(|e| prep(&e))?;
+    // `git.mode = "read-only"` keeps every launch `.git` unchanged, empty directories
+    // included, so there `mkdir` is judged too; in commit mode it is not
+    // (`seccomp::program_for_runs`: an empty directory runs nothing).
+    let filter = match plan.git_mode {
+        GitMode::ReadOnly => seccomp::program_with_gate(),
+        GitMode::Commit => seccomp::program_for_runs(),
+    };
     Ok(SeccompSetup {
-        filter: seccomp::program_for_runs().map_err(|e| prep(&e))?,
+        filter: filter.map_err(|e| prep(&e))?,
         judge: Some(std::sync::Arc::new(judge)),
     })
 }
