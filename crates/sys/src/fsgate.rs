@@ -14,6 +14,8 @@
 //! [`crate::sockets`], dispatched to its existing logic). Not gated: `ftruncate`, `fallocate`,
 //! `write` — they need a descriptor open for writing, and that open was judged (or the
 //! descriptor was handed to the command by stockade itself: 0-2 and `--pass-fd`).
+//! [`crate::seccomp::program_for_runs`] is the same without `mkdir*` (what runs in
+//! `git.mode = "commit"`: an empty directory runs nothing; see that function).
 //!
 //! # How a call is served
 //! [`serve`] starts a pool of workers (2 × CPUs, at least 4: a parallel build is not
