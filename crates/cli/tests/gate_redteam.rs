@@ -1,0 +1,237 @@
+//! Red-team regressions for the write gate and the post-run git check (issues 12 and 13): each
+//! test is an attack found against the gate, run through the real binary and judged from the
+//! host (git run there, a marker file outside the workspace), with a positive control (the
+//! same script unsandboxed) and a marker proving the attack ran.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+const ID: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "t"),
+    ("GIT_AUTHOR_EMAIL", "t@t"),
+    ("GIT_COMMITTER_NAME", "t"),
+    ("GIT_COMMITTER_EMAIL", "t@t"),
+];
+
+/// Host-side git in `dir` with the world's HOME; panics on failure unless `may_fail`.
+fn git_in(w: &World, dir: &Path, args: &[&str], may_fail: bool) -> (bool, String) {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir).args(args);
+    c.env("HOME", &w.home).env("GIT_CONFIG_NOSYSTEM", "1");
+    c.env_remove("GIT_DIR").env_remove("GIT_WORK_TREE");
+    for (k, v) in ID {
+        c.env(k, v);
+    }
+    let o = c.output().expect("git runs");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !may_fail && !o.status.success() {
+        panic!(
+            "host git {args:?} in {dir:?} failed: {}{out}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    (o.status.success(), out)
+}
+
+fn git(w: &World, dir: &Path, args: &[&str]) {
+    git_in(w, dir, args, false);
+}
+
+/// A world whose workspace is a repository with one commit.
+fn repo(tag: &str) -> World {
+    let w = World::new(tag);
+    git(&w, &w.ws, &["init", "-q", "-b", "main"]);
+    write(&w.ws("a"), "1\n");
+    git(&w, &w.ws, &["add", "a"]);
+    git(&w, &w.ws, &["commit", "-qm", "one"]);
+    w
+}
+
+fn sandboxed(w: &World, script: &str) -> Out {
+    let mut r = w.run().flag("--json");
+    for (k, v) in ID {
+        r = r.flag("--env").flag(format!("{k}={v}"));
+    }
+    r.flag("--env").flag("GIT_CONFIG_NOSYSTEM=1").sh(script)
+}
+
+fn unsandboxed(w: &World, script: &str) -> Out {
+    let mut c = Command::new("sh");
+    c.args(["-c", script]).current_dir(&w.ws);
+    c.env("HOME", &w.home).env("GIT_CONFIG_NOSYSTEM", "1");
+    for (k, v) in ID {
+        c.env(k, v);
+    }
+    run_guarded(c, None, std::time::Duration::from_secs(60))
+}
+
+fn have_gate() -> bool {
+    let o = Command::new(bin())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("doctor runs");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["features"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|f| f["name"] == "write-gate" && f["available"] == true)
+}
+
+fn ready() -> bool {
+    if !have("git") {
+        skip("git not installed");
+        return false;
+    }
+    if !have_gate() {
+        skip("this kernel has no write gate (see `stockade doctor`)");
+        return false;
+    }
+    true
+}
+
+/// Run `scripts` one run after another (sandboxed, or unsandboxed for the control) in a fresh
+/// repository world prepared by `setup`, then `trigger` (host git in `dir`, relative to the
+/// workspace). `{M}` in a script is the marker's path. Returns whether the marker exists after
+/// the trigger, and the outputs of the runs.
+fn attack(
+    tag: &str,
+    sandbox: bool,
+    setup: &dyn Fn(&World),
+    scripts: &[&str],
+    dir: &str,
+    trigger: &[&str],
+) -> (bool, Vec<Out>) {
+    let w = repo(&format!("{tag}-{}", if sandbox { "s" } else { "c" }));
+    setup(&w);
+    let marker = w.root.join("marker");
+    let mut outs = Vec::new();
+    for (i, s) in scripts.iter().enumerate() {
+        let s = format!(
+            "echo RAN{i}\n{}\necho DONE{i}\n",
+            s.replace("{M}", marker.to_str().unwrap())
+        );
+        let o = if sandbox {
+            sandboxed(&w, &s)
+        } else {
+            unsandboxed(&w, &s)
+        };
+        o.assert_ran(&format!("RAN{i}"));
+        assert!(o.has(&format!("DONE{i}")), "run {i} did not finish: {o:#?}");
+        outs.push(o);
+    }
+    assert!(!marker.exists(), "marker before the trigger: {outs:#?}");
+    git_in(&w, &w.ws(dir), trigger, true);
+    (marker.exists(), outs)
+}
+
+#[track_caller]
+fn contained(
+    tag: &str,
+    setup: &dyn Fn(&World),
+    scripts: &[&str],
+    dir: &str,
+    trigger: &[&str],
+) -> Vec<Out> {
+    let (control, _) = attack(tag, false, setup, scripts, dir, trigger);
+    assert!(
+        control,
+        "positive control: the attack must work unsandboxed"
+    );
+    let (hit, outs) = attack(tag, true, setup, scripts, dir, trigger);
+    assert!(!hit, "the attack worked through the sandbox: {outs:#?}");
+    outs
+}
+
+/// A hostile config for an embedded bare repository: `git status` there runs `core.fsmonitor`.
+const BARE_CONFIG: &str = "printf '[core]\\n\\trepositoryformatversion = 0\\n\\tbare = false\\n\\tworktree = ..\\n\\tfsmonitor = \"touch {M}; false\"\\n' > evil/config";
+
+/// An embedded bare repository whose `HEAD` is a symbolic link (git accepts `HEAD ->
+/// refs/heads/main`): the post-run check skipped it as "not a bare repository".
+#[test]
+fn embedded_bare_repo_with_a_symlinked_head_is_neutralised() {
+    if !ready() {
+        return;
+    }
+    let script = format!(
+        "mkdir -p evil/objects evil/refs/heads && ln -s refs/heads/main evil/HEAD && {BARE_CONFIG}"
+    );
+    let outs = contained(
+        "rt-bare-headlink",
+        &|_| {},
+        &[&script],
+        "evil",
+        &["status"],
+    );
+    assert!(
+        outs[0].stderr.contains("git-neutralised") || outs[0].stderr.contains("neutralised"),
+        "no neutralisation reported: {outs:#?}"
+    );
+}
+
+/// An embedded bare repository whose `objects` and `refs` are symbolic links to directories
+/// (git only checks that they can be searched): the post-run check required real directories.
+#[test]
+fn embedded_bare_repo_with_symlinked_objects_and_refs_is_neutralised() {
+    if !ready() {
+        return;
+    }
+    let script = format!(
+        "mkdir -p evil/o evil/r/heads && ln -s o evil/objects && ln -s r evil/refs && \
+         echo 'ref: refs/heads/main' > evil/HEAD && {BARE_CONFIG}"
+    );
+    contained(
+        "rt-bare-objlink",
+        &|_| {},
+        &[&script],
+        "evil",
+        &["status"],
+    );
+}
+
+/// A launch repository whose gitdir is named by a `.git` file (`git init --separate-git-dir`)
+/// is recognised by the judge, when nothing below its work tree was touched, only by its shape
+/// (`HEAD`, `objects/`, `refs/`). Run 1 moves `refs` away, run 2 writes a hook into the gitdir
+/// that no longer looks like one, run 3 moves `refs` back: the hook runs at the user's next
+/// checkout.
+#[test]
+fn a_separate_gitdir_cannot_be_unshaped_to_plant_a_hook() {
+    if !ready() {
+        return;
+    }
+    let setup = |w: &World| {
+        git(
+            w,
+            &w.ws,
+            &[
+                "init",
+                "-q",
+                "-b",
+                "main",
+                "--separate-git-dir",
+                w.ws("gd").to_str().unwrap(),
+                "p/gf",
+            ],
+        );
+        write(&w.ws("p/gf/f"), "f\n");
+        git(w, &w.ws("p/gf"), &["add", "f"]);
+        git(w, &w.ws("p/gf"), &["commit", "-qm", "gf"]);
+    };
+    let outs = contained(
+        "rt-unshape",
+        &setup,
+        &[
+            "mv gd/refs gd/r || echo REFUSED-MV",
+            "printf '#!/bin/sh\\ntouch {M}\\n' > gd/hooks/post-checkout && chmod +x gd/hooks/post-checkout || echo REFUSED-HOOK",
+            "mv gd/r gd/refs || echo REFUSED-BACK",
+        ],
+        "p/gf",
+        &["checkout", "-q", "-b", "other"],
+    );
+    assert!(outs[0].has("REFUSED-MV"), "{outs:#?}");
+}
