@@ -1070,23 +1070,30 @@ impl Checker<'_> {
         let Some(dir) = m.path.parent().map(Path::to_path_buf) else {
             return;
         };
-        let is_dir = |p: &Path| {
-            self.lstat(p)
-                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-        };
+        // What git accepts (setup.c `is_git_directory`): `HEAD` a file or a symbolic link into
+        // `refs/`, `objects` and `refs` anything searchable (symbolic links to directories
+        // too), or both taken from the directory a `commondir` file names. Any entry of those
+        // names counts here: judging a directory that git would reject costs nothing.
+        let exists = |n: &str| self.lstat(&dir.join(n)).is_some();
+        let shaped = (exists("objects") && exists("refs")) || exists("commondir");
         if m.is_dir
-            || m.is_symlink
             || dir.file_name().is_some_and(|n| n == ".git")
             || self.seen.contains(&dir)
             || self.plan.git_repos.iter().any(|r| r.common == dir)
-            || !is_dir(&dir.join("objects"))
-            || !is_dir(&dir.join("refs"))
+            || !shaped
         {
             return;
         }
-        let touched = ["HEAD", "config", "hooks", "config.worktree", "info"]
-            .iter()
-            .any(|n| self.ctime_new(&dir.join(n)));
+        let touched = [
+            "HEAD",
+            "config",
+            "hooks",
+            "config.worktree",
+            "info",
+            "commondir",
+        ]
+        .iter()
+        .any(|n| self.ctime_new(&dir.join(n)));
         if touched {
             self.seen.push(dir.clone());
             self.judge_gitdir(&dir, None);
