@@ -1103,6 +1103,22 @@ impl Protector {
                 return Err(refuse(entry, why));
             }
         }
+        // What makes a gitdir known without its `.git` name (a separate or bare gitdir is
+        // recognised by `HEAD`, `objects/`, `refs/`): not moved away or removed (git itself
+        // only renames onto `HEAD`). Else one run unshapes it, a later run writes its hooks
+        // unrecognised, and a third restores the shape.
+        let unshapes = match rel {
+            b"objects" | b"refs" => act.moves(),
+            b"HEAD" => matches!(act, Act::RenameFrom | Act::Remove { .. }),
+            _ => false,
+        };
+        if unshapes {
+            return Err(refuse(
+                std::str::from_utf8(rel).unwrap_or("HEAD"),
+                "marks the directory as a gitdir (HEAD, objects, refs); moving it away would \
+                 hide the gitdir's hooks and config from the gate",
+            ));
+        }
         let comps: Vec<&[u8]> = if rel.is_empty() {
             Vec::new()
         } else {
