@@ -161,13 +161,7 @@ fn embedded_bare_repo_with_a_symlinked_head_is_neutralised() {
     let script = format!(
         "mkdir -p evil/objects evil/refs/heads && ln -s refs/heads/main evil/HEAD && {BARE_CONFIG}"
     );
-    let outs = contained(
-        "rt-bare-headlink",
-        &|_| {},
-        &[&script],
-        "evil",
-        &["status"],
-    );
+    let outs = contained("rt-bare-headlink", &|_| {}, &[&script], "evil", &["status"]);
     assert!(
         outs[0].stderr.contains("git-neutralised") || outs[0].stderr.contains("neutralised"),
         "no neutralisation reported: {outs:#?}"
@@ -185,13 +179,7 @@ fn embedded_bare_repo_with_symlinked_objects_and_refs_is_neutralised() {
         "mkdir -p evil/o evil/r/heads && ln -s o evil/objects && ln -s r evil/refs && \
          echo 'ref: refs/heads/main' > evil/HEAD && {BARE_CONFIG}"
     );
-    contained(
-        "rt-bare-objlink",
-        &|_| {},
-        &[&script],
-        "evil",
-        &["status"],
-    );
+    contained("rt-bare-objlink", &|_| {}, &[&script], "evil", &["status"]);
 }
 
 /// A launch repository whose gitdir is named by a `.git` file (`git init --separate-git-dir`)
@@ -234,4 +222,92 @@ fn a_separate_gitdir_cannot_be_unshaped_to_plant_a_hook() {
         &["checkout", "-q", "-b", "other"],
     );
     assert!(outs[0].has("REFUSED-MV"), "{outs:#?}");
+}
+
+/// Python in the sandbox and unsandboxed (the control): each prints `ok <name>` per check.
+fn both(tag: &str, code: &str, limit: u64) -> (Out, Out) {
+    let cw = World::new(&format!("{tag}-c"));
+    let c = Command::new("python3")
+        .args(["-c", code])
+        .current_dir(&cw.ws)
+        .output()
+        .expect("python3 runs");
+    let control = Out {
+        code: c.status.code(),
+        signal: None,
+        stdout: String::from_utf8_lossy(&c.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&c.stderr).into_owned(),
+        elapsed: std::time::Duration::ZERO,
+    };
+    let w = World::new(&format!("{tag}-s"));
+    let o = w
+        .run()
+        .limit(std::time::Duration::from_secs(limit))
+        .py(code);
+    (control, o)
+}
+
+/// An open whose new descriptor does not fit in the caller's table fails with `EMFILE`, as
+/// without the gate: the supervisor's `ADDFD` failed and the call was never answered (the
+/// caller hung forever).
+#[test]
+fn an_open_with_a_full_descriptor_table_fails_with_emfile() {
+    if !ready() {
+        return;
+    }
+    let code = "import os, resource, errno\n\
+                resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))\n\
+                print('RAN', flush=True)\n\
+                try:\n    \
+                    for i in range(40):\n        \
+                        os.open('f%d' % i, os.O_CREAT | os.O_WRONLY, 0o644)\n    \
+                    print('no error')\n\
+                except OSError as e:\n    \
+                    print('ok EMFILE' if e.errno == errno.EMFILE else 'errno %d' % e.errno)\n";
+    let (control, o) = both("rt-emfile", code, 30);
+    assert!(control.stdout.contains("ok EMFILE"), "control: {control:#?}");
+    o.assert_ran("RAN");
+    assert!(o.stdout.contains("ok EMFILE"), "{o:#?}");
+}
+
+/// A blocking FIFO open (no reader) interrupted by a caught signal: `EINTR` without
+/// `SA_RESTART`, restarted (and then completed by a reader) with it — as without the gate. The
+/// gate's killable wait kept the caller blocked until a reader came, ignoring the signal.
+#[test]
+fn a_blocked_fifo_open_is_interrupted_by_a_caught_signal() {
+    if !ready() {
+        return;
+    }
+    let code = "import os, signal, errno, time\n\
+                os.mkfifo('fifo')\n\
+                print('RAN', flush=True)\n\
+                class Alarm(Exception): pass\n\
+                def on(s, f): raise Alarm()\n\
+                signal.signal(signal.SIGALRM, on)\n\
+                signal.alarm(1)\n\
+                t = time.time()\n\
+                try:\n    \
+                    os.open('fifo', os.O_WRONLY)\n    \
+                    print('opened')\n\
+                except Alarm:\n    \
+                    print('ok EINTR' if time.time() - t < 5 else 'late', flush=True)\n\
+                signal.signal(signal.SIGALRM, lambda s, f: None)\n\
+                pid = os.fork()\n\
+                if pid == 0:\n    \
+                    time.sleep(1.5)\n    \
+                    fd = os.open('fifo', os.O_RDONLY)\n    \
+                    time.sleep(0.3)\n    \
+                    os._exit(0)\n\
+                signal.alarm(1)\n\
+                fd = os.open('fifo', os.O_WRONLY)\n\
+                print('ok restarted', flush=True)\n\
+                os.waitpid(pid, 0)\n";
+    let (control, o) = both("rt-eintr", code, 20);
+    assert!(
+        control.stdout.contains("ok EINTR") && control.stdout.contains("ok restarted"),
+        "control: {control:#?}"
+    );
+    o.assert_ran("RAN");
+    assert!(o.stdout.contains("ok EINTR"), "{o:#?}");
+    assert!(o.stdout.contains("ok restarted"), "{o:#?}");
 }
