@@ -234,10 +234,22 @@ impl Shared {
                 let _ = notif::respond(fd, id, 0, r.errno);
                 (self.sink)(Denial::Fs(r));
             }
-            // On failure (ENOENT: the caller died or was killed meanwhile) `fd` is closed here.
-            Answer::Fd { fd: f, cloexec } => {
-                let _ = notif::addfd_send(fd, id, f.as_raw_fd(), cloexec);
-            }
+            // Installed in the caller, this copy closed, and only then answered: the caller
+            // never runs while the supervisor still holds the descriptor (`ETXTBSY` for an
+            // `execve` right after `close`, a FIFO reader that outlives the caller's). ENOENT:
+            // the caller died or was killed meanwhile. Any other error (EMFILE: the caller's
+            // table is full) is the answer, as the kernel would have failed the open.
+            Answer::Fd { fd: f, cloexec } => match notif::addfd(fd, id, f.as_raw_fd(), cloexec) {
+                Ok(n) => {
+                    drop(f);
+                    let _ = notif::respond(fd, id, i64::from(n), 0);
+                }
+                Err(libc::ENOENT) => {}
+                Err(e) => {
+                    drop(f);
+                    let _ = notif::respond(fd, id, 0, e);
+                }
+            },
             Answer::Blocking(run) => self.blocking_run(id, run),
             Answer::Done => {}
         }
