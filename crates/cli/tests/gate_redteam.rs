@@ -342,7 +342,33 @@ fn a_program_written_by_the_run_can_be_executed_at_once() {
                 print('ETXTBSY %d' % bad)\n\
                 print('ok' if bad == 0 else 'broken', flush=True)\n";
     let (control, o) = both("rt-etxtbsy", code, 60);
-    assert!(control.stdout.contains("ETXTBSY 0"), "control: {control:#?}");
+    assert!(
+        control.stdout.contains("ETXTBSY 0"),
+        "control: {control:#?}"
+    );
     o.assert_ran("RAN");
     assert!(o.stdout.contains("ETXTBSY 0"), "{o:#?}");
+}
+
+/// `creat(2)` takes its mode from its second argument. The supervisor read the third (what
+/// the caller left in `rdx`), so `syscall(SYS_creat, path, 0640, 06755)` created a set-user-ID
+/// and set-group-ID file (the filter checks the real mode argument), and a plain `creat` got a
+/// random mode.
+#[test]
+fn creat_uses_its_own_mode_argument_and_never_sets_set_id_bits() {
+    if !ready() {
+        return;
+    }
+    let code = "import ctypes, os\n\
+                os.umask(0o022)\n\
+                libc = ctypes.CDLL(None, use_errno=True)\n\
+                libc.syscall.restype = ctypes.c_long\n\
+                print('RAN', flush=True)\n\
+                fd = libc.syscall(85, b'made', 0o640, 0o6755)\n\
+                print('fd', fd, ctypes.get_errno())\n\
+                print('mode %o' % (os.stat('made').st_mode & 0o7777), flush=True)\n";
+    let (control, o) = both("rt-creat", code, 30);
+    assert!(control.stdout.contains("mode 640"), "control: {control:#?}");
+    o.assert_ran("RAN");
+    assert!(o.stdout.contains("mode 640"), "{o:#?}");
 }
