@@ -328,9 +328,16 @@ fn dispatch(sh: &Arc<Shared>, ctx: &mut Ctx<'_>, private_fs: bool) -> Answer {
     }
     let a = |i| ctx.int(i);
     let out = match ctx.n.data.nr as libc::c_long {
-        SYS_open => ops::open(sh, ctx, AT_FDCWD, 0, a(1)),
-        SYS_openat => ops::open(sh, ctx, a(0), 1, a(2)),
-        SYS_creat => ops::open(sh, ctx, AT_FDCWD, 0, O_CREAT | O_WRONLY | O_TRUNC),
+        SYS_open => ops::open(sh, ctx, (AT_FDCWD, 0), a(1), ctx.arg(2) as u32),
+        SYS_openat => ops::open(sh, ctx, (a(0), 1), a(2), ctx.arg(3) as u32),
+        // creat(path, mode): the mode is the second argument.
+        SYS_creat => ops::open(
+            sh,
+            ctx,
+            (AT_FDCWD, 0),
+            O_CREAT | O_WRONLY | O_TRUNC,
+            ctx.arg(1) as u32,
+        ),
         SYS_mkdir => ops::mkdir(sh, ctx, AT_FDCWD, 0),
         SYS_mkdirat => ops::mkdir(sh, ctx, a(0), 1),
         SYS_mknod => ops::mknod(sh, ctx, AT_FDCWD, 0),

@@ -97,9 +97,18 @@ fn real_of(fd: RawFd) -> R<PathBuf> {
 
 // ---- opens ------------------------------------------------------------------------------------
 
-/// `open`/`openat`/`creat`.
-pub(super) fn open(sh: &Shared, ctx: &mut Ctx<'_>, dirfd: i32, arg: usize, flags: i32) -> Out {
-    let mode = ctx.arg(arg + 2) as u32;
+/// `open`/`openat`/`creat`: the path is argument `arg` from `dirfd`; `mode` is the caller's
+/// mode argument (the filter refused set-id bits in exactly that argument; refused again here).
+pub(super) fn open(
+    sh: &Shared,
+    ctx: &mut Ctx<'_>,
+    (dirfd, arg): (i32, usize),
+    flags: i32,
+    mode: u32,
+) -> Out {
+    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        return Err(Fail::Errno(libc::EPERM));
+    }
     let mut path = read_path(ctx, arg)?;
     let mut base = Base::of(dirfd);
     for _ in 0..MAX_HOPS {
