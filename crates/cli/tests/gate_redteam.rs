@@ -372,3 +372,27 @@ fn creat_uses_its_own_mode_argument_and_never_sets_set_id_bits() {
     o.assert_ran("RAN");
     assert!(o.stdout.contains("mode 640"), "{o:#?}");
 }
+
+/// `setxattr`/`lsetxattr`/`removexattr` with a relative path resolve from the working
+/// directory. The supervisor took the low half of the path pointer as a directory descriptor
+/// (`EBADF`, or another directory when that number was open).
+#[test]
+fn path_based_xattr_calls_with_a_relative_path_work() {
+    if !ready() {
+        return;
+    }
+    let code = "import os\n\
+                print('RAN', flush=True)\n\
+                open('f', 'w').close()\n\
+                os.setxattr('f', 'user.x', b'1')\n\
+                os.setxattr('f', 'user.y', b'2', follow_symlinks=False)\n\
+                os.removexattr('f', 'user.x')\n\
+                print('ok', sorted(os.listxattr('f')), flush=True)\n";
+    let (control, o) = both("rt-xattr", code, 30);
+    if !control.stdout.contains("ok ['user.y']") {
+        skip(format!("user xattrs unsupported here: {control:#?}"));
+        return;
+    }
+    o.assert_ran("RAN");
+    assert!(o.stdout.contains("ok ['user.y']"), "{o:#?}");
+}
