@@ -809,7 +809,13 @@ pub(super) fn xattr(
         crate::notif::read_remote(ctx.tid(), addr, &mut value)?;
     }
     let nofollow = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-    let o = target_object(ctx, ctx.int(0), path_arg, nofollow)?;
+    // The path forms take no directory descriptor: a relative path is from the cwd.
+    let dirfd = if path_arg.is_some() {
+        libc::AT_FDCWD
+    } else {
+        ctx.int(0)
+    };
+    let o = target_object(ctx, dirfd, path_arg, nofollow)?;
     if is(&o.st, libc::S_IFLNK) {
         // user.* attributes are refused on links by the kernel; the others need capabilities.
         return Err(Fail::Errno(libc::EPERM));
