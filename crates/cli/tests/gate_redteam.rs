@@ -396,3 +396,47 @@ fn path_based_xattr_calls_with_a_relative_path_work() {
     o.assert_ran("RAN");
     assert!(o.stdout.contains("ok ['user.y']"), "{o:#?}");
 }
+
+/// Agent configs are refused at a repository's root, but only once the directory *is* one:
+/// written first and followed by `git init` (or a prepared directory renamed to `.git`), they
+/// were left at the root of a repository the run created. The post-run check, which judges
+/// every repository the run created, now also puts aside the root-level protected names
+/// written during the run at its root.
+#[test]
+fn agent_configs_written_before_git_init_are_put_aside() {
+    if !ready() {
+        return;
+    }
+    let script =
+        "mkdir -p y/.vscode && echo '{}' > y/.vscode/tasks.json && echo '{}' > y/.mcp.json \
+                  && git init -q y && echo INIT-OK\n\
+                  mkdir -p z/.devcontainer z/g && echo '{}' > z/.devcontainer/devcontainer.json \
+                  && git init -q --bare z/g/x && mv z/g/x z/.git && echo MOVE-OK\n";
+    for sandbox in [false, true] {
+        let w = repo(&format!("rt-preinit-{}", if sandbox { "s" } else { "c" }));
+        let o = if sandbox {
+            sandboxed(&w, script)
+        } else {
+            unsandboxed(&w, script)
+        };
+        o.assert_ran("INIT-OK");
+        o.assert_ran("MOVE-OK");
+        assert!(w.ws("y/.git").is_dir() && w.ws("z/.git").is_dir(), "{o:#?}");
+        let left: Vec<&str> = [
+            "y/.mcp.json",
+            "y/.vscode/tasks.json",
+            "z/.devcontainer/devcontainer.json",
+        ]
+        .into_iter()
+        .filter(|p| w.ws(p).exists())
+        .collect();
+        if sandbox {
+            assert!(
+                left.is_empty(),
+                "left at a new repository's root: {left:?} {o:#?}"
+            );
+        } else {
+            assert_eq!(left.len(), 3, "positive control");
+        }
+    }
+}
