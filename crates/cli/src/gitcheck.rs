@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use stockade_policy::backend::CreatedLog;
 use stockade_policy::gitmeta;
-use stockade_policy::model::GitMode;
+use stockade_policy::model::{GitMode, NameScope};
 use stockade_policy::plan::{find_git_markers, find_git_markers_below, GitMarker, Plan};
 use stockade_sys::fs as sfs;
 
@@ -1048,6 +1048,9 @@ impl Checker<'_> {
             if launch_wt(&m.path) || self.plan.protected_symlinks.contains(&m.path) {
                 return;
             }
+            if let Some(root) = m.path.parent() {
+                self.root_configs(root);
+            }
             if m.is_symlink {
                 let action = self.rename_aside(&m.path);
                 self.neutralised(
@@ -1098,6 +1101,56 @@ impl Checker<'_> {
             self.seen.push(dir.clone());
             self.judge_gitdir(&dir, None);
         }
+    }
+
+    /// The root-scoped protected names (`/.mcp.json`, `.vscode/tasks.json`, ...) at the root
+    /// of a repository the run created: the gate refuses them there only once the directory is
+    /// a repository, so those written before its `.git` appeared (`git init` after writing
+    /// them, a prepared directory renamed to `.git`) are put aside here — if they were created
+    /// or changed during the run (earlier ones are the user's).
+    fn root_configs(&mut self, root: &Path) {
+        let Ok(names) = stockade_policy::model::parse_protected_names(&self.plan.protected_names)
+        else {
+            return;
+        };
+        for n in names.iter().filter(|n| n.scope == NameScope::Root) {
+            let p = root.join(&n.path);
+            if self.lstat(&p).is_some() && self.changed_during_run(&p, 0) {
+                let action = self.rename_aside(&p);
+                self.neutralised(
+                    &p,
+                    format!(
+                        "{} written during the run at the root of a repository the run created \
+                         (tools run what it names outside the sandbox)",
+                        n.entry
+                    ),
+                    action,
+                );
+            }
+        }
+    }
+
+    /// `p` (or, for a directory, anything beneath it, bounded: past the bound it counts as
+    /// changed) was created or changed during the run.
+    fn changed_during_run(&self, p: &Path, depth: usize) -> bool {
+        const MAX_ENTRIES: usize = 1000;
+        if self.ctime_new(p) {
+            return true;
+        }
+        let is_dir = self
+            .lstat(p)
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        if !is_dir {
+            return false;
+        }
+        if depth >= 8 {
+            return true;
+        }
+        let entries = read_dir_sorted(p);
+        entries.len() > MAX_ENTRIES
+            || entries
+                .iter()
+                .any(|e| self.changed_during_run(e, depth + 1))
     }
 
     /// A `.git` file created during the run: its gitdir must be inside a writable root (it is
