@@ -133,11 +133,15 @@ pub fn tiers() -> Option<Tiers> {
 /// unelevated tier and, only when that tier cannot run on this machine at all and the elevated
 /// tier is installed, uses that instead (the outcome's `tier` says which ran, and a warning says
 /// why); when the elevated tier is not installed the unelevated tier's failure stands.
+///
+/// `walk_plan` makes the same plan without the write gate: `auto`'s fallback to the elevated
+/// tier (which has no gate) runs that one, never a plan made for the gate.
 pub fn run(
     plan: &Plan,
     cmd: &Command,
     opts: &RunOptions,
     choice: TierChoice,
+    walk_plan: &dyn Fn() -> Result<Plan, String>,
 ) -> Result<RunOutcome, LaunchFailure> {
     let Some(t) = tiers() else {
         return Err(LaunchFailure {
@@ -172,6 +176,18 @@ pub fn run(
             Err(first) if first.tier_unavailable => {
                 match fallback(&first, &t.elevated.availability()) {
                     Fallback::Use(warning) => {
+                        let walked;
+                        let plan = if plan.write_gate {
+                            walked = walk_plan().map_err(|message| LaunchFailure {
+                                tier: t.elevated.name(),
+                                message,
+                                exit_code: crate::EXIT_STOCKADE as i32,
+                                tier_unavailable: false,
+                            })?;
+                            &walked
+                        } else {
+                            plan
+                        };
                         let mut out = elevated(plan)?;
                         out.warnings.insert(0, warning);
                         Ok(out)

@@ -661,6 +661,11 @@ struct Checker<'a> {
     findings: Vec<Finding>,
     /// Gitdirs already judged.
     seen: Vec<PathBuf>,
+    /// The plan was made for the write gate: repositories that existed at launch anywhere below
+    /// a root were guarded per call, not found by a launch walk, so only what changed during the
+    /// run (ctime) is judged — an untouched hook or config of a repository the user already had
+    /// is theirs, not the run's.
+    only_new: bool,
 }
 
 /// After the run (every process of it gone): neutralise what it left that would make git run
@@ -689,6 +694,7 @@ pub fn post_run(
         started,
         findings: Vec::new(),
         seen: plan.git_repos.iter().map(|r| r.gitdir.clone()).collect(),
+        only_new: plan.write_gate,
     };
     for r in &plan.writable_roots {
         match sfs::openat2(
@@ -706,7 +712,7 @@ pub fn post_run(
     }
     c.launch_repos();
     match created {
-        Some(log) if log.complete => c.from_log(log),
+        Some(log) if log.complete => c.check_logged(log),
         _ => {
             for r in plan.writable_roots.clone() {
                 match find_git_markers(&r, state_dir) {
@@ -727,7 +733,7 @@ impl Checker<'_> {
     /// Examine what the write gate logged: created `.git`/`HEAD` entries like the walk's
     /// markers, directories moved into place by walking just them, and creations beneath an
     /// existing `.git` (todo files, worktrees, modules, config, hooks) one by one.
-    fn from_log(&mut self, log: &CreatedLog) {
+    fn check_logged(&mut self, log: &CreatedLog) {
         for dir in &log.subtrees {
             // Only a directory brings contents along; a file moved into place is judged by its
             // name below, like a created one.
@@ -822,6 +828,9 @@ impl Checker<'_> {
 
     /// One hook created during the run: executable (or not a regular file) is neutralised.
     fn judge_hook(&mut self, h: &Path) {
+        if !self.changed(h) {
+            return;
+        }
         let name = h.file_name().unwrap_or_default().to_string_lossy();
         if name.ends_with(".sample") || name.contains(".stockade-neutralised-") {
             return;
@@ -974,6 +983,12 @@ impl Checker<'_> {
         fs::File::from(fd).write_all(data)
     }
 
+    /// Whether `p` is the run's to judge: always without the gate; with it, only when it
+    /// changed during the run ([`Checker::only_new`]).
+    fn changed(&self, p: &Path) -> bool {
+        !self.only_new || self.ctime_new(p)
+    }
+
     fn ctime_new(&self, p: &Path) -> bool {
         self.lstat(p).is_some_and(|st| {
             i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec) >= self.started
@@ -1046,6 +1061,9 @@ impl Checker<'_> {
         };
         if m.name == ".git" {
             if launch_wt(&m.path) || self.plan.protected_symlinks.contains(&m.path) {
+                return;
+            }
+            if m.is_symlink && !self.changed(&m.path) {
                 return;
             }
             if let Some(root) = m.path.parent() {
@@ -1156,6 +1174,9 @@ impl Checker<'_> {
     /// A `.git` file created during the run: its gitdir must be inside a writable root (it is
     /// then judged like any created gitdir), or the file is renamed aside.
     fn gitfile(&mut self, file: &Path) {
+        if !self.changed(file) {
+            return;
+        }
         let Some(text) = self.read(file) else {
             return;
         };
@@ -1210,13 +1231,13 @@ impl Checker<'_> {
             ),
         ] {
             let p = dir.join(name);
-            if self.lstat(&p).is_some() {
+            if self.lstat(&p).is_some() && self.changed(&p) {
                 let action = self.rename_aside(&p);
                 self.neutralised(&p, format!("created during the run: {why}"), action);
             }
         }
         let cd = dir.join("commondir");
-        if self.lstat(&cd).is_some() {
+        if self.lstat(&cd).is_some() && self.changed(&cd) {
             let target = self.read(&cd).map(|t| normalize(&dir.join(t.trim())));
             let ok = match (target, common) {
                 (Some(t), Some(c)) => fs::canonicalize(&t).is_ok_and(|t| t == c),
@@ -1232,7 +1253,7 @@ impl Checker<'_> {
             }
         }
         let gd = dir.join("gitdir");
-        if self.lstat(&gd).is_some() {
+        if self.lstat(&gd).is_some() && self.changed(&gd) {
             let inside = self
                 .read(&gd)
                 .is_some_and(|t| self.root_of(&normalize(&dir.join(t.trim()))).is_some());
@@ -1249,6 +1270,9 @@ impl Checker<'_> {
     }
 
     fn judge_config(&mut self, p: &Path) {
+        if !self.changed(p) {
+            return;
+        }
         let Some(text) = self.read(p) else {
             if self
                 .lstat(p)

@@ -59,7 +59,16 @@ pub fn run(args: RunArgs, caller: &Caller, verbose: bool) -> Result<ExitCode> {
     }
     let git = GitGuard::before(&plan, caller, verbose)?;
     let started = std::time::SystemTime::now();
-    let result = crate::backend::run(&plan, &cmd, &opts, args.tier);
+    // For `auto`'s fallback to the elevated tier: the same plan, walked (that tier has no gate).
+    let walk_plan = || {
+        crate::disable_write_gate();
+        match &args.mcp_narrow {
+            None => load(&args.policy, caller).map(|l| l.1),
+            Some(n) => crate::mcp::load_narrowed(&args.policy, caller, n),
+        }
+        .map_err(|e| crate::one_line(&e))
+    };
+    let result = crate::backend::run(&plan, &cmd, &opts, args.tier, &walk_plan);
     // The backend has returned: the run's pid namespace (and with it every process of the run) is
     // gone, so nothing can change what is checked now.
     let created = result.as_ref().ok().and_then(|o| o.created.as_ref());

@@ -366,6 +366,8 @@ mod tests {
             allowed_domains: vec![],
             warnings: vec![],
             overlay: Default::default(),
+            write_gate: false,
+            protected_names: vec![],
         };
         let cmd = Command {
             program: "sh".into(),

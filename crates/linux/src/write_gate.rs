@@ -322,3 +322,44 @@ mod tests {
         assert!(record_denial(&d, &count).is_none());
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// The judge's own share of an intercepted call (the supervisor's is measured by
+    /// `bench/gate.py`): `cargo test -p stockade-linux --release judge_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn judge_cost() {
+        let dir = std::env::temp_dir().join(format!("judge-cost-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a/b/c")).unwrap();
+        let dir = std::fs::canonicalize(&dir).unwrap();
+        let policy = stockade_policy::config::default_policy().unwrap();
+        let plan = stockade_policy::plan::resolve(
+            &policy,
+            &stockade_policy::plan::PlanRequest {
+                workspace: dir.clone(),
+                cwd: dir.clone(),
+                home: Some(dir.join("home")),
+                env: vec![],
+                state_dir: PathBuf::from("off"),
+                write_gate: true,
+            },
+        )
+        .unwrap();
+        let j = GateJudge::new(&plan, SystemTime::now()).unwrap();
+        let p = dir.join("a/b/c/file.js");
+        let n = 20_000u32;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = j.judge(&FsOp::Create {
+                path: &p,
+                kind: CreateKind::File,
+            });
+        }
+        let per = t.elapsed() / n;
+        eprintln!("judge: {per:?} per Create at depth 3");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

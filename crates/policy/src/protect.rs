@@ -111,14 +111,39 @@
 //! * Submodule gitdirs are matched by suffix (`modules/<any>/config`), so a submodule branch or
 //!   ref named like a fixed entry (`refs/heads/config`) cannot be written either.
 //!
+//! * Names are compared byte for byte. In a case-folding directory (ext4 `casefold`, which the
+//!   owner can set on an *empty* directory of a filesystem made with that feature) `.GIT` or
+//!   `.Claude` is what host tools open as `.git`/`.claude`; only new directories can be made
+//!   so, which makes such a repository one created during the run (post-run check), but a
+//!   root-scoped or any-depth agent config in such a directory is not recognised.
+//! * Cost to workflows: a tree holding a launch repository cannot be removed inside (its
+//!   `config`, `hooks/` and, unless snapshotted, objects stay), a known launch repository cannot
+//!   be moved, `git worktree remove`/`prune` of a launch worktree fails; a package that ships a
+//!   `.claude`/`.codex`/`.agents`/`.stockade` directory cannot be unpacked (those names are
+//!   any-depth; `/.claude` instead makes one root-scoped).
+//! * A directory that holds `HEAD`, `objects/` and `refs/` counts as a bare repository even if it
+//!   is an ordinary directory that happens to (its `config` and `hooks/` are then protected).
+//!
+//! # Using it (the adapter in the Linux tier)
+//!
+//! Build it on the host before launch — [`Protector::new`] reads the user's git configuration,
+//! which `deny_read` masks inside — from [`ProtectorInput::from_plan`] (the plan, the policy's
+//! `filesystem.protected_names`, the run's start time taken before the command starts), and
+//! share it (`Arc`) with every supervisor thread. Call [`Protector::check`] before performing
+//! each write-intent call; refuse with an errno of the adapter's choice (`EROFS` keeps the
+//! messages of the read-only mounts, e.g. git's "Read-only file system") and report the
+//! [`Denial`] (its `Display` is the one-line message). Record created names for which
+//! [`Protector::git_relevant`] holds for the post-run check.
+//!
 //! # Cost
 //!
 //! Measured with `cargo test --release -p stockade-policy --lib -- --ignored --nocapture
 //! protect_bench` (2-core shared VM, ext4, a repository at the root, target at depth 10,
-//! warm cache; median of 200 batch means): create 1.0 µs, open-for-write 3.4 µs (one `lstat`
-//! for the link count), rename 10.4 µs (live probes of both names and two marks), create in
-//! `.git/objects` 1.4 µs, a refused hook 1.6 µs; the first call of a run that loads the
-//! repository's protected set ~0.5 ms (once per repository).
+//! warm cache; median of 200 batch means; six runs, while other builds shared the machine):
+//! create 0.7–1.1 µs, open-for-write 2.7–3.6 µs (one `lstat` for the link count), rename
+//! 8.1–10.7 µs (an `lstat` of both names, two live-probe marks; 5.4 µs when the names repeat),
+//! create in `.git/objects` 1.0–1.5 µs, a refused hook 1.0–1.7 µs; the first call of a run,
+//! which loads the repository's protected set, 0.34–0.5 ms (once per repository).
 
 use crate::gitmeta::{self, ProtectedEntry, GITDIR_FIXED, WORKTREE_FIXED};
 use crate::model::{GitMode, NameScope, ProtectedName};
@@ -793,7 +818,7 @@ impl Protector {
 
     /// The probe results of the directories `prefix(b, e)` for each `e` in `ends` (cached
     /// unless marked hot).
-    fn infos(&self, b: &[u8], ends: &[usize]) -> Result<Vec<Arc<DirInfo>>, Denial> {
+    fn infos(&self, b: &[u8], ends: &[usize], act: Act) -> Result<Vec<Arc<DirInfo>>, Denial> {
         let mut out: Vec<Option<Arc<DirInfo>>> = Vec::with_capacity(ends.len());
         let mut cacheable = Vec::with_capacity(ends.len());
         {
@@ -811,7 +836,17 @@ impl Protector {
         let mut fresh = Vec::new();
         for (i, &e) in ends.iter().enumerate() {
             if out[i].is_none() {
-                let info = Arc::new(self.probe(path_of(prefix(b, e)))?);
+                let p = path_of(prefix(b, e));
+                // The operation's own path (moved or removed): only a directory can hold a
+                // repository (one `lstat` instead of two probes for a file).
+                let own_non_dir =
+                    e == b.len() && !fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+                let info = Arc::new(if own_non_dir {
+                    DirInfo::default()
+                } else {
+                    self.probe(p)
+                        .map_err(|e| self.unexaminable(path_of(b), p, act, &e))?
+                });
                 if cacheable[i] {
                     fresh.push((e, info.clone()));
                 }
@@ -830,10 +865,10 @@ impl Protector {
         Ok(out.into_iter().flatten().collect())
     }
 
-    fn unexaminable(&self, dir: &Path, e: &io::Error) -> Denial {
+    fn unexaminable(&self, path: &Path, dir: &Path, act: Act, e: &io::Error) -> Denial {
         self.deny(
-            dir,
-            Act::Write { trunc: false },
+            path,
+            act,
             format!(
                 "the gate cannot examine {} for a repository ({}), so nothing beneath it is \
                  written",
@@ -845,7 +880,7 @@ impl Protector {
     }
 
     /// One directory: its `.git` entry and whether it is a bare repository.
-    fn probe(&self, dir: &Path) -> Result<DirInfo, Denial> {
+    fn probe(&self, dir: &Path) -> Result<DirInfo, io::Error> {
         let mut info = DirInfo::default();
         let dg = dir.join(".git");
         match fs::symlink_metadata(&dg) {
@@ -873,7 +908,7 @@ impl Protector {
                 }
             }
             Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(self.unexaminable(dir, &e)),
+            Err(e) => return Err(e),
         }
         match fs::symlink_metadata(dir.join("HEAD")) {
             Ok(h) if !h.is_dir() => {
@@ -890,7 +925,7 @@ impl Protector {
             }
             Ok(_) => {}
             Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(self.unexaminable(dir, &e)),
+            Err(e) => return Err(e),
         }
         Ok(info)
     }
@@ -906,9 +941,7 @@ impl Protector {
     /// Judge one path of an operation.
     fn judge(&self, path: &Path, act: Act) -> Result<(), Denial> {
         let b = bytes(path);
-        let Some(root) = self.root_of(b) else {
-            return Ok(()); // Landlock and the mounts decide outside the writable roots.
-        };
+        // First: `/elsewhere/../ws/.git` is lexically outside the roots.
         if !normal(b) {
             return Err(self.deny(
                 path,
@@ -917,6 +950,9 @@ impl Protector {
                 "this is a Stockade bug; please report it".into(),
             ));
         }
+        let Some(root) = self.root_of(b) else {
+            return Ok(()); // Landlock and the mounts decide outside the writable roots.
+        };
         let rb = bytes(root);
         let base = if rb == b"/" { 0 } else { rb.len() };
         // ends[j]: where the j-th prefix (the root, ..., the path itself) ends.
@@ -948,7 +984,7 @@ impl Protector {
         // The directories probed: the strict ancestors, and the path itself when moving it
         // would move what it holds.
         let probed = if act.moves() { k + 1 } else { k };
-        let infos = self.infos(b, &ends[..probed])?;
+        let infos = self.infos(b, &ends[..probed], act)?;
 
         // Repositories and gitdirs in the chain.
         let mut gitdirs: Vec<ChainGitdir> = Vec::new();
@@ -1006,46 +1042,7 @@ impl Protector {
             }
         }
 
-        // Root-scoped names at the workspace, each writable root and each repository root.
-        let anchors = self
-            .anchors
-            .iter()
-            .map(|a| bytes(a))
-            .filter(|a| *a == b"/" || at_or_beneath(b, a))
-            .map(|a| if a == b"/" { 0 } else { a.len() });
-        for e in anchors.chain(repo_roots.iter().copied()) {
-            if e >= b.len() {
-                continue; // the anchor itself
-            }
-            let rel = rest(b, e);
-            for n in &self.rooted {
-                let nb = n.path.as_bytes();
-                if at_or_beneath(rel, nb) {
-                    let what = n.what_runs().unwrap_or("a protected name");
-                    return Err(self.deny(
-                        path,
-                        act,
-                        format!(
-                            "{} at {}: {what}",
-                            n.entry,
-                            escape_path(path_of(prefix(b, e)))
-                        ),
-                        name_remedy(n),
-                    ));
-                }
-                if act.moves() && strict_ancestor(rel, nb) {
-                    return Err(self.deny(
-                        path,
-                        act,
-                        format!(
-                            "it holds the protected {} (moving it would let it be replaced)",
-                            n.entry
-                        ),
-                        name_remedy(n),
-                    ));
-                }
-            }
-        }
+        self.rooted_rule(path, b, &repo_roots, act)?;
 
         // Gitdirs that existed at launch.
         for g in gitdirs.iter().filter(|g| g.launch) {
@@ -1062,28 +1059,7 @@ impl Protector {
             self.gitdir_rules(path, gp, rel, act)?;
         }
 
-        // Paths the configuration of a launch repository names, and their ancestors.
-        let st = self.read();
-        for &e in &ends {
-            if let Some(n) = st.named.get(prefix(b, e)) {
-                return Err(self.deny(path, act, n.reason.to_string(), self.git_remedy()));
-            }
-        }
-        if act.moves() {
-            if let Some(n) = st.ancestors.get(b) {
-                return Err(self.deny(
-                    path,
-                    act,
-                    format!(
-                        "it holds {} ({}); moving it would let that be replaced",
-                        escape_path(&n.entry),
-                        n.reason
-                    ),
-                    self.git_remedy(),
-                ));
-            }
-        }
-        Ok(())
+        self.named_rule(path, b, &ends, act)
     }
 
     /// The commit-mode rules inside the launch gitdir `g`: its fixed code-running entries
@@ -1185,7 +1161,11 @@ impl Protector {
         let dir =
             comps.len() == 2 && (comps[1] == b"pack" || (comps[1].len() == 2 && hex(comps[1])));
         let applies = match act {
-            Act::Remove { .. } | Act::Write { .. } | Act::Attr(AttrKind::Truncate) => object,
+            // A hard link out of `objects/` would make the object writable under another name.
+            Act::Remove { .. }
+            | Act::Write { .. }
+            | Act::Attr(AttrKind::Truncate)
+            | Act::LinkFrom => object,
             Act::RenameFrom | Act::RenameTo => object || dir,
             _ => false,
         };
@@ -1214,6 +1194,85 @@ fn name_remedy(n: &ProtectedName) -> String {
          protected_names = [\"!{}\"]",
         n.entry
     )
+}
+
+impl Protector {
+    /// Root-scoped names at the workspace, each writable root and each repository root in the
+    /// chain (`repo_roots`: where their prefixes of `b` end).
+    fn rooted_rule(
+        &self,
+        path: &Path,
+        b: &[u8],
+        repo_roots: &[usize],
+        act: Act,
+    ) -> Result<(), Denial> {
+        let anchors = self
+            .anchors
+            .iter()
+            .map(|a| bytes(a))
+            .filter(|a| *a == b"/" || at_or_beneath(b, a))
+            .map(|a| if a == b"/" { 0 } else { a.len() });
+        for e in anchors.chain(repo_roots.iter().copied()) {
+            if e >= b.len() {
+                continue; // the anchor itself
+            }
+            let rel = rest(b, e);
+            for n in &self.rooted {
+                let nb = n.path.as_bytes();
+                if at_or_beneath(rel, nb) {
+                    let what = n.what_runs().unwrap_or("a protected name");
+                    return Err(self.deny(
+                        path,
+                        act,
+                        format!(
+                            "{} at {}: {what}",
+                            n.entry,
+                            escape_path(path_of(prefix(b, e)))
+                        ),
+                        name_remedy(n),
+                    ));
+                }
+                if act.moves() && strict_ancestor(rel, nb) {
+                    return Err(self.deny(
+                        path,
+                        act,
+                        format!(
+                            "it holds the protected {} (moving it would let it be replaced)",
+                            n.entry
+                        ),
+                        name_remedy(n),
+                    ));
+                }
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Paths the configuration of a launch repository names, and their ancestors.
+    fn named_rule(&self, path: &Path, b: &[u8], ends: &[usize], act: Act) -> Result<(), Denial> {
+        let st = self.read();
+        for &e in ends {
+            if let Some(n) = st.named.get(prefix(b, e)) {
+                return Err(self.deny(path, act, n.reason.to_string(), self.git_remedy()));
+            }
+        }
+        if act.moves() {
+            if let Some(n) = st.ancestors.get(b) {
+                return Err(self.deny(
+                    path,
+                    act,
+                    format!(
+                        "it holds {} ({}); moving it would let that be replaced",
+                        escape_path(&n.entry),
+                        n.reason
+                    ),
+                    self.git_remedy(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What loading one launch repository adds to the shared state.
@@ -1333,7 +1392,11 @@ impl Protector {
         } else {
             self.root_of(bytes(&own)).cloned()
         };
-        if let Some(limit) = &limit {
+        // A named directory that is (or holds) a writable root (`core.worktree = /ws`, a hooks
+        // path of `.`) cannot be protected whole without making the root read-only: its
+        // entries (each hook name) are listed on their own; the plan warns about it.
+        let holds_root = self.roots.iter().any(|r| r.starts_with(&own));
+        if let Some(limit) = limit.as_ref().filter(|_| !holds_root) {
             if self.root_of(bytes(&own)).is_some() {
                 add.named.push((own.clone(), named(&own)));
                 for a in own

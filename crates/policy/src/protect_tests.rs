@@ -641,6 +641,21 @@ fn history_of_an_unsnapshotted_repository_is_read_only_new_objects_are_not() {
     refused(&pr, rename(&old, &f.p("x")));
     refused(&pr, rename(&new, &old));
     refused(&pr, rename(&g.join("objects/pack"), &f.p("p")));
+    // A hard link out of `objects/` would let the old object be written under another name.
+    refused(
+        &pr,
+        Op::Link {
+            from: &old,
+            to: &f.p("obj-link"),
+        },
+    );
+    allowed(
+        &pr,
+        Op::Link {
+            from: &new,
+            to: &f.p("new-link"),
+        },
+    );
     let d = refused(&pr, remove(&old));
     assert!(d.to_string().contains("did not snapshot"), "{d}");
     // New objects come and go (gc of what this run wrote; a repack's new pack).
@@ -793,6 +808,10 @@ fn unnormalised_paths_are_refused() {
         let path = PathBuf::from(format!("{}/{p}", f.ws.display()));
         refused(&pr, create(&path));
     }
+    // Lexically outside the roots, really inside; and relative.
+    let sneaky = PathBuf::from(format!("/nonexistent/..{}/.git/hooks/x", f.ws.display()));
+    refused(&pr, create(&sneaky));
+    refused(&pr, create(Path::new("ws/.git/hooks/x")));
 }
 
 #[test]
@@ -861,6 +880,12 @@ fn protect_bench() {
     let rename_us = median(&|i| {
         let _ = pr.check(&rename(&names[i], &existing));
     });
+    let rename_same_us = median(&|_| {
+        let _ = pr.check(&rename(&names[0], &existing));
+    });
+    let mark_us = median(&|i| {
+        pr.mark(&names[i], true);
+    });
     let git_us = median(&|i| {
         let _ = pr.check(&create(&f.p(&format!(".git/objects/ab/{i:038x}"))));
     });
@@ -875,7 +900,106 @@ fn protect_bench() {
     }) * 200.0;
     println!(
         "protect_bench depth 10 (median per call, µs): create {create_us:.2}, open-for-write \
-         {write_us:.2}, rename {rename_us:.2}, create in .git/objects {git_us:.2}, refused hook \
+         {write_us:.2}, rename {rename_us:.2} (same names {rename_same_us:.2}, one mark {mark_us:.2}), create in .git/objects {git_us:.2}, refused hook \
          {refused_us:.2}, first call of a run (probes + repository load) {cold_us:.1}"
     );
+}
+
+#[test]
+fn a_configuration_that_cannot_be_read_refuses_writes_beneath_its_repository() {
+    let f = Fx::new("prot-badcfg");
+    f.mkdir("ok");
+    f.gitdir("pkg/.git", "[include]\n\tpath = config\n");
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    let d = refused(&pr, create(&f.p("pkg/src/x.rs")));
+    assert!(d.to_string().contains("cannot be read"), "{d}");
+    allowed(&pr, create(&f.p("ok/x.rs")));
+}
+
+#[test]
+fn a_repository_the_host_clones_between_runs_is_protected_in_the_next_run() {
+    let f = Fx::new("prot-between");
+    f.mkdir("a/b/c/d");
+    // Run 1 looks at the directories (no repository there).
+    let run1 = f.protector(GitMode::Commit, default_names(), launch_now());
+    allowed(&run1, create(&f.p("a/b/c/d/hooks-file")));
+    drop(run1);
+    // Between the runs the host clones a repository at depth 4.
+    let g = f.gitdir("a/b/c/d/.git", "[core]\n\tbare = false\n");
+    f.file("a/b/c/d/.git/hooks/pre-commit", "#!/bin/sh\n");
+    fs::hard_link(g.join("config"), f.p("a/b/cfg-link")).unwrap();
+    // Run 2: a fresh judge, nothing cached.
+    let run2 = f.protector(GitMode::Commit, default_names(), launch_now());
+    refused(&run2, create(&g.join("hooks/post-checkout")));
+    refused(
+        &run2,
+        Op::OpenWrite {
+            path: &g.join("config"),
+            trunc: false,
+        },
+    );
+    refused(&run2, rename(&g, &f.p("a/b/c/d/.git-old")));
+    refused(&run2, rename(&f.p("a/b/c/d"), &f.p("moved")));
+    // (The link is recognised once the repository has been looked at.)
+    refused(&run2, write(&f.p("a/b/cfg-link")));
+    allowed(&run2, create(&g.join("objects/ab/new")));
+}
+
+#[test]
+fn a_named_directory_holding_the_writable_root_does_not_freeze_it() {
+    let f = Fx::new("prot-holds-root");
+    let ws = f.ws.display().to_string();
+    f.gitdir(
+        ".git",
+        &format!("[core]\n\tworktree = {ws}\n\thooksPath = .\n"),
+    );
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    allowed(&pr, create(&f.p("src/lib.rs")));
+    // Each hook name in that directory is still protected.
+    refused(&pr, create(&f.p("pre-commit")));
+    refused(&pr, create(&f.p(".git/config.worktree")));
+}
+
+#[test]
+fn built_from_a_real_plan() {
+    let t = TempDir::new("prot-plan");
+    let home = t.mkdir("home");
+    let ws = t.mkdir("ws");
+    fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    fs::write(ws.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    let policy = crate::test_util::shipped_policy();
+    let req = crate::plan::PlanRequest {
+        workspace: ws.clone(),
+        cwd: ws.clone(),
+        home: Some(home.clone()),
+        env: vec![],
+        state_dir: home.join(".local/state/stockade"),
+        write_gate: true,
+    };
+    let plan = crate::plan::resolve(&policy, &req).unwrap();
+    let input =
+        ProtectorInput::from_plan(&plan, &policy.filesystem.protected_names, launch_now()).unwrap();
+    assert_eq!(input.snapshotted, vec![ws.join(".git")]);
+    let pr = Protector::with_user_entries(input, Vec::new());
+    refused(&pr, create(&ws.join(".git/hooks/pre-commit")));
+    refused(&pr, create(&ws.join(".vscode/tasks.json")));
+    allowed(&pr, create(&ws.join(".git/index.lock")));
+    let bad = ProtectorInput::from_plan(&plan, &["a/../b".to_string()], SystemTime::now());
+    assert!(matches!(bad, Err(ProtectError::BadName { .. })));
+}
+
+#[test]
+fn past_the_mark_bound_the_cache_is_off_and_decisions_stay_right() {
+    let f = Fx::new("prot-overflow");
+    f.mkdir("p/q");
+    let pr = f.protector(GitMode::Commit, default_names(), launch_now());
+    allowed(&pr, create(&f.p("p/q/.mcp.json")));
+    for i in 0..=MAX_HOT_MARKS {
+        pr.mark(&f.p(&format!("tmp/{i}")), true);
+    }
+    assert!(pr.read().cache_off);
+    // `p/q` becomes a repository behind the judge's back: with the cache off it is seen.
+    fs::create_dir(f.p("p/q/.git")).unwrap();
+    refused(&pr, create(&f.p("p/q/.mcp.json")));
+    allowed(&pr, create(&f.p("p/q/file")));
 }

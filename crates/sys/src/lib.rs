@@ -8,7 +8,7 @@
 //! (`impl From<SysError> for io::Error` keeps the errno). Nothing here allocates except where a
 //! `CString` is built from a path before the call, or a message when a call fails.
 //!
-//! Modules: [`seccomp`] (the filter assembler), [`sockets`] (the connect gate and descriptor
+//! Modules: [`seccomp`] (the filter assembler), [`fsgate`] (the write gate supervisor), [`sockets`] (the connect gate and descriptor
 //! passing), [`pty`], [`net`] (loopback), [`caps`], [`landlock`] (ABI probe, restrict_self),
 //! [`fs`] (descriptor-relative file calls for root code), [`ipc`] (System V IPC objects), [`users`], [`spawn`] (the broker's
 //! fork/clone3 + exec path and the between-fork-and-exec [`spawn::child`] calls), [`netlink`].

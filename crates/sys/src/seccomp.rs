@@ -7,6 +7,14 @@
 //! * **`connect` → user notification**: the supervisor in init performs it only if the target is
 //!   allowed ([`crate::sockets`]). Installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER`; the
 //!   listener goes to init.
+//! * **With the write gate** ([`program_with_gate`], installed by [`install_gated`] with
+//!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`): also every write-intent filesystem call and
+//!   `bind` → user notification, performed by [`crate::fsgate`]: `open`/`openat` when the flags
+//!   carry a [`WRITE_INTENT`] bit and not `O_PATH` (read-only opens pass at full speed), `creat`,
+//!   `mkdir*`, `mknod*`, `symlink*`, `link*`, `rename*`, `unlink*`, `rmdir`, `truncate`, the
+//!   chmod/chown/utime/xattr families including their descriptor forms; `setxattrat`,
+//!   `removexattrat` and `file_setattr` (arguments in memory) → `ENOSYS`. Set-id modes are still
+//!   refused in the filter, before any notification.
 //! * **`clone3` and `openat2` → `ENOSYS`**: their flags and modes live in memory a filter cannot
 //!   read, so libc falls back to `clone`/`openat`, whose arguments are checked.
 //! * **Refused with `EPERM`**: namespace and mount manipulation (`unshare`, `setns`, `clone` with
@@ -33,7 +41,8 @@
 //! The unit tests run the assembled program in a small BPF interpreter against a statement of the
 //! policy written out by hand in the test (syscall names, expected verdicts), for every syscall
 //! number and the interesting argument values, and show that a filter built from the table with
-//! any one entry removed fails that comparison; the
+//! any one entry removed fails that comparison (the same for the gate's table and its own
+//! statement, plus the open rule replaced by plain notification); the
 //! integration suites (`crates/cli/tests/escapes.rs`) attempt each refused call through the real
 //! binary.
 

@@ -161,6 +161,8 @@ mod tests {
             git_repos: vec![],
             warnings: vec![],
             overlay: Default::default(),
+            write_gate: false,
+            protected_names: vec![],
             env: vec![],
             env_removed: vec![],
             limits: Default::default(),

@@ -68,14 +68,12 @@ fn kind_of(st: &libc::stat) -> CreateKind {
     }
 }
 
-/// Read path argument `i` (without its NUL) and re-check the caller is still the caller.
+/// Read path argument `i` (without its NUL). Whoever uses it re-checks that the caller is
+/// still the caller (`Ctx::valid`) after resolving it, before acting.
 fn read_path(ctx: &Ctx<'_>, i: usize) -> Result<Vec<u8>, Fail> {
     let mut p = Vec::new();
     ctx.read_path(i, &mut p)?;
     p.pop();
-    if !ctx.valid() {
-        return Err(Fail::Gone);
-    }
     Ok(p)
 }
 
@@ -138,6 +136,9 @@ enum Step {
 fn open_at(sh: &Shared, ctx: &mut Ctx<'_>, t: Target, flags: i32, mode: u32) -> Result<Step, Fail> {
     let creat = flags & libc::O_CREAT != 0;
     let excl = creat && flags & libc::O_EXCL != 0;
+    if let Some(a) = open_regular(sh, &t, flags)? {
+        return Ok(Step::Done(a));
+    }
     for _ in 0..8 {
         let probe = raw::openat(
             t.dir.as_raw_fd(),
@@ -184,12 +185,61 @@ fn open_at(sh: &Shared, ctx: &mut Ctx<'_>, t: Target, flags: i32, mode: u32) -> 
     Err(Fail::Errno(libc::EAGAIN))
 }
 
+/// The common case, fast: the name is an existing regular file (`fstatat`, not following).
+/// Judged by name, opened by name without following, never blocking and without `O_TRUNC`;
+/// kept only if it is the very file that was looked at (device and inode), then truncated if
+/// asked. `None`: anything else (missing, a link, a FIFO or device, a race) — the careful path
+/// decides.
+fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, Fail> {
+    let rdonly_trunc = flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE == libc::O_RDONLY;
+    if t.dot || t.procfs || flags & TMPFILE_BIT != 0 || rdonly_trunc {
+        return Ok(None);
+    }
+    let Ok(st) = raw::lstatat(t.dir.as_raw_fd(), &t.name) else {
+        return Ok(None);
+    };
+    if !is(&st, libc::S_IFREG) {
+        return Ok(None);
+    }
+    if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL {
+        return Err(Fail::Errno(libc::EEXIST));
+    }
+    let trunc = flags & libc::O_TRUNC != 0;
+    judge(
+        sh,
+        FsOp::OpenWrite {
+            path: t.path(),
+            trunc,
+        },
+    )?;
+    let strip = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC;
+    let fl = (flags & !strip) | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let Ok(fd) = raw::openat(t.dir.as_raw_fd(), &t.name, fl, 0) else {
+        return Ok(None);
+    };
+    let now = raw::fstat(fd.as_raw_fd())?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Ok(None);
+    }
+    if trunc {
+        raw::ftruncate(fd.as_raw_fd())?;
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        let fl = raw::getfl(fd.as_raw_fd())?;
+        raw::setfl(fd.as_raw_fd(), fl & !libc::O_NONBLOCK)?;
+    }
+    Ok(Some(Answer::Fd {
+        fd,
+        cloexec: flags & libc::O_CLOEXEC != 0,
+    }))
+}
+
 /// `O_CREAT` of a missing name: judged as a creation, created exclusively (`O_EXCL`, never
 /// following a link) with the caller's mode and umask. `None`: the name appeared meanwhile
 /// and the caller did not ask for `O_EXCL`.
 fn create_file(
     sh: &Shared,
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     t: &Target,
     flags: i32,
     mode: u32,
@@ -502,8 +552,16 @@ pub(super) fn rename(
     b: (i32, usize),
     flags: u32,
 ) -> Out {
-    let from = name_arg(ctx, a.0, a.1)?;
-    let to = name_arg(ctx, b.0, b.1)?;
+    let (pa, pb) = (read_path(ctx, a.1)?, read_path(ctx, b.1)?);
+    let from = path::resolve(ctx, Base::of(a.0), &pa)?;
+    let to = if a.0 == b.0 && !from.dot && path::same_parent(&pa, &pb) {
+        path::sibling(&from, &pb)?
+    } else {
+        path::resolve(ctx, Base::of(b.0), &pb)?
+    };
+    if !ctx.valid() {
+        return Err(Fail::Gone);
+    }
     if !from.dot && !to.dot {
         judge(
             sh,
@@ -559,6 +617,9 @@ fn object(ctx: &mut Ctx<'_>, base: Base, path: Vec<u8>, follow: bool) -> Result<
                 let fd = ctx
                     .take_fd(n)
                     .map_err(|e| if e == libc::EBADF { libc::ENOENT } else { e })?;
+                if !ctx.valid() {
+                    return Err(Fail::Gone);
+                }
                 let st = raw::fstat(fd.as_raw_fd())?;
                 let path = real_of(fd.as_raw_fd())?;
                 return Ok(Object { fd, path, st });

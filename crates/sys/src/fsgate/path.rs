@@ -21,6 +21,9 @@ const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 pub(super) struct PidCache {
     tid: u32,
     pidfd: Option<OwnedFd>,
+    /// `/proc/<tid>/status` of the same thread, kept open (re-read with `pread`: the kernel
+    /// generates it afresh; a descriptor of an exited thread reads nothing, never another's).
+    status: Option<(u32, OwnedFd)>,
 }
 
 /// One notification being served.
@@ -95,11 +98,27 @@ impl<'a> Ctx<'a> {
         Ok(t)
     }
 
-    /// The caller's umask (`/proc/<tid>/status`; read only for calls that create).
-    pub(super) fn umask(&self) -> R<u32> {
-        notif::status_field(self.tid(), "Umask:")
-            .and_then(|v| u32::from_str_radix(&v, 8).ok())
-            .ok_or(libc::ESRCH)
+    /// The caller's umask, from the `Umask:` line of `/proc/<tid>/status` (read only for calls
+    /// that create; the descriptor is kept per worker for the last thread served, so a build's
+    /// threads pay one `pread`, no path walk).
+    pub(super) fn umask(&mut self) -> R<u32> {
+        let tid = self.tid();
+        let mut buf = [0u8; 512];
+        for attempt in 0..2 {
+            let cached = matches!(&self.pids.status, Some((t, _)) if *t == tid);
+            if !cached || attempt == 1 {
+                let p = ProcPath::pid(tid, b"status");
+                self.pids.status =
+                    Some((tid, raw::openat(libc::AT_FDCWD, p.c(), libc::O_RDONLY, 0)?));
+            }
+            let fd = self.pids.status.as_ref().map_or(-1, |(_, f)| f.as_raw_fd());
+            if let Ok(n) = raw::pread(fd, &mut buf) {
+                if let Some(m) = umask_line(&buf[..n]) {
+                    return Ok(m);
+                }
+            }
+        }
+        Err(libc::ESRCH)
     }
 
     /// The caller's working directory, as an `O_PATH` descriptor.
@@ -112,6 +131,26 @@ impl<'a> Ctx<'a> {
     pub(super) fn read_path(&self, i: usize, out: &mut Vec<u8>) -> R<()> {
         notif::read_remote_cstr(self.tid(), self.arg(i), out, PATH_MAX - 1)
     }
+}
+
+/// The octal value of the `Umask:` line of a status file.
+fn umask_line(status: &[u8]) -> Option<u32> {
+    let at = status.windows(6).position(|w| w == b"Umask:")?;
+    let mut v = 0u32;
+    let mut digits = 0;
+    for &b in status[at + 6..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+    {
+        match b {
+            b'0'..=b'7' if digits < 6 => {
+                v = v * 8 + u32::from(b - b'0');
+                digits += 1;
+            }
+            _ => break,
+        }
+    }
+    (digits > 0).then_some(v)
 }
 
 fn getfd_borrowed(pidfd: std::os::fd::BorrowedFd<'_>, fd: i32) -> R<OwnedFd> {
@@ -339,6 +378,34 @@ pub(super) fn resolve(ctx: &mut Ctx<'_>, base: Base, path: &[u8]) -> R<Target> {
     })
 }
 
+/// Do two raw paths of a two-name call, from the same directory argument, name the same parent
+/// directory with no rewriting involved? Then the second is a [`sibling`] of the first
+/// (`rename("tmp", "file")`, the common atomic-write pattern): one resolution, not two.
+pub(super) fn same_parent(a: &[u8], b: &[u8]) -> bool {
+    let rewritten = |p: &[u8]| matches!(components(p).next(), Some((b"proc" | b"dev", _)));
+    !a.is_empty() && !b.is_empty() && !rewritten(a) && !rewritten(b) && split(a).0 == split(b).0
+}
+
+/// The final name of `path` in the directory of `first` (see [`same_parent`]).
+pub(super) fn sibling(first: &Target, path: &[u8]) -> R<Target> {
+    let (_, name) = split(path);
+    let bare = &name[..name.len() - name.iter().rev().take_while(|&&b| b == b'/').count()];
+    let parent = first.path.parent().ok_or(libc::EINVAL)?;
+    if first.dot {
+        return Err(libc::EINVAL);
+    }
+    Ok(Target {
+        dir: first
+            .dir
+            .try_clone()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EMFILE))?,
+        name: cstring(name)?,
+        dot: bare == b"." || bare == b"..",
+        path: parent.join(OsStr::from_bytes(bare)),
+        procfs: first.procfs,
+    })
+}
+
 fn open_parent(ctx: &mut Ctx<'_>, base: Base, parent: &[u8]) -> R<OwnedFd> {
     let absolute = parent.first() == Some(&b'/');
     let from: OwnedFd = match base {
@@ -422,6 +489,25 @@ mod tests {
         assert_eq!(number(b"1a"), None);
         assert_eq!(number(b""), None);
         assert_eq!(number(b"99999999999"), None);
+    }
+
+    #[test]
+    fn umask_line_is_parsed_as_octal() {
+        assert_eq!(umask_line(b"Name:\tx\nUmask:\t0027\nState:"), Some(0o027));
+        assert_eq!(umask_line(b"Umask:\t0777\n"), Some(0o777));
+        assert_eq!(umask_line(b"Name:\tx\n"), None);
+        assert_eq!(umask_line(b"Umask:\t\n"), None);
+    }
+
+    #[test]
+    fn same_parent_only_without_rewriting() {
+        assert!(same_parent(b"a", b"b"));
+        assert!(same_parent(b"d/a", b"d/b"));
+        assert!(same_parent(b"/x/a", b"/x/b"));
+        assert!(!same_parent(b"d/a", b"e/b"));
+        assert!(!same_parent(b"/proc/self/fd/3", b"/proc/self/fd/3/"));
+        assert!(!same_parent(b"//dev/fd/3/a", b"//dev/fd/3/b"));
+        assert!(!same_parent(b"", b"b"));
     }
 
     #[test]

@@ -201,6 +201,13 @@ pub(super) fn utimens_empty(fd: RawFd, times: Option<&[libc::timespec; 2]>) -> R
     ok("utimensat", ret as libc::c_long).map(drop)
 }
 
+/// `ftruncate(fd, 0)` (an open's `O_TRUNC`, applied once the file is known to be the one judged).
+pub(super) fn ftruncate(fd: RawFd) -> R<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe { libc::ftruncate(fd, 0) };
+    ok("ftruncate", ret as libc::c_long).map(drop)
+}
+
 pub(super) fn truncate(path: &CStr, len: i64) -> R<()> {
     // SAFETY: `path` is NUL-terminated and outlives the call.
     let ret = unsafe { libc::truncate(path.as_ptr(), len) };
@@ -256,6 +263,13 @@ pub(super) fn fchdir(fd: RawFd) -> R<()> {
 pub(super) fn umask(mask: u32) -> u32 {
     // SAFETY: integer argument only; umask cannot fail.
     unsafe { libc::umask(mask) }
+}
+
+/// `pread(fd, buf, 0)`: the number of bytes read.
+pub(super) fn pread(fd: RawFd, buf: &mut [u8]) -> R<usize> {
+    // SAFETY: `buf` is writable for its length.
+    let ret = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    ok("pread", ret as libc::c_long).map(|n| n as usize)
 }
 
 pub(super) fn getfl(fd: RawFd) -> R<i32> {

@@ -21,6 +21,8 @@ use stockade_sys::sockets::{self, SocketPolicy};
 #[derive(Default)]
 pub struct TestJudge {
     pub allow_all: bool,
+    /// No log (the cost benchmark measures the mechanism, not a test judge's bookkeeping).
+    pub quiet: bool,
     pub delay: Option<Duration>,
     pub log: Mutex<Vec<String>>,
     pub created: Mutex<Vec<PathBuf>>,
@@ -51,7 +53,9 @@ impl Judge for TestJudge {
                 std::thread::sleep(d);
             }
         }
-        self.log.lock().unwrap().push(format!("{op:?}"));
+        if !self.quiet {
+            self.log.lock().unwrap().push(format!("{op:?}"));
+        }
         let bad = ps.iter().any(|p| {
             p.components()
                 .any(|c| c.as_os_str().as_bytes() == b"forbidden")
@@ -109,6 +113,8 @@ pub enum Install {
     Gated,
     /// The gate program with plain `install` (no WAIT_KILLABLE_RECV): the signal control.
     NotKillable,
+    /// No filter at all (the cost baseline).
+    None,
 }
 
 pub struct Opts {
@@ -144,10 +150,10 @@ pub fn run(scenario: &str, ws: &Path, judge: Arc<TestJudge>, opts: Opts) -> Run 
         .env("FSGATE_WS", ws)
         .env(
             "FSGATE_INSTALL",
-            if opts.install == Install::Gated {
-                "gated"
-            } else {
-                "plain"
+            match opts.install {
+                Install::Gated => "gated",
+                Install::NotKillable => "plain",
+                Install::None => "none",
             },
         )
         .stdin(Stdio::null())
@@ -169,6 +175,10 @@ pub fn run(scenario: &str, ws: &Path, judge: Arc<TestJudge>, opts: Opts) -> Run 
     }
     let child = cmd.spawn().expect("spawn child");
     drop(theirs);
+    if opts.install == Install::None {
+        let out = child.wait_with_output().expect("child output");
+        return Run::from(out, vec![]);
+    }
     let listener: OwnedFd = sockets::recv_fd(ours.as_raw_fd())
         .expect("recv listener")
         .expect("child sent its listener");
@@ -183,19 +193,25 @@ pub fn run(scenario: &str, ws: &Path, judge: Arc<TestJudge>, opts: Opts) -> Run 
     let sup = fsgate::serve(listener, judge, opts.policy, sink, opts.cfg).expect("serve");
     let out = child.wait_with_output().expect("child output");
     sup.join();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let results = stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     let denials = denials.lock().unwrap().clone();
-    Run {
-        results,
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        success: out.status.success(),
-        denials,
+    Run::from(out, denials)
+}
+
+impl Run {
+    fn from(out: std::process::Output, denials: Vec<String>) -> Run {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let results = stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Run {
+            results,
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            success: out.status.success(),
+            denials,
+        }
     }
 }
 

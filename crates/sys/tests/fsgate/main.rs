@@ -8,6 +8,7 @@
 //! fresh exec, never a fork of the multi-threaded test runner. Arguments: substrings selecting
 //! tests; `FSGATE_BENCH=1` also runs the per-call cost measurement.
 
+mod bench;
 mod calls;
 mod child;
 mod harness;
@@ -32,7 +33,7 @@ fn main() {
     tests.extend(calls::TESTS.iter().copied());
     tests.extend(traps::TESTS.iter().copied());
     if std::env::var("FSGATE_BENCH").as_deref() == Ok("1") {
-        tests.push(("bench_per_call_cost", traps::bench_per_call_cost));
+        tests.push(("bench_per_call_cost", bench::bench_per_call_cost));
     }
     let mut failed = Vec::new();
     let mut ran = 0;

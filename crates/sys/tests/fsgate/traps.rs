@@ -77,7 +77,7 @@ pub fn child(scenario: &str, ws: &Path) {
         "umask" => child_umask(ws),
         "relbind" => child_relbind(ws),
         "tmpfile" => child_tmpfile(ws),
-        "bench" => child_bench(ws),
+        "bench" => super::bench::child_bench(ws),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -214,7 +214,10 @@ fn proc_self_links() {
     let ws = workspace("procself");
     std::os::unix::fs::symlink("/proc/self", ws.join("s")).unwrap();
     std::os::unix::fs::symlink("/proc/self/mem", ws.join("m")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/fd", ws.join("fdl")).unwrap();
     let run = ok_run("proc_self_links", &ws, judge(), Opts::new(&ws));
+    // A magic link along the path (the supervisor's /proc/<pid>/fd/0) is never traversed.
+    run.expect("magic_link_in_path", libc::ELOOP);
     // Resolved by the supervisor, ws/s would be the supervisor's /proc/<pid>: refused.
     for l in [
         "link_fd_1",
@@ -263,6 +266,11 @@ fn child_proc_self_links(ws: &Path) {
         unsafe { mkdir(p("s/x").as_ptr(), 0o755) }.into(),
     );
     ro("link_attr", open3(&p("s/attr/current"), O_WRONLY));
+    // SAFETY: a valid C string.
+    r(
+        "magic_link_in_path",
+        unsafe { mkdir(p("fdl/0/x").as_ptr(), 0o755) }.into(),
+    );
     // SAFETY: no arguments.
     let sup = unsafe { getppid() };
     ro(
@@ -491,6 +499,7 @@ fn hostile() {
         run.expect(l, libc::EFAULT);
     }
     run.expect("too_long", libc::ENAMETOOLONG);
+    run.expect("emfile", libc::EMFILE);
     run.expect("ends_at_page_end", 0);
     run.expect("after", 0);
     assert!(ws.join("pageend").exists() && ws.join("after").exists());
@@ -563,6 +572,19 @@ fn child_hostile(ws: &Path) {
             "symlink_bad_target",
             symlink(bad, c(&ws.join("sl")).as_ptr()).into(),
         );
+        // The caller's descriptor table is full: ADDFD fails, the call is answered EMFILE
+        // (not left pending).
+        let mut lim: rlimit = std::mem::zeroed();
+        getrlimit(RLIMIT_NOFILE, &mut lim);
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = 3;
+        setrlimit(RLIMIT_NOFILE, &lim);
+        let emfile = c(&ws.join("emfile"));
+        let fd = open(emfile.as_ptr(), O_CREAT | O_WRONLY, 0o644);
+        let e = errno();
+        lim.rlim_cur = soft;
+        setrlimit(RLIMIT_NOFILE, &lim);
+        println!("emfile={}", if fd < 0 { e } else { 0 });
         r("after", mkdir(c(&ws.join("after")).as_ptr(), 0o755).into());
     }
 }
@@ -744,8 +766,13 @@ fn symlinks() {
     ln(&ws.join("forbidden/abs").display().to_string(), "abs_no");
     ln("loop2", "loop1");
     ln("loop1", "loop2");
+    std::fs::write(ws.join("forbidden/e1"), "orig").unwrap();
     let j = judge();
     let run = ok_run("symlinks", &ws, Arc::clone(&j), Opts::new(&ws));
+    // Same-directory renames (resolved once for both names) through a symlinked parent.
+    run.expect("same_dir_rename_ok", 0);
+    run.expect("same_dir_rename_via_link_no", libc::EACCES);
+    assert!(ws.join("adir/s2").exists() && ws.join("forbidden/e1").exists());
     for l in [
         "ancestor_open",
         "ancestor_mkdir",
@@ -761,8 +788,18 @@ fn symlinks() {
     run.expect("nofollow", libc::ELOOP);
     run.expect("loop", libc::ELOOP);
     assert!(ws.join("adir/x").exists() && ws.join("made_by_link").exists());
-    assert_eq!(std::fs::read_dir(ws.join("forbidden")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(ws.join("forbidden")).unwrap().count(),
+        1,
+        "only e1"
+    );
     let log = j.log.lock().unwrap();
+    let renamed = format!(
+        "from: {:?}, to: {:?}",
+        ws.join("adir/s1"),
+        ws.join("adir/s2")
+    );
+    assert!(log.iter().any(|l| l.contains(&renamed)), "{log:#?}");
     let want = format!("{:?}", ws.join("adir/x"));
     assert!(
         log.iter().any(|l| l.contains(&want)),
@@ -791,6 +828,17 @@ fn child_symlinks(ws: &Path) {
     ro("absolute_dangling", open3(&p("abs_no"), cw));
     ro("nofollow", open3(&p("oklink"), O_WRONLY | O_NOFOLLOW));
     ro("loop", open3(&p("loop1"), cw));
+    ro("mk_s1", open3(&p("oklink/s1"), cw));
+    // SAFETY: valid C strings.
+    unsafe {
+        let (a, b) = (p("oklink/s1"), p("oklink/s2"));
+        r("same_dir_rename_ok", rename(a.as_ptr(), b.as_ptr()).into());
+        let (a, b) = (p("link/e1"), p("link/e2"));
+        r(
+            "same_dir_rename_via_link_no",
+            rename(a.as_ptr(), b.as_ptr()).into(),
+        );
+    }
 }
 
 // ---- umask, O_CLOEXEC -----------------------------------------------------------------------
@@ -967,7 +1015,3 @@ fn child_tmpfile(ws: &Path) {
 }
 
 // ---- cost per intercepted call ---------------------------------------------------------------
-
-pub fn bench_per_call_cost() {}
-
-fn child_bench(_ws: &Path) {}

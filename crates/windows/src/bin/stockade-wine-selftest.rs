@@ -967,6 +967,8 @@ mod selftest {
             git_repos: vec![],
             warnings: vec![],
             overlay: Default::default(),
+            write_gate: false,
+            protected_names: vec![],
             env: std::env::vars_os().collect(),
             env_removed: vec![],
             limits: Default::default(),
