@@ -1082,12 +1082,16 @@ impl Protector {
         // What makes a gitdir known without its `.git` name (a separate or bare gitdir is
         // recognised by `HEAD`, `objects/`, `refs/`): not moved away or removed (git itself
         // only renames onto `HEAD`). Else one run unshapes it, a later run writes its hooks
-        // unrecognised, and a third restores the shape.
-        let unshapes = match rel {
-            b"objects" | b"refs" => act.moves(),
-            b"HEAD" => matches!(act, Act::RenameFrom | Act::Remove { .. }),
-            _ => false,
-        };
+        // unrecognised, and a third restores the shape. A `.git` is known by its name, and a
+        // snapshotted gitdir that lost its shape is restored right after the run.
+        let by_shape =
+            g.file_name() != Some(OsStr::new(".git")) && !self.snapshotted.iter().any(|s| s == g);
+        let unshapes = by_shape
+            && match rel {
+                b"objects" | b"refs" => act.moves(),
+                b"HEAD" => matches!(act, Act::RenameFrom | Act::Remove { .. }),
+                _ => false,
+            };
         if unshapes {
             return Err(refuse(
                 std::str::from_utf8(rel).unwrap_or("HEAD"),
