@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
