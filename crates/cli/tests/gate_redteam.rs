@@ -439,3 +439,25 @@ fn agent_configs_written_before_git_init_are_put_aside() {
         }
     }
 }
+
+/// A bare repository assembled over two runs: run 1 leaves only `d/HEAD` (not a repository
+/// yet, so the post-run check passes it), run 2 writes a hostile `d/config` and creates
+/// `d/objects` and `d/refs`. The created-log did not record `objects`/`refs`, and a created
+/// `config` outside a `.git` was not looked at: the repository was left for the host.
+#[test]
+fn a_bare_repo_assembled_over_two_runs_is_neutralised() {
+    if !ready() {
+        return;
+    }
+    let run2 = format!("{BARE_CONFIG_D} && mkdir -p d/objects d/refs/heads");
+    contained(
+        "rt-bare-tworuns",
+        &|_| {},
+        &["mkdir d && echo 'ref: refs/heads/main' > d/HEAD", &run2],
+        "d",
+        &["status"],
+    );
+}
+
+/// [`BARE_CONFIG`] for a repository in `d`.
+const BARE_CONFIG_D: &str = "printf '[core]\\n\\trepositoryformatversion = 0\\n\\tbare = false\\n\\tworktree = ..\\n\\tfsmonitor = \"touch {M}; false\"\\n' > d/config";
