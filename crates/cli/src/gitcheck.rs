@@ -760,6 +760,22 @@ impl Checker<'_> {
                 continue;
             };
             let name = p.file_name().unwrap_or_default();
+            // What completes a bare repository around a `HEAD` that may be older than the run
+            // (left by an earlier one): judge the `HEAD` beside it as if it were created now.
+            let beside = ["objects", "refs", "config", "config.worktree", "commondir"];
+            if beside.iter().any(|n| name == *n) {
+                if let Some(head) = p.parent().map(|d| d.join("HEAD")) {
+                    if let Some(hs) = self.lstat(&head) {
+                        let fmt = hs.st_mode & libc::S_IFMT;
+                        self.marker(&GitMarker {
+                            path: head,
+                            name: "HEAD".into(),
+                            is_dir: fmt == libc::S_IFDIR,
+                            is_symlink: fmt == libc::S_IFLNK,
+                        });
+                    }
+                }
+            }
             if name == ".git" || name == "HEAD" {
                 let fmt = st.st_mode & libc::S_IFMT;
                 self.marker(&GitMarker {
