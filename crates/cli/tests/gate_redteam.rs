@@ -461,3 +461,21 @@ fn a_bare_repo_assembled_over_two_runs_is_neutralised() {
 
 /// [`BARE_CONFIG`] for a repository in `d`.
 const BARE_CONFIG_D: &str = "printf '[core]\\n\\trepositoryformatversion = 0\\n\\tbare = false\\n\\tworktree = ..\\n\\tfsmonitor = \"touch {M}; false\"\\n' > d/config";
+
+/// A `.git` file created during the run whose gitdir is reached through a symbolic link that
+/// leaves the writable roots: here into the run's private `/tmp`, which persists on the host
+/// (its overlay upper directory, named in `/proc/self/mountinfo`). The post-run check compared
+/// the gitdir's lexical path with the writable roots and then could not look through the link.
+#[test]
+fn a_git_file_through_a_symlink_out_of_the_roots_is_put_aside() {
+    if !ready() {
+        return;
+    }
+    let script = "U=$(grep ' /tmp ' /proc/self/mountinfo | sed -n 's/.*upperdir=\\([^,]*\\),.*/\\1/p')\n\
+                  [ -n \"$U\" ] || U=/tmp\n\
+                  E=evil-$$\n\
+                  mkdir -p /tmp/$E/objects /tmp/$E/refs && echo 'ref: refs/heads/main' > /tmp/$E/HEAD\n\
+                  printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfsmonitor = \"touch {M}; false\"\\n' > /tmp/$E/config\n\
+                  mkdir n && ln -s \"$U/$E\" n/l && echo 'gitdir: l' > n/.git";
+    contained("rt-gitfile-link", &|_| {}, &[script], "n", &["status"]);
+}
