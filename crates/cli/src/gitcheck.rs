@@ -1206,6 +1206,25 @@ impl Checker<'_> {
         };
         let base = file.parent().unwrap_or(Path::new("/"));
         let gitdir = normalize(&base.join(target));
+        // Git resolves the gitdir through symbolic links; a lexical check could be led
+        // anywhere by one (`gitdir: l` with `l -> /elsewhere`). A gitdir that a link takes
+        // somewhere else, or that resolves outside the writable roots, is not judged: the file
+        // is put aside.
+        if let Ok(real) = fs::canonicalize(base.join(target)) {
+            if real != gitdir || self.root_of(&real).is_none() {
+                let action = self.rename_aside(file);
+                self.neutralised(
+                    file,
+                    format!(
+                        "a .git file created during the run points git at {} through a symbolic \
+                         link (or outside the writable roots)",
+                        real.display()
+                    ),
+                    action,
+                );
+                return;
+            }
+        }
         let common = self
             .plan
             .git_repos
