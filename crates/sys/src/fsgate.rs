@@ -89,7 +89,12 @@
 //!   it is finished on a thread of a bounded blocking pool ([`ServeConfig::blocking`], default
 //!   64; beyond, the open fails with `EAGAIN`), which opens non-blocking and retries (1 → 50 ms)
 //!   for as long as the caller waits, then clears `O_NONBLOCK`. Blocking connects use the same
-//!   pool. While waiting, the caller can only be ended by a fatal signal (WAIT_KILLABLE_RECV).
+//!   pool. The wait itself is killable only (WAIT_KILLABLE_RECV), so the pool thread watches
+//!   the caller's pending signals (`/proc/<tid>/status`: its own, and the process's when it has
+//!   one thread) and, once one it does not block is pending, answers `-ERESTARTSYS` — the
+//!   kernel then runs the handler and restarts the open (`SA_RESTART`) or fails it with
+//!   `EINTR`, as without the gate (nothing was opened yet, so the restart repeats nothing;
+//!   `crates/cli/tests/gate_redteam.rs`).
 //! * Hostile pointers: `EFAULT` answered; a path with no NUL within `PATH_MAX`:
 //!   `ENAMETOOLONG`. Thousands of concurrent calls: the pool (tested with 8 threads × 2000
 //!   creates). Non-UTF-8 names: bytes throughout. A caller killed mid-call: what was opened for
