@@ -34,7 +34,10 @@
 //!      every `worktrees/<name>/` that existed at launch; and moving or removing the gitdir or
 //!      a directory holding such an entry (`info/`, `objects/info/`, `worktrees/<name>/`). The
 //!      rest (objects, refs, index, logs, `packed-refs`, rebase state, new worktrees and
-//!      submodules) is writable.
+//!      submodules) is writable — except that a gitdir known by its shape only (a `.git`
+//!      file's gitdir, a bare repository; not snapshotted) cannot have its `HEAD` removed or
+//!      renamed away, nor its `objects`/`refs` moved or removed: unshaped in one run, its hooks
+//!      would be unrecognised in the next.
 //!    * `"commit"`, for a repository the launch did not snapshot (everything below a writable
 //!      root's top level, found lazily): objects that existed at launch (loose objects and
 //!      `objects/pack/pack-*` files born before the run) cannot be removed, renamed, renamed
