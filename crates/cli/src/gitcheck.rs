@@ -26,6 +26,8 @@ use stockade_sys::fs as sfs;
 const RESOLVE: u64 =
     libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 const MAX_READ: u64 = 1 << 20;
+/// See [`Checker::ctime_new`]: well above a kernel tick (at most 10 ms).
+const CTIME_SLACK_NS: i128 = 50_000_000;
 /// Runs whose refs a snapshot store keeps (older ones are removed; objects are kept).
 const KEEP_RUNS: usize = 50;
 
@@ -1005,9 +1007,14 @@ impl Checker<'_> {
         !self.only_new || self.ctime_new(p)
     }
 
+    /// Changed during the run. File times come from the kernel's coarse clock, which lags the
+    /// precise one by up to a tick, so a change right after `started` can carry an earlier
+    /// ctime: anything within [`CTIME_SLACK_NS`] before the start counts as new (more is judged,
+    /// never less).
     fn ctime_new(&self, p: &Path) -> bool {
         self.lstat(p).is_some_and(|st| {
-            i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec) >= self.started
+            i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec)
+                >= self.started - CTIME_SLACK_NS
         })
     }
 
@@ -1490,6 +1497,66 @@ mod tests {
         let t = "[core]\n\tbare = false\n[remote \"o.r\\\"g\"]\n\turl = \"a b\\\\c\"\n\tfetch = x\n[branch \"main\"]\n\tremote = o\n";
         let e = gitmeta::parse_config(t);
         assert_eq!(gitmeta::parse_config(&render_config(&e)), e);
+    }
+
+    /// The post-run check with the gate's created-log: a complete log is all it examines; an
+    /// incomplete one (overflow, or no end record) falls back to walking every writable root.
+    #[test]
+    fn a_complete_log_is_what_is_examined_an_incomplete_one_walks() {
+        let base = std::env::temp_dir().join(format!("gitcheck-log-{}", std::process::id()));
+        let ws = base.join("ws");
+        let home = base.join("home");
+        fs::create_dir_all(&home).unwrap();
+        let started = SystemTime::now();
+        // A repository "created during the run" three levels down, with a hostile config.
+        let dotgit = ws.join("p/q/r/.git");
+        for d in ["objects", "refs/heads", "hooks"] {
+            fs::create_dir_all(dotgit.join(d)).unwrap();
+        }
+        fs::write(dotgit.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let config = dotgit.join("config");
+        let hostile = "[core]\n\tfsmonitor = touch /tmp/x\n";
+        let policy = stockade_policy::config::default_policy().unwrap();
+        let ws = fs::canonicalize(&ws).unwrap();
+        let dotgit = ws.join("p/q/r/.git");
+        let plan = stockade_policy::plan::resolve(
+            &policy,
+            &stockade_policy::plan::PlanRequest {
+                workspace: ws.clone(),
+                cwd: ws.clone(),
+                home: Some(home.clone()),
+                env: vec![],
+                state_dir: home.join("state"),
+                write_gate: true,
+            },
+        )
+        .unwrap();
+        let state = home.join("state");
+        let hit = |f: &[Finding]| f.iter().any(|f| f.path.ends_with("p/q/r/.git/config"));
+        let log = |paths: Vec<PathBuf>, complete| CreatedLog {
+            paths,
+            subtrees: vec![],
+            complete,
+        };
+        // Complete and empty: nothing examined, nothing found.
+        fs::write(&config, hostile).unwrap();
+        let f = post_run(&plan, &state, "t1", started, Some(&log(vec![], true)));
+        assert!(!hit(&f), "{f:?}");
+        assert_eq!(fs::read_to_string(&config).unwrap(), hostile);
+        // Complete, naming the created .git: found.
+        let f = post_run(
+            &plan,
+            &state,
+            "t2",
+            started,
+            Some(&log(vec![dotgit.clone()], true)),
+        );
+        assert!(hit(&f), "{f:?}");
+        // Incomplete and empty: the walk finds it anyway.
+        fs::write(&config, hostile).unwrap();
+        let f = post_run(&plan, &state, "t3", started, Some(&log(vec![], false)));
+        assert!(hit(&f), "{f:?}");
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]

@@ -256,7 +256,13 @@ pub fn write_gate() -> std::result::Result<bool, String> {
     if WRITE_GATE_OFF.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(false);
     }
-    stockade_linux::probe::write_gate_support().map(|()| true)
+    // Asked of the kernel once per process.
+    static SUPPORT: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    SUPPORT
+        .get_or_init(stockade_linux::probe::write_gate_support)
+        .clone()
+        .map(|()| true)
 }
 
 /// No write gate outside Linux.

@@ -12,7 +12,8 @@
 //! descriptor forms (`fchmod` of a read-only descriptor would otherwise make a hook
 //! executable), `bind` (a unix socket bind creates a name) and `connect` (the network gate,
 //! [`crate::sockets`], dispatched to its existing logic). Not gated: `ftruncate`, `fallocate`,
-//! `write` — they need a descriptor open for writing, and that open was judged.
+//! `write` — they need a descriptor open for writing, and that open was judged (or the
+//! descriptor was handed to the command by stockade itself: 0-2 and `--pass-fd`).
 //!
 //! # How a call is served
 //! [`serve`] starts a pool of workers (2 × CPUs, at least 4: a parallel build is not
@@ -32,11 +33,12 @@
 //!    name, as bytes (never `to_str`);
 //! 4. if allowed, performs the call relative to that parent descriptor with the caller's exact
 //!    semantics (flags, `AT_SYMLINK_NOFOLLOW`, `AT_REMOVEDIR`, `RENAME_*`, the mode with the
-//!    caller's umask from `/proc/<tid>/status`, the supervisor's own umask 0 in each worker
-//!    thread), and answers with the result, or for opens installs the descriptor with
-//!    `SECCOMP_IOCTL_NOTIF_ADDFD` (`O_CLOEXEC` as `newfd_flags`), closes its own copy, and only
-//!    then answers with the number — the caller never runs while the supervisor still holds it
-//!    (an `execve` right after `close` would fail with `ETXTBSY`; a FIFO would keep a reader).
+//!    caller's umask — `/proc/<tid>/status`, cached exactly by also gating `umask(2)`, see
+//!    `fsgate/umask.rs` — and the supervisor's own umask 0 in each worker thread), and answers
+//!    with the result, or for opens installs the descriptor with `SECCOMP_IOCTL_NOTIF_ADDFD`
+//!    (`O_CLOEXEC` as `newfd_flags`), closes its own copy, and only then answers with the
+//!    number — the caller never runs while the supervisor still holds it (an `execve` right
+//!    after `close` would fail with `ETXTBSY`; a FIFO would keep a reader).
 //!    A hand-over that fails because the caller died closes the descriptor; one that fails
 //!    otherwise (`EMFILE`) is answered with that error. It never answers
 //!    `SECCOMP_USER_NOTIF_FLAG_CONTINUE`.
@@ -106,7 +108,8 @@
 //!   given.
 //!
 //! # Known differences from the kernel's own behaviour
-//! `O_TMPFILE` creates no name and is not judged (its later `linkat` is). A caller whose
+//! `O_TMPFILE` creates no name and is not judged (its later `linkat` is). A `truncate` beyond
+//! the caller's `RLIMIT_FSIZE` fails with `EFBIG` but raises no `SIGXFSZ`. A caller whose
 //! descriptor table is full gets `EMFILE` after the file was created. A directory with a
 //! default ACL gets the caller's umask applied anyway. Writes to another process's
 //! `/proc/<pid>` (not the caller's) are refused. `lsetxattr` on a symbolic link is `EPERM`
@@ -128,6 +131,7 @@
 mod ops;
 mod path;
 mod raw;
+mod umask;
 
 use crate::notif::{self, Notif};
 use crate::sockets::SocketPolicy;
@@ -318,6 +322,7 @@ pub fn serve(
         blocking: AtomicUsize::new(0),
         max_blocking: cfg.blocking,
         recv_lock: std::sync::Mutex::new(()),
+        umasks: umask::Umasks::default(),
     });
     let mut threads = Vec::with_capacity(cfg.workers.max(1));
     for i in 0..cfg.workers.max(1) {
@@ -341,11 +346,17 @@ pub(crate) struct Shared {
     blocking: AtomicUsize,
     max_blocking: usize,
     recv_lock: std::sync::Mutex<()>,
+    umasks: umask::Umasks,
 }
 
 impl Shared {
     fn fd(&self) -> RawFd {
         self.listener.as_raw_fd()
+    }
+
+    /// The caller's umask (see [`umask`]).
+    fn umask(&self, ctx: &mut Ctx<'_>) -> Result<u32, i32> {
+        self.umasks.get(ctx.tid(), || ctx.read_umask())
     }
 
     /// Send `a` as the answer to notification `id`.
@@ -455,6 +466,14 @@ fn dispatch(sh: &Arc<Shared>, ctx: &mut Ctx<'_>, private_fs: bool) -> Answer {
         if let Some(d) = deny {
             (sh.sink)(Denial::Connect(d));
         }
+        return Answer::Done;
+    }
+    if ctx.n.data.nr == SYS_umask as i32 {
+        let (fd, id, new) = (sh.fd(), ctx.n.id, ctx.int(0) as u32 & 0o777);
+        let cont = || {
+            let _ = notif::respond_continue(fd, id);
+        };
+        sh.umasks.changing(new, cont, || ctx.read_umask());
         return Answer::Done;
     }
     let a = |i| ctx.int(i);

@@ -89,6 +89,31 @@ pub(crate) fn respond(listener: RawFd, id: u64, val: i64, err: i32) -> Result<()
         .map_err(errno_of)
 }
 
+const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+
+/// Let the call run in the kernel as made (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). Only for calls
+/// whose arguments are all in registers and checked already: the kernel reads the caller's
+/// memory again after this, so never for a path-based call.
+pub(crate) fn respond_continue(listener: RawFd, id: u64) -> Result<(), i32> {
+    let resp = NotifResp {
+        id,
+        val: 0,
+        error: 0,
+        flags: SECCOMP_USER_NOTIF_FLAG_CONTINUE,
+    };
+    // SAFETY: SEND reads a seccomp_notif_resp from the pointer; `resp` lives across the call.
+    let ret = unsafe {
+        libc::ioctl(
+            listener,
+            SECCOMP_IOCTL_NOTIF_SEND,
+            &resp as *const NotifResp,
+        )
+    };
+    cvt("ioctl(NOTIF_SEND)", String::new, ret)
+        .map(drop)
+        .map_err(errno_of)
+}
+
 /// Install a duplicate of `fd` in the caller without answering the call (the caller stays
 /// blocked); returns the caller's descriptor number. The write gate closes its own copy and then
 /// answers with [`respond`], so the caller never runs while the supervisor still holds the

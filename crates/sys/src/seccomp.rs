@@ -12,7 +12,7 @@
 //!   `bind` → user notification, performed by [`crate::fsgate`]: `open`/`openat` when the flags
 //!   carry a [`WRITE_INTENT`] bit and not `O_PATH` (read-only opens pass at full speed), `creat`,
 //!   `mkdir*`, `mknod*`, `symlink*`, `link*`, `rename*`, `unlink*`, `rmdir`, `truncate`, the
-//!   chmod/chown/utime/xattr families including their descriptor forms; `setxattrat`,
+//!   chmod/chown/utime/xattr families including their descriptor forms, `umask`; `setxattrat`,
 //!   `removexattrat` and `file_setattr` (arguments in memory) → `ENOSYS`. Set-id modes are still
 //!   refused in the filter, before any notification.
 //! * **`clone3` and `openat2` → `ENOSYS`**: their flags and modes live in memory a filter cannot
@@ -191,7 +191,8 @@ pub const WRITE_INTENT: u32 = (libc::O_CREAT
     | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
 
 /// Write-intent calls handed to the gate's supervisor whatever their arguments (path-, name- and
-/// descriptor-based metadata calls; `bind` because a unix socket bind creates a name). Not here:
+/// descriptor-based metadata calls; `bind` because a unix socket bind creates a name; `umask`
+/// so the supervisor knows when a caller's umask changes, [`crate::fsgate`]). Not here:
 /// `ftruncate`/`fallocate`/`write` (they need a descriptor open for writing, which the gate
 /// judged when it was opened), and `creat`/`mkdir*`/`mknod*`/`*chmod*` (in [`GATED_MODE`]).
 const GATED: &[libc::c_long] = &[
@@ -221,6 +222,7 @@ const GATED: &[libc::c_long] = &[
     libc::SYS_lremovexattr,
     libc::SYS_fremovexattr,
     libc::SYS_bind,
+    libc::SYS_umask,
 ];
 
 /// Gated calls with a mode argument (its index): set-id bits are still refused in the filter.
@@ -951,6 +953,7 @@ mod tests {
             SYS_lremovexattr,
             SYS_fremovexattr,
             SYS_bind,
+            SYS_umask,
         ];
         let with_mode = [
             (SYS_creat, 1),

@@ -50,8 +50,17 @@ const MAX_HOPS: usize = 40;
 /// `O_TMPFILE`'s own bit.
 const TMPFILE_BIT: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
 
+/// Ask the judge. A judge that panics refuses (fail closed) instead of leaving the call
+/// unanswered on a dead worker (with `panic = "abort"` the process ends instead: closed too).
 fn judge(sh: &Shared, op: FsOp<'_>) -> Result<(), Fail> {
-    sh.judge.judge(&op).map_err(Fail::Refused)
+    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sh.judge.judge(&op)));
+    match asked {
+        Ok(verdict) => verdict.map_err(Fail::Refused),
+        Err(_) => Err(Fail::Refused(Refusal {
+            errno: libc::EACCES,
+            detail: format!("the write gate's judge failed on {op:?}"),
+        })),
+    }
 }
 
 fn is(st: &libc::stat, kind: u32) -> bool {
@@ -136,10 +145,22 @@ enum Step {
 fn open_at(sh: &Shared, ctx: &mut Ctx<'_>, t: Target, flags: i32, mode: u32) -> Result<Step, Fail> {
     let creat = flags & libc::O_CREAT != 0;
     let excl = creat && flags & libc::O_EXCL != 0;
-    if let Some(a) = open_regular(sh, &t, flags)? {
-        return Ok(Step::Done(a));
+    let mut missing = false;
+    match open_regular(sh, &t, flags)? {
+        Fast::Done(a) => return Ok(Step::Done(a)),
+        Fast::Missing if !creat => return Err(Fail::Errno(libc::ENOENT)),
+        Fast::Missing => missing = true,
+        Fast::Other => {}
     }
     for _ in 0..8 {
+        // Just seen missing by `open_regular`: create without looking again (an exclusive
+        // create; a name that appeared meanwhile is looked at on the next round).
+        if std::mem::take(&mut missing) && creat && !t.dot {
+            match create_file(sh, ctx, &t, flags, mode)? {
+                Some(a) => return Ok(Step::Done(a)),
+                None => continue,
+            }
+        }
         let probe = raw::openat(
             t.dir.as_raw_fd(),
             &t.name,
@@ -190,16 +211,18 @@ fn open_at(sh: &Shared, ctx: &mut Ctx<'_>, t: Target, flags: i32, mode: u32) -> 
 /// kept only if it is the very file that was looked at (device and inode), then truncated if
 /// asked. `None`: anything else (missing, a link, a FIFO or device, a race) — the careful path
 /// decides.
-fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, Fail> {
+fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Fast, Fail> {
     let rdonly_trunc = flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE == libc::O_RDONLY;
     if t.dot || t.procfs || flags & TMPFILE_BIT != 0 || rdonly_trunc {
-        return Ok(None);
+        return Ok(Fast::Other);
     }
-    let Ok(st) = raw::lstatat(t.dir.as_raw_fd(), &t.name) else {
-        return Ok(None);
+    let st = match raw::lstatat(t.dir.as_raw_fd(), &t.name) {
+        Ok(st) => st,
+        Err(libc::ENOENT) => return Ok(Fast::Missing),
+        Err(_) => return Ok(Fast::Other),
     };
     if !is(&st, libc::S_IFREG) {
-        return Ok(None);
+        return Ok(Fast::Other);
     }
     if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL {
         return Err(Fail::Errno(libc::EEXIST));
@@ -215,11 +238,11 @@ fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, F
     let strip = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC;
     let fl = (flags & !strip) | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
     let Ok(fd) = raw::openat(t.dir.as_raw_fd(), &t.name, fl, 0) else {
-        return Ok(None);
+        return Ok(Fast::Other);
     };
     let now = raw::fstat(fd.as_raw_fd())?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-        return Ok(None);
+        return Ok(Fast::Other);
     }
     if trunc {
         raw::ftruncate(fd.as_raw_fd())?;
@@ -228,10 +251,20 @@ fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Option<Answer>, F
         let fl = raw::getfl(fd.as_raw_fd())?;
         raw::setfl(fd.as_raw_fd(), fl & !libc::O_NONBLOCK)?;
     }
-    Ok(Some(Answer::Fd {
+    Ok(Fast::Done(Answer::Fd {
         fd,
         cloexec: flags & libc::O_CLOEXEC != 0,
     }))
+}
+
+/// What the fast path of an open found.
+enum Fast {
+    /// Opened.
+    Done(Answer),
+    /// No such name (yet).
+    Missing,
+    /// Something for the careful path.
+    Other,
 }
 
 /// `O_CREAT` of a missing name: judged as a creation, created exclusively (`O_EXCL`, never
@@ -252,7 +285,7 @@ fn create_file(
             kind: CreateKind::File,
         },
     )?;
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     let fl = (flags | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NOCTTY) & !libc::O_CLOEXEC;
     match raw::openat(t.dir.as_raw_fd(), &t.name, fl, mode & 0o7777 & !umask) {
         Ok(fd) => {
@@ -470,7 +503,7 @@ pub(super) fn mkdir(sh: &Shared, ctx: &mut Ctx<'_>, dirfd: i32, arg: usize) -> O
             },
         )?;
     }
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     raw::mkdirat(t.dir.as_raw_fd(), &t.name, mode & 0o7777 & !umask)?;
     sh.judge.created(t.path(), CreateKind::Dir);
     Ok(Answer::Val(0))
@@ -496,7 +529,7 @@ pub(super) fn mknod(sh: &Shared, ctx: &mut Ctx<'_>, dirfd: i32, arg: usize) -> O
             },
         )?;
     }
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     raw::mknodat(
         t.dir.as_raw_fd(),
         &t.name,
@@ -738,6 +771,11 @@ pub(super) fn truncate(sh: &Shared, ctx: &mut Ctx<'_>) -> Out {
     let len = ctx.arg(1) as i64;
     let o = target_object(ctx, libc::AT_FDCWD, Some(0), 0)?;
     judge_attr(sh, &o, AttrKind::Truncate)?;
+    // The caller's RLIMIT_FSIZE, which the kernel would have applied to the caller's own call
+    // (without the SIGXFSZ the kernel also sends).
+    if len > 0 && (len as u64) > raw::fsize_limit(ctx.tid())? {
+        return Err(Fail::Errno(libc::EFBIG));
+    }
     raw::truncate(ProcPath::fd(o.fd.as_raw_fd()).c(), len)?;
     Ok(Answer::Val(0))
 }
@@ -870,7 +908,8 @@ pub(super) fn xattr(
         crate::notif::read_remote(ctx.tid(), addr, &mut value)?;
     }
     let nofollow = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-    // The path forms take no directory descriptor: a relative path is from the cwd.
+    // The f* forms act on descriptor arg 0; the path forms resolve from the cwd (their arg 0 is
+    // the path pointer, not a directory descriptor).
     let dirfd = if path_arg.is_some() {
         libc::AT_FDCWD
     } else {
@@ -938,7 +977,7 @@ pub(super) fn bind(sh: &Shared, ctx: &mut Ctx<'_>) -> Out {
     let mut local = vec![0u8; 2 + name.len() + 1];
     local[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
     local[2..2 + name.len()].copy_from_slice(name);
-    let umask = ctx.umask()?;
+    let umask = sh.umask(ctx)?;
     raw::fchdir(t.dir.as_raw_fd())?;
     raw::umask(umask);
     let r = raw::bind(sock.as_raw_fd(), &local);

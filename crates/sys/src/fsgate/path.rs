@@ -98,10 +98,10 @@ impl<'a> Ctx<'a> {
         Ok(t)
     }
 
-    /// The caller's umask, from the `Umask:` line of `/proc/<tid>/status` (read only for calls
-    /// that create; the descriptor is kept per worker for the last thread served, so a build's
-    /// threads pay one `pread`, no path walk).
-    pub(super) fn umask(&mut self) -> R<u32> {
+    /// The caller's umask as `/proc/<tid>/status` shows it now (its `Umask:` line; the
+    /// descriptor is kept per worker for the last thread served: one `pread`, no path walk).
+    /// Creations ask [`super::umask::Umasks`], which calls this only when it must.
+    pub(super) fn read_umask(&mut self) -> R<u32> {
         let tid = self.tid();
         let mut buf = [0u8; 512];
         for attempt in 0..2 {

@@ -208,6 +208,25 @@ pub(super) fn ftruncate(fd: RawFd) -> R<()> {
     ok("ftruncate", ret as libc::c_long).map(drop)
 }
 
+/// The soft `RLIMIT_FSIZE` of process `pid` (`prlimit`, reading only).
+pub(super) fn fsize_limit(pid: u32) -> R<u64> {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a NULL new limit only writes the current one into `old`.
+    let ret = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    ok("prlimit", ret as libc::c_long)?;
+    Ok(old.rlim_cur)
+}
+
 pub(super) fn truncate(path: &CStr, len: i64) -> R<()> {
     // SAFETY: `path` is NUL-terminated and outlives the call.
     let ret = unsafe { libc::truncate(path.as_ptr(), len) };

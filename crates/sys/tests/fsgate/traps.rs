@@ -500,6 +500,8 @@ fn hostile() {
     }
     run.expect("too_long", libc::ENAMETOOLONG);
     run.expect("emfile", libc::EMFILE);
+    run.expect("judge_panics", libc::EACCES);
+    assert!(!ws.join("panicky").exists());
     run.expect("ends_at_page_end", 0);
     run.expect("after", 0);
     assert!(ws.join("pageend").exists() && ws.join("after").exists());
@@ -585,6 +587,10 @@ fn child_hostile(ws: &Path) {
         lim.rlim_cur = soft;
         setrlimit(RLIMIT_NOFILE, &lim);
         println!("emfile={}", if fd < 0 { e } else { 0 });
+        ro(
+            "judge_panics",
+            open(c(&ws.join("panicky")).as_ptr(), O_CREAT | O_WRONLY, 0o644),
+        );
         r("after", mkdir(c(&ws.join("after")).as_ptr(), 0o755).into());
     }
 }
@@ -848,9 +854,17 @@ fn umask_cloexec() {
     let run = ok_run("umask", &ws, judge(), Opts::new(&ws));
     run.expect("cloexec", 0);
     run.expect("no_cloexec", 0);
-    let mode = |n: &str| std::fs::symlink_metadata(ws.join(n)).unwrap().mode() & 0o7777;
+    let mode = |n: &str| match std::fs::symlink_metadata(ws.join(n)) {
+        Ok(m) => m.mode() & 0o7777,
+        Err(e) => panic!("{n}: {e}\n{}\n{}", run.stdout, run.stderr),
+    };
     assert_eq!(mode("um_f"), 0o640);
     assert_eq!(mode("um_d"), 0o750);
+    assert_eq!(
+        mode("um_creat"),
+        0o640,
+        "creat's mode is its second argument"
+    );
     assert_eq!(mode("um_fifo"), 0o640);
     assert_eq!(mode("um0"), 0o666, "umask 0 afterwards: no stale mask");
     assert!(std::fs::symlink_metadata(ws.join("um.sock"))
@@ -858,6 +872,19 @@ fn umask_cloexec() {
         .file_type()
         .is_socket());
     assert_eq!(mode("um.sock"), 0o750, "bind applies the caller's umask");
+    // A umask changed by a sibling thread (shared fs_struct) and inherited across fork: each
+    // creation after the change gets the new mask (the supervisor's cache must not be stale).
+    for i in 0..20 {
+        let want = if i % 2 == 0 { 0o600 } else { 0o640 };
+        assert_eq!(mode(&format!("sib{i}")), want, "sib{i}");
+    }
+    assert_eq!(mode("forked"), 0o604, "a forked child inherits the umask");
+    assert_eq!(
+        mode("forked_after"),
+        0o660,
+        "the parent's change after the fork"
+    );
+    run.expect("umask_returns_old", 0);
     let _ = std::fs::remove_dir_all(&ws);
 }
 
@@ -868,6 +895,7 @@ fn child_umask(ws: &Path) {
     unsafe {
         umask(0o027);
         close(open(p("um_f").as_ptr(), O_CREAT | O_WRONLY, 0o666));
+        close(syscall(SYS_creat, p("um_creat").as_ptr(), 0o666) as i32);
         mkdir(p("um_d").as_ptr(), 0o777);
         mknod(p("um_fifo").as_ptr(), S_IFIFO | 0o666, 0);
         let s = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -901,6 +929,30 @@ fn child_umask(ws: &Path) {
                 -1
             },
         );
+        // umask(2) still answers the previous mask (the call is let through to the kernel).
+        umask(0o022);
+        let old = umask(0o022);
+        r("umask_returns_old", if old == 0o022 { 0 } else { -1 });
+        // Warm the cache for the main thread, then change the umask from another thread.
+        for i in 0..20 {
+            let mask = if i % 2 == 0 { 0o077 } else { 0o027 };
+            std::thread::spawn(move || umask(mask)).join().unwrap();
+            close(open(
+                p(&format!("sib{i}")).as_ptr(),
+                O_CREAT | O_WRONLY,
+                0o666,
+            ));
+        }
+        umask(0o073);
+        let pid = fork();
+        if pid == 0 {
+            close(open(p("forked").as_ptr(), O_CREAT | O_WRONLY, 0o666));
+            stockade_sys::exit_now(0);
+        }
+        let mut st = 0;
+        waitpid(pid, &mut st, 0);
+        umask(0o017);
+        close(open(p("forked_after").as_ptr(), O_CREAT | O_WRONLY, 0o666));
     }
 }
 
@@ -909,11 +961,19 @@ fn child_umask(ws: &Path) {
 fn relative_bind() {
     let ws = workspace("relbind");
     std::fs::create_dir_all(ws.join("adir/forbidden")).unwrap();
+    std::fs::write(ws.join("adir/forbidden/x"), "orig").unwrap();
     let run = ok_run("relbind", &ws, judge(), Opts::new(&ws));
     run.expect("bind_relative", 0);
     run.expect("connect_relative", 0);
     run.expect("bind_relative_forbidden", libc::EACCES);
     run.expect("bind_abstract", 0);
+    run.expect("setxattr_relative", 0);
+    run.expect("chmod_relative", 0);
+    run.expect("truncate_relative", 0);
+    run.expect("truncate_over_fsize", libc::EFBIG);
+    run.expect("truncate_under_fsize", 0);
+    assert_eq!(std::fs::metadata(ws.join("adir/relx")).unwrap().len(), 100);
+    run.expect("setxattr_relative_forbidden", libc::EACCES);
     assert!(std::fs::symlink_metadata(ws.join("adir/rel.sock"))
         .unwrap()
         .file_type()
@@ -960,6 +1020,34 @@ fn child_relbind(ws: &Path) {
         r(
             "bind_abstract",
             bind(s3, (&ab as *const sockaddr_un).cast(), 2 + 21).into(),
+        );
+        // Relative paths of the other path-only calls resolve from the caller's cwd too.
+        close(open(c"relx".as_ptr(), O_CREAT | O_WRONLY, 0o644));
+        let v = b"v".as_ptr().cast();
+        r(
+            "setxattr_relative",
+            setxattr(c"relx".as_ptr(), c"user.r".as_ptr(), v, 1, 0).into(),
+        );
+        r("chmod_relative", chmod(c"relx".as_ptr(), 0o600).into());
+        r("truncate_relative", truncate(c"relx".as_ptr(), 0).into());
+        // The caller's RLIMIT_FSIZE holds for a truncate the supervisor performs.
+        signal(SIGXFSZ, SIG_IGN);
+        let mut lim: rlimit = std::mem::zeroed();
+        getrlimit(RLIMIT_FSIZE, &mut lim);
+        lim.rlim_cur = 4096;
+        setrlimit(RLIMIT_FSIZE, &lim);
+        r(
+            "truncate_over_fsize",
+            truncate(c"relx".as_ptr(), 1 << 30).into(),
+        );
+        r(
+            "truncate_under_fsize",
+            truncate(c"relx".as_ptr(), 100).into(),
+        );
+        let fx = c"forbidden/x".as_ptr();
+        r(
+            "setxattr_relative_forbidden",
+            setxattr(fx, c"user.r".as_ptr(), v, 1, 0).into(),
         );
     }
 }
