@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use stockade_policy::backend::CreatedLog;
 use stockade_policy::gitmeta;
-use stockade_policy::model::GitMode;
+use stockade_policy::model::{GitMode, NameScope};
 use stockade_policy::plan::{find_git_markers, find_git_markers_below, GitMarker, Plan};
 use stockade_sys::fs as sfs;
 
@@ -762,6 +762,22 @@ impl Checker<'_> {
                 continue;
             };
             let name = p.file_name().unwrap_or_default();
+            // What completes a bare repository around a `HEAD` that may be older than the run
+            // (left by an earlier one): judge the `HEAD` beside it as if it were created now.
+            let beside = ["objects", "refs", "config", "config.worktree", "commondir"];
+            if beside.iter().any(|n| name == *n) {
+                if let Some(head) = p.parent().map(|d| d.join("HEAD")) {
+                    if let Some(hs) = self.lstat(&head) {
+                        let fmt = hs.st_mode & libc::S_IFMT;
+                        self.marker(&GitMarker {
+                            path: head,
+                            name: "HEAD".into(),
+                            is_dir: fmt == libc::S_IFDIR,
+                            is_symlink: fmt == libc::S_IFLNK,
+                        });
+                    }
+                }
+            }
             if name == ".git" || name == "HEAD" {
                 let fmt = st.st_mode & libc::S_IFMT;
                 self.marker(&GitMarker {
@@ -1073,6 +1089,9 @@ impl Checker<'_> {
             if m.is_symlink && !self.changed(&m.path) {
                 return;
             }
+            if let Some(root) = m.path.parent() {
+                self.root_configs(root);
+            }
             if m.is_symlink {
                 let action = self.rename_aside(&m.path);
                 self.neutralised(
@@ -1095,27 +1114,84 @@ impl Checker<'_> {
         let Some(dir) = m.path.parent().map(Path::to_path_buf) else {
             return;
         };
-        let is_dir = |p: &Path| {
-            self.lstat(p)
-                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-        };
+        // What git accepts (setup.c `is_git_directory`): `HEAD` a file or a symbolic link into
+        // `refs/`, `objects` and `refs` anything searchable (symbolic links to directories
+        // too), or both taken from the directory a `commondir` file names. Any entry of those
+        // names counts here: judging a directory that git would reject costs nothing.
+        let exists = |n: &str| self.lstat(&dir.join(n)).is_some();
+        let shaped = (exists("objects") && exists("refs")) || exists("commondir");
         if m.is_dir
-            || m.is_symlink
             || dir.file_name().is_some_and(|n| n == ".git")
             || self.seen.contains(&dir)
             || self.plan.git_repos.iter().any(|r| r.common == dir)
-            || !is_dir(&dir.join("objects"))
-            || !is_dir(&dir.join("refs"))
+            || !shaped
         {
             return;
         }
-        let touched = ["HEAD", "config", "hooks", "config.worktree", "info"]
-            .iter()
-            .any(|n| self.ctime_new(&dir.join(n)));
+        let touched = [
+            "HEAD",
+            "config",
+            "hooks",
+            "config.worktree",
+            "info",
+            "commondir",
+        ]
+        .iter()
+        .any(|n| self.ctime_new(&dir.join(n)));
         if touched {
             self.seen.push(dir.clone());
             self.judge_gitdir(&dir, None);
         }
+    }
+
+    /// The root-scoped protected names (`/.mcp.json`, `.vscode/tasks.json`, ...) at the root
+    /// of a repository the run created: the gate refuses them there only once the directory is
+    /// a repository, so those written before its `.git` appeared (`git init` after writing
+    /// them, a prepared directory renamed to `.git`) are put aside here — if they were created
+    /// or changed during the run (earlier ones are the user's).
+    fn root_configs(&mut self, root: &Path) {
+        let Ok(names) = stockade_policy::model::parse_protected_names(&self.plan.protected_names)
+        else {
+            return;
+        };
+        for n in names.iter().filter(|n| n.scope == NameScope::Root) {
+            let p = root.join(&n.path);
+            if self.lstat(&p).is_some() && self.changed_during_run(&p, 0) {
+                let action = self.rename_aside(&p);
+                self.neutralised(
+                    &p,
+                    format!(
+                        "{} written during the run at the root of a repository the run created \
+                         (tools run what it names outside the sandbox)",
+                        n.entry
+                    ),
+                    action,
+                );
+            }
+        }
+    }
+
+    /// `p` (or, for a directory, anything beneath it, bounded: past the bound it counts as
+    /// changed) was created or changed during the run.
+    fn changed_during_run(&self, p: &Path, depth: usize) -> bool {
+        const MAX_ENTRIES: usize = 1000;
+        if self.ctime_new(p) {
+            return true;
+        }
+        let is_dir = self
+            .lstat(p)
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        if !is_dir {
+            return false;
+        }
+        if depth >= 8 {
+            return true;
+        }
+        let entries = read_dir_sorted(p);
+        entries.len() > MAX_ENTRIES
+            || entries
+                .iter()
+                .any(|e| self.changed_during_run(e, depth + 1))
     }
 
     /// A `.git` file created during the run: its gitdir must be inside a writable root (it is
@@ -1137,6 +1213,25 @@ impl Checker<'_> {
         };
         let base = file.parent().unwrap_or(Path::new("/"));
         let gitdir = normalize(&base.join(target));
+        // Git resolves the gitdir through symbolic links; a lexical check could be led
+        // anywhere by one (`gitdir: l` with `l -> /elsewhere`). A gitdir that a link takes
+        // somewhere else, or that resolves outside the writable roots, is not judged: the file
+        // is put aside.
+        if let Ok(real) = fs::canonicalize(base.join(target)) {
+            if real != gitdir || self.root_of(&real).is_none() {
+                let action = self.rename_aside(file);
+                self.neutralised(
+                    file,
+                    format!(
+                        "a .git file created during the run points git at {} through a symbolic \
+                         link (or outside the writable roots)",
+                        real.display()
+                    ),
+                    action,
+                );
+                return;
+            }
+        }
         let common = self
             .plan
             .git_repos

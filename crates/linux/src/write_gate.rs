@@ -41,6 +41,10 @@ pub struct CreatedLogger {
 const GIT_NAMES: &[&str] = &[
     ".git",
     "HEAD",
+    // A directory whose `HEAD` is older than the run becomes a bare repository when these
+    // appear (the post-run check looks at the `HEAD` beside each).
+    "objects",
+    "refs",
     "config",
     "config.worktree",
     "commondir",
@@ -270,6 +274,8 @@ mod tests {
             "/ws/x/.git/modules/m/hooks/post-checkout",
             "/ws/x/.git/info/attributes",
             "/ws/y/gitdir",
+            "/ws/d/objects",
+            "/ws/d/refs",
         ] {
             assert!(git_relevant(Path::new(p)), "{p}");
         }

@@ -34,7 +34,10 @@
 //!      every `worktrees/<name>/` that existed at launch; and moving or removing the gitdir or
 //!      a directory holding such an entry (`info/`, `objects/info/`, `worktrees/<name>/`). The
 //!      rest (objects, refs, index, logs, `packed-refs`, rebase state, new worktrees and
-//!      submodules) is writable.
+//!      submodules) is writable — except that a gitdir known by its shape only (a `.git`
+//!      file's gitdir, a bare repository; not snapshotted) cannot have its `HEAD` removed or
+//!      renamed away, nor its `objects`/`refs` moved or removed: unshaped in one run, its hooks
+//!      would be unrecognised in the next.
 //!    * `"commit"`, for a repository the launch did not snapshot (everything below a writable
 //!      root's top level, found lazily): objects that existed at launch (loose objects and
 //!      `objects/pack/pack-*` files born before the run) cannot be removed, renamed, renamed
@@ -1098,6 +1101,26 @@ impl Protector {
             if at || act.moves() {
                 return Err(refuse(entry, why));
             }
+        }
+        // What makes a gitdir known without its `.git` name (a separate or bare gitdir is
+        // recognised by `HEAD`, `objects/`, `refs/`): not moved away or removed (git itself
+        // only renames onto `HEAD`). Else one run unshapes it, a later run writes its hooks
+        // unrecognised, and a third restores the shape. A `.git` is known by its name, and a
+        // snapshotted gitdir that lost its shape is restored right after the run.
+        let by_shape =
+            g.file_name() != Some(OsStr::new(".git")) && !self.snapshotted.iter().any(|s| s == g);
+        let unshapes = by_shape
+            && match rel {
+                b"objects" | b"refs" => act.moves(),
+                b"HEAD" => matches!(act, Act::RenameFrom | Act::Remove { .. }),
+                _ => false,
+            };
+        if unshapes {
+            return Err(refuse(
+                std::str::from_utf8(rel).unwrap_or("HEAD"),
+                "marks the directory as a gitdir (HEAD, objects, refs); moving it away would \
+                 hide the gitdir's hooks and config from the gate",
+            ));
         }
         let comps: Vec<&[u8]> = if rel.is_empty() {
             Vec::new()

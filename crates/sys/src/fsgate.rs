@@ -36,8 +36,11 @@
 //! 4. if allowed, performs the call relative to that parent descriptor with the caller's exact
 //!    semantics (flags, `AT_SYMLINK_NOFOLLOW`, `AT_REMOVEDIR`, `RENAME_*`, the mode with the
 //!    caller's umask — `/proc/<tid>/status`, cached exactly by also gating `umask(2)`, see
-//!    `fsgate/umask.rs` — and the supervisor's own umask 0 in each worker thread), and answers with the result, or for opens hands over the descriptor with
-//!    `SECCOMP_IOCTL_NOTIF_ADDFD` + `SECCOMP_ADDFD_FLAG_SEND` (`O_CLOEXEC` as `newfd_flags`).
+//!    `fsgate/umask.rs` — and the supervisor's own umask 0 in each worker thread), and answers
+//!    with the result, or for opens installs the descriptor with `SECCOMP_IOCTL_NOTIF_ADDFD`
+//!    (`O_CLOEXEC` as `newfd_flags`), closes its own copy, and only then answers with the
+//!    number — the caller never runs while the supervisor still holds it (an `execve` right
+//!    after `close` would fail with `ETXTBSY`; a FIFO would keep a reader).
 //!    A hand-over that fails because the caller died closes the descriptor; one that fails
 //!    otherwise (`EMFILE`) is answered with that error. It never answers
 //!    `SECCOMP_USER_NOTIF_FLAG_CONTINUE`.
@@ -90,7 +93,12 @@
 //!   it is finished on a thread of a bounded blocking pool ([`ServeConfig::blocking`], default
 //!   64; beyond, the open fails with `EAGAIN`), which opens non-blocking and retries (1 → 50 ms)
 //!   for as long as the caller waits, then clears `O_NONBLOCK`. Blocking connects use the same
-//!   pool. While waiting, the caller can only be ended by a fatal signal (WAIT_KILLABLE_RECV).
+//!   pool. The wait itself is killable only (WAIT_KILLABLE_RECV), so the pool thread watches
+//!   the caller's pending signals (`/proc/<tid>/status`: its own, and the process's when it has
+//!   one thread) and, once one it does not block is pending, answers `-ERESTARTSYS` — the
+//!   kernel then runs the handler and restarts the open (`SA_RESTART`) or fails it with
+//!   `EINTR`, as without the gate (nothing was opened yet, so the restart repeats nothing;
+//!   `crates/cli/tests/gate_redteam.rs`).
 //! * Hostile pointers: `EFAULT` answered; a path with no NUL within `PATH_MAX`:
 //!   `ENAMETOOLONG`. Thousands of concurrent calls: the pool (tested with 8 threads × 2000
 //!   creates). Non-UTF-8 names: bytes throughout. A caller killed mid-call: what was opened for
@@ -365,15 +373,22 @@ impl Shared {
                 let _ = notif::respond(fd, id, 0, r.errno);
                 (self.sink)(Denial::Fs(r));
             }
-            // ENOENT: the caller died or was killed meanwhile; `f` is closed here. Any other
-            // failure (EMFILE: the caller's descriptor table is full) leaves the call pending:
-            // answer it with that error.
-            Answer::Fd { fd: f, cloexec } => {
-                match notif::addfd_send(fd, id, f.as_raw_fd(), cloexec) {
-                    Ok(_) | Err(libc::ENOENT) => {}
-                    Err(e) => drop(notif::respond(fd, id, 0, e)),
+            // Installed in the caller, this copy closed, and only then answered: the caller
+            // never runs while the supervisor still holds the descriptor (`ETXTBSY` for an
+            // `execve` right after `close`, a FIFO reader that outlives the caller's). ENOENT:
+            // the caller died or was killed meanwhile. Any other error (EMFILE: the caller's
+            // table is full) is the answer, as the kernel would have failed the open.
+            Answer::Fd { fd: f, cloexec } => match notif::addfd(fd, id, f.as_raw_fd(), cloexec) {
+                Ok(n) => {
+                    drop(f);
+                    let _ = notif::respond(fd, id, i64::from(n), 0);
                 }
-            }
+                Err(libc::ENOENT) => {}
+                Err(e) => {
+                    drop(f);
+                    let _ = notif::respond(fd, id, 0, e);
+                }
+            },
             Answer::Blocking(run) => self.blocking_run(id, run),
             Answer::Done => {}
         }
@@ -467,9 +482,16 @@ fn dispatch(sh: &Arc<Shared>, ctx: &mut Ctx<'_>, private_fs: bool) -> Answer {
     }
     let a = |i| ctx.int(i);
     let out = match ctx.n.data.nr as libc::c_long {
-        SYS_open => ops::open(sh, ctx, AT_FDCWD, 0, a(1)),
-        SYS_openat => ops::open(sh, ctx, a(0), 1, a(2)),
-        SYS_creat => ops::open(sh, ctx, AT_FDCWD, 0, O_CREAT | O_WRONLY | O_TRUNC),
+        SYS_open => ops::open(sh, ctx, (AT_FDCWD, 0), a(1), ctx.arg(2) as u32),
+        SYS_openat => ops::open(sh, ctx, (a(0), 1), a(2), ctx.arg(3) as u32),
+        // creat(path, mode): the mode is the second argument.
+        SYS_creat => ops::open(
+            sh,
+            ctx,
+            (AT_FDCWD, 0),
+            O_CREAT | O_WRONLY | O_TRUNC,
+            ctx.arg(1) as u32,
+        ),
         SYS_mkdir => ops::mkdir(sh, ctx, AT_FDCWD, 0),
         SYS_mkdirat => ops::mkdir(sh, ctx, a(0), 1),
         SYS_mknod => ops::mknod(sh, ctx, AT_FDCWD, 0),

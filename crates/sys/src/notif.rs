@@ -1,5 +1,5 @@
 //! Seccomp user notification, the supervisor's side: receive, answer, hand over a descriptor
-//! (`SECCOMP_IOCTL_NOTIF_ADDFD` with `SECCOMP_ADDFD_FLAG_SEND`), check a notification is still
+//! (`SECCOMP_IOCTL_NOTIF_ADDFD`, then the answer once the supervisor closed its copy), check a notification is still
 //! live, read the caller's memory once (`process_vm_readv`) and take its descriptors
 //! (`pidfd_getfd`). Shared by the connect gate ([`crate::sockets`]) and the write gate
 //! ([`crate::fsgate`]). Errors are errno values: each becomes the caller's answer.
@@ -50,7 +50,6 @@ const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 const SECCOMP_IOCTL_NOTIF_ID_VALID: libc::c_ulong = 0x4008_2102;
 const SECCOMP_IOCTL_NOTIF_ADDFD: libc::c_ulong = 0x4018_2103;
-const SECCOMP_ADDFD_FLAG_SEND: u32 = 1 << 1;
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
 const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
@@ -138,13 +137,15 @@ pub(crate) fn respond_continue(listener: RawFd, id: u64) -> Result<(), i32> {
         .map_err(errno_of)
 }
 
-/// Install a duplicate of `fd` in the caller and answer the call with its number, atomically
-/// (`SECCOMP_ADDFD_FLAG_SEND`). `cloexec` sets `O_CLOEXEC` on the caller's descriptor.
-/// `Err(ENOENT)`: the caller is gone; the caller of this function still owns `fd` and closes it.
-pub(crate) fn addfd_send(listener: RawFd, id: u64, fd: RawFd, cloexec: bool) -> Result<i32, i32> {
+/// Install a duplicate of `fd` in the caller without answering the call (the caller stays
+/// blocked); returns the caller's descriptor number. The write gate closes its own copy and then
+/// answers with [`respond`], so the caller never runs while the supervisor still holds the
+/// descriptor (an `execve` of the file just written would fail with `ETXTBSY`, a FIFO would
+/// keep a reader). `Err(ENOENT)`: the caller is gone.
+pub(crate) fn addfd(listener: RawFd, id: u64, fd: RawFd, cloexec: bool) -> Result<i32, i32> {
     let add = NotifAddfd {
         id,
-        flags: SECCOMP_ADDFD_FLAG_SEND,
+        flags: 0,
         srcfd: fd as u32,
         newfd: 0,
         newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },

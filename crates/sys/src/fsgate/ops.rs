@@ -104,11 +104,18 @@ fn real_of(fd: RawFd) -> R<PathBuf> {
 
 // ---- opens ------------------------------------------------------------------------------------
 
-/// `open`/`openat`/`creat`: the path is argument `arg`, the mode argument `arg + 2` (`open`,
-/// `openat`) or `arg + 1` (`creat`, whose flags are implied).
-pub(super) fn open(sh: &Shared, ctx: &mut Ctx<'_>, dirfd: i32, arg: usize, flags: i32) -> Out {
-    let creat = ctx.n.data.nr == libc::SYS_creat as i32;
-    let mode = ctx.arg(arg + if creat { 1 } else { 2 }) as u32;
+/// `open`/`openat`/`creat`: the path is argument `arg` from `dirfd`; `mode` is the caller's
+/// mode argument (the filter refused set-id bits in exactly that argument; refused again here).
+pub(super) fn open(
+    sh: &Shared,
+    ctx: &mut Ctx<'_>,
+    (dirfd, arg): (i32, usize),
+    flags: i32,
+    mode: u32,
+) -> Out {
+    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        return Err(Fail::Errno(libc::EPERM));
+    }
     let mut path = read_path(ctx, arg)?;
     let mut base = Base::of(dirfd);
     for _ in 0..MAX_HOPS {
@@ -329,19 +336,50 @@ fn reopen(ctx: &Ctx<'_>, f: OwnedFd, st: &libc::stat, flags: i32) -> Out {
     let fl = reopen_flags(flags);
     let write_only = flags & libc::O_ACCMODE == libc::O_WRONLY;
     if is(st, libc::S_IFIFO) && write_only && flags & libc::O_NONBLOCK == 0 {
-        let (listener, id) = (ctx.listener, ctx.n.id);
+        let (listener, id, tid) = (ctx.listener, ctx.n.id, ctx.tid());
         return Ok(Answer::Blocking(Box::new(move || {
-            fifo_open(listener, id, f, fl, cloexec)
+            fifo_open(listener, (id, tid), f, fl, cloexec)
         })));
     }
     let fd = raw::openat(libc::AT_FDCWD, ProcPath::fd(f.as_raw_fd()).c(), fl, 0)?;
     Ok(Answer::Fd { fd, cloexec })
 }
 
+/// The kernel's "restart or `EINTR`" answer for a call a signal interrupted before it did
+/// anything (`-ERESTARTSYS`): on the way back to user space the kernel runs the handler and
+/// then restarts the call (`SA_RESTART`) or fails it with `EINTR`, exactly as for a blocking
+/// open without the gate.
+const ERESTARTSYS: i32 = 512;
+
+/// Does thread `tid` have a signal pending that it does not block? A process-wide one counts
+/// only in a single-threaded process (in another, a different thread may take it, and the
+/// restart answer must never reach user space without a signal to deliver).
+fn signal_pending(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    let hex = |key: &str| field(key).and_then(|v| u64::from_str_radix(v, 16).ok());
+    let (Some(own), Some(shared), Some(blocked)) = (hex("SigPnd:"), hex("ShdPnd:"), hex("SigBlk:"))
+    else {
+        return false;
+    };
+    let single = field("Threads:") == Some("1");
+    let pending = if single { own | shared } else { own };
+    pending & !blocked != 0
+}
+
 /// A FIFO opened for writing blocks until a reader comes: open it non-blocking (`ENXIO` while
 /// there is no reader), retrying with a growing pause (1 → 50 ms) for as long as the caller
-/// waits; then clear `O_NONBLOCK` so the caller gets the blocking descriptor it asked for.
-fn fifo_open(listener: RawFd, id: u64, f: OwnedFd, fl: i32, cloexec: bool) -> Answer {
+/// waits, or until a signal the caller does not block is pending (then the kernel's restart
+/// answer, [`ERESTARTSYS`]: the wait is killable only, so the signal would otherwise wait for a
+/// reader); then clear `O_NONBLOCK` so the caller gets the blocking descriptor it asked for.
+fn fifo_open(listener: RawFd, (id, tid): (u64, u32), f: OwnedFd, fl: i32, cloexec: bool) -> Answer {
     let path = ProcPath::fd(f.as_raw_fd());
     let mut pause = 1;
     loop {
@@ -357,6 +395,9 @@ fn fifo_open(listener: RawFd, id: u64, f: OwnedFd, fl: i32, cloexec: bool) -> An
             Err(libc::ENXIO) => {
                 if !crate::notif::id_valid(listener, id) {
                     return Answer::Done;
+                }
+                if signal_pending(tid) {
+                    return Answer::Err(ERESTARTSYS);
                 }
                 raw::sleep_ms(pause);
                 pause = (pause * 2).min(50);
