@@ -790,6 +790,21 @@ impl Checker<'_> {
             if let Some(gitdir) = enclosing_gitdir(p) {
                 if !gitdirs.contains(&gitdir) {
                     gitdirs.push(gitdir.clone());
+                    // In commit mode `mkdir` is not judged, so a `git init`'s `.git` itself is
+                    // not in the log, only what was created in it: judge it as a `.git` marker
+                    // (its work tree's root-level configs included).
+                    if gitdir.file_name() == Some(std::ffi::OsStr::new(".git"))
+                        && self
+                            .lstat(&gitdir)
+                            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    {
+                        self.marker(&GitMarker {
+                            path: gitdir.clone(),
+                            name: ".git".into(),
+                            is_dir: true,
+                            is_symlink: false,
+                        });
+                    }
                 }
                 self.created_in_gitdir(&gitdir, p);
             }
