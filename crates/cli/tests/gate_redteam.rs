@@ -10,33 +10,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-const ID: [(&str, &str); 4] = [
-    ("GIT_AUTHOR_NAME", "t"),
-    ("GIT_AUTHOR_EMAIL", "t@t"),
-    ("GIT_COMMITTER_NAME", "t"),
-    ("GIT_COMMITTER_EMAIL", "t@t"),
-];
-
-/// Host-side git in `dir` with the world's HOME; panics on failure unless `may_fail`.
-fn git_in(w: &World, dir: &Path, args: &[&str], may_fail: bool) -> (bool, String) {
-    let mut c = Command::new("git");
-    c.arg("-C").arg(dir).args(args);
-    c.env("HOME", &w.home).env("GIT_CONFIG_NOSYSTEM", "1");
-    c.env_remove("GIT_DIR").env_remove("GIT_WORK_TREE");
-    for (k, v) in ID {
-        c.env(k, v);
-    }
-    let o = c.output().expect("git runs");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    if !may_fail && !o.status.success() {
-        panic!(
-            "host git {args:?} in {dir:?} failed: {}{out}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    (o.status.success(), out)
-}
-
 fn git(w: &World, dir: &Path, args: &[&str]) {
     git_in(w, dir, args, false);
 }
@@ -52,21 +25,7 @@ fn repo(tag: &str) -> World {
 }
 
 fn sandboxed(w: &World, script: &str) -> Out {
-    let mut r = w.run().flag("--json");
-    for (k, v) in ID {
-        r = r.flag("--env").flag(format!("{k}={v}"));
-    }
-    r.flag("--env").flag("GIT_CONFIG_NOSYSTEM=1").sh(script)
-}
-
-fn unsandboxed(w: &World, script: &str) -> Out {
-    let mut c = Command::new("sh");
-    c.args(["-c", script]).current_dir(&w.ws);
-    c.env("HOME", &w.home).env("GIT_CONFIG_NOSYSTEM", "1");
-    for (k, v) in ID {
-        c.env(k, v);
-    }
-    run_guarded(c, None, std::time::Duration::from_secs(60))
+    git_sandboxed(w, &[], script)
 }
 
 fn have_gate() -> bool {

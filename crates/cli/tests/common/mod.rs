@@ -693,3 +693,55 @@ pub fn parallel(cases: Vec<Case>) {
     }
     assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
 }
+
+/// The git identity the git suites use, on the host and (`--env`) inside.
+pub const GIT_ID: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "t"),
+    ("GIT_AUTHOR_EMAIL", "t@t"),
+    ("GIT_COMMITTER_NAME", "t"),
+    ("GIT_COMMITTER_EMAIL", "t@t"),
+];
+
+/// Host-side git in `dir`, with the world's HOME and no system config; returns success and
+/// stdout, panics on failure unless `may_fail`.
+pub fn git_in(w: &World, dir: &Path, args: &[&str], may_fail: bool) -> (bool, String) {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir).args(args);
+    c.env("HOME", &w.home).env("GIT_CONFIG_NOSYSTEM", "1");
+    c.env_remove("GIT_DIR").env_remove("GIT_WORK_TREE");
+    for (k, v) in GIT_ID {
+        c.env(k, v);
+    }
+    let o = c.output().expect("git runs");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !may_fail && !o.status.success() {
+        panic!(
+            "host git {args:?} in {dir:?} failed: {}{out}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    (o.status.success(), out)
+}
+
+/// `sh -c script` in the sandbox (`--json`) with the git identity, `flags` before `--`.
+pub fn git_sandboxed(w: &World, flags: &[&str], script: &str) -> Out {
+    let mut r = w.run().flag("--json");
+    for f in flags {
+        r = r.flag(*f);
+    }
+    for (k, v) in GIT_ID {
+        r = r.flag("--env").flag(format!("{k}={v}"));
+    }
+    r.flag("--env").flag("GIT_CONFIG_NOSYSTEM=1").sh(script)
+}
+
+/// The same script unsandboxed in the workspace (the positive control), with the git identity.
+pub fn unsandboxed(w: &World, script: &str) -> Out {
+    let mut c = Command::new("sh");
+    c.args(["-c", script]).current_dir(&w.ws);
+    c.env("HOME", &w.home).env("GIT_CONFIG_NOSYSTEM", "1");
+    for (k, v) in GIT_ID {
+        c.env(k, v);
+    }
+    run_guarded(c, None, Duration::from_secs(60))
+}
