@@ -1991,9 +1991,15 @@ fn fs_new_mount_api_cannot_make_anything_writable() {
     let w = victim_world("esc-mountapi");
     fs::create_dir_all(w.ws("mnt")).unwrap();
     // Positive control: on the host (root) fsopen works.
-    let hs = host_py("attempt('control-host-fsopen', lambda: call(430, b'tmpfs', 0))\n");
+    let hs = host_py(
+        "import struct\n\
+         attempt('control-host-fsopen', lambda: call(430, b'tmpfs', 0))\n\
+         attempt('control-host-open-tree-attr', lambda: call(467, -100, b'/', 1, \
+         ctypes.create_string_buffer(struct.pack('QQQQ', 0, 0, 0, 0)), 32))\n",
+    );
     assert!(
-        hs.contains("SUCCEEDED-control-host-fsopen"),
+        hs.contains("SUCCEEDED-control-host-fsopen")
+            && hs.contains("SUCCEEDED-control-host-open-tree-attr"),
         "host control: {hs}"
     );
     let before = guarded(&w);
@@ -2025,6 +2031,9 @@ def tmpfs_over_git():
     call(431, fs, 6, None, None, 0)
     m = call(432, fs, 0, 0)
     call(429, m, b'', -100, b'.git', MOVE_MOUNT_F_EMPTY_PATH)
+def tree_attr_clear_ro():
+    fd = call(467, -100, b'{o}', OPEN_TREE_CLONE, attr(MOUNT_ATTR_RDONLY), 32)
+    os.write(os.open('new3', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), b'evil')
 def fspick_root():
     fd = call(433, -100, b'/', 0)
     call(431, fd, 7, None, None, 0)
@@ -2034,6 +2043,7 @@ attempt('mount-setattr-root-rw', setattr_root_rw)
 attempt('mount-setattr-git-rw', setattr_git_rw)
 attempt('fsopen-tmpfs-over-git', tmpfs_over_git)
 attempt('fspick-reconfigure-root', fspick_root)
+attempt('open-tree-attr-clear-ro', tree_attr_clear_ro)
 "#,
             o = w.outside.display()
         ),

@@ -186,6 +186,9 @@ const SYS_SETXATTRAT: u32 = 463;
 const SYS_REMOVEXATTRAT: u32 = 466;
 /// `file_setattr(2)` (Linux 6.17).
 const SYS_FILE_SETATTR: u32 = 469;
+/// `open_tree_attr(2)` (Linux 6.15; not in the `libc` crate yet): `open_tree` with mount
+/// attributes, refused with the rest of the mount API.
+const SYS_OPEN_TREE_ATTR: libc::c_long = 467;
 
 /// Open flags that make an open a write-intent one (the gate's): `O_CREAT`, `O_TRUNC`,
 /// `O_WRONLY`, `O_RDWR`, `O_APPEND`, and `O_TMPFILE`'s own bit (`O_TMPFILE` is that bit plus
@@ -260,6 +263,7 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_fspick,
     libc::SYS_move_mount,
     libc::SYS_open_tree,
+    SYS_OPEN_TREE_ATTR,
     libc::SYS_mount_setattr,
     libc::SYS_keyctl,
     libc::SYS_add_key,
@@ -754,6 +758,7 @@ mod tests {
             SYS_fspick,
             SYS_move_mount,
             SYS_open_tree,
+            467, // open_tree_attr
             SYS_mount_setattr,
             SYS_keyctl,
             SYS_add_key,
