@@ -142,7 +142,7 @@ impl WinPlanInput {
                 out.no_new_files.push(PlannedWinPath {
                     path: d.clone(),
                     kind: Kind::Dir,
-                    reason: "a protected file below does not exist yet: no new files".into(),
+                    reason: "a protected path below does not exist yet: no new entries".into(),
                 });
             }
         }

@@ -291,7 +291,14 @@ pub fn plan(
         .cloned()
         .collect();
     for m in &check_after_run {
-        warnings.push(format!("protected path {m} does not exist; ACLs cannot stop its creation (checked after the run)"));
+        let guarded = m
+            .parent()
+            .is_some_and(|d| input.no_new_files.iter().any(|x| x.path == d));
+        if guarded {
+            warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory (a guardrail: a re-ACL first gets round it; checked after the run)"));
+        } else {
+            warnings.push(format!("protected path {m} does not exist; ACLs cannot stop its creation (no placeholder for it: checked after the run)"));
+        }
     }
 
     let env = sandbox_env(&input.env, input.temp_dir.as_ref(), input.network, true);

@@ -293,6 +293,21 @@ mod selftest {
         let _ = std::fs::write(&victim, b"v");
         let r = std::fs::remove_file(&victim);
         println!("delete-in-git {}", outcome(r));
+        // Protected names that did not exist: a placeholder `.claude`, no new entries in `.vscode`.
+        for (key, rel) in [
+            ("create-claude-settings", [".claude", "settings.json"]),
+            ("create-vscode-tasks", [".vscode", "tasks.json"]),
+        ] {
+            let f = root.join(rel[0]).join(rel[1]);
+            let r = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&f);
+            if r.is_ok() {
+                let _ = std::fs::remove_file(&f);
+            }
+            println!("{key} {}", outcome(r));
+        }
     }
 
     /// Tries to set (and at once deletes) a value under `HKCU\Software\Microsoft\Windows\
@@ -539,6 +554,19 @@ mod selftest {
                 });
             }
         }
+        // Missing protected names: the placeholder plan, created here as the run path does.
+        input.protected_missing = [".claude", r".vscode\tasks.json"]
+            .iter()
+            .filter_map(|r| root.join(r).ok())
+            .collect();
+        let pp =
+            stockade_windows::placeholder::plan(&input, |p| Path::new(&p.as_string()).exists());
+        for d in &pp.create {
+            if let Err(e) = std::fs::create_dir(d.as_string()) {
+                rep.fail("placeholder-dirs", format!("{d}: {e}"));
+            }
+        }
+        let input = input.with_placeholders(&pp);
         let mut caps = CapabilityStore::default();
         if let Err(e) = caps.ensure(&input.effective_roots(), || {
             random::bytes::<16>().unwrap_or([7; 16])
@@ -837,6 +865,16 @@ mod selftest {
                     rep.note("child-re-acl-git", format!("{} (by default the model predicts re-ACLing a protected path is allowed in this tier -- your own full control; `lock_protected_dacls` denies it)", get("re-acl-git")));
                     rep.expect_denied("child-mkdir-drive-root", &get("mkdir-drive-root"), held);
                     rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
+                    rep.expect_denied(
+                        "child-create-claude-settings",
+                        &get("create-claude-settings"),
+                        held,
+                    );
+                    rep.expect_denied(
+                        "child-create-vscode-tasks",
+                        &get("create-vscode-tasks"),
+                        held,
+                    );
                     rep.note("child-delete-in-git", format!("{} (the model predicts deleting a file inside a protected dir is allowed in this tier; this line answers it on a real host)", get("delete-in-git")));
                     rep.note("child-delete-outside", format!("{} (the access model predicts a write-restricted token can delete the caller's files; this line answers that on a real host)", get("delete-outside")));
                     rep.note("child-open-parent-vm-write", format!("{} (OpenProcess(VM_WRITE) from the restricted child on this unrestricted process of your session; the model denies it if your default DACL gives the logon SID read/execute only; `ok` on a real host means the child can write into your processes' memory, see docs/windows.md)", get("open-parent-vm-write")));
@@ -1154,6 +1192,62 @@ mod selftest {
             Ok(o) => rep.fail("backend-timeout", format!("unexpected outcome {o:?}")),
             Err(e) => rep.fail("backend-timeout", e),
         }
+        placeholder_lifecycle(rep, fx, &plan);
+    }
+
+    #[cfg(feature = "policy")]
+    /// The runs above had `.codex` missing: the run path must have made it an empty placeholder
+    /// directory (Stockade's own step, which Wine can show; its DACL is not) and `stockade clean`
+    /// (`backend::clean`) must remove it while it is empty, and keep it once it is not.
+    fn placeholder_lifecycle(rep: &mut Report, fx: &Fixture, plan: &stockade_policy::plan::Plan) {
+        let ph = fx.root.join(".codex");
+        let empty = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
+        if ph.is_dir() && empty(&ph) {
+            rep.ok("placeholder-create", format!("the run created the placeholder {} (an empty directory, recorded in capabilities.json) for the missing protected name before the command started", ph.display()));
+        } else {
+            rep.fail(
+                "placeholder-create",
+                format!("{} is not an empty directory after the run", ph.display()),
+            );
+            return;
+        }
+        match stockade_windows::backend::clean(plan) {
+            Ok(_) if !ph.exists() => rep.ok(
+                "placeholder-clean",
+                "stockade clean removed the empty placeholder it had created",
+            ),
+            Ok(m) => rep.fail(
+                "placeholder-clean",
+                format!("{} still exists after clean ({m})", ph.display()),
+            ),
+            Err(e) => rep.fail("placeholder-clean", e),
+        }
+        // Made again by a run, then used by you: clean leaves it (and what is in it) alone.
+        let cmd = stockade_policy::backend::Command {
+            program: "cmd.exe".into(),
+            args: vec!["/c".into(), "exit 0".into()],
+        };
+        use stockade_policy::backend::Backend;
+        let backend = stockade_windows::WindowsBackend::default();
+        let kept = backend
+            .run(plan, &cmd, &Default::default())
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                std::fs::write(ph.join("config.toml"), "# yours\n").map_err(|e| e.to_string())
+            })
+            .and_then(|_| stockade_windows::backend::clean(plan).map_err(|e| e.to_string()));
+        match kept {
+            Ok(_) if ph.join("config.toml").is_file() => rep.ok(
+                "placeholder-clean-keeps-used",
+                "a placeholder with a file in it is kept by clean, with the file",
+            ),
+            Ok(m) => rep.fail(
+                "placeholder-clean-keeps-used",
+                format!("the used placeholder is gone after clean ({m})"),
+            ),
+            Err(e) => rep.fail("placeholder-clean-keeps-used", e),
+        }
+        let _ = std::fs::remove_dir_all(&ph);
     }
 
     const NOT_VISIBLE: &str = "the created account is not visible to LookupAccountNameW";
