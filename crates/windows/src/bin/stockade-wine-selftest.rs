@@ -1361,6 +1361,7 @@ mod selftest {
 
         // The runner protocol: CreateProcessWithLogonW + named pipe (runner SDDL) + runner's job.
         runner_protocol(rep);
+        elevated_command_probes(rep);
 
         // The whole setup, twice (idempotence), then uninstall.
         match setup::setup(&[]) {
@@ -1783,6 +1784,116 @@ mod selftest {
             Err(e) => rep.note("runner-protocol", format!("{e} (expected without `stockade setup`: the test uses a made-up password)")),
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The elevated tier's command token against the elevated tier's claims, on any host: the
+    /// runner (started without a logon, so as you; a real host's installed tier runs it as the
+    /// sandbox account) builds the write-restricted token of `elevated::run_token` for one
+    /// granted directory and starts `--child-report` in it; the child's report (written through
+    /// `cmd /c … > file` into the granted directory) says whether it could `mkdir` in the drive
+    /// root (what Users / Authenticated Users may do) and write an ungranted directory.
+    fn elevated_command_probes(rep: &mut Report) {
+        use stockade_windows::win::runner::{exchange, runner_pipe};
+        let base = std::env::temp_dir().join(format!("stockade-elev-probe-{}", std::process::id()));
+        let (dir, outside) = (base.join("granted"), base.join("outside"));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&outside);
+        let _ = std::fs::write(outside.join("victim.txt"), "keep\n");
+        let me = token::own_token()
+            .ok()
+            .and_then(|t| wsid::token_user(t.as_handle()).ok());
+        let cap = Sid::capability_from_random(random::bytes::<16>().unwrap_or([8; 16]));
+        let (Some(me), Ok(dir_path), Ok(outer)) = (
+            me,
+            WinPath::parse(&dir.to_string_lossy()),
+            Job::new(&Default::default()),
+        ) else {
+            rep.fail(
+                "elevated-command-probes",
+                "cannot read the caller's SID, the temp path or create a job",
+            );
+            return;
+        };
+        if let Err(e) = acl::apply(&stockade_windows::ace::PathAces {
+            path: dir_path.clone(),
+            kind: Kind::Dir,
+            aces: vec![stockade_windows::ace::Ace::allow(
+                cap.clone(),
+                stockade_windows::ace::mask::SANDBOX_MODIFY,
+                Inherit::TREE,
+            )],
+            reason: "elevated probe".into(),
+        }) {
+            rep.fail("elevated-command-probes", e);
+            return;
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        let report = dir.join("report.txt");
+        let inner = format!(
+            "{} > \"{}\"",
+            command_line(
+                &exe.to_string_lossy(),
+                &[
+                    "--child-report".into(),
+                    dir.to_string_lossy().into_owned(),
+                    outside.to_string_lossy().into_owned(),
+                ],
+            ),
+            report.display()
+        );
+        let request = stockade_windows::elevated::RunnerRequest {
+            command_line: format!("cmd.exe /s /c \"{inner}\""),
+            cwd: dir.to_string_lossy().into_owned(),
+            env: std::env::vars().collect(),
+            timeout_ms: Some(60_000),
+            max_memory: None,
+            max_processes: None,
+            token: stockade_windows::elevated::run_token(&[(dir_path, cap.clone())]),
+        };
+        let account = Sid::capability_from_random(random::bytes::<16>().unwrap_or([2; 16]));
+        let reply = (|| -> Result<stockade_windows::elevated::RunnerReply, String> {
+            let (name, server) = runner_pipe(&account, &me).map_err(|e| e.to_string())?;
+            let args = vec![stockade_windows::elevated::RUNNER_ARG.to_string(), name];
+            let child = process::spawn(
+                None,
+                &command_line(&exe.to_string_lossy(), &args),
+                None,
+                None,
+                process::Stdio::Handles([std::ptr::null_mut(); 3]),
+                &outer,
+            )
+            .map_err(|e| e.to_string())?;
+            exchange(server, &child.process, &request).map_err(|e| e.to_string())
+        })();
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        match reply {
+            Ok(r) if r.exit_code == Some(0) && !text.is_empty() => {
+                let get = |k: &str| {
+                    text.lines()
+                        .find_map(|l| l.trim_end().strip_prefix(&format!("{k} ")))
+                        .unwrap_or("<missing>")
+                        .to_string()
+                };
+                let sids: BTreeSet<Sid> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("restricted-sid "))
+                    .filter_map(|x| Sid::parse(x.trim()).ok())
+                    .collect();
+                let held = sids.contains(&cap) && !sids.contains(&Sid::users());
+                rep.expect_denied(
+                    "elevated-child-mkdir-drive-root",
+                    &get("mkdir-drive-root"),
+                    held,
+                );
+                rep.expect_denied("elevated-child-write-outside", &get("write-outside"), held);
+            }
+            Ok(r) => rep.fail(
+                "elevated-command-probes",
+                format!("reply {r:?}, report: {text:?}"),
+            ),
+            Err(e) => rep.fail("elevated-command-probes", e),
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     fn finish(rep: &Report) -> i32 {
