@@ -1227,6 +1227,11 @@ fn missing_protected_names_old_plan_allows_placeholders_deny() {
             let mut ran = 0;
             un_new.push(attack(&mut fs, &unelevated_token(&plan), &mut ran));
             assert!(ran >= 1);
+            // The command still creates files at the top of the workspace and in src.
+            for x in ["Cargo.lock", r"src
+ew.rs"] {
+                assert!(fs.perform(&unelevated_token(&plan), &fresh(x), &Op::CreateFile));
+            }
             // The caller's own tools still work in the placeholders (unless the attack made
             // the file already).
             for (x, op) in [

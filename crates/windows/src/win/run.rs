@@ -212,7 +212,7 @@ pub fn run_unelevated(
         std::path::Path::new(&p.as_string()).exists()
     });
     warnings.extend(created);
-    let (written, more) = written_placeholders(&empty_placeholders, is_empty_dir);
+    let (written, more) = written_placeholders(&empty_placeholders, acl::is_empty_dir);
     warnings.extend(written);
     denials.extend(more);
     if !opts.pass_fds.is_empty() {
@@ -303,38 +303,16 @@ fn make_placeholders(
     let empty: Vec<WinPath> = store
         .placeholders
         .iter()
-        .filter(|p| roots.iter().any(|r| p.starts_with(r)) && is_empty_dir(p))
+        .filter(|p| roots.iter().any(|r| p.starts_with(r)) && acl::is_empty_dir(p))
         .cloned()
         .collect();
     Ok((planned, empty))
 }
 
-/// True if `p` is a directory (not a link) with nothing in it.
-fn is_empty_dir(p: &WinPath) -> bool {
-    let s = p.as_string();
-    std::fs::symlink_metadata(&s).is_ok_and(|m| m.is_dir())
-        && std::fs::read_dir(&s).is_ok_and(|mut d| d.next().is_none())
-}
-
-/// Removes the placeholders Stockade created beneath `roots` that are still empty (deepest
-/// first; `RemoveDirectoryW` leaves a directory that is not empty alone). Returns how many.
+/// The placeholders Stockade created beneath `roots` that are still empty, removed (see
+/// [`acl::remove_empty_placeholders`]). Returns how many.
 fn remove_placeholders(store: &CapabilityStore, roots: &[WinPath]) -> Result<usize, RunError> {
-    let mine: Vec<WinPath> = store
-        .placeholders
-        .iter()
-        .filter(|p| roots.iter().any(|r| p.starts_with(r)))
-        .cloned()
-        .collect();
-    let mut removed = 0;
-    for d in crate::placeholder::removal_order(&mine) {
-        if let Some(parent) = d.parent() {
-            acl::refuse_reparse(&parent, roots).map_err(win_err)?;
-        }
-        if is_empty_dir(&d) && std::fs::remove_dir(d.as_string()).is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    acl::remove_empty_placeholders(&store.placeholders, roots).map_err(win_err)
 }
 
 /// The caller's capability SIDs for `roots`: loaded, minted for new roots and saved before any
@@ -510,7 +488,7 @@ pub fn run_elevated(
         std::path::Path::new(&p.as_string()).exists()
     });
     warnings.extend(created);
-    let (written, more) = written_placeholders(&empty_placeholders, is_empty_dir);
+    let (written, more) = written_placeholders(&empty_placeholders, acl::is_empty_dir);
     warnings.extend(written);
     denials.extend(more);
     warnings.push(format!("elevated tier: reads are not confined to the roots: the command can read whatever {account} (yours alone, a member of Users) may read on this machine"));
