@@ -1228,8 +1228,11 @@ fn missing_protected_names_old_plan_allows_placeholders_deny() {
             un_new.push(attack(&mut fs, &unelevated_token(&plan), &mut ran));
             assert!(ran >= 1);
             // The command still creates files at the top of the workspace and in src.
-            for x in ["Cargo.lock", r"src
-ew.rs"] {
+            for x in [
+                "Cargo.lock",
+                r"src
+ew.rs",
+            ] {
                 assert!(fs.perform(&unelevated_token(&plan), &fresh(x), &Op::CreateFile));
             }
             // The caller's own tools still work in the placeholders (unless the attack made
@@ -1384,6 +1387,7 @@ fn attack_table_old_plans_fail_new_plans_pass() {
     processes_of_the_same_user_memory_writes_denied_token_duplication_allowed();
     concurrent_sandboxes_old_default_dacl_allows_re_acl_new_denies();
     clean_restores_acls_and_removes_empty_placeholders();
+    acl_apply_through_a_planted_junction_old_follows_new_refuses();
     elevated_attacks_old_plan_allows_new_plan_denies();
     elevated_another_callers_workspace_old_plan_allows_new_plan_denies();
     elevated_cross_caller_read_and_delete_old_shared_account_allows_per_caller_denies();
@@ -1398,4 +1402,79 @@ fn attack_table_old_plans_fail_new_plans_pass() {
         println!("{r}");
     }
     println!("===== {} rows =====", rows.len());
+}
+
+/// A junction planted in a writable root before Stockade applies the plan (a concurrent
+/// sandbox of yours replaced `sub`, the parent of the protected `sub\.git`, by a junction to
+/// `C:\Users\me\Documents`). Old: ACEs applied by path (`SetNamedSecurityInfoW` follows the
+/// junction) land on your Documents, outside every root. New: every component beneath the root
+/// is checked first (`path::reparse_on_the_way`, what `win::acl::refuse_reparse` runs on the
+/// volume; the handle-based apply then also refuses a link swapped in later, which the Wine
+/// self-test `acl-through-unix-link` shows on the real code): the entry is refused, nothing lands
+/// outside.
+#[test]
+fn acl_apply_through_a_planted_junction_old_follows_new_refuses() {
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let roots = input.effective_roots();
+    let (link, target) = (ws("sub"), p(r"C:\Users\me\Documents"));
+    let follow = |x: &WinPath| -> WinPath {
+        if x.starts_with(&link) {
+            let rel = &x.as_string()[link.as_string().len()..];
+            p(&format!("{}{rel}", target.as_string()))
+        } else {
+            x.clone()
+        }
+    };
+    let mut results = Vec::new();
+    for new in [false, true] {
+        let mut fs = fixture::filesystem();
+        let before = fixture::filesystem();
+        let (mut outside, mut refused) = (0, 0);
+        for entry in &plan.acl {
+            if new && crate::path::reparse_on_the_way(&entry.path, &roots, |x| *x == link).is_some()
+            {
+                refused += 1;
+                continue;
+            }
+            let lands = if new {
+                entry.path.clone()
+            } else {
+                follow(&entry.path)
+            };
+            if fs.add_explicit(&lands, &entry.aces) && lands != entry.path {
+                outside += 1;
+            }
+        }
+        // Objects outside the roots whose DACL changed although no plan entry names them (or an
+        // ancestor of theirs, which propagates).
+        let planned: Vec<&WinPath> = plan.acl.iter().map(|e| &e.path).collect();
+        let changed_outside = fs
+            .paths()
+            .iter()
+            .filter(|x| {
+                !roots.iter().any(|r| x.starts_with(r)) && !planned.iter().any(|p| x.starts_with(p))
+            })
+            .filter(|x| fs.stored_dacl(x) != before.stored_dacl(x))
+            .count();
+        results.push((outside, refused, changed_outside));
+    }
+    let (old, new) = (results[0], results[1]);
+    assert!(
+        old.0 >= 1 && old.2 >= 1,
+        "old: ACEs land where the plan never meant"
+    );
+    assert_eq!((new.0, new.2), (0, 0), "new: nothing lands elsewhere");
+    assert!(
+        new.1 >= 1,
+        "new: the entries through the junction are refused"
+    );
+    row!(
+        "both       | {:<48} | old plan: ALLOWED ({} entries redirected, {} unplanned objects outside the roots re-ACLed) | new plan: denied ({} entries refused)",
+        "plant a junction, Stockade's ACLs follow it",
+        old.0,
+        old.2,
+        new.1
+    );
 }

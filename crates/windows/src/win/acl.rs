@@ -348,15 +348,16 @@ pub fn refuse_reparse(path: &WinPath, roots: &[WinPath]) -> Result<(), AclError>
     use windows_sys::Win32::Storage::FileSystem::{
         GetFileAttributesW, FILE_ATTRIBUTE_REPARSE_POINT, INVALID_FILE_ATTRIBUTES,
     };
-    for c in crate::path::components_below_root(path, roots) {
+    let is_reparse = |c: &WinPath| {
         let w = wide(&c.as_string());
         // SAFETY: `w` is NUL-terminated; GetFileAttributesW does not follow the final link.
         let a = unsafe { GetFileAttributesW(w.as_ptr()) };
-        if a != INVALID_FILE_ATTRIBUTES && a & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
-            return Err(AclError::ReparsePoint(c.as_string()));
-        }
+        a != INVALID_FILE_ATTRIBUTES && a & FILE_ATTRIBUTE_REPARSE_POINT != 0
+    };
+    match crate::path::reparse_on_the_way(path, roots, is_reparse) {
+        Some(c) => Err(AclError::ReparsePoint(c.as_string())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// True if `p` is a directory (not a link) with nothing in it.
