@@ -142,6 +142,13 @@ if [ -f "$OUT/stockade.exe" ] && [ "$SELFTEST" = "$TDIR/wine/stockade-wine-selft
         sed 's/^/  /' "$TDIR/wine/e2e.log" | tail -20
         failures=$((failures + 1))
     fi
+    # The run made placeholders for the default protected names missing in the fresh workspace.
+    if [ -d "$E2E/.claude" ] && [ -d "$E2E/.git" ] && [ -z "$(ls -A "$E2E/.claude")" ]; then
+        echo "ok stockade-exe-placeholders: stockade.exe run created the empty placeholders .git and .claude in the fresh workspace (their DACLs are not enforced by Wine)"
+    else
+        echo "FAIL stockade-exe-placeholders: no empty .git/.claude placeholder after stockade.exe run: $(ls -A "$E2E" | tr '\n' ' ')"
+        failures=$((failures + 1))
+    fi
     # `stockade clean` goes through the Windows cleanup path (exact removal of the run's ACEs;
     # Wine stores none of them, so this checks the code path, not the result).
     timeout 120 "$WINE" cmd /c "set HOME=C:\\users\\%USERNAME%&& $EXE_WIN clean --workspace $WS_WIN" >"$TDIR/wine/clean.log" 2>&1 || true
@@ -150,6 +157,12 @@ if [ -f "$OUT/stockade.exe" ] && [ "$SELFTEST" = "$TDIR/wine/stockade-wine-selft
     else
         echo "FAIL stockade-exe-clean: stockade.exe clean did not report the ACL cleanup; log:"
         sed 's/^/  /' "$TDIR/wine/clean.log" | tail -20
+        failures=$((failures + 1))
+    fi
+    if [ ! -e "$E2E/.claude" ] && [ ! -e "$E2E/.git" ]; then
+        echo "ok stockade-exe-clean-placeholders: stockade.exe clean removed the empty placeholders it had created"
+    else
+        echo "FAIL stockade-exe-clean-placeholders: placeholders left after stockade.exe clean: $(ls -A "$E2E" | tr '\n' ' ')"
         failures=$((failures + 1))
     fi
     rm -rf "$E2E"

@@ -793,9 +793,11 @@ mod tests {
     }
 
     /// Microsoft, "How DACLs Control Access to an Object": ACE 1 denies Andrew read, write and
-    /// execute; ACE 2 allows Group A write; ACE 3 allows Everyone read, write and execute.
+    /// execute; ACE 2 allows Group A write; ACE 3 allows Everyone read and execute.
     /// Thread A (Andrew) is denied by ACE 1 although ACEs 2 and 3 would grant; thread B (a
-    /// member of Group A) gets write from ACE 2 and read/execute from ACE 3.
+    /// member of Group A) gets write from ACE 2 and read/execute from ACE 3. And "DACLs and
+    /// ACEs": deny User X read/write/execute, allow Group A read/write, allow Everyone execute:
+    /// members of Group A accumulate read, write and execute; User X (in Group A) is denied.
     #[test]
     fn documented_how_dacls_control_access_example() {
         let andrew = sid("S-1-5-21-7-7-7-1101");
@@ -805,11 +807,15 @@ mod tests {
         let acl = vec![
             Ace::deny(andrew.clone(), rwx, Inherit::NONE),
             Ace::allow(group_a.clone(), mask::GENERIC_WRITE, Inherit::NONE),
-            Ace::allow(Sid::everyone(), rwx, Inherit::NONE),
+            Ace::allow(
+                Sid::everyone(),
+                mask::GENERIC_READ | mask::GENERIC_EXECUTE,
+                Inherit::NONE,
+            ),
         ];
         let owner = Sid::local_system();
         let a = plain(&andrew, &[group_a.clone(), Sid::everyone()]);
-        let b = plain(&other, &[group_a, Sid::everyone()]);
+        let b = plain(&other, &[group_a.clone(), Sid::everyone()]);
         let want = mask::FILE_WRITE_DATA | mask::FILE_READ_DATA | mask::FILE_EXECUTE;
         assert!(!access_check(&a, &acl, &owner, want));
         assert!(!access_check(&a, &acl, &owner, mask::FILE_READ_DATA));
@@ -817,6 +823,25 @@ mod tests {
         // Order matters: the same ACEs with the deny last no longer stop Andrew.
         let reordered = vec![acl[1].clone(), acl[2].clone(), acl[0].clone()];
         assert!(access_check(&a, &reordered, &owner, want));
+        // Neither allow ACE alone grants all three to thread B.
+        assert!(!access_check(&b, &acl[1..2], &owner, want));
+        assert!(!access_check(&b, &acl[2..], &owner, want));
+
+        // "DACLs and ACEs".
+        let user_x = sid("S-1-5-21-7-7-7-1103");
+        let acl = vec![
+            Ace::deny(user_x.clone(), rwx, Inherit::NONE),
+            Ace::allow(
+                group_a.clone(),
+                mask::GENERIC_READ | mask::GENERIC_WRITE,
+                Inherit::NONE,
+            ),
+            Ace::allow(Sid::everyone(), mask::GENERIC_EXECUTE, Inherit::NONE),
+        ];
+        let member = plain(&other, &[group_a.clone(), Sid::everyone()]);
+        let x = plain(&user_x, &[group_a, Sid::everyone()]);
+        assert!(access_check(&member, &acl, &owner, want));
+        assert!(!access_check(&x, &acl, &owner, mask::FILE_EXECUTE));
     }
 
     /// Microsoft, "Owner Rights" / `S-1-3-4`: an (effective) OWNER RIGHTS ACE replaces the
@@ -863,10 +888,14 @@ mod tests {
         assert!(access_check(&t, &deny, &u, mask::FILE_WRITE_DATA));
     }
 
-    /// Restricted tokens (Microsoft "Restricted Tokens"; Forshaw ch. 7): a write-restricted
-    /// token's restricting SIDs are consulted only for requests with a write bit, and then for
-    /// the whole request; the owner's implicit rights count in the restricting pass only if the
-    /// owner is a restricting SID; a fully restricted token needs both passes for every bit.
+    /// Restricted tokens. Microsoft, "Restricted Tokens": "the system performs two access
+    /// checks: one using the token's enabled SIDs, and another using the list of restricting
+    /// SIDs. Access is granted only if both access checks allow the requested access rights."
+    /// `CreateRestrictedToken`, `WRITE_RESTRICTED`: "restricting SIDs that are considered only
+    /// when evaluating write access". Forshaw, *Windows Security Internals* ch. 7 (restricted
+    /// and write-restricted tokens): the second check runs once the request has a write bit and
+    /// then covers the whole request; the owner's implicit rights count in a pass only if the
+    /// owner SID is present in that pass (for the restricting pass: a restricting SID).
     #[test]
     fn documented_restricted_token_passes() {
         let u = sid("S-1-5-21-1-2-3-1001");

@@ -209,12 +209,18 @@ pub fn merge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
 }
 
 /// `existing` without the ACEs of `planned` (one copy each): cleanup of ACEs for SIDs the plan
-/// does not own alone (the caller's own SID, `OWNER RIGHTS`).
+/// does not own alone (the caller's own SID, `OWNER RIGHTS`). An existing ACE of the same kind,
+/// SID and inheritance whose mask is a subset of the planned one counts as that ACE: the plan
+/// may have grown since it was applied (a guard merged with another once a protected file
+/// appeared beside it), and [`merge_explicit`] replaced such ACEs when applying anyway.
 pub fn remove_aces(existing: &[Ace], planned: &[Ace]) -> Vec<Ace> {
     let mut left: Vec<&Ace> = planned.iter().collect();
+    let same = |p: &Ace, e: &Ace| {
+        p.kind == e.kind && p.sid == e.sid && p.inherit == e.inherit && e.mask & !p.mask == 0
+    };
     existing
         .iter()
-        .filter(|e| match left.iter().position(|p| *p == *e) {
+        .filter(|e| match left.iter().position(|p| same(p, e)) {
             Some(i) => {
                 left.remove(i);
                 false

@@ -14,6 +14,20 @@ use crate::unelevated::{self, flags, SidRef, UnelevatedOptions, GUARD_REASON};
 
 type Attack = fn(&mut FsModel, &TokenModel, &mut u32) -> bool;
 
+thread_local! {
+    /// The table rows the attack tests produce (printed by [`attack_table_old_plans_fail_new_plans_pass`]).
+    static ROWS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records one row of the old/new table (and prints it, for `--nocapture` on a single test).
+macro_rules! row {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        ROWS.with(|r| r.borrow_mut().push(line));
+    }};
+}
+
 /// Runs `steps` in order; true if every step succeeded. `ran` counts the steps attempted.
 fn steps(fs: &mut FsModel, t: &TokenModel, ran: &mut u32, list: &[(WinPath, Op)]) -> bool {
     for (path, op) in list {
@@ -271,7 +285,7 @@ fn unelevated_attacks_old_plan_allows_new_plan_denies() {
         let (old, old_ran) = run_attack(&old_unelevated_acl(&plan), &t, *a);
         let (new, _) = run_attack(&plan.acl, &t, *a);
         let (lock, lock_ran) = run_attack(&locked.acl, &t, *a);
-        println!(
+        row!(
             "unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {:<7} | new plan + lock_protected_dacls: {} (stopped at step {lock_ran})",
             word(old), word(new), word(lock)
         );
@@ -381,12 +395,12 @@ fn hkcu_run_key_unelevated_is_open_elevated_is_closed() {
     // ...but re-ACL then write is not: documented as "not a boundary" for this tier.
     let (un, ran) = run_key_attack(&t, &me(), &acl);
     assert!(un && ran == 2);
-    println!("unelevated | {:<48} | old plan: ALLOWED | new plan: ALLOWED (documented: not a boundary in this tier)", "WRITE_DAC then write HKCU\\...\\Run");
+    row!("unelevated | {:<48} | old plan: ALLOWED | new plan: ALLOWED (documented: not a boundary in this tier)", "WRITE_DAC then write HKCU\\...\\Run");
     // The elevated command runs as another account: the caller's hive grants it nothing.
     let (el, ran) = run_key_attack(&new_elevated_token(&[]), &me(), &acl);
     let (el_old, _) = run_key_attack(&old_elevated_token(), &me(), &acl);
     assert!(!el && ran == 1 && !el_old);
-    println!(
+    row!(
         "elevated   | {:<48} | old plan: denied  | new plan: denied",
         "WRITE_DAC then write the caller's HKCU\\...\\Run"
     );
@@ -529,7 +543,7 @@ fn elevated_attacks_old_plan_allows_new_plan_denies() {
         positive_control(*a, name);
         let (old, _) = run_attack(&old_acl, &t_old, *a);
         let (new, ran) = run_attack(&plan.acl, &t_new, *a);
-        println!(
+        row!(
             "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
             if old { "ALLOWED" } else { "denied" },
             if new { "ALLOWED" } else { "denied" }
@@ -580,7 +594,7 @@ fn elevated_another_callers_workspace_old_plan_allows_new_plan_denies() {
             assert!(ran >= 1);
             results.push(ok);
         }
-        println!(
+        row!(
             "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
             if results[0] { "ALLOWED" } else { "denied" },
             if results[1] { "ALLOWED" } else { "denied" }
@@ -661,7 +675,7 @@ fn elevated_cross_caller_read_and_delete_old_shared_account_allows_per_caller_de
             !read_other_callers_file(&mut bare, &t_bare, &mut ran),
             "the fixture profile must be closed to the sandbox account"
         );
-        println!(
+        row!(
             "elevated   | {name:<48} | old plan: {:<7} | new plan: {} (shared vs per-caller account)",
             if results[0] { "ALLOWED" } else { "denied" },
             if results[1] { "ALLOWED" } else { "denied" }
@@ -690,7 +704,7 @@ fn elevated_stolen_capability_sids_old_shared_account_allows_per_caller_denies()
         results.push(write_other_callers_workspace(&mut fs, &t_b, &mut ran));
         assert!(ran >= 1);
     }
-    println!(
+    row!(
         "elevated   | {:<48} | old plan: {:<7} | new plan: {}",
         "write A's workspace with A's stolen capability SIDs",
         if results[0] { "ALLOWED" } else { "denied" },
@@ -797,7 +811,7 @@ fn processes_of_the_same_user_memory_writes_denied_token_duplication_allowed() {
         vm_write,
         &kernel::PROCESS
     ));
-    println!("unelevated | same-user process: VM_WRITE / SET_CONTEXT  | denied (documented default DACL); TOKEN_DUPLICATE, WRITE_DAC: ALLOWED");
+    row!("unelevated | same-user process: VM_WRITE / SET_CONTEXT  | denied (documented default DACL); TOKEN_DUPLICATE, WRITE_DAC: ALLOWED");
 }
 
 /// The elevated command against its runner (same account, unrestricted token, alive while the
@@ -877,7 +891,7 @@ fn elevated_runner_old_default_dacl_allows_injection_new_self_dacl_denies() {
             dup(&runner_self_dacl(RunnerObject::Token)),
         ),
     ] {
-        println!(
+        row!(
             "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
             if o { "ALLOWED" } else { "denied" },
             if n { "ALLOWED" } else { "denied" }
@@ -962,10 +976,505 @@ fn concurrent_sandboxes_old_default_dacl_allows_re_acl_new_denies() {
         crate::elevated::run_token(&plan.roots).default_dacl,
         plan.token.default_dacl
     );
-    println!(
+    row!(
         "both       | {:<48} | old plan: {:<7} | new plan: {}",
         "re-ACL a concurrent sandbox's process, then inject",
         if o { "ALLOWED" } else { "denied" },
         if n { "ALLOWED" } else { "denied" }
+    );
+}
+
+/// A workspace with none of the protected names yet (no `.git`, `.claude`, `.vscode`).
+const FRESH: &str = r"C:\Users\me\My Projects\fresh";
+
+fn fresh(rel: &str) -> WinPath {
+    if rel.is_empty() {
+        p(FRESH)
+    } else {
+        p(FRESH).join(rel).expect("fresh join")
+    }
+}
+
+fn fresh_fs() -> FsModel {
+    let mut fs = fixture::filesystem();
+    for (rel, dir) in [("", true), ("src", true), (r"src\main.rs", false)] {
+        fs.insert(
+            fresh(rel),
+            crate::access::Node {
+                dir,
+                owner: me(),
+                explicit: vec![],
+                protected: false,
+            },
+        );
+    }
+    fs
+}
+
+/// What the policy plans for [`FRESH`]: the default protected names, all missing.
+fn fresh_input() -> crate::input::WinPlanInput {
+    let mut i = crate::input::WinPlanInput::for_workspace(FRESH).expect("fresh");
+    i.protected_missing = [
+        ".git",
+        ".claude",
+        ".codex",
+        ".agents",
+        ".stockade",
+        r".vscode\tasks.json",
+        r".vscode\settings.json",
+        ".mcp.json",
+    ]
+    .iter()
+    .map(|r| fresh(r))
+    .collect();
+    i
+}
+
+/// Creates the placeholders in the model as the caller (what the apply layer does before any
+/// ACE) and returns the input as planned with them, with the plan.
+fn place(
+    fs: &mut FsModel,
+    input: &crate::input::WinPlanInput,
+) -> (
+    crate::input::WinPlanInput,
+    crate::placeholder::PlaceholderPlan,
+) {
+    let pp = crate::placeholder::plan(input, |x| fs.exists(x));
+    for c in &pp.create {
+        assert!(
+            fs.perform(&caller(), c, &Op::CreateDir),
+            "the caller creates {c}"
+        );
+    }
+    (input.with_placeholders(&pp), pp)
+}
+
+fn create_if_missing(fs: &mut FsModel, t: &TokenModel, ran: &mut u32, dir: &WinPath) -> bool {
+    if fs.exists(dir) {
+        return true;
+    }
+    *ran += 1;
+    fs.perform(t, dir, &Op::CreateDir)
+}
+
+fn create_git_with_hook(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    create_if_missing(fs, t, ran, &fresh(".git"))
+        && steps(
+            fs,
+            t,
+            ran,
+            &[
+                (fresh(r".git\hooks"), Op::CreateDir),
+                (fresh(r".git\hooks\pre-commit"), Op::CreateFile),
+            ],
+        )
+}
+
+fn create_claude_settings(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    create_if_missing(fs, t, ran, &fresh(".claude"))
+        && steps(
+            fs,
+            t,
+            ran,
+            &[(fresh(r".claude\settings.json"), Op::CreateFile)],
+        )
+}
+
+fn create_vscode_tasks(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    create_if_missing(fs, t, ran, &fresh(".vscode"))
+        && steps(
+            fs,
+            t,
+            ran,
+            &[(fresh(r".vscode\tasks.json"), Op::CreateFile)],
+        )
+}
+
+fn move_file_in_as_vscode_tasks(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    create_if_missing(fs, t, ran, &fresh(".vscode"))
+        && steps(
+            fs,
+            t,
+            ran,
+            &[
+                (fresh("tasks.tmp"), Op::CreateFile),
+                (
+                    fresh("tasks.tmp"),
+                    Op::RenameTo(fresh(r".vscode\tasks.json")),
+                ),
+            ],
+        )
+}
+
+/// Renames `dir` away if it exists (a placeholder), then creates it again with `file` inside.
+fn rename_away_and_recreate(
+    fs: &mut FsModel,
+    t: &TokenModel,
+    ran: &mut u32,
+    dir: &str,
+    file: &str,
+) -> bool {
+    if fs.exists(&fresh(dir)) {
+        *ran += 1;
+        if !fs.perform(t, &fresh(dir), &Op::RenameTo(fresh("moved-away"))) {
+            return false;
+        }
+    }
+    steps(
+        fs,
+        t,
+        ran,
+        &[(fresh(dir), Op::CreateDir), (fresh(file), Op::CreateFile)],
+    )
+}
+
+fn rename_claude_placeholder_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    rename_away_and_recreate(fs, t, ran, ".claude", r".claude\settings.json")
+}
+
+fn rename_vscode_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    rename_away_and_recreate(fs, t, ran, ".vscode", r".vscode\tasks.json")
+}
+
+fn re_acl_claude_placeholder_then_create(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    if fs.exists(&fresh(".claude")) {
+        let aces = vec![Ace::allow(
+            Sid::everyone(),
+            mask::FILE_ALL_ACCESS,
+            Inherit::TREE,
+        )];
+        *ran += 1;
+        if !fs.perform(t, &fresh(".claude"), &Op::SetDacl(aces)) {
+            return false;
+        }
+    }
+    create_claude_settings(fs, t, ran)
+}
+
+/// (name, attack, allowed by the new unelevated plan without `lock_protected_dacls`).
+const MISSING_NAME_ATTACKS: &[(&str, Attack, bool)] = &[
+    (
+        "create .git with a hook where none existed",
+        create_git_with_hook,
+        false,
+    ),
+    (
+        "create .claude\\settings.json where none existed",
+        create_claude_settings,
+        false,
+    ),
+    (
+        "create .vscode\\tasks.json where none existed",
+        create_vscode_tasks,
+        false,
+    ),
+    (
+        "move a file in as .vscode\\tasks.json",
+        move_file_in_as_vscode_tasks,
+        false,
+    ),
+    (
+        "rename the .claude placeholder away, recreate",
+        rename_claude_placeholder_and_recreate,
+        false,
+    ),
+    (
+        "rename .vscode away, recreate with tasks.json",
+        rename_vscode_and_recreate,
+        false,
+    ),
+    (
+        "re-ACL the .claude placeholder, then create",
+        re_acl_claude_placeholder_then_create,
+        true,
+    ),
+];
+
+/// Protected names that did not exist when the run started. Old: nothing stops their creation
+/// (the post-run check reports it afterwards). New: placeholders (`.git`, `.claude`) and
+/// no-new-files on `.vscode` ([`crate::placeholder`]). Each attack's positive control is the
+/// caller on the unplanned workspace; after the new plan the caller (your own tools) can still
+/// create `.claude\settings.json`, `.vscode\tasks.json` and run `git init` in the placeholder.
+#[test]
+fn missing_protected_names_old_plan_allows_placeholders_deny() {
+    let input = fresh_input();
+    let c = caps(&input.effective_roots(), 30);
+    let locked_opts = UnelevatedOptions {
+        lock_protected_dacls: true,
+        ..UnelevatedOptions::default()
+    };
+    let word = |b: bool| if b { "ALLOWED" } else { "denied" };
+    for (name, attack, default_allows) in MISSING_NAME_ATTACKS {
+        // Control: the caller, no plan.
+        let mut ctl = fresh_fs();
+        let mut ran = 0;
+        assert!(attack(&mut ctl, &caller(), &mut ran), "control: {name}");
+        // Unelevated, old: the plan without placeholders and guards.
+        let old_plan =
+            unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+        let t = unelevated_token(&old_plan);
+        let mut fs = fresh_fs();
+        fixture::apply(&mut fs, &old_unelevated_acl(&old_plan));
+        let mut ran = 0;
+        let un_old = attack(&mut fs, &t, &mut ran);
+        // Unelevated, new (and with the lock).
+        let mut un_new = Vec::new();
+        for opts in [UnelevatedOptions::default(), locked_opts] {
+            let mut fs = fresh_fs();
+            let (planned, _) = place(&mut fs, &input);
+            let plan = unelevated::plan(&planned, &c, opts, &me()).expect("plan");
+            fixture::apply(&mut fs, &plan.acl);
+            let mut ran = 0;
+            un_new.push(attack(&mut fs, &unelevated_token(&plan), &mut ran));
+            assert!(ran >= 1);
+            // The command still creates files at the top of the workspace and in src.
+            for x in [
+                "Cargo.lock",
+                r"src
+ew.rs",
+            ] {
+                assert!(fs.perform(&unelevated_token(&plan), &fresh(x), &Op::CreateFile));
+            }
+            // The caller's own tools still work in the placeholders (unless the attack made
+            // the file already).
+            for (x, op) in [
+                (r".claude\settings.json", Op::CreateFile),
+                (r".git\hooks", Op::CreateDir),
+                (r".vscode\tasks.json", Op::CreateFile),
+            ] {
+                assert!(
+                    fs.exists(&fresh(x)) || fs.perform(&caller(), &fresh(x), &op),
+                    "{name}: the caller creates {x}"
+                );
+            }
+        }
+        // Elevated, old (group grant, full account token) and new (per-caller plan).
+        let mut fs = fresh_fs();
+        fixture::apply(&mut fs, &run_acl(&input, &group()));
+        let mut ran = 0;
+        let el_old = attack(&mut fs, &old_elevated_token(), &mut ran);
+        let mut fs = fresh_fs();
+        let (planned, _) = place(&mut fs, &input);
+        let eplan = run_plan(&planned, &offline(), &c).expect("plan");
+        fixture::apply(&mut fs, &eplan.acl);
+        let mut ran = 0;
+        let el_new = attack(&mut fs, &new_elevated_token(&eplan.roots), &mut ran);
+        assert!(ran >= 1);
+        // The command still creates its own files at the top of the workspace.
+        assert!(fs.perform(
+            &new_elevated_token(&eplan.roots),
+            &fresh("Cargo.lock"),
+            &Op::CreateFile
+        ));
+        row!(
+            "unelevated | {name:<48} | old plan: {:<7} | new plan: {:<7} | new plan + lock_protected_dacls: {}",
+            word(un_old),
+            word(un_new[0]),
+            word(un_new[1])
+        );
+        row!(
+            "elevated   | {name:<48} | old plan: {:<7} | new plan: {}",
+            word(el_old),
+            word(el_new)
+        );
+        assert!(un_old && el_old, "{name}: the old plans allow it");
+        assert_eq!(un_new[0], *default_allows, "{name}: unelevated new plan");
+        assert!(!un_new[1], "{name}: the locked plan denies it");
+        assert!(!el_new, "{name}: elevated new plan denies it");
+    }
+}
+
+/// `stockade clean` after a run with placeholders (unelevated tier): every ACE Stockade added
+/// is gone, every placeholder it created and that is still empty is removed, the one you put a
+/// file in stays (without Stockade's ACEs), and the capability SIDs and records are forgotten.
+/// Old: there was no cleanup (ACEs and SIDs stayed; Codex hit the accumulation).
+#[test]
+fn clean_restores_acls_and_removes_empty_placeholders() {
+    let input = fresh_input();
+    let mut store = caps(&input.effective_roots(), 40);
+    let before = fresh_fs();
+    for user_adds_files in [false, true] {
+        let mut fs = fresh_fs();
+        let pp = crate::placeholder::plan(&input, |x| fs.exists(x));
+        assert!(store.record_placeholders(&pp) || user_adds_files);
+        let (planned, _) = place(&mut fs, &input);
+        let plan =
+            unelevated::plan(&planned, &store, UnelevatedOptions::default(), &me()).expect("plan");
+        fixture::apply(&mut fs, &plan.acl);
+        if user_adds_files {
+            assert!(fs.perform(&caller(), &fresh(r".claude\settings.json"), &Op::CreateFile));
+            assert!(fs.perform(&caller(), &fresh(r".vscode\tasks.json"), &Op::CreateFile));
+        }
+        // What the policy resolves at clean time: existing placeholders are existing protected
+        // paths now; what is still missing stays missing.
+        let mut now = input.clone();
+        now.protected_missing.retain(|m| !fs.exists(m));
+        for m in &input.protected_missing {
+            if fs.exists(m) {
+                now.protected.push(crate::input::PlannedWinPath {
+                    path: m.clone(),
+                    kind: crate::input::Kind::Dir,
+                    reason: "existing protected path".into(),
+                });
+            }
+        }
+        let undo_input = crate::placeholder::for_clean(&now, &store.no_new_files, |x| fs.exists(x));
+        let undo = unelevated::plan(&undo_input, &store, UnelevatedOptions::default(), &me())
+            .expect("plan");
+        for entry in undo.acl.iter().rev() {
+            let cur = fs.explicit_of(&entry.path).expect("planned path exists");
+            if let Some(new) = crate::ace::unmerge_explicit(&cur, &entry.aces) {
+                assert!(fs.replace_explicit(&entry.path, new));
+            }
+        }
+        let mut removed = 0;
+        for d in crate::placeholder::removal_order(&store.placeholders) {
+            if fs.exists(&d) && fs.perform(&caller(), &d, &Op::Delete) {
+                removed += 1;
+            }
+        }
+        for x in fs.paths() {
+            let explicit = fs.explicit_of(&x).unwrap_or_default();
+            let was = before.explicit_of(&x).unwrap_or_default();
+            assert_eq!(explicit, was, "{x}: Stockade ACEs left");
+            if let Some(b) = before.stored_dacl(&x) {
+                assert_eq!(fs.stored_dacl(&x), Some(b), "{x}");
+            }
+        }
+        if user_adds_files {
+            assert_eq!(removed, pp.create.len() - 2, "all but .claude and .vscode");
+            assert!(fs.exists(&fresh(r".claude\settings.json")));
+            assert!(fs.exists(&fresh(r".vscode\tasks.json")));
+        } else {
+            assert_eq!(removed, pp.create.len());
+            assert_eq!(
+                fs.paths(),
+                before.paths(),
+                "exactly the paths before the run"
+            );
+        }
+        assert!(store.forget(&input.effective_roots()));
+        assert!(store.placeholders.is_empty() && store.no_new_files.is_empty());
+        store = caps(&input.effective_roots(), 40);
+    }
+    // Old: no cleanup at all; the ACEs stay on every planned path.
+    let old_plan =
+        unelevated::plan(&input, &store, UnelevatedOptions::default(), &me()).expect("plan");
+    let mut fs = fresh_fs();
+    fixture::apply(&mut fs, &old_unelevated_acl(&old_plan));
+    let left = fs
+        .paths()
+        .iter()
+        .filter(|x| fs.stored_dacl(x) != before.stored_dacl(x))
+        .count();
+    assert!(left > 0);
+    row!(
+        "unelevated | {:<48} | old plan: {left} paths keep ACEs (no clean) | new plan: 0 left, empty placeholders removed, SIDs forgotten",
+        "stockade clean: ACEs, SIDs, placeholders"
+    );
+}
+
+/// The old/new table for the closing note of issue 15: every multi-step attack against the plans
+/// before issue 15 ("old") and the current ones ("new"), under the corrected access-check model.
+/// `cargo test -p stockade-windows attack_table -- --nocapture` prints it. Each attack's test
+/// asserts its expectation; this test re-runs them all and fails if any does.
+#[test]
+fn attack_table_old_plans_fail_new_plans_pass() {
+    ROWS.with(|r| r.borrow_mut().clear());
+    unelevated_attacks_old_plan_allows_new_plan_denies();
+    missing_protected_names_old_plan_allows_placeholders_deny();
+    hkcu_run_key_unelevated_is_open_elevated_is_closed();
+    processes_of_the_same_user_memory_writes_denied_token_duplication_allowed();
+    concurrent_sandboxes_old_default_dacl_allows_re_acl_new_denies();
+    clean_restores_acls_and_removes_empty_placeholders();
+    acl_apply_through_a_planted_junction_old_follows_new_refuses();
+    elevated_attacks_old_plan_allows_new_plan_denies();
+    elevated_another_callers_workspace_old_plan_allows_new_plan_denies();
+    elevated_cross_caller_read_and_delete_old_shared_account_allows_per_caller_denies();
+    elevated_stolen_capability_sids_old_shared_account_allows_per_caller_denies();
+    elevated_runner_old_default_dacl_allows_injection_new_self_dacl_denies();
+    let rows = ROWS.with(|r| r.borrow().clone());
+    assert!(rows.len() >= 30, "every attack produced its row");
+    println!(
+        "\n===== issue 15: multi-step attacks, old plans vs new plans (corrected model) ====="
+    );
+    for r in &rows {
+        println!("{r}");
+    }
+    println!("===== {} rows =====", rows.len());
+}
+
+/// A junction planted in a writable root before Stockade applies the plan (a concurrent
+/// sandbox of yours replaced `sub`, the parent of the protected `sub\.git`, by a junction to
+/// `C:\Users\me\Documents`). Old: ACEs applied by path (`SetNamedSecurityInfoW` follows the
+/// junction) land on your Documents, outside every root. New: every component beneath the root
+/// is checked first (`path::reparse_on_the_way`, what `win::acl::refuse_reparse` runs on the
+/// volume; the handle-based apply then also refuses a link swapped in later, which the Wine
+/// self-test `acl-through-unix-link` shows on the real code): the entry is refused, nothing lands
+/// outside.
+#[test]
+fn acl_apply_through_a_planted_junction_old_follows_new_refuses() {
+    let input = fixture::input();
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let roots = input.effective_roots();
+    let (link, target) = (ws("sub"), p(r"C:\Users\me\Documents"));
+    let follow = |x: &WinPath| -> WinPath {
+        if x.starts_with(&link) {
+            let rel = &x.as_string()[link.as_string().len()..];
+            p(&format!("{}{rel}", target.as_string()))
+        } else {
+            x.clone()
+        }
+    };
+    let mut results = Vec::new();
+    for new in [false, true] {
+        let mut fs = fixture::filesystem();
+        let before = fixture::filesystem();
+        let (mut outside, mut refused) = (0, 0);
+        for entry in &plan.acl {
+            if new && crate::path::reparse_on_the_way(&entry.path, &roots, |x| *x == link).is_some()
+            {
+                refused += 1;
+                continue;
+            }
+            let lands = if new {
+                entry.path.clone()
+            } else {
+                follow(&entry.path)
+            };
+            if fs.add_explicit(&lands, &entry.aces) && lands != entry.path {
+                outside += 1;
+            }
+        }
+        // Objects outside the roots whose DACL changed although no plan entry names them (or an
+        // ancestor of theirs, which propagates).
+        let planned: Vec<&WinPath> = plan.acl.iter().map(|e| &e.path).collect();
+        let changed_outside = fs
+            .paths()
+            .iter()
+            .filter(|x| {
+                !roots.iter().any(|r| x.starts_with(r)) && !planned.iter().any(|p| x.starts_with(p))
+            })
+            .filter(|x| fs.stored_dacl(x) != before.stored_dacl(x))
+            .count();
+        results.push((outside, refused, changed_outside));
+    }
+    let (old, new) = (results[0], results[1]);
+    assert!(
+        old.0 >= 1 && old.2 >= 1,
+        "old: ACEs land where the plan never meant"
+    );
+    assert_eq!((new.0, new.2), (0, 0), "new: nothing lands elsewhere");
+    assert!(
+        new.1 >= 1,
+        "new: the entries through the junction are refused"
+    );
+    row!(
+        "both       | {:<48} | old plan: ALLOWED ({} entries redirected, {} unplanned objects outside the roots re-ACLed) | new plan: denied ({} entries refused)",
+        "plant a junction, Stockade's ACLs follow it",
+        old.0,
+        old.2,
+        new.1
     );
 }

@@ -553,6 +553,31 @@ pub fn run_plan(
             }
         }
     }
+    // Missing protected files below a directory (`.vscode\tasks.json`): no new files there, and
+    // that directory and its ancestors below the root can be neither deleted nor renamed.
+    let chain = input.no_new_files_chain();
+    for c in chain
+        .iter()
+        .filter(|c| roots.iter().any(|(r, _)| c.path.starts_with(r)))
+    {
+        let no_files = input.no_new_files.iter().any(|d| d.path == c.path);
+        let m = if no_files {
+            mask::FILE_WRITE_DATA | mask::FILE_APPEND_DATA | mask::DELETE
+        } else {
+            mask::DELETE
+        };
+        acl.push(PathAces {
+            path: c.path.clone(),
+            kind: Kind::Dir,
+            aces: vec![Ace::deny(account.clone(), m, Inherit::NONE)],
+            reason: c.reason.clone(),
+        });
+        if let Some(parent) = c.path.parent() {
+            if !protected.iter().any(|q| q.path == parent) {
+                parents.insert(parent);
+            }
+        }
+    }
     for parent in parents {
         acl.push(PathAces {
             path: parent,

@@ -63,6 +63,9 @@ pub struct WinPlanInput {
     /// Protected entries that are symbolic links (their targets are in `protected`; ACLs set by
     /// path follow the link, so the link itself is not protected).
     pub protected_symlinks: Vec<WinPath>,
+    /// Directories in which the sandbox may create no new file, because a protected file below
+    /// them does not exist yet ([`crate::placeholder`]; empty unless placeholders were planned).
+    pub no_new_files: Vec<PlannedWinPath>,
     /// Paths that must not be readable.
     pub deny_read: Vec<PlannedWinPath>,
     /// Network mode.
@@ -112,6 +115,7 @@ impl WinPlanInput {
             protected: vec![],
             protected_missing: vec![],
             protected_symlinks: vec![],
+            no_new_files: vec![],
             deny_read: vec![],
             network: Network::Off,
             env: vec![],
@@ -216,6 +220,7 @@ mod from_policy {
                     .iter()
                     .map(|p| wp(p))
                     .collect::<Result<_, _>>()?,
+                no_new_files: vec![],
                 deny_read: plan
                     .deny_read
                     .iter()

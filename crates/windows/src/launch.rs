@@ -50,6 +50,15 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// A placeholder for a missing protected name could not be created.
+    #[error("cannot create the placeholder {path} for a missing protected name: {source}; create it yourself or remove the name from filesystem.protected_names")]
+    Placeholder {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A Win32 step failed.
     #[cfg(windows)]
     #[error(transparent)]
@@ -79,6 +88,29 @@ pub fn created_protected(
         .map(|p| format!("protected path {p} was created during the run; it was not protected while the command ran"))
         .collect();
     let denials = created
+        .iter()
+        .map(|p| stockade_policy::backend::Denial {
+            kind: "protected-created".into(),
+            target: p.as_string(),
+            message: None,
+        })
+        .collect();
+    (warnings, denials)
+}
+
+/// Placeholders ([`crate::placeholder`]) that were empty before the run and are not after it
+/// (`still_empty` false): the command got into one (in the unelevated tier, by re-ACLing it
+/// first). A warning and a `protected-created` denial each.
+pub fn written_placeholders(
+    empty_before: &[WinPath],
+    still_empty: impl Fn(&WinPath) -> bool,
+) -> (Vec<String>, Vec<stockade_policy::backend::Denial>) {
+    let written: Vec<&WinPath> = empty_before.iter().filter(|p| !still_empty(p)).collect();
+    let warnings = written
+        .iter()
+        .map(|p| format!("the placeholder {p} for a missing protected name was changed during the run (it is no longer an empty directory); check what is in it before a tool reads it"))
+        .collect();
+    let denials = written
         .iter()
         .map(|p| stockade_policy::backend::Denial {
             kind: "protected-created".into(),

@@ -12,6 +12,7 @@ pub mod env;
 pub mod firewall;
 pub mod input;
 pub mod path;
+pub mod placeholder;
 pub mod setup;
 pub mod sid;
 pub mod state;

@@ -245,6 +245,18 @@ pub fn components_below_root(path: &WinPath, roots: &[WinPath]) -> Vec<WinPath> 
     out
 }
 
+/// The first component of `path` beneath its writable root that `is_reparse` says is a
+/// junction or link (what `win::acl::refuse_reparse` refuses ACLs through), if any.
+pub fn reparse_on_the_way(
+    path: &WinPath,
+    roots: &[WinPath],
+    is_reparse: impl Fn(&WinPath) -> bool,
+) -> Option<WinPath> {
+    components_below_root(path, roots)
+        .into_iter()
+        .find(|c| is_reparse(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,15 @@ pub struct CapabilityStore {
     pub version: u32,
     /// Roots, in the order they were first seen.
     pub roots: Vec<RootCapability>,
+    /// Placeholder directories Stockade created for missing protected names
+    /// ([`crate::placeholder`]), recorded before they are created; `stockade clean` removes
+    /// those still empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placeholders: Vec<WinPath>,
+    /// Directories that carry a no-new-files ACE, so that `stockade clean` removes it even once
+    /// the protected file below them exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_new_files: Vec<WinPath>,
 }
 
 impl Default for CapabilityStore {
@@ -36,6 +45,8 @@ impl Default for CapabilityStore {
         CapabilityStore {
             version: STATE_VERSION,
             roots: Vec::new(),
+            placeholders: Vec::new(),
+            no_new_files: Vec::new(),
         }
     }
 }
@@ -107,11 +118,40 @@ impl CapabilityStore {
         Ok(changed)
     }
 
-    /// Drops the SIDs of `roots` (after their ACEs were removed). Returns true if it changed.
+    /// Drops the SIDs of `roots` (after their ACEs were removed) and the placeholder records
+    /// beneath them. Returns true if it changed.
     pub fn forget(&mut self, roots: &[WinPath]) -> bool {
-        let before = self.roots.len();
+        let before = (
+            self.roots.len(),
+            self.placeholders.len(),
+            self.no_new_files.len(),
+        );
         self.roots.retain(|r| !roots.contains(&r.root));
-        self.roots.len() != before
+        let under = |p: &WinPath| roots.iter().any(|r| p.starts_with(r));
+        self.placeholders.retain(|p| !under(p));
+        self.no_new_files.retain(|p| !under(p));
+        (
+            self.roots.len(),
+            self.placeholders.len(),
+            self.no_new_files.len(),
+        ) != before
+    }
+
+    /// Records a placeholder plan (before anything is created). Returns true if it changed.
+    pub fn record_placeholders(&mut self, pp: &crate::placeholder::PlaceholderPlan) -> bool {
+        let mut changed = false;
+        for (list, new) in [
+            (&mut self.placeholders, &pp.create),
+            (&mut self.no_new_files, &pp.no_new_files),
+        ] {
+            for p in new {
+                if !list.contains(p) {
+                    list.push(p.clone());
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     /// Parses the JSON form.

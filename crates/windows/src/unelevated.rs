@@ -239,7 +239,36 @@ pub fn plan(
             reason: p.reason.clone(),
         });
     }
-    acl.extend(metadata_guards(&protected, user, opts.lock_protected_dacls));
+    // Missing protected files below a directory (`.vscode\tasks.json`): no new files there for
+    // the sandbox (FILE_ADD_FILE is a write bit, so the restricting pass sees the deny).
+    for d in &input.no_new_files {
+        let sids: Vec<&Sid> = roots
+            .iter()
+            .filter(|(r, _)| d.path.starts_with(r) && d.path != *r)
+            .map(|(_, s)| s)
+            .collect();
+        if sids.is_empty() {
+            continue;
+        }
+        acl.push(PathAces {
+            path: d.path.clone(),
+            kind: Kind::Dir,
+            aces: sids
+                .into_iter()
+                .map(|s| {
+                    Ace::deny(
+                        s.clone(),
+                        mask::FILE_WRITE_DATA | mask::FILE_APPEND_DATA,
+                        Inherit::NONE,
+                    )
+                })
+                .collect(),
+            reason: d.reason.clone(),
+        });
+    }
+    let mut guarded = protected.clone();
+    guarded.extend(input.no_new_files_chain());
+    acl.extend(metadata_guards(&guarded, user, opts.lock_protected_dacls));
 
     let mut warnings = vec![
         "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents); use the elevated tier (`stockade setup`) for a boundary".to_string(),
@@ -262,7 +291,14 @@ pub fn plan(
         .cloned()
         .collect();
     for m in &check_after_run {
-        warnings.push(format!("protected path {m} does not exist; ACLs cannot stop its creation (checked after the run)"));
+        let guarded = m
+            .parent()
+            .is_some_and(|d| input.no_new_files.iter().any(|x| x.path == d));
+        if guarded {
+            warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory (a guardrail: a re-ACL first gets round it; checked after the run)"));
+        } else {
+            warnings.push(format!("protected path {m} does not exist; ACLs cannot stop its creation (no placeholder for it: checked after the run)"));
+        }
     }
 
     let env = sandbox_env(&input.env, input.temp_dir.as_ref(), input.network, true);

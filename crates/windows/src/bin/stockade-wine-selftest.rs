@@ -293,6 +293,21 @@ mod selftest {
         let _ = std::fs::write(&victim, b"v");
         let r = std::fs::remove_file(&victim);
         println!("delete-in-git {}", outcome(r));
+        // Protected names that did not exist: a placeholder `.claude`, no new entries in `.vscode`.
+        for (key, rel) in [
+            ("create-claude-settings", [".claude", "settings.json"]),
+            ("create-vscode-tasks", [".vscode", "tasks.json"]),
+        ] {
+            let f = root.join(rel[0]).join(rel[1]);
+            let r = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&f);
+            if r.is_ok() {
+                let _ = std::fs::remove_file(&f);
+            }
+            println!("{key} {}", outcome(r));
+        }
     }
 
     /// Tries to set (and at once deletes) a value under `HKCU\Software\Microsoft\Windows\
@@ -539,6 +554,19 @@ mod selftest {
                 });
             }
         }
+        // Missing protected names: the placeholder plan, created here as the run path does.
+        input.protected_missing = [".claude", r".vscode\tasks.json"]
+            .iter()
+            .filter_map(|r| root.join(r).ok())
+            .collect();
+        let pp =
+            stockade_windows::placeholder::plan(&input, |p| Path::new(&p.as_string()).exists());
+        for d in &pp.create {
+            if let Err(e) = std::fs::create_dir(d.as_string()) {
+                rep.fail("placeholder-dirs", format!("{d}: {e}"));
+            }
+        }
+        let input = input.with_placeholders(&pp);
         let mut caps = CapabilityStore::default();
         if let Err(e) = caps.ensure(&input.effective_roots(), || {
             random::bytes::<16>().unwrap_or([7; 16])
@@ -837,6 +865,16 @@ mod selftest {
                     rep.note("child-re-acl-git", format!("{} (by default the model predicts re-ACLing a protected path is allowed in this tier -- your own full control; `lock_protected_dacls` denies it)", get("re-acl-git")));
                     rep.expect_denied("child-mkdir-drive-root", &get("mkdir-drive-root"), held);
                     rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
+                    rep.expect_denied(
+                        "child-create-claude-settings",
+                        &get("create-claude-settings"),
+                        held,
+                    );
+                    rep.expect_denied(
+                        "child-create-vscode-tasks",
+                        &get("create-vscode-tasks"),
+                        held,
+                    );
                     rep.note("child-delete-in-git", format!("{} (the model predicts deleting a file inside a protected dir is allowed in this tier; this line answers it on a real host)", get("delete-in-git")));
                     rep.note("child-delete-outside", format!("{} (the access model predicts a write-restricted token can delete the caller's files; this line answers that on a real host)", get("delete-outside")));
                     rep.note("child-open-parent-vm-write", format!("{} (OpenProcess(VM_WRITE) from the restricted child on this unrestricted process of your session; the model denies it if your default DACL gives the logon SID read/execute only; `ok` on a real host means the child can write into your processes' memory, see docs/windows.md)", get("open-parent-vm-write")));
@@ -1154,6 +1192,62 @@ mod selftest {
             Ok(o) => rep.fail("backend-timeout", format!("unexpected outcome {o:?}")),
             Err(e) => rep.fail("backend-timeout", e),
         }
+        placeholder_lifecycle(rep, fx, &plan);
+    }
+
+    #[cfg(feature = "policy")]
+    /// The runs above had `.codex` missing: the run path must have made it an empty placeholder
+    /// directory (Stockade's own step, which Wine can show; its DACL is not) and `stockade clean`
+    /// (`backend::clean`) must remove it while it is empty, and keep it once it is not.
+    fn placeholder_lifecycle(rep: &mut Report, fx: &Fixture, plan: &stockade_policy::plan::Plan) {
+        let ph = fx.root.join(".codex");
+        let empty = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
+        if ph.is_dir() && empty(&ph) {
+            rep.ok("placeholder-create", format!("the run created the placeholder {} (an empty directory, recorded in capabilities.json) for the missing protected name before the command started", ph.display()));
+        } else {
+            rep.fail(
+                "placeholder-create",
+                format!("{} is not an empty directory after the run", ph.display()),
+            );
+            return;
+        }
+        match stockade_windows::backend::clean(plan) {
+            Ok(_) if !ph.exists() => rep.ok(
+                "placeholder-clean",
+                "stockade clean removed the empty placeholder it had created",
+            ),
+            Ok(m) => rep.fail(
+                "placeholder-clean",
+                format!("{} still exists after clean ({m})", ph.display()),
+            ),
+            Err(e) => rep.fail("placeholder-clean", e),
+        }
+        // Made again by a run, then used by you: clean leaves it (and what is in it) alone.
+        let cmd = stockade_policy::backend::Command {
+            program: "cmd.exe".into(),
+            args: vec!["/c".into(), "exit 0".into()],
+        };
+        use stockade_policy::backend::Backend;
+        let backend = stockade_windows::WindowsBackend::default();
+        let kept = backend
+            .run(plan, &cmd, &Default::default())
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                std::fs::write(ph.join("config.toml"), "# yours\n").map_err(|e| e.to_string())
+            })
+            .and_then(|_| stockade_windows::backend::clean(plan).map_err(|e| e.to_string()));
+        match kept {
+            Ok(_) if ph.join("config.toml").is_file() => rep.ok(
+                "placeholder-clean-keeps-used",
+                "a placeholder with a file in it is kept by clean, with the file",
+            ),
+            Ok(m) => rep.fail(
+                "placeholder-clean-keeps-used",
+                format!("the used placeholder is gone after clean ({m})"),
+            ),
+            Err(e) => rep.fail("placeholder-clean-keeps-used", e),
+        }
+        let _ = std::fs::remove_dir_all(&ph);
     }
 
     const NOT_VISIBLE: &str = "the created account is not visible to LookupAccountNameW";
@@ -1267,6 +1361,7 @@ mod selftest {
 
         // The runner protocol: CreateProcessWithLogonW + named pipe (runner SDDL) + runner's job.
         runner_protocol(rep);
+        elevated_command_probes(rep);
 
         // The whole setup, twice (idempotence), then uninstall.
         match setup::setup(&[]) {
@@ -1689,6 +1784,116 @@ mod selftest {
             Err(e) => rep.note("runner-protocol", format!("{e} (expected without `stockade setup`: the test uses a made-up password)")),
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The elevated tier's command token against the elevated tier's claims, on any host: the
+    /// runner (started without a logon, so as you; a real host's installed tier runs it as the
+    /// sandbox account) builds the write-restricted token of `elevated::run_token` for one
+    /// granted directory and starts `--child-report` in it; the child's report (written through
+    /// `cmd /c … > file` into the granted directory) says whether it could `mkdir` in the drive
+    /// root (what Users / Authenticated Users may do) and write an ungranted directory.
+    fn elevated_command_probes(rep: &mut Report) {
+        use stockade_windows::win::runner::{exchange, runner_pipe};
+        let base = std::env::temp_dir().join(format!("stockade-elev-probe-{}", std::process::id()));
+        let (dir, outside) = (base.join("granted"), base.join("outside"));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&outside);
+        let _ = std::fs::write(outside.join("victim.txt"), "keep\n");
+        let me = token::own_token()
+            .ok()
+            .and_then(|t| wsid::token_user(t.as_handle()).ok());
+        let cap = Sid::capability_from_random(random::bytes::<16>().unwrap_or([8; 16]));
+        let (Some(me), Ok(dir_path), Ok(outer)) = (
+            me,
+            WinPath::parse(&dir.to_string_lossy()),
+            Job::new(&Default::default()),
+        ) else {
+            rep.fail(
+                "elevated-command-probes",
+                "cannot read the caller's SID, the temp path or create a job",
+            );
+            return;
+        };
+        if let Err(e) = acl::apply(&stockade_windows::ace::PathAces {
+            path: dir_path.clone(),
+            kind: Kind::Dir,
+            aces: vec![stockade_windows::ace::Ace::allow(
+                cap.clone(),
+                stockade_windows::ace::mask::SANDBOX_MODIFY,
+                Inherit::TREE,
+            )],
+            reason: "elevated probe".into(),
+        }) {
+            rep.fail("elevated-command-probes", e);
+            return;
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        let report = dir.join("report.txt");
+        let inner = format!(
+            "{} > \"{}\"",
+            command_line(
+                &exe.to_string_lossy(),
+                &[
+                    "--child-report".into(),
+                    dir.to_string_lossy().into_owned(),
+                    outside.to_string_lossy().into_owned(),
+                ],
+            ),
+            report.display()
+        );
+        let request = stockade_windows::elevated::RunnerRequest {
+            command_line: format!("cmd.exe /s /c \"{inner}\""),
+            cwd: dir.to_string_lossy().into_owned(),
+            env: std::env::vars().collect(),
+            timeout_ms: Some(60_000),
+            max_memory: None,
+            max_processes: None,
+            token: stockade_windows::elevated::run_token(&[(dir_path, cap.clone())]),
+        };
+        let account = Sid::capability_from_random(random::bytes::<16>().unwrap_or([2; 16]));
+        let reply = (|| -> Result<stockade_windows::elevated::RunnerReply, String> {
+            let (name, server) = runner_pipe(&account, &me).map_err(|e| e.to_string())?;
+            let args = vec![stockade_windows::elevated::RUNNER_ARG.to_string(), name];
+            let child = process::spawn(
+                None,
+                &command_line(&exe.to_string_lossy(), &args),
+                None,
+                None,
+                process::Stdio::Handles([std::ptr::null_mut(); 3]),
+                &outer,
+            )
+            .map_err(|e| e.to_string())?;
+            exchange(server, &child.process, &request).map_err(|e| e.to_string())
+        })();
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        match reply {
+            Ok(r) if r.exit_code == Some(0) && !text.is_empty() => {
+                let get = |k: &str| {
+                    text.lines()
+                        .find_map(|l| l.trim_end().strip_prefix(&format!("{k} ")))
+                        .unwrap_or("<missing>")
+                        .to_string()
+                };
+                let sids: BTreeSet<Sid> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("restricted-sid "))
+                    .filter_map(|x| Sid::parse(x.trim()).ok())
+                    .collect();
+                let held = sids.contains(&cap) && !sids.contains(&Sid::users());
+                rep.expect_denied(
+                    "elevated-child-mkdir-drive-root",
+                    &get("mkdir-drive-root"),
+                    held,
+                );
+                rep.expect_denied("elevated-child-write-outside", &get("write-outside"), held);
+            }
+            Ok(r) => rep.fail(
+                "elevated-command-probes",
+                format!("reply {r:?}, report: {text:?}"),
+            ),
+            Err(e) => rep.fail("elevated-command-probes", e),
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     fn finish(rep: &Report) -> i32 {

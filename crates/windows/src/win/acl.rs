@@ -348,15 +348,45 @@ pub fn refuse_reparse(path: &WinPath, roots: &[WinPath]) -> Result<(), AclError>
     use windows_sys::Win32::Storage::FileSystem::{
         GetFileAttributesW, FILE_ATTRIBUTE_REPARSE_POINT, INVALID_FILE_ATTRIBUTES,
     };
-    for c in crate::path::components_below_root(path, roots) {
+    let is_reparse = |c: &WinPath| {
         let w = wide(&c.as_string());
         // SAFETY: `w` is NUL-terminated; GetFileAttributesW does not follow the final link.
         let a = unsafe { GetFileAttributesW(w.as_ptr()) };
-        if a != INVALID_FILE_ATTRIBUTES && a & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
-            return Err(AclError::ReparsePoint(c.as_string()));
+        a != INVALID_FILE_ATTRIBUTES && a & FILE_ATTRIBUTE_REPARSE_POINT != 0
+    };
+    match crate::path::reparse_on_the_way(path, roots, is_reparse) {
+        Some(c) => Err(AclError::ReparsePoint(c.as_string())),
+        None => Ok(()),
+    }
+}
+
+/// True if `p` is a directory (not a link) with nothing in it.
+pub fn is_empty_dir(p: &WinPath) -> bool {
+    let s = p.as_string();
+    std::fs::symlink_metadata(&s).is_ok_and(|m| m.is_dir() && !m.file_type().is_symlink())
+        && std::fs::read_dir(&s).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Removes the placeholders of `created` ([`crate::placeholder`]) that lie beneath `roots` and
+/// are still empty, deepest first, after checking every component beneath the root for reparse
+/// points; `RemoveDirectoryW` leaves a directory that is not empty alone. Returns how many went.
+pub fn remove_empty_placeholders(
+    created: &[WinPath],
+    roots: &[WinPath],
+) -> Result<usize, AclError> {
+    let mine: Vec<WinPath> = created
+        .iter()
+        .filter(|p| roots.iter().any(|r| p.starts_with(r) && *p != r))
+        .cloned()
+        .collect();
+    let mut removed = 0;
+    for d in crate::placeholder::removal_order(&mine) {
+        refuse_reparse(&d, roots)?;
+        if is_empty_dir(&d) && std::fs::remove_dir(d.as_string()).is_ok() {
+            removed += 1;
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Opens `path` for `READ_CONTROL | WRITE_DAC` without following a final reparse point, refuses

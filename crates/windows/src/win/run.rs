@@ -5,7 +5,7 @@ use super::process::{self, Stdio, Waited};
 use super::{acl, random, token, WinRunError};
 use crate::env::{command_line, env_block};
 use crate::input::WinPlanInput;
-use crate::launch::{created_protected, workspace_tag, RunError};
+use crate::launch::{created_protected, workspace_tag, written_placeholders, RunError};
 use crate::path::WinPath;
 use crate::state::CapabilityStore;
 use crate::unelevated::{self, UnelevatedOptions};
@@ -27,19 +27,11 @@ fn win_err(e: impl Into<WinRunError>) -> RunError {
     RunError::Win(e.into())
 }
 
-/// The unelevated tier's input and plan for `plan` (temp dir emptied, capability SIDs minted and
-/// saved), with the capability store and where it lives.
+/// The unelevated tier's input for `plan` (temp dir emptied, capability SIDs minted and saved),
+/// with the capability store and where it lives.
 fn prepare_unelevated(
     plan: &Plan,
-) -> Result<
-    (
-        WinPlanInput,
-        unelevated::UnelevatedPlan,
-        CapabilityStore,
-        std::path::PathBuf,
-    ),
-    RunError,
-> {
+) -> Result<(WinPlanInput, CapabilityStore, std::path::PathBuf), RunError> {
     let lad = std::env::var("LOCALAPPDATA").map_err(|_| RunError::NoLocalAppData)?;
     let state_dir = WinPath::parse(&lad)
         .map_err(|source| crate::input::InputError::Path {
@@ -93,19 +85,49 @@ fn prepare_unelevated(
             .as_string(),
     );
     let store = ensure_capabilities(&store_path, &input.effective_roots())?;
+    Ok((input, store, store_path))
+}
+
+/// [`prepare_unelevated`] with the placeholders created and planned (a run), or with every
+/// recorded placeholder and no-new-files directory planned so that all their ACEs go (`clean`).
+/// Also returns the placeholders that are empty now.
+#[allow(clippy::type_complexity)]
+fn prepare_with_placeholders(
+    plan: &Plan,
+    for_clean: bool,
+) -> Result<
+    (
+        WinPlanInput,
+        unelevated::UnelevatedPlan,
+        CapabilityStore,
+        std::path::PathBuf,
+        Vec<WinPath>,
+    ),
+    RunError,
+> {
+    let (input, mut store, store_path) = prepare_unelevated(plan)?;
+    let (planned, empty) = if for_clean {
+        let exists = |p: &WinPath| std::fs::symlink_metadata(p.as_string()).is_ok();
+        (
+            crate::placeholder::for_clean(&input, &store.no_new_files, exists),
+            Vec::new(),
+        )
+    } else {
+        make_placeholders(&input, &mut store, &store_path)?
+    };
     let me = {
         let own = token::own_token().map_err(win_err)?;
         super::sid::token_user(own.as_handle()).map_err(win_err)?
     };
-    let uplan = unelevated::plan(&input, &store, UnelevatedOptions::default(), &me)?;
-    Ok((input, uplan, store, store_path))
+    let uplan = unelevated::plan(&planned, &store, UnelevatedOptions::default(), &me)?;
+    Ok((planned, uplan, store, store_path, empty))
 }
 
 /// `stockade clean` for the unelevated tier: removes exactly the ACEs this workspace's plan adds
 /// (capability grants and denies, metadata guards) and forgets the capability SIDs. Returns the
 /// number of paths changed.
 pub fn clean_unelevated(plan: &Plan) -> Result<usize, RunError> {
-    let (input, uplan, mut store, store_path) = prepare_unelevated(plan)?;
+    let (input, uplan, mut store, store_path, _) = prepare_with_placeholders(plan, true)?;
     let roots = input.effective_roots();
     let mut changed = 0usize;
     for entry in uplan.acl.iter().rev() {
@@ -118,6 +140,7 @@ pub fn clean_unelevated(plan: &Plan) -> Result<usize, RunError> {
             Err(e) => return Err(win_err(e)),
         }
     }
+    changed += remove_placeholders(&store, &roots)?;
     if store.forget(&roots) {
         store.save(&store_path)?;
     }
@@ -132,7 +155,7 @@ pub fn run_unelevated(
     opts: &RunOptions,
 ) -> Result<RunOutcome, RunError> {
     let start = Instant::now();
-    let (input, uplan, _, _) = prepare_unelevated(plan)?;
+    let (input, uplan, _, _, empty_placeholders) = prepare_with_placeholders(plan, false)?;
 
     let mut changed = 0usize;
     for entry in &uplan.acl {
@@ -185,10 +208,13 @@ pub fn run_unelevated(
     drop(pty);
 
     let mut warnings = uplan.warnings.clone();
-    let (created, denials) = created_protected(&uplan.check_after_run, |p| {
+    let (created, mut denials) = created_protected(&uplan.check_after_run, |p| {
         std::path::Path::new(&p.as_string()).exists()
     });
     warnings.extend(created);
+    let (written, more) = written_placeholders(&empty_placeholders, acl::is_empty_dir);
+    warnings.extend(written);
+    denials.extend(more);
     if !opts.pass_fds.is_empty() {
         warnings.push(
             "pass_fds is ignored on Windows (only stdin, stdout and stderr are passed)".into(),
@@ -230,6 +256,63 @@ pub fn run_unelevated(
         denials,
         created: None,
     })
+}
+
+/// Creates the placeholders for the missing protected names ([`crate::placeholder`]), recorded
+/// in the store before any is created, and returns the input as planned with them and the
+/// placeholders that are empty directories now (checked again after the run). Each is created
+/// with `CreateDirectoryW` (which never follows a final link and fails if anything is there)
+/// below a parent whose every component beneath the root is checked for reparse points first.
+fn make_placeholders(
+    input: &WinPlanInput,
+    store: &mut CapabilityStore,
+    store_path: &std::path::Path,
+) -> Result<(WinPlanInput, Vec<WinPath>), RunError> {
+    let exists = |p: &WinPath| std::fs::symlink_metadata(p.as_string()).is_ok();
+    let pp = crate::placeholder::plan(input, exists);
+    let recorded_before = store.placeholders.clone();
+    if store.record_placeholders(&pp) {
+        store.save(store_path)?;
+    }
+    let roots = input.effective_roots();
+    let mut not_ours = Vec::new();
+    for c in &pp.create {
+        if let Some(parent) = c.parent() {
+            acl::refuse_reparse(&parent, &roots).map_err(win_err)?;
+        }
+        match std::fs::create_dir(c.as_string()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !recorded_before.contains(c) {
+                    not_ours.push(c.clone());
+                }
+            }
+            Err(source) => {
+                return Err(RunError::Placeholder {
+                    path: c.as_string(),
+                    source,
+                })
+            }
+        }
+    }
+    if !not_ours.is_empty() {
+        store.placeholders.retain(|p| !not_ours.contains(p));
+        store.save(store_path)?;
+    }
+    let planned = input.with_placeholders(&pp);
+    let empty: Vec<WinPath> = store
+        .placeholders
+        .iter()
+        .filter(|p| roots.iter().any(|r| p.starts_with(r)) && acl::is_empty_dir(p))
+        .cloned()
+        .collect();
+    Ok((planned, empty))
+}
+
+/// The placeholders Stockade created beneath `roots` that are still empty, removed (see
+/// [`acl::remove_empty_placeholders`]). Returns how many.
+fn remove_placeholders(store: &CapabilityStore, roots: &[WinPath]) -> Result<usize, RunError> {
+    acl::remove_empty_placeholders(&store.placeholders, roots).map_err(win_err)
 }
 
 /// The caller's capability SIDs for `roots`: loaded, minted for new roots and saved before any
@@ -345,7 +428,8 @@ pub fn run_elevated(
     let store_path = std::path::Path::new(&lad)
         .join("Stockade")
         .join("capabilities.json");
-    let store = ensure_capabilities(&store_path, &input.effective_roots())?;
+    let mut store = ensure_capabilities(&store_path, &input.effective_roots())?;
+    let (input, empty_placeholders) = make_placeholders(&input, &mut store, &store_path)?;
     let eplan = run_plan(&input, &account_sid, &store)?;
     let acl_plan = eplan.acl.clone();
     record_elevated_acl_paths(acl_plan.iter().map(|e| e.path.clone())).map_err(win_err)?;
@@ -400,10 +484,13 @@ pub fn run_elevated(
         .iter()
         .map(|l| format!("protected symlink {l}: its target is protected, the link itself is not (ACLs set by path follow links)"))
         .collect();
-    let (created, denials) = created_protected(&input.protected_missing, |p| {
+    let (created, mut denials) = created_protected(&input.protected_missing, |p| {
         std::path::Path::new(&p.as_string()).exists()
     });
     warnings.extend(created);
+    let (written, more) = written_placeholders(&empty_placeholders, acl::is_empty_dir);
+    warnings.extend(written);
+    denials.extend(more);
     warnings.push(format!("elevated tier: reads are not confined to the roots: the command can read whatever {account} (yours alone, a member of Users) may read on this machine"));
     if plan.network == NetworkMode::Off {
         warnings.push("network off: the firewall blocks the sandbox account's own connections; traffic that a Windows service makes for it (DNS client, SMB/UNC paths, WebDAV, BITS) is NOT blocked (neither firewall rules nor WFP filters see it)".into());

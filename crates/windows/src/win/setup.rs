@@ -504,6 +504,7 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
             }
             UninstallStep::DeleteGroup(g) => accounts::delete_group(g)?,
             UninstallStep::DeleteRecord => {
+                remove_recorded_placeholders()?;
                 for p in [
                     record_path(&caller),
                     secrets_path(),
@@ -519,6 +520,28 @@ pub fn uninstall() -> Result<Vec<UninstallStep>, WinSetupError> {
         }
     }
     Ok(steps)
+}
+
+/// Uninstall: the placeholders this caller's runs created (`capabilities.json`) that are still
+/// empty are removed, and the records of those that are gone dropped. The unelevated tier, if it
+/// is used again, makes them again.
+fn remove_recorded_placeholders() -> Result<(), WinSetupError> {
+    let path = env_dir("LOCALAPPDATA", r"C:\ProgramData").join("capabilities.json");
+    let state_err = |e: crate::state::StateError| WinSetupError::File {
+        action: "use",
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut store = crate::state::CapabilityStore::load(&path).map_err(state_err)?;
+    if store.placeholders.is_empty() {
+        return Ok(());
+    }
+    let roots: Vec<crate::path::WinPath> = store.roots.iter().map(|r| r.root.clone()).collect();
+    super::acl::remove_empty_placeholders(&store.placeholders, &roots)?;
+    store
+        .placeholders
+        .retain(|p| std::fs::symlink_metadata(p.as_string()).is_ok());
+    store.save(&path).map_err(state_err)
 }
 
 /// Re-launches this executable elevated (UAC prompt) with `args`, waits, and returns its exit
