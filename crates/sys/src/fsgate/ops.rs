@@ -248,8 +248,9 @@ fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Fast, Fail> {
         raw::ftruncate(fd.as_raw_fd())?;
     }
     if flags & libc::O_NONBLOCK == 0 {
-        let fl = raw::getfl(fd.as_raw_fd())?;
-        raw::setfl(fd.as_raw_fd(), fl & !libc::O_NONBLOCK)?;
+        // The descriptor's status flags are exactly `fl` (just opened here; `open` ignores
+        // `O_ASYNC`, which `F_SETFL` would turn on): no `F_GETFL` needed.
+        raw::setfl(fd.as_raw_fd(), fl & !(libc::O_NONBLOCK | libc::O_ASYNC))?;
     }
     Ok(Fast::Done(Answer::Fd {
         fd,

@@ -387,8 +387,24 @@ pub(super) fn resolve(ctx: &mut Ctx<'_>, base: Base, path: &[u8]) -> R<Target> {
 /// directory with no rewriting involved? Then the second is a [`sibling`] of the first
 /// (`rename("tmp", "file")`, the common atomic-write pattern): one resolution, not two.
 pub(super) fn same_parent(a: &[u8], b: &[u8]) -> bool {
-    let rewritten = |p: &[u8]| matches!(components(p).next(), Some((b"proc" | b"dev", _)));
     !a.is_empty() && !b.is_empty() && !rewritten(a) && !rewritten(b) && split(a).0 == split(b).0
+}
+
+/// Might [`rewrite`] change `path`? Exactly the absolute paths it looks at: `/proc/...`,
+/// `/dev/fd/...` and `/dev/stdin|stdout|stderr` (however spelled: `//dev/./fd`); `/dev/shm/x`
+/// and relative paths are never rewritten.
+fn rewritten(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    let mut comps = components(path);
+    match (comps.next(), comps.next()) {
+        (Some((b"proc", _)), _) => true,
+        (Some((b"dev", _)), Some((c, _))) => {
+            matches!(c, b"fd" | b"stdin" | b"stdout" | b"stderr")
+        }
+        _ => false,
+    }
 }
 
 /// The final name of `path` in the directory of `first` (see [`same_parent`]).
@@ -513,6 +529,11 @@ mod tests {
         assert!(!same_parent(b"/proc/self/fd/3", b"/proc/self/fd/3/"));
         assert!(!same_parent(b"//dev/fd/3/a", b"//dev/fd/3/b"));
         assert!(!same_parent(b"", b"b"));
+        assert!(same_parent(b"/dev/shm/a", b"/dev/shm/b"));
+        assert!(!same_parent(b"/dev/stdout", b"/dev/stderr"));
+        assert!(!same_parent(b"/dev/./fd/3/a", b"/dev/fd/3/b"));
+        assert!(!same_parent(b"//proc/self/a", b"//proc/self/b"));
+        assert!(same_parent(b"proc/a", b"proc/b"));
     }
 
     #[test]
