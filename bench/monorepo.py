@@ -14,7 +14,17 @@ alike; each is started with posix_spawn, reaped with waitpid and timed with a mo
 
 Targets (issue 13): big/empty <= 1.2x warm, <= 1.5x first run; git status inside/bare likewise.
 
+Two layouts (`--layout`):
+* `ignored` (default): each package's dependencies under `node_modules/` (ignored by
+  `.gitignore`, as a JavaScript monorepo has them): git status walks only the tracked sources;
+* `tracked`: the same directories as vendored third-party sources that git tracks
+  (`packages/pkgN/third_party/depM/...`, one small tracked file in every directory, no
+  `.gitignore`): git status examines every directory and every file of the tree (an lstat per
+  tracked file, a listing per directory for untracked files), like a large monorepo with its
+  dependencies committed.
+
     python3 bench/monorepo.py [--stockade target/release/stockade] [--dirs 220000] [--runs 21]
+                              [--layout ignored|tracked]
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -37,9 +47,13 @@ def git(cwd, *args):
                         "GIT_COMMITTER_EMAIL": "b@b"})
 
 
-def generate(ws, dirs):
+def generate(ws, dirs, layout="ignored"):
     """~`dirs` directories: packages/pkgN/{src,node_modules/depM/{lib/x/y,dist/esm,test,docs,src/util}},
-    a tracked source file per package, node_modules ignored, nested repositories at depth 4."""
+    a tracked source file per package, node_modules ignored, nested repositories at depth 4.
+    `layout="tracked"`: `third_party` instead of `node_modules`, a tracked file in every
+    directory, nothing ignored."""
+    tracked = layout == "tracked"
+    deps_dir = "third_party" if tracked else "node_modules"
     per_dep = ["lib", "lib/x", "lib/x/y", "dist", "dist/esm", "test", "docs", "src", "src/util", "types"]
     deps = 100
     per_pkg = 2 + deps * (1 + len(per_dep))
@@ -52,15 +66,19 @@ def generate(ws, dirs):
             f.write(f"module.exports = {p};\n")
         made += 2
         for d in range(deps):
-            dep = os.path.join(pkg, "node_modules", f"dep{d}")
+            dep = os.path.join(pkg, deps_dir, f"dep{d}")
             for sub in per_dep:
                 os.makedirs(os.path.join(dep, sub), exist_ok=True)
+                if tracked:
+                    with open(os.path.join(dep, sub, "index.js"), "w") as f:
+                        f.write(f"// {p}/{d}/{sub}\n")
             with open(os.path.join(dep, "package.json"), "w") as f:
                 f.write('{"name":"dep%d"}\n' % d)
             made += 1 + len(per_dep)
         made += 1
-    with open(os.path.join(ws, ".gitignore"), "w") as f:
-        f.write("node_modules/\n")
+    if not tracked:
+        with open(os.path.join(ws, ".gitignore"), "w") as f:
+            f.write("node_modules/\n")
     git(ws, "init", "-q", "-b", "main")
     git(ws, "add", "-A")
     git(ws, "commit", "-qm", "monorepo")
@@ -88,6 +106,8 @@ def main():
     ap.add_argument("--first-runs", type=int, default=7)
     ap.add_argument("--walk-runs", type=int, default=3, help="samples with --write-gate off (slow)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--layout", choices=["ignored", "tracked"], default="ignored",
+                    help="node_modules-like dependencies ignored by git, or tracked (see above)")
     ap.add_argument("--json")
     a = ap.parse_args()
     stockade = os.path.abspath(a.stockade)
@@ -101,8 +121,8 @@ def main():
         os.makedirs(d)
     git(empty, "init", "-q", "-b", "main")
     t0 = time.time()
-    n = generate(big, a.dirs)
-    print(f"generated {n} directories in {time.time() - t0:.0f} s", file=sys.stderr)
+    n = generate(big, a.dirs, a.layout)
+    print(f"generated {n} directories ({a.layout} layout) in {time.time() - t0:.0f} s", file=sys.stderr)
     base_env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
     # One warm state directory per workspace, as a user's runs in two projects would have.
     warm_envs = {ws: {**base_env, "XDG_STATE_HOME": os.path.join(states, "warm-" + os.path.basename(ws))}
@@ -174,7 +194,7 @@ def main():
               f"({extra:.2f} ms vs {med['empty /bin/true']:.2f} ms)")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"dirs": n, "median_ms": med, "ratios": out, "samples_ms": times}, f, indent=1)
+            json.dump({"dirs": n, "layout": a.layout, "median_ms": med, "ratios": out, "samples_ms": times}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,20 @@
 //! `git.mode = "commit"`: an empty directory runs nothing; see that function).
 //!
 //! # How a call is served
-//! [`serve`] starts a pool of workers (2 × CPUs, at least 4: a parallel build is not
-//! serialised); one at a time waits in `SECCOMP_IOCTL_NOTIF_RECV` (the kernel wakes every
-//! waiter of a listener, so the pool takes turns through a mutex instead of paying a
-//! thundering herd per call). For each notification the worker:
+//! [`serve`] starts one worker; more (up to [`ServeConfig::workers`], by default 2 × CPUs, at
+//! least 4: a parallel build is not serialised) start only when calls pile up. One thread at a
+//! time holds the *lead*: it waits in `SECCOMP_IOCTL_NOTIF_RECV` (the kernel wakes every waiter
+//! of a listener, so only one waits there) and, when nothing else is waiting (`poll` of the
+//! listener right after the receive: no `POLLIN`), serves the call itself and goes back to
+//! `RECV` — no other thread is woken, and with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` the caller
+//! and this thread take turns on the caller's CPU. When another call is already waiting, the
+//! lead passes (before the call is served) to an idle worker, or to a new one below the bound,
+//! and the worker waits for the lead again once it has answered. Calls that may block for long
+//! (a FIFO opened for writing, a blocking connect) go to the blocking pool. Correctness never
+//! depends on the lead: two threads in `RECV` would each get a different notification. A call
+//! the kernel keeps waiting inside the supervisor (a lease being broken, a hung network
+//! filesystem) holds up the calls behind it until it returns, unless they had piled up before
+//! it was received. For each notification the worker:
 //! 1. reads the path argument(s) **once** (`process_vm_readv`, page by page so a string that
 //!    ends just before an unmapped page is read whole, at most `PATH_MAX`; a bad pointer is
 //!    answered `EFAULT`), and the other memory arguments (times, xattr values, addresses) once;
@@ -257,7 +267,8 @@ pub enum Denial {
 /// How many threads serve the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeConfig {
-    /// Threads blocking in `SECCOMP_IOCTL_NOTIF_RECV` ([`default_workers`] when unsure).
+    /// At most this many threads serve calls ([`default_workers`] when unsure). One starts with
+    /// [`serve`]; another only when calls pile up (see *How a call is served*).
     pub workers: usize,
     /// Extra threads for calls that may block for long (a FIFO opened for writing, a blocking
     /// connect); beyond that many at once such a call fails with `EAGAIN`.
@@ -287,16 +298,22 @@ pub enum GateError {
     Start(String),
 }
 
-/// The running supervisor: its worker threads.
+/// The running supervisor: its worker threads (started on demand, so the list grows).
 pub struct Supervisor {
-    threads: Vec<std::thread::JoinHandle<()>>,
+    threads: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
 }
 
 impl Supervisor {
-    /// Wait until every worker has finished (every process holding the filter is gone).
+    /// Wait until every worker has finished (every process holding the filter is gone). A worker
+    /// records any worker it starts before it can finish itself, so the list is whole once the
+    /// last one joined has ended.
     pub fn join(self) {
-        for t in self.threads {
-            let _ = t.join();
+        loop {
+            let next = self.threads.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match next {
+                Some(t) => drop(t.join()),
+                None => return,
+            }
         }
     }
 }
@@ -304,11 +321,12 @@ impl Supervisor {
 /// Where refusals go (connect and filesystem alike).
 pub type Sink = Arc<dyn Fn(Denial) + Send + Sync>;
 
-/// Serve `listener` with `cfg.workers` threads until every process holding the filter is gone.
-/// `connect` notifications are decided by `connect` exactly as [`crate::sockets::Gate`] does.
-/// Returns at once; [`Supervisor::join`] waits for the end. Each worker thread unshares its
-/// filesystem context (`unshare(CLONE_FS)`: its own cwd for unix socket binds, umask 0 so the
-/// caller's umask is the only one applied); the rest of the process is not affected.
+/// Serve `listener` with up to `cfg.workers` threads until every process holding the filter is
+/// gone: one starts now, more when calls pile up. `connect` notifications are decided by
+/// `connect` exactly as [`crate::sockets::Gate`] does. Returns at once; [`Supervisor::join`]
+/// waits for the end. Each worker thread unshares its filesystem context
+/// (`unshare(CLONE_FS)`: its own cwd for unix socket binds, umask 0 so the caller's umask is
+/// the only one applied); the rest of the process is not affected.
 pub fn serve(
     listener: OwnedFd,
     judge: Arc<dyn Judge>,
@@ -318,44 +336,132 @@ pub fn serve(
 ) -> Result<Supervisor, GateError> {
     // Best effort (a speed-up only; see `notif::set_sync_wakeup`).
     let _ = notif::set_sync_wakeup(listener.as_raw_fd());
+    // This process's own descriptor directory, opened here (by the process that serves: a
+    // descriptor inherited across a fork would name the parent's table).
+    let self_fd = raw::openat(
+        libc::AT_FDCWD,
+        c"/proc/self/fd",
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )
+    .map_err(|e| GateError::Start(format!("opening /proc/self/fd: errno {e}")))?;
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let shared = Arc::new(Shared {
         listener,
+        self_fd,
         judge,
         connect,
         sink,
         blocking: AtomicUsize::new(0),
         max_blocking: cfg.blocking,
-        recv_lock: std::sync::Mutex::new(()),
+        max_workers: cfg.workers.max(1),
+        lead: std::sync::Mutex::new(Lead {
+            taken: true,
+            idle: 0,
+            started: 1,
+        }),
+        lead_cv: std::sync::Condvar::new(),
+        threads: Arc::clone(&threads),
         umasks: umask::Umasks::default(),
     });
-    let mut threads = Vec::with_capacity(cfg.workers.max(1));
-    for i in 0..cfg.workers.max(1) {
-        let sh = Arc::clone(&shared);
-        let t = std::thread::Builder::new()
-            .name(format!("gate-{i}"))
-            .stack_size(256 * 1024)
-            .spawn(move || worker(&sh))
-            .map_err(|e| GateError::Start(format!("starting worker thread {i}: {e}")))?;
-        threads.push(t);
-    }
+    shared.start_worker(0)?;
     Ok(Supervisor { threads })
+}
+
+/// Who serves: one thread at a time holds the lead (waits in `NOTIF_RECV`, then serves what it
+/// received); the others wait for it (see *How a call is served*).
+struct Lead {
+    /// A thread holds the lead.
+    taken: bool,
+    /// Threads waiting for the lead.
+    idle: usize,
+    /// Worker threads started (at most `max_workers`).
+    started: usize,
 }
 
 /// What every worker shares.
 pub(crate) struct Shared {
     listener: OwnedFd,
+    /// `/proc/self/fd` of this process (`O_PATH`): real paths and reopens of the supervisor's
+    /// own descriptors without walking `/proc/self` each time.
+    self_fd: OwnedFd,
     judge: Arc<dyn Judge>,
     connect: SocketPolicy,
     sink: Sink,
     blocking: AtomicUsize,
     max_blocking: usize,
-    recv_lock: std::sync::Mutex<()>,
+    max_workers: usize,
+    lead: std::sync::Mutex<Lead>,
+    lead_cv: std::sync::Condvar,
+    threads: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
     umasks: umask::Umasks,
 }
 
 impl Shared {
     fn fd(&self) -> RawFd {
         self.listener.as_raw_fd()
+    }
+
+    /// Start worker `i`, which begins holding the lead (its `Lead` entry is counted already).
+    fn start_worker(self: &Arc<Self>, i: usize) -> Result<(), GateError> {
+        let sh = Arc::clone(self);
+        let t = std::thread::Builder::new()
+            .name(format!("gate-{i}"))
+            .stack_size(256 * 1024)
+            .spawn(move || worker(&sh))
+            .map_err(|e| GateError::Start(format!("starting worker thread {i}: {e}")))?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t);
+        Ok(())
+    }
+
+    fn lead(&self) -> std::sync::MutexGuard<'_, Lead> {
+        self.lead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Give up the lead while serving a call: to a waiting thread, or to a new one while fewer
+    /// than `max_workers` run; at the bound, to whichever thread finishes first.
+    fn hand_on(self: &Arc<Self>) {
+        let mut l = self.lead();
+        l.taken = false;
+        if l.idle > 0 {
+            self.lead_cv.notify_one();
+            return;
+        }
+        if l.started >= self.max_workers {
+            return;
+        }
+        l.started += 1;
+        l.taken = true;
+        let i = l.started - 1;
+        drop(l);
+        if self.start_worker(i).is_err() {
+            // No thread: the lead goes back to whoever finishes first.
+            let mut l = self.lead();
+            l.started -= 1;
+            l.taken = false;
+            self.lead_cv.notify_one();
+        }
+    }
+
+    /// Wait for the lead (after serving a call without it).
+    fn take_lead(&self) {
+        let mut l = self.lead();
+        l.idle += 1;
+        while l.taken {
+            l = self.lead_cv.wait(l).unwrap_or_else(|e| e.into_inner());
+        }
+        l.idle -= 1;
+        l.taken = true;
+    }
+
+    /// Give up the lead for good (this worker ends): the next one sees the end in turn.
+    fn leave(&self) {
+        let mut l = self.lead();
+        l.taken = false;
+        self.lead_cv.notify_one();
     }
 
     /// The caller's umask (see [`umask`]).
@@ -438,25 +544,30 @@ fn worker(sh: &Arc<Shared>) {
     }
     let mut pids = PidCache::default();
     let mut n = Notif::default();
+    // This thread holds the lead: it was started holding it, or took it in `take_lead`.
     loop {
-        // One thread at a time waits in RECV (leader/followers): the kernel wakes every waiter
-        // of the listener for each notification, so a pool all blocked in RECV would pay a
-        // thundering herd on every call; a futex hands the RECV to exactly one follower.
-        let received = {
-            let _leader = sh.recv_lock.lock().unwrap_or_else(|e| e.into_inner());
-            notif::recv(sh.fd(), &mut n)
-        };
-        match received {
+        match notif::recv(sh.fd(), &mut n) {
             Ok(()) => {}
             Err(libc::EINTR) => continue,
             // ENOENT: a notification withdrawn (its caller interrupted) or no filter user left.
-            Err(_) if raw::hung_up(sh.listener.as_fd()) => return,
+            Err(_) if raw::hung_up(sh.listener.as_fd()) => return sh.leave(),
             Err(libc::ENOENT) => continue,
-            Err(_) => return,
+            Err(_) => return sh.leave(),
         }
-        let mut ctx = Ctx::new(sh.fd(), n, &mut pids);
+        // Another call is already waiting: someone else receives it while this one is served.
+        // Otherwise this thread serves the call and goes back to RECV itself, and no other
+        // thread is woken (with the synchronous wake-up the caller and this thread just take
+        // turns on one CPU).
+        let piled_up = raw::readable(sh.listener.as_fd());
+        if piled_up {
+            sh.hand_on();
+        }
+        let mut ctx = Ctx::new(sh.fd(), sh.self_fd.as_raw_fd(), n, &mut pids);
         let a = dispatch(sh, &mut ctx, private_fs);
         sh.answer(n.id, a);
+        if piled_up {
+            sh.take_lead();
+        }
     }
 }
 

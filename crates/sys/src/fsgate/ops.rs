@@ -96,9 +96,9 @@ fn name_arg(ctx: &mut Ctx<'_>, dirfd: i32, i: usize) -> Result<Target, Fail> {
     Ok(t)
 }
 
-fn real_of(fd: RawFd) -> R<PathBuf> {
+fn real_of(ctx: &Ctx<'_>, fd: RawFd) -> R<PathBuf> {
     let mut b = Vec::with_capacity(128);
-    path::real_path(fd, &mut b)?;
+    path::real_path(ctx.self_fd, fd, &mut b)?;
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&b)))
 }
 
@@ -197,7 +197,7 @@ fn open_at(sh: &Shared, ctx: &mut Ctx<'_>, t: Target, flags: i32, mode: u32) -> 
             return Err(Fail::Errno(libc::EEXIST));
         }
         let real = if t.dot {
-            real_of(f.as_raw_fd())?
+            real_of(ctx, f.as_raw_fd())?
         } else {
             t.path
         };
@@ -248,8 +248,9 @@ fn open_regular(sh: &Shared, t: &Target, flags: i32) -> Result<Fast, Fail> {
         raw::ftruncate(fd.as_raw_fd())?;
     }
     if flags & libc::O_NONBLOCK == 0 {
-        let fl = raw::getfl(fd.as_raw_fd())?;
-        raw::setfl(fd.as_raw_fd(), fl & !libc::O_NONBLOCK)?;
+        // The descriptor's status flags are exactly `fl` (just opened here; `open` ignores
+        // `O_ASYNC`, which `F_SETFL` would turn on): no `F_GETFL` needed.
+        raw::setfl(fd.as_raw_fd(), fl & !(libc::O_NONBLOCK | libc::O_ASYNC))?;
     }
     Ok(Fast::Done(Answer::Fd {
         fd,
@@ -341,7 +342,7 @@ fn reopen(ctx: &Ctx<'_>, f: OwnedFd, st: &libc::stat, flags: i32) -> Out {
             fifo_open(listener, (id, tid), f, fl, cloexec)
         })));
     }
-    let fd = raw::openat(libc::AT_FDCWD, ProcPath::fd(f.as_raw_fd()).c(), fl, 0)?;
+    let fd = raw::openat(ctx.self_fd, ProcPath::fd_num(f.as_raw_fd()).c(), fl, 0)?;
     Ok(Answer::Fd { fd, cloexec })
 }
 
@@ -421,7 +422,7 @@ fn reopen_caller_fd(sh: &Shared, ctx: &mut Ctx<'_>, n: i32, flags: i32) -> Out {
         return Err(Fail::Errno(libc::EEXIST));
     }
     let st = raw::fstat(g.as_raw_fd())?;
-    let real = real_of(g.as_raw_fd())?;
+    let real = real_of(ctx, g.as_raw_fd())?;
     if real.as_os_str().as_bytes().first() == Some(&b'/') {
         return open_existing(sh, ctx, g, &st, &real, flags);
     }
@@ -443,7 +444,7 @@ fn caller_tty(sh: &Shared, ctx: &mut Ctx<'_>, flags: i32) -> Out {
         let Ok(g) = ctx.take_fd(fd) else { continue };
         match raw::fstat(g.as_raw_fd()) {
             Ok(st) if is(&st, libc::S_IFCHR) && st.st_rdev == dev => {
-                let real = real_of(g.as_raw_fd())?;
+                let real = real_of(ctx, g.as_raw_fd())?;
                 judge(
                     sh,
                     FsOp::OpenWrite {
@@ -462,7 +463,7 @@ fn caller_tty(sh: &Shared, ctx: &mut Ctx<'_>, flags: i32) -> Out {
         let g = raw::openat(libc::AT_FDCWD, &pts, libc::O_PATH, 0)?;
         let st = raw::fstat(g.as_raw_fd())?;
         if is(&st, libc::S_IFCHR) && st.st_rdev == dev {
-            let real = real_of(g.as_raw_fd())?;
+            let real = real_of(ctx, g.as_raw_fd())?;
             judge(
                 sh,
                 FsOp::OpenWrite {
@@ -654,7 +655,7 @@ fn object(ctx: &mut Ctx<'_>, base: Base, path: Vec<u8>, follow: bool) -> Result<
                     return Err(Fail::Gone);
                 }
                 let st = raw::fstat(fd.as_raw_fd())?;
-                let path = real_of(fd.as_raw_fd())?;
+                let path = real_of(ctx, fd.as_raw_fd())?;
                 return Ok(Object { fd, path, st });
             }
             if follow {
@@ -666,7 +667,7 @@ fn object(ctx: &mut Ctx<'_>, base: Base, path: Vec<u8>, follow: bool) -> Result<
             }
         }
         let path = if t.dot {
-            real_of(f.as_raw_fd())?
+            real_of(ctx, f.as_raw_fd())?
         } else {
             t.path
         };
@@ -693,7 +694,7 @@ fn target_object(
             return Err(Fail::Gone);
         }
         let st = raw::fstat(fd.as_raw_fd())?;
-        let path = real_of(fd.as_raw_fd())?;
+        let path = real_of(ctx, fd.as_raw_fd())?;
         Ok(Object { fd, path, st })
     };
     let Some(i) = path_arg else {

@@ -29,15 +29,18 @@ pub(super) struct PidCache {
 /// One notification being served.
 pub(super) struct Ctx<'a> {
     pub(super) listener: RawFd,
+    /// The supervisor's `/proc/self/fd` (see [`real_path`]).
+    pub(super) self_fd: RawFd,
     pub(super) n: Notif,
     pids: &'a mut PidCache,
     tgid: Option<u32>,
 }
 
 impl<'a> Ctx<'a> {
-    pub(super) fn new(listener: RawFd, n: Notif, pids: &'a mut PidCache) -> Self {
+    pub(super) fn new(listener: RawFd, self_fd: RawFd, n: Notif, pids: &'a mut PidCache) -> Self {
         Ctx {
             listener,
+            self_fd,
             n,
             pids,
             tgid: None,
@@ -337,9 +340,11 @@ fn relative(rest: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The real path of the supervisor's descriptor `fd` (`/proc/self/fd/N`), into `out`.
-pub(super) fn real_path(fd: RawFd, out: &mut Vec<u8>) -> R<()> {
-    raw::readlinkat(libc::AT_FDCWD, ProcPath::fd(fd).c(), out, PATH_MAX)
+/// The real path of the supervisor's descriptor `fd` (its `/proc/self/fd/N`, read relative to
+/// `self_fd`, the supervisor's `/proc/self/fd` held open: the same magic link without the walk
+/// of `/proc/self` per call), into `out`.
+pub(super) fn real_path(self_fd: RawFd, fd: RawFd, out: &mut Vec<u8>) -> R<()> {
+    raw::readlinkat(self_fd, ProcPath::fd_num(fd).c(), out, PATH_MAX)
 }
 
 fn cstring(b: &[u8]) -> R<CString> {
@@ -358,7 +363,7 @@ pub(super) fn resolve(ctx: &mut Ctx<'_>, base: Base, path: &[u8]) -> R<Target> {
     let (parent, name) = split(&path);
     let dir = open_parent(ctx, base, parent)?;
     let mut real = Vec::with_capacity(128);
-    real_path(dir.as_raw_fd(), &mut real)?;
+    real_path(ctx.self_fd, dir.as_raw_fd(), &mut real)?;
     let procfs = raw::fstatfs_type(dir.as_raw_fd())? == PROC_SUPER_MAGIC;
     if procfs && !beneath_caller_proc(ctx, &real)? {
         return Err(libc::EACCES);
@@ -382,8 +387,24 @@ pub(super) fn resolve(ctx: &mut Ctx<'_>, base: Base, path: &[u8]) -> R<Target> {
 /// directory with no rewriting involved? Then the second is a [`sibling`] of the first
 /// (`rename("tmp", "file")`, the common atomic-write pattern): one resolution, not two.
 pub(super) fn same_parent(a: &[u8], b: &[u8]) -> bool {
-    let rewritten = |p: &[u8]| matches!(components(p).next(), Some((b"proc" | b"dev", _)));
     !a.is_empty() && !b.is_empty() && !rewritten(a) && !rewritten(b) && split(a).0 == split(b).0
+}
+
+/// Might [`rewrite`] change `path`? Exactly the absolute paths it looks at: `/proc/...`,
+/// `/dev/fd/...` and `/dev/stdin|stdout|stderr` (however spelled: `//dev/./fd`); `/dev/shm/x`
+/// and relative paths are never rewritten.
+fn rewritten(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    let mut comps = components(path);
+    match (comps.next(), comps.next()) {
+        (Some((b"proc", _)), _) => true,
+        (Some((b"dev", _)), Some((c, _))) => {
+            matches!(c, b"fd" | b"stdin" | b"stdout" | b"stderr")
+        }
+        _ => false,
+    }
 }
 
 /// The final name of `path` in the directory of `first` (see [`same_parent`]).
@@ -508,6 +529,11 @@ mod tests {
         assert!(!same_parent(b"/proc/self/fd/3", b"/proc/self/fd/3/"));
         assert!(!same_parent(b"//dev/fd/3/a", b"//dev/fd/3/b"));
         assert!(!same_parent(b"", b"b"));
+        assert!(same_parent(b"/dev/shm/a", b"/dev/shm/b"));
+        assert!(!same_parent(b"/dev/stdout", b"/dev/stderr"));
+        assert!(!same_parent(b"/dev/./fd/3/a", b"/dev/fd/3/b"));
+        assert!(!same_parent(b"//proc/self/a", b"//proc/self/b"));
+        assert!(same_parent(b"proc/a", b"proc/b"));
     }
 
     #[test]

@@ -37,6 +37,16 @@ impl ProcPath {
         p
     }
 
+    /// `<fd>` alone: the same magic link relative to the supervisor's held `/proc/self/fd`.
+    pub(super) fn fd_num(fd: RawFd) -> Self {
+        let mut p = ProcPath {
+            buf: [0; 48],
+            len: 0,
+        };
+        p.num(fd as u64);
+        p
+    }
+
     /// `/proc/<pid>/<what>`.
     pub(super) fn pid(pid: u32, what: &[u8]) -> Self {
         let mut p = ProcPath {
@@ -312,6 +322,19 @@ pub(super) fn hung_up(fd: BorrowedFd<'_>) -> bool {
     }];
     match crate::poll_once(&mut p, 0) {
         Ok(_) => p[0].revents & libc::POLLHUP != 0,
+        Err(_) => false,
+    }
+}
+
+/// Is a notification waiting to be received on the listener (`POLLIN`, not blocking)?
+pub(super) fn readable(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    match crate::poll_once(&mut p, 0) {
+        Ok(_) => p[0].revents & libc::POLLIN != 0,
         Err(_) => false,
     }
 }
