@@ -87,15 +87,7 @@ pub fn created_protected(
         .iter()
         .map(|p| format!("protected path {p} was created during the run; it was not protected while the command ran"))
         .collect();
-    let denials = created
-        .iter()
-        .map(|p| stockade_policy::backend::Denial {
-            kind: "protected-created".into(),
-            target: p.as_string(),
-            message: None,
-        })
-        .collect();
-    (warnings, denials)
+    (warnings, protected_created(&created))
 }
 
 /// Placeholders ([`crate::placeholder`]) that were empty before the run and are not after it
@@ -110,13 +102,17 @@ pub fn written_placeholders(
         .iter()
         .map(|p| format!("the placeholder {p} for a missing protected name was changed during the run (it is no longer an empty directory); check what is in it before a tool reads it"))
         .collect();
-    let denials = written
+    (warnings, protected_created(&written))
+}
+
+/// One `protected-created` denial (the denial report's name) per path.
+fn protected_created(paths: &[&WinPath]) -> Vec<stockade_policy::backend::Denial> {
+    paths
         .iter()
         .map(|p| stockade_policy::backend::Denial {
             kind: "protected-created".into(),
             target: p.as_string(),
             message: None,
         })
-        .collect();
-    (warnings, denials)
+        .collect()
 }

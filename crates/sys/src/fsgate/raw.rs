@@ -315,27 +315,24 @@ pub(super) fn setfl(fd: RawFd, fl: i32) -> R<()> {
 
 /// Has the listener hung up (no process holds the filter any more)?
 pub(super) fn hung_up(fd: BorrowedFd<'_>) -> bool {
-    let mut p = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    match crate::poll_once(&mut p, 0) {
-        Ok(_) => p[0].revents & libc::POLLHUP != 0,
-        Err(_) => false,
-    }
+    revents(fd) & libc::POLLHUP != 0
 }
 
 /// Is a notification waiting to be received on the listener (`POLLIN`, not blocking)?
 pub(super) fn readable(fd: BorrowedFd<'_>) -> bool {
+    revents(fd) & libc::POLLIN != 0
+}
+
+/// The listener's poll events now (`POLLIN` asked, without blocking); none if `poll` fails.
+fn revents(fd: BorrowedFd<'_>) -> libc::c_short {
     let mut p = [libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     }];
     match crate::poll_once(&mut p, 0) {
-        Ok(_) => p[0].revents & libc::POLLIN != 0,
-        Err(_) => false,
+        Ok(_) => p[0].revents,
+        Err(_) => 0,
     }
 }
 
