@@ -41,7 +41,9 @@ def timed(argv, cwd, env):
 
 
 def git(cwd, *args):
-    subprocess.run(["git", "-C", cwd, *args], check=True, stdout=subprocess.DEVNULL,
+    # gc.auto=0: a commit of the tracked layout's 220k files would start a detached auto gc,
+    # and the explicit `gc` below would then fail ("gc is already running").
+    subprocess.run(["git", "-c", "gc.auto=0", "-C", cwd, *args], check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "b",
                         "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
                         "GIT_COMMITTER_EMAIL": "b@b"})

@@ -433,6 +433,10 @@ fn open_parent(ctx: &mut Ctx<'_>, base: Base, parent: &[u8]) -> R<OwnedFd> {
         _ if absolute => {
             return raw::open_dir(libc::AT_FDCWD, &cstring(parent)?);
         }
+        // `cwd()` is already an `O_PATH | O_DIRECTORY` descriptor of exactly that directory:
+        // reopening it as "." would give the same (one `openat2` and one `close` per call
+        // of a relative single name saved).
+        Base::Cwd if parent.is_empty() => return ctx.cwd(),
         Base::Cwd => ctx.cwd()?,
         Base::Caller(fd) => ctx.take_fd(fd)?,
         Base::Dir(d) => d,
