@@ -169,10 +169,22 @@ impl Ace {
     }
 }
 
-/// Sorts ACEs into canonical order: explicit deny, explicit allow, inherited deny, inherited allow
-/// (stable within each group, which is what `SetEntriesInAcl` produces).
+/// Sorts ACEs into the order Stockade writes and Windows then stores: explicit, then inherited
+/// (inheritance appends the parent's inheritable ACEs in the parent's order); within each, the
+/// DACL lock's escape allow ([`is_lock_escape`]) first, then denies, then allows. Without a lock
+/// ACE this is the canonical order (`SetEntriesInAcl`'s), stable within each group.
 pub fn canonical_order(aces: &mut [Ace]) {
-    aces.sort_by_key(|a| (a.inherit.has(Inherit::INHERITED), a.kind == AceKind::Allow));
+    aces.sort_by_key(|a| (a.inherit.has(Inherit::INHERITED), rank(a)));
+}
+
+fn rank(a: &Ace) -> u8 {
+    if is_lock_escape(a) {
+        0
+    } else if a.kind == AceKind::Deny {
+        1
+    } else {
+        2
+    }
 }
 
 /// ACEs a plan puts on one path.
@@ -204,8 +216,24 @@ pub fn merge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
     }
     let mut out: Vec<Ace> = existing.iter().filter(|e| !owned(e)).cloned().collect();
     out.extend(planned.iter().cloned());
-    out.sort_by_key(|a| a.kind == AceKind::Allow);
+    order_explicit(&mut out);
     Some(out)
+}
+
+/// True for the allow ACE of the unelevated tier's DACL lock
+/// ([`crate::unelevated::metadata_guards`]): `WRITE_DAC | WRITE_OWNER` for
+/// [`crate::unelevated::lock_escape_group`], which must precede the deny of the same to the
+/// caller.
+pub fn is_lock_escape(a: &Ace) -> bool {
+    a.kind == AceKind::Allow
+        && a.sid == crate::unelevated::lock_escape_group()
+        && a.mask == crate::unelevated::LOCK_MASK
+}
+
+/// Orders explicit ACEs: the lock's escape allow first ([`is_lock_escape`]), then denies, then
+/// the other allows (the canonical order otherwise); stable within each class.
+pub fn order_explicit(aces: &mut [Ace]) {
+    aces.sort_by_key(rank);
 }
 
 /// `existing` without the ACEs of `planned` (one copy each): cleanup of ACEs for SIDs the plan

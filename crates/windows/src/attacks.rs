@@ -148,8 +148,44 @@ fn re_acl_git_then_rename_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &m
     )
 }
 
-/// (name, attack, allowed by the default new plan, allowed by the plan with
-/// `lock_protected_dacls`).
+/// Re-ACL the workspace root (the parent of `.git`: the delete-child guard), then rename `.git`
+/// away through the parent's `FILE_DELETE_CHILD` and recreate it.
+fn re_acl_root_then_rename_git(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (
+                ws(""),
+                Op::SetDacl(vec![Ace::allow(
+                    Sid::everyone(),
+                    mask::FILE_ALL_ACCESS,
+                    Inherit::TREE,
+                )]),
+            ),
+            (ws(".git"), Op::RenameTo(ws("old-git"))),
+            (ws(".git"), Op::CreateDir),
+            (ws(r".git\config"), Op::CreateFile),
+        ],
+    )
+}
+
+/// What git does to change a config (`git config`, `git commit` updating a ref): write
+/// `config.lock`, then replace `config` by it (delete + rename).
+fn git_lock_and_rename(fs: &mut FsModel, t: &TokenModel, dir: &str) -> bool {
+    let (lock, file) = (
+        ws(&format!(r"{dir}\config.lock")),
+        ws(&format!(r"{dir}\config")),
+    );
+    fs.perform(t, &lock, &Op::CreateFile)
+        && fs.can_write(t, &lock)
+        && (!fs.exists(&file) || fs.perform(t, &file, &Op::Delete))
+        && fs.perform(t, &lock, &Op::RenameTo(file))
+}
+
+/// (name, attack, allowed by the new plan with the lock turned off
+/// (`lock_protected_dacls: false`, the opt-out)). The default new plan denies every one.
 const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
     (
         "WRITE_DAC then write .git\\HEAD",
@@ -179,6 +215,11 @@ const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
     (
         "WRITE_DAC then write a gitdir outside the root",
         re_acl_gitdir_outside_root,
+        true,
+    ),
+    (
+        "re-ACL the root, rename .git away, recreate it",
+        re_acl_root_then_rename_git,
         true,
     ),
 ];
@@ -224,7 +265,15 @@ fn caller() -> TokenModel {
 }
 
 fn unelevated_token(plan: &unelevated::UnelevatedPlan) -> TokenModel {
+    let c = caller();
     TokenModel {
+        groups: c
+            .groups
+            .iter()
+            .filter(|g| !plan.token.deny_only.contains(g))
+            .cloned()
+            .collect(),
+        deny_only: plan.token.deny_only.clone(),
         restricting: plan
             .token
             .restricting
@@ -268,45 +317,98 @@ fn positive_control(a: Attack, name: &str) {
     assert!(ran >= 1);
 }
 
+/// The token of the unelevated tier before issue 15 (no deny-only group).
+fn old_unelevated_token(plan: &unelevated::UnelevatedPlan) -> TokenModel {
+    TokenModel {
+        groups: caller().groups,
+        deny_only: vec![],
+        ..unelevated_token(plan)
+    }
+}
+
 #[test]
 fn unelevated_attacks_old_plan_allows_new_plan_denies() {
     let input = fixture::input();
     let c = caps(&input.effective_roots(), 0);
     let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
-    let locked_opts = UnelevatedOptions {
-        lock_protected_dacls: true,
+    assert!(UnelevatedOptions::default().lock_protected_dacls);
+    let open_opts = UnelevatedOptions {
+        lock_protected_dacls: false,
         ..UnelevatedOptions::default()
     };
-    let locked = unelevated::plan(&input, &c, locked_opts, &me()).expect("plan");
+    let unlocked = unelevated::plan(&input, &c, open_opts, &me()).expect("plan");
     let t = unelevated_token(&plan);
     let word = |b: bool| if b { "ALLOWED" } else { "denied" };
-    for (name, a, default_allows) in UNELEVATED_ATTACKS {
+    for (name, a, unlocked_allows) in UNELEVATED_ATTACKS {
         positive_control(*a, name);
-        let (old, old_ran) = run_attack(&old_unelevated_acl(&plan), &t, *a);
-        let (new, _) = run_attack(&plan.acl, &t, *a);
-        let (lock, lock_ran) = run_attack(&locked.acl, &t, *a);
+        let (old, old_ran) =
+            run_attack(&old_unelevated_acl(&plan), &old_unelevated_token(&plan), *a);
+        let (new, new_ran) = run_attack(&plan.acl, &t, *a);
+        let (open, _) = run_attack(&unlocked.acl, &unelevated_token(&unlocked), *a);
         row!(
-            "unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {:<7} | new plan + lock_protected_dacls: {} (stopped at step {lock_ran})",
-            word(old), word(new), word(lock)
+            "unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {:<7} (stopped at step {new_ran}) | opt-out lock_protected_dacls=false: {}",
+            word(old), word(new), word(open)
         );
         assert!(old, "{name}: the old plan was expected to allow it");
-        assert_eq!(new, *default_allows, "{name}: default new plan");
-        assert!(!lock, "{name}: the locked plan must deny it");
-        assert!(lock_ran >= 1);
+        assert!(!new, "{name}: the default new plan must deny it");
+        assert!(new_ran >= 1);
+        assert_eq!(open, *unlocked_allows, "{name}: new plan with the lock off");
     }
-    // The caller keeps writing into .git (git works), but loses rename/delete there.
-    let fs = applied(&plan.acl);
+    // The caller keeps writing into .git the way git does (config.lock, then rename), but
+    // loses rename/delete of .git itself.
+    let mut fs = applied(&plan.acl);
     assert!(fs.can_write(&caller(), &ws(r".git\HEAD")));
-    assert!(fs.allowed(&caller(), &ws(r".git\new"), &Op::CreateFile));
+    assert!(fs.allowed(
+        &caller(),
+        &ws(r".git
+ew"),
+        &Op::CreateFile
+    ));
+    assert!(git_lock_and_rename(&mut fs, &caller(), r".git\modules\sub"));
+    assert!(git_lock_and_rename(&mut fs, &caller(), ".git"));
     assert!(!fs.allowed(&caller(), &ws(".git"), &Op::RenameTo(ws("old-git"))));
-    // ...and keeps WRITE_DAC by default, so Stockade (and `stockade clean`) can still change
-    // them; the lock takes that away from the caller too: the documented cost.
-    assert!(fs.check(&caller(), &ws(".git"), mask::WRITE_DAC));
-    let fs_locked = applied(&locked.acl);
-    assert!(!fs_locked.check(&caller(), &ws(".git"), mask::WRITE_DAC));
+    // ...and keeps WRITE_DAC and WRITE_OWNER through Authenticated Users (the escape allow
+    // precedes the deny), so Stockade and `stockade clean` can still change them; the
+    // command, with Authenticated Users deny-only, cannot.
+    for path in [ws(".git"), ws(r".git\HEAD"), ws(""), ws(r"sub\.git")] {
+        assert!(
+            fs.check(&caller(), &path, mask::WRITE_DAC | mask::WRITE_OWNER),
+            "{path}"
+        );
+        assert!(!fs.check(&t, &path, mask::WRITE_DAC), "{path}");
+        assert!(!fs.check(&t, &path, mask::WRITE_OWNER), "{path}");
+    }
     let mut admin_token = caller();
     admin_token.groups.push(Sid::administrators());
-    assert!(!fs_locked.check(&admin_token, &ws(".git"), mask::WRITE_DAC));
+    assert!(fs.check(&admin_token, &ws(".git"), mask::WRITE_DAC));
+    // The lock's cost, in the model: a token of yours without Authenticated Users enabled
+    // (as the command's) cannot change those DACLs either; in canonical order (what
+    // Explorer's "reorder" would do) the deny comes first and locks you out too.
+    let mut without_au = caller();
+    without_au
+        .groups
+        .retain(|g| *g != unelevated::lock_escape_group());
+    assert!(!fs.check(&without_au, &ws(".git"), mask::WRITE_DAC));
+    let mut reordered = fs.stored_dacl(&ws(".git")).expect(".git").to_vec();
+    reordered.sort_by_key(|a| {
+        (
+            a.inherit.has(Inherit::INHERITED),
+            a.kind == crate::ace::AceKind::Allow,
+        )
+    });
+    let owner = fs.owner(&ws(".git")).expect("owner").clone();
+    assert!(crate::access::access_check(
+        &caller(),
+        &reordered,
+        &owner,
+        mask::READ_CONTROL
+    ));
+    assert!(!crate::access::access_check(
+        &caller(),
+        &reordered,
+        &owner,
+        mask::WRITE_DAC
+    ));
 }
 
 /// What stays open in the unelevated tier under the new plan, as the warnings say.
@@ -1151,7 +1253,8 @@ fn re_acl_claude_placeholder_then_create(fs: &mut FsModel, t: &TokenModel, ran: 
     create_claude_settings(fs, t, ran)
 }
 
-/// (name, attack, allowed by the new unelevated plan without `lock_protected_dacls`).
+/// (name, attack, allowed by the new unelevated plan with the lock off
+/// (`lock_protected_dacls: false`)). The default new plan denies every one.
 const MISSING_NAME_ATTACKS: &[(&str, Attack, bool)] = &[
     (
         "create .git with a hook where none existed",
@@ -1199,12 +1302,12 @@ const MISSING_NAME_ATTACKS: &[(&str, Attack, bool)] = &[
 fn missing_protected_names_old_plan_allows_placeholders_deny() {
     let input = fresh_input();
     let c = caps(&input.effective_roots(), 30);
-    let locked_opts = UnelevatedOptions {
-        lock_protected_dacls: true,
+    let open_opts = UnelevatedOptions {
+        lock_protected_dacls: false,
         ..UnelevatedOptions::default()
     };
     let word = |b: bool| if b { "ALLOWED" } else { "denied" };
-    for (name, attack, default_allows) in MISSING_NAME_ATTACKS {
+    for (name, attack, unlocked_allows) in MISSING_NAME_ATTACKS {
         // Control: the caller, no plan.
         let mut ctl = fresh_fs();
         let mut ran = 0;
@@ -1212,14 +1315,14 @@ fn missing_protected_names_old_plan_allows_placeholders_deny() {
         // Unelevated, old: the plan without placeholders and guards.
         let old_plan =
             unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
-        let t = unelevated_token(&old_plan);
+        let t = old_unelevated_token(&old_plan);
         let mut fs = fresh_fs();
         fixture::apply(&mut fs, &old_unelevated_acl(&old_plan));
         let mut ran = 0;
         let un_old = attack(&mut fs, &t, &mut ran);
-        // Unelevated, new (and with the lock).
+        // Unelevated, new (the default, and the opt-out with the lock off).
         let mut un_new = Vec::new();
-        for opts in [UnelevatedOptions::default(), locked_opts] {
+        for opts in [UnelevatedOptions::default(), open_opts] {
             let mut fs = fresh_fs();
             let (planned, _) = place(&mut fs, &input);
             let plan = unelevated::plan(&planned, &c, opts, &me()).expect("plan");
@@ -1267,7 +1370,7 @@ ew.rs",
             &Op::CreateFile
         ));
         row!(
-            "unelevated | {name:<48} | old plan: {:<7} | new plan: {:<7} | new plan + lock_protected_dacls: {}",
+            "unelevated | {name:<48} | old plan: {:<7} | new plan: {:<7} | opt-out lock_protected_dacls=false: {}",
             word(un_old),
             word(un_new[0]),
             word(un_new[1])
@@ -1278,8 +1381,11 @@ ew.rs",
             word(el_new)
         );
         assert!(un_old && el_old, "{name}: the old plans allow it");
-        assert_eq!(un_new[0], *default_allows, "{name}: unelevated new plan");
-        assert!(!un_new[1], "{name}: the locked plan denies it");
+        assert!(
+            !un_new[0],
+            "{name}: the default unelevated new plan denies it"
+        );
+        assert_eq!(un_new[1], *unlocked_allows, "{name}: unelevated, lock off");
         assert!(!el_new, "{name}: elevated new plan denies it");
     }
 }

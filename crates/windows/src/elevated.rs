@@ -491,6 +491,7 @@ pub fn run_token(roots: &[(WinPath, Sid)]) -> crate::unelevated::TokenPlan {
         // The account (normal pass, no WRITE_DAC), SYSTEM, and this run's own SID (restricting
         // pass): not the logon SID, so concurrent runs' objects are not open to each other.
         default_dacl: crate::unelevated::own_objects_default_dacl(),
+        deny_only: Vec::new(),
     }
 }
 

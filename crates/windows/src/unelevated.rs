@@ -67,6 +67,10 @@ pub struct TokenPlan {
     /// The token's default DACL (for objects the child creates without a security descriptor,
     /// e.g. its own pipes): allow ACEs with these masks.
     pub default_dacl: Vec<(SidRef, u32)>,
+    /// Groups of the caller made deny-only in the token (`SidsToDisable`): they still match deny
+    /// ACEs but no longer allow ACEs, and cannot be re-enabled.
+    #[serde(default)]
+    pub deny_only: Vec<Sid>,
 }
 
 impl TokenPlan {
@@ -91,6 +95,7 @@ impl TokenPlan {
                 .iter()
                 .map(|(r, m)| (bind(r), *m))
                 .collect(),
+            deny_only: self.deny_only.clone(),
         }
     }
 }
@@ -136,11 +141,15 @@ pub struct UnelevatedOptions {
     /// DLLs, the null device and many system objects grant Everyone rather than a user); the cost
     /// is that anything whose DACL grants *Everyone* write access is writable from the sandbox.
     pub restrict_with_everyone: bool,
-    /// Also deny *you* `WRITE_DAC | WRITE_OWNER` on protected paths (and beneath). This is what
-    /// stops "re-ACL then write" on them — but the sandbox and you are the same SID, so afterwards
-    /// neither you, nor Stockade, nor your elevated administrator token can change or remove
-    /// their DACL (only SYSTEM or a backup/restore-privileged tool can). Off by default: this
-    /// tier is a guardrail, and the same attack works on everything else you own anyway.
+    /// Lock the DACLs of protected paths (and of their parents, this object only) against the
+    /// command: an allow of `WRITE_DAC | WRITE_OWNER` for Authenticated Users *followed by* a deny
+    /// of the same to you, and Authenticated Users deny-only in the command's token (see
+    /// [`metadata_guards`], [`lock_escape_group`]). This is what stops "re-ACL then write /
+    /// rename / delete" on protected paths. On by default. Costs: the command loses whatever
+    /// is granted to Authenticated Users only (for example `mkdir C:\x`); the protected paths'
+    /// DACLs are in a non-canonical order until `stockade clean` (Explorer's Security tab offers
+    /// to reorder them, which would lock you out too; `icacls` refuses to edit them), and only a
+    /// token of yours holding Authenticated Users enabled (every normal logon) can change them.
     pub lock_protected_dacls: bool,
 }
 
@@ -148,7 +157,7 @@ impl Default for UnelevatedOptions {
     fn default() -> Self {
         UnelevatedOptions {
             restrict_with_everyone: true,
-            lock_protected_dacls: false,
+            lock_protected_dacls: true,
         }
     }
 }
@@ -199,6 +208,11 @@ pub fn plan(
         flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE | flags::LUA_TOKEN,
         restricting,
         default_dacl: own_objects_default_dacl(),
+        deny_only: if opts.lock_protected_dacls {
+            vec![lock_escape_group()]
+        } else {
+            Vec::new()
+        },
     };
 
     let mut acl: Vec<PathAces> = roots
@@ -333,20 +347,38 @@ pub fn own_objects_default_dacl() -> Vec<(SidRef, u32)> {
 /// Reason prefix of the ACEs that stop metadata attacks on protected paths.
 pub const GUARD_REASON: &str = "metadata guard";
 
+/// The group through which *you* keep `WRITE_DAC | WRITE_OWNER` on locked protected paths while
+/// the command does not: Authenticated Users (`S-1-5-11`), enabled in every normal logon's token
+/// (interactive, RDP, SSH, batch) and stable across logons (unlike the logon SID), made deny-only
+/// in the command's token ([`TokenPlan::deny_only`]). A deny-only group matches deny ACEs only and
+/// cannot be re-enabled (`CreateRestrictedToken`, `AdjustTokenGroups`).
+pub fn lock_escape_group() -> Sid {
+    Sid::authenticated_users()
+}
+
+/// The rights the DACL lock is about.
+pub const LOCK_MASK: u32 = mask::WRITE_DAC | mask::WRITE_OWNER;
+
 /// ACEs against metadata attacks on protected paths, for the caller's own SID (these are decided
 /// by the normal pass, which the sandbox shares with the caller):
 /// * an `OWNER RIGHTS` allow of `READ_CONTROL` on the path (and, for a directory, everything
 ///   beneath it): the owner's implicit `WRITE_DAC` is gone;
-/// * only with `lock_dacls` ([`UnelevatedOptions::lock_protected_dacls`]): a deny of
-///   `WRITE_DAC | WRITE_OWNER` for the caller on the path (and beneath it), so that the
-///   inherited full control of the profile no longer lets anyone re-ACL it;
+/// * with `lock_dacls` ([`UnelevatedOptions::lock_protected_dacls`], the default), on the path
+///   (and beneath it) and on its parent (this object only, with its own `OWNER RIGHTS`
+///   `READ_CONTROL` ACE so that owning it gives nothing either): an allow of
+///   `WRITE_DAC | WRITE_OWNER` for [`lock_escape_group`] placed *before* a deny of the same for
+///   the caller. The access check walks ACEs in order and a deny stops only bits not granted
+///   yet, so your own token (the group enabled) gets both rights from the allow, while the
+///   command's (the group deny-only, which skips allow ACEs) reaches the deny: no re-ACL of
+///   the path, and no re-ACL of the parent to undo the delete-child guard;
 /// * a deny of `DELETE` for the caller on the path itself and of `FILE_DELETE_CHILD` on its
 ///   parent: it cannot be renamed away (and recreated) or deleted.
 ///
 /// Cost to the real user, who holds the same SID: they cannot delete or rename a protected path
-/// until `stockade clean` removes these ACEs (with `lock_dacls`, not even `stockade clean` can:
-/// see the option); writing into it (git itself) is unaffected. Without `lock_dacls` a command
-/// can still re-ACL a protected path through your own full control and then undo the rest.
+/// until `stockade clean` removes these ACEs; writing into it (git itself, `config.lock` then
+/// rename) is unaffected; with the lock, the DACLs are non-canonical until clean (see the
+/// option). Without `lock_dacls` a command can re-ACL a protected path through your own full
+/// control and then undo the rest.
 pub fn metadata_guards(
     protected: &[crate::input::PlannedWinPath],
     user: &Sid,
@@ -368,6 +400,20 @@ pub fn metadata_guards(
             e.1.push(ace);
         }
     };
+    let lock = |add: &mut dyn FnMut(&WinPath, Kind, Ace), path: &WinPath, kind, inherit| {
+        // No implicit WRITE_DAC for the owner (you, and so the command) either.
+        add(
+            path,
+            kind,
+            Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, inherit),
+        );
+        add(
+            path,
+            kind,
+            Ace::allow(lock_escape_group(), LOCK_MASK, inherit),
+        );
+        add(path, kind, Ace::deny(user.clone(), LOCK_MASK, inherit));
+    };
     for p in protected {
         let inherit = match p.kind {
             Kind::Dir => Inherit::TREE,
@@ -379,11 +425,7 @@ pub fn metadata_guards(
             Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, inherit),
         );
         if lock_dacls {
-            add(
-                &p.path,
-                p.kind,
-                Ace::deny(user.clone(), mask::WRITE_DAC | mask::WRITE_OWNER, inherit),
-            );
+            lock(&mut add, &p.path, p.kind, inherit);
         }
         add(
             &p.path,
@@ -396,12 +438,15 @@ pub fn metadata_guards(
                 Kind::Dir,
                 Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
             );
+            if lock_dacls {
+                lock(&mut add, &parent, Kind::Dir, Inherit::NONE);
+            }
         }
     }
     per_path
         .into_iter()
         .map(|(path, (kind, mut aces))| {
-            aces.sort_by_key(|a| a.kind == crate::ace::AceKind::Allow);
+            crate::ace::order_explicit(&mut aces);
             PathAces {
                 path,
                 kind,
