@@ -148,7 +148,8 @@ pub struct UnelevatedOptions {
     /// rename / delete" on protected paths. On by default. Costs: the command loses whatever
     /// is granted to Authenticated Users only (for example `mkdir C:\x`); the protected paths'
     /// DACLs are in a non-canonical order until `stockade clean` (Explorer's Security tab offers
-    /// to reorder them, which would lock you out too; `icacls` refuses to edit them), and only a
+    /// to reorder them, which would lock you out too; editors that insist on canonical order may
+    /// refuse to edit them), and only a
     /// token of yours holding Authenticated Users enabled (every normal logon) can change them.
     pub lock_protected_dacls: bool,
 }
@@ -285,8 +286,12 @@ pub fn plan(
     acl.extend(metadata_guards(&guarded, user, opts.lock_protected_dacls));
 
     let mut warnings = vec![
-        "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents); use the elevated tier (`stockade setup`) for a boundary".to_string(),
-        "protected paths: writes into them are denied and renaming or deleting them needs a re-ACL first, but a command can re-ACL them (WRITE_DAC through your own full control) and then do either; files inside protected directories can be deleted".to_string(),
+        "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents) -- autostart places included (HKCU\\...\\Run, the Startup folder) -- and reach your other processes' tokens; use the elevated tier (`stockade setup`) for a boundary".to_string(),
+        if opts.lock_protected_dacls {
+            "protected paths: writing into them, renaming, deleting and re-ACLing them (and re-ACLing their parents) are denied to the command (DACL lock: Authenticated Users is deny-only in its token); files inside protected directories can be deleted; a command that takes over another process of yours (its unrestricted token) gets round every guard".to_string()
+        } else {
+            "protected paths: writes into them are denied and renaming or deleting them needs a re-ACL first, but with lock_protected_dacls off a command can re-ACL them (WRITE_DAC through your own full control) and then do either; files inside protected directories can be deleted".to_string()
+        },
         "the command shares your desktop and can interact with your windows (no UI isolation in this tier)".to_string(),
     ];
     if input.network == Network::Off {
@@ -309,7 +314,11 @@ pub fn plan(
             .parent()
             .is_some_and(|d| input.no_new_files.iter().any(|x| x.path == d));
         if guarded {
-            warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory (a guardrail: a re-ACL first gets round it; checked after the run)"));
+            if opts.lock_protected_dacls {
+                warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory, nor re-ACL it first (DACL lock; checked after the run)"));
+            } else {
+                warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory (a guardrail: a re-ACL first gets round it; checked after the run)"));
+            }
         } else {
             warnings.push(format!("protected path {m} does not exist; ACLs cannot stop its creation (no placeholder for it: checked after the run)"));
         }

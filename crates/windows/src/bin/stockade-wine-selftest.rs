@@ -281,6 +281,23 @@ mod selftest {
                 Err(e) => format!("error:{e}"),
             }
         );
+        // Re-ACL the workspace root (the parent of `.git`, locked for this object only): rewrite
+        // its own DACL unchanged, which needs WRITE_DAC all the same.
+        let re_acl_root = WinPath::parse(&root.to_string_lossy())
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                let before = acl::read_path(&p).map_err(|e| e.to_string())?;
+                acl::write_explicit(&p, &before.explicit(), before.protected)
+                    .map_err(|e| e.to_string())
+            });
+        println!(
+            "re-acl-root {}",
+            match re_acl_root {
+                Ok(()) => "ok".to_string(),
+                Err(e) if e.contains("code 0x5)") => "denied:5".to_string(),
+                Err(e) => format!("error:{e}"),
+            }
+        );
         let drive = std::env::var("SystemDrive").unwrap_or_else(|_| "C:".into());
         let d = PathBuf::from(format!("{drive}\\stockade-probe-{}", std::process::id()));
         let r = std::fs::create_dir(&d);
@@ -755,6 +772,53 @@ mod selftest {
             }
         }
 
+        // The DACL lock's deny-only group (SidsToDisable): present in the caller's token, it must
+        // be deny-only (and not enabled) in the command's.
+        if let (Some(t), Ok(o)) = (&tok, &own) {
+            const ENABLED: u32 = 0x4;
+            const DENY_ONLY: u32 = 0x10;
+            match (
+                wsid::token_groups(o.as_handle()),
+                wsid::token_groups(t.as_handle()),
+            ) {
+                (Ok(mine), Ok(theirs)) => {
+                    let wanted: Vec<&Sid> = bound_token
+                        .deny_only
+                        .iter()
+                        .filter(|d| mine.iter().any(|(s, _)| s == *d))
+                        .collect();
+                    let bad: Vec<String> = wanted
+                        .iter()
+                        .filter(|d| {
+                            !theirs
+                                .iter()
+                                .any(|(s, a)| s == **d && a & DENY_ONLY != 0 && a & ENABLED == 0)
+                        })
+                        .map(|d| d.to_string())
+                        .collect();
+                    let note = if wine {
+                        "; Wine does not enforce it"
+                    } else {
+                        ""
+                    };
+                    if wanted.is_empty() {
+                        rep.fail("deny-only-group", format!("your token holds none of {:?}: the DACL lock would leave you no WRITE_DAC on protected paths", bound_token.deny_only));
+                    } else if bad.is_empty() {
+                        rep.ok("deny-only-group", format!("CreateRestrictedToken(SidsToDisable) made {wanted:?} deny-only in the command's token (read back with GetTokenInformation(TokenGroups)){note}"));
+                    } else {
+                        rep.fail(
+                            "deny-only-group",
+                            format!("not deny-only in the command's token: {bad:?}"),
+                        );
+                    }
+                }
+                (a, b) => rep.fail(
+                    "deny-only-group",
+                    format!("TokenGroups: {:?} / {:?}", a.err(), b.err()),
+                ),
+            }
+        }
+
         if let (Some(t), Ok(o)) = (&tok, &own) {
             let want: Vec<Sid> = bound_token
                 .default_dacl
@@ -862,7 +926,10 @@ mod selftest {
                     // Adversarial probes (issue 15): what the corrected model says the plan stops.
                     rep.expect_denied("child-rename-git", &get("rename-git"), held);
                     rep.expect_denied("child-delete-git-file", &get("delete-git-file"), held);
-                    rep.note("child-re-acl-git", format!("{} (by default the model predicts re-ACLing a protected path is allowed in this tier -- your own full control; `lock_protected_dacls` denies it)", get("re-acl-git")));
+                    // The default DACL lock (Authenticated Users deny-only in the child's token, the
+                    // escape allow before the deny to you): the model denies both.
+                    rep.expect_denied("child-re-acl-git", &get("re-acl-git"), held);
+                    rep.expect_denied("child-re-acl-root", &get("re-acl-root"), held);
                     rep.expect_denied("child-mkdir-drive-root", &get("mkdir-drive-root"), held);
                     rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
                     rep.expect_denied(
