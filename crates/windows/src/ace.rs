@@ -292,6 +292,58 @@ mod tests {
         Sid::new(5, &[21, 1, 2, 3, n]).expect("sid")
     }
 
+    /// The DACL lock's escape allow is written first (before every deny, existing ones included),
+    /// the rest in canonical order; inherited copies keep it first among the inherited ACEs.
+    #[test]
+    fn merge_puts_the_lock_escape_before_every_deny() {
+        let escape = Ace::allow(
+            crate::unelevated::lock_escape_group(),
+            crate::unelevated::LOCK_MASK,
+            Inherit::TREE,
+        );
+        let existing = vec![
+            Ace::deny(s(2), mask::PROTECT_DENY, Inherit::TREE),
+            Ace::allow(s(1), mask::FILE_ALL_ACCESS, Inherit::TREE),
+        ];
+        let planned = vec![
+            Ace::deny(s(1), crate::unelevated::LOCK_MASK, Inherit::TREE),
+            escape.clone(),
+        ];
+        let merged = merge_explicit(&existing, &planned).expect("changes");
+        assert_eq!(merged[0], escape);
+        assert_eq!(merged[1].kind, AceKind::Deny);
+        assert_eq!(merged[2].kind, AceKind::Deny);
+        assert_eq!(merged[3], existing[1]);
+        assert_eq!(merge_explicit(&merged, &planned), None);
+        // Another allow of the same group with other rights is not the escape: canonical.
+        let mut other = vec![
+            Ace::deny(s(1), mask::DELETE, Inherit::NONE),
+            Ace::allow(
+                crate::unelevated::lock_escape_group(),
+                mask::READ_CONTROL,
+                Inherit::NONE,
+            ),
+        ];
+        order_explicit(&mut other);
+        assert_eq!(other[0].kind, AceKind::Deny);
+        let mut inherited = vec![
+            Ace::deny(
+                s(1),
+                crate::unelevated::LOCK_MASK,
+                Inherit(Inherit::INHERITED),
+            ),
+            Ace::allow(
+                crate::unelevated::lock_escape_group(),
+                crate::unelevated::LOCK_MASK,
+                Inherit(Inherit::INHERITED),
+            ),
+            Ace::deny(s(3), mask::DELETE, Inherit::NONE),
+        ];
+        canonical_order(&mut inherited);
+        assert_eq!(inherited[0].sid, s(3));
+        assert!(is_lock_escape(&inherited[1]));
+    }
+
     #[test]
     fn merge_is_idempotent_and_canonical() {
         let existing = vec![Ace::allow(s(1), mask::FILE_ALL_ACCESS, Inherit::TREE)];
