@@ -107,6 +107,26 @@ fn delete_protected_file_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &mu
     )
 }
 
+/// Rename the directory holding a nested protected path (`sub`, which holds the gitfile
+/// `sub\.git`) away, create it again and plant a new `sub\.git` (which can point at a gitdir the
+/// command wrote: `git` in the superproject then runs its hooks and config as you).
+fn rename_ancestor_of_protected_and_recreate(
+    fs: &mut FsModel,
+    t: &TokenModel,
+    ran: &mut u32,
+) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws("sub"), Op::RenameTo(ws("sub-old"))),
+            (ws("sub"), Op::CreateDir),
+            (ws(r"sub\.git"), Op::CreateFile),
+        ],
+    )
+}
+
 fn re_acl_gitdir_outside_root(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
     steps(
         fs,
@@ -216,6 +236,11 @@ const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
         "WRITE_DAC then write a gitdir outside the root",
         re_acl_gitdir_outside_root,
         true,
+    ),
+    (
+        "rename sub (holds sub\\.git), recreate, plant .git",
+        rename_ancestor_of_protected_and_recreate,
+        false,
     ),
     (
         "re-ACL the root, rename .git away, recreate it",
@@ -646,6 +671,11 @@ fn elevated_attacks_old_plan_allows_new_plan_denies() {
             "delete protected file sub\\.git and recreate",
             delete_protected_file_and_recreate,
             false,
+        ),
+        (
+            "rename sub (holds sub\\.git), recreate, plant .git",
+            rename_ancestor_of_protected_and_recreate,
+            true,
         ),
     ];
     for (name, a, old_allows) in own {
@@ -1631,4 +1661,38 @@ fn acl_apply_through_a_planted_junction_old_follows_new_refuses() {
         old.2,
         new.1
     );
+}
+
+/// The guard on an ancestor of a protected path (`sub` of `sub\.git`) is on that directory
+/// only: inside it the command (both tiers) and you keep creating, writing, renaming and
+/// deleting files; you keep `WRITE_DAC` on it (so `stockade clean` can undo it), the command
+/// does not; and renaming it is denied to the command of both tiers.
+#[test]
+fn ancestor_guard_keeps_work_inside_it() {
+    let input = fixture::input();
+    assert!(input
+        .protected_ancestors()
+        .iter()
+        .any(|a| a.path == ws("sub")));
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let eplan = run_plan(&input, &offline(), &c).expect("elevated plan");
+    let cases = [
+        (plan.acl.clone(), unelevated_token(&plan)),
+        (plan.acl.clone(), caller()),
+        (eplan.acl.clone(), new_elevated_token(&eplan.roots)),
+    ];
+    for (acl, who) in &cases {
+        let mut fs = applied(acl);
+        assert!(fs.perform(who, &ws(r"sub\new.rs"), &Op::CreateFile));
+        assert!(fs.perform(who, &ws(r"sub\lib.rs"), &Op::Open(mask::FILE_WRITE_DATA)));
+        assert!(fs.perform(who, &ws(r"sub\lib.rs"), &Op::RenameTo(ws(r"sub\lib2.rs"))));
+        assert!(fs.perform(who, &ws(r"sub\lib2.rs"), &Op::Delete));
+    }
+    let fs = applied(&plan.acl);
+    assert!(fs.check(&caller(), &ws("sub"), mask::WRITE_DAC | mask::READ_CONTROL));
+    assert!(!fs.check(&unelevated_token(&plan), &ws("sub"), mask::WRITE_DAC));
+    assert!(!fs.check(&unelevated_token(&plan), &ws("sub"), mask::DELETE));
+    let efs = applied(&eplan.acl);
+    assert!(!efs.check(&new_elevated_token(&eplan.roots), &ws("sub"), mask::DELETE));
 }

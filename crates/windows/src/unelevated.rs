@@ -283,7 +283,12 @@ pub fn plan(
     }
     let mut guarded = protected.clone();
     guarded.extend(input.no_new_files_chain());
-    acl.extend(metadata_guards(&guarded, user, opts.lock_protected_dacls));
+    acl.extend(metadata_guards(
+        &guarded,
+        &input.protected_ancestors(),
+        user,
+        opts.lock_protected_dacls,
+    ));
 
     let mut warnings = vec![
         "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents) -- autostart places included (HKCU\\...\\Run, the Startup folder) -- and reach your other processes' tokens; use the elevated tier (`stockade setup`) for a boundary".to_string(),
@@ -390,6 +395,7 @@ pub const LOCK_MASK: u32 = mask::WRITE_DAC | mask::WRITE_OWNER;
 /// control and then undo the rest.
 pub fn metadata_guards(
     protected: &[crate::input::PlannedWinPath],
+    ancestors: &[crate::input::PlannedWinPath],
     user: &Sid,
     lock_dacls: bool,
 ) -> Vec<PathAces> {
@@ -442,6 +448,33 @@ pub fn metadata_guards(
             Ace::deny(user.clone(), mask::DELETE, Inherit::NONE),
         );
         if let Some(parent) = p.path.parent() {
+            add(
+                &parent,
+                Kind::Dir,
+                Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
+            );
+            if lock_dacls {
+                lock(&mut add, &parent, Kind::Dir, Inherit::NONE);
+            }
+        }
+    }
+    // Ancestors of protected paths below the root (`sub` of `sub\.git`): this object only, no
+    // delete or rename (DELETE here, FILE_DELETE_CHILD on the parent) and no re-ACL of either.
+    for a in ancestors {
+        add(
+            &a.path,
+            Kind::Dir,
+            Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, Inherit::NONE),
+        );
+        if lock_dacls {
+            lock(&mut add, &a.path, Kind::Dir, Inherit::NONE);
+        }
+        add(
+            &a.path,
+            Kind::Dir,
+            Ace::deny(user.clone(), mask::DELETE, Inherit::NONE),
+        );
+        if let Some(parent) = a.path.parent() {
             add(
                 &parent,
                 Kind::Dir,

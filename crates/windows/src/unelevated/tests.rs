@@ -456,7 +456,7 @@ fn guards_are_one_entry_per_path_and_idempotent() {
         mask::READ_CONTROL,
         Inherit::TREE
     )));
-    let unlocked = super::metadata_guards(&fixture::input().protected, &me(), false);
+    let unlocked = super::metadata_guards(&fixture::input().protected, &[], &me(), false);
     let git_unlocked = unlocked
         .iter()
         .find(|g| g.path == ws(".git"))
@@ -465,7 +465,7 @@ fn guards_are_one_entry_per_path_and_idempotent() {
         .aces
         .iter()
         .any(|a| a.mask & mask::WRITE_DAC != 0));
-    let locked = super::metadata_guards(&fixture::input().protected, &me(), true);
+    let locked = super::metadata_guards(&fixture::input().protected, &[], &me(), true);
     let git_locked = locked
         .iter()
         .find(|g| g.path == ws(".git"))
