@@ -291,7 +291,7 @@ pub fn plan(
     ));
 
     let mut warnings = vec![
-        "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents) -- autostart places included (HKCU\\...\\Run, the Startup folder) -- and reach your other processes' tokens; use the elevated tier (`stockade setup`) for a boundary".to_string(),
+        "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths, their parents, and the directories between the root and a nested protected path) -- autostart places included (HKCU\\...\\Run, the Startup folder) -- and reach your other processes' tokens; use the elevated tier (`stockade setup`) for a boundary".to_string(),
         if opts.lock_protected_dacls {
             "protected paths: writing into them, renaming, deleting and re-ACLing them (and re-ACLing their parents) are denied to the command (DACL lock: Authenticated Users is deny-only in its token); files inside protected directories can be deleted; a command that takes over another process of yours (its unrestricted token) gets round every guard".to_string()
         } else {
