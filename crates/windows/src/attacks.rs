@@ -238,7 +238,7 @@ const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
         true,
     ),
     (
-        "rename sub (holds sub\\.git), recreate, plant .git",
+        "rename sub away, recreate it with a new sub\\.git",
         rename_ancestor_of_protected_and_recreate,
         false,
     ),
@@ -673,7 +673,7 @@ fn elevated_attacks_old_plan_allows_new_plan_denies() {
             false,
         ),
         (
-            "rename sub (holds sub\\.git), recreate, plant .git",
+            "rename sub away, recreate it with a new sub\\.git",
             rename_ancestor_of_protected_and_recreate,
             true,
         ),
