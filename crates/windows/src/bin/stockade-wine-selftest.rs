@@ -642,6 +642,53 @@ mod selftest {
                     format!("missing after apply: {}", missing.join("; ")),
                 );
             }
+            // The DACL lock works only if Windows stores the escape allow before the deny to you
+            // (the model's assumption): read the order back.
+            let mut order_bad = Vec::new();
+            let mut locked = 0usize;
+            for entry in plan
+                .acl
+                .iter()
+                .filter(|e| e.aces.iter().any(stockade_windows::ace::is_lock_escape))
+            {
+                locked += 1;
+                match acl::read_path(&entry.path) {
+                    Ok(d) => {
+                        let ex = d.explicit();
+                        let esc = ex.iter().position(stockade_windows::ace::is_lock_escape);
+                        let deny = ex.iter().position(|a| {
+                            a.kind == stockade_windows::ace::AceKind::Deny
+                                && a.sid == me
+                                && a.mask & unelevated::LOCK_MASK != 0
+                        });
+                        match (esc, deny) {
+                            (Some(e), Some(d)) if e < d => {}
+                            other => {
+                                order_bad.push(format!("{}: escape/deny at {other:?}", entry.path))
+                            }
+                        }
+                    }
+                    Err(e) => order_bad.push(e.to_string()),
+                }
+            }
+            if locked == 0 {
+                rep.fail("acl-lock-order", "the plan has no DACL lock");
+            } else if order_bad.is_empty() && acl_stored {
+                rep.ok(
+                    "acl-lock-order",
+                    format!("{locked} locked paths store the escape allow before the deny to you"),
+                );
+            } else if wine {
+                rep.unsupported(
+                    "acl-lock-order",
+                    format!(
+                        "Wine does not store these ACEs, so the stored order cannot be read: {}",
+                        order_bad.join("; ")
+                    ),
+                );
+            } else {
+                rep.fail("acl-lock-order", order_bad.join("; "));
+            }
             let again: Result<Vec<bool>, _> = plan.acl.iter().map(acl::apply).collect();
             match again {
                 Ok(v) if v.iter().all(|c| !c) => rep.ok("acl-idempotent", "second apply changed nothing"),
