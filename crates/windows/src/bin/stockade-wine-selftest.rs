@@ -241,7 +241,8 @@ mod selftest {
     }
 
     /// Attacks on the plan's metadata guards, each undone at once if it worked (so that a real
-    /// host is left as it was): rename `.git` away, delete the `sub\.git` file, re-ACL `.git`,
+    /// host is left as it was): rename `.git` away, delete the `sub\.git` file, rename `sub`
+    /// away, re-ACL `.git`,
     /// create a directory in the drive root, set a value under `HKCU\...\Run`, delete a file in
     /// `.git`.
     fn adversarial_probes(root: &Path) {
@@ -259,6 +260,14 @@ mod selftest {
             let _ = std::fs::write(&gf, &content);
         }
         println!("delete-git-file {}", outcome(r));
+        // Rename `sub` (the directory holding the protected `sub\.git`) away: the ancestor guard.
+        let sub = root.join("sub");
+        let sub_moved = root.join("sub-moved-by-probe");
+        let r = std::fs::rename(&sub, &sub_moved);
+        if r.is_ok() {
+            let _ = std::fs::rename(&sub_moved, &sub);
+        }
+        println!("rename-sub {}", outcome(r));
         let re_acl = WinPath::parse(&git.to_string_lossy())
             .map_err(|e| e.to_string())
             .and_then(|p| {
@@ -973,6 +982,7 @@ mod selftest {
                     // Adversarial probes (issue 15): what the corrected model says the plan stops.
                     rep.expect_denied("child-rename-git", &get("rename-git"), held);
                     rep.expect_denied("child-delete-git-file", &get("delete-git-file"), held);
+                    rep.expect_denied("child-rename-sub", &get("rename-sub"), held);
                     // The default DACL lock (Authenticated Users deny-only in the child's token, the
                     // escape allow before the deny to you): the model denies both.
                     rep.expect_denied("child-re-acl-git", &get("re-acl-git"), held);
