@@ -220,14 +220,23 @@ pub fn merge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
     Some(out)
 }
 
-/// True for the allow ACE of the unelevated tier's DACL lock
-/// ([`crate::unelevated::metadata_guards`]): `WRITE_DAC | WRITE_OWNER` for
-/// [`crate::unelevated::lock_escape_group`], which must precede the deny of the same to the
-/// caller.
+/// The group through which *you* keep `WRITE_DAC | WRITE_OWNER` on locked protected paths while
+/// the command does not (the unelevated tier's DACL lock, `unelevated::metadata_guards`):
+/// Authenticated Users (`S-1-5-11`), enabled in every normal logon's token (interactive, RDP,
+/// SSH, batch) and stable across logons (unlike the logon SID), made deny-only in the command's
+/// token (`unelevated::TokenPlan::deny_only`). A deny-only group matches deny ACEs only and
+/// cannot be re-enabled (`CreateRestrictedToken`, `AdjustTokenGroups`).
+pub fn lock_escape_group() -> Sid {
+    Sid::authenticated_users()
+}
+
+/// The rights the DACL lock is about.
+pub const LOCK_MASK: u32 = mask::WRITE_DAC | mask::WRITE_OWNER;
+
+/// True for the allow ACE of the unelevated tier's DACL lock: `WRITE_DAC | WRITE_OWNER` for
+/// [`lock_escape_group`], which must precede the deny of the same to the caller.
 pub fn is_lock_escape(a: &Ace) -> bool {
-    a.kind == AceKind::Allow
-        && a.sid == crate::unelevated::lock_escape_group()
-        && a.mask == crate::unelevated::LOCK_MASK
+    a.kind == AceKind::Allow && a.sid == lock_escape_group() && a.mask == LOCK_MASK
 }
 
 /// Orders explicit ACEs: the lock's escape allow first ([`is_lock_escape`]), then denies, then
@@ -296,19 +305,12 @@ mod tests {
     /// the rest in canonical order; inherited copies keep it first among the inherited ACEs.
     #[test]
     fn merge_puts_the_lock_escape_before_every_deny() {
-        let escape = Ace::allow(
-            crate::unelevated::lock_escape_group(),
-            crate::unelevated::LOCK_MASK,
-            Inherit::TREE,
-        );
+        let escape = Ace::allow(lock_escape_group(), LOCK_MASK, Inherit::TREE);
         let existing = vec![
             Ace::deny(s(2), mask::PROTECT_DENY, Inherit::TREE),
             Ace::allow(s(1), mask::FILE_ALL_ACCESS, Inherit::TREE),
         ];
-        let planned = vec![
-            Ace::deny(s(1), crate::unelevated::LOCK_MASK, Inherit::TREE),
-            escape.clone(),
-        ];
+        let planned = vec![Ace::deny(s(1), LOCK_MASK, Inherit::TREE), escape.clone()];
         let merged = merge_explicit(&existing, &planned).expect("changes");
         assert_eq!(merged[0], escape);
         assert_eq!(merged[1].kind, AceKind::Deny);
@@ -318,25 +320,13 @@ mod tests {
         // Another allow of the same group with other rights is not the escape: canonical.
         let mut other = vec![
             Ace::deny(s(1), mask::DELETE, Inherit::NONE),
-            Ace::allow(
-                crate::unelevated::lock_escape_group(),
-                mask::READ_CONTROL,
-                Inherit::NONE,
-            ),
+            Ace::allow(lock_escape_group(), mask::READ_CONTROL, Inherit::NONE),
         ];
         order_explicit(&mut other);
         assert_eq!(other[0].kind, AceKind::Deny);
         let mut inherited = vec![
-            Ace::deny(
-                s(1),
-                crate::unelevated::LOCK_MASK,
-                Inherit(Inherit::INHERITED),
-            ),
-            Ace::allow(
-                crate::unelevated::lock_escape_group(),
-                crate::unelevated::LOCK_MASK,
-                Inherit(Inherit::INHERITED),
-            ),
+            Ace::deny(s(1), LOCK_MASK, Inherit(Inherit::INHERITED)),
+            Ace::allow(lock_escape_group(), LOCK_MASK, Inherit(Inherit::INHERITED)),
             Ace::deny(s(3), mask::DELETE, Inherit::NONE),
         ];
         canonical_order(&mut inherited);

@@ -361,17 +361,7 @@ pub fn own_objects_default_dacl() -> Vec<(SidRef, u32)> {
 /// Reason prefix of the ACEs that stop metadata attacks on protected paths.
 pub const GUARD_REASON: &str = "metadata guard";
 
-/// The group through which *you* keep `WRITE_DAC | WRITE_OWNER` on locked protected paths while
-/// the command does not: Authenticated Users (`S-1-5-11`), enabled in every normal logon's token
-/// (interactive, RDP, SSH, batch) and stable across logons (unlike the logon SID), made deny-only
-/// in the command's token ([`TokenPlan::deny_only`]). A deny-only group matches deny ACEs only and
-/// cannot be re-enabled (`CreateRestrictedToken`, `AdjustTokenGroups`).
-pub fn lock_escape_group() -> Sid {
-    Sid::authenticated_users()
-}
-
-/// The rights the DACL lock is about.
-pub const LOCK_MASK: u32 = mask::WRITE_DAC | mask::WRITE_OWNER;
+pub use crate::ace::{lock_escape_group, LOCK_MASK};
 
 /// ACEs against metadata attacks on protected paths, for the caller's own SID (these are decided
 /// by the normal pass, which the sandbox shares with the caller):
