@@ -1212,6 +1212,7 @@ mod selftest {
             overlay: Default::default(),
             write_gate: false,
             protected_names: vec![],
+            windows_lock_protected_dacls: true,
             env: std::env::vars_os().collect(),
             env_removed: vec![],
             limits: Default::default(),

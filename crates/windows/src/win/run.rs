@@ -126,12 +126,16 @@ fn prepare_with_placeholders(
         .map_err(win_err)?
         .iter()
         .any(|(s, a)| *s == escape && a & SE_GROUP_ENABLED != 0);
+    // `filesystem.windows_lock_protected_dacls = false` is the opt-out (your own config only).
+    let configured = plan.windows_lock_protected_dacls;
     let opts = UnelevatedOptions {
-        lock_protected_dacls: for_clean || can_undo,
+        lock_protected_dacls: for_clean || (can_undo && configured),
         ..UnelevatedOptions::default()
     };
     let mut uplan = unelevated::plan(&planned, &store, opts, &me)?;
-    if !for_clean && !can_undo {
+    if !for_clean && !configured {
+        uplan.warnings.push("protected paths: filesystem.windows_lock_protected_dacls = false, so their DACLs are not locked against the command: it can re-ACL them first and then write, rename or delete them".into());
+    } else if !for_clean && !can_undo {
         uplan.warnings.push(format!("protected paths: your token has no enabled {escape} (Authenticated Users), so their DACLs are not locked against the command: it can re-ACL them first and then write, rename or delete them"));
     }
     Ok((planned, uplan, store, store_path, empty))
