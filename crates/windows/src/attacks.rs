@@ -127,6 +127,31 @@ fn rename_ancestor_of_protected_and_recreate(
     )
 }
 
+/// [`rename_ancestor_of_protected_and_recreate`] with a re-ACL of `sub` first (to drop the
+/// ancestor guard's deny of `DELETE`): what the DACL lock on the ancestor stops.
+fn re_acl_ancestor_then_rename_and_recreate(
+    fs: &mut FsModel,
+    t: &TokenModel,
+    ran: &mut u32,
+) -> bool {
+    let aces = vec![Ace::allow(
+        Sid::everyone(),
+        mask::FILE_ALL_ACCESS,
+        Inherit::NONE,
+    )];
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws("sub"), Op::SetDacl(aces)),
+            (ws("sub"), Op::RenameTo(ws("sub-old"))),
+            (ws("sub"), Op::CreateDir),
+            (ws(r"sub\.git"), Op::CreateFile),
+        ],
+    )
+}
+
 fn re_acl_gitdir_outside_root(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
     steps(
         fs,
@@ -241,6 +266,11 @@ const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
         "rename sub away, recreate it with a new sub\\.git",
         rename_ancestor_of_protected_and_recreate,
         false,
+    ),
+    (
+        "re-ACL sub, rename it away, recreate sub\\.git",
+        re_acl_ancestor_then_rename_and_recreate,
+        true,
     ),
     (
         "re-ACL the root, rename .git away, recreate it",
