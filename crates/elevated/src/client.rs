@@ -368,6 +368,7 @@ mod tests {
             overlay: Default::default(),
             write_gate: false,
             protected_names: vec![],
+            windows_lock_protected_dacls: true,
         };
         let cmd = Command {
             program: "sh".into(),

@@ -309,6 +309,10 @@ fn untrusted_workspace_cannot_widen() {
             "filesystem.allow_dangerous_roots",
         ),
         (
+            "[filesystem]\nwindows_lock_protected_dacls = false\n",
+            "filesystem.windows_lock_protected_dacls",
+        ),
+        (
             "[filesystem]\nwalk_exempt = [\"db\"]\n",
             "filesystem.walk_exempt",
         ),
@@ -611,5 +615,26 @@ fn copy_on_write_keys_merge_and_widening_is_refused_from_an_untrusted_workspace(
     assert_eq!(
         load(&e.req()).unwrap().policy.filesystem.overlay_max_bytes,
         Some(10)
+    );
+}
+
+/// `filesystem.windows_lock_protected_dacls`: on by default; your own config may turn it off (an
+/// untrusted workspace may not: the widening table above).
+#[test]
+fn windows_lock_protected_dacls_default_and_user_opt_out() {
+    let e = Env::new();
+    let l = load(&e.req()).unwrap();
+    assert!(l.policy.filesystem.windows_lock_protected_dacls);
+    assert_eq!(
+        src(&l, "filesystem.windows_lock_protected_dacls"),
+        "default"
+    );
+    let e = Env::new();
+    let user = e.user("[filesystem]\nwindows_lock_protected_dacls = false\n");
+    let l = load(&e.req()).unwrap();
+    assert!(!l.policy.filesystem.windows_lock_protected_dacls);
+    assert_eq!(
+        src(&l, "filesystem.windows_lock_protected_dacls"),
+        format!("user:{}", user.display())
     );
 }

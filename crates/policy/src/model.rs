@@ -65,6 +65,16 @@ pub struct FilesystemPolicy {
     /// the state is over it (`None`: no cap).
     #[serde(default)]
     pub overlay_max_bytes: Option<u64>,
+    /// Windows unelevated tier: lock the DACLs of protected paths against the command (the
+    /// default; see docs/windows.md, "metadata guards"). `false` is the opt-out: the command can
+    /// then re-ACL protected paths first and write, rename or delete them. Only your own config,
+    /// `--config` or a trusted workspace may set it to `false`.
+    #[serde(default = "default_true")]
+    pub windows_lock_protected_dacls: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// What a write outside the writable roots does.

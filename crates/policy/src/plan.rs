@@ -117,6 +117,9 @@ pub struct Plan {
     pub write_gate: bool,
     /// `filesystem.protected_names` as configured (the write gate's judge parses them).
     pub protected_names: Vec<String>,
+    /// `filesystem.windows_lock_protected_dacls` (Windows unelevated tier; other backends ignore
+    /// it).
+    pub windows_lock_protected_dacls: bool,
 }
 
 /// Validate and normalise one `network.allowed_domains` entry (see [`crate::domains`]):
@@ -683,6 +686,7 @@ pub fn resolve(policy: &Policy, req: &PlanRequest) -> Result<Plan, PlanError> {
         overlay,
         write_gate: req.write_gate,
         protected_names: fs_pol.protected_names.clone(),
+        windows_lock_protected_dacls: fs_pol.windows_lock_protected_dacls,
     })
 }
 

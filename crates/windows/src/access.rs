@@ -313,7 +313,7 @@ impl FsModel {
         };
         let mut explicit = n.explicit();
         explicit.extend(aces.iter().cloned());
-        explicit.sort_by_key(|a| a.kind == AceKind::Allow);
+        crate::ace::order_explicit(&mut explicit);
         self.set_explicit_named(path, explicit);
         true
     }
@@ -477,7 +477,7 @@ impl FsModel {
             }
             Op::SetDacl(aces) => {
                 let mut explicit = aces.clone();
-                explicit.sort_by_key(|a| a.kind == AceKind::Allow);
+                crate::ace::order_explicit(&mut explicit);
                 self.set_explicit_here(path, explicit);
             }
         }

@@ -169,10 +169,22 @@ impl Ace {
     }
 }
 
-/// Sorts ACEs into canonical order: explicit deny, explicit allow, inherited deny, inherited allow
-/// (stable within each group, which is what `SetEntriesInAcl` produces).
+/// Sorts ACEs into the order Stockade writes and Windows then stores: explicit, then inherited
+/// (inheritance appends the parent's inheritable ACEs in the parent's order); within each, the
+/// DACL lock's escape allow ([`is_lock_escape`]) first, then denies, then allows. Without a lock
+/// ACE this is the canonical order (`SetEntriesInAcl`'s), stable within each group.
 pub fn canonical_order(aces: &mut [Ace]) {
-    aces.sort_by_key(|a| (a.inherit.has(Inherit::INHERITED), a.kind == AceKind::Allow));
+    aces.sort_by_key(|a| (a.inherit.has(Inherit::INHERITED), rank(a)));
+}
+
+fn rank(a: &Ace) -> u8 {
+    if is_lock_escape(a) {
+        0
+    } else if a.kind == AceKind::Deny {
+        1
+    } else {
+        2
+    }
 }
 
 /// ACEs a plan puts on one path.
@@ -204,8 +216,33 @@ pub fn merge_explicit(existing: &[Ace], planned: &[Ace]) -> Option<Vec<Ace>> {
     }
     let mut out: Vec<Ace> = existing.iter().filter(|e| !owned(e)).cloned().collect();
     out.extend(planned.iter().cloned());
-    out.sort_by_key(|a| a.kind == AceKind::Allow);
+    order_explicit(&mut out);
     Some(out)
+}
+
+/// The group through which *you* keep `WRITE_DAC | WRITE_OWNER` on locked protected paths while
+/// the command does not (the unelevated tier's DACL lock, `unelevated::metadata_guards`):
+/// Authenticated Users (`S-1-5-11`), enabled in every normal logon's token (interactive, RDP,
+/// SSH, batch) and stable across logons (unlike the logon SID), made deny-only in the command's
+/// token (`unelevated::TokenPlan::deny_only`). A deny-only group matches deny ACEs only and
+/// cannot be re-enabled (`CreateRestrictedToken`, `AdjustTokenGroups`).
+pub fn lock_escape_group() -> Sid {
+    Sid::authenticated_users()
+}
+
+/// The rights the DACL lock is about.
+pub const LOCK_MASK: u32 = mask::WRITE_DAC | mask::WRITE_OWNER;
+
+/// True for the allow ACE of the unelevated tier's DACL lock: `WRITE_DAC | WRITE_OWNER` for
+/// [`lock_escape_group`], which must precede the deny of the same to the caller.
+pub fn is_lock_escape(a: &Ace) -> bool {
+    a.kind == AceKind::Allow && a.sid == lock_escape_group() && a.mask == LOCK_MASK
+}
+
+/// Orders explicit ACEs: the lock's escape allow first ([`is_lock_escape`]), then denies, then
+/// the other allows (the canonical order otherwise); stable within each class.
+pub fn order_explicit(aces: &mut [Ace]) {
+    aces.sort_by_key(rank);
 }
 
 /// `existing` without the ACEs of `planned` (one copy each): cleanup of ACEs for SIDs the plan
@@ -262,6 +299,39 @@ mod tests {
 
     fn s(n: u32) -> Sid {
         Sid::new(5, &[21, 1, 2, 3, n]).expect("sid")
+    }
+
+    /// The DACL lock's escape allow is written first (before every deny, existing ones included),
+    /// the rest in canonical order; inherited copies keep it first among the inherited ACEs.
+    #[test]
+    fn merge_puts_the_lock_escape_before_every_deny() {
+        let escape = Ace::allow(lock_escape_group(), LOCK_MASK, Inherit::TREE);
+        let existing = vec![
+            Ace::deny(s(2), mask::PROTECT_DENY, Inherit::TREE),
+            Ace::allow(s(1), mask::FILE_ALL_ACCESS, Inherit::TREE),
+        ];
+        let planned = vec![Ace::deny(s(1), LOCK_MASK, Inherit::TREE), escape.clone()];
+        let merged = merge_explicit(&existing, &planned).expect("changes");
+        assert_eq!(merged[0], escape);
+        assert_eq!(merged[1].kind, AceKind::Deny);
+        assert_eq!(merged[2].kind, AceKind::Deny);
+        assert_eq!(merged[3], existing[1]);
+        assert_eq!(merge_explicit(&merged, &planned), None);
+        // Another allow of the same group with other rights is not the escape: canonical.
+        let mut other = vec![
+            Ace::deny(s(1), mask::DELETE, Inherit::NONE),
+            Ace::allow(lock_escape_group(), mask::READ_CONTROL, Inherit::NONE),
+        ];
+        order_explicit(&mut other);
+        assert_eq!(other[0].kind, AceKind::Deny);
+        let mut inherited = vec![
+            Ace::deny(s(1), LOCK_MASK, Inherit(Inherit::INHERITED)),
+            Ace::allow(lock_escape_group(), LOCK_MASK, Inherit(Inherit::INHERITED)),
+            Ace::deny(s(3), mask::DELETE, Inherit::NONE),
+        ];
+        canonical_order(&mut inherited);
+        assert_eq!(inherited[0].sid, s(3));
+        assert!(is_lock_escape(&inherited[1]));
     }
 
     #[test]

@@ -107,6 +107,51 @@ fn delete_protected_file_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &mu
     )
 }
 
+/// Rename the directory holding a nested protected path (`sub`, which holds the gitfile
+/// `sub\.git`) away, create it again and plant a new `sub\.git` (which can point at a gitdir the
+/// command wrote: `git` in the superproject then runs its hooks and config as you).
+fn rename_ancestor_of_protected_and_recreate(
+    fs: &mut FsModel,
+    t: &TokenModel,
+    ran: &mut u32,
+) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws("sub"), Op::RenameTo(ws("sub-old"))),
+            (ws("sub"), Op::CreateDir),
+            (ws(r"sub\.git"), Op::CreateFile),
+        ],
+    )
+}
+
+/// [`rename_ancestor_of_protected_and_recreate`] with a re-ACL of `sub` first (to drop the
+/// ancestor guard's deny of `DELETE`): what the DACL lock on the ancestor stops.
+fn re_acl_ancestor_then_rename_and_recreate(
+    fs: &mut FsModel,
+    t: &TokenModel,
+    ran: &mut u32,
+) -> bool {
+    let aces = vec![Ace::allow(
+        Sid::everyone(),
+        mask::FILE_ALL_ACCESS,
+        Inherit::NONE,
+    )];
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (ws("sub"), Op::SetDacl(aces)),
+            (ws("sub"), Op::RenameTo(ws("sub-old"))),
+            (ws("sub"), Op::CreateDir),
+            (ws(r"sub\.git"), Op::CreateFile),
+        ],
+    )
+}
+
 fn re_acl_gitdir_outside_root(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
     steps(
         fs,
@@ -148,8 +193,44 @@ fn re_acl_git_then_rename_and_recreate(fs: &mut FsModel, t: &TokenModel, ran: &m
     )
 }
 
-/// (name, attack, allowed by the default new plan, allowed by the plan with
-/// `lock_protected_dacls`).
+/// Re-ACL the workspace root (the parent of `.git`: the delete-child guard), then rename `.git`
+/// away through the parent's `FILE_DELETE_CHILD` and recreate it.
+fn re_acl_root_then_rename_git(fs: &mut FsModel, t: &TokenModel, ran: &mut u32) -> bool {
+    steps(
+        fs,
+        t,
+        ran,
+        &[
+            (
+                ws(""),
+                Op::SetDacl(vec![Ace::allow(
+                    Sid::everyone(),
+                    mask::FILE_ALL_ACCESS,
+                    Inherit::TREE,
+                )]),
+            ),
+            (ws(".git"), Op::RenameTo(ws("old-git"))),
+            (ws(".git"), Op::CreateDir),
+            (ws(r".git\config"), Op::CreateFile),
+        ],
+    )
+}
+
+/// What git does to change a config (`git config`, `git commit` updating a ref): write
+/// `config.lock`, then replace `config` by it (delete + rename).
+fn git_lock_and_rename(fs: &mut FsModel, t: &TokenModel, dir: &str) -> bool {
+    let (lock, file) = (
+        ws(&format!(r"{dir}\config.lock")),
+        ws(&format!(r"{dir}\config")),
+    );
+    fs.perform(t, &lock, &Op::CreateFile)
+        && fs.can_write(t, &lock)
+        && (!fs.exists(&file) || fs.perform(t, &file, &Op::Delete))
+        && fs.perform(t, &lock, &Op::RenameTo(file))
+}
+
+/// (name, attack, allowed by the new plan with the lock turned off
+/// (`lock_protected_dacls: false`, the opt-out)). The default new plan denies every one.
 const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
     (
         "WRITE_DAC then write .git\\HEAD",
@@ -179,6 +260,21 @@ const UNELEVATED_ATTACKS: &[(&str, Attack, bool)] = &[
     (
         "WRITE_DAC then write a gitdir outside the root",
         re_acl_gitdir_outside_root,
+        true,
+    ),
+    (
+        "rename sub away, recreate it with a new sub\\.git",
+        rename_ancestor_of_protected_and_recreate,
+        false,
+    ),
+    (
+        "re-ACL sub, rename it away, recreate sub\\.git",
+        re_acl_ancestor_then_rename_and_recreate,
+        true,
+    ),
+    (
+        "re-ACL the root, rename .git away, recreate it",
+        re_acl_root_then_rename_git,
         true,
     ),
 ];
@@ -224,7 +320,15 @@ fn caller() -> TokenModel {
 }
 
 fn unelevated_token(plan: &unelevated::UnelevatedPlan) -> TokenModel {
+    let c = caller();
     TokenModel {
+        groups: c
+            .groups
+            .iter()
+            .filter(|g| !plan.token.deny_only.contains(g))
+            .cloned()
+            .collect(),
+        deny_only: plan.token.deny_only.clone(),
         restricting: plan
             .token
             .restricting
@@ -268,45 +372,98 @@ fn positive_control(a: Attack, name: &str) {
     assert!(ran >= 1);
 }
 
+/// The token of the unelevated tier before issue 15 (no deny-only group).
+fn old_unelevated_token(plan: &unelevated::UnelevatedPlan) -> TokenModel {
+    TokenModel {
+        groups: caller().groups,
+        deny_only: vec![],
+        ..unelevated_token(plan)
+    }
+}
+
 #[test]
 fn unelevated_attacks_old_plan_allows_new_plan_denies() {
     let input = fixture::input();
     let c = caps(&input.effective_roots(), 0);
     let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
-    let locked_opts = UnelevatedOptions {
-        lock_protected_dacls: true,
+    assert!(UnelevatedOptions::default().lock_protected_dacls);
+    let open_opts = UnelevatedOptions {
+        lock_protected_dacls: false,
         ..UnelevatedOptions::default()
     };
-    let locked = unelevated::plan(&input, &c, locked_opts, &me()).expect("plan");
+    let unlocked = unelevated::plan(&input, &c, open_opts, &me()).expect("plan");
     let t = unelevated_token(&plan);
     let word = |b: bool| if b { "ALLOWED" } else { "denied" };
-    for (name, a, default_allows) in UNELEVATED_ATTACKS {
+    for (name, a, unlocked_allows) in UNELEVATED_ATTACKS {
         positive_control(*a, name);
-        let (old, old_ran) = run_attack(&old_unelevated_acl(&plan), &t, *a);
-        let (new, _) = run_attack(&plan.acl, &t, *a);
-        let (lock, lock_ran) = run_attack(&locked.acl, &t, *a);
+        let (old, old_ran) =
+            run_attack(&old_unelevated_acl(&plan), &old_unelevated_token(&plan), *a);
+        let (new, new_ran) = run_attack(&plan.acl, &t, *a);
+        let (open, _) = run_attack(&unlocked.acl, &unelevated_token(&unlocked), *a);
         row!(
-            "unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {:<7} | new plan + lock_protected_dacls: {} (stopped at step {lock_ran})",
-            word(old), word(new), word(lock)
+            "unelevated | {name:<48} | old plan: {:<7} ({old_ran} steps) | new plan: {:<7} (stopped at step {new_ran}) | opt-out lock_protected_dacls=false: {}",
+            word(old), word(new), word(open)
         );
         assert!(old, "{name}: the old plan was expected to allow it");
-        assert_eq!(new, *default_allows, "{name}: default new plan");
-        assert!(!lock, "{name}: the locked plan must deny it");
-        assert!(lock_ran >= 1);
+        assert!(!new, "{name}: the default new plan must deny it");
+        assert!(new_ran >= 1);
+        assert_eq!(open, *unlocked_allows, "{name}: new plan with the lock off");
     }
-    // The caller keeps writing into .git (git works), but loses rename/delete there.
-    let fs = applied(&plan.acl);
+    // The caller keeps writing into .git the way git does (config.lock, then rename), but
+    // loses rename/delete of .git itself.
+    let mut fs = applied(&plan.acl);
     assert!(fs.can_write(&caller(), &ws(r".git\HEAD")));
-    assert!(fs.allowed(&caller(), &ws(r".git\new"), &Op::CreateFile));
+    assert!(fs.allowed(
+        &caller(),
+        &ws(r".git
+ew"),
+        &Op::CreateFile
+    ));
+    assert!(git_lock_and_rename(&mut fs, &caller(), r".git\modules\sub"));
+    assert!(git_lock_and_rename(&mut fs, &caller(), ".git"));
     assert!(!fs.allowed(&caller(), &ws(".git"), &Op::RenameTo(ws("old-git"))));
-    // ...and keeps WRITE_DAC by default, so Stockade (and `stockade clean`) can still change
-    // them; the lock takes that away from the caller too: the documented cost.
-    assert!(fs.check(&caller(), &ws(".git"), mask::WRITE_DAC));
-    let fs_locked = applied(&locked.acl);
-    assert!(!fs_locked.check(&caller(), &ws(".git"), mask::WRITE_DAC));
+    // ...and keeps WRITE_DAC and WRITE_OWNER through Authenticated Users (the escape allow
+    // precedes the deny), so Stockade and `stockade clean` can still change them; the
+    // command, with Authenticated Users deny-only, cannot.
+    for path in [ws(".git"), ws(r".git\HEAD"), ws(""), ws(r"sub\.git")] {
+        assert!(
+            fs.check(&caller(), &path, mask::WRITE_DAC | mask::WRITE_OWNER),
+            "{path}"
+        );
+        assert!(!fs.check(&t, &path, mask::WRITE_DAC), "{path}");
+        assert!(!fs.check(&t, &path, mask::WRITE_OWNER), "{path}");
+    }
     let mut admin_token = caller();
     admin_token.groups.push(Sid::administrators());
-    assert!(!fs_locked.check(&admin_token, &ws(".git"), mask::WRITE_DAC));
+    assert!(fs.check(&admin_token, &ws(".git"), mask::WRITE_DAC));
+    // The lock's cost, in the model: a token of yours without Authenticated Users enabled
+    // (as the command's) cannot change those DACLs either; in canonical order (what
+    // Explorer's "reorder" would do) the deny comes first and locks you out too.
+    let mut without_au = caller();
+    without_au
+        .groups
+        .retain(|g| *g != unelevated::lock_escape_group());
+    assert!(!fs.check(&without_au, &ws(".git"), mask::WRITE_DAC));
+    let mut reordered = fs.stored_dacl(&ws(".git")).expect(".git").to_vec();
+    reordered.sort_by_key(|a| {
+        (
+            a.inherit.has(Inherit::INHERITED),
+            a.kind == crate::ace::AceKind::Allow,
+        )
+    });
+    let owner = fs.owner(&ws(".git")).expect("owner").clone();
+    assert!(crate::access::access_check(
+        &caller(),
+        &reordered,
+        &owner,
+        mask::READ_CONTROL
+    ));
+    assert!(!crate::access::access_check(
+        &caller(),
+        &reordered,
+        &owner,
+        mask::WRITE_DAC
+    ));
 }
 
 /// What stays open in the unelevated tier under the new plan, as the warnings say.
@@ -392,10 +549,17 @@ fn hkcu_run_key_unelevated_is_open_elevated_is_closed() {
         key::SET_VALUE,
         &KEY_MAPPING
     ));
-    // ...but re-ACL then write is not: documented as "not a boundary" for this tier.
+    // ...but re-ACL then write is not: documented as "not a boundary" for this tier (the key is
+    // one of many autostart places you own; see `NON_BOUNDARY`).
+    let (un_old, _) = run_key_attack(&old_unelevated_token(&plan), &me(), &acl);
     let (un, ran) = run_key_attack(&t, &me(), &acl);
-    assert!(un && ran == 2);
-    row!("unelevated | {:<48} | old plan: ALLOWED | new plan: ALLOWED (documented: not a boundary in this tier)", "WRITE_DAC then write HKCU\\...\\Run");
+    assert!(un_old && un && ran == 2);
+    row!(
+        "unelevated | {:<48} | old plan: {} | new plan: {} ({NON_BOUNDARY}: autostart keys and folders you own stay re-ACLable; the elevated tier closes it)",
+        "WRITE_DAC then write HKCU\\...\\Run",
+        word(un_old),
+        word(un)
+    );
     // The elevated command runs as another account: the caller's hive grants it nothing.
     let (el, ran) = run_key_attack(&new_elevated_token(&[]), &me(), &acl);
     let (el_old, _) = run_key_attack(&old_elevated_token(), &me(), &acl);
@@ -537,6 +701,11 @@ fn elevated_attacks_old_plan_allows_new_plan_denies() {
             "delete protected file sub\\.git and recreate",
             delete_protected_file_and_recreate,
             false,
+        ),
+        (
+            "rename sub away, recreate it with a new sub\\.git",
+            rename_ancestor_of_protected_and_recreate,
+            true,
         ),
     ];
     for (name, a, old_allows) in own {
@@ -811,7 +980,18 @@ fn processes_of_the_same_user_memory_writes_denied_token_duplication_allowed() {
         vm_write,
         &kernel::PROCESS
     ));
-    row!("unelevated | same-user process: VM_WRITE / SET_CONTEXT  | denied (documented default DACL); TOKEN_DUPLICATE, WRITE_DAC: ALLOWED");
+    let steal = |t: &TokenModel| {
+        check(
+            t,
+            &documented,
+            &user,
+            kernel::TOKEN_DUPLICATE | kernel::TOKEN_QUERY,
+            &kernel::TOKEN,
+        ) && check(t, &documented, &user, mask::WRITE_DAC, &kernel::PROCESS)
+    };
+    let (old, dup) = (steal(&old_unelevated_token(&plan)), steal(&t));
+    assert!(old && dup);
+    row!("unelevated | {:<48} | old plan: {} | new plan: VM_WRITE / SET_CONTEXT denied (documented default DACL); TOKEN_DUPLICATE, WRITE_DAC: {} ({NON_BOUNDARY}: your other processes; the elevated tier closes it)", "same-user process: inject / steal the token", word(old), word(dup));
 }
 
 /// The elevated command against its runner (same account, unrestricted token, alive while the
@@ -1151,7 +1331,8 @@ fn re_acl_claude_placeholder_then_create(fs: &mut FsModel, t: &TokenModel, ran: 
     create_claude_settings(fs, t, ran)
 }
 
-/// (name, attack, allowed by the new unelevated plan without `lock_protected_dacls`).
+/// (name, attack, allowed by the new unelevated plan with the lock off
+/// (`lock_protected_dacls: false`)). The default new plan denies every one.
 const MISSING_NAME_ATTACKS: &[(&str, Attack, bool)] = &[
     (
         "create .git with a hook where none existed",
@@ -1199,12 +1380,12 @@ const MISSING_NAME_ATTACKS: &[(&str, Attack, bool)] = &[
 fn missing_protected_names_old_plan_allows_placeholders_deny() {
     let input = fresh_input();
     let c = caps(&input.effective_roots(), 30);
-    let locked_opts = UnelevatedOptions {
-        lock_protected_dacls: true,
+    let open_opts = UnelevatedOptions {
+        lock_protected_dacls: false,
         ..UnelevatedOptions::default()
     };
     let word = |b: bool| if b { "ALLOWED" } else { "denied" };
-    for (name, attack, default_allows) in MISSING_NAME_ATTACKS {
+    for (name, attack, unlocked_allows) in MISSING_NAME_ATTACKS {
         // Control: the caller, no plan.
         let mut ctl = fresh_fs();
         let mut ran = 0;
@@ -1212,14 +1393,14 @@ fn missing_protected_names_old_plan_allows_placeholders_deny() {
         // Unelevated, old: the plan without placeholders and guards.
         let old_plan =
             unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
-        let t = unelevated_token(&old_plan);
+        let t = old_unelevated_token(&old_plan);
         let mut fs = fresh_fs();
         fixture::apply(&mut fs, &old_unelevated_acl(&old_plan));
         let mut ran = 0;
         let un_old = attack(&mut fs, &t, &mut ran);
-        // Unelevated, new (and with the lock).
+        // Unelevated, new (the default, and the opt-out with the lock off).
         let mut un_new = Vec::new();
-        for opts in [UnelevatedOptions::default(), locked_opts] {
+        for opts in [UnelevatedOptions::default(), open_opts] {
             let mut fs = fresh_fs();
             let (planned, _) = place(&mut fs, &input);
             let plan = unelevated::plan(&planned, &c, opts, &me()).expect("plan");
@@ -1267,7 +1448,7 @@ ew.rs",
             &Op::CreateFile
         ));
         row!(
-            "unelevated | {name:<48} | old plan: {:<7} | new plan: {:<7} | new plan + lock_protected_dacls: {}",
+            "unelevated | {name:<48} | old plan: {:<7} | new plan: {:<7} | opt-out lock_protected_dacls=false: {}",
             word(un_old),
             word(un_new[0]),
             word(un_new[1])
@@ -1278,8 +1459,11 @@ ew.rs",
             word(el_new)
         );
         assert!(un_old && el_old, "{name}: the old plans allow it");
-        assert_eq!(un_new[0], *default_allows, "{name}: unelevated new plan");
-        assert!(!un_new[1], "{name}: the locked plan denies it");
+        assert!(
+            !un_new[0],
+            "{name}: the default unelevated new plan denies it"
+        );
+        assert_eq!(un_new[1], *unlocked_allows, "{name}: unelevated, lock off");
         assert!(!el_new, "{name}: elevated new plan denies it");
     }
 }
@@ -1324,6 +1508,13 @@ fn clean_restores_acls_and_removes_empty_placeholders() {
         for entry in undo.acl.iter().rev() {
             let cur = fs.explicit_of(&entry.path).expect("planned path exists");
             if let Some(new) = crate::ace::unmerge_explicit(&cur, &entry.aces) {
+                // `stockade clean` runs as you: the DACL lock leaves you WRITE_DAC (through
+                // Authenticated Users), so every change it makes is one you may make.
+                assert!(
+                    fs.check(&caller(), &entry.path, mask::WRITE_DAC | mask::READ_CONTROL),
+                    "{}: clean needs WRITE_DAC",
+                    entry.path
+                );
                 assert!(fs.replace_explicit(&entry.path, new));
             }
         }
@@ -1378,6 +1569,18 @@ fn clean_restores_acls_and_removes_empty_placeholders() {
 /// before issue 15 ("old") and the current ones ("new"), under the corrected access-check model.
 /// `cargo test -p stockade-windows attack_table -- --nocapture` prints it. Each attack's test
 /// asserts its expectation; this test re-runs them all and fails if any does.
+/// Marks a row whose new plan still allows the attack because it is a documented non-boundary
+/// of the unelevated tier (README and docs/windows.md tier tables, the run-time warnings).
+const NON_BOUNDARY: &str = "documented non-boundary of the unelevated tier";
+
+fn word(b: bool) -> &'static str {
+    if b {
+        "ALLOWED"
+    } else {
+        "denied"
+    }
+}
+
 #[test]
 fn attack_table_old_plans_fail_new_plans_pass() {
     ROWS.with(|r| r.borrow_mut().clear());
@@ -1395,6 +1598,17 @@ fn attack_table_old_plans_fail_new_plans_pass() {
     elevated_runner_old_default_dacl_allows_injection_new_self_dacl_denies();
     let rows = ROWS.with(|r| r.borrow().clone());
     assert!(rows.len() >= 30, "every attack produced its row");
+    // Every row's new (default) plan denies the attack, except the documented non-boundaries of
+    // the unelevated tier; no elevated row is one.
+    for r in &rows {
+        let new = r.split("| new plan: ").nth(1).unwrap_or("");
+        assert!(!new.is_empty(), "row without a new-plan column: {r}");
+        let closed = new.starts_with("denied") || new.starts_with("0 left");
+        assert!(
+            closed || (r.starts_with("unelevated") && new.contains(NON_BOUNDARY)),
+            "new plan allows it: {r}"
+        );
+    }
     println!(
         "\n===== issue 15: multi-step attacks, old plans vs new plans (corrected model) ====="
     );
@@ -1477,4 +1691,38 @@ fn acl_apply_through_a_planted_junction_old_follows_new_refuses() {
         old.2,
         new.1
     );
+}
+
+/// The guard on an ancestor of a protected path (`sub` of `sub\.git`) is on that directory
+/// only: inside it the command (both tiers) and you keep creating, writing, renaming and
+/// deleting files; you keep `WRITE_DAC` on it (so `stockade clean` can undo it), the command
+/// does not; and renaming it is denied to the command of both tiers.
+#[test]
+fn ancestor_guard_keeps_work_inside_it() {
+    let input = fixture::input();
+    assert!(input
+        .protected_ancestors()
+        .iter()
+        .any(|a| a.path == ws("sub")));
+    let c = caps(&input.effective_roots(), 0);
+    let plan = unelevated::plan(&input, &c, UnelevatedOptions::default(), &me()).expect("plan");
+    let eplan = run_plan(&input, &offline(), &c).expect("elevated plan");
+    let cases = [
+        (plan.acl.clone(), unelevated_token(&plan)),
+        (plan.acl.clone(), caller()),
+        (eplan.acl.clone(), new_elevated_token(&eplan.roots)),
+    ];
+    for (acl, who) in &cases {
+        let mut fs = applied(acl);
+        assert!(fs.perform(who, &ws(r"sub\new.rs"), &Op::CreateFile));
+        assert!(fs.perform(who, &ws(r"sub\lib.rs"), &Op::Open(mask::FILE_WRITE_DATA)));
+        assert!(fs.perform(who, &ws(r"sub\lib.rs"), &Op::RenameTo(ws(r"sub\lib2.rs"))));
+        assert!(fs.perform(who, &ws(r"sub\lib2.rs"), &Op::Delete));
+    }
+    let fs = applied(&plan.acl);
+    assert!(fs.check(&caller(), &ws("sub"), mask::WRITE_DAC | mask::READ_CONTROL));
+    assert!(!fs.check(&unelevated_token(&plan), &ws("sub"), mask::WRITE_DAC));
+    assert!(!fs.check(&unelevated_token(&plan), &ws("sub"), mask::DELETE));
+    let efs = applied(&eplan.acl);
+    assert!(!efs.check(&new_elevated_token(&eplan.roots), &ws("sub"), mask::DELETE));
 }

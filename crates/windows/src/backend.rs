@@ -163,6 +163,7 @@ mod tests {
             overlay: Default::default(),
             write_gate: false,
             protected_names: vec![],
+            windows_lock_protected_dacls: true,
             env: vec![],
             env_removed: vec![],
             limits: Default::default(),

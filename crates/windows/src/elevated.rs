@@ -491,6 +491,7 @@ pub fn run_token(roots: &[(WinPath, Sid)]) -> crate::unelevated::TokenPlan {
         // The account (normal pass, no WRITE_DAC), SYSTEM, and this run's own SID (restricting
         // pass): not the logon SID, so concurrent runs' objects are not open to each other.
         default_dacl: crate::unelevated::own_objects_default_dacl(),
+        deny_only: Vec::new(),
     }
 }
 
@@ -555,7 +556,10 @@ pub fn run_plan(
     }
     // Missing protected files below a directory (`.vscode\tasks.json`): no new files there, and
     // that directory and its ancestors below the root can be neither deleted nor renamed.
-    let chain = input.no_new_files_chain();
+    // ...and the ancestors of protected paths below the root (`sub` of `sub\.git`), which could
+    // otherwise be renamed away and created again with a new protected name inside.
+    let mut chain = input.no_new_files_chain();
+    chain.extend(input.protected_ancestors());
     for c in chain
         .iter()
         .filter(|c| roots.iter().any(|(r, _)| c.path.starts_with(r)))

@@ -272,6 +272,7 @@ mod from_policy {
                 overlay: Default::default(),
                 write_gate: false,
                 protected_names: vec![],
+                windows_lock_protected_dacls: true,
                 env: vec![("PATH".into(), r"C:\Windows".into())],
                 env_removed: vec![],
                 limits: Default::default(),

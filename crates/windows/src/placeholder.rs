@@ -150,6 +150,42 @@ impl WinPlanInput {
         out
     }
 
+    /// The ancestors of protected paths strictly beneath their writable root, other than
+    /// protected paths, what lies inside a protected directory, and [`Self::no_new_files_chain`].
+    /// Renaming one away and creating it again needs only rights the command has in the root
+    /// (`DELETE` is not a write bit, and adding an entry to the root is granted): `sub` renamed to
+    /// `sub-old`, then a new `sub` with a new `sub\.git` pointing at a gitdir the command wrote.
+    /// So each is guarded like a protected path's parent, this object only: no delete, no
+    /// rename, no re-ACL (`attacks::rename_ancestor_of_protected_and_recreate`).
+    pub fn protected_ancestors(&self) -> Vec<PlannedWinPath> {
+        let roots = self.effective_roots();
+        let chain = self.no_new_files_chain();
+        let inside_protected = |c: &WinPath| {
+            self.protected
+                .iter()
+                .any(|q| c == &q.path || (q.kind == Kind::Dir && c.starts_with(&q.path)))
+        };
+        let mut out: Vec<PlannedWinPath> = Vec::new();
+        for p in &self.protected {
+            let below = crate::path::components_below_root(&p.path, &roots);
+            for c in below.iter().take(below.len().saturating_sub(1)) {
+                if inside_protected(c)
+                    || chain.iter().any(|x| x.path == *c)
+                    || out.iter().any(|x| x.path == *c)
+                {
+                    continue;
+                }
+                out.push(PlannedWinPath {
+                    path: c.clone(),
+                    kind: Kind::Dir,
+                    reason: format!("ancestor of the protected path {}", p.path),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
     /// The directories that guard a no-new-files directory against being renamed away: the
     /// directory and its ancestors below the root.
     pub fn no_new_files_chain(&self) -> Vec<PlannedWinPath> {

@@ -67,6 +67,10 @@ pub struct TokenPlan {
     /// The token's default DACL (for objects the child creates without a security descriptor,
     /// e.g. its own pipes): allow ACEs with these masks.
     pub default_dacl: Vec<(SidRef, u32)>,
+    /// Groups of the caller made deny-only in the token (`SidsToDisable`): they still match deny
+    /// ACEs but no longer allow ACEs, and cannot be re-enabled.
+    #[serde(default)]
+    pub deny_only: Vec<Sid>,
 }
 
 impl TokenPlan {
@@ -91,6 +95,7 @@ impl TokenPlan {
                 .iter()
                 .map(|(r, m)| (bind(r), *m))
                 .collect(),
+            deny_only: self.deny_only.clone(),
         }
     }
 }
@@ -136,11 +141,16 @@ pub struct UnelevatedOptions {
     /// DLLs, the null device and many system objects grant Everyone rather than a user); the cost
     /// is that anything whose DACL grants *Everyone* write access is writable from the sandbox.
     pub restrict_with_everyone: bool,
-    /// Also deny *you* `WRITE_DAC | WRITE_OWNER` on protected paths (and beneath). This is what
-    /// stops "re-ACL then write" on them — but the sandbox and you are the same SID, so afterwards
-    /// neither you, nor Stockade, nor your elevated administrator token can change or remove
-    /// their DACL (only SYSTEM or a backup/restore-privileged tool can). Off by default: this
-    /// tier is a guardrail, and the same attack works on everything else you own anyway.
+    /// Lock the DACLs of protected paths (and of their parents, this object only) against the
+    /// command: an allow of `WRITE_DAC | WRITE_OWNER` for Authenticated Users *followed by* a deny
+    /// of the same to you, and Authenticated Users deny-only in the command's token (see
+    /// [`metadata_guards`], [`lock_escape_group`]). This is what stops "re-ACL then write /
+    /// rename / delete" on protected paths. On by default. Costs: the command loses whatever
+    /// is granted to Authenticated Users only (for example `mkdir C:\x`); the protected paths'
+    /// DACLs are in a non-canonical order until `stockade clean` (Explorer's Security tab offers
+    /// to reorder them, which would lock you out too; editors that insist on canonical order may
+    /// refuse to edit them), and only a
+    /// token of yours holding Authenticated Users enabled (every normal logon) can change them.
     pub lock_protected_dacls: bool,
 }
 
@@ -148,7 +158,7 @@ impl Default for UnelevatedOptions {
     fn default() -> Self {
         UnelevatedOptions {
             restrict_with_everyone: true,
-            lock_protected_dacls: false,
+            lock_protected_dacls: true,
         }
     }
 }
@@ -199,6 +209,11 @@ pub fn plan(
         flags: flags::WRITE_RESTRICTED | flags::DISABLE_MAX_PRIVILEGE | flags::LUA_TOKEN,
         restricting,
         default_dacl: own_objects_default_dacl(),
+        deny_only: if opts.lock_protected_dacls {
+            vec![lock_escape_group()]
+        } else {
+            Vec::new()
+        },
     };
 
     let mut acl: Vec<PathAces> = roots
@@ -268,11 +283,20 @@ pub fn plan(
     }
     let mut guarded = protected.clone();
     guarded.extend(input.no_new_files_chain());
-    acl.extend(metadata_guards(&guarded, user, opts.lock_protected_dacls));
+    acl.extend(metadata_guards(
+        &guarded,
+        &input.protected_ancestors(),
+        user,
+        opts.lock_protected_dacls,
+    ));
 
     let mut warnings = vec![
-        "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths and their parents); use the elevated tier (`stockade setup`) for a boundary".to_string(),
-        "protected paths: writes into them are denied and renaming or deleting them needs a re-ACL first, but a command can re-ACL them (WRITE_DAC through your own full control) and then do either; files inside protected directories can be deleted".to_string(),
+        "unelevated tier: write confinement is a guardrail, not a boundary: the command runs as you, and a write-restricted token does not restrict DELETE, WRITE_DAC or WRITE_OWNER, so it can delete any file you may delete, move such files into a writable root, and re-ACL (then write) any object you own outside the guarded paths (protected paths, their parents, and the directories between the root and a nested protected path) -- autostart places included (HKCU\\...\\Run, the Startup folder) -- reach your other processes' tokens, and ask services that act for you (Task Scheduler, COM servers, the shell) to start programs outside the sandbox (not modelled; whether a write-restricted caller is refused is unverified); use the elevated tier (`stockade setup`) for a boundary".to_string(),
+        if opts.lock_protected_dacls {
+            "protected paths: writing into them, renaming, deleting and re-ACLing them (and re-ACLing their parents) are denied to the command (DACL lock: Authenticated Users is deny-only in its token); files inside protected directories can be deleted; a command that takes over another process of yours (its unrestricted token) gets round every guard".to_string()
+        } else {
+            "protected paths: writes into them are denied and renaming or deleting them needs a re-ACL first, but with lock_protected_dacls off a command can re-ACL them (WRITE_DAC through your own full control) and then do either; files inside protected directories can be deleted".to_string()
+        },
         "the command shares your desktop and can interact with your windows (no UI isolation in this tier)".to_string(),
     ];
     if input.network == Network::Off {
@@ -295,7 +319,11 @@ pub fn plan(
             .parent()
             .is_some_and(|d| input.no_new_files.iter().any(|x| x.path == d));
         if guarded {
-            warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory (a guardrail: a re-ACL first gets round it; checked after the run)"));
+            if opts.lock_protected_dacls {
+                warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory, nor re-ACL it first (DACL lock; checked after the run)"));
+            } else {
+                warnings.push(format!("protected path {m} does not exist yet: the command may create no new entry in its directory (a guardrail: a re-ACL first gets round it; checked after the run)"));
+            }
         } else {
             warnings.push(format!("protected path {m} does not exist; ACLs cannot stop its creation (no placeholder for it: checked after the run)"));
         }
@@ -333,22 +361,31 @@ pub fn own_objects_default_dacl() -> Vec<(SidRef, u32)> {
 /// Reason prefix of the ACEs that stop metadata attacks on protected paths.
 pub const GUARD_REASON: &str = "metadata guard";
 
+pub use crate::ace::{lock_escape_group, LOCK_MASK};
+
 /// ACEs against metadata attacks on protected paths, for the caller's own SID (these are decided
 /// by the normal pass, which the sandbox shares with the caller):
 /// * an `OWNER RIGHTS` allow of `READ_CONTROL` on the path (and, for a directory, everything
 ///   beneath it): the owner's implicit `WRITE_DAC` is gone;
-/// * only with `lock_dacls` ([`UnelevatedOptions::lock_protected_dacls`]): a deny of
-///   `WRITE_DAC | WRITE_OWNER` for the caller on the path (and beneath it), so that the
-///   inherited full control of the profile no longer lets anyone re-ACL it;
+/// * with `lock_dacls` ([`UnelevatedOptions::lock_protected_dacls`], the default), on the path
+///   (and beneath it) and on its parent (this object only, with its own `OWNER RIGHTS`
+///   `READ_CONTROL` ACE so that owning it gives nothing either): an allow of
+///   `WRITE_DAC | WRITE_OWNER` for [`lock_escape_group`] placed *before* a deny of the same for
+///   the caller. The access check walks ACEs in order and a deny stops only bits not granted
+///   yet, so your own token (the group enabled) gets both rights from the allow, while the
+///   command's (the group deny-only, which skips allow ACEs) reaches the deny: no re-ACL of
+///   the path, and no re-ACL of the parent to undo the delete-child guard;
 /// * a deny of `DELETE` for the caller on the path itself and of `FILE_DELETE_CHILD` on its
 ///   parent: it cannot be renamed away (and recreated) or deleted.
 ///
 /// Cost to the real user, who holds the same SID: they cannot delete or rename a protected path
-/// until `stockade clean` removes these ACEs (with `lock_dacls`, not even `stockade clean` can:
-/// see the option); writing into it (git itself) is unaffected. Without `lock_dacls` a command
-/// can still re-ACL a protected path through your own full control and then undo the rest.
+/// until `stockade clean` removes these ACEs; writing into it (git itself, `config.lock` then
+/// rename) is unaffected; with the lock, the DACLs are non-canonical until clean (see the
+/// option). Without `lock_dacls` a command can re-ACL a protected path through your own full
+/// control and then undo the rest.
 pub fn metadata_guards(
     protected: &[crate::input::PlannedWinPath],
+    ancestors: &[crate::input::PlannedWinPath],
     user: &Sid,
     lock_dacls: bool,
 ) -> Vec<PathAces> {
@@ -368,6 +405,20 @@ pub fn metadata_guards(
             e.1.push(ace);
         }
     };
+    let lock = |add: &mut dyn FnMut(&WinPath, Kind, Ace), path: &WinPath, kind, inherit| {
+        // No implicit WRITE_DAC for the owner (you, and so the command) either.
+        add(
+            path,
+            kind,
+            Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, inherit),
+        );
+        add(
+            path,
+            kind,
+            Ace::allow(lock_escape_group(), LOCK_MASK, inherit),
+        );
+        add(path, kind, Ace::deny(user.clone(), LOCK_MASK, inherit));
+    };
     for p in protected {
         let inherit = match p.kind {
             Kind::Dir => Inherit::TREE,
@@ -379,11 +430,7 @@ pub fn metadata_guards(
             Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, inherit),
         );
         if lock_dacls {
-            add(
-                &p.path,
-                p.kind,
-                Ace::deny(user.clone(), mask::WRITE_DAC | mask::WRITE_OWNER, inherit),
-            );
+            lock(&mut add, &p.path, p.kind, inherit);
         }
         add(
             &p.path,
@@ -396,12 +443,42 @@ pub fn metadata_guards(
                 Kind::Dir,
                 Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
             );
+            if lock_dacls {
+                lock(&mut add, &parent, Kind::Dir, Inherit::NONE);
+            }
+        }
+    }
+    // Ancestors of protected paths below the root (`sub` of `sub\.git`): this object only, no
+    // delete or rename (DELETE here, FILE_DELETE_CHILD on the parent) and no re-ACL of either.
+    for a in ancestors {
+        add(
+            &a.path,
+            Kind::Dir,
+            Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, Inherit::NONE),
+        );
+        if lock_dacls {
+            lock(&mut add, &a.path, Kind::Dir, Inherit::NONE);
+        }
+        add(
+            &a.path,
+            Kind::Dir,
+            Ace::deny(user.clone(), mask::DELETE, Inherit::NONE),
+        );
+        if let Some(parent) = a.path.parent() {
+            add(
+                &parent,
+                Kind::Dir,
+                Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
+            );
+            if lock_dacls {
+                lock(&mut add, &parent, Kind::Dir, Inherit::NONE);
+            }
         }
     }
     per_path
         .into_iter()
         .map(|(path, (kind, mut aces))| {
-            aces.sort_by_key(|a| a.kind == crate::ace::AceKind::Allow);
+            crate::ace::order_explicit(&mut aces);
             PathAces {
                 path,
                 kind,

@@ -64,6 +64,7 @@ pub(super) struct PartialFilesystem {
     pub(super) outside_writes: Option<crate::model::OutsideWrites>,
     pub(super) overlay_roots: Option<Vec<String>>,
     pub(super) overlay_max_bytes: Option<Limit>,
+    pub(super) windows_lock_protected_dacls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -167,6 +168,7 @@ pub(super) const FILESYSTEM_KEYS: &[&str] = &[
     "outside_writes",
     "overlay_roots",
     "overlay_max_bytes",
+    "windows_lock_protected_dacls",
 ];
 pub(super) const NETWORK_KEYS: &[&str] = &["mode", "allowed_domains"];
 pub(super) const ENV_KEYS: &[&str] = &["inherit", "exclude", "set"];

@@ -44,6 +44,7 @@ pub(super) fn empty_policy() -> Policy {
             outside_writes: crate::model::OutsideWrites::Deny,
             overlay_roots: Vec::new(),
             overlay_max_bytes: None,
+            windows_lock_protected_dacls: true,
         },
         network: NetworkPolicy {
             mode: NetworkMode::Off,
@@ -288,6 +289,22 @@ impl Merger {
                     )?;
                 }
                 self.list("filesystem", "walk_exempt", items, src);
+            }
+            if let Some(v) = f.windows_lock_protected_dacls {
+                if !v && self.policy.filesystem.windows_lock_protected_dacls {
+                    widen(
+                        "filesystem.windows_lock_protected_dacls",
+                        "= false lets the command re-ACL protected paths (Windows unelevated tier)"
+                            .into(),
+                    )?;
+                }
+                set_value(
+                    &mut self.policy.filesystem.windows_lock_protected_dacls,
+                    v,
+                    &mut self.prov,
+                    "filesystem.windows_lock_protected_dacls",
+                    src,
+                );
             }
             if let Some(v) = f.allow_dangerous_roots {
                 if v && !self.policy.filesystem.allow_dangerous_roots {

@@ -241,7 +241,8 @@ mod selftest {
     }
 
     /// Attacks on the plan's metadata guards, each undone at once if it worked (so that a real
-    /// host is left as it was): rename `.git` away, delete the `sub\.git` file, re-ACL `.git`,
+    /// host is left as it was): rename `.git` away, delete the `sub\.git` file, rename `sub`
+    /// away, re-ACL `.git`,
     /// create a directory in the drive root, set a value under `HKCU\...\Run`, delete a file in
     /// `.git`.
     fn adversarial_probes(root: &Path) {
@@ -259,6 +260,14 @@ mod selftest {
             let _ = std::fs::write(&gf, &content);
         }
         println!("delete-git-file {}", outcome(r));
+        // Rename `sub` (the directory holding the protected `sub\.git`) away: the ancestor guard.
+        let sub = root.join("sub");
+        let sub_moved = root.join("sub-moved-by-probe");
+        let r = std::fs::rename(&sub, &sub_moved);
+        if r.is_ok() {
+            let _ = std::fs::rename(&sub_moved, &sub);
+        }
+        println!("rename-sub {}", outcome(r));
         let re_acl = WinPath::parse(&git.to_string_lossy())
             .map_err(|e| e.to_string())
             .and_then(|p| {
@@ -276,6 +285,23 @@ mod selftest {
         println!(
             "re-acl-git {}",
             match re_acl {
+                Ok(()) => "ok".to_string(),
+                Err(e) if e.contains("code 0x5)") => "denied:5".to_string(),
+                Err(e) => format!("error:{e}"),
+            }
+        );
+        // Re-ACL the workspace root (the parent of `.git`, locked for this object only): rewrite
+        // its own DACL unchanged, which needs WRITE_DAC all the same.
+        let re_acl_root = WinPath::parse(&root.to_string_lossy())
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                let before = acl::read_path(&p).map_err(|e| e.to_string())?;
+                acl::write_explicit(&p, &before.explicit(), before.protected)
+                    .map_err(|e| e.to_string())
+            });
+        println!(
+            "re-acl-root {}",
+            match re_acl_root {
                 Ok(()) => "ok".to_string(),
                 Err(e) if e.contains("code 0x5)") => "denied:5".to_string(),
                 Err(e) => format!("error:{e}"),
@@ -625,6 +651,53 @@ mod selftest {
                     format!("missing after apply: {}", missing.join("; ")),
                 );
             }
+            // The DACL lock works only if Windows stores the escape allow before the deny to you
+            // (the model's assumption): read the order back.
+            let mut order_bad = Vec::new();
+            let mut locked = 0usize;
+            for entry in plan
+                .acl
+                .iter()
+                .filter(|e| e.aces.iter().any(stockade_windows::ace::is_lock_escape))
+            {
+                locked += 1;
+                match acl::read_path(&entry.path) {
+                    Ok(d) => {
+                        let ex = d.explicit();
+                        let esc = ex.iter().position(stockade_windows::ace::is_lock_escape);
+                        let deny = ex.iter().position(|a| {
+                            a.kind == stockade_windows::ace::AceKind::Deny
+                                && a.sid == me
+                                && a.mask & unelevated::LOCK_MASK != 0
+                        });
+                        match (esc, deny) {
+                            (Some(e), Some(d)) if e < d => {}
+                            other => {
+                                order_bad.push(format!("{}: escape/deny at {other:?}", entry.path))
+                            }
+                        }
+                    }
+                    Err(e) => order_bad.push(e.to_string()),
+                }
+            }
+            if locked == 0 {
+                rep.fail("acl-lock-order", "the plan has no DACL lock");
+            } else if order_bad.is_empty() && acl_stored {
+                rep.ok(
+                    "acl-lock-order",
+                    format!("{locked} locked paths store the escape allow before the deny to you"),
+                );
+            } else if wine {
+                rep.unsupported(
+                    "acl-lock-order",
+                    format!(
+                        "Wine does not store these ACEs, so the stored order cannot be read: {}",
+                        order_bad.join("; ")
+                    ),
+                );
+            } else {
+                rep.fail("acl-lock-order", order_bad.join("; "));
+            }
             let again: Result<Vec<bool>, _> = plan.acl.iter().map(acl::apply).collect();
             match again {
                 Ok(v) if v.iter().all(|c| !c) => rep.ok("acl-idempotent", "second apply changed nothing"),
@@ -755,6 +828,53 @@ mod selftest {
             }
         }
 
+        // The DACL lock's deny-only group (SidsToDisable): present in the caller's token, it must
+        // be deny-only (and not enabled) in the command's.
+        if let (Some(t), Ok(o)) = (&tok, &own) {
+            const ENABLED: u32 = 0x4;
+            const DENY_ONLY: u32 = 0x10;
+            match (
+                wsid::token_groups(o.as_handle()),
+                wsid::token_groups(t.as_handle()),
+            ) {
+                (Ok(mine), Ok(theirs)) => {
+                    let wanted: Vec<&Sid> = bound_token
+                        .deny_only
+                        .iter()
+                        .filter(|d| mine.iter().any(|(s, _)| s == *d))
+                        .collect();
+                    let bad: Vec<String> = wanted
+                        .iter()
+                        .filter(|d| {
+                            !theirs
+                                .iter()
+                                .any(|(s, a)| s == **d && a & DENY_ONLY != 0 && a & ENABLED == 0)
+                        })
+                        .map(|d| d.to_string())
+                        .collect();
+                    let note = if wine {
+                        "; Wine does not enforce it"
+                    } else {
+                        ""
+                    };
+                    if wanted.is_empty() {
+                        rep.fail("deny-only-group", format!("your token holds none of {:?}: the DACL lock would leave you no WRITE_DAC on protected paths", bound_token.deny_only));
+                    } else if bad.is_empty() {
+                        rep.ok("deny-only-group", format!("CreateRestrictedToken(SidsToDisable) made {wanted:?} deny-only in the command's token (read back with GetTokenInformation(TokenGroups)){note}"));
+                    } else {
+                        rep.fail(
+                            "deny-only-group",
+                            format!("not deny-only in the command's token: {bad:?}"),
+                        );
+                    }
+                }
+                (a, b) => rep.fail(
+                    "deny-only-group",
+                    format!("TokenGroups: {:?} / {:?}", a.err(), b.err()),
+                ),
+            }
+        }
+
         if let (Some(t), Ok(o)) = (&tok, &own) {
             let want: Vec<Sid> = bound_token
                 .default_dacl
@@ -862,7 +982,11 @@ mod selftest {
                     // Adversarial probes (issue 15): what the corrected model says the plan stops.
                     rep.expect_denied("child-rename-git", &get("rename-git"), held);
                     rep.expect_denied("child-delete-git-file", &get("delete-git-file"), held);
-                    rep.note("child-re-acl-git", format!("{} (by default the model predicts re-ACLing a protected path is allowed in this tier -- your own full control; `lock_protected_dacls` denies it)", get("re-acl-git")));
+                    rep.expect_denied("child-rename-sub", &get("rename-sub"), held);
+                    // The default DACL lock (Authenticated Users deny-only in the child's token, the
+                    // escape allow before the deny to you): the model denies both.
+                    rep.expect_denied("child-re-acl-git", &get("re-acl-git"), held);
+                    rep.expect_denied("child-re-acl-root", &get("re-acl-root"), held);
                     rep.expect_denied("child-mkdir-drive-root", &get("mkdir-drive-root"), held);
                     rep.expect_denied("child-hkcu-run-set-value", &get("hkcu-run"), held);
                     rep.expect_denied(
@@ -1088,6 +1212,7 @@ mod selftest {
             overlay: Default::default(),
             write_gate: false,
             protected_names: vec![],
+            windows_lock_protected_dacls: true,
             env: std::env::vars_os().collect(),
             env_removed: vec![],
             limits: Default::default(),

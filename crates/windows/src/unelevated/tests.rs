@@ -30,14 +30,17 @@ fn resolve(r: &SidRef) -> Sid {
 fn sandbox_token(plan: &UnelevatedPlan) -> TokenModel {
     TokenModel {
         user: me(),
-        groups: vec![
+        groups: [
             Sid::everyone(),
             Sid::users(),
             Sid::authenticated_users(),
             Sid::interactive(),
             sid(LOGON),
-        ],
-        deny_only: vec![],
+        ]
+        .into_iter()
+        .filter(|g| !plan.token.deny_only.contains(g))
+        .collect(),
+        deny_only: plan.token.deny_only.clone(),
         restricting: plan
             .token
             .restricting
@@ -378,9 +381,25 @@ fn delete_rename_and_dacl_changes_are_decided_by_the_normal_pass() {
     assert!(fs.allowed(&t, &p(r"C:\Users\me\Documents\secret.txt"), &Op::Delete));
     assert!(fs.check(&t, &p(r"C:\Users\me\Documents\secret.txt"), mask::WRITE_DAC));
     assert!(!fs.allowed(&t, &ws(".git"), &Op::RenameTo(ws(".git-moved"))));
-    // By default a protected path can still be re-ACLed (your own full control); only the
-    // opt-in lock denies it.
-    assert!(fs.check(&t, &ws(r".git\HEAD"), mask::WRITE_DAC));
+    // The default lock denies re-ACLing a protected path (and its parent) to the command; the
+    // caller keeps it through Authenticated Users. With the lock off it is your own full control.
+    assert!(!fs.check(&t, &ws(r".git\HEAD"), mask::WRITE_DAC));
+    assert!(!fs.check(&t, &ws(""), mask::WRITE_DAC));
+    assert!(fs.check(&caller_token(), &ws(r".git\HEAD"), mask::WRITE_DAC));
+    let off = UnelevatedOptions {
+        lock_protected_dacls: false,
+        ..UnelevatedOptions::default()
+    };
+    let plan_off =
+        super::plan(&fixture::input(), &caps_for(&fixture::input()), off, &me()).expect("plan");
+    let mut fs_off = fixture::filesystem();
+    fixture::apply(&mut fs_off, &plan_off.acl);
+    assert!(plan_off.token.deny_only.is_empty());
+    assert!(fs_off.check(
+        &sandbox_token(&plan_off),
+        &ws(r".git\HEAD"),
+        mask::WRITE_DAC
+    ));
     assert!(!fs.allowed(&t, &ws(r"sub\.git"), &Op::Delete));
     // Moving things *out of* the writable roots or *into* protected dirs stays denied, because
     // creating the destination is a write.
@@ -408,15 +427,25 @@ fn guards_are_one_entry_per_path_and_idempotent() {
     let mut paths: Vec<_> = guards.iter().map(|g| g.path.clone()).collect();
     paths.dedup();
     assert_eq!(paths.len(), guards.len());
-    // The workspace root (parent of .git) gets FILE_DELETE_CHILD denied to the caller only.
+    // The workspace root (parent of .git) gets FILE_DELETE_CHILD denied to the caller, and its
+    // DACL locked for this object only: the escape allow first, then the denies.
     let root = guards
         .iter()
         .find(|g| g.path == ws(""))
         .expect("root guard");
     assert_eq!(
         root.aces,
-        vec![Ace::deny(me(), mask::FILE_DELETE_CHILD, Inherit::NONE)]
+        vec![
+            Ace::allow(super::lock_escape_group(), super::LOCK_MASK, Inherit::NONE),
+            Ace::deny(
+                me(),
+                mask::FILE_DELETE_CHILD | super::LOCK_MASK,
+                Inherit::NONE
+            ),
+            Ace::allow(Sid::owner_rights(), mask::READ_CONTROL, Inherit::NONE),
+        ]
     );
+    assert_eq!(plan.token.deny_only, vec![super::lock_escape_group()]);
     // .git: OWNER RIGHTS read-control, no re-ACL beneath, no delete of .git itself.
     let git = guards
         .iter()
@@ -427,8 +456,16 @@ fn guards_are_one_entry_per_path_and_idempotent() {
         mask::READ_CONTROL,
         Inherit::TREE
     )));
-    assert!(!git.aces.iter().any(|a| a.mask & mask::WRITE_DAC != 0));
-    let locked = super::metadata_guards(&fixture::input().protected, &me(), true);
+    let unlocked = super::metadata_guards(&fixture::input().protected, &[], &me(), false);
+    let git_unlocked = unlocked
+        .iter()
+        .find(|g| g.path == ws(".git"))
+        .expect("git guard");
+    assert!(!git_unlocked
+        .aces
+        .iter()
+        .any(|a| a.mask & mask::WRITE_DAC != 0));
+    let locked = super::metadata_guards(&fixture::input().protected, &[], &me(), true);
     let git_locked = locked
         .iter()
         .find(|g| g.path == ws(".git"))

@@ -499,8 +499,9 @@ fn modify_explicit(
     change: impl FnOnce(&[Ace]) -> Option<Vec<Ace>>,
 ) -> Result<bool, AclError> {
     use std::os::windows::io::AsHandle;
-    // Without WRITE_DAC (a DACL locked against you, `lock_protected_dacls`) a path whose ACEs are
-    // already in place still passes; one that needs a change fails with the access error.
+    // Without WRITE_DAC (a DACL that denies it to this token, e.g. the DACL lock for a token
+    // without Authenticated Users enabled) a path whose ACEs are already in place still passes;
+    // one that needs a change fails with the access error.
     let (h, denied) = match open_checked(path, true) {
         Ok(h) => (h, None),
         // ERROR_ACCESS_DENIED (5).

@@ -115,11 +115,29 @@ fn prepare_with_placeholders(
     } else {
         make_placeholders(&input, &mut store, &store_path)?
     };
-    let me = {
-        let own = token::own_token().map_err(win_err)?;
-        super::sid::token_user(own.as_handle()).map_err(win_err)?
+    let own = token::own_token().map_err(win_err)?;
+    let me = super::sid::token_user(own.as_handle()).map_err(win_err)?;
+    // The DACL lock leaves you WRITE_DAC only through an enabled Authenticated Users group: a
+    // token without it (an unusual logon) gets no lock rather than a lock it could not undo.
+    // Clean always plans the lock, so that it removes lock ACEs a run added.
+    const SE_GROUP_ENABLED: u32 = 0x4;
+    let escape = unelevated::lock_escape_group();
+    let can_undo = super::sid::token_groups(own.as_handle())
+        .map_err(win_err)?
+        .iter()
+        .any(|(s, a)| *s == escape && a & SE_GROUP_ENABLED != 0);
+    // `filesystem.windows_lock_protected_dacls = false` is the opt-out (your own config only).
+    let configured = plan.windows_lock_protected_dacls;
+    let opts = UnelevatedOptions {
+        lock_protected_dacls: for_clean || (can_undo && configured),
+        ..UnelevatedOptions::default()
     };
-    let uplan = unelevated::plan(&planned, &store, UnelevatedOptions::default(), &me)?;
+    let mut uplan = unelevated::plan(&planned, &store, opts, &me)?;
+    if !for_clean && !configured {
+        uplan.warnings.push("protected paths: filesystem.windows_lock_protected_dacls = false, so their DACLs are not locked against the command: it can re-ACL them first and then write, rename or delete them".into());
+    } else if !for_clean && !can_undo {
+        uplan.warnings.push(format!("protected paths: your token has no enabled {escape} (Authenticated Users), so their DACLs are not locked against the command: it can re-ACL them first and then write, rename or delete them"));
+    }
     Ok((planned, uplan, store, store_path, empty))
 }
 

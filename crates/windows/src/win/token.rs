@@ -102,15 +102,34 @@ pub fn create_restricted_bound(plan: &TokenPlan) -> Result<OwnedHandle, TokenErr
             Attributes: 0,
         })
         .collect();
+    // Groups made deny-only (`SidsToDisable`): a SID the caller's token does not hold is
+    // ignored by CreateRestrictedToken, which is what the plan wants (nothing to disable).
+    let disable_sids: Vec<OwnedSid> = plan
+        .deny_only
+        .iter()
+        .map(OwnedSid::new)
+        .collect::<Result<_, _>>()?;
+    let disable: Vec<SID_AND_ATTRIBUTES> = disable_sids
+        .iter()
+        .map(|s| SID_AND_ATTRIBUTES {
+            Sid: s.as_psid(),
+            Attributes: 0,
+        })
+        .collect();
     let mut new_token: HANDLE = std::ptr::null_mut();
-    // SAFETY: `base` is an open token with TOKEN_DUPLICATE; `entries` points at `entries.len()`
-    // SID_AND_ATTRIBUTES whose SIDs live in `sids` for the duration of the call.
+    // SAFETY: `base` is an open token with TOKEN_DUPLICATE; `disable` and `entries` point at
+    // `disable.len()` / `entries.len()` SID_AND_ATTRIBUTES whose SIDs live in `disable_sids` /
+    // `sids` for the duration of the call.
     let ok = unsafe {
         CreateRestrictedToken(
             base.as_raw_handle(),
             plan.flags,
-            0,
-            std::ptr::null(),
+            disable.len() as u32,
+            if disable.is_empty() {
+                std::ptr::null()
+            } else {
+                disable.as_ptr()
+            },
             0,
             std::ptr::null(),
             entries.len() as u32,
