@@ -593,12 +593,7 @@ fn run_step(step: &Step, slots: &mut Vec<Option<OwnedFd>>) -> Result<(), SysErro
         } => {
             let fd = sys::overlayfs::overlay_mount(lower, upper, work).map_err(|e| SysError {
                 call: e.call,
-                what: format!(
-                    "{} (copy-on-write outside the workspace needs overlayfs mountable in a user \
-                     namespace, Linux 5.11+; to run without it set filesystem.outside_writes = \
-                     \"deny\" and temp.mode = \"empty\")",
-                    e.what
-                ),
+                what: overlay_refusal(lower, &e),
                 source: e.source,
             })?;
             if slots.len() <= *slot {
@@ -666,6 +661,82 @@ fn ensure_mountpoint(target: &Path, kind: PathKind) -> Result<(), SysError> {
         }
     }
     Ok(())
+}
+
+/// The reason an overlay of `lower` was refused, with the way out. One cause is common and
+/// not the kernel's lack of a feature: something mounted beneath `lower` on the host (a FUSE
+/// or tmpfs mount in the home, a mount below `/tmp`). In the sandbox's user namespace such
+/// inherited mounts are locked, and overlayfs refuses to clone a lower tree with locked
+/// children (`EINVAL`, "failed to clone lowerpath" in the kernel log): those mounts are named.
+fn overlay_refusal(lower: &Path, e: &SysError) -> String {
+    let beneath = if e.source.raw_os_error() == Some(libc::EINVAL) {
+        std::fs::read("/proc/self/mountinfo")
+            .map(|m| mounts_beneath(&m, lower))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if beneath.is_empty() {
+        return format!(
+            "{} (copy-on-write outside the workspace needs overlayfs mountable in a user \
+             namespace, Linux 5.11+; to run without it set filesystem.outside_writes = \
+             \"deny\" and temp.mode = \"empty\")",
+            e.what
+        );
+    }
+    let names: Vec<String> = beneath
+        .iter()
+        .take(5)
+        .map(|p| p.display().to_string().escape_debug().to_string())
+        .collect();
+    format!(
+        "{}: the kernel cannot overlay {} while something is mounted beneath it ({}{}): \
+         mounts inherited from the host are locked in the sandbox's user namespace and \
+         overlayfs refuses a lower tree with locked mounts. Unmount them, or run without \
+         copy-on-write there: filesystem.outside_writes = \"deny\" (the home) or temp.mode = \
+         \"empty\" (/tmp, /var/tmp)",
+        e.what,
+        lower.display(),
+        names.join(", "),
+        if beneath.len() > 5 { ", ..." } else { "" }
+    )
+}
+
+/// Mount points strictly beneath `dir` in a `mountinfo` listing (field 5, octal escapes
+/// decoded).
+fn mounts_beneath(mountinfo: &[u8], dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    mountinfo
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|f| PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(f))))
+        .filter(|p| p != dir && p.starts_with(dir))
+        .collect()
+}
+
+/// `\040`-style escapes of `mountinfo` decoded; anything else kept as is.
+fn unescape_octal(f: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(f.len());
+    let mut i = 0;
+    while i < f.len() {
+        let oct = f
+            .get(i + 1..i + 4)
+            .filter(|d| f[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct {
+            Some(d) => {
+                out.push(
+                    d.iter()
+                        .fold(0u8, |v, c| v.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
+                i += 4;
+            }
+            None => {
+                out.push(f[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -953,5 +1024,24 @@ mod tests {
             }
         }
         assert_eq!(captured, used);
+    }
+
+    #[test]
+    fn mounts_beneath_a_lower_are_named_with_escapes_decoded() {
+        let info = b"22 1 254:0 / / rw - ext4 /dev/vda rw\n\
+            30 22 0:40 / /root/my\\040shm rw - tmpfs tmpfs rw\n\
+            31 22 0:41 / /root rw - tmpfs tmpfs rw\n\
+            32 22 0:42 / /rootx rw - tmpfs tmpfs rw\n\
+            33 22 0:43 / /tmp/a rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            mounts_beneath(info, Path::new("/root")),
+            vec![PathBuf::from("/root/my shm")]
+        );
+        assert_eq!(
+            mounts_beneath(info, Path::new("/tmp")),
+            vec![PathBuf::from("/tmp/a")]
+        );
+        assert!(mounts_beneath(info, Path::new("/var/tmp")).is_empty());
+        assert_eq!(unescape_octal(b"a\\011b\\9c\\"), b"a\tb\\9c\\".to_vec());
     }
 }
