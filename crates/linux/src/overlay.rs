@@ -95,7 +95,12 @@ fn lock_work_slot(work_root: &Path) -> Result<Prepared, OverlayError> {
     for i in 0..WORK_SLOTS {
         let k = (start + i) % WORK_SLOTS;
         let dir = work_root.join(k.to_string());
+        let fresh = std::fs::symlink_metadata(&dir).is_err();
         mkdir(&dir, 0o700)?;
+        if fresh {
+            // the slot's per-tree work dirs (made next) go to different block groups too
+            mark_topdir(&dir);
+        }
         let io = |source| OverlayError::Io {
             path: dir.clone(),
             source,
