@@ -355,6 +355,28 @@ pub fn flock_exclusive_nowait(fd: RawFd) -> SysResult<bool> {
     }
 }
 
+/// ext4's "top of a directory hierarchy" inode flag (`chattr +T`, `FS_TOPDIR_FL`).
+const FS_TOPDIR_FL: libc::c_int = 0x0002_0000;
+
+/// Mark the directory `fd` as the top of a hierarchy (`chattr +T`) unless it already is: ext4's
+/// Orlov allocator then spreads its subdirectories (and the inodes made in them) over block
+/// groups instead of packing them into the parent's. Filesystems without inode flags refuse
+/// (`ENOTTY`, `EOPNOTSUPP`); the caller treats that as nothing to do.
+pub fn set_topdir_flag(fd: RawFd) -> SysResult<()> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int (the kernel's flags word) to `flags`, which lives
+    // through the call.
+    let ret = unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags as *mut libc::c_int) };
+    cvt("ioctl(FS_IOC_GETFLAGS)", String::new, ret)?;
+    if flags & FS_TOPDIR_FL != 0 {
+        return Ok(());
+    }
+    flags |= FS_TOPDIR_FL;
+    // SAFETY: FS_IOC_SETFLAGS reads one int from `flags`, which lives through the call.
+    let ret = unsafe { libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags as *const libc::c_int) };
+    cvt("ioctl(FS_IOC_SETFLAGS)", String::new, ret).map(drop)
+}
+
 /// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)`: changes exactly the inode `fd` refers to.
 pub fn fchown_fd(fd: RawFd, uid: libc::uid_t, gid: libc::gid_t) -> SysResult<()> {
     // SAFETY: `c""` is a valid empty NUL-terminated string; with AT_EMPTY_PATH the kernel acts on
