@@ -1018,3 +1018,58 @@ fn other_workspaces_changes_are_unreadable_in_both_modes() {
         );
     }
 }
+
+/// Something mounted beneath the home on the host (a FUSE or tmpfs mount) is locked in the
+/// sandbox's user namespace, and overlayfs refuses a lower tree with locked mounts. The run
+/// must fail closed, change nothing, and name that mount and the way out — not blame missing
+/// kernel support. The mount is made in a private mount namespace of this test only
+/// (`unshare -m`), so no concurrent test sees it. Control: the same run without the mount
+/// works, and with `outside_writes = "deny"` it works with the mount.
+#[test]
+fn a_mount_beneath_the_home_is_named_in_the_refusal() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !have("unshare") {
+        return skip("needs root (a tmpfs mount in a private mount namespace) and unshare");
+    }
+    let w = world("cow-submount");
+    fs::create_dir(w.home.join("sub mnt")).unwrap();
+    let deny = w.root.join("deny.toml");
+    fs::write(&deny, "[filesystem]\noutside_writes = \"deny\"\n").unwrap();
+    let inner = |mount: bool, extra: &[&Path]| {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"]);
+        let script = if mount {
+            "mount -t tmpfs -o size=1m tmpfs \"$HOME/sub mnt\" && exec \"$@\""
+        } else {
+            "exec \"$@\""
+        };
+        c.arg(script).arg("sh").arg(bin()).args(["run", "--no-pty"]);
+        for e in extra {
+            c.arg("--config").arg(e);
+        }
+        c.arg("--workspace").arg(&w.ws);
+        c.args(["--", "sh", "-c", "echo MARK-ran > ~/written; echo MARK-ran"]);
+        c.env("HOME", &w.home)
+            .env("XDG_STATE_HOME", &w.state)
+            .env_remove("XDG_CONFIG_HOME")
+            .current_dir(&w.ws);
+        common::run_guarded(c, None, std::time::Duration::from_secs(60))
+    };
+    let control = inner(false, &[]);
+    assert!(control.stdout.contains("MARK-ran"), "control: {control:#?}");
+    let o = inner(true, &[]);
+    assert_eq!(o.code, Some(125), "{o:#?}");
+    assert!(!o.stdout.contains("MARK-ran"), "{o:#?}");
+    assert!(
+        o.stderr.contains("while something is mounted beneath it")
+            && o.stderr.contains("sub mnt")
+            && o.stderr.contains("outside_writes = \"deny\""),
+        "{o:#?}"
+    );
+    assert!(!w.home.join("written").exists());
+    let d = inner(true, &[&deny]);
+    assert!(
+        d.stdout.contains("MARK-ran"),
+        "deny mode with the mount: {d:#?}"
+    );
+}
