@@ -443,6 +443,55 @@ fn info_attributes_created_where_none_existed_is_neutralised() {
     assert_refused_or_neutralised(&o, ".git/info/attributes");
 }
 
+/// An existing `config.worktree` (present at launch) changed: appended to in place, and
+/// replaced by a rename over it (how `git config` writes). Either change would make the host's
+/// `git status` run the marker (the control shows it does, unsandboxed).
+#[test]
+fn an_existing_config_worktree_cannot_be_changed() {
+    if !have_git() {
+        return skip("git not installed");
+    }
+    let setup = |w: &World| {
+        git(w, &w.ws, &["config", "extensions.worktreeConfig", "true"]);
+        git(w, &w.ws, &["config", "--worktree", "user.name", "wt"]);
+        assert!(w.ws(".git/config.worktree").is_file());
+    };
+    let append = "printf '[core]\\n\\tfsmonitor = \"touch {M}; false\"\\n' >> .git/config.worktree";
+    assert_contained(attack("git-cfgwt-app", &setup, append, &status));
+    let replace = "printf '[core]\\n\\tfsmonitor = \"touch {M}; false\"\\n' > cw.tmp; mv -f cw.tmp .git/config.worktree";
+    assert_contained(attack("git-cfgwt-mv", &setup, replace, &status));
+}
+
+/// An existing `info/attributes` changed (in place, and by a rename over it) to route files
+/// through a filter the repository's config already names: the host's next `git add` runs it.
+#[test]
+fn an_existing_info_attributes_cannot_be_changed() {
+    if !have_git() {
+        return skip("git not installed");
+    }
+    let setup = |w: &World| {
+        let m = w.root.join("marker");
+        git(
+            w,
+            &w.ws,
+            &[
+                "config",
+                "filter.up.clean",
+                &format!("touch {}; cat", m.display()),
+            ],
+        );
+        write(&w.ws(".git/info/attributes"), "*.bin binary\n");
+    };
+    let trigger = |w: &World| {
+        write(&w.ws("a"), "changed\n");
+        git_in(w, &w.ws, &["add", "a"], true);
+    };
+    let append = "echo '* filter=up' >> .git/info/attributes";
+    assert_contained(attack("git-attrs-app", &setup, append, &trigger));
+    let replace = "echo '* filter=up' > at.tmp; mv -f at.tmp .git/info/attributes";
+    assert_contained(attack("git-attrs-mv", &setup, replace, &trigger));
+}
+
 #[test]
 fn a_hard_link_to_a_protected_file_cannot_be_written_through() {
     if !have_git() {
