@@ -71,7 +71,8 @@ def main():
     for f in (".profile", ".bashrc"):
         with open(os.path.join(home, f), "w") as fh:
             fh.write("# bench\n")
-    env = dict(os.environ, HOME=home, XDG_STATE_HOME=state, npm_config_cache=os.path.join(home, ".npm"))
+    env = dict(os.environ, HOME=home, XDG_STATE_HOME=state, npm_config_cache=os.path.join(home, ".npm"),
+               npm_config_update_notifier="false")
     env.pop("XDG_CONFIG_HOME", None)
     deny = os.path.join(root, "deny.toml")
     with open(deny, "w") as f:
@@ -101,8 +102,9 @@ def main():
                 for j in range(per):
                     with open(os.path.join(d, f"f{j}.js"), "w") as f:
                         f.write(f"module.exports = {i * per + j};\n")
-            subprocess.run(["npm", "pack", "--pack-destination", root], cwd=pkg, env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+            # --loglevel=warn: `npm pack` otherwise lists every one of the N files on stderr.
+            subprocess.run(["npm", "pack", "--loglevel=warn", "--pack-destination", root], cwd=pkg,
+                           env=env, check=True, stdout=subprocess.DEVNULL)
             with open(os.path.join(ws, "package.json"), "w") as f:
                 json.dump({"name": "app", "version": "1.0.0",
                            "dependencies": {"many": "file:" + os.path.join(root, "many-1.0.0.tgz")}}, f)
