@@ -422,24 +422,8 @@ fn info_attributes_created_where_none_existed_is_neutralised() {
     if !have_git() {
         return skip("git not installed");
     }
-    let setup = |w: &World| {
-        let m = w.root.join("marker");
-        git(
-            w,
-            &w.ws,
-            &[
-                "config",
-                "filter.up.clean",
-                &format!("touch {}; cat", m.display()),
-            ],
-        );
-    };
     let script = "echo '* filter=up' > .git/info/attributes";
-    let trigger = |w: &World| {
-        write(&w.ws("a"), "changed\n");
-        git_in(w, &w.ws, &["add", "a"], true);
-    };
-    let o = assert_contained(attack("git-attrs", &setup, script, &trigger));
+    let o = assert_contained(attack("git-attrs", &filter_up, script, &add_changed));
     assert_refused_or_neutralised(&o, ".git/info/attributes");
 }
 
@@ -470,26 +454,33 @@ fn an_existing_info_attributes_cannot_be_changed() {
         return skip("git not installed");
     }
     let setup = |w: &World| {
-        let m = w.root.join("marker");
-        git(
-            w,
-            &w.ws,
-            &[
-                "config",
-                "filter.up.clean",
-                &format!("touch {}; cat", m.display()),
-            ],
-        );
+        filter_up(w);
         write(&w.ws(".git/info/attributes"), "*.bin binary\n");
     };
-    let trigger = |w: &World| {
-        write(&w.ws("a"), "changed\n");
-        git_in(w, &w.ws, &["add", "a"], true);
-    };
     let append = "echo '* filter=up' >> .git/info/attributes";
-    assert_contained(attack("git-attrs-app", &setup, append, &trigger));
+    assert_contained(attack("git-attrs-app", &setup, append, &add_changed));
     let replace = "echo '* filter=up' > at.tmp; mv -f at.tmp .git/info/attributes";
-    assert_contained(attack("git-attrs-mv", &setup, replace, &trigger));
+    assert_contained(attack("git-attrs-mv", &setup, replace, &add_changed));
+}
+
+/// The repository's config names a clean filter `up` that fires the marker.
+fn filter_up(w: &World) {
+    let m = w.root.join("marker");
+    git(
+        w,
+        &w.ws,
+        &[
+            "config",
+            "filter.up.clean",
+            &format!("touch {}; cat", m.display()),
+        ],
+    );
+}
+
+/// The host's trigger for a filter: change a tracked file and `git add` it.
+fn add_changed(w: &World) {
+    write(&w.ws("a"), "changed\n");
+    git_in(w, &w.ws, &["add", "a"], true);
 }
 
 #[test]
