@@ -419,6 +419,25 @@ pub fn metadata_guards(
         );
         add(path, kind, Ace::deny(user.clone(), LOCK_MASK, inherit));
     };
+    // Neither deleted nor renamed: DELETE denied on `path`, FILE_DELETE_CHILD on its parent
+    // (this object only), the parent's DACL locked too.
+    let no_removal = |add: &mut dyn FnMut(&WinPath, Kind, Ace), path: &WinPath, kind| {
+        add(
+            path,
+            kind,
+            Ace::deny(user.clone(), mask::DELETE, Inherit::NONE),
+        );
+        if let Some(parent) = path.parent() {
+            add(
+                &parent,
+                Kind::Dir,
+                Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
+            );
+            if lock_dacls {
+                lock(add, &parent, Kind::Dir, Inherit::NONE);
+            }
+        }
+    };
     for p in protected {
         let inherit = match p.kind {
             Kind::Dir => Inherit::TREE,
@@ -432,21 +451,7 @@ pub fn metadata_guards(
         if lock_dacls {
             lock(&mut add, &p.path, p.kind, inherit);
         }
-        add(
-            &p.path,
-            p.kind,
-            Ace::deny(user.clone(), mask::DELETE, Inherit::NONE),
-        );
-        if let Some(parent) = p.path.parent() {
-            add(
-                &parent,
-                Kind::Dir,
-                Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
-            );
-            if lock_dacls {
-                lock(&mut add, &parent, Kind::Dir, Inherit::NONE);
-            }
-        }
+        no_removal(&mut add, &p.path, p.kind);
     }
     // Ancestors of protected paths below the root (`sub` of `sub\.git`): this object only, no
     // delete or rename (DELETE here, FILE_DELETE_CHILD on the parent) and no re-ACL of either.
@@ -459,21 +464,7 @@ pub fn metadata_guards(
         if lock_dacls {
             lock(&mut add, &a.path, Kind::Dir, Inherit::NONE);
         }
-        add(
-            &a.path,
-            Kind::Dir,
-            Ace::deny(user.clone(), mask::DELETE, Inherit::NONE),
-        );
-        if let Some(parent) = a.path.parent() {
-            add(
-                &parent,
-                Kind::Dir,
-                Ace::deny(user.clone(), mask::FILE_DELETE_CHILD, Inherit::NONE),
-            );
-            if lock_dacls {
-                lock(&mut add, &parent, Kind::Dir, Inherit::NONE);
-            }
-        }
+        no_removal(&mut add, &a.path, Kind::Dir);
     }
     per_path
         .into_iter()
